@@ -1,0 +1,1 @@
+"""ggml tensor formats, reference dequantizers and quantized matmul (CPU and CUDA)."""
