@@ -1,0 +1,122 @@
+"""Matmuls against quantized weights without materialising the full-precision weight.
+
+The reference path dequantizes bounded tiles of weight rows (at most `MAX_TILE_BYTES` of float32 at a
+time), multiplies each tile into its slice of the output, and computes in float32 whatever the
+activation dtype. Fast paths registered in `kernels.backend` take over behind the same calls.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels import backend
+from kernels.formats import GGMLType
+from kernels.qtensor import QTensor
+
+# Float32 bytes of one dequantized tile: small next to any real weight, large enough that a tile's
+# matmul is not dominated by launch overhead.
+MAX_TILE_BYTES = 4 << 20
+
+
+def tile_rows(w: QTensor) -> int:
+    """Weight rows per dequantized tile (at least one row)."""
+    return max(1, MAX_TILE_BYTES // (w.shape[-1] * 4))
+
+
+def _check_operands(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None) -> None:
+    if len(w.shape) != 2:
+        raise ValueError(f"tensor {w.name!r}: qmatmul needs a 2-D weight, shape is {w.shape}")
+    out_features, in_features = w.shape
+    if x.shape[-1] != in_features:
+        raise ValueError(
+            f"tensor {w.name!r}: input has {x.shape[-1]} features, the weight {w.shape} expects {in_features}"
+        )
+    if x.device != w.device:
+        raise ValueError(f"tensor {w.name!r}: input on {x.device}, weight on {w.device}")
+    if bias is not None and tuple(bias.shape) != (out_features,):
+        raise ValueError(f"tensor {w.name!r}: bias shape {tuple(bias.shape)} != ({out_features},)")
+
+
+def reference_qmatmul(
+    x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """`x @ dequant(w).T + bias` in float32, one bounded tile of weight rows at a time."""
+    out_features, in_features = w.shape
+    x2 = x.reshape(-1, in_features).to(torch.float32)
+    if w.qtype == GGMLType.F32:
+        # The stored bytes already are the float32 weight: a zero-copy view, nothing to tile.
+        y = x2 @ w.dequantize().T
+    else:
+        y = torch.empty(x2.shape[0], out_features, dtype=torch.float32, device=x.device)
+        step = tile_rows(w)
+        for r0 in range(0, out_features, step):
+            r1 = min(r0 + step, out_features)
+            y[:, r0:r1] = x2 @ w.dequantize(rows=slice(r0, r1)).T
+    if bias is not None:
+        y += bias.to(torch.float32)
+    return y.reshape(*x.shape[:-1], out_features).to(out_dtype)
+
+
+def qmatmul(
+    x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None, *, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """`y = x @ dequant(w).T (+ bias)` for `x[..., in]` and `w (out, in)`, accumulated in float32.
+
+    `out_dtype` defaults to `x.dtype` (fp16/bf16 activations are computed in float32 and cast back).
+    """
+    _check_operands(x, w, bias)
+    out_dtype = out_dtype or x.dtype
+    fast = backend.fast_path_for(x, w)
+    if fast is not None:
+        return fast.qmatmul(x, w, bias, out_dtype)
+    return reference_qmatmul(x, w, bias, out_dtype)
+
+
+def qembedding(ids: torch.Tensor, w: QTensor) -> torch.Tensor:
+    """Rows `ids` of an embedding table `w (vocab, dim)` as float32 `(*ids.shape, dim)`; only those rows
+    are dequantized."""
+    if len(w.shape) != 2:
+        raise ValueError(f"tensor {w.name!r}: an embedding table is 2-D, shape is {w.shape}")
+    return w.dequantize(rows=ids.reshape(-1)).reshape(*ids.shape, w.shape[1])
+
+
+def qmatmul_experts(
+    x: torch.Tensor,
+    w: QTensor,
+    expert_ids: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Mixture-of-experts matmul: token t through each of its k selected experts.
+
+    `x (T, in)`, `w (n_expert, out, in)`, `expert_ids (T, k)` (long), `bias (n_expert, out)` or None ->
+    `(T, k, out)` with `y[t, j] = x[t] @ dequant(w[expert_ids[t, j]]).T + bias[expert_ids[t, j]]`.
+    Each selected expert is visited once, with all the tokens routed to it; unselected experts are never
+    dequantized.
+    """
+    if len(w.shape) != 3:
+        raise ValueError(f"tensor {w.name!r}: qmatmul_experts needs a 3-D expert tensor, shape is {w.shape}")
+    n_expert, out_features, _ = w.shape
+    n_tokens, k = expert_ids.shape
+    if x.dim() != 2 or x.shape[0] != n_tokens:
+        raise ValueError(
+            f"tensor {w.name!r}: x {tuple(x.shape)} does not match expert_ids {tuple(expert_ids.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (n_expert, out_features):
+        raise ValueError(
+            f"tensor {w.name!r}: expert bias shape {tuple(bias.shape)} != ({n_expert}, {out_features})"
+        )
+    out_dtype = out_dtype or x.dtype
+    flat = expert_ids.reshape(-1).to(device=x.device, dtype=torch.long)
+    token_of = torch.arange(n_tokens, device=x.device).repeat_interleave(k)
+    order = torch.argsort(flat, stable=True)
+    experts, counts = torch.unique_consecutive(flat[order], return_counts=True)
+    y = torch.empty(n_tokens * k, out_features, dtype=torch.float32, device=x.device)
+    start = 0
+    for e, count in zip(experts.tolist(), counts.tolist(), strict=True):
+        picked = order[start : start + count]
+        start += count
+        expert_bias = bias[e] if bias is not None else None
+        y[picked] = qmatmul(x[token_of[picked]], w.expert(e), expert_bias, out_dtype=torch.float32)
+    return y.view(n_tokens, k, out_features).to(out_dtype)

@@ -1,0 +1,195 @@
+"""qmatmul, qembedding, qmatmul_experts against a float64 oracle built on gguf-py's dequantization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize as gguf_dequantize
+
+from kernels import backend
+from kernels import qmatmul as qmatmul_module
+from kernels.formats import FORMATS, GGMLType
+from kernels.qmatmul import qembedding, qmatmul, qmatmul_experts
+from kernels.qtensor import QTensor
+
+TYPES = [
+    GGMLType.F32,
+    GGMLType.F16,
+    GGMLType.BF16,
+    GGMLType.Q4_0,
+    GGMLType.Q4_1,
+    GGMLType.Q5_0,
+    GGMLType.Q5_1,
+    GGMLType.Q8_0,
+    GGMLType.Q2_K,
+    GGMLType.Q3_K,
+    GGMLType.Q4_K,
+    GGMLType.Q5_K,
+    GGMLType.Q6_K,
+    GGMLType.MXFP4,
+    GGMLType.IQ4_NL,
+]
+REL_TOL = 1e-5
+
+
+def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """max|got - expected| / max|expected|."""
+    return float((got.double().cpu() - expected).abs().max() / expected.abs().max())
+
+
+def make_weight(qtype, shape, rng, blocks, device) -> tuple[QTensor, torch.Tensor]:
+    """A random realistic QTensor and its float64 dequantization by gguf-py (the oracle)."""
+    fmt = FORMATS[qtype]
+    n_blocks = int(np.prod(shape)) // fmt.block_size
+    raw = blocks(qtype, n_blocks, rng, realistic=True)
+    w = QTensor.from_bytes(raw.tobytes(), qtype, shape, f"w.{qtype.name}", device)
+    values = gguf_dequantize(raw.reshape(*shape[:-1], -1), GGMLQuantizationType(int(qtype)))
+    return w, torch.from_numpy(np.ascontiguousarray(values)).double().reshape(shape)
+
+
+@pytest.fixture(autouse=True)
+def reference_backend():
+    backend.set_mode("reference")
+    yield
+    backend.set_mode(None)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "out_features", "in_features"),
+    [((1, 512), 48, 512), ((7, 256), 33, 256), ((2, 3, 768), 40, 768)],
+    ids=["decode-M1", "prefill-M7", "batched-2x3"],
+)
+@pytest.mark.parametrize("qtype", TYPES, ids=[t.name for t in TYPES])
+def test_qmatmul_matches_float64(
+    qtype, x_shape, out_features, in_features, device, rng, blocks, record_property
+):
+    w, w64 = make_weight(qtype, (out_features, in_features), rng, blocks, device)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, x_shape).astype(np.float32))
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, out_features).astype(np.float32))
+    y = qmatmul(x.to(device), w, bias.to(device))
+    assert y.shape == (*x_shape[:-1], out_features) and y.dtype == torch.float32
+    err = rel_err(y, x.double() @ w64.T + bias.double())
+    record_property("max_rel_err", err)
+    assert err < REL_TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize(
+    "qtype", [GGMLType.Q4_0, GGMLType.Q6_K, GGMLType.MXFP4], ids=["Q4_0", "Q6_K", "MXFP4"]
+)
+def test_half_activations_compute_in_float32(qtype, dtype, device, rng, blocks) -> None:
+    w, w64 = make_weight(qtype, (16, 256), rng, blocks, device)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (3, 256)).astype(np.float32)).to(dtype)
+    y = qmatmul(x.to(device), w)
+    assert y.dtype == dtype
+    # The float32 result, rounded once to the activation dtype.
+    assert rel_err(y, x.double() @ w64.T) < 2 ** -(7 if dtype == torch.bfloat16 else 10)
+    assert rel_err(qmatmul(x.to(device), w, out_dtype=torch.float32), x.double() @ w64.T) < REL_TOL
+
+
+def test_tiles_are_bounded(monkeypatch, rng, blocks) -> None:
+    w, w64 = make_weight(GGMLType.Q4_0, (4096, 512), rng, blocks, "cpu")  # 8 MiB as float32
+    tiles: list[tuple[int, ...]] = []
+    original = QTensor.dequantize
+
+    def spy(self, rows=None):
+        out = original(self, rows)
+        tiles.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(QTensor, "dequantize", spy)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (2, 512)).astype(np.float32))
+    assert rel_err(qmatmul(x, w), x.double() @ w64.T) < REL_TOL
+    assert len(tiles) >= 2 and sum(t[0] for t in tiles) == 4096
+    assert max(t[0] * t[1] * 4 for t in tiles) <= qmatmul_module.MAX_TILE_BYTES
+
+
+def test_tile_size_follows_the_limit(monkeypatch, rng, blocks) -> None:
+    monkeypatch.setattr(qmatmul_module, "MAX_TILE_BYTES", 3 * 256 * 4)
+    w, w64 = make_weight(GGMLType.Q6_K, (10, 256), rng, blocks, "cpu")
+    assert qmatmul_module.tile_rows(w) == 3
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 256)).astype(np.float32))
+    assert rel_err(qmatmul(x, w), x.double() @ w64.T) < REL_TOL
+
+
+def test_qembedding_dequantizes_only_the_selected_rows(monkeypatch, device, rng, blocks) -> None:
+    w, w64 = make_weight(GGMLType.Q8_0, (50, 64), rng, blocks, device)
+    ids = torch.tensor([[3, 49, 3], [0, 7, 7]])
+    seen: list[int] = []
+    original = QTensor.dequantize
+    monkeypatch.setattr(
+        QTensor, "dequantize", lambda self, rows=None: seen.append(rows.numel()) or original(self, rows)
+    )
+    got = qembedding(ids.to(device), w)
+    assert got.shape == (2, 3, 64) and seen == [6]
+    assert torch.equal(got.cpu().double(), w64[ids])
+
+
+def test_qmatmul_experts(monkeypatch, device, rng, blocks) -> None:
+    n_expert, out_features, in_features = 6, 24, 64
+    w, w64 = make_weight(GGMLType.MXFP4, (n_expert, out_features, in_features), rng, blocks, device)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (5, in_features)).astype(np.float32))
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, (n_expert, out_features)).astype(np.float32))
+    expert_ids = torch.tensor([[0, 4], [4, 2], [2, 0], [4, 0], [2, 4]])
+    visited: list[int] = []
+    original = QTensor.expert
+    monkeypatch.setattr(QTensor, "expert", lambda self, i: visited.append(i) or original(self, i))
+    y = qmatmul_experts(x.to(device), w, expert_ids.to(device), bias.to(device))
+    assert y.shape == (5, 2, out_features)
+    assert sorted(visited) == [0, 2, 4]  # each selected expert once; 1, 3, 5 never dequantized
+    expected = torch.einsum("ti,tkoi->tko", x.double(), w64[expert_ids]) + bias.double()[expert_ids]
+    assert rel_err(y, expected) < REL_TOL
+
+
+def test_qmatmul_experts_rejects_bad_expert_id(rng, blocks) -> None:
+    w, _ = make_weight(GGMLType.MXFP4, (2, 8, 32), rng, blocks, "cpu")
+    with pytest.raises(IndexError, match="expert 2 out of range"):
+        qmatmul_experts(torch.zeros(1, 32), w, torch.tensor([[2]]))
+
+
+def test_shape_errors_name_the_weight(rng, blocks) -> None:
+    w, _ = make_weight(GGMLType.Q8_0, (8, 64), rng, blocks, "cpu")
+    with pytest.raises(ValueError, match=r"'w\.Q8_0'.*input has 32 features"):
+        qmatmul(torch.zeros(1, 32), w)
+    with pytest.raises(ValueError, match=r"'w\.Q8_0'.*bias shape \(7,\)"):
+        qmatmul(torch.zeros(1, 64), w, torch.zeros(7))
+
+
+# The backend seam.
+
+
+def test_fast_path_is_taken_in_auto_mode_and_skipped_in_reference_mode(monkeypatch, rng, blocks) -> None:
+    w, w64 = make_weight(GGMLType.Q4_0, (8, 64), rng, blocks, "cpu")
+    x = torch.ones(1, 64)
+    calls: list[str] = []
+
+    def fake(x, w, bias, out_dtype):
+        calls.append(w.name)
+        return torch.zeros(1, 8, dtype=out_dtype)
+
+    unregister = backend.register(
+        backend.FastPath("fake", ("cpu",), lambda x, w: w.qtype == GGMLType.Q4_0, fake)
+    )
+    try:
+        backend.set_mode(None)
+        monkeypatch.setenv(backend.ENV_VAR, "auto")
+        assert not qmatmul(x, w).any() and calls == ["w.Q4_0"]
+        monkeypatch.setenv(backend.ENV_VAR, "reference")
+        assert rel_err(qmatmul(x, w), x.double() @ w64.T) < REL_TOL and calls == ["w.Q4_0"]
+        monkeypatch.setenv(backend.ENV_VAR, "auto")
+        backend.set_mode("reference")
+        assert qmatmul(x, w).any() and calls == ["w.Q4_0"]
+    finally:
+        unregister()
+    assert backend.fast_path_for(x, w) is None
+
+
+def test_bad_mode_is_refused(monkeypatch) -> None:
+    backend.set_mode(None)
+    monkeypatch.setenv(backend.ENV_VAR, "fastest")
+    with pytest.raises(ValueError, match="ORCD_KERNELS='fastest'"):
+        backend.mode()
+    with pytest.raises(ValueError, match="'turbo'"):
+        backend.set_mode("turbo")
