@@ -1,0 +1,291 @@
+"""GPT-OSS (`general.architecture = "gpt-oss"`): the architecture of gpt-oss-20b and gpt-oss-120b.
+
+Not the GPT-2-style model M0-W-1215 describes (docs/models-gpt.md, erratum). One forward pass:
+    x = token_embd[tokens]
+    per block:  h = rms_norm(x)
+                x += attn_output( attention( rope(q), rope(k), v, sinks, window ) )   q/k/v/o with biases
+                h = rms_norm(x)                                                      (post_attention_norm)
+                x += sum_j  w_j * expert_j(h)     over the top-k experts of router(h), w = softmax(top-k)
+                expert(h) = ffn_down( swiglu(ffn_gate(h), ffn_up(h)) )               all with biases
+    logits = output( rms_norm(x) )
+The surprising details, each checked against llama.cpp's `openai-moe` graph and the gpt-oss torch
+reference: one learned sink logit per head; a sliding window on even layers only; YaRN in ggml's
+formulation; softmax over the k selected router logits (not over all experts); a SwiGLU clamped at 7
+whose linear half gets +1.
+
+Weights stay in their stored ggml type (M0-W-1201): matrices go through `qmatmul`, which dequantizes
+bounded row tiles, and an expert tensor (MXFP4 in MXFP4_MOE files) is only read for the experts that
+some token selected (`qmatmul_experts`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kernels.qmatmul import qembedding, qmatmul, qmatmul_experts
+from kernels.qtensor import QTensor
+from reference_worker.models.attention import AttentionKernel, attention_kernel
+from reference_worker.models.base import ModelConfigError
+from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
+from reference_worker.models.llama import rms_norm
+from reference_worker.models.rope import RopeScaling, apply_rope, rope_frequencies
+
+ARCH = "gpt-oss"
+SWIGLU_ALPHA = 1.702  # llama.cpp LLM_FFN_SWIGLU_OAI_MOE; gpt-oss reference swiglu(alpha=1.702, limit=7.0)
+SWIGLU_LIMIT = 7.0
+
+
+@dataclass(frozen=True)
+class GptOssConfig:
+    """Hyper-parameters read 1:1 from the file's `gpt-oss.*` metadata."""
+
+    vocab_size: int  # rows of token_embd.weight: the width of the logits
+    context_length: int
+    n_embd: int  # embedding_length (2880 in gpt-oss-20b)
+    n_layer: int  # block_count
+    n_head: int  # attention.head_count
+    n_head_kv: int  # attention.head_count_kv (grouped-query attention)
+    head_dim: int  # attention.key_length; n_head * head_dim != n_embd in the real models
+    norm_eps: float  # attention.layer_norm_rms_epsilon
+    n_expert: int  # expert_count
+    n_expert_used: int  # expert_used_count: the router's top-k
+    n_ff_expert: int  # expert_feed_forward_length
+    sliding_window: int  # attention.sliding_window (128 in the real models)
+    swa_layers: tuple[bool, ...]  # per layer: True = sliding-window attention, False = full attention
+    rope_base: float  # rope.freq_base
+    rope_scaling: RopeScaling | None  # rope.scaling.type = yarn
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any], vocab_size: int, source: str) -> GptOssConfig:
+        def key(name: str, default: Any = ...) -> Any:
+            full = f"{ARCH}.{name}"
+            if full in metadata:
+                return metadata[full]
+            if default is ...:
+                raise ModelConfigError(f"{source}: required GGUF metadata key {full!r} is missing")
+            return default
+
+        n_layer, n_head = int(key("block_count")), int(key("attention.head_count"))
+        n_head_kv = int(key("attention.head_count_kv", n_head))
+        n_embd = int(key("embedding_length"))
+        head_dim = int(key("attention.key_length", n_embd // n_head))
+        if int(key("attention.value_length", head_dim)) != head_dim:
+            raise ModelConfigError(f"{source}: {ARCH}.attention.value_length differs from key_length")
+        if n_head % n_head_kv:
+            raise ModelConfigError(
+                f"{source}: head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"
+            )
+        context_length = int(key("context_length"))
+        return cls(
+            vocab_size=vocab_size,
+            context_length=context_length,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_head_kv=n_head_kv,
+            head_dim=head_dim,
+            norm_eps=float(key("attention.layer_norm_rms_epsilon")),
+            n_expert=int(key("expert_count")),
+            n_expert_used=int(key("expert_used_count")),
+            n_ff_expert=int(key("expert_feed_forward_length")),
+            sliding_window=int(key("attention.sliding_window")),
+            swa_layers=sliding_window_layers(key("attention.sliding_window_pattern", 2), n_layer, source),
+            rope_base=float(key("rope.freq_base", 10000.0)),
+            rope_scaling=yarn_scaling(key, context_length, source),
+        )
+
+
+def sliding_window_layers(pattern: int | list[bool], n_layer: int, source: str) -> tuple[bool, ...]:
+    """llama.cpp `load_swa_pattern`: a per-layer bool array, or a period n in which the last layer is
+    full attention. gpt-oss files carry no pattern: n = 2, even layers sliding and odd layers full."""
+    if isinstance(pattern, list):
+        if len(pattern) != n_layer:
+            raise ModelConfigError(
+                f"{source}: {ARCH}.attention.sliding_window_pattern has {len(pattern)} entries for {n_layer} layers"
+            )
+        return tuple(bool(p) for p in pattern)
+    n = int(pattern)
+    return tuple(n == 0 or layer % n < n - 1 for layer in range(n_layer))
+
+
+def yarn_scaling(key: Any, context_length: int, source: str) -> RopeScaling | None:
+    """`rope.scaling.*` in ggml's YaRN parameterisation (factor 32, original context 4096, betas 32/1).
+
+    llama.cpp sets attn_factor to mscale / (1 + 0.1 ln factor) = 1 for gpt-oss and `ggml_rope_ext` then
+    multiplies cos and sin by (1 + 0.1 ln factor), the reference's "concentration"; only an explicit
+    `rope.scaling.attn_factor` changes that.
+    """
+    kind = str(key("rope.scaling.type", "none"))
+    if kind == "none":
+        return None
+    if kind != "yarn":
+        raise ModelConfigError(f"{source}: {ARCH}.rope.scaling.type {kind!r} is not supported (yarn, none)")
+    return RopeScaling(
+        factor=float(key("rope.scaling.factor")),
+        original_context_length=int(key("rope.scaling.original_context_length", context_length)),
+        beta_fast=float(key("rope.scaling.yarn_beta_fast", 32.0)),
+        beta_slow=float(key("rope.scaling.yarn_beta_slow", 1.0)),
+        attn_factor=float(key("rope.scaling.attn_factor", 1.0)),
+    )
+
+
+def swiglu(
+    gate: torch.Tensor, linear: torch.Tensor, alpha: float = SWIGLU_ALPHA, limit: float = SWIGLU_LIMIT
+):
+    """gpt-oss's clamped SwiGLU (ggml_swiglu_oai): the gate is clamped from above only, the linear half on
+    both sides, and the linear half gets an extra +1 (a bias baked into the activation)."""
+    gate = gate.clamp(max=limit)
+    linear = linear.clamp(min=-limit, max=limit)
+    return gate * torch.sigmoid(alpha * gate) * (linear + 1)
+
+
+def route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k experts per token, weighted by a softmax over the k selected logits only
+    (llama.cpp LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX_WEIGHT; the reference's topk-then-softmax)."""
+    top_logits, experts = torch.topk(router_logits, k, dim=-1, sorted=True)
+    return experts, torch.softmax(top_logits, dim=-1)
+
+
+class TensorTable:
+    """The loaded weights by GGUF name; a missing or mis-shaped tensor is a `ModelConfigError` naming it."""
+
+    def __init__(self, weights: dict[str, QTensor], source: str, device: torch.device) -> None:
+        self.weights, self.source, self.device = weights, source, device
+
+    def matrix(self, name: str, *shape: int) -> QTensor:
+        tensor = self.weights.get(name)
+        if tensor is None:
+            raise ModelConfigError(f"{self.source}: required tensor {name!r} is missing")
+        if tensor.shape != shape:
+            raise ModelConfigError(
+                f"{self.source}: tensor {name!r} has shape {tensor.shape}, expected {shape}"
+            )
+        return tensor
+
+    def vector(self, name: str, *shape: int) -> torch.Tensor:
+        """Norms, biases, sinks: small and stored F32 in the files llama.cpp writes; used as float32."""
+        return self.matrix(name, *shape).dequantize().float().to(self.device)
+
+
+class Block:
+    """One transformer block: GGUF tensors `blk.{i}.*`, shapes checked against the config."""
+
+    def __init__(self, tensors: TensorTable, i: int, config: GptOssConfig) -> None:
+        c, p = config, f"blk.{i}."
+        q_dim, kv_dim = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
+        E, F, X = c.n_embd, c.n_ff_expert, c.n_expert
+        matrix, vector = tensors.matrix, tensors.vector
+        self.attn_norm = vector(p + "attn_norm.weight", E)
+        self.wq, self.bq = matrix(p + "attn_q.weight", q_dim, E), vector(p + "attn_q.bias", q_dim)
+        self.wk, self.bk = matrix(p + "attn_k.weight", kv_dim, E), vector(p + "attn_k.bias", kv_dim)
+        self.wv, self.bv = matrix(p + "attn_v.weight", kv_dim, E), vector(p + "attn_v.bias", kv_dim)
+        self.wo, self.bo = matrix(p + "attn_output.weight", E, q_dim), vector(p + "attn_output.bias", E)
+        self.sinks = vector(p + "attn_sinks.weight", c.n_head)
+        self.sliding_window = c.sliding_window if c.swa_layers[i] else None
+        # The MoE branch's pre-norm, named after its position in the HF checkpoint.
+        self.ffn_norm = vector(p + "post_attention_norm.weight", E)
+        self.router = matrix(p + "ffn_gate_inp.weight", X, E)
+        self.router_b = vector(p + "ffn_gate_inp.bias", X)
+        self.gate_exps = matrix(p + "ffn_gate_exps.weight", X, F, E)  # MXFP4 in MXFP4_MOE files
+        self.gate_exps_b = vector(p + "ffn_gate_exps.bias", X, F)
+        self.up_exps = matrix(p + "ffn_up_exps.weight", X, F, E)
+        self.up_exps_b = vector(p + "ffn_up_exps.bias", X, F)
+        self.down_exps = matrix(p + "ffn_down_exps.weight", X, E, F)
+        self.down_exps_b = vector(p + "ffn_down_exps.bias", X, E)
+        self.n_expert_used = c.n_expert_used
+
+    def moe(self, h: torch.Tensor) -> torch.Tensor:
+        """[T, E] -> [T, E]; each expert some token selected is dequantized once, the others never."""
+        experts, weights = route(qmatmul(h, self.router, self.router_b), self.n_expert_used)
+        gate = qmatmul_experts(h, self.gate_exps, experts, self.gate_exps_b)  # [T, k, F]
+        up = qmatmul_experts(h, self.up_exps, experts, self.up_exps_b)
+        act = swiglu(gate, up)
+        # Token t's j-th expert sees act[t, j]: flatten (t, j) so each row goes through its own expert.
+        n_tokens, k = experts.shape
+        token_rows = act.reshape(n_tokens * k, -1)
+        down = qmatmul_experts(token_rows, self.down_exps, experts.reshape(-1, 1), self.down_exps_b)
+        return (down.view(n_tokens, k, -1) * weights[..., None]).sum(dim=1)
+
+
+class GptOssModel:
+    architecture = ARCH
+
+    def __init__(
+        self,
+        config: GptOssConfig,
+        weights: dict[str, QTensor],
+        device: torch.device,
+        attention: AttentionKernel,
+        kv_allocator: KVCacheAllocator,
+        *,
+        source: str = "model",
+    ) -> None:
+        self.config, self.device = config, device
+        self.attention, self.kv_allocator = attention, kv_allocator
+        tensors = TensorTable(weights, source, device)
+        c = config
+        self.token_embd = tensors.matrix("token_embd.weight", c.vocab_size, c.n_embd)
+        self.layers = [Block(tensors, i, c) for i in range(c.n_layer)]
+        self.output_norm = tensors.vector("output_norm.weight", c.n_embd)
+        self.output = tensors.matrix("output.weight", c.vocab_size, c.n_embd)  # never tied in gpt-oss
+        self.rope_cos, self.rope_sin = rope_frequencies(
+            c.head_dim, c.rope_base, scaling=c.rope_scaling, max_positions=c.context_length, device=device
+        )
+        self.scale = 1.0 / math.sqrt(c.head_dim)
+
+    @classmethod
+    def from_gguf(
+        cls,
+        gguf: Any,
+        weights: dict[str, QTensor],
+        device: torch.device,
+        memory: Any,
+        *,
+        attention: str,
+        kv_cache: str,
+    ) -> GptOssModel:
+        source = str(gguf.path)
+        if "token_embd.weight" not in weights:
+            raise ModelConfigError(f"{source}: required tensor 'token_embd.weight' is missing")
+        config = GptOssConfig.from_metadata(gguf.metadata, weights["token_embd.weight"].shape[0], source)
+        layout = KVLayout(config.n_layer, config.n_head_kv, config.head_dim)
+        allocator = kv_cache_allocator(kv_cache, layout, memory, max_positions=config.context_length)
+        return cls(config, weights, device, attention_kernel(attention), allocator, source=source)
+
+    def new_cache(self, max_tokens: int) -> KVCache:
+        return self.kv_allocator.new_cache(max_tokens)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
+        c = self.config
+        n_tokens, start = tokens.shape[0], cache.length
+        if start + n_tokens > c.context_length:
+            raise ValueError(f"position {start + n_tokens} exceeds the context length {c.context_length}")
+        positions = torch.arange(start, start + n_tokens, device=self.device)
+        x = qembedding(tokens, self.token_embd).float()  # [T, E]
+        for i, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.attn_norm, c.norm_eps)
+            q = qmatmul(h, layer.wq, layer.bq).view(n_tokens, c.n_head, c.head_dim).transpose(0, 1)
+            k = qmatmul(h, layer.wk, layer.bk).view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
+            v = qmatmul(h, layer.wv, layer.bv).view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
+            q = apply_rope(q, self.rope_cos, self.rope_sin, positions, neox=True)
+            k = apply_rope(k, self.rope_cos, self.rope_sin, positions, neox=True)
+            keys, values = cache.update(i, k, v)
+            a = self.attention(
+                q,
+                keys,
+                values,
+                start_pos=start,
+                scale=self.scale,
+                sliding_window=layer.sliding_window,
+                sinks=layer.sinks,
+            )
+            x = x + qmatmul(a.transpose(0, 1).reshape(n_tokens, -1), layer.wo, layer.bo)
+            x = x + layer.moe(rms_norm(x, layer.ffn_norm, c.norm_eps))
+        cache.advance(n_tokens)
+        if last_only:
+            x = x[-1:]
+        return qmatmul(rms_norm(x, self.output_norm, c.norm_eps), self.output).float()
