@@ -1,0 +1,141 @@
+"""Command line (M0-W-1100, M0-W-1101): parse, validate every value, bind the port before the model loads.
+
+Every bad value ends the process with exit code 1 and one line on stderr naming the flag and the problem
+(argparse's own usage errors too, which would otherwise exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+from .config import WorkerConfig
+
+
+class UsageError(Exception):
+    """A bad command-line value; the message is the one line printed before exiting 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m reference_worker", description="Reference worker-orcd M0 worker.")
+    p.add_argument("--worker-id", required=True, help="worker UUID")
+    p.add_argument("--model", required=True, help="absolute path of a .gguf file")
+    p.add_argument("--gpu-device", required=True, type=int, help="device index (0 on CPU runs)")
+    p.add_argument("--port", required=True, type=int, help="HTTP port, 1024-65535, must be free")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if available"
+    )
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument(
+        "--context-length", "--max-tokens-in", dest="context_length", type=int, help="cap (default: model's)"
+    )
+    p.add_argument("--max-tokens-out", type=int, default=2048)
+    p.add_argument("--inference-timeout-sec", type=float, default=300.0)
+    p.add_argument("--kv-cache-size-mb", type=int, help="KV cache size (default: sized for the context)")
+    p.add_argument("--vram-budget-mb", type=int, help="device memory budget (default: the device's)")
+    p.add_argument("--load-chunk-mb", type=float, default=1.0, help="host->device copy chunk (M0-W-1222)")
+    p.add_argument("--residency-check-interval-sec", type=float, default=60.0)
+    p.add_argument("--callback-url", help="POST {worker_id, vram_bytes, uri, model_ref} here once ready")
+    p.add_argument("--attention", choices=["reference", "sdpa"], default="reference")
+    p.add_argument("--kv-cache", choices=["contiguous", "paged"], default="contiguous")
+    return p
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"{name} must be positive (got {value})")
+
+
+def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> WorkerConfig:
+    """Raises UsageError. `cuda_device_count` is queried from torch when not given."""
+    args = build_parser().parse_args(argv)
+    try:
+        worker_id = str(uuid.UUID(args.worker_id))
+    except ValueError:
+        raise UsageError(f"--worker-id must be a UUID (got {args.worker_id!r})") from None
+    model = Path(args.model)
+    if not model.is_absolute():
+        raise UsageError(f"--model must be an absolute path (got {args.model!r})")
+    if model.suffix.lower() != ".gguf":
+        raise UsageError(f"--model must name a .gguf file (got {args.model!r})")
+    if not model.is_file():
+        raise UsageError(f"--model {args.model!r}: no such file")
+    if not os.access(model, os.R_OK):
+        raise UsageError(f"--model {args.model!r}: not readable")
+    if not 1024 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 1024..65535 (got {args.port})")
+    if cuda_device_count is None:
+        import torch
+
+        cuda_device_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = args.device
+    if device == "auto":
+        device = "cuda" if cuda_device_count > 0 else "cpu"
+    if device == "cuda" and cuda_device_count == 0:
+        raise UsageError("--device cuda: no CUDA device is available")
+    count = cuda_device_count if device == "cuda" else 1
+    if not 0 <= args.gpu_device < count:
+        where = f"{count} CUDA device(s)" if device == "cuda" else "a CPU run (only 0)"
+        raise UsageError(f"--gpu-device {args.gpu_device} is out of range for {where}")
+    for flag, value in [
+        ("--context-length", args.context_length),
+        ("--max-tokens-out", args.max_tokens_out),
+        ("--inference-timeout-sec", args.inference_timeout_sec),
+        ("--kv-cache-size-mb", args.kv_cache_size_mb),
+        ("--vram-budget-mb", args.vram_budget_mb),
+        ("--load-chunk-mb", args.load_chunk_mb),
+        ("--residency-check-interval-sec", args.residency_check_interval_sec),
+    ]:
+        _positive(flag, value)
+    if args.callback_url is not None and not args.callback_url.startswith(("http://", "https://")):
+        raise UsageError(f"--callback-url must be an http(s) URL (got {args.callback_url!r})")
+    return WorkerConfig(
+        worker_id=worker_id,
+        model=model,
+        gpu_device=args.gpu_device,
+        port=args.port,
+        device=device,
+        host=args.host,
+        context_length=args.context_length,
+        max_tokens_out=args.max_tokens_out,
+        inference_timeout_sec=args.inference_timeout_sec,
+        kv_cache_size_mb=args.kv_cache_size_mb,
+        vram_budget_mb=args.vram_budget_mb,
+        load_chunk_mb=args.load_chunk_mb,
+        residency_check_interval_sec=args.residency_check_interval_sec,
+        callback_url=args.callback_url,
+        attention=args.attention,
+        kv_cache=args.kv_cache,
+    )
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """Binds the server socket now, so a busy port fails before the model loads (M0-W-1100)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(f"--port {port} is already in use") from None
+        raise UsageError(f"--port {port}: cannot bind {host}:{port}: {e.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def fail(message: str) -> None:
+    """The one-line error of the CLI contract, then exit 1."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)

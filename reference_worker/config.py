@@ -1,0 +1,46 @@
+"""The worker's configuration: everything the command line decides, validated (M0-W-1100, M0-W-1101)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    model: Path
+    gpu_device: int
+    port: int
+    device: Literal["cpu", "cuda"]
+    host: str = "0.0.0.0"
+    context_length: int | None = None  # cap on the model's own context length
+    max_tokens_out: int = 2048
+    inference_timeout_sec: float = 300.0
+    kv_cache_size_mb: int | None = None
+    vram_budget_mb: int | None = None
+    load_chunk_mb: float = 1.0
+    residency_check_interval_sec: float = 60.0
+    callback_url: str | None = None
+    attention: Literal["reference", "sdpa"] = "reference"
+    kv_cache: Literal["contiguous", "paged"] = "contiguous"
+
+    @property
+    def torch_device(self) -> str:
+        return f"cuda:{self.gpu_device}" if self.device == "cuda" else "cpu"
+
+    @property
+    def vram_budget_bytes(self) -> int | None:
+        return None if self.vram_budget_mb is None else self.vram_budget_mb * MIB
+
+    @property
+    def load_chunk_bytes(self) -> int:
+        return max(1, int(self.load_chunk_mb * MIB))
+
+    @property
+    def uri(self) -> str:
+        host = "localhost" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"

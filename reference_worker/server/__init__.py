@@ -1,0 +1,6 @@
+"""HTTP/SSE layer of the reference worker (M0-W-1300..1340)."""
+
+from .app import create_app
+from .state import Limits, ModelInfo, WorkerState
+
+__all__ = ["Limits", "ModelInfo", "WorkerState", "create_app"]

@@ -1,0 +1,125 @@
+"""POST /execute (M0-W-1300..1312): validate, take the job slot, stream the job as SSE."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from reference_worker.generation import EndEvent, ErrorCode, ErrorEvent, GenerationRequest, TokenEvent
+from reference_worker.logs import EventLog, rfc3339_now
+
+from . import errors, schemas
+from .jobs import ActiveJob
+from .sse import (
+    JobItem,
+    PromptCounted,
+    end_event,
+    error_event,
+    start_job_thread,
+    started_event,
+    token_event,
+)
+from .state import State, WorkerState
+
+router = APIRouter()
+
+POLL_SEC = 0.1  # how often the stream looks at its cancel flag and deadline while the engine is quiet
+CANCEL_GRACE_SEC = 1.0  # time the engine gets to answer a cancel itself before the stream ends it
+
+
+@router.post("/execute", response_model=None)
+async def execute(request: Request, state: State) -> JSONResponse | EventSourceResponse:
+    body = schemas.parse_json_object(await request.body(), request.headers.get("content-type"))
+    job = schemas.execute_request(
+        body,
+        vocab_size=state.model.vocab_size,
+        max_tokens_out=state.limits.max_tokens_out,
+        count_tokens=state.count_tokens,
+    )
+    if state.status != "healthy":
+        return errors.worker_unhealthy(state.unhealthy_reason or "unknown")
+    correlation_id = getattr(request.state, "correlation_id", None)
+    active = state.slot.try_start(job.job_id, correlation_id)
+    if active is None:
+        return errors.worker_busy(job.job_id)
+    log = state.log.bind(job_id=job.job_id, correlation_id=correlation_id)
+    log.event("execute_start", "job started", max_tokens=job.max_tokens, seed=job.seed)
+    return EventSourceResponse(_stream(state, job, active, log), ping=15)
+
+
+async def _stream(
+    state: WorkerState, job: GenerationRequest, active: ActiveJob, log: EventLog
+) -> AsyncIterator[ServerSentEvent]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[JobItem] = asyncio.Queue()
+    started_at = rfc3339_now()
+    start_job_thread(
+        state.engine,
+        job,
+        active.cancel,
+        lambda text: state.count_tokens(text, True),
+        queue,
+        lambda: state.slot.finish(active),
+    )
+    deadline = loop.time() + state.limits.inference_timeout_sec
+    cancel_noticed: float | None = None
+    sent_started = False
+    terminal: ErrorEvent | EndEvent | None = None
+    try:
+        while terminal is None:
+            now = loop.time()
+            if now >= deadline:
+                active.cancel.cancel(ErrorCode.INFERENCE_TIMEOUT)
+                terminal = ErrorEvent(
+                    ErrorCode.INFERENCE_TIMEOUT,
+                    f"job exceeded the inference timeout of {state.limits.inference_timeout_sec} s",
+                    True,
+                )
+            elif active.cancel.cancelled:
+                cancel_noticed = cancel_noticed or now
+                if now - cancel_noticed >= CANCEL_GRACE_SEC:
+                    terminal = ErrorEvent(active.cancel.reason, "job cancelled", False)
+            if terminal is not None:
+                item: JobItem = terminal
+            else:
+                try:
+                    item = await asyncio.wait_for(queue.get(), POLL_SEC)
+                except TimeoutError:
+                    continue
+            if isinstance(item, PromptCounted) or not sent_started:
+                sent_started = True
+                prompt_tokens = item.prompt_tokens if isinstance(item, PromptCounted) else None
+                yield started_event(job, state.model.name, started_at, prompt_tokens)
+                if isinstance(item, PromptCounted):
+                    continue
+            if isinstance(item, TokenEvent):
+                if not active.cancel.cancelled:  # no tokens once a cancel is requested (M0-W-1330)
+                    yield token_event(item)
+            elif isinstance(item, EndEvent):
+                terminal = item
+                yield end_event(item, job.seed)
+            elif isinstance(item, ErrorEvent):
+                terminal = item
+                yield error_event(item)
+    finally:
+        if terminal is None:  # the client went away (M0-W-1611): stop the engine
+            active.cancel.cancel(ErrorCode.CANCELLED)
+            log.event("execute_end", "client disconnected; job cancelled", stop_reason="DISCONNECTED")
+        elif isinstance(terminal, EndEvent):
+            log.event(
+                "execute_end",
+                "job finished",
+                tokens_out=terminal.tokens_out,
+                decode_time_ms=terminal.decode_time_ms,
+                stop_reason=terminal.stop_reason.value,
+                prompt_tokens=terminal.prompt_tokens,
+            )
+        elif terminal.code == ErrorCode.CANCELLED:
+            log.event("execute_end", "job cancelled", stop_reason="CANCELLED")
+        else:
+            state.record_error(terminal.code.value, terminal.message, job.job_id)
+            log.error(terminal.message, code=terminal.code.value, retriable=terminal.retriable)
