@@ -1,0 +1,38 @@
+@m0 @model_qwen @q4_k_m
+Feature: Run a job through POST /execute
+  A client sends a job as JSON to /execute. The worker answers with a stream of server-sent events:
+  first "started", then one "token" event per generated token, then one closing event.
+  Only job_id and prompt are required; every other field has a default.
+
+  Background:
+    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+
+  @M0-W-1300 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  Scenario: A job with every field set is answered with an event stream
+    When I POST /execute with the JSON body:
+      """
+      {"job_id": "{job_id}", "prompt": "Write a haiku about GPU computing", "max_tokens": 8,
+       "temperature": 0.7, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1, "stop": ["\n\n"], "seed": 42}
+      """
+    Then the response is an event stream
+    And the job finishes with an end event
+    And the job produced at most 8 tokens
+
+  @M0-W-1300 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  Scenario: A job with only job_id and prompt takes the defaults
+    When I POST /execute with the JSON body:
+      """
+      {"job_id": "{job_id}", "prompt": "Hello"}
+      """
+    Then the response is an event stream
+    And the job finishes with an end event
+    And the job produced at most 2048 tokens
+
+  @M0-W-1300 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  Scenario: Greedy sampling with a fixed seed is accepted
+    When I POST /execute with the JSON body:
+      """
+      {"job_id": "{job_id}", "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0.0, "seed": 42}
+      """
+    Then the job finishes with an end event
+    And the job produced at most 4 tokens

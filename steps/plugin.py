@@ -1,0 +1,291 @@
+"""The conformance harness as a pytest plugin.
+
+- Collects every `*.feature` file directly: each becomes a module whose test functions pytest-bdd's
+  `scenarios()` generates, so no per-feature Python file exists.
+- Turns Gherkin tags into strictly declared markers (spec IDs, gates, models, quants, milestones,
+  capabilities); an undeclared tag is a collection error naming file, line and tag.
+- Chooses the worker target (`--worker`, `--worker-cmd`, `--worker-url`), the model catalogue
+  (`--model-dir`, fixtures) and stops every spawned worker at the end, whatever happened.
+- Marks capability-tagged scenarios not applicable where they cannot be judged (attach mode, no GPU).
+- Exposes the worker and its logs of each scenario: `item.stash[WORKER_KEY]`, `item.user_properties`
+  (`worker_stdout`, `worker_stderr`, `worker_command`, `model_file`), and log tails as report sections
+  of failing scenarios.
+"""
+
+from __future__ import annotations
+
+import shlex
+import types
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from steps.models import ModelCatalogue
+from steps.state import ScenarioState
+from steps.targets import AttachTarget, SpawnConfig, SpawnTarget, WorkerHandle, WorkerTarget, cuda_visible
+from steps.vocabulary import Vocabulary, VocabularyError, check_feature_tags
+
+pytest_plugins = [
+    "steps.step_defs.worker",
+    "steps.step_defs.execute",
+    "steps.step_defs.stream",
+    "steps.step_defs.health",
+    "steps.step_defs.cancel",
+]
+
+WORKER_KEY = pytest.StashKey[WorkerHandle]()
+HARNESS_KEY = pytest.StashKey["Harness"]()
+MANIFEST_FILE = "requirements.toml"
+
+
+@dataclass
+class Harness:
+    """Session-wide state of the harness."""
+
+    config: pytest.Config
+    vocabularies: dict[Path, Vocabulary] = field(default_factory=dict)  # by manifest directory
+    _target: WorkerTarget | None = None
+    _catalogue: ModelCatalogue | None = None
+
+    @property
+    def requirement_ids(self) -> set[str]:
+        return {rid for vocabulary in self.vocabularies.values() for rid in vocabulary.requirements}
+
+    def vocabulary_for(self, feature: Path) -> Vocabulary:
+        """The manifests in the nearest directory above the feature file that holds requirements.toml."""
+        for directory in feature.resolve().parents:
+            if (directory / MANIFEST_FILE).is_file():
+                if directory not in self.vocabularies:
+                    self.load_vocabulary(directory)
+                return self.vocabularies[directory]
+        raise VocabularyError(f"{feature}: no {MANIFEST_FILE} in any directory above it")
+
+    def load_vocabulary(self, directory: Path) -> None:
+        vocabulary = Vocabulary.load(directory)
+        self.vocabularies[directory] = vocabulary
+        for name, description in vocabulary.markers().items():
+            self.config.addinivalue_line("markers", f"{name}: {description}")
+
+    @property
+    def target(self) -> WorkerTarget:
+        if self._target is None:
+            self._target = _make_target(self.config)
+        return self._target
+
+    @property
+    def catalogue(self) -> ModelCatalogue:
+        if self._catalogue is None:
+            self._catalogue = ModelCatalogue.from_options(
+                self.config.getoption("model_dir"), self.config.rootpath
+            )
+        return self._catalogue
+
+    @property
+    def attached(self) -> bool:
+        return self.config.getoption("worker_url") is not None
+
+    def close(self) -> None:
+        if self._target is not None:
+            self._target.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("worker-orcd", "worker-orcd conformance harness")
+    group.addoption(
+        "--worker",
+        choices=["reference"],
+        default="reference",
+        help="worker to spawn when neither --worker-cmd nor --worker-url is given (default: reference)",
+    )
+    group.addoption(
+        "--worker-cmd",
+        metavar="TEMPLATE",
+        help="spawn this command per model; placeholders {model} {port} {gpu} {worker_id} "
+        "(without any, the M0 CLI flags are appended)",
+    )
+    group.addoption(
+        "--worker-url",
+        metavar="URL",
+        help="attach to a running worker; process-level scenarios become not applicable",
+    )
+    group.addoption(
+        "--model-dir", metavar="DIR", help="directory with the real model files (see docs/harness.md)"
+    )
+    group.addoption("--gpu", type=int, default=0, metavar="N", help="GPU index given to spawned workers")
+    group.addoption(
+        "--worker-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for every spawned worker (repeatable; shell-split)",
+    )
+    group.addoption(
+        "--worker-start-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long a spawned worker may take until GET /health answers 200 (default 120)",
+    )
+    group.addoption(
+        "--worker-log-dir",
+        metavar="DIR",
+        help="where spawned workers' stdout/stderr go (default: <report dir>/workers, else reports/workers)",
+    )
+
+
+def _make_target(config: pytest.Config) -> WorkerTarget:
+    url = config.getoption("worker_url")
+    if url is not None:
+        return AttachTarget(url)
+    template = config.getoption("worker_cmd")
+    if template is None:
+        from steps.targets import reference_template
+
+        template = reference_template()
+    extra = tuple(arg for value in config.getoption("worker_arg") for arg in shlex.split(value))
+    return SpawnTarget(
+        SpawnConfig(
+            template=template,
+            gpu=config.getoption("gpu"),
+            extra_args=extra,
+            start_timeout_s=config.getoption("worker_start_timeout"),
+            log_dir=_log_dir(config),
+            cwd=config.rootpath,
+        )
+    )
+
+
+def _log_dir(config: pytest.Config) -> Path:
+    chosen = config.getoption("worker_log_dir")
+    if chosen:
+        return Path(chosen).resolve()
+    report_dir = config.getoption("report_dir", None)  # defined by the report plugin when loaded
+    base = Path(report_dir) if report_dir else config.rootpath / "reports"
+    return (base / "workers").resolve()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("worker_url") and config.getoption("worker_cmd"):
+        raise pytest.UsageError("--worker-url and --worker-cmd exclude each other: attach or spawn, not both")
+    harness = Harness(config)
+    config.stash[HARNESS_KEY] = harness
+    features = config.rootpath / "features"
+    if (features / MANIFEST_FILE).is_file():
+        try:
+            harness.load_vocabulary(features)
+        except VocabularyError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    harness = config.stash.get(HARNESS_KEY, None)
+    if harness is not None:
+        harness.close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session.config.stash[HARNESS_KEY].close()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix == ".feature":
+        return FeatureModule.from_parent(parent, path=file_path)
+    return None
+
+
+class FeatureModule(pytest.Module):
+    """A `.feature` file collected as if a test module had called `scenarios(<file>)`."""
+
+    def _getobj(self) -> types.ModuleType:
+        harness = self.config.stash[HARNESS_KEY]
+        try:
+            check_feature_tags(self.path, harness.vocabulary_for(self.path))
+        except VocabularyError as exc:
+            raise self.CollectError(str(exc)) from None
+        module = types.ModuleType(f"feature_{_python_name(self.path)}")
+        module.__file__ = str(self.path)
+        # `scenarios()` puts the generated tests into its caller's namespace and resolves the file
+        # relative to the caller's file: run it as module-level code "of" the feature file itself.
+        code = compile(
+            "from pytest_bdd import scenarios\nscenarios(__feature__, features_base_dir=__feature_dir__)\n",
+            str(self.path),
+            "exec",
+        )
+        namespace = module.__dict__
+        namespace.update(__feature__=self.path.name, __feature_dir__=str(self.path.parent))
+        try:
+            exec(code, namespace)
+        except Exception as exc:  # a Gherkin syntax error, a duplicate scenario name, ...
+            raise self.CollectError(f"{self.path}: {type(exc).__name__}: {exc}") from None
+        return module
+
+
+def _python_name(path: Path) -> str:
+    return "".join(char if char.isalnum() else "_" for char in str(path))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    harness = item.config.stash[HARNESS_KEY]
+    if item.get_closest_marker("needs_spawn") is not None and harness.attached:
+        pytest.skip("not applicable: attach mode (--worker-url): the harness cannot start or stop the worker")
+    if item.get_closest_marker("needs_gpu") is not None and not cuda_visible():
+        pytest.skip("not applicable: no CUDA GPU visible on this machine")
+
+
+def record_worker(item: pytest.Item, worker: WorkerHandle) -> None:
+    """Remember which worker a scenario talks to, for its report (logs, command, model file)."""
+    item.stash[WORKER_KEY] = worker
+    if worker.stdout_path is not None:
+        item.user_properties.append(("worker_stdout", str(worker.stdout_path)))
+        item.user_properties.append(("worker_stderr", str(worker.stderr_path)))
+        item.user_properties.append(("worker_command", shlex.join(worker.command or [])))
+    if worker.model is not None:
+        item.user_properties.append(("model_file", str(worker.model.path)))
+        item.user_properties.append(("model_synthetic", worker.model.synthetic))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    worker = item.stash.get(WORKER_KEY, None)
+    if worker is not None and call.when == "call" and report.failed:
+        for name, text in worker.log_tail().items():
+            report.sections.append((f"worker {name} (tail)", text))
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """With --collect-only, list each scenario's spec IDs and gates (the marks a gate report uses)."""
+    if not config.getoption("collectonly"):
+        return []
+    harness = config.stash[HARNESS_KEY]
+    known = harness.requirement_ids
+    lines = []
+    for item in items:
+        names = [mark.name for mark in item.iter_markers()]
+        ids = sorted({name for name in names if name in known or name.startswith("gate_")})
+        if ids:
+            lines.append(f"{item.nodeid}  [{' '.join(ids)}]")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def harness(pytestconfig: pytest.Config) -> Harness:
+    return pytestconfig.stash[HARNESS_KEY]
+
+
+@pytest.fixture
+def scenario_state() -> Generator[ScenarioState]:
+    state = ScenarioState()
+    yield state
+    state.close()
+
+
+@pytest.fixture
+def spec_ids(request: pytest.FixtureRequest, harness: Harness) -> str:
+    """The scenario's spec-ID tags, e.g. "M0-W-1330/M0-SYS-6.3.5", for checks shared by many requirements."""
+    known = harness.requirement_ids
+    ids = sorted({mark.name for mark in request.node.iter_markers() if mark.name in known})
+    return "/".join(ids) or "untagged scenario"

@@ -1,0 +1,76 @@
+"""What one scenario has seen so far: the worker it talks to, the last response, the last stream."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+
+from steps.models import ModelFile
+from steps.sse import BackgroundStream, SSEStream, open_event_stream
+from steps.targets import WorkerHandle
+
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 120.0  # longest silence tolerated between two chunks (prefill on a slow CPU included)
+
+
+def new_job_id() -> str:
+    return f"conformance-{uuid.uuid4()}"
+
+
+@dataclass
+class CancelCall:
+    job_id: str
+    status_code: int
+    body: bytes
+    sent_at: float  # time.monotonic() when the request was sent
+
+
+@dataclass
+class ScenarioState:
+    client: httpx.Client = field(
+        default_factory=lambda: httpx.Client(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+    )
+    worker: WorkerHandle | None = None
+    model: ModelFile | None = None
+    status_code: int | None = None  # of the last request, whatever it was
+    body: bytes = b""  # of the last request when it was not an event stream
+    stream: SSEStream | None = None  # last /execute answer read to its end
+    request_body: object = None
+    job_id: str | None = None
+    running: BackgroundStream | None = None  # a job streaming in the background
+    cancels: list[CancelCall] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        assert self.worker is not None, "no worker: the scenario needs a 'Given a worker serving ...' step"
+        return f"{self.worker.base_url}{path}"
+
+    def post_stream(self, path: str, *, json_body: object = None, content: bytes | None = None) -> SSEStream:
+        """POST and read the answer to its end: an SSE stream, or a plain body when it is not one."""
+        headers = {"content-type": "application/json"} if content is not None else None
+        with open_event_stream(
+            self.client, self.url(path), json_body=json_body, content=content, headers=headers
+        ) as reader:
+            self.stream = reader.read_all()
+        self.request_body = json_body if content is None else content
+        self.status_code, self.body = self.stream.status_code, self.stream.body
+        return self.stream
+
+    def get(self, path: str) -> httpx.Response:
+        response = self.client.get(self.url(path))
+        self.status_code, self.body = response.status_code, response.content
+        return response
+
+    def body_json(self) -> object:
+        """The last plain response body as JSON; None when it is not JSON."""
+        try:
+            return json.loads(self.body) if self.body else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def close(self) -> None:
+        if self.running is not None:
+            self.running.close()
+        self.client.close()

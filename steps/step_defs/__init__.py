@@ -1,0 +1,1 @@
+"""Step definitions: few, typed, generic; the feature files carry the meaning (loaded by steps.plugin)."""

@@ -1,0 +1,105 @@
+"""Steps on cancellation (M0-SYS-6.3.5, M0-W-1330): a job streams in the background while it is cancelled."""
+
+from __future__ import annotations
+
+import time
+
+from pytest_bdd import given, parsers, then, when
+
+from steps import verdicts
+from steps.sse import BackgroundStream, SSEStream
+from steps.state import READ_TIMEOUT_S, CancelCall, ScenarioState, new_job_id
+from steps.verdicts import RequirementViolation, not_applicable, require
+
+
+def _has_token(stream: SSEStream) -> bool:
+    return bool(stream.of_type("token")) or bool(stream.of_type("end", "error"))
+
+
+@given(parsers.parse('a job with prompt "{prompt}" and max_tokens {max_tokens:d} is streaming tokens'))
+def job_streaming(prompt: str, max_tokens: int, scenario_state: ScenarioState) -> None:
+    scenario_state.job_id = new_job_id()
+    body = {"job_id": scenario_state.job_id, "prompt": prompt, "max_tokens": max_tokens}
+    scenario_state.request_body = body
+    running = BackgroundStream(scenario_state.client, scenario_state.url("/execute"), body)
+    scenario_state.running = running
+    running.wait_until(_has_token, READ_TIMEOUT_S)
+    stream = running.stream
+    require(stream is not None, "M0-W-1300", f"POST /execute gave no response: {running.failure}")
+    verdicts.check_event_stream_response(stream)
+    require(stream.of_type("token"), "M0-W-1311", f"no token arrived; events: [{stream.summary()}]")
+
+
+def _cancel(state: ScenarioState, job_id: str) -> None:
+    sent_at = time.monotonic()
+    response = state.client.post(state.url("/cancel"), json={"job_id": job_id})
+    state.cancels.append(CancelCall(job_id, response.status_code, response.content, sent_at))
+
+
+@when("I cancel the job")
+@when("I cancel the job again")
+def cancel_job(scenario_state: ScenarioState) -> None:
+    assert scenario_state.job_id is not None, "no job to cancel yet"
+    _cancel(scenario_state, scenario_state.job_id)
+
+
+@when("I cancel a job that does not exist")
+def cancel_unknown(scenario_state: ScenarioState) -> None:
+    _cancel(scenario_state, new_job_id())
+
+
+@then("every cancel request is answered 202")
+def cancels_accepted(scenario_state: ScenarioState) -> None:
+    require(scenario_state.cancels, "M0-W-1330", "no cancel request was sent")
+    for number, call in enumerate(scenario_state.cancels, start=1):
+        require(
+            call.status_code == 202,
+            "M0-W-1330",
+            f"cancel request #{number} answered {call.status_code}, not 202: {call.body[:200]!r}",
+        )
+
+
+@then(parsers.parse("the stream ends with an error event with code {code} within {seconds:d} seconds"))
+def stream_ends_cancelled(code: str, seconds: int, scenario_state: ScenarioState) -> None:
+    running = scenario_state.running
+    assert running is not None and running.stream is not None, "no job is streaming"
+    assert scenario_state.cancels, "no cancel request was sent"
+    deadline = scenario_state.cancels[0].sent_at + seconds
+    finished = running.wait_done(max(0.0, deadline - time.monotonic()))
+    stream = scenario_state.stream = running.stream
+    if not finished:
+        running.close()
+        terminals = stream.of_type("end", "error")
+        require(
+            terminals,
+            "M0-W-1330",
+            f"no terminal event within {seconds} s of the cancel "
+            f"({len(stream.of_type('token'))} token events in all; events: [{stream.summary()}])",
+        )
+        raise RequirementViolation(
+            "M0-W-1311", f"the stream stayed open after {terminals[0].describe()} (the worker must close it)"
+        )
+    verdicts.check_stream_complete(stream)
+    verdicts.check_one_terminal(stream)
+    last = stream.events[-1]
+    data = last.data or {}
+    if _ended_by_itself(last.type, data, scenario_state.request_body):
+        not_applicable(
+            f"the job ended by itself (stop_reason {data.get('stop_reason')}) before the cancel took effect"
+        )
+    require(
+        last.type == "error" and data.get("code") == code,
+        "M0-W-1330",
+        f"a cancelled job must end with an error event with code {code}; it ended with {last.describe()}: "
+        f"{last.raw[:200]!r}",
+    )
+
+
+def _ended_by_itself(terminal: str, data: dict, request_body: object) -> bool:
+    """An `end` for a reason of the job's own (EOS, a stop sequence) short of max_tokens: a race, not a fault."""
+    max_tokens = request_body.get("max_tokens") if isinstance(request_body, dict) else None
+    return (
+        terminal == "end"
+        and data.get("stop_reason") not in (None, "CANCELLED", "MAX_TOKENS")
+        and data.get("tokens_out") != max_tokens
+    )

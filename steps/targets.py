@@ -1,0 +1,309 @@
+"""Worker targets: how the harness gets a worker to talk to.
+
+- `SpawnTarget`: starts a process with the M0 CLI (M0-W-1100) on a free port and waits until `/health`
+  answers 200. The reference worker is the default command; `--worker-cmd` names any other binary.
+- `AttachTarget`: a live worker at `--worker-url`; process-level scenarios are not applicable there.
+
+Spawned workers are reused across scenarios that ask for the same (model, extra arguments) and at most
+one runs at a time (M0 is one worker per GPU). Each runs in its own process group and is stopped with
+SIGTERM, then SIGKILL after a grace period, from session finish, unconfigure and atexit, so no process
+outlives the test run even on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from steps.models import ModelFile
+
+PLACEHOLDERS = ("{model}", "{port}", "{gpu}", "{worker_id}")
+M0_CLI = "--worker-id {worker_id} --model {model} --gpu-device {gpu} --port {port}"
+STOP_GRACE_S = 5.0
+LOG_TAIL_BYTES = 8000
+
+
+class WorkerStartError(Exception):
+    """The worker did not become ready; the message carries its exit status and log tail."""
+
+
+def cuda_visible() -> bool:
+    """Cheap GPU presence test without importing torch: CUDA_VISIBLE_DEVICES and nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return shutil.which("nvidia-smi") is not None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class WorkerHandle:
+    """A worker the harness can send requests to."""
+
+    base_url: str
+    command: list[str] | None = None  # None when attached
+    process: subprocess.Popen | None = None
+    stdout_path: Path | None = None
+    stderr_path: Path | None = None
+    model: ModelFile | None = None
+    key: tuple[str, tuple[str, ...]] | None = None
+    worker_id: str | None = None  # as given on the command line, when the harness chose it
+    gpu: int | str | None = None  # --gpu-device as given, when the harness chose it
+    ready_after_s: float | None = None  # process start -> first 200 from /health
+    started_at: float | None = None  # time.monotonic() when the process was started
+
+    @property
+    def spawned(self) -> bool:
+        return self.process is not None
+
+    def alive(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
+    def log_tail(self) -> dict[str, str]:
+        """Last bytes of the captured stdout/stderr, for failure reports."""
+        tails = {}
+        for name, path in (("stdout", self.stdout_path), ("stderr", self.stderr_path)):
+            if path is not None and path.exists():
+                with path.open("rb") as handle:
+                    handle.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+                    tails[name] = handle.read().decode("utf-8", errors="replace")
+        return tails
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        _signal_group(self.process, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(self.process, signal.SIGKILL)
+            self.process.wait(timeout=grace_s)
+        # Children the worker left behind in its group go too.
+        _signal_group(self.process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the harness itself dies (Linux), so nothing is orphaned."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class WorkerTarget(ABC):
+    """Where workers come from."""
+
+    kind: str
+    can_spawn: bool
+
+    @abstractmethod
+    def acquire(self, model: ModelFile, extra_args: tuple[str, ...] = ()) -> WorkerHandle: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop everything this target started."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, object]:
+        """Provenance for the report: what was tested and how it was started."""
+
+
+class AttachTarget(WorkerTarget):
+    kind = "attach"
+    can_spawn = False
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def acquire(self, model: ModelFile, extra_args: tuple[str, ...] = ()) -> WorkerHandle:
+        # The live worker serves whatever it was started with; the scenario's model only sets expectations.
+        return WorkerHandle(base_url=self.url, model=model)
+
+    def close(self) -> None:
+        """Nothing to stop: the attached worker belongs to whoever started it."""
+
+    def describe(self) -> dict[str, object]:
+        return {"target": self.kind, "url": self.url}
+
+
+@dataclass
+class SpawnConfig:
+    template: str  # command line with {model} {port} {gpu} {worker_id}
+    gpu: int = 0
+    extra_args: tuple[str, ...] = ()  # --worker-arg, appended to every spawn
+    start_timeout_s: float = 120.0
+    log_dir: Path = Path("reports/workers")
+    cwd: Path | None = None
+
+
+def reference_template() -> str:
+    """The reference worker's command: this interpreter, on CPU when no GPU is visible."""
+    command = f"{shlex.quote(sys.executable)} -m reference_worker {M0_CLI}"
+    return command if cuda_visible() else f"{command} --device cpu"
+
+
+@dataclass
+class SpawnTarget(WorkerTarget):
+    config: SpawnConfig
+    kind: str = "spawn"
+    can_spawn: bool = True
+    _running: dict[tuple[str, tuple[str, ...]], WorkerHandle] = field(default_factory=dict)
+    _started: int = 0
+
+    def __post_init__(self) -> None:
+        _LIVE_TARGETS.append(self)
+
+    def command_for(
+        self,
+        model: ModelFile,
+        port: int | str,
+        worker_id: str,
+        extra_args: tuple[str, ...],
+        gpu: int | str | None = None,
+    ) -> list[str]:
+        """The worker's argv; `gpu` overrides the configured --gpu-device value (process scenarios)."""
+        template = self.config.template
+        if not any(placeholder in template for placeholder in PLACEHOLDERS):
+            template = f"{template} {M0_CLI}"  # a bare binary gets the standard M0 CLI
+        gpu = self.config.gpu if gpu is None else gpu
+        values = {"{model}": str(model.path), "{port}": str(port), "{gpu}": str(gpu)}
+        values["{worker_id}"] = worker_id
+        argv = []
+        for token in shlex.split(template):
+            for placeholder, value in values.items():
+                token = token.replace(placeholder, value)
+            argv.append(token)
+        return argv + list(self.config.extra_args) + list(extra_args)
+
+    def acquire(self, model: ModelFile, extra_args: tuple[str, ...] = ()) -> WorkerHandle:
+        key = (str(model.path), tuple(extra_args))
+        handle = self._running.get(key)
+        if handle is not None and handle.alive():
+            return handle
+        self.close()  # one worker at a time: the previous one frees its GPU memory first
+        handle = self._start(model, key)
+        self._running[key] = handle
+        return handle
+
+    def _start(self, model: ModelFile, key: tuple[str, tuple[str, ...]]) -> WorkerHandle:
+        port = free_port()
+        worker_id = str(uuid.uuid4())
+        command = self.command_for(model, port, worker_id, key[1])
+        handle = self.launch(command, port=port, model=model, label=model.path.stem)
+        handle.key, handle.worker_id, handle.gpu = key, worker_id, self.config.gpu
+        try:
+            self._wait_ready(handle)
+        except BaseException:
+            handle.stop()
+            raise
+        return handle
+
+    def launch(self, command: list[str], *, port: int, model: ModelFile | None, label: str) -> WorkerHandle:
+        """Starts `command` with its output in the log dir and returns at once (no readiness wait).
+
+        The caller owns the handle: shared workers go through `acquire`; process scenarios start
+        one-off workers here and stop them themselves.
+        """
+        self._started += 1
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"worker-{os.getpid()}-{self._started}-{label}"
+        stdout_path = self.config.log_dir / f"{stem}.stdout.log"
+        stderr_path = self.config.log_dir / f"{stem}.stderr.log"
+        started_at = time.monotonic()
+        with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+            try:
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    cwd=self.config.cwd,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise WorkerStartError(f"cannot start worker `{shlex.join(command)}`: {exc}") from None
+        return WorkerHandle(
+            base_url=f"http://127.0.0.1:{port}",
+            command=command,
+            process=process,
+            stdout_path=stdout_path,
+            stderr_path=stderr_path,
+            model=model,
+            started_at=started_at,
+        )
+
+    def _wait_ready(self, handle: WorkerHandle) -> None:
+        """Ready = GET /health answers 200 (M0-W-1320) before the start timeout."""
+        assert handle.process is not None
+        deadline = time.monotonic() + self.config.start_timeout_s
+        last_problem = "no answer yet"
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                code = handle.process.poll()
+                if code is not None:
+                    raise WorkerStartError(
+                        f"worker exited with status {code} before it was ready\n"
+                        f"command: {shlex.join(handle.command or [])}\n{_format_tails(handle)}"
+                    )
+                try:
+                    response = client.get(f"{handle.base_url}/health")
+                    if response.status_code == 200:
+                        if handle.started_at is not None:
+                            handle.ready_after_s = time.monotonic() - handle.started_at
+                        return
+                    last_problem = f"/health answered {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last_problem = f"{type(exc).__name__}"
+                time.sleep(0.2)
+        raise WorkerStartError(
+            f"worker not ready within {self.config.start_timeout_s:.0f} s ({last_problem}); "
+            f"raise --worker-start-timeout if loading is slow\n"
+            f"command: {shlex.join(handle.command or [])}\n{_format_tails(handle)}"
+        )
+
+    def close(self) -> None:
+        while self._running:
+            _, handle = self._running.popitem()
+            handle.stop()
+
+    def describe(self) -> dict[str, object]:
+        return {"target": self.kind, "command_template": self.config.template, "gpu": self.config.gpu}
+
+
+def _format_tails(handle: WorkerHandle) -> str:
+    return "\n".join(f"--- {name} (tail) ---\n{text}" for name, text in handle.log_tail().items())
+
+
+_LIVE_TARGETS: list[SpawnTarget] = []
+
+
+@atexit.register
+def _stop_all() -> None:
+    for target in _LIVE_TARGETS:
+        target.close()

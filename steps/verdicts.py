@@ -1,0 +1,190 @@
+"""Checks of the M0 wire contract, each failing with the ID of the requirement it checks.
+
+A failure message starts with the spec ID, then says what was seen, e.g.
+"M0-W-1311: stream has 2 terminal events (end at #5, error at #6)". The checks accept anything the spec
+allows: either SSE framing, extra fields, any model name, any timing not bounded by the spec.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from steps.sse import TERMINAL_TYPES, SSEEvent, SSEStream
+
+EVENT_TYPES = ("started", "token", "metrics", "end", "error")  # M0-W-1310
+STABLE_ERROR_CODES = (  # M0-W-1500
+    "INVALID_REQUEST",
+    "MODEL_LOAD_FAILED",
+    "INSUFFICIENT_VRAM",
+    "VRAM_OOM",
+    "CUDA_ERROR",
+    "INFERENCE_TIMEOUT",
+    "CANCELLED",
+    "INTERNAL",
+)
+
+
+class RequirementViolation(AssertionError):
+    """A worker broke a numbered requirement; `str()` starts with the requirement's ID."""
+
+    def __init__(self, requirement: str, message: str) -> None:
+        super().__init__(f"{requirement}: {message}")
+        self.requirement = requirement
+
+
+def require(condition: object, requirement: str, message: str) -> None:
+    __tracebackhide__ = True
+    if not condition:
+        raise RequirementViolation(requirement, message)
+
+
+def not_applicable(reason: str) -> None:
+    """A scenario that cannot be judged here: a skip whose reason says why; never a pass."""
+    pytest.skip(f"not applicable: {reason}")
+
+
+def _listing(events: list[SSEEvent]) -> str:
+    return ", ".join(event.describe() for event in events)
+
+
+def check_event_stream_response(stream: SSEStream) -> None:
+    require(
+        stream.status_code == 200,
+        "M0-W-1300",
+        f"POST /execute answered {stream.status_code}, not 200 with an SSE stream: {stream.body[:300]!r}",
+    )
+    require(
+        stream.is_event_stream,
+        "M0-W-1310",
+        f"Content-Type is {stream.headers.get('content-type')!r}, not text/event-stream",
+    )
+
+
+def check_stream_complete(stream: SSEStream) -> None:
+    require(
+        stream.transport_error is None,
+        "M0-W-1311",
+        f"stream broke off after [{stream.summary()}]: {stream.transport_error}",
+    )
+
+
+def check_event_types(stream: SSEStream) -> None:
+    unknown = [event for event in stream.events if event.type not in EVENT_TYPES]
+    require(
+        not unknown,
+        "M0-W-1310",
+        f"event types outside {', '.join(EVENT_TYPES)}: {_listing(unknown)}",
+    )
+
+
+def check_one_terminal(stream: SSEStream) -> None:
+    terminals = stream.of_type(*TERMINAL_TYPES)
+    require(
+        len(terminals) == 1,
+        "M0-W-1311",
+        f"stream has {len(terminals)} terminal events"
+        + (f" ({_listing(terminals)})" if terminals else "")
+        + f"; events: [{stream.summary()}]",
+    )
+    last = stream.events[-1]
+    require(
+        last.type in TERMINAL_TYPES,
+        "M0-W-1311",
+        f"events follow the terminal event: [{stream.summary()}]",
+    )
+
+
+def check_order(stream: SSEStream) -> None:
+    """started, then token/metrics, then exactly one end|error (M0-W-1311)."""
+    events = stream.events
+    require(events, "M0-W-1311", "stream has no events")
+    require(
+        events[0].type == "started",
+        "M0-W-1311",
+        f"first event is {events[0].describe()}, not started; events: [{stream.summary()}]",
+    )
+    check_one_terminal(stream)
+    for event in events[1:-1]:
+        require(
+            event.type in ("token", "metrics"),
+            "M0-W-1311",
+            f"{event.describe()} between started and the terminal event; events: [{stream.summary()}]",
+        )
+
+
+def check_utf8(stream: SSEStream) -> None:
+    """Every event is UTF-8 JSON and token texts hold no replacement characters (M0-W-1824, M0-W-1312)."""
+    for event in stream.events:
+        require(event.problem is None, "M0-W-1824", f"event {event.describe()} is {event.problem}")
+    for event in stream.of_type("token"):
+        text = (event.data or {}).get("t")
+        if not isinstance(text, str):
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequirementViolation(
+                "M0-W-1824", f"token {event.describe()} text holds a lone surrogate: {text!r}"
+            ) from None
+        require("\ufffd" not in text, "M0-W-1824", f"token {event.describe()} text holds U+FFFD: {text!r}")
+
+
+def _field(event: SSEEvent, name: str, kinds: tuple[type, ...], requirement: str) -> object:
+    data = event.data or {}
+    require(name in data, requirement, f"{event.describe()} lacks `{name}`: {event.raw[:200]!r}")
+    value = data[name]
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    type_names = " or ".join(kind.__name__ for kind in kinds)
+    require(ok, requirement, f"{event.describe()} `{name}` is {value!r}, not {type_names}")
+    return value
+
+
+def check_payloads(stream: SSEStream, job_id: str | None) -> None:
+    """M0-W-1312 payloads; error events also M0-W-1500/1510."""
+    tokens = stream.of_type("token")
+    for event in stream.of_type("started"):
+        got = _field(event, "job_id", (str,), "M0-W-1312")
+        if job_id is not None:
+            require(got == job_id, "M0-W-1312", f"started.job_id is {got!r}, the job is {job_id!r}")
+        _field(event, "model", (str,), "M0-W-1312")
+        _field(event, "started_at", (str, int, float), "M0-W-1312")
+    for position, event in enumerate(tokens):
+        _field(event, "t", (str,), "M0-W-1312")
+        index = _field(event, "i", (int,), "M0-W-1312")
+        require(
+            index == position,
+            "M0-W-1312",
+            f"{event.describe()} has i={index}; token indices must count 0, 1, 2, ... (expected {position})",
+        )
+    for event in stream.of_type("end"):
+        tokens_out = _field(event, "tokens_out", (int,), "M0-W-1312")
+        decode_ms = _field(event, "decode_time_ms", (int, float), "M0-W-1312")
+        require(decode_ms >= 0, "M0-W-1312", f"end.decode_time_ms is negative: {decode_ms}")
+        require(
+            tokens_out == len(tokens),
+            "M0-W-1312",
+            f"end.tokens_out is {tokens_out} but the stream has {len(tokens)} token events",
+        )
+    for event in stream.of_type("error"):
+        check_error_event(event)
+
+
+def check_error_event(event: SSEEvent) -> None:
+    code = _field(event, "code", (str,), "M0-W-1312")
+    _field(event, "message", (str,), "M0-W-1312")
+    require(
+        code in STABLE_ERROR_CODES,
+        "M0-W-1500",
+        f"{event.describe()} code {code!r} is not a stable code ({', '.join(STABLE_ERROR_CODES)})",
+    )
+    _field(event, "retriable", (bool,), "M0-W-1510")
+
+
+def check_well_formed_job(stream: SSEStream, job_id: str | None) -> None:
+    """Everything a finished `/execute` stream must satisfy, whatever the job."""
+    check_event_stream_response(stream)
+    check_stream_complete(stream)
+    check_event_types(stream)
+    check_order(stream)
+    check_utf8(stream)
+    check_payloads(stream, job_id)

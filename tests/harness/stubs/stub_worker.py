@@ -1,0 +1,239 @@
+"""A small worker that speaks the M0 HTTP contract without a model, optionally breaking one rule.
+
+Used by the harness self-tests: the conforming stub must pass every HTTP scenario, and each `--fault`
+must make the scenario that checks the broken rule fail with that rule's spec ID.
+
+    python tests/harness/stubs/stub_worker.py --worker-id W --model M.gguf --gpu-device 0 --port P \
+        [--fault NAME] [--framing event|data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import gguf
+
+FAULTS = (
+    "none",
+    "no_terminal",  # the stream just stops after the tokens (M0-W-1311)
+    "two_terminals",  # end followed by error (M0-W-1311)
+    "tokens_before_started",  # the first token precedes `started` (M0-W-1311)
+    "accept_invalid",  # invalid requests get 200 and a stream (M0-W-1302)
+    "health_missing_field",  # /health lacks `resident` (M0-W-1320)
+    "cancel_noop",  # /cancel answers 202 and does nothing (M0-W-1330)
+    "invalid_utf8",  # a token carries half a UTF-8 character (M0-W-1824)
+)
+TOKENS = ("Hello", ",", " 世界", " 🚀", " GPU", " computing")
+FILE_TYPES = {15: "Q4_K_M", 38: "MXFP4", 2: "Q4_0", 3: "Q4_1", 1: "F16", 0: "F32", 7: "Q8_0", 8: "Q5_0"}
+
+
+def read_model(path: str) -> dict:
+    reader = gguf.GGUFReader(path)
+    arch = reader.get_field("general.architecture").contents()
+    context = reader.get_field(f"{arch}.context_length")
+    file_type = reader.get_field("general.file_type")
+    return {
+        "model": path.rsplit("/", 1)[-1],
+        "quant_kind": FILE_TYPES.get(file_type.contents() if file_type else -1, "UNKNOWN"),
+        "vocab_size": len(reader.get_field("tokenizer.ggml.tokens").data),
+        "context_length": context.contents() if context else None,
+        "tokenizer_kind": "gguf-bpe",
+    }
+
+
+def validate(body: object, vocab_size: int) -> list[dict]:
+    if not isinstance(body, dict):
+        return [{"field": "body", "constraint": "json_object", "message": "body must be a JSON object"}]
+    errors = []
+
+    def bad(field: str, constraint: str, message: str) -> None:
+        errors.append({"field": field, "constraint": constraint, "message": message})
+
+    def number(field: str, low: float, high: float, default: float, integer: bool = False) -> None:
+        value = body.get(field, default)
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            bad(field, "type", f"{field} must be a {'integer' if integer else 'number'}")
+        elif not low <= value <= high:
+            bad(field, f"range({low}..={high})", f"{field} must be in {low}..{high} (got {value})")
+
+    for field in ("job_id", "prompt"):
+        value = body.get(field)
+        if value is None:
+            bad(field, "required", f"{field} is required")
+        elif not isinstance(value, str):
+            bad(field, "type", f"{field} must be a string")
+        elif not value:
+            bad(field, "non_empty", f"{field} must not be empty")
+    if isinstance(body.get("prompt"), str) and len(body["prompt"]) > 32768:
+        bad("prompt", "length(1..=32768)", "prompt is too long")
+    number("max_tokens", 1, 2048, 2048, integer=True)
+    number("temperature", 0.0, 2.0, 1.0)
+    number("top_p", 0.0, 1.0, 1.0)
+    number("top_k", 0, vocab_size, 0, integer=True)
+    number("repetition_penalty", 0.0, 2.0, 1.0)
+    number("seed", 0, 2**64 - 1, 0, integer=True)
+    stop = body.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(entry, str) for entry in stop):
+        bad("stop", "type", "stop must be a list of strings")
+    elif len(stop) > 4:
+        bad("stop", "max_count(4)", "stop takes at most 4 entries")
+    return errors
+
+
+class StubWorker:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.fault = args.fault
+        self.framing = args.framing
+        self.token_delay_s = args.token_delay_ms / 1000
+        self.started_at = time.monotonic()
+        self.facts = read_model(args.model)
+        self.cancelled: set[str] = set()
+        self.lock = threading.Lock()
+
+    def health(self) -> dict:
+        body = {
+            "status": "healthy",
+            "resident": True,
+            "vram_bytes_used": 123456,
+            "uptime_seconds": int(time.monotonic() - self.started_at),
+            **self.facts,
+        }
+        if self.fault == "health_missing_field":
+            del body["resident"]
+        return body
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ThreadingHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def worker(self) -> StubWorker:
+        return self.server.worker  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: object) -> None:
+        print(format % args, flush=True)
+
+    def _json(self, status: int, body: object) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._json(200, self.worker.health())
+        else:
+            self._json(404, {"code": "NOT_FOUND", "message": self.path})
+
+    def do_POST(self) -> None:
+        raw = self._body()
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            body, problem = None, str(exc)
+        else:
+            problem = None
+        if self.path == "/cancel":
+            if not isinstance(body, dict) or not isinstance(body.get("job_id"), str):
+                self._json(
+                    400, {"errors": [{"field": "job_id", "constraint": "required", "message": "job_id"}]}
+                )
+                return
+            if self.worker.fault != "cancel_noop":
+                with self.worker.lock:
+                    self.worker.cancelled.add(body["job_id"])
+            self._json(202, {"status": "cancelling", "job_id": body["job_id"]})
+        elif self.path == "/execute":
+            if problem is not None:
+                errors = [{"field": "body", "constraint": "valid_json", "message": problem}]
+            else:
+                errors = validate(body, self.worker.facts["vocab_size"])
+            if errors and self.worker.fault != "accept_invalid":
+                self._json(400, {"errors": errors})
+                return
+            self._stream(body if isinstance(body, dict) else {})
+        else:
+            self._json(404, {"code": "NOT_FOUND", "message": self.path})
+
+    def _event(self, kind: str, payload: dict, raw_text: bytes | None = None) -> None:
+        data = raw_text if raw_text is not None else json.dumps({"type": kind, **payload}).encode()
+        head = f"event: {kind}\n".encode() if self.worker.framing == "event" else b""
+        self.wfile.write(b": keep-alive\n\n" if kind == "started" else b"")
+        self.wfile.write(head + b"data: " + data + b"\n\n")
+        self.wfile.flush()
+
+    def _stream(self, body: dict) -> None:
+        worker = self.worker
+        job_id = str(body.get("job_id", ""))
+        max_tokens = body.get("max_tokens", 2048) if isinstance(body.get("max_tokens"), int) else 4
+        max_tokens = max(1, min(max_tokens, 2048))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        started = {
+            "job_id": job_id,
+            "model": worker.facts["model"],
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        try:
+            if worker.fault == "tokens_before_started":
+                self._event("token", {"t": TOKENS[0], "i": 0})
+            self._event("started", started)
+            for index in range(max_tokens):
+                with worker.lock:
+                    cancelled = job_id in worker.cancelled
+                if cancelled:
+                    message = {"code": "CANCELLED", "message": "job cancelled", "retriable": False}
+                    self._event("error", message)
+                    return
+                if worker.fault == "invalid_utf8" and index == 1:
+                    self._event("token", {}, raw_text=b'{"type":"token","t":"\xe4\xb8","i":1}')
+                else:
+                    self._event("token", {"t": TOKENS[index % len(TOKENS)], "i": index})
+                time.sleep(worker.token_delay_s)
+            if worker.fault != "no_terminal":
+                self._event(
+                    "end", {"tokens_out": max_tokens, "decode_time_ms": 1, "stop_reason": "MAX_TOKENS"}
+                )
+            if worker.fault == "two_terminals":
+                self._event("error", {"code": "INTERNAL", "message": "late error", "retriable": False})
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client went away; nothing to clean up in a stub
+        finally:
+            self.close_connection = True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--gpu-device", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--framing", choices=("event", "data"), default="event")
+    parser.add_argument("--token-delay-ms", type=float, default=5.0)
+    args = parser.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    server.worker = StubWorker(args)  # type: ignore[attr-defined]
+    print(f"stub worker ready on {args.port} (fault={args.fault})", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
