@@ -1,0 +1,259 @@
+"""The `InferenceEngine` seam: one request in, a stream of generation events out (M0 and M0.5).
+
+Generation is prefill once, then one step per token (the M0.5 step function, `DecodeSession`):
+    session = engine.start(prompt_ids, max_positions, params)   # KV cache + sampler + prefill
+    token = session.next_token()                                 # forward the previous token, sample
+    session.free()                                               # always, in every outcome
+`generate` wraps that loop with the request's contract: UTF-8-safe text (M0-W-1824), stop strings
+(M0-W-1422), EOS, max_tokens, cancellation checked once per token, and errors as `ErrorEvent`s.
+
+The prompt is tokenized raw (BOS added when the tokenizer says so, special-token text parsed), as the
+spec's worker does (`use_chat_template=false`, M0 §6); `apply_chat_template=True` renders the file's
+`tokenizer.chat_template` around the prompt as one user message instead.
+
+Context: a prompt that does not fit the context is INVALID_REQUEST. Otherwise the KV cache is sized for
+min(prompt + max_tokens, context) positions; generation that fills the context ends with MAX_TOKENS. A
+KV cache the VRAM budget cannot hold is VRAM_OOM, retriable, and the worker stays up (M0-W-1021/1825).
+
+Timing (M0 seam, reported in the end event): `first_token_ms` from the start of `generate` to the first
+sampled token (tokenization and prefill included); `decode_time_ms` from the end of prefill to the end.
+The decode loop does no logging and one host sync per token (reading the sampled id).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from reference_worker.device_memory import VramOOM
+from reference_worker.generation import (
+    CancelToken,
+    EndEvent,
+    ErrorCode,
+    ErrorEvent,
+    GenerationEvent,
+    GenerationRequest,
+    StopReason,
+    TokenEvent,
+)
+from reference_worker.metrics_hooks import MetricsHooks, NoOpMetricsHooks
+from reference_worker.models.base import ModelAdapter
+from reference_worker.sampling import Sampler, SamplingParams
+from reference_worker.stops import StopMatcher
+from reference_worker.tokenizers import StreamDecoder
+
+# Prompt positions per prefill forward: bounds the [n_head, chunk, positions] attention scores of a long
+# prompt (a 32k-token prompt in one piece would need tens of GB for them) at no cost in exactness.
+PREFILL_CHUNK = 512
+
+
+class InvalidPrompt(ValueError):
+    pass
+
+
+class DecodeSession:
+    """One request's decoding state: its KV cache, sampler and the logits of the last position."""
+
+    def __init__(
+        self, model: ModelAdapter, prompt_ids: Sequence[int], max_positions: int, sampler: Sampler
+    ) -> None:
+        self.model = model
+        self.sampler = sampler
+        self.prompt_ids = list(prompt_ids)
+        self.cache = model.new_cache(max_positions)
+        self._device = sampler.device
+        self._logits: torch.Tensor | None = None
+        self._last: torch.Tensor | None = None
+
+    def start(self, chunk: int = PREFILL_CHUNK) -> None:
+        """Prefill: runs the prompt once, `chunk` positions per forward, and keeps the last logits."""
+        ids = torch.tensor(self.prompt_ids, dtype=torch.long, device=self._device)
+        for begin in range(0, len(ids), chunk):
+            self._logits = self.model.forward(ids[begin : begin + chunk], self.cache, last_only=True)[0]
+
+    @property
+    def room(self) -> int:
+        """Tokens that can still be sampled: each one after the first needs a cache position."""
+        return self.cache.capacity - self.cache.length + 1
+
+    def next_token(self) -> int:
+        if self._last is not None:
+            self._logits = self.model.forward(self._last.view(1), self.cache, last_only=True)[0]
+        self._last = self.sampler.sample(self._logits)
+        return int(self._last)  # the one host sync per token
+
+    def free(self) -> None:
+        self.cache.free()
+
+
+class InferenceEngine:
+    def __init__(
+        self,
+        model: ModelAdapter,
+        tokenizer: Any,
+        *,
+        metrics: MetricsHooks | None = None,
+        max_context: int | None = None,
+        apply_chat_template: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.metrics = metrics or NoOpMetricsHooks()
+        self.max_context = min(max_context or model.config.context_length, model.config.context_length)
+        self.apply_chat_template = apply_chat_template
+        self.device = torch.device(device)
+        self.eog_ids = frozenset(tokenizer.eog_ids) | {tokenizer.eos_id} - {None}
+
+    def tokenize(self, prompt: str) -> list[int]:
+        if self.apply_chat_template and self.tokenizer.chat_template:
+            prompt = render_chat_template(self.tokenizer.chat_template, prompt)
+        return self.tokenizer.encode(prompt, add_special=True, parse_special=True)
+
+    def start(self, prompt_ids: Sequence[int], max_tokens: int, params: SamplingParams) -> DecodeSession:
+        """Allocates the KV cache and prefills; the caller must `free()` the session."""
+        if not prompt_ids:
+            raise InvalidPrompt("the prompt produced no tokens")
+        if len(prompt_ids) >= self.max_context:
+            raise InvalidPrompt(
+                f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context} "
+                "(prompt plus at least one generated token)"
+            )
+        positions = min(len(prompt_ids) + max_tokens - 1, self.max_context)
+        sampler = Sampler(
+            params,
+            self.tokenizer.vocab_size,
+            logits_size=self.model.config.vocab_size,
+            history=prompt_ids,
+            device=self.device,
+        )
+        session = DecodeSession(self.model, prompt_ids, positions, sampler)
+        try:
+            session.start()
+        except BaseException:
+            session.free()
+            raise
+        return session
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[GenerationEvent]:
+        t_start = time.perf_counter()
+        session: DecodeSession | None = None
+        try:
+            prompt_ids = self.tokenize(request.prompt)
+            self.metrics.request_start(request.job_id, len(prompt_ids))
+            session = self.start(prompt_ids, request.max_tokens, sampling_params(request))
+            yield from self._decode(request, cancel, session, len(prompt_ids), t_start)
+        except InvalidPrompt as e:
+            yield self._error(request, ErrorCode.INVALID_REQUEST, str(e))
+        except (VramOOM, torch.OutOfMemoryError) as e:
+            yield self._error(request, ErrorCode.VRAM_OOM, f"out of device memory: {e}", retriable=True)
+        except Exception as e:  # a job's failure is an event, never an exception (Generator contract)
+            yield self._error(request, ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+        finally:
+            if session is not None:
+                session.free()
+
+    def _decode(
+        self,
+        request: GenerationRequest,
+        cancel: CancelToken,
+        session: DecodeSession,
+        n_prompt: int,
+        t_start: float,
+    ) -> Iterator[GenerationEvent]:
+        t_decode = time.perf_counter()
+        decoder = StreamDecoder(self.tokenizer)
+        stops = StopMatcher(request.stop)
+        budget = min(request.max_tokens, session.room)
+        first_token_ms: float | None = None
+        emitted = 0
+        deferred: tuple[int, str] | None = None  # an event whose text may still grow (see below)
+        stop_reason, matched = StopReason.MAX_TOKENS, None
+        for n in range(budget):
+            if cancel.cancelled:
+                yield self._error(
+                    request,
+                    cancel.reason,
+                    f"generation stopped after {emitted} tokens: {cancel.reason.value}",
+                )
+                return
+            token = session.next_token()
+            if first_token_ms is None:
+                first_token_ms = (time.perf_counter() - t_start) * 1000.0
+                self.metrics.first_token(request.job_id, first_token_ms)
+            self.metrics.token(request.job_id, token)
+            if token in self.eog_ids:  # M0: the EOS token itself is not emitted
+                stop_reason = StopReason.EOS
+                break
+            result = stops.push(decoder.push(token))
+            text = result.text
+            last = n == budget - 1
+            if last and result.matched is None:
+                tail = stops.push(decoder.flush())
+                text += tail.text + ("" if tail.matched else stops.flush())
+                result = tail
+            if deferred is not None:
+                yield TokenEvent(emitted, *deferred)
+                emitted += 1
+                deferred = None
+            if result.matched is not None:
+                stop_reason, matched = StopReason.STOP_SEQUENCE, result.matched
+                if text:
+                    yield TokenEvent(emitted, token, text)
+                    emitted += 1
+                break
+            # Text held back as a possible stop-string prefix belongs to this token's event if generation
+            # ends before the next one: defer the event until the next token (or the end) decides.
+            if stops.holding:
+                deferred = (token, text)
+            else:
+                yield TokenEvent(emitted, token, text)
+                emitted += 1
+        if deferred is not None:
+            tail = stops.push(decoder.flush())
+            text = deferred[1] + tail.text + ("" if tail.matched else stops.flush())
+            if tail.matched is not None:
+                stop_reason, matched = StopReason.STOP_SEQUENCE, tail.matched
+            yield TokenEvent(emitted, deferred[0], text)
+            emitted += 1
+        end = EndEvent(
+            tokens_out=emitted,
+            stop_reason=stop_reason,
+            decode_time_ms=round((time.perf_counter() - t_decode) * 1000.0),
+            prompt_tokens=n_prompt,
+            first_token_ms=first_token_ms,
+            stop_sequence_matched=matched,
+        )
+        self.metrics.end(request.job_id, end)
+        yield end
+
+    def _error(
+        self, request: GenerationRequest, code: ErrorCode, message: str, retriable: bool = False
+    ) -> ErrorEvent:
+        event = ErrorEvent(code, message, retriable)
+        self.metrics.error(request.job_id, event)
+        return event
+
+
+def sampling_params(request: GenerationRequest) -> SamplingParams:
+    return SamplingParams(
+        temperature=request.temperature,
+        top_k=request.top_k,
+        top_p=request.top_p,
+        min_p=request.min_p,
+        repetition_penalty=request.repetition_penalty,
+        seed=request.seed,
+    )
+
+
+def render_chat_template(template: str, prompt: str) -> str:
+    """The file's chat template around `prompt` as one user message, with the assistant turn opened."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(
+        messages=[{"role": "user", "content": prompt}], add_generation_prompt=True, bos_token="", eos_token=""
+    )

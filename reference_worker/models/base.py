@@ -1,0 +1,59 @@
+"""What every model adapter offers the engine (`ModelAdapter`, M0-W-1213) and the errors of building one."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from reference_worker.models.kv_cache import KVCache
+
+
+class UnsupportedArchitecture(ValueError):
+    """The file's `general.architecture` has no adapter; the message names it and the supported ones."""
+
+    def __init__(self, architecture: str, supported: list[str]) -> None:
+        super().__init__(
+            f"unsupported model architecture {architecture!r}; supported: {', '.join(sorted(supported))}"
+        )
+        self.architecture = architecture
+
+
+class ModelConfigError(ValueError):
+    """The file's metadata or tensors do not describe a model the adapter can run; names the key/tensor."""
+
+
+class ModelAdapter(Protocol):
+    architecture: str
+    config: Any  # a dataclass read from the file's metadata; has at least vocab_size and context_length
+
+    @classmethod
+    def from_gguf(
+        cls,
+        gguf: Any,
+        weights: dict[str, Any],
+        device: torch.device,
+        memory: Any,
+        *,
+        attention: str,
+        kv_cache: str,
+    ) -> ModelAdapter:
+        """Builds the adapter from a `GGUFFile` (metadata) and its loaded `QTensor` weights."""
+        ...
+
+    def new_cache(self, max_tokens: int) -> KVCache:
+        """A KV cache for `max_tokens` positions (prompt + generated); may raise `VramOOM`."""
+        ...
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
+        """Logits float32 `[T, vocab]` (`[1, vocab]` with last_only) for T tokens appended to the cache."""
+        ...
+
+
+def metadata_value(metadata: dict[str, Any], key: str, default: Any = ...) -> Any:
+    """A metadata value, or `default`; a missing required key is a `ModelConfigError` naming it."""
+    if key in metadata:
+        return metadata[key]
+    if default is ...:
+        raise ModelConfigError(f"GGUF metadata key {key!r} is missing")
+    return default

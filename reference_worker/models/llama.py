@@ -1,0 +1,208 @@
+"""The Llama family (`llama`, `qwen2`, `phi3`): RMSNorm, RoPE, grouped-query attention, SwiGLU (M0-W-1214).
+
+One forward pass, gpt-fast style:
+    x = token_embd[tokens]
+    per block:  x += attn_output( attention( rope(q), rope(k), v ) )   with q, k, v from rms_norm(x)
+                x += ffn_down( silu(ffn_gate(h)) * ffn_up(h) )          with h = rms_norm(x)
+    logits = output( rms_norm(x) )                                       output = token_embd when tied
+What differs per architecture, all read from the file:
+- `qwen2`: biases on attn_q/k/v; RoPE neox; freq_base 1e6 in the real files (M0 §6).
+- `phi3`: one fused `attn_qkv` = [q; k; v] and one fused `ffn_up` = [gate; up] (llama.cpp `ggml_swiglu`
+  takes the first half as the gate); RoPE neox over `rope.dimension_count` dimensions.
+- `llama` (e.g. SmolLM2): RoPE "normal" (adjacent pairs); the converter permuted attn_q/k for it.
+Weights stay in their ggml type (`QTensor`); matmuls go through `kernels.qmatmul` and never dequantize a
+whole matrix. Activations, norms and logits are float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from kernels.qmatmul import qembedding, qmatmul
+from reference_worker.models.attention import AttentionKernel, attention_kernel
+from reference_worker.models.base import ModelConfigError, metadata_value
+from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
+from reference_worker.models.rope import apply_rope, rope_frequencies
+
+# llama.cpp `llama_model_rope_type`: LLM_ARCH_LLAMA is ROPE_TYPE_NORM, QWEN2 and PHI3 are ROPE_TYPE_NEOX.
+NEOX_ROPE = {"llama": False, "qwen2": True, "phi3": True}
+
+
+@dataclass
+class LlamaConfig:
+    architecture: str
+    vocab_size: int  # rows of token_embd: the padded vocabulary, not the tokenizer's (M0 §6)
+    context_length: int
+    dim: int  # embedding_length
+    n_layer: int  # block_count
+    n_head: int
+    n_kv_head: int  # < n_head: grouped-query attention
+    ffn_dim: int  # feed_forward_length
+    norm_eps: float  # attention.layer_norm_rms_epsilon
+    rope_base: float = 10000.0  # llama.cpp's default when rope.freq_base is absent
+    head_dim: int = 0  # attention.key_length, else dim // n_head
+    rope_dim: int = 0  # rope.dimension_count (phi3: partial rotary), else head_dim
+    rope_neox: bool = False
+    tied_output: bool = False  # no output.weight: the logits reuse token_embd
+
+    def __post_init__(self) -> None:
+        self.head_dim = self.head_dim or self.dim // self.n_head
+        self.rope_dim = self.rope_dim or self.head_dim
+        if self.n_head % self.n_kv_head:
+            raise ModelConfigError(
+                f"head_count {self.n_head} is not a multiple of head_count_kv {self.n_kv_head}"
+            )
+
+    @classmethod
+    def from_gguf(cls, metadata: dict[str, Any], weights: dict[str, Any]) -> LlamaConfig:
+        arch = metadata_value(metadata, "general.architecture")
+
+        def key(name: str, default: Any = ...) -> Any:
+            return metadata_value(metadata, f"{arch}.{name}", default)
+
+        if "token_embd.weight" not in weights:
+            raise ModelConfigError("tensor 'token_embd.weight' is missing")
+        n_head = int(key("attention.head_count"))
+        return cls(
+            architecture=arch,
+            vocab_size=weights["token_embd.weight"].shape[0],
+            context_length=int(key("context_length")),
+            dim=int(key("embedding_length")),
+            n_layer=int(key("block_count")),
+            n_head=n_head,
+            n_kv_head=int(key("attention.head_count_kv", n_head)),
+            ffn_dim=int(key("feed_forward_length")),
+            norm_eps=float(key("attention.layer_norm_rms_epsilon")),
+            rope_base=float(key("rope.freq_base", 10000.0)),
+            head_dim=int(key("attention.key_length", 0)),
+            rope_dim=int(key("rope.dimension_count", 0)),
+            rope_neox=NEOX_ROPE[arch],
+            tied_output="output.weight" not in weights,
+        )
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight, in float32. The weights are used as stored (M0 §6)."""
+    x = x.float()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+class Block:
+    def __init__(self, weights: dict[str, Any], i: int, config: LlamaConfig, device: torch.device) -> None:
+        p = f"blk.{i}."
+
+        def tensor(name: str) -> Any:
+            if p + name not in weights:
+                raise ModelConfigError(f"tensor {p + name!r} is missing")
+            return weights[p + name]
+
+        def vector(name: str) -> torch.Tensor | None:  # norms and biases: small, kept as float32
+            w = weights.get(p + name)
+            return None if w is None else w.dequantize().float().to(device)
+
+        self.attn_norm = vector("attn_norm.weight")
+        self.ffn_norm = vector("ffn_norm.weight")
+        self.fused_qkv = p + "attn_qkv.weight" in weights
+        if self.fused_qkv:
+            self.wqkv, self.bqkv = tensor("attn_qkv.weight"), vector("attn_qkv.bias")
+        else:
+            self.wq, self.bq = tensor("attn_q.weight"), vector("attn_q.bias")
+            self.wk, self.bk = tensor("attn_k.weight"), vector("attn_k.bias")
+            self.wv, self.bv = tensor("attn_v.weight"), vector("attn_v.bias")
+        self.wo, self.bo = tensor("attn_output.weight"), vector("attn_output.bias")
+        self.fused_gate_up = p + "ffn_gate.weight" not in weights
+        self.w_up = tensor("ffn_up.weight")
+        self.w_gate = None if self.fused_gate_up else tensor("ffn_gate.weight")
+        self.w_down = tensor("ffn_down.weight")
+        self.q_dim = config.n_head * config.head_dim
+        self.kv_dim = config.n_kv_head * config.head_dim
+
+    def qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.fused_qkv:
+            return qmatmul(h, self.wqkv, self.bqkv).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        return qmatmul(h, self.wq, self.bq), qmatmul(h, self.wk, self.bk), qmatmul(h, self.wv, self.bv)
+
+    def ffn(self, h: torch.Tensor) -> torch.Tensor:
+        if self.fused_gate_up:
+            gate, up = qmatmul(h, self.w_up).chunk(2, dim=-1)  # [gate; up], as ggml_swiglu splits it
+        else:
+            gate, up = qmatmul(h, self.w_gate), qmatmul(h, self.w_up)
+        return qmatmul(F.silu(gate) * up, self.w_down)
+
+
+class LlamaModel:
+    def __init__(
+        self,
+        config: LlamaConfig,
+        weights: dict[str, Any],
+        device: torch.device,
+        attention: AttentionKernel,
+        kv_allocator: KVCacheAllocator,
+    ) -> None:
+        self.architecture = config.architecture
+        self.config = config
+        self.device = device
+        self.attention = attention
+        self.kv_allocator = kv_allocator
+        self.token_embd = weights["token_embd.weight"]
+        self.layers = [Block(weights, i, config, device) for i in range(config.n_layer)]
+        if "output_norm.weight" not in weights:
+            raise ModelConfigError("tensor 'output_norm.weight' is missing")
+        self.output_norm = weights["output_norm.weight"].dequantize().float().to(device)
+        self.output = self.token_embd if config.tied_output else weights["output.weight"]
+        self.rope_cos, self.rope_sin = rope_frequencies(
+            config.head_dim,
+            config.rope_base,
+            config.rope_dim,
+            max_positions=config.context_length,
+            device=device,
+        )
+        self.scale = 1.0 / math.sqrt(config.head_dim)
+
+    @classmethod
+    def from_gguf(
+        cls,
+        gguf: Any,
+        weights: dict[str, Any],
+        device: torch.device,
+        memory: Any,
+        *,
+        attention: str,
+        kv_cache: str,
+    ) -> LlamaModel:
+        config = LlamaConfig.from_gguf(gguf.metadata, weights)
+        layout = KVLayout(config.n_layer, config.n_kv_head, config.head_dim)
+        allocator = kv_cache_allocator(kv_cache, layout, memory, max_positions=config.context_length)
+        return cls(config, weights, device, attention_kernel(attention), allocator)
+
+    def new_cache(self, max_tokens: int) -> KVCache:
+        return self.kv_allocator.new_cache(max_tokens)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
+        cfg = self.config
+        n_tokens, start = tokens.shape[0], cache.length
+        if start + n_tokens > cfg.context_length:
+            raise ValueError(f"position {start + n_tokens} exceeds the context length {cfg.context_length}")
+        positions = torch.arange(start, start + n_tokens, device=self.device)
+        x = qembedding(tokens, self.token_embd).float()  # [T, dim]
+        for i, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.attn_norm, cfg.norm_eps)
+            q, k, v = layer.qkv(h)
+            q = q.view(n_tokens, cfg.n_head, cfg.head_dim).transpose(0, 1)  # [n_head, T, head_dim]
+            k = k.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
+            v = v.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
+            q = apply_rope(q, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
+            k = apply_rope(k, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
+            keys, values = cache.update(i, k, v)
+            a = self.attention(q, keys, values, start_pos=start, scale=self.scale)
+            x = x + qmatmul(a.transpose(0, 1).reshape(n_tokens, -1), layer.wo, layer.bo)
+            x = x + layer.ffn(rms_norm(x, layer.ffn_norm, cfg.norm_eps))
+        cache.advance(n_tokens)
+        if last_only:
+            x = x[-1:]
+        return qmatmul(rms_norm(x, self.output_norm, cfg.norm_eps), self.output).float()

@@ -1,0 +1,40 @@
+"""Loading a fixture model for the model, KV cache and engine tests (no HTTP, no CLI)."""
+
+from __future__ import annotations
+
+import io
+
+import torch
+
+from fixtures.paths import fixture_path
+from kernels.qtensor import QTensor
+from reference_worker.device_memory import DeviceMemory
+from reference_worker.gguf import GGUFFile
+from reference_worker.loader import load_weights
+from reference_worker.logs import EventLog
+from reference_worker.models import create_model
+
+
+def read_weights(gguf: GGUFFile, device: str = "cpu") -> dict[str, QTensor]:
+    """Every tensor as a QTensor, outside the memory accounting (the file stays open)."""
+    return {
+        name: QTensor.from_bytes(gguf.tensor_bytes(name), info.qtype, info.shape, name, device=device)
+        for name, info in gguf.tensors.items()
+    }
+
+
+def load_model(
+    name: str,
+    *,
+    budget_bytes: int | None = None,
+    attention: str = "reference",
+    kv_cache: str = "contiguous",
+    device: str = "cpu",
+):
+    """(model, memory, gguf) for fixture `name`, e.g. "tiny/llama-f32.gguf", loaded by the worker's loader
+    (weights accounted in `memory`, so a budget must leave room for them). The returned file is closed."""
+    gguf = GGUFFile.open(fixture_path(name))
+    memory = DeviceMemory(device, budget_bytes)
+    weights = load_weights(gguf, memory, EventLog(io.StringIO()))
+    model = create_model(gguf, weights, torch.device(device), memory, attention=attention, kv_cache=kv_cache)
+    return model, memory, gguf
