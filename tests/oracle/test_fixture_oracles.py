@@ -3,9 +3,7 @@ per-tensor type mixes equal the ones llama.cpp's own quantizer picks from our F3
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-from collections.abc import Iterator
 from pathlib import Path
 
 import gguf
@@ -15,10 +13,7 @@ import pytest
 from fixtures.catalog import real_fixtures, tiny_fixtures
 from fixtures.paths import fixture_path
 from fixtures.quant_mix import FileType
-
-llama_cpp = pytest.importorskip(
-    "llama_cpp", reason="llama-cpp-python is not installed (pip install '.[oracle]')"
-)
+from tests.oracle.llama_cpp_oracle import llama_cpp, llama_cpp_model
 
 pytestmark = pytest.mark.oracle
 
@@ -26,43 +21,16 @@ MODEL_FILES = [fx.name for fx in (*tiny_fixtures(), *real_fixtures()) if fx.name
 SYNTHETIC_ARCHS = ["llama", "qwen2", "phi3", "gpt2", "gpt-oss"]
 
 
-@contextlib.contextmanager
-def _no_weight_repacking() -> Iterator[None]:
-    """Load with llama.cpp's extra CPU buffer types off: on CPUs with AMX, ggml's AMX repacking of
-    Q4_0/Q4_1/Q8_0/Q4_K weights crashes this llama.cpp build (general protection fault in libggml-cpu).
-    The plain CPU path computes the same logits."""
-    module = llama_cpp.llama.llama_cpp
-    original = module.llama_model_default_params
-
-    def params():
-        p = original()
-        p.use_extra_bufts = False
-        return p
-
-    module.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        module.llama_model_default_params = original
-
-
-def _open(path: Path):
-    with _no_weight_repacking():
-        return llama_cpp.Llama(
-            model_path=str(path), logits_all=True, n_ctx=64, type_k=0, type_v=0, n_threads=2, verbose=False
-        )
-
-
 @pytest.mark.parametrize("name", MODEL_FILES, ids=lambda n: Path(n).stem)
 def test_fixture_loads_in_llama_cpp_with_finite_logits(name: str) -> None:
-    model = _open(fixture_path(name))
-    ids = model.tokenize("Hello world, 東京 🙂!".encode(), add_bos=False, special=True)
-    assert len(ids) >= 3
-    model.eval(ids)
-    logits = np.array(model.scores[: len(ids)])
-    assert logits.shape == (len(ids), model.n_vocab())
-    assert np.isfinite(logits).all()
-    assert logits.std() > 0
+    with llama_cpp_model(fixture_path(name), n_ctx=64) as model:
+        ids = model.tokenize("Hello world, 東京 🙂!".encode(), add_bos=False, special=True)
+        assert len(ids) >= 3
+        model.eval(ids)
+        logits = np.array(model.scores[: len(ids)])
+        assert logits.shape == (len(ids), model.n_vocab())
+        assert np.isfinite(logits).all()
+        assert logits.std() > 0
 
 
 def _tensor_types(path: Path) -> dict[str, str]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import gguf
@@ -29,6 +27,7 @@ from reference_worker.gguf import GGUFFile
 from reference_worker.loader import load_weights
 from reference_worker.logs import EventLog
 from reference_worker.models import create_model, gpt_oss
+from tests.oracle.llama_cpp_oracle import llama_cpp_logits, relative_rms
 
 pytestmark = pytest.mark.oracle
 
@@ -46,44 +45,6 @@ def our_logits(path: Path, ids: list[int]) -> np.ndarray:
     weights = load_weights(file, memory, EventLog(io.StringIO()))
     model = create_model(file, weights, "cpu", memory)
     return model.forward(torch.tensor(ids), model.new_cache(len(ids))).numpy()
-
-
-@contextmanager
-def _without_weight_repacking() -> Iterator[None]:
-    """llama.cpp's CPU "extra buffer types" (weight repacking for AVX512/AMX) crash with SIGSEGV on
-    quantized weights on this machine; the plain CPU buffers compute the same graph."""
-    import llama_cpp.llama_cpp as lib
-
-    default = lib.llama_model_default_params
-
-    def params():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    lib.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        lib.llama_model_default_params = default
-
-
-def llama_cpp_logits(path: Path, ids: list[int]) -> np.ndarray:
-    llama_cpp = pytest.importorskip(
-        "llama_cpp", reason="llama-cpp-python is not installed (pip install .[oracle])"
-    )
-    with _without_weight_repacking():
-        # type_k/type_v 0 = F32 KV cache: the default F16 cache alone moves logits by ~3e-4 relative RMS.
-        model = llama_cpp.Llama(
-            model_path=str(path), logits_all=True, n_ctx=64, n_threads=2, type_k=0, type_v=0, verbose=False
-        )
-    model.eval(ids)
-    return np.array(model.scores[: len(ids)])
-
-
-def relative_rms(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per position: RMS of the difference over RMS of the reference."""
-    return np.sqrt(((ours - ref) ** 2).mean(-1)) / np.sqrt((ref**2).mean(-1))
 
 
 def compare(record_property, ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:

@@ -22,7 +22,6 @@ Tolerances (measured values in docs/models.md):
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,52 +36,12 @@ from kernels.qtensor import QTensor
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.gguf import GGUFFile
 from reference_worker.models import create_model
+from tests.oracle.llama_cpp_oracle import llama_cpp_logits, llama_cpp_model, relative_rms
 from tests.worker.llama_helpers import load_model, read_weights
-
-llama_cpp = pytest.importorskip(
-    "llama_cpp", reason="llama-cpp-python is not installed (pip install .[oracle])"
-)
 
 pytestmark = pytest.mark.oracle
 
 IDS = [5, 17, 200, 33, 1, 99, 150, 7, 64, 300, 12, 3, 250, 8, 77, 410]
-
-
-@contextlib.contextmanager
-def llama_cpp_model(path, n_ctx: int = 128):
-    low = llama_cpp.llama_cpp
-    default_params = low.llama_model_default_params
-
-    def plain_params():
-        params = default_params()
-        params.use_extra_bufts = False
-        return params
-
-    low.llama_model_default_params = plain_params
-    try:
-        model = llama_cpp.Llama(
-            model_path=str(path),
-            logits_all=True,
-            n_ctx=n_ctx,
-            n_batch=n_ctx,
-            n_threads=1,
-            type_k=0,
-            type_v=0,
-            verbose=False,
-        )
-    finally:
-        low.llama_model_default_params = default_params
-    try:
-        yield model
-    finally:
-        model.close()
-
-
-def llama_cpp_logits(path, ids: list[int]) -> np.ndarray:
-    with llama_cpp_model(path) as m:
-        m.reset()
-        m.eval(ids)
-        return np.array(m.scores[: len(ids)], dtype=np.float64)
 
 
 def our_logits(name: str, ids: list[int]) -> np.ndarray:
@@ -92,15 +51,10 @@ def our_logits(name: str, ids: list[int]) -> np.ndarray:
         return model.forward(torch.tensor(ids), cache).double().numpy()
 
 
-def rel_rms(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per position: RMS of the difference over RMS of the reference."""
-    return np.sqrt(((ours - ref) ** 2).mean(-1) / (ref**2).mean(-1))
-
-
 def compare(name: str, ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ours, ref = our_logits(name, ids), llama_cpp_logits(fixture_path(name), ids)
     assert ours.shape == ref.shape
-    return ours, ref, rel_rms(ours, ref)
+    return ours, ref, relative_rms(ours, ref)
 
 
 def check_top1(ours: np.ndarray, ref: np.ndarray, near_tie: float, record_property) -> None:
@@ -226,7 +180,7 @@ def smollm2_ours(smollm2_continuations) -> list[np.ndarray]:
             logits = model.forward(torch.tensor(c.sequence), model.new_cache(len(c.sequence)))
             out.append(logits.double().numpy()[len(c.prompt_ids) - 1 :])
     n_prompt = len(smollm2_continuations[0].prompt_ids)
-    assert rel_rms(quantized_path[n_prompt - 1 :], out[0]).max() < 1e-5
+    assert relative_rms(quantized_path[n_prompt - 1 :], out[0]).max() < 1e-5
     return out
 
 
@@ -235,7 +189,7 @@ def test_smollm2_matches_llama_cpp_on_its_dequantized_weights(
     smollm2_continuations, smollm2_ours, record_property
 ):
     rel = np.concatenate(
-        [rel_rms(o, c.dequantized) for o, c in zip(smollm2_ours, smollm2_continuations, strict=True)]
+        [relative_rms(o, c.dequantized) for o, c in zip(smollm2_ours, smollm2_continuations, strict=True)]
     )
     record_property("max_rel_rms", float(rel.max()))
     assert rel.max() < 1e-5, rel.max()
@@ -249,9 +203,9 @@ def test_smollm2_teacher_forced_along_llama_cpp_greedy(smollm2_continuations, sm
         [o.argmax(-1) == c.tokens for o, c in zip(smollm2_ours, smollm2_continuations, strict=True)]
     )
     rel = np.concatenate(
-        [rel_rms(o, c.quantized) for o, c in zip(smollm2_ours, smollm2_continuations, strict=True)]
+        [relative_rms(o, c.quantized) for o, c in zip(smollm2_ours, smollm2_continuations, strict=True)]
     )
-    own = np.concatenate([rel_rms(c.dequantized, c.quantized) for c in smollm2_continuations])
+    own = np.concatenate([relative_rms(c.dequantized, c.quantized) for c in smollm2_continuations])
     record_property("top1_agreement", float(agree.mean()))
     record_property("rel_rms_mean", float(rel.mean()))
     record_property("rel_rms_max", float(rel.max()))
