@@ -1,0 +1,298 @@
+"""llama.cpp's `llama-bench` on the same GGUF files as the worker: the yardstick for decode and prefill.
+
+    python -m benchmarks.llamacpp build  [--src TARBALL] [--cache DIR] [--jobs 16]
+    python -m benchmarks.llamacpp status [--src TARBALL] [--cache DIR]
+    python -m benchmarks.llamacpp export --out DIR       (pack the finished build for a later machine)
+    python -m benchmarks.llamacpp bench --model FILE [--model FILE ...] [--build] [--out records.json]
+
+`build` unpacks the llama.cpp source tarball (default `.bench-src/llama.cpp-src.tar.xz`, kept out of git)
+and builds only `llama-bench` with the CUDA backend for sm_90, once per tarball: the build is cached under
+`--cache` (default /tmp/llamacpp-bench/<sha256 of the tarball>), so later calls on the same machine reuse
+it; `export` packs it into parts which, placed beside the tarball, let a fresh machine skip the compile. `bench` runs `llama-bench -m FILE -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o json` on each file and writes
+one record per file (kind "llama-bench") with the same run information and traffic model as the
+worker's records, so `benchmarks.report` can put them side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.runinfo import REPO_ROOT
+
+DEFAULT_SRC = REPO_ROOT / ".bench-src" / "llama.cpp-src.tar.xz"
+DEFAULT_CACHE = Path("/tmp/llamacpp-bench")
+CMAKE_CONFIGURE = [
+    "-DGGML_CUDA=ON",
+    "-DCMAKE_CUDA_ARCHITECTURES=90",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DCMAKE_BUILD_TYPE=Release",
+]
+BUILD_OK, BUILD_FAILED, BUILD_LOG = "BUILD_OK", "BUILD_FAILED", "build.log"
+PREBUILT_PREFIX = "llama-bench-sm90-"
+MIB = 1 << 20
+_PROGRESS = re.compile(r"\[\s*(\d+)%\]")
+
+
+class LlamaCppError(RuntimeError):
+    """The build or a llama-bench run failed; the message says which and where the log is."""
+
+
+def source_digest(src: Path) -> str:
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def build_dir(src: Path, cache: Path) -> Path:
+    if not src.is_file():
+        raise LlamaCppError(f"{src}: llama.cpp source tarball not found (carry it with carry=['.bench-src'])")
+    return cache / source_digest(src)
+
+
+def llama_bench_path(work: Path) -> Path:
+    return work / "build" / "bin" / "llama-bench"
+
+
+def _run_logged(cmd: list[str], log: Path, cwd: Path) -> int:
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        try:
+            return subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
+        except FileNotFoundError:
+            out.write(f"{cmd[0]}: command not found\n")
+            return 127
+
+
+def prebuilt_parts(src: Path) -> list[Path]:
+    """Parts of an exported build of this tarball lying beside it (see `export`), in order."""
+    return sorted(src.parent.glob(f"{PREBUILT_PREFIX}{source_digest(src)}.tar.xz.part*"))
+
+
+def restore_prebuilt(src: Path, work: Path) -> bool:
+    """Unpacks an exported build into `work/build/bin` (the path it was built at, so its RPATH holds)."""
+    parts = prebuilt_parts(src)
+    if not parts:
+        return False
+    data = b"".join(p.read_bytes() for p in parts)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:xz") as tar:
+        tar.extractall(work / "build" / "bin", filter="data")
+    (work / BUILD_OK).write_text(f"restored from {len(parts)} prebuilt part(s) beside {src.name}\n")
+    return True
+
+
+def build(src: Path = DEFAULT_SRC, cache: Path = DEFAULT_CACHE, jobs: int = 16) -> Path:
+    """The llama-bench binary: cached, else restored from an exported build, else compiled now."""
+    work = build_dir(src, cache)
+    exe = llama_bench_path(work)
+    if (work / BUILD_OK).is_file() and exe.is_file():
+        return exe
+    work.mkdir(parents=True, exist_ok=True)
+    if restore_prebuilt(src, work) and exe.is_file():
+        return exe
+    (work / BUILD_FAILED).unlink(missing_ok=True)
+    log = work / BUILD_LOG
+    started = time.monotonic()
+    if not (work / "llama.cpp" / "CMakeLists.txt").is_file():
+        with tarfile.open(src) as tar:
+            tar.extractall(work, filter="data")
+    steps = [
+        ["cmake", "-S", "llama.cpp", "-B", "build", *CMAKE_CONFIGURE],
+        ["cmake", "--build", "build", f"-j{jobs}", "--target", "llama-bench"],
+    ]
+    for cmd in steps:
+        rc = _run_logged(cmd, log, work)
+        if rc != 0:
+            (work / BUILD_FAILED).write_text(f"exit code {rc}: {' '.join(cmd)}\n")
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+            raise LlamaCppError(f"llama.cpp build step failed (exit {rc}); log {log}:\n{tail}")
+    (work / BUILD_OK).write_text(f"built in {time.monotonic() - started:.0f} s\n")
+    return exe
+
+
+def build_status(src: Path = DEFAULT_SRC, cache: Path = DEFAULT_CACHE) -> str:
+    """One line: built (and how long it took), failed, or how far the compile got."""
+    work = build_dir(src, cache)
+    if (work / BUILD_OK).is_file():
+        return f"llama-bench built ({(work / BUILD_OK).read_text().strip()}): {llama_bench_path(work)}"
+    if (work / BUILD_FAILED).is_file():
+        return f"llama.cpp build failed: {(work / BUILD_FAILED).read_text().strip()} (log {work / BUILD_LOG})"
+    log = work / BUILD_LOG
+    if not log.is_file():
+        return "llama.cpp build not started"
+    percents = _PROGRESS.findall(log.read_text(errors="replace"))
+    lines = log.read_text(errors="replace").splitlines()
+    return f"llama.cpp build unfinished at {percents[-1] if percents else 0}% ({len(lines)} log lines; log {log})"
+
+
+def export(src: Path, cache: Path, out: Path, part_mib: int = 15, max_mib: int = 40) -> list[Path]:
+    """Packs the finished build's bin/ (llama-bench and its shared libraries) as xz parts of at most
+    `part_mib` MiB, so a later machine can skip the compile: put the parts beside the tarball in
+    `.bench-src/`. Nothing is written when the packed build exceeds `max_mib` (the carry limit is 64 MiB).
+    """
+    work = build_dir(src, cache)
+    if not (work / BUILD_OK).is_file():
+        raise LlamaCppError(f"nothing to export: {build_status(src, cache)}")
+    bin_dir = work / "build" / "bin"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz") as tar:
+        for f in sorted(bin_dir.iterdir()):
+            if f.is_file() or f.is_symlink():
+                tar.add(f, arcname=f.name)
+    data = buf.getvalue()
+    if len(data) > max_mib << 20:
+        raise LlamaCppError(f"the packed build is {len(data) / MIB:.1f} MiB, over the {max_mib} MiB limit")
+    out.mkdir(parents=True, exist_ok=True)
+    step = part_mib << 20
+    paths = []
+    for i in range(0, len(data), step):
+        path = out / f"{PREBUILT_PREFIX}{source_digest(src)}.tar.xz.part{i // step:02d}"
+        path.write_bytes(data[i : i + step])
+        paths.append(path)
+    return paths
+
+
+def parse_llama_bench(stdout: str) -> dict[str, Any]:
+    """llama-bench `-o json` output -> {"pp512": {...}, "tg128": {...}} plus the build and model facts."""
+    try:
+        rows = json.loads(stdout)
+    except json.JSONDecodeError as e:
+        raise LlamaCppError(f"llama-bench printed no JSON ({e}); output starts: {stdout[:200]!r}") from None
+    tests = {}
+    for row in rows:
+        name = f"pp{row['n_prompt']}" if row["n_gen"] == 0 else f"tg{row['n_gen']}"
+        tests[name] = {
+            "avg_ts": row["avg_ts"],
+            "stddev_ts": row["stddev_ts"],
+            "samples_ts": row.get("samples_ts"),
+            "n_depth": row.get("n_depth"),
+        }
+    first = rows[0] if rows else {}
+    return {
+        "tests": tests,
+        "build_commit": first.get("build_commit"),
+        "build_number": first.get("build_number"),
+        "gpu_info": first.get("gpu_info"),
+        "llama_model_type": first.get("model_type"),
+        "llama_model_size": first.get("model_size"),
+        "llama_model_n_params": first.get("model_n_params"),
+    }
+
+
+def bench(
+    exe: Path, model: Path, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, timeout_s: float = 600
+) -> tuple[list[str], dict[str, Any]]:
+    argv = [str(exe), "-m", str(model), "-ngl", "99", "-fa", "1"]
+    argv += ["-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps), "-o", "json"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise LlamaCppError(f"{model}: llama-bench ran past {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.splitlines()[-15:])
+        raise LlamaCppError(f"{model}: llama-bench exited {done.returncode}:\n{tail}")
+    return argv, parse_llama_bench(done.stdout)
+
+
+def bench_records(models: list[Path], exe: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    import torch
+
+    from benchmarks.runinfo import copy_bandwidth, run_info
+    from benchmarks.traffic import bandwidth_summary, weight_traffic
+
+    device = torch.device("cuda", 0)
+    copy = copy_bandwidth(device)
+    records = []
+    for model in models:
+        argv, parsed = bench(exe, model, n_prompt=args.p, n_gen=args.n, reps=args.r, timeout_s=args.timeout_s)
+        traffic = weight_traffic(model)
+        record = {
+            "kind": "llama-bench",
+            "label": args.label,
+            **run_info(device),
+            "llama_bench_command": " ".join(argv),
+            "copy_bandwidth": copy,
+            "model": traffic,
+            **parsed,
+        }
+        tg = parsed["tests"].get(f"tg{args.n}")
+        if tg is not None:
+            record.update(bandwidth_summary(traffic["weight_bytes_per_token"], tg["avg_ts"], copy))
+        records.append(record)
+        print(
+            f"{model.name}: " + ", ".join(f"{k} {v['avg_ts']:.2f} tok/s" for k, v in parsed["tests"].items())
+        )
+    return records
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.llamacpp", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("build", "status", "export", "bench"):
+        s = sub.add_parser(name)
+        s.add_argument("--src", type=Path, default=DEFAULT_SRC, help="llama.cpp source tarball")
+        s.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="build cache directory")
+        s.add_argument("--jobs", type=int, default=16)
+        if name == "export":
+            s.add_argument("--out", type=Path, required=True, help="folder for the packed build's parts")
+            s.add_argument("--max-mib", type=int, default=40)
+        if name == "bench":
+            s.add_argument("--model", type=Path, action="append", required=True)
+            s.add_argument("--build", action="store_true", help="build first when no cached build exists")
+            s.add_argument("-p", type=int, default=512, help="prompt tokens (pp test)")
+            s.add_argument("-n", type=int, default=128, help="generated tokens (tg test)")
+            s.add_argument("-r", type=int, default=3, help="repetitions")
+            s.add_argument("--timeout-s", type=float, default=600)
+            s.add_argument("--label", default="")
+            s.add_argument("--out", type=Path, help="write the records (a JSON list) here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "status":
+            print(build_status(args.src, args.cache))
+            return 0
+        if args.command == "build":
+            print(f"llama-bench: {build(args.src, args.cache, args.jobs)}")
+            return 0
+        if args.command == "export":
+            for path in export(args.src, args.cache, args.out, max_mib=args.max_mib):
+                print(f"{path} {path.stat().st_size / MIB:.1f} MiB")
+            return 0
+        work = build_dir(args.src, args.cache)
+        exe = build(args.src, args.cache, args.jobs) if args.build else llama_bench_path(work)
+        if not (work / BUILD_OK).is_file():
+            raise LlamaCppError(f"no finished build: {build_status(args.src, args.cache)}")
+        missing = [str(m) for m in args.model if not m.is_file()]
+        if missing:
+            raise LlamaCppError(f"no such model file: {', '.join(missing)}")
+        records = bench_records([m.resolve() for m in args.model], exe, args)
+    except (LlamaCppError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(records, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

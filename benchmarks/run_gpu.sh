@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The GPU benchmark in one device call: the reference worker and llama.cpp on the same files, same run.
+#
+#   benchmarks/run_gpu.sh [qwen] [phi] [gpt-oss] [all]        (default: qwen)
+#
+# Steps: start the llama.cpp build (background, niced, cached under /tmp); install the carried wheels;
+# write the full-shape random-weight GGUFs (`python -m fixtures prepare --shaped ...`); run
+# `benchmarks.decode` on each file; once the build is done, `benchmarks.llamacpp bench` on each file;
+# then `benchmarks.report` writes the side-by-side report. Everything lands in $OUT (at most 8 files):
+# run.log, report.md, report.json (all records), and with BENCH_EXPORT_BUILD=1 the packed llama.cpp build.
+#
+# Run from the repository root, with the wheels and the llama.cpp source carried:
+#   carry=[".whl", ".bench-src"]
+# Environment (all optional):
+#   OUT                  results folder (the device tool sets it; default benchmarks/results/latest)
+#   BENCH_DEADLINE_S     stop starting new work after this many seconds and write the report (default 560)
+#   BENCH_LABEL          label stored in every record, e.g. "smoke"
+#   BENCH_DECODE_ARGS    arguments for benchmarks.decode (default "--time-budget-s 60": at most a minute of
+#                        timed decode per model), e.g. "--runs 5 --time-budget-s 120" or "--http"
+#   BENCH_COMMIT         commit id to record (the device's copy of the tree has no .git)
+#   BENCH_SKIP_LLAMACPP  1: worker only, no llama.cpp build
+#   BENCH_EXPORT_BUILD   1: pack a build compiled in this call into $OUT (llama-bench-sm90-*.part*); put those
+#                        parts in .bench-src/ and later calls restore them instead of compiling (~6 min)
+#   FIXTURES_DIR         where the shaped files are written (default /tmp/bench-fixtures)
+#   BENCH_PYTHON         the Python to use (default python3)
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+START=$SECONDS
+OUT=${OUT:-benchmarks/results/latest}
+DEADLINE=${BENCH_DEADLINE_S:-560}
+LABEL=${BENCH_LABEL:-}
+FIXTURES_DIR=${FIXTURES_DIR:-/tmp/bench-fixtures}
+WORK=/tmp/bench-records
+PY=${BENCH_PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$WORK"
+rm -f "$WORK"/*.json
+exec > >(tee -a "$OUT/run.log") 2>&1
+
+left() { echo $((DEADLINE - (SECONDS - START))); }
+say() { echo "[run_gpu +$((SECONDS - START))s] $*"; }
+
+declare -A SHAPED=([qwen]=qwen2.5-0.5b [phi]=phi-3-mini [gpt-oss]=gpt-oss-20b)
+declare -A FILE=([qwen]=qwen2.5-0.5b-q4_k_m [phi]=phi-3-mini-q4_k_m [gpt-oss]=gpt-oss-20b-mxfp4_moe)
+MODELS=()
+for arg in "${@:-qwen}"; do
+    case "$arg" in
+        all) MODELS+=(qwen phi gpt-oss) ;;
+        qwen | phi | gpt-oss) MODELS+=("$arg") ;;
+        *) echo "error: unknown model '$arg' (known: qwen, phi, gpt-oss, all)" >&2; exit 2 ;;
+    esac
+done
+say "models: ${MODELS[*]}; deadline ${DEADLINE}s; label '${LABEL}'"
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.mem,power.limit --format=csv || say "nvidia-smi not available"
+
+# (c) llama.cpp first: the longest step, niced so it disturbs the worker's timings as little as possible.
+BUILD_PID=
+if [[ "${BENCH_SKIP_LLAMACPP:-0}" != 1 ]]; then
+    nice -n 19 $PY -m benchmarks.llamacpp build >"$WORK/llamacpp-build.out" 2>&1 &
+    BUILD_PID=$!
+    say "llama.cpp build started (pid $BUILD_PID)"
+fi
+
+# (a) the carried wheels (fastapi, pydantic, gguf, ...), unless this Python already has them.
+if ! $PY -c "import fastapi, gguf, pydantic, sse_starlette, uvicorn" 2>/dev/null; then
+    if [[ ! -d /tmp/site/fastapi ]]; then
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+            || { say "error: wheel install failed"; exit 1; }
+    fi
+    export PYTHONPATH=/tmp/site
+fi
+$PY -c "import reference_worker.worker, fixtures.catalog" || { say "error: the worker cannot be imported here"; exit 1; }
+
+# (b) + (d) per model: write the file, then benchmark the worker on it.
+PATHS=()
+for key in "${MODELS[@]}"; do
+    if (($(left) < 30)); then say "deadline: skipping $key"; continue; fi
+    say "fixture ${SHAPED[$key]}"
+    $PY -m fixtures prepare --shaped "${SHAPED[$key]}" --out "$FIXTURES_DIR" || { say "fixture $key failed"; continue; }
+    model="$FIXTURES_DIR/shaped/${FILE[$key]}.gguf"
+    PATHS+=("$model")
+    say "worker decode benchmark: $key"
+    # shellcheck disable=SC2086  # BENCH_DECODE_ARGS is a list of arguments
+    timeout --signal=INT "$(($(left) - 20))" $PY -m benchmarks.decode --model "$model" --label "$LABEL" \
+        --out "$WORK/worker-$key.json" --verbose ${BENCH_DECODE_ARGS:---time-budget-s 60} || say "worker benchmark $key failed or timed out"
+done
+
+# (e) llama-bench on the same files, once the build is done (or the deadline says stop waiting).
+if [[ -n "$BUILD_PID" ]]; then
+    while kill -0 "$BUILD_PID" 2>/dev/null && (($(left) > 25)); do sleep 5; done
+    status=$($PY -m benchmarks.llamacpp status)
+    say "$status"
+    tail -n 5 "$WORK/llamacpp-build.out"
+    if [[ "$status" == "llama-bench built"* ]] && ((${#PATHS[@]})) && (($(left) > 25)); then
+        args=()
+        for model in "${PATHS[@]}"; do args+=(--model "$model"); done
+        $PY -m benchmarks.llamacpp bench "${args[@]}" --label "$LABEL" --timeout-s "$(($(left) - 15))" \
+            --out "$WORK/llamacpp.json" || say "llama-bench failed"
+    fi
+    if [[ "${BENCH_EXPORT_BUILD:-0}" == 1 && "$status" == *"(built in"* ]]; then
+        $PY -m benchmarks.llamacpp export --out "$OUT" || say "build not exported"
+    fi
+fi
+
+# (f) the report.
+# report.json holds every record; the record files themselves come back only when the report fails.
+records=("$WORK"/*.json)
+if [[ ! -e "${records[0]}" ]]; then
+    say "no records were written"
+elif $PY -m benchmarks.report "${records[@]}" --title "GPU decode benchmark${LABEL:+ ($LABEL)}" \
+    --out-md "$OUT/report.md" --out-json "$OUT/report.json" >/dev/null; then
+    [[ -n "$BUILD_PID" ]] && printf '\n%s\n' "$($PY -m benchmarks.llamacpp status)" >>"$OUT/report.md"
+    cat "$OUT/report.md"
+else
+    say "report failed; copying the records"
+    cp "${records[@]}" "$OUT/"
+fi
+say "done"
