@@ -16,10 +16,12 @@ from reference_worker.models import create_model
 
 
 def read_weights(gguf: GGUFFile, device: str = "cpu") -> dict[str, QTensor]:
-    """Every tensor as a QTensor, outside the memory accounting (the file stays open)."""
+    """Every tensor as a QTensor, outside the memory accounting. Reads through a fresh mapping of the file,
+    since the worker's loader unmaps the file it has loaded."""
+    file = GGUFFile.open(gguf.path)
     return {
-        name: QTensor.from_bytes(gguf.tensor_bytes(name), info.qtype, info.shape, name, device=device)
-        for name, info in gguf.tensors.items()
+        name: QTensor.from_bytes(file.tensor_bytes(name), info.qtype, info.shape, name, device=device)
+        for name, info in file.tensors.items()
     }
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GGUFSpec
 from reference_worker.cli import UsageError, bind_port, parse_config
 from reference_worker.worker import main
+from tests.worker.gguf_builder import GGUFSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_ID = "6f1c2a4e-1d2b-4c3d-9e8f-0a1b2c3d4e5f"

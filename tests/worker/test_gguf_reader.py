@@ -10,10 +10,10 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import GGUFSpec
 from kernels.formats import GGMLType
 from reference_worker.gguf import GGUFError, GGUFFile, InsufficientDeviceMemory, validate
 from reference_worker.quant_kind import quant_kind
+from tests.worker.gguf_builder import GGUFSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCABS = [

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from llama_helpers import load_model, read_weights
 
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.models import gpt2
 from reference_worker.models.base import ModelConfigError
 from reference_worker.models.gpt2 import GPT2Config, GPT2Model, gelu, layer_norm
+from tests.worker.llama_helpers import load_model, read_weights
 
 
 @pytest.fixture(scope="module")

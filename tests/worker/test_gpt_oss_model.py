@@ -9,7 +9,6 @@ import struct
 
 import pytest
 import torch
-from llama_helpers import load_model, read_weights
 
 from fixtures.paths import fixture_path
 from kernels.qtensor import QTensor
@@ -19,6 +18,7 @@ from reference_worker.models import gpt_oss
 from reference_worker.models.attention import ReferenceAttention
 from reference_worker.models.base import ModelConfigError
 from reference_worker.models.gpt_oss import GptOssConfig, route, sliding_window_layers, swiglu
+from tests.worker.llama_helpers import load_model, read_weights
 
 TINY = "tiny/gpt-oss-f32.gguf"
 

@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-from conftest import GGUFSpec
 from kernels.formats import GGMLType
 from kernels.qtensor import QTensor
 from reference_worker import loader
 from reference_worker.device_memory import WEIGHT_ALIGNMENT, DeviceMemory, VramOOM
 from reference_worker.gguf import GGUFFile
 from reference_worker.logs import EventLog
+from tests.worker.gguf_builder import GGUFSpec
 
 
 def _events(buf: io.StringIO) -> list[dict]:
