@@ -1,0 +1,266 @@
+"""A stub worker for the process and memory scenarios: CLI checks, GGUF checks, JSON logs, a device-memory
+budget, VRAM_OOM, a residency fault hook and SIGTERM, over the HTTP stub of `stub_worker.py`.
+
+The conforming stub must pass every scenario of features/process and features/memory; each `--fault`
+must make the scenario that checks the broken rule fail with that rule's spec ID.
+
+    python tests/harness/stubs/process_stub.py --worker-id UUID --model /abs/m.gguf --gpu-device 0 \
+        --port P [--vram-budget-mb N] [--residency-fault] [--fault NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import gguf
+from stub_worker import Handler, StubWorker
+
+FAULTS = (
+    "none",
+    "accept_bad_uuid",  # --worker-id is not checked (M0-W-1100)
+    "usage_exit_2",  # bad flags exit 2, as argparse does (M0-W-1100)
+    "usage_traceback",  # bad flags raise: a traceback on stderr (M0-W-1100)
+    "accept_version_2",  # GGUF version 2 is served (M0-W-1210)
+    "accept_any_architecture",  # any general.architecture is served (M0-W-1212)
+    "no_progress",  # no model_load_progress logs (M0-W-1621)
+    "log_without_worker_id",  # log lines lack worker_id (M0-W-1900)
+    "not_resident",  # /health resident=false (M0-SYS-2.2.1)
+    "vram_inflated",  # /health vram_bytes_used far above the file's tensors (M0-W-1201)
+    "oom_exits",  # the process dies after sending VRAM_OOM (M0-W-1021)
+    "insufficient_vague",  # insufficient memory without sizes or GPU id (M0-W-1020)
+    "ignore_residency_fault",  # the residency fault hook changes nothing (M0-W-1012)
+    "sigterm_exit_1",  # SIGTERM exits with code 1 (M0-W-1340)
+)
+ARCHITECTURES = ("llama", "qwen2", "phi3", "gpt2", "gpt-oss")
+KV_BYTES_PER_POSITION = 8192
+MIB = 1 << 20
+
+
+class StartupError(Exception):
+    """One line for stderr, then exit 1."""
+
+
+class Log:
+    def __init__(self, worker_id: str, model: str, gpu: int, fault: str) -> None:
+        self.context = {"worker_id": worker_id, "model_ref": model, "gpu_device": gpu}
+        if fault == "log_without_worker_id":
+            del self.context["worker_id"]
+
+    def event(self, event: str, level: str = "info", **fields: object) -> None:
+        record = {
+            "ts": datetime.now(UTC).isoformat(),
+            "level": level,
+            "event": event,
+            **self.context,
+            **fields,
+        }
+        print(json.dumps(record), flush=True)
+
+
+class UsageParser(argparse.ArgumentParser):
+    exit_code = 1
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(self.exit_code)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    fault = argv[argv.index("--fault") + 1] if "--fault" in argv else "none"
+    parser = UsageParser(description=__doc__)
+    parser.exit_code = 2 if fault == "usage_exit_2" else 1
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--gpu-device", required=True, type=int)
+    parser.add_argument("--port", required=True, type=int)
+    for flag in ("--max-tokens-in", "--max-tokens-out", "--kv-cache-size-mb", "--vram-budget-mb"):
+        parser.add_argument(flag, type=int)
+    parser.add_argument("--inference-timeout-sec", type=float)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--residency-fault", action="store_true")
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    args = parser.parse_args(argv)
+    problem = None
+    if args.fault != "accept_bad_uuid":
+        try:
+            uuid.UUID(args.worker_id)
+        except ValueError:
+            problem = f"--worker-id must be a UUID (got {args.worker_id!r})"
+    model = Path(args.model)
+    if problem is None and not model.is_absolute():
+        problem = f"--model must be an absolute path (got {args.model!r})"
+    elif problem is None and model.suffix != ".gguf":
+        problem = f"--model must name a .gguf file (got {args.model!r})"
+    elif problem is None and not model.is_file():
+        problem = f"--model {args.model!r}: no such file"
+    elif problem is None and args.gpu_device != 0:
+        problem = f"--gpu-device {args.gpu_device} is out of range (one device)"
+    elif problem is None and not 1024 <= args.port <= 65535:
+        problem = f"--port must be in 1024..65535 (got {args.port})"
+    if problem is not None:
+        if args.fault == "usage_traceback":
+            raise ValueError(problem)
+        parser.error(problem)
+    return args
+
+
+def check_model(path: Path, fault: str) -> tuple[gguf.GGUFReader, str]:
+    head = path.read_bytes()[:24]
+    if head[:4] != b"GGUF":
+        raise StartupError(f"{path}: not a GGUF file (magic {head[:4]!r})")
+    version = int.from_bytes(head[4:8], "little")
+    if version != 3 and not (fault == "accept_version_2" and version == 2):
+        raise StartupError(f"{path}: unsupported GGUF version {version} (need 3)")
+    count = int.from_bytes(head[8:16], "little")
+    if count >= 10_000:
+        raise StartupError(f"{path}: {count} tensors (at most 9999)")
+    try:
+        reader = gguf.GGUFReader(path)
+        for tensor in reader.tensors:
+            if int(tensor.data_offset) + int(tensor.n_bytes) > path.stat().st_size:
+                raise ValueError(f"tensor {tensor.name} ends beyond the end of the file")
+    except (ValueError, IndexError) as exc:
+        raise StartupError(f"{path}: truncated or malformed GGUF: {exc}") from None
+    arch = str(reader.get_field("general.architecture").contents())
+    if arch not in ARCHITECTURES and fault != "accept_any_architecture":
+        raise StartupError(f"{path}: unsupported architecture {arch!r}")
+    for key in ("context_length", "embedding_length", "block_count"):
+        if fault != "accept_any_architecture" and reader.get_field(f"{arch}.{key}") is None:
+            raise StartupError(f"{path}: missing required metadata key '{arch}.{key}'")
+    return reader, arch
+
+
+class ProcessWorker(StubWorker):
+    def __init__(self, args: argparse.Namespace, log: Log, weight_bytes: int) -> None:
+        args.framing, args.token_delay_ms = "event", 1.0
+        super().__init__(args)
+        self.log = log
+        self.weight_bytes = weight_bytes
+        self.budget = None if args.vram_budget_mb is None else args.vram_budget_mb * MIB
+        self.model_size = Path(args.model).stat().st_size
+        self.resident = self.fault != "not_resident"
+        self.healthy = True
+
+    def health(self) -> dict:
+        body = super().health()
+        body["resident"] = self.resident
+        body["status"] = "healthy" if self.healthy else "unhealthy"
+        body["vram_bytes_used"] = self.weight_bytes
+        if self.fault == "vram_inflated":
+            body["vram_bytes_used"] = 4 * self.model_size + 64 * MIB
+        return body
+
+    def fail_residency(self) -> None:
+        if self.fault == "ignore_residency_fault":
+            return
+        self.resident, self.healthy = False, False
+        self.log.event("residency_check_failed", level="critical", message="weights are no longer resident")
+
+
+class ProcessHandler(Handler):
+    @property
+    def worker(self) -> ProcessWorker:
+        return self.server.worker  # type: ignore[attr-defined]
+
+    def _stream(self, body: dict) -> None:
+        worker = self.worker
+        job_id = str(body.get("job_id", ""))
+        worker.log.event("execute_start", job_id=job_id)
+        max_tokens = body.get("max_tokens", 2048) if isinstance(body.get("max_tokens"), int) else 4
+        positions = min(
+            len(str(body.get("prompt", "")).split()) + 1 + max_tokens, worker.facts["context_length"]
+        )
+        if (
+            worker.budget is not None
+            and worker.weight_bytes + positions * KV_BYTES_PER_POSITION > worker.budget
+        ):
+            self._oom(job_id)
+            return
+        super()._stream(body)
+        worker.log.event("execute_end", job_id=job_id, tokens_out=max_tokens)
+
+    def _oom(self, job_id: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        started = {
+            "job_id": job_id,
+            "model": self.worker.facts["model"],
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        self._event("started", started)
+        self._event("error", {"code": "VRAM_OOM", "message": "KV cache does not fit", "retriable": True})
+        self.close_connection = True
+        self.worker.log.event("error", level="error", job_id=job_id, code="VRAM_OOM")
+        if self.worker.fault == "oom_exits":
+            threading.Timer(0.05, os._exit, args=(3,)).start()
+
+
+def fail(log: Log | None, message: str) -> None:
+    if log is not None:
+        log.event("error", level="error", message=message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def main() -> None:
+    args = parse(sys.argv[1:])
+    log = Log(args.worker_id, args.model, args.gpu_device, args.fault)
+    log.event("startup", port=args.port)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("0.0.0.0", args.port))
+    except OSError:
+        fail(log, f"--port {args.port} is already in use")
+    path = Path(args.model)
+    try:
+        reader, arch = check_model(path, args.fault)
+    except StartupError as exc:
+        fail(log, str(exc))
+    weight_bytes = sum(int(tensor.n_bytes) for tensor in reader.tensors)
+    if args.vram_budget_mb is not None and weight_bytes > args.vram_budget_mb * MIB:
+        if args.fault == "insufficient_vague":
+            fail(log, f"{path}: not enough device memory")
+        fail(
+            log,
+            f"{path}: insufficient device memory on GPU {args.gpu_device}: need {weight_bytes} bytes, "
+            f"{args.vram_budget_mb * MIB} bytes available",
+        )
+    log.event("model_load_start", architecture=arch)
+    if args.fault != "no_progress":
+        for percent in (0, 25, 50, 75, 100):
+            log.event("model_load_progress", percent=percent)
+    log.event("model_load_complete", vram_bytes=weight_bytes)
+    worker = ProcessWorker(args, log, weight_bytes)
+    sock.listen(16)
+    server = ThreadingHTTPServer(("0.0.0.0", args.port), ProcessHandler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    server.daemon_threads = True
+    server.worker = worker  # type: ignore[attr-defined]
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        code = 1 if args.fault == "sigterm_exit_1" else 0
+        log.event("shutdown", exit_code=code)
+        os._exit(code)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    if args.residency_fault:
+        threading.Timer(1.0, worker.fail_residency).start()
+    log.event("ready", vram_bytes=weight_bytes)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
