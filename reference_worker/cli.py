@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vram-budget-mb", type=int, help="device memory budget (default: the device's)")
     p.add_argument("--load-chunk-mb", type=float, default=1.0, help="host->device copy chunk (M0-W-1222)")
     p.add_argument("--residency-check-interval-sec", type=float, default=60.0)
+    p.add_argument(
+        "--inject-residency-fault-after-sec",
+        type=float,
+        help="conformance testing: after this many seconds one weight is recorded as evicted (M0-W-1012)",
+    )
     p.add_argument("--callback-url", help="POST {worker_id, vram_bytes, uri, model_ref} here once ready")
     p.add_argument("--attention", choices=["reference", "sdpa"], default="reference")
     p.add_argument("--kv-cache", choices=["contiguous", "paged"], default="contiguous")
@@ -95,6 +100,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         ("--vram-budget-mb", args.vram_budget_mb),
         ("--load-chunk-mb", args.load_chunk_mb),
         ("--residency-check-interval-sec", args.residency_check_interval_sec),
+        ("--inject-residency-fault-after-sec", args.inject_residency_fault_after_sec),
     ]:
         _positive(flag, value)
     if args.callback_url is not None and not args.callback_url.startswith(("http://", "https://")):
@@ -113,6 +119,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         vram_budget_mb=args.vram_budget_mb,
         load_chunk_mb=args.load_chunk_mb,
         residency_check_interval_sec=args.residency_check_interval_sec,
+        inject_residency_fault_after_sec=args.inject_residency_fault_after_sec,
         callback_url=args.callback_url,
         attention=args.attention,
         kv_cache=args.kv_cache,

@@ -24,6 +24,7 @@ class WorkerConfig:
     vram_budget_mb: int | None = None
     load_chunk_mb: float = 1.0
     residency_check_interval_sec: float = 60.0
+    inject_residency_fault_after_sec: float | None = None  # conformance hook for M0-W-1012
     callback_url: str | None = None
     attention: Literal["reference", "sdpa"] = "reference"
     kv_cache: Literal["contiguous", "paged"] = "contiguous"

@@ -118,6 +118,15 @@ class DeviceMemory:
         with self._lock:
             return [t for t, _, c in self._live.values() if c == MemoryCategory.WEIGHTS]
 
+    def inject_residency_fault(self) -> None:
+        """Conformance hook (`--inject-residency-fault-after-sec`): records one weight as living outside the
+        device (a meta-device stand-in for evicted memory), so that the real residency check fails."""
+        with self._lock:
+            for key, (tensor, accounted, category) in self._live.items():
+                if category == MemoryCategory.WEIGHTS:
+                    self._live[key] = (tensor.to("meta"), accounted, category)
+                    return
+
     def residency_check(self) -> bool:
         """True when every weight is still in device memory of the expected device (M0-W-1012)."""
         return residency.all_resident(self.weights(), self.device)

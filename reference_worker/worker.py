@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import sys
+import threading
 from types import FrameType
 
 import httpx
@@ -178,11 +179,18 @@ def serve(config: WorkerConfig, state: WorkerState, sock: socket.socket) -> int:
         lambda: _residency_failed(state),
     )
     server = _Server(uv_config, config, state)
+    fault = None
+    if config.inject_residency_fault_after_sec is not None:
+        fault = threading.Timer(config.inject_residency_fault_after_sec, state.memory.inject_residency_fault)
+        fault.daemon = True
+        fault.start()
     monitor.start()
     try:
         server.run(sockets=[sock])
     finally:
         monitor.stop()
+        if fault is not None:
+            fault.cancel()
     return server.exit_code
 
 

@@ -43,6 +43,7 @@ REFERENCE_FLAGS = {
     "memory_budget": "--vram-budget-mb {mb}",
     "kv_cache_paged": "--kv-cache paged",
     "attention_sdpa": "--attention sdpa",
+    "residency_fault": "--inject-residency-fault-after-sec 1 --residency-check-interval-sec 0.5",
 }
 WEIGHT_SLACK = 1.2  # device bytes for weights may exceed the file's tensor bytes by 20% (layout, padding)
 WEIGHT_FLOOR = 0.95  # and must hold at least 95% of them
