@@ -108,6 +108,9 @@ def qmatmul_experts(
             f"tensor {w.name!r}: expert bias shape {tuple(bias.shape)} != ({n_expert}, {out_features})"
         )
     out_dtype = out_dtype or x.dtype
+    fast = backend.experts_fast_path_for(x, w, expert_ids)
+    if fast is not None:
+        return fast.qmatmul_experts(x, w, expert_ids, bias, out_dtype)
     flat = expert_ids.reshape(-1).to(device=x.device, dtype=torch.long)
     token_of = torch.arange(n_tokens, device=x.device).repeat_interleave(k)
     order = torch.argsort(flat, stable=True)

@@ -1,12 +1,29 @@
-"""Fused dequant-GEMV for decode (one activation row) on CUDA, for the 32-element block types.
+"""Fused dequant-GEMV on CUDA (Triton) for decode: a few activation rows against a packed ggml weight.
 
-Each program reads `BLOCK_N` weight rows block by block, decodes them in registers exactly as
-`kernels.dequant` does (same scale conversion, same products) and accumulates `w * x` in float32; the
-dequantized weight never reaches memory. It registers as a `kernels.backend.FastPath` and is tested
-against the reference path (`tests/kernels/test_triton_gemv.py`).
+Each program owns `BLOCK_N` weight rows (clamped at the edge, stores masked) and one split of the row's
+blocks; it walks its blocks a step at a time, reads the packed bytes with the widest aligned loads the
+layout allows (32- or 16-bit words; bytes for MXFP4's 17-byte blocks) as coalesced row tiles,
+decodes them in registers and accumulates `w * x` in float32 into a tile-shaped accumulator that is
+reduced once at the end (no cross-thread reduction inside the loop). Split-K partial sums go to a
+small float32 buffer summed by PyTorch, so results are deterministic.
+
+Decoding follows `kernels.dequant` field for field. Quant codes become floats without an int->float
+conversion: the code is OR-ed into the mantissa of a power of two `P` (e.g. `16 + q` for a 4-bit `q`),
+and `w = (P + q) * scale + offset` with the offset folded per block (`-(P + 8) * d` for Q4_0,
+`m - P * d` for Q4_1, `-(P * dl + ml)` for the K-quants). For Q4_0, Q5_0, Q8_0, MXFP4, F16 and BF16
+every decoded weight equals the reference's bit for bit; for the types with a separate offset
+(Q4_1, Q5_1, Q4_K, Q5_K, Q6_K) the weight may differ from the reference's by one rounding, far
+inside the 1e-5 relative bound the tests check.
+
+`gemv` serves `kernels.qmatmul.qmatmul` (2-D weights, up to `MAX_ROWS` activation rows) and
+`kernels.triton_moe.gemv_experts` serves `kernels.qmatmul.qmatmul_experts` (a 3-D expert tensor,
+one launch computing only the selected experts); both register in `kernels.backend`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import triton
@@ -16,99 +33,595 @@ from kernels.backend import FastPath
 from kernels.formats import FORMATS, GGMLType
 from kernels.qtensor import QTensor
 
-_FORMAT_IDS = {GGMLType.Q4_0: 0, GGMLType.Q8_0: 1, GGMLType.MXFP4: 2}
-BLOCK_N = 8  # weight rows per program
-BLOCKS_PER_STEP = 8  # 32-element blocks per row per loop iteration
+MAX_ROWS = 8  # activation rows per call served here; more rows are prefill, a matmul's job
+
+# ggml type -> (kernel format id, bytes per load word, elements per unit the loop steps over)
+_F16, _BF16, _Q4_0, _Q4_1, _Q5_0, _Q5_1, _Q8_0, _MXFP4, _Q4_K, _Q5_K, _Q6_K = range(11)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    fmt: int
+    word: int  # bytes per load word (1, 2 or 4): the block layout's natural alignment
+    unit: int  # elements per unit (a 32-element block, a 256-element super-block, 32 plain values)
+
+
+LAYOUTS: dict[GGMLType, _Layout] = {
+    GGMLType.F16: _Layout(_F16, 2, 32),
+    GGMLType.BF16: _Layout(_BF16, 2, 32),
+    GGMLType.Q4_0: _Layout(_Q4_0, 2, 32),
+    GGMLType.Q4_1: _Layout(_Q4_1, 4, 32),
+    GGMLType.Q5_0: _Layout(_Q5_0, 2, 32),
+    GGMLType.Q5_1: _Layout(_Q5_1, 4, 32),
+    GGMLType.Q8_0: _Layout(_Q8_0, 2, 32),
+    GGMLType.MXFP4: _Layout(_MXFP4, 1, 32),
+    GGMLType.Q4_K: _Layout(_Q4_K, 4, 256),
+    GGMLType.Q5_K: _Layout(_Q5_K, 4, 256),
+    GGMLType.Q6_K: _Layout(_Q6_K, 2, 256),
+}
+SUPERBLOCK_FORMATS = (_Q4_K, _Q5_K, _Q6_K)
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    block_n: int  # weight rows per program
+    units_per_step: int  # blocks per row per loop step (always 1 for the 256-element super-blocks)
+    num_warps: int
+    split: int  # programs sharing one row tile along the input dim (split-K)
+    stages: int = 1  # loop software-pipelining depth (> 1: loads of later steps in flight, via shared memory)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding helpers
 
 
 @triton.jit
-def _f16_at(ptr, offsets, mask):
-    lo = tl.load(ptr + offsets, mask=mask, other=0).to(tl.uint16)
-    hi = tl.load(ptr + offsets + 1, mask=mask, other=0).to(tl.uint16)
-    return (lo | (hi << 8)).to(tl.float16, bitcast=True).to(tl.float32)
+def _f16(bits):
+    """Low 16 bits of an integer tensor, read as an IEEE half, as float32 (exact)."""
+    return bits.to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
 
 
 @triton.jit
-def _nibble(ptr, offsets, j, mask):
-    # Elements j and j + 16 share byte j: low nibble first (Q4_0, MXFP4).
-    byte = tl.load(ptr + offsets + (j % 16), mask=mask, other=0).to(tl.int32)
-    return tl.where(j < 16, byte & 15, byte >> 4)
+def _code(word, SRC: tl.constexpr, MASK: tl.constexpr, DST: tl.constexpr):
+    """`(word >> SRC) & MASK`, left in place at bit DST (uint32 in, uint32 out)."""
+    if DST >= SRC:
+        v = word << (DST - SRC)
+    else:
+        v = word >> (SRC - DST)
+    return v & (MASK << DST)
 
 
 @triton.jit
-def _gemv_kernel(
+def _as_float(bits):
+    return bits.to(tl.float32, bitcast=True)
+
+
+# Powers of two whose mantissa holds a small unsigned code exactly: P + q for q < P.
+_P16 = tl.constexpr(0x41800000)  # 16.0; a 4-bit code at bit 19
+_P32 = tl.constexpr(0x42000000)  # 32.0; a 5-bit code at bit 18
+_P64 = tl.constexpr(0x42800000)  # 64.0; a 6-bit code at bit 17
+_P256 = tl.constexpr(0x43800000)  # 256.0; an 8-bit code at bit 15
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-format dot products over one split of a row tile. `rows` is a [BLOCK_N] tensor of pointers (typed
+# as the format's load word) to the first word of each row; units [u_begin, u_end) are processed. Each
+# returns the [BLOCK_N] float32 partial dot products with the activation row at `xp`.
+
+
+@triton.jit
+def _block_words(
+    rows,
+    u0,
+    u_end,
+    STRIDE: tl.constexpr,
+    OFFSET: tl.constexpr,
+    NW: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+):
+    """Words OFFSET..OFFSET+NW-1 of blocks u0..u0+UB-1 (clamped to the split) of each row, as
+    [BLOCK_N, UB, NW]. Loaded as one [BLOCK_N, UB * NW] tile so that threads spread along the row's
+    words and each keeps several rows (which then share every activation value it loads)."""
+    col = tl.arange(0, UB * NW)
+    blk = tl.minimum(u0 + col // NW, u_end - 1)
+    words = tl.load(rows[:, None] + blk[None, :] * STRIDE + OFFSET + col[None, :] % NW)
+    return tl.reshape(words, (BLOCK_N, UB, NW))
+
+
+@triton.jit
+def _dot_plain(
+    rows,
+    xp,
+    u_begin,
+    u_end,
+    BF16: tl.constexpr,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+):
+    # F16 / BF16: a unit is 32 consecutive values.
+    j = tl.arange(0, 32)
+    acc = tl.zeros([BLOCK_N, UB, 32], dtype=tl.float32)
+    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+        blk = u0 + tl.arange(0, UB)
+        raw = _block_words(rows, u0, u_end, 32, 0, 32, BLOCK_N, UB)
+        if BF16:
+            w = _as_float(raw.to(tl.uint32) << 16)
+        else:
+            w = raw.to(tl.float16, bitcast=True).to(tl.float32)
+        xv = tl.load(xp + blk[:, None] * 32 + j[None, :], mask=(blk < u_end)[:, None], other=0.0)
+        acc += w * xv.to(tl.float32)[None, :, :]
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _dot_q4_0(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+    # block_q4_0 as 9 halfwords {d, qs[8]}: halfword w holds elements 2w, 2w+1 (low nibbles) and
+    # 2w+16, 2w+17 (high nibbles). w = (q - 8) * d = (16 + q) * d - 24 * d, exact.
+    r3 = rows[:, None, None]
+    w8 = tl.arange(0, 8)
+    acc = tl.zeros([BLOCK_N, UB, 8], dtype=tl.float32)
+    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+        blk = u0 + tl.arange(0, UB)
+        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 9
+        d = _f16(tl.load(r3 + b3))
+        qs = _block_words(rows, u0, u_end, 9, 1, 8, BLOCK_N, UB).to(tl.uint32)
+        off = -24.0 * d
+        xb = xp + blk[:, None] * 32 + 2 * w8[None, :]
+        xmask = (blk < u_end)[:, None]
+        for h in tl.static_range(2):
+            for k in tl.static_range(2):
+                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
+                xv = tl.load(xb + (16 * h + k), mask=xmask, other=0.0).to(tl.float32)
+                acc += (f * d + off) * xv[None, :, :]
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _dot_q4_1(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+    # block_q4_1 as 5 words {d | m << 16, qs[4]}: word w byte k holds elements 4w+k and 4w+k+16.
+    r3 = rows[:, None, None]
+    w4 = tl.arange(0, 4)
+    acc = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
+    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+        blk = u0 + tl.arange(0, UB)
+        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 5
+        dm = tl.load(r3 + b3)
+        d = _f16(dm)
+        off = _f16(dm >> 16) - 16.0 * d
+        qs = _block_words(rows, u0, u_end, 5, 1, 4, BLOCK_N, UB)
+        xb = xp + blk[:, None] * 32 + 4 * w4[None, :]
+        xmask = (blk < u_end)[:, None]
+        for h in tl.static_range(2):
+            for k in tl.static_range(4):
+                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
+                xv = tl.load(xb + (16 * h + k), mask=xmask, other=0.0).to(tl.float32)
+                acc += (f * d + off) * xv[None, :, :]
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _dot_q5_0(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+    # block_q5_0 as 11 halfwords {d, qh (2 halfwords, bit e = fifth bit of element e), qs[8]}.
+    # w = (q - 16) * d = (32 + q) * d - 48 * d, exact.
+    r3 = rows[:, None, None]
+    w8 = tl.arange(0, 8)
+    acc = tl.zeros([BLOCK_N, UB, 8], dtype=tl.float32)
+    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+        blk = u0 + tl.arange(0, UB)
+        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 11
+        d = _f16(tl.load(r3 + b3))
+        qh = tl.load(r3 + b3 + 1).to(tl.uint32) | (tl.load(r3 + b3 + 2).to(tl.uint32) << 16)
+        qs = _block_words(rows, u0, u_end, 11, 3, 8, BLOCK_N, UB).to(tl.uint32)
+        off = -48.0 * d
+        xb = xp + blk[:, None] * 32 + 2 * w8[None, :]
+        xmask = (blk < u_end)[:, None]
+        for h in tl.static_range(2):
+            for k in tl.static_range(2):
+                e = (16 * h + k + 2 * w8[None, None, :]).to(tl.uint32)
+                high = ((qh >> e) & 1) << 22
+                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
+                xv = tl.load(xb + (16 * h + k), mask=xmask, other=0.0).to(tl.float32)
+                acc += (f * d + off) * xv[None, :, :]
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _dot_q5_1(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+    # block_q5_1 as 6 words {d | m << 16, qh, qs[4]}.
+    r3 = rows[:, None, None]
+    w4 = tl.arange(0, 4)
+    acc = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
+    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+        blk = u0 + tl.arange(0, UB)
+        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 6
+        dm = tl.load(r3 + b3)
+        d = _f16(dm)
+        off = _f16(dm >> 16) - 32.0 * d
+        qh = tl.load(r3 + b3 + 1)
+        qs = _block_words(rows, u0, u_end, 6, 2, 4, BLOCK_N, UB)
+        xb = xp + blk[:, None] * 32 + 4 * w4[None, :]
+        xmask = (blk < u_end)[:, None]
+        for h in tl.static_range(2):
+            for k in tl.static_range(4):
+                e = (16 * h + k + 4 * w4[None, None, :]).to(tl.uint32)
+                high = ((qh >> e) & 1) << 22
+                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
+                xv = tl.load(xb + (16 * h + k), mask=xmask, other=0.0).to(tl.float32)
+                acc += (f * d + off) * xv[None, :, :]
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _dot_q8_0(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+    # block_q8_0 as 17 halfwords {d, qs[16]}: halfword w holds int8 elements 2w, 2w+1.
+    # s = (s ^ 0x80) - 128, so w = (256 + (s ^ 0x80)) * d - 384 * d, exact.
+    r3 = rows[:, None, None]
+    w16 = tl.arange(0, 16)
+    acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
+    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+        blk = u0 + tl.arange(0, UB)
+        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 17
+        d = _f16(tl.load(r3 + b3))
+        qs = _block_words(rows, u0, u_end, 17, 1, 16, BLOCK_N, UB).to(tl.uint32) ^ 0x8080
+        off = -384.0 * d
+        xb = xp + blk[:, None] * 32 + 2 * w16[None, :]
+        xmask = (blk < u_end)[:, None]
+        for k in tl.static_range(2):
+            f = _as_float(_code(qs, 8 * k, 255, 15) | _P256)
+            xv = tl.load(xb + k, mask=xmask, other=0.0).to(tl.float32)
+            acc += (f * d + off) * xv[None, :, :]
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _dot_mxfp4(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+    # block_mxfp4 as 17 bytes {e (E8M0), qs[16]}: byte i holds elements i and i + 16.
+    # w = kvalues_mxfp4[code] * e8m0_half(e); the doubled e2m1 magnitudes 0,1,2,3,4,6,8,12 are the
+    # nibbles of 0xC8643210, so |value| = 16 + nibble - 16 (exact) and the code's bit 3 is the sign.
+    r3 = rows[:, None, None]
+    i16 = tl.arange(0, 16)
+    lut = tl.full([1, 1, 1], 0xC8643210, tl.uint32)
+    acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
+    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+        blk = u0 + tl.arange(0, UB)
+        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 17
+        e = tl.load(r3 + b3).to(tl.uint32)
+        scale = _as_float(tl.where(e < 2, tl.full(e.shape, 0x00200000, tl.uint32) << e, (e - 1) << 23))
+        qs = _block_words(rows, u0, u_end, 17, 1, 16, BLOCK_N, UB).to(tl.uint32)
+        xb = xp + blk[:, None] * 32 + i16[None, :]
+        xmask = (blk < u_end)[:, None]
+        for h in tl.static_range(2):
+            mag = (lut >> _code(qs, 4 * h, 7, 2)) & 15
+            sign = _code(qs, 4 * h + 3, 1, 31)
+            v = _as_float((mag << 19) | _P16) - 16.0
+            v = _as_float(v.to(tl.uint32, bitcast=True) ^ sign)
+            xv = tl.load(xb + 16 * h, mask=xmask, other=0.0).to(tl.float32)
+            acc += (v * scale) * xv[None, :, :]
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _scale_min_k4(s1, s2, s3, j):
+    """get_scale_min_k4 for sub-blocks `j` (a uint32 tensor) from the three scale words of a block."""
+    sh = (j & 3) * 8
+    a = (s1 >> sh) & 0xFF
+    b = (s2 >> sh) & 0xFF
+    c = (s3 >> sh) & 0xFF
+    low = j < 4
+    sc = tl.where(low, a & 63, (c & 15) | ((a >> 6) << 4))
+    mn = tl.where(low, b & 63, (c >> 4) | ((b >> 6) << 4))
+    return sc.to(tl.float32), mn.to(tl.float32)
+
+
+@triton.jit
+def _dot_q4_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr):
+    # block_q4_K as 36 words {d | dmin << 16, scales[3], qs[32]}: qs chunk c (8 words) holds sub-block
+    # 2c in its low nibbles and 2c+1 in its high nibbles; word w of chunk c, byte k is element
+    # 64c + 32h + 4w + k. The qs words are loaded as one [rows, 32] tile (16-byte vectors, threads
+    # spread over the row's words so each keeps several rows) and viewed as [rows, chunk, word].
+    r2 = rows[:, None]
+    t = tl.arange(0, 32)
+    c4 = tl.arange(0, 4)[None, :, None]
+    xo = 64 * tl.arange(0, 4)[:, None] + 4 * tl.arange(0, 8)[None, :]
+    acc = tl.zeros([BLOCK_N, 4, 8], dtype=tl.float32)
+    for sb in tl.range(u_begin, u_end, num_stages=STAGES):
+        base = r2 + sb * 36
+        qs = tl.reshape(tl.load(base + 4 + t[None, :]), (BLOCK_N, 4, 8))
+        dd = tl.load(base)[:, :, None]
+        d = _f16(dd)
+        dmin = _f16(dd >> 16)
+        s1 = tl.load(base + 1)[:, :, None]
+        s2 = tl.load(base + 2)[:, :, None]
+        s3 = tl.load(base + 3)[:, :, None]
+        xb = xp + sb * 256 + xo
+        for h in tl.static_range(2):
+            sc, mn = _scale_min_k4(s1, s2, s3, (2 * c4 + h).to(tl.uint32))
+            dl = d * sc
+            off = -(16.0 * dl + dmin * mn)
+            for k in tl.static_range(4):
+                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
+                xv = tl.load(xb + (32 * h + k)).to(tl.float32)
+                acc += (f * dl + off) * xv[None, :, :]
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _dot_q5_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr):
+    # block_q5_K as 44 words {d | dmin << 16, scales[3], qh[8], qs[32]}: as Q4_K, plus the fifth bit of
+    # element (sub-block j, byte i) = bit j of qh byte i.
+    r2 = rows[:, None]
+    t = tl.arange(0, 32)
+    c4 = tl.arange(0, 4)[None, :, None]
+    xo = 64 * tl.arange(0, 4)[:, None] + 4 * tl.arange(0, 8)[None, :]
+    acc = tl.zeros([BLOCK_N, 4, 8], dtype=tl.float32)
+    for sb in tl.range(u_begin, u_end, num_stages=STAGES):
+        base = r2 + sb * 44
+        dd = tl.load(base)[:, :, None]
+        d = _f16(dd)
+        dmin = _f16(dd >> 16)
+        s1 = tl.load(base + 1)[:, :, None]
+        s2 = tl.load(base + 2)[:, :, None]
+        s3 = tl.load(base + 3)[:, :, None]
+        qh = tl.reshape(tl.load(base + 4 + tl.arange(0, 8)[None, :]), (BLOCK_N, 1, 8))
+        qs = tl.reshape(tl.load(base + 12 + t[None, :]), (BLOCK_N, 4, 8))
+        xb = xp + sb * 256 + xo
+        for h in tl.static_range(2):
+            j = (2 * c4 + h).to(tl.uint32)
+            sc, mn = _scale_min_k4(s1, s2, s3, j)
+            dl = d * sc
+            off = -(32.0 * dl + dmin * mn)
+            for k in tl.static_range(4):
+                high = ((qh >> (j + 8 * k)) & 1) << 22
+                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
+                xv = tl.load(xb + (32 * h + k)).to(tl.float32)
+                acc += (f * dl + off) * xv[None, :, :]
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _dot_q6_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr):
+    # block_q6_K as 105 halfwords {ql[64], qh[32], scales (8 halfwords of 2 int8), d}. With n the
+    # 128-element half, a the 32-byte chunk of ql inside it, w = 8 wh + wl the halfword in the chunk,
+    # k the byte and h the nibble, the element is 128n + 64h + 32a + 2w + k; its high two bits are bits
+    # 4h + 2a of qh byte 32n + 2w + k, and its scale is scales[8n + 4h + 2a + wh]. na = 2n + a.
+    r2 = rows[:, None]
+    col = tl.arange(0, 64)[None, :]  # = 16 na + w
+    col_qh = 64 + 8 * ((col // 16) - (col // 16) % 2) + col % 16
+    na = tl.arange(0, 4)[None, :, None, None]
+    a = na & 1
+    wh = tl.arange(0, 2)[None, None, :, None]
+    wl = tl.arange(0, 8)[None, None, None, :]
+    w = 8 * wh + wl
+    xo = 64 * na - 32 * a + 2 * w  # [1, 4, 2, 8]
+    acc = tl.zeros([BLOCK_N, 4, 2, 8], dtype=tl.float32)
+    for sb in tl.range(u_begin, u_end, num_stages=STAGES):
+        base = r2 + sb * 105
+        ql = tl.reshape(tl.load(base + col), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
+        qh = tl.reshape(tl.load(base + col_qh), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
+        d = _f16(tl.load(base + 104))[:, :, None, None]
+        scales = (base + 96).to(tl.pointer_type(tl.int8))[:, :, None, None]
+        xb = xp + sb * 256 + xo
+        for h in tl.static_range(2):
+            sc = tl.load(scales + (4 * na - 2 * a + 4 * h + wh)).to(tl.float32)
+            dl = d * sc
+            off = -96.0 * dl
+            for k in tl.static_range(2):
+                high = ((qh >> (8 * k + 4 * h + 2 * a).to(tl.uint32)) & 3) << 21
+                f = _as_float(_code(ql, 8 * k + 4 * h, 15, 17) | high | _P64)
+                xv = tl.load(xb + (64 * h + k)).to(tl.float32)
+                acc += (f * dl + off) * xv
+    return tl.sum(tl.sum(tl.sum(acc, axis=3), axis=2), axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The kernel: one program = one activation row (or token-expert pair) x one row tile x one split.
+
+
+@triton.jit
+def _qgemv_kernel(
     w_ptr,
     x_ptr,
-    bias_ptr,
     y_ptr,
+    bias_ptr,
+    ids_ptr,
     n_rows,
-    n_blocks,
-    row_bytes,
+    n_units,
+    units_per_split,
+    row_stride,  # load words per weight row
+    expert_stride,  # load words per expert (3-D weights)
+    x_stride,  # elements per activation row
+    x_group,  # output rows per activation row (k for the gate/up of a MoE, else 1)
+    n_out_rows,  # activation rows x pairs of this call (rows of y)
+    bias_stride,
     FMT: tl.constexpr,
-    TYPE_SIZE: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
+    WORD: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BB: tl.constexpr,
+    UB: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(0)
+    tile = tl.program_id(1)
+    split = tl.program_id(2)
+    rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_off = tl.minimum(rows, n_rows - 1).to(tl.int64) * row_stride
+    if HAS_IDS:
+        expert = tl.load(ids_ptr + m).to(tl.int64)
+        row_off += expert * expert_stride
+    if WORD == 4:
+        wp = w_ptr.to(tl.pointer_type(tl.uint32))
+    elif WORD == 2:
+        wp = w_ptr.to(tl.pointer_type(tl.uint16))
+    else:
+        wp = w_ptr
+    row_ptrs = wp + row_off
+    xp = x_ptr + (m // x_group).to(tl.int64) * x_stride
+    u_begin = split * units_per_split
+    u_end = tl.minimum(u_begin + units_per_split, n_units)
+    if FMT == 0:
+        acc = _dot_plain(row_ptrs, xp, u_begin, u_end, False, STAGES, BLOCK_N, UB)
+    elif FMT == 1:
+        acc = _dot_plain(row_ptrs, xp, u_begin, u_end, True, STAGES, BLOCK_N, UB)
+    elif FMT == 2:
+        acc = _dot_q4_0(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+    elif FMT == 3:
+        acc = _dot_q4_1(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+    elif FMT == 4:
+        acc = _dot_q5_0(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+    elif FMT == 5:
+        acc = _dot_q5_1(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+    elif FMT == 6:
+        acc = _dot_q8_0(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+    elif FMT == 7:
+        acc = _dot_mxfp4(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+    elif FMT == 8:
+        acc = _dot_q4_k(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N)
+    elif FMT == 9:
+        acc = _dot_q5_k(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N)
+    else:
+        acc = _dot_q6_k(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N)
     row_mask = rows < n_rows
-    j = tl.arange(0, 32)
-    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for b0 in range(0, n_blocks, BB):
-        blk = b0 + tl.arange(0, BB)
-        blk_mask = blk < n_blocks
-        x = tl.load(x_ptr + blk[:, None] * 32 + j[None, :], mask=blk_mask[:, None], other=0.0).to(tl.float32)
-        base = rows[:, None].to(tl.int64) * row_bytes + blk[None, :] * TYPE_SIZE  # [BLOCK_N, BB]
-        mask2 = row_mask[:, None] & blk_mask[None, :]
-        base3 = base[:, :, None]
-        mask3 = mask2[:, :, None]
-        j3 = j[None, None, :]
-        if FMT == 0:  # Q4_0: (q - 8) * d
-            d = _f16_at(w_ptr, base, mask2)
-            q = _nibble(w_ptr, base3 + 2, j3, mask3)
-            w = d[:, :, None] * (q - 8).to(tl.float32)
-        elif FMT == 1:  # Q8_0: q * d
-            d = _f16_at(w_ptr, base, mask2)
-            q = tl.load(w_ptr + base3 + 2 + j3, mask=mask3, other=0).to(tl.int8, bitcast=True)
-            w = q.to(tl.float32) * d[:, :, None]
-        else:  # MXFP4: kvalues_mxfp4[q] * e8m0_half(e)
-            e = tl.load(w_ptr + base, mask=mask2, other=0).to(tl.int32)
-            d = tl.where(e < 2, (e * 0 + 0x00200000) << e, (e - 1) << 23).to(tl.float32, bitcast=True)
-            code = _nibble(w_ptr, base3 + 1, j3, mask3)
-            mag = code & 7  # doubled e2m1: 0, 1, 2, 3, 4, 6, 8, 12
-            mag = tl.where(mag < 4, mag, (2 + (mag & 1)) << tl.maximum((mag >> 1) - 1, 0))
-            w = d[:, :, None] * tl.where(code >= 8, -mag, mag).to(tl.float32)
-        acc += tl.sum(tl.sum(w * x[None, :, :], axis=2), axis=1)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + rows, acc, mask=row_mask)
+        bias_row = bias_ptr
+        if HAS_IDS:
+            bias_row += expert * bias_stride
+        bias = tl.load(bias_row + rows, mask=row_mask & (split == 0), other=0.0)
+        acc += bias.to(tl.float32)
+    out = y_ptr + (split.to(tl.int64) * n_out_rows + m) * n_rows + rows
+    tl.store(out, acc, mask=row_mask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Launch
+
+
+@lru_cache(maxsize=8)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def default_config(
+    qtype: GGMLType, n_rows: int, in_features: int, n_out_rows: int, sm_count: int
+) -> GemvConfig:
+    """A fixed, deterministic choice per shape (no run-time timing, so results never depend on it).
+
+    The rules come from sweeping tile shapes, splits and pipelining depths on an H100 over the M0
+    models' shapes (`benchmarks/kernels_gemv.py --sweep`, numbers in benchmarks/README.md): 16 rows
+    per program and 8 blocks per step in general; MXFP4 (byte loads) and short rows of few outputs
+    take whole rows in few steps; the input dim is split until the grid has about four programs per
+    SM (one when the loop is pipelined), keeping at least 2 steps (3 super-blocks) per split."""
+    fmt = LAYOUTS[qtype].fmt
+    n_units = in_features // LAYOUTS[qtype].unit
+    stages = 1
+    if fmt in SUPERBLOCK_FORMATS:
+        block_n, ub = (16 if fmt == _Q6_K or n_rows <= 1024 else 32), 1
+    elif fmt in (_F16, _BF16):
+        block_n, ub, stages = 16, 16, 3
+    elif fmt == _MXFP4 or (n_units <= 32 and n_rows <= 2048):
+        block_n, ub = 8, 32
+    elif fmt == _Q8_0 and n_units <= 32:
+        block_n, ub = 32, 2
+    elif fmt == _Q5_1:
+        block_n, ub, stages = 16, 16, 3
+    else:
+        block_n, ub = 16, 8
+    while ub > 1 and n_units <= ub // 2:
+        ub //= 2
+    steps = triton.cdiv(n_units, ub)
+    min_steps = 3 if fmt in SUPERBLOCK_FORMATS else 2
+    programs = triton.cdiv(n_rows, block_n) * n_out_rows
+    # Pipelined loops keep their own loads in flight: one program per SM is then enough.
+    target = sm_count if stages > 1 else 4 * sm_count
+    split = max(1, min(triton.cdiv(target, programs), steps // min_steps))
+    return GemvConfig(block_n, ub, 4, split, stages)
+
+
+def supports_layout(w: QTensor) -> bool:
+    """Whether the packed data can be read with the format's load word (alignment of base and rows)."""
+    layout = LAYOUTS.get(w.qtype)
+    if layout is None or not w.data.is_cuda:
+        return False
+    row_bytes = FORMATS[w.qtype].type_size * w.shape[-1] // FORMATS[w.qtype].block_size
+    unit_ok = w.shape[-1] % layout.unit == 0
+    return unit_ok and w.data.data_ptr() % layout.word == 0 and row_bytes % layout.word == 0
+
+
+def launch(
+    x: torch.Tensor,
+    w: QTensor,
+    bias: torch.Tensor | None,
+    n_out_rows: int,
+    *,
+    expert_ids: torch.Tensor | None = None,
+    x_group: int = 1,
+    config: GemvConfig | None = None,
+) -> torch.Tensor:
+    """y (n_out_rows, out) float32: row r is x[r // x_group] against w (or expert expert_ids[r] of w)."""
+    out_features, in_features = w.shape[-2], w.shape[-1]
+    layout = LAYOUTS[w.qtype]
+    fmt = FORMATS[w.qtype]
+    row_words = in_features // fmt.block_size * fmt.type_size // layout.word
+    expert_words = out_features * row_words
+    if config is None:
+        config = default_config(
+            w.qtype, out_features, in_features, n_out_rows, _sm_count(x.device.index or 0)
+        )
+    n_units = in_features // layout.unit
+    ub = config.units_per_step
+    units_per_split = triton.cdiv(triton.cdiv(n_units, config.split), ub) * ub
+    split = triton.cdiv(n_units, units_per_split)
+    x2 = x.reshape(-1, in_features)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    target = torch.empty(split, n_out_rows, out_features, dtype=torch.float32, device=x.device)
+    ids = expert_ids if expert_ids is not None else target
+    bias_arg = bias if bias is not None else target
+    grid = (n_out_rows, triton.cdiv(out_features, config.block_n), split)
+    _qgemv_kernel[grid](
+        w.data,
+        x2,
+        target,
+        bias_arg,
+        ids,
+        out_features,
+        n_units,
+        units_per_split,
+        row_words,
+        expert_words,
+        x2.stride(0),
+        x_group,
+        n_out_rows,
+        bias.stride(0) if bias is not None and bias.dim() == 2 else 0,
+        FMT=layout.fmt,
+        WORD=layout.word,
+        BLOCK_N=config.block_n,
+        UB=ub,
+        HAS_BIAS=bias is not None,
+        HAS_IDS=expert_ids is not None,
+        STAGES=config.stages,
+        num_warps=config.num_warps,
+    )
+    return target[0] if split == 1 else target.sum(0)
 
 
 def supports(x: torch.Tensor, w: QTensor) -> bool:
-    return w.qtype in _FORMAT_IDS and len(w.shape) == 2 and x.numel() == w.shape[1] and x.is_floating_point()
+    return (
+        len(w.shape) == 2
+        and x.is_floating_point()
+        and x.numel() <= MAX_ROWS * w.shape[1]
+        and supports_layout(w)
+    )
 
 
 def gemv(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
-    n_rows, in_features = w.shape
-    fmt = FORMATS[w.qtype]
-    x_row = x.reshape(in_features).contiguous()
-    y = torch.empty(n_rows, dtype=torch.float32, device=x.device)
-    bias_arg = bias.contiguous() if bias is not None else y
-    _gemv_kernel[(triton.cdiv(n_rows, BLOCK_N),)](
-        w.data,
-        x_row,
-        bias_arg,
-        y,
-        n_rows,
-        in_features // 32,
-        w.row_bytes,
-        FMT=_FORMAT_IDS[w.qtype],
-        TYPE_SIZE=fmt.type_size,
-        HAS_BIAS=bias is not None,
-        BLOCK_N=BLOCK_N,
-        BB=BLOCKS_PER_STEP,
-    )
-    return y.reshape(*x.shape[:-1], n_rows).to(out_dtype)
+    """`kernels.qmatmul.qmatmul`'s contract: `x[..., in] @ dequant(w).T (+ bias)` as `out_dtype`."""
+    n_rows = x.numel() // w.shape[1]
+    bias_arg = bias.contiguous() if bias is not None else None
+    y = launch(x, w, bias_arg, n_rows)
+    return y.reshape(*x.shape[:-1], w.shape[0]).to(out_dtype)
 
 
 FAST_PATH = FastPath(name="triton-gemv", devices=("cuda",), supports=supports, qmatmul=gemv)

@@ -19,7 +19,24 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
 ]
 
-TYPES = [GGMLType.Q4_0, GGMLType.Q8_0, GGMLType.MXFP4]
+TYPES = [
+    GGMLType.F16,
+    GGMLType.BF16,
+    GGMLType.Q4_0,
+    GGMLType.Q4_1,
+    GGMLType.Q5_0,
+    GGMLType.Q5_1,
+    GGMLType.Q8_0,
+    GGMLType.MXFP4,
+    GGMLType.Q4_K,
+    GGMLType.Q5_K,
+    GGMLType.Q6_K,
+]
+K_QUANTS = {GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K}
+# (out, in): edge tiles, one block per row, odd block counts, the models' own widths.
+SHAPES = [(1, 256), (13, 512), (100, 768), (128, 896), (257, 2816), (896, 4864), (2880, 2880), (3072, 3072)]
+REL_TOL = 1e-5  # float32 activations: the reference path's own bound
+HALF_TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}  # one rounding of the output to 16 bits
 
 
 def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -27,35 +44,111 @@ def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got - expected).abs().max() / expected.abs().max())
 
 
-@pytest.mark.parametrize(
-    "shape", [(1, 64), (13, 96), (100, 4096), (2880, 2880)], ids=lambda s: f"{s[0]}x{s[1]}"
-)
-@pytest.mark.parametrize("qtype", TYPES, ids=[t.name for t in TYPES])
+def make_weight(qtype: GGMLType, shape: tuple[int, int], rng, blocks) -> QTensor:
+    raw = blocks(qtype, shape[0] * shape[1] // FORMATS[qtype].block_size, rng, realistic=True)
+    return QTensor.from_bytes(raw.tobytes(), qtype, shape, f"w.{qtype.name}", "cuda")
+
+
+def shapes_for(qtype: GGMLType) -> list[tuple[int, int]]:
+    return [
+        s
+        for s in SHAPES
+        if s[1] % FORMATS[qtype].block_size == 0 and (qtype not in K_QUANTS or s[1] % 256 == 0)
+    ]
+
+
+CASES = [pytest.param(t, s, id=f"{t.name}-{s[0]}x{s[1]}") for t in TYPES for s in shapes_for(t)]
+
+
+@pytest.mark.parametrize(("qtype", "shape"), CASES)
 def test_gemv_matches_reference(qtype, shape, rng, blocks, record_property) -> None:
     from kernels.triton_gemv import FAST_PATH
 
-    raw = blocks(qtype, shape[0] * shape[1] // FORMATS[qtype].block_size, rng, realistic=True)
-    w = QTensor.from_bytes(raw.tobytes(), qtype, shape, "w", "cuda")
+    w = make_weight(qtype, shape, rng, blocks)
     x = torch.from_numpy(rng.normal(0.0, 1.0, (1, shape[1])).astype(np.float32)).cuda()
     bias = torch.from_numpy(rng.normal(0.0, 0.1, shape[0]).astype(np.float32)).cuda()
     assert FAST_PATH.supports(x, w)
-    expected = reference_qmatmul(x.double().float(), w, bias, torch.float32)
+    expected = reference_qmatmul(x, w, bias, torch.float32)
     got = FAST_PATH.qmatmul(x, w, bias, torch.float32)
     err = rel_err(got, expected)
     record_property("max_rel_err_vs_reference", err)
-    assert got.shape == expected.shape and err < 1e-5
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert err < REL_TOL
+
+
+@pytest.mark.parametrize("rows", [2, 3, 5, 8])
+@pytest.mark.parametrize(
+    "qtype", [GGMLType.Q4_K, GGMLType.Q8_0, GGMLType.MXFP4, GGMLType.Q6_K], ids=lambda t: t.name
+)
+def test_small_batches_match_reference(qtype, rows, rng, blocks) -> None:
+    from kernels.triton_gemv import FAST_PATH
+
+    w = make_weight(qtype, (300, 1024), rng, blocks)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (rows, 1024)).astype(np.float32)).cuda()
+    assert FAST_PATH.supports(x, w)
+    got = FAST_PATH.qmatmul(x, w, None, torch.float32)
+    assert got.shape == (rows, 300)
+    assert rel_err(got, reference_qmatmul(x, w, None, torch.float32)) < REL_TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize(
+    "qtype", [GGMLType.Q4_0, GGMLType.Q5_K, GGMLType.Q8_0, GGMLType.MXFP4], ids=lambda t: t.name
+)
+def test_half_activations(qtype, dtype, rng, blocks) -> None:
+    from kernels.triton_gemv import FAST_PATH
+
+    w = make_weight(qtype, (512, 2048), rng, blocks)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 1, 2048)).astype(np.float32)).cuda().to(dtype)
+    got = FAST_PATH.qmatmul(x, w, None, dtype)
+    expected = reference_qmatmul(x, w, None, dtype)
+    assert got.dtype == dtype and got.shape == (1, 1, 512)
+    assert rel_err(got, expected) < HALF_TOL[dtype]
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 7])
+def test_split_k_tiles_and_pipelining_agree(split, rng, blocks) -> None:
+    from kernels.triton_gemv import GemvConfig, launch
+
+    w = make_weight(GGMLType.Q5_0, (77, 2880), rng, blocks)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (2, 2880)).astype(np.float32)).cuda()
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, 77).astype(np.float32)).cuda()
+    expected = reference_qmatmul(x, w, bias, torch.float32)
+    for block_n, ub, warps, stages in [(16, 4, 4, 1), (32, 2, 4, 3), (64, 8, 8, 2), (8, 32, 4, 1)]:
+        got = launch(x, w, bias, 2, config=GemvConfig(block_n, ub, warps, split, stages))
+        assert rel_err(got, expected) < REL_TOL, (block_n, ub, warps, split, stages)
+
+
+def test_gemv_is_deterministic(rng, blocks) -> None:
+    from kernels.triton_gemv import FAST_PATH
+
+    w = make_weight(GGMLType.Q4_K, (4096, 3072), rng, blocks)
+    x = torch.randn(1, 3072, device="cuda")
+    first = FAST_PATH.qmatmul(x, w, None, torch.float32)
+    assert all(torch.equal(first, FAST_PATH.qmatmul(x, w, None, torch.float32)) for _ in range(3))
 
 
 def test_qmatmul_selects_the_fast_path_for_decode_only(rng, blocks, monkeypatch) -> None:
     from kernels import triton_gemv
 
-    raw = blocks(GGMLType.MXFP4, 64 * 4, rng, realistic=True)
-    w = QTensor.from_bytes(raw.tobytes(), GGMLType.MXFP4, (64, 128), "w", "cuda")
+    w = make_weight(GGMLType.MXFP4, (64, 128), rng, blocks)
     backend.set_mode(None)
     monkeypatch.setenv(backend.ENV_VAR, "auto")
-    decode, prefill = torch.randn(1, 128, device="cuda"), torch.randn(4, 128, device="cuda")
+    decode, prefill = torch.randn(1, 128, device="cuda"), torch.randn(9, 128, device="cuda")
     assert backend.fast_path_for(decode, w) is triton_gemv.FAST_PATH
+    assert backend.fast_path_for(decode.expand(8, 128), w) is triton_gemv.FAST_PATH
     assert backend.fast_path_for(prefill, w) is None
     assert rel_err(qmatmul(decode.half(), w), reference_qmatmul(decode.half(), w, None, torch.float32)) < 1e-3
+    f32 = QTensor.from_float(torch.randn(64, 128, device="cuda"))
+    assert backend.fast_path_for(decode, f32) is None  # cuBLAS on the weight in place
     monkeypatch.setenv(backend.ENV_VAR, "reference")
     assert backend.fast_path_for(decode, w) is None
+
+
+def test_unaligned_views_fall_back_to_the_reference_path(rng, blocks) -> None:
+    from kernels.triton_gemv import FAST_PATH
+
+    raw = blocks(GGMLType.Q4_K, 8, rng, realistic=True).tobytes()
+    base = torch.frombuffer(bytearray(b"\0" + raw), dtype=torch.uint8).cuda()
+    w = QTensor(base[1:], GGMLType.Q4_K, (8, 256), "w")  # data starts one byte past an alignment
+    assert not FAST_PATH.supports(torch.randn(1, 256, device="cuda"), w)

@@ -1,0 +1,292 @@
+"""Decode GEMV bandwidth of the Triton fast paths on the three M0 models' real weight shapes.
+
+    python -m benchmarks.kernels_gemv [--out DIR] [--sweep] [--only NAME_SUBSTRING]
+
+For each (model, tensor, ggml type, out x in) it times `y = x @ dequant(W).T` for one activation row:
+the launches are captured in a CUDA graph (so host launch cost is not counted: the device time of the
+kernel is), replayed after a warm-up and timed with CUDA events; the result is the median over replays
+divided by the launches per replay. The weight is read from a set of copies larger than the L2 cache
+in rotation, so every launch streams it from HBM. It prints the
+achieved bandwidth (weight bytes / time) and its share of `--peak` (3.0 TB/s: an H100's measured
+device-to-device copy rate). For MoE experts, the bytes are those of the selected experts only.
+`--sweep` also times a grid of launch configurations per shape and reports the best next to the
+default. Writes `kernels_gemv.json` and `kernels_gemv.md` to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from kernels.formats import GGMLType, tensor_nbytes
+from kernels.qtensor import QTensor
+
+L2_FLUSH_BYTES = 256 << 20  # rotate over at least this many weight bytes (H100 L2: 50 MiB)
+
+
+@dataclass(frozen=True)
+class Shape:
+    model: str
+    tensor: str
+    qtype: GGMLType
+    out_features: int
+    in_features: int
+    n_expert: int = 0  # > 0: a 3-D expert tensor, `selected` experts per token
+    selected: int = 0
+
+
+Q = GGMLType
+SHAPES = [
+    # Qwen2.5-0.5B Q4_K_M (896-wide rows are not a multiple of 256: llama.cpp falls back to Q5_0/Q8_0).
+    Shape("qwen2.5-0.5b", "attn_q / attn_output", Q.Q5_0, 896, 896),
+    Shape("qwen2.5-0.5b", "attn_k / attn_v", Q.Q5_0, 128, 896),
+    Shape("qwen2.5-0.5b", "ffn_gate / ffn_up", Q.Q5_0, 4864, 896),
+    Shape("qwen2.5-0.5b", "ffn_down", Q.Q4_K, 896, 4864),
+    Shape("qwen2.5-0.5b", "ffn_down (Q6_K layers)", Q.Q6_K, 896, 4864),
+    Shape("qwen2.5-0.5b", "output (tied token_embd)", Q.Q8_0, 151936, 896),
+    # Phi-3-mini-4k Q4_K_M.
+    Shape("phi-3-mini", "attn_qkv", Q.Q5_K, 9216, 3072),
+    Shape("phi-3-mini", "attn_qkv (Q4_K layers)", Q.Q4_K, 9216, 3072),
+    Shape("phi-3-mini", "attn_output", Q.Q4_K, 3072, 3072),
+    Shape("phi-3-mini", "ffn_up (gate+up)", Q.Q4_K, 16384, 3072),
+    Shape("phi-3-mini", "ffn_down", Q.Q6_K, 3072, 8192),
+    Shape("phi-3-mini", "ffn_down (Q4_K layers)", Q.Q4_K, 3072, 8192),
+    Shape("phi-3-mini", "output", Q.Q6_K, 32064, 3072),
+    # GPT-OSS-20B MXFP4 MoE: experts MXFP4, everything else Q8_0.
+    Shape("gpt-oss-20b", "attn_qkv (q+k+v)", Q.Q8_0, 5120, 2880),
+    Shape("gpt-oss-20b", "attn_output", Q.Q8_0, 2880, 4096),
+    Shape("gpt-oss-20b", "ffn_gate_exps / ffn_up_exps", Q.MXFP4, 2880, 2880, 32, 4),
+    Shape("gpt-oss-20b", "ffn_down_exps", Q.MXFP4, 2880, 2880, 32, 4),
+    Shape("gpt-oss-20b", "output", Q.Q8_0, 201088, 2880),
+    # The brief's large single matrices, one per headline type.
+    Shape("reference", "large Q4_K", Q.Q4_K, 4096, 3072),
+    Shape("reference", "large MXFP4", Q.MXFP4, 2880, 2880),
+    Shape("reference", "large Q8_0", Q.Q8_0, 151936, 896),
+    # Every other supported type on one mid-size matrix.
+    Shape("types", "Q4_0", Q.Q4_0, 4096, 4096),
+    Shape("types", "Q4_1", Q.Q4_1, 4096, 4096),
+    Shape("types", "Q5_1", Q.Q5_1, 4096, 4096),
+    Shape("types", "Q5_K", Q.Q5_K, 4096, 4096),
+    Shape("types", "Q6_K", Q.Q6_K, 4096, 4096),
+    Shape("types", "F16", Q.F16, 4096, 4096),
+    Shape("types", "BF16", Q.BF16, 4096, 4096),
+]
+
+
+@dataclass
+class Result:
+    model: str
+    tensor: str
+    qtype: str
+    shape: str
+    weight_bytes: int
+    median_us: float
+    gb_per_s: float
+    pct_of_peak: float
+    config: str
+    best_config: str = ""
+    best_gb_per_s: float = 0.0
+    top: list = None  # the best few swept configurations, "config GB/s"
+
+
+def random_weight(shape: Shape, device: torch.device) -> QTensor:
+    """Random packed bytes with small finite f16 scales (timing does not depend on the values)."""
+    dims = (
+        (shape.n_expert, shape.out_features, shape.in_features)
+        if shape.n_expert
+        else (
+            shape.out_features,
+            shape.in_features,
+        )
+    )
+    nbytes = tensor_nbytes(shape.qtype, dims)
+    data = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device=device)
+    if shape.qtype in (GGMLType.F16, GGMLType.BF16):
+        dtype = torch.float16 if shape.qtype == GGMLType.F16 else torch.bfloat16
+        data = (torch.randn(nbytes // 2, device=device) * 0.05).to(dtype).view(torch.uint8)
+    elif shape.qtype not in (GGMLType.MXFP4,):
+        # Clear the top exponent bit of every byte: f16 fields then stay finite (|v| < 2).
+        data &= 0xBF
+    return QTensor(data, shape.qtype, dims, f"{shape.model}.{shape.tensor}")
+
+
+def time_launches(fn, n_inputs: int, replays: int) -> float:
+    """Device microseconds per `fn(i)`: a CUDA graph of max(n_inputs, 20) launches (i rotating over the
+    inputs) is replayed `replays` times after a warm-up; median replay time / launches."""
+    for i in range(min(n_inputs, 3)):
+        fn(i)  # compiles, allocates
+    torch.cuda.synchronize()
+    per_graph = max(n_inputs, 20)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for j in range(per_graph):
+            fn(j % n_inputs)
+    for _ in range(2):
+        graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000.0 / per_graph)
+    del graph
+    return statistics.median(times)
+
+
+def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int) -> list:
+    from kernels.triton_gemv import LAYOUTS, SUPERBLOCK_FORMATS, GemvConfig
+
+    layout = LAYOUTS[shape.qtype]
+    n_units = shape.in_features // layout.unit
+    if layout.fmt in SUPERBLOCK_FORMATS:
+        tiles = [(16, 1, 4), (32, 1, 4), (64, 1, 4), (64, 1, 8)]
+    else:
+        tiles = [(16, 8, 4), (32, 4, 4), (64, 2, 4), (16, 16, 4), (8, 32, 4)]
+    configs = []
+    for block_n, ub, warps in tiles:
+        if ub > 1 and ub > 2 * n_units:
+            continue
+        steps = -(-n_units // ub)
+        for stages in (1, 2, 3):
+            for split in (1, 2, 4, 8, 16):
+                if split > 1 and steps // split < 2:
+                    break
+                configs.append(GemvConfig(block_n, ub, warps, split, stages))
+    return configs
+
+
+def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Result:
+    from kernels.triton_gemv import default_config, launch
+
+    w0 = random_weight(shape, device)
+    copies = [w0] + [
+        QTensor(w0.data.clone(), w0.qtype, w0.shape, w0.name)
+        for _ in range(max(0, min(1024, -(-L2_FLUSH_BYTES // w0.nbytes)) - 1))
+    ]
+    x = torch.randn(1, shape.in_features, device=device)
+    if shape.n_expert:
+        n_out_rows = shape.selected
+        ids = torch.randperm(shape.n_expert, device=device)[: shape.selected].contiguous()
+        weight_bytes = w0.row_bytes * shape.selected
+
+        def run(i, config=None):
+            return launch(x, copies[i], None, n_out_rows, expert_ids=ids, x_group=n_out_rows, config=config)
+
+    else:
+        n_out_rows = 1
+        weight_bytes = w0.nbytes
+
+        def run(i, config=None):
+            return launch(x, copies[i], None, 1, config=config)
+
+    config = default_config(shape.qtype, shape.out_features, shape.in_features, n_out_rows, sm_count)
+    us = time_launches(lambda i: run(i, config), len(copies), args.replays)
+    gbs = weight_bytes / (us * 1e-6) / 1e9
+    result = Result(
+        shape.model,
+        shape.tensor,
+        shape.qtype.name,
+        f"{shape.n_expert}x{shape.out_features}x{shape.in_features} (k={shape.selected})"
+        if shape.n_expert
+        else f"{shape.out_features}x{shape.in_features}",
+        weight_bytes,
+        round(us, 2),
+        round(gbs, 1),
+        round(100 * gbs / args.peak, 1),
+        _fmt_config(config),
+    )
+    if args.sweep:
+        scored = [(gbs, config)]
+        for cand in sweep_configs(shape, n_out_rows, sm_count):
+            cand_us = time_launches(lambda i, c=cand: run(i, c), len(copies), max(3, args.replays // 3))
+            scored.append((weight_bytes / (cand_us * 1e-6) / 1e9, cand))
+        scored.sort(key=lambda item: -item[0])
+        result.best_config, result.best_gb_per_s = _fmt_config(scored[0][1]), round(scored[0][0], 1)
+        result.top = [f"{_fmt_config(c)} {g:.0f}" for g, c in scored[:5]]
+    return result
+
+
+def _fmt_config(config) -> str:
+    return f"n{config.block_n}/u{config.units_per_step}/w{config.num_warps}/s{config.split}/p{config.stages}"
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Device-to-device copy rate (read + write bytes / time) of a 1 GiB buffer, GB/s."""
+    src = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    us = time_launches(lambda i: dst.copy_(src), 1, 5)
+    return 2 * src.numel() / (us * 1e-6) / 1e9
+
+
+def to_markdown(results: list[Result], meta: dict) -> str:
+    lines = [
+        f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}; {meta['date']}.",
+        f"Copy bandwidth (read + write) measured in the same run: {meta['copy_gb_per_s']:.0f} GB/s. "
+        f"% is of {meta['peak_gb_per_s']:.0f} GB/s.",
+        "",
+        "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | best swept | best GB/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.model} | {r.tensor} | {r.qtype} | {r.shape} | {r.weight_bytes / 2**20:.2f} | {r.median_us} "
+            f"| {r.gb_per_s} | {r.pct_of_peak} | {r.config} | {r.best_config} | {r.best_gb_per_s or ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--peak", type=float, default=3000.0, help="GB/s taken as 100 %%")
+    parser.add_argument("--replays", type=int, default=15, help="timed graph replays per shape")
+    parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("kernels_gemv: no CUDA device", file=sys.stderr)
+        return 2
+    import triton
+
+    device = torch.device("cuda")
+    sm_count = torch.cuda.get_device_properties(device).multi_processor_count
+    meta = {
+        "device": torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "peak_gb_per_s": args.peak,
+        "copy_gb_per_s": round(copy_bandwidth(device), 1),
+    }
+    print(json.dumps(meta), flush=True)
+    results = []
+    for shape in SHAPES:
+        if args.only and args.only.lower() not in f"{shape.model} {shape.tensor} {shape.qtype.name}".lower():
+            continue
+        r = bench_shape(shape, args, device, sm_count)
+        results.append(r)
+        best = f"  top: {', '.join(r.top)}" if r.top else ""
+        print(
+            f"{r.model:13s} {r.tensor:30s} {r.qtype:6s} {r.shape:26s} {r.median_us:9.2f} us "
+            f"{r.gb_per_s:8.1f} GB/s {r.pct_of_peak:5.1f} %  {r.config}{best}",
+            flush=True,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "results": [asdict(r) for r in results]}
+    (args.out / "kernels_gemv.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (args.out / "kernels_gemv.md").write_text(to_markdown(results, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

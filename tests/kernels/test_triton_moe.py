@@ -1,0 +1,96 @@
+"""The mixture-of-experts GEMV fast path against the reference `qmatmul_experts` (CUDA only)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from kernels import backend
+from kernels.formats import FORMATS, GGMLType
+from kernels.qmatmul import qmatmul_experts
+from kernels.qtensor import QTensor
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+    pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
+]
+
+REL_TOL = 1e-5
+
+
+def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
+    got, expected = got.double().cpu(), expected.double().cpu()
+    return float((got - expected).abs().max() / expected.abs().max())
+
+
+def experts(qtype: GGMLType, shape: tuple[int, int, int], rng, blocks) -> QTensor:
+    raw = blocks(qtype, int(np.prod(shape)) // FORMATS[qtype].block_size, rng, realistic=True)
+    return QTensor.from_bytes(raw.tobytes(), qtype, shape, f"ffn_exps.{qtype.name}", "cuda")
+
+
+def reference(x, w, ids, bias, out_dtype=None) -> torch.Tensor:
+    backend.set_mode("reference")
+    try:
+        return qmatmul_experts(x, w, ids, bias, out_dtype=out_dtype)
+    finally:
+        backend.set_mode(None)
+
+
+@pytest.fixture(autouse=True)
+def auto_backend(monkeypatch):
+    monkeypatch.setenv(backend.ENV_VAR, "auto")
+    backend.set_mode(None)
+
+
+@pytest.mark.parametrize(
+    ("qtype", "shape"),
+    [
+        (GGMLType.MXFP4, (32, 2880, 2880)),  # GPT-OSS-20B down-projection experts
+        (GGMLType.MXFP4, (8, 576, 2880)),
+        (GGMLType.Q8_0, (6, 100, 512)),
+        (GGMLType.Q4_K, (4, 64, 768)),
+    ],
+    ids=lambda v: v.name if isinstance(v, GGMLType) else "x".join(map(str, v)),
+)
+def test_decode_routing_matches_reference(qtype, shape, rng, blocks) -> None:
+    from kernels.triton_moe import EXPERTS_FAST_PATH
+
+    w = experts(qtype, shape, rng, blocks)
+    n_expert, out, k_in = shape
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32)).cuda()
+    ids = torch.from_numpy(rng.permutation(n_expert)[:4].reshape(1, 4)).cuda()
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, (n_expert, out)).astype(np.float32)).cuda()
+    assert backend.experts_fast_path_for(x, w, ids) is EXPERTS_FAST_PATH
+    got = qmatmul_experts(x, w, ids, bias)
+    assert got.shape == (1, 4, out)
+    assert rel_err(got, reference(x, w, ids, bias)) < REL_TOL
+
+
+def test_down_projection_layout_one_row_per_pair(rng, blocks) -> None:
+    # GPT-OSS's down projection: every (token, expert) pair has its own activation row, k = 1.
+    w = experts(GGMLType.MXFP4, (8, 320, 640), rng, blocks)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (6, 640)).astype(np.float32)).cuda()
+    ids = torch.tensor([[3], [3], [0], [7], [1], [3]], device="cuda")
+    got = qmatmul_experts(x, w, ids, None)
+    assert rel_err(got, reference(x, w, ids, None)) < REL_TOL
+
+
+def test_few_tokens_repeated_experts_and_half_activations(rng, blocks) -> None:
+    w = experts(GGMLType.MXFP4, (4, 96, 256), rng, blocks)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (3, 256)).astype(np.float32)).cuda()
+    ids = torch.tensor([[0, 2], [2, 2], [3, 0]], device="cuda")
+    assert rel_err(qmatmul_experts(x, w, ids), reference(x, w, ids, None)) < REL_TOL
+    got = qmatmul_experts(x.half(), w, ids)
+    assert got.dtype == torch.float16
+    assert rel_err(got, reference(x.half(), w, ids, None)) < 2e-3
+
+
+def test_prefill_keeps_the_grouped_path(rng, blocks) -> None:
+    w = experts(GGMLType.MXFP4, (4, 32, 64), rng, blocks)
+    x = torch.randn(40, 64, device="cuda")
+    ids = torch.zeros(40, 4, dtype=torch.long, device="cuda")
+    assert backend.experts_fast_path_for(x, w, ids) is None
