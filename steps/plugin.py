@@ -33,6 +33,11 @@ pytest_plugins = [
     "steps.step_defs.stream",
     "steps.step_defs.health",
     "steps.step_defs.cancel",
+    "steps.step_defs.process",
+    "steps.step_defs.memory",
+    "steps.step_defs.generation",
+    "steps.step_defs.selfcheck",
+    "steps.step_defs.seams",
 ]
 
 WORKER_KEY = pytest.StashKey[WorkerHandle]()

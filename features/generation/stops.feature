@@ -1,0 +1,37 @@
+@m0 @model_qwen @q4_k_m
+Feature: Generation ends at a stop string or at max_tokens
+  A job may name up to 4 stop strings (M0-W-1422). When the generated text contains one, generation
+  ends with an end event and nothing after the stop string is streamed; whether the stop string itself is
+  streamed is left open, as the spec does not say (ERRATA E-06). The stop string here is taken from a
+  first greedy run's own output, around a token boundary, so the second greedy run must meet it, and
+  usually across two tokens. A worker that reports end.stop_reason must say STOP_SEQUENCE.
+  max_tokens bounds the number of token events, and end.tokens_out counts them (M0-W-1300, M0-W-1312).
+
+  Background:
+    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+
+  @M0-W-1422
+  Scenario: A stop string taken from the greedy output ends the job where it first appears
+    When I run a job with:
+      | field       | value       |
+      | prompt      | Hello world |
+      | max_tokens  | 24          |
+      | temperature | 0.0         |
+    And I run the same job with a stop string taken from its output
+    Then the job stops where the stop string first appears
+
+  @M0-W-1300 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  Scenario Outline: max_tokens <max_tokens> bounds the tokens streamed
+    When I run a job with:
+      | field       | value                             |
+      | prompt      | Write a haiku about GPU computing |
+      | max_tokens  | <max_tokens>                      |
+      | temperature | 0.7                               |
+      | seed        | 42                                |
+    Then the job streams at most <max_tokens> tokens and says why it stopped
+
+    Examples:
+      | max_tokens |
+      | 1          |
+      | 5          |
+      | 17         |

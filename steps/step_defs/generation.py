@@ -1,0 +1,491 @@
+"""Steps on what a worker generates: per-model streams, reproducibility, seeds, sampling parameters, stop
+strings, max_tokens, UTF-8 text, coherent text on real weights and golden continuations (M0-W-1030..1032,
+M0-W-1420..1422, M0-W-1800, M0-W-1824, M0-W-1826, M0-SYS-2.3.1, M0-W-1213..1215, M0-W-1360..1364).
+
+A scenario runs one job, then variations of it ("the same job with temperature set to 0.7"); every run is
+kept in `job_runs`, in order, so the checks can compare runs. Token texts are compared, not token ids:
+the M0 stream carries only texts (`token{t, i}`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pytest_bdd import parsers, then, when
+
+from steps import verdicts
+from steps.sse import SSEStream
+from steps.state import ScenarioState, new_job_id
+from steps.verdicts import not_applicable, require
+
+GOLDENS_DIR = Path("fixtures") / "goldens" / "continuations"
+GOLDENS_COMMAND = "python -m fixtures.continuations"
+UINT64_MAX = (1 << 64) - 1
+
+
+@dataclass
+class Run:
+    """One finished `/execute` job."""
+
+    body: dict
+    stream: SSEStream
+
+    @property
+    def tokens(self) -> list[str]:
+        return [str((event.data or {}).get("t", "")) for event in self.stream.of_type("token")]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    def payload(self, event_type: str) -> dict:
+        events = self.stream.of_type(event_type)
+        return (events[-1].data or {}) if events else {}
+
+    def describe(self) -> str:
+        settings = {k: v for k, v in self.body.items() if k not in ("job_id", "prompt")}
+        return f"{json.dumps(settings)} -> {self.text[:160]!r} [{self.stream.summary()}]"
+
+
+@dataclass
+class JobRuns:
+    runs: list[Run] = field(default_factory=list)
+    reported_seed: int | None = None
+    stop: str | None = None  # the stop string chosen from the first run's output
+    golden: dict | None = None
+
+    @property
+    def first(self) -> Run:
+        assert self.runs, "no job has run yet: the scenario needs 'When I run a job with:'"
+        return self.runs[0]
+
+    @property
+    def last(self) -> Run:
+        return self.runs[-1] if self.runs else self.first
+
+
+@pytest.fixture
+def job_runs() -> JobRuns:
+    return JobRuns()
+
+
+def _value(text: str) -> object:
+    """A table or step value: JSON when it parses (numbers, lists, quoted strings), else the raw text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run_job(body: dict, state: ScenarioState, runs: JobRuns) -> Run:
+    body = {**body, "job_id": new_job_id()}
+    state.job_id = body["job_id"]
+    run = Run(body, state.post_stream("/execute", json_body=body))
+    runs.runs.append(run)
+    return run
+
+
+@when("I run a job with:")
+def run_job_table(datatable: list[list[str]], scenario_state: ScenarioState, job_runs: JobRuns) -> None:
+    header, *rows = datatable
+    assert header[:2] == ["field", "value"], "the table needs the columns | field | value |"
+    run_job({name: _value(value) for name, value, *_ in rows}, scenario_state, job_runs)
+
+
+@when("I run the same job again")
+def run_again(scenario_state: ScenarioState, job_runs: JobRuns) -> None:
+    run_job(job_runs.first.body, scenario_state, job_runs)
+
+
+@when(parsers.parse("I run the same job {count:d} more times"))
+def run_more(count: int, scenario_state: ScenarioState, job_runs: JobRuns) -> None:
+    for _ in range(count):
+        run_job(job_runs.first.body, scenario_state, job_runs)
+
+
+_SETTING = re.compile(r"^(?P<field>[a-z_]+) set to (?P<value>.+)$")
+
+
+@when(parsers.parse("I run the same job with {settings}"))
+def run_with(settings: str, scenario_state: ScenarioState, job_runs: JobRuns) -> None:
+    """`top_k set to 1 and temperature set to 1.5`; also the two named variations below."""
+    body = dict(job_runs.first.body)
+    if settings == "the seed the worker reported":
+        assert job_runs.reported_seed is not None, "no seed was reported yet"
+        body["seed"] = job_runs.reported_seed
+    elif settings == "a stop string taken from its output":
+        job_runs.stop = choose_stop_string(job_runs.first)
+        body["stop"] = [job_runs.stop]
+    else:
+        for part in settings.split(" and "):
+            match = _SETTING.match(part.strip())
+            assert match, f"cannot read {part!r}: write '<field> set to <JSON value>'"
+            body[match["field"]] = _value(match["value"])
+    run_job(body, scenario_state, job_runs)
+
+
+def choose_stop_string(run: Run) -> str:
+    """A stop string the greedy run is sure to produce again: a few characters around a token boundary
+    in the middle of its text, so the match spans two tokens whenever the tokens allow it."""
+    tokens = run.tokens
+    boundaries = []
+    offset = 0
+    for piece in tokens:
+        offset += len(piece)
+        boundaries.append(offset)
+    text = run.text
+    for boundary in boundaries[len(boundaries) // 2 :] + boundaries[: len(boundaries) // 2]:
+        candidate = text[max(0, boundary - 2) : boundary + 2]
+        first = text.find(candidate)
+        if candidate.strip() and 0 < first and first + len(candidate) < len(text):
+            return candidate
+    not_applicable(f"the greedy output {text!r} offers no stop string that starts after its first character")
+    raise AssertionError("unreachable")
+
+
+# --- Every run is a well-formed job --------------------------------------------------------------
+
+
+@then("every run finishes with an end event")
+def every_run_ends(job_runs: JobRuns) -> None:
+    for run in job_runs.runs or [job_runs.first]:
+        verdicts.check_well_formed_job(run.stream, run.body["job_id"])
+        last = run.stream.events[-1]
+        require(last.type == "end", "M0-W-1311", f"the job ended with {last.describe()}: {last.raw[:200]!r}")
+
+
+@then(parsers.parse("every run streams at least {count:d} token"))
+@then(parsers.parse("every run streams at least {count:d} tokens"))
+def at_least_tokens(count: int, job_runs: JobRuns, spec_ids: str) -> None:
+    for run in job_runs.runs:
+        got = len(run.stream.of_type("token"))
+        require(
+            got >= count,
+            spec_ids,
+            f"the job streamed {got} token events, fewer than {count}: {run.describe()}",
+        )
+
+
+# --- Comparing runs --------------------------------------------------------------------------------
+
+
+def _differences(a: Run, b: Run) -> str:
+    for index, (x, y) in enumerate(zip(a.tokens, b.tokens, strict=False)):
+        if x != y:
+            return f"token #{index}: {x!r} vs {y!r}"
+    return f"{len(a.tokens)} vs {len(b.tokens)} tokens"
+
+
+@then("every run streams the same tokens as the first")
+def all_same(job_runs: JobRuns, spec_ids: str) -> None:
+    first = job_runs.first
+    for number, run in enumerate(job_runs.runs[1:], start=2):
+        require(
+            run.tokens == first.tokens,
+            spec_ids,
+            f"run {number} differs from run 1 ({_differences(first, run)}):\n"
+            f"  run 1: {first.describe()}\n  run {number}: {run.describe()}",
+        )
+
+
+@then("the last run streams the same tokens as the first")
+def last_same_as_first(job_runs: JobRuns, spec_ids: str) -> None:
+    last_same(1, job_runs, spec_ids)
+
+
+@then(parsers.parse("the last run streams the same tokens as run {number:d}"))
+def last_same(number: int, job_runs: JobRuns, spec_ids: str) -> None:
+    first, last = job_runs.runs[number - 1], job_runs.last
+    require(
+        last.tokens == first.tokens,
+        spec_ids,
+        f"the runs differ ({_differences(first, last)}):\n  first: {first.describe()}\n  last: {last.describe()}",
+    )
+
+
+@then("the last run streams different tokens from the first")
+def last_differs(job_runs: JobRuns, spec_ids: str) -> None:
+    first, last = job_runs.first, job_runs.last
+    require(
+        last.tokens != first.tokens,
+        spec_ids,
+        f"the setting had no effect: both runs streamed the same tokens\n  first: {first.describe()}\n"
+        f"  last: {last.describe()}",
+    )
+
+
+@then("at least two of the sampled runs stream different tokens")
+def some_differ(job_runs: JobRuns, spec_ids: str) -> None:
+    sampled = job_runs.runs[1:]
+    outputs = {tuple(run.tokens) for run in sampled}
+    require(
+        len(outputs) > 1,
+        spec_ids,
+        f"{len(sampled)} runs with different seeds all streamed the same tokens: {sampled[0].describe()}",
+    )
+
+
+@then("the first run repeats a token")
+def first_repeats(job_runs: JobRuns) -> None:
+    counts = Counter(piece for piece in job_runs.first.tokens if piece.strip())
+    if not counts or counts.most_common(1)[0][1] < 2:
+        not_applicable(
+            f"the greedy output repeats no token, so a repetition penalty has nothing to act on: "
+            f"{job_runs.first.describe()}"
+        )
+
+
+# --- Seeds (M0-W-1030, ERRATA E-22) ----------------------------------------------------------------
+
+
+@then("the worker reports the seed it chose")
+def seed_reported(job_runs: JobRuns) -> None:
+    run = job_runs.first
+    require("seed" not in run.body, "M0-W-1030", "the scenario's job must be sent without a seed")
+    found = [(kind, run.payload(kind)["seed"]) for kind in ("started", "end") if "seed" in run.payload(kind)]
+    require(
+        found,
+        "M0-W-1030",
+        "a job without a seed must get one from the worker, returned in the response (a `seed` field "
+        f"on the started or end event, ERRATA E-22); started: {run.payload('started')}, end: {run.payload('end')}",
+    )
+    values = {value for _, value in found}
+    require(len(values) == 1, "M0-W-1030", f"started and end report different seeds: {found}")
+    seed = found[0][1]
+    require(
+        isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= UINT64_MAX,
+        "M0-W-1030",
+        f"the reported seed {seed!r} is not an unsigned 64-bit integer",
+    )
+    job_runs.reported_seed = seed
+
+
+# --- Stop strings and max_tokens (M0-W-1422, M0-W-1300) --------------------------------------------
+
+
+@then("the job stops where the stop string first appears")
+def stops_at_stop_string(job_runs: JobRuns) -> None:
+    """ERRATA E-06: generation ends with `end`; nothing after the stop string is streamed (the stop
+    string itself may or may not be)."""
+    stop, full, run = job_runs.stop, job_runs.first.text, job_runs.last
+    assert stop is not None, "no stop string was chosen"
+    verdicts.check_well_formed_job(run.stream, run.body["job_id"])
+    require(
+        run.stream.events[-1].type == "end", "M0-W-1422", f"the job did not end with end: {run.describe()}"
+    )
+    at = full.find(stop)
+    allowed = (full[:at], full[: at + len(stop)])
+    require(
+        run.text in allowed,
+        "M0-W-1422",
+        f"with stop {stop!r} the text must end where {stop!r} first appears in the greedy output "
+        f"{full!r} (at character {at}); streamed {run.text!r}",
+    )
+    reason = run.payload("end").get("stop_reason")
+    require(
+        reason in (None, "STOP_SEQUENCE"),
+        "M0-W-1422",
+        f"end.stop_reason is {reason!r}; generation ended on the stop string {stop!r}",
+    )
+
+
+@then(parsers.parse("the job streams at most {limit:d} tokens and says why it stopped"))
+def max_tokens_honoured(limit: int, job_runs: JobRuns, spec_ids: str) -> None:
+    run = job_runs.last
+    verdicts.check_well_formed_job(run.stream, run.body["job_id"])
+    count = len(run.stream.of_type("token"))
+    require(count <= limit, spec_ids, f"max_tokens is {limit} but the job streamed {count} tokens")
+    reason = run.payload("end").get("stop_reason")
+    if reason is not None:
+        expected = ("MAX_TOKENS",) if count == limit else ("EOS", "STOP_SEQUENCE")
+        require(
+            reason in expected,
+            spec_ids,
+            f"{count} of max_tokens {limit} tokens were streamed, but end.stop_reason is {reason!r} "
+            f"(expected {' or '.join(expected)})",
+        )
+
+
+# --- UTF-8 (M0-W-1824) ---------------------------------------------------------------------------
+
+
+@then("every run's text is valid UTF-8 without replacement characters")
+def runs_utf8(job_runs: JobRuns) -> None:
+    for run in job_runs.runs:
+        verdicts.check_utf8(run.stream)
+        text = run.text
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise verdicts.RequirementViolation(
+                "M0-W-1824", f"the concatenated token texts are not valid UTF-8 ({exc.reason}): {text!r}"
+            ) from None
+        require("\ufffd" not in text, "M0-W-1824", f"the concatenated token texts hold U+FFFD: {text!r}")
+
+
+# --- Coherent text on real weights (M0-W-1800) -----------------------------------------------------
+
+WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
+VOWELS = set("aeiouyAEIOUY")
+
+
+def dictionary_like(word: str) -> bool:
+    """A plausible English word: letters only, 2-15 of them, a vowel, no letter three times in a row
+    ("coholic" and "GPU" qualify; "xqzt", "aaaa" and "Ġmisses" do not)."""
+    letters = word.replace("'", "")
+    return (
+        (
+            2 <= len(letters) <= 15
+            and any(char in VOWELS for char in letters)
+            and not re.search(r"(.)\1\1", letters.lower())
+        )
+        or letters.isupper()
+        and 2 <= len(letters) <= 5
+    )
+
+
+def coherence_problems(text: str) -> list[str]:
+    """Why `text` is not coherent English, per the criterion written in features/generation/haiku.feature."""
+    problems = []
+    visible = [char for char in text if not char.isspace()]
+    if not visible:
+        return ["the text is empty"]
+    ascii_share = sum(char.isascii() and char.isprintable() for char in visible) / len(visible)
+    if ascii_share < 0.9:
+        problems.append(f"only {ascii_share:.0%} of its characters are printable ASCII (needs 90%)")
+    words = WORD.findall(text)
+    good = {word.lower() for word in words if dictionary_like(word) and len(word) >= 3}
+    if len(good) < 3:
+        problems.append(
+            f"it has {len(good)} distinct dictionary-like words of 3+ letters (needs 3): {sorted(good)}"
+        )
+    lowered = [word.lower() for word in text.split()]
+    for n in (1, 2, 3):
+        grams = Counter(tuple(lowered[i : i + n]) for i in range(len(lowered) - n + 1))
+        if grams and (top := grams.most_common(1)[0])[1] > 4:
+            problems.append(f"it loops: {' '.join(top[0])!r} occurs {top[1]} times")
+            break
+    return problems
+
+
+@then("the text of every run is coherent English")
+def coherent(job_runs: JobRuns, spec_ids: str) -> None:
+    for run in job_runs.runs:
+        problems = coherence_problems(run.text)
+        require(not problems, spec_ids, f"the text is not coherent: {'; '.join(problems)}: {run.text!r}")
+
+
+# --- Golden continuations computed by llama.cpp ----------------------------------------------------
+
+
+@when(parsers.parse('I run the golden prompt of "{name}" greedily'))
+def run_golden(name: str, scenario_state: ScenarioState, job_runs: JobRuns, request) -> None:
+    path = request.config.rootpath / GOLDENS_DIR / f"{name}.json"
+    if not path.is_file():
+        pytest.fail(f"setup error: no golden {path}; make it with `{GOLDENS_COMMAND}`", pytrace=False)
+    golden = json.loads(path.read_text(encoding="utf-8"))
+    model = scenario_state.model
+    assert model is not None, "the scenario needs a 'Given a worker serving ...' step"
+    if model.sha256 != golden["sha256"]:
+        pytest.fail(
+            f"setup error: golden {path.name} was computed from another {golden['fixture']} "
+            f"(sha256 {golden['sha256'][:12]}..., served file {model.sha256[:12]}...); "
+            f"rebuild it with `{GOLDENS_COMMAND}`",
+            pytrace=False,
+        )
+    job_runs.golden = golden
+    body = {"prompt": golden["prompt"], "max_tokens": golden["max_tokens"], "temperature": 0.0, "seed": 1}
+    run_job(body, scenario_state, job_runs)
+
+
+@then("the streamed text equals the golden continuation")
+def equals_golden(job_runs: JobRuns, spec_ids: str) -> None:
+    golden, run = job_runs.golden, job_runs.last
+    assert golden is not None, "no golden prompt was run"
+    verdicts.check_well_formed_job(run.stream, run.body["job_id"])
+    count = len(run.stream.of_type("token"))
+    require(
+        run.text == golden["text"] and count == len(golden["token_ids"]),
+        spec_ids,
+        f"greedy continuation of {golden['prompt']!r} differs from {golden['oracle']}:\n"
+        f"  expected {len(golden['token_ids'])} tokens: {golden['text']!r}\n"
+        f"  streamed {count} tokens: {run.text!r}",
+    )
+
+
+# --- /health facts of the served file ---------------------------------------------------------------
+
+
+def health_body(state: ScenarioState) -> dict:
+    state.get("/health")
+    body = state.body_json()
+    require(state.status_code == 200, "M0-W-1320", f"GET /health answered {state.status_code}")
+    require(isinstance(body, dict), "M0-W-1320", f"/health body is not a JSON object: {state.body[:200]!r}")
+    return body
+
+
+@then("/health reports the architecture of the model file")
+def health_architecture(scenario_state: ScenarioState, spec_ids: str) -> None:
+    body = health_body(scenario_state)
+    assert scenario_state.model is not None
+    expected = scenario_state.model.facts.architecture
+    if "architecture" not in body:
+        not_applicable(
+            "the worker does not report an `architecture` on /health (optional, ERRATA E-10); the adapter "
+            "choice is judged by the generation and golden-continuation scenarios"
+        )
+    got = str(body["architecture"]).lower()
+    require(
+        got == expected,
+        spec_ids,
+        f"/health architecture is {body['architecture']!r}; general.architecture of "
+        f"{scenario_state.model.path.name} is {expected!r} (the adapter must follow the file, ERRATA E-01)",
+    )
+
+
+@then("/health reports the tokenizer of the model file")
+def health_tokenizer(scenario_state: ScenarioState, spec_ids: str) -> None:
+    body = health_body(scenario_state)
+    model = scenario_state.model
+    assert model is not None
+    facts = model.facts
+    source = (
+        "a tokenizer.json next to it" if facts.tokenizer_json_vocab_size is not None else "no tokenizer.json"
+    )
+    require(
+        body.get("tokenizer_kind") == facts.tokenizer_kind,
+        spec_ids,
+        f"/health tokenizer_kind is {body.get('tokenizer_kind')!r}; {model.path.name} has {source}, "
+        f"so the backend is {facts.tokenizer_kind!r}",
+    )
+    require(
+        body.get("vocab_size") in facts.accepted_vocab_sizes,
+        spec_ids,
+        f"/health vocab_size is {body.get('vocab_size')!r}; {model.path.name} has "
+        f"{' or '.join(str(size) for size in sorted(facts.accepted_vocab_sizes))} tokens (read with gguf-py)",
+    )
+
+
+@then(parsers.parse("/health reports quant_kind {kind}"))
+def health_quant_kind(kind: str, scenario_state: ScenarioState, spec_ids: str) -> None:
+    body = health_body(scenario_state)
+    require(
+        body.get("quant_kind") == kind,
+        spec_ids,
+        f"/health quant_kind is {body.get('quant_kind')!r}, not {kind!r}",
+    )
+
+
+@then("/health reports the model resident and the worker healthy")
+def health_resident(scenario_state: ScenarioState, spec_ids: str) -> None:
+    body = health_body(scenario_state)
+    require(
+        body.get("resident") is True and body.get("status") == "healthy",
+        spec_ids,
+        f"/health says resident={body.get('resident')!r}, status={body.get('status')!r}",
+    )

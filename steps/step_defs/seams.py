@@ -1,0 +1,406 @@
+"""Steps on the seams and the performance milestones: implementations swapped by a worker flag, the
+per-token step function seen on the wire, timing, metrics hooks and GET /metrics, baseline benchmarks and
+the M1 performance targets (M0-SEAM-*, M05-*, M1-*, M0-W-1350, M0-W-1600..1630, M0-W-1830).
+
+Seams live inside a worker; each check here is something observable instead: the same greedy tokens with a
+flag that swaps an implementation (`--worker-flag kv_cache_paged=...`, `attention_sdpa=...`; the reference
+worker's are built in), token events arriving one by one, counters on /metrics, latencies measured from
+the client side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pytest
+from pytest_bdd import given, parsers, then, when
+
+from steps.plugin import Harness
+from steps.state import ScenarioState, new_job_id
+from steps.step_defs.generation import JobRuns, Run, run_job
+from steps.step_defs.memory import capability_args
+from steps.step_defs.worker import _serve
+from steps.verdicts import RequirementViolation, not_applicable, require
+
+BENCHMARK_FIELDS = ("first_token_ms", "per_token_ms", "tokens_per_s", "load_s")
+DISCONNECT_GIVE_UP_S = 10.0
+
+
+@dataclass
+class Measures:
+    """What one performance scenario measured."""
+
+    scrapes: list[tuple[int, str, str]] = field(default_factory=list)  # status, content type, body
+    health_ms: list[float] = field(default_factory=list)
+    cancel_to_end_ms: float | None = None
+    disconnect_to_start_ms: float | None = None
+    vram_before: int | None = None
+
+
+@pytest.fixture
+def measures() -> Measures:
+    return Measures()
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile (p95: share 0.95)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+# --- Implementations swapped by a flag -----------------------------------------------------------------
+
+
+@when(parsers.parse("the same model is served with the worker flag {flag}"))
+def serve_with_flag(flag: str, harness: Harness, scenario_state: ScenarioState, request) -> None:
+    assert scenario_state.model is not None, "the scenario needs a 'Given a worker serving ...' step"
+    _serve(scenario_state.model.role, capability_args(request.config, flag), harness, scenario_state, request)
+
+
+# --- The step function seen on the wire, and timing ----------------------------------------------------
+
+
+@then("the tokens of every run arrive one by one, not all at once")
+def tokens_arrive_spread(job_runs: JobRuns, spec_ids: str) -> None:
+    """A worker that generates the whole answer before streaming sends every event within moments; a
+    prefill-then-step loop spreads the token events over the decode (here: over a quarter of the time from
+    `started` to `end` at least)."""
+    for run in job_runs.runs:
+        tokens = run.stream.of_type("token")
+        terminals = run.stream.of_type("end")
+        started = run.stream.of_type("started")
+        require(len(tokens) >= 4 and terminals and started, spec_ids, f"too short to judge: {run.describe()}")
+        spread = tokens[-1].arrived_s - tokens[0].arrived_s
+        total = terminals[-1].arrived_s - started[0].arrived_s
+        require(
+            spread >= 0.25 * total,
+            spec_ids,
+            f"the {len(tokens)} token events arrived within {spread * 1000:.1f} ms of a {total * 1000:.1f} ms job: "
+            "the tokens were not streamed as they were generated",
+        )
+
+
+@then("end.decode_time_ms of every run is positive and within the time the job took")
+def decode_time_plausible(job_runs: JobRuns, spec_ids: str) -> None:
+    for run in job_runs.runs:
+        ends = run.stream.of_type("end")
+        require(ends, spec_ids, f"no end event: {run.describe()}")
+        decode_ms = (ends[-1].data or {}).get("decode_time_ms")
+        elapsed_ms = ends[-1].arrived_s * 1000.0
+        require(
+            isinstance(decode_ms, int | float) and 0 < decode_ms <= elapsed_ms + 5.0,
+            spec_ids,
+            f"end.decode_time_ms is {decode_ms!r}; the job took {elapsed_ms:.1f} ms from the request to its "
+            "end event, and decoding cannot take no time",
+        )
+
+
+# --- GET /metrics (M0-W-1350, M1-METRICS, M05-HOOKS) ---------------------------------------------------
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)")
+
+
+def metric_totals(body: str) -> dict[str, float]:
+    """Sum of the samples of each metric name (labels summed over); histogram parts keep their suffix."""
+    totals: dict[str, float] = defaultdict(float)
+    for line in body.splitlines():
+        match = _SAMPLE.match(line.strip())
+        if match and not line.startswith("#"):
+            try:
+                totals[match["name"]] += float(match["value"])
+            except ValueError:
+                continue
+    return dict(totals)
+
+
+@when("I scrape /metrics")
+def scrape(scenario_state: ScenarioState, measures: Measures) -> None:
+    response = scenario_state.client.get(scenario_state.url("/metrics"))
+    measures.scrapes.append((response.status_code, response.headers.get("content-type", ""), response.text))
+
+
+def _last_scrape(measures: Measures, spec_ids: str) -> dict[str, float]:
+    require(measures.scrapes, spec_ids, "/metrics was not scraped")
+    status, content_type, body = measures.scrapes[-1]
+    require(
+        status == 200,
+        spec_ids,
+        f"GET /metrics answered {status}, not 200 with Prometheus text: {body[:200]!r}",
+    )
+    require(
+        content_type.startswith("text/plain") or "openmetrics" in content_type,
+        spec_ids,
+        f"GET /metrics Content-Type is {content_type!r}, not the Prometheus text format (text/plain)",
+    )
+    return metric_totals(body)
+
+
+@then("/metrics serves Prometheus text with the metrics:")
+def metrics_listed(datatable: list[list[str]], measures: Measures, spec_ids: str) -> None:
+    totals = _last_scrape(measures, spec_ids)
+    header, *rows = datatable
+    assert header[:1] == ["metric"], "the table needs the column | metric |"
+    for name, *_ in rows:
+        present = any(key == name or key in (f"{name}_count", f"{name}_sum") for key in totals)
+        require(present, spec_ids, f"/metrics has no {name}; it has {', '.join(sorted(totals)) or 'nothing'}")
+
+
+def _growth(measures: Measures, name: str, spec_ids: str) -> float:
+    require(len(measures.scrapes) >= 2, spec_ids, "/metrics needs a scrape before and after the job")
+    after = _last_scrape(measures, spec_ids)
+    status, _, body = measures.scrapes[0]
+    require(status == 200, spec_ids, f"GET /metrics answered {status} before the job")
+    before = metric_totals(body)
+    key = name if name in after else f"{name}_count"
+    require(key in after, spec_ids, f"/metrics has no {name}")
+    return after[key] - before.get(key, 0.0)
+
+
+@then(parsers.parse("{name} grew by {count:d} between the scrapes"))
+def metric_grew(name: str, count: int, measures: Measures, spec_ids: str) -> None:
+    grown = _growth(measures, name, spec_ids)
+    require(grown == count, spec_ids, f"{name} grew by {grown:g} over one job, not {count}")
+
+
+@then(parsers.parse("{name} grew by the tokens the job streamed"))
+def metric_grew_by_tokens(name: str, measures: Measures, job_runs: JobRuns, spec_ids: str) -> None:
+    grown = _growth(measures, name, spec_ids)
+    tokens = sum(len(run.stream.of_type("token")) for run in job_runs.runs)
+    require(grown == tokens, spec_ids, f"{name} grew by {grown:g}; the job streamed {tokens} tokens")
+
+
+@then("the metrics hooks of the job show on /metrics")
+def hooks_visible(measures: Measures, job_runs: JobRuns, spec_ids: str) -> None:
+    """M0.5 hooks are no-ops by design; the only outside view of them is /metrics (M1)."""
+    if not measures.scrapes or measures.scrapes[-1][0] == 404:
+        not_applicable(
+            "metrics hooks are no-ops until GET /metrics (M1) exposes them, and the worker serves no /metrics: "
+            "nothing about them is observable over HTTP"
+        )
+    for name in ("worker_requests_total", "worker_inference_duration_ms"):
+        metric_grew(name, 1, measures, spec_ids)
+    metric_grew_by_tokens("worker_tokens_generated_total", measures, job_runs, spec_ids)
+
+
+# --- Baseline benchmarks (M05-BENCH) ---------------------------------------------------------------------
+
+
+def _has_fields(value: object, names: tuple[str, ...]) -> bool:
+    if isinstance(value, dict):
+        return set(names) <= set(value) or any(_has_fields(child, names) for child in value.values())
+    if isinstance(value, list):
+        return any(_has_fields(child, names) for child in value)
+    return False
+
+
+@then(
+    "a baseline benchmark record lists first-token latency, per-token latency, tokens per second and load time"
+)
+def baseline_recorded(request, spec_ids: str) -> None:
+    config = request.config
+    if config.getoption("worker_cmd") is not None or config.getoption("worker_url") is not None:
+        not_applicable(
+            "the baseline benchmarks of another worker live in its own repository, not in this one"
+        )
+    folder = config.rootpath / "benchmarks"
+    records = []
+    for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+        try:
+            records.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
+            continue
+    found = [path for path, data in records if _has_fields(data, BENCHMARK_FIELDS)]
+    require(
+        found,
+        spec_ids,
+        f"no JSON record in {folder} has the baseline fields {', '.join(BENCHMARK_FIELDS)} "
+        f"({len(records)} JSON files there)",
+    )
+
+
+# --- Latency targets (M0-W-1600..1630, M0-W-1830, M1-PERF-SUITE) -----------------------------------------
+
+
+@when(parsers.parse('I run {count:d} jobs with prompt "{prompt}" and max_tokens {max_tokens:d}'))
+def run_jobs(
+    count: int, prompt: str, max_tokens: int, scenario_state: ScenarioState, job_runs: JobRuns
+) -> None:
+    for seed in range(count):
+        run_job({"prompt": prompt, "max_tokens": max_tokens, "seed": seed}, scenario_state, job_runs)
+
+
+def _finished(runs: list[Run], spec_ids: str) -> list[Run]:
+    for run in runs:
+        require(
+            run.stream.events and run.stream.events[-1].type == "end",
+            spec_ids,
+            f"a job did not finish: {run.describe()}",
+        )
+    return runs
+
+
+@then(parsers.parse("the p95 time to the first token is below {limit:d} ms"))
+def first_token_p95(limit: int, job_runs: JobRuns, spec_ids: str) -> None:
+    times = [run.stream.of_type("token")[0].arrived_s * 1000 for run in _finished(job_runs.runs, spec_ids)]
+    p95 = percentile(times, 0.95)
+    require(
+        p95 < limit,
+        spec_ids,
+        f"p95 first-token latency is {p95:.1f} ms over {len(times)} jobs (target {limit} ms)",
+    )
+
+
+@then(parsers.parse("the p95 gap between tokens is at most {limit:d} ms"))
+def token_gap_p95(limit: int, job_runs: JobRuns, spec_ids: str) -> None:
+    gaps = []
+    for run in _finished(job_runs.runs, spec_ids):
+        arrivals = [event.arrived_s * 1000 for event in run.stream.of_type("token")]
+        gaps += [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    require(gaps, spec_ids, "the jobs streamed too few tokens to measure the gap between them")
+    p95 = percentile(gaps, 0.95)
+    require(
+        p95 <= limit,
+        spec_ids,
+        f"p95 gap between tokens is {p95:.1f} ms over {len(gaps)} gaps (target {limit} ms)",
+    )
+
+
+@then(parsers.parse("the median decode rate is at least {rate:d} tokens per second"))
+def decode_rate(rate: int, job_runs: JobRuns, spec_ids: str) -> None:
+    rates = []
+    for run in _finished(job_runs.runs, spec_ids):
+        tokens = run.stream.of_type("token")
+        if len(tokens) >= 2 and tokens[-1].arrived_s > tokens[0].arrived_s:
+            rates.append((len(tokens) - 1) / (tokens[-1].arrived_s - tokens[0].arrived_s))
+    require(rates, spec_ids, "the jobs streamed too few tokens to measure a rate")
+    median = percentile(rates, 0.5)
+    require(median >= rate, spec_ids, f"median decode rate is {median:.1f} tokens/s (target {rate})")
+
+
+@when(parsers.parse("I GET /health {count:d} times"))
+def health_many(count: int, scenario_state: ScenarioState, measures: Measures) -> None:
+    for _ in range(count):
+        started = time.perf_counter()
+        response = scenario_state.client.get(scenario_state.url("/health"))
+        measures.health_ms.append((time.perf_counter() - started) * 1000)
+        require(response.status_code == 200, "M0-W-1320", f"GET /health answered {response.status_code}")
+
+
+@then(parsers.parse("the p99 /health latency is below {limit:d} ms"))
+def health_p99(limit: int, measures: Measures, spec_ids: str) -> None:
+    p99 = percentile(measures.health_ms, 0.99)
+    require(
+        p99 < limit,
+        spec_ids,
+        f"p99 /health latency is {p99:.2f} ms over {len(measures.health_ms)} calls (target {limit} ms)",
+    )
+
+
+@when("I cancel the job and wait for its stream to end")
+def cancel_and_wait(scenario_state: ScenarioState, measures: Measures) -> None:
+    running = scenario_state.running
+    assert running is not None and scenario_state.job_id is not None, "no job is streaming"
+    sent = time.monotonic()
+    scenario_state.client.post(scenario_state.url("/cancel"), json={"job_id": scenario_state.job_id})
+    if running.wait_done(30.0):
+        measures.cancel_to_end_ms = (time.monotonic() - sent) * 1000
+
+
+@then(parsers.parse("the stream ended within {limit:d} ms of the cancel"))
+def cancel_latency(limit: int, measures: Measures, spec_ids: str) -> None:
+    elapsed = measures.cancel_to_end_ms
+    require(elapsed is not None, spec_ids, "the stream did not end within 30 s of the cancel")
+    require(
+        elapsed <= limit, spec_ids, f"the stream ended {elapsed:.0f} ms after the cancel (target {limit} ms)"
+    )
+
+
+@when("I drop the connection of the streaming job and start a new job")
+def disconnect_then_new_job(scenario_state: ScenarioState, measures: Measures) -> None:
+    """Client disconnect (M0-W-1611): the worker must abort the job; measured as the time until a new job
+    is started (a single-slot worker refuses or queues it while the old one still runs)."""
+    running = scenario_state.running
+    assert running is not None, "no job is streaming"
+    dropped = time.monotonic()
+    running.close()
+    deadline = dropped + DISCONNECT_GIVE_UP_S
+    while time.monotonic() < deadline:
+        body = {"job_id": new_job_id(), "prompt": "Hello", "max_tokens": 1}
+        with scenario_state.client.stream("POST", scenario_state.url("/execute"), json=body) as response:
+            if response.status_code == 200:
+                for line in response.iter_lines():
+                    if "started" in line:
+                        measures.disconnect_to_start_ms = (time.monotonic() - dropped) * 1000
+                        response.read()
+                        return
+        time.sleep(0.005)
+
+
+@then(parsers.parse("the new job started within {limit:d} ms of the disconnect"))
+def disconnect_latency(limit: int, measures: Measures, spec_ids: str) -> None:
+    elapsed = measures.disconnect_to_start_ms
+    require(
+        elapsed is not None,
+        spec_ids,
+        f"no new job started within {DISCONNECT_GIVE_UP_S:.0f} s of the disconnect",
+    )
+    require(
+        elapsed <= limit,
+        spec_ids,
+        f"a new job started {elapsed:.0f} ms after the disconnect (target {limit} ms)",
+    )
+
+
+@then(parsers.parse("the worker became ready within {limit:d} seconds of its start"))
+def load_time(limit: int, scenario_state: ScenarioState, spec_ids: str) -> None:
+    worker = scenario_state.worker
+    assert worker is not None
+    if worker.ready_after_s is None:
+        not_applicable("the harness did not start this worker, so its start-up time is unknown")
+    require(
+        worker.ready_after_s <= limit,
+        spec_ids,
+        f"the worker took {worker.ready_after_s:.1f} s from process start to a 200 from /health (target {limit} s)",
+    )
+
+
+@then(parsers.parse("the worker exits within {limit:d} seconds of SIGTERM"))
+def shutdown_deadline(limit: int, scenario_state: ScenarioState, spec_ids: str) -> None:
+    worker = scenario_state.worker
+    assert worker is not None and worker.process is not None, "the scenario needs a spawned worker"
+    sent = time.monotonic()
+    worker.process.send_signal(signal.SIGTERM)
+    try:
+        worker.process.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        worker.stop()
+        raise RequirementViolation(spec_ids, f"the worker still ran {limit} s after SIGTERM") from None
+    elapsed = time.monotonic() - sent
+    require(elapsed <= limit, spec_ids, f"the worker exited {elapsed:.1f} s after SIGTERM (target {limit} s)")
+
+
+@given("I note the worker's vram_bytes_used")
+@when("I note the worker's vram_bytes_used")
+def note_vram(scenario_state: ScenarioState, measures: Measures) -> None:
+    scenario_state.get("/health")
+    body = scenario_state.body_json()
+    measures.vram_before = body.get("vram_bytes_used") if isinstance(body, dict) else None
+
+
+@then("vram_bytes_used is what it was before the jobs")
+def vram_unchanged(scenario_state: ScenarioState, measures: Measures, spec_ids: str) -> None:
+    scenario_state.get("/health")
+    body = scenario_state.body_json()
+    after = body.get("vram_bytes_used") if isinstance(body, dict) else None
+    require(
+        isinstance(measures.vram_before, int) and after == measures.vram_before,
+        spec_ids,
+        f"/health vram_bytes_used was {measures.vram_before!r} before the jobs and is {after!r} after them",
+    )
