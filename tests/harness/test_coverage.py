@@ -128,3 +128,23 @@ def test_pending_coverage_summary(catalogue: Catalogue, exercised: set[str], pen
     for area, ids in by_area.items():
         print(f"  {len(ids):3d} pending  {area}: {' '.join(ids)}")
     assert len(covered) + len(waived) + len(pending) == len(in_scope)
+
+
+def test_gate_tags_only_on_scenarios_that_test_an_item_of_the_gate(catalogue: Catalogue) -> None:
+    """A scenario counts for a gate item when it carries the gate's tag and one of the item's spec IDs; a
+    gate tag on a scenario that tests none of the gate's requirements would count for nothing and mislead
+    the reader of the feature file. (Tags are per model, so the converse is not required: a Qwen scenario
+    for M0-W-1230 rightly does not carry the Phi-3 gate.)"""
+    gate_requirements = {
+        gate.id: {rid for item in gate.items for rid in item.requirements}
+        for gate in catalogue.gates.values()
+    }
+    stray = []
+    for path, scenarios in feature_tags().items():
+        for tags in scenarios:
+            requirements = {tag for tag in tags if tag in catalogue.requirements}
+            for tag in sorted(tags):
+                gate = tag.removeprefix("gate_")
+                if tag.startswith("gate_") and not gate_requirements.get(gate, set()) & requirements:
+                    stray.append(f"  {path.relative_to(FEATURES)}: @{tag} with {sorted(requirements)}")
+    assert not stray, "gate tags on scenarios that test none of the gate's items:\n" + "\n".join(stray)
