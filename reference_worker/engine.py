@@ -18,6 +18,9 @@ KV cache the VRAM budget cannot hold is VRAM_OOM, retriable, and the worker stay
 Timing (M0 seam, reported in the end event): `first_token_ms` from the start of `generate` to the first
 sampled token (tokenization and prefill included); `decode_time_ms` from the end of prefill to the end.
 The decode loop does no logging and one host sync per token (reading the sampled id).
+
+Metrics hooks (M0.5, `metrics_hooks.py`): `request_start` once the prompt is tokenized, `first_token` at
+the first sampled token, `token` for each token event the job yields, then `end` or `error`.
 """
 
 from __future__ import annotations
@@ -145,7 +148,10 @@ class InferenceEngine:
             prompt_ids = self.tokenize(request.prompt)
             self.metrics.request_start(request.job_id, len(prompt_ids))
             session = self.start(prompt_ids, request.max_tokens, sampling_params(request))
-            yield from self._decode(request, cancel, session, len(prompt_ids), t_start)
+            for event in self._decode(request, cancel, session, len(prompt_ids), t_start):
+                if type(event) is TokenEvent:  # one per token event: the EOS token is never one
+                    self.metrics.token(request.job_id, event.token_id)
+                yield event
         except InvalidPrompt as e:
             yield self._error(request, ErrorCode.INVALID_REQUEST, str(e))
         except (VramOOM, torch.OutOfMemoryError) as e:
@@ -184,7 +190,6 @@ class InferenceEngine:
             if first_token_ms is None:
                 first_token_ms = (time.perf_counter() - t_start) * 1000.0
                 self.metrics.first_token(request.job_id, first_token_ms)
-            self.metrics.token(request.job_id, token)
             if token in self.eog_ids:  # M0: the EOS token itself is not emitted
                 stop_reason = StopReason.EOS
                 break

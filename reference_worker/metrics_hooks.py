@@ -1,7 +1,8 @@
-"""Metrics hook points of the generation loop (M0.5): no-ops by default, Prometheus plugs in at M1.
+"""Metrics hook points of the generation loop (M0.5): no-ops by default; `metrics.PrometheusMetrics`
+implements them for GET /metrics (M1, M0-W-1350).
 
-The engine calls them at request start, first token, every token, end and error. Implementations must
-be cheap and must not raise: the calls sit inside the decode loop.
+The engine calls them at request start (prompt tokenized), first sampled token, every token event, end
+and error. Implementations must be cheap and must not raise: the calls sit inside the decode loop.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from .generation import ErrorCode
 from .gguf import GGUFError, GGUFFile, InsufficientDeviceMemory, validate
 from .loader import load_weights
 from .logs import EventLog
+from .metrics import PrometheusMetrics
 from .models import ModelConfigError, UnsupportedArchitecture, adapter_class, create_model
 from .quant_kind import quant_kind
 from .residency import ResidencyMonitor
@@ -77,6 +78,7 @@ def _model_info(config: WorkerConfig, gguf: GGUFFile, tokenizer, context_length:
 def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
     """Everything up to a servable state. Raises the load errors `main` turns into exit 1."""
     gguf = GGUFFile.open(config.model)
+    metrics = PrometheusMetrics(config.worker_id)  # fed by the engine's hooks, served by GET /metrics
     try:
         checked = validate(gguf, _available_device_bytes(config), gpu_device=config.gpu_device)
         for warning in checked.warnings:
@@ -100,7 +102,9 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         model = create_model(
             gguf, weights, config.torch_device, memory, attention=config.attention, kv_cache=config.kv_cache
         )
-        engine = InferenceEngine(model, tokenizer, max_context=context_length, device=config.torch_device)
+        engine = InferenceEngine(
+            model, tokenizer, metrics=metrics, max_context=context_length, device=config.torch_device
+        )
     finally:
         gguf.close()
     log.event("model_load_complete", "model loaded", vram_bytes=memory.used_bytes)
@@ -117,6 +121,7 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         memory=memory,
         log=log,
         limits=Limits(config.max_tokens_out, config.inference_timeout_sec),
+        metrics=metrics,
     )
 
 

@@ -1,10 +1,11 @@
-"""The worker's HTTP app: /execute, /health, /cancel over shared state (FastAPI "bigger applications")."""
+"""The worker's HTTP app: /execute, /health, /cancel and /metrics over shared state (FastAPI "bigger
+applications")."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import cancel, errors, execute, health
+from . import cancel, errors, execute, health, metrics
 from .correlation import CorrelationIdMiddleware
 from .state import WorkerState
 
@@ -15,6 +16,7 @@ def create_app(state: WorkerState) -> FastAPI:
     app.include_router(execute.router)
     app.include_router(health.router)
     app.include_router(cancel.router)
+    app.include_router(metrics.router)
     errors.install(app)
     app.add_middleware(CorrelationIdMiddleware)
     return app

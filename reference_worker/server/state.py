@@ -1,4 +1,5 @@
-"""What the routes share: the engine, the model's facts for /health, limits, health status, the job slot.
+"""What the routes share: the engine, the model's facts for /health, limits, health status, the job slot,
+the metrics the engine's hooks count for /metrics.
 
 Everything /health reports is cached here (M0-W-1604: no device calls while answering).
 """
@@ -15,6 +16,7 @@ from fastapi import Depends, Request
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.generation import Generator
 from reference_worker.logs import EventLog
+from reference_worker.metrics import PrometheusMetrics
 
 from .jobs import JobSlot
 
@@ -55,6 +57,7 @@ class WorkerState:
     unhealthy_reason: str | None = None
     last_error: dict[str, Any] | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
+    metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)  # the engine's hooks (M0-W-1350)
 
     def mark_unhealthy(self, reason: str) -> None:
         self.status = "unhealthy"

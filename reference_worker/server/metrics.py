@@ -1,0 +1,24 @@
+"""GET /metrics (M1-METRICS, M0-W-1350): the worker's metrics in the Prometheus text format 0.0.4.
+
+Answered from in-process counters and the memory accounting, without device calls (as /health, M0-W-1604).
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+
+from reference_worker.metrics import CONTENT_TYPE
+
+from .state import State
+
+router = APIRouter()
+
+
+@router.get("/metrics")
+async def metrics(state: State) -> Response:
+    body = state.metrics.render(
+        vram_bytes=state.memory.used_bytes, uptime_seconds=time.monotonic() - state.started_monotonic
+    )
+    return Response(body, media_type=CONTENT_TYPE)
