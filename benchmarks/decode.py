@@ -127,6 +127,20 @@ def decode_summary(per_run: list[list[float]], traffic: dict[str, Any], copy: di
     }
 
 
+def baseline_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The four measures of the M0.5 baseline (M05-BENCH), taken from the detailed record: first-token
+    latency of the shortest prompt, per-token latency and tokens/s of the timed decode, and load time."""
+    first = min(result["prefill"], key=lambda p: p["prompt_tokens"]) if result.get("prefill") else {}
+    load = result["load"]
+    return {
+        "first_token_ms": first.get("first_token_ms"),
+        "first_token_prompt_tokens": first.get("prompt_tokens"),
+        "per_token_ms": result["decode"]["ms_per_token"],
+        "tokens_per_s": result["decode"]["tok_s"],
+        "load_s": load.get("process_start_to_ready_s", load.get("load_worker_s")),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- in-process
 
 
@@ -510,6 +524,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
     result["decode"].update(
         bandwidth_summary(traffic["weight_bytes_per_token"], result["decode"]["tok_s"], copy)
     )
+    result["baseline"] = baseline_summary(result)
     return {
         "kind": "worker-decode",
         "label": opts.label,

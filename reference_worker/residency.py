@@ -19,12 +19,14 @@ _CUDA_MEMORY_TYPE_DEVICE = 2  # cudaMemoryTypeDevice
 
 
 class _CudaPointerAttributes(ctypes.Structure):
-    # CUDA >= 11 layout of cudaPointerAttributes.
+    # cudaPointerAttributes as of CUDA 11; newer runtimes append fields (CUDA 12.x+: `long reserved[8]`),
+    # and the runtime writes the whole struct it knows, so the padding must be at least that large.
     _fields_ = [
         ("type", ctypes.c_int),
         ("device", ctypes.c_int),
         ("devicePointer", ctypes.c_void_p),
         ("hostPointer", ctypes.c_void_p),
+        ("_reserved", ctypes.c_long * 32),
     ]
 
 
