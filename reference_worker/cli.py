@@ -129,8 +129,11 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
 def bind_port(host: str, port: int) -> socket.socket:
     """Binds the server socket now, so a busy port fails before the model loads (M0-W-1100)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio enables TCP_NODELAY only on sockets that say they are TCP; without it a
+    # response written in two segments waits ~40 ms for the client's delayed ACK on keep-alive connections.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
