@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 import torch
 
+from kernels.qtensor import QTensor
 from reference_worker.models.kv_cache import KVCache
 
 
@@ -50,10 +51,33 @@ class ModelAdapter(Protocol):
         ...
 
 
-def metadata_value(metadata: dict[str, Any], key: str, default: Any = ...) -> Any:
-    """A metadata value, or `default`; a missing required key is a `ModelConfigError` naming it."""
+def metadata_value(metadata: dict[str, Any], key: str, default: Any = ..., *, source: str = "") -> Any:
+    """A metadata value, or `default`; a missing required key is a `ModelConfigError` naming it (and the
+    file, when `source` is given)."""
     if key in metadata:
         return metadata[key]
     if default is ...:
-        raise ModelConfigError(f"GGUF metadata key {key!r} is missing")
+        where = f"{source}: " if source else ""
+        raise ModelConfigError(f"{where}required GGUF metadata key {key!r} is missing")
     return default
+
+
+class TensorTable:
+    """The loaded weights by GGUF name; a missing or mis-shaped tensor is a `ModelConfigError` naming it."""
+
+    def __init__(self, weights: dict[str, QTensor], source: str, device: torch.device) -> None:
+        self.weights, self.source, self.device = weights, source, device
+
+    def matrix(self, name: str, *shape: int) -> QTensor:
+        tensor = self.weights.get(name)
+        if tensor is None:
+            raise ModelConfigError(f"{self.source}: required tensor {name!r} is missing")
+        if tensor.shape != shape:
+            raise ModelConfigError(
+                f"{self.source}: tensor {name!r} has shape {tensor.shape}, expected {shape}"
+            )
+        return tensor
+
+    def vector(self, name: str, *shape: int) -> torch.Tensor:
+        """Norms, biases, sinks: small and stored F32 in the files llama.cpp writes; used as float32."""
+        return self.matrix(name, *shape).dequantize().float().to(self.device)

@@ -22,8 +22,7 @@ import torch
 from kernels.qmatmul import qembedding, qmatmul
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import AttentionKernel, attention_kernel
-from reference_worker.models.base import ModelConfigError
-from reference_worker.models.gpt_oss import TensorTable
+from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value
 from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
 
 ARCH = "gpt2"
@@ -50,12 +49,7 @@ class GPT2Config:
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any], weights: dict[str, QTensor], source: str) -> GPT2Config:
         def key(name: str, default: Any = ...) -> Any:
-            full = f"{ARCH}.{name}"
-            if full in metadata:
-                return metadata[full]
-            if default is ...:
-                raise ModelConfigError(f"{source}: required GGUF metadata key {full!r} is missing")
-            return default
+            return metadata_value(metadata, f"{ARCH}.{name}", default, source=source)
 
         if "token_embd.weight" not in weights:
             raise ModelConfigError(f"{source}: required tensor 'token_embd.weight' is missing")

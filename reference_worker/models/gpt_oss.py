@@ -29,7 +29,7 @@ import torch
 from kernels.qmatmul import qembedding, qmatmul, qmatmul_experts
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import AttentionKernel, attention_kernel
-from reference_worker.models.base import ModelConfigError
+from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value
 from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
 from reference_worker.models.llama import rms_norm
 from reference_worker.models.rope import RopeScaling, apply_rope, rope_frequencies
@@ -62,12 +62,7 @@ class GptOssConfig:
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any], vocab_size: int, source: str) -> GptOssConfig:
         def key(name: str, default: Any = ...) -> Any:
-            full = f"{ARCH}.{name}"
-            if full in metadata:
-                return metadata[full]
-            if default is ...:
-                raise ModelConfigError(f"{source}: required GGUF metadata key {full!r} is missing")
-            return default
+            return metadata_value(metadata, f"{ARCH}.{name}", default, source=source)
 
         n_layer, n_head = int(key("block_count")), int(key("attention.head_count"))
         n_head_kv = int(key("attention.head_count_kv", n_head))
@@ -148,27 +143,6 @@ def route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     (llama.cpp LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX_WEIGHT; the reference's topk-then-softmax)."""
     top_logits, experts = torch.topk(router_logits, k, dim=-1, sorted=True)
     return experts, torch.softmax(top_logits, dim=-1)
-
-
-class TensorTable:
-    """The loaded weights by GGUF name; a missing or mis-shaped tensor is a `ModelConfigError` naming it."""
-
-    def __init__(self, weights: dict[str, QTensor], source: str, device: torch.device) -> None:
-        self.weights, self.source, self.device = weights, source, device
-
-    def matrix(self, name: str, *shape: int) -> QTensor:
-        tensor = self.weights.get(name)
-        if tensor is None:
-            raise ModelConfigError(f"{self.source}: required tensor {name!r} is missing")
-        if tensor.shape != shape:
-            raise ModelConfigError(
-                f"{self.source}: tensor {name!r} has shape {tensor.shape}, expected {shape}"
-            )
-        return tensor
-
-    def vector(self, name: str, *shape: int) -> torch.Tensor:
-        """Norms, biases, sinks: small and stored F32 in the files llama.cpp writes; used as float32."""
-        return self.matrix(name, *shape).dequantize().float().to(self.device)
 
 
 class Block:
