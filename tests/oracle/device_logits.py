@@ -91,9 +91,12 @@ def check(dump_file: Path, device: str, step: bool) -> int:
         weights = load_weights(file, memory, EventLog(io.StringIO()))
         model = create_model(file, weights, torch.device(device), memory)
         ids = entry["ids"]
-        ours = (
-            model.forward(torch.tensor(ids, device=device), model.new_cache(len(ids))).double().cpu().numpy()
-        )
+        tokens, cache = torch.tensor(ids, device=device), model.new_cache(len(ids))
+        if step:  # one token at a time: the decode path (on CUDA the fused dequant-GEMV kernels)
+            ours = torch.cat([model.forward(tokens[i : i + 1], cache) for i in range(len(ids))])
+        else:  # the whole prompt at once: the prefill path
+            ours = model.forward(tokens, cache)
+        ours = ours.double().cpu().numpy()
         ref = data[f"logits_{entry['index']}"].astype(np.float64)
         rel = np.sqrt(((ours - ref) ** 2).mean(-1) / (ref**2).mean(-1))
         top1 = float((ours.argmax(-1) == ref.argmax(-1)).mean())
