@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.vectors.make_vectors import LlamaCppOracle, TiktokenOracle, cases_for
-from fixtures.vectors.sources import O200K_DIR, SMOLLM2, VOCAB_GGUF, gguf_metadata, llama_cpp_cases
+from fixtures.vectors.sources import SMOLLM2, VOCAB_GGUF, gguf_metadata, llama_cpp_cases
 from reference_worker.tokenizers import load_tokenizer
 
 pytestmark = pytest.mark.oracle
@@ -61,10 +61,10 @@ def test_gguf_vocabularies_agree_with_llama_cpp(name, record_property):
     assert not mismatches, "\n".join(mismatches)
 
 
-def test_o200k_tokenizer_json_agrees_with_tiktoken(record_property):
+def test_o200k_tokenizer_json_agrees_with_tiktoken(o200k_dir, record_property):
     _require("tiktoken")
     oracle = TiktokenOracle()
-    tokenizer = load_tokenizer({}, O200K_DIR / "gpt-oss.gguf")  # tokenizer.json written next to it
+    tokenizer = load_tokenizer({}, o200k_dir / "gpt-oss.gguf")  # tokenizer.json written next to it
     assert tokenizer.kind == "hf-json"
     modes = [(False, True), (False, False)]
     checked, mismatches = _compare(tokenizer, oracle, _texts("o200k_harmony"), modes)
