@@ -38,6 +38,7 @@ pytest_plugins = [
     "steps.step_defs.generation",
     "steps.step_defs.selfcheck",
     "steps.step_defs.seams",
+    "steps.step_defs.lifecycle",
 ]
 
 WORKER_KEY = pytest.StashKey[WorkerHandle]()

@@ -18,17 +18,17 @@ Feature: Every reference model generates on the adapter its file calls for
     And every run streams at least 1 token
     And every run's text is valid UTF-8 without replacement characters
 
-    @M0-W-1230 @M0-W-1214 @M0-W-1420 @model_qwen @q4_k_m @gate_llama_qwen @gate_llama_kernels @gate_m0_complete
+    @M0-W-1230 @M0-W-1214 @M0-W-1420 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_qwen @q4_k_m @gate_llama_qwen @gate_llama_kernels @gate_m0_complete
     Examples: Qwen2.5 on the Llama-family adapter
       | role                          |
       | Qwen2.5-0.5B-Instruct Q4_K_M  |
 
-    @M0-W-1230 @M0-W-1214 @model_phi3 @q4_k_m @gate_llama_phi3 @gate_llama_kernels @gate_m0_complete
+    @M0-W-1230 @M0-W-1214 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_phi3 @q4_k_m @gate_llama_phi3 @gate_llama_kernels @gate_m0_complete
     Examples: Phi-3 on the Llama-family adapter (fused QKV and gate-up)
       | role                          |
       | Phi-3-mini-4k-instruct Q4_K_M |
 
-    @M0-W-1230 @M0-W-1823 @model_gpt_oss @mxfp4 @gate_gpt_mxfp4 @gate_gpt_basic @gate_m0_complete
+    @M0-W-1230 @M0-W-1823 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_gpt_oss @mxfp4 @gate_gpt_mxfp4 @gate_gpt_basic @gate_m0_complete
     Examples: GPT-OSS on its own adapter (MoE with MXFP4 experts)
       | role             |
       | gpt-oss-20b MXFP4 |

@@ -7,7 +7,7 @@ Feature: The event stream of a job
   Background:
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
 
-  @M0-W-1310 @M0-W-1311 @gate_foundation_w4 @gate_foundation
+  @M0-W-1310 @M0-W-1311 @gate_foundation_w4 @gate_foundation @gate_m0_complete
   Scenario: A finished job streams started, its tokens and one closing event
     When I execute a job with prompt "Write a haiku about GPU computing" and max_tokens 8
     Then the response is an event stream

@@ -6,6 +6,8 @@ Feature: Implementations behind the seams can be swapped without changing the ou
   are worker-specific: `--worker-flag kv_cache_paged=ARGS`, `--worker-flag attention_sdpa=ARGS` (the
   reference worker's, `--kv-cache paged` and `--attention sdpa`, are built in); a worker that declares
   none is not applicable. The M1 scenarios generate past several cache pages and sample with a seed.
+  The decode loop itself stays pure (M0-SEAM-PURE-LOOP): nothing is logged per token, so a 64-token job
+  adds no more log lines than a 4-token one (visible only for workers the harness starts).
 
   Background:
     Given a worker serving the tiny llama Q8_0 model
@@ -33,6 +35,12 @@ Feature: Implementations behind the seams can be swapped without changing the ou
     And I run the same job again
     Then every run finishes with an end event
     And every run streams the same tokens as the first
+
+  @m0 @M0-SEAM-PURE-LOOP @gate_m0_complete @model_tiny @q8_0 @needs_spawn
+  Scenario: The decode loop logs nothing per token
+    When I run a greedy job with max_tokens 4 and count the log lines it adds
+    And I run a greedy job with max_tokens 64 and count the log lines it adds
+    Then both jobs added the same number of log lines
 
   @m1 @M1-PAGED-KV @gate_m1 @model_tiny @q8_0 @needs_spawn
   Scenario: The paged KV cache gives the same tokens over a long generation

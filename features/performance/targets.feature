@@ -21,14 +21,14 @@ Feature: The worker meets the M1 performance targets
     When I GET /health 200 times
     Then the p99 /health latency is below 10 ms
 
-  @M0-W-1610 @needs_gpu @model_smollm2 @q4_1
+  @M0-W-1610 @gate_m1 @needs_gpu @model_smollm2 @q4_1
   Scenario: A cancel stops the job within 100 ms
     Given a worker serving the SmolLM2-135M-Instruct Q4_1 model
     And a job with prompt "Write a long story about GPUs" and max_tokens 2048 is streaming tokens
     When I cancel the job and wait for its stream to end
     Then the stream ended within 100 ms of the cancel
 
-  @M0-W-1611 @needs_gpu @model_smollm2 @q4_1
+  @M0-W-1611 @gate_m1 @needs_gpu @model_smollm2 @q4_1
   Scenario: A client disconnect aborts the job within 100 ms
     Given a worker serving the SmolLM2-135M-Instruct Q4_1 model
     And a job with prompt "Write a long story about GPUs" and max_tokens 2048 is streaming tokens

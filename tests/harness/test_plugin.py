@@ -140,7 +140,7 @@ Feature: A feature about the MXFP4 model
         (["-m", "gate_foundation"], 32),
         (["-m", "M0-W-1302"], 23),
         (["-m", "model_qwen and m0"], HTTP_SCENARIOS),
-        (["-m", "gate_m0_complete and not M0-W-1302"], 9),
+        (["-m", "gate_m0_complete and not M0-W-1302"], 12),
     ],
 )
 def test_tags_select_scenarios(harness_dir: pytest.Pytester, selection: list[str], expected: int):

@@ -1,0 +1,544 @@
+"""Steps on the worker's lifecycle: a fresh start, the GPU context, the load flow, one job at a time and
+the pure decode loop (M0-W-1820, M0-W-1400, M0-W-1010, M0-W-1401, M0-W-1410, M0-W-1301, M0-SEAM-PURE-LOOP).
+
+Everything is judged from outside the worker:
+- the GPU context through `nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader`: the
+  worker's process (or one of its children) holds device memory while it serves, and none does once it
+  has exited. When nvidia-smi cannot see the processes of this machine's PID namespace (containers), the
+  check is not applicable, with that reason;
+- the load flow through the `model_load_progress` log events (bytes copied, where the worker reports them);
+- one job at a time through the arrival times of two concurrent streams;
+- the pure decode loop through the number of log lines a short and a long job add.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from pytest_bdd import given, parsers, then, when
+
+from steps import verdicts
+from steps.plugin import Harness
+from steps.sse import SSEEvent, SSEStream, open_event_stream
+from steps.state import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ScenarioState, new_job_id
+from steps.step_defs.memory import memory_envelope
+from steps.step_defs.process import wait_for_event
+from steps.step_defs.worker import _serve
+from steps.targets import SpawnTarget, WorkerHandle
+from steps.verdicts import not_applicable, require
+
+NVIDIA_SMI_QUERY = ("--query-compute-apps=pid,used_memory", "--format=csv,noheader")
+NVIDIA_SMI_TIMEOUT_S = 30.0
+MIB = 1 << 20
+_MEMORY = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": MIB, "kib": 1 << 10, "kb": 1 << 10, "mib": MIB, "mb": MIB, "gib": 1 << 30, "gb": 1 << 30}
+LOG_QUIET_S = 0.5  # a job's log lines are all written once the log has not grown for this long
+LOG_SETTLE_LIMIT_S = 5.0
+BUSY_STATUSES = (503,)  # M0-W-1301: a second job may be refused as busy (Service Unavailable)
+
+
+# --- A fresh worker --------------------------------------------------------------------------------
+
+
+@given(parsers.parse("a freshly started worker serving the {model} model"))
+def fresh_worker(model: str, harness: Harness, scenario_state: ScenarioState, request) -> None:
+    """Stops the workers the harness runs, then starts one for this scenario: the start is part of it."""
+    target = harness.target
+    if not isinstance(target, SpawnTarget):
+        not_applicable("the harness does not start workers here (attach mode)")
+    target.close()
+    _serve(model, (), harness, scenario_state, request)
+
+
+def _spawned(state: ScenarioState) -> WorkerHandle:
+    worker = state.worker
+    if worker is None or worker.process is None:
+        not_applicable("the worker was not started by the harness, so its process is not visible")
+    return worker
+
+
+# --- The GPU context seen by nvidia-smi (M0-W-1400, M0-W-1010, M0-W-1401) ----------------------------
+
+
+@dataclass(frozen=True)
+class ComputeApp:
+    pid: int
+    used_bytes: int | None  # None when nvidia-smi cannot say ("[N/A]", "[Insufficient Permissions]")
+
+
+def compute_apps() -> list[ComputeApp]:
+    """The processes holding a CUDA context, as nvidia-smi lists them."""
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        not_applicable("nvidia-smi is not installed, so the worker's GPU context cannot be seen")
+    try:
+        done = subprocess.run(
+            [binary, *NVIDIA_SMI_QUERY], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        not_applicable(f"nvidia-smi did not answer: {exc}")
+    if done.returncode != 0:
+        not_applicable(f"nvidia-smi failed with code {done.returncode}: {done.stderr.strip()[:200]}")
+    apps = []
+    for line in done.stdout.splitlines():
+        pid_text, _, memory_text = line.partition(",")
+        if not pid_text.strip().isdigit():
+            continue
+        match = _MEMORY.match(memory_text)
+        used = None
+        if match:
+            used = int(float(match["value"]) * _UNITS[(match["unit"] or "").lower()])
+        apps.append(ComputeApp(int(pid_text), used))
+    return apps
+
+
+def worker_pids(worker: WorkerHandle) -> set[int]:
+    """The worker's process and its descendants (a wrapper command may hand the GPU to a child)."""
+    import psutil
+
+    assert worker.process is not None
+    pids = {worker.process.pid}
+    try:
+        pids |= {child.pid for child in psutil.Process(worker.process.pid).children(recursive=True)}
+    except psutil.Error:
+        pass
+    return pids
+
+
+def _pid_exists(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _worker_apps(worker: WorkerHandle, requirement: str) -> list[ComputeApp]:
+    """The worker's entries in nvidia-smi; not applicable when nvidia-smi cannot see this PID namespace."""
+    apps = compute_apps()
+    pids = worker_pids(worker)
+    mine = [app for app in apps if app.pid in pids]
+    if not mine and not any(_pid_exists(app.pid) for app in apps):
+        not_applicable(
+            f"nvidia-smi lists {len(apps)} compute processes, none of them in this machine's PID namespace "
+            "(a container?), so the worker's GPU context cannot be told apart"
+        )
+    require(
+        mine,
+        requirement,
+        f"nvidia-smi lists no CUDA context for the worker (pids {sorted(pids)}); compute processes: "
+        f"{[(app.pid, app.used_bytes) for app in apps]}",
+    )
+    return mine
+
+
+@dataclass
+class GpuState:
+    context_pids: set[int] = field(default_factory=set)  # the worker's pids nvidia-smi listed
+
+
+@pytest.fixture
+def gpu_state() -> GpuState:
+    return GpuState()
+
+
+def _health(state: ScenarioState, requirement: str) -> dict:
+    state.get("/health")
+    body = state.body_json()
+    require(state.status_code == 200, requirement, f"GET /health answered {state.status_code}")
+    require(isinstance(body, dict), requirement, f"/health body is not a JSON object: {state.body[:200]!r}")
+    return body
+
+
+@then("/health reports the CUDA device the worker was started on, where it reports a device")
+def health_reports_cuda(scenario_state: ScenarioState, request) -> None:
+    """M0-W-1400. `device`, `sm` and `cuda_runtime_version` are optional /health fields: an absent one is
+    not judged (listed in the user property `not_reported`); a present one must describe the CUDA device."""
+    worker = _spawned(scenario_state)
+    body = _health(scenario_state, "M0-W-1400")
+    absent = [name for name in ("device", "sm", "cuda_runtime_version") if body.get(name) is None]
+    if absent:
+        request.node.user_properties.append(("not_reported", ", ".join(absent)))
+    device = body.get("device")
+    if device is not None:
+        text = str(device).lower()
+        require(text.startswith("cuda"), "M0-W-1400", f"/health device is {device!r}, not a CUDA device")
+        index = text.partition(":")[2]
+        if index.isdigit() and worker.gpu is not None:
+            require(
+                int(index) == int(worker.gpu),
+                "M0-W-1400",
+                f"/health device is {device!r}; the worker was started with --gpu-device {worker.gpu}",
+            )
+    for name in ("sm", "cuda_runtime_version"):
+        value = body.get(name)
+        if value is not None:
+            require(
+                isinstance(value, str) and re.search(r"\d", value),
+                "M0-W-1400",
+                f"/health {name} is {value!r}, not a version such as '9.0' or '12.4'",
+            )
+
+
+@then("nvidia-smi lists the worker's process holding at least the model's tensor bytes")
+def context_holds_weights(scenario_state: ScenarioState, gpu_state: GpuState) -> None:
+    """M0-W-1010: the weights are in device memory, so the worker's CUDA context holds at least their bytes.
+    A CUDA context alone takes hundreds of MiB: this only has teeth for real model files (--model-dir)."""
+    worker = _spawned(scenario_state)
+    assert scenario_state.model is not None
+    mine = _worker_apps(worker, "M0-W-1010")
+    gpu_state.context_pids = {app.pid for app in mine}
+    sizes = [app.used_bytes for app in mine if app.used_bytes is not None]
+    if not sizes:
+        not_applicable("nvidia-smi does not report the used memory of the worker's process here")
+    tensor_bytes = memory_envelope(scenario_state.model.path).tensor_bytes
+    require(
+        sum(sizes) >= tensor_bytes,
+        "M0-W-1010",
+        f"the worker's CUDA context holds {sum(sizes)} bytes (nvidia-smi), less than the "
+        f"{tensor_bytes} tensor bytes of {scenario_state.model.path.name}: the weights are not all in "
+        "device memory",
+    )
+
+
+@when("I note the worker's processes that hold a CUDA context")
+def note_context(scenario_state: ScenarioState, gpu_state: GpuState) -> None:
+    worker = _spawned(scenario_state)
+    gpu_state.context_pids = {app.pid for app in _worker_apps(worker, "M0-W-1401")}
+
+
+@then(parsers.parse("within {seconds:d} seconds nvidia-smi lists none of those processes"))
+def context_released(seconds: int, gpu_state: GpuState) -> None:
+    """M0-W-1401: once the worker has exited, no process of it holds a CUDA context."""
+    assert gpu_state.context_pids, "no CUDA context was noted before the worker stopped"
+    deadline = time.monotonic() + seconds
+    while True:
+        left = [app for app in compute_apps() if app.pid in gpu_state.context_pids]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    require(
+        not left,
+        "M0-W-1401",
+        f"{seconds} s after the worker exited nvidia-smi still lists a CUDA context of it: "
+        f"{[(app.pid, app.used_bytes) for app in left]}",
+    )
+
+
+# --- The load flow (M0-W-1410) ------------------------------------------------------------------------
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@then("the model_load_progress events count the bytes copied up to the total, where they report bytes")
+def progress_counts_bytes(scenario_state: ScenarioState, request) -> None:
+    """M0-W-1410: one pass mmap -> parse -> allocate -> copy; the progress events are its outside view.
+    Percent never goes back; where the events carry `bytes_loaded`/`bytes_total` (extra fields the spec
+    allows), the bytes only grow, never run ahead of or past the total, end at the total, and the total
+    lies between the file's tensor bytes and its size. Without byte fields only the percent order counts
+    (user property `not_reported`)."""
+    worker = _spawned(scenario_state)
+    assert scenario_state.model is not None
+    progress = [
+        record
+        for record in wait_for_event(worker, "ready", timeout_s=10.0)
+        if record["event"] == "model_load_progress"
+    ]
+    require(progress, "M0-W-1410", "no model_load_progress log event: the load flow is not visible")
+    percents = [record.get("percent") for record in progress]
+    require(
+        all(_number(p) for p in percents) and percents == sorted(percents),
+        "M0-W-1410",
+        f"model_load_progress percents are not numbers in order: {percents}",
+    )
+    with_bytes = [record for record in progress if "bytes_loaded" in record or "bytes_total" in record]
+    if not with_bytes:
+        request.node.user_properties.append(("not_reported", "bytes_loaded, bytes_total"))
+        return
+    loaded = [record.get("bytes_loaded") for record in with_bytes]
+    totals = {record.get("bytes_total") for record in with_bytes}
+    listing = [
+        (record.get("percent"), record.get("bytes_loaded"), record.get("bytes_total"))
+        for record in with_bytes
+    ]
+    require(
+        all(_number(value) for value in loaded) and len(totals) == 1 and _number(next(iter(totals))),
+        "M0-W-1410",
+        f"model_load_progress (percent, bytes_loaded, bytes_total) are not numbers with one total: {listing}",
+    )
+    total = next(iter(totals))
+    require(loaded == sorted(loaded), "M0-W-1410", f"bytes_loaded goes backwards: {listing}")
+    require(
+        loaded[-1] == total and all(0 <= value <= total for value in loaded),
+        "M0-W-1410",
+        f"bytes_loaded must stay within 0..bytes_total and end at it: {listing}",
+    )
+    for record in with_bytes:
+        require(
+            record["bytes_loaded"] * 100 >= (record["percent"] - 1) * total,
+            "M0-W-1410",
+            f"progress reports {record['percent']} % with only {record['bytes_loaded']} of {total} bytes "
+            f"copied: {listing}",
+        )
+    path = scenario_state.model.path
+    tensor_bytes = memory_envelope(path).tensor_bytes
+    require(
+        tensor_bytes <= total <= path.stat().st_size,
+        "M0-W-1410",
+        f"bytes_total is {total}; {path.name} holds {tensor_bytes} tensor bytes in a file of "
+        f"{path.stat().st_size} bytes, so the load did not copy the file's tensors once",
+    )
+
+
+# --- One job at a time (M0-W-1301) -------------------------------------------------------------------
+
+
+@dataclass
+class TimedEvent:
+    event: SSEEvent
+    at: float  # time.monotonic() when the client had it
+
+
+class ClockedJob:
+    """One `/execute` job read on its own thread and connection; each event keeps its absolute arrival time,
+    so the events of two jobs can be put on one time line."""
+
+    def __init__(self, url: str, body: dict) -> None:
+        self.body = body
+        self.events: list[TimedEvent] = []
+        self.stream: SSEStream | None = None
+        self.failure: str | None = None
+        self.sent_at = time.monotonic()
+        self.ended_at: float | None = None
+        self._changed = threading.Condition()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(url,), name="clocked-job", daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str) -> None:
+        timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        try:
+            with (
+                httpx.Client(timeout=timeout) as client,
+                open_event_stream(client, url, json_body=self.body) as reader,
+            ):
+                self.stream = reader.stream
+                for event in reader:
+                    with self._changed:
+                        self.events.append(TimedEvent(event, time.monotonic()))
+                        self._changed.notify_all()
+        except Exception as exc:  # noqa: BLE001 - recorded for the verdict
+            self.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._changed:
+                self.ended_at = time.monotonic()
+                self._done = True
+                self._changed.notify_all()
+
+    def wait(self, predicate, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not predicate() and not self._done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return predicate() or self._done
+
+    def join(self, timeout_s: float) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def of_type(self, *types: str) -> list[TimedEvent]:
+        return [timed for timed in self.events if timed.event.type in types]
+
+    def describe(self) -> str:
+        if self.stream is None:
+            return f"no response ({self.failure})"
+        if not self.stream.is_event_stream:
+            return f"HTTP {self.stream.status_code}: {self.stream.body[:200]!r}"
+        return f"HTTP {self.stream.status_code} [{self.stream.summary()}]"
+
+
+@dataclass
+class ConcurrencyState:
+    first: ClockedJob | None = None
+    second: ClockedJob | None = None
+
+
+@pytest.fixture
+def concurrency_state() -> ConcurrencyState:
+    return ConcurrencyState()
+
+
+def _job(state: ScenarioState, prompt: str, max_tokens: int) -> ClockedJob:
+    body = {"job_id": new_job_id(), "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
+    return ClockedJob(state.url("/execute"), body)
+
+
+@given(parsers.parse('a first job with prompt "{prompt}" and max_tokens {max_tokens:d} is streaming tokens'))
+def first_job_streaming(
+    prompt: str, max_tokens: int, scenario_state: ScenarioState, concurrency_state: ConcurrencyState
+) -> None:
+    first = concurrency_state.first = _job(scenario_state, prompt, max_tokens)
+    first.wait(lambda: bool(first.of_type("token", "end", "error")), READ_TIMEOUT_S)
+    require(first.stream is not None, "M0-W-1300", f"POST /execute gave no response: {first.failure}")
+    verdicts.check_event_stream_response(first.stream)
+    require(first.of_type("token"), "M0-W-1311", f"the first job streamed no token: {first.describe()}")
+
+
+@when(parsers.parse('a second job with prompt "{prompt}" and max_tokens {max_tokens:d} is sent'))
+def second_job(
+    prompt: str, max_tokens: int, scenario_state: ScenarioState, concurrency_state: ConcurrencyState
+) -> None:
+    first = concurrency_state.first
+    assert first is not None, "the scenario needs a first job that is streaming"
+    second = concurrency_state.second = _job(scenario_state, prompt, max_tokens)
+    for job in (second, first):
+        require(job.join(READ_TIMEOUT_S * 2), "M0-W-1301", f"a job did not finish: {job.describe()}")
+
+
+def _refused(job: ClockedJob) -> str | None:
+    """Why `job` counts as refused as busy, or None: HTTP 503, or a stream of one retriable error."""
+    stream = job.stream
+    assert stream is not None
+    if stream.status_code in BUSY_STATUSES:
+        body = stream.body
+        require(
+            b'"retriable": false' not in body and b'"retriable":false' not in body,
+            "M0-W-1301",
+            f"a busy refusal must be retriable; the second job got {job.describe()}",
+        )
+        return f"HTTP {stream.status_code}"
+    if stream.status_code == 200 and stream.is_event_stream and not stream.of_type("token"):
+        errors = stream.of_type("error")
+        if errors:
+            data = errors[0].data or {}
+            require(
+                data.get("retriable") is True,
+                "M0-W-1301",
+                f"a busy refusal must be retriable; the second job ended with {errors[0].raw[:200]!r}",
+            )
+            return f"an SSE error {data.get('code')!r}"
+    return None
+
+
+@then("the second job was refused as busy or ran only after the first had ended")
+def one_job_at_a_time(concurrency_state: ConcurrencyState) -> None:
+    """M0-W-1301: batch 1, no concurrent inference. A second job is refused with a retriable error (503, or
+    a stream holding only a retriable error event), or queued: none of its tokens arrives before the first
+    job's terminal event."""
+    first, second = concurrency_state.first, concurrency_state.second
+    assert first is not None and second is not None, "the scenario needs two jobs"
+    require(first.stream is not None, "M0-W-1301", f"the first job got no response: {first.failure}")
+    verdicts.check_well_formed_job(first.stream, first.body["job_id"])
+    first_end = first.of_type("end", "error")[-1].at
+    if first_end <= second.sent_at:
+        not_applicable(
+            f"the first job ended ({first.describe()}) before the second was sent, so they never overlapped"
+        )
+    require(second.stream is not None, "M0-W-1301", f"the second job got no response: {second.failure}")
+    if _refused(second) is not None:
+        return
+    require(
+        second.stream.status_code == 200,
+        "M0-W-1301",
+        f"the second job was answered {second.describe()}: neither a busy refusal (503) nor a stream",
+    )
+    verdicts.check_well_formed_job(second.stream, second.body["job_id"])
+    tokens = second.of_type("token")
+    overlap = [timed for timed in tokens if timed.at < first_end]
+    if overlap:
+        raise verdicts.RequirementViolation(
+            "M0-W-1301",
+            f"{len(overlap)} of the second job's {len(tokens)} tokens arrived while the first job was still "
+            f"streaming (the first of them {(first_end - overlap[0].at) * 1000:.0f} ms before its terminal "
+            f"event): two generations ran at once; first: {first.describe()}, second: {second.describe()}",
+        )
+
+
+# --- The pure decode loop (M0-SEAM-PURE-LOOP) ---------------------------------------------------------
+
+
+def _log_lines(worker: WorkerHandle) -> list[str]:
+    lines = []
+    for path in (worker.stdout_path, worker.stderr_path):
+        if path is not None and path.exists():
+            lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return lines
+
+
+def _settled_log(worker: WorkerHandle) -> list[str]:
+    """The log once it has stopped growing (a job's last line may follow its end event)."""
+    deadline = time.monotonic() + LOG_SETTLE_LIMIT_S
+    lines = _log_lines(worker)
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = _log_lines(worker)
+        if len(now) != len(lines):
+            lines, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= LOG_QUIET_S:
+            break
+    return lines
+
+
+@dataclass
+class LoggedJob:
+    max_tokens: int
+    tokens: int
+    new_lines: list[str]
+
+
+@dataclass
+class LogState:
+    jobs: list[LoggedJob] = field(default_factory=list)
+
+
+@pytest.fixture
+def log_state() -> LogState:
+    return LogState()
+
+
+@when(parsers.parse("I run a greedy job with max_tokens {max_tokens:d} and count the log lines it adds"))
+def logged_job(max_tokens: int, scenario_state: ScenarioState, log_state: LogState) -> None:
+    worker = scenario_state.worker
+    if worker is None or not worker.spawned:
+        not_applicable("the worker's logs are only visible when the harness starts it")
+    before = len(_settled_log(worker))
+    scenario_state.job_id = new_job_id()
+    body = {
+        "job_id": scenario_state.job_id,
+        "prompt": "Once upon a time there was a GPU that computed all day long",
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+    }
+    stream = scenario_state.post_stream("/execute", json_body=body)
+    verdicts.check_well_formed_job(stream, scenario_state.job_id)
+    after = _settled_log(worker)
+    log_state.jobs.append(LoggedJob(max_tokens, len(stream.of_type("token")), after[before:]))
+
+
+@then("both jobs added the same number of log lines")
+def same_log_lines(log_state: LogState, spec_ids: str) -> None:
+    """M0-SEAM-PURE-LOOP: nothing is logged per token, so a long job logs no more than a short one."""
+    assert len(log_state.jobs) == 2, "the scenario needs a short and a long logged job"
+    short, long = sorted(log_state.jobs, key=lambda job: job.tokens)
+    if long.tokens - short.tokens < 16:
+        not_applicable(
+            f"the jobs streamed {short.tokens} and {long.tokens} tokens (the model stopped early): too close "
+            "to tell per-token logging apart"
+        )
+    extra = long.new_lines[len(short.new_lines) :]
+    require(
+        len(long.new_lines) == len(short.new_lines),
+        spec_ids,
+        f"a {short.tokens}-token job added {len(short.new_lines)} log lines, a {long.tokens}-token job "
+        f"{len(long.new_lines)}: the decode loop logs per token; extra lines: {extra[:3]}",
+    )

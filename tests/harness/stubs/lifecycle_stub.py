@@ -1,0 +1,193 @@
+"""A stub worker for the lifecycle scenarios: a fresh start, JSON logs with the load flow in bytes, one job
+at a time, SIGTERM, and a pretend GPU that `fake_nvidia_smi.py` shows, optionally breaking one rule.
+
+It generates like `generation_stub.py` (greedy output is deterministic), streams tokens with a delay so
+jobs overlap in time, logs one JSON line per event (never per token), refuses a second job with 503
+(`--busy refuse`) or queues it (`--busy queue`), and on SIGTERM logs `shutdown` and exits 0. With
+FAKE_GPU_APPS_DIR set it registers its pid and device memory there, as a CUDA context would show in
+nvidia-smi. Each `--fault` breaks exactly one rule:
+
+    greedy_drift            temperature 0 gives other tokens on every run (M0-W-1820)
+    progress_backwards      model_load_progress bytes_loaded goes back once (M0-W-1410)
+    log_per_token           one log line per generated token (M0-SEAM-PURE-LOOP)
+    concurrent_jobs         no job slot: two jobs generate at once (M0-W-1301)
+    health_device_cpu       /health device is "cpu" (M0-W-1400)
+    weights_in_host_memory  the device context holds no memory for the weights (M0-W-1010)
+    context_leak            a child process keeps a device context after the worker exits (M0-W-1401)
+
+    python tests/harness/stubs/lifecycle_stub.py --worker-id W --model M.gguf --gpu-device 0 --port P \
+        [--fault NAME] [--busy refuse|queue]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+from generation_stub import GenerationStub
+from stub_worker import Handler
+
+FAULTS = (
+    "none",
+    "greedy_drift",
+    "progress_backwards",
+    "log_per_token",
+    "concurrent_jobs",
+    "health_device_cpu",
+    "weights_in_host_memory",
+    "context_leak",
+)
+TOKEN_DELAY_S = 0.01
+LEAKED_CONTEXT_S = 20.0  # the leaking child's lifetime: longer than the check waits
+GPU_APPS_ENV = "FAKE_GPU_APPS_DIR"
+MIB = 1 << 20
+
+
+class Log:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.context = {"worker_id": args.worker_id, "model_ref": args.model, "gpu_device": args.gpu_device}
+        self.lock = threading.Lock()
+
+    def event(self, event: str, level: str = "info", **fields: object) -> None:
+        record = {
+            "ts": datetime.now(UTC).isoformat(),
+            "level": level,
+            "event": event,
+            **self.context,
+            **fields,
+        }
+        with self.lock:
+            print(json.dumps(record), flush=True)
+
+
+class LifecycleStub(GenerationStub):
+    def __init__(self, args: argparse.Namespace, log: Log) -> None:
+        super().__init__(args)
+        self.log = log
+        self.busy_mode = args.busy
+        self.slot = threading.Lock()
+        self.greedy_runs = 0
+
+    def health(self) -> dict:
+        body = super().health()
+        body.update(device="cuda:0", sm="9.0", cuda_runtime_version="12.4")
+        if self.fault == "health_device_cpu":
+            body.update(device="cpu", sm=None, cuda_runtime_version=None)
+        return body
+
+    def generate(self, body: dict, seed: int) -> list[str]:
+        if self.fault == "greedy_drift" and body.get("temperature", 1.0) == 0:
+            self.greedy_runs += 1
+            body = {**body, "prompt": f"{body['prompt']} {self.greedy_runs}"}
+        return super().generate(body, seed)
+
+
+class LifecycleHandler(Handler):
+    @property
+    def worker(self) -> LifecycleStub:
+        return self.server.worker  # type: ignore[attr-defined]
+
+    def _stream(self, body: dict) -> None:
+        worker = self.worker
+        if worker.fault == "concurrent_jobs":
+            self._run(body)
+            return
+        if not worker.slot.acquire(blocking=worker.busy_mode == "queue"):
+            self._json(503, {"code": "WORKER_BUSY", "message": "another job is running", "retriable": True})
+            return
+        try:
+            self._run(body)
+        finally:
+            worker.slot.release()
+
+    def _run(self, body: dict) -> None:
+        worker = self.worker
+        job_id = str(body.get("job_id", ""))
+        worker.log.event("execute_start", job_id=job_id)
+        tokens = worker.generate(body, body.get("seed", 1) if isinstance(body.get("seed"), int) else 1)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        started = {
+            "job_id": job_id,
+            "model": worker.facts["model"],
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        try:
+            self._event("started", started)
+            for index, piece in enumerate(tokens):
+                time.sleep(TOKEN_DELAY_S)
+                if worker.fault == "log_per_token":
+                    worker.log.event("token", job_id=job_id, i=index)
+                self._event("token", {"t": piece, "i": index})
+            self._event("end", {"tokens_out": len(tokens), "decode_time_ms": 1, "stop_reason": "MAX_TOKENS"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            self.close_connection = True
+            worker.log.event("execute_end", job_id=job_id, tokens_out=len(tokens))
+
+
+def register_context(pid: int, used_bytes: int) -> None:
+    """What nvidia-smi would list for a process holding a device context (read by fake_nvidia_smi.py)."""
+    folder = os.environ.get(GPU_APPS_ENV)
+    if folder:
+        Path(folder, str(pid)).write_text(str(math.ceil(used_bytes / MIB)), encoding="utf-8")
+
+
+def load(log: Log, tensor_bytes: int, fault: str) -> None:
+    log.event("model_load_start")
+    loaded = [0, tensor_bytes // 4, tensor_bytes // 2, 3 * tensor_bytes // 4, tensor_bytes]
+    if fault == "progress_backwards":
+        loaded[3] = loaded[1]
+    for percent, done in zip((0, 25, 50, 75, 100), loaded, strict=True):
+        log.event("model_load_progress", percent=percent, bytes_loaded=done, bytes_total=tensor_bytes)
+    log.event("model_load_complete", vram_bytes=tensor_bytes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--gpu-device", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--busy", choices=("refuse", "queue"), default="refuse")
+    parser.add_argument("--goldens")
+    args = parser.parse_args()
+    args.framing, args.token_delay_ms = "event", 0.0
+    log = Log(args)
+    log.event("startup", port=args.port)
+    worker = LifecycleStub(args, log)
+    tensor_bytes = worker.facts["vram_bytes_used"]
+    load(log, tensor_bytes, args.fault)
+    register_context(os.getpid(), 0 if args.fault == "weights_in_host_memory" else tensor_bytes)
+    if args.fault == "context_leak":
+        child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({LEAKED_CONTEXT_S})"])
+        register_context(child.pid, tensor_bytes)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), LifecycleHandler)
+    server.daemon_threads = True
+    server.worker = worker  # type: ignore[attr-defined]
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        log.event("shutdown", exit_code=0)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    log.event("ready", vram_bytes=tensor_bytes)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
