@@ -17,7 +17,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from reference_worker.tokenizers.base import TokenizerError
 from reference_worker.tokenizers.byte_level import token_text_to_bytes
 from reference_worker.tokenizers.pretokenize import PRE_TOKENIZERS
-from reference_worker.tokenizers.vocab import HIDDEN, GGUFVocab, TokenAttr
+from reference_worker.tokenizers.vocab import GGUFVocab, TokenAttr
 
 
 class ByteLevelBPETokenizer:
@@ -79,14 +79,10 @@ class ByteLevelBPETokenizer:
 
     def token_bytes(self, token_id: int, *, render_special: bool = False) -> bytes:
         """llama.cpp `token_to_piece`: control/unknown hidden, user-defined verbatim, others byte-mapped."""
-        if not 0 <= token_id < self.vocab_size:
-            raise TokenizerError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
-        attr = self._vocab.attrs[token_id]
-        text = self._vocab.tokens[token_id]
-        if attr & HIDDEN:
-            return text.encode("utf-8") if render_special else b""
-        if attr & TokenAttr.USER_DEFINED:
-            return text.encode("utf-8")
+        piece = self._vocab.special_piece(token_id, render_special)
+        if piece is not None:
+            return piece
+        attr, text = self._vocab.attrs[token_id], self._vocab.tokens[token_id]
         if not attr & (TokenAttr.NORMAL | TokenAttr.BYTE):
             return b""
         cached = self._bytes.get(token_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 
 from reference_worker.tokenizers.base import TokenizerError
-from reference_worker.tokenizers.vocab import HIDDEN, GGUFVocab, TokenAttr
+from reference_worker.tokenizers.vocab import GGUFVocab, TokenAttr
 
 SPACE_MARK = "▁"  # U+2581
 
@@ -126,14 +126,10 @@ class SentencePieceTokenizer:
         return data.decode("utf-8", errors="replace")
 
     def token_bytes(self, token_id: int, *, render_special: bool = False) -> bytes:
-        if not 0 <= token_id < self.vocab_size:
-            raise TokenizerError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
-        attr = self._vocab.attrs[token_id]
-        text = self._vocab.tokens[token_id]
-        if attr & HIDDEN:
-            return text.encode("utf-8") if render_special else b""
-        if attr & TokenAttr.USER_DEFINED:
-            return text.encode("utf-8")
+        piece = self._vocab.special_piece(token_id, render_special)
+        if piece is not None:
+            return piece
+        attr, text = self._vocab.attrs[token_id], self._vocab.tokens[token_id]
         if attr & TokenAttr.NORMAL:
             return text.replace(SPACE_MARK, " ").encode("utf-8")
         if attr & TokenAttr.BYTE:

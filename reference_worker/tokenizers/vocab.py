@@ -113,6 +113,18 @@ class GGUFVocab:
     def size(self) -> int:
         return len(self.tokens)
 
+    def special_piece(self, token_id: int, render_special: bool) -> bytes | None:
+        """The bytes of a token whose piece does not depend on the algorithm (llama.cpp `token_to_piece`):
+        control/unknown tokens are hidden unless rendered, user-defined ones verbatim; None for the rest."""
+        if not 0 <= token_id < self.size:
+            raise TokenizerError(f"token id {token_id} is outside the vocabulary (size {self.size})")
+        attr, text = self.attrs[token_id], self.tokens[token_id]
+        if attr & HIDDEN:
+            return text.encode("utf-8") if render_special else b""
+        if attr & TokenAttr.USER_DEFINED:
+            return text.encode("utf-8")
+        return None
+
     def split_special(self, text: str, parse_special: bool) -> list[str | int]:
         """Cut `text` at special tokens: a list of raw text pieces (str) and token ids (int).
 

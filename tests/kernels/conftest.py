@@ -13,6 +13,26 @@ import torch
 
 from kernels.formats import FORMATS, GGMLType
 
+# Every type the worker must read (M0 models: Q4_0, Q4_K_M mixes, MXFP4 MoE) plus cheap extras; gguf-py
+# dequantizes all of them (Q8_K, which it cannot, is tested on its own).
+READ_TYPES = [
+    GGMLType.F32,
+    GGMLType.F16,
+    GGMLType.BF16,
+    GGMLType.Q4_0,
+    GGMLType.Q4_1,
+    GGMLType.Q5_0,
+    GGMLType.Q5_1,
+    GGMLType.Q8_0,
+    GGMLType.Q2_K,
+    GGMLType.Q3_K,
+    GGMLType.Q4_K,
+    GGMLType.Q5_K,
+    GGMLType.Q6_K,
+    GGMLType.MXFP4,
+    GGMLType.IQ4_NL,
+]
+
 CUDA_PARAM = pytest.param(
     "cuda",
     marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")],

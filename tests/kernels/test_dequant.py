@@ -10,25 +10,9 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from kernels.dequant import SUPPORTED_TYPES, dequantize
 from kernels.formats import FORMATS, GGMLType, QuantFormatError
+from tests.kernels.conftest import READ_TYPES
 
-# Every type the worker must read (M0 models: Q4_0, Q4_K_M mixes, MXFP4 MoE) plus cheap extras.
-GGUF_PY_TYPES = [
-    GGMLType.F32,
-    GGMLType.F16,
-    GGMLType.BF16,
-    GGMLType.Q4_0,
-    GGMLType.Q4_1,
-    GGMLType.Q5_0,
-    GGMLType.Q5_1,
-    GGMLType.Q8_0,
-    GGMLType.Q2_K,
-    GGMLType.Q3_K,
-    GGMLType.Q4_K,
-    GGMLType.Q5_K,
-    GGMLType.Q6_K,
-    GGMLType.MXFP4,
-    GGMLType.IQ4_NL,
-]
+GGUF_PY_TYPES = READ_TYPES
 # Q8_K has no gguf-py dequantizer; ggml's C code and the block formula are its oracles.
 QUANTIZED_TYPES = [t for t in GGUF_PY_TYPES if FORMATS[t].block_size > 1] + [GGMLType.Q8_K]
 SCALED_TYPES = [t for t in GGUF_PY_TYPES if FORMATS[t].block_size > 1 and t != GGMLType.MXFP4]

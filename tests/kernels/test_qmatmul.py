@@ -13,24 +13,9 @@ from kernels import qmatmul as qmatmul_module
 from kernels.formats import FORMATS, GGMLType
 from kernels.qmatmul import qembedding, qmatmul, qmatmul_experts
 from kernels.qtensor import QTensor
+from tests.kernels.conftest import READ_TYPES
 
-TYPES = [
-    GGMLType.F32,
-    GGMLType.F16,
-    GGMLType.BF16,
-    GGMLType.Q4_0,
-    GGMLType.Q4_1,
-    GGMLType.Q5_0,
-    GGMLType.Q5_1,
-    GGMLType.Q8_0,
-    GGMLType.Q2_K,
-    GGMLType.Q3_K,
-    GGMLType.Q4_K,
-    GGMLType.Q5_K,
-    GGMLType.Q6_K,
-    GGMLType.MXFP4,
-    GGMLType.IQ4_NL,
-]
+TYPES = READ_TYPES
 REL_TOL = 1e-5
 
 
