@@ -4,10 +4,14 @@ Every line has `ts` (RFC 3339, UTC), `level`, `event`, `message` and the worker'
 `model_ref`, `gpu_device`); job lines add `job_id` and `correlation_id`. Event names:
 startup, model_load_start, model_load_progress (percent), model_load_complete (vram_bytes), ready,
 execute_start, execute_end, error, shutdown, residency_check_failed, warning. Nothing is logged per token.
+
+Prompts and generated text are never logged (M0-W-1902): a job's lines carry the prompt's SHA-256 and
+length instead (`prompt_digest`), and text that may quote the prompt goes through `redact` first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import threading
@@ -19,6 +23,21 @@ _write_lock = threading.Lock()
 
 def rfc3339_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+REDACTED = "<redacted prompt>"
+
+
+def prompt_digest(prompt: str) -> dict[str, Any]:
+    """What the logs say about a prompt instead of its text (M0-W-1902): hex SHA-256 of its UTF-8 bytes
+    (lone surrogates from JSON escapes encoded as is) and its length in code points."""
+    data = prompt.encode("utf-8", "surrogatepass")
+    return {"prompt_sha256": hashlib.sha256(data).hexdigest(), "prompt_chars": len(prompt)}
+
+
+def redact(text: str, prompt: str) -> str:
+    """`text` (e.g. an error message) with every copy of `prompt` replaced (M0-W-1902)."""
+    return text.replace(prompt, REDACTED) if prompt else text
 
 
 class EventLog:

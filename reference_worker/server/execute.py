@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from reference_worker.generation import EndEvent, ErrorCode, ErrorEvent, GenerationRequest, TokenEvent
-from reference_worker.logs import EventLog, rfc3339_now
+from reference_worker.logs import EventLog, prompt_digest, redact, rfc3339_now
 
 from . import errors, schemas
 from .jobs import ActiveJob
@@ -47,7 +47,10 @@ async def execute(request: Request, state: State) -> JSONResponse | EventSourceR
     if active is None:
         return errors.worker_busy(job.job_id)
     log = state.log.bind(job_id=job.job_id, correlation_id=correlation_id)
-    log.event("execute_start", "job started", max_tokens=job.max_tokens, seed=job.seed)
+    # M0-W-1902: the prompt's hash and length, never its text.
+    log.event(
+        "execute_start", "job started", max_tokens=job.max_tokens, seed=job.seed, **prompt_digest(job.prompt)
+    )
     return EventSourceResponse(_stream(state, job, active, log), ping=15)
 
 
@@ -110,16 +113,20 @@ async def _stream(
             active.cancel.cancel(ErrorCode.CANCELLED)
             log.event("execute_end", "client disconnected; job cancelled", stop_reason="DISCONNECTED")
         elif isinstance(terminal, EndEvent):
-            log.event(
+            first_token_ms = terminal.first_token_ms
+            log.event(  # M0-W-1901: the job's performance fields, once, after the stream
                 "execute_end",
                 "job finished",
+                stop_reason=terminal.stop_reason.value,
+                tokens_in=terminal.prompt_tokens,
                 tokens_out=terminal.tokens_out,
                 decode_time_ms=terminal.decode_time_ms,
-                stop_reason=terminal.stop_reason.value,
-                prompt_tokens=terminal.prompt_tokens,
+                first_token_ms=None if first_token_ms is None else round(first_token_ms, 3),
+                vram_bytes=state.memory.used_bytes,
             )
         elif terminal.code == ErrorCode.CANCELLED:
             log.event("execute_end", "job cancelled", stop_reason="CANCELLED")
         else:
-            state.record_error(terminal.code.value, terminal.message, job.job_id)
-            log.error(terminal.message, code=terminal.code.value, retriable=terminal.retriable)
+            message = redact(terminal.message, job.prompt)  # an engine error may quote its input
+            state.record_error(terminal.code.value, message, job.job_id)
+            log.error(message, code=terminal.code.value, retriable=terminal.retriable)

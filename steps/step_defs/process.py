@@ -1,13 +1,15 @@
 """Steps on the worker as a process: command line, startup, model files, logs and signals.
 
 M0-W-1100/1101 (CLI), M0-W-1110/1111/1120 (startup), M0-W-1200/1210/1211/1212 (model files),
-M0-W-1621/1900 (logs), M0-W-1340/1630 (SIGTERM). The worker is judged only by what any process shows:
-exit code, stdout/stderr, JSON log lines and HTTP. Bad model files are made at run time from a fixture
-model (header bytes patched, or the file rewritten with gguf-py), so any worker can be checked.
+M0-W-1621/1900 (logs), M0-W-1901/1902 (M1: performance fields and redaction in logs), M0-W-1340/1630
+(SIGTERM). The worker is judged only by what any process shows: exit code, stdout/stderr, JSON log lines
+and HTTP. Bad model files are made at run time from a fixture model (header bytes patched, or the file
+rewritten with gguf-py), so any worker can be checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,6 +28,7 @@ from pytest_bdd import given, parsers, then, when
 
 from steps.models import ModelFile, ModelSetupError
 from steps.plugin import Harness, record_worker
+from steps.sse import SSEStream
 from steps.state import ScenarioState
 from steps.targets import SpawnTarget, WorkerHandle, free_port
 from steps.verdicts import not_applicable, require
@@ -712,3 +715,164 @@ def health_architecture(scenario_state: ScenarioState) -> None:
             f"/health architecture is {body['architecture']!r}; general.architecture of "
             f"{scenario_state.model.path.name} is {expected!r}",
         )
+
+
+# --- Then: performance fields and redaction (M1) ---------------------------------------------------
+
+LEAK_MIN_CHARS = 8  # generated text shorter than this could appear in a log line by chance
+PROMPT_WORD_MIN_CHARS = 10  # a prompt word this long is distinctive: a log line quoting it leaks the prompt
+PROMPT_LENGTH_KEYS = ("prompt_chars", "prompt_length", "prompt_len", "prompt_bytes")
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _millis(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _check_tokens_in(value: object, stream: SSEStream) -> str | None:
+    count = _count(value)
+    if count is None or count < 1:
+        return f"is {value!r}, not a positive integer (the prompt has tokens)"
+    started = stream.of_type("started")
+    counted = started[0].data.get("prompt_tokens") if started and started[0].data else None
+    if _count(counted) is not None and counted != count:
+        return f"is {count}, but the started event says prompt_tokens {counted}"
+    return None
+
+
+def _check_tokens_out(value: object, stream: SSEStream) -> str | None:
+    streamed = len(stream.of_type("token"))
+    if _count(value) != streamed:
+        return f"is {value!r}, but the stream has {streamed} token events"
+    return None
+
+
+def _check_millis(value: object, stream: SSEStream) -> str | None:
+    millis = _millis(value)
+    return None if millis is not None and millis >= 0 else f"is {value!r}, not a non-negative number"
+
+
+def _check_vram_bytes(value: object, stream: SSEStream) -> str | None:
+    count = _count(value)
+    return None if count is not None and count > 0 else f"is {value!r}, not a positive integer"
+
+
+PERFORMANCE_FIELDS = {  # M0-W-1901: field -> check of its value against the job's stream
+    "tokens_in": _check_tokens_in,
+    "tokens_out": _check_tokens_out,
+    "decode_time_ms": _check_millis,
+    "first_token_ms": _check_millis,
+    "vram_bytes": _check_vram_bytes,
+}
+
+
+def _job_stream(scenario_state: ScenarioState) -> SSEStream:
+    stream = scenario_state.stream
+    assert stream is not None and scenario_state.job_id is not None, "no job ran in this scenario"
+    return stream
+
+
+def _job_event(scenario_state: ScenarioState, event: str, spec_ids: str) -> dict:
+    """The one `event` log record with the scenario's job_id."""
+    job_id = scenario_state.job_id
+    records = wait_for_event(_spawned_worker(scenario_state), "execute_end")
+    mine = [record for record in events_of(records, event) if record.get("job_id") == job_id]
+    require(
+        len(mine) == 1,
+        spec_ids,
+        f"expected one {event} log event with job_id {job_id!r}, found {len(mine)}; "
+        f"logged events: {_event_listing(records)}",
+    )
+    return mine[0]
+
+
+def _job_prompt(scenario_state: ScenarioState) -> str:
+    body = scenario_state.request_body
+    assert isinstance(body, dict) and isinstance(body.get("prompt"), str), "no job with a prompt ran"
+    return body["prompt"]
+
+
+@then(parsers.parse("the job's execute_end log event has the performance fields {names}"))
+def execute_end_performance_fields(names: str, scenario_state: ScenarioState, spec_ids: str) -> None:
+    stream = _job_stream(scenario_state)
+    record = _job_event(scenario_state, "execute_end", spec_ids)
+    for name in (part.strip() for part in names.split(",")):
+        assert name in PERFORMANCE_FIELDS, f"no check for {name!r}; known: {', '.join(PERFORMANCE_FIELDS)}"
+        require(name in record, spec_ids, f"the job's execute_end log event has no {name}: {record}")
+        problem = PERFORMANCE_FIELDS[name](record[name], stream)
+        require(problem is None, spec_ids, f"execute_end {name} {problem}: {record}")
+
+
+def _strings(value: object) -> list[str]:
+    """Every string inside a JSON value: a log line's fields as written, escapes undone."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def _output_lines(handle: WorkerHandle) -> list[tuple[str, list[str]]]:
+    """Each line the worker printed (stdout, then stderr), with the texts to search in it: the line
+    itself and, for a JSON line, each string value (so JSON escapes cannot hide a copy)."""
+    lines = []
+    for path in (handle.stdout_path, handle.stderr_path):
+        if path is None or not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            texts = [line]
+            if line.lstrip().startswith("{"):
+                try:
+                    texts += _strings(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+            lines.append((line, texts))
+    return lines
+
+
+@then("no log line contains the job's prompt or its generated text")
+def nothing_leaks(scenario_state: ScenarioState, spec_ids: str) -> None:
+    stream = _job_stream(scenario_state)
+    prompt = _job_prompt(scenario_state)
+    secrets = {"the prompt": prompt}
+    for word in prompt.split():
+        if len(word) >= PROMPT_WORD_MIN_CHARS:
+            secrets[f"the prompt's word {word!r}"] = word
+    generated = "".join(str((event.data or {}).get("t", "")) for event in stream.of_type("token")).strip()
+    if len(generated) >= LEAK_MIN_CHARS:
+        secrets["the generated text"] = generated
+    handle = _spawned_worker(scenario_state)
+    wait_for_event(handle, "execute_end")
+    for number, (line, texts) in enumerate(_output_lines(handle), start=1):
+        for what, secret in secrets.items():
+            require(
+                not any(secret in text for text in texts),
+                spec_ids,
+                f"{what} ({secret[:80]!r}) is in output line {number}: {line[:300]!r}",
+            )
+
+
+@then("the job's execute_start log event carries the SHA-256 and the length of its prompt")
+def execute_start_prompt_digest(scenario_state: ScenarioState, spec_ids: str) -> None:
+    prompt = _job_prompt(scenario_state)
+    digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+    record = _job_event(scenario_state, "execute_start", spec_ids)
+    hashes = [text.lower().removeprefix("sha256:") for text in _strings(record)]
+    require(
+        digest in hashes,
+        spec_ids,
+        f"the job's execute_start log event has no field with the prompt's SHA-256 {digest}: {record}",
+    )
+    lengths = {len(prompt), len(prompt.encode("utf-8"))}
+    named = {key: record[key] for key in PROMPT_LENGTH_KEYS if key in record}
+    require(
+        any(_count(value) in lengths for value in named.values()),
+        spec_ids,
+        f"the job's execute_start log event has no prompt length ({' or '.join(PROMPT_LENGTH_KEYS)} "
+        f"= {len(prompt)} characters or {len(prompt.encode('utf-8'))} bytes): {record}",
+    )

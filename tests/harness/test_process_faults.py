@@ -17,7 +17,7 @@ import pytest
 
 PROCESS_STUB = Path(__file__).parent / "stubs" / "process_stub.py"
 FEATURES = ("features/process", "features/memory")
-SCENARIOS = 48
+SCENARIOS = 50
 CAPABILITY_SCENARIOS = 3  # need memory_budget (2) or residency_fault (1)
 CAPABILITIES = (
     "--worker-flag",
@@ -162,6 +162,27 @@ FAULTS = [
         "startup_and_a_job",
         "startup_and_a_job",
         "M0-W-1900: log event 'startup' has worker_id None",
+    ),
+    (
+        "no_perf_fields",
+        "features/process/log_fields.feature",
+        "performance_fields",
+        "performance_fields",
+        "M0-W-1901: the job's execute_end log event has no tokens_in",
+    ),
+    (
+        "log_prompt",
+        "features/process/log_fields.feature",
+        "generated_text",
+        "generated_text",
+        "M0-W-1902: the prompt ('The secret word is PERIWINKLE-7731') is in output line",
+    ),
+    (
+        "log_output",
+        "features/process/log_fields.feature",
+        "generated_text",
+        "generated_text",
+        "M0-W-1902: the generated text ('Hello, 世界",
     ),
     (
         "sigterm_exit_1",

@@ -11,19 +11,21 @@ must make the scenario that checks the broken rule fail with that rule's spec ID
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import gguf
-from stub_worker import Handler, StubWorker
+from stub_worker import TOKENS, Handler, StubWorker
 
 FAULTS = (
     "none",
@@ -40,6 +42,9 @@ FAULTS = (
     "insufficient_vague",  # insufficient memory without sizes or GPU id (M0-W-1020)
     "ignore_residency_fault",  # the residency fault hook changes nothing (M0-W-1012)
     "sigterm_exit_1",  # SIGTERM exits with code 1 (M0-W-1340)
+    "no_perf_fields",  # execute_end lacks tokens_in and first_token_ms, as in M0 (M0-W-1901)
+    "log_prompt",  # execute_start logs the prompt itself (M0-W-1902)
+    "log_output",  # execute_end logs the generated text (M0-W-1902)
 )
 ARCHITECTURES = ("llama", "qwen2", "phi3", "gpt2", "gpt-oss")
 KV_BYTES_PER_POSITION = 8192
@@ -175,19 +180,39 @@ class ProcessHandler(Handler):
     def _stream(self, body: dict) -> None:
         worker = self.worker
         job_id = str(body.get("job_id", ""))
-        worker.log.event("execute_start", job_id=job_id)
+        prompt = str(body.get("prompt", ""))
+        # M0-W-1902: the prompt's hash and length, not its text.
+        redacted = {
+            "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+            "prompt_chars": len(prompt),
+        }
+        if worker.fault == "log_prompt":
+            redacted["prompt"] = prompt
+        worker.log.event("execute_start", job_id=job_id, **redacted)
         max_tokens = body.get("max_tokens", 2048) if isinstance(body.get("max_tokens"), int) else 4
-        positions = min(
-            len(str(body.get("prompt", "")).split()) + 1 + max_tokens, worker.facts["context_length"]
-        )
+        tokens_in = len(prompt.split()) + 1
+        positions = min(tokens_in + max_tokens, worker.facts["context_length"])
         if (
             worker.budget is not None
             and worker.weight_bytes + positions * KV_BYTES_PER_POSITION > worker.budget
         ):
             self._oom(job_id)
             return
+        began = time.monotonic()
         super()._stream(body)
-        worker.log.event("execute_end", job_id=job_id, tokens_out=max_tokens)
+        elapsed_ms = round((time.monotonic() - began) * 1000)
+        fields: dict[str, object] = {  # M0-W-1901
+            "tokens_in": tokens_in,
+            "tokens_out": max_tokens,
+            "decode_time_ms": elapsed_ms,
+            "first_token_ms": min(elapsed_ms, worker.token_delay_s * 1000),
+            "vram_bytes": worker.weight_bytes,
+        }
+        if worker.fault == "no_perf_fields":
+            del fields["tokens_in"], fields["first_token_ms"]
+        if worker.fault == "log_output":
+            fields["text"] = "".join(TOKENS[index % len(TOKENS)] for index in range(max_tokens))
+        worker.log.event("execute_end", job_id=job_id, **fields)
 
     def _oom(self, job_id: str) -> None:
         self.send_response(200)
