@@ -39,6 +39,7 @@ from reference_worker.generation import (
     ErrorEvent,
     GenerationEvent,
     GenerationRequest,
+    PromptEvent,
     StopReason,
     TokenEvent,
 )
@@ -146,6 +147,7 @@ class InferenceEngine:
         session: DecodeSession | None = None
         try:
             prompt_ids = self.tokenize(request.prompt)
+            yield PromptEvent(len(prompt_ids))
             self.metrics.request_start(request.job_id, len(prompt_ids))
             session = self.start(prompt_ids, request.max_tokens, sampling_params(request))
             for event in self._decode(request, cancel, session, len(prompt_ids), t_start):

@@ -52,6 +52,13 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class PromptEvent:
+    """The prompt's token count, yielded once before any token (for `started.prompt_tokens`)."""
+
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
 class TokenEvent:
     """One generated token. `text` holds only complete UTF-8 characters and may be "" (M0-W-1824)."""
 
@@ -77,7 +84,7 @@ class ErrorEvent:
     retriable: bool = False
 
 
-GenerationEvent = TokenEvent | EndEvent | ErrorEvent
+GenerationEvent = PromptEvent | TokenEvent | EndEvent | ErrorEvent
 
 
 @dataclass
@@ -100,5 +107,6 @@ class Generator(Protocol):
     """The `InferenceEngine` seam as the HTTP layer sees it."""
 
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[GenerationEvent]:
-        """Yields TokenEvents then exactly one EndEvent or ErrorEvent. Never raises for a job's failure."""
+        """Yields an optional PromptEvent, TokenEvents, then exactly one EndEvent or ErrorEvent. Never raises
+        for a job's failure."""
         ...

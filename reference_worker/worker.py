@@ -109,9 +109,7 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         gguf.close()
     log.event("model_load_complete", "model loaded", vram_bytes=memory.used_bytes)
 
-    def count_tokens(text: str, prompt: bool) -> int:
-        if prompt:
-            return len(engine.tokenize(text))
+    def count_tokens(text: str) -> int:  # stop strings (M0-W-1422: at most 32 tokens each)
         return len(tokenizer.encode(text, add_special=False, parse_special=False))
 
     return WorkerState(

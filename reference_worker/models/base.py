@@ -81,3 +81,11 @@ class TensorTable:
     def vector(self, name: str, *shape: int) -> torch.Tensor:
         """Norms, biases, sinks: small and stored F32 in the files llama.cpp writes; used as float32."""
         return self.matrix(name, *shape).dequantize().float().to(self.device)
+
+
+def next_positions(cache: KVCache, n_tokens: int, context_length: int, device: torch.device) -> torch.Tensor:
+    """Positions of `n_tokens` appended to `cache`; running past the context window is an error."""
+    start = cache.length
+    if start + n_tokens > context_length:
+        raise ValueError(f"position {start + n_tokens} exceeds the context length {context_length}")
+    return torch.arange(start, start + n_tokens, device=device)

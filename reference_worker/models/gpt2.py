@@ -22,7 +22,7 @@ import torch
 from kernels.qmatmul import qembedding, qmatmul
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import AttentionKernel, attention_kernel
-from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value
+from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value, next_positions
 from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
 
 ARCH = "gpt2"
@@ -153,10 +153,8 @@ class GPT2Model:
     def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
         c = self.config
         n_tokens, start = tokens.shape[0], cache.length
-        if start + n_tokens > c.context_length:
-            # Learned positions end at context_length: there is no row for a later position.
-            raise ValueError(f"position {start + n_tokens} exceeds the context length {c.context_length}")
-        positions = torch.arange(start, start + n_tokens, device=self.device)
+        # Learned positions end at context_length: there is no row for a later position.
+        positions = next_positions(cache, n_tokens, c.context_length, self.device)
         x = qembedding(tokens, self.token_embd).float() + qembedding(positions, self.position_embd).float()
         for i, layer in enumerate(self.layers):
             h = layer_norm(x, layer.attn_norm, layer.attn_norm_b, c.norm_eps)

@@ -29,7 +29,7 @@ import torch
 from kernels.qmatmul import qembedding, qmatmul, qmatmul_experts
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import AttentionKernel, attention_kernel
-from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value
+from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value, next_positions
 from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
 from reference_worker.models.llama import rms_norm
 from reference_worker.models.rope import RopeScaling, apply_rope, rope_frequencies
@@ -236,9 +236,7 @@ class GptOssModel:
     def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
         c = self.config
         n_tokens, start = tokens.shape[0], cache.length
-        if start + n_tokens > c.context_length:
-            raise ValueError(f"position {start + n_tokens} exceeds the context length {c.context_length}")
-        positions = torch.arange(start, start + n_tokens, device=self.device)
+        positions = next_positions(cache, n_tokens, c.context_length, self.device)
         x = qembedding(tokens, self.token_embd).float()  # [T, E]
         for i, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, c.norm_eps)

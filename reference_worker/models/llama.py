@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from kernels.qmatmul import qembedding, qmatmul
 from reference_worker.models.attention import AttentionKernel, attention_kernel
-from reference_worker.models.base import ModelConfigError, metadata_value
+from reference_worker.models.base import ModelConfigError, metadata_value, next_positions
 from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
 from reference_worker.models.rope import apply_rope, rope_frequencies
 
@@ -186,9 +186,7 @@ class LlamaModel:
     def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
         cfg = self.config
         n_tokens, start = tokens.shape[0], cache.length
-        if start + n_tokens > cfg.context_length:
-            raise ValueError(f"position {start + n_tokens} exceeds the context length {cfg.context_length}")
-        positions = torch.arange(start, start + n_tokens, device=self.device)
+        positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
         x = qembedding(tokens, self.token_embd).float()  # [T, dim]
         for i, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, cfg.norm_eps)

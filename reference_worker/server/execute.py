@@ -9,14 +9,20 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from reference_worker.generation import EndEvent, ErrorCode, ErrorEvent, GenerationRequest, TokenEvent
+from reference_worker.generation import (
+    EndEvent,
+    ErrorCode,
+    ErrorEvent,
+    GenerationRequest,
+    PromptEvent,
+    TokenEvent,
+)
 from reference_worker.logs import EventLog, prompt_digest, redact, rfc3339_now
 
 from . import errors, schemas
 from .jobs import ActiveJob
 from .sse import (
     JobItem,
-    PromptCounted,
     end_event,
     error_event,
     start_job_thread,
@@ -64,7 +70,6 @@ async def _stream(
         state.engine,
         job,
         active.cancel,
-        lambda text: state.count_tokens(text, True),
         queue,
         lambda: state.slot.finish(active),
     )
@@ -93,11 +98,11 @@ async def _stream(
                     item = await asyncio.wait_for(queue.get(), POLL_SEC)
                 except TimeoutError:
                     continue
-            if isinstance(item, PromptCounted) or not sent_started:
+            if isinstance(item, PromptEvent) or not sent_started:
                 sent_started = True
-                prompt_tokens = item.prompt_tokens if isinstance(item, PromptCounted) else None
+                prompt_tokens = item.prompt_tokens if isinstance(item, PromptEvent) else None
                 yield started_event(job, state.model.name, started_at, prompt_tokens)
-                if isinstance(item, PromptCounted):
+                if isinstance(item, PromptEvent):
                     continue
             if isinstance(item, TokenEvent):
                 if not active.cancel.cancelled:  # no tokens once a cancel is requested (M0-W-1330)

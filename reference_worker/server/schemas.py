@@ -139,7 +139,7 @@ def execute_request(
     *,
     vocab_size: int,
     max_tokens_out: int,
-    count_tokens: Callable[[str, bool], int],
+    count_tokens: Callable[[str], int],
 ) -> GenerationRequest:
     """A validated GenerationRequest, or InvalidRequest listing every bad field."""
     typed, errors = _typed(ExecuteBody, body)
@@ -197,7 +197,7 @@ def execute_request(
     )
 
 
-def _stop_errors(stop: list[str], count_tokens: Callable[[str, bool], int]) -> list[FieldError]:
+def _stop_errors(stop: list[str], count_tokens: Callable[[str], int]) -> list[FieldError]:
     errors: list[FieldError] = []
     if len(stop) > MAX_STOP_COUNT:
         errors.append(
@@ -219,7 +219,7 @@ def _stop_errors(stop: list[str], count_tokens: Callable[[str, bool], int]) -> l
                 )
             )
             continue
-        ntokens = count_tokens(s, False)
+        ntokens = count_tokens(s)
         if ntokens > MAX_STOP_TOKENS:
             errors.append(
                 FieldError(

@@ -11,7 +11,6 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sse_starlette import ServerSentEvent
@@ -65,21 +64,13 @@ def error_event(event: ErrorEvent) -> ServerSentEvent:
     return sse_event("error", code=event.code.value, message=event.message, retriable=event.retriable)
 
 
-@dataclass(frozen=True)
-class PromptCounted:
-    """Sent by the job thread before generation starts: the prompt's token count for `started`."""
-
-    prompt_tokens: int
-
-
-JobItem = PromptCounted | GenerationEvent
+JobItem = GenerationEvent
 
 
 def start_job_thread(
     engine: Generator,
     request: GenerationRequest,
     cancel: CancelToken,
-    count_prompt: Callable[[str], int],
     queue: asyncio.Queue[JobItem],
     on_done: Callable[[], None],
 ) -> threading.Thread:
@@ -94,7 +85,6 @@ def start_job_thread(
 
     def run() -> None:
         try:
-            put(PromptCounted(count_prompt(request.prompt)))
             events = engine.generate(request, cancel)
             try:
                 for event in events:

@@ -46,7 +46,7 @@ class Limits:
 @dataclass
 class WorkerState:
     engine: Generator
-    count_tokens: Callable[[str, bool], int]  # (text, add_special) -> token count
+    count_tokens: Callable[[str], int]  # tokens of a stop string, without special tokens
     model: ModelInfo
     memory: DeviceMemory
     log: EventLog

@@ -13,6 +13,7 @@ from reference_worker.generation import (
     ErrorCode,
     ErrorEvent,
     GenerationRequest,
+    PromptEvent,
     StopReason,
     TokenEvent,
 )
@@ -81,6 +82,17 @@ def ids(text: str) -> list[int]:
     return [PIECES.index(c.encode()) for c in text]
 
 
+def job_events(engine, request, cancel):
+    """The job's token and terminal events; the leading PromptEvent is checked and set aside."""
+    events = engine.generate(request, cancel)
+    first = next(events)
+    if isinstance(first, PromptEvent):
+        assert first.prompt_tokens == len(engine.tokenize(request.prompt))
+    else:  # a prompt refused before tokenizing ends at once
+        yield first
+    yield from events
+
+
 def run(script, *, prompt="ab", memory=None, cancel_after=None, **request):
     memory = memory or DeviceMemory("cpu")
     model = ScriptedModel(script, memory, fail_at=request.pop("fail_at", None))
@@ -88,7 +100,7 @@ def run(script, *, prompt="ab", memory=None, cancel_after=None, **request):
     cancel = CancelToken()
     events = []
     req = GenerationRequest(job_id="j", prompt=prompt, **{"temperature": 0.0, **request})
-    for ev in engine.generate(req, cancel):
+    for ev in job_events(engine, req, cancel):
         events.append(ev)
         if cancel_after is not None and len(events) == cancel_after:
             cancel.cancel()
@@ -197,8 +209,10 @@ def test_metrics_hooks_see_every_stage():
         ScriptedModel(ids("abab"), DeviceMemory("cpu")), ToyTokenizer(), metrics=Recorder()
     )
     list(
-        engine.generate(
-            GenerationRequest(job_id="j", prompt="a", max_tokens=2, temperature=0.0), CancelToken()
+        job_events(
+            engine,
+            GenerationRequest(job_id="j", prompt="a", max_tokens=2, temperature=0.0),
+            CancelToken(),
         )
     )
     assert calls == ["request_start", "first_token", "token", "token", "end"]
@@ -223,7 +237,7 @@ def test_tiny_llama_generates_reproducibly_with_a_seed():
 
     def once(seed):
         req = GenerationRequest(job_id="j", prompt="Hello world", max_tokens=8, temperature=0.8, seed=seed)
-        return list(engine.generate(req, CancelToken()))
+        return list(job_events(engine, req, CancelToken()))
 
     first, again, other = once(7), once(7), once(8)
     check_stream(first)
@@ -236,7 +250,9 @@ def test_tiny_llama_generates_reproducibly_with_a_seed():
 def test_tiny_llama_kv_budget_gives_vram_oom():
     engine, memory = tiny_llama_engine()
     memory.budget_bytes = memory.used_bytes + 1000  # the weights fit, a KV cache does not
-    events = list(engine.generate(GenerationRequest(job_id="j", prompt="Hello", max_tokens=4), CancelToken()))
+    events = list(
+        job_events(engine, GenerationRequest(job_id="j", prompt="Hello", max_tokens=4), CancelToken())
+    )
     assert events[-1].code == ErrorCode.VRAM_OOM and memory.by_category["kv_cache"] == 0
 
 

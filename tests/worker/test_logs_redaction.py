@@ -6,18 +6,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.generation import EndEvent, ErrorCode, ErrorEvent, StopReason, TokenEvent
 from reference_worker.logs import REDACTED, EventLog, prompt_digest, redact
-from reference_worker.server import Limits, ModelInfo, WorkerState, create_app
+from reference_worker.server import Limits, ModelInfo, WorkerState
+from tests.worker.serving import serving
 from tests.worker.test_server import VOCAB, ScriptedEngine, Worker, execute
 
 SECRET = "The secret word is PERIWINKLE-7731 — ünïcødé 🚀"
@@ -30,24 +27,15 @@ def server() -> Iterator[Worker]:
     logs = io.StringIO()
     state = WorkerState(
         engine=engine,
-        count_tokens=lambda text, special: len(text.split()),
+        count_tokens=lambda text: len(text.split()),
         model=ModelInfo("tiny", "/models/tiny.gguf", "qwen2", "Q4_K_M", "gguf-bpe", VOCAB, 512, "cpu"),
         memory=DeviceMemory("cpu"),
         log=EventLog(logs, worker_id="w-1", model_ref="/models/tiny.gguf", gpu_device=0),
         limits=Limits(max_tokens_out=2048, inference_timeout_sec=30),
     )
     state.memory.allocate("weights", 4096)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(create_app(state), log_config=None, access_log=False, lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield Worker(f"http://127.0.0.1:{sock.getsockname()[1]}", state, engine, logs)
-    uv.should_exit = True
-    thread.join(10)
+    with serving(state) as url:
+        yield Worker(url, state, engine, logs)
 
 
 @pytest.fixture

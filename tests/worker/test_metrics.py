@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import io
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.engine import InferenceEngine
@@ -23,13 +20,15 @@ from reference_worker.generation import (
     ErrorCode,
     ErrorEvent,
     GenerationRequest,
+    PromptEvent,
     StopReason,
     TokenEvent,
 )
 from reference_worker.logs import EventLog
 from reference_worker.metrics import DURATION_BUCKETS_MS, Histogram, PrometheusMetrics
 from reference_worker.metrics_hooks import NoOpMetricsHooks
-from reference_worker.server import Limits, ModelInfo, WorkerState, create_app
+from reference_worker.server import Limits, ModelInfo, WorkerState
+from tests.worker.serving import serving
 from tests.worker.test_engine import ScriptedModel, ToyTokenizer, ids
 
 HOOKS = ("request_start", "first_token", "token", "end", "error")
@@ -174,6 +173,8 @@ def run_engine(metrics, script, *, prompt="ab", cancel_after=None, **request):
     events = []
     job = GenerationRequest(job_id="j", prompt=prompt, **{"temperature": 0.0, **request})
     for event in engine.generate(job, cancel):
+        if isinstance(event, PromptEvent):
+            continue
         events.append(event)
         if cancel_after is not None and len(events) == cancel_after:
             cancel.cancel()
@@ -288,7 +289,7 @@ def served() -> Iterator[Served]:
     engine = InferenceEngine(model, ToyTokenizer(), metrics=metrics)
     state = WorkerState(
         engine=engine,
-        count_tokens=lambda text, prompt: len(engine.tokenize(text)),
+        count_tokens=lambda text: len(engine.tokenize(text)),
         model=ModelInfo(
             name="toy",
             model_ref="/models/toy.gguf",
@@ -304,18 +305,8 @@ def served() -> Iterator[Served]:
         limits=Limits(max_tokens_out=2048, inference_timeout_sec=30),
         metrics=metrics,
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(state), log_config=None, access_log=False, lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield Served(f"http://127.0.0.1:{port}", state, model)
-    uv.should_exit = True
-    thread.join(10)
+    with serving(state) as url:
+        yield Served(url, state, model)
 
 
 def test_metrics_endpoint_serves_the_text_format(served: Served):

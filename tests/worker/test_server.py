@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
 import uuid
@@ -17,7 +16,6 @@ from datetime import datetime
 
 import httpx
 import pytest
-import uvicorn
 
 from reference_worker.device_memory import DeviceMemory, VramOOM
 from reference_worker.generation import (
@@ -27,11 +25,13 @@ from reference_worker.generation import (
     ErrorEvent,
     GenerationEvent,
     GenerationRequest,
+    PromptEvent,
     StopReason,
     TokenEvent,
 )
 from reference_worker.logs import EventLog
-from reference_worker.server import Limits, ModelInfo, WorkerState, create_app
+from reference_worker.server import Limits, ModelInfo, WorkerState
+from tests.worker.serving import serving
 
 VOCAB = 1000
 
@@ -57,6 +57,7 @@ class ScriptedEngine:
             script = [TokenEvent(i, 100 + i, f"tok{i} ") for i in range(request.max_tokens)]
             script.append(EndEvent(request.max_tokens, StopReason.MAX_TOKENS, 5, 3))
         try:
+            yield PromptEvent(_count_tokens(request.prompt))
             for item in script:
                 time.sleep(self.delay)
                 if cancel.cancelled:
@@ -85,7 +86,7 @@ class Worker:
         return [json.loads(line) for line in self.logs.getvalue().splitlines()]
 
 
-def _count_tokens(text: str, prompt: bool) -> int:
+def _count_tokens(text: str) -> int:
     return len(text.split())
 
 
@@ -111,18 +112,8 @@ def server() -> Iterator[Worker]:
         limits=Limits(max_tokens_out=2048, inference_timeout_sec=30),
     )
     state.memory.allocate("weights", 4096)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(state), log_config=None, access_log=False, lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield Worker(f"http://127.0.0.1:{port}", state, engine, logs)
-    uv.should_exit = True
-    thread.join(10)
+    with serving(state) as url:
+        yield Worker(url, state, engine, logs)
 
 
 @pytest.fixture
