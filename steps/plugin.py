@@ -39,6 +39,7 @@ pytest_plugins = [
     "steps.step_defs.selfcheck",
     "steps.step_defs.seams",
     "steps.step_defs.lifecycle",
+    "steps.milestone",
 ]
 
 WORKER_KEY = pytest.StashKey[WorkerHandle]()

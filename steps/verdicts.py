@@ -113,7 +113,11 @@ def check_order(stream: SSEStream) -> None:
 
 
 def check_utf8(stream: SSEStream) -> None:
-    """Every event is UTF-8 JSON and token texts hold no replacement characters (M0-W-1824, M0-W-1312)."""
+    """Every event is UTF-8 JSON and no token text holds a lone surrogate (M0-W-1824, M0-W-1312).
+
+    U+FFFD is valid UTF-8: a worker may put it where a model emitted bytes that are invalid in themselves
+    (random weights do). Whether split characters were rejoined is judged by `check_text_rejoined`, where
+    the bytes are known to be valid (ERRATA E-28)."""
     for event in stream.events:
         require(event.problem is None, "M0-W-1824", f"event {event.describe()} is {event.problem}")
     for event in stream.of_type("token"):
@@ -126,7 +130,23 @@ def check_utf8(stream: SSEStream) -> None:
             raise RequirementViolation(
                 "M0-W-1824", f"token {event.describe()} text holds a lone surrogate: {text!r}"
             ) from None
-        require("\ufffd" not in text, "M0-W-1824", f"token {event.describe()} text holds U+FFFD: {text!r}")
+
+
+def check_text_rejoined(text: str) -> None:
+    """M0-W-1824 on a model whose output bytes are valid UTF-8 (real weights): a character split across
+    tokens is held back until complete, so the concatenated text holds no U+FFFD (ERRATA E-28)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequirementViolation(
+            "M0-W-1824", f"the concatenated token texts are not valid UTF-8 ({exc.reason}): {text!r}"
+        ) from None
+    require(
+        "\ufffd" not in text,
+        "M0-W-1824",
+        f"the concatenated token texts hold U+FFFD although the model's bytes are valid UTF-8 (real "
+        f"weights): a character split across tokens was not rejoined: {text!r}",
+    )
 
 
 def _field(event: SSEEvent, name: str, kinds: tuple[type, ...], requirement: str) -> object:

@@ -16,7 +16,7 @@ Feature: Every reference model generates on the adapter its file calls for
       | seed        | 42                                |
     Then every run finishes with an end event
     And every run streams at least 1 token
-    And every run's text is valid UTF-8 without replacement characters
+    And every run's text is valid UTF-8, with characters split across tokens rejoined
 
     @M0-W-1230 @M0-W-1214 @M0-W-1420 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_qwen @q4_k_m @gate_llama_qwen @gate_llama_kernels @gate_m0_complete
     Examples: Qwen2.5 on the Llama-family adapter

@@ -11,7 +11,7 @@ import hashlib
 from html import escape
 from pathlib import Path
 
-from steps.report.results import FAIL, NOT_APPLICABLE, NOT_RUN, PASS, ScenarioResult
+from steps.report.results import ADVISORY, FAIL, NOT_APPLICABLE, NOT_RUN, PASS, ScenarioResult
 from steps.report.rollup import (
     GREEN,
     INCOMPLETE,
@@ -29,6 +29,7 @@ COLLAPSE_PASSES = 5  # passing scenarios listed per requirement before they are 
 LABELS = {
     PASS: "PASS",
     FAIL: "FAIL",
+    ADVISORY: "ADVISORY",
     NOT_APPLICABLE: "NOT APPLICABLE",
     NOT_RUN: "NOT RUN",
     INCOMPLETE: "INCOMPLETE",
@@ -70,6 +71,7 @@ td.v{width:150px}
  white-space:nowrap;border:1px solid transparent}
 .b-pass,.b-green{background:#dafbe1;color:#116329;border-color:#aceebb}
 .b-fail,.b-red{background:#ffebe9;color:#a40e26;border-color:#ffcecb}
+.b-advisory{background:#fff1e5;color:#953800;border-color:#ffd8b5}
 .b-not-applicable{background:#eaeef2;color:#424a53;border-color:#d0d7de}
 .b-not-run{background:#fff;color:#57606a;border-color:#afb8c1;border-style:dashed}
 .b-incomplete{background:#fff8c5;color:#7d4e00;border-color:#eed888}
@@ -83,7 +85,7 @@ td.v{width:150px}
 ul.sc{list-style:none;margin:4px 0 0 14px;padding:0}
 ul.sc li{margin:2px 0;font-size:13px}
 .dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:6px;vertical-align:middle}
-.d-pass{background:#1a7f37}.d-fail{background:#cf222e}.d-not-applicable{background:#8c959f}
+.d-pass{background:#1a7f37}.d-fail{background:#cf222e}.d-not-applicable{background:#8c959f}.d-advisory{background:#bc4c00}
 .d-not-run{background:#fff;border:1px dashed #8c959f}
 .why{color:#57606a;font-style:italic}
 .none{color:#9a6700;font-size:13px}.waiver{color:#6e40c9;font-size:13px}
@@ -227,7 +229,7 @@ def _detail(scenario: ScenarioResult) -> str:
 def results_table(scenarios: list[ScenarioResult], link_gates: bool = True) -> str:
     if not scenarios:
         return '<p class="none">No scenario of this gate was collected in this run.</p>'
-    order = {FAIL: 0, NOT_APPLICABLE: 1, NOT_RUN: 2, PASS: 3}
+    order = {FAIL: 0, ADVISORY: 1, NOT_APPLICABLE: 2, NOT_RUN: 3, PASS: 4}
     rows = []
     for s in sorted(scenarios, key=lambda s: (order.get(s.verdict, 9), s.nodeid)):
         ids, gates, subject = _tags(s, link_gates)
@@ -238,7 +240,7 @@ def results_table(scenarios: list[ScenarioResult], link_gates: bool = True) -> s
             f'<span class="mono">{escape(s.location)}</span></div>{why}</td>'
             f"<td>{ids}</td><td>{gates}</td><td>{subject}</td><td>{s.duration_s:.2f} s</td></tr>"
         )
-        if s.verdict == FAIL:
+        if s.verdict in (FAIL, ADVISORY):
             rows.append(f'<tr class="detail"><td></td><td colspan="5">{_detail(s)}</td></tr>')
     return (
         "<table><thead><tr><th>Verdict</th><th>Scenario</th><th>Spec IDs</th><th>Gates</th>"
@@ -298,6 +300,7 @@ def _gate_counts(gv: GateVerdict) -> str:
         ("items", len(gv.items)),
         ("pass", gv.count(PASS)),
         ("fail", gv.count(FAIL)),
+        ("advisory", gv.count(ADVISORY)),
         ("incomplete", gv.count(INCOMPLETE)),
         ("not covered", gv.count(NOT_COVERED)),
         ("waived", gv.count(WAIVED)),
@@ -361,7 +364,8 @@ def render_index(
             f"<td>{gv.count(WAIVED)}</td><td>{len(gv.scenarios)}</td></tr>"
         )
     verdict_counts = [
-        (v, sum(1 for s in scenarios if s.verdict == v)) for v in (PASS, FAIL, NOT_APPLICABLE, NOT_RUN)
+        (v, sum(1 for s in scenarios if s.verdict == v))
+        for v in (PASS, FAIL, ADVISORY, NOT_APPLICABLE, NOT_RUN)
     ]
     uncovered = [row for row in requirements.values() if row.verdict == NOT_COVERED]
     waived = [row for row in requirements.values() if row.verdict == WAIVED]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from steps.milestone import LEVEL
 from steps.report.catalogue import Catalogue, CatalogueError, Labels
 from steps.report.provenance import collect, run_provenance
 from steps.report.results import NOT_RUN, RunResults, ScenarioResult, Step, first_line, skip_reason
@@ -162,6 +163,12 @@ class ConformanceReporter:
         result.steps = tuple(Step(*step) for step in info["steps"]) or result.steps
         result.worker_logs = tuple(tuple(log) for log in info["worker_logs"]) or result.worker_logs
         self._record_provenance(info)
+        advisory = getattr(report, "advisory", None)
+        if advisory is not None:  # steps/milestone.py: a failure that does not fail the run
+            outcome = "advisory" if advisory == LEVEL else "failed"
+            text = report.longreprtext
+            result.record_phase(report.when, outcome, report.wasxfail, text, report.duration)
+            return
         if hasattr(report, "wasxfail") and report.skipped:
             result.record_phase(
                 report.when, "failed", f"known failure: {report.wasxfail}", "", report.duration

@@ -1,8 +1,9 @@
 """One verdict per scenario, built from pytest's phase reports.
 
 A scenario is one collected test item (a pytest-bdd scenario or outline example, or a plain test carrying
-requirement markers). Verdicts: `pass`, `fail`, `not-applicable` (skipped, with the reason shown) and
-`not-run` (deselected, so it exists but this run did not judge it). A skip is never a pass.
+requirement markers). Verdicts: `pass`, `fail`, `advisory` (a SHOULD or MAY requirement not met: shown,
+never a failure; `steps/milestone.py`), `not-applicable` (skipped, with the reason shown) and `not-run`
+(deselected, so it exists but this run did not judge it). A skip is never a pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ PASS = "pass"
 FAIL = "fail"
 NOT_APPLICABLE = "not-applicable"
 NOT_RUN = "not-run"
-SCENARIO_VERDICTS = (PASS, FAIL, NOT_APPLICABLE, NOT_RUN)
+ADVISORY = "advisory"
+SCENARIO_VERDICTS = (PASS, FAIL, ADVISORY, NOT_APPLICABLE, NOT_RUN)
 DETAIL_CHARS = 6000  # failure text kept per scenario; the JUnit XML keeps the full text
 
 
@@ -45,12 +47,16 @@ class ScenarioResult:
         self.duration_s += duration_s
         if self.verdict == FAIL:
             return
-        if outcome == "failed":
+        if outcome == "advisory":
+            self.verdict = ADVISORY
+            self.reason = reason
+            self.detail = detail[-DETAIL_CHARS:]
+        elif outcome == "failed":
             self.verdict = FAIL
             prefix = "" if when == "call" else f"error in {when}: "
             self.reason = prefix + reason
             self.detail = detail[-DETAIL_CHARS:]
-        elif outcome == "skipped" and self.verdict == PASS:
+        elif outcome == "skipped" and self.verdict == PASS:  # a later skip keeps an advisory
             self.verdict = NOT_APPLICABLE
             self.reason = reason
 

@@ -4,11 +4,13 @@ Rules (docs/reports.md):
 - A scenario counts for gate G when it carries `gate_G`; for an item of G when it also carries one of
   the item's requirement IDs.
 - Item: `fail` if any of its scenarios failed; `pass` if every non-waived requirement of the item has at
-  least one scenario and every scenario passed; `not-covered` if no scenario exists; `waived` if all its
+  least one scenario and every scenario passed; `advisory` if so, except that a SHOULD/MAY requirement
+  was not met (an `advisory` scenario, steps/milestone.py); `not-covered` if no scenario exists; `waived` if all its
   requirements carry a waiver and none has a scenario; otherwise `incomplete` (something was not
   applicable, not run, or a requirement has no scenario).
 - Gate: `red` if any item failed or any scenario tagged with the gate failed; `green` if every item is
-  `pass` or `waived` (at least one `pass`); otherwise `incomplete`.
+  `pass`, `advisory` or `waived` (at least one `pass` or `advisory`); otherwise `incomplete`. A SHOULD or
+  MAY item is never a failure of a gate; the gate page lists it as advisory.
 - Requirement (whole run, all gates): like an item with one requirement; an optional or removed
   requirement with no scenario is `out-of-scope`.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from steps.report.catalogue import Catalogue, Gate, GateItem, Requirement
-from steps.report.results import FAIL, NOT_APPLICABLE, PASS, ScenarioResult
+from steps.report.results import ADVISORY, FAIL, NOT_APPLICABLE, PASS, ScenarioResult
 
 GREEN = "green"
 RED = "red"
@@ -71,8 +73,8 @@ def verdict_of(scenarios: tuple[ScenarioResult, ...], requirements: tuple[Requir
     if not scenarios:
         return NOT_COVERED
     every_requirement_exercised = all(_scenarios_for(r, scenarios) for r in judged)
-    if every_requirement_exercised and all(scenario.verdict == PASS for scenario in scenarios):
-        return PASS
+    if every_requirement_exercised and all(scenario.verdict in (PASS, ADVISORY) for scenario in scenarios):
+        return ADVISORY if any(scenario.verdict == ADVISORY for scenario in scenarios) else PASS
     if all(scenario.verdict == NOT_APPLICABLE for scenario in scenarios):
         return NOT_APPLICABLE
     return INCOMPLETE
@@ -112,8 +114,8 @@ def gate_verdict(catalogue: Catalogue, gate: Gate, scenarios: list[ScenarioResul
         items.append(ItemVerdict(item, tuple(rows), verdict))
     if any(item.verdict == FAIL for item in items) or any(s.verdict == FAIL for s in in_gate):
         overall = RED
-    elif all(item.verdict in (PASS, WAIVED) for item in items) and any(
-        item.verdict == PASS for item in items
+    elif all(item.verdict in (PASS, ADVISORY, WAIVED) for item in items) and any(
+        item.verdict in (PASS, ADVISORY) for item in items
     ):
         overall = GREEN
     else:

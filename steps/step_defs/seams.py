@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import pytest
 from pytest_bdd import given, parsers, then, when
 
+from steps.capabilities import capability_args
 from steps.plugin import Harness
 from steps.state import ScenarioState, new_job_id
 from steps.step_defs.generation import JobRuns, Run, run_job
-from steps.step_defs.memory import capability_args
 from steps.step_defs.worker import _serve
 from steps.verdicts import RequirementViolation, not_applicable, require
 

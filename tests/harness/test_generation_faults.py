@@ -24,6 +24,7 @@ GENERATION_STUB = STUBS / "generation_stub.py"
 SELFCHECK_STUB = STUBS / "selfcheck_stub.py"
 GPT_OSS = "tiny/gpt-oss-realvocab/gpt-oss-realvocab-mxfp4_moe.gguf"
 GPT2 = "tiny/gpt2-f32.gguf"
+SMOLLM2 = "real/SmolLM2-135M-Instruct.Q4_1.gguf"  # the role's file counts as real weights
 GOLDEN_TEXT = " kernels run fast"
 
 
@@ -52,6 +53,8 @@ def model_files(fixtures_dir: Path) -> Path:
         write_gpt_oss(fixtures_dir / GPT_OSS)
     if not (fixtures_dir / GPT2).is_file():
         write_tiny_gguf(fixtures_dir / GPT2, arch="gpt2", vocab=64, context=512)
+    if not (fixtures_dir / SMOLLM2).is_file():
+        write_tiny_gguf(fixtures_dir / SMOLLM2, arch="llama")
     return fixtures_dir
 
 
@@ -75,9 +78,10 @@ def generation_dir(harness_dir: pytest.Pytester, model_files: Path) -> pytest.Py
     return harness_dir
 
 
-def stub(harness: pytest.Pytester, fault: str = "none") -> str:
+def stub(harness: pytest.Pytester, fault: str = "none", variant: str = "none") -> str:
     goldens = harness.path / "fixtures" / "goldens" / "continuations"
-    return shlex.join([sys.executable, str(GENERATION_STUB), "--fault", fault, "--goldens", str(goldens)]) + (
+    command = [sys.executable, str(GENERATION_STUB), "--fault", fault, "--variant", variant]
+    return shlex.join([*command, "--goldens", str(goldens)]) + (
         " --worker-id {worker_id} --model {model} --gpu-device {gpu} --port {port}"
     )
 
@@ -124,7 +128,13 @@ FAULTS = [
         "M0-SYS-2.3.1/M0-W-1030/M0-W-1826: run 2 differs from run 1",
     ),
     ("ignore_stop", "generation/stops.feature", "stop_string", "test_a_stop_string", "M0-W-1422: with stop"),
-    ("replacement_char", "generation/utf8.feature", "Qwen", "test_the_specs_prompts", "M0-W-1824: token"),
+    (
+        "replacement_char",
+        "generation/utf8.feature",
+        "SmolLM2",
+        "test_the_specs_prompts",
+        "M0-W-1824: the concatenated token texts hold U+FFFD although the model's bytes are valid UTF-8",
+    ),
     ("split_utf8", "generation/utf8.feature", "Qwen", "test_the_specs_prompts", "lone surrogate"),
     (
         "exceed_max_tokens",
@@ -179,6 +189,32 @@ def test_each_generation_fault_fails_its_scenario(
     failed = [line for line in result.outlines if line.startswith("FAILED")]
     assert any(scenario in line for line in failed), result.stdout.str()
     assert message in result.stdout.str(), result.stdout.str()
+
+
+ALLOWED_VARIANTS = [
+    # variant, feature, -k selection: the scenario its other allowed behaviour must pass
+    ("replace_invalid", "generation/utf8.feature", "Qwen or SmolLM2"),
+    ("replace_invalid", "generation/models.feature", "Qwen"),
+    ("stream_stop", "generation/stops.feature", "stop_string"),
+]
+
+
+@pytest.mark.parametrize(("variant", "feature", "selection"), ALLOWED_VARIANTS)
+def test_each_allowed_variant_passes(
+    generation_dir: pytest.Pytester, variant: str, feature: str, selection: str
+):
+    """A worker that behaves in another way the spec allows passes: U+FFFD for invalid bytes of random
+    weights (ERRATA E-28), the stop string streamed (ERRATA E-06)."""
+    result = run(
+        generation_dir,
+        f"features/{feature}",
+        "-k",
+        selection,
+        "--worker-cmd",
+        stub(generation_dir, variant=variant),
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 1, result.stdout.str()
 
 
 def selfcheck_command(verdict: str) -> str:

@@ -16,8 +16,15 @@ would). Each `--fault` breaks exactly one of them:
     wrong_continuation  the golden continuation's last token differs (M0-W-1215 and the golden's IDs)
     quant_q8_0          /health quant_kind is Q8_0 whatever the file (M0-W-1823)
 
+Each `--variant` behaves in another way the spec allows, which the suite must pass too:
+
+    replace_invalid     on a synthetic stand-in (random weights), one token carries U+FFFD where such a model
+                        emits bytes that are invalid UTF-8 in themselves; never on real weights (ERRATA E-28)
+    stream_stop         whole tokens are streamed as they come, so the start of the stop string is streamed
+                        too; the token that completes it ends the job unsent (ERRATA E-06)
+
     python tests/harness/stubs/generation_stub.py --worker-id W --model M.gguf --gpu-device 0 --port P \
-        [--fault NAME] [--goldens DIR]
+        [--fault NAME] [--variant NAME] [--goldens DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ FAULTS = (
     "wrong_continuation",
     "quant_q8_0",
 )
+VARIANTS = ("none", "replace_invalid", "stream_stop")
+REAL_WEIGHTS_FOLDER = "real"  # where the fixtures keep real model files (steps/models.py)
 WORDS = (" GPU", " computing", " 世界", " 👋", " haiku", " fast", " kernels", " memory", " tokens", ",")
 
 
@@ -67,6 +76,8 @@ class GenerationStub(StubWorker):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.fault = args.fault
+        self.variant = args.variant
+        self.real_weights = REAL_WEIGHTS_FOLDER in Path(args.model).parts
         self.facts = file_facts(args.model)
         self.goldens = {}
         if args.goldens is not None:
@@ -107,6 +118,8 @@ class GenerationStub(StubWorker):
             tokens.append(WORDS[0])
         if self.fault == "replacement_char" and len(tokens) > 1:
             tokens[1] = " \ufffd"
+        if self.variant == "replace_invalid" and not self.real_weights and len(tokens) > 1:
+            tokens[1] = " \ufffd"
         return tokens
 
 
@@ -132,11 +145,21 @@ class GenerationHandler(Handler):
         hits = [full.find(stop) for stop in body.get("stop") or [] if stop in full]
         if hits and worker.fault != "ignore_stop":
             stop_reason, emitted, offset = "STOP_SEQUENCE", [], 0
-            for piece in tokens:  # the text before the first stop string, cut at the token boundaries
-                emitted.append(piece[: max(0, min(hits) - offset)])
-                offset += len(piece)
-                if offset >= min(hits):
-                    break
+            if worker.variant == "stream_stop":
+                # Streamed as generated: whole tokens, until the one that completes the stop string,
+                # which ends the job unsent; the part of the stop string before it was streamed.
+                at, stop = min((full.find(stop), stop) for stop in body["stop"] if stop in full)
+                for piece in tokens:
+                    if offset + len(piece) >= at + len(stop):
+                        break
+                    emitted.append(piece)
+                    offset += len(piece)
+            else:
+                for piece in tokens:  # the text before the first stop string, cut at the token boundaries
+                    emitted.append(piece[: max(0, min(hits) - offset)])
+                    offset += len(piece)
+                    if offset >= min(hits):
+                        break
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
@@ -161,6 +184,7 @@ def main() -> None:
     parser.add_argument("--gpu-device", type=int, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--variant", choices=VARIANTS, default="none")
     parser.add_argument("--goldens", help="folder of golden continuations to stream for their prompts")
     args = parser.parse_args()
     args.framing, args.token_delay_ms = "event", 0.0

@@ -2,10 +2,14 @@
 budget, VRAM_OOM, a residency fault hook and SIGTERM, over the HTTP stub of `stub_worker.py`.
 
 The conforming stub must pass every scenario of features/process and features/memory; each `--fault`
-must make the scenario that checks the broken rule fail with that rule's spec ID.
+must make the scenario that checks the broken rule fail with that rule's spec ID. Each `--variant`
+behaves in another way the spec allows, and must pass as well:
+
+    usage_exit_2         usage errors exit 2, as argparse and clap do (M0-W-1100, ERRATA E-26)
+    host_memory_truth    on a machine without a GPU, /health says 0 device bytes and resident false
 
     python tests/harness/stubs/process_stub.py --worker-id UUID --model /abs/m.gguf --gpu-device 0 \
-        --port P [--vram-budget-mb N] [--residency-fault] [--fault NAME]
+        --port P [--vram-budget-mb N] [--residency-fault] [--fault NAME] [--variant NAME]
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from stub_worker import TOKENS, Handler, StubWorker
 FAULTS = (
     "none",
     "accept_bad_uuid",  # --worker-id is not checked (M0-W-1100)
-    "usage_exit_2",  # bad flags exit 2, as argparse does (M0-W-1100)
     "usage_traceback",  # bad flags raise: a traceback on stderr (M0-W-1100)
     "accept_version_2",  # GGUF version 2 is served (M0-W-1210)
     "accept_any_architecture",  # any general.architecture is served (M0-W-1212)
@@ -46,6 +49,7 @@ FAULTS = (
     "log_prompt",  # execute_start logs the prompt itself (M0-W-1902)
     "log_output",  # execute_end logs the generated text (M0-W-1902)
 )
+VARIANTS = ("none", "usage_exit_2", "host_memory_truth")
 ARCHITECTURES = ("llama", "qwen2", "phi3", "gpt2", "gpt-oss")
 KV_BYTES_PER_POSITION = 8192
 MIB = 1 << 20
@@ -81,9 +85,9 @@ class UsageParser(argparse.ArgumentParser):
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    fault = argv[argv.index("--fault") + 1] if "--fault" in argv else "none"
+    variant = argv[argv.index("--variant") + 1] if "--variant" in argv else "none"
     parser = UsageParser(description=__doc__)
-    parser.exit_code = 2 if fault == "usage_exit_2" else 1
+    parser.exit_code = 2 if variant == "usage_exit_2" else 1
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--gpu-device", required=True, type=int)
@@ -94,6 +98,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--residency-fault", action="store_true")
     parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--variant", choices=VARIANTS, default="none")
     args = parser.parse_args(argv)
     problem = None
     if args.fault != "accept_bad_uuid":
@@ -153,14 +158,15 @@ class ProcessWorker(StubWorker):
         self.weight_bytes = weight_bytes
         self.budget = None if args.vram_budget_mb is None else args.vram_budget_mb * MIB
         self.model_size = Path(args.model).stat().st_size
-        self.resident = self.fault != "not_resident"
+        self.resident = self.fault != "not_resident" and args.variant != "host_memory_truth"
+        self.device_bytes = 0 if args.variant == "host_memory_truth" else weight_bytes
         self.healthy = True
 
     def health(self) -> dict:
         body = super().health()
         body["resident"] = self.resident
         body["status"] = "healthy" if self.healthy else "unhealthy"
-        body["vram_bytes_used"] = self.weight_bytes
+        body["vram_bytes_used"] = self.device_bytes
         if self.fault == "vram_inflated":
             body["vram_bytes_used"] = 4 * self.model_size + 64 * MIB
         return body
@@ -283,7 +289,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     if args.residency_fault:
         threading.Timer(1.0, worker.fail_residency).start()
-    log.event("ready", vram_bytes=weight_bytes)
+    log.event("ready", vram_bytes=worker.device_bytes)
     server.serve_forever()
 
 
