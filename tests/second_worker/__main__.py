@@ -1,0 +1,3 @@
+from tests.second_worker.cli import main
+
+main()
