@@ -76,7 +76,7 @@ class GenerationStub(StubWorker):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.fault = args.fault
-        self.variant = args.variant
+        self.variant = getattr(args, "variant", "none")  # the lifecycle stub has no --variant
         self.real_weights = REAL_WEIGHTS_FOLDER in Path(args.model).parts
         self.facts = file_facts(args.model)
         self.goldens = {}
