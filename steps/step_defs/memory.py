@@ -25,7 +25,14 @@ from steps import verdicts
 from steps.capabilities import CAPABILITIES, capability_args, device_memory_judged
 from steps.plugin import Harness
 from steps.state import ScenarioState, new_job_id
-from steps.step_defs.process import ProcessState, log_records, names_file, problem_lines, start_one_off
+from steps.step_defs.process import (
+    ProcessState,
+    log_level,
+    log_records,
+    names_file,
+    problem_lines,
+    start_one_off,
+)
 from steps.step_defs.worker import _serve
 from steps.verdicts import not_applicable, require
 
@@ -412,7 +419,7 @@ def residency_logged(scenario_state: ScenarioState, spec_ids: str) -> None:
     critical = [
         record
         for record in records
-        if str(record.get("level", "")).lower() in ("critical", "fatal", "error")
+        if log_level(record) in ("critical", "fatal", "error")
         and "residen" in " ".join(str(value) for value in record.values()).lower()
     ]
     require(

@@ -60,6 +60,17 @@ def _flatten(record: dict) -> dict:
     return flat
 
 
+LEVEL_KEYS = ("level", "lvl", "severity", "levelname", "log.level")  # the spec names no key
+
+
+def log_level(record: dict) -> str:
+    """The record's level in lower case, under whichever common key the worker's logger uses."""
+    for key in LEVEL_KEYS:
+        if isinstance(record.get(key), str):
+            return record[key].lower()
+    return ""
+
+
 def log_records(handle: WorkerHandle) -> list[dict]:
     """The worker's JSON log lines that name an `event`, stdout first, then stderr, each in order."""
     records = []
@@ -539,11 +550,7 @@ def problem_lines(handle: WorkerHandle) -> list[str]:
             if not line.lstrip().startswith("{")
         ]
     for record in log_records(handle):
-        if record["event"] == "error" or str(record.get("level", "")).lower() in (
-            "error",
-            "critical",
-            "fatal",
-        ):
+        if record["event"] == "error" or log_level(record) in ("error", "critical", "fatal"):
             lines.append(" ".join(f"{key}={value}" for key, value in record.items()))
     return [line for line in lines if line.strip()]
 
