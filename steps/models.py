@@ -155,14 +155,14 @@ def read_facts(path: Path) -> ModelFacts:
         vocab_size=len(tokens.data) if tokens is not None else 0,
         context_length=int(context_length) if context_length is not None else None,
         quant_kind=quant_kind_of(int(file_type)) if file_type is not None else "UNKNOWN",
-        tokenizer_json_vocab_size=_tokenizer_json_vocab_size(tokenizer_json)
+        tokenizer_json_vocab_size=tokenizer_json_vocab_size(tokenizer_json)
         if tokenizer_json.exists()
         else None,
         name=str(value("general.name")) if value("general.name") is not None else None,
     )
 
 
-def _tokenizer_json_vocab_size(path: Path) -> int:
+def tokenizer_json_vocab_size(path: Path) -> int:
     """Largest token id + 1 over the BPE vocabulary and the added (special) tokens."""
     data = json.loads(path.read_text(encoding="utf-8"))
     ids = list(data.get("model", {}).get("vocab", {}).values())

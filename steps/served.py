@@ -6,8 +6,8 @@ file the worker really loaded and the scenarios of other models are not applicab
   accepts in `--model-dir`, or (for the named roles) the same architecture, vocabulary size and quant kind.
 - Without it the served model is detected once from `GET /health`: its `model` against each catalogue
   file's `general.name`, file name and stem; failing that, `architecture` (when reported), `vocab_size`,
-  `quant_kind` and `context_length` against the facts gguf-py reads from each file. The scenarios then
-  take their expectations from the role's own file, which is the file the worker describes.
+  `quant_kind` and `context_length` against a quick header read of each file (`steps/gguf_peek.py`).
+  The scenarios then take their expectations from the role's own file, which /health describes.
 
 A worker whose `/health` cannot be read is not guessed at: its scenarios run and fail on their own.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from steps.models import ROLES, ModelCatalogue, ModelFacts, ModelFile
+from steps.gguf_peek import GGUFPeekError, peek
+from steps.models import ROLES, ModelCatalogue, ModelFile, quant_kind_of, tokenizer_json_vocab_size
 
 HEALTH_TIMEOUT_S = 10.0
 
@@ -81,16 +82,18 @@ def detect(url: str, catalogue: ModelCatalogue) -> ServedModel | None:
 
 
 def from_health(health: dict, catalogue: ModelCatalogue) -> ServedModel:
-    available = catalogue.available()
+    available = [(model, _Identity.of(model)) for model in catalogue.available()]
     name = health.get("model")
     label = str(name) if isinstance(name, str) and name else "an unnamed model"
     seen = _health_facts(health)
-    by_name = [model for model in available if isinstance(name, str) and _named(model, name)]
+    by_name = [
+        model for model, identity in available if isinstance(name, str) and _named(model, identity, name)
+    ]
     if len(by_name) == 1:
         model = by_name[0]
         how = f"GET /health model {name!r} is the name of {model.path.name}"
         return ServedModel(label, how, frozenset({model.role}))
-    by_facts = [model for model in available if _facts_match(model.facts, health)]
+    by_facts = [model for model, identity in available if _facts_match(model, identity, health)]
     if by_facts:
         files = ", ".join(model.path.name for model in by_facts)
         how = f"GET /health ({seen}) matches the facts of {files}"
@@ -102,24 +105,50 @@ def from_health(health: dict, catalogue: ModelCatalogue) -> ServedModel:
     return ServedModel(label, how, frozenset())
 
 
-def _named(model: ModelFile, name: str) -> bool:
+@dataclass(frozen=True)
+class _Identity:
+    """The facts that tell catalogue files apart, from a quick header read (`steps.gguf_peek`)."""
+
+    architecture: str
+    name: str
+    quant_kind: str
+    vocab_size: int | None
+    context_length: int | None
+
+    @classmethod
+    def of(cls, model: ModelFile) -> _Identity:
+        try:
+            found = peek(model.path)
+        except GGUFPeekError:
+            return cls("", "", "", None, None)
+        quant = quant_kind_of(found.file_type) if found.file_type is not None else "UNKNOWN"
+        return cls(found.architecture or "", found.name or "", quant, found.vocab_size, found.context_length)
+
+    def vocab_matches(self, model: ModelFile, vocab_size: object) -> bool:
+        if vocab_size == self.vocab_size:
+            return True
+        tokenizer_json = model.path.parent / "tokenizer.json"  # hf-json: the JSON vocabulary counts
+        return tokenizer_json.is_file() and vocab_size == tokenizer_json_vocab_size(tokenizer_json)
+
+
+def _named(model: ModelFile, identity: _Identity, name: str) -> bool:
     wanted = name.strip().lower()
-    names = {model.path.name, model.path.stem, model.facts.name or ""}
+    names = {model.path.name, model.path.stem, identity.name}
     return wanted in {candidate.lower() for candidate in names if candidate}
 
 
-def _facts_match(facts: ModelFacts, health: dict) -> bool:
+def _facts_match(model: ModelFile, identity: _Identity, health: dict) -> bool:
     """`architecture` is optional on /health; `context_length` may be capped below the file's."""
     architecture = health.get("architecture")
-    if isinstance(architecture, str) and architecture.lower() != facts.architecture.lower():
+    if isinstance(architecture, str) and architecture.lower() != identity.architecture.lower():
         return False
-    if health.get("vocab_size") not in facts.accepted_vocab_sizes:
+    if health.get("quant_kind") != identity.quant_kind:
         return False
-    if health.get("quant_kind") != facts.quant_kind:
+    if not identity.vocab_matches(model, health.get("vocab_size")):
         return False
     context = health.get("context_length")
-    if isinstance(context, int) and facts.context_length is not None:
-        return 0 < context <= facts.context_length
+    if isinstance(context, int) and identity.context_length is not None:
+        return 0 < context <= identity.context_length
     return True
 
 
@@ -136,7 +165,7 @@ def _plays(served: ModelFile, model: ModelFile) -> bool:
         return _same_bytes(served.path, model.path)
     if served.path.name in role.real_files:
         return True
-    facts, expected = served.facts, model.facts
+    facts, expected = _Identity.of(served), _Identity.of(model)
     return (facts.architecture, facts.vocab_size, facts.quant_kind) == (
         expected.architecture,
         expected.vocab_size,
