@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.hygiene import settle
+from steps.hygiene import IDLE_WAIT_S, settle
 from steps.models import ModelCatalogue
 from steps.state import ScenarioState
 from steps.targets import AttachTarget, SpawnConfig, SpawnTarget, WorkerHandle, WorkerTarget, cuda_visible
@@ -95,6 +95,10 @@ class Harness:
         return self._catalogue
 
     @property
+    def idle_wait_s(self) -> float:
+        return self.config.getoption("idle_wait")
+
+    @property
     def attached(self) -> bool:
         return self.config.getoption("worker_url") is not None
 
@@ -146,6 +150,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=120.0,
         metavar="SECONDS",
         help="how long a spawned worker may take until GET /health answers 200 (default 120)",
+    )
+    group.addoption(
+        "--idle-wait",
+        type=float,
+        default=IDLE_WAIT_S,
+        metavar="SECONDS",
+        help="how long a scenario's teardown waits, after cancelling its unfinished jobs, until the worker "
+        f"is idle (default {IDLE_WAIT_S:.0f})",
     )
     group.addoption(
         "--worker-log-dir",
@@ -309,7 +321,7 @@ def scenario_state(request: pytest.FixtureRequest, harness: Harness) -> Generato
     state = ScenarioState()
     yield state
     try:
-        settled = settle(state)  # steps/hygiene.py: no scenario inherits this one's job
+        settled = settle(state, harness.idle_wait_s)  # steps/hygiene.py: no scenario inherits this one's job
     finally:
         state.close()
     if not settled.idle:

@@ -7,7 +7,7 @@ import shlex
 import pytest
 from pytest_bdd import given, parsers
 
-from steps.hygiene import IDLE_WAIT_S, wait_idle
+from steps.hygiene import wait_idle
 from steps.models import ModelFile, ModelSetupError
 from steps.plugin import Harness, record_worker
 from steps.report.provenance import run_provenance
@@ -42,7 +42,7 @@ def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: Sce
 def _wait_until_idle(harness: Harness, state: ScenarioState) -> None:
     """An earlier scenario left the worker busy: judge this one only once the worker is idle again."""
     assert state.worker is not None
-    idle, how = wait_idle(state.client, state.worker.base_url, IDLE_WAIT_S, probe=True)
+    idle, how = wait_idle(state.client, state.worker.base_url, harness.idle_wait_s, probe=True)
     if not idle:
         not_applicable(f"the worker is still busy ({how}) with what {harness.left_busy} left running")
     harness.left_busy = None
