@@ -25,6 +25,7 @@ import pytest
 
 from steps.targets import free_port
 from tests.harness.conftest import STAND_IN, write_tiny_gguf
+from tests.harness.test_generation_faults import write_gpt_oss
 
 STUBS = Path(__file__).parent / "stubs"
 SMOLLM2 = "real/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -83,13 +84,7 @@ def model_dir(fixtures_dir: Path) -> Path:
             file_type=gguf.LlamaFileType.MOSTLY_Q4_1,
         )
     if not (fixtures_dir / GPT_OSS).is_file():
-        write_tiny_gguf(
-            fixtures_dir / GPT_OSS,
-            arch="gpt-oss",
-            vocab=400,
-            context=512,
-            file_type=gguf.LlamaFileType.MOSTLY_MXFP4_MOE,
-        )
+        write_gpt_oss(fixtures_dir / GPT_OSS)  # as the generation self-tests write it (shared fixtures dir)
     return fixtures_dir
 
 
