@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -298,3 +299,15 @@ def test_a_worker_that_stays_busy_is_reported_with_the_scenario_that_left_it(
     assert "M0-W-1330: the worker is still busy" in text
     assert "not applicable: the worker is still busy (GET /health busy true) with what " in text
     assert "left_running.feature::test_a_long_job_nobody_cancels left running" in text
+
+
+def test_a_spawned_worker_shared_by_scenarios_is_cleaned_up_too(
+    harness_dir: pytest.Pytester, model_dir: Path
+):
+    """The same hygiene holds for a spawned worker, which every scenario of its model shares."""
+    harness_dir.makefile(".feature", **{"features/left_running": LEFT_RUNNING})
+    command = shlex.join(
+        [sys.executable, str(STUBS / "attach_stub.py"), "--one-job", "--token-delay-ms", "50"]
+    )
+    result = run(harness_dir, "features/left_running.feature", "--worker-cmd", command)
+    result.assert_outcomes(passed=2)
