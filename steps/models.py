@@ -86,6 +86,7 @@ class ModelFacts:
     context_length: int | None
     quant_kind: str  # from general.file_type, e.g. "Q4_K_M", "MXFP4", "Q4_0"
     tokenizer_json_vocab_size: int | None  # when a tokenizer.json sits next to the model (hf-json)
+    name: str | None = None  # general.name, what a worker may report as /health `model`
 
     @property
     def tokenizer_kind(self) -> str:
@@ -154,13 +155,14 @@ def read_facts(path: Path) -> ModelFacts:
         vocab_size=len(tokens.data) if tokens is not None else 0,
         context_length=int(context_length) if context_length is not None else None,
         quant_kind=quant_kind_of(int(file_type)) if file_type is not None else "UNKNOWN",
-        tokenizer_json_vocab_size=_tokenizer_json_vocab_size(tokenizer_json)
+        tokenizer_json_vocab_size=tokenizer_json_vocab_size(tokenizer_json)
         if tokenizer_json.exists()
         else None,
+        name=str(value("general.name")) if value("general.name") is not None else None,
     )
 
 
-def _tokenizer_json_vocab_size(path: Path) -> int:
+def tokenizer_json_vocab_size(path: Path) -> int:
     """Largest token id + 1 over the BPE vocabulary and the added (special) tokens."""
     data = json.loads(path.read_text(encoding="utf-8"))
     ids = list(data.get("model", {}).get("vocab", {}).values())
@@ -184,6 +186,21 @@ class ModelCatalogue:
     @property
     def resolved(self) -> list[ModelFile]:
         return list(self._resolved.values())
+
+    def roles(self) -> list[str]:
+        """Every role a scenario can name: the catalogue's roles, then each tiny architecture and type."""
+        tiny = [f"tiny-{arch}-{qtype}" for arch in TINY_ARCHITECTURES for qtype in TINY_QTYPES]
+        return [*ROLES, *tiny]
+
+    def available(self) -> list[ModelFile]:
+        """The file of every role that resolves here (missing fixtures are left out)."""
+        found = []
+        for key in self.roles():
+            try:
+                found.append(self.resolve(key))
+            except ModelSetupError:
+                continue
+        return found
 
     def resolve(self, name: str) -> ModelFile:
         key = role_key(name)

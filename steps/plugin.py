@@ -7,6 +7,8 @@
 - Chooses the worker target (`--worker`, `--worker-cmd`, `--worker-url`), the model catalogue
   (`--model-dir`, fixtures) and stops every spawned worker at the end, whatever happened.
 - Marks capability-tagged scenarios not applicable where they cannot be judged (attach mode, no GPU).
+- Keeps a shared worker clean between scenarios: teardown cancels what a scenario left running and waits
+  until the worker is idle (`steps/hygiene.py`).
 - Exposes the worker and its logs of each scenario: `item.stash[WORKER_KEY]`, `item.user_properties`
   (`worker_stdout`, `worker_stderr`, `worker_command`, `model_file`), and log tails as report sections
   of failing scenarios.
@@ -22,15 +24,18 @@ from pathlib import Path
 
 import pytest
 
+from steps.hygiene import IDLE_WAIT_S, settle
 from steps.models import ModelCatalogue
 from steps.state import ScenarioState
 from steps.targets import AttachTarget, SpawnConfig, SpawnTarget, WorkerHandle, WorkerTarget, cuda_visible
+from steps.verdicts import RequirementViolation
 from steps.vocabulary import Vocabulary, VocabularyError, check_feature_tags
 
 pytest_plugins = [
     "steps.step_defs.worker",
     "steps.step_defs.execute",
     "steps.step_defs.stream",
+    "steps.step_defs.bounded",
     "steps.step_defs.health",
     "steps.step_defs.cancel",
     "steps.step_defs.process",
@@ -53,6 +58,7 @@ class Harness:
 
     config: pytest.Config
     vocabularies: dict[Path, Vocabulary] = field(default_factory=dict)  # by manifest directory
+    left_busy: str | None = None  # the scenario after which the worker stayed busy (steps/hygiene.py)
     _target: WorkerTarget | None = None
     _catalogue: ModelCatalogue | None = None
 
@@ -78,7 +84,7 @@ class Harness:
     @property
     def target(self) -> WorkerTarget:
         if self._target is None:
-            self._target = _make_target(self.config)
+            self._target = _make_target(self.config, self.catalogue)
         return self._target
 
     @property
@@ -88,6 +94,10 @@ class Harness:
                 self.config.getoption("model_dir"), self.config.rootpath
             )
         return self._catalogue
+
+    @property
+    def idle_wait_s(self) -> float:
+        return self.config.getoption("idle_wait")
 
     @property
     def attached(self) -> bool:
@@ -115,7 +125,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--worker-url",
         metavar="URL",
-        help="attach to a running worker; process-level scenarios become not applicable",
+        help="attach to a running worker; process-level scenarios, and those of models it does not serve, "
+        "become not applicable",
+    )
+    group.addoption(
+        "--worker-model",
+        metavar="FILE",
+        help="with --worker-url: the model file the attached worker was started with (expectations and "
+        "provenance come from it); without it the served model is detected from GET /health",
     )
     group.addoption(
         "--model-dir", metavar="DIR", help="directory with the real model files (see docs/harness.md)"
@@ -136,16 +153,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="how long a spawned worker may take until GET /health answers 200 (default 120)",
     )
     group.addoption(
+        "--idle-wait",
+        type=float,
+        default=IDLE_WAIT_S,
+        metavar="SECONDS",
+        help="how long a scenario's teardown waits, after cancelling its unfinished jobs, until the worker "
+        f"is idle (default {IDLE_WAIT_S:.0f})",
+    )
+    group.addoption(
         "--worker-log-dir",
         metavar="DIR",
         help="where spawned workers' stdout/stderr go (default: <report dir>/workers, else reports/workers)",
     )
 
 
-def _make_target(config: pytest.Config) -> WorkerTarget:
+def _make_target(config: pytest.Config, catalogue: ModelCatalogue) -> WorkerTarget:
     url = config.getoption("worker_url")
     if url is not None:
-        return AttachTarget(url)
+        worker_model = config.getoption("worker_model")
+        return AttachTarget(url, catalogue, Path(worker_model) if worker_model else None)
     template = config.getoption("worker_cmd")
     if template is None:
         from steps.targets import reference_template
@@ -176,6 +202,14 @@ def _log_dir(config: pytest.Config) -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("worker_url") and config.getoption("worker_cmd"):
         raise pytest.UsageError("--worker-url and --worker-cmd exclude each other: attach or spawn, not both")
+    worker_model = config.getoption("worker_model")
+    if worker_model and not config.getoption("worker_url"):
+        raise pytest.UsageError(
+            "--worker-model names the file of an attached worker: give --worker-url too "
+            "(spawned workers get their file from the scenario's model role)"
+        )
+    if worker_model and not Path(worker_model).is_file():
+        raise pytest.UsageError(f"--worker-model {worker_model}: no such file")
     harness = Harness(config)
     config.stash[HARNESS_KEY] = harness
     features = config.rootpath / "features"
@@ -284,10 +318,22 @@ def harness(pytestconfig: pytest.Config) -> Harness:
 
 
 @pytest.fixture
-def scenario_state() -> Generator[ScenarioState]:
+def scenario_state(request: pytest.FixtureRequest, harness: Harness) -> Generator[ScenarioState]:
     state = ScenarioState()
     yield state
-    state.close()
+    try:
+        settled = settle(state, harness.idle_wait_s)  # steps/hygiene.py: no scenario inherits this one's job
+    finally:
+        state.close()
+    if not settled.idle and (harness.left_busy is None or state.jobs or state.cancels):
+        # (a scenario that sent nothing to a worker already left busy by another is not to blame)
+        harness.left_busy = request.node.nodeid
+        jobs = f" and its jobs {', '.join(settled.cancelled)} were cancelled" if settled.cancelled else ""
+        raise RequirementViolation(
+            "M0-W-1330" if settled.cancelled or state.cancels else "M0-W-1301",
+            f"the worker is still busy {settled.waited_s:.0f} s after this scenario ended{jobs} "
+            f"({settled.how}); the scenarios after it may find it busy",
+        )
 
 
 @pytest.fixture

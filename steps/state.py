@@ -29,6 +29,23 @@ class CancelCall:
 
 
 @dataclass
+class SentJob:
+    """A job this scenario sent to `/execute`; teardown cancels it while it has not ended."""
+
+    job_id: str
+    stream: SSEStream | None = None  # the answer, once read (to its end, or as far as it came)
+    running: BackgroundStream | None = None  # a job streaming in the background
+
+    @property
+    def ended(self) -> bool:
+        """Refused (not an event stream) or closed by a terminal event (M0-W-1311)."""
+        stream = self.running.stream if self.running is not None else self.stream
+        if stream is None:
+            return self.running is not None and self.running.done  # never answered: nothing runs
+        return not stream.is_event_stream or bool(stream.of_type("end", "error"))
+
+
+@dataclass
 class ScenarioState:
     client: httpx.Client = field(
         default_factory=lambda: httpx.Client(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
@@ -42,6 +59,8 @@ class ScenarioState:
     job_id: str | None = None
     running: BackgroundStream | None = None  # a job streaming in the background
     cancels: list[CancelCall] = field(default_factory=list)
+    time_bound: object = None  # a job read for a bounded time (steps/step_defs/bounded.py)
+    jobs: list[SentJob] = field(default_factory=list)  # every job sent, for teardown (steps/hygiene.py)
 
     def url(self, path: str) -> str:
         assert self.worker is not None, "no worker: the scenario needs a 'Given a worker serving ...' step"
@@ -50,13 +69,25 @@ class ScenarioState:
     def post_stream(self, path: str, *, json_body: object = None, content: bytes | None = None) -> SSEStream:
         """POST and read the answer to its end: an SSE stream, or a plain body when it is not one."""
         headers = {"content-type": "application/json"} if content is not None else None
+        job = self.track(json_body) if path == "/execute" else None
         with open_event_stream(
             self.client, self.url(path), json_body=json_body, content=content, headers=headers
         ) as reader:
+            if job is not None:
+                job.stream = reader.stream  # what arrived so far, should reading fail half-way
             self.stream = reader.read_all()
         self.request_body = json_body if content is None else content
         self.status_code, self.body = self.stream.status_code, self.stream.body
         return self.stream
+
+    def track(self, body: object, running: BackgroundStream | None = None) -> SentJob | None:
+        """Remember a job sent with `body`, so that teardown can cancel it if it is still running."""
+        job_id = body.get("job_id") if isinstance(body, dict) else None
+        if not isinstance(job_id, str):
+            return None
+        job = SentJob(job_id, running=running)
+        self.jobs.append(job)
+        return job
 
     def get(self, path: str) -> httpx.Response:
         response = self.client.get(self.url(path))

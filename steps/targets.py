@@ -2,7 +2,8 @@
 
 - `SpawnTarget`: starts a process with the M0 CLI (M0-W-1100) on a free port and waits until `/health`
   answers 200. The reference worker is the default command; `--worker-cmd` names any other binary.
-- `AttachTarget`: a live worker at `--worker-url`; process-level scenarios are not applicable there.
+- `AttachTarget`: a live worker at `--worker-url`; process-level scenarios are not applicable there, and so
+  are the scenarios of models it does not serve (`steps/served.py`).
 
 Spawned workers are reused across scenarios that ask for the same (model, extra arguments) and at most
 one runs at a time (M0 is one worker per GPU). Each runs in its own process group and is stopped with
@@ -29,7 +30,9 @@ from pathlib import Path
 
 import httpx
 
-from steps.models import ModelFile
+from steps import served as served_model
+from steps.models import ModelCatalogue, ModelFile
+from steps.served import ServedModel
 
 PLACEHOLDERS = ("{model}", "{port}", "{gpu}", "{worker_id}")
 M0_CLI = "--worker-id {worker_id} --model {model} --gpu-device {gpu} --port {port}"
@@ -134,22 +137,72 @@ class WorkerTarget(ABC):
         """Provenance for the report: what was tested and how it was started."""
 
 
+class NotServedHere(Exception):
+    """The attached worker cannot play the scenario's part; the message is the not-applicable reason."""
+
+
+class ModelNotServed(NotServedHere):
+    """The attached worker serves another model than the scenario's role."""
+
+    def __init__(self, served: str, role: str) -> None:
+        super().__init__(f"the attached worker serves {served}; this scenario needs {role}")
+        self.served, self.role = served, role
+
+    def naming(self, role_as_written: str) -> ModelNotServed:
+        """The same verdict with the role as the scenario writes it ("Qwen2.5-0.5B-Instruct Q4_K_M")."""
+        return ModelNotServed(self.served, role_as_written)
+
+
 class AttachTarget(WorkerTarget):
+    """A live worker: scenarios of the model it serves are judged against that model's file; the others,
+    and those that need the worker started with particular arguments, are not applicable."""
+
     kind = "attach"
     can_spawn = False
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, catalogue: ModelCatalogue, worker_model: Path | None = None) -> None:
         self.url = url.rstrip("/")
+        self.catalogue = catalogue
+        self.worker_model = worker_model
+        self._served: ServedModel | None = None
+        self._detected = False
+
+    @property
+    def served(self) -> ServedModel | None:
+        """Determined once, on first use; None when /health cannot tell (the scenarios then run as written)."""
+        if not self._detected:
+            self._detected = True
+            if self.worker_model is not None:
+                self._served = served_model.from_file(self.worker_model, self.catalogue)
+            else:
+                self._served = served_model.detect(self.url, self.catalogue)
+        return self._served
 
     def acquire(self, model: ModelFile, extra_args: tuple[str, ...] = ()) -> WorkerHandle:
-        # The live worker serves whatever it was started with; the scenario's model only sets expectations.
-        return WorkerHandle(base_url=self.url, model=model)
+        served = self.served
+        if served is not None and not served.plays(model.role):
+            raise ModelNotServed(served.label, model.role)
+        if extra_args:
+            raise NotServedHere(
+                f"this scenario needs the worker started with `{shlex.join(extra_args)}`; "
+                "the attached worker was started without the harness"
+            )
+        judged = served.judged_file(model) if served is not None else model
+        return WorkerHandle(base_url=self.url, model=judged)
 
     def close(self) -> None:
         """Nothing to stop: the attached worker belongs to whoever started it."""
 
     def describe(self) -> dict[str, object]:
-        return {"target": self.kind, "url": self.url}
+        described: dict[str, object] = {"target": self.kind, "url": self.url}
+        if self._detected:
+            served = self._served
+            described.update(
+                served.describe()
+                if served is not None
+                else {"served model": "not determined: GET /health gave no JSON object"}
+            )
+        return described
 
 
 @dataclass

@@ -23,6 +23,7 @@ def job_streaming(prompt: str, max_tokens: int, scenario_state: ScenarioState) -
     scenario_state.request_body = body
     running = BackgroundStream(scenario_state.client, scenario_state.url("/execute"), body)
     scenario_state.running = running
+    scenario_state.track(body, running=running)
     running.wait_until(_has_token, READ_TIMEOUT_S)
     stream = running.stream
     require(stream is not None, "M0-W-1300", f"POST /execute gave no response: {running.failure}")

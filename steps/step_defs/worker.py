@@ -7,10 +7,12 @@ import shlex
 import pytest
 from pytest_bdd import given, parsers
 
-from steps.models import ModelSetupError
+from steps.hygiene import wait_idle
+from steps.models import ModelFile, ModelSetupError
 from steps.plugin import Harness, record_worker
+from steps.report.provenance import run_provenance
 from steps.state import ScenarioState
-from steps.targets import WorkerStartError
+from steps.targets import AttachTarget, ModelNotServed, NotServedHere, WorkerHandle, WorkerStartError
 from steps.verdicts import not_applicable
 
 
@@ -19,16 +21,46 @@ def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: Sce
         model_file = harness.catalogue.resolve(model)
     except ModelSetupError as exc:
         pytest.fail(f"setup error: {exc}", pytrace=False)
-    if model_file.synthetic and request.node.get_closest_marker("needs_real_weights") is not None:
-        not_applicable(
-            f"needs real weights; {model_file.path.name} is a synthetic stand-in (use --model-dir)"
-        )
-    try:
-        worker = harness.target.acquire(model_file, extra_args)
-    except WorkerStartError as exc:
-        pytest.fail(f"setup error: {exc}", pytrace=False)
-    state.worker, state.model = worker, model_file
+    target = harness.target
+    worker = (
+        _attach(target, model, model_file, extra_args, request) if isinstance(target, AttachTarget) else None
+    )
+    judged = worker.model if worker is not None and worker.model is not None else model_file
+    if judged.synthetic and request.node.get_closest_marker("needs_real_weights") is not None:
+        not_applicable(f"needs real weights; {judged.path.name} is a synthetic stand-in (use --model-dir)")
+    if worker is None:
+        try:
+            worker = target.acquire(model_file, extra_args)
+        except WorkerStartError as exc:
+            pytest.fail(f"setup error: {exc}", pytrace=False)
+    state.worker, state.model = worker, judged
     record_worker(request.node, worker)
+    if harness.left_busy is not None:
+        _wait_until_idle(harness, state)
+
+
+def _wait_until_idle(harness: Harness, state: ScenarioState) -> None:
+    """An earlier scenario left the worker busy: judge this one only once the worker is idle again."""
+    assert state.worker is not None
+    idle, how = wait_idle(state.client, state.worker.base_url, harness.idle_wait_s, probe=True)
+    if not idle:
+        not_applicable(f"the worker is still busy ({how}) with what {harness.left_busy} left running")
+    harness.left_busy = None
+
+
+def _attach(
+    target: AttachTarget, model: str, model_file: ModelFile, extra_args: tuple[str, ...], request
+) -> WorkerHandle:
+    """The attached worker, judged as the file it serves; not applicable when it cannot play the role."""
+    try:
+        return target.acquire(model_file, extra_args)
+    except ModelNotServed as exc:
+        not_applicable(str(exc.naming(model)))
+    except NotServedHere as exc:
+        not_applicable(str(exc))
+    finally:  # the served model and how it was determined, for the report
+        run_provenance(request.config).record_worker(target.describe())
+    raise AssertionError("unreachable")
 
 
 @given(parsers.parse("a worker serving the {model} model"))

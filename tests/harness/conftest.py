@@ -24,12 +24,19 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.import_plugin("pytester")
 
 
-def write_tiny_gguf(path: Path, *, arch: str = "qwen2", vocab: int = 300, context: int = 4096) -> Path:
+def write_tiny_gguf(
+    path: Path,
+    *,
+    arch: str = "qwen2",
+    vocab: int = 300,
+    context: int = 4096,
+    file_type: gguf.LlamaFileType = gguf.LlamaFileType.MOSTLY_Q4_K_M,
+) -> Path:
     """A metadata-complete GGUF with one small tensor: enough for gguf-py readers and the stub."""
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_context_length(context)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_M)
+    writer.add_file_type(file_type)
     writer.add_tokenizer_model("gpt2")
     writer.add_token_list([f"tok{i}" for i in range(vocab)])
     writer.add_tensor("token_embd.weight", np.zeros((vocab, 8), dtype=np.float32))

@@ -19,7 +19,7 @@ import pytest
 StubCommand = Callable[..., str]
 
 
-HTTP_SCENARIOS = 37
+HTTP_SCENARIOS = 38
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -134,13 +134,13 @@ Feature: A feature about the MXFP4 model
 @pytest.mark.parametrize(
     ("selection", "expected"),
     [
-        (["-k", "M0-W-1300"], 3),
+        (["-k", "M0-W-1300"], 4),
         (["-k", "M0-W-1330"], 3),
         (["-k", "mxfp4"], 1),
-        (["-m", "gate_foundation"], 32),
+        (["-m", "gate_foundation"], 33),
         (["-m", "M0-W-1302"], 23),
         (["-m", "model_qwen and m0"], HTTP_SCENARIOS),
-        (["-m", "gate_m0_complete and not M0-W-1302"], 12),
+        (["-m", "gate_m0_complete and not M0-W-1302"], 13),
     ],
 )
 def test_tags_select_scenarios(harness_dir: pytest.Pytester, selection: list[str], expected: int):

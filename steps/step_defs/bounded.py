@@ -1,0 +1,131 @@
+"""Jobs read for a bounded time, for requirements that need many tokens (the default max_tokens of 2048).
+
+A whole default job can take minutes on a slow but correct worker. Such a scenario says how long it reads
+the job; a job still streaming at that bound has not broken the requirement, but has not shown it either:
+the scenario is then not applicable, with the rate the worker showed and the time the whole job would
+need. Teardown cancels the job (steps/hygiene.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pytest_bdd import parsers, then, when
+
+from steps import verdicts
+from steps.sse import BackgroundStream, SSEStream
+from steps.state import READ_TIMEOUT_S, ScenarioState, new_job_id
+from steps.verdicts import not_applicable, require
+
+DEFAULT_MAX_TOKENS = 2048  # M0-W-1300
+
+
+@dataclass
+class TimeBound:
+    seconds: int  # the bound the scenario gives
+    elapsed_s: float  # how long the job was read
+    ended: bool  # a terminal event arrived within the bound
+
+
+def _ended(stream: SSEStream) -> bool:
+    return bool(stream.of_type("end", "error"))
+
+
+def _first_token(stream: SSEStream) -> bool:
+    return bool(stream.of_type("token")) or _ended(stream)
+
+
+@when(
+    parsers.parse("I POST /execute with the JSON body, reading its events for at most {seconds:d} seconds:")
+)
+def execute_bounded(docstring: str, seconds: int, scenario_state: ScenarioState) -> None:
+    _read_bounded(docstring, seconds, scenario_state, until=_ended)
+
+
+@when(
+    parsers.parse(
+        "I POST /execute with the JSON body, reading its events until the first token "
+        "for at most {seconds:d} seconds:"
+    )
+)
+def execute_until_first_token(docstring: str, seconds: int, scenario_state: ScenarioState) -> None:
+    _read_bounded(docstring, seconds, scenario_state, until=_first_token)
+
+
+def _read_bounded(
+    docstring: str, seconds: int, scenario_state: ScenarioState, until: Callable[[SSEStream], bool]
+) -> None:
+    scenario_state.job_id = new_job_id()
+    body = json.loads(docstring.replace("{job_id}", scenario_state.job_id))
+    scenario_state.request_body = body
+    started = time.monotonic()
+    running = BackgroundStream(scenario_state.client, scenario_state.url("/execute"), body)
+    scenario_state.running = running
+    scenario_state.track(body, running=running)
+    if running.wait_until(until, seconds) and running.stream is not None and _ended(running.stream):
+        running.wait_done(READ_TIMEOUT_S)  # a terminal event: the worker closes the stream next
+    elapsed = time.monotonic() - started
+    stream = running.stream
+    require(stream is not None, "M0-W-1300", f"POST /execute gave no response: {running.failure}")
+    scenario_state.stream = stream
+    scenario_state.status_code, scenario_state.body = stream.status_code, stream.body
+    scenario_state.time_bound = TimeBound(seconds, elapsed, _ended(stream))
+
+
+def _bound(state: ScenarioState) -> TimeBound:
+    bound = state.time_bound
+    assert isinstance(bound, TimeBound), "the scenario needs a 'reading its events for at most ...' step"
+    return bound
+
+
+@then("the job streams started and then tokens")
+def streams_tokens(scenario_state: ScenarioState) -> None:
+    stream = scenario_state.stream
+    assert stream is not None
+    verdicts.check_event_stream_response(stream)
+    first = stream.events[0].describe() if stream.events else "nothing"
+    require(
+        stream.events and stream.events[0].type == "started",
+        "M0-W-1311",
+        f"the first event must be started; it was {first}",
+    )
+    require(
+        stream.of_type("token") or stream.of_type("end"),
+        "M0-W-1311",
+        f"no token within {_bound(scenario_state).seconds} s; events: [{stream.summary()}]",
+    )
+
+
+@then("the job finishes with an end event within the time bound")
+def finishes_within_bound(scenario_state: ScenarioState) -> None:
+    bound = _bound(scenario_state)
+    stream = scenario_state.stream
+    assert stream is not None
+    if not bound.ended:
+        verdicts.check_event_stream_response(stream)
+        tokens = len(stream.of_type("token"))
+        rate = tokens / bound.elapsed_s if bound.elapsed_s > 0 else 0.0
+        need = f"about {DEFAULT_MAX_TOKENS / rate:.0f} s" if rate > 0 else "longer"
+        require(
+            tokens <= DEFAULT_MAX_TOKENS,
+            "M0-W-1300",
+            f"{tokens} tokens streamed; the default max_tokens is {DEFAULT_MAX_TOKENS}",
+        )
+        not_applicable(
+            f"the job streamed {tokens} tokens in {bound.elapsed_s:.0f} s ({rate:.1f} tokens/s) without "
+            f"ending; the whole default job of up to {DEFAULT_MAX_TOKENS} tokens would need {need} here, "
+            f"beyond this scenario's time bound of {bound.seconds} s"
+        )
+    # The job's own rules, without the text check: default sampling (temperature 1) may pick any token,
+    # and real vocabularies hold tokens whose text is U+FFFD itself (Qwen2.5: ids 5691, 98821, ...);
+    # M0-W-1824 is judged by the UTF-8 scenarios on fixed prompts.
+    verdicts.check_event_stream_response(stream)
+    verdicts.check_stream_complete(stream)
+    verdicts.check_event_types(stream)
+    verdicts.check_order(stream)
+    verdicts.check_payloads(stream, scenario_state.job_id)
+    last = stream.events[-1]
+    require(last.type == "end", "M0-W-1311", f"the job ended with {last.describe()}: {last.raw[:200]!r}")
