@@ -104,8 +104,10 @@ def test_sliding_window_layers_forget_tokens_older_than_the_receptive_field(tiny
             layer.sliding_window = window if is_swa else None
     # A query at p sees keys p-W+1..p; through two sliding layers token 0 reaches positions up to 2(W-1).
     reach = 2 * (window - 1)
-    assert not torch.allclose(a[reach], b[reach])
-    torch.testing.assert_close(a[reach + 1 :], b[reach + 1 :], rtol=0, atol=0)
+    assert not torch.allclose(a[reach], b[reach], rtol=1e-3, atol=1e-3)
+    # Not bit-exact: changing token 0 changes its experts, so the other tokens' expert matmuls run in
+    # groups of other sizes, and the BLAS may block (and round) those differently.
+    torch.testing.assert_close(a[reach + 1 :], b[reach + 1 :], rtol=1e-5, atol=1e-5)
 
 
 def test_full_attention_layer_still_sees_the_first_token(tiny):
