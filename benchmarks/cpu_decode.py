@@ -7,7 +7,8 @@ For each model three runners generate greedily from the same text prompt:
   through its engine (`torch.set_num_threads(N)`);
 - `worker-http`: a `python -m reference_worker --device cpu` process (`OMP_NUM_THREADS=N`), driven through
   POST /execute and its SSE stream;
-- `llama.cpp`: `llama_cpp.Llama(FILE, n_threads=N, n_threads_batch=N)`, its own defaults otherwise.
+- `llama.cpp`: `llama_cpp.Llama(FILE, n_threads=N, n_threads_batch=N)`, its own defaults otherwise, in a
+  process of its own (sharing this one, its threads and PyTorch's slow each other down).
 The measure is the decode rate after the first token: (tokens - 1) / (time of the last token - time of
 the first), so prompt processing is left out. The machine may be shared with other work, so the runners
 are interleaved (round r runs every runner on every model once) and the median over rounds is reported,
@@ -118,20 +119,45 @@ def http_runner(model: Path, threads: int, stops: list[Callable[[], None]]) -> R
     return run
 
 
-def llama_cpp_runner(model: Path, threads: int) -> Runner:
+def _llama_cpp_serve(model: str, threads: int, conn: Any) -> None:
+    """Child process: loads the file with llama.cpp, then answers each token count with the timestamps."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(model), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = llama_cpp.Llama(model, n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
     ids = llm.tokenize(PROMPT.encode(), add_bos=True, special=False)
-
-    def run(tokens: int) -> list[float]:
+    conn.send("ready")
+    while (tokens := conn.recv()) is not None:
         llm.reset()
         stamps: list[float] = []
         for _ in llm.generate(ids, temp=0.0, top_k=1, reset=True):
             stamps.append(time.perf_counter())
             if len(stamps) == tokens:
                 break
-        return stamps
+        conn.send(stamps)
+
+
+def llama_cpp_runner(model: Path, threads: int, stops: list[Callable[[], None]]) -> Runner:
+    """llama.cpp in a process of its own: in this process its worker threads and PyTorch's would wait for
+    each other (measured: the in-process worker at 0.2 tok/s instead of ~13 with two threads each)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    proc = ctx.Process(target=_llama_cpp_serve, args=(str(model), threads, child_conn), daemon=True)
+    proc.start()
+
+    def stop() -> None:
+        if proc.is_alive():
+            conn.send(None)
+            proc.join(30)
+
+    stops.append(stop)
+    if not conn.poll(600) or conn.recv() != "ready":
+        raise RuntimeError(f"{model}: llama.cpp did not load the file (exit code {proc.exitcode})")
+
+    def run(tokens: int) -> list[float]:
+        conn.send(tokens)
+        return conn.recv()
 
     return run
 
@@ -157,7 +183,7 @@ def bench(models: list[Path], threads: int, tokens: int, rounds: int, note: Call
             note(f"loading {model.name}")
             runners[(model.name, "worker")] = in_process_runner(model)
             runners[(model.name, "worker-http")] = http_runner(model, threads, stops)
-            runners[(model.name, "llama.cpp")] = llama_cpp_runner(model, threads)
+            runners[(model.name, "llama.cpp")] = llama_cpp_runner(model, threads, stops)
             for runner in RUNNERS:
                 runners[(model.name, runner)](8)  # warm-up
             results[model.name] = {r: {"tok_s_rounds": [], "tokens_rounds": []} for r in RUNNERS}
