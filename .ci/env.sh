@@ -1,20 +1,44 @@
 # Sourced by the .ci scripts: creates (once) and activates the project's virtual environment.
+#   source .ci/env.sh [EXTRAS]     EXTRAS: comma-separated optional dependencies, default "test,oracle"
+# .ci/conformance asks for "test" only: the conformance run never uses the oracle extra, whose
+# llama-cpp-python is built from source (several minutes on two cores). .ci/run asks for both.
 # torch is installed first and pinned so that pip takes the CPU wheel on machines without a GPU.
+# Each extra is installed once per pyproject.toml version (a stamp file per extra in the venv).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${WORKER_ORCD_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
-STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+EXTRAS="${1:-test,oracle}"
+STAMP="$VENV/.installed-$(sha256sum <"$ROOT/pyproject.toml" | cut -c1-16)"
+_elapsed() { echo "$(($(date +%s) - $1)) s"; }
 if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating the virtual environment $VENV" >&2
     "$PY" -m venv "$VENV"
 fi
-if [ ! -f "$STAMP" ]; then
+MISSING=()
+if [ -f "$STAMP" ]; then
+    touch "$STAMP-base" "$STAMP-test" "$STAMP-oracle"  # a venv set up before per-extra stamps had both
+fi
+for extra in ${EXTRAS//,/ }; do
+    [ -f "$STAMP-$extra" ] || MISSING+=("$extra")
+done
+if [ ! -f "$STAMP-base" ] || [ ${#MISSING[@]} -gt 0 ]; then
+    started=$(date +%s)
     "$VENV/bin/pip" install --quiet --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install --quiet "torch==2.13.0"
-    # The oracle extra builds llama.cpp from source (a few minutes the first time; pip caches the wheel).
+    if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+        echo "[setup] installing torch==2.13.0 (CPU wheel, about 200 MB)" >&2
+        "$VENV/bin/pip" install --quiet "torch==2.13.0"
+    fi
+    WANTED="$(IFS=,; echo "${MISSING[*]:-}")"
+    case ",$WANTED," in
+        *,oracle,*) echo "[setup] installing the project with [$WANTED]; the oracle extra builds llama.cpp from source (about 5-7 minutes on two cores, once)" >&2 ;;
+        *) echo "[setup] installing the project${WANTED:+ with [$WANTED]}" >&2 ;;
+    esac
     CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-        "$VENV/bin/pip" install --quiet -e "$ROOT[test,oracle]"
-    touch "$STAMP"
+        "$VENV/bin/pip" install --quiet -e "$ROOT${WANTED:+[$WANTED]}"
+    touch "$STAMP-base"
+    for extra in "${MISSING[@]}"; do touch "$STAMP-$extra"; done
+    echo "[setup] done in $(_elapsed "$started")" >&2
 fi
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -1,6 +1,8 @@
 """The one place that knows how much device memory the worker holds, and for what (M0-W-1011, M0-W-1220).
 
-Categories follow M0-W-1011: weights (once, at load), kv_cache (per request), scratch (per step).
+Categories follow M0-W-1011: weights (once, at load), kv_cache (per request), scratch (per step); plus
+weight_cache (once, at load, CPU only): the dense copies the CPU fast path multiplies with
+(`kernels.cpu_dense`), counted in full so that /health shows every byte the worker holds.
 An optional budget (`--vram-budget-mb`) is enforced here, so CPU runs exercise the same `VramOOM` path
 as a CUDA device that says no.
 """
@@ -22,6 +24,7 @@ class MemoryCategory(StrEnum):
     WEIGHTS = "weights"
     KV_CACHE = "kv_cache"
     SCRATCH = "scratch"
+    WEIGHT_CACHE = "weight_cache"  # CPU only: dense copies of quantized weights (kernels.cpu_dense)
 
 
 class VramOOM(RuntimeError):

@@ -35,6 +35,7 @@ from .residency import ResidencyMonitor
 from .server import Limits, ModelInfo, WorkerState, create_app
 from .tokenizers.base import TokenizerError
 from .tokenizers.loader import load_tokenizer
+from .weight_cache import build_weight_cache
 
 CALLBACK_TIMEOUT_SEC = 10.0
 GRACEFUL_SHUTDOWN_SEC = 5  # M0-W-1630
@@ -99,6 +100,7 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         )
         tokenizer = load_tokenizer(gguf.metadata, config.model)
         weights = load_weights(gguf, memory, log, chunk_bytes=config.load_chunk_bytes)
+        build_weight_cache(weights, memory, log)  # CPU only; accounted as weight_cache
         model = create_model(
             gguf, weights, config.torch_device, memory, attention=config.attention, kv_cache=config.kv_cache
         )

@@ -44,15 +44,18 @@ pytestmark = pytest.mark.oracle
 IDS = [5, 17, 200, 33, 1, 99, 150, 7, 64, 300, 12, 3, 250, 8, 77, 410]
 
 
-def our_logits(name: str, ids: list[int]) -> np.ndarray:
-    model, _, _ = load_model(name)
+def our_logits(name: str, ids: list[int], *, weight_cache: bool = False) -> np.ndarray:
+    model, _, _ = load_model(name, weight_cache=weight_cache)
     cache = model.new_cache(len(ids))
     with torch.inference_mode():
         return model.forward(torch.tensor(ids), cache).double().numpy()
 
 
-def compare(name: str, ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ours, ref = our_logits(name, ids), llama_cpp_logits(fixture_path(name), ids)
+def compare(
+    name: str, ids: list[int], *, weight_cache: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ours = our_logits(name, ids, weight_cache=weight_cache)
+    ref = llama_cpp_logits(fixture_path(name), ids)
     assert ours.shape == ref.shape
     return ours, ref, relative_rms(ours, ref)
 
@@ -82,6 +85,17 @@ def test_quantized_logits_agree_with_llama_cpp(arch, qtype, record_property):
     ours, ref, rel = compare(f"tiny/{arch}-{qtype}.gguf", IDS)
     record_property("max_rel_rms", float(rel.max()))
     assert rel.max() < (2e-3 if qtype == "f16" else 3e-2), rel
+    check_top1(ours, ref, near_tie=0.05, record_property=record_property)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3"])
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q4_1", "q5_0", "q4_k_m"])
+def test_quantized_logits_through_the_cpu_weight_cache_agree_with_llama_cpp(arch, qtype, record_property):
+    """The CPU fast path (float16 copies of the dequantized weights, kernels/cpu_dense.py) keeps the
+    quantized files within the same tolerances as the reference path."""
+    ours, ref, rel = compare(f"tiny/{arch}-{qtype}.gguf", IDS, weight_cache=True)
+    record_property("max_rel_rms", float(rel.max()))
+    assert rel.max() < 3e-2, rel
     check_top1(ours, ref, near_tie=0.05, record_property=record_property)
 
 
@@ -213,3 +227,35 @@ def test_smollm2_teacher_forced_along_llama_cpp_greedy(smollm2_continuations, sm
     assert agree.mean() >= 0.97
     assert rel.mean() < 6e-2 and rel.max() < 2.5e-1
     assert abs(rel.mean() - own.mean()) < 1e-3
+
+
+@pytest.mark.slow
+def test_smollm2_through_the_cpu_weight_cache_follows_llama_cpp_greedy(
+    smollm2_continuations, record_property
+):
+    """The worker's default CPU path (the float16 weight cache) on the Q4_1 file, teacher-forced along
+    llama.cpp's greedy continuations: the same criteria as the reference path above."""
+    model, _, _ = load_model(SMOLLM2, weight_cache=True)
+    ours = []
+    with torch.inference_mode():
+        for c in smollm2_continuations:
+            logits = model.forward(torch.tensor(c.sequence), model.new_cache(len(c.sequence)))
+            ours.append(logits.double().numpy()[len(c.prompt_ids) - 1 :])
+    agree = np.concatenate(
+        [o.argmax(-1) == c.tokens for o, c in zip(ours, smollm2_continuations, strict=True)]
+    )
+    rel = np.concatenate(
+        [relative_rms(o, c.quantized) for o, c in zip(ours, smollm2_continuations, strict=True)]
+    )
+    exact = np.concatenate(
+        [relative_rms(o, c.dequantized) for o, c in zip(ours, smollm2_continuations, strict=True)]
+    )
+    own = np.concatenate([relative_rms(c.dequantized, c.quantized) for c in smollm2_continuations])
+    record_property("top1_agreement", float(agree.mean()))
+    record_property("rel_rms_mean", float(rel.mean()))
+    record_property("rel_rms_max", float(rel.max()))
+    record_property("vs_exact_weights_rel_rms_max", float(exact.max()))
+    assert agree.mean() >= 0.97
+    assert rel.mean() < 6e-2 and rel.max() < 2.5e-1
+    assert abs(rel.mean() - own.mean()) < 5e-3
+    assert exact.max() < 1e-2  # float16 rounding of the weights, far below the quantization's own error

@@ -13,6 +13,7 @@ from reference_worker.gguf import GGUFFile
 from reference_worker.loader import load_weights
 from reference_worker.logs import EventLog
 from reference_worker.models import create_model
+from reference_worker.weight_cache import build_weight_cache
 
 
 def read_weights(gguf: GGUFFile, device: str = "cpu") -> dict[str, QTensor]:
@@ -32,11 +33,16 @@ def load_model(
     attention: str = "reference",
     kv_cache: str = "contiguous",
     device: str = "cpu",
+    weight_cache: bool = False,
 ):
     """(model, memory, gguf) for fixture `name`, e.g. "tiny/llama-f32.gguf", loaded by the worker's loader
-    (weights accounted in `memory`, so a budget must leave room for them). The returned file is closed."""
+    (weights accounted in `memory`, so a budget must leave room for them). The returned file is closed.
+    `weight_cache` builds the CPU weight cache as the worker does (its fast path then serves the matmuls);
+    without it the model runs on the reference path."""
     gguf = GGUFFile.open(fixture_path(name))
     memory = DeviceMemory(device, budget_bytes)
     weights = load_weights(gguf, memory, EventLog(io.StringIO()))
+    if weight_cache:
+        build_weight_cache(weights, memory, EventLog(io.StringIO()))
     model = create_model(gguf, weights, torch.device(device), memory, attention=attention, kv_cache=kv_cache)
     return model, memory, gguf

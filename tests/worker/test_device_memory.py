@@ -17,7 +17,7 @@ def test_accounting_by_category() -> None:
     kv = memory.allocate(MemoryCategory.KV_CACHE, shape=(2, 8), dtype=torch.float16)
     scratch = memory.allocate("scratch", 100)
     assert kv.shape == (2, 8) and kv.dtype == torch.float16 and scratch.numel() == 100
-    assert memory.by_category == {"weights": 0, "kv_cache": 32, "scratch": 100}
+    assert memory.by_category == {"weights": 0, "kv_cache": 32, "scratch": 100, "weight_cache": 0}
     assert memory.used_bytes == 132
     memory.release("kv_cache", kv)
     memory.release("kv_cache", kv)  # twice is a no-op

@@ -1,0 +1,201 @@
+"""The CPU fast path: a dense half-precision copy of each quantized matrix, built once at load.
+
+On CPU the reference path spends nearly all of a decode step dequantizing weight tiles that it throws
+away again. This path dequantizes every quantized matrix once (with the reference dequantizers) into
+float16 (`DenseCache`), and each matmul then only widens bounded float16 tiles to float32 and multiplies
+them in float32, as the reference path does. Nothing else changes: activations, accumulation and
+outputs are float32, and the stored bytes stay where they are (embedding lookups and the reference
+path keep reading them).
+
+Why float16 and not float32: half the bytes to read per token (decode on CPU is memory-bound) and half
+the memory held; the copy is reported in its own memory category, and a float32 copy of a 4-bit model
+would not fit what M0-W-1201 allows a worker to hold. Precision: a dequantized value is a small integer
+times an f16 scale (plus an f16 min), so float16 keeps it to within one rounding (relative 2^-11; exact
+for most values); a tensor whose values float16 cannot hold (beyond +-65504) is left to the reference
+path. F32/F16/BF16 tensors are not copied (the reference path reads them directly).
+
+CPU only: on CUDA weights stay in their stored types and the Triton kernels serve them. The cache is
+keyed by the storage of each `QTensor` and forgets an entry when the stored tensor is freed; a 3-D
+expert tensor is cached whole and serves `QTensor.expert(i)` views. `ORCD_KERNELS=reference` bypasses
+it (see `kernels.backend`).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from kernels import backend
+from kernels.formats import GGMLType
+from kernels.qtensor import QTensor
+
+CACHE_DTYPE = torch.float16
+# Float32 bytes of one widened tile: fits a core's L2 cache, large enough that the per-tile overhead is
+# small next to the multiply.
+TILE_BYTES = 1 << 20
+# Types read directly by the reference path (no dequantization work to save).
+PLAIN_TYPES = frozenset({GGMLType.F32, GGMLType.F16, GGMLType.BF16})
+_F16_MAX = torch.finfo(CACHE_DTYPE).max
+
+Allocate = Callable[[tuple[int, ...], torch.dtype], torch.Tensor]
+
+_Key = tuple[int, tuple[int, ...], GGMLType]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    source: weakref.ref  # the stored bytes this copy was made from; dead -> the entry is stale
+    dense: torch.Tensor  # (out, in) float16
+
+
+_table: dict[_Key, _Entry] = {}
+_table_lock = threading.Lock()
+_registered = False
+_scratch = threading.local()
+
+
+def _key(w: QTensor) -> _Key:
+    return (w.data.data_ptr(), w.shape, w.qtype)
+
+
+def cacheable(w: QTensor) -> bool:
+    """A quantized 2-D matrix or 3-D expert tensor on the CPU."""
+    return w.device.type == "cpu" and len(w.shape) in (2, 3) and w.qtype not in PLAIN_TYPES
+
+
+def cache_nbytes(w: QTensor) -> int:
+    """Bytes the dense copy of `w` holds."""
+    n = 1
+    for d in w.shape:
+        n *= d
+    return n * CACHE_DTYPE.itemsize
+
+
+def dense_weight(w: QTensor) -> torch.Tensor | None:
+    """The dense float16 `(out, in)` copy of matrix `w`, or None when it has none."""
+    entry = _table.get(_key(w))
+    if entry is None or entry.source() is None:
+        return None
+    return entry.dense
+
+
+def _fill(dest: torch.Tensor, w: QTensor) -> bool:
+    """Dequantizes `w` into `dest` tile by tile; False when a value does not fit float16."""
+    rows, width = dest.shape
+    step = max(1, TILE_BYTES // (width * 4))
+    for r0 in range(0, rows, step):
+        r1 = min(r0 + step, rows)
+        values = w.dequantize(rows=slice(r0, r1))
+        if values.abs().max().item() > _F16_MAX or not torch.isfinite(values).all():
+            return False
+        dest[r0:r1] = values.to(CACHE_DTYPE)
+    return True
+
+
+def _remember(key: _Key, source: torch.Tensor, dense: torch.Tensor) -> None:
+    with _table_lock:
+        _table[key] = _Entry(weakref.ref(source), dense)
+    weakref.finalize(source, _forget, key, dense)
+
+
+def _forget(key: _Key, dense: torch.Tensor) -> None:
+    with _table_lock:
+        entry = _table.get(key)
+        if entry is not None and entry.dense is dense:
+            del _table[key]
+
+
+@dataclass
+class DenseCache:
+    """What `build` made: the copies by tensor name, and the tensors left to the reference path."""
+
+    tensors: dict[str, torch.Tensor]
+    skipped: dict[str, str]  # name -> why
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def build(
+    weights: Iterable[QTensor], allocate: Allocate, *, release: Callable[[torch.Tensor], None]
+) -> DenseCache:
+    """Dense copies of every cacheable tensor of `weights`, each in memory from `allocate(shape, dtype)`
+    (the caller's accounting); a copy that cannot be made is given back with `release`. Registers the
+    fast path the first time. Errors from `allocate` (e.g. a memory budget) propagate."""
+    _register()
+    cache = DenseCache({}, {})
+    for w in weights:
+        if not cacheable(w):
+            continue
+        if dense_weight(w) is not None or (len(w.shape) == 3 and dense_weight(w.expert(0)) is not None):
+            continue  # already copied (e.g. a tied output matrix seen twice)
+        dest = allocate(w.shape, CACHE_DTYPE)
+        flat = dest.view(-1, w.shape[-1])
+        rows = w if len(w.shape) == 2 else QTensor(w.data, w.qtype, (flat.shape[0], w.shape[-1]), w.name)
+        if not _fill(flat, rows):
+            release(dest)
+            cache.skipped[w.name] = f"values beyond the {CACHE_DTYPE} range"
+            continue
+        if len(w.shape) == 2:
+            _remember(_key(w), w.data, dest)
+        else:
+            for i in range(w.shape[0]):
+                _remember(_key(w.expert(i)), w.data, dest[i])
+        cache.tensors[w.name] = dest
+    return cache
+
+
+def _tile_buffer(n: int) -> torch.Tensor:
+    """A float32 buffer of at least `n` elements, one per thread, reused across calls (widening into an
+    existing buffer costs half of widening into a fresh tensor)."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.numel() < n:
+        with torch.inference_mode(False):  # a normal tensor: writable inside and outside inference mode
+            buf = _scratch.buf = torch.empty(n, dtype=torch.float32)
+    return buf
+
+
+def dense_qmatmul(
+    x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """`x @ W.T (+ bias)` in float32 from the float16 copy, one widened tile of rows at a time."""
+    dense = dense_weight(w)
+    assert dense is not None, "supports() admitted a tensor without a dense copy"
+    out_features, in_features = w.shape
+    x2 = x.reshape(-1, in_features).to(torch.float32)
+    y = torch.empty(x2.shape[0], out_features, dtype=torch.float32)
+    step = min(out_features, max(1, TILE_BYTES // (in_features * 4)))
+    buf = _tile_buffer(step * in_features)
+    for r0 in range(0, out_features, step):
+        r1 = min(r0 + step, out_features)
+        tile = buf[: (r1 - r0) * in_features].view(r1 - r0, in_features)
+        tile.copy_(dense[r0:r1])
+        if x2.shape[0] == 1:  # decode: the output slice is contiguous, write it in place
+            torch.mm(x2, tile.T, out=y[:, r0:r1])
+        else:
+            y[:, r0:r1] = x2 @ tile.T
+    if bias is not None:
+        y += bias.to(torch.float32)
+    return y.reshape(*x.shape[:-1], out_features).to(out_dtype)
+
+
+def _supports(x: torch.Tensor, w: QTensor) -> bool:
+    return dense_weight(w) is not None
+
+
+FAST_PATH = backend.FastPath(
+    name="cpu-dense-f16", devices=("cpu",), supports=_supports, qmatmul=dense_qmatmul
+)
+
+
+def _register() -> None:
+    global _registered
+    with _table_lock:
+        if not _registered:
+            backend.register(FAST_PATH)
+            _registered = True

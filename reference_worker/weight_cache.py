@@ -1,0 +1,59 @@
+"""The CPU weight cache (`kernels.cpu_dense`), built at load and accounted in its own memory category.
+
+Built only on CPU and only in the default kernel mode (`ORCD_KERNELS=reference` keeps the reference path
+and holds nothing extra). Its bytes are allocated from `DeviceMemory` as `weight_cache`, so /health's
+`vram_bytes_used` and `vram_bytes_by_category` include them. When a device-memory budget
+(`--vram-budget-mb`) cannot hold the whole cache next to the weights, none is built and the worker runs
+on the reference path: the budget is for the model, not for a speed-up.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from kernels import backend, cpu_dense
+from kernels.qtensor import QTensor
+
+from .device_memory import DeviceMemory, MemoryCategory
+from .logs import EventLog
+
+
+def build_weight_cache(weights: dict[str, QTensor], memory: DeviceMemory, log: EventLog) -> int:
+    """Builds the cache for `weights` when it applies; returns the bytes it holds (0 when not built)."""
+    if memory.device.type != "cpu" or backend.mode() == "reference":
+        return 0
+    candidates = [w for w in weights.values() if cpu_dense.cacheable(w)]
+    needed = sum(cpu_dense.cache_nbytes(w) for w in candidates)
+    if not candidates:
+        return 0
+    budget = memory.budget_bytes
+    if budget is not None and memory.used_bytes + needed > budget:
+        log.event(
+            "weight_cache_skipped",
+            "CPU weight cache not built: the device-memory budget has no room for it",
+            level="warning",
+            cache_bytes=needed,
+            used_bytes=memory.used_bytes,
+            budget_bytes=budget,
+        )
+        return 0
+    started = time.monotonic()
+
+    def allocate(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        return memory.allocate(MemoryCategory.WEIGHT_CACHE, dtype=dtype, shape=shape)
+
+    def release(tensor: torch.Tensor) -> None:
+        memory.release(MemoryCategory.WEIGHT_CACHE, tensor)
+
+    cache = cpu_dense.build(candidates, allocate, release=release)
+    log.event(
+        "weight_cache_built",
+        "CPU weight cache built",
+        cache_bytes=cache.nbytes,
+        tensors=len(cache.tensors),
+        skipped=sorted(cache.skipped),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return cache.nbytes

@@ -1,0 +1,136 @@
+"""The CPU fast path (`kernels.cpu_dense`) against the reference path and the float64 oracle."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+from kernels import backend, cpu_dense
+from kernels.formats import GGMLType
+from kernels.qmatmul import qmatmul, qmatmul_experts, reference_qmatmul
+from kernels.qtensor import QTensor
+from tests.kernels.conftest import READ_TYPES
+from tests.kernels.test_qmatmul import make_weight, rel_err
+
+QUANTIZED = [t for t in READ_TYPES if t not in cpu_dense.PLAIN_TYPES]
+# One float16 rounding per weight (relative 2^-11 at most); summed over `in` products of random sign.
+REL_TOL = 2e-3
+
+
+class Arena:
+    """Stands in for the worker's memory accounting: remembers what was allocated and given back."""
+
+    def __init__(self) -> None:
+        self.live: list[torch.Tensor] = []
+        self.released = 0
+
+    def allocate(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        t = torch.empty(shape, dtype=dtype)
+        self.live.append(t)
+        return t
+
+    def release(self, t: torch.Tensor) -> None:
+        self.released += 1
+        self.live = [x for x in self.live if x is not t]
+
+
+def build(*weights: QTensor) -> tuple[cpu_dense.DenseCache, Arena]:
+    arena = Arena()
+    return cpu_dense.build(weights, arena.allocate, release=arena.release), arena
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "out_features", "in_features"),
+    [((1, 512), 48, 512), ((7, 256), 33, 256), ((2, 3, 768), 40, 768)],
+    ids=["decode-M1", "prefill-M7", "batched-2x3"],
+)
+@pytest.mark.parametrize("qtype", QUANTIZED, ids=[t.name for t in QUANTIZED])
+def test_dense_path_matches_float64(qtype, x_shape, out_features, in_features, rng, blocks, record_property):
+    w, w64 = make_weight(qtype, (out_features, in_features), rng, blocks, "cpu")
+    cache, arena = build(w)
+    assert cache.tensors and backend.fast_path_for(torch.zeros(1, in_features), w) is cpu_dense.FAST_PATH
+    x = torch.from_numpy(rng.normal(0.0, 1.0, x_shape).astype(np.float32))
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, out_features).astype(np.float32))
+    y = qmatmul(x, w, bias)
+    assert y.shape == (*x_shape[:-1], out_features) and y.dtype == torch.float32
+    err = rel_err(y, x.double() @ w64.T + bias.double())
+    record_property("max_rel_err", err)
+    assert err < REL_TOL
+    assert cache.nbytes == out_features * in_features * 2 == sum(t.nbytes for t in arena.live)
+
+
+def test_a_wrong_copy_is_caught(rng, blocks):
+    """The comparison above fails on a cache that holds other values (rows swapped)."""
+    w, w64 = make_weight(GGMLType.Q4_K, (48, 512), rng, blocks, "cpu")
+    cache, _ = build(w)
+    dense = cache.tensors[w.name]
+    dense[[0, 1]] = dense[[1, 0]]
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 512)).astype(np.float32))
+    assert rel_err(qmatmul(x, w), x.double() @ w64.T) > REL_TOL
+
+
+def test_reference_mode_bypasses_the_cache(rng, blocks):
+    w, _ = make_weight(GGMLType.Q4_1, (40, 256), rng, blocks, "cpu")
+    cache, _ = build(w)
+    cache.tensors[w.name].zero_()  # would give zeros if it were used
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (3, 256)).astype(np.float32))
+    backend.set_mode("reference")
+    try:
+        torch.testing.assert_close(
+            qmatmul(x, w), reference_qmatmul(x, w, None, torch.float32), rtol=0, atol=0
+        )
+    finally:
+        backend.set_mode(None)
+    assert qmatmul(x, w).abs().max() == 0
+
+
+def test_expert_tensors_serve_every_expert(rng, blocks):
+    n_expert, out_features, in_features = 4, 24, 256
+    w, w64 = make_weight(GGMLType.MXFP4, (n_expert, out_features, in_features), rng, blocks, "cpu")
+    cache, _ = build(w)
+    assert all(cpu_dense.dense_weight(w.expert(e)) is not None for e in range(n_expert))
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (5, in_features)).astype(np.float32))
+    ids = torch.tensor([[0, 3], [1, 2], [3, 3], [2, 0], [1, 1]])
+    y = qmatmul_experts(x, w, ids)
+    expected = torch.einsum("ti,tkoi->tko", x.double(), w64[ids])
+    assert rel_err(y, expected) < REL_TOL
+
+
+def test_plain_float_tensors_are_not_copied():
+    w = QTensor.from_float(torch.randn(16, 64), "f32")
+    h = QTensor.from_float(torch.randn(16, 64).half(), "f16")
+    cache, arena = build(w, h)
+    assert not cache.tensors and not arena.live
+    assert cpu_dense.dense_weight(w) is None and backend.fast_path_for(torch.zeros(1, 64), w) is None
+
+
+def test_values_beyond_float16_stay_on_the_reference_path():
+    big = QTensor.from_float(torch.full((8, 32), 1e6), "big")
+    # Q8_0 with a scale of 1e4 and quants of 127: values ~1.27e6, beyond float16's 65504.
+    block = np.zeros(34, dtype=np.uint8)
+    block[0:2] = np.array([1e4], dtype=np.float16).view(np.uint8)
+    block[2:] = 127
+    w = QTensor.from_bytes(np.tile(block, 8).tobytes(), GGMLType.Q8_0, (8, 32), "huge")
+    cache, arena = build(w, big)
+    assert cache.skipped == {"huge": "values beyond the torch.float16 range"}
+    assert arena.released == 1 and not arena.live
+    assert cpu_dense.dense_weight(w) is None
+
+
+def test_an_entry_is_forgotten_with_its_weight(rng, blocks):
+    """A later tensor at the same address must never find a stale copy."""
+    w, _ = make_weight(GGMLType.Q8_0, (32, 64), rng, blocks, "cpu")
+    build(w)
+    key = cpu_dense._key(w)
+    assert key in cpu_dense._table
+    del w
+    gc.collect()
+    assert key not in cpu_dense._table
+
+
+def test_cuda_tensors_are_not_cacheable():
+    w = QTensor(torch.zeros(18 * 2, dtype=torch.uint8, device="meta"), GGMLType.Q4_0, (2, 32), "on-meta")
+    assert not cpu_dense.cacheable(w)
