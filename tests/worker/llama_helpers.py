@@ -7,6 +7,7 @@ import io
 import torch
 
 from fixtures.paths import fixture_path
+from kernels.backend import KernelConfig
 from kernels.qtensor import QTensor
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.gguf import GGUFFile
@@ -32,11 +33,14 @@ def load_model(
     attention: str = "reference",
     kv_cache: str = "contiguous",
     device: str = "cpu",
+    kernels: KernelConfig | None = None,
 ):
     """(model, memory, gguf) for fixture `name`, e.g. "tiny/llama-f32.gguf", loaded by the worker's loader
     (weights accounted in `memory`, so a budget must leave room for them). The returned file is closed."""
     gguf = GGUFFile.open(fixture_path(name))
     memory = DeviceMemory(device, budget_bytes)
     weights = load_weights(gguf, memory, EventLog(io.StringIO()))
-    model = create_model(gguf, weights, torch.device(device), memory, attention=attention, kv_cache=kv_cache)
+    model = create_model(
+        gguf, weights, torch.device(device), memory, attention=attention, kv_cache=kv_cache, kernels=kernels
+    )
     return model, memory, gguf
