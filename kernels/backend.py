@@ -9,14 +9,16 @@ is looked up in an environment variable or a global registry at call time.
 A fast path is a `FastPath` (a `supports(x, w)` predicate and the function, same contract as
 `reference_qmatmul`) or an `ExpertsFastPath`; it is tested against the reference path, never against
 itself. `FAST_PATHS` lists them per device type: adding a device's implementation is one entry there.
+On CUDA the set also carries the fused kernels of the decode step (`kernels.triton_decode`), which the
+adapters use in their step form only (the captured decode step; prefill keeps the plain ops).
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -29,6 +31,7 @@ KERNEL_CHOICES: tuple[KernelChoice, ...] = ("reference", "fast")
 __all__ = [
     "FAST_PATHS",
     "KERNEL_CHOICES",
+    "DeviceKernels",
     "ExpertsFastPath",
     "FastPath",
     "KernelConfig",
@@ -59,23 +62,29 @@ class KernelConfig:
         return self.cuda_graphs and self.kernels == "fast" and device.type == "cuda"
 
 
-def _cuda_paths() -> tuple[tuple[FastPath, ...], tuple[ExpertsFastPath, ...]]:
+@dataclass(frozen=True)
+class DeviceKernels:
+    """What kernels="fast" brings on one device type: matmul fast paths (tried in order) and, optionally,
+    the fused kernels of the one-token decode step (`kernels.triton_decode`'s functions)."""
+
+    paths: tuple[FastPath, ...] = ()
+    experts_paths: tuple[ExpertsFastPath, ...] = ()
+    decode: Any = None
+
+
+def _cuda_kernels() -> DeviceKernels:
     # Imported here so that machines without Triton (CPU-only wheels) never import it.
     if importlib.util.find_spec("triton") is None:
-        return (), ()
-    from kernels import triton_gemv, triton_moe
+        return DeviceKernels()
+    from kernels import triton_decode, triton_gemv, triton_moe
 
-    return (triton_gemv.FAST_PATH,), (triton_moe.EXPERTS_FAST_PATH,)
-
-
-def _no_paths() -> tuple[tuple[FastPath, ...], tuple[ExpertsFastPath, ...]]:
-    return (), ()
+    return DeviceKernels((triton_gemv.FAST_PATH,), (triton_moe.EXPERTS_FAST_PATH,), triton_decode)
 
 
-# Device type -> the fast paths of kernels="fast" there, tried in order. CPU: none yet (reference path).
-FAST_PATHS: dict[str, Callable[[], tuple[tuple[FastPath, ...], tuple[ExpertsFastPath, ...]]]] = {
-    "cuda": _cuda_paths,
-    "cpu": _no_paths,
+# Device type -> what kernels="fast" uses there. CPU: nothing yet (the reference path).
+FAST_PATHS: dict[str, Callable[[], DeviceKernels]] = {
+    "cuda": _cuda_kernels,
+    "cpu": DeviceKernels,
 }
 
 
@@ -87,6 +96,7 @@ class KernelSet:
     device: torch.device
     paths: tuple[FastPath, ...] = ()
     experts_paths: tuple[ExpertsFastPath, ...] = ()
+    decode: Any = None  # fused decode-step kernels (rms_norm, rope_store, decode_attention, ...) or None
 
     @property
     def name(self) -> str:
@@ -108,8 +118,7 @@ def kernel_set(config: KernelConfig | None, device: torch.device | str) -> Kerne
     """Resolves `config` (default: `KernelConfig()`) for `device`."""
     config = config or KernelConfig()
     device = torch.device(device)
-    paths: Sequence[FastPath] = ()
-    experts: Sequence[ExpertsFastPath] = ()
-    if config.kernels == "fast":
-        paths, experts = FAST_PATHS.get(device.type, _no_paths)()
-    return KernelSet(config, device, tuple(paths), tuple(experts))
+    if config.kernels == "reference":
+        return KernelSet(config, device)
+    found = FAST_PATHS.get(device.type, DeviceKernels)()
+    return KernelSet(config, device, tuple(found.paths), tuple(found.experts_paths), found.decode)

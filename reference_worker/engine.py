@@ -53,6 +53,10 @@ from reference_worker.tokenizers import StreamDecoder
 # Prompt positions per prefill forward: bounds the [n_head, chunk, positions] attention scores of a long
 # prompt (a 32k-token prompt in one piece would need tens of GB for them) at no cost in exactness.
 PREFILL_CHUNK = 512
+# With CUDA graphs, KV caches are sized in multiples of this many positions (capped at the context), so
+# requests of similar length get a cache of the same size, usually at the same address, and replay the
+# decode graph captured for an earlier one instead of capturing again.
+GRAPH_CACHE_BUCKET = 256
 
 
 class InvalidPrompt(ValueError):
@@ -138,6 +142,8 @@ class InferenceEngine:
                 "(prompt plus at least one generated token)"
             )
         positions = min(len(prompt_ids) + max_tokens - 1, self.max_context)
+        if self.graphs is not None:
+            positions = min(-(-positions // GRAPH_CACHE_BUCKET) * GRAPH_CACHE_BUCKET, self.max_context)
         sampler = Sampler(
             params,
             self.tokenizer.vocab_size,

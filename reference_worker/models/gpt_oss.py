@@ -174,13 +174,16 @@ class Block:
         self.down_exps_b = vector(p + "ffn_down_exps.bias", X, E)
         self.n_expert_used = c.n_expert_used
 
-    def moe(self, h: torch.Tensor) -> torch.Tensor:
-        """[T, E] -> [T, E]; each expert some token selected is dequantized once, the others never."""
+    def moe(self, h: torch.Tensor, fused: Any = None) -> torch.Tensor:
+        """[T, E] -> [T, E]; each expert some token selected is dequantized once, the others never.
+        Routing stays on the device: expert ids go from top-k straight to the expert GEMVs."""
         mm_experts = self.kernels.qmatmul_experts
         experts, weights = route(self.kernels.qmatmul(h, self.router, self.router_b), self.n_expert_used)
         gate = mm_experts(h, self.gate_exps, experts, self.gate_exps_b)  # [T, k, F]
         up = mm_experts(h, self.up_exps, experts, self.up_exps_b)
-        act = swiglu(gate, up)
+        act = (
+            fused.swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT) if fused is not None else swiglu(gate, up)
+        )
         # Token t's j-th expert sees act[t, j]: flatten (t, j) so each row goes through its own expert.
         n_tokens, k = experts.shape
         token_rows = act.reshape(n_tokens * k, -1)
@@ -249,39 +252,51 @@ class GptOssModel:
         last_only: bool = False,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`."""
+        """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`; with the
+        fused decode kernels of the chosen `KernelSet` (CUDA) it uses them for norms, RoPE + KV store,
+        attention (sinks, sliding window) and the SwiGLU."""
         c = self.config
         mm = self.kernels.qmatmul
         n_tokens, start = tokens.shape[0], cache.length
         step = positions is not None
+        fused = self.kernels.decode if step else None
+        norm = fused.rms_norm if fused is not None else rms_norm
         if not step:
             positions = next_positions(cache, n_tokens, c.context_length, self.device)
         x = qembedding(tokens, self.token_embd, checked=not step).float()  # [T, E]
         for i, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.attn_norm, c.norm_eps)
-            q = mm(h, layer.wq, layer.bq).view(n_tokens, c.n_head, c.head_dim).transpose(0, 1)
-            k = mm(h, layer.wk, layer.bk).view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
-            v = mm(h, layer.wv, layer.bv).view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
-            q = apply_rope(q, self.rope_cos, self.rope_sin, positions, neox=True)
-            k = apply_rope(k, self.rope_cos, self.rope_sin, positions, neox=True)
-            if step:
-                keys, values = cache.write_at(i, k, v, positions)
+            h = norm(x, layer.attn_norm, c.norm_eps)
+            q, k, v = mm(h, layer.wq, layer.bq), mm(h, layer.wk, layer.bk), mm(h, layer.wv, layer.bv)
+            if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one
+                keys, values = cache.keys[i], cache.values[i]
+                q = fused.rope_store(q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, True)
+                a = fused.decode_attention(
+                    q, keys, values, positions, self.scale, layer.sliding_window, layer.sinks
+                )
             else:
-                keys, values = cache.update(i, k, v)
-            a = self.attention(
-                q,
-                keys,
-                values,
-                start_pos=start,
-                scale=self.scale,
-                sliding_window=layer.sliding_window,
-                sinks=layer.sinks,
-                positions=positions,
-            )
-            x = x + mm(a.transpose(0, 1).reshape(n_tokens, -1), layer.wo, layer.bo)
-            x = x + layer.moe(rms_norm(x, layer.ffn_norm, c.norm_eps))
+                q = q.view(n_tokens, c.n_head, c.head_dim).transpose(0, 1)
+                k = k.view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
+                v = v.view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
+                q = apply_rope(q, self.rope_cos, self.rope_sin, positions, neox=True)
+                k = apply_rope(k, self.rope_cos, self.rope_sin, positions, neox=True)
+                if step:
+                    keys, values = cache.write_at(i, k, v, positions)
+                else:
+                    keys, values = cache.update(i, k, v)
+                a = self.attention(
+                    q,
+                    keys,
+                    values,
+                    start_pos=start,
+                    scale=self.scale,
+                    sliding_window=layer.sliding_window,
+                    sinks=layer.sinks,
+                    positions=positions,
+                ).transpose(0, 1)
+            x = x + mm(a.reshape(n_tokens, -1), layer.wo, layer.bo)
+            x = x + layer.moe(norm(x, layer.ffn_norm, c.norm_eps), fused)
         if not step:
             cache.advance(n_tokens)
         if last_only:
             x = x[-1:]
-        return mm(rms_norm(x, self.output_norm, c.norm_eps), self.output).float()
+        return mm(norm(x, self.output_norm, c.norm_eps), self.output).float()

@@ -132,13 +132,14 @@ class Block:
             return mm(h, self.wqkv, self.bqkv).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
         return mm(h, self.wq, self.bq), mm(h, self.wk, self.bk), mm(h, self.wv, self.bv)
 
-    def ffn(self, h: torch.Tensor) -> torch.Tensor:
+    def ffn(self, h: torch.Tensor, fused: Any = None) -> torch.Tensor:
         mm = self.kernels.qmatmul
         if self.fused_gate_up:
             gate, up = mm(h, self.w_up).chunk(2, dim=-1)  # [gate; up], as ggml_swiglu splits it
         else:
             gate, up = mm(h, self.w_gate), mm(h, self.w_up)
-        return mm(F.silu(gate) * up, self.w_down)
+        act = fused.silu_mul(gate, up) if fused is not None else F.silu(gate) * up
+        return mm(act, self.w_down)
 
 
 class LlamaModel:
@@ -200,31 +201,42 @@ class LlamaModel:
         last_only: bool = False,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`."""
+        """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`; with the
+        fused decode kernels of the chosen `KernelSet` (CUDA) it uses them for norms, RoPE + KV store,
+        attention and the activation."""
         cfg = self.config
         mm = self.kernels.qmatmul
         n_tokens, start = tokens.shape[0], cache.length
         step = positions is not None
+        fused = self.kernels.decode if step else None
+        norm = fused.rms_norm if fused is not None else rms_norm
         if not step:
             positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
         x = qembedding(tokens, self.token_embd, checked=not step).float()  # [T, dim]
         for i, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.attn_norm, cfg.norm_eps)
-            q, k, v = layer.qkv(h)
-            q = q.view(n_tokens, cfg.n_head, cfg.head_dim).transpose(0, 1)  # [n_head, T, head_dim]
-            k = k.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
-            v = v.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
-            q = apply_rope(q, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
-            k = apply_rope(k, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
-            if step:
-                keys, values = cache.write_at(i, k, v, positions)
+            q, k, v = layer.qkv(norm(x, layer.attn_norm, cfg.norm_eps))
+            if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one
+                keys, values = cache.keys[i], cache.values[i]
+                q = fused.rope_store(
+                    q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, cfg.rope_neox
+                )
+                a = fused.decode_attention(q, keys, values, positions, self.scale)
             else:
-                keys, values = cache.update(i, k, v)
-            a = self.attention(q, keys, values, start_pos=start, scale=self.scale, positions=positions)
-            x = x + mm(a.transpose(0, 1).reshape(n_tokens, -1), layer.wo, layer.bo)
-            x = x + layer.ffn(rms_norm(x, layer.ffn_norm, cfg.norm_eps))
+                q = q.view(n_tokens, cfg.n_head, cfg.head_dim).transpose(0, 1)  # [n_head, T, head_dim]
+                k = k.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
+                v = v.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
+                q = apply_rope(q, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
+                k = apply_rope(k, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
+                if step:
+                    keys, values = cache.write_at(i, k, v, positions)
+                else:
+                    keys, values = cache.update(i, k, v)
+                a = self.attention(q, keys, values, start_pos=start, scale=self.scale, positions=positions)
+                a = a.transpose(0, 1)
+            x = x + mm(a.reshape(n_tokens, -1), layer.wo, layer.bo)
+            x = x + layer.ffn(norm(x, layer.ffn_norm, cfg.norm_eps), fused)
         if not step:
             cache.advance(n_tokens)
         if last_only:
             x = x[-1:]
-        return mm(rms_norm(x, self.output_norm, cfg.norm_eps), self.output).float()
+        return mm(norm(x, self.output_norm, cfg.norm_eps), self.output).float()
