@@ -70,8 +70,10 @@ def _rope_store_kernel(
     in_head = d < D
     is_q = head < n_head
     kv = head - n_head
-    src = tl.where(is_q, q_ptr + head * D, k_ptr + kv * D)
-    x = tl.load(src + d, mask=in_head, other=0.0)
+    # A query head reads q, a kv head reads k: two masked loads, one of them empty.
+    q_src = q_ptr + head * D
+    k_src = k_ptr + kv * D
+    x = tl.load(q_src + d, mask=in_head & is_q, other=0.0) + tl.load(k_src + d, mask=in_head & ~is_q, other=0.0)
     # The partner of element d in its rotation pair, and the pair's angle index.
     if NEOX:
         pair = tl.where(d < ROPE_HALF, d + ROPE_HALF, d - ROPE_HALF)
@@ -82,7 +84,9 @@ def _rope_store_kernel(
         idx = d // 2
         first = (d % 2) == 0
     rotated = d < 2 * ROPE_HALF
-    partner = tl.load(src + pair, mask=in_head & rotated, other=0.0)
+    partner = tl.load(q_src + pair, mask=in_head & rotated & is_q, other=0.0) + tl.load(
+        k_src + pair, mask=in_head & rotated & ~is_q, other=0.0
+    )
     c = tl.load(cos_ptr + pos * ROPE_HALF + idx, mask=rotated, other=1.0)
     s = tl.load(sin_ptr + pos * ROPE_HALF + idx, mask=rotated, other=0.0)
     # (x1, x2) -> (x1 c - x2 s, x1 s + x2 c): the first of a pair takes -partner*s, the second +partner*s.
