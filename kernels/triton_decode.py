@@ -73,7 +73,9 @@ def _rope_store_kernel(
     # A query head reads q, a kv head reads k: two masked loads, one of them empty.
     q_src = q_ptr + head * D
     k_src = k_ptr + kv * D
-    x = tl.load(q_src + d, mask=in_head & is_q, other=0.0) + tl.load(k_src + d, mask=in_head & ~is_q, other=0.0)
+    x = tl.load(q_src + d, mask=in_head & is_q, other=0.0) + tl.load(
+        k_src + d, mask=in_head & ~is_q, other=0.0
+    )
     # The partner of element d in its rotation pair, and the pair's angle index.
     if NEOX:
         pair = tl.where(d < ROPE_HALF, d + ROPE_HALF, d - ROPE_HALF)
