@@ -64,6 +64,7 @@ class Options:
     kv_cache: str = "contiguous"
     kernels: str = "fast"
     cuda_graphs: bool = True
+    fused_decode: bool = True
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""
@@ -182,6 +183,7 @@ def _worker_argv(opts: Options, port: int) -> list[str]:
         "--kernels",
         opts.kernels,
         "--cuda-graphs" if opts.cuda_graphs else "--no-cuda-graphs",
+        "--fused-decode" if opts.fused_decode else "--no-fused-decode",
     ]
 
 
@@ -551,6 +553,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "kv_cache": opts.kv_cache,
             "kernels": opts.kernels,
             "cuda_graphs": opts.cuda_graphs,
+            "fused_decode": opts.fused_decode,
             "greedy": True,
             "runs_requested": opts.runs,
             "decode_tokens_requested": opts.decode_tokens,
@@ -588,6 +591,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the worker's --cuda-graphs; in process, one more run with graphs off is timed beside it",
     )
     p.add_argument(
+        "--fused-decode",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the worker's --fused-decode",
+    )
+    p.add_argument(
         "--http", action="store_true", help="start `python -m reference_worker`; time over HTTP/SSE"
     )
     p.add_argument("--label", default="", help="free text kept in the record, e.g. 'smoke'")
@@ -612,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         kv_cache=args.kv_cache,
         kernels=args.kernels,
         cuda_graphs=args.cuda_graphs,
+        fused_decode=args.fused_decode,
         http=args.http,
         label=args.label,
     )

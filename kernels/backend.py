@@ -48,10 +48,13 @@ class KernelConfig:
     against); "fast" lets the device's fast paths serve the calls they support. `cuda_graphs` captures
     the one-token decode step as a CUDA graph and replays it per token (CUDA with fast kernels only:
     the reference MoE path groups tokens by expert on the host, which a graph cannot hold).
+    `fused_decode=False` keeps the fast matmuls but runs the decode step's other ops as the reference
+    models write them (to measure or bisect the fused kernels).
     """
 
     kernels: KernelChoice = "fast"
     cuda_graphs: bool = True
+    fused_decode: bool = True  # with kernels="fast": the device's fused decode-step kernels, if any
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
@@ -121,4 +124,5 @@ def kernel_set(config: KernelConfig | None, device: torch.device | str) -> Kerne
     if config.kernels == "reference":
         return KernelSet(config, device)
     found = FAST_PATHS.get(device.type, DeviceKernels)()
-    return KernelSet(config, device, tuple(found.paths), tuple(found.experts_paths), found.decode)
+    decode = found.decode if config.fused_decode else None
+    return KernelSet(config, device, tuple(found.paths), tuple(found.experts_paths), decode)

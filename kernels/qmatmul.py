@@ -62,6 +62,7 @@ def _first(paths: Sequence, x: torch.Tensor, w: QTensor, *extra: torch.Tensor):
             return path
     return None
 
+
 # Float32 bytes of one dequantized tile: small next to any real weight, large enough that a tile's
 # matmul is not dominated by launch overhead.
 MAX_TILE_BYTES = 4 << 20

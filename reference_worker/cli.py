@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="replay the decode step as a CUDA graph (CUDA with --kernels fast and a contiguous KV cache)",
     )
+    p.add_argument(
+        "--fused-decode",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fused kernels for the decode step's norms, RoPE + KV store, attention, activation (CUDA, --kernels fast)",
+    )
     return p
 
 
@@ -137,6 +143,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         kv_cache=args.kv_cache,
         kernels=args.kernels,
         cuda_graphs=args.cuda_graphs,
+        fused_decode=args.fused_decode,
     )
 
 

@@ -32,6 +32,7 @@ class WorkerConfig:
     kv_cache: Literal["contiguous", "paged"] = "contiguous"
     kernels: Literal["reference", "fast"] = "fast"  # kernels.backend.KernelConfig
     cuda_graphs: bool = True  # decode step replayed as a CUDA graph (CUDA, fast kernels, contiguous cache)
+    fused_decode: bool = True  # fused decode-step kernels (CUDA, fast kernels)
 
     @property
     def torch_device(self) -> str:
@@ -39,7 +40,9 @@ class WorkerConfig:
 
     @property
     def kernel_config(self) -> KernelConfig:
-        return KernelConfig(kernels=self.kernels, cuda_graphs=self.cuda_graphs)
+        return KernelConfig(
+            kernels=self.kernels, cuda_graphs=self.cuda_graphs, fused_decode=self.fused_decode
+        )
 
     @property
     def vram_budget_bytes(self) -> int | None:
