@@ -62,7 +62,9 @@ class Options:
     time_budget_s: float = 240.0
     attention: str = "reference"
     kv_cache: str = "contiguous"
-    kernels: str = "auto"
+    kernels: str = "fast"
+    cuda_graphs: bool = True
+    fused_decode: bool = True
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""
@@ -178,6 +180,10 @@ def _worker_argv(opts: Options, port: int) -> list[str]:
         opts.attention,
         "--kv-cache",
         opts.kv_cache,
+        "--kernels",
+        opts.kernels,
+        "--cuda-graphs" if opts.cuda_graphs else "--no-cuda-graphs",
+        "--fused-decode" if opts.fused_decode else "--no-fused-decode",
     ]
 
 
@@ -220,12 +226,10 @@ def _time_decode(engine: Any, ids: list[int], n: int, params: Any, memory: Any) 
 
 
 def bench_in_process(opts: Options, traffic: dict[str, Any], log_stream: Any) -> dict[str, Any]:
-    from kernels import backend
     from reference_worker.cli import parse_config
     from reference_worker.sampling import SamplingParams
     from reference_worker.worker import load_worker
 
-    backend.set_mode(opts.kernels)  # type: ignore[arg-type]
     config = parse_config(_worker_argv(opts, 8080))  # the port is never bound here
     device = torch.device(config.torch_device)
     log = RecordingLog(log_stream, worker_id=config.worker_id, model_ref=str(config.model))
@@ -278,6 +282,16 @@ def bench_in_process(opts: Options, traffic: dict[str, Any], log_stream: Any) ->
         run, kv_bytes = _time_decode(engine, decode_ids, tokens, params, state.memory)
         per_run.append(run)
         _note(log_stream, f"decode run: {len(run) / sum(run):.2f} tok/s")
+    without_graphs = None
+    if engine.graphs is not None:
+        # The same decode with the step run eagerly (graphs off), on the same loaded model.
+        graphs, engine.graphs = engine.graphs, None
+        try:
+            run, _ = _time_decode(engine, decode_ids, tokens, params, state.memory)
+        finally:
+            engine.graphs = graphs
+        without_graphs = {"tok_s": round(len(run) / sum(run), 2), "ms_per_token": _ms(statistics.median(run))}
+        _note(log_stream, f"decode run without graphs: {without_graphs['tok_s']:.2f} tok/s")
     if device.type == "cuda":
         memory["peak_allocated_bytes_during_runs"] = torch.cuda.max_memory_allocated(device)
     memory["kv_cache_bytes_during_decode"] = kv_bytes
@@ -290,6 +304,9 @@ def bench_in_process(opts: Options, traffic: dict[str, Any], log_stream: Any) ->
             "prompt_tokens": opts.decode_prompt_tokens,
             "warmup_ms_per_token": _ms(statistics.median(warm)),
             "reduced_to_fit_budget": reduced,
+            "cuda_graphs": engine.graphs is not None,
+            "graph_captures": engine.graphs.captures if engine.graphs is not None else 0,
+            "without_graphs": without_graphs,
             **decode_summary(per_run, traffic, None),
         },
         "_device": device,
@@ -427,7 +444,7 @@ def bench_http(opts: Options, traffic: dict[str, Any], log_stream: Any) -> dict[
         device = torch.device("cuda", opts.gpu_device)
         free_before, _ = torch.cuda.mem_get_info(device)
     port = _free_port()
-    env = {**os.environ, "ORCD_KERNELS": opts.kernels, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "reference_worker", *_worker_argv(opts, port), "--host", "127.0.0.1"]
     spawned = time.perf_counter()
     proc = subprocess.Popen(
@@ -535,6 +552,8 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "attention": opts.attention,
             "kv_cache": opts.kv_cache,
             "kernels": opts.kernels,
+            "cuda_graphs": opts.cuda_graphs,
+            "fused_decode": opts.fused_decode,
             "greedy": True,
             "runs_requested": opts.runs,
             "decode_tokens_requested": opts.decode_tokens,
@@ -564,7 +583,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--attention", choices=["reference", "sdpa"], default="reference")
     p.add_argument("--kv-cache", choices=["contiguous", "paged"], default="contiguous")
-    p.add_argument("--kernels", choices=["auto", "reference"], default="auto", help="ORCD_KERNELS")
+    p.add_argument("--kernels", choices=["reference", "fast"], default="fast", help="the worker's --kernels")
+    p.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the worker's --cuda-graphs; in process, one more run with graphs off is timed beside it",
+    )
+    p.add_argument(
+        "--fused-decode",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the worker's --fused-decode",
+    )
     p.add_argument(
         "--http", action="store_true", help="start `python -m reference_worker`; time over HTTP/SSE"
     )
@@ -589,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         attention=args.attention,
         kv_cache=args.kv_cache,
         kernels=args.kernels,
+        cuda_graphs=args.cuda_graphs,
+        fused_decode=args.fused_decode,
         http=args.http,
         label=args.label,
     )

@@ -141,18 +141,21 @@ def build_status(src: Path = DEFAULT_SRC, cache: Path = DEFAULT_CACHE) -> str:
     return f"llama.cpp build unfinished at {percents[-1] if percents else 0}% ({len(lines)} log lines; log {log})"
 
 
-def export(src: Path, cache: Path, out: Path, part_mib: int = 15, max_mib: int = 40) -> list[Path]:
-    """Packs the finished build's bin/ (llama-bench and its shared libraries) as xz parts of at most
-    `part_mib` MiB, so a later machine can skip the compile: put the parts beside the tarball in
-    `.bench-src/`. Nothing is written when the packed build exceeds `max_mib` (the carry limit is 64 MiB).
-    """
+def export(src: Path, cache: Path, out: Path, part_mib: int = 15, max_mib: int = 44) -> list[Path]:
+    """Packs the finished build's bin/ (llama-bench and its shared libraries, symbol tables stripped) as
+    xz parts of at most `part_mib` MiB, so a later machine can skip the compile: put the parts beside the
+    tarball in `.bench-src/`. Nothing is written when the packed build exceeds `max_mib` (the upload limit
+    is 64 MiB with the working tree, the wheels and the source tarball, about 21 MiB together)."""
     work = build_dir(src, cache)
     if not (work / BUILD_OK).is_file():
         raise LlamaCppError(f"nothing to export: {build_status(src, cache)}")
     bin_dir = work / "build" / "bin"
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:xz") as tar:
+    with tarfile.open(fileobj=buf, mode="w:xz", preset=9) as tar:
         for f in sorted(bin_dir.iterdir()):
+            if f.is_file() and not f.is_symlink():
+                # Symbols are not needed to run; the CUDA kernels (fatbins) stay.
+                subprocess.run(["strip", "--strip-unneeded", str(f)], capture_output=True, check=False)
             if f.is_file() or f.is_symlink():
                 tar.add(f, arcname=f.name)
     data = buf.getvalue()
@@ -251,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--jobs", type=int, default=16)
         if name == "export":
             s.add_argument("--out", type=Path, required=True, help="folder for the packed build's parts")
-            s.add_argument("--max-mib", type=int, default=40)
+            s.add_argument("--max-mib", type=int, default=44)
         if name == "bench":
             s.add_argument("--model", type=Path, action="append", required=True)
             s.add_argument("--build", action="store_true", help="build first when no cached build exists")

@@ -109,9 +109,9 @@ def side_by_side(workers: list[dict[str, Any]], llamas: list[dict[str, Any]]) ->
     """One row per model file: decode and prefill of the worker next to llama-bench's tg128 and pp512."""
     by_file = {r["model"]["file"]: r for r in llamas}
     head = (
-        "| model | MB read/token | floor tok/s | worker decode tok/s | llama.cpp tg128 tok/s | worker / llama.cpp "
-        "| worker prefill tok/s @512 | llama.cpp pp512 tok/s |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| model | MB read/token | floor tok/s | worker decode tok/s | graphs off tok/s | llama.cpp tg128 tok/s "
+        "| worker / llama.cpp | worker prefill tok/s @512 | llama.cpp pp512 tok/s |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     rows, table = [], []
     for w in workers:
@@ -121,11 +121,13 @@ def side_by_side(workers: list[dict[str, Any]], llamas: list[dict[str, Any]]) ->
         pp = llama and _llama_test(llama, "pp512")
         p512 = _first_token(w, 512)
         ratio = w["decode"]["tok_s"] / tg["avg_ts"] if tg else None
+        eager = w["decode"].get("without_graphs") or {}
         entry = {
             "file": file,
             "weight_bytes_per_token": w["model"]["weight_bytes_per_token"],
             "floor_tok_s": w["decode"].get("floor_tok_s"),
             "worker_decode_tok_s": w["decode"]["tok_s"],
+            "worker_decode_graphs_off_tok_s": eager.get("tok_s"),
             "llamacpp_tg128_tok_s": tg and tg["avg_ts"],
             "worker_over_llamacpp": ratio and round(ratio, 4),
             "worker_prefill512_tok_s": p512 and p512["prefill_tok_s"],
@@ -135,6 +137,7 @@ def side_by_side(workers: list[dict[str, Any]], llamas: list[dict[str, Any]]) ->
         rows.append(
             f"| {w['model']['name']} | {entry['weight_bytes_per_token'] / 1e6:,.1f} "
             f"| {_num(entry['floor_tok_s'], ',.0f')} | **{_num(entry['worker_decode_tok_s'], ',.2f')}** "
+            f"| {_num(entry['worker_decode_graphs_off_tok_s'], ',.2f')} "
             f"| **{_num(entry['llamacpp_tg128_tok_s'], ',.2f')}** | {_num(ratio, '.3f')} "
             f"| {_num(entry['worker_prefill512_tok_s'], ',.0f')} | {_num(entry['llamacpp_pp512_tok_s'], ',.0f')} |"
         )

@@ -24,6 +24,8 @@ COPY_BYTES = 1 << 30  # 1 GiB per buffer: far past the 50-60 MB L2 of an H100/H2
 
 
 def git_commit() -> str:
+    if os.environ.get(COMMIT_ENV):  # named by the caller: the copy's own .git may lag behind its tree
+        return os.environ[COMMIT_ENV]
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],

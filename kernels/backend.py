@@ -1,133 +1,136 @@
-"""The seam where fast quantized-matmul kernels plug in behind `kernels.qmatmul.qmatmul`.
+"""Which matmul kernels a model uses: chosen once, explicitly, where the model is built.
 
-A fast path (e.g. a fused dequant-GEMV for decode) registers a `FastPath`: the devices it runs on, a
-`supports(x, w)` predicate (types, shapes, dtypes it handles) and the function itself, which must
-compute what the reference path computes (it is tested against it). `qmatmul` asks `fast_path_for`
-first and falls back to the reference path when nothing applies. Mixture-of-experts matmuls have the
-same seam: an `ExpertsFastPath` serves `qmatmul_experts` (`experts_fast_path_for`).
+`KernelConfig` is the performance decision (`kernels`: "reference" or "fast"; `cuda_graphs`: capture the
+decode step as a CUDA graph). `kernel_set(config, device)` resolves it into a `KernelSet` for one device:
+the ordered fast paths that may serve `qmatmul` / `qmatmul_experts` there, with the reference path
+(`kernels.qmatmul`) behind them. Models call `kernels.qmatmul(...)` on the set they were given; nothing
+is looked up in an environment variable or a global registry at call time.
 
-The switch: `ORCD_KERNELS=reference` (environment) or `set_mode("reference")` forces the reference
-path everywhere; `auto` (the default) takes a registered fast path when one supports the call.
+A fast path is a `FastPath` (a `supports(x, w)` predicate and the function, same contract as
+`reference_qmatmul`) or an `ExpertsFastPath`; it is tested against the reference path, never against
+itself. `FAST_PATHS` lists them per device type: adding a device's implementation is one entry there.
+On CUDA the set also carries the fused kernels of the decode step (`kernels.triton_decode`), which the
+adapters use in their step form only (the captured decode step; prefill keeps the plain ops).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal
 
 import torch
 
+from kernels.qmatmul import ExpertsFastPath, FastPath, qmatmul, qmatmul_experts
 from kernels.qtensor import QTensor
 
-ENV_VAR = "ORCD_KERNELS"
-Mode = Literal["auto", "reference"]
-_MODES: tuple[Mode, ...] = ("auto", "reference")
+KernelChoice = Literal["reference", "fast"]
+KERNEL_CHOICES: tuple[KernelChoice, ...] = ("reference", "fast")
 
-
-class QMatmulFn(Protocol):
-    def __call__(
-        self, x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torch.dtype
-    ) -> torch.Tensor: ...
-
-
-class QMatmulExpertsFn(Protocol):
-    def __call__(
-        self,
-        x: torch.Tensor,
-        w: QTensor,
-        expert_ids: torch.Tensor,
-        bias: torch.Tensor | None,
-        out_dtype: torch.dtype,
-    ) -> torch.Tensor: ...
+__all__ = [
+    "FAST_PATHS",
+    "KERNEL_CHOICES",
+    "DeviceKernels",
+    "ExpertsFastPath",
+    "FastPath",
+    "KernelConfig",
+    "KernelSet",
+    "kernel_set",
+]
 
 
 @dataclass(frozen=True)
-class FastPath:
-    name: str
-    devices: tuple[str, ...]  # torch device types, e.g. ("cuda",)
-    supports: Callable[[torch.Tensor, QTensor], bool]
-    qmatmul: QMatmulFn
+class KernelConfig:
+    """The performance choices of one model instance.
+
+    `kernels="reference"` uses only the tiled reference path (the spec every fast path is tested
+    against); "fast" lets the device's fast paths serve the calls they support. `cuda_graphs` captures
+    the one-token decode step as a CUDA graph and replays it per token (CUDA with fast kernels only:
+    the reference MoE path groups tokens by expert on the host, which a graph cannot hold).
+    `fused_decode=False` keeps the fast matmuls but runs the decode step's other ops as the reference
+    models write them (to measure or bisect the fused kernels).
+    """
+
+    kernels: KernelChoice = "fast"
+    cuda_graphs: bool = True
+    fused_decode: bool = True  # with kernels="fast": the device's fused decode-step kernels, if any
+
+    def __post_init__(self) -> None:
+        if self.kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels {self.kernels!r} is not one of {', '.join(KERNEL_CHOICES)}")
+
+    def graphs_on(self, device: torch.device) -> bool:
+        """Whether the decode step is captured as a CUDA graph on `device`."""
+        return self.cuda_graphs and self.kernels == "fast" and device.type == "cuda"
 
 
 @dataclass(frozen=True)
-class ExpertsFastPath:
-    """A fast path for `qmatmul_experts(x (T, in), w (E, out, in), expert_ids (T, k), bias)`."""
+class DeviceKernels:
+    """What kernels="fast" brings on one device type: matmul fast paths (tried in order) and, optionally,
+    the fused kernels of the one-token decode step (`kernels.triton_decode`'s functions)."""
 
-    name: str
-    devices: tuple[str, ...]
-    supports: Callable[[torch.Tensor, QTensor, torch.Tensor], bool]
-    qmatmul_experts: QMatmulExpertsFn
-
-
-_registry: list[FastPath] = []
-_experts_registry: list[ExpertsFastPath] = []
-_mode_override: Mode | None = None
-_builtin_loaded = False
+    paths: tuple[FastPath, ...] = ()
+    experts_paths: tuple[ExpertsFastPath, ...] = ()
+    decode: Any = None
 
 
-def register(path: FastPath) -> Callable[[], None]:
-    """Add a fast path (tried in registration order); returns a function that removes it again."""
-    _registry.append(path)
-    return lambda: _registry.remove(path)
+def _cuda_kernels() -> DeviceKernels:
+    # Imported here so that machines without Triton (CPU-only wheels) never import it.
+    if importlib.util.find_spec("triton") is None:
+        return DeviceKernels()
+    from kernels import triton_decode, triton_gemv, triton_moe
+
+    return DeviceKernels((triton_gemv.FAST_PATH,), (triton_moe.EXPERTS_FAST_PATH,), triton_decode)
 
 
-def register_experts(path: ExpertsFastPath) -> Callable[[], None]:
-    """Add a mixture-of-experts fast path; returns a function that removes it again."""
-    _experts_registry.append(path)
-    return lambda: _experts_registry.remove(path)
+def _cpu_kernels() -> DeviceKernels:
+    # The float16 weight copies of `kernels.cpu_dense`; they serve only matrices that have a copy
+    # (`reference_worker.weight_cache` builds them at load), everything else stays on the reference path.
+    from kernels import cpu_dense
+
+    return DeviceKernels((cpu_dense.FAST_PATH,))
 
 
-def set_mode(mode: Mode | None) -> None:
-    """Override the environment switch for this process; `None` returns to the environment."""
-    global _mode_override
-    if mode is not None and mode not in _MODES:
-        raise ValueError(f"kernel mode {mode!r} is not one of {_MODES}")
-    _mode_override = mode
+# Device type -> what kernels="fast" uses there.
+FAST_PATHS: dict[str, Callable[[], DeviceKernels]] = {
+    "cuda": _cuda_kernels,
+    "cpu": _cpu_kernels,
+}
 
 
-def mode() -> Mode:
-    if _mode_override is not None:
-        return _mode_override
-    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if value not in _MODES:
-        raise ValueError(f"{ENV_VAR}={value!r} is not one of {_MODES}")
-    return value  # type: ignore[return-value]
+@dataclass(frozen=True)
+class KernelSet:
+    """The matmuls of one model on one device: its fast paths first, the reference path behind them."""
+
+    config: KernelConfig
+    device: torch.device
+    paths: tuple[FastPath, ...] = ()
+    experts_paths: tuple[ExpertsFastPath, ...] = ()
+    decode: Any = None  # fused decode-step kernels (rms_norm, rope_store, decode_attention, ...) or None
+
+    @property
+    def name(self) -> str:
+        names = [p.name for p in (*self.paths, *self.experts_paths)]
+        return f"{self.config.kernels} ({', '.join(names) or 'reference path'})"
+
+    def qmatmul(
+        self, x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None, *, out_dtype=None
+    ) -> torch.Tensor:
+        return qmatmul(x, w, bias, out_dtype=out_dtype, paths=self.paths)
+
+    def qmatmul_experts(
+        self, x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return qmatmul_experts(x, w, expert_ids, bias, paths=self.paths, experts_paths=self.experts_paths)
 
 
-def _load_builtin_paths() -> None:
-    """Register the project's own CUDA kernels the first time a CUDA input arrives (Triton present)."""
-    global _builtin_loaded
-    _builtin_loaded = True
-    if importlib.util.find_spec("triton") is not None:
-        from kernels.triton_gemv import FAST_PATH
-        from kernels.triton_moe import EXPERTS_FAST_PATH
-
-        register(FAST_PATH)
-        register_experts(EXPERTS_FAST_PATH)
-
-
-def fast_path_for(x: torch.Tensor, w: QTensor) -> FastPath | None:
-    """The first registered fast path that runs on `x`'s device and supports this call, if allowed."""
-    if mode() == "reference":
-        return None
-    if x.is_cuda and not _builtin_loaded:
-        _load_builtin_paths()
-    for path in _registry:
-        if x.device.type in path.devices and w.device == x.device and path.supports(x, w):
-            return path
-    return None
-
-
-def experts_fast_path_for(x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor) -> ExpertsFastPath | None:
-    """The first registered experts fast path that runs on `x`'s device and supports this call, if allowed."""
-    if mode() == "reference":
-        return None
-    if x.is_cuda and not _builtin_loaded:
-        _load_builtin_paths()
-    for path in _experts_registry:
-        if x.device.type in path.devices and w.device == x.device and path.supports(x, w, expert_ids):
-            return path
-    return None
+def kernel_set(config: KernelConfig | None, device: torch.device | str) -> KernelSet:
+    """Resolves `config` (default: `KernelConfig()`) for `device`."""
+    config = config or KernelConfig()
+    device = torch.device(device)
+    if config.kernels == "reference":
+        return KernelSet(config, device)
+    found = FAST_PATHS.get(device.type, DeviceKernels)()
+    decode = found.decode if config.fused_decode else None
+    return KernelSet(config, device, tuple(found.paths), tuple(found.experts_paths), decode)

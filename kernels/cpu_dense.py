@@ -16,8 +16,8 @@ path. F32/F16/BF16 tensors are not copied (the reference path reads them directl
 
 CPU only: on CUDA weights stay in their stored types and the Triton kernels serve them. The cache is
 keyed by the storage of each `QTensor` and forgets an entry when the stored tensor is freed; a 3-D
-expert tensor is cached whole and serves `QTensor.expert(i)` views. `ORCD_KERNELS=reference` bypasses
-it (see `kernels.backend`).
+expert tensor is cached whole and serves `QTensor.expert(i)` views. It is the CPU entry of
+`kernels.backend.FAST_PATHS`: a model built with `KernelConfig(kernels="reference")` never uses it.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels import backend
 from kernels.formats import GGMLType
+from kernels.qmatmul import FastPath
 from kernels.qtensor import QTensor
 
 CACHE_DTYPE = torch.float16
@@ -54,7 +54,6 @@ class _Entry:
 
 _table: dict[_Key, _Entry] = {}
 _table_lock = threading.Lock()
-_registered = False
 _scratch = threading.local()
 
 
@@ -125,9 +124,8 @@ def build(
     weights: Iterable[QTensor], allocate: Allocate, *, release: Callable[[torch.Tensor], None]
 ) -> DenseCache:
     """Dense copies of every cacheable tensor of `weights`, each in memory from `allocate(shape, dtype)`
-    (the caller's accounting); a copy that cannot be made is given back with `release`. Registers the
-    fast path the first time. Errors from `allocate` (e.g. a memory budget) propagate."""
-    _register()
+    (the caller's accounting); a copy that cannot be made is given back with `release`. Errors from
+    `allocate` (e.g. a memory budget) propagate."""
     cache = DenseCache({}, {})
     for w in weights:
         if not cacheable(w):
@@ -188,14 +186,4 @@ def _supports(x: torch.Tensor, w: QTensor) -> bool:
     return dense_weight(w) is not None
 
 
-FAST_PATH = backend.FastPath(
-    name="cpu-dense-f16", devices=("cpu",), supports=_supports, qmatmul=dense_qmatmul
-)
-
-
-def _register() -> None:
-    global _registered
-    with _table_lock:
-        if not _registered:
-            backend.register(FAST_PATH)
-            _registered = True
+FAST_PATH = FastPath(name="cpu-dense-f16", devices=("cpu",), supports=_supports, qmatmul=dense_qmatmul)

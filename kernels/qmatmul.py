@@ -2,16 +2,66 @@
 
 The reference path dequantizes bounded tiles of weight rows (at most `MAX_TILE_BYTES` of float32 at a
 time), multiplies each tile into its slice of the output, and computes in float32 whatever the
-activation dtype. Fast paths registered in `kernels.backend` take over behind the same calls.
+activation dtype. Fast paths (`FastPath`, `ExpertsFastPath`) passed by the caller take over the calls
+they support; `kernels.backend` decides which ones a model gets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
 
-from kernels import backend
 from kernels.formats import GGMLType
 from kernels.qtensor import QTensor
+
+
+class QMatmulFn(Protocol):
+    def __call__(
+        self, x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torch.dtype
+    ) -> torch.Tensor: ...
+
+
+class QMatmulExpertsFn(Protocol):
+    def __call__(
+        self,
+        x: torch.Tensor,
+        w: QTensor,
+        expert_ids: torch.Tensor,
+        bias: torch.Tensor | None,
+        out_dtype: torch.dtype,
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """A kernel for `qmatmul`: serves the calls `supports(x, w)` accepts, same contract as
+    `reference_qmatmul`."""
+
+    name: str
+    devices: tuple[str, ...]  # torch device types, e.g. ("cuda",)
+    supports: Callable[[torch.Tensor, QTensor], bool]
+    qmatmul: QMatmulFn
+
+
+@dataclass(frozen=True)
+class ExpertsFastPath:
+    """A kernel for `qmatmul_experts(x (T, in), w (E, out, in), expert_ids (T, k), bias)`."""
+
+    name: str
+    devices: tuple[str, ...]
+    supports: Callable[[torch.Tensor, QTensor, torch.Tensor], bool]
+    qmatmul_experts: QMatmulExpertsFn
+
+
+def _first(paths: Sequence, x: torch.Tensor, w: QTensor, *extra: torch.Tensor):
+    for path in paths:
+        if x.device.type in path.devices and w.device == x.device and path.supports(x, w, *extra):
+            return path
+    return None
+
 
 # Float32 bytes of one dequantized tile: small next to any real weight, large enough that a tile's
 # matmul is not dominated by launch overhead.
@@ -58,26 +108,32 @@ def reference_qmatmul(
 
 
 def qmatmul(
-    x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None, *, out_dtype: torch.dtype | None = None
+    x: torch.Tensor,
+    w: QTensor,
+    bias: torch.Tensor | None = None,
+    *,
+    out_dtype: torch.dtype | None = None,
+    paths: Sequence[FastPath] = (),
 ) -> torch.Tensor:
     """`y = x @ dequant(w).T (+ bias)` for `x[..., in]` and `w (out, in)`, accumulated in float32.
 
     `out_dtype` defaults to `x.dtype` (fp16/bf16 activations are computed in float32 and cast back).
+    The first of `paths` that supports the call serves it; otherwise the reference path.
     """
     _check_operands(x, w, bias)
     out_dtype = out_dtype or x.dtype
-    fast = backend.fast_path_for(x, w)
+    fast = _first(paths, x, w)
     if fast is not None:
         return fast.qmatmul(x, w, bias, out_dtype)
     return reference_qmatmul(x, w, bias, out_dtype)
 
 
-def qembedding(ids: torch.Tensor, w: QTensor) -> torch.Tensor:
+def qembedding(ids: torch.Tensor, w: QTensor, *, checked: bool = True) -> torch.Tensor:
     """Rows `ids` of an embedding table `w (vocab, dim)` as float32 `(*ids.shape, dim)`; only those rows
-    are dequantized."""
+    are dequantized. `checked=False`: ids known to be in range, not read back to the host (CUDA graphs)."""
     if len(w.shape) != 2:
         raise ValueError(f"tensor {w.name!r}: an embedding table is 2-D, shape is {w.shape}")
-    return w.dequantize(rows=ids.reshape(-1)).reshape(*ids.shape, w.shape[1])
+    return w.dequantize(rows=ids.reshape(-1), checked=checked).reshape(*ids.shape, w.shape[1])
 
 
 def qmatmul_experts(
@@ -87,13 +143,16 @@ def qmatmul_experts(
     bias: torch.Tensor | None = None,
     *,
     out_dtype: torch.dtype | None = None,
+    paths: Sequence[FastPath] = (),
+    experts_paths: Sequence[ExpertsFastPath] = (),
 ) -> torch.Tensor:
     """Mixture-of-experts matmul: token t through each of its k selected experts.
 
     `x (T, in)`, `w (n_expert, out, in)`, `expert_ids (T, k)` (long), `bias (n_expert, out)` or None ->
     `(T, k, out)` with `y[t, j] = x[t] @ dequant(w[expert_ids[t, j]]).T + bias[expert_ids[t, j]]`.
     Each selected expert is visited once, with all the tokens routed to it; unselected experts are never
-    dequantized.
+    dequantized. The first of `experts_paths` that supports the call serves it; otherwise tokens are
+    grouped by expert on the host and each group is one `qmatmul` (through `paths`).
     """
     if len(w.shape) != 3:
         raise ValueError(f"tensor {w.name!r}: qmatmul_experts needs a 3-D expert tensor, shape is {w.shape}")
@@ -108,7 +167,7 @@ def qmatmul_experts(
             f"tensor {w.name!r}: expert bias shape {tuple(bias.shape)} != ({n_expert}, {out_features})"
         )
     out_dtype = out_dtype or x.dtype
-    fast = backend.experts_fast_path_for(x, w, expert_ids)
+    fast = _first(experts_paths, x, w, expert_ids)
     if fast is not None:
         return fast.qmatmul_experts(x, w, expert_ids, bias, out_dtype)
     flat = expert_ids.reshape(-1).to(device=x.device, dtype=torch.long)
@@ -121,5 +180,7 @@ def qmatmul_experts(
         picked = order[start : start + count]
         start += count
         expert_bias = bias[e] if bias is not None else None
-        y[picked] = qmatmul(x[token_of[picked]], w.expert(e), expert_bias, out_dtype=torch.float32)
+        y[picked] = qmatmul(
+            x[token_of[picked]], w.expert(e), expert_bias, out_dtype=torch.float32, paths=paths
+        )
     return y.view(n_tokens, k, out_features).to(out_dtype)

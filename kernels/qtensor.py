@@ -83,11 +83,13 @@ class QTensor:
     def to(self, device: torch.device | str) -> QTensor:
         return QTensor(self.data.to(device), self.qtype, self.shape, self.name)
 
-    def dequantize(self, rows: Rows = None) -> torch.Tensor:
+    def dequantize(self, rows: Rows = None, *, checked: bool = True) -> torch.Tensor:
         """Float32 values of the whole tensor, or only of `rows` along the leading dim.
 
         `rows` is a slice (a zero-copy byte range) or a tensor of indices (gathered). The result has shape
         `(n_selected, *shape[1:])`. For F32 the result may alias `data`; treat it as read-only.
+        `checked=False` skips the range check of index tensors, which reads them back to the host: for
+        indices known to be in range (a sampled token id inside a CUDA graph).
         """
         if rows is None:
             return dequantize(self.data, self.qtype, self.shape, name=self.name)
@@ -104,7 +106,7 @@ class QTensor:
                 return dequantize(picked, self.qtype, (n, *self.shape[1:]), name=self.name)
             rows = torch.arange(start, stop, step)
         index = rows.to(device=self.device, dtype=torch.long).reshape(-1)
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_rows):
+        if checked and index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_rows):
             raise IndexError(f"tensor {self.name!r}: row index out of range [0, {n_rows})")
         picked = self.data.view(n_rows, width)[index].reshape(-1)
         return dequantize(picked, self.qtype, (index.numel(), *self.shape[1:]), name=self.name)

@@ -17,7 +17,7 @@ inside the 1e-5 relative bound the tests check.
 
 `gemv` serves `kernels.qmatmul.qmatmul` (2-D weights, up to `MAX_ROWS` activation rows) and
 `kernels.triton_moe.gemv_experts` serves `kernels.qmatmul.qmatmul_experts` (a 3-D expert tensor,
-one launch computing only the selected experts); both register in `kernels.backend`.
+one launch computing only the selected experts); `kernels.backend` lists both for CUDA.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.backend import FastPath
 from kernels.formats import FORMATS, GGMLType
+from kernels.qmatmul import FastPath
 from kernels.qtensor import QTensor
 
 MAX_ROWS = 8  # activation rows per call served here; more rows are prefill, a matmul's job

@@ -4,7 +4,7 @@ One launch of the fused dequant-GEMV (`kernels.triton_gemv`) computes, for every
 expert) pair, that token's activation row against that expert's matrix only: each program reads its
 pair's expert id and offsets its weight rows by it, so unselected experts are never read and nothing
 is gathered or copied first. It serves `kernels.qmatmul.qmatmul_experts` through
-`kernels.backend.ExpertsFastPath` for the few-token calls of decode; larger batches (prefill) keep the
+`kernels.qmatmul.ExpertsFastPath` for the few-token calls of decode; larger batches (prefill) keep the
 grouped path, which reads each selected expert once for all of its tokens.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.backend import ExpertsFastPath
+from kernels.qmatmul import ExpertsFastPath
 from kernels.qtensor import QTensor
 from kernels.triton_gemv import launch, supports_layout
 

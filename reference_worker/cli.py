@@ -53,6 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--callback-url", help="POST {worker_id, vram_bytes, uri, model_ref} here once ready")
     p.add_argument("--attention", choices=["reference", "sdpa"], default="reference")
     p.add_argument("--kv-cache", choices=["contiguous", "paged"], default="contiguous")
+    p.add_argument(
+        "--kernels",
+        choices=["reference", "fast"],
+        default="fast",
+        help="matmul kernels: the device's fast paths (default) or the reference path only",
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replay the decode step as a CUDA graph (CUDA with --kernels fast and a contiguous KV cache)",
+    )
+    p.add_argument(
+        "--fused-decode",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fused kernels for the decode step's norms, RoPE + KV store, attention, activation (CUDA, --kernels fast)",
+    )
     return p
 
 
@@ -123,6 +141,9 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         callback_url=args.callback_url,
         attention=args.attention,
         kv_cache=args.kv_cache,
+        kernels=args.kernels,
+        cuda_graphs=args.cuda_graphs,
+        fused_decode=args.fused_decode,
     )
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from kernels.backend import KernelConfig
+
 MIB = 1 << 20
 
 
@@ -28,10 +30,19 @@ class WorkerConfig:
     callback_url: str | None = None
     attention: Literal["reference", "sdpa"] = "reference"
     kv_cache: Literal["contiguous", "paged"] = "contiguous"
+    kernels: Literal["reference", "fast"] = "fast"  # kernels.backend.KernelConfig
+    cuda_graphs: bool = True  # decode step replayed as a CUDA graph (CUDA, fast kernels, contiguous cache)
+    fused_decode: bool = True  # fused decode-step kernels (CUDA, fast kernels)
 
     @property
     def torch_device(self) -> str:
         return f"cuda:{self.gpu_device}" if self.device == "cuda" else "cpu"
+
+    @property
+    def kernel_config(self) -> KernelConfig:
+        return KernelConfig(
+            kernels=self.kernels, cuda_graphs=self.cuda_graphs, fused_decode=self.fused_decode
+        )
 
     @property
     def vram_budget_bytes(self) -> int | None:

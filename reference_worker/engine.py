@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from reference_worker.decode_step import DecodeGraphs, DecodeStep
 from reference_worker.device_memory import VramOOM
 from reference_worker.generation import (
     CancelToken,
@@ -52,6 +53,10 @@ from reference_worker.tokenizers import StreamDecoder
 # Prompt positions per prefill forward: bounds the [n_head, chunk, positions] attention scores of a long
 # prompt (a 32k-token prompt in one piece would need tens of GB for them) at no cost in exactness.
 PREFILL_CHUNK = 512
+# With CUDA graphs, KV caches are sized in multiples of this many positions (capped at the context), so
+# requests of similar length get a cache of the same size, usually at the same address, and replay the
+# decode graph captured for an earlier one instead of capturing again.
+GRAPH_CACHE_BUCKET = 256
 
 
 class InvalidPrompt(ValueError):
@@ -62,12 +67,18 @@ class DecodeSession:
     """One request's decoding state: its KV cache, sampler and the logits of the last position."""
 
     def __init__(
-        self, model: ModelAdapter, prompt_ids: Sequence[int], max_positions: int, sampler: Sampler
+        self,
+        model: ModelAdapter,
+        prompt_ids: Sequence[int],
+        max_positions: int,
+        sampler: Sampler,
+        graphs: DecodeGraphs | None = None,
     ) -> None:
         self.model = model
         self.sampler = sampler
         self.prompt_ids = list(prompt_ids)
         self.cache = model.new_cache(max_positions)
+        self.step = DecodeStep(model, self.cache, graphs)
         self._device = sampler.device
         self._logits: torch.Tensor | None = None
         self._last: torch.Tensor | None = None
@@ -85,7 +96,7 @@ class DecodeSession:
 
     def next_token(self) -> int:
         if self._last is not None:
-            self._logits = self.model.forward(self._last.view(1), self.cache, last_only=True)[0]
+            self._logits = self.step(self._last)
         self._last = self.sampler.sample(self._logits)
         return int(self._last)  # the one host sync per token
 
@@ -111,6 +122,10 @@ class InferenceEngine:
         self.apply_chat_template = apply_chat_template
         self.device = torch.device(device)
         self.eog_ids = frozenset(tokenizer.eog_ids) | {tokenizer.eos_id} - {None}
+        # The decode step as a CUDA graph when the model's kernel choice says so (kernels.backend).
+        kernels = getattr(model, "kernels", None)
+        graphs_on = kernels is not None and kernels.config.graphs_on(self.device)
+        self.graphs = DecodeGraphs(model) if graphs_on else None
 
     def tokenize(self, prompt: str) -> list[int]:
         if self.apply_chat_template and self.tokenizer.chat_template:
@@ -127,6 +142,8 @@ class InferenceEngine:
                 "(prompt plus at least one generated token)"
             )
         positions = min(len(prompt_ids) + max_tokens - 1, self.max_context)
+        if self.graphs is not None:
+            positions = min(-(-positions // GRAPH_CACHE_BUCKET) * GRAPH_CACHE_BUCKET, self.max_context)
         sampler = Sampler(
             params,
             self.tokenizer.vocab_size,
@@ -134,7 +151,7 @@ class InferenceEngine:
             history=prompt_ids,
             device=self.device,
         )
-        session = DecodeSession(self.model, prompt_ids, positions, sampler)
+        session = DecodeSession(self.model, prompt_ids, positions, sampler, self.graphs)
         try:
             session.start()
         except BaseException:

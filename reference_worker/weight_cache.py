@@ -1,7 +1,7 @@
 """The CPU weight cache (`kernels.cpu_dense`), built at load and accounted in its own memory category.
 
-Built only on CPU and only in the default kernel mode (`ORCD_KERNELS=reference` keeps the reference path
-and holds nothing extra). Its bytes are allocated from `DeviceMemory` as `weight_cache`, so /health's
+Built only on CPU and only with `kernels="fast"` (the default; `--kernels reference` keeps the reference
+path and holds nothing extra). Its bytes are allocated from `DeviceMemory` as `weight_cache`, so /health's
 `vram_bytes_used` and `vram_bytes_by_category` include them. When a device-memory budget
 (`--vram-budget-mb`) cannot hold the whole cache next to the weights, none is built and the worker runs
 on the reference path: the budget is for the model, not for a speed-up.
@@ -13,16 +13,20 @@ import time
 
 import torch
 
-from kernels import backend, cpu_dense
+from kernels import cpu_dense
+from kernels.backend import KernelConfig
 from kernels.qtensor import QTensor
 
 from .device_memory import DeviceMemory, MemoryCategory
 from .logs import EventLog
 
 
-def build_weight_cache(weights: dict[str, QTensor], memory: DeviceMemory, log: EventLog) -> int:
-    """Builds the cache for `weights` when it applies; returns the bytes it holds (0 when not built)."""
-    if memory.device.type != "cpu" or backend.mode() == "reference":
+def build_weight_cache(
+    weights: dict[str, QTensor], memory: DeviceMemory, log: EventLog, kernels: KernelConfig
+) -> int:
+    """Builds the cache for `weights` when `kernels` will use it; returns the bytes it holds (0 when not
+    built)."""
+    if memory.device.type != "cpu" or kernels.kernels == "reference":
         return 0
     candidates = [w for w in weights.values() if cpu_dense.cacheable(w)]
     needed = sum(cpu_dense.cache_nbytes(w) for w in candidates)

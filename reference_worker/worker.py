@@ -100,9 +100,15 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         )
         tokenizer = load_tokenizer(gguf.metadata, config.model)
         weights = load_weights(gguf, memory, log, chunk_bytes=config.load_chunk_bytes)
-        build_weight_cache(weights, memory, log)  # CPU only; accounted as weight_cache
+        build_weight_cache(weights, memory, log, config.kernel_config)  # CPU only; accounted as weight_cache
         model = create_model(
-            gguf, weights, config.torch_device, memory, attention=config.attention, kv_cache=config.kv_cache
+            gguf,
+            weights,
+            config.torch_device,
+            memory,
+            attention=config.attention,
+            kv_cache=config.kv_cache,
+            kernels=config.kernel_config,
         )
         engine = InferenceEngine(
             model, tokenizer, metrics=metrics, max_context=context_length, device=config.torch_device

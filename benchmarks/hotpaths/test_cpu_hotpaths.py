@@ -23,10 +23,10 @@ import pytest
 import torch
 
 from fixtures.paths import FixtureMissing, fixture_path
-from kernels import backend, cpu_dense
+from kernels import cpu_dense
+from kernels.backend import KernelConfig, kernel_set
 from kernels.dequant import dequantize
 from kernels.formats import FORMATS, GGMLType
-from kernels.qmatmul import qmatmul
 from kernels.qtensor import QTensor
 from tests.kernels.conftest import READ_TYPES, make_blocks
 
@@ -53,11 +53,8 @@ def _weight(qtype: GGMLType, shape: tuple[int, int]) -> QTensor:
     return QTensor.from_bytes(raw.tobytes(), qtype, shape, f"bench.{qtype.name}")
 
 
-@pytest.fixture
-def reference_mode():
-    backend.set_mode("reference")
-    yield
-    backend.set_mode(None)
+FAST = kernel_set(KernelConfig(kernels="fast"), "cpu")
+REFERENCE = kernel_set(KernelConfig(kernels="reference"), "cpu")
 
 
 @pytest.mark.parametrize("qtype", READ_TYPES, ids=[t.name for t in READ_TYPES])
@@ -67,10 +64,10 @@ def test_dequantize(benchmark, qtype):
 
 
 @pytest.mark.parametrize("qtype", MATMUL_TYPES, ids=[t.name for t in MATMUL_TYPES])
-def test_qmatmul_reference_decode(benchmark, qtype, reference_mode):
+def test_qmatmul_reference_decode(benchmark, qtype):
     w = _weight(qtype, MATMUL_SHAPE)
     x = torch.randn(1, MATMUL_SHAPE[1])
-    benchmark(qmatmul, x, w)
+    benchmark(REFERENCE.qmatmul, x, w)
 
 
 @pytest.mark.parametrize("qtype", MATMUL_TYPES, ids=[t.name for t in MATMUL_TYPES])
@@ -78,8 +75,8 @@ def test_qmatmul_cpu_dense_decode(benchmark, qtype):
     w = _weight(qtype, MATMUL_SHAPE)
     cpu_dense.build([w], lambda shape, dtype: torch.empty(shape, dtype=dtype), release=lambda t: None)
     x = torch.randn(1, MATMUL_SHAPE[1])
-    assert backend.fast_path_for(x, w) is cpu_dense.FAST_PATH
-    benchmark(qmatmul, x, w)
+    assert cpu_dense.FAST_PATH.supports(x, w)
+    benchmark(FAST.qmatmul, x, w)
 
 
 @pytest.mark.parametrize("weight_cache", [False, True], ids=["reference", "cpu-dense"])

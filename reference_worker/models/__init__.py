@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from kernels.backend import KernelConfig, kernel_set
 from reference_worker.models.base import ModelAdapter, ModelConfigError, UnsupportedArchitecture
 
 # `general.architecture` -> adapter. Real files say "llama" (SmolLM2), "qwen2", "phi3", "gpt-oss" (M0 §6).
@@ -40,10 +41,21 @@ def create_model(
     *,
     attention: str = "reference",
     kv_cache: str = "contiguous",
+    kernels: KernelConfig | None = None,
 ) -> ModelAdapter:
-    """The adapter for the file's `general.architecture`, built over the already loaded weights."""
+    """The adapter for the file's `general.architecture`, built over the already loaded weights, with the
+    matmul kernels `kernels` chooses (default `KernelConfig()`: the device's fast paths, if any)."""
     architecture = gguf.metadata.get("general.architecture")
     if not isinstance(architecture, str):
         raise ModelConfigError("GGUF metadata key 'general.architecture' is missing")
     cls = adapter_class(architecture)
-    return cls.from_gguf(gguf, weights, torch.device(device), memory, attention=attention, kv_cache=kv_cache)
+    device = torch.device(device)
+    return cls.from_gguf(
+        gguf,
+        weights,
+        device,
+        memory,
+        attention=attention,
+        kv_cache=kv_cache,
+        kernels=kernel_set(kernels, device),
+    )

@@ -8,6 +8,9 @@ and returns `[n_head, T, d]`. Grouped-query attention maps query head h to KV he
 `h // (n_head // n_kv_head)` (M0 §6: the mapping the llama.cpp comparison fixed).
 Options used by gpt-oss: `sliding_window` W (a query sees itself and the W-1 positions before it) and
 per-head `sinks` (an extra logit per head that takes softmax mass but contributes no value).
+The one-token decode step of a CUDA graph passes `positions` (the queries' absolute positions as a device
+tensor) and the whole cache (S = its capacity): keys after a query's position are masked, so the result is
+that of the S = start_pos + T call, and no shape depends on the position.
 """
 
 from __future__ import annotations
@@ -29,14 +32,23 @@ class AttentionKernel(Protocol):
         scale: float,
         sliding_window: int | None = None,
         sinks: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
 
 def attention_mask(
-    n_query: int, n_key: int, start_pos: int, sliding_window: int | None, device: torch.device
+    n_query: int,
+    n_key: int,
+    start_pos: int,
+    sliding_window: int | None,
+    device: torch.device,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """bool `[T, S]`: True where query i (absolute position start_pos + i) may attend key j."""
-    qpos = torch.arange(start_pos, start_pos + n_query, device=device)[:, None]
+    """bool `[T, S]`: True where query i (absolute position `positions[i]`, by default start_pos + i) may
+    attend key j."""
+    if positions is None:
+        positions = torch.arange(start_pos, start_pos + n_query, device=device)
+    qpos = positions[:, None]
     kpos = torch.arange(n_key, device=device)[None, :]
     allowed = kpos <= qpos
     if sliding_window is not None:
@@ -47,13 +59,13 @@ def attention_mask(
 class ReferenceAttention:
     """softmax(Q K^T * scale + mask) V, written out in float32: the spec every other kernel is tested against."""
 
-    def __call__(self, q, k, v, *, start_pos, scale, sliding_window=None, sinks=None):
+    def __call__(self, q, k, v, *, start_pos, scale, sliding_window=None, sinks=None, positions=None):
         n_head, n_query, _ = q.shape
         group = n_head // k.shape[0]
         k = k.float().repeat_interleave(group, dim=0)
         v = v.float().repeat_interleave(group, dim=0)
         scores = (q.float() @ k.transpose(-1, -2)) * scale  # [n_head, T, S]
-        mask = attention_mask(n_query, k.shape[1], start_pos, sliding_window, q.device)
+        mask = attention_mask(n_query, k.shape[1], start_pos, sliding_window, q.device, positions)
         scores = scores.masked_fill(~mask, float("-inf"))
         if sinks is not None:
             sink_col = sinks.float().view(n_head, 1, 1).expand(n_head, n_query, 1)
@@ -71,9 +83,9 @@ class SdpaAttention:
     its logit is exactly the sink and its value adds nothing, as in the reference.
     """
 
-    def __call__(self, q, k, v, *, start_pos, scale, sliding_window=None, sinks=None):
+    def __call__(self, q, k, v, *, start_pos, scale, sliding_window=None, sinks=None, positions=None):
         n_head, n_query, _ = q.shape
-        allowed = attention_mask(n_query, k.shape[1], start_pos, sliding_window, q.device)
+        allowed = attention_mask(n_query, k.shape[1], start_pos, sliding_window, q.device, positions)
         bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
         if sinks is not None:
             k = torch.cat([k, k.new_zeros(k.shape[0], 1, k.shape[2])], dim=1)

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 import torch
 
+from kernels.backend import KernelSet
 from kernels.qtensor import QTensor
 from reference_worker.models.kv_cache import KVCache
 
@@ -27,6 +28,7 @@ class ModelConfigError(ValueError):
 class ModelAdapter(Protocol):
     architecture: str
     config: Any  # a dataclass read from the file's metadata; has at least vocab_size and context_length
+    kernels: KernelSet  # the matmul kernels and decode-step choices this instance was built with
 
     @classmethod
     def from_gguf(
@@ -38,6 +40,7 @@ class ModelAdapter(Protocol):
         *,
         attention: str,
         kv_cache: str,
+        kernels: KernelSet | None = None,
     ) -> ModelAdapter:
         """Builds the adapter from a `GGUFFile` (metadata) and its loaded `QTensor` weights."""
         ...
@@ -46,8 +49,20 @@ class ModelAdapter(Protocol):
         """A KV cache for `max_tokens` positions (prompt + generated); may raise `VramOOM`."""
         ...
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
-        """Logits float32 `[T, vocab]` (`[1, vocab]` with last_only) for T tokens appended to the cache."""
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache,
+        *,
+        last_only: bool = False,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits float32 `[T, vocab]` (`[1, vocab]` with last_only) for T tokens appended to the cache.
+
+        With `positions` (a device tensor, contiguous cache): the decode step. The tokens are written at
+        those positions with `cache.write_at`, attention runs over the whole cache with later positions
+        masked, nothing reads back to the host and `cache.length` is left to the caller, so the step can
+        be captured as a CUDA graph (`reference_worker.decode_step`)."""
         ...
 
 

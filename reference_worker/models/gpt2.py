@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from kernels.qmatmul import qembedding, qmatmul
+from kernels.backend import KernelSet, kernel_set
+from kernels.qmatmul import qembedding
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import AttentionKernel, attention_kernel
 from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value, next_positions
@@ -86,8 +87,9 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 class Block:
-    def __init__(self, tensors: TensorTable, i: int, config: GPT2Config) -> None:
+    def __init__(self, tensors: TensorTable, i: int, config: GPT2Config, kernels: KernelSet) -> None:
         c, p = config, f"blk.{i}."
+        self.kernels = kernels
         E, F = c.n_embd, c.n_ff
         qkv_dim = E + 2 * c.n_head_kv * c.head_dim
         matrix, vector = tensors.matrix, tensors.vector
@@ -100,7 +102,8 @@ class Block:
         self.qkv_split = [E, c.n_head_kv * c.head_dim, c.n_head_kv * c.head_dim]
 
     def mlp(self, h: torch.Tensor) -> torch.Tensor:
-        return qmatmul(gelu(qmatmul(h, self.w_up, self.b_up)), self.w_down, self.b_down)
+        mm = self.kernels.qmatmul
+        return mm(gelu(mm(h, self.w_up, self.b_up)), self.w_down, self.b_down)
 
 
 class GPT2Model:
@@ -115,14 +118,16 @@ class GPT2Model:
         kv_allocator: KVCacheAllocator,
         *,
         source: str = "model",
+        kernels: KernelSet | None = None,
     ) -> None:
         self.config, self.device = config, device
         self.attention, self.kv_allocator = attention, kv_allocator
+        self.kernels = kernels or kernel_set(None, device)
         tensors = TensorTable(weights, source, device)
         c = config
         self.token_embd = tensors.matrix("token_embd.weight", c.vocab_size, c.n_embd)
         self.position_embd = tensors.matrix("position_embd.weight", c.context_length, c.n_embd)
-        self.layers = [Block(tensors, i, c) for i in range(c.n_layer)]
+        self.layers = [Block(tensors, i, c, self.kernels) for i in range(c.n_layer)]
         self.output_norm = tensors.vector("output_norm.weight", c.n_embd)
         self.output_norm_b = tensors.vector("output_norm.bias", c.n_embd)
         self.output = (
@@ -140,33 +145,52 @@ class GPT2Model:
         *,
         attention: str,
         kv_cache: str,
+        kernels: KernelSet | None = None,
     ) -> GPT2Model:
         source = str(gguf.path)
         config = GPT2Config.from_metadata(gguf.metadata, weights, source)
         layout = KVLayout(config.n_layer, config.n_head_kv, config.head_dim)
         allocator = kv_cache_allocator(kv_cache, layout, memory, max_positions=config.context_length)
-        return cls(config, weights, device, attention_kernel(attention), allocator, source=source)
+        return cls(
+            config, weights, device, attention_kernel(attention), allocator, source=source, kernels=kernels
+        )
 
     def new_cache(self, max_tokens: int) -> KVCache:
         return self.kv_allocator.new_cache(max_tokens)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache,
+        *,
+        last_only: bool = False,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`."""
         c = self.config
+        mm = self.kernels.qmatmul
         n_tokens, start = tokens.shape[0], cache.length
+        step = positions is not None
         # Learned positions end at context_length: there is no row for a later position.
-        positions = next_positions(cache, n_tokens, c.context_length, self.device)
-        x = qembedding(tokens, self.token_embd).float() + qembedding(positions, self.position_embd).float()
+        if not step:
+            positions = next_positions(cache, n_tokens, c.context_length, self.device)
+        x = qembedding(tokens, self.token_embd, checked=not step).float()
+        x = x + qembedding(positions, self.position_embd, checked=not step).float()
         for i, layer in enumerate(self.layers):
             h = layer_norm(x, layer.attn_norm, layer.attn_norm_b, c.norm_eps)
-            q, k, v = qmatmul(h, layer.wqkv, layer.bqkv).split(layer.qkv_split, dim=-1)
+            q, k, v = mm(h, layer.wqkv, layer.bqkv).split(layer.qkv_split, dim=-1)
             q = q.reshape(n_tokens, c.n_head, c.head_dim).transpose(0, 1)  # [n_head, T, head_dim]
             k = k.reshape(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
             v = v.reshape(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
-            keys, values = cache.update(i, k, v)
-            a = self.attention(q, keys, values, start_pos=start, scale=self.scale)
-            x = x + qmatmul(a.transpose(0, 1).reshape(n_tokens, -1), layer.wo, layer.bo)
+            if step:
+                keys, values = cache.write_at(i, k, v, positions)
+            else:
+                keys, values = cache.update(i, k, v)
+            a = self.attention(q, keys, values, start_pos=start, scale=self.scale, positions=positions)
+            x = x + mm(a.transpose(0, 1).reshape(n_tokens, -1), layer.wo, layer.bo)
             x = x + layer.mlp(layer_norm(x, layer.ffn_norm, layer.ffn_norm_b, c.norm_eps))
-        cache.advance(n_tokens)
+        if not step:
+            cache.advance(n_tokens)
         if last_only:
             x = x[-1:]
-        return qmatmul(layer_norm(x, self.output_norm, self.output_norm_b, c.norm_eps), self.output).float()
+        return mm(layer_norm(x, self.output_norm, self.output_norm_b, c.norm_eps), self.output).float()

@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from kernels.qmatmul import qembedding, qmatmul, qmatmul_experts
+from kernels.backend import KernelSet, kernel_set
+from kernels.qmatmul import qembedding
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import AttentionKernel, attention_kernel
 from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value, next_positions
@@ -148,8 +149,9 @@ def route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
 class Block:
     """One transformer block: GGUF tensors `blk.{i}.*`, shapes checked against the config."""
 
-    def __init__(self, tensors: TensorTable, i: int, config: GptOssConfig) -> None:
+    def __init__(self, tensors: TensorTable, i: int, config: GptOssConfig, kernels: KernelSet) -> None:
         c, p = config, f"blk.{i}."
+        self.kernels = kernels
         q_dim, kv_dim = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
         E, F, X = c.n_embd, c.n_ff_expert, c.n_expert
         matrix, vector = tensors.matrix, tensors.vector
@@ -172,16 +174,20 @@ class Block:
         self.down_exps_b = vector(p + "ffn_down_exps.bias", X, E)
         self.n_expert_used = c.n_expert_used
 
-    def moe(self, h: torch.Tensor) -> torch.Tensor:
-        """[T, E] -> [T, E]; each expert some token selected is dequantized once, the others never."""
-        experts, weights = route(qmatmul(h, self.router, self.router_b), self.n_expert_used)
-        gate = qmatmul_experts(h, self.gate_exps, experts, self.gate_exps_b)  # [T, k, F]
-        up = qmatmul_experts(h, self.up_exps, experts, self.up_exps_b)
-        act = swiglu(gate, up)
+    def moe(self, h: torch.Tensor, fused: Any = None) -> torch.Tensor:
+        """[T, E] -> [T, E]; each expert some token selected is dequantized once, the others never.
+        Routing stays on the device: expert ids go from top-k straight to the expert GEMVs."""
+        mm_experts = self.kernels.qmatmul_experts
+        experts, weights = route(self.kernels.qmatmul(h, self.router, self.router_b), self.n_expert_used)
+        gate = mm_experts(h, self.gate_exps, experts, self.gate_exps_b)  # [T, k, F]
+        up = mm_experts(h, self.up_exps, experts, self.up_exps_b)
+        act = (
+            fused.swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT) if fused is not None else swiglu(gate, up)
+        )
         # Token t's j-th expert sees act[t, j]: flatten (t, j) so each row goes through its own expert.
         n_tokens, k = experts.shape
         token_rows = act.reshape(n_tokens * k, -1)
-        down = qmatmul_experts(token_rows, self.down_exps, experts.reshape(-1, 1), self.down_exps_b)
+        down = mm_experts(token_rows, self.down_exps, experts.reshape(-1, 1), self.down_exps_b)
         return (down.view(n_tokens, k, -1) * weights[..., None]).sum(dim=1)
 
 
@@ -197,13 +203,15 @@ class GptOssModel:
         kv_allocator: KVCacheAllocator,
         *,
         source: str = "model",
+        kernels: KernelSet | None = None,
     ) -> None:
         self.config, self.device = config, device
         self.attention, self.kv_allocator = attention, kv_allocator
+        self.kernels = kernels or kernel_set(None, device)
         tensors = TensorTable(weights, source, device)
         c = config
         self.token_embd = tensors.matrix("token_embd.weight", c.vocab_size, c.n_embd)
-        self.layers = [Block(tensors, i, c) for i in range(c.n_layer)]
+        self.layers = [Block(tensors, i, c, self.kernels) for i in range(c.n_layer)]
         self.output_norm = tensors.vector("output_norm.weight", c.n_embd)
         self.output = tensors.matrix("output.weight", c.vocab_size, c.n_embd)  # never tied in gpt-oss
         self.rope_cos, self.rope_sin = rope_frequencies(
@@ -221,6 +229,7 @@ class GptOssModel:
         *,
         attention: str,
         kv_cache: str,
+        kernels: KernelSet | None = None,
     ) -> GptOssModel:
         source = str(gguf.path)
         if "token_embd.weight" not in weights:
@@ -228,36 +237,66 @@ class GptOssModel:
         config = GptOssConfig.from_metadata(gguf.metadata, weights["token_embd.weight"].shape[0], source)
         layout = KVLayout(config.n_layer, config.n_head_kv, config.head_dim)
         allocator = kv_cache_allocator(kv_cache, layout, memory, max_positions=config.context_length)
-        return cls(config, weights, device, attention_kernel(attention), allocator, source=source)
+        return cls(
+            config, weights, device, attention_kernel(attention), allocator, source=source, kernels=kernels
+        )
 
     def new_cache(self, max_tokens: int) -> KVCache:
         return self.kv_allocator.new_cache(max_tokens)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache,
+        *,
+        last_only: bool = False,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`; with the
+        fused decode kernels of the chosen `KernelSet` (CUDA) it uses them for norms, RoPE + KV store,
+        attention (sinks, sliding window) and the SwiGLU."""
         c = self.config
+        mm = self.kernels.qmatmul
         n_tokens, start = tokens.shape[0], cache.length
-        positions = next_positions(cache, n_tokens, c.context_length, self.device)
-        x = qembedding(tokens, self.token_embd).float()  # [T, E]
+        step = positions is not None
+        fused = self.kernels.decode if step else None
+        norm = fused.rms_norm if fused is not None else rms_norm
+        if not step:
+            positions = next_positions(cache, n_tokens, c.context_length, self.device)
+        x = qembedding(tokens, self.token_embd, checked=not step).float()  # [T, E]
         for i, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.attn_norm, c.norm_eps)
-            q = qmatmul(h, layer.wq, layer.bq).view(n_tokens, c.n_head, c.head_dim).transpose(0, 1)
-            k = qmatmul(h, layer.wk, layer.bk).view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
-            v = qmatmul(h, layer.wv, layer.bv).view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
-            q = apply_rope(q, self.rope_cos, self.rope_sin, positions, neox=True)
-            k = apply_rope(k, self.rope_cos, self.rope_sin, positions, neox=True)
-            keys, values = cache.update(i, k, v)
-            a = self.attention(
-                q,
-                keys,
-                values,
-                start_pos=start,
-                scale=self.scale,
-                sliding_window=layer.sliding_window,
-                sinks=layer.sinks,
-            )
-            x = x + qmatmul(a.transpose(0, 1).reshape(n_tokens, -1), layer.wo, layer.bo)
-            x = x + layer.moe(rms_norm(x, layer.ffn_norm, c.norm_eps))
-        cache.advance(n_tokens)
+            h = norm(x, layer.attn_norm, c.norm_eps)
+            q, k, v = mm(h, layer.wq, layer.bq), mm(h, layer.wk, layer.bk), mm(h, layer.wv, layer.bv)
+            if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one
+                keys, values = cache.keys[i], cache.values[i]
+                q = fused.rope_store(q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, True)
+                a = fused.decode_attention(
+                    q, keys, values, positions, self.scale, layer.sliding_window, layer.sinks
+                )
+            else:
+                q = q.view(n_tokens, c.n_head, c.head_dim).transpose(0, 1)
+                k = k.view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
+                v = v.view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
+                q = apply_rope(q, self.rope_cos, self.rope_sin, positions, neox=True)
+                k = apply_rope(k, self.rope_cos, self.rope_sin, positions, neox=True)
+                if step:
+                    keys, values = cache.write_at(i, k, v, positions)
+                else:
+                    keys, values = cache.update(i, k, v)
+                a = self.attention(
+                    q,
+                    keys,
+                    values,
+                    start_pos=start,
+                    scale=self.scale,
+                    sliding_window=layer.sliding_window,
+                    sinks=layer.sinks,
+                    positions=positions,
+                ).transpose(0, 1)
+            x = x + mm(a.reshape(n_tokens, -1), layer.wo, layer.bo)
+            x = x + layer.moe(norm(x, layer.ffn_norm, c.norm_eps), fused)
+        if not step:
+            cache.advance(n_tokens)
         if last_only:
             x = x[-1:]
-        return qmatmul(rms_norm(x, self.output_norm, c.norm_eps), self.output).float()
+        return mm(norm(x, self.output_norm, c.norm_eps), self.output).float()

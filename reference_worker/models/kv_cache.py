@@ -78,6 +78,15 @@ class ContiguousKVCache(KVCache):
         self.values[layer, :, self.length : end] = v
         return self.keys[layer, :, :end], self.values[layer, :, :end]
 
+    def write_at(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode step's write: k, v `[n_kv_head, T, d]` at device `positions[T]`, no host sync; returns
+        the whole capacity (positions past the last written one are masked by the attention)."""
+        self.keys[layer].index_copy_(1, positions, k.to(self.keys.dtype))
+        self.values[layer].index_copy_(1, positions, v.to(self.values.dtype))
+        return self.keys[layer], self.values[layer]
+
     def free(self) -> None:
         if self.keys is not None:
             self._memory.release(KV_CATEGORY, self.keys)

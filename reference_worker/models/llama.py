@@ -23,7 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kernels.qmatmul import qembedding, qmatmul
+from kernels.backend import KernelSet, kernel_set
+from kernels.qmatmul import qembedding
 from reference_worker.models.attention import AttentionKernel, attention_kernel
 from reference_worker.models.base import ModelConfigError, metadata_value, next_positions
 from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
@@ -93,8 +94,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class Block:
-    def __init__(self, weights: dict[str, Any], i: int, config: LlamaConfig, device: torch.device) -> None:
+    def __init__(
+        self, weights: dict[str, Any], i: int, config: LlamaConfig, device: torch.device, kernels: KernelSet
+    ) -> None:
         p = f"blk.{i}."
+        self.kernels = kernels
 
         def tensor(name: str) -> Any:
             if p + name not in weights:
@@ -123,16 +127,19 @@ class Block:
         self.kv_dim = config.n_kv_head * config.head_dim
 
     def qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mm = self.kernels.qmatmul
         if self.fused_qkv:
-            return qmatmul(h, self.wqkv, self.bqkv).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
-        return qmatmul(h, self.wq, self.bq), qmatmul(h, self.wk, self.bk), qmatmul(h, self.wv, self.bv)
+            return mm(h, self.wqkv, self.bqkv).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        return mm(h, self.wq, self.bq), mm(h, self.wk, self.bk), mm(h, self.wv, self.bv)
 
-    def ffn(self, h: torch.Tensor) -> torch.Tensor:
+    def ffn(self, h: torch.Tensor, fused: Any = None) -> torch.Tensor:
+        mm = self.kernels.qmatmul
         if self.fused_gate_up:
-            gate, up = qmatmul(h, self.w_up).chunk(2, dim=-1)  # [gate; up], as ggml_swiglu splits it
+            gate, up = mm(h, self.w_up).chunk(2, dim=-1)  # [gate; up], as ggml_swiglu splits it
         else:
-            gate, up = qmatmul(h, self.w_gate), qmatmul(h, self.w_up)
-        return qmatmul(F.silu(gate) * up, self.w_down)
+            gate, up = mm(h, self.w_gate), mm(h, self.w_up)
+        act = fused.silu_mul(gate, up) if fused is not None else F.silu(gate) * up
+        return mm(act, self.w_down)
 
 
 class LlamaModel:
@@ -143,14 +150,16 @@ class LlamaModel:
         device: torch.device,
         attention: AttentionKernel,
         kv_allocator: KVCacheAllocator,
+        kernels: KernelSet | None = None,
     ) -> None:
         self.architecture = config.architecture
         self.config = config
         self.device = device
         self.attention = attention
         self.kv_allocator = kv_allocator
+        self.kernels = kernels or kernel_set(None, device)
         self.token_embd = weights["token_embd.weight"]
-        self.layers = [Block(weights, i, config, device) for i in range(config.n_layer)]
+        self.layers = [Block(weights, i, config, device, self.kernels) for i in range(config.n_layer)]
         if "output_norm.weight" not in weights:
             raise ModelConfigError("tensor 'output_norm.weight' is missing")
         self.output_norm = weights["output_norm.weight"].dequantize().float().to(device)
@@ -174,33 +183,60 @@ class LlamaModel:
         *,
         attention: str,
         kv_cache: str,
+        kernels: KernelSet | None = None,
     ) -> LlamaModel:
         config = LlamaConfig.from_gguf(gguf.metadata, weights)
         layout = KVLayout(config.n_layer, config.n_kv_head, config.head_dim)
         allocator = kv_cache_allocator(kv_cache, layout, memory, max_positions=config.context_length)
-        return cls(config, weights, device, attention_kernel(attention), allocator)
+        return cls(config, weights, device, attention_kernel(attention), allocator, kernels)
 
     def new_cache(self, max_tokens: int) -> KVCache:
         return self.kv_allocator.new_cache(max_tokens)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache,
+        *,
+        last_only: bool = False,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`; with the
+        fused decode kernels of the chosen `KernelSet` (CUDA) it uses them for norms, RoPE + KV store,
+        attention and the activation."""
         cfg = self.config
+        mm = self.kernels.qmatmul
         n_tokens, start = tokens.shape[0], cache.length
-        positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
-        x = qembedding(tokens, self.token_embd).float()  # [T, dim]
+        step = positions is not None
+        fused = self.kernels.decode if step else None
+        norm = fused.rms_norm if fused is not None else rms_norm
+        if not step:
+            positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
+        x = qembedding(tokens, self.token_embd, checked=not step).float()  # [T, dim]
         for i, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.attn_norm, cfg.norm_eps)
-            q, k, v = layer.qkv(h)
-            q = q.view(n_tokens, cfg.n_head, cfg.head_dim).transpose(0, 1)  # [n_head, T, head_dim]
-            k = k.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
-            v = v.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
-            q = apply_rope(q, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
-            k = apply_rope(k, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
-            keys, values = cache.update(i, k, v)
-            a = self.attention(q, keys, values, start_pos=start, scale=self.scale)
-            x = x + qmatmul(a.transpose(0, 1).reshape(n_tokens, -1), layer.wo, layer.bo)
-            x = x + layer.ffn(rms_norm(x, layer.ffn_norm, cfg.norm_eps))
-        cache.advance(n_tokens)
+            q, k, v = layer.qkv(norm(x, layer.attn_norm, cfg.norm_eps))
+            if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one
+                keys, values = cache.keys[i], cache.values[i]
+                q = fused.rope_store(
+                    q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, cfg.rope_neox
+                )
+                a = fused.decode_attention(q, keys, values, positions, self.scale)
+            else:
+                q = q.view(n_tokens, cfg.n_head, cfg.head_dim).transpose(0, 1)  # [n_head, T, head_dim]
+                k = k.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
+                v = v.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
+                q = apply_rope(q, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
+                k = apply_rope(k, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
+                if step:
+                    keys, values = cache.write_at(i, k, v, positions)
+                else:
+                    keys, values = cache.update(i, k, v)
+                a = self.attention(q, keys, values, start_pos=start, scale=self.scale, positions=positions)
+                a = a.transpose(0, 1)
+            x = x + mm(a.reshape(n_tokens, -1), layer.wo, layer.bo)
+            x = x + layer.ffn(norm(x, layer.ffn_norm, cfg.norm_eps), fused)
+        if not step:
+            cache.advance(n_tokens)
         if last_only:
             x = x[-1:]
-        return qmatmul(rms_norm(x, self.output_norm, cfg.norm_eps), self.output).float()
+        return mm(norm(x, self.output_norm, cfg.norm_eps), self.output).float()

@@ -8,13 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from kernels import backend, cpu_dense
+from kernels import cpu_dense
+from kernels.backend import KernelConfig, kernel_set
 from kernels.formats import GGMLType
-from kernels.qmatmul import qmatmul, qmatmul_experts, reference_qmatmul
+from kernels.qmatmul import reference_qmatmul
 from kernels.qtensor import QTensor
 from tests.kernels.conftest import READ_TYPES
 from tests.kernels.test_qmatmul import make_weight, rel_err
 
+# The kernels a model built with kernels="fast" on the CPU calls, and those of kernels="reference".
+FAST = kernel_set(KernelConfig(kernels="fast"), "cpu")
+REFERENCE = kernel_set(KernelConfig(kernels="reference"), "cpu")
 QUANTIZED = [t for t in READ_TYPES if t not in cpu_dense.PLAIN_TYPES]
 # One float16 rounding per weight (relative 2^-11 at most); summed over `in` products of random sign.
 REL_TOL = 2e-3
@@ -51,10 +55,11 @@ def build(*weights: QTensor) -> tuple[cpu_dense.DenseCache, Arena]:
 def test_dense_path_matches_float64(qtype, x_shape, out_features, in_features, rng, blocks, record_property):
     w, w64 = make_weight(qtype, (out_features, in_features), rng, blocks, "cpu")
     cache, arena = build(w)
-    assert cache.tensors and backend.fast_path_for(torch.zeros(1, in_features), w) is cpu_dense.FAST_PATH
+    assert cache.tensors and FAST.paths == (cpu_dense.FAST_PATH,)
+    assert cpu_dense.FAST_PATH.supports(torch.zeros(1, in_features), w)
     x = torch.from_numpy(rng.normal(0.0, 1.0, x_shape).astype(np.float32))
     bias = torch.from_numpy(rng.normal(0.0, 0.1, out_features).astype(np.float32))
-    y = qmatmul(x, w, bias)
+    y = FAST.qmatmul(x, w, bias)
     assert y.shape == (*x_shape[:-1], out_features) and y.dtype == torch.float32
     err = rel_err(y, x.double() @ w64.T + bias.double())
     record_property("max_rel_err", err)
@@ -69,7 +74,7 @@ def test_a_wrong_copy_is_caught(rng, blocks):
     dense = cache.tensors[w.name]
     dense[[0, 1]] = dense[[1, 0]]
     x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 512)).astype(np.float32))
-    assert rel_err(qmatmul(x, w), x.double() @ w64.T) > REL_TOL
+    assert rel_err(FAST.qmatmul(x, w), x.double() @ w64.T) > REL_TOL
 
 
 def test_reference_mode_bypasses_the_cache(rng, blocks):
@@ -77,14 +82,10 @@ def test_reference_mode_bypasses_the_cache(rng, blocks):
     cache, _ = build(w)
     cache.tensors[w.name].zero_()  # would give zeros if it were used
     x = torch.from_numpy(rng.normal(0.0, 1.0, (3, 256)).astype(np.float32))
-    backend.set_mode("reference")
-    try:
-        torch.testing.assert_close(
-            qmatmul(x, w), reference_qmatmul(x, w, None, torch.float32), rtol=0, atol=0
-        )
-    finally:
-        backend.set_mode(None)
-    assert qmatmul(x, w).abs().max() == 0
+    torch.testing.assert_close(
+        REFERENCE.qmatmul(x, w), reference_qmatmul(x, w, None, torch.float32), rtol=0, atol=0
+    )
+    assert FAST.qmatmul(x, w).abs().max() == 0
 
 
 def test_expert_tensors_serve_every_expert(rng, blocks):
@@ -94,7 +95,7 @@ def test_expert_tensors_serve_every_expert(rng, blocks):
     assert all(cpu_dense.dense_weight(w.expert(e)) is not None for e in range(n_expert))
     x = torch.from_numpy(rng.normal(0.0, 1.0, (5, in_features)).astype(np.float32))
     ids = torch.tensor([[0, 3], [1, 2], [3, 3], [2, 0], [1, 1]])
-    y = qmatmul_experts(x, w, ids)
+    y = FAST.qmatmul_experts(x, w, ids)
     expected = torch.einsum("ti,tkoi->tko", x.double(), w64[ids])
     assert rel_err(y, expected) < REL_TOL
 
@@ -104,7 +105,7 @@ def test_plain_float_tensors_are_not_copied():
     h = QTensor.from_float(torch.randn(16, 64).half(), "f16")
     cache, arena = build(w, h)
     assert not cache.tensors and not arena.live
-    assert cpu_dense.dense_weight(w) is None and backend.fast_path_for(torch.zeros(1, 64), w) is None
+    assert cpu_dense.dense_weight(w) is None and not cpu_dense.FAST_PATH.supports(torch.zeros(1, 64), w)
 
 
 def test_values_beyond_float16_stay_on_the_reference_path():

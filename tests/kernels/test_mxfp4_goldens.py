@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import backend
+from kernels.backend import KernelConfig
 from kernels.selfcheck import GOLDENS_DIR, STRICT_TOLERANCE, main, selfcheck
 
 pytestmark = pytest.mark.oracle
@@ -39,13 +39,9 @@ def test_generator_reproduces_the_committed_files(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes() == (GOLDENS_DIR / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("mode", ["reference", "auto"])
-def test_selfcheck_passes_far_inside_the_spec(mode, device, record_property) -> None:
-    backend.set_mode(mode)
-    try:
-        verdict = selfcheck(device)
-    finally:
-        backend.set_mode(None)
+@pytest.mark.parametrize("kernels", ["reference", "fast"])
+def test_selfcheck_passes_far_inside_the_spec(kernels, device, record_property) -> None:
+    verdict = selfcheck(device, config=KernelConfig(kernels=kernels))
     assert verdict["pass"], verdict
     for check in verdict["checks"]:
         record_property(f"max_rel_err.{check['case']}", check["max_rel_err"])

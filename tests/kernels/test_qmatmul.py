@@ -34,13 +34,6 @@ def make_weight(qtype, shape, rng, blocks, device) -> tuple[QTensor, torch.Tenso
     return w, torch.from_numpy(np.ascontiguousarray(values)).double().reshape(shape)
 
 
-@pytest.fixture(autouse=True)
-def reference_backend():
-    backend.set_mode("reference")
-    yield
-    backend.set_mode(None)
-
-
 @pytest.mark.parametrize(
     ("x_shape", "out_features", "in_features"),
     [((1, 512), 48, 512), ((7, 256), 33, 256), ((2, 3, 768), 40, 768)],
@@ -105,7 +98,9 @@ def test_qembedding_dequantizes_only_the_selected_rows(monkeypatch, device, rng,
     seen: list[int] = []
     original = QTensor.dequantize
     monkeypatch.setattr(
-        QTensor, "dequantize", lambda self, rows=None: seen.append(rows.numel()) or original(self, rows)
+        QTensor,
+        "dequantize",
+        lambda self, rows=None, **kw: seen.append(rows.numel()) or original(self, rows, **kw),
     )
     got = qembedding(ids.to(device), w)
     assert got.shape == (2, 3, 64) and seen == [6]
@@ -142,10 +137,10 @@ def test_shape_errors_name_the_weight(rng, blocks) -> None:
         qmatmul(torch.zeros(1, 64), w, torch.zeros(7))
 
 
-# The backend seam.
+# The kernel selection seam.
 
 
-def test_fast_path_is_taken_in_auto_mode_and_skipped_in_reference_mode(monkeypatch, rng, blocks) -> None:
+def test_fast_path_serves_what_it_supports_and_only_when_chosen(monkeypatch, rng, blocks) -> None:
     w, w64 = make_weight(GGMLType.Q4_0, (8, 64), rng, blocks, "cpu")
     x = torch.ones(1, 64)
     calls: list[str] = []
@@ -154,27 +149,25 @@ def test_fast_path_is_taken_in_auto_mode_and_skipped_in_reference_mode(monkeypat
         calls.append(w.name)
         return torch.zeros(1, 8, dtype=out_dtype)
 
-    unregister = backend.register(
-        backend.FastPath("fake", ("cpu",), lambda x, w: w.qtype == GGMLType.Q4_0, fake)
-    )
-    try:
-        backend.set_mode(None)
-        monkeypatch.setenv(backend.ENV_VAR, "auto")
-        assert not qmatmul(x, w).any() and calls == ["w.Q4_0"]
-        monkeypatch.setenv(backend.ENV_VAR, "reference")
-        assert rel_err(qmatmul(x, w), x.double() @ w64.T) < REL_TOL and calls == ["w.Q4_0"]
-        monkeypatch.setenv(backend.ENV_VAR, "auto")
-        backend.set_mode("reference")
-        assert qmatmul(x, w).any() and calls == ["w.Q4_0"]
-    finally:
-        unregister()
-    assert backend.fast_path_for(x, w) is None
+    fake_path = backend.FastPath("fake", ("cpu",), lambda x, w: w.qtype == GGMLType.Q4_0, fake)
+    monkeypatch.setitem(backend.FAST_PATHS, "cpu", lambda: backend.DeviceKernels((fake_path,)))
+    fast = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cpu")
+    reference = backend.kernel_set(backend.KernelConfig(kernels="reference"), "cpu")
+    assert fast.paths == (fake_path,) and reference.paths == ()
+    assert not fast.qmatmul(x, w).any() and calls == ["w.Q4_0"]
+    assert rel_err(reference.qmatmul(x, w), x.double() @ w64.T) < REL_TOL and calls == ["w.Q4_0"]
+    assert rel_err(qmatmul(x, w), x.double() @ w64.T) < REL_TOL and calls == ["w.Q4_0"]
+    w8, _ = make_weight(GGMLType.Q8_0, (8, 64), rng, blocks, "cpu")
+    assert fast.qmatmul(x, w8).any() and calls == ["w.Q4_0"]  # not supported: the reference path
 
 
-def test_bad_mode_is_refused(monkeypatch) -> None:
-    backend.set_mode(None)
-    monkeypatch.setenv(backend.ENV_VAR, "fastest")
-    with pytest.raises(ValueError, match="ORCD_KERNELS='fastest'"):
-        backend.mode()
-    with pytest.raises(ValueError, match="'turbo'"):
-        backend.set_mode("turbo")
+def test_cpu_kernels_and_bad_choices_are_refused() -> None:
+    from kernels import cpu_dense
+
+    # CPU: only the float16-copy path (it serves matrices that have a copy); reference: no fast path.
+    assert backend.kernel_set(backend.KernelConfig(), "cpu").paths == (cpu_dense.FAST_PATH,)
+    assert backend.kernel_set(backend.KernelConfig(kernels="reference"), "cpu").paths == ()
+    assert not backend.KernelConfig().graphs_on(torch.device("cpu"))
+    assert not backend.KernelConfig(kernels="reference").graphs_on(torch.device("cuda"))
+    with pytest.raises(ValueError, match="'turbo' is not one of reference, fast"):
+        backend.KernelConfig(kernels="turbo")  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ import torch
 
 from kernels import backend
 from kernels.formats import FORMATS, GGMLType
-from kernels.qmatmul import qmatmul, reference_qmatmul
+from kernels.qmatmul import reference_qmatmul
 from kernels.qtensor import QTensor
 
 pytestmark = [
@@ -132,17 +132,16 @@ def test_qmatmul_selects_the_fast_path_for_decode_only(rng, blocks, monkeypatch)
     from kernels import triton_gemv
 
     w = make_weight(GGMLType.MXFP4, (64, 128), rng, blocks)
-    backend.set_mode(None)
-    monkeypatch.setenv(backend.ENV_VAR, "auto")
+    fast = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cuda")
+    assert fast.paths == (triton_gemv.FAST_PATH,)
+    assert backend.kernel_set(backend.KernelConfig(kernels="reference"), "cuda").paths == ()
+    supports = triton_gemv.FAST_PATH.supports
     decode, prefill = torch.randn(1, 128, device="cuda"), torch.randn(9, 128, device="cuda")
-    assert backend.fast_path_for(decode, w) is triton_gemv.FAST_PATH
-    assert backend.fast_path_for(decode.expand(8, 128), w) is triton_gemv.FAST_PATH
-    assert backend.fast_path_for(prefill, w) is None
-    assert rel_err(qmatmul(decode.half(), w), reference_qmatmul(decode.half(), w, None, torch.float32)) < 1e-3
+    assert supports(decode, w) and supports(decode.expand(8, 128), w) and not supports(prefill, w)
+    got = fast.qmatmul(decode.half(), w)
+    assert rel_err(got, reference_qmatmul(decode.half(), w, None, torch.float32)) < 1e-3
     f32 = QTensor.from_float(torch.randn(64, 128, device="cuda"))
-    assert backend.fast_path_for(decode, f32) is None  # cuBLAS on the weight in place
-    monkeypatch.setenv(backend.ENV_VAR, "reference")
-    assert backend.fast_path_for(decode, w) is None
+    assert not supports(decode, f32)  # cuBLAS on the weight in place
 
 
 def test_unaligned_views_fall_back_to_the_reference_path(rng, blocks) -> None:

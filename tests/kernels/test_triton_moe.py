@@ -10,7 +10,6 @@ import torch
 
 from kernels import backend
 from kernels.formats import FORMATS, GGMLType
-from kernels.qmatmul import qmatmul_experts
 from kernels.qtensor import QTensor
 
 pytestmark = [
@@ -33,17 +32,20 @@ def experts(qtype: GGMLType, shape: tuple[int, int, int], rng, blocks) -> QTenso
 
 
 def reference(x, w, ids, bias, out_dtype=None) -> torch.Tensor:
-    backend.set_mode("reference")
-    try:
-        return qmatmul_experts(x, w, ids, bias, out_dtype=out_dtype)
-    finally:
-        backend.set_mode(None)
+    return backend.kernel_set(backend.KernelConfig(kernels="reference"), "cuda").qmatmul_experts(
+        x, w, ids, bias
+    ).to(out_dtype or x.dtype)
 
 
-@pytest.fixture(autouse=True)
-def auto_backend(monkeypatch):
-    monkeypatch.setenv(backend.ENV_VAR, "auto")
-    backend.set_mode(None)
+def fast(x, w, ids, bias=None) -> torch.Tensor:
+    return backend.kernel_set(backend.KernelConfig(kernels="fast"), "cuda").qmatmul_experts(x, w, ids, bias)
+
+
+def served_by_fast_path(x, w, ids) -> bool:
+    from kernels.triton_moe import EXPERTS_FAST_PATH
+
+    kernels = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cuda")
+    return EXPERTS_FAST_PATH in kernels.experts_paths and EXPERTS_FAST_PATH.supports(x, w, ids)
 
 
 @pytest.mark.parametrize(
@@ -57,15 +59,13 @@ def auto_backend(monkeypatch):
     ids=lambda v: v.name if isinstance(v, GGMLType) else "x".join(map(str, v)),
 )
 def test_decode_routing_matches_reference(qtype, shape, rng, blocks) -> None:
-    from kernels.triton_moe import EXPERTS_FAST_PATH
-
     w = experts(qtype, shape, rng, blocks)
     n_expert, out, k_in = shape
     x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32)).cuda()
     ids = torch.from_numpy(rng.permutation(n_expert)[:4].reshape(1, 4)).cuda()
     bias = torch.from_numpy(rng.normal(0.0, 0.1, (n_expert, out)).astype(np.float32)).cuda()
-    assert backend.experts_fast_path_for(x, w, ids) is EXPERTS_FAST_PATH
-    got = qmatmul_experts(x, w, ids, bias)
+    assert served_by_fast_path(x, w, ids)
+    got = fast(x, w, ids, bias)
     assert got.shape == (1, 4, out)
     assert rel_err(got, reference(x, w, ids, bias)) < REL_TOL
 
@@ -75,7 +75,7 @@ def test_down_projection_layout_one_row_per_pair(rng, blocks) -> None:
     w = experts(GGMLType.MXFP4, (8, 320, 640), rng, blocks)
     x = torch.from_numpy(rng.normal(0.0, 1.0, (6, 640)).astype(np.float32)).cuda()
     ids = torch.tensor([[3], [3], [0], [7], [1], [3]], device="cuda")
-    got = qmatmul_experts(x, w, ids, None)
+    got = fast(x, w, ids, None)
     assert rel_err(got, reference(x, w, ids, None)) < REL_TOL
 
 
@@ -83,8 +83,8 @@ def test_few_tokens_repeated_experts_and_half_activations(rng, blocks) -> None:
     w = experts(GGMLType.MXFP4, (4, 96, 256), rng, blocks)
     x = torch.from_numpy(rng.normal(0.0, 1.0, (3, 256)).astype(np.float32)).cuda()
     ids = torch.tensor([[0, 2], [2, 2], [3, 0]], device="cuda")
-    assert rel_err(qmatmul_experts(x, w, ids), reference(x, w, ids, None)) < REL_TOL
-    got = qmatmul_experts(x.half(), w, ids)
+    assert rel_err(fast(x, w, ids), reference(x, w, ids, None)) < REL_TOL
+    got = fast(x.half(), w, ids)
     assert got.dtype == torch.float16
     assert rel_err(got, reference(x.half(), w, ids, None)) < 2e-3
 
@@ -93,4 +93,4 @@ def test_prefill_keeps_the_grouped_path(rng, blocks) -> None:
     w = experts(GGMLType.MXFP4, (4, 32, 64), rng, blocks)
     x = torch.randn(40, 64, device="cuda")
     ids = torch.zeros(40, 4, dtype=torch.long, device="cuda")
-    assert backend.experts_fast_path_for(x, w, ids) is None
+    assert not served_by_fast_path(x, w, ids)

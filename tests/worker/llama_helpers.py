@@ -7,6 +7,7 @@ import io
 import torch
 
 from fixtures.paths import fixture_path
+from kernels.backend import KernelConfig
 from kernels.qtensor import QTensor
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.gguf import GGUFFile
@@ -34,15 +35,20 @@ def load_model(
     kv_cache: str = "contiguous",
     device: str = "cpu",
     weight_cache: bool = False,
+    kernels: KernelConfig | None = None,
 ):
     """(model, memory, gguf) for fixture `name`, e.g. "tiny/llama-f32.gguf", loaded by the worker's loader
     (weights accounted in `memory`, so a budget must leave room for them). The returned file is closed.
-    `weight_cache` builds the CPU weight cache as the worker does (its fast path then serves the matmuls);
-    without it the model runs on the reference path."""
+    `weight_cache` builds the CPU weight cache as the worker does (the CPU fast path then serves the
+    matmuls); without it the model runs on the reference path on CPU. `kernels` defaults to
+    `KernelConfig()` (fast paths where they apply)."""
+    kernels = kernels or KernelConfig()
     gguf = GGUFFile.open(fixture_path(name))
     memory = DeviceMemory(device, budget_bytes)
     weights = load_weights(gguf, memory, EventLog(io.StringIO()))
     if weight_cache:
-        build_weight_cache(weights, memory, EventLog(io.StringIO()))
-    model = create_model(gguf, weights, torch.device(device), memory, attention=attention, kv_cache=kv_cache)
+        build_weight_cache(weights, memory, EventLog(io.StringIO()), kernels)
+    model = create_model(
+        gguf, weights, torch.device(device), memory, attention=attention, kv_cache=kv_cache, kernels=kernels
+    )
     return model, memory, gguf

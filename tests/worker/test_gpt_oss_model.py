@@ -137,9 +137,9 @@ def test_only_the_selected_experts_are_dequantized(monkeypatch):
     routed: list[torch.Tensor] = []
     real_dequantize, real_route = QTensor.dequantize, gpt_oss.route
 
-    def spy_dequantize(self, rows=None):
+    def spy_dequantize(self, rows=None, **kw):
         calls.append((self.name, rows))
-        return real_dequantize(self, rows)
+        return real_dequantize(self, rows, **kw)
 
     def spy_route(logits, k):
         experts, weights = real_route(logits, k)

@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from kernels import backend, cpu_dense
+from kernels import cpu_dense
+from kernels.backend import KernelConfig
 from reference_worker.device_memory import DeviceMemory, MemoryCategory
 from reference_worker.logs import EventLog
 from reference_worker.weight_cache import build_weight_cache
@@ -33,7 +34,7 @@ def test_cache_bytes_are_accounted_as_weight_cache() -> None:
     weights = {w.name: w for w in _quantized(model)} | {"output": model.output}
     before = memory.by_category
     log = io.StringIO()
-    held = build_weight_cache(weights, memory, EventLog(log))
+    held = build_weight_cache(weights, memory, EventLog(log), KernelConfig())
     expected = sum(cpu_dense.cache_nbytes(w) for w in weights.values() if cpu_dense.cacheable(w))
     assert held == expected > 0
     assert memory.by_category[MemoryCategory.WEIGHT_CACHE] == held
@@ -49,7 +50,7 @@ def test_no_cache_when_the_budget_has_no_room() -> None:
     model, memory, _ = load_model(MODEL, budget_bytes=budget)
     weights = {w.name: w for w in _quantized(model)}
     log = io.StringIO()
-    assert build_weight_cache(weights, memory, EventLog(log)) == 0
+    assert build_weight_cache(weights, memory, EventLog(log), KernelConfig()) == 0
     assert memory.by_category[MemoryCategory.WEIGHT_CACHE] == 0
     (event,) = _events(log)
     assert event["event"] == "weight_cache_skipped" and event["level"] == "warning"
@@ -57,18 +58,14 @@ def test_no_cache_when_the_budget_has_no_room() -> None:
 
 
 def test_no_cache_in_reference_mode() -> None:
-    backend.set_mode("reference")
-    try:
-        model, memory, _ = load_model(MODEL, weight_cache=True)
-    finally:
-        backend.set_mode(None)
+    model, memory, _ = load_model(MODEL, weight_cache=True, kernels=KernelConfig(kernels="reference"))
     assert memory.by_category[MemoryCategory.WEIGHT_CACHE] == 0
     assert all(cpu_dense.dense_weight(w) is None for w in _quantized(model))
 
 
 def test_no_cache_off_the_cpu() -> None:
     memory = DeviceMemory("meta")
-    assert build_weight_cache({}, memory, EventLog(io.StringIO())) == 0
+    assert build_weight_cache({}, memory, EventLog(io.StringIO()), KernelConfig()) == 0
 
 
 @pytest.mark.parametrize(

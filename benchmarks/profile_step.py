@@ -1,0 +1,159 @@
+"""Where a decode step's device time goes: kernels by class, per token, from the PyTorch profiler.
+
+    python -m benchmarks.profile_step --model /abs/model.gguf [--steps 32] [--append FILE.md]
+
+Loads the model the way the worker does (`load_worker`, default `--kernels fast --cuda-graphs`), prefills a
+short prompt, then profiles `--steps` decode steps twice: replayed as the captured CUDA graph, and run
+eagerly over the same static buffers. Each kernel is put in a class by its name (GEMV, attention, norms,
+sampling and logits, elementwise and copies, other); the table gives, per token, the number of kernels
+and their summed device time, next to the wall time per token. Device time summed over kernels is what
+the GPU computed; wall time minus that is launch gaps and host time. Prints the Markdown and the JSON,
+and appends the Markdown to `--append`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# First match wins; names are CUDA kernel names as the profiler reports them.
+KERNEL_CLASSES: list[tuple[str, re.Pattern[str]]] = [
+    ("GEMV (quantized, Triton)", re.compile(r"qgemv")),
+    ("attention", re.compile(r"softmax|attention|attn|sdpa|flash|bmm|gemm|gemv|cutlass|sm90_xmma|Kernel2")),
+    ("norms (reductions)", re.compile(r"reduce|norm|mean")),
+    ("sampling / argmax / top-k", re.compile(r"argmax|topk|sort|multinomial|radix")),
+    (
+        "elementwise / copies / indexing",
+        re.compile(r"elementwise|vectorized|index|copy|fill|cat|gather|scatter"),
+    ),
+]
+
+
+def kernel_class(name: str) -> str:
+    for label, pattern in KERNEL_CLASSES:
+        if pattern.search(name):
+            return label
+    return "other"
+
+
+def profile_steps(step, steps: int) -> dict[str, Any]:
+    """Profiles `steps` calls of `step()`; kernels by class per token and wall ms per token."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    by_class: dict[str, dict[str, float]] = defaultdict(lambda: {"kernels": 0, "us": 0.0})
+    by_name: dict[str, dict[str, float]] = defaultdict(lambda: {"kernels": 0, "us": 0.0})
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = event.device_time if hasattr(event, "device_time") else event.cuda_time
+        for table, key in ((by_class, kernel_class(event.name)), (by_name, event.name[:90])):
+            table[key]["kernels"] += 1
+            table[key]["us"] += us
+    per_token = {
+        k: {"kernels": v["kernels"] / steps, "us": round(v["us"] / steps, 2)} for k, v in by_class.items()
+    }
+    top = sorted(by_name.items(), key=lambda kv: -kv[1]["us"])[:15]
+    return {
+        "steps": steps,
+        "wall_ms_per_token": round(wall / steps * 1e3, 3),
+        "device_us_per_token": round(sum(v["us"] for v in per_token.values()), 1),
+        "kernels_per_token": round(sum(v["kernels"] for v in per_token.values()), 1),
+        "by_class": per_token,
+        "top_kernels": [
+            {"name": n, "kernels": v["kernels"] / steps, "us": round(v["us"] / steps, 2)} for n, v in top
+        ],
+    }
+
+
+def markdown(model: str, results: dict[str, dict[str, Any]]) -> str:
+    lines = [f"### Decode step profile: {model}", ""]
+    for mode, r in results.items():
+        lines += [
+            f"**{mode}**: {r['wall_ms_per_token']} ms per token wall, {r['device_us_per_token']} µs of kernels "
+            f"({r['kernels_per_token']} kernels) per token",
+            "",
+            "| kernel class | kernels / token | µs / token | share of kernel time |",
+            "|---|---:|---:|---:|",
+        ]
+        total = r["device_us_per_token"] or 1.0
+        for label, v in sorted(r["by_class"].items(), key=lambda kv: -kv[1]["us"]):
+            lines.append(f"| {label} | {v['kernels']:.1f} | {v['us']:.1f} | {100 * v['us'] / total:.1f} % |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--kernels", choices=["reference", "fast"], default="fast")
+    p.add_argument("--append", type=Path, help="append the Markdown table to this file")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("error: the profile needs a CUDA device", file=sys.stderr)
+        return 2
+
+    from reference_worker.cli import parse_config
+    from reference_worker.decode_step import DecodeStep
+    from reference_worker.logs import EventLog
+    from reference_worker.sampling import SamplingParams
+    from reference_worker.worker import load_worker
+
+    argv_worker = [
+        "--worker-id",
+        str(uuid.uuid4()),
+        "--model",
+        str(args.model.resolve()),
+        "--gpu-device",
+        "0",
+        "--port",
+        "8080",
+        "--device",
+        "cuda",
+        "--kernels",
+        args.kernels,
+    ]
+    config = parse_config(argv_worker)
+    state = load_worker(config, EventLog(io.StringIO()))
+    engine = state.engine
+    session = engine.start([1, 2, 3, 4], 2 * args.steps + 24, SamplingParams(temperature=0.0))
+    try:
+        results = {}
+        session.next_token()
+        for _ in range(8):  # capture (or compile) and warm up
+            session.next_token()
+        if session.step.uses_graph:
+            results["CUDA graph replay"] = profile_steps(session.next_token, args.steps)
+        session.step = DecodeStep(engine.model, session.cache, None, static=True)
+        session.next_token()
+        results["eager (same static step, graphs off)"] = profile_steps(session.next_token, args.steps)
+    finally:
+        session.free()
+    text = markdown(args.model.name, results)
+    print(text)
+    print(json.dumps(results))
+    if args.append:
+        with open(args.append, "a") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Fused kernels for the one-token decode step on CUDA (Triton): fewer, larger launches per layer.
+
+Each replaces a chain of small PyTorch ops of the reference models (`reference_worker/models`), computes
+the same function in float32, and is tested against that chain (`tests/kernels/test_triton_decode.py`):
+- `rms_norm`: x / sqrt(mean(x^2) + eps) * w, one program per row (5 launches -> 1).
+- `rope_store`: RoPE of q and k at the device position (neox or adjacent pairs, partial rotary), k and v
+  written into the KV cache at that position, rotated q returned (about 25 launches -> 1).
+- `decode_attention`: one query position against cache positions 0..pos (or the sliding window), grouped
+  heads, optional per-head sink logit, online softmax in one pass (about 12 launches -> 1). The position
+  is read on the device, so the launch is the same every step (CUDA graphs).
+- `silu_mul` and `swiglu_oai`: the feed-forward activations (2 and 7 launches -> 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# ---------------------------------------------------------------------------------------------------
+# RMSNorm
+
+
+@triton.jit
+def _rms_norm_kernel(x_ptr, w_ptr, y_ptr, n, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n
+    x = tl.load(x_ptr + row * n + cols, mask=mask, other=0.0).to(tl.float32)
+    ms = tl.sum(x * x, axis=0) / n
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0)
+    tl.store(y_ptr + row * n + cols, x * (1.0 / tl.sqrt(ms + eps)) * w, mask=mask)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """float32 `[T, n]` -> `[T, n]`, as `reference_worker.models.llama.rms_norm`."""
+    x = x.contiguous()
+    n = x.shape[-1]
+    y = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    rows = x.numel() // n
+    _rms_norm_kernel[(rows,)](x, weight, y, n, eps, BLOCK=triton.next_power_of_2(n), num_warps=4)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------------
+# RoPE + KV store
+
+
+@triton.jit
+def _rope_store_kernel(
+    q_ptr,  # [n_head * d] float32 (one position)
+    k_ptr,  # [n_kv * d]
+    v_ptr,  # [n_kv * d]
+    q_out_ptr,  # [n_head * d]
+    keys_ptr,  # [n_kv, capacity, d] of this layer
+    values_ptr,
+    cos_ptr,  # [max_positions, rope_dim / 2]
+    sin_ptr,
+    pos_ptr,  # [1] long
+    n_head,
+    capacity,
+    D: tl.constexpr,
+    ROPE_HALF: tl.constexpr,
+    NEOX: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    head = tl.program_id(0)  # 0..n_head-1: query heads; n_head..: kv heads
+    pos = tl.load(pos_ptr).to(tl.int64)
+    d = tl.arange(0, BLOCK_D)
+    in_head = d < D
+    is_q = head < n_head
+    kv = head - n_head
+    # A query head reads q, a kv head reads k: two masked loads, one of them empty.
+    q_src = q_ptr + head * D
+    k_src = k_ptr + kv * D
+    x = tl.load(q_src + d, mask=in_head & is_q, other=0.0) + tl.load(
+        k_src + d, mask=in_head & ~is_q, other=0.0
+    )
+    # The partner of element d in its rotation pair, and the pair's angle index.
+    if NEOX:
+        pair = tl.where(d < ROPE_HALF, d + ROPE_HALF, d - ROPE_HALF)
+        idx = tl.where(d < ROPE_HALF, d, d - ROPE_HALF)
+        first = d < ROPE_HALF
+    else:
+        pair = d ^ 1
+        idx = d // 2
+        first = (d % 2) == 0
+    rotated = d < 2 * ROPE_HALF
+    partner = tl.load(q_src + pair, mask=in_head & rotated & is_q, other=0.0) + tl.load(
+        k_src + pair, mask=in_head & rotated & ~is_q, other=0.0
+    )
+    c = tl.load(cos_ptr + pos * ROPE_HALF + idx, mask=rotated, other=1.0)
+    s = tl.load(sin_ptr + pos * ROPE_HALF + idx, mask=rotated, other=0.0)
+    # (x1, x2) -> (x1 c - x2 s, x1 s + x2 c): the first of a pair takes -partner*s, the second +partner*s.
+    out = tl.where(rotated, tl.where(first, x * c - partner * s, partner * s + x * c), x)
+    if is_q:
+        tl.store(q_out_ptr + head * D + d, out, mask=in_head)
+    else:
+        slot = (kv * capacity + pos) * D
+        tl.store(keys_ptr + slot + d, out, mask=in_head)
+        v = tl.load(v_ptr + kv * D + d, mask=in_head, other=0.0)
+        tl.store(values_ptr + slot + d, v, mask=in_head)
+
+
+def rope_store(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    position: torch.Tensor,
+    neox: bool,
+) -> torch.Tensor:
+    """One position: q `[n_head*d]`, k, v `[n_kv*d]` (float32) -> rotated q `[n_head, d]`; rotated k and v
+    are stored at `position` in `keys`/`values` `[n_kv, capacity, d]` (float32). As `apply_rope` on q and k
+    followed by `ContiguousKVCache.write_at`."""
+    n_kv, capacity, d = keys.shape
+    n_head = q.numel() // d
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    q_out = torch.empty(n_head, d, dtype=torch.float32, device=q.device)
+    _rope_store_kernel[(n_head + n_kv,)](
+        q, k, v, q_out, keys, values, cos, sin, position, n_head, capacity,
+        D=d, ROPE_HALF=cos.shape[-1], NEOX=neox, BLOCK_D=triton.next_power_of_2(d), num_warps=1,
+    )  # fmt: skip
+    return q_out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decode attention
+
+
+@triton.jit
+def _decode_attention_kernel(
+    q_ptr,  # [n_head, D] float32
+    keys_ptr,  # [n_kv, capacity, D]
+    values_ptr,
+    sinks_ptr,  # [n_head] or a dummy
+    out_ptr,  # [n_head, D]
+    pos_ptr,
+    capacity,
+    scale,
+    window,  # keys pos-window+1..pos are seen
+    GROUP: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    HAS_SINKS: tl.constexpr,
+    WHOLE_CACHE: tl.constexpr,  # loop bound: the capacity (host-known) instead of the device position
+    CAPACITY: tl.constexpr,  # only with WHOLE_CACHE (else 0, so the compiled kernel is shared)
+):
+    kv = tl.program_id(0)
+    pos = tl.load(pos_ptr).to(tl.int32)
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, BLOCK_D)
+    g_ok = g < GROUP
+    d_ok = d < D
+    heads = kv * GROUP + g
+    q = tl.load(q_ptr + heads[:, None] * D + d[None, :], mask=g_ok[:, None] & d_ok[None, :], other=0.0)
+    q = q * scale
+    if HAS_SINKS:
+        m = tl.load(sinks_ptr + heads, mask=g_ok, other=0.0)  # the sink is one more logit: exp(0) = 1
+        l_sum = tl.full([BLOCK_G], 1.0, tl.float32)
+    else:
+        m = tl.full([BLOCK_G], -1e30, tl.float32)  # finite: a fully masked block then adds exp(-inf) = 0
+        l_sum = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    lo = pos - window + 1  # no window: the host passes one longer than the cache
+    base = kv.to(tl.int64) * capacity * D
+    # All blocks up to pos; those before the window are masked (a window start rounded down to a block
+    # would skip them, the next step for long contexts together with a split over the positions).
+    if WHOLE_CACHE:
+        end = CAPACITY
+    else:
+        end = pos + 1
+    for s0 in range(0, end, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        s_ok = (s <= pos) & (s >= lo)
+        kv_off = base + s[:, None].to(tl.int64) * D + d[None, :]
+        kv_mask = s_ok[:, None] & d_ok[None, :]
+        k = tl.load(keys_ptr + kv_off, mask=kv_mask, other=0.0)  # [S, D]
+        scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # [G, S]
+        scores = tl.where(s_ok[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, axis=1))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(scores - m_new[:, None])
+        l_sum = l_sum * alpha + tl.sum(p, axis=1)
+        v = tl.load(values_ptr + kv_off, mask=kv_mask, other=0.0)  # [S, D]
+        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+        m = m_new
+    out = acc / l_sum[:, None]
+    tl.store(out_ptr + heads[:, None] * D + d[None, :], out, mask=g_ok[:, None] & d_ok[None, :])
+
+
+def decode_attention(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    position: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+    sinks: torch.Tensor | None = None,
+    *,
+    whole_cache: bool = False,
+) -> torch.Tensor:
+    """q `[n_head, d]` at `position` against cache positions 0..position (the last `sliding_window` of
+    them) of `keys`/`values` `[n_kv, capacity, d]` -> `[n_head * d]` float32. Head h reads KV head
+    h // (n_head // n_kv); `sinks[h]` is an extra logit of head h that carries no value. `whole_cache`
+    loops over every cache block (masked past the position): same result, for Triton's CPU interpreter,
+    which cannot take a loop bound read from memory."""
+    n_head, d = q.shape
+    n_kv, capacity, _ = keys.shape
+    group = n_head // n_kv
+    out = torch.empty(n_head, d, dtype=torch.float32, device=q.device)
+    block_g = max(triton.next_power_of_2(group), 1)
+    block_s = max(16, min(64, 4096 // (block_g * triton.next_power_of_2(d)) * 4))
+    _decode_attention_kernel[(n_kv,)](
+        q.contiguous(), keys, values, sinks if sinks is not None else q, out, position, capacity, scale,
+        sliding_window or capacity + 1, GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=triton.next_power_of_2(d),
+        BLOCK_S=block_s, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
+        CAPACITY=capacity if whole_cache else 0, num_warps=4,
+    )  # fmt: skip
+    return out.view(-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Feed-forward activations
+
+
+@triton.jit
+def _glu_kernel(
+    gate_ptr, up_ptr, y_ptr, n, alpha, limit, OAI: tl.constexpr, BLOCK: tl.constexpr
+):  # fmt: skip
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    g = tl.load(gate_ptr + i, mask=mask, other=0.0)
+    u = tl.load(up_ptr + i, mask=mask, other=0.0)
+    if OAI:
+        g = tl.minimum(g, limit)
+        u = tl.minimum(tl.maximum(u, -limit), limit)
+        y = g * tl.sigmoid(alpha * g) * (u + 1.0)
+    else:
+        y = g * tl.sigmoid(g) * u
+    tl.store(y_ptr + i, y, mask=mask)
+
+
+def _glu(gate: torch.Tensor, up: torch.Tensor, oai: bool, alpha: float, limit: float) -> torch.Tensor:
+    gate, up = gate.contiguous(), up.contiguous()
+    y = torch.empty(gate.shape, dtype=torch.float32, device=gate.device)
+    n = gate.numel()
+    block = 1024
+    _glu_kernel[(triton.cdiv(n, block),)](gate, up, y, n, alpha, limit, OAI=oai, BLOCK=block, num_warps=4)
+    return y
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up (SwiGLU), float32."""
+    return _glu(gate, up, False, 1.0, 0.0)
+
+
+def swiglu_oai(gate: torch.Tensor, linear: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
+    """gpt-oss's clamped SwiGLU, as `reference_worker.models.gpt_oss.swiglu`."""
+    return _glu(gate, linear, True, alpha, limit)

@@ -1,0 +1,126 @@
+"""The decode step over static buffers and its CUDA graph, against the plain forward and the reference kernels.
+
+- CPU and CUDA: the static step (device position, write at that position, attention over the whole cache
+  with later positions masked) gives the plain forward's logits, for every architecture.
+- CUDA: a replayed graph gives exactly the logits of the same step run eagerly; the fast kernels with
+  graphs produce the reference kernels' greedy tokens on the tiny fixture of every architecture and type
+  mix, with logits within a stated tolerance.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from kernels.backend import KernelConfig
+from reference_worker.decode_step import DecodeGraphs, DecodeStep
+from tests.worker.llama_helpers import load_model
+
+ARCHITECTURES = ["llama", "qwen2", "phi3", "gpt2", "gpt-oss"]
+# One file per architecture and type mix the fast paths serve (the K-quant mixes, MXFP4 experts, ...).
+TYPE_MIXES = ["f16", "q4_0", "q4_1", "q5_0", "q8_0", "q4_k_m"]
+FIXTURES = [f"tiny/{arch}-{mix}.gguf" for arch in ARCHITECTURES for mix in TYPE_MIXES] + [
+    "tiny/gpt-oss-mxfp4_moe.gguf"
+]
+PROMPT = [1, 5, 9, 2, 7, 3]
+STEPS = 12
+# Static step vs plain forward: the same sums over a longer, masked key range (float32, ~1e-7 apart).
+STEP_TOL = 1e-5
+# Fast kernels vs reference (CUDA): the fast GEMVs agree with the reference path to 1e-5 per matmul
+# (tests/kernels); over a tiny model's layers the logits stay within this relative bound.
+FAST_LOGITS_TOL = 1e-3
+
+no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+no_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+
+
+def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
+    got, expected = got.double().cpu(), expected.double().cpu()
+    return float((got - expected).abs().max() / expected.abs().max())
+
+
+def decode(model, prompt: list[int], steps: int, step_of) -> tuple[list[int], list[torch.Tensor]]:
+    """Greedy tokens and per-step logits: prefill with the plain forward, then `step_of(cache)` per token."""
+    cache = model.new_cache(len(prompt) + steps)
+    try:
+        ids = torch.tensor(prompt, device=model.device)
+        logits = model.forward(ids, cache, last_only=True)[0]
+        step = step_of(cache)
+        tokens, all_logits = [], [logits.clone()]
+        for _ in range(steps):
+            token = logits.argmax()
+            tokens.append(int(token))
+            logits = step(token.view(1))
+            all_logits.append(logits.clone())
+        return tokens, all_logits
+    finally:
+        cache.free()
+
+
+def plain(model):
+    return lambda cache: DecodeStep(model, cache, None)
+
+
+def static(model):
+    return lambda cache: DecodeStep(model, cache, None, static=True)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_static_step_gives_the_plain_forward_logits_on_cpu(arch) -> None:
+    model, _, _ = load_model(f"tiny/{arch}-f32.gguf", kernels=KernelConfig(kernels="reference"))
+    want_tokens, want = decode(model, PROMPT, 6, plain(model))
+    got_tokens, got = decode(model, PROMPT, 6, static(model))
+    assert got_tokens == want_tokens
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b) < STEP_TOL
+
+
+def test_without_graphs_or_static_the_step_is_the_plain_forward(monkeypatch) -> None:
+    model, _, _ = load_model("tiny/llama-f32.gguf")
+    seen: list[object] = []
+    real = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **kw: seen.append(kw.get("positions")) or real(*a, **kw))
+    decode(model, PROMPT, 2, plain(model))
+    assert seen == [None, None, None]
+
+
+@pytest.mark.cuda
+@no_cuda
+@no_triton
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_graph_replay_equals_the_eager_step(arch) -> None:
+    model, _, _ = load_model(f"tiny/{arch}-q4_k_m.gguf", device="cuda", kernels=KernelConfig())
+    graphs = DecodeGraphs(model)
+    eager_tokens, eager = decode(model, PROMPT, STEPS, static(model))
+    graph_tokens, replayed = decode(model, PROMPT, STEPS, lambda cache: DecodeStep(model, cache, graphs))
+    assert graphs.captures == 1
+    # The same kernels on the same inputs; libraries (cuBLAS for float weights) may pick another
+    # algorithm inside a capture, so the logits are compared within float32 rounding, and the tokens up
+    # to the first step whose two best logits are closer than that (a tie the rounding may break).
+    for a, b in zip(replayed, eager, strict=True):
+        assert rel_err(a, b) < STEP_TOL
+    for step, (got, want) in enumerate(zip(graph_tokens, eager_tokens, strict=True)):
+        top2 = eager[step].topk(2).values
+        if float(top2[0] - top2[1]) <= STEP_TOL * float(eager[step].abs().max()):
+            break
+        assert got == want, f"step {step}"
+    # A second request of the same size reuses the captured graph when its cache lands at the same place.
+    decode(model, PROMPT, STEPS, lambda cache: DecodeStep(model, cache, graphs))
+    assert graphs.captures <= 2
+
+
+@pytest.mark.cuda
+@no_cuda
+@no_triton
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fast_kernels_with_graphs_give_the_reference_greedy_tokens(name) -> None:
+    reference, _, _ = load_model(name, device="cuda", kernels=KernelConfig(kernels="reference"))
+    want_tokens, want = decode(reference, PROMPT, STEPS, plain(reference))
+    fast, _, _ = load_model(name, device="cuda", kernels=KernelConfig(kernels="fast", cuda_graphs=True))
+    graphs = DecodeGraphs(fast)
+    got_tokens, got = decode(fast, PROMPT, STEPS, lambda cache: DecodeStep(fast, cache, graphs))
+    assert got_tokens == want_tokens
+    worst = max(rel_err(a, b) for a, b in zip(got, want, strict=True))
+    assert worst < FAST_LOGITS_TOL, f"max relative logits error {worst:.2e}"
