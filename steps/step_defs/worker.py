@@ -28,6 +28,8 @@ def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: Sce
     judged = worker.model if worker is not None and worker.model is not None else model_file
     if judged.synthetic and request.node.get_closest_marker("needs_real_weights") is not None:
         not_applicable(f"needs real weights; {judged.path.name} is a synthetic stand-in (use --model-dir)")
+    if request.node.get_closest_marker("needs_full_shape") is not None:
+        model_file = judged = _full_shape(model, judged, worker is not None, harness)
     if worker is None:
         try:
             worker = target.acquire(model_file, extra_args)
@@ -37,6 +39,26 @@ def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: Sce
     record_worker(request.node, worker)
     if harness.left_busy is not None:
         _wait_until_idle(harness, state)
+
+
+def _full_shape(model: str, judged: ModelFile, attached: bool, harness: Harness) -> ModelFile:
+    """The file a timing scenario times (issue 12 item 5): a tiny stand-in times nothing the targets are
+    about, so the scenario is not applicable on one rather than passing or failing on it."""
+    catalogue = harness.catalogue
+    if attached:
+        if catalogue.is_full_shape(judged):
+            return judged
+        not_applicable(
+            f"timing needs a full-shape file; the worker is judged as {judged.path.name}, a tiny stand-in "
+            "(name the served file with --worker-model, or give the real files with --model-dir)"
+        )
+    full = catalogue.full_shape(model)
+    if full is None:
+        not_applicable(
+            f"timing needs a full-shape file; {judged.path.name} is a tiny stand-in "
+            f"({catalogue.full_shape_hint(model)})"
+        )
+    return full
 
 
 def _wait_until_idle(harness: Harness, state: ScenarioState) -> None:
