@@ -15,12 +15,34 @@ from steps.state import ScenarioState
 from steps.targets import AttachTarget, ModelNotServed, NotServedHere, WorkerHandle, WorkerStartError
 from steps.verdicts import not_applicable
 
+# "A worker serving any model": the scenarios whose checks hold for every model. Spawned, the harness starts
+# the Qwen2.5 role (its stand-in without --model-dir); attached, the worker is taken as it is.
+ANY_MODEL_SPAWNED = "Qwen2.5-0.5B-Instruct Q4_K_M"
 
-def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: ScenarioState, request) -> None:
+
+def _resolve(model: str, harness: Harness) -> ModelFile:
     try:
-        model_file = harness.catalogue.resolve(model)
+        return harness.catalogue.resolve(model)
     except ModelSetupError as exc:
         pytest.fail(f"setup error: {exc}", pytrace=False)
+
+
+def _serve_any(harness: Harness, state: ScenarioState, request) -> None:
+    target = harness.target
+    if not isinstance(target, AttachTarget):
+        _serve(ANY_MODEL_SPAWNED, (), harness, state, request)
+        return
+    try:
+        worker = target.acquire_any(_resolve(ANY_MODEL_SPAWNED, harness))
+    except NotServedHere as exc:
+        not_applicable(str(exc))
+    finally:  # the served model and how it was determined, for the report
+        run_provenance(request.config).record_worker(target.describe())
+    _use(worker, worker.model, harness, state, request)
+
+
+def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: ScenarioState, request) -> None:
+    model_file = _resolve(model, harness)
     target = harness.target
     worker = (
         _attach(target, model, model_file, extra_args, request) if isinstance(target, AttachTarget) else None
@@ -35,6 +57,10 @@ def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: Sce
             worker = target.acquire(model_file, extra_args)
         except WorkerStartError as exc:
             pytest.fail(f"setup error: {exc}", pytrace=False)
+    _use(worker, judged, harness, state, request)
+
+
+def _use(worker: WorkerHandle, judged: ModelFile, harness: Harness, state: ScenarioState, request) -> None:
     state.worker, state.model = worker, judged
     record_worker(request.node, worker)
     if harness.left_busy is not None:
@@ -83,6 +109,11 @@ def _attach(
     finally:  # the served model and how it was determined, for the report
         run_provenance(request.config).record_worker(target.describe())
     raise AssertionError("unreachable")
+
+
+@given("a worker serving any model")
+def worker_serving_any(harness: Harness, scenario_state: ScenarioState, request) -> None:
+    _serve_any(harness, scenario_state, request)
 
 
 @given(parsers.parse("a worker serving the {model} model"))
