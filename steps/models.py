@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from fixtures.paths import prepare_command
+
 FIXTURES_ENV = "WORKER_ORCD_FIXTURES_DIR"
 DEFAULT_FIXTURES_DIR = Path("fixtures/build")
 PREPARE_COMMAND = "python -m fixtures prepare"
+SHAPED_DIR = "shaped"  # full-shape random-weight files, under the fixtures build dir
 
 TINY_ARCHITECTURES = ("llama", "qwen2", "phi3", "gpt2", "gpt-oss")
 TINY_QTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q4_k_m", "mxfp4_moe")
@@ -35,6 +38,7 @@ class ModelRole:
     real_files: tuple[str, ...]  # accepted names in --model-dir (the first is the canonical one)
     stand_in: str | None  # path relative to the fixtures build dir; None: no synthetic stand-in
     stand_in_is_real: bool = False  # a small real file shipped as the fixture itself
+    shaped: str | None = None  # full-shape random-weight file (`fixtures prepare --shaped`), for timing
 
 
 # Real file names are those of the published GGUF repositories of each model.
@@ -45,16 +49,19 @@ ROLES: dict[str, ModelRole] = {
             "qwen2.5-0.5b-instruct-q4_k_m",
             ("qwen2.5-0.5b-instruct-q4_k_m.gguf",),
             "tiny/qwen2-realvocab-q4_k_m.gguf",
+            shaped="shaped/qwen2.5-0.5b-q4_k_m.gguf",
         ),
         ModelRole(
             "phi-3-mini-4k-instruct-q4_k_m",
             ("Phi-3-mini-4k-instruct-q4.gguf", "Phi-3-mini-4k-instruct-Q4_K_M.gguf"),
             "tiny/phi3-realvocab-q4_k_m.gguf",
+            shaped="shaped/phi-3-mini-q4_k_m.gguf",
         ),
         ModelRole(
             "gpt-oss-20b-mxfp4",
             ("gpt-oss-20b-mxfp4.gguf",),
             "tiny/gpt-oss-realvocab/gpt-oss-realvocab-mxfp4_moe.gguf",
+            shaped="shaped/gpt-oss-20b-mxfp4_moe.gguf",
         ),
         ModelRole(
             "smollm2-135m-instruct-q4_1",
@@ -231,6 +238,34 @@ class ModelCatalogue:
         if role.stand_in is None:
             raise ModelSetupError(f"model {name!r} needs {role.real_files[0]} in --model-dir")
         return self._fixture(key, role.stand_in, synthetic=not role.stand_in_is_real)
+
+    def full_shape(self, name: str) -> ModelFile | None:
+        """The file timing scenarios of a role run on (issue 12 item 5): the real file (from --model-dir,
+        or a small real file shipped as the fixture), else the full-shape random-weight file when built
+        (it times like the real one); None when only a tiny stand-in is here."""
+        model = self.resolve(name)
+        if self.is_full_shape(model):
+            return model
+        role = ROLES.get(role_key(name))
+        if role is None or role.shaped is None or not (self.fixtures_dir / role.shaped).is_file():
+            return None
+        return ModelFile(model.role, self.fixtures_dir / role.shaped, synthetic=True)
+
+    def is_full_shape(self, model: ModelFile) -> bool:
+        """A real file, or one of the full-shape random-weight files of the fixtures build dir."""
+        if not model.synthetic:
+            return True
+        return model.path.resolve().is_relative_to((self.fixtures_dir / SHAPED_DIR).resolve())
+
+    def full_shape_hint(self, name: str) -> str:
+        """How to get a full-shape file for a role, for a not-applicable reason."""
+        role = ROLES.get(role_key(name))
+        if role is None:
+            return "tiny models have no full-shape file"
+        hint = f"give the real {role.real_files[0]} with --model-dir"
+        if role.shaped is not None:
+            hint += f", or build {role.shaped} with `{prepare_command(role.shaped)}`"
+        return hint
 
     def _fixture(self, key: str, relative: str, synthetic: bool) -> ModelFile:
         path = self.fixtures_dir / relative

@@ -190,6 +190,23 @@ class AttachTarget(WorkerTarget):
         judged = served.judged_file(model) if served is not None else model
         return WorkerHandle(base_url=self.url, model=judged)
 
+    def acquire_any(self, default: ModelFile) -> WorkerHandle:
+        """For scenarios of any model: the attached worker as it is, judged as the file it serves (the
+        --worker-model file, else the catalogue file /health matched); `default` when /health cannot tell,
+        so that those scenarios run and fail on their own."""
+        served = self.served
+        if served is None:
+            return WorkerHandle(base_url=self.url, model=default)
+        if served.file is not None:
+            return WorkerHandle(base_url=self.url, model=served.judged_file(default))
+        if not served.roles:
+            raise NotServedHere(
+                f"the attached worker serves {served.label}, a file the harness does not know; "
+                "name it with --worker-model so that the scenarios of any model are judged against it"
+            )
+        role = default.role if default.role in served.roles else sorted(served.roles)[0]
+        return WorkerHandle(base_url=self.url, model=self.catalogue.resolve(role))
+
     def close(self) -> None:
         """Nothing to stop: the attached worker belongs to whoever started it."""
 

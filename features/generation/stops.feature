@@ -1,4 +1,4 @@
-@m0 @model_qwen @q4_k_m
+@m0 @model_any
 Feature: Generation ends at a stop string or at max_tokens
   A job may name up to 4 stop strings (M0-W-1422). When the generated text contains one, generation
   ends with an end event and nothing after the stop string is streamed; whether the stop string itself is
@@ -8,7 +8,7 @@ Feature: Generation ends at a stop string or at max_tokens
   max_tokens bounds the number of token events, and end.tokens_out counts them (M0-W-1300, M0-W-1312).
 
   Background:
-    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    Given a worker serving any model
 
   @M0-W-1422
   Scenario: A stop string taken from the greedy output ends the job where it first appears

@@ -1,11 +1,11 @@
-@m0 @model_qwen @q4_k_m
+@m0 @model_any
 Feature: Cancel a running job with POST /cancel
   A client can stop a job it no longer needs. The worker accepts the request at once (202), stops
   generating, and closes the job's stream with an "error" event whose code is CANCELLED, within 5
   seconds. Asking twice is harmless, and the worker serves the next job normally.
 
   Background:
-    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    Given a worker serving any model
 
   @M0-W-1330 @M0-SYS-6.3.5 @gate_foundation_w4 @gate_m0_complete
   Scenario: Cancelling a running job ends its stream with error CANCELLED

@@ -1,10 +1,10 @@
-@m0 @model_qwen @q4_k_m
+@m0 @model_any
 Feature: Errors carry stable codes
   When a job fails or is stopped, its stream ends with an "error" event. The event names one of the
   stable error codes, says in words what happened, and tells the client whether retrying may help.
 
   Background:
-    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    Given a worker serving any model
 
   @M0-W-1500 @M0-W-1510 @gate_foundation_w4 @gate_foundation
   Scenario: The error event of a cancelled job has a stable code, a message and a retriable flag

@@ -1,11 +1,11 @@
-@m0 @model_qwen @q4_k_m
+@m0 @model_any
 Feature: The event stream of a job
   A job's answer is a stream of events: "started" first, then one "token" per generated token (and
   optional "metrics"), then exactly one closing event, "end" or "error". Each event type carries fixed
   fields, and every piece of text is valid UTF-8.
 
   Background:
-    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    Given a worker serving any model
 
   @M0-W-1310 @M0-W-1311 @gate_foundation_w4 @gate_foundation @gate_m0_complete
   Scenario: A finished job streams started, its tokens and one closing event

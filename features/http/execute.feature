@@ -1,11 +1,11 @@
-@m0 @model_qwen @q4_k_m
+@m0 @model_any
 Feature: Run a job through POST /execute
   A client sends a job as JSON to /execute. The worker answers with a stream of server-sent events:
   first "started", then one "token" event per generated token, then one closing event.
   Only job_id and prompt are required; every other field has a default.
 
   Background:
-    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    Given a worker serving any model
 
   @M0-W-1300 @gate_foundation_w4 @gate_foundation @gate_m0_complete
   Scenario: A job with every field set is answered with an event stream

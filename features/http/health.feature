@@ -1,11 +1,11 @@
-@m0 @model_qwen @q4_k_m
+@m0 @model_any
 Feature: Report the worker's state on GET /health
   /health tells a client whether the worker is healthy and what it serves: whether the model is
   resident, its quantization, the memory it uses, its tokenizer, vocabulary size and context length.
   A worker serving its model reports it resident and itself healthy.
 
   Background:
-    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    Given a worker serving any model
 
   @M0-W-1320 @M0-W-1364 @gate_foundation_w4 @gate_foundation @gate_m0_complete
   Scenario: /health answers with the required fields and their types, and the model resident

@@ -1,11 +1,11 @@
-@m0 @model_qwen @q4_k_m
+@m0 @model_any
 Feature: Refuse invalid jobs before any inference
   Every parameter of /execute is checked before the worker starts generating. A job that breaks a rule
   is refused with HTTP 400, and the answer says which field is wrong and which rule it broke.
   The "rule" column is the reference worker's wording; any worker may word the rule its own way.
 
   Background:
-    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    Given a worker serving any model
 
   @M0-W-1302 @gate_foundation @gate_m0_complete
   Scenario Outline: A job with a bad <field> is refused

@@ -1,4 +1,4 @@
-@model_qwen @q4_k_m
+@model_any
 Feature: Metrics hooks and the Prometheus endpoint
   M0.5 adds named hook points (request start, first token, each token, end, error) that do nothing by
   default (M05-HOOKS); M1 wires them to GET /metrics in the Prometheus text format (M1-METRICS,
@@ -8,7 +8,7 @@ Feature: Metrics hooks and the Prometheus endpoint
   in the M1 gate only; judged as an M0 worker (`--milestone M0`) the failure does not fail the run.
 
   Background:
-    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    Given a worker serving any model
 
   @m1 @M1-METRICS @M0-W-1350 @gate_m1
   Scenario: /metrics serves the M0-W-1350 metrics in the Prometheus text format

@@ -4,10 +4,14 @@ Feature: The worker meets the M1 performance targets
   side: first token within 100 ms (p95) and 10-50 ms between tokens (p95), a decode rate of at least 20
   tokens per second, /health within 10 ms (p99), a cancel or a client disconnect stopping the job within
   100 ms, the model ready within 60 seconds and shutdown within 5 seconds of SIGTERM, and no device
-  memory lost over 100 requests. The speed targets are about a GPU: on a CPU-only machine those
-  scenarios are not applicable. Faster than 10 ms between tokens passes.
+  memory lost over 100 requests. The speed targets are about a GPU and a full-size model: on a CPU-only
+  machine, and on a tiny stand-in (which times nothing the targets are about), those scenarios are not
+  applicable; they run on the real file or the full-shape random-weight file of
+  `python -m fixtures prepare --shaped`, and the report names the file timed. /health is timed both
+  idle and while a job generates: "from cached state" means a running job must not slow it down.
+  Faster than 10 ms between tokens passes.
 
-  @M0-W-1600 @M0-W-1602 @M0-W-1601 @gate_m1 @needs_gpu @model_qwen @q4_k_m
+  @M0-W-1600 @M0-W-1602 @M0-W-1601 @gate_m1 @needs_gpu @needs_full_shape @model_qwen @q4_k_m
   Scenario: First token, gap between tokens and decode rate
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     When I run 20 jobs with prompt "Write a haiku about GPU computing" and max_tokens 32
@@ -15,10 +19,17 @@ Feature: The worker meets the M1 performance targets
     And the p95 gap between tokens is at most 50 ms
     And the median decode rate is at least 20 tokens per second
 
-  @M0-W-1604 @gate_m1 @model_qwen @q4_k_m
-  Scenario: /health answers from cached state
+  @M0-W-1604 @gate_m1 @needs_gpu @needs_full_shape @model_qwen @q4_k_m
+  Scenario: /health answers from cached state while the worker is idle
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     When I GET /health 200 times
+    Then the p99 /health latency is below 10 ms
+
+  @M0-W-1604 @gate_m1 @needs_gpu @needs_full_shape @model_qwen @q4_k_m
+  Scenario: /health answers from cached state while the worker generates
+    Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    And a job with prompt "Write a long story about GPUs" and max_tokens 2048 is streaming tokens
+    When I GET /health 200 times while the job streams
     Then the p99 /health latency is below 10 ms
 
   @M0-W-1610 @gate_m1 @needs_gpu @model_smollm2 @q4_1

@@ -15,12 +15,34 @@ from steps.state import ScenarioState
 from steps.targets import AttachTarget, ModelNotServed, NotServedHere, WorkerHandle, WorkerStartError
 from steps.verdicts import not_applicable
 
+# "A worker serving any model": the scenarios whose checks hold for every model. Spawned, the harness starts
+# the Qwen2.5 role (its stand-in without --model-dir); attached, the worker is taken as it is.
+ANY_MODEL_SPAWNED = "Qwen2.5-0.5B-Instruct Q4_K_M"
 
-def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: ScenarioState, request) -> None:
+
+def _resolve(model: str, harness: Harness) -> ModelFile:
     try:
-        model_file = harness.catalogue.resolve(model)
+        return harness.catalogue.resolve(model)
     except ModelSetupError as exc:
         pytest.fail(f"setup error: {exc}", pytrace=False)
+
+
+def _serve_any(harness: Harness, state: ScenarioState, request) -> None:
+    target = harness.target
+    if not isinstance(target, AttachTarget):
+        _serve(ANY_MODEL_SPAWNED, (), harness, state, request)
+        return
+    try:
+        worker = target.acquire_any(_resolve(ANY_MODEL_SPAWNED, harness))
+    except NotServedHere as exc:
+        not_applicable(str(exc))
+    finally:  # the served model and how it was determined, for the report
+        run_provenance(request.config).record_worker(target.describe())
+    _use(worker, worker.model, harness, state, request)
+
+
+def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: ScenarioState, request) -> None:
+    model_file = _resolve(model, harness)
     target = harness.target
     worker = (
         _attach(target, model, model_file, extra_args, request) if isinstance(target, AttachTarget) else None
@@ -28,15 +50,41 @@ def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: Sce
     judged = worker.model if worker is not None and worker.model is not None else model_file
     if judged.synthetic and request.node.get_closest_marker("needs_real_weights") is not None:
         not_applicable(f"needs real weights; {judged.path.name} is a synthetic stand-in (use --model-dir)")
+    if request.node.get_closest_marker("needs_full_shape") is not None:
+        model_file = judged = _full_shape(model, judged, worker is not None, harness)
     if worker is None:
         try:
             worker = target.acquire(model_file, extra_args)
         except WorkerStartError as exc:
             pytest.fail(f"setup error: {exc}", pytrace=False)
+    _use(worker, judged, harness, state, request)
+
+
+def _use(worker: WorkerHandle, judged: ModelFile, harness: Harness, state: ScenarioState, request) -> None:
     state.worker, state.model = worker, judged
     record_worker(request.node, worker)
     if harness.left_busy is not None:
         _wait_until_idle(harness, state)
+
+
+def _full_shape(model: str, judged: ModelFile, attached: bool, harness: Harness) -> ModelFile:
+    """The file a timing scenario times (issue 12 item 5): a tiny stand-in times nothing the targets are
+    about, so the scenario is not applicable on one rather than passing or failing on it."""
+    catalogue = harness.catalogue
+    if attached:
+        if catalogue.is_full_shape(judged):
+            return judged
+        not_applicable(
+            f"timing needs a full-shape file; the worker is judged as {judged.path.name}, a tiny stand-in "
+            "(name the served file with --worker-model, or give the real files with --model-dir)"
+        )
+    full = catalogue.full_shape(model)
+    if full is None:
+        not_applicable(
+            f"timing needs a full-shape file; {judged.path.name} is a tiny stand-in "
+            f"({catalogue.full_shape_hint(model)})"
+        )
+    return full
 
 
 def _wait_until_idle(harness: Harness, state: ScenarioState) -> None:
@@ -61,6 +109,11 @@ def _attach(
     finally:  # the served model and how it was determined, for the report
         run_provenance(request.config).record_worker(target.describe())
     raise AssertionError("unreachable")
+
+
+@given("a worker serving any model")
+def worker_serving_any(harness: Harness, scenario_state: ScenarioState, request) -> None:
+    _serve_any(harness, scenario_state, request)
 
 
 @given(parsers.parse("a worker serving the {model} model"))

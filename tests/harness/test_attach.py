@@ -125,7 +125,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def test_scenarios_of_another_model_are_not_applicable(harness_dir: pytest.Pytester, model_dir: Path):
     harness_dir.makefile(".feature", **{"features/models": MODELS})
     with attached(model_dir / SMOLLM2) as url:
-        result = run(harness_dir, "features/models.feature", "features/http", "--worker-url", url)
+        result = run(harness_dir, "features/models.feature", "--worker-url", url)
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
     assert outcomes["passed"] == 1, result.stdout.str()  # the SmolLM2 scenario

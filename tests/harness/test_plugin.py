@@ -139,7 +139,7 @@ Feature: A feature about the MXFP4 model
         (["-k", "mxfp4"], 1),
         (["-m", "gate_foundation"], 33),
         (["-m", "M0-W-1302"], 23),
-        (["-m", "model_qwen and m0"], HTTP_SCENARIOS),
+        (["-m", "model_any and m0"], HTTP_SCENARIOS),
         (["-m", "gate_m0_complete and not M0-W-1302"], 13),
     ],
 )

@@ -27,6 +27,7 @@ FAULTS = (
     "health_missing_field",  # /health lacks `resident` (M0-W-1320)
     "cancel_noop",  # /cancel answers 202 and does nothing (M0-W-1330)
     "invalid_utf8",  # a token carries half a UTF-8 character (M0-W-1824)
+    "health_waits_for_job",  # /health answers only once the running job ends, not from cache (M0-W-1604)
 )
 TOKENS = ("Hello", ",", " 世界", " 🚀", " GPU", " computing")
 FILE_TYPES = {15: "Q4_K_M", 38: "MXFP4", 2: "Q4_0", 3: "Q4_1", 1: "F16", 0: "F32", 7: "Q8_0", 8: "Q5_0"}
@@ -95,6 +96,8 @@ class StubWorker:
         self.facts = read_model(args.model)
         self.cancelled: set[str] = set()
         self.lock = threading.Lock()
+        self.job_done = threading.Event()
+        self.job_done.set()
 
     def health(self) -> dict:
         body = {
@@ -133,6 +136,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/health":
+            if self.worker.fault == "health_waits_for_job":
+                self.worker.job_done.wait()
             self._json(200, self.worker.health())
         else:
             self._json(404, {"code": "NOT_FOUND", "message": self.path})
@@ -189,6 +194,7 @@ class Handler(BaseHTTPRequestHandler):
             "model": worker.facts["model"],
             "started_at": datetime.now(UTC).isoformat(),
         }
+        worker.job_done.clear()
         try:
             if worker.fault == "tokens_before_started":
                 self._event("token", {"t": TOKENS[0], "i": 0})
@@ -214,6 +220,7 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             return  # the client went away; nothing to clean up in a stub
         finally:
+            worker.job_done.set()
             self.close_connection = True
 
 
