@@ -77,6 +77,8 @@ class ConformanceReporter:
         self._catalogue: Catalogue | None = None
         self._catalogue_error: str | None = None
         self.gate_summary: dict[str, str] = {}
+        self._order: dict[str, int] = {}  # node ID -> collection position, deselected items included
+        self._deselected: list[tuple[str, dict]] = []
 
     def load_catalogue(self) -> Catalogue:
         try:
@@ -195,18 +197,59 @@ class ConformanceReporter:
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         for item in items:
-            result = self.results.add(_new_result(item.nodeid, self._describe(item)))
-            result.verdict = NOT_RUN
-            result.reason = "deselected in this run (-k / -m)"
+            self._deselect(item.nodeid, self._describe(item))
+
+    def _deselect(self, nodeid: str, info: dict) -> None:
+        result = self.results.add(_new_result(nodeid, info))
+        result.verdict = NOT_RUN
+        result.reason = "deselected in this run (-k / -m)"
+        if hasattr(self.config, "workerinput"):
+            self._deselected.append((nodeid, info))
+
+    @pytest.hookimpl(tryfirst=True)  # before -k/-m deselect and before xdist renames grouped items
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self._order = {item.nodeid: index for index, item in enumerate(items)}
+
+    # pytest-xdist: each shard collects, deselects and runs in its own process; the reports of what it
+    # ran reach this controller through pytest_runtest_logreport, the rest through `workeroutput`.
+
+    def _shard_output(self) -> dict:
+        """What only a shard knows: collection order, deselected scenarios, provenance it recorded."""
+        recorded = run_provenance(self.config)
+        return {
+            "order": list(self._order),
+            "deselected": self._deselected,
+            "worker": recorded.worker,
+            "device": recorded.device,
+        }
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        shard = getattr(node, "workeroutput", {}).get("conformance")
+        if not shard:
+            return
+        if not self._order:
+            self._order = {nodeid: index for index, nodeid in enumerate(shard["order"])}
+        for nodeid, info in shard["deselected"]:
+            if self.results.get(nodeid) is None:
+                self._deselect(nodeid, info)
+        recorded = run_provenance(self.config)
+        recorded.record_worker(shard["worker"])
+        if shard["device"] and not recorded.device:
+            recorded.record_device(shard["device"])
 
     # the report directory ----------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)  # before pytest-html renders its summary
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.directory is None or hasattr(self.config, "workerinput") or self._catalogue is None:
+        if hasattr(self.config, "workerinput"):  # a shard: hand what the controller needs to it
+            self.config.workeroutput["conformance"] = self._shard_output()
+            return
+        if self.directory is None or self._catalogue is None:
             return
         catalogue = self._catalogue
-        scenarios = self.results.all()
+        last = len(self._order)  # scenarios in collection order, however the shards interleaved them
+        scenarios = sorted(self.results.all(), key=lambda result: self._order.get(result.nodeid, last))
         provenance = collect(self.config, self.started)
         pending = read_pending(self.catalogue_dir / "coverage-pending.toml")
         write_reports(self.directory, catalogue, scenarios, provenance, pending)
