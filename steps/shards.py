@@ -3,7 +3,8 @@
 - Scenarios that talk to the same spawned worker (same model role, same extra arguments) carry one
   `xdist_group`, and `--dist loadgroup` is the default distribution when `-n` is given, so each shard
   starts each worker it needs once, not once per scenario. Scenarios without a shared worker (process
-  scenarios start their own) are balanced one by one.
+  scenarios start their own) are balanced one by one. With `--worker-url` every scenario talks to the
+  one attached worker, so all of them form one group: `-n` then runs them on one shard, as serially.
 - Each shard is a separate pytest process with its own `SpawnTarget`: workers get free ports and log
   files named after the shard's process id, so shards never clash.
 - `--gpu 0,1` gives each shard its own GPU: gw0 the first, gw1 the second, ... (a single value is shared
@@ -28,6 +29,8 @@ GROUP_MARKER = "xdist_group"
 # steps/step_defs/worker.py: the steps that acquire a shared spawned worker
 WORKER_STEP = re.compile(r'^a worker serving the (?P<model>.+?) model(?: started with "(?P<arguments>.*)")?$')
 _SERIAL_NODEID = pytest.StashKey[str]()
+DIST_INPUT = "conformance_dist"
+ATTACHED_GROUP = "attached-worker"  # one worker, one job at a time (M0): its scenarios stay on one shard
 BDD_CONTEXT = "bdd_context"  # report attribute carrying pytest-bdd's report context from a shard
 
 
@@ -80,7 +83,16 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         config.option.dist = "loadgroup"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: shards parse the command line anew, without the --dist chosen above; pass it on."""
+    node.workerinput[DIST_INPUT] = node.config.option.dist
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput.get(DIST_INPUT) == "loadgroup":
+        config.option.loadgroup = True  # xdist's shard-side switch that appends the groups to node IDs
     gpus = parse_gpus(str(config.getoption("gpu")))
     shards = getattr(config.option, "numprocesses", None)
     if len(gpus) > 1 and isinstance(shards, int) and shards > len(gpus):
@@ -90,14 +102,23 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist appends the group to the node IDs
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # around xdist's hook, which appends the groups to node IDs
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Generator[None]:
+    attached = config.getoption("worker_url") is not None
     for item in items:
         item.stash[_SERIAL_NODEID] = item.nodeid
         if item.get_closest_marker(GROUP_MARKER) is None:
-            group = worker_group(item)
+            group = ATTACHED_GROUP if attached else worker_group(item)
             if group is not None:
                 item.add_marker(pytest.mark.xdist_group(group))
+    yield
+    # xdist sets `item._nodeid`; pytest >= 9.2 keeps the ID elsewhere: make sure the scheduler sees groups.
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            groups = sorted({str(mark.args[0]) for mark in item.iter_markers(GROUP_MARKER) if mark.args})
+            suffix = "@" + "_".join(groups)
+            if groups and not item.nodeid.endswith(suffix):
+                _set_nodeid(item, item.nodeid + suffix)
 
 
 @pytest.hookimpl(trylast=True)  # after xdist has sent the grouped IDs to its scheduler
@@ -105,7 +126,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         serial = item.stash.get(_SERIAL_NODEID, None)
         if serial is not None and item.nodeid != serial:
-            item._nodeid = serial  # xdist set it the same way; reports must name the scenario as written
+            _set_nodeid(item, serial)  # reports must name the scenario as written
+
+
+def _set_nodeid(item: pytest.Item, nodeid: str) -> None:
+    """Renames a collected item, as xdist's loadgroup does (pytest has no public way to)."""
+    if hasattr(item, "_id"):  # pytest >= 9.2
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(nodeid)
+    else:
+        item._nodeid = nodeid
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: pytest-bdd's own wrapper has run by now

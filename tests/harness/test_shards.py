@@ -140,3 +140,17 @@ def test_compare_refuses_what_is_not_a_verdicts_file(
     (tmp_path / "x.json").write_text("[]")
     assert main([str(tmp_path / "x.json"), str(tmp_path / "missing.json")]) == 2
     assert "not a conformance verdicts.json" in capsys.readouterr().err
+
+
+def test_attached_worker_scenarios_stay_on_one_shard(two_groups: pytest.Pytester, fixtures_dir: Path) -> None:
+    """One attached worker runs one job at a time: its scenarios must not run side by side."""
+    from tests.harness.conftest import STAND_IN
+    from tests.harness.test_attach import attached
+
+    with attached(fixtures_dir / STAND_IN) as url:
+        result = two_groups.runpytest_subprocess(*FEATURES, "--worker-url", url, "-n", "2", "-v", timeout=240)
+    result.assert_outcomes(passed=3, skipped=2)  # health_delay needs a spawned worker: not applicable
+    verdict_lines = [line for line in result.outlines if line.startswith("[gw") and " features/" in line]
+    assert len(verdict_lines) == 5, result.outlines
+    shards = {line.split("]")[0] for line in verdict_lines}
+    assert len(shards) == 1, result.outlines
