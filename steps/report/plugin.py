@@ -5,7 +5,9 @@
 writes reports/index.html, reports/gate-<id>.html (one per gate in features/gates.toml),
 reports/verdicts.json, reports/junit.xml and reports/cucumber.json. With pytest-html's `--html`, its table
 gains "Spec IDs" and "Gates" columns. Only public hooks are used: pytest's runtest/report hooks, the
-pytest-bdd scenario and step hooks, and pytest-html's table hooks and `extras`.
+pytest-bdd scenario and step hooks, and pytest-html's table hooks and `extras`. Under pytest-xdist (`-n N`) the shards send their reports, and
+through `workeroutput` their collection order and deselected scenarios, to the controller, which writes
+the one report set.
 
 Harness interface (read by this plugin, written by the harness core, steps/plugin.py):
 - markers named exactly like the Gherkin tags (`M0-W-1300`, `gate_foundation`, `model_qwen`, `m0`, ...);
