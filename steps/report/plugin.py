@@ -160,6 +160,8 @@ class ConformanceReporter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         info = getattr(report, "conformance", None)
         if info is None:
+            if report.when == "???" and report.failed:  # xdist: the shard died while running it
+                self._record_crash(report)
             return
         result = self.results.add(_new_result(report.nodeid, info))
         if info["steps"]:  # pytest-bdd named the scenario once it started: prefer that identity
@@ -186,6 +188,16 @@ class ConformanceReporter:
             result.record_phase(report.when, "failed", first_line(text), text, report.duration)
         else:
             result.record_phase(report.when, "passed", "", "", report.duration)
+
+    def _record_crash(self, report: pytest.TestReport) -> None:
+        """A scenario whose shard crashed has no report of its own: it fails, named as xdist names it
+        (with the `@<group>` the scheduler knows it by, removed)."""
+        nodeid, at, group = report.nodeid.rpartition("@")
+        nodeid = nodeid if at and "::" not in group else report.nodeid
+        path, _, test = nodeid.partition("::")
+        result = self.results.add(ScenarioResult(nodeid, _readable(test), Path(path).name, nodeid, Labels()))
+        text = report.longreprtext
+        result.record_phase("crash", "failed", first_line(text), text, report.duration)
 
     def _record_provenance(self, info: dict) -> None:
         provenance = run_provenance(self.config)

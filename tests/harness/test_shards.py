@@ -154,3 +154,20 @@ def test_attached_worker_scenarios_stay_on_one_shard(two_groups: pytest.Pytester
     assert len(verdict_lines) == 5, result.outlines
     shards = {line.split("]")[0] for line in verdict_lines}
     assert len(shards) == 1, result.outlines
+
+
+def test_a_crashed_shard_leaves_a_failed_verdict(
+    two_groups: pytest.Pytester, stub_command: StubCommand
+) -> None:
+    two_groups.makeconftest(
+        'import os\npytest_plugins = ["steps.plugin"]\n\n'
+        "def pytest_runtest_call(item):\n"
+        '    if "cancelled_job" in item.name:\n'
+        "        os._exit(3)  # the shard process dies mid-scenario\n"
+    )
+    result = _run(two_groups, stub_command(), "reports", "-n", "2")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    scenarios = json.loads((two_groups.path / "reports/verdicts.json").read_text())["scenarios"]
+    crashed = [s for s in scenarios if "cancelled_job" in s["nodeid"]]
+    assert [(s["verdict"], "crashed" in s["reason"]) for s in crashed] == [("fail", True)], crashed
+    assert not any("@" in s["nodeid"] for s in scenarios)
