@@ -42,3 +42,21 @@ if [ ! -f "$STAMP-base" ] || [ ${#MISSING[@]} -gt 0 ]; then
 fi
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"
+# The conformance run's shards (pytest-xdist -n; docs/harness.md "Sharded runs"): CONFORMANCE_SHARDS,
+# default one per core, or one per GPU where nvidia-smi lists GPUs (each shard then gets its own); 1 runs
+# serially.
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ "${GPUS:-0}" -gt 0 ]; then
+    CONFORMANCE_SHARDS="${CONFORMANCE_SHARDS:-$GPUS}"
+else
+    CONFORMANCE_SHARDS="${CONFORMANCE_SHARDS:-$(nproc 2>/dev/null || echo 1)}"
+fi
+if ! [[ "$CONFORMANCE_SHARDS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "CONFORMANCE_SHARDS=$CONFORMANCE_SHARDS: expected a number of processes, 1 or more" >&2
+    exit 2
+fi
+SHARD_ARGS=()
+if [ "$CONFORMANCE_SHARDS" -gt 1 ]; then
+    SHARD_ARGS=(-n "$CONFORMANCE_SHARDS")
+    if [ "${GPUS:-0}" -ge "$CONFORMANCE_SHARDS" ]; then SHARD_ARGS+=(--gpu "$(seq -s, 0 $((CONFORMANCE_SHARDS - 1)))"); fi
+fi

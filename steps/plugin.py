@@ -45,6 +45,7 @@ pytest_plugins = [
     "steps.step_defs.seams",
     "steps.step_defs.lifecycle",
     "steps.milestone",
+    "steps.shards",
 ]
 
 WORKER_KEY = pytest.StashKey[WorkerHandle]()
@@ -137,7 +138,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--model-dir", metavar="DIR", help="directory with the real model files (see docs/harness.md)"
     )
-    group.addoption("--gpu", type=int, default=0, metavar="N", help="GPU index given to spawned workers")
+    group.addoption(
+        "--gpu",
+        default="0",
+        metavar="N[,N...]",
+        help="GPU index given to spawned workers (--gpu-device); with -n, a list gives each shard its own GPU "
+        "(gw0 the first, gw1 the second, ...)",
+    )
     group.addoption(
         "--worker-arg",
         action="append",
@@ -173,6 +180,8 @@ def _make_target(config: pytest.Config, catalogue: ModelCatalogue) -> WorkerTarg
         worker_model = config.getoption("worker_model")
         return AttachTarget(url, catalogue, Path(worker_model) if worker_model else None)
     template = config.getoption("worker_cmd")
+    from steps.shards import shard_gpu  # imported here: pytest_plugins loads (and rewrites) it as a plugin
+
     if template is None:
         from steps.targets import reference_template
 
@@ -181,7 +190,7 @@ def _make_target(config: pytest.Config, catalogue: ModelCatalogue) -> WorkerTarg
     return SpawnTarget(
         SpawnConfig(
             template=template,
-            gpu=config.getoption("gpu"),
+            gpu=shard_gpu(config),
             extra_args=extra,
             start_timeout_s=config.getoption("worker_start_timeout"),
             log_dir=_log_dir(config),

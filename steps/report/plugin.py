@@ -5,7 +5,9 @@
 writes reports/index.html, reports/gate-<id>.html (one per gate in features/gates.toml),
 reports/verdicts.json, reports/junit.xml and reports/cucumber.json. With pytest-html's `--html`, its table
 gains "Spec IDs" and "Gates" columns. Only public hooks are used: pytest's runtest/report hooks, the
-pytest-bdd scenario and step hooks, and pytest-html's table hooks and `extras`.
+pytest-bdd scenario and step hooks, and pytest-html's table hooks and `extras`. Under pytest-xdist (`-n N`) the shards send their reports, and
+through `workeroutput` their collection order and deselected scenarios, to the controller, which writes
+the one report set.
 
 Harness interface (read by this plugin, written by the harness core, steps/plugin.py):
 - markers named exactly like the Gherkin tags (`M0-W-1300`, `gate_foundation`, `model_qwen`, `m0`, ...);
@@ -77,6 +79,8 @@ class ConformanceReporter:
         self._catalogue: Catalogue | None = None
         self._catalogue_error: str | None = None
         self.gate_summary: dict[str, str] = {}
+        self._order: dict[str, int] = {}  # node ID -> collection position, deselected items included
+        self._deselected: list[tuple[str, dict]] = []
 
     def load_catalogue(self) -> Catalogue:
         try:
@@ -156,6 +160,8 @@ class ConformanceReporter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         info = getattr(report, "conformance", None)
         if info is None:
+            if report.when == "???" and report.failed:  # xdist: the shard died while running it
+                self._record_crash(report)
             return
         result = self.results.add(_new_result(report.nodeid, info))
         if info["steps"]:  # pytest-bdd named the scenario once it started: prefer that identity
@@ -183,6 +189,16 @@ class ConformanceReporter:
         else:
             result.record_phase(report.when, "passed", "", "", report.duration)
 
+    def _record_crash(self, report: pytest.TestReport) -> None:
+        """A scenario whose shard crashed has no report of its own: it fails, named as xdist names it
+        (with the `@<group>` the scheduler knows it by, removed)."""
+        nodeid, at, group = report.nodeid.rpartition("@")
+        nodeid = nodeid if at and "::" not in group else report.nodeid
+        path, _, test = nodeid.partition("::")
+        result = self.results.add(ScenarioResult(nodeid, _readable(test), Path(path).name, nodeid, Labels()))
+        text = report.longreprtext
+        result.record_phase("crash", "failed", first_line(text), text, report.duration)
+
     def _record_provenance(self, info: dict) -> None:
         provenance = run_provenance(self.config)
         if info.get("worker_command"):
@@ -195,18 +211,59 @@ class ConformanceReporter:
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         for item in items:
-            result = self.results.add(_new_result(item.nodeid, self._describe(item)))
-            result.verdict = NOT_RUN
-            result.reason = "deselected in this run (-k / -m)"
+            self._deselect(item.nodeid, self._describe(item))
+
+    def _deselect(self, nodeid: str, info: dict) -> None:
+        result = self.results.add(_new_result(nodeid, info))
+        result.verdict = NOT_RUN
+        result.reason = "deselected in this run (-k / -m)"
+        if hasattr(self.config, "workerinput"):
+            self._deselected.append((nodeid, info))
+
+    @pytest.hookimpl(tryfirst=True)  # before -k/-m deselect and before xdist renames grouped items
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self._order = {item.nodeid: index for index, item in enumerate(items)}
+
+    # pytest-xdist: each shard collects, deselects and runs in its own process; the reports of what it
+    # ran reach this controller through pytest_runtest_logreport, the rest through `workeroutput`.
+
+    def _shard_output(self) -> dict:
+        """What only a shard knows: collection order, deselected scenarios, provenance it recorded."""
+        recorded = run_provenance(self.config)
+        return {
+            "order": list(self._order),
+            "deselected": self._deselected,
+            "worker": recorded.worker,
+            "device": recorded.device,
+        }
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        shard = getattr(node, "workeroutput", {}).get("conformance")
+        if not shard:
+            return
+        if not self._order:
+            self._order = {nodeid: index for index, nodeid in enumerate(shard["order"])}
+        for nodeid, info in shard["deselected"]:
+            if self.results.get(nodeid) is None:
+                self._deselect(nodeid, info)
+        recorded = run_provenance(self.config)
+        recorded.record_worker(shard["worker"])
+        if shard["device"] and not recorded.device:
+            recorded.record_device(shard["device"])
 
     # the report directory ----------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)  # before pytest-html renders its summary
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.directory is None or hasattr(self.config, "workerinput") or self._catalogue is None:
+        if hasattr(self.config, "workerinput"):  # a shard: hand what the controller needs to it
+            self.config.workeroutput["conformance"] = self._shard_output()
+            return
+        if self.directory is None or self._catalogue is None:
             return
         catalogue = self._catalogue
-        scenarios = self.results.all()
+        last = len(self._order)  # scenarios in collection order, however the shards interleaved them
+        scenarios = sorted(self.results.all(), key=lambda result: self._order.get(result.nodeid, last))
         provenance = collect(self.config, self.started)
         pending = read_pending(self.catalogue_dir / "coverage-pending.toml")
         write_reports(self.directory, catalogue, scenarios, provenance, pending)
