@@ -28,6 +28,7 @@ import pytest
 GROUP_MARKER = "xdist_group"
 # steps/step_defs/worker.py: the steps that acquire a shared spawned worker
 WORKER_STEP = re.compile(r'^a worker serving the (?P<model>.+?) model(?: started with "(?P<arguments>.*)")?$')
+ANY_MODEL_STEP = "a worker serving any model"  # spawned, it starts the same worker as ANY_MODEL_SPAWNED's role
 _SERIAL_NODEID = pytest.StashKey[str]()
 DIST_INPUT = "conformance_dist"
 ATTACHED_GROUP = "attached-worker"  # one worker, one job at a time (M0): its scenarios stay on one shard
@@ -69,12 +70,20 @@ def worker_group(item: pytest.Item) -> str | None:
         return None
     callspec = getattr(item, "callspec", None)
     example = callspec.params.get("_pytest_bdd_example", {}) if callspec is not None else {}
+    from steps.step_defs.worker import ANY_MODEL_SPAWNED
+
     for step in template.render(example).steps:
+        if step.name == ANY_MODEL_STEP:
+            return _group_name(ANY_MODEL_SPAWNED, None)
         match = WORKER_STEP.match(step.name)
         if match:
-            name = "worker-" + match["model"] + (f"-{match['arguments']}" if match["arguments"] else "")
-            return re.sub(r"[^A-Za-z0-9._=-]+", "_", name)  # no '@': xdist splits node IDs there
+            return _group_name(match["model"], match["arguments"])
     return None
+
+
+def _group_name(model: str, arguments: str | None) -> str:
+    name = "worker-" + model + (f"-{arguments}" if arguments else "")
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name)  # no '@': xdist splits node IDs there
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns -n into --dist load
