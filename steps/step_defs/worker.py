@@ -15,8 +15,24 @@ from steps.state import ScenarioState
 from steps.targets import AttachTarget, ModelNotServed, NotServedHere, WorkerHandle, WorkerStartError
 from steps.verdicts import not_applicable
 
+REAL_QWEN_OPTION = "--real-qwen"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("worker-orcd").addoption(
+        REAL_QWEN_OPTION,
+        action="store_true",
+        help="run the scenarios tagged real_qwen on the real Qwen2.5-Coder-0.5B-Instruct Q4_K_M file "
+        "(minutes on a CPU; not applicable without this option)",
+    )
+
 
 def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: ScenarioState, request) -> None:
+    if request.node.get_closest_marker("real_qwen") is not None and not request.config.getoption("real_qwen"):
+        # Opt-in: loading and running a 0.5B model takes minutes on a two-core CPU.
+        not_applicable(
+            f"the real Qwen2.5-0.5B-shape file runs only with {REAL_QWEN_OPTION} (minutes on a CPU)"
+        )
     try:
         model_file = harness.catalogue.resolve(model)
     except ModelSetupError as exc:
