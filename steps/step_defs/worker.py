@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
 import pytest
@@ -16,6 +17,7 @@ from steps.targets import AttachTarget, ModelNotServed, NotServedHere, WorkerHan
 from steps.verdicts import not_applicable
 
 REAL_QWEN_OPTION = "--real-qwen"
+REAL_QWEN_ENV = "WORKER_ORCD_REAL_QWEN"  # =1 does the same, for `pytest tests/ features/` alike
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -23,12 +25,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         REAL_QWEN_OPTION,
         action="store_true",
         help="run the scenarios tagged real_qwen on the real Qwen2.5-Coder-0.5B-Instruct Q4_K_M file "
-        "(minutes on a CPU; not applicable without this option)",
+        f"(minutes on a CPU; not applicable without this option or {REAL_QWEN_ENV}=1)",
     )
 
 
 def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: ScenarioState, request) -> None:
-    if request.node.get_closest_marker("real_qwen") is not None and not request.config.getoption("real_qwen"):
+    opted_in = request.config.getoption("real_qwen") or os.environ.get(REAL_QWEN_ENV) == "1"
+    if request.node.get_closest_marker("real_qwen") is not None and not opted_in:
         # Opt-in: loading and running a 0.5B model takes minutes on a two-core CPU.
         not_applicable(
             f"the real Qwen2.5-0.5B-shape file runs only with {REAL_QWEN_OPTION} (minutes on a CPU)"
