@@ -37,6 +37,7 @@ def llama_cpp_greedy(path: Path, prompts: tuple[str, ...], n: int) -> list[tuple
                 tokens.append(int(np.argmax(m.scores[m.n_tokens - 1])))
                 m.eval([tokens[-1]])
             out.append((ids, tokens, m.detokenize(tokens).decode("utf-8", "replace")))
+            print(f"llama.cpp {prompt!r}: {out[-1][2]!r}", file=sys.stderr, flush=True)
     return out
 
 
@@ -65,6 +66,7 @@ def worker_paths(ids_and_tokens, n: int) -> dict[str, list[dict]]:
                     }
                 )
         results[label] = rows
+        print(f"{label} path: {rows}", file=sys.stderr, flush=True)
         del model
     return results
 
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = llama_cpp_greedy(path, PROMPTS, args.tokens)
     ours = worker_paths([(ids, tokens) for ids, tokens, _ in ref], args.tokens)
     report = {"file": QWEN, "tokens": args.tokens, "prompts": []}
-    for i, (prompt, (ids, tokens, text)) in enumerate(zip(PROMPTS, ref, strict=True)):
+    for i, (prompt, (_ids, tokens, text)) in enumerate(zip(PROMPTS, ref, strict=True)):
         report["prompts"].append(
             {
                 "prompt": prompt,
