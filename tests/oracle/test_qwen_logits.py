@@ -8,7 +8,7 @@ list, a French prompt), as test_llama_logits.py does for SmolLM2:
   its quantized matmuls, so near ties may flip).
 
 Opt-in (minutes on two cores, ~2 GB F32 copy): set WORKER_ORCD_REAL_QWEN=1; the file comes from
-`python -m fixtures prepare --real`. Measured figures: benchmarks/results/2026-12-03-qwen-real-oracle.md.
+`python -m fixtures prepare --real`. Measured figures: benchmarks/results/2026-12-03-qwen-real-cpu.md.
 """
 
 from __future__ import annotations
@@ -78,4 +78,6 @@ def test_qwen_teacher_forced_along_llama_cpp_greedy(qwen_continuations, qwen_our
     assert agree.mean() >= 0.97
 
 
-MAX_REL_RMS_F32 = 1e-4  # provisional until measured
+# Not yet measured on this file (SmolLM2 and the tiny F32 fixtures stay below 1e-5); float32 summation
+# order over 24 layers of width 896/4864 may add to that, so the bound leaves a factor of ten.
+MAX_REL_RMS_F32 = 1e-4
