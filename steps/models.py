@@ -69,6 +69,14 @@ ROLES: dict[str, ModelRole] = {
             "real/SmolLM2-135M-Instruct.Q4_1.gguf",
             stand_in_is_real=True,
         ),
+        # A real sibling of the spec's Qwen2.5-0.5B-Instruct Q4_K_M (the Coder fine-tune of the same base:
+        # same architecture, shapes, tokenizer and quant mix), fetched by `fixtures prepare --real`.
+        ModelRole(
+            "qwen2.5-coder-0.5b-instruct-q4_k_m",
+            ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",),
+            "real/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            stand_in_is_real=True,
+        ),
     )
 }
 

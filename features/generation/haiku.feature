@@ -33,6 +33,11 @@ Feature: The haiku test on real weights
       | role                       |
       | SmolLM2-135M-Instruct Q4_1 |
 
+    @model_qwen @q4_k_m @real_qwen
+    Examples: a real sibling of the spec's Qwen file
+      | role                               |
+      | Qwen2.5-Coder-0.5B-Instruct Q4_K_M |
+
     @model_qwen @q4_k_m @gate_llama_qwen @gate_m0_complete
     Examples: the spec's model
       | role                         |

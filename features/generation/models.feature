@@ -43,6 +43,11 @@ Feature: Every reference model generates on the adapter its file calls for
       | role                        |
       | SmolLM2-135M-Instruct Q4_1  |
 
+    @M0-W-1214 @model_qwen @q4_k_m @real_qwen
+    Examples: Qwen2.5-Coder-0.5B (architecture qwen2), real weights of the Qwen2.5-0.5B shape
+      | role                               |
+      | Qwen2.5-Coder-0.5B-Instruct Q4_K_M |
+
   Scenario Outline: The adapter follows the file's architecture, as /health shows
     Given a worker serving the <role> model
     Then /health reports the architecture of the model file

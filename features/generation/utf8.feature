@@ -40,3 +40,8 @@ Feature: Streamed text is valid UTF-8 for CJK, emoji and mixed scripts
     Examples: SmolLM2, real weights
       | role                       |
       | SmolLM2-135M-Instruct Q4_1 |
+
+    @model_qwen @q4_k_m @real_qwen
+    Examples: Qwen2.5-Coder-0.5B, real weights of the Qwen2.5-0.5B shape
+      | role                               |
+      | Qwen2.5-Coder-0.5B-Instruct Q4_K_M |

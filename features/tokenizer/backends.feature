@@ -30,3 +30,8 @@ Feature: The tokenizer backend is chosen from the model and reported on /health
     Examples: gguf-bpe of a real llama-architecture file
       | role                       |
       | SmolLM2-135M-Instruct Q4_1 |
+
+    @M0-W-1360 @M0-W-1364 @model_qwen @q4_k_m @real_qwen
+    Examples: gguf-bpe of a real qwen2-architecture file
+      | role                               |
+      | Qwen2.5-Coder-0.5B-Instruct Q4_K_M |

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
 import pytest
@@ -18,6 +19,17 @@ from steps.verdicts import not_applicable
 # "A worker serving any model": the scenarios whose checks hold for every model. Spawned, the harness starts
 # the Qwen2.5 role (its stand-in without --model-dir); attached, the worker is taken as it is.
 ANY_MODEL_SPAWNED = "Qwen2.5-0.5B-Instruct Q4_K_M"
+REAL_QWEN_OPTION = "--real-qwen"
+REAL_QWEN_ENV = "WORKER_ORCD_REAL_QWEN"  # =1 does the same, for `pytest tests/ features/` alike
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("worker-orcd").addoption(
+        REAL_QWEN_OPTION,
+        action="store_true",
+        help="run the scenarios tagged real_qwen on the real Qwen2.5-Coder-0.5B-Instruct Q4_K_M file "
+        f"(minutes on a CPU; not applicable without this option or {REAL_QWEN_ENV}=1)",
+    )
 
 
 def _resolve(model: str, harness: Harness) -> ModelFile:
@@ -42,6 +54,12 @@ def _serve_any(harness: Harness, state: ScenarioState, request) -> None:
 
 
 def _serve(model: str, extra_args: tuple[str, ...], harness: Harness, state: ScenarioState, request) -> None:
+    opted_in = request.config.getoption("real_qwen") or os.environ.get(REAL_QWEN_ENV) == "1"
+    if request.node.get_closest_marker("real_qwen") is not None and not opted_in:
+        # Opt-in: loading and running a 0.5B model takes minutes on a two-core CPU.
+        not_applicable(
+            f"the real Qwen2.5-0.5B-shape file runs only with {REAL_QWEN_OPTION} (minutes on a CPU)"
+        )
     model_file = _resolve(model, harness)
     target = harness.target
     worker = (

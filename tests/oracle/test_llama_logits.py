@@ -147,14 +147,15 @@ def write_dequantized(src: Path, dst: Path) -> None:
     writer.close()
 
 
-@pytest.fixture(scope="module")
-def smollm2_continuations(tmp_path_factory) -> list[Continuation]:
-    path = fixture_path(SMOLLM2)
-    f32_path = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct.F32.gguf"
+def greedy_continuations(name: str, prompts: list[str], tmp_dir: Path) -> list[Continuation]:
+    """llama.cpp's greedy continuation of each prompt on file `name`, with its logits there and on the
+    same weights dequantized to F32 (written to `tmp_dir` and removed again)."""
+    path = fixture_path(name)
+    f32_path = tmp_dir / (path.stem + ".F32.gguf")
     write_dequantized(path, f32_path)
     out = []
     with llama_cpp_model(path) as m:
-        for prompt in PROMPTS:
+        for prompt in prompts:
             ids = m.tokenize(prompt.encode(), add_bos=True, special=False)
             m.reset()
             m.eval(ids)
@@ -173,16 +174,16 @@ def smollm2_continuations(tmp_path_factory) -> list[Continuation]:
     return out
 
 
-@pytest.fixture(scope="module")
-def smollm2_ours(smollm2_continuations) -> list[np.ndarray]:
+def logits_along(name: str, continuations: list[Continuation]) -> list[np.ndarray]:
     """Our logits along each continuation. The matrices are dequantized once up front (exactly the values
     qmatmul dequantizes tile by tile) so that ten 40-token passes take seconds on two cores; the first
     sequence is also run through the quantized weights to show both paths agree."""
-    model, _, _ = load_model(SMOLLM2)
-    first = smollm2_continuations[0].sequence
-    gguf_file = GGUFFile.open(fixture_path(SMOLLM2))
+    model, _, _ = load_model(name)
+    first = continuations[0].sequence
+    gguf_file = GGUFFile.open(fixture_path(name))
     with torch.inference_mode():
         quantized_path = model.forward(torch.tensor(first), model.new_cache(len(first))).double().numpy()
+        del model
         weights = {
             name: w if w.qtype == GGMLType.F32 else QTensor.from_float(w.dequantize(), name)
             for name, w in read_weights(gguf_file).items()
@@ -190,12 +191,22 @@ def smollm2_ours(smollm2_continuations) -> list[np.ndarray]:
         gguf_file.close()
         model = create_model(gguf_file, weights, torch.device("cpu"), DeviceMemory("cpu"))
         out = []
-        for c in smollm2_continuations:
+        for c in continuations:
             logits = model.forward(torch.tensor(c.sequence), model.new_cache(len(c.sequence)))
             out.append(logits.double().numpy()[len(c.prompt_ids) - 1 :])
-    n_prompt = len(smollm2_continuations[0].prompt_ids)
+    n_prompt = len(continuations[0].prompt_ids)
     assert relative_rms(quantized_path[n_prompt - 1 :], out[0]).max() < 1e-5
     return out
+
+
+@pytest.fixture(scope="module")
+def smollm2_continuations(tmp_path_factory) -> list[Continuation]:
+    return greedy_continuations(SMOLLM2, PROMPTS, tmp_path_factory.mktemp("smollm2"))
+
+
+@pytest.fixture(scope="module")
+def smollm2_ours(smollm2_continuations) -> list[np.ndarray]:
+    return logits_along(SMOLLM2, smollm2_continuations)
 
 
 @pytest.mark.slow
