@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,18 @@ from pytest_bdd import parsers, then, when
 
 from steps import verdicts
 from steps.capabilities import device_memory_judged
+from steps.hygiene import wait_idle
 from steps.sse import SSEStream
 from steps.state import ScenarioState, new_job_id
 from steps.verdicts import not_applicable, require
 
 GOLDENS_DIR = Path("fixtures") / "goldens" / "continuations"
 GOLDENS_COMMAND = "python -m fixtures.continuations"
+# A worker runs one job at a time and may free its slot only just after the previous job's end event has
+# reached the client. A job run right after one of the scenario's own (ended) jobs therefore waits until
+# the worker says it is idle, and retries a 503 busy answer, both for at most this long.
+SEQUENTIAL_WAIT_S = 10.0
+RETRY_PAUSE_S = 0.1
 UINT64_MAX = (1 << 64) - 1
 
 
@@ -86,7 +93,15 @@ def _value(text: str) -> object:
 def run_job(body: dict, state: ScenarioState, runs: JobRuns) -> Run:
     body = {**body, "job_id": new_job_id()}
     state.job_id = body["job_id"]
-    run = Run(body, state.post_stream("/execute", json_body=body))
+    after_own_job = bool(runs.runs) and all(run.stream.closed for run in runs.runs)
+    if after_own_job and state.worker is not None:
+        wait_idle(state.client, state.worker.base_url, SEQUENTIAL_WAIT_S, probe=False)
+    deadline = time.monotonic() + SEQUENTIAL_WAIT_S
+    stream = state.post_stream("/execute", json_body=body)
+    while after_own_job and stream.status_code == 503 and time.monotonic() < deadline:
+        time.sleep(RETRY_PAUSE_S)  # the job was refused, not started: the same job id may be sent again
+        stream = state.post_stream("/execute", json_body=body)
+    run = Run(body, stream)
     runs.runs.append(run)
     return run
 
