@@ -41,6 +41,7 @@ import torch
 from benchmarks import report
 from benchmarks.runinfo import REPO_ROOT, copy_bandwidth, run_info
 from benchmarks.traffic import bandwidth_summary, weight_traffic
+from reference_worker.cli import add_kernel_arguments
 from reference_worker.gguf import GGUFFile
 from reference_worker.logs import EventLog
 
@@ -583,19 +584,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--attention", choices=["reference", "sdpa"], default="reference")
     p.add_argument("--kv-cache", choices=["contiguous", "paged"], default="contiguous")
-    p.add_argument("--kernels", choices=["reference", "fast"], default="fast", help="the worker's --kernels")
-    p.add_argument(
-        "--cuda-graphs",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the worker's --cuda-graphs; in process, one more run with graphs off is timed beside it",
-    )
-    p.add_argument(
-        "--fused-decode",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the worker's --fused-decode",
-    )
+    add_kernel_arguments(p)  # the worker's own flags; in process, graphs off is timed beside graphs on
     p.add_argument(
         "--http", action="store_true", help="start `python -m reference_worker`; time over HTTP/SSE"
     )

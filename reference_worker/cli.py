@@ -14,6 +14,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from kernels.backend import KERNEL_CHOICES
+
 from .config import WorkerConfig
 
 
@@ -53,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--callback-url", help="POST {worker_id, vram_bytes, uri, model_ref} here once ready")
     p.add_argument("--attention", choices=["reference", "sdpa"], default="reference")
     p.add_argument("--kv-cache", choices=["contiguous", "paged"], default="contiguous")
+    add_kernel_arguments(p)
+    return p
+
+
+def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
+    """The performance flags (`KernelConfig`); the benchmarks take the same ones."""
     p.add_argument(
         "--kernels",
-        choices=["reference", "fast"],
+        choices=list(KERNEL_CHOICES),
         default="fast",
         help="matmul kernels: the device's fast paths (default) or the reference path only",
     )
@@ -71,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="fused kernels for the decode step's norms, RoPE + KV store, attention, activation (CUDA, --kernels fast)",
     )
-    return p
 
 
 def _positive(name: str, value: float | None) -> None:
