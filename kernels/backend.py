@@ -79,9 +79,14 @@ def _cuda_kernels() -> DeviceKernels:
     # Imported here so that machines without Triton (CPU-only wheels) never import it.
     if importlib.util.find_spec("triton") is None:
         return DeviceKernels()
-    from kernels import triton_decode, triton_gemv, triton_moe
+    from kernels import triton_decode, triton_gemv, triton_moe, triton_prefill
 
-    return DeviceKernels((triton_gemv.FAST_PATH,), (triton_moe.EXPERTS_FAST_PATH,), triton_decode)
+    # Decode (few rows) takes the GEMVs; prefill (more rows) the float16 tensor-core matmuls.
+    return DeviceKernels(
+        (triton_gemv.FAST_PATH, triton_prefill.FAST_PATH),
+        (triton_moe.EXPERTS_FAST_PATH, triton_prefill.EXPERTS_FAST_PATH),
+        triton_decode,
+    )
 
 
 def _cpu_kernels() -> DeviceKernels:

@@ -96,6 +96,24 @@ def _as_float(bits):
     return bits.to(tl.float32, bitcast=True)
 
 
+@triton.jit
+def _take(acc, w, xptr, optr, mask, DEQ: tl.constexpr, MASKED: tl.constexpr):
+    """One decoded weight tile: the GEMV multiplies it with the activations at `xptr` into `acc`; the
+    dequantizer (`DEQ`) stores it at `optr` instead (same element offsets, in the output's dtype)."""
+    if DEQ:
+        if MASKED:
+            tl.store(optr, w.to(optr.dtype.element_ty), mask=mask)
+        else:
+            tl.store(optr, w.to(optr.dtype.element_ty))
+    else:
+        if MASKED:
+            xv = tl.load(xptr, mask=mask, other=0.0)
+        else:
+            xv = tl.load(xptr)
+        acc += w * xv.to(tl.float32)
+    return acc
+
+
 # Powers of two whose mantissa holds a small unsigned code exactly: P + q for q < P.
 _P16 = tl.constexpr(0x41800000)  # 16.0; a 4-bit code at bit 19
 _P32 = tl.constexpr(0x42000000)  # 32.0; a 5-bit code at bit 18
@@ -105,7 +123,7 @@ _P256 = tl.constexpr(0x43800000)  # 256.0; an 8-bit code at bit 15
 
 # ---------------------------------------------------------------------------------------------------
 # Per-format dot products over one split of a row tile. `rows` is a [BLOCK_N] tensor of pointers (typed
-# as the format's load word) to the first word of each row; units [u_begin, u_end) are processed. Each
+# as the format's load word) to the first word of each row; units [lo, hi) are processed. Each
 # returns the [BLOCK_N] float32 partial dot products with the activation row at `xp`.
 
 
@@ -113,7 +131,7 @@ _P256 = tl.constexpr(0x43800000)  # 256.0; an 8-bit code at bit 15
 def _block_words(
     rows,
     u0,
-    u_end,
+    hi,
     STRIDE: tl.constexpr,
     OFFSET: tl.constexpr,
     NW: tl.constexpr,
@@ -124,7 +142,7 @@ def _block_words(
     [BLOCK_N, UB, NW]. Loaded as one [BLOCK_N, UB * NW] tile so that threads spread along the row's
     words and each keeps several rows (which then share every activation value it loads)."""
     col = tl.arange(0, UB * NW)
-    blk = tl.minimum(u0 + col // NW, u_end - 1)
+    blk = tl.minimum(u0 + col // NW, hi - 1)
     words = tl.load(rows[:, None] + blk[None, :] * STRIDE + OFFSET + col[None, :] % NW)
     return tl.reshape(words, (BLOCK_N, UB, NW))
 
@@ -133,150 +151,164 @@ def _block_words(
 def _dot_plain(
     rows,
     xp,
-    u_begin,
-    u_end,
+    op,
+    lo,
+    hi,
     BF16: tl.constexpr,
     STAGES: tl.constexpr,
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
+    DEQ: tl.constexpr,
 ):
     # F16 / BF16: a unit is 32 consecutive values.
     j = tl.arange(0, 32)
     acc = tl.zeros([BLOCK_N, UB, 32], dtype=tl.float32)
-    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
-        raw = _block_words(rows, u0, u_end, 32, 0, 32, BLOCK_N, UB)
+        raw = _block_words(rows, u0, hi, 32, 0, 32, BLOCK_N, UB)
         if BF16:
             w = _as_float(raw.to(tl.uint32) << 16)
         else:
             w = raw.to(tl.float16, bitcast=True).to(tl.float32)
-        xv = tl.load(xp + blk[:, None] * 32 + j[None, :], mask=(blk < u_end)[:, None], other=0.0)
-        acc += w * xv.to(tl.float32)[None, :, :]
+        xo = blk[:, None] * 32 + j[None, :]
+        acc = _take(acc, w, xp + xo, op[:, None, None] + xo[None], (blk < hi)[:, None], DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q4_0(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+def _dot_q4_0(
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+):
     # block_q4_0 as 9 halfwords {d, qs[8]}: halfword w holds elements 2w, 2w+1 (low nibbles) and
     # 2w+16, 2w+17 (high nibbles). w = (q - 8) * d = (16 + q) * d - 24 * d, exact.
     r3 = rows[:, None, None]
     w8 = tl.arange(0, 8)
     acc = tl.zeros([BLOCK_N, UB, 8], dtype=tl.float32)
-    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
-        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 9
+        b3 = tl.minimum(blk, hi - 1)[None, :, None] * 9
         d = _f16(tl.load(r3 + b3))
-        qs = _block_words(rows, u0, u_end, 9, 1, 8, BLOCK_N, UB).to(tl.uint32)
+        qs = _block_words(rows, u0, hi, 9, 1, 8, BLOCK_N, UB).to(tl.uint32)
         off = -24.0 * d
-        xb = xp + blk[:, None] * 32 + 2 * w8[None, :]
-        xmask = (blk < u_end)[:, None]
+        xo = blk[:, None] * 32 + 2 * w8[None, :]
+        xb, ob = xp + xo, op[:, None, None] + xo[None]
+        xmask = (blk < hi)[:, None]
         for h in tl.static_range(2):
             for k in tl.static_range(2):
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-                xv = tl.load(xb + (16 * h + k), mask=xmask, other=0.0).to(tl.float32)
-                acc += (f * d + off) * xv[None, :, :]
+                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q4_1(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+def _dot_q4_1(
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+):
     # block_q4_1 as 5 words {d | m << 16, qs[4]}: word w byte k holds elements 4w+k and 4w+k+16.
     r3 = rows[:, None, None]
     w4 = tl.arange(0, 4)
     acc = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
-    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
-        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 5
+        b3 = tl.minimum(blk, hi - 1)[None, :, None] * 5
         dm = tl.load(r3 + b3)
         d = _f16(dm)
         off = _f16(dm >> 16) - 16.0 * d
-        qs = _block_words(rows, u0, u_end, 5, 1, 4, BLOCK_N, UB)
-        xb = xp + blk[:, None] * 32 + 4 * w4[None, :]
-        xmask = (blk < u_end)[:, None]
+        qs = _block_words(rows, u0, hi, 5, 1, 4, BLOCK_N, UB)
+        xo = blk[:, None] * 32 + 4 * w4[None, :]
+        xb, ob = xp + xo, op[:, None, None] + xo[None]
+        xmask = (blk < hi)[:, None]
         for h in tl.static_range(2):
             for k in tl.static_range(4):
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-                xv = tl.load(xb + (16 * h + k), mask=xmask, other=0.0).to(tl.float32)
-                acc += (f * d + off) * xv[None, :, :]
+                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q5_0(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+def _dot_q5_0(
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+):
     # block_q5_0 as 11 halfwords {d, qh (2 halfwords, bit e = fifth bit of element e), qs[8]}.
     # w = (q - 16) * d = (32 + q) * d - 48 * d, exact.
     r3 = rows[:, None, None]
     w8 = tl.arange(0, 8)
     acc = tl.zeros([BLOCK_N, UB, 8], dtype=tl.float32)
-    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
-        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 11
+        b3 = tl.minimum(blk, hi - 1)[None, :, None] * 11
         d = _f16(tl.load(r3 + b3))
         qh = tl.load(r3 + b3 + 1).to(tl.uint32) | (tl.load(r3 + b3 + 2).to(tl.uint32) << 16)
-        qs = _block_words(rows, u0, u_end, 11, 3, 8, BLOCK_N, UB).to(tl.uint32)
+        qs = _block_words(rows, u0, hi, 11, 3, 8, BLOCK_N, UB).to(tl.uint32)
         off = -48.0 * d
-        xb = xp + blk[:, None] * 32 + 2 * w8[None, :]
-        xmask = (blk < u_end)[:, None]
+        xo = blk[:, None] * 32 + 2 * w8[None, :]
+        xb, ob = xp + xo, op[:, None, None] + xo[None]
+        xmask = (blk < hi)[:, None]
         for h in tl.static_range(2):
             for k in tl.static_range(2):
                 e = (16 * h + k + 2 * w8[None, None, :]).to(tl.uint32)
                 high = ((qh >> e) & 1) << 22
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-                xv = tl.load(xb + (16 * h + k), mask=xmask, other=0.0).to(tl.float32)
-                acc += (f * d + off) * xv[None, :, :]
+                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q5_1(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+def _dot_q5_1(
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+):
     # block_q5_1 as 6 words {d | m << 16, qh, qs[4]}.
     r3 = rows[:, None, None]
     w4 = tl.arange(0, 4)
     acc = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
-    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
-        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 6
+        b3 = tl.minimum(blk, hi - 1)[None, :, None] * 6
         dm = tl.load(r3 + b3)
         d = _f16(dm)
         off = _f16(dm >> 16) - 32.0 * d
         qh = tl.load(r3 + b3 + 1)
-        qs = _block_words(rows, u0, u_end, 6, 2, 4, BLOCK_N, UB)
-        xb = xp + blk[:, None] * 32 + 4 * w4[None, :]
-        xmask = (blk < u_end)[:, None]
+        qs = _block_words(rows, u0, hi, 6, 2, 4, BLOCK_N, UB)
+        xo = blk[:, None] * 32 + 4 * w4[None, :]
+        xb, ob = xp + xo, op[:, None, None] + xo[None]
+        xmask = (blk < hi)[:, None]
         for h in tl.static_range(2):
             for k in tl.static_range(4):
                 e = (16 * h + k + 4 * w4[None, None, :]).to(tl.uint32)
                 high = ((qh >> e) & 1) << 22
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-                xv = tl.load(xb + (16 * h + k), mask=xmask, other=0.0).to(tl.float32)
-                acc += (f * d + off) * xv[None, :, :]
+                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q8_0(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+def _dot_q8_0(
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+):
     # block_q8_0 as 17 halfwords {d, qs[16]}: halfword w holds int8 elements 2w, 2w+1.
     # s = (s ^ 0x80) - 128, so w = (256 + (s ^ 0x80)) * d - 384 * d, exact.
     r3 = rows[:, None, None]
     w16 = tl.arange(0, 16)
     acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
-    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
-        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 17
+        b3 = tl.minimum(blk, hi - 1)[None, :, None] * 17
         d = _f16(tl.load(r3 + b3))
-        qs = _block_words(rows, u0, u_end, 17, 1, 16, BLOCK_N, UB).to(tl.uint32) ^ 0x8080
+        qs = _block_words(rows, u0, hi, 17, 1, 16, BLOCK_N, UB).to(tl.uint32) ^ 0x8080
         off = -384.0 * d
-        xb = xp + blk[:, None] * 32 + 2 * w16[None, :]
-        xmask = (blk < u_end)[:, None]
+        xo = blk[:, None] * 32 + 2 * w16[None, :]
+        xb, ob = xp + xo, op[:, None, None] + xo[None]
+        xmask = (blk < hi)[:, None]
         for k in tl.static_range(2):
             f = _as_float(_code(qs, 8 * k, 255, 15) | _P256)
-            xv = tl.load(xb + k, mask=xmask, other=0.0).to(tl.float32)
-            acc += (f * d + off) * xv[None, :, :]
+            acc = _take(acc, f * d + off, xb + k, ob + k, xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_mxfp4(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+def _dot_mxfp4(
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+):
     # block_mxfp4 as 17 bytes {e (E8M0), qs[16]}: byte i holds elements i and i + 16.
     # w = kvalues_mxfp4[code] * e8m0_half(e); the doubled e2m1 magnitudes 0,1,2,3,4,6,8,12 are the
     # nibbles of 0xC8643210, so |value| = 16 + nibble - 16 (exact) and the code's bit 3 is the sign.
@@ -284,21 +316,21 @@ def _dot_mxfp4(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.const
     i16 = tl.arange(0, 16)
     lut = tl.full([1, 1, 1], 0xC8643210, tl.uint32)
     acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
-    for u0 in tl.range(u_begin, u_end, UB, num_stages=STAGES):
+    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
-        b3 = tl.minimum(blk, u_end - 1)[None, :, None] * 17
+        b3 = tl.minimum(blk, hi - 1)[None, :, None] * 17
         e = tl.load(r3 + b3).to(tl.uint32)
         scale = _as_float(tl.where(e < 2, tl.full(e.shape, 0x00200000, tl.uint32) << e, (e - 1) << 23))
-        qs = _block_words(rows, u0, u_end, 17, 1, 16, BLOCK_N, UB).to(tl.uint32)
-        xb = xp + blk[:, None] * 32 + i16[None, :]
-        xmask = (blk < u_end)[:, None]
+        qs = _block_words(rows, u0, hi, 17, 1, 16, BLOCK_N, UB).to(tl.uint32)
+        xo = blk[:, None] * 32 + i16[None, :]
+        xb, ob = xp + xo, op[:, None, None] + xo[None]
+        xmask = (blk < hi)[:, None]
         for h in tl.static_range(2):
             mag = (lut >> _code(qs, 4 * h, 7, 2)) & 15
             sign = _code(qs, 4 * h + 3, 1, 31)
             v = _as_float((mag << 19) | _P16) - 16.0
             v = _as_float(v.to(tl.uint32, bitcast=True) ^ sign)
-            xv = tl.load(xb + 16 * h, mask=xmask, other=0.0).to(tl.float32)
-            acc += (v * scale) * xv[None, :, :]
+            acc = _take(acc, v * scale, xb + 16 * h, ob + 16 * h, xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -316,7 +348,7 @@ def _scale_min_k4(s1, s2, s3, j):
 
 
 @triton.jit
-def _dot_q4_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr):
+def _dot_q4_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr):
     # block_q4_K as 36 words {d | dmin << 16, scales[3], qs[32]}: qs chunk c (8 words) holds sub-block
     # 2c in its low nibbles and 2c+1 in its high nibbles; word w of chunk c, byte k is element
     # 64c + 32h + 4w + k. The qs words are loaded as one [rows, 32] tile (16-byte vectors, threads
@@ -326,7 +358,7 @@ def _dot_q4_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.conste
     c4 = tl.arange(0, 4)[None, :, None]
     xo = 64 * tl.arange(0, 4)[:, None] + 4 * tl.arange(0, 8)[None, :]
     acc = tl.zeros([BLOCK_N, 4, 8], dtype=tl.float32)
-    for sb in tl.range(u_begin, u_end, num_stages=STAGES):
+    for sb in tl.range(lo, hi, num_stages=STAGES):
         base = r2 + sb * 36
         qs = tl.reshape(tl.load(base + 4 + t[None, :]), (BLOCK_N, 4, 8))
         dd = tl.load(base)[:, :, None]
@@ -335,20 +367,19 @@ def _dot_q4_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.conste
         s1 = tl.load(base + 1)[:, :, None]
         s2 = tl.load(base + 2)[:, :, None]
         s3 = tl.load(base + 3)[:, :, None]
-        xb = xp + sb * 256 + xo
+        xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
         for h in tl.static_range(2):
             sc, mn = _scale_min_k4(s1, s2, s3, (2 * c4 + h).to(tl.uint32))
             dl = d * sc
             off = -(16.0 * dl + dmin * mn)
             for k in tl.static_range(4):
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-                xv = tl.load(xb + (32 * h + k)).to(tl.float32)
-                acc += (f * dl + off) * xv[None, :, :]
+                acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q5_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr):
+def _dot_q5_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr):
     # block_q5_K as 44 words {d | dmin << 16, scales[3], qh[8], qs[32]}: as Q4_K, plus the fifth bit of
     # element (sub-block j, byte i) = bit j of qh byte i.
     r2 = rows[:, None]
@@ -356,7 +387,7 @@ def _dot_q5_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.conste
     c4 = tl.arange(0, 4)[None, :, None]
     xo = 64 * tl.arange(0, 4)[:, None] + 4 * tl.arange(0, 8)[None, :]
     acc = tl.zeros([BLOCK_N, 4, 8], dtype=tl.float32)
-    for sb in tl.range(u_begin, u_end, num_stages=STAGES):
+    for sb in tl.range(lo, hi, num_stages=STAGES):
         base = r2 + sb * 44
         dd = tl.load(base)[:, :, None]
         d = _f16(dd)
@@ -366,7 +397,7 @@ def _dot_q5_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.conste
         s3 = tl.load(base + 3)[:, :, None]
         qh = tl.reshape(tl.load(base + 4 + tl.arange(0, 8)[None, :]), (BLOCK_N, 1, 8))
         qs = tl.reshape(tl.load(base + 12 + t[None, :]), (BLOCK_N, 4, 8))
-        xb = xp + sb * 256 + xo
+        xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
         for h in tl.static_range(2):
             j = (2 * c4 + h).to(tl.uint32)
             sc, mn = _scale_min_k4(s1, s2, s3, j)
@@ -375,13 +406,12 @@ def _dot_q5_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.conste
             for k in tl.static_range(4):
                 high = ((qh >> (j + 8 * k)) & 1) << 22
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-                xv = tl.load(xb + (32 * h + k)).to(tl.float32)
-                acc += (f * dl + off) * xv[None, :, :]
+                acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q6_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.constexpr):
+def _dot_q6_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr):
     # block_q6_K as 105 halfwords {ql[64], qh[32], scales (8 halfwords of 2 int8), d}. With n the
     # 128-element half, a the 32-byte chunk of ql inside it, w = 8 wh + wl the halfword in the chunk,
     # k the byte and h the nibble, the element is 128n + 64h + 32a + 2w + k; its high two bits are bits
@@ -396,13 +426,13 @@ def _dot_q6_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.conste
     w = 8 * wh + wl
     xo = 64 * na - 32 * a + 2 * w  # [1, 4, 2, 8]
     acc = tl.zeros([BLOCK_N, 4, 2, 8], dtype=tl.float32)
-    for sb in tl.range(u_begin, u_end, num_stages=STAGES):
+    for sb in tl.range(lo, hi, num_stages=STAGES):
         base = r2 + sb * 105
         ql = tl.reshape(tl.load(base + col), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
         qh = tl.reshape(tl.load(base + col_qh), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
         d = _f16(tl.load(base + 104))[:, :, None, None]
         scales = (base + 96).to(tl.pointer_type(tl.int8))[:, :, None, None]
-        xb = xp + sb * 256 + xo
+        xb, ob = xp + sb * 256 + xo, op[:, None, None, None] + sb * 256 + xo
         for h in tl.static_range(2):
             sc = tl.load(scales + (4 * na - 2 * a + 4 * h + wh)).to(tl.float32)
             dl = d * sc
@@ -410,8 +440,7 @@ def _dot_q6_k(rows, xp, u_begin, u_end, STAGES: tl.constexpr, BLOCK_N: tl.conste
             for k in tl.static_range(2):
                 high = ((qh >> (8 * k + 4 * h + 2 * a).to(tl.uint32)) & 3) << 21
                 f = _as_float(_code(ql, 8 * k + 4 * h, 15, 17) | high | _P64)
-                xv = tl.load(xb + (64 * h + k)).to(tl.float32)
-                acc += (f * dl + off) * xv
+                acc = _take(acc, f * dl + off, xb + (64 * h + k), ob + (64 * h + k), None, DEQ, False)
     return tl.sum(tl.sum(tl.sum(acc, axis=3), axis=2), axis=1)
 
 
@@ -435,6 +464,8 @@ def _qgemv_kernel(
     x_group,  # output rows per activation row (k for the gate/up of a MoE, else 1)
     n_out_rows,  # activation rows x pairs of this call (rows of y)
     bias_stride,
+    o_ptr,  # DEQ: the dequantized rows (16-bit floats), row r at o_ptr + r * o_stride
+    o_stride,
     FMT: tl.constexpr,
     WORD: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -442,12 +473,17 @@ def _qgemv_kernel(
     HAS_BIAS: tl.constexpr,
     HAS_IDS: tl.constexpr,
     STAGES: tl.constexpr,
+    DEQ: tl.constexpr = False,
 ):
     m = tl.program_id(0)
     tile = tl.program_id(1)
     split = tl.program_id(2)
     rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_off = tl.minimum(rows, n_rows - 1).to(tl.int64) * row_stride
+    clamped = tl.minimum(rows, n_rows - 1).to(tl.int64)
+    row_off = clamped * row_stride
+    # Rows past the matrix repeat its last row: the dequantizer then writes that row's values again.
+    # With ids, program m dequantizes expert ids[m] into the m-th (n_rows, in) slot of the output.
+    op = o_ptr + (m * n_rows + clamped) * o_stride
     if HAS_IDS:
         expert = tl.load(ids_ptr + m).to(tl.int64)
         row_off += expert * expert_stride
@@ -462,27 +498,29 @@ def _qgemv_kernel(
     u_begin = split * units_per_split
     u_end = tl.minimum(u_begin + units_per_split, n_units)
     if FMT == 0:
-        acc = _dot_plain(row_ptrs, xp, u_begin, u_end, False, STAGES, BLOCK_N, UB)
+        acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, False, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 1:
-        acc = _dot_plain(row_ptrs, xp, u_begin, u_end, True, STAGES, BLOCK_N, UB)
+        acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, True, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 2:
-        acc = _dot_q4_0(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+        acc = _dot_q4_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 3:
-        acc = _dot_q4_1(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+        acc = _dot_q4_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 4:
-        acc = _dot_q5_0(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+        acc = _dot_q5_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 5:
-        acc = _dot_q5_1(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+        acc = _dot_q5_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 6:
-        acc = _dot_q8_0(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+        acc = _dot_q8_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 7:
-        acc = _dot_mxfp4(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N, UB)
+        acc = _dot_mxfp4(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 8:
-        acc = _dot_q4_k(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N)
+        acc = _dot_q4_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
     elif FMT == 9:
-        acc = _dot_q5_k(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N)
+        acc = _dot_q5_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
     else:
-        acc = _dot_q6_k(row_ptrs, xp, u_begin, u_end, STAGES, BLOCK_N)
+        acc = _dot_q6_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
+    if DEQ:
+        return
     row_mask = rows < n_rows
     if HAS_BIAS:
         bias_row = bias_ptr
@@ -595,6 +633,8 @@ def launch(
         x_group,
         n_out_rows,
         bias.stride(0) if bias is not None and bias.dim() == 2 else 0,
+        target,
+        0,
         FMT=layout.fmt,
         WORD=layout.word,
         BLOCK_N=config.block_n,
@@ -605,6 +645,73 @@ def launch(
         num_warps=config.num_warps,
     )
     return target[0] if split == 1 else target.sum(0)
+
+
+def dequantize_into(
+    w: QTensor,
+    out: torch.Tensor,
+    *,
+    rows: tuple[int, int] | None = None,
+    experts: torch.Tensor | None = None,
+    config: GemvConfig | None = None,
+) -> torch.Tensor:
+    """Decodes packed weight rows into `out` (float16 or bfloat16, contiguous) with the GEMV's own
+    decoders (the kernel's `DEQ` mode stores each decoded tile instead of multiplying it).
+
+    2-D `w`: rows `rows = (r0, r1)` (default all) into `out (r1 - r0, in)`. 3-D `w` with `experts`
+    (a device tensor of n expert ids): those experts into `out (n, out_features, in)`."""
+    out_features, in_features = w.shape[-2], w.shape[-1]
+    layout, fmt = LAYOUTS[w.qtype], FORMATS[w.qtype]
+    row_bytes = in_features // fmt.block_size * fmt.type_size
+    data, n_slots, ids = w.data, 1, None
+    if experts is not None:
+        n_rows, n_slots, ids = out_features, experts.numel(), experts
+    else:
+        r0, r1 = rows if rows is not None else (0, out_features)
+        n_rows = r1 - r0
+        data = data[r0 * row_bytes : r1 * row_bytes]
+    if out.dtype not in (torch.float16, torch.bfloat16) or not out.is_contiguous():
+        raise ValueError(f"tensor {w.name!r}: dequantize_into needs a contiguous 16-bit float output")
+    if out.numel() != n_slots * n_rows * in_features:
+        raise ValueError(
+            f"tensor {w.name!r}: output of {out.numel()} elements for {n_slots}x{n_rows}x{in_features}"
+        )
+    if config is None:
+        config = default_config(w.qtype, n_rows, in_features, n_slots, _sm_count(out.device.index or 0))
+    n_units = in_features // layout.unit
+    ub = config.units_per_step
+    units_per_split = triton.cdiv(triton.cdiv(n_units, config.split), ub) * ub
+    split = triton.cdiv(n_units, units_per_split)
+    row_words = row_bytes // layout.word
+    grid = (n_slots, triton.cdiv(n_rows, config.block_n), split)
+    _qgemv_kernel[grid](
+        data,
+        out,
+        out,
+        out,
+        ids if ids is not None else out,
+        n_rows,
+        n_units,
+        units_per_split,
+        row_words,
+        out_features * row_words,
+        0,
+        1,
+        n_slots,
+        0,
+        out,
+        in_features,
+        FMT=layout.fmt,
+        WORD=layout.word,
+        BLOCK_N=config.block_n,
+        UB=ub,
+        HAS_BIAS=False,
+        HAS_IDS=ids is not None,
+        STAGES=1,
+        DEQ=True,
+        num_warps=config.num_warps,
+    )
+    return out
 
 
 def supports(x: torch.Tensor, w: QTensor) -> bool:
