@@ -124,6 +124,15 @@ class KernelSet:
     ) -> torch.Tensor:
         return qmatmul(x, w, bias, out_dtype=out_dtype, paths=self.paths)
 
+    def qmatmul_add(
+        self, x: torch.Tensor, w: QTensor, residual: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`residual + qmatmul(x, w, bias)`. For one row and no bias the residual rides in as the bias: the
+        same sum (IEEE addition commutes), one launch instead of two in the decode step."""
+        if bias is None and residual.dim() == 2 and residual.shape[0] == 1 and residual.dtype == x.dtype:
+            return self.qmatmul(x, w, residual[0])
+        return residual + self.qmatmul(x, w, bias)
+
     def qmatmul_experts(
         self, x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:

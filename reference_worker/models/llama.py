@@ -132,14 +132,15 @@ class Block:
             return mm(h, self.wqkv, self.bqkv).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
         return mm(h, self.wq, self.bq), mm(h, self.wk, self.bk), mm(h, self.wv, self.bv)
 
-    def ffn(self, h: torch.Tensor, fused: Any = None) -> torch.Tensor:
+    def ffn(self, h: torch.Tensor, residual: torch.Tensor, fused: Any = None) -> torch.Tensor:
+        """`residual + ffn(h)`."""
         mm = self.kernels.qmatmul
         if self.fused_gate_up:
             gate, up = mm(h, self.w_up).chunk(2, dim=-1)  # [gate; up], as ggml_swiglu splits it
         else:
             gate, up = mm(h, self.w_gate), mm(h, self.w_up)
         act = fused.silu_mul(gate, up) if fused is not None else F.silu(gate) * up
-        return mm(act, self.w_down)
+        return self.kernels.qmatmul_add(act, self.w_down, residual)
 
 
 class LlamaModel:
@@ -233,8 +234,8 @@ class LlamaModel:
                     keys, values = cache.update(i, k, v)
                 a = self.attention(q, keys, values, start_pos=start, scale=self.scale, positions=positions)
                 a = a.transpose(0, 1)
-            x = x + mm(a.reshape(n_tokens, -1), layer.wo, layer.bo)
-            x = x + layer.ffn(norm(x, layer.ffn_norm, cfg.norm_eps), fused)
+            x = self.kernels.qmatmul_add(a.reshape(n_tokens, -1), layer.wo, x, layer.bo)
+            x = layer.ffn(norm(x, layer.ffn_norm, cfg.norm_eps), x, fused)
         if not step:
             cache.advance(n_tokens)
         if last_only:

@@ -171,3 +171,16 @@ def test_cpu_kernels_and_bad_choices_are_refused() -> None:
     assert not backend.KernelConfig(kernels="reference").graphs_on(torch.device("cuda"))
     with pytest.raises(ValueError, match="'turbo' is not one of reference, fast"):
         backend.KernelConfig(kernels="turbo")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_qmatmul_add_is_the_residual_plus_the_product_bit_for_bit(rows, rng, blocks) -> None:
+    # One row: the residual rides in as the bias (one launch on the GEMV path); the sum is the same.
+    w, _ = make_weight(GGMLType.Q4_K, (16, 256), rng, blocks, "cpu")
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (rows, 256)).astype(np.float32))
+    residual = torch.from_numpy(rng.normal(0.0, 10.0, (rows, 16)).astype(np.float32))
+    bias = torch.from_numpy(rng.normal(0.0, 1.0, 16).astype(np.float32))
+    for choice in backend.KERNEL_CHOICES:
+        kernels = backend.kernel_set(backend.KernelConfig(kernels=choice), "cpu")
+        assert torch.equal(kernels.qmatmul_add(x, w, residual), residual + kernels.qmatmul(x, w))
+        assert torch.equal(kernels.qmatmul_add(x, w, residual, bias), residual + kernels.qmatmul(x, w, bias))
