@@ -4,8 +4,8 @@ One launch of the fused dequant-GEMV (`kernels.triton_gemv`) computes, for every
 expert) pair, that token's activation row against that expert's matrix only: each program reads its
 pair's expert id and offsets its weight rows by it, so unselected experts are never read and nothing
 is gathered or copied first. It serves `kernels.qmatmul.qmatmul_experts` through
-`kernels.qmatmul.ExpertsFastPath` for the few-token calls of decode; larger batches (prefill) keep the
-grouped path, which reads each selected expert once for all of its tokens.
+`kernels.qmatmul.ExpertsFastPath` for the few-token calls of decode; larger batches (prefill) go to
+`kernels.triton_prefill`, which decodes each selected expert once for all of its tokens.
 """
 
 from __future__ import annotations
