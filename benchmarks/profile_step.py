@@ -1,14 +1,16 @@
 """Where a decode step's device time goes: kernels by class, per token, from the PyTorch profiler.
 
-    python -m benchmarks.profile_step --model /abs/model.gguf [--steps 32] [--append FILE.md]
+    python -m benchmarks.profile_step --model /abs/model.gguf [--steps 32] [--prefill-tokens N] [--append FILE.md]
 
 Loads the model the way the worker does (`load_worker`, default `--kernels fast --cuda-graphs`), prefills a
 short prompt, then profiles `--steps` decode steps twice: replayed as the captured CUDA graph, and run
 eagerly over the same static buffers. Each kernel is put in a class by its name (GEMV, attention, norms,
 sampling and logits, elementwise and copies, other); the table gives, per token, the number of kernels
 and their summed device time, next to the wall time per token. Device time summed over kernels is what
-the GPU computed; wall time minus that is launch gaps and host time. Prints the Markdown and the JSON,
-and appends the Markdown to `--append`.
+the GPU computed; wall time minus that is launch gaps and host time. `--prefill-tokens N` also profiles
+prefills of an N-token prompt up to the first token (per prefill, with the heaviest kernels by name:
+there the weight decoding runs in the same `_qgemv_kernel` and the matmuls are cuBLAS GEMMs). Prints the
+Markdown and the JSON, and appends the Markdown to `--append`.
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ def markdown(model: str, results: dict[str, dict[str, Any]]) -> str:
         total = r["device_us_per_token"] or 1.0
         for label, v in sorted(r["by_class"].items(), key=lambda kv: -kv[1]["us"]):
             lines.append(f"| {label} | {v['kernels']:.1f} | {v['us']:.1f} | {100 * v['us'] / total:.1f} % |")
+        if mode.startswith("prefill"):
+            lines += ["| heaviest kernels | kernels | µs |", "|---|---:|---:|"]
+            lines += [
+                f"| `{k['name'][:70]}` | {k['kernels']:.0f} | {k['us']:.0f} |" for k in r["top_kernels"][:8]
+            ]
         lines.append("")
     return "\n".join(lines)
 
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--kernels", choices=["reference", "fast"], default="fast")
+    p.add_argument("--prefill-tokens", type=int, default=0, help="also profile prefills of this many tokens")
     p.add_argument("--append", type=Path, help="append the Markdown table to this file")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -146,6 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         results["eager (same static step, graphs off)"] = profile_steps(session.next_token, args.steps)
     finally:
         session.free()
+    if args.prefill_tokens:
+        prompt = [1 + (7 * i) % 97 for i in range(args.prefill_tokens)]
+
+        def prefill() -> None:
+            started = engine.start(prompt, args.prefill_tokens + 2, SamplingParams(temperature=0.0))
+            try:
+                started.next_token()  # the first token, sampled from the prefill's logits
+            finally:
+                started.free()
+
+        prefill()  # warm-up: Triton compilation, cuBLAS handles
+        results[f"prefill of {args.prefill_tokens} tokens (per prefill)"] = profile_steps(prefill, 2)
     text = markdown(args.model.name, results)
     print(text)
     print(json.dumps(results))
