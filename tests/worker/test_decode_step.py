@@ -132,8 +132,8 @@ def reference_and_fast(name: str, prompt: list[int], steps: int):
 def test_fast_kernels_with_graphs_give_the_reference_greedy_tokens(name) -> None:
     (want_tokens, want), (got_tokens, got) = reference_and_fast(name, PROMPT, STEPS)
     assert got_tokens == want_tokens
-    worst = max(rel_err(a, b) for a, b in zip(got, want, strict=True))
-    assert worst < FAST_LOGITS_TOL, f"max relative logits error {worst:.2e}"
+    errors = [rel_err(a, b) for a, b in zip(got, want, strict=True)]
+    assert all(e < FAST_LOGITS_TOL for e in errors), f"relative logits errors per step (NaN fails): {errors}"
 
 
 @pytest.mark.cuda
@@ -142,8 +142,10 @@ def test_fast_kernels_with_graphs_give_the_reference_greedy_tokens(name) -> None
 @pytest.mark.parametrize("name", FIXTURES)
 def test_fast_prefill_gives_the_reference_logits_and_greedy_tokens(name) -> None:
     (want_tokens, want), (got_tokens, got) = reference_and_fast(name, LONG_PROMPT, 4)
-    worst = max(rel_err(a, b) for a, b in zip(got, want, strict=True))
-    assert worst < PREFILL_LOGITS_TOL, f"max relative logits error {worst:.2e}"
+    errors = [rel_err(a, b) for a, b in zip(got, want, strict=True)]
+    assert all(e < PREFILL_LOGITS_TOL for e in errors), (
+        f"relative logits errors per step (NaN fails): {errors}"
+    )
     for step, (a, b) in enumerate(zip(got_tokens, want_tokens, strict=True)):
         top2 = torch.topk(want[step], 2).values
         if float(top2[0] - top2[1]) <= 2 * PREFILL_LOGITS_TOL * float(want[step].abs().max()):
