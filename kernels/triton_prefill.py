@@ -8,9 +8,9 @@ for the call, and multiplies it with `torch.mm` in float16 with float32 accumula
 
 Numerics. A decoded weight is rounded once to float16 (every M0 type's values fit its range; an
 exponent that does not becomes inf, as in llama.cpp's own float16 cuBLAS path). Activations are
-scaled per row by a power of two so that the largest magnitude is in [0.5, 1) before the float16
-rounding, and the product is scaled back in float32: no activation overflows float16 whatever its
-size, and the scaling itself is exact. Against the float32 reference path the error is that of two
+divided per row by their largest magnitude before the float16 rounding, and the product is scaled
+back in float32: no activation overflows float16 whatever its size (the division adds one float32
+rounding, far below float16's). Against the float32 reference path the error is that of two
 float16 roundings per product (measured and bounded in `tests/kernels/test_triton_prefill.py`).
 
 Memory. The weights stay packed; the scratch is at most `SCRATCH_ELEMENTS` float16 values (128 MiB)
@@ -30,12 +30,16 @@ SCRATCH_ELEMENTS = 64 << 20  # float16 weights decoded at a time: 128 MiB
 
 
 def _scaled_half(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`x` (rows, in) as float16 rows divided by a power of two per row, and that divisor (rows, 1)."""
-    x = x.float()
-    amax = x.abs().amax(dim=1, keepdim=True)
-    _, exponent = torch.frexp(amax)  # amax = m * 2**e with m in [0.5, 1): x / 2**e is in (-1, 1)
-    scale = torch.ldexp(torch.ones_like(amax), exponent)
-    return (x / scale).half(), scale
+    """`x` (rows, in) as float16 rows divided by their largest magnitude, and that divisor (rows, 1).
+
+    Four launches: prefill is bound by host launch time on small models, so each one counts."""
+    scale = torch.linalg.vector_norm(x.float(), ord=float("inf"), dim=1, keepdim=True).clamp_min_(1e-30)
+    return torch.div(x, scale).half(), scale
+
+
+def _unscaled(y: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """float32 `y * scale (+ bias)` from the float16 product, in one launch."""
+    return y * scale if bias is None else torch.addcmul(bias.float(), y, scale)
 
 
 def supports(x: torch.Tensor, w: QTensor) -> bool:
@@ -62,10 +66,7 @@ def matmul(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: to
             torch.mm(x16, tile.t(), out=y)
         else:
             y[:, r0:r1] = x16 @ tile.t()
-    out = y.float() * scale
-    if bias is not None:
-        out += bias.float()
-    return out.reshape(*x.shape[:-1], out_features).to(out_dtype)
+    return _unscaled(y, scale, bias).reshape(*x.shape[:-1], out_features).to(out_dtype)
 
 
 def supports_experts(x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor) -> bool:
@@ -112,9 +113,7 @@ def matmul_experts(
         for slot, i in enumerate(range(f0, f1)):
             s, c = starts[i], counts_host[i]
             torch.mm(xs[s : s + c], tiles[slot].t(), out=ys[s : s + c])
-    out_sorted = ys.float() * scale[token_of]
-    if bias is not None:
-        out_sorted += bias.float()[flat[order]]
+    out_sorted = _unscaled(ys, scale[token_of], None if bias is None else bias[flat[order]])
     out = torch.empty_like(out_sorted)
     out[order] = out_sorted
     return out.view(n_tokens, k, out_features).to(out_dtype)
