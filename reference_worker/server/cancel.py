@@ -13,7 +13,7 @@ router = APIRouter()
 
 @router.post("/cancel")
 async def cancel(request: Request, state: State) -> JSONResponse:
-    body = schemas.parse_json_object(await request.body(), request.headers.get("content-type"))
+    body = await schemas.read_json_object(request, state.limits.max_body_bytes)
     job_id = schemas.cancel_job_id(body)
     status = state.slot.cancel(job_id)
     if status == "cancelling":

@@ -39,7 +39,7 @@ CANCEL_GRACE_SEC = 1.0  # time the engine gets to answer a cancel itself before 
 
 @router.post("/execute", response_model=None)
 async def execute(request: Request, state: State) -> JSONResponse | EventSourceResponse:
-    body = schemas.parse_json_object(await request.body(), request.headers.get("content-type"))
+    body = await schemas.read_json_object(request, state.limits.max_body_bytes)
     job = schemas.execute_request(
         body,
         vocab_size=state.model.vocab_size,
@@ -134,4 +134,5 @@ async def _stream(
         else:
             message = redact(terminal.message, job.prompt)  # an engine error may quote its input
             state.record_error(terminal.code.value, message, job.job_id)
-            log.error(message, code=terminal.code.value, retriable=terminal.retriable)
+            detail = None if terminal.detail is None else redact(terminal.detail, job.prompt)
+            log.error(message, code=terminal.code.value, retriable=terminal.retriable, detail=detail)

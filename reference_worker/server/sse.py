@@ -17,6 +17,7 @@ from sse_starlette import ServerSentEvent
 
 from reference_worker.device_memory import VramOOM
 from reference_worker.generation import (
+    INTERNAL_MESSAGE,
     CancelToken,
     EndEvent,
     ErrorCode,
@@ -99,7 +100,7 @@ def start_job_thread(
         except VramOOM as e:  # M0-W-1021: the engine's partial allocations are freed by unwinding
             put(ErrorEvent(ErrorCode.VRAM_OOM, str(e), True))
         except Exception as e:  # the worker keeps serving after an engine failure
-            put(ErrorEvent(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}", True))
+            put(ErrorEvent(ErrorCode.INTERNAL, INTERNAL_MESSAGE, True, f"{type(e).__name__}: {e}"))
         finally:
             on_done()
 

@@ -19,6 +19,7 @@ from reference_worker.logs import EventLog
 from reference_worker.metrics import PrometheusMetrics
 
 from .jobs import JobSlot
+from .schemas import DEFAULT_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ModelInfo:
 class Limits:
     max_tokens_out: int = 2048
     inference_timeout_sec: float = 300.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # a larger request body is refused unread (400, `body`)
 
 
 @dataclass
