@@ -11,7 +11,18 @@ from .state import State
 router = APIRouter()
 
 
-@router.post("/cancel")
+_OPENAPI = schemas.openapi_operation(
+    schemas.CancelBody,
+    {
+        "202": {
+            "description": "cancelling (the running job) or not_running (any other id); idempotent",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+
+
+@router.post("/cancel", status_code=202, openapi_extra=_OPENAPI)
 async def cancel(request: Request, state: State) -> JSONResponse:
     body = await schemas.read_json_object(request, state.limits.max_body_bytes)
     job_id = schemas.cancel_job_id(body)

@@ -165,12 +165,14 @@ def echo(name: str, value: Any) -> str | None:
     if name in _NOT_ECHOED:
         return None
     if isinstance(value, str):
-        return value[:100]
-    try:
-        text = json.dumps(value)
-    except (ValueError, RecursionError):
-        text = f"<{type(value).__name__}>"
-    return text[:100]
+        text = value
+    else:
+        try:
+            text = json.dumps(value)
+        except (ValueError, RecursionError):
+            text = f"<{type(value).__name__}>"
+    # A lone surrogate cannot go out as UTF-8: it is echoed as its escape, `\ud800`.
+    return text[:100].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _field_error(
@@ -251,12 +253,15 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """`raw` as a JSON object, or InvalidRequest naming `body` (or a duplicated field)."""
     try:
-        body = json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        text = raw.decode("utf-8")  # RFC 8259 §8.1: JSON on the wire is UTF-8 (no encoded surrogates)
+        body = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except _DuplicateKey as e:
         raise InvalidRequest([FieldError(e.key, "unique", f"{e.key} is given more than once")]) from None
     except RecursionError:
         raise _body_error("valid_json", "body is not valid JSON: nested too deeply") from None
-    except ValueError as e:  # UnicodeDecodeError included: JSON is UTF-8
+    except UnicodeDecodeError as e:
+        raise _body_error("valid_json", f"body is not UTF-8 (byte {e.start})") from None
+    except ValueError as e:
         raise _body_error("valid_json", f"body is not valid JSON: {str(e)[:200]}") from None
     if not isinstance(body, dict):
         raise _body_error("json_object", f"body must be a JSON object (got {_json_kind(body)})")
@@ -284,6 +289,61 @@ def _reject_constant(name: str) -> None:
 
 def _json_kind(value: Any) -> str:
     return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+# --- the contract as OpenAPI (for clients and API fuzzers; the routes read the raw body themselves) -----
+
+_FIELD_ERRORS_SCHEMA = {
+    "type": "object",
+    "required": ["code", "errors"],
+    "properties": {
+        "code": {"const": "INVALID_REQUEST"},
+        "errors": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["field", "constraint", "message"],
+                "properties": {
+                    "field": {"type": "string"},
+                    "constraint": {"type": "string"},
+                    "message": {"type": "string"},
+                    "value": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["code", "message", "retriable"],
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "retriable": {"type": "boolean"},
+    },
+}
+
+
+def openapi_operation(model: type[BaseModel], success: dict[str, Any]) -> dict[str, Any]:
+    """The `openapi_extra` of a route that takes `model` as its JSON body."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        },
+        "responses": {
+            **success,
+            "400": {
+                "description": "INVALID_REQUEST: every bad field, with the contract's constraint",
+                "content": {"application/json": {"schema": _FIELD_ERRORS_SCHEMA}},
+            },
+            "503": {
+                "description": "WORKER_BUSY or WORKER_UNHEALTHY",
+                "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+            },
+        },
+    }
 
 
 # --- the typed requests --------------------------------------------------------------------------------

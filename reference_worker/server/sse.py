@@ -29,10 +29,14 @@ from reference_worker.generation import (
 )
 
 
+# Characters Python's str.splitlines() breaks at that JSON leaves raw: sse-starlette splits `data` there
+# into several `data:` lines, and a client joins them with "\n" inside a JSON string. Escaped instead.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def sse_event(event_type: str, **payload: Any) -> ServerSentEvent:
-    return ServerSentEvent(
-        data=json.dumps({"type": event_type, **payload}, ensure_ascii=False), event=event_type
-    )
+    data = json.dumps({"type": event_type, **payload}, ensure_ascii=False).translate(_LINE_BREAKS)
+    return ServerSentEvent(data=data, event=event_type)
 
 
 def started_event(request: GenerationRequest, model: str, started_at: str, prompt_tokens: int | None):
