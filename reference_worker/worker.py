@@ -135,7 +135,7 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         model=_model_info(config, gguf, tokenizer, context_length),
         memory=memory,
         log=log,
-        limits=Limits(config.max_tokens_out, config.inference_timeout_sec),
+        limits=Limits(config.max_tokens_out, config.inference_timeout_sec, config.max_body_bytes),
         metrics=metrics,
     )
 

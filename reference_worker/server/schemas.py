@@ -32,9 +32,6 @@ MAX_STOP_BYTES = 100
 MAX_STOP_TOKENS = 32
 UINT64_MAX = (1 << 64) - 1
 GENERATED_SEED_BITS = 53  # a generated seed survives any JSON client's float64 numbers
-# A longest valid body: 32768 code points each sent as a `\uXXXX\uXXXX` pair (12 bytes), stop strings and
-# the other fields: under 400 KiB. The default limit leaves room above that and bounds what is read.
-DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 # --- the constraints pydantic does not know ------------------------------------------------------------
 

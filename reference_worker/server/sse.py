@@ -28,7 +28,6 @@ from reference_worker.generation import (
     TokenEvent,
 )
 
-
 # Characters Python's str.splitlines() breaks at that JSON leaves raw: sse-starlette splits `data` there
 # into several `data:` lines, and a client joins them with "\n" inside a JSON string. Escaped instead.
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})

@@ -13,13 +13,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from reference_worker.config import DEFAULT_MAX_BODY_BYTES
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.generation import Generator
 from reference_worker.logs import EventLog
 from reference_worker.metrics import PrometheusMetrics
 
 from .jobs import JobSlot
-from .schemas import DEFAULT_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)

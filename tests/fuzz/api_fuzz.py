@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from reference_worker.config import DEFAULT_MAX_BODY_BYTES
 from reference_worker.server import WorkerState
-from reference_worker.server.schemas import DEFAULT_MAX_BODY_BYTES
 
 from .bodies import RawRequest, bad_fields, encode, execute_bodies, json_values, raw_requests, texts
 from .inprocess import (

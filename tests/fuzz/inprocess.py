@@ -121,6 +121,13 @@ def problems_with_stream(text: str, job_id: Any = None) -> list[str]:
         events = sse_events(text)
     except ValueError as e:
         return [f"an SSE data line is not JSON: {e}"]
+    return problems_with_events(events, job_id)
+
+
+def problems_with_events(
+    events: list[dict[str, Any]], job_id: Any = None, errors: tuple[str, ...] = ("INVALID_REQUEST",)
+) -> list[str]:
+    """As `problems_with_stream`; `errors`: the codes a terminal `error` may carry here."""
     types = [e.get("type") for e in events]
     if not types or types[0] != "started":
         return [f"stream does not start with started: {types[:3]}"]
@@ -134,7 +141,7 @@ def problems_with_stream(text: str, job_id: Any = None) -> list[str]:
     if indices != list(range(len(indices))):
         return [f"token indices are not 0..n-1: {indices[:10]}"]
     last = events[-1]
-    if last["type"] == "error" and last.get("code") != "INVALID_REQUEST":
+    if last["type"] == "error" and last.get("code") not in errors:
         return [f"the job failed: {last}"]
     return []
 
