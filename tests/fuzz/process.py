@@ -27,6 +27,8 @@ START_TIMEOUT_SEC = 60
 class WorkerProcess:
     url: str
     popen: subprocess.Popen[str]
+    stdout: str = ""  # the JSON log lines, once the process has ended
+    stderr: str = ""
 
     @property
     def rss_bytes(self) -> int:
@@ -98,7 +100,7 @@ def worker_process(*flags: str, model: Path = TINY_MODEL) -> Iterator[WorkerProc
             except subprocess.TimeoutExpired:
                 popen.kill()
                 popen.wait()
-        popen.communicate()
+        worker.stdout, worker.stderr = popen.communicate()
 
 
 @dataclass

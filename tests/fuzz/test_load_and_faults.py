@@ -6,6 +6,7 @@ before it could have finished on its own."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -161,6 +162,12 @@ def test_sigterm_during_a_generation_ends_it_with_a_terminal_event_and_exit_0() 
         assert problems_with_events(answer.events, "terminated", ("CANCELLED",)) == []
         assert answer.terminal["type"] == "error" and answer.terminal["code"] == "CANCELLED"
         assert code == 0
+    events = [json.loads(line) for line in worker.stdout.splitlines()]
+    assert events[-1]["event"] == "shutdown" and events[-1]["exit_code"] == 0
+    # M0-W-1902: neither the prompt nor the generated text is in any log line.
+    assert LONG["prompt"] not in worker.stdout + worker.stderr
+    generated = answer.text
+    assert len(generated) < 12 or generated not in worker.stdout + worker.stderr
 
 
 # --- the judge of the load run, shown able to fail ------------------------------------------------------
