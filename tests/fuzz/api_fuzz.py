@@ -9,11 +9,8 @@ The bounded version runs in `tests/fuzz/test_api_fuzz.py`. Exit code 0 only when
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import platform
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +24,7 @@ from hypothesis import strategies as st
 from reference_worker.config import DEFAULT_MAX_BODY_BYTES
 from reference_worker.server import WorkerState
 
+from . import record
 from .bodies import RawRequest, bad_fields, encode, execute_bodies, json_values, raw_requests, texts
 from .inprocess import (
     TINY_MODEL,
@@ -165,14 +163,12 @@ def run(fuzzer: ApiFuzzer, examples: int, seed: int | None) -> Verdicts:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fuzz.api_fuzz", description=__doc__.split("\n")[0])
+    parser = record.parser("tests.fuzz.api_fuzz", __doc__)
     parser.add_argument("--examples", type=int, default=10_000, help="requests to draw")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=Path, default=TINY_MODEL, help="a tiny CPU fixture (.gguf)")
-    parser.add_argument("--out", type=Path, help="write the counts as JSON here")
     args = parser.parse_args(argv)
-    if not args.model.is_file():
-        print(f"error: {args.model}: no such file (run `python -m fixtures prepare --tiny`)", file=sys.stderr)
+    if record.missing(args.model):
         return 1
     started = time.perf_counter()
     fuzzer = ApiFuzzer(load_tiny_worker(args.model.resolve()))
@@ -180,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         verdicts = run(fuzzer, args.examples, args.seed)
     finally:
         fuzzer.close()
-    record = {
-        "command": "python -m tests.fuzz.api_fuzz " + " ".join(sys.argv[1:] if argv is None else argv),
+    result = {
+        "command": record.command("tests.fuzz.api_fuzz", argv),
         "model": str(args.model),
         "seed": args.seed,
         "examples_asked": args.examples,
@@ -194,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "python": platform.python_version(),
     }
-    text = json.dumps(record, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    return 0 if verdicts.failure_count == 0 else 1
+    return record.finish(result, args.out, verdicts.failure_count > 0)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,14 @@ shows), or the documented busy answer (503 WORKER_BUSY, retriable, Retry-After).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from . import record
 from .inprocess import problems_with_events
 from .process import Answer, WorkerProcess, execute, worker_process
 
@@ -150,27 +147,22 @@ def run_load(worker: WorkerProcess, clients: int, rounds: int = 1, max_tokens: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fuzz.load", description=__doc__.split("\n")[0])
+    parser = record.parser("tests.fuzz.load", __doc__)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=8)
-    parser.add_argument("--out", type=Path, help="write the report as JSON here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     with worker_process() as worker:
         report = run_load(worker, args.clients, args.rounds, args.max_tokens)
         health = worker.wait_idle()
-    record = {
-        "command": "python -m tests.fuzz.load " + " ".join(sys.argv[1:] if argv is None else argv),
+    result = {
+        "command": record.command("tests.fuzz.load", argv),
         **report.summary(),
         "busy_after": health["busy"],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(record, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    return 0 if not report.failures and not report.health_failures else 1
+    return record.finish(result, args.out, bool(report.failures or report.health_failures))
 
 
 if __name__ == "__main__":

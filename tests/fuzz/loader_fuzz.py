@@ -11,12 +11,9 @@ A mutated file that is still a good model (e.g. a bit flip that leaves it readab
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import resource
 import signal
-import sys
 import tempfile
 import time
 import uuid
@@ -30,6 +27,7 @@ from reference_worker.gguf import InsufficientDeviceMemory
 from reference_worker.logs import EventLog
 from reference_worker.worker import MODEL_FILE_ERRORS, load_worker, model_file_error
 
+from . import record
 from .gguf_corpus import Mutation, mutations
 from .inprocess import TINY_MODEL
 
@@ -115,22 +113,18 @@ def _max_rss_mib() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fuzz.loader_fuzz", description=__doc__.split("\n")[0]
-    )
+    parser = record.parser("tests.fuzz.loader_fuzz", __doc__)
     parser.add_argument("--model", type=Path, default=TINY_MODEL, help="the good file the corpus starts from")
-    parser.add_argument("--out", type=Path, help="write the counts as JSON here")
     args = parser.parse_args(argv)
-    if not args.model.is_file():
-        print(f"error: {args.model}: no such file (run `python -m fixtures prepare --tiny`)", file=sys.stderr)
+    if record.missing(args.model):
         return 1
     corpus = list(mutations(args.model))
     rss_before = _max_rss_mib()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="loader-fuzz-") as tmp:
         verdicts = run(args.model, corpus, Path(tmp))
-    record = {
-        "command": "python -m tests.fuzz.loader_fuzz " + " ".join(sys.argv[1:] if argv is None else argv),
+    result = {
+        "command": record.command("tests.fuzz.loader_fuzz", argv),
         "model": str(args.model),
         "files": verdicts.files,
         "refused": verdicts.refused,
@@ -139,17 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         "failures": len(verdicts.failures),
         "first_failures": verdicts.failures[:20],
         "by_kind": verdicts.by_kind,
+        "seconds_per_file_limit": SECONDS_PER_FILE,
         "slowest_seconds": round(verdicts.slowest_seconds, 3),
         "slowest": verdicts.slowest,
         "peak_rss_mib_before": round(rss_before, 1),
         "peak_rss_mib_after": round(_max_rss_mib(), 1),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(record, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    return 0 if not verdicts.failures else 1
+    return record.finish(result, args.out, bool(verdicts.failures))
 
 
 if __name__ == "__main__":

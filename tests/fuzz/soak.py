@@ -11,18 +11,15 @@ what it was before, and its resident memory within `--rss-bound-mib` of the leve
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from . import record
 from .inprocess import problems_with_events
 from .process import Answer, WorkerProcess, execute, worker_process
 
@@ -135,11 +132,10 @@ def run_soak(worker: WorkerProcess, requests: int, seed: int = 0) -> tuple[SoakR
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fuzz.soak", description=__doc__.split("\n")[0])
+    parser = record.parser("tests.fuzz.soak", __doc__)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rss-bound-mib", type=float, default=64.0, help="allowed growth after the warm-up")
-    parser.add_argument("--out", type=Path, help="write the report as JSON here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     with worker_process("--vram-budget-mb", str(BUDGET_MB)) as worker:
@@ -147,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     growth = memory["rss_mib_end"] - memory["rss_mib_after_warmup"]
     if growth > args.rss_bound_mib:
         report.failures.append(f"resident memory grew {growth:.1f} MiB after the warm-up")
-    record = {
-        "command": "python -m tests.fuzz.soak " + " ".join(sys.argv[1:] if argv is None else argv),
+    result = {
+        "command": record.command("tests.fuzz.soak", argv),
         "requests": report.requests,
         "by_kind": report.by_kind,
         "by_outcome": report.by_outcome,
@@ -161,11 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mib_every_50": report.rss_mib,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(record, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    return 0 if not report.failures else 1
+    return record.finish(result, args.out, bool(report.failures))
 
 
 if __name__ == "__main__":
