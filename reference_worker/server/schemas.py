@@ -41,17 +41,6 @@ def _contract_error(constraint: str, detail: str) -> PydanticCustomError:
     return PydanticCustomError("contract", "{detail}", {"constraint": constraint, "detail": detail})
 
 
-def _unicode_scalars(text: str) -> str:
-    # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 text (nor a tokenizer) can hold.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise _contract_error(
-            "valid_unicode", f"must be valid Unicode text (lone surrogate at character {e.start})"
-        ) from None
-    return text
-
-
 def _within_vocabulary(top_k: int | None, info: ValidationInfo) -> int | None:
     vocab_size = (info.context or {}).get(_CONTEXT_BOUNDS["top_k"])
     if top_k is not None and vocab_size is not None and top_k > vocab_size:
@@ -84,11 +73,9 @@ def _stop_tokens(text: str, info: ValidationInfo) -> str:
     return text
 
 
-Text = Annotated[str, AfterValidator(_unicode_scalars)]
 StopString = Annotated[
     str,
     Field(min_length=1),
-    AfterValidator(_unicode_scalars),
     AfterValidator(_stop_bytes),
     AfterValidator(_stop_tokens),
 ]
@@ -99,8 +86,8 @@ StopString = Annotated[
 class ExecuteBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    job_id: Text = Field(min_length=1)
-    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    job_id: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
@@ -116,7 +103,7 @@ class ExecuteBody(BaseModel):
 class CancelBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    job_id: Text = Field(min_length=1)
+    job_id: str = Field(min_length=1)
 
 
 # Upper bounds that come from the loaded model, by the validation context's key.
@@ -182,6 +169,10 @@ def _field_error(
     bounds = _bounds(model, name)
     if kind == "missing":
         return FieldError(name, "required", f"{name} is required")
+    if kind == "string_unicode":  # a lone surrogate from a `\ud800` escape: no UTF-8 text holds it
+        return FieldError(
+            name, "valid_unicode", f"{where} must be valid Unicode text (a lone surrogate)", sent
+        )
     if kind == "contract":
         return FieldError(name, ctx["constraint"], f"{where} {ctx['detail']}", sent)
     if kind in ("greater_than_equal", "less_than_equal"):
