@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,15 +75,16 @@ def worker_process(*flags: str, model: Path = TINY_MODEL) -> Iterator[WorkerProc
         "127.0.0.1",
         *flags,
     ]
-    popen = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Files, not pipes: a pipe nobody reads fills up and the worker blocks writing its next log line.
+    stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    popen = subprocess.Popen(argv, cwd=REPO, stdout=stdout, stderr=stderr, text=True)
     worker = WorkerProcess(f"http://127.0.0.1:{port}", popen)
     try:
         deadline = time.monotonic() + START_TIMEOUT_SEC
         while True:
             if popen.poll() is not None:
-                raise RuntimeError(
-                    f"worker exited {popen.returncode}: {popen.stderr.read() if popen.stderr else ''}"
-                )
+                stderr.seek(0)
+                raise RuntimeError(f"worker exited {popen.returncode}: {stderr.read()}")
             try:
                 if httpx.get(worker.url + "/health", timeout=1).status_code == 200:
                     break
@@ -100,7 +102,11 @@ def worker_process(*flags: str, model: Path = TINY_MODEL) -> Iterator[WorkerProc
             except subprocess.TimeoutExpired:
                 popen.kill()
                 popen.wait()
-        worker.stdout, worker.stderr = popen.communicate()
+        for stream in (stdout, stderr):
+            stream.seek(0)
+        worker.stdout, worker.stderr = stdout.read(), stderr.read()
+        stdout.close()
+        stderr.close()
 
 
 @dataclass
