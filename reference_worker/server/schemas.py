@@ -1,7 +1,7 @@
 """The `/execute` and `/cancel` request contract (M0-W-1300, M0-W-1302; contract §2.3, §2.4), in one place.
 
 Each field is declared once below, with its pydantic constraints (strict types: no "1" for 1, no 1.5 or
-true for an integer); `contract_errors` turns pydantic's findings into the contract's constraint strings
+true for an integer); `validate_body` turns pydantic's findings into the contract's constraint strings
 and messages, so every bad field is reported at once. The constraints that depend on the loaded model
 (`top_k` up to the vocabulary, a stop string's token count) read it from the validation context. Unknown
 fields are ignored; `null` means "use the default". The body itself (size, Content-Type, JSON) is checked
