@@ -53,6 +53,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def worker_argv(model: Path, port: int) -> list[str]:
+    """The required flags of `python -m reference_worker` (a fresh worker id)."""
+    return ["--worker-id", str(uuid.uuid4()), "--model", str(model), "--gpu-device", "0", "--port", str(port)]
+
+
 @contextmanager
 def worker_process(*flags: str, model: Path = TINY_MODEL) -> Iterator[WorkerProcess]:
     """Starts the worker on 127.0.0.1 (CPU), waits until /health answers; SIGTERM and wait at the end."""
@@ -61,14 +66,7 @@ def worker_process(*flags: str, model: Path = TINY_MODEL) -> Iterator[WorkerProc
         sys.executable,
         "-m",
         "reference_worker",
-        "--worker-id",
-        str(uuid.uuid4()),
-        "--model",
-        str(model.resolve()),
-        "--gpu-device",
-        "0",
-        "--port",
-        str(port),
+        *worker_argv(model.resolve(), port),
         "--device",
         "cpu",
         "--host",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from reference_worker.gguf import reader
 from . import loader_fuzz
 from .gguf_corpus import mutations
 from .inprocess import REPO, TINY_MODEL
+from .process import free_port, worker_argv
 
 pytestmark = pytest.mark.skipif(
     not TINY_MODEL.is_file(), reason=f"{TINY_MODEL} missing: run `python -m fixtures prepare --tiny`"
@@ -79,10 +79,8 @@ def test_the_process_exits_1_with_one_line(kind: str, tmp_path: Path) -> None:
     mutation = next(m for m in mutations(TINY_MODEL) if m.kind == kind and "ne0=0" not in m.where)
     model = tmp_path / f"{kind}.gguf"
     model.write_bytes(mutation.apply(TINY_MODEL.read_bytes()))
-    argv = ["--worker-id", str(uuid.uuid4()), "--model", str(model), "--gpu-device", "0", "--port", "0"]
-    argv[-1] = str(_free_port())
     result = subprocess.run(
-        [sys.executable, "-m", "reference_worker", *argv, "--device", "cpu", "--host", "127.0.0.1"],
+        [sys.executable, "-m", "reference_worker", *worker_argv(model, free_port()), "--device", "cpu"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -92,11 +90,3 @@ def test_the_process_exits_1_with_one_line(kind: str, tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {model}: "), result.stderr
     assert "Traceback" not in result.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

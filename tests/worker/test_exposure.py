@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import uuid
 from pathlib import Path
 
 import httpx
@@ -16,22 +15,13 @@ from reference_worker.cli import parse_config
 from reference_worker.logs import EventLog
 from reference_worker.server import create_app
 from tests.fuzz.inprocess import TINY_MODEL, load_tiny_worker
+from tests.fuzz.process import worker_argv
 
 ROUTES = {("POST", "/execute"), ("GET", "/health"), ("POST", "/cancel"), ("GET", "/metrics")}
 
 
 def _argv(model: Path, *more: str) -> list[str]:
-    return [
-        "--worker-id",
-        str(uuid.uuid4()),
-        "--model",
-        str(model),
-        "--gpu-device",
-        "0",
-        "--port",
-        "8080",
-        *more,
-    ]
+    return [*worker_argv(model, 8080), *more]
 
 
 def test_the_worker_listens_on_all_interfaces_unless_told_otherwise(tmp_path: Path) -> None:
