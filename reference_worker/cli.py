@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kernels.backend import KERNEL_CHOICES
 
-from .config import WorkerConfig
+from .config import DEFAULT_MAX_BODY_BYTES, WorkerConfig
 
 
 class UsageError(Exception):
@@ -42,7 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--context-length", "--max-tokens-in", dest="context_length", type=int, help="cap (default: model's)"
     )
     p.add_argument("--max-tokens-out", type=int, default=2048)
-    p.add_argument("--inference-timeout-sec", type=float, default=300.0)
+    p.add_argument(
+        "--inference-timeout-sec",
+        type=float,
+        default=300.0,
+        help="a job running longer ends with error INFERENCE_TIMEOUT",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="a larger request body is refused unread: 400 INVALID_REQUEST, field body",
+    )
     p.add_argument("--kv-cache-size-mb", type=int, help="KV cache size (default: sized for the context)")
     p.add_argument("--vram-budget-mb", type=int, help="device memory budget (default: the device's)")
     p.add_argument("--load-chunk-mb", type=float, default=1.0, help="host->device copy chunk (M0-W-1222)")
@@ -121,6 +132,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         ("--context-length", args.context_length),
         ("--max-tokens-out", args.max_tokens_out),
         ("--inference-timeout-sec", args.inference_timeout_sec),
+        ("--max-body-bytes", args.max_body_bytes),
         ("--kv-cache-size-mb", args.kv_cache_size_mb),
         ("--vram-budget-mb", args.vram_budget_mb),
         ("--load-chunk-mb", args.load_chunk_mb),
@@ -140,6 +152,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         context_length=args.context_length,
         max_tokens_out=args.max_tokens_out,
         inference_timeout_sec=args.inference_timeout_sec,
+        max_body_bytes=args.max_body_bytes,
         kv_cache_size_mb=args.kv_cache_size_mb,
         vram_budget_mb=args.vram_budget_mb,
         load_chunk_mb=args.load_chunk_mb,

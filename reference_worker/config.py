@@ -9,6 +9,9 @@ from typing import Literal
 from kernels.backend import KernelConfig
 
 MIB = 1 << 20
+# A longest valid /execute body: 32768 code points each sent as a `\uXXXX\uXXXX` pair (12 bytes), stop
+# strings and the other fields: under 400 KiB. The default leaves room above that and bounds what is read.
+DEFAULT_MAX_BODY_BYTES = MIB
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class WorkerConfig:
     context_length: int | None = None  # cap on the model's own context length
     max_tokens_out: int = 2048
     inference_timeout_sec: float = 300.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     kv_cache_size_mb: int | None = None
     vram_budget_mb: int | None = None
     load_chunk_mb: float = 1.0

@@ -34,6 +34,7 @@ import torch
 from reference_worker.decode_step import DecodeGraphs, DecodeStep
 from reference_worker.device_memory import VramOOM
 from reference_worker.generation import (
+    INTERNAL_MESSAGE,
     CancelToken,
     EndEvent,
     ErrorCode,
@@ -176,7 +177,9 @@ class InferenceEngine:
         except (VramOOM, torch.OutOfMemoryError) as e:
             yield self._error(request, ErrorCode.VRAM_OOM, f"out of device memory: {e}", retriable=True)
         except Exception as e:  # a job's failure is an event, never an exception (Generator contract)
-            yield self._error(request, ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+            yield self._error(
+                request, ErrorCode.INTERNAL, INTERNAL_MESSAGE, detail=f"{type(e).__name__}: {e}"
+            )
         finally:
             if session is not None:
                 session.free()
@@ -255,9 +258,14 @@ class InferenceEngine:
         yield end
 
     def _error(
-        self, request: GenerationRequest, code: ErrorCode, message: str, retriable: bool = False
+        self,
+        request: GenerationRequest,
+        code: ErrorCode,
+        message: str,
+        retriable: bool = False,
+        detail: str | None = None,
     ) -> ErrorEvent:
-        event = ErrorEvent(code, message, retriable)
+        event = ErrorEvent(code, message, retriable, detail)
         self.metrics.error(request.job_id, event)
         return event
 

@@ -77,11 +77,16 @@ class EndEvent:
     stop_sequence_matched: str | None = None
 
 
+# The client's message for a failure inside the engine; what failed goes to the log (ErrorEvent.detail).
+INTERNAL_MESSAGE = "inference failed with an internal error; the worker keeps serving"
+
+
 @dataclass(frozen=True)
 class ErrorEvent:
     code: ErrorCode
-    message: str
+    message: str  # sent to the client: stable, no exception names, paths or prompt text
     retriable: bool = False
+    detail: str | None = field(default=None, compare=False)  # for the worker's log only
 
 
 GenerationEvent = PromptEvent | TokenEvent | EndEvent | ErrorEvent

@@ -11,26 +11,31 @@ in the Prometheus text exposition format 0.0.4.
 | `worker_first_token_ms` | histogram | job start to the first sampled token (tokenization and prefill) |
 | `worker_uptime_seconds` | gauge | seconds since the server state was built (as /health's `uptime_seconds`) |
 
-Labels stay low-cardinality (contract §5 item 8): a job id is never a label. The hooks run on the job's
-thread and the scrape on the server's: one lock guards the numbers, held only for an update or for taking
-a snapshot; the text is formatted outside it. The per-token hook is one integer increment.
+Labels stay low-cardinality (contract §5 item 8): a job id is never a label. The numbers and the text
+format are `prometheus-client`'s (one registry per worker, so tests can hold several); the hooks run on
+the job's thread and the scrape on the server's, and the library's metrics are thread-safe. The per-token
+hook is one counter increment.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from bisect import bisect_left
-from collections.abc import Sequence
 from enum import StrEnum
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from reference_worker.generation import EndEvent, ErrorCode, ErrorEvent
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 DURATION_BUCKETS_MS = (10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 FIRST_TOKEN_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+# The `*_created` series of counters and histograms name no metric of M0-W-1350; the worker has none.
+prometheus_client.disable_created_metrics()
 
 
 class Outcome(StrEnum):
@@ -48,61 +53,58 @@ def outcome_of(code: ErrorCode) -> Outcome:
     return Outcome.ERROR
 
 
-class Histogram:
-    """Counts per bucket (`value <= bound`, the last bucket is +Inf) and the sum; the owner locks it."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    def snapshot(self) -> Histogram:
-        copy = Histogram(self.bounds)
-        copy.counts, copy.sum = list(self.counts), self.sum
-        return copy
-
-    def samples(self, name: str) -> list[str]:
-        lines, cumulative = [], 0
-        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
-            cumulative += count
-            lines.append(f'{name}_bucket{{le="{_number(bound)}"}} {cumulative}')
-        lines.append(f"{name}_sum {_number(self.sum)}")
-        lines.append(f"{name}_count {cumulative}")
-        return lines
-
-
 class PrometheusMetrics:
-    """The `MetricsHooks` of `metrics_hooks.py`, counting for `render()`."""
+    """The `MetricsHooks` of `metrics_hooks.py`, counting into a registry that `render()` exposes."""
 
     def __init__(self, worker_id: str = "") -> None:
         self.worker_id = worker_id
-        self._lock = threading.Lock()
+        self.registry = CollectorRegistry()
+        self._lock = threading.Lock()  # guards `_started` only
         self._started: dict[str, float] = {}  # job id -> perf_counter at request_start
-        self._requests = dict.fromkeys(Outcome, 0)
-        self._tokens_in = 0
-        self._tokens_generated = 0
-        self._duration = Histogram(DURATION_BUCKETS_MS)
-        self._first_token = Histogram(FIRST_TOKEN_BUCKETS_MS)
+        r = self.registry
+        self._vram = Gauge(
+            "worker_vram_bytes",
+            "Device memory held by the worker (weights, KV cache, scratch), in bytes.",
+            ["worker_id"],
+            registry=r,
+        )
+        self._requests = Counter(
+            "worker_requests", "Inference jobs finished, by outcome.", ["outcome"], registry=r
+        )
+        for outcome in Outcome:  # every outcome is listed from the first scrape on
+            self._requests.labels(outcome.value)
+        self._tokens_in = Counter("worker_tokens_in", "Prompt tokens of the jobs that started.", registry=r)
+        self._tokens_generated = Counter(
+            "worker_tokens_generated", "Tokens delivered in token events.", registry=r
+        )
+        self._duration = Histogram(
+            "worker_inference_duration_ms",
+            "Time from a job's start to its end or error, in milliseconds.",
+            buckets=DURATION_BUCKETS_MS,
+            registry=r,
+        )
+        self._first_token = Histogram(
+            "worker_first_token_ms",
+            "Time from a job's start to its first sampled token, in milliseconds.",
+            buckets=FIRST_TOKEN_BUCKETS_MS,
+            registry=r,
+        )
+        self._uptime = Gauge(
+            "worker_uptime_seconds", "Seconds since the worker finished loading its model.", registry=r
+        )
 
     # --- hooks (called by the engine on the job's thread) ---
 
     def request_start(self, job_id: str, prompt_tokens: int) -> None:
-        now = time.perf_counter()
         with self._lock:
-            self._started[job_id] = now
-            self._tokens_in += prompt_tokens
+            self._started[job_id] = time.perf_counter()
+        self._tokens_in.inc(prompt_tokens)
 
     def first_token(self, job_id: str, latency_ms: float) -> None:
-        with self._lock:
-            self._first_token.observe(latency_ms)
+        self._first_token.observe(latency_ms)
 
     def token(self, job_id: str, token_id: int) -> None:
-        with self._lock:
-            self._tokens_generated += 1
+        self._tokens_generated.inc()
 
     def end(self, job_id: str, event: EndEvent) -> None:
         self._finish(job_id, Outcome.SUCCESS)
@@ -113,80 +115,15 @@ class PrometheusMetrics:
     def _finish(self, job_id: str, outcome: Outcome) -> None:
         now = time.perf_counter()
         with self._lock:
-            self._requests[outcome] += 1
             started = self._started.pop(job_id, None)
-            if started is not None:  # a job that failed before it started (e.g. tokenizing) has no duration
-                self._duration.observe((now - started) * 1000.0)
+        self._requests.labels(outcome.value).inc()
+        if started is not None:  # a job that failed before it started (e.g. tokenizing) has no duration
+            self._duration.observe((now - started) * 1000.0)
 
     # --- exposition ---
 
     def render(self, *, vram_bytes: int, uptime_seconds: float) -> str:
-        """The Prometheus text format 0.0.4; gauges are the values given, read by the caller at scrape."""
-        with self._lock:
-            requests = dict(self._requests)
-            tokens_in, tokens_generated = self._tokens_in, self._tokens_generated
-            duration, first_token = self._duration.snapshot(), self._first_token.snapshot()
-        worker = _label_value(self.worker_id)
-        families = [
-            (
-                "worker_vram_bytes",
-                "gauge",
-                "Device memory held by the worker (weights, KV cache, scratch), in bytes.",
-                [f'worker_vram_bytes{{worker_id="{worker}"}} {vram_bytes}'],
-            ),
-            (
-                "worker_requests_total",
-                "counter",
-                "Inference jobs finished, by outcome.",
-                [f'worker_requests_total{{outcome="{o.value}"}} {n}' for o, n in requests.items()],
-            ),
-            (
-                "worker_tokens_in_total",
-                "counter",
-                "Prompt tokens of the jobs that started.",
-                [f"worker_tokens_in_total {tokens_in}"],
-            ),
-            (
-                "worker_tokens_generated_total",
-                "counter",
-                "Tokens delivered in token events.",
-                [f"worker_tokens_generated_total {tokens_generated}"],
-            ),
-            (
-                "worker_inference_duration_ms",
-                "histogram",
-                "Time from a job's start to its end or error, in milliseconds.",
-                duration.samples("worker_inference_duration_ms"),
-            ),
-            (
-                "worker_first_token_ms",
-                "histogram",
-                "Time from a job's start to its first sampled token, in milliseconds.",
-                first_token.samples("worker_first_token_ms"),
-            ),
-            (
-                "worker_uptime_seconds",
-                "gauge",
-                "Seconds since the worker finished loading its model.",
-                [f"worker_uptime_seconds {_number(round(uptime_seconds, 3))}"],
-            ),
-        ]
-        lines = []
-        for name, kind, help_text, samples in families:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
-        return "\n".join(lines) + "\n"
-
-
-def _number(value: float) -> str:
-    """A sample value or `le` bound as Prometheus reads it: integers plainly, +Inf spelled out."""
-    if isinstance(value, int):
-        return str(value)
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return repr(value)
-
-
-def _label_value(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        """The Prometheus text format 0.0.4; the gauges take the values given, read by the caller."""
+        self._vram.labels(self.worker_id).set(vram_bytes)
+        self._uptime.set(round(uptime_seconds, 3))
+        return generate_latest(self.registry).decode("utf-8")

@@ -41,6 +41,15 @@ CALLBACK_TIMEOUT_SEC = 10.0
 GRACEFUL_SHUTDOWN_SEC = 5  # M0-W-1630
 
 
+# What a bad model file raises while it loads: exit 1 with one line naming the file and the problem.
+MODEL_FILE_ERRORS = (GGUFError, TokenizerError, UnsupportedArchitecture, ModelConfigError, QuantFormatError)
+
+
+def model_file_error(config: WorkerConfig, e: Exception) -> str:
+    """The one line of a MODEL_FILE_ERRORS failure: the file, then the problem."""
+    return str(e) if str(config.model) in str(e) else f"{config.model}: {e}"
+
+
 class ShutdownRequested(Exception):
     """SIGTERM or SIGINT arrived."""
 
@@ -126,7 +135,7 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         model=_model_info(config, gguf, tokenizer, context_length),
         memory=memory,
         log=log,
-        limits=Limits(config.max_tokens_out, config.inference_timeout_sec),
+        limits=Limits(config.max_tokens_out, config.inference_timeout_sec, config.max_body_bytes),
         metrics=metrics,
     )
 
@@ -240,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             available_bytes=e.available_bytes,
         )
         fail(str(e))
-    except (GGUFError, TokenizerError, UnsupportedArchitecture, ModelConfigError, QuantFormatError) as e:
-        message = str(e) if str(config.model) in str(e) else f"{config.model}: {e}"
+    except MODEL_FILE_ERRORS as e:
+        message = model_file_error(config, e)
         log.error(message, code=ErrorCode.MODEL_LOAD_FAILED.value)
         fail(message)
     except VramOOM as e:

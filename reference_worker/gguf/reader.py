@@ -277,6 +277,8 @@ class GGUFFile:
         if not 1 <= n_dims <= MAX_DIMS:
             raise cur.fail(f"tensor {name!r} has {n_dims} dimensions (1..{MAX_DIMS} supported)")
         ne = [cur.u64(f"dimensions of tensor {name!r}") for _ in range(n_dims)]
+        if 0 in ne:  # ggml has no empty tensors; a 0 would also hide a wrong shape from the model's checks
+            raise cur.fail(f"tensor {name!r} has a dimension of 0 ({ne}, innermost first)")
         type_id = cur.u32(f"type of tensor {name!r}")
         try:
             qtype = ggml_type(type_id, name=name)

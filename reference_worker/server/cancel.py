@@ -11,9 +11,20 @@ from .state import State
 router = APIRouter()
 
 
-@router.post("/cancel")
+_OPENAPI = schemas.openapi_operation(
+    schemas.CancelBody,
+    {
+        "202": {
+            "description": "cancelling (the running job) or not_running (any other id); idempotent",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+
+
+@router.post("/cancel", status_code=202, openapi_extra=_OPENAPI)
 async def cancel(request: Request, state: State) -> JSONResponse:
-    body = schemas.parse_json_object(await request.body(), request.headers.get("content-type"))
+    body = await schemas.read_json_object(request, state.limits.max_body_bytes)
     job_id = schemas.cancel_job_id(body)
     status = state.slot.cancel(job_id)
     if status == "cancelling":

@@ -6,12 +6,10 @@ Other failures: `{"code","message","retriable"}` with the HTTP status of the con
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,12 +37,12 @@ class FieldError:
     field: str
     constraint: str
     message: str
-    value: Any = None  # omitted from the body when None (prompt and stop values are never echoed)
+    value: str | None = None  # as sent; omitted when None (prompt and stop values are never echoed)
 
     def body(self) -> dict[str, Any]:
         out = {"field": self.field, "constraint": self.constraint, "message": self.message}
         if self.value is not None:
-            out["value"] = self.value if isinstance(self.value, str) else json.dumps(self.value)
+            out["value"] = self.value
         return out
 
 
@@ -101,21 +99,22 @@ async def _invalid_request(request: Request, exc: InvalidRequest) -> JSONRespons
     return invalid_request(exc.errors)
 
 
-async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-    # FastAPI answers 422 by default; the contract wants 400 with the field list.
-    errors = [
-        FieldError(".".join(str(p) for p in e["loc"] if p != "body") or "body", e["type"], e["msg"])
-        for e in exc.errors()
-    ]
-    return invalid_request(errors)
-
-
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}", retriable=True)
+    # A stable body: the exception's class, text and traceback stay in the worker's log (which never
+    # holds prompt text: the failure is logged by type and location only).
+    state = getattr(request.app.state, "worker", None)
+    if state is not None:
+        state.log.error(
+            "unexpected failure while answering a request",
+            code=ErrorCode.INTERNAL.value,
+            path=request.url.path,
+            exception=type(exc).__name__,
+            correlation_id=getattr(request.state, "correlation_id", None),
+        )
+    return error_response(ErrorCode.INTERNAL, "internal error while answering the request", retriable=True)
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(InvalidRequest, _invalid_request)
-    app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(Exception, _unexpected)

@@ -37,9 +37,25 @@ POLL_SEC = 0.1  # how often the stream looks at its cancel flag and deadline whi
 CANCEL_GRACE_SEC = 1.0  # time the engine gets to answer a cancel itself before the stream ends it
 
 
-@router.post("/execute", response_model=None)
+_SSE_EVENT = {  # each event of the stream (docs/worker.md "SSE events")
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {"event": {"enum": ["started", "token", "end", "error"]}, "data": {"type": "string"}},
+}
+_OPENAPI = schemas.openapi_operation(
+    schemas.ExecuteBody,
+    {
+        "200": {
+            "description": "the job's SSE stream",
+            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+        }
+    },
+)
+
+
+@router.post("/execute", response_model=None, openapi_extra=_OPENAPI)
 async def execute(request: Request, state: State) -> JSONResponse | EventSourceResponse:
-    body = schemas.parse_json_object(await request.body(), request.headers.get("content-type"))
+    body = await schemas.read_json_object(request, state.limits.max_body_bytes)
     job = schemas.execute_request(
         body,
         vocab_size=state.model.vocab_size,
@@ -134,4 +150,5 @@ async def _stream(
         else:
             message = redact(terminal.message, job.prompt)  # an engine error may quote its input
             state.record_error(terminal.code.value, message, job.job_id)
-            log.error(message, code=terminal.code.value, retriable=terminal.retriable)
+            detail = None if terminal.detail is None else redact(terminal.detail, job.prompt)
+            log.error(message, code=terminal.code.value, retriable=terminal.retriable, detail=detail)

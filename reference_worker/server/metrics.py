@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 
 from reference_worker.metrics import CONTENT_TYPE
 
@@ -16,7 +17,7 @@ from .state import State
 router = APIRouter()
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: State) -> Response:
     body = state.metrics.render(
         vram_bytes=state.memory.used_bytes, uptime_seconds=time.monotonic() - state.started_monotonic

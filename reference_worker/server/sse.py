@@ -17,6 +17,7 @@ from sse_starlette import ServerSentEvent
 
 from reference_worker.device_memory import VramOOM
 from reference_worker.generation import (
+    INTERNAL_MESSAGE,
     CancelToken,
     EndEvent,
     ErrorCode,
@@ -27,11 +28,14 @@ from reference_worker.generation import (
     TokenEvent,
 )
 
+# Characters Python's str.splitlines() breaks at that JSON leaves raw: sse-starlette splits `data` there
+# into several `data:` lines, and a client joins them with "\n" inside a JSON string. Escaped instead.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
 
 def sse_event(event_type: str, **payload: Any) -> ServerSentEvent:
-    return ServerSentEvent(
-        data=json.dumps({"type": event_type, **payload}, ensure_ascii=False), event=event_type
-    )
+    data = json.dumps({"type": event_type, **payload}, ensure_ascii=False).translate(_LINE_BREAKS)
+    return ServerSentEvent(data=data, event=event_type)
 
 
 def started_event(request: GenerationRequest, model: str, started_at: str, prompt_tokens: int | None):
@@ -99,7 +103,7 @@ def start_job_thread(
         except VramOOM as e:  # M0-W-1021: the engine's partial allocations are freed by unwinding
             put(ErrorEvent(ErrorCode.VRAM_OOM, str(e), True))
         except Exception as e:  # the worker keeps serving after an engine failure
-            put(ErrorEvent(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}", True))
+            put(ErrorEvent(ErrorCode.INTERNAL, INTERNAL_MESSAGE, True, f"{type(e).__name__}: {e}"))
         finally:
             on_done()
 

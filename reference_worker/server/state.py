@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from reference_worker.config import DEFAULT_MAX_BODY_BYTES
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.generation import Generator
 from reference_worker.logs import EventLog
@@ -41,6 +42,7 @@ class ModelInfo:
 class Limits:
     max_tokens_out: int = 2048
     inference_timeout_sec: float = 300.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # a larger request body is refused unread (400, `body`)
 
 
 @dataclass

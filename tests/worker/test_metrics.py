@@ -1,16 +1,16 @@
-"""Prometheus metrics (M1-METRICS, M0-W-1350): the text format 0.0.4 read back by a small parser, the
+"""Prometheus metrics (M1-METRICS, M0-W-1350): the text format 0.0.4 read back by prometheus-client's parser, the
 counters fed by the engine's hooks, GET /metrics over a real server, and the hooks' no-op default (M0.5)."""
 
 from __future__ import annotations
 
 import io
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.engine import InferenceEngine
@@ -25,7 +25,7 @@ from reference_worker.generation import (
     TokenEvent,
 )
 from reference_worker.logs import EventLog
-from reference_worker.metrics import DURATION_BUCKETS_MS, Histogram, PrometheusMetrics
+from reference_worker.metrics import DURATION_BUCKETS_MS, FIRST_TOKEN_BUCKETS_MS, PrometheusMetrics
 from reference_worker.metrics_hooks import NoOpMetricsHooks
 from reference_worker.server import Limits, ModelInfo, WorkerState
 from tests.worker.serving import serving
@@ -33,13 +33,7 @@ from tests.worker.test_engine import ScriptedModel, ToyTokenizer, ids
 
 HOOKS = ("request_start", "first_token", "token", "end", "error")
 
-# --- a small reader of the text format 0.0.4 ------------------------------------------------------------
-
-_SAMPLE = re.compile(
-    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>(?:[^"}]|"(?:[^"\\]|\\.)*")*)\})? (?P<value>\S+)$'
-)
-_LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"(?:,|$)')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+# --- the scrape read back by prometheus-client's own parser ----------------------------------------------
 
 
 @dataclass
@@ -56,30 +50,19 @@ class Exposition:
 
 
 def parse(text: str) -> Exposition:
-    """Reads the text format strictly: HELP then TYPE before a family's samples, no stray lines."""
+    """The text format read by `prometheus_client.parser`; every family typed, no sample twice."""
     assert text.endswith("\n")
     types: dict[str, str] = {}
-    helped: set[str] = set()
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            helped.add(line.split(" ")[2])
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert name in helped and name not in types and kind in ("counter", "gauge", "histogram")
-            types[name] = kind
-        else:
-            match = _SAMPLE.match(line)
-            assert match, f"not a sample line: {line!r}"
-            name = match["name"]
-            family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
-            assert family in types, f"{name} has no TYPE line before it"
-            labels = frozenset(
-                (m["key"], re.sub(r'\\[\\"n]', lambda e: _UNESCAPE[e[0]], m["value"]))
-                for m in _LABEL.finditer(match["labels"] or "")
-            )
-            assert (name, labels) not in samples, f"duplicate sample {line!r}"
-            samples[(name, labels)] = float(match["value"])
+    for family in text_string_to_metric_families(text):
+        assert family.type in ("counter", "gauge", "histogram"), family
+        assert family.documentation, f"{family.name} has no HELP"
+        # The parser names a counter family without `_total`; the exposition's TYPE line carries it.
+        types[family.name + ("_total" if family.type == "counter" else "")] = family.type
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in samples, f"duplicate sample {sample}"
+            samples[key] = sample.value
     return Exposition(types, samples)
 
 
@@ -89,44 +72,46 @@ def scrape(metrics: PrometheusMetrics, vram_bytes: int = 0, uptime_seconds: floa
 
 def test_a_fresh_exposition_lists_every_metric_at_zero():
     text = PrometheusMetrics("w-1").render(vram_bytes=4096, uptime_seconds=2.5)
-    lines = text.splitlines()
-    assert "# TYPE worker_vram_bytes gauge" in lines
-    assert 'worker_vram_bytes{worker_id="w-1"} 4096' in lines
-    assert "# TYPE worker_requests_total counter" in lines
-    for outcome in ("success", "error", "cancelled", "timeout"):
-        assert f'worker_requests_total{{outcome="{outcome}"}} 0' in lines
-    assert "worker_tokens_in_total 0" in lines and "worker_tokens_generated_total 0" in lines
-    assert "# TYPE worker_inference_duration_ms histogram" in lines
-    assert 'worker_inference_duration_ms_bucket{le="+Inf"} 0' in lines
-    assert "worker_inference_duration_ms_sum 0.0" in lines and "worker_inference_duration_ms_count 0" in lines
-    assert "# TYPE worker_first_token_ms histogram" in lines
-    assert "worker_uptime_seconds 2.5" in lines
+    assert "# TYPE worker_requests_total counter" in text.splitlines()
     exposition = parse(text)
-    assert set(exposition.types) == {
-        "worker_vram_bytes",
-        "worker_requests_total",
-        "worker_tokens_in_total",
-        "worker_tokens_generated_total",
-        "worker_inference_duration_ms",
-        "worker_first_token_ms",
-        "worker_uptime_seconds",
+    assert exposition.types == {
+        "worker_vram_bytes": "gauge",
+        "worker_requests_total": "counter",
+        "worker_tokens_in_total": "counter",
+        "worker_tokens_generated_total": "counter",
+        "worker_inference_duration_ms": "histogram",
+        "worker_first_token_ms": "histogram",
+        "worker_uptime_seconds": "gauge",
     }
+    assert exposition.value("worker_vram_bytes", worker_id="w-1") == 4096
+    for outcome in ("success", "error", "cancelled", "timeout"):
+        assert exposition.value("worker_requests_total", outcome=outcome) == 0
+    assert (
+        exposition.value("worker_tokens_in_total") == 0 == exposition.value("worker_tokens_generated_total")
+    )
+    for histogram in ("worker_inference_duration_ms", "worker_first_token_ms"):
+        assert exposition.value(f"{histogram}_bucket", le="+Inf") == 0
+        assert exposition.value(f"{histogram}_sum") == 0 == exposition.value(f"{histogram}_count")
+    assert exposition.value("worker_uptime_seconds") == 2.5
+    assert not [name for name, _ in exposition.samples if name.endswith("_created")]
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive():
-    histogram = Histogram(DURATION_BUCKETS_MS)
-    for value in (10.0, 10.5, 400.0, 99_999.0):
-        histogram.observe(value)
-    header = "# HELP h x\n# TYPE h histogram\n"
-    exposition = parse(header + "\n".join(histogram.samples("h")) + "\n")
-    buckets = dict(exposition.buckets("h"))
-    assert [b for b in buckets if b != float("inf")] == [float(b) for b in DURATION_BUCKETS_MS]
-    assert buckets[10.0] == 1  # le is "less than or equal"
-    assert buckets[50.0] == 2 and buckets[250.0] == 2 and buckets[500.0] == 3 and buckets[30000.0] == 3
-    assert buckets[float("inf")] == 4 == exposition.value("h_count")
-    assert exposition.value("h_sum") == pytest.approx(100_419.5)
+    metrics = PrometheusMetrics()
+    for value in (5.0, 5.5, 400.0, 99_999.0):
+        metrics.first_token("j", value)
+    exposition = scrape(metrics)
+    buckets = dict(exposition.buckets("worker_first_token_ms"))
+    assert [b for b in buckets if b != float("inf")] == [float(b) for b in FIRST_TOKEN_BUCKETS_MS]
+    assert buckets[5.0] == 1  # le is "less than or equal"
+    assert buckets[10.0] == 2 and buckets[250.0] == 2 and buckets[500.0] == 3 and buckets[10000.0] == 3
+    assert buckets[float("inf")] == 4 == exposition.value("worker_first_token_ms_count")
+    assert exposition.value("worker_first_token_ms_sum") == pytest.approx(100_409.5)
     counts = list(buckets.values())
     assert counts == sorted(counts)
+    assert [b for b, _ in exposition.buckets("worker_inference_duration_ms")][:-1] == [
+        float(b) for b in DURATION_BUCKETS_MS
+    ]
 
 
 def test_label_values_are_escaped():
