@@ -28,7 +28,7 @@ from kernels.qtensor import QTensor
 from reference_worker.device_memory import DeviceMemory
 from reference_worker.gguf import GGUFFile
 from reference_worker.models import create_model
-from tests.oracle.llama_cpp_oracle import llama_cpp_model, relative_rms
+from tests.oracle.llama_cpp_oracle import greedy_continuation, llama_cpp_model, relative_rms
 from tests.worker.llama_helpers import load_model, read_weights
 
 N_CONTINUE = 32
@@ -74,13 +74,7 @@ def llama_cpp_continuations(
     out = []
     with llama_cpp_model(fixture_path(name)) as m:
         for prompt in prompts:
-            ids = m.tokenize(prompt.encode(), add_bos=True, special=False)
-            m.reset()
-            m.eval(ids)
-            tokens = []
-            for _ in range(n):
-                tokens.append(int(np.argmax(m.scores[m.n_tokens - 1])))
-                m.eval([tokens[-1]])
+            ids, tokens = greedy_continuation(m, prompt, n)
             logits = np.array(m.scores[len(ids) - 1 : len(ids) + n - 1], dtype=np.float32)
             out.append(Continuation(prompt, ids, tokens, logits, np.empty(0)))
     with llama_cpp_model(f32_path) as m:
