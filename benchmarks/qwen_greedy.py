@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fixtures.paths import fixture_path
-from tests.oracle.llama_cpp_oracle import llama_cpp_model
+from tests.oracle.llama_cpp_oracle import greedy_continuation, llama_cpp_model
 from tests.worker.llama_helpers import load_model
 
 QWEN = "real/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -29,13 +29,7 @@ def llama_cpp_greedy(path: Path, prompts: tuple[str, ...], n: int) -> list[tuple
     out = []
     with llama_cpp_model(path, n_ctx=256) as m:
         for prompt in prompts:
-            ids = m.tokenize(prompt.encode(), add_bos=True, special=False)
-            m.reset()
-            m.eval(ids)
-            tokens = []
-            for _ in range(n):
-                tokens.append(int(np.argmax(m.scores[m.n_tokens - 1])))
-                m.eval([tokens[-1]])
+            ids, tokens = greedy_continuation(m, prompt, n)
             out.append((ids, tokens, m.detokenize(tokens).decode("utf-8", "replace")))
             print(f"llama.cpp {prompt!r}: {out[-1][2]!r}", file=sys.stderr, flush=True)
     return out

@@ -66,6 +66,19 @@ def llama_cpp_logits(path: Path | str, ids: list[int], n_ctx: int = 128) -> np.n
         return np.array(model.scores[: len(ids)], dtype=np.float64)
 
 
+def greedy_continuation(model: llama_cpp.Llama, prompt: str, n: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, the `n` tokens llama.cpp picks greedily after them) on an open `model`; its `scores`
+    then hold the logits of every position evaluated."""
+    ids = model.tokenize(prompt.encode(), add_bos=True, special=False)
+    model.reset()
+    model.eval(ids)
+    tokens: list[int] = []
+    for _ in range(n):
+        tokens.append(int(np.argmax(model.scores[model.n_tokens - 1])))
+        model.eval([tokens[-1]])
+    return ids, tokens
+
+
 def relative_rms(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Per position: RMS of the difference over RMS of the reference."""
     return np.sqrt(((ours - ref) ** 2).mean(-1) / (ref**2).mean(-1))

@@ -14,30 +14,19 @@ Tolerances (measured values in docs/models.md):
   exactly dequantized weights in float32; the tiny random nets amplify that (measured 1.0-1.6e-2), so
   relative RMS < 3e-2. Their top-2 logits are often within 0.01 of each other, so the argmax must agree
   except at near ties (llama.cpp's own logits of the two tokens within 0.05), and at >= 85 % of positions.
-- SmolLM2-135M Q4_1 (a real, trained model), 10 prompts x 32 tokens teacher-forced along llama.cpp's
-  greedy continuation: against llama.cpp on the same weights dequantized to F32, relative RMS < 1e-5 at
-  every position; against llama.cpp on the Q4_1 file, argmax equal at >= 97 % of positions and the
-  relative RMS that llama.cpp's Q4_1 path shows against its own F32 result (mean ~4e-2, up to ~0.15).
+
+The real files (SmolLM2 Q4_1, Qwen2.5-Coder Q4_K_M) are compared in test_real_weights_logits.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-import gguf
 import numpy as np
 import pytest
 import torch
 
 from fixtures.paths import fixture_path
-from kernels.formats import GGMLType
-from kernels.qtensor import QTensor
-from reference_worker.device_memory import DeviceMemory
-from reference_worker.gguf import GGUFFile
-from reference_worker.models import create_model
-from tests.oracle.llama_cpp_oracle import llama_cpp_logits, llama_cpp_model, relative_rms
-from tests.worker.llama_helpers import load_model, read_weights
+from tests.oracle.llama_cpp_oracle import llama_cpp_logits, relative_rms
+from tests.worker.llama_helpers import load_model
 
 pytestmark = pytest.mark.oracle
 
@@ -97,176 +86,3 @@ def test_quantized_logits_through_the_cpu_weight_cache_agree_with_llama_cpp(arch
     record_property("max_rel_rms", float(rel.max()))
     assert rel.max() < 3e-2, rel
     check_top1(ours, ref, near_tie=0.05, record_property=record_property)
-
-
-SMOLLM2 = "real/SmolLM2-135M-Instruct.Q4_1.gguf"
-PROMPTS = [
-    "The capital of France is",
-    "Once upon a time, in a small village,",
-    "def fibonacci(n):",
-    "The three primary colors are",
-    "Water boils at a temperature of",
-    "In machine learning, a neural network",
-    "The quick brown fox",
-    "My favourite recipe for pancakes starts with",
-    "The first person to walk on the moon was",
-    "List of planets in the solar system: Mercury,",
-]
-N_CONTINUE = 32
-
-
-@dataclass
-class Continuation:
-    prompt_ids: list[int]
-    tokens: list[int]  # llama.cpp's greedy continuation
-    quantized: np.ndarray  # llama.cpp's logits on the Q4_1 file at the positions predicting `tokens`
-    dequantized: np.ndarray  # llama.cpp's logits on the same weights dequantized to F32, same positions
-
-    @property
-    def sequence(self) -> list[int]:
-        return self.prompt_ids + self.tokens[:-1]
-
-
-def write_dequantized(src: Path, dst: Path) -> None:
-    """`src` with every tensor dequantized to F32 by gguf-py (metadata unchanged but the file type)."""
-    reader = gguf.GGUFReader(src)
-    writer = gguf.GGUFWriter(dst, reader.fields["general.architecture"].contents())
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
-            continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    for t in reader.tensors:
-        values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        writer.add_tensor(t.name, values.reshape([int(n) for n in reversed(t.shape)]))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def greedy_continuations(name: str, prompts: list[str], tmp_dir: Path) -> list[Continuation]:
-    """llama.cpp's greedy continuation of each prompt on file `name`, with its logits there and on the
-    same weights dequantized to F32 (written to `tmp_dir` and removed again)."""
-    path = fixture_path(name)
-    f32_path = tmp_dir / (path.stem + ".F32.gguf")
-    write_dequantized(path, f32_path)
-    out = []
-    with llama_cpp_model(path) as m:
-        for prompt in prompts:
-            ids = m.tokenize(prompt.encode(), add_bos=True, special=False)
-            m.reset()
-            m.eval(ids)
-            tokens = []
-            for _ in range(N_CONTINUE):
-                tokens.append(int(np.argmax(m.scores[m.n_tokens - 1])))
-                m.eval([tokens[-1]])
-            logits = np.array(m.scores[len(ids) - 1 : len(ids) + N_CONTINUE - 1], dtype=np.float64)
-            out.append(Continuation(ids, tokens, logits, np.empty(0)))
-    with llama_cpp_model(f32_path) as m:
-        for c in out:
-            m.reset()
-            m.eval(c.sequence)
-            c.dequantized = np.array(m.scores[len(c.prompt_ids) - 1 : len(c.sequence)], dtype=np.float64)
-    f32_path.unlink()
-    return out
-
-
-def logits_along(name: str, continuations: list[Continuation]) -> list[np.ndarray]:
-    """Our logits along each continuation. The matrices are dequantized once up front (exactly the values
-    qmatmul dequantizes tile by tile) so that ten 40-token passes take seconds on two cores; the first
-    sequence is also run through the quantized weights to show both paths agree."""
-    model, _, _ = load_model(name)
-    first = continuations[0].sequence
-    gguf_file = GGUFFile.open(fixture_path(name))
-    with torch.inference_mode():
-        quantized_path = model.forward(torch.tensor(first), model.new_cache(len(first))).double().numpy()
-        del model
-        weights = {
-            name: w if w.qtype == GGMLType.F32 else QTensor.from_float(w.dequantize(), name)
-            for name, w in read_weights(gguf_file).items()
-        }
-        gguf_file.close()
-        model = create_model(gguf_file, weights, torch.device("cpu"), DeviceMemory("cpu"))
-        out = []
-        for c in continuations:
-            logits = model.forward(torch.tensor(c.sequence), model.new_cache(len(c.sequence)))
-            out.append(logits.double().numpy()[len(c.prompt_ids) - 1 :])
-    n_prompt = len(continuations[0].prompt_ids)
-    assert relative_rms(quantized_path[n_prompt - 1 :], out[0]).max() < 1e-5
-    return out
-
-
-@pytest.fixture(scope="module")
-def smollm2_continuations(tmp_path_factory) -> list[Continuation]:
-    return greedy_continuations(SMOLLM2, PROMPTS, tmp_path_factory.mktemp("smollm2"))
-
-
-@pytest.fixture(scope="module")
-def smollm2_ours(smollm2_continuations) -> list[np.ndarray]:
-    return logits_along(SMOLLM2, smollm2_continuations)
-
-
-@pytest.mark.slow
-def test_smollm2_matches_llama_cpp_on_its_dequantized_weights(
-    smollm2_continuations, smollm2_ours, record_property
-):
-    rel = np.concatenate(
-        [relative_rms(o, c.dequantized) for o, c in zip(smollm2_ours, smollm2_continuations, strict=True)]
-    )
-    record_property("max_rel_rms", float(rel.max()))
-    assert rel.max() < 1e-5, rel.max()
-
-
-@pytest.mark.slow
-def test_smollm2_teacher_forced_along_llama_cpp_greedy(smollm2_continuations, smollm2_ours, record_property):
-    """Our argmax follows llama.cpp's greedy path; the logit differences are those of llama.cpp's own
-    quantized-activation matmuls, measured here as llama.cpp Q4_1 against llama.cpp on the F32 weights."""
-    agree = np.concatenate(
-        [o.argmax(-1) == c.tokens for o, c in zip(smollm2_ours, smollm2_continuations, strict=True)]
-    )
-    rel = np.concatenate(
-        [relative_rms(o, c.quantized) for o, c in zip(smollm2_ours, smollm2_continuations, strict=True)]
-    )
-    own = np.concatenate([relative_rms(c.dequantized, c.quantized) for c in smollm2_continuations])
-    record_property("top1_agreement", float(agree.mean()))
-    record_property("rel_rms_mean", float(rel.mean()))
-    record_property("rel_rms_max", float(rel.max()))
-    record_property("llama_cpp_q4_1_vs_f32_rel_rms_mean", float(own.mean()))
-    assert agree.mean() >= 0.97
-    assert rel.mean() < 6e-2 and rel.max() < 2.5e-1
-    assert abs(rel.mean() - own.mean()) < 1e-3
-
-
-@pytest.mark.slow
-def test_smollm2_through_the_cpu_weight_cache_follows_llama_cpp_greedy(
-    smollm2_continuations, record_property
-):
-    """The worker's default CPU path (the float16 weight cache) on the Q4_1 file, teacher-forced along
-    llama.cpp's greedy continuations: the same criteria as the reference path above."""
-    model, _, _ = load_model(SMOLLM2, weight_cache=True)
-    ours = []
-    with torch.inference_mode():
-        for c in smollm2_continuations:
-            logits = model.forward(torch.tensor(c.sequence), model.new_cache(len(c.sequence)))
-            ours.append(logits.double().numpy()[len(c.prompt_ids) - 1 :])
-    agree = np.concatenate(
-        [o.argmax(-1) == c.tokens for o, c in zip(ours, smollm2_continuations, strict=True)]
-    )
-    rel = np.concatenate(
-        [relative_rms(o, c.quantized) for o, c in zip(ours, smollm2_continuations, strict=True)]
-    )
-    exact = np.concatenate(
-        [relative_rms(o, c.dequantized) for o, c in zip(ours, smollm2_continuations, strict=True)]
-    )
-    own = np.concatenate([relative_rms(c.dequantized, c.quantized) for c in smollm2_continuations])
-    record_property("top1_agreement", float(agree.mean()))
-    record_property("rel_rms_mean", float(rel.mean()))
-    record_property("rel_rms_max", float(rel.max()))
-    record_property("vs_exact_weights_rel_rms_max", float(exact.max()))
-    assert agree.mean() >= 0.97
-    assert rel.mean() < 6e-2 and rel.max() < 2.5e-1
-    assert abs(rel.mean() - own.mean()) < 5e-3
-    assert exact.max() < 1e-2  # float16 rounding of the weights, far below the quantization's own error
