@@ -150,6 +150,12 @@ class SSEParser:
         return event
 
 
+def parse_event_stream(body: bytes) -> list[SSEEvent]:
+    """Every event of a whole event-stream body read at once (arrival times are all about 0)."""
+    parser = SSEParser(time.monotonic())
+    return [*parser.feed(body), *parser.end()]
+
+
 def _decode(raw: bytes) -> tuple[dict | None, str | None]:
     """The JSON object in `raw` and, when `raw` is not clean UTF-8 JSON, what is wrong with it.
 
