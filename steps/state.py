@@ -11,6 +11,7 @@ import httpx
 from steps.models import ModelFile
 from steps.sse import BackgroundStream, SSEStream, open_event_stream
 from steps.targets import WorkerHandle
+from steps.verdicts import require
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 120.0  # longest silence tolerated between two chunks (prefill on a slow CPU included)
@@ -93,6 +94,28 @@ class ScenarioState:
         response = self.client.get(self.url(path))
         self.status_code, self.body = response.status_code, response.content
         return response
+
+    def the_job_stream(self) -> SSEStream:
+        """The stream of the job this scenario ran."""
+        assert self.stream is not None and self.job_id is not None, "no job ran in this scenario"
+        return self.stream
+
+    def the_job_prompt(self) -> str:
+        body = self.request_body
+        assert isinstance(body, dict) and isinstance(body.get("prompt"), str), "no job with a prompt ran"
+        return body["prompt"]
+
+    def get_health(self, requirement: str = "M0-W-1320") -> dict:
+        """GET /health, required to answer 200 with a JSON object (a failure names `requirement`)."""
+        self.get("/health")
+        return self.health_body(requirement)
+
+    def health_body(self, requirement: str = "M0-W-1320") -> dict:
+        """The last answer, required to be a /health 200 with a JSON object."""
+        body = self.body_json()
+        require(self.status_code == 200, requirement, f"GET /health answered {self.status_code}")
+        require(isinstance(body, dict), requirement, f"/health body is not a JSON object: {self.body[:300]!r}")
+        return body
 
     def body_json(self) -> object:
         """The last plain response body as JSON; None when it is not JSON."""

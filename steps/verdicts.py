@@ -208,3 +208,13 @@ def check_well_formed_job(stream: SSEStream, job_id: str | None) -> None:
     check_order(stream)
     check_utf8(stream)
     check_payloads(stream, job_id)
+
+
+def is_number(value: object) -> bool:
+    """A JSON number (true and false are not numbers, though Python's bool is an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_count(value: object) -> bool:
+    """A JSON integer."""
+    return isinstance(value, int) and not isinstance(value, bool)

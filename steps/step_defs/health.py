@@ -29,16 +29,9 @@ def _matches(value: object, kind: str) -> bool:
     return any(checks[part](value) for part in alternatives)
 
 
-def _health(state: ScenarioState) -> dict:
-    body = state.body_json()
-    require(state.status_code == 200, "M0-W-1320", f"GET /health answered {state.status_code}")
-    require(isinstance(body, dict), "M0-W-1320", f"/health body is not a JSON object: {state.body[:300]!r}")
-    return body
-
-
 @then("the health body has the fields:")
 def health_fields(datatable: list[list[str]], scenario_state: ScenarioState, spec_ids: str) -> None:
-    body = _health(scenario_state)
+    body = scenario_state.health_body()
     header, *rows = datatable
     assert header[:2] == ["field", "type"], "the table needs the columns | field | type |"
     for name, kind, *_ in rows:
@@ -48,7 +41,7 @@ def health_fields(datatable: list[list[str]], scenario_state: ScenarioState, spe
 
 @then("the health body describes the model file the worker serves")
 def health_matches_model(scenario_state: ScenarioState) -> None:
-    body = _health(scenario_state)
+    body = scenario_state.health_body()
     model = scenario_state.model
     assert model is not None, "the scenario needs a 'Given a worker serving ...' step"
     facts = model.facts

@@ -11,49 +11,25 @@ the client side.
 from __future__ import annotations
 
 import json
-import math
-import re
-import signal
-import subprocess
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 
-import pytest
 from pytest_bdd import given, parsers, then, when
 
 from steps.capabilities import capability_args
+from steps.jobs import JobRuns, Run, run_job
+from steps.measures import Measures, metric_totals, percentile
 from steps.plugin import Harness
+from steps.serving import serve_role
+from steps.sse import open_event_stream
 from steps.state import ScenarioState, new_job_id
-from steps.step_defs.generation import JobRuns, Run, run_job
-from steps.step_defs.worker import _serve
-from steps.verdicts import RequirementViolation, not_applicable, require
+from steps.verdicts import not_applicable, require
 
 BENCHMARK_FIELDS = ("first_token_ms", "per_token_ms", "tokens_per_s", "load_s")
+HOOK_COUNTERS = ("worker_requests_total", "worker_inference_duration_ms")  # each grows by 1 per job
+HOOK_TOKEN_COUNTER = "worker_tokens_generated_total"  # grows by the tokens a job streamed
 DISCONNECT_GIVE_UP_S = 10.0
-
-
-@dataclass
-class Measures:
-    """What one performance scenario measured."""
-
-    scrapes: list[tuple[int, str, str]] = field(default_factory=list)  # status, content type, body
-    health_ms: list[float] = field(default_factory=list)
-    health_while: str = "while the worker was idle"
-    cancel_to_end_ms: float | None = None
-    disconnect_to_start_ms: float | None = None
-    vram_before: int | None = None
-
-
-@pytest.fixture
-def measures() -> Measures:
-    return Measures()
-
-
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile (p95: share 0.95)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+DISCONNECT_RETRY_S = 0.005
+CANCEL_GIVE_UP_S = 30.0
 
 
 # --- Implementations swapped by a flag -----------------------------------------------------------------
@@ -62,7 +38,7 @@ def percentile(values: list[float], share: float) -> float:
 @when(parsers.parse("the same model is served with the worker flag {flag}"))
 def serve_with_flag(flag: str, harness: Harness, scenario_state: ScenarioState, request) -> None:
     assert scenario_state.model is not None, "the scenario needs a 'Given a worker serving ...' step"
-    _serve(scenario_state.model.role, capability_args(request.config, flag), harness, scenario_state, request)
+    serve_role(scenario_state.model.role, capability_args(request.config, flag), harness, scenario_state, request)
 
 
 # --- The step function seen on the wire, and timing ----------------------------------------------------
@@ -104,22 +80,6 @@ def decode_time_plausible(job_runs: JobRuns, spec_ids: str) -> None:
 
 
 # --- GET /metrics (M0-W-1350, M1-METRICS, M05-HOOKS) ---------------------------------------------------
-
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)")
-
-
-def metric_totals(body: str) -> dict[str, float]:
-    """Sum of the samples of each metric name (labels summed over); histogram parts keep their suffix."""
-    totals: dict[str, float] = defaultdict(float)
-    for line in body.splitlines():
-        match = _SAMPLE.match(line.strip())
-        if match and not line.startswith("#"):
-            try:
-                totals[match["name"]] += float(match["value"])
-            except ValueError:
-                continue
-    return dict(totals)
-
 
 @when("I scrape /metrics")
 def scrape(scenario_state: ScenarioState, measures: Measures) -> None:
@@ -185,9 +145,12 @@ def hooks_visible(measures: Measures, job_runs: JobRuns, spec_ids: str) -> None:
             "metrics hooks are no-ops until GET /metrics (M1) exposes them, and the worker serves no /metrics: "
             "nothing about them is observable over HTTP"
         )
-    for name in ("worker_requests_total", "worker_inference_duration_ms"):
-        metric_grew(name, 1, measures, spec_ids)
-    metric_grew_by_tokens("worker_tokens_generated_total", measures, job_runs, spec_ids)
+    for name in HOOK_COUNTERS:
+        grown = _growth(measures, name, spec_ids)
+        require(grown == 1, spec_ids, f"{name} grew by {grown:g} over one job, not 1")
+    grown = _growth(measures, HOOK_TOKEN_COUNTER, spec_ids)
+    tokens = sum(len(run.stream.of_type("token")) for run in job_runs.runs)
+    require(grown == tokens, spec_ids, f"{HOOK_TOKEN_COUNTER} grew by {grown:g}; the job streamed {tokens} tokens")
 
 
 # --- Baseline benchmarks (M05-BENCH) ---------------------------------------------------------------------
@@ -341,14 +304,14 @@ def cancel_and_wait(scenario_state: ScenarioState, measures: Measures) -> None:
     assert running is not None and scenario_state.job_id is not None, "no job is streaming"
     sent = time.monotonic()
     scenario_state.client.post(scenario_state.url("/cancel"), json={"job_id": scenario_state.job_id})
-    if running.wait_done(30.0):
+    if running.wait_done(CANCEL_GIVE_UP_S):
         measures.cancel_to_end_ms = (time.monotonic() - sent) * 1000
 
 
 @then(parsers.parse("the stream ended within {limit:d} ms of the cancel"))
 def cancel_latency(limit: int, measures: Measures, spec_ids: str) -> None:
     elapsed = measures.cancel_to_end_ms
-    require(elapsed is not None, spec_ids, "the stream did not end within 30 s of the cancel")
+    require(elapsed is not None, spec_ids, f"the stream did not end within {CANCEL_GIVE_UP_S:.0f} s of the cancel")
     require(
         elapsed <= limit, spec_ids, f"the stream ended {elapsed:.0f} ms after the cancel (target {limit} ms)"
     )
@@ -365,14 +328,12 @@ def disconnect_then_new_job(scenario_state: ScenarioState, measures: Measures) -
     deadline = dropped + DISCONNECT_GIVE_UP_S
     while time.monotonic() < deadline:
         body = {"job_id": new_job_id(), "prompt": "Hello", "max_tokens": 1}
-        with scenario_state.client.stream("POST", scenario_state.url("/execute"), json=body) as response:
-            if response.status_code == 200:
-                for line in response.iter_lines():
-                    if "started" in line:
-                        measures.disconnect_to_start_ms = (time.monotonic() - dropped) * 1000
-                        response.read()
-                        return
-        time.sleep(0.005)
+        with open_event_stream(scenario_state.client, scenario_state.url("/execute"), json_body=body) as reader:
+            if reader.stream.status_code == 200 and reader.read_until("started") is not None:
+                measures.disconnect_to_start_ms = (time.monotonic() - dropped) * 1000
+                reader.read_all()
+                return
+        time.sleep(DISCONNECT_RETRY_S)
 
 
 @then(parsers.parse("the new job started within {limit:d} ms of the disconnect"))
@@ -401,21 +362,6 @@ def load_time(limit: int, scenario_state: ScenarioState, spec_ids: str) -> None:
         spec_ids,
         f"the worker took {worker.ready_after_s:.1f} s from process start to a 200 from /health (target {limit} s)",
     )
-
-
-@then(parsers.parse("the worker exits within {limit:d} seconds of SIGTERM"))
-def shutdown_deadline(limit: int, scenario_state: ScenarioState, spec_ids: str) -> None:
-    worker = scenario_state.worker
-    assert worker is not None and worker.process is not None, "the scenario needs a spawned worker"
-    sent = time.monotonic()
-    worker.process.send_signal(signal.SIGTERM)
-    try:
-        worker.process.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        worker.stop()
-        raise RequirementViolation(spec_ids, f"the worker still ran {limit} s after SIGTERM") from None
-    elapsed = time.monotonic() - sent
-    require(elapsed <= limit, spec_ids, f"the worker exited {elapsed:.1f} s after SIGTERM (target {limit} s)")
 
 
 @given("I note the worker's vram_bytes_used")
