@@ -42,7 +42,11 @@ def _tokens_in(value: object, stream: SSEStream) -> str | None:
 
 def _tokens_out(value: object, stream: SSEStream) -> str | None:
     streamed = len(stream.of_type("token"))
-    return None if is_count(value) and value == streamed else f"is {value!r}, but the stream has {streamed} token events"
+    return (
+        None
+        if is_count(value) and value == streamed
+        else f"is {value!r}, but the stream has {streamed} token events"
+    )
 
 
 def _millis(value: object, stream: SSEStream) -> str | None:

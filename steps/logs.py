@@ -22,7 +22,16 @@ PROBLEM_KEYWORDS = {
     "too many tensors": ("tensor",),
     "an unknown tensor type": ("type",),
     "the file is cut short": (
-        "truncat", "end of file", "eof", "beyond", "past", "outside", "short", "incomplete", "exceed", "size",
+        "truncat",
+        "end of file",
+        "eof",
+        "beyond",
+        "past",
+        "outside",
+        "short",
+        "incomplete",
+        "exceed",
+        "size",
     ),
 }
 NAMED_PROBLEMS = ("the missing key ", "the architecture ")  # + the key or architecture, the word to find
@@ -51,7 +60,9 @@ def log_level(record: dict) -> str:
 
 
 def _paths(handle: WorkerHandle, *, stderr_first: bool = False) -> list[Path]:
-    paths = [handle.stderr_path, handle.stdout_path] if stderr_first else [handle.stdout_path, handle.stderr_path]
+    paths = (
+        [handle.stderr_path, handle.stdout_path] if stderr_first else [handle.stdout_path, handle.stderr_path]
+    )
     return [path for path in paths if path is not None and path.exists()]
 
 
@@ -65,7 +76,9 @@ def output_lines(handle: WorkerHandle) -> list[str]:
 
 def output_text(handle: WorkerHandle) -> str:
     """Everything the worker printed, stderr first (where a one-line error goes)."""
-    return "\n".join(path.read_text(encoding="utf-8", errors="replace") for path in _paths(handle, stderr_first=True))
+    return "\n".join(
+        path.read_text(encoding="utf-8", errors="replace") for path in _paths(handle, stderr_first=True)
+    )
 
 
 def parse_record(line: str) -> dict | None:

@@ -85,4 +85,6 @@ def carries_length(record: dict, prompt: str) -> bool:
     """The record gives the prompt's length in characters or UTF-8 bytes under a common key."""
     lengths = {len(prompt), len(prompt.encode("utf-8"))}
     values = [record[key] for key in PROMPT_LENGTH_KEYS if key in record]
-    return any(isinstance(value, int) and not isinstance(value, bool) and value in lengths for value in values)
+    return any(
+        isinstance(value, int) and not isinstance(value, bool) and value in lengths for value in values
+    )

@@ -54,7 +54,9 @@ def serve_any(harness: Harness, state: ScenarioState, request) -> None:
     _use(worker, worker.model, harness, state, request)
 
 
-def serve_role(model: str, extra_args: tuple[str, ...], harness: Harness, state: ScenarioState, request) -> None:
+def serve_role(
+    model: str, extra_args: tuple[str, ...], harness: Harness, state: ScenarioState, request
+) -> None:
     opted_in = request.config.getoption("real_qwen") or os.environ.get(REAL_QWEN_ENV) == "1"
     if request.node.get_closest_marker("real_qwen") is not None and not opted_in:
         # Opt-in: loading and running a 0.5B model takes minutes on a two-core CPU.

@@ -114,7 +114,9 @@ class ScenarioState:
         """The last answer, required to be a /health 200 with a JSON object."""
         body = self.body_json()
         require(self.status_code == 200, requirement, f"GET /health answered {self.status_code}")
-        require(isinstance(body, dict), requirement, f"/health body is not a JSON object: {self.body[:300]!r}")
+        require(
+            isinstance(body, dict), requirement, f"/health body is not a JSON object: {self.body[:300]!r}"
+        )
         return body
 
     def body_json(self) -> object:

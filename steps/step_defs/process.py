@@ -88,8 +88,12 @@ def start_with_bad_value(
     elif flag == "--port":
         values["port"] = port_value(value, process_state)
     else:
-        raise AssertionError(f"no bad value known for {flag}; use --worker-id, --model, --gpu-device or --port")
-    start_one_off(harness, process_state, request, description=f"started with {flag} set to {value}", **values)
+        raise AssertionError(
+            f"no bad value known for {flag}; use --worker-id, --model, --gpu-device or --port"
+        )
+    start_one_off(
+        harness, process_state, request, description=f"started with {flag} set to {value}", **values
+    )
 
 
 @given(parsers.parse("a worker serving the {model} model started with the optional flags of M0-W-1101"))
@@ -151,7 +155,9 @@ def sigterm(scenario_state: ScenarioState, process_state: ProcessState) -> None:
     ),
     converters={"seconds": int},
 )
-def exits(code: str | None, non_zero: str | None, seconds: int, process_state: ProcessState, spec_ids: str) -> None:
+def exits(
+    code: str | None, non_zero: str | None, seconds: int, process_state: ProcessState, spec_ids: str
+) -> None:
     """`with code N`; `with a non-zero code`: a usage error (a missing or malformed flag), where the spec
     asks that every value be validated (M0-W-1100) and fixes exit code 1 only for initialisation and load
     failures (M0-W-1110, M0-W-1210), so a CLI library that exits 2 is as correct (ERRATA E-26); or any
@@ -214,7 +220,9 @@ def output_names_file_and_problem(problem: str, process_state: ProcessState, spe
     said = [
         line
         for line in naming
-        if any(word in line.replace(str(model_arg), " ").replace(model_arg.name, " ").lower() for word in words)
+        if any(
+            word in line.replace(str(model_arg), " ").replace(model_arg.name, " ").lower() for word in words
+        )
     ]
     require(
         said,
@@ -234,7 +242,9 @@ def events_in_order(
     records = wait_for_event(process_state.log_handle(scenario_state), wanted[-1])
     position = -1
     for number, name in enumerate(wanted):
-        found = [index for index, record in enumerate(records) if record["event"] == name and index > position]
+        found = [
+            index for index, record in enumerate(records) if record["event"] == name and index > position
+        ]
         require(
             found,
             spec_ids,
@@ -291,7 +301,9 @@ def load_progress(percents: str, scenario_state: ScenarioState, spec_ids: str) -
     require(progress, spec_ids, f"no model_load_progress log event; logged events: {event_listing(records)}")
     numbers = [value for value in seen if is_number(value)]
     require(
-        len(numbers) == len(seen), spec_ids, f"model_load_progress `percent` values are not all numbers: {seen}"
+        len(numbers) == len(seen),
+        spec_ids,
+        f"model_load_progress `percent` values are not all numbers: {seen}",
     )
     require(numbers == sorted(numbers), spec_ids, f"model_load_progress percents go backwards: {seen}")
     missing = [value for value in wanted if value not in numbers]

@@ -38,7 +38,9 @@ CANCEL_GIVE_UP_S = 30.0
 @when(parsers.parse("the same model is served with the worker flag {flag}"))
 def serve_with_flag(flag: str, harness: Harness, scenario_state: ScenarioState, request) -> None:
     assert scenario_state.model is not None, "the scenario needs a 'Given a worker serving ...' step"
-    serve_role(scenario_state.model.role, capability_args(request.config, flag), harness, scenario_state, request)
+    serve_role(
+        scenario_state.model.role, capability_args(request.config, flag), harness, scenario_state, request
+    )
 
 
 # --- The step function seen on the wire, and timing ----------------------------------------------------
@@ -80,6 +82,7 @@ def decode_time_plausible(job_runs: JobRuns, spec_ids: str) -> None:
 
 
 # --- GET /metrics (M0-W-1350, M1-METRICS, M05-HOOKS) ---------------------------------------------------
+
 
 @when("I scrape /metrics")
 def scrape(scenario_state: ScenarioState, measures: Measures) -> None:
@@ -150,7 +153,9 @@ def hooks_visible(measures: Measures, job_runs: JobRuns, spec_ids: str) -> None:
         require(grown == 1, spec_ids, f"{name} grew by {grown:g} over one job, not 1")
     grown = _growth(measures, HOOK_TOKEN_COUNTER, spec_ids)
     tokens = sum(len(run.stream.of_type("token")) for run in job_runs.runs)
-    require(grown == tokens, spec_ids, f"{HOOK_TOKEN_COUNTER} grew by {grown:g}; the job streamed {tokens} tokens")
+    require(
+        grown == tokens, spec_ids, f"{HOOK_TOKEN_COUNTER} grew by {grown:g}; the job streamed {tokens} tokens"
+    )
 
 
 # --- Baseline benchmarks (M05-BENCH) ---------------------------------------------------------------------
@@ -311,7 +316,9 @@ def cancel_and_wait(scenario_state: ScenarioState, measures: Measures) -> None:
 @then(parsers.parse("the stream ended within {limit:d} ms of the cancel"))
 def cancel_latency(limit: int, measures: Measures, spec_ids: str) -> None:
     elapsed = measures.cancel_to_end_ms
-    require(elapsed is not None, spec_ids, f"the stream did not end within {CANCEL_GIVE_UP_S:.0f} s of the cancel")
+    require(
+        elapsed is not None, spec_ids, f"the stream did not end within {CANCEL_GIVE_UP_S:.0f} s of the cancel"
+    )
     require(
         elapsed <= limit, spec_ids, f"the stream ended {elapsed:.0f} ms after the cancel (target {limit} ms)"
     )
@@ -328,7 +335,9 @@ def disconnect_then_new_job(scenario_state: ScenarioState, measures: Measures) -
     deadline = dropped + DISCONNECT_GIVE_UP_S
     while time.monotonic() < deadline:
         body = {"job_id": new_job_id(), "prompt": "Hello", "max_tokens": 1}
-        with open_event_stream(scenario_state.client, scenario_state.url("/execute"), json_body=body) as reader:
+        with open_event_stream(
+            scenario_state.client, scenario_state.url("/execute"), json_body=body
+        ) as reader:
             if reader.stream.status_code == 200 and reader.read_until("started") is not None:
                 measures.disconnect_to_start_ms = (time.monotonic() - dropped) * 1000
                 reader.read_all()
