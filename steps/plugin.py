@@ -39,6 +39,7 @@ pytest_plugins = [
     "steps.jobs",
     "steps.measures",
     "steps.nvidia_smi",
+    "steps.selfcheck",
     # Step modules: only decorated steps, never importing each other.
     "steps.step_defs.worker",
     "steps.step_defs.execute",
