@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 from steps.hygiene import wait_idle
-from steps.sse import SSEEvent, SSEStream, open_event_stream
-from steps.state import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ScenarioState, new_job_id
+from steps.sse import BackgroundStream, SSEEvent, SSEStream, open_event_stream
+from steps.state import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ScenarioState, new_job_id, with_job_id
 from steps.verdicts import not_applicable, require
 
 # A worker runs one job at a time and may free its slot only just after the previous job's end event has
@@ -44,6 +45,13 @@ class Run:
     def payload(self, event_type: str) -> dict:
         events = self.stream.of_type(event_type)
         return (events[-1].data or {}) if events else {}
+
+    def difference(self, other: Run) -> str:
+        """Where the tokens of `other` first differ from these."""
+        for index, (mine, theirs) in enumerate(zip(self.tokens, other.tokens, strict=False)):
+            if mine != theirs:
+                return f"token #{index}: {mine!r} vs {theirs!r}"
+        return f"{len(self.tokens)} vs {len(other.tokens)} tokens"
 
     def describe(self) -> str:
         settings = {k: v for k, v in self.body.items() if k not in ("job_id", "prompt")}
@@ -221,3 +229,59 @@ def choose_stop_string(run: Run) -> str:
             return candidate
     not_applicable(f"the greedy output {text!r} offers no stop string that starts after its first character")
     raise AssertionError("unreachable")
+
+
+def finished_runs(runs: list[Run], spec_ids: str) -> list[Run]:
+    """The runs, each required to have ended with an end event (a failure names `spec_ids`)."""
+    for run in runs:
+        require(
+            run.stream.events and run.stream.events[-1].type == "end",
+            spec_ids,
+            f"a job did not finish: {run.describe()}",
+        )
+    return runs
+
+
+def ended_by_itself(terminal: str, data: dict, request_body: object) -> bool:
+    """An `end` for a reason of the job's own (EOS, a stop sequence) short of max_tokens: a race, not a fault."""
+    max_tokens = request_body.get("max_tokens") if isinstance(request_body, dict) else None
+    return (
+        terminal == "end"
+        and data.get("stop_reason") not in (None, "CANCELLED", "MAX_TOKENS")
+        and data.get("tokens_out") != max_tokens
+    )
+
+
+# --- A job read for a bounded time (features/http/execute.feature) ---------------------------------
+
+
+@dataclass
+class TimeBound:
+    seconds: int  # the bound the scenario gives
+    elapsed_s: float  # how long the job was read
+    ended: bool  # a terminal event arrived within the bound
+
+
+def read_bounded(
+    docstring: str, seconds: int, scenario_state: ScenarioState, until: Callable[[SSEStream], bool]
+) -> None:
+    body, scenario_state.job_id = with_job_id(docstring)
+    scenario_state.request_body = body
+    started = time.monotonic()
+    running = BackgroundStream(scenario_state.client, scenario_state.url("/execute"), body)
+    scenario_state.running = running
+    scenario_state.track(body, running=running)
+    if running.wait_until(until, seconds) and running.stream is not None and running.stream.ended:
+        running.wait_done(READ_TIMEOUT_S)  # a terminal event: the worker closes the stream next
+    elapsed = time.monotonic() - started
+    stream = running.stream
+    require(stream is not None, "M0-W-1300", f"POST /execute gave no response: {running.failure}")
+    scenario_state.stream = stream
+    scenario_state.status_code, scenario_state.body = stream.status_code, stream.body
+    scenario_state.time_bound = TimeBound(seconds, elapsed, stream.ended)
+
+
+def time_bound(state: ScenarioState) -> TimeBound:
+    bound = state.time_bound
+    assert isinstance(bound, TimeBound), "the scenario needs a 'reading its events for at most ...' step"
+    return bound

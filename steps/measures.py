@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pytest
 
 from steps.envelope import MIB
+from steps.state import ScenarioState
+from steps.verdicts import require
 
 # --- /health over time (M0-W-1002) ------------------------------------------------------------------
 
@@ -51,6 +54,40 @@ class Measures:
     disconnect_to_start_ms: float | None = None
     vram_before: int | None = None
 
+    def last_totals(self, spec_ids: str) -> dict[str, float]:
+        """The metric totals of the last scrape, required to be Prometheus text with a 200."""
+        require(self.scrapes, spec_ids, "/metrics was not scraped")
+        status, content_type, body = self.scrapes[-1]
+        require(
+            status == 200,
+            spec_ids,
+            f"GET /metrics answered {status}, not 200 with Prometheus text: {body[:200]!r}",
+        )
+        require(
+            content_type.startswith("text/plain") or "openmetrics" in content_type,
+            spec_ids,
+            f"GET /metrics Content-Type is {content_type!r}, not the Prometheus text format (text/plain)",
+        )
+        return metric_totals(body)
+
+    def growth(self, name: str, spec_ids: str) -> float:
+        """How much metric `name` (a counter, or a histogram's `_count`) grew from the first scrape to the last."""
+        require(len(self.scrapes) >= 2, spec_ids, "/metrics needs a scrape before and after the job")
+        after = self.last_totals(spec_ids)
+        status, _, body = self.scrapes[0]
+        require(status == 200, spec_ids, f"GET /metrics answered {status} before the job")
+        before = metric_totals(body)
+        key = name if name in after else f"{name}_count"
+        require(key in after, spec_ids, f"/metrics has no {name}")
+        return after[key] - before.get(key, 0.0)
+
+    def time_health(self, state: ScenarioState) -> None:
+        """One timed GET /health (M0-W-1604), required to answer 200."""
+        started = time.perf_counter()
+        response = state.client.get(state.url("/health"))
+        self.health_ms.append((time.perf_counter() - started) * 1000)
+        require(response.status_code == 200, "M0-W-1320", f"GET /health answered {response.status_code}")
+
 
 @pytest.fixture
 def measures() -> Measures:
@@ -78,6 +115,20 @@ def metric_totals(body: str) -> dict[str, float]:
             except ValueError:
                 continue
     return dict(totals)
+
+
+def timed_on(state: ScenarioState) -> str:
+    """' on FILE': the file a timing figure was measured on (the report names it)."""
+    return f" on {state.model.path.name}" if state.model is not None else ""
+
+
+def has_fields(value: object, names: tuple[str, ...]) -> bool:
+    """Some JSON object inside `value` has every one of `names` as a key."""
+    if isinstance(value, dict):
+        return set(names) <= set(value) or any(has_fields(child, names) for child in value.values())
+    if isinstance(value, list):
+        return any(has_fields(child, names) for child in value)
+    return False
 
 
 # --- Log lines per job (M0-SEAM-PURE-LOOP) --------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -19,6 +20,12 @@ READ_TIMEOUT_S = 120.0  # longest silence tolerated between two chunks (prefill 
 
 def new_job_id() -> str:
     return f"conformance-{uuid.uuid4()}"
+
+
+def with_job_id(text: str) -> tuple[object, str]:
+    """A feature's JSON docstring with `{job_id}` replaced by a fresh job id, and that id."""
+    job_id = new_job_id()
+    return json.loads(text.replace("{job_id}", job_id)), job_id
 
 
 @dataclass
@@ -94,6 +101,19 @@ class ScenarioState:
         response = self.client.get(self.url(path))
         self.status_code, self.body = response.status_code, response.content
         return response
+
+    def the_stream(self) -> SSEStream:
+        """The last /execute answer."""
+        assert self.stream is not None, (
+            "no /execute answer yet: the scenario needs a When step that runs a job"
+        )
+        return self.stream
+
+    def cancel(self, job_id: str) -> None:
+        """POST /cancel for `job_id`; the answer is kept in `cancels`."""
+        sent_at = time.monotonic()
+        response = self.client.post(self.url("/cancel"), json={"job_id": job_id})
+        self.cancels.append(CancelCall(job_id, response.status_code, response.content, sent_at))
 
     def the_job_stream(self) -> SSEStream:
         """The stream of the job this scenario ran."""

@@ -19,7 +19,8 @@ from pytest_bdd import parsers, then, when
 
 from steps import verdicts
 from steps.capabilities import device_memory_judged
-from steps.jobs import JobRuns, Run, choose_stop_string, run_job, step_value
+from steps.coherence import coherence_problems
+from steps.jobs import JobRuns, choose_stop_string, run_job, step_value
 from steps.state import ScenarioState
 from steps.verdicts import not_applicable, require
 
@@ -93,13 +94,6 @@ def at_least_tokens(count: int, job_runs: JobRuns, spec_ids: str) -> None:
 # --- Comparing runs --------------------------------------------------------------------------------
 
 
-def _differences(a: Run, b: Run) -> str:
-    for index, (x, y) in enumerate(zip(a.tokens, b.tokens, strict=False)):
-        if x != y:
-            return f"token #{index}: {x!r} vs {y!r}"
-    return f"{len(a.tokens)} vs {len(b.tokens)} tokens"
-
-
 @then("every run streams the same tokens as the first")
 def all_same(job_runs: JobRuns, spec_ids: str) -> None:
     first = job_runs.first
@@ -107,7 +101,7 @@ def all_same(job_runs: JobRuns, spec_ids: str) -> None:
         require(
             run.tokens == first.tokens,
             spec_ids,
-            f"run {number} differs from run 1 ({_differences(first, run)}):\n"
+            f"run {number} differs from run 1 ({first.difference(run)}):\n"
             f"  run 1: {first.describe()}\n  run {number}: {run.describe()}",
         )
 
@@ -123,7 +117,7 @@ def last_same(number: int, job_runs: JobRuns, spec_ids: str) -> None:
     require(
         last.tokens == first.tokens,
         spec_ids,
-        f"the runs differ ({_differences(first, last)}):\n  first: {first.describe()}\n  last: {last.describe()}",
+        f"the runs differ ({first.difference(last)}):\n  first: {first.describe()}\n  last: {last.describe()}",
     )
 
 
@@ -254,48 +248,6 @@ def runs_utf8(job_runs: JobRuns, scenario_state: ScenarioState) -> None:
 
 
 # --- Coherent text on real weights (M0-W-1800) -----------------------------------------------------
-
-WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
-VOWELS = set("aeiouyAEIOUY")
-
-
-def dictionary_like(word: str) -> bool:
-    """A plausible English word: letters only, 2-15 of them, a vowel, no letter three times in a row
-    ("coholic" and "GPU" qualify; "xqzt", "aaaa" and "Ġmisses" do not)."""
-    letters = word.replace("'", "")
-    return (
-        (
-            2 <= len(letters) <= 15
-            and any(char in VOWELS for char in letters)
-            and not re.search(r"(.)\1\1", letters.lower())
-        )
-        or letters.isupper()
-        and 2 <= len(letters) <= 5
-    )
-
-
-def coherence_problems(text: str) -> list[str]:
-    """Why `text` is not coherent English, per the criterion written in features/generation/haiku.feature."""
-    problems = []
-    visible = [char for char in text if not char.isspace()]
-    if not visible:
-        return ["the text is empty"]
-    ascii_share = sum(char.isascii() and char.isprintable() for char in visible) / len(visible)
-    if ascii_share < 0.9:
-        problems.append(f"only {ascii_share:.0%} of its characters are printable ASCII (needs 90%)")
-    words = WORD.findall(text)
-    good = {word.lower() for word in words if dictionary_like(word) and len(word) >= 3}
-    if len(good) < 3:
-        problems.append(
-            f"it has {len(good)} distinct dictionary-like words of 3+ letters (needs 3): {sorted(good)}"
-        )
-    lowered = [word.lower() for word in text.split()]
-    for n in (1, 2, 3):
-        grams = Counter(tuple(lowered[i : i + n]) for i in range(len(lowered) - n + 1))
-        if grams and (top := grams.most_common(1)[0])[1] > 4:
-            problems.append(f"it loops: {' '.join(top[0])!r} occurs {top[1]} times")
-            break
-    return problems
 
 
 @then("the text of every run is coherent English")

@@ -5,28 +5,12 @@ from __future__ import annotations
 from pytest_bdd import then, when
 
 from steps.state import ScenarioState
-from steps.verdicts import require
+from steps.verdicts import matches_kind, require
 
 
 @when("I GET /health")
 def get_health(scenario_state: ScenarioState) -> None:
     scenario_state.get("/health")
-
-
-def _matches(value: object, kind: str) -> bool:
-    """`kind` as written in a feature table: string, boolean, integer, "integer or null", "one of a, b"."""
-    if kind.startswith("one of "):
-        return value in [choice.strip() for choice in kind.removeprefix("one of ").split(",")]
-    alternatives = [part.strip() for part in kind.split(" or ")]
-    checks = {
-        "string": lambda v: isinstance(v, str),
-        "boolean": lambda v: isinstance(v, bool),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "null": lambda v: v is None,
-    }
-    unknown = [part for part in alternatives if part not in checks]
-    assert not unknown, f"unknown type {kind!r} in the feature table; use {', '.join(checks)} or 'one of ...'"
-    return any(checks[part](value) for part in alternatives)
 
 
 @then("the health body has the fields:")
@@ -36,7 +20,7 @@ def health_fields(datatable: list[list[str]], scenario_state: ScenarioState, spe
     assert header[:2] == ["field", "type"], "the table needs the columns | field | type |"
     for name, kind, *_ in rows:
         require(name in body, spec_ids, f"/health lacks the required field `{name}`: {body}")
-        require(_matches(body[name], kind), spec_ids, f"/health `{name}` is {body[name]!r}, not {kind}")
+        require(matches_kind(body[name], kind), spec_ids, f"/health `{name}` is {body[name]!r}, not {kind}")
 
 
 @then("the health body describes the model file the worker serves")
