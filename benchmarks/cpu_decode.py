@@ -33,9 +33,10 @@ from typing import Any
 
 import torch
 
-from benchmarks.decode import _execute, _free_port, _time_decode, _WorkerProcess
+from benchmarks.decode import _execute, _time_decode, _WorkerProcess
 from benchmarks.runinfo import REPO_ROOT, run_info
 from fixtures.paths import FixtureMissing, fixture_path
+from steps.ports import free_port
 
 DEFAULT_MODELS = (
     "real/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -91,7 +92,7 @@ def in_process_runner(model: Path) -> Runner:
 def http_runner(model: Path, threads: int, stops: list[Callable[[], None]]) -> Runner:
     import httpx
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "reference_worker", *_argv(model, port)],

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,8 @@ from benchmarks.traffic import bandwidth_summary, weight_traffic
 from reference_worker.cli import add_kernel_arguments
 from reference_worker.gguf import GGUFFile
 from reference_worker.logs import EventLog
+from steps.ports import free_port
+from steps.sse import open_event_stream
 
 
 class BenchmarkError(RuntimeError):
@@ -366,12 +367,6 @@ class _WorkerProcess:
                 self.proc.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _log_seconds(ts: str) -> float:
     from datetime import datetime
 
@@ -404,29 +399,25 @@ def _execute(client: Any, url: str, prompt: str, max_tokens: int, seed: int) -> 
         "temperature": 0.0,
         "seed": seed,
     }
-    start = time.perf_counter()
-    stamps: list[float] = []
+    stamps: list[float] = []  # seconds from the request to each token event
     started: dict[str, Any] = {}
-    with client.stream("POST", f"{url}/execute", json=body) as response:
-        if response.status_code != 200:
-            raise BenchmarkError(f"/execute answered {response.status_code}: {response.read().decode()}")
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            event = json.loads(line[5:])
-            kind = event.get("type")
-            if kind == "started":
-                started = event
-            elif kind == "token":
-                stamps.append(time.perf_counter())
-            elif kind == "error":
-                raise BenchmarkError(f"/execute failed: {event.get('code')}: {event.get('message')}")
-            elif kind == "end":
+    with open_event_stream(client, f"{url}/execute", json_body=body) as reader:
+        if reader.stream.status_code != 200:
+            raise BenchmarkError(f"/execute answered {reader.stream.status_code}: {reader.response.read().decode()}")
+        for event in reader:
+            data = event.data or {}
+            if event.type == "started":
+                started = data
+            elif event.type == "token":
+                stamps.append(event.arrived_s)
+            elif event.type == "error":
+                raise BenchmarkError(f"/execute failed: {data.get('code')}: {data.get('message')}")
+            elif event.type == "end":
                 return {
-                    "first_token_s": stamps[0] - start if stamps else None,
+                    "first_token_s": stamps[0] if stamps else None,
                     "inter_token_s": [b - a for a, b in zip(stamps, stamps[1:], strict=False)],
                     "prompt_tokens": started.get("prompt_tokens"),
-                    "end": event,
+                    "end": data,
                 }
     raise BenchmarkError("the /execute stream ended without an end event")
 
@@ -444,7 +435,7 @@ def bench_http(opts: Options, traffic: dict[str, Any], log_stream: Any) -> dict[
     if device.type == "cuda":
         device = torch.device("cuda", opts.gpu_device)
         free_before, _ = torch.cuda.mem_get_info(device)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "reference_worker", *_worker_argv(opts, port), "--host", "127.0.0.1"]
     spawned = time.perf_counter()

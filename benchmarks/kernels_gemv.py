@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.runinfo import copy_bandwidth
 from kernels.formats import GGMLType, tensor_nbytes
 from kernels.qtensor import QTensor
 
@@ -220,14 +221,6 @@ def _fmt_config(config) -> str:
     return f"n{config.block_n}/u{config.units_per_step}/w{config.num_warps}/s{config.split}/p{config.stages}"
 
 
-def copy_bandwidth(device: torch.device) -> float:
-    """Device-to-device copy rate (read + write bytes / time) of a 1 GiB buffer, GB/s."""
-    src = torch.empty(1 << 30, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    us = time_launches(lambda i: dst.copy_(src), 1, 5)
-    return 2 * src.numel() / (us * 1e-6) / 1e9
-
-
 def to_markdown(results: list[Result], meta: dict) -> str:
     lines = [
         f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}; {meta['date']}.",
@@ -266,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "triton": triton.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "peak_gb_per_s": args.peak,
-        "copy_gb_per_s": round(copy_bandwidth(device), 1),
+        "copy_gb_per_s": copy_bandwidth(device)["gbps"],
     }
     print(json.dumps(meta), flush=True)
     results = []

@@ -37,6 +37,18 @@ REFERENCE_FLAGS = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("worker-orcd").addoption(
+        "--worker-flag",
+        action="append",
+        default=[],
+        metavar="NAME=TEMPLATE",
+        help="worker-specific flags for a capability the M0 CLI lacks (repeatable): "
+        + "; ".join(f"{name}: {text}" for name, text in CAPABILITIES.items())
+        + ". The reference worker's are built in.",
+    )
+
+
 def capability_flags(config: pytest.Config) -> dict[str, str]:
     """The declared capabilities: the reference worker's when it is the one spawned, plus `--worker-flag`."""
     declared = dict(REFERENCE_FLAGS) if config.getoption("worker_cmd") is None else {}

@@ -32,6 +32,15 @@ from steps.verdicts import RequirementViolation
 from steps.vocabulary import Vocabulary, VocabularyError, check_feature_tags
 
 pytest_plugins = [
+    # Library modules that define fixtures or options.
+    "steps.capabilities",
+    "steps.serving",
+    "steps.processes",
+    "steps.jobs",
+    "steps.measures",
+    "steps.nvidia_smi",
+    "steps.selfcheck",
+    # Step modules: only decorated steps, never importing each other.
     "steps.step_defs.worker",
     "steps.step_defs.execute",
     "steps.step_defs.stream",

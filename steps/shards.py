@@ -70,7 +70,7 @@ def worker_group(item: pytest.Item) -> str | None:
         return None
     callspec = getattr(item, "callspec", None)
     example = callspec.params.get("_pytest_bdd_example", {}) if callspec is not None else {}
-    from steps.step_defs.worker import ANY_MODEL_SPAWNED
+    from steps.serving import ANY_MODEL_SPAWNED
 
     for step in template.render(example).steps:
         if step.name == ANY_MODEL_STEP:

@@ -51,6 +51,16 @@ class SSEStream:
     def of_type(self, *types: str) -> list[SSEEvent]:
         return [event for event in self.events if event.type in types]
 
+    @property
+    def ended(self) -> bool:
+        """A terminal event (end or error) has arrived."""
+        return bool(self.of_type(*TERMINAL_TYPES))
+
+    @property
+    def progressed(self) -> bool:
+        """A token or a terminal event has arrived: the job is generating, or done."""
+        return self.ended or bool(self.of_type("token"))
+
     def summary(self) -> str:
         """Event types in order, runs folded: "started, token x16, end"."""
         runs: list[list] = []
@@ -148,6 +158,12 @@ class SSEParser:
         )
         self._count += 1
         return event
+
+
+def parse_event_stream(body: bytes) -> list[SSEEvent]:
+    """Every event of a whole event-stream body read at once (arrival times are all about 0)."""
+    parser = SSEParser(time.monotonic())
+    return [*parser.feed(body), *parser.end()]
 
 
 def _decode(raw: bytes) -> tuple[dict | None, str | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -11,6 +12,7 @@ import httpx
 from steps.models import ModelFile
 from steps.sse import BackgroundStream, SSEStream, open_event_stream
 from steps.targets import WorkerHandle
+from steps.verdicts import require
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 120.0  # longest silence tolerated between two chunks (prefill on a slow CPU included)
@@ -18,6 +20,12 @@ READ_TIMEOUT_S = 120.0  # longest silence tolerated between two chunks (prefill 
 
 def new_job_id() -> str:
     return f"conformance-{uuid.uuid4()}"
+
+
+def with_job_id(text: str) -> tuple[object, str]:
+    """A feature's JSON docstring with `{job_id}` replaced by a fresh job id, and that id."""
+    job_id = new_job_id()
+    return json.loads(text.replace("{job_id}", job_id)), job_id
 
 
 @dataclass
@@ -93,6 +101,43 @@ class ScenarioState:
         response = self.client.get(self.url(path))
         self.status_code, self.body = response.status_code, response.content
         return response
+
+    def the_stream(self) -> SSEStream:
+        """The last /execute answer."""
+        assert self.stream is not None, (
+            "no /execute answer yet: the scenario needs a When step that runs a job"
+        )
+        return self.stream
+
+    def cancel(self, job_id: str) -> None:
+        """POST /cancel for `job_id`; the answer is kept in `cancels`."""
+        sent_at = time.monotonic()
+        response = self.client.post(self.url("/cancel"), json={"job_id": job_id})
+        self.cancels.append(CancelCall(job_id, response.status_code, response.content, sent_at))
+
+    def the_job_stream(self) -> SSEStream:
+        """The stream of the job this scenario ran."""
+        assert self.stream is not None and self.job_id is not None, "no job ran in this scenario"
+        return self.stream
+
+    def the_job_prompt(self) -> str:
+        body = self.request_body
+        assert isinstance(body, dict) and isinstance(body.get("prompt"), str), "no job with a prompt ran"
+        return body["prompt"]
+
+    def get_health(self, requirement: str = "M0-W-1320") -> dict:
+        """GET /health, required to answer 200 with a JSON object (a failure names `requirement`)."""
+        self.get("/health")
+        return self.health_body(requirement)
+
+    def health_body(self, requirement: str = "M0-W-1320") -> dict:
+        """The last answer, required to be a /health 200 with a JSON object."""
+        body = self.body_json()
+        require(self.status_code == 200, requirement, f"GET /health answered {self.status_code}")
+        require(
+            isinstance(body, dict), requirement, f"/health body is not a JSON object: {self.body[:300]!r}"
+        )
+        return body
 
     def body_json(self) -> object:
         """The last plain response body as JSON; None when it is not JSON."""

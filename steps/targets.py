@@ -19,7 +19,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import httpx
 
 from steps import served as served_model
 from steps.models import ModelCatalogue, ModelFile
+from steps.ports import free_port  # noqa: F401 - part of this module's public names
 from steps.served import ServedModel
 
 PLACEHOLDERS = ("{model}", "{port}", "{gpu}", "{worker_id}")
@@ -50,12 +50,6 @@ def cuda_visible() -> bool:
     if visible is not None and visible.strip() in ("", "-1"):
         return False
     return shutil.which("nvidia-smi") is not None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

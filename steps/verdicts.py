@@ -208,3 +208,49 @@ def check_well_formed_job(stream: SSEStream, job_id: str | None) -> None:
     check_order(stream)
     check_utf8(stream)
     check_payloads(stream, job_id)
+
+
+def is_number(value: object) -> bool:
+    """A JSON number (true and false are not numbers, though Python's bool is an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_count(value: object) -> bool:
+    """A JSON integer."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def matches_kind(value: object, kind: str) -> bool:
+    """`kind` as written in a feature table: string, boolean, integer, "integer or null", "one of a, b"."""
+    if kind.startswith("one of "):
+        return value in [choice.strip() for choice in kind.removeprefix("one of ").split(",")]
+    alternatives = [part.strip() for part in kind.split(" or ")]
+    checks = {
+        "string": lambda v: isinstance(v, str),
+        "boolean": lambda v: isinstance(v, bool),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "null": lambda v: v is None,
+    }
+    unknown = [part for part in alternatives if part not in checks]
+    assert not unknown, f"unknown type {kind!r} in the feature table; use {', '.join(checks)} or 'one of ...'"
+    return any(checks[part](value) for part in alternatives)
+
+
+def field_entries(value: object, field: str) -> list[dict]:
+    """Error entries that point at `field`, whatever the error body's shape.
+
+    Known shapes: `{"errors": [{"field", "constraint", "message"}]}` (the original worker),
+    `{"error": {"details": ...}}` (SYS-5.5.1), `{"detail": [{"loc": [..., field], "msg", "type"}]}`.
+    """
+    found = []
+    if isinstance(value, dict):
+        pointer = value.get("field", value.get("name", value.get("param")))
+        loc = value.get("loc")
+        if pointer == field or (isinstance(loc, list) and field in loc):
+            found.append(value)
+        for child in value.values():
+            found += field_entries(child, field)
+    elif isinstance(value, list):
+        for child in value:
+            found += field_entries(child, field)
+    return found

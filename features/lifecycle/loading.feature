@@ -15,4 +15,3 @@ Feature: The model is loaded in one pass: map, parse, allocate, copy, unmap
     And the model_load_progress events count the bytes copied up to the total, where they report bytes
     When I GET /health
     Then the health body describes the model file the worker serves
-    And the health body reports the architecture of the model file if it has such a field

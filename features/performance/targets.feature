@@ -54,7 +54,8 @@ Feature: The worker meets the M1 performance targets
   @M0-W-1630 @needs_spawn @model_tiny @q8_0
   Scenario: The worker shuts down within 5 seconds of SIGTERM
     Given a worker serving the tiny llama Q8_0 model
-    Then the worker exits within 5 seconds of SIGTERM
+    When I send SIGTERM to the worker
+    Then the worker exits within 5 seconds
 
   @model_qwen @q4_k_m
   Scenario: 100 requests leave no device memory behind

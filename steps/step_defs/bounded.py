@@ -8,41 +8,21 @@ need. Teardown cancels the job (steps/hygiene.py).
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from pytest_bdd import parsers, then, when
 
 from steps import verdicts
-from steps.sse import BackgroundStream, SSEStream
-from steps.state import READ_TIMEOUT_S, ScenarioState, new_job_id
+from steps.jobs import read_bounded, time_bound
+from steps.state import ScenarioState
 from steps.verdicts import not_applicable, require
 
 DEFAULT_MAX_TOKENS = 2048  # M0-W-1300
-
-
-@dataclass
-class TimeBound:
-    seconds: int  # the bound the scenario gives
-    elapsed_s: float  # how long the job was read
-    ended: bool  # a terminal event arrived within the bound
-
-
-def _ended(stream: SSEStream) -> bool:
-    return bool(stream.of_type("end", "error"))
-
-
-def _first_token(stream: SSEStream) -> bool:
-    return bool(stream.of_type("token")) or _ended(stream)
 
 
 @when(
     parsers.parse("I POST /execute with the JSON body, reading its events for at most {seconds:d} seconds:")
 )
 def execute_bounded(docstring: str, seconds: int, scenario_state: ScenarioState) -> None:
-    _read_bounded(docstring, seconds, scenario_state, until=_ended)
+    read_bounded(docstring, seconds, scenario_state, until=lambda stream: stream.ended)
 
 
 @when(
@@ -52,33 +32,7 @@ def execute_bounded(docstring: str, seconds: int, scenario_state: ScenarioState)
     )
 )
 def execute_until_first_token(docstring: str, seconds: int, scenario_state: ScenarioState) -> None:
-    _read_bounded(docstring, seconds, scenario_state, until=_first_token)
-
-
-def _read_bounded(
-    docstring: str, seconds: int, scenario_state: ScenarioState, until: Callable[[SSEStream], bool]
-) -> None:
-    scenario_state.job_id = new_job_id()
-    body = json.loads(docstring.replace("{job_id}", scenario_state.job_id))
-    scenario_state.request_body = body
-    started = time.monotonic()
-    running = BackgroundStream(scenario_state.client, scenario_state.url("/execute"), body)
-    scenario_state.running = running
-    scenario_state.track(body, running=running)
-    if running.wait_until(until, seconds) and running.stream is not None and _ended(running.stream):
-        running.wait_done(READ_TIMEOUT_S)  # a terminal event: the worker closes the stream next
-    elapsed = time.monotonic() - started
-    stream = running.stream
-    require(stream is not None, "M0-W-1300", f"POST /execute gave no response: {running.failure}")
-    scenario_state.stream = stream
-    scenario_state.status_code, scenario_state.body = stream.status_code, stream.body
-    scenario_state.time_bound = TimeBound(seconds, elapsed, _ended(stream))
-
-
-def _bound(state: ScenarioState) -> TimeBound:
-    bound = state.time_bound
-    assert isinstance(bound, TimeBound), "the scenario needs a 'reading its events for at most ...' step"
-    return bound
+    read_bounded(docstring, seconds, scenario_state, until=lambda stream: stream.progressed)
 
 
 @then("the job streams started and then tokens")
@@ -95,13 +49,13 @@ def streams_tokens(scenario_state: ScenarioState) -> None:
     require(
         stream.of_type("token") or stream.of_type("end"),
         "M0-W-1311",
-        f"no token within {_bound(scenario_state).seconds} s; events: [{stream.summary()}]",
+        f"no token within {time_bound(scenario_state).seconds} s; events: [{stream.summary()}]",
     )
 
 
 @then("the job finishes with an end event within the time bound")
 def finishes_within_bound(scenario_state: ScenarioState) -> None:
-    bound = _bound(scenario_state)
+    bound = time_bound(scenario_state)
     stream = scenario_state.stream
     assert stream is not None
     if not bound.ended:

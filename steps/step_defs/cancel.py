@@ -7,13 +7,10 @@ import time
 from pytest_bdd import given, parsers, then, when
 
 from steps import verdicts
-from steps.sse import BackgroundStream, SSEStream
-from steps.state import READ_TIMEOUT_S, CancelCall, ScenarioState, new_job_id
+from steps.jobs import ended_by_itself
+from steps.sse import BackgroundStream
+from steps.state import READ_TIMEOUT_S, ScenarioState, new_job_id
 from steps.verdicts import RequirementViolation, not_applicable, require
-
-
-def _has_token(stream: SSEStream) -> bool:
-    return bool(stream.of_type("token")) or bool(stream.of_type("end", "error"))
 
 
 @given(parsers.parse('a job with prompt "{prompt}" and max_tokens {max_tokens:d} is streaming tokens'))
@@ -24,29 +21,23 @@ def job_streaming(prompt: str, max_tokens: int, scenario_state: ScenarioState) -
     running = BackgroundStream(scenario_state.client, scenario_state.url("/execute"), body)
     scenario_state.running = running
     scenario_state.track(body, running=running)
-    running.wait_until(_has_token, READ_TIMEOUT_S)
+    running.wait_until(lambda stream: stream.progressed, READ_TIMEOUT_S)
     stream = running.stream
     require(stream is not None, "M0-W-1300", f"POST /execute gave no response: {running.failure}")
     verdicts.check_event_stream_response(stream)
     require(stream.of_type("token"), "M0-W-1311", f"no token arrived; events: [{stream.summary()}]")
 
 
-def _cancel(state: ScenarioState, job_id: str) -> None:
-    sent_at = time.monotonic()
-    response = state.client.post(state.url("/cancel"), json={"job_id": job_id})
-    state.cancels.append(CancelCall(job_id, response.status_code, response.content, sent_at))
-
-
 @when("I cancel the job")
 @when("I cancel the job again")
 def cancel_job(scenario_state: ScenarioState) -> None:
     assert scenario_state.job_id is not None, "no job to cancel yet"
-    _cancel(scenario_state, scenario_state.job_id)
+    scenario_state.cancel(scenario_state.job_id)
 
 
 @when("I cancel a job that does not exist")
 def cancel_unknown(scenario_state: ScenarioState) -> None:
-    _cancel(scenario_state, new_job_id())
+    scenario_state.cancel(new_job_id())
 
 
 @then("every cancel request is answered 202")
@@ -84,7 +75,7 @@ def stream_ends_cancelled(code: str, seconds: int, scenario_state: ScenarioState
     verdicts.check_one_terminal(stream)
     last = stream.events[-1]
     data = last.data or {}
-    if _ended_by_itself(last.type, data, scenario_state.request_body):
+    if ended_by_itself(last.type, data, scenario_state.request_body):
         not_applicable(
             f"the job ended by itself (stop_reason {data.get('stop_reason')}) before the cancel took effect"
         )
@@ -93,14 +84,4 @@ def stream_ends_cancelled(code: str, seconds: int, scenario_state: ScenarioState
         "M0-W-1330",
         f"a cancelled job must end with an error event with code {code}; it ended with {last.describe()}: "
         f"{last.raw[:200]!r}",
-    )
-
-
-def _ended_by_itself(terminal: str, data: dict, request_body: object) -> bool:
-    """An `end` for a reason of the job's own (EOS, a stop sequence) short of max_tokens: a race, not a fault."""
-    max_tokens = request_body.get("max_tokens") if isinstance(request_body, dict) else None
-    return (
-        terminal == "end"
-        and data.get("stop_reason") not in (None, "CANCELLED", "MAX_TOKENS")
-        and data.get("tokens_out") != max_tokens
     )

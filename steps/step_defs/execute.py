@@ -6,16 +6,10 @@ import json
 
 from pytest_bdd import parsers, then, when
 
-from steps.state import ScenarioState, new_job_id
-from steps.verdicts import require
+from steps.state import ScenarioState, new_job_id, with_job_id
+from steps.verdicts import field_entries, require
 
 VALID_JOB = {"prompt": "Hello", "max_tokens": 4}
-
-
-def _with_job_id(text: str) -> tuple[object, str]:
-    """The docstring's JSON with `{job_id}` replaced by a fresh job id."""
-    job_id = new_job_id()
-    return json.loads(text.replace("{job_id}", job_id)), job_id
 
 
 @when(parsers.parse('I execute a job with prompt "{prompt}" and max_tokens {max_tokens:d}'))
@@ -27,7 +21,7 @@ def execute_job(prompt: str, max_tokens: int, scenario_state: ScenarioState) -> 
 
 @when("I POST /execute with the JSON body:")
 def post_json(docstring: str, scenario_state: ScenarioState) -> None:
-    body, scenario_state.job_id = _with_job_id(docstring)
+    body, scenario_state.job_id = with_job_id(docstring)
     scenario_state.post_stream("/execute", json_body=body)
 
 
@@ -70,26 +64,6 @@ def response_status(code: int, scenario_state: ScenarioState, spec_ids: str) -> 
 RULE_KEYS = ("constraint", "rule", "type", "msg", "message", "reason")
 
 
-def _field_entries(value: object, field: str) -> list[dict]:
-    """Error entries that point at `field`, whatever the error body's shape.
-
-    Known shapes: `{"errors": [{"field", "constraint", "message"}]}` (the original worker),
-    `{"error": {"details": ...}}` (SYS-5.5.1), `{"detail": [{"loc": [..., field], "msg", "type"}]}`.
-    """
-    found = []
-    if isinstance(value, dict):
-        pointer = value.get("field", value.get("name", value.get("param")))
-        loc = value.get("loc")
-        if pointer == field or (isinstance(loc, list) and field in loc):
-            found.append(value)
-        for child in value.values():
-            found += _field_entries(child, field)
-    elif isinstance(value, list):
-        for child in value:
-            found += _field_entries(child, field)
-    return found
-
-
 @then(parsers.parse("the error names the field {field} with the rule {rule}"))
 def error_names_field(field: str, rule: str, scenario_state: ScenarioState) -> None:
     """M0-W-1302 asks for "details": the field and the broken rule.
@@ -103,7 +77,7 @@ def error_names_field(field: str, rule: str, scenario_state: ScenarioState) -> N
         f"invalid {field} was answered {scenario_state.status_code}, not 400 "
         f"(expected a refusal naming {field}, rule {rule}); body: {scenario_state.body[:200]!r}",
     )
-    entries = _field_entries(scenario_state.body_json(), field)
+    entries = field_entries(scenario_state.body_json(), field)
     require(
         entries,
         "M0-W-1302",

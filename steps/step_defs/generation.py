@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,96 +19,21 @@ from pytest_bdd import parsers, then, when
 
 from steps import verdicts
 from steps.capabilities import device_memory_judged
-from steps.hygiene import wait_idle
-from steps.sse import SSEStream
-from steps.state import ScenarioState, new_job_id
+from steps.coherence import coherence_problems
+from steps.jobs import JobRuns, choose_stop_string, run_job, step_value
+from steps.state import ScenarioState
 from steps.verdicts import not_applicable, require
 
 GOLDENS_DIR = Path("fixtures") / "goldens" / "continuations"
 GOLDENS_COMMAND = "python -m fixtures.continuations"
-# A worker runs one job at a time and may free its slot only just after the previous job's end event has
-# reached the client. A job run right after one of the scenario's own (ended) jobs therefore waits until
-# the worker says it is idle, and retries a 503 busy answer, both for at most this long.
-SEQUENTIAL_WAIT_S = 10.0
-RETRY_PAUSE_S = 0.1
 UINT64_MAX = (1 << 64) - 1
-
-
-@dataclass
-class Run:
-    """One finished `/execute` job."""
-
-    body: dict
-    stream: SSEStream
-
-    @property
-    def tokens(self) -> list[str]:
-        return [str((event.data or {}).get("t", "")) for event in self.stream.of_type("token")]
-
-    @property
-    def text(self) -> str:
-        return "".join(self.tokens)
-
-    def payload(self, event_type: str) -> dict:
-        events = self.stream.of_type(event_type)
-        return (events[-1].data or {}) if events else {}
-
-    def describe(self) -> str:
-        settings = {k: v for k, v in self.body.items() if k not in ("job_id", "prompt")}
-        return f"{json.dumps(settings)} -> {self.text[:160]!r} [{self.stream.summary()}]"
-
-
-@dataclass
-class JobRuns:
-    runs: list[Run] = field(default_factory=list)
-    reported_seed: int | None = None
-    stop: str | None = None  # the stop string chosen from the first run's output
-    golden: dict | None = None
-
-    @property
-    def first(self) -> Run:
-        assert self.runs, "no job has run yet: the scenario needs 'When I run a job with:'"
-        return self.runs[0]
-
-    @property
-    def last(self) -> Run:
-        return self.runs[-1] if self.runs else self.first
-
-
-@pytest.fixture
-def job_runs() -> JobRuns:
-    return JobRuns()
-
-
-def _value(text: str) -> object:
-    """A table or step value: JSON when it parses (numbers, lists, quoted strings), else the raw text."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def run_job(body: dict, state: ScenarioState, runs: JobRuns) -> Run:
-    body = {**body, "job_id": new_job_id()}
-    state.job_id = body["job_id"]
-    after_own_job = bool(runs.runs) and all(run.stream.closed for run in runs.runs)
-    if after_own_job and state.worker is not None:
-        wait_idle(state.client, state.worker.base_url, SEQUENTIAL_WAIT_S, probe=False)
-    deadline = time.monotonic() + SEQUENTIAL_WAIT_S
-    stream = state.post_stream("/execute", json_body=body)
-    while after_own_job and stream.status_code == 503 and time.monotonic() < deadline:
-        time.sleep(RETRY_PAUSE_S)  # the job was refused, not started: the same job id may be sent again
-        stream = state.post_stream("/execute", json_body=body)
-    run = Run(body, stream)
-    runs.runs.append(run)
-    return run
 
 
 @when("I run a job with:")
 def run_job_table(datatable: list[list[str]], scenario_state: ScenarioState, job_runs: JobRuns) -> None:
     header, *rows = datatable
     assert header[:2] == ["field", "value"], "the table needs the columns | field | value |"
-    run_job({name: _value(value) for name, value, *_ in rows}, scenario_state, job_runs)
+    run_job({name: step_value(value) for name, value, *_ in rows}, scenario_state, job_runs)
 
 
 @when("I run the same job again")
@@ -141,27 +64,8 @@ def run_with(settings: str, scenario_state: ScenarioState, job_runs: JobRuns) ->
         for part in settings.split(" and "):
             match = _SETTING.match(part.strip())
             assert match, f"cannot read {part!r}: write '<field> set to <JSON value>'"
-            body[match["field"]] = _value(match["value"])
+            body[match["field"]] = step_value(match["value"])
     run_job(body, scenario_state, job_runs)
-
-
-def choose_stop_string(run: Run) -> str:
-    """A stop string the greedy run is sure to produce again: a few characters around a token boundary
-    in the middle of its text, so the match spans two tokens whenever the tokens allow it."""
-    tokens = run.tokens
-    boundaries = []
-    offset = 0
-    for piece in tokens:
-        offset += len(piece)
-        boundaries.append(offset)
-    text = run.text
-    for boundary in boundaries[len(boundaries) // 2 :] + boundaries[: len(boundaries) // 2]:
-        candidate = text[max(0, boundary - 2) : boundary + 2]
-        first = text.find(candidate)
-        if candidate.strip() and 0 < first and first + len(candidate) < len(text):
-            return candidate
-    not_applicable(f"the greedy output {text!r} offers no stop string that starts after its first character")
-    raise AssertionError("unreachable")
 
 
 # --- Every run is a well-formed job --------------------------------------------------------------
@@ -190,13 +94,6 @@ def at_least_tokens(count: int, job_runs: JobRuns, spec_ids: str) -> None:
 # --- Comparing runs --------------------------------------------------------------------------------
 
 
-def _differences(a: Run, b: Run) -> str:
-    for index, (x, y) in enumerate(zip(a.tokens, b.tokens, strict=False)):
-        if x != y:
-            return f"token #{index}: {x!r} vs {y!r}"
-    return f"{len(a.tokens)} vs {len(b.tokens)} tokens"
-
-
 @then("every run streams the same tokens as the first")
 def all_same(job_runs: JobRuns, spec_ids: str) -> None:
     first = job_runs.first
@@ -204,7 +101,7 @@ def all_same(job_runs: JobRuns, spec_ids: str) -> None:
         require(
             run.tokens == first.tokens,
             spec_ids,
-            f"run {number} differs from run 1 ({_differences(first, run)}):\n"
+            f"run {number} differs from run 1 ({first.difference(run)}):\n"
             f"  run 1: {first.describe()}\n  run {number}: {run.describe()}",
         )
 
@@ -220,7 +117,7 @@ def last_same(number: int, job_runs: JobRuns, spec_ids: str) -> None:
     require(
         last.tokens == first.tokens,
         spec_ids,
-        f"the runs differ ({_differences(first, last)}):\n  first: {first.describe()}\n  last: {last.describe()}",
+        f"the runs differ ({first.difference(last)}):\n  first: {first.describe()}\n  last: {last.describe()}",
     )
 
 
@@ -352,48 +249,6 @@ def runs_utf8(job_runs: JobRuns, scenario_state: ScenarioState) -> None:
 
 # --- Coherent text on real weights (M0-W-1800) -----------------------------------------------------
 
-WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
-VOWELS = set("aeiouyAEIOUY")
-
-
-def dictionary_like(word: str) -> bool:
-    """A plausible English word: letters only, 2-15 of them, a vowel, no letter three times in a row
-    ("coholic" and "GPU" qualify; "xqzt", "aaaa" and "Ġmisses" do not)."""
-    letters = word.replace("'", "")
-    return (
-        (
-            2 <= len(letters) <= 15
-            and any(char in VOWELS for char in letters)
-            and not re.search(r"(.)\1\1", letters.lower())
-        )
-        or letters.isupper()
-        and 2 <= len(letters) <= 5
-    )
-
-
-def coherence_problems(text: str) -> list[str]:
-    """Why `text` is not coherent English, per the criterion written in features/generation/haiku.feature."""
-    problems = []
-    visible = [char for char in text if not char.isspace()]
-    if not visible:
-        return ["the text is empty"]
-    ascii_share = sum(char.isascii() and char.isprintable() for char in visible) / len(visible)
-    if ascii_share < 0.9:
-        problems.append(f"only {ascii_share:.0%} of its characters are printable ASCII (needs 90%)")
-    words = WORD.findall(text)
-    good = {word.lower() for word in words if dictionary_like(word) and len(word) >= 3}
-    if len(good) < 3:
-        problems.append(
-            f"it has {len(good)} distinct dictionary-like words of 3+ letters (needs 3): {sorted(good)}"
-        )
-    lowered = [word.lower() for word in text.split()]
-    for n in (1, 2, 3):
-        grams = Counter(tuple(lowered[i : i + n]) for i in range(len(lowered) - n + 1))
-        if grams and (top := grams.most_common(1)[0])[1] > 4:
-            problems.append(f"it loops: {' '.join(top[0])!r} occurs {top[1]} times")
-            break
-    return problems
-
 
 @then("the text of every run is coherent English")
 def coherent(job_runs: JobRuns, spec_ids: str) -> None:
@@ -443,17 +298,9 @@ def equals_golden(job_runs: JobRuns, spec_ids: str) -> None:
 # --- /health facts of the served file ---------------------------------------------------------------
 
 
-def health_body(state: ScenarioState) -> dict:
-    state.get("/health")
-    body = state.body_json()
-    require(state.status_code == 200, "M0-W-1320", f"GET /health answered {state.status_code}")
-    require(isinstance(body, dict), "M0-W-1320", f"/health body is not a JSON object: {state.body[:200]!r}")
-    return body
-
-
 @then("/health reports the architecture of the model file")
 def health_architecture(scenario_state: ScenarioState, spec_ids: str) -> None:
-    body = health_body(scenario_state)
+    body = scenario_state.get_health()
     assert scenario_state.model is not None
     expected = scenario_state.model.facts.architecture
     if "architecture" not in body:
@@ -472,7 +319,7 @@ def health_architecture(scenario_state: ScenarioState, spec_ids: str) -> None:
 
 @then("/health reports the tokenizer of the model file")
 def health_tokenizer(scenario_state: ScenarioState, spec_ids: str) -> None:
-    body = health_body(scenario_state)
+    body = scenario_state.get_health()
     model = scenario_state.model
     assert model is not None
     facts = model.facts
@@ -495,7 +342,7 @@ def health_tokenizer(scenario_state: ScenarioState, spec_ids: str) -> None:
 
 @then(parsers.parse("/health reports quant_kind {kind}"))
 def health_quant_kind(kind: str, scenario_state: ScenarioState, spec_ids: str) -> None:
-    body = health_body(scenario_state)
+    body = scenario_state.get_health()
     require(
         body.get("quant_kind") == kind,
         spec_ids,
@@ -505,7 +352,7 @@ def health_quant_kind(kind: str, scenario_state: ScenarioState, spec_ids: str) -
 
 @then("/health reports the model resident and the worker healthy")
 def health_resident(scenario_state: ScenarioState, spec_ids: str, request: pytest.FixtureRequest) -> None:
-    body = health_body(scenario_state)
+    body = scenario_state.get_health()
     require(
         body.get("status") == "healthy",
         spec_ids,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_bdd import then, when
 
 from steps.state import ScenarioState
-from steps.verdicts import require
+from steps.verdicts import matches_kind, require
 
 
 @when("I GET /health")
@@ -13,42 +13,19 @@ def get_health(scenario_state: ScenarioState) -> None:
     scenario_state.get("/health")
 
 
-def _matches(value: object, kind: str) -> bool:
-    """`kind` as written in a feature table: string, boolean, integer, "integer or null", "one of a, b"."""
-    if kind.startswith("one of "):
-        return value in [choice.strip() for choice in kind.removeprefix("one of ").split(",")]
-    alternatives = [part.strip() for part in kind.split(" or ")]
-    checks = {
-        "string": lambda v: isinstance(v, str),
-        "boolean": lambda v: isinstance(v, bool),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "null": lambda v: v is None,
-    }
-    unknown = [part for part in alternatives if part not in checks]
-    assert not unknown, f"unknown type {kind!r} in the feature table; use {', '.join(checks)} or 'one of ...'"
-    return any(checks[part](value) for part in alternatives)
-
-
-def _health(state: ScenarioState) -> dict:
-    body = state.body_json()
-    require(state.status_code == 200, "M0-W-1320", f"GET /health answered {state.status_code}")
-    require(isinstance(body, dict), "M0-W-1320", f"/health body is not a JSON object: {state.body[:300]!r}")
-    return body
-
-
 @then("the health body has the fields:")
 def health_fields(datatable: list[list[str]], scenario_state: ScenarioState, spec_ids: str) -> None:
-    body = _health(scenario_state)
+    body = scenario_state.health_body()
     header, *rows = datatable
     assert header[:2] == ["field", "type"], "the table needs the columns | field | type |"
     for name, kind, *_ in rows:
         require(name in body, spec_ids, f"/health lacks the required field `{name}`: {body}")
-        require(_matches(body[name], kind), spec_ids, f"/health `{name}` is {body[name]!r}, not {kind}")
+        require(matches_kind(body[name], kind), spec_ids, f"/health `{name}` is {body[name]!r}, not {kind}")
 
 
 @then("the health body describes the model file the worker serves")
 def health_matches_model(scenario_state: ScenarioState) -> None:
-    body = _health(scenario_state)
+    body = scenario_state.health_body()
     model = scenario_state.model
     assert model is not None, "the scenario needs a 'Given a worker serving ...' step"
     facts = model.facts

@@ -14,36 +14,21 @@ Everything is judged from outside the worker:
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import httpx
-import pytest
 from pytest_bdd import given, parsers, then, when
 
 from steps import verdicts
+from steps.envelope import memory_envelope
+from steps.jobs import READ_TIMEOUT_S, ConcurrencyState, busy_refusal, clocked_job
+from steps.logs import settled_lines, wait_for_event
+from steps.measures import LoggedJob, LogState
+from steps.nvidia_smi import GpuState, compute_apps, worker_apps
 from steps.plugin import Harness
-from steps.sse import SSEEvent, SSEStream, open_event_stream
-from steps.state import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ScenarioState, new_job_id
-from steps.step_defs.memory import memory_envelope
-from steps.step_defs.process import wait_for_event
-from steps.step_defs.worker import _serve
-from steps.targets import SpawnTarget, WorkerHandle
-from steps.verdicts import not_applicable, require
-
-NVIDIA_SMI_QUERY = ("--query-compute-apps=pid,used_memory", "--format=csv,noheader")
-NVIDIA_SMI_TIMEOUT_S = 30.0
-MIB = 1 << 20
-_MEMORY = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]i?B)?\s*$", re.IGNORECASE)
-_UNITS = {"": MIB, "kib": 1 << 10, "kb": 1 << 10, "mib": MIB, "mb": MIB, "gib": 1 << 30, "gb": 1 << 30}
-LOG_QUIET_S = 0.5  # a job's log lines are all written once the log has not grown for this long
-LOG_SETTLE_LIMIT_S = 5.0
-BUSY_STATUSES = (503,)  # M0-W-1301: a second job may be refused as busy (Service Unavailable)
-
+from steps.processes import spawn_target, spawned_worker
+from steps.serving import serve_role
+from steps.state import ScenarioState, new_job_id
+from steps.verdicts import is_number, not_applicable, require
 
 # --- A fresh worker --------------------------------------------------------------------------------
 
@@ -51,115 +36,19 @@ BUSY_STATUSES = (503,)  # M0-W-1301: a second job may be refused as busy (Servic
 @given(parsers.parse("a freshly started worker serving the {model} model"))
 def fresh_worker(model: str, harness: Harness, scenario_state: ScenarioState, request) -> None:
     """Stops the workers the harness runs, then starts one for this scenario: the start is part of it."""
-    target = harness.target
-    if not isinstance(target, SpawnTarget):
-        not_applicable("the harness does not start workers here (attach mode)")
-    target.close()
-    _serve(model, (), harness, scenario_state, request)
-
-
-def _spawned(state: ScenarioState) -> WorkerHandle:
-    worker = state.worker
-    if worker is None or worker.process is None:
-        not_applicable("the worker was not started by the harness, so its process is not visible")
-    return worker
+    spawn_target(harness).close()
+    serve_role(model, (), harness, scenario_state, request)
 
 
 # --- The GPU context seen by nvidia-smi (M0-W-1400, M0-W-1010, M0-W-1401) ----------------------------
-
-
-@dataclass(frozen=True)
-class ComputeApp:
-    pid: int
-    used_bytes: int | None  # None when nvidia-smi cannot say ("[N/A]", "[Insufficient Permissions]")
-
-
-def compute_apps() -> list[ComputeApp]:
-    """The processes holding a CUDA context, as nvidia-smi lists them."""
-    binary = shutil.which("nvidia-smi")
-    if binary is None:
-        not_applicable("nvidia-smi is not installed, so the worker's GPU context cannot be seen")
-    try:
-        done = subprocess.run(
-            [binary, *NVIDIA_SMI_QUERY], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        not_applicable(f"nvidia-smi did not answer: {exc}")
-    if done.returncode != 0:
-        not_applicable(f"nvidia-smi failed with code {done.returncode}: {done.stderr.strip()[:200]}")
-    apps = []
-    for line in done.stdout.splitlines():
-        pid_text, _, memory_text = line.partition(",")
-        if not pid_text.strip().isdigit():
-            continue
-        match = _MEMORY.match(memory_text)
-        used = None
-        if match:
-            used = int(float(match["value"]) * _UNITS[(match["unit"] or "").lower()])
-        apps.append(ComputeApp(int(pid_text), used))
-    return apps
-
-
-def worker_pids(worker: WorkerHandle) -> set[int]:
-    """The worker's process and its descendants (a wrapper command may hand the GPU to a child)."""
-    import psutil
-
-    assert worker.process is not None
-    pids = {worker.process.pid}
-    try:
-        pids |= {child.pid for child in psutil.Process(worker.process.pid).children(recursive=True)}
-    except psutil.Error:
-        pass
-    return pids
-
-
-def _pid_exists(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
-
-
-def _worker_apps(worker: WorkerHandle, requirement: str) -> list[ComputeApp]:
-    """The worker's entries in nvidia-smi; not applicable when nvidia-smi cannot see this PID namespace."""
-    apps = compute_apps()
-    pids = worker_pids(worker)
-    mine = [app for app in apps if app.pid in pids]
-    if not mine and not any(_pid_exists(app.pid) for app in apps):
-        not_applicable(
-            f"nvidia-smi lists {len(apps)} compute processes, none of them in this machine's PID namespace "
-            "(a container?), so the worker's GPU context cannot be told apart"
-        )
-    require(
-        mine,
-        requirement,
-        f"nvidia-smi lists no CUDA context for the worker (pids {sorted(pids)}); compute processes: "
-        f"{[(app.pid, app.used_bytes) for app in apps]}",
-    )
-    return mine
-
-
-@dataclass
-class GpuState:
-    context_pids: set[int] = field(default_factory=set)  # the worker's pids nvidia-smi listed
-
-
-@pytest.fixture
-def gpu_state() -> GpuState:
-    return GpuState()
-
-
-def _health(state: ScenarioState, requirement: str) -> dict:
-    state.get("/health")
-    body = state.body_json()
-    require(state.status_code == 200, requirement, f"GET /health answered {state.status_code}")
-    require(isinstance(body, dict), requirement, f"/health body is not a JSON object: {state.body[:200]!r}")
-    return body
 
 
 @then("/health reports the CUDA device the worker was started on, where it reports a device")
 def health_reports_cuda(scenario_state: ScenarioState, request) -> None:
     """M0-W-1400. `device`, `sm` and `cuda_runtime_version` are optional /health fields: an absent one is
     not judged (listed in the user property `not_reported`); a present one must describe the CUDA device."""
-    worker = _spawned(scenario_state)
-    body = _health(scenario_state, "M0-W-1400")
+    worker = spawned_worker(scenario_state)
+    body = scenario_state.get_health("M0-W-1400")
     absent = [name for name in ("device", "sm", "cuda_runtime_version") if body.get(name) is None]
     if absent:
         request.node.user_properties.append(("not_reported", ", ".join(absent)))
@@ -188,9 +77,9 @@ def health_reports_cuda(scenario_state: ScenarioState, request) -> None:
 def context_holds_weights(scenario_state: ScenarioState, gpu_state: GpuState) -> None:
     """M0-W-1010: the weights are in device memory, so the worker's CUDA context holds at least their bytes.
     A CUDA context alone takes hundreds of MiB: this only has teeth for real model files (--model-dir)."""
-    worker = _spawned(scenario_state)
+    worker = spawned_worker(scenario_state)
     assert scenario_state.model is not None
-    mine = _worker_apps(worker, "M0-W-1010")
+    mine = worker_apps(worker, "M0-W-1010")
     gpu_state.context_pids = {app.pid for app in mine}
     sizes = [app.used_bytes for app in mine if app.used_bytes is not None]
     if not sizes:
@@ -207,8 +96,8 @@ def context_holds_weights(scenario_state: ScenarioState, gpu_state: GpuState) ->
 
 @when("I note the worker's processes that hold a CUDA context")
 def note_context(scenario_state: ScenarioState, gpu_state: GpuState) -> None:
-    worker = _spawned(scenario_state)
-    gpu_state.context_pids = {app.pid for app in _worker_apps(worker, "M0-W-1401")}
+    worker = spawned_worker(scenario_state)
+    gpu_state.context_pids = {app.pid for app in worker_apps(worker, "M0-W-1401")}
 
 
 @then(parsers.parse("within {seconds:d} seconds nvidia-smi lists none of those processes"))
@@ -232,10 +121,6 @@ def context_released(seconds: int, gpu_state: GpuState) -> None:
 # --- The load flow (M0-W-1410) ------------------------------------------------------------------------
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 @then("the model_load_progress events count the bytes copied up to the total, where they report bytes")
 def progress_counts_bytes(scenario_state: ScenarioState, request) -> None:
     """M0-W-1410: one pass mmap -> parse -> allocate -> copy; the progress events are its outside view.
@@ -243,7 +128,7 @@ def progress_counts_bytes(scenario_state: ScenarioState, request) -> None:
     allows), the bytes only grow, never run ahead of or past the total, end at the total, and the total
     lies between the file's tensor bytes and its size. Without byte fields only the percent order counts
     (user property `not_reported`)."""
-    worker = _spawned(scenario_state)
+    worker = spawned_worker(scenario_state)
     assert scenario_state.model is not None
     progress = [
         record
@@ -253,7 +138,7 @@ def progress_counts_bytes(scenario_state: ScenarioState, request) -> None:
     require(progress, "M0-W-1410", "no model_load_progress log event: the load flow is not visible")
     percents = [record.get("percent") for record in progress]
     require(
-        all(_number(p) for p in percents) and percents == sorted(percents),
+        all(is_number(p) for p in percents) and percents == sorted(percents),
         "M0-W-1410",
         f"model_load_progress percents are not numbers in order: {percents}",
     )
@@ -268,7 +153,7 @@ def progress_counts_bytes(scenario_state: ScenarioState, request) -> None:
         for record in with_bytes
     ]
     require(
-        all(_number(value) for value in loaded) and len(totals) == 1 and _number(next(iter(totals))),
+        all(is_number(value) for value in loaded) and len(totals) == 1 and is_number(next(iter(totals))),
         "M0-W-1410",
         f"model_load_progress (percent, bytes_loaded, bytes_total) are not numbers with one total: {listing}",
     )
@@ -299,94 +184,11 @@ def progress_counts_bytes(scenario_state: ScenarioState, request) -> None:
 # --- One job at a time (M0-W-1301) -------------------------------------------------------------------
 
 
-@dataclass
-class TimedEvent:
-    event: SSEEvent
-    at: float  # time.monotonic() when the client had it
-
-
-class ClockedJob:
-    """One `/execute` job read on its own thread and connection; each event keeps its absolute arrival time,
-    so the events of two jobs can be put on one time line."""
-
-    def __init__(self, url: str, body: dict) -> None:
-        self.body = body
-        self.events: list[TimedEvent] = []
-        self.stream: SSEStream | None = None
-        self.failure: str | None = None
-        self.sent_at = time.monotonic()
-        self.ended_at: float | None = None
-        self._changed = threading.Condition()
-        self._done = False
-        self._thread = threading.Thread(target=self._run, args=(url,), name="clocked-job", daemon=True)
-        self._thread.start()
-
-    def _run(self, url: str) -> None:
-        timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        try:
-            with (
-                httpx.Client(timeout=timeout) as client,
-                open_event_stream(client, url, json_body=self.body) as reader,
-            ):
-                self.stream = reader.stream
-                for event in reader:
-                    with self._changed:
-                        self.events.append(TimedEvent(event, time.monotonic()))
-                        self._changed.notify_all()
-        except Exception as exc:  # noqa: BLE001 - recorded for the verdict
-            self.failure = f"{type(exc).__name__}: {exc}"
-        finally:
-            with self._changed:
-                self.ended_at = time.monotonic()
-                self._done = True
-                self._changed.notify_all()
-
-    def wait(self, predicate, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while not predicate() and not self._done:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-            return predicate() or self._done
-
-    def join(self, timeout_s: float) -> bool:
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-    def of_type(self, *types: str) -> list[TimedEvent]:
-        return [timed for timed in self.events if timed.event.type in types]
-
-    def describe(self) -> str:
-        if self.stream is None:
-            return f"no response ({self.failure})"
-        if not self.stream.is_event_stream:
-            return f"HTTP {self.stream.status_code}: {self.stream.body[:200]!r}"
-        return f"HTTP {self.stream.status_code} [{self.stream.summary()}]"
-
-
-@dataclass
-class ConcurrencyState:
-    first: ClockedJob | None = None
-    second: ClockedJob | None = None
-
-
-@pytest.fixture
-def concurrency_state() -> ConcurrencyState:
-    return ConcurrencyState()
-
-
-def _job(state: ScenarioState, prompt: str, max_tokens: int) -> ClockedJob:
-    body = {"job_id": new_job_id(), "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
-    return ClockedJob(state.url("/execute"), body)
-
-
 @given(parsers.parse('a first job with prompt "{prompt}" and max_tokens {max_tokens:d} is streaming tokens'))
 def first_job_streaming(
     prompt: str, max_tokens: int, scenario_state: ScenarioState, concurrency_state: ConcurrencyState
 ) -> None:
-    first = concurrency_state.first = _job(scenario_state, prompt, max_tokens)
+    first = concurrency_state.first = clocked_job(scenario_state, prompt, max_tokens)
     first.wait(lambda: bool(first.of_type("token", "end", "error")), READ_TIMEOUT_S)
     require(first.stream is not None, "M0-W-1300", f"POST /execute gave no response: {first.failure}")
     verdicts.check_event_stream_response(first.stream)
@@ -399,34 +201,9 @@ def second_job(
 ) -> None:
     first = concurrency_state.first
     assert first is not None, "the scenario needs a first job that is streaming"
-    second = concurrency_state.second = _job(scenario_state, prompt, max_tokens)
+    second = concurrency_state.second = clocked_job(scenario_state, prompt, max_tokens)
     for job in (second, first):
         require(job.join(READ_TIMEOUT_S * 2), "M0-W-1301", f"a job did not finish: {job.describe()}")
-
-
-def _refused(job: ClockedJob) -> str | None:
-    """Why `job` counts as refused as busy, or None: HTTP 503, or a stream of one retriable error."""
-    stream = job.stream
-    assert stream is not None
-    if stream.status_code in BUSY_STATUSES:
-        body = stream.body
-        require(
-            b'"retriable": false' not in body and b'"retriable":false' not in body,
-            "M0-W-1301",
-            f"a busy refusal must be retriable; the second job got {job.describe()}",
-        )
-        return f"HTTP {stream.status_code}"
-    if stream.status_code == 200 and stream.is_event_stream and not stream.of_type("token"):
-        errors = stream.of_type("error")
-        if errors:
-            data = errors[0].data or {}
-            require(
-                data.get("retriable") is True,
-                "M0-W-1301",
-                f"a busy refusal must be retriable; the second job ended with {errors[0].raw[:200]!r}",
-            )
-            return f"an SSE error {data.get('code')!r}"
-    return None
 
 
 @then("the second job was refused as busy or ran only after the first had ended")
@@ -444,7 +221,7 @@ def one_job_at_a_time(concurrency_state: ConcurrencyState) -> None:
             f"the first job ended ({first.describe()}) before the second was sent, so they never overlapped"
         )
     require(second.stream is not None, "M0-W-1301", f"the second job got no response: {second.failure}")
-    if _refused(second) is not None:
+    if busy_refusal(second) is not None:
         return
     require(
         second.stream.status_code == 200,
@@ -466,52 +243,12 @@ def one_job_at_a_time(concurrency_state: ConcurrencyState) -> None:
 # --- The pure decode loop (M0-SEAM-PURE-LOOP) ---------------------------------------------------------
 
 
-def _log_lines(worker: WorkerHandle) -> list[str]:
-    lines = []
-    for path in (worker.stdout_path, worker.stderr_path):
-        if path is not None and path.exists():
-            lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return lines
-
-
-def _settled_log(worker: WorkerHandle) -> list[str]:
-    """The log once it has stopped growing (a job's last line may follow its end event)."""
-    deadline = time.monotonic() + LOG_SETTLE_LIMIT_S
-    lines = _log_lines(worker)
-    quiet_since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = _log_lines(worker)
-        if len(now) != len(lines):
-            lines, quiet_since = now, time.monotonic()
-        elif time.monotonic() - quiet_since >= LOG_QUIET_S:
-            break
-    return lines
-
-
-@dataclass
-class LoggedJob:
-    max_tokens: int
-    tokens: int
-    new_lines: list[str]
-
-
-@dataclass
-class LogState:
-    jobs: list[LoggedJob] = field(default_factory=list)
-
-
-@pytest.fixture
-def log_state() -> LogState:
-    return LogState()
-
-
 @when(parsers.parse("I run a greedy job with max_tokens {max_tokens:d} and count the log lines it adds"))
 def logged_job(max_tokens: int, scenario_state: ScenarioState, log_state: LogState) -> None:
     worker = scenario_state.worker
     if worker is None or not worker.spawned:
         not_applicable("the worker's logs are only visible when the harness starts it")
-    before = len(_settled_log(worker))
+    before = len(settled_lines(worker))
     scenario_state.job_id = new_job_id()
     body = {
         "job_id": scenario_state.job_id,
@@ -521,7 +258,7 @@ def logged_job(max_tokens: int, scenario_state: ScenarioState, log_state: LogSta
     }
     stream = scenario_state.post_stream("/execute", json_body=body)
     verdicts.check_well_formed_job(stream, scenario_state.job_id)
-    after = _settled_log(worker)
+    after = settled_lines(worker)
     log_state.jobs.append(LoggedJob(max_tokens, len(stream.of_type("token")), after[before:]))
 
 

@@ -13,132 +13,23 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 
 import httpx
 import pytest
 from pytest_bdd import given, parsers, then, when
 
 from steps import verdicts
-from steps.capabilities import CAPABILITIES, capability_args, device_memory_judged
+from steps.capabilities import capability_args, device_memory_judged
+from steps.envelope import MIB, memory_envelope
+from steps.logs import ERROR_LEVELS, command_argument, log_level, log_records, names_file, problem_lines
+from steps.measures import HealthSample, MemoryState, byte_counts
 from steps.plugin import Harness
+from steps.processes import ProcessState, start_one_off
+from steps.serving import serve_role
 from steps.state import ScenarioState, new_job_id
-from steps.step_defs.process import (
-    ProcessState,
-    log_level,
-    log_records,
-    names_file,
-    problem_lines,
-    start_one_off,
-)
-from steps.step_defs.worker import _serve
 from steps.verdicts import not_applicable, require
 
-MIB = 1 << 20
-WEIGHT_SLACK = 1.2  # device bytes for weights may exceed the file's tensor bytes by 20% (layout, padding)
-WEIGHT_FLOOR = 0.95  # and must hold at least 95% of them
-ALIGNMENT = 256  # M0-W-1220: per-tensor alignment padding
-SCRATCH_POSITIONS = 512  # intermediates of one step over at most this many positions
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.getgroup("worker-orcd").addoption(
-        "--worker-flag",
-        action="append",
-        default=[],
-        metavar="NAME=TEMPLATE",
-        help="worker-specific flags for a capability the M0 CLI lacks (repeatable): "
-        + "; ".join(f"{name}: {text}" for name, text in CAPABILITIES.items())
-        + ". The reference worker's are built in.",
-    )
-
-
-# --- What the model file says about memory (read with gguf-py) --------------------------------------
-
-
-@dataclass(frozen=True)
-class MemoryEnvelope:
-    """Device bytes a worker serving the file may report, derived from the file alone.
-
-    lower: the tensors themselves (weights must be in device memory: M0-SYS-2.2.1, M0-W-1011).
-    upper: the tensors in their stored types with 20% slack and alignment padding, plus a KV cache for
-    the whole context in FP32 and the intermediates of one step over up to 512 positions. A full-precision
-    copy of the weights (M0-W-1201) does not fit.
-    """
-
-    tensor_bytes: int
-    tensors: int
-    kv_cache_bytes: int
-    scratch_bytes: int
-
-    @property
-    def lower(self) -> int:
-        return int(self.tensor_bytes * WEIGHT_FLOOR)
-
-    @property
-    def upper(self) -> int:
-        weights = int(self.tensor_bytes * WEIGHT_SLACK) + ALIGNMENT * self.tensors
-        return weights + self.kv_cache_bytes + self.scratch_bytes
-
-    def describe(self) -> str:
-        return (
-            f"tensors {self.tensor_bytes} bytes in {self.tensors} tensors, KV allowance {self.kv_cache_bytes}, "
-            f"scratch allowance {self.scratch_bytes}: accepted {self.lower}..{self.upper}"
-        )
-
-
-@cache
-def memory_envelope(path: Path) -> MemoryEnvelope:
-    import gguf
-
-    reader = gguf.GGUFReader(path)
-
-    def number(key: str, default: int = 0) -> int:
-        item = reader.get_field(key)
-        return int(item.contents()) if item is not None else default
-
-    arch = str(reader.get_field("general.architecture").contents())
-    layers = number(f"{arch}.block_count")
-    context = number(f"{arch}.context_length")
-    embedding = number(f"{arch}.embedding_length")
-    heads = max(1, number(f"{arch}.attention.head_count", 1))
-    kv_heads = number(f"{arch}.attention.head_count_kv", heads)
-    key_length = number(f"{arch}.attention.key_length", embedding // heads)
-    value_length = number(f"{arch}.attention.value_length", embedding // heads)
-    feed_forward = number(f"{arch}.feed_forward_length", 4 * embedding)
-    tokens = reader.get_field("tokenizer.ggml.tokens")
-    vocab = len(tokens.data) if tokens is not None else 0
-    return MemoryEnvelope(
-        tensor_bytes=sum(int(tensor.n_bytes) for tensor in reader.tensors),
-        tensors=len(reader.tensors),
-        kv_cache_bytes=layers * context * kv_heads * (key_length + value_length) * 4,
-        scratch_bytes=min(context, SCRATCH_POSITIONS) * (embedding + feed_forward + vocab) * 4,
-    )
-
-
-# --- Scenario state --------------------------------------------------------------------------------
-
-
-@dataclass
-class HealthSample:
-    at_s: float
-    status_code: int | None
-    body: object
-    problem: str | None = None
-
-
-@dataclass
-class MemoryState:
-    samples: list[HealthSample] = field(default_factory=list)
-    jobs: list = field(default_factory=list)  # SSEStream of each job run while sampling
-    budget_bytes: int | None = None
-
-
-@pytest.fixture
-def memory_state() -> MemoryState:
-    return MemoryState()
+IDENTITY_FIELDS = ("model", "quant_kind", "vocab_size", "context_length", "tokenizer_kind", "architecture")
 
 
 # --- Given / When ----------------------------------------------------------------------------------
@@ -162,7 +53,7 @@ def worker_with_tight_budget(
     mb = math.ceil(memory_envelope(path).tensor_bytes / MIB)
     memory_state.budget_bytes = mb * MIB
     args = capability_args(request.config, "memory_budget", mb=mb, bytes=mb * MIB)
-    _serve(model, args, harness, scenario_state, request)
+    serve_role(model, args, harness, scenario_state, request)
 
 
 @given(parsers.parse("a worker serving the {model} model with a residency failure injected"))
@@ -170,7 +61,7 @@ def worker_with_residency_fault(
     model: str, harness: Harness, scenario_state: ScenarioState, request: pytest.FixtureRequest
 ) -> None:
     args = capability_args(request.config, "residency_fault")
-    _serve(model, args, harness, scenario_state, request)
+    serve_role(model, args, harness, scenario_state, request)
 
 
 @when("the worker is started with a device-memory budget of half its tensor bytes")
@@ -238,13 +129,6 @@ def sample_health_during_jobs(
 # --- Then ------------------------------------------------------------------------------------------
 
 
-def _sample_listing(samples: list[HealthSample]) -> str:
-    return "; ".join(
-        f"t={s.at_s:.1f}s {s.status_code} {s.problem or (s.body if not isinstance(s.body, dict) else '')}".strip()
-        for s in samples[:6]
-    )
-
-
 @then("every /health sample shows the model resident and the worker healthy")
 def samples_resident(
     memory_state: MemoryState, scenario_state: ScenarioState, spec_ids: str, request: pytest.FixtureRequest
@@ -282,9 +166,6 @@ def samples_resident(
             spec_ids,
             f"{where}: vram_bytes_used is {used!r}, less than the model's weights ({floor} bytes)",
         )
-
-
-IDENTITY_FIELDS = ("model", "quant_kind", "vocab_size", "context_length", "tokenizer_kind", "architecture")
 
 
 @then("every /health sample describes the same model")
@@ -419,7 +300,7 @@ def residency_logged(scenario_state: ScenarioState, spec_ids: str) -> None:
     critical = [
         record
         for record in records
-        if log_level(record) in ("critical", "fatal", "error")
+        if log_level(record) in ERROR_LEVELS
         and "residen" in " ".join(str(value) for value in record.values()).lower()
     ]
     require(
@@ -427,34 +308,6 @@ def residency_logged(scenario_state: ScenarioState, spec_ids: str) -> None:
         spec_ids,
         f"no critical log line about residency; logged events: {[record['event'] for record in records][-12:]}",
     )
-
-
-_SIZE = re.compile(r"(\d[\d,_]*(?:\.\d+)?)\s*(bytes?|[KMGT]i?B|B)?\b", re.IGNORECASE)
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "byte": 1,
-    "bytes": 1,
-    "kb": 1000,
-    "kib": 1 << 10,
-    "mb": 1000**2,
-    "mib": MIB,
-    "gb": 1000**3,
-    "gib": 1 << 30,
-    "tb": 1000**4,
-    "tib": 1 << 40,
-}
-
-
-def _sizes(text: str) -> list[float]:
-    found = []
-    for number, unit in _SIZE.findall(text):
-        try:
-            value = float(number.replace(",", "").replace("_", ""))
-        except ValueError:
-            continue
-        found.append(value * _UNITS.get((unit or "").lower(), 1))
-    return found
 
 
 @then("the error output gives the required and available bytes, the GPU id and the model path")
@@ -465,9 +318,9 @@ def insufficient_vram_message(process_state: ProcessState, memory_state: MemoryS
     path = process_state.model.path
     tensor_bytes = memory_envelope(path).tensor_bytes
     budget = memory_state.budget_bytes
-    gpu = (
-        watched.handle.gpu if watched.handle.gpu is not None else _gpu_argument(watched.handle.command or [])
-    )
+    gpu = watched.handle.gpu
+    if gpu is None:
+        gpu = command_argument(watched.handle.command, "--gpu-device") or "0"
     gpu_pattern = re.compile(rf"(gpu|cuda|device)[^\d\n]{{0,12}}{re.escape(str(gpu))}\b", re.IGNORECASE)
     lines = problem_lines(watched.handle)
     problems = []
@@ -475,7 +328,7 @@ def insufficient_vram_message(process_state: ProcessState, memory_state: MemoryS
         if not names_file(line, path):
             continue
         rest = line.replace(str(path), " ").replace(path.name, " ")
-        sizes = _sizes(rest)
+        sizes = byte_counts(rest)
         required = [size for size in sizes if 0.9 * tensor_bytes <= size <= 3 * tensor_bytes]
         available = [size for size in sizes if 0.5 * budget <= size <= 1.05 * budget and size not in required]
         missing = [
@@ -496,10 +349,3 @@ def insufficient_vram_message(process_state: ProcessState, memory_state: MemoryS
         f"no error line names {path.name} with the required ({tensor_bytes}) and available ({budget}) bytes "
         f"and GPU {gpu}: " + ("; ".join(problems[-3:]) or f"lines: {lines[-5:]}"),
     )
-
-
-def _gpu_argument(command: list[str]) -> str:
-    for index, token in enumerate(command[:-1]):
-        if token == "--gpu-device":
-            return command[index + 1]
-    return "0"

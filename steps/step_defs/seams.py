@@ -11,49 +11,25 @@ the client side.
 from __future__ import annotations
 
 import json
-import math
-import re
-import signal
-import subprocess
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 
-import pytest
 from pytest_bdd import given, parsers, then, when
 
 from steps.capabilities import capability_args
+from steps.jobs import JobRuns, finished_runs, run_job
+from steps.measures import Measures, has_fields, percentile, timed_on
 from steps.plugin import Harness
+from steps.serving import serve_role
+from steps.sse import open_event_stream
 from steps.state import ScenarioState, new_job_id
-from steps.step_defs.generation import JobRuns, Run, run_job
-from steps.step_defs.worker import _serve
-from steps.verdicts import RequirementViolation, not_applicable, require
+from steps.verdicts import not_applicable, require
 
 BENCHMARK_FIELDS = ("first_token_ms", "per_token_ms", "tokens_per_s", "load_s")
+HOOK_COUNTERS = ("worker_requests_total", "worker_inference_duration_ms")  # each grows by 1 per job
+HOOK_TOKEN_COUNTER = "worker_tokens_generated_total"  # grows by the tokens a job streamed
 DISCONNECT_GIVE_UP_S = 10.0
-
-
-@dataclass
-class Measures:
-    """What one performance scenario measured."""
-
-    scrapes: list[tuple[int, str, str]] = field(default_factory=list)  # status, content type, body
-    health_ms: list[float] = field(default_factory=list)
-    health_while: str = "while the worker was idle"
-    cancel_to_end_ms: float | None = None
-    disconnect_to_start_ms: float | None = None
-    vram_before: int | None = None
-
-
-@pytest.fixture
-def measures() -> Measures:
-    return Measures()
-
-
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile (p95: share 0.95)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+DISCONNECT_RETRY_S = 0.005
+CANCEL_GIVE_UP_S = 30.0
 
 
 # --- Implementations swapped by a flag -----------------------------------------------------------------
@@ -62,7 +38,9 @@ def percentile(values: list[float], share: float) -> float:
 @when(parsers.parse("the same model is served with the worker flag {flag}"))
 def serve_with_flag(flag: str, harness: Harness, scenario_state: ScenarioState, request) -> None:
     assert scenario_state.model is not None, "the scenario needs a 'Given a worker serving ...' step"
-    _serve(scenario_state.model.role, capability_args(request.config, flag), harness, scenario_state, request)
+    serve_role(
+        scenario_state.model.role, capability_args(request.config, flag), harness, scenario_state, request
+    )
 
 
 # --- The step function seen on the wire, and timing ----------------------------------------------------
@@ -105,21 +83,6 @@ def decode_time_plausible(job_runs: JobRuns, spec_ids: str) -> None:
 
 # --- GET /metrics (M0-W-1350, M1-METRICS, M05-HOOKS) ---------------------------------------------------
 
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)")
-
-
-def metric_totals(body: str) -> dict[str, float]:
-    """Sum of the samples of each metric name (labels summed over); histogram parts keep their suffix."""
-    totals: dict[str, float] = defaultdict(float)
-    for line in body.splitlines():
-        match = _SAMPLE.match(line.strip())
-        if match and not line.startswith("#"):
-            try:
-                totals[match["name"]] += float(match["value"])
-            except ValueError:
-                continue
-    return dict(totals)
-
 
 @when("I scrape /metrics")
 def scrape(scenario_state: ScenarioState, measures: Measures) -> None:
@@ -127,25 +90,9 @@ def scrape(scenario_state: ScenarioState, measures: Measures) -> None:
     measures.scrapes.append((response.status_code, response.headers.get("content-type", ""), response.text))
 
 
-def _last_scrape(measures: Measures, spec_ids: str) -> dict[str, float]:
-    require(measures.scrapes, spec_ids, "/metrics was not scraped")
-    status, content_type, body = measures.scrapes[-1]
-    require(
-        status == 200,
-        spec_ids,
-        f"GET /metrics answered {status}, not 200 with Prometheus text: {body[:200]!r}",
-    )
-    require(
-        content_type.startswith("text/plain") or "openmetrics" in content_type,
-        spec_ids,
-        f"GET /metrics Content-Type is {content_type!r}, not the Prometheus text format (text/plain)",
-    )
-    return metric_totals(body)
-
-
 @then("/metrics serves Prometheus text with the metrics:")
 def metrics_listed(datatable: list[list[str]], measures: Measures, spec_ids: str) -> None:
-    totals = _last_scrape(measures, spec_ids)
+    totals = measures.last_totals(spec_ids)
     header, *rows = datatable
     assert header[:1] == ["metric"], "the table needs the column | metric |"
     for name, *_ in rows:
@@ -153,26 +100,15 @@ def metrics_listed(datatable: list[list[str]], measures: Measures, spec_ids: str
         require(present, spec_ids, f"/metrics has no {name}; it has {', '.join(sorted(totals)) or 'nothing'}")
 
 
-def _growth(measures: Measures, name: str, spec_ids: str) -> float:
-    require(len(measures.scrapes) >= 2, spec_ids, "/metrics needs a scrape before and after the job")
-    after = _last_scrape(measures, spec_ids)
-    status, _, body = measures.scrapes[0]
-    require(status == 200, spec_ids, f"GET /metrics answered {status} before the job")
-    before = metric_totals(body)
-    key = name if name in after else f"{name}_count"
-    require(key in after, spec_ids, f"/metrics has no {name}")
-    return after[key] - before.get(key, 0.0)
-
-
 @then(parsers.parse("{name} grew by {count:d} between the scrapes"))
 def metric_grew(name: str, count: int, measures: Measures, spec_ids: str) -> None:
-    grown = _growth(measures, name, spec_ids)
+    grown = measures.growth(name, spec_ids)
     require(grown == count, spec_ids, f"{name} grew by {grown:g} over one job, not {count}")
 
 
 @then(parsers.parse("{name} grew by the tokens the job streamed"))
 def metric_grew_by_tokens(name: str, measures: Measures, job_runs: JobRuns, spec_ids: str) -> None:
-    grown = _growth(measures, name, spec_ids)
+    grown = measures.growth(name, spec_ids)
     tokens = sum(len(run.stream.of_type("token")) for run in job_runs.runs)
     require(grown == tokens, spec_ids, f"{name} grew by {grown:g}; the job streamed {tokens} tokens")
 
@@ -185,20 +121,17 @@ def hooks_visible(measures: Measures, job_runs: JobRuns, spec_ids: str) -> None:
             "metrics hooks are no-ops until GET /metrics (M1) exposes them, and the worker serves no /metrics: "
             "nothing about them is observable over HTTP"
         )
-    for name in ("worker_requests_total", "worker_inference_duration_ms"):
-        metric_grew(name, 1, measures, spec_ids)
-    metric_grew_by_tokens("worker_tokens_generated_total", measures, job_runs, spec_ids)
+    for name in HOOK_COUNTERS:
+        grown = measures.growth(name, spec_ids)
+        require(grown == 1, spec_ids, f"{name} grew by {grown:g} over one job, not 1")
+    grown = measures.growth(HOOK_TOKEN_COUNTER, spec_ids)
+    tokens = sum(len(run.stream.of_type("token")) for run in job_runs.runs)
+    require(
+        grown == tokens, spec_ids, f"{HOOK_TOKEN_COUNTER} grew by {grown:g}; the job streamed {tokens} tokens"
+    )
 
 
 # --- Baseline benchmarks (M05-BENCH) ---------------------------------------------------------------------
-
-
-def _has_fields(value: object, names: tuple[str, ...]) -> bool:
-    if isinstance(value, dict):
-        return set(names) <= set(value) or any(_has_fields(child, names) for child in value.values())
-    if isinstance(value, list):
-        return any(_has_fields(child, names) for child in value)
-    return False
 
 
 @then(
@@ -217,7 +150,7 @@ def baseline_recorded(request, spec_ids: str) -> None:
             records.append((path, json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError):
             continue
-    found = [path for path, data in records if _has_fields(data, BENCHMARK_FIELDS)]
+    found = [path for path, data in records if has_fields(data, BENCHMARK_FIELDS)]
     require(
         found,
         spec_ids,
@@ -237,24 +170,16 @@ def run_jobs(
         run_job({"prompt": prompt, "max_tokens": max_tokens, "seed": seed}, scenario_state, job_runs)
 
 
-def _finished(runs: list[Run], spec_ids: str) -> list[Run]:
-    for run in runs:
-        require(
-            run.stream.events and run.stream.events[-1].type == "end",
-            spec_ids,
-            f"a job did not finish: {run.describe()}",
-        )
-    return runs
-
-
 @then(parsers.parse("the p95 time to the first token is below {limit:d} ms"))
 def first_token_p95(limit: int, job_runs: JobRuns, scenario_state: ScenarioState, spec_ids: str) -> None:
-    times = [run.stream.of_type("token")[0].arrived_s * 1000 for run in _finished(job_runs.runs, spec_ids)]
+    times = [
+        run.stream.of_type("token")[0].arrived_s * 1000 for run in finished_runs(job_runs.runs, spec_ids)
+    ]
     p95 = percentile(times, 0.95)
     require(
         p95 < limit,
         spec_ids,
-        f"p95 first-token latency is {p95:.1f} ms over {len(times)} jobs{_timed_file(scenario_state)} "
+        f"p95 first-token latency is {p95:.1f} ms over {len(times)} jobs{timed_on(scenario_state)} "
         f"(target {limit} ms)",
     )
 
@@ -262,7 +187,7 @@ def first_token_p95(limit: int, job_runs: JobRuns, scenario_state: ScenarioState
 @then(parsers.parse("the p95 gap between tokens is at most {limit:d} ms"))
 def token_gap_p95(limit: int, job_runs: JobRuns, scenario_state: ScenarioState, spec_ids: str) -> None:
     gaps = []
-    for run in _finished(job_runs.runs, spec_ids):
+    for run in finished_runs(job_runs.runs, spec_ids):
         arrivals = [event.arrived_s * 1000 for event in run.stream.of_type("token")]
         gaps += [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     require(gaps, spec_ids, "the jobs streamed too few tokens to measure the gap between them")
@@ -270,7 +195,7 @@ def token_gap_p95(limit: int, job_runs: JobRuns, scenario_state: ScenarioState, 
     require(
         p95 <= limit,
         spec_ids,
-        f"p95 gap between tokens is {p95:.1f} ms over {len(gaps)} gaps{_timed_file(scenario_state)} "
+        f"p95 gap between tokens is {p95:.1f} ms over {len(gaps)} gaps{timed_on(scenario_state)} "
         f"(target {limit} ms)",
     )
 
@@ -278,7 +203,7 @@ def token_gap_p95(limit: int, job_runs: JobRuns, scenario_state: ScenarioState, 
 @then(parsers.parse("the median decode rate is at least {rate:d} tokens per second"))
 def decode_rate(rate: int, job_runs: JobRuns, scenario_state: ScenarioState, spec_ids: str) -> None:
     rates = []
-    for run in _finished(job_runs.runs, spec_ids):
+    for run in finished_runs(job_runs.runs, spec_ids):
         tokens = run.stream.of_type("token")
         if len(tokens) >= 2 and tokens[-1].arrived_s > tokens[0].arrived_s:
             rates.append((len(tokens) - 1) / (tokens[-1].arrived_s - tokens[0].arrived_s))
@@ -287,21 +212,14 @@ def decode_rate(rate: int, job_runs: JobRuns, scenario_state: ScenarioState, spe
     require(
         median >= rate,
         spec_ids,
-        f"median decode rate is {median:.1f} tokens/s{_timed_file(scenario_state)} (target {rate})",
+        f"median decode rate is {median:.1f} tokens/s{timed_on(scenario_state)} (target {rate})",
     )
-
-
-def _time_health(state: ScenarioState, measures: Measures) -> None:
-    started = time.perf_counter()
-    response = state.client.get(state.url("/health"))
-    measures.health_ms.append((time.perf_counter() - started) * 1000)
-    require(response.status_code == 200, "M0-W-1320", f"GET /health answered {response.status_code}")
 
 
 @when(parsers.parse("I GET /health {count:d} times"))
 def health_many(count: int, scenario_state: ScenarioState, measures: Measures) -> None:
     for _ in range(count):
-        _time_health(scenario_state, measures)
+        measures.time_health(scenario_state)
 
 
 @when(parsers.parse("I GET /health {count:d} times while the job streams"))
@@ -314,7 +232,7 @@ def health_many_while_generating(count: int, scenario_state: ScenarioState, meas
     for _ in range(count):
         if running.done:
             break
-        _time_health(scenario_state, measures)
+        measures.time_health(scenario_state)
     if not measures.health_ms:
         not_applicable("the job ended before /health could be timed while it generated")
 
@@ -326,13 +244,8 @@ def health_p99(limit: int, measures: Measures, scenario_state: ScenarioState, sp
         p99 < limit,
         spec_ids,
         f"p99 /health latency is {p99:.2f} ms over {len(measures.health_ms)} calls {measures.health_while}"
-        f"{_timed_file(scenario_state)} (target {limit} ms)",
+        f"{timed_on(scenario_state)} (target {limit} ms)",
     )
-
-
-def _timed_file(state: ScenarioState) -> str:
-    """' on FILE': the file a timing figure was measured on (issue 12 item 5: the report names it)."""
-    return f" on {state.model.path.name}" if state.model is not None else ""
 
 
 @when("I cancel the job and wait for its stream to end")
@@ -341,14 +254,16 @@ def cancel_and_wait(scenario_state: ScenarioState, measures: Measures) -> None:
     assert running is not None and scenario_state.job_id is not None, "no job is streaming"
     sent = time.monotonic()
     scenario_state.client.post(scenario_state.url("/cancel"), json={"job_id": scenario_state.job_id})
-    if running.wait_done(30.0):
+    if running.wait_done(CANCEL_GIVE_UP_S):
         measures.cancel_to_end_ms = (time.monotonic() - sent) * 1000
 
 
 @then(parsers.parse("the stream ended within {limit:d} ms of the cancel"))
 def cancel_latency(limit: int, measures: Measures, spec_ids: str) -> None:
     elapsed = measures.cancel_to_end_ms
-    require(elapsed is not None, spec_ids, "the stream did not end within 30 s of the cancel")
+    require(
+        elapsed is not None, spec_ids, f"the stream did not end within {CANCEL_GIVE_UP_S:.0f} s of the cancel"
+    )
     require(
         elapsed <= limit, spec_ids, f"the stream ended {elapsed:.0f} ms after the cancel (target {limit} ms)"
     )
@@ -365,14 +280,14 @@ def disconnect_then_new_job(scenario_state: ScenarioState, measures: Measures) -
     deadline = dropped + DISCONNECT_GIVE_UP_S
     while time.monotonic() < deadline:
         body = {"job_id": new_job_id(), "prompt": "Hello", "max_tokens": 1}
-        with scenario_state.client.stream("POST", scenario_state.url("/execute"), json=body) as response:
-            if response.status_code == 200:
-                for line in response.iter_lines():
-                    if "started" in line:
-                        measures.disconnect_to_start_ms = (time.monotonic() - dropped) * 1000
-                        response.read()
-                        return
-        time.sleep(0.005)
+        with open_event_stream(
+            scenario_state.client, scenario_state.url("/execute"), json_body=body
+        ) as reader:
+            if reader.stream.status_code == 200 and reader.read_until("started") is not None:
+                measures.disconnect_to_start_ms = (time.monotonic() - dropped) * 1000
+                reader.read_all()
+                return
+        time.sleep(DISCONNECT_RETRY_S)
 
 
 @then(parsers.parse("the new job started within {limit:d} ms of the disconnect"))
@@ -401,21 +316,6 @@ def load_time(limit: int, scenario_state: ScenarioState, spec_ids: str) -> None:
         spec_ids,
         f"the worker took {worker.ready_after_s:.1f} s from process start to a 200 from /health (target {limit} s)",
     )
-
-
-@then(parsers.parse("the worker exits within {limit:d} seconds of SIGTERM"))
-def shutdown_deadline(limit: int, scenario_state: ScenarioState, spec_ids: str) -> None:
-    worker = scenario_state.worker
-    assert worker is not None and worker.process is not None, "the scenario needs a spawned worker"
-    sent = time.monotonic()
-    worker.process.send_signal(signal.SIGTERM)
-    try:
-        worker.process.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        worker.stop()
-        raise RequirementViolation(spec_ids, f"the worker still ran {limit} s after SIGTERM") from None
-    elapsed = time.monotonic() - sent
-    require(elapsed <= limit, spec_ids, f"the worker exited {elapsed:.1f} s after SIGTERM (target {limit} s)")
 
 
 @given("I note the worker's vram_bytes_used")

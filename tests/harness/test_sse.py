@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from steps.sse import SSEParser, SSEStream
+from steps.sse import SSEParser, SSEStream, parse_event_stream
 
 
 def parse(data: bytes, chunk: int = 3) -> list:
@@ -44,3 +44,10 @@ def test_summary_folds_runs():
     stream = SSEStream(status_code=200, headers=None)  # type: ignore[arg-type]
     stream.events = parse(b'data: {"type":"started"}\n\n' + b'data: {"type":"token"}\n\n' * 3)
     assert stream.summary() == "started, token x3"
+
+
+def test_a_whole_body_parses_like_chunks_and_a_token_text_cannot_pass_for_an_event_type():
+    body = b'event: token\ndata: {"type": "token", "t": "started", "i": 0}\n\ndata: {"type": "end"}\n\n'
+    events = parse_event_stream(body)
+    assert [(e.type, e.event_field) for e in events] == [("token", "token"), ("end", None)]
+    assert [(e.type, e.data) for e in events] == [(e.type, e.data) for e in parse(body)]

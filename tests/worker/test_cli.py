@@ -14,16 +14,11 @@ import pytest
 
 from reference_worker.cli import UsageError, bind_port, parse_config
 from reference_worker.worker import main
+from steps.ports import free_port
 from tests.worker.gguf_builder import GGUFSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_ID = "6f1c2a4e-1d2b-4c3d-9e8f-0a1b2c3d4e5f"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

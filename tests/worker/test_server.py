@@ -31,6 +31,7 @@ from reference_worker.generation import (
 )
 from reference_worker.logs import EventLog
 from reference_worker.server import Limits, ModelInfo, WorkerState
+from steps.sse import parse_event_stream
 from tests.worker.serving import serving
 
 VOCAB = 1000
@@ -130,17 +131,7 @@ def worker(server: Worker) -> Iterator[Worker]:
 
 def parse_sse(text: str) -> list[tuple[str | None, dict]]:
     """(event line, data) per event; comment lines (pings) are skipped."""
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        name, data = None, []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-        if data:
-            events.append((name, json.loads("\n".join(data))))
-    return events
+    return [(event.event_field, event.data) for event in parse_event_stream(text.encode("utf-8"))]
 
 
 def execute(worker: Worker, body: dict, **kwargs) -> tuple[httpx.Response, list[tuple[str | None, dict]]]:

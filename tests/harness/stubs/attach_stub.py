@@ -15,12 +15,10 @@ It keeps `stub_worker.py`'s HTTP contract and adds what attach mode looks at:
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
-from http.server import ThreadingHTTPServer
 
-from stub_worker import Handler, StubWorker
+from stub_worker import Handler, StubWorker, http_server, stub_arguments
 
 
 class AttachStub(StubWorker):
@@ -47,21 +45,12 @@ class AttachStub(StubWorker):
 
 
 class AttachHandler(Handler):
-    @property
-    def worker(self) -> AttachStub:
-        return self.server.worker  # type: ignore[attr-defined]
-
     def _stream(self, body: dict) -> None:
         worker = self.worker
         with worker.slot:
             if worker.one_job and worker.busy:
-                payload = json.dumps({"code": "WORKER_BUSY", "message": "busy", "retriable": True}).encode()
-                self.send_response(503)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Retry-After", "1")
-                self.end_headers()
-                self.wfile.write(payload)
+                busy = {"code": "WORKER_BUSY", "message": "busy", "retriable": True}
+                self._json(503, busy, Retry_After="1")
                 return
             worker.running += 1
         try:
@@ -75,12 +64,7 @@ class AttachHandler(Handler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--worker-id", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--gpu-device", type=int, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--fault", default="none")
+    parser = stub_arguments(__doc__)
     parser.add_argument("--framing", default="event")
     parser.add_argument("--token-delay-ms", type=float, default=5.0)
     parser.add_argument("--report-model")
@@ -88,9 +72,7 @@ def main() -> None:
     parser.add_argument("--busy-flag", action="store_true")
     parser.add_argument("--stuck", action="store_true")
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), AttachHandler)
-    server.daemon_threads = True
-    server.worker = AttachStub(args)  # type: ignore[attr-defined]
+    server = http_server(AttachHandler, AttachStub(args), args.port)
     print(f"attach stub ready on {args.port}", flush=True)
     started = time.monotonic()
     try:

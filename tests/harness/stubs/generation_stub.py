@@ -34,12 +34,10 @@ import json
 import random
 import secrets
 import zlib
-from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import gguf
-from stub_worker import Handler, StubWorker, read_model
+from stub_worker import Handler, StubWorker, http_server, read_model, stub_arguments
 
 FAULTS = (
     "none",
@@ -132,10 +130,6 @@ def golden_pieces(golden: dict) -> list[str]:
 
 
 class GenerationHandler(Handler):
-    @property
-    def worker(self) -> GenerationStub:
-        return self.server.worker  # type: ignore[attr-defined]
-
     def _stream(self, body: dict) -> None:
         worker = self.worker
         seed = body["seed"] if isinstance(body.get("seed"), int) else secrets.randbits(53)
@@ -160,12 +154,8 @@ class GenerationHandler(Handler):
                     offset += len(piece)
                     if offset >= min(hits):
                         break
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        started = {"job_id": body.get("job_id", ""), "model": worker.facts["model"], "seed": seed}
-        self._event("started", {**started, "started_at": datetime.now(UTC).isoformat()})
+        self._begin_stream()
+        self._started(body.get("job_id", ""), seed=seed)
         for index, piece in enumerate(emitted):
             if worker.fault == "split_utf8" and index == 0:
                 raw = b'{"type":"token","t":" \\ud83d","i":0}'
@@ -178,19 +168,12 @@ class GenerationHandler(Handler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--worker-id", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--gpu-device", type=int, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser = stub_arguments(__doc__, FAULTS)
     parser.add_argument("--variant", choices=VARIANTS, default="none")
     parser.add_argument("--goldens", help="folder of golden continuations to stream for their prompts")
     args = parser.parse_args()
     args.framing, args.token_delay_ms = "event", 0.0
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), GenerationHandler)
-    server.daemon_threads = True
-    server.worker = GenerationStub(args)  # type: ignore[attr-defined]
+    server = http_server(GenerationHandler, GenerationStub(args), args.port)
     print(f"generation stub ready on {args.port} (fault={args.fault})", flush=True)
     server.serve_forever()
 

@@ -22,7 +22,6 @@ nvidia-smi. Each `--fault` breaks exactly one rule:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -30,12 +29,10 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from generation_stub import GenerationStub
-from stub_worker import Handler
+from stub_worker import Handler, JsonLog, http_server, stub_arguments
 
 FAULTS = (
     "none",
@@ -53,25 +50,8 @@ GPU_APPS_ENV = "FAKE_GPU_APPS_DIR"
 MIB = 1 << 20
 
 
-class Log:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.context = {"worker_id": args.worker_id, "model_ref": args.model, "gpu_device": args.gpu_device}
-        self.lock = threading.Lock()
-
-    def event(self, event: str, level: str = "info", **fields: object) -> None:
-        record = {
-            "ts": datetime.now(UTC).isoformat(),
-            "level": level,
-            "event": event,
-            **self.context,
-            **fields,
-        }
-        with self.lock:
-            print(json.dumps(record), flush=True)
-
-
 class LifecycleStub(GenerationStub):
-    def __init__(self, args: argparse.Namespace, log: Log) -> None:
+    def __init__(self, args: argparse.Namespace, log: JsonLog) -> None:
         super().__init__(args)
         self.log = log
         self.busy_mode = args.busy
@@ -93,10 +73,6 @@ class LifecycleStub(GenerationStub):
 
 
 class LifecycleHandler(Handler):
-    @property
-    def worker(self) -> LifecycleStub:
-        return self.server.worker  # type: ignore[attr-defined]
-
     def _stream(self, body: dict) -> None:
         worker = self.worker
         if worker.fault == "concurrent_jobs":
@@ -115,17 +91,9 @@ class LifecycleHandler(Handler):
         job_id = str(body.get("job_id", ""))
         worker.log.event("execute_start", job_id=job_id)
         tokens = worker.generate(body, body.get("seed", 1) if isinstance(body.get("seed"), int) else 1)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        started = {
-            "job_id": job_id,
-            "model": worker.facts["model"],
-            "started_at": datetime.now(UTC).isoformat(),
-        }
+        self._begin_stream()
         try:
-            self._event("started", started)
+            self._started(job_id)
             for index, piece in enumerate(tokens):
                 time.sleep(TOKEN_DELAY_S)
                 if worker.fault == "log_per_token":
@@ -146,7 +114,7 @@ def register_context(pid: int, used_bytes: int) -> None:
         Path(folder, str(pid)).write_text(str(math.ceil(used_bytes / MIB)), encoding="utf-8")
 
 
-def load(log: Log, tensor_bytes: int, fault: str) -> None:
+def load(log: JsonLog, tensor_bytes: int, fault: str) -> None:
     log.event("model_load_start")
     loaded = [0, tensor_bytes // 4, tensor_bytes // 2, 3 * tensor_bytes // 4, tensor_bytes]
     if fault == "progress_backwards":
@@ -157,17 +125,12 @@ def load(log: Log, tensor_bytes: int, fault: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--worker-id", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--gpu-device", type=int, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser = stub_arguments(__doc__, FAULTS)
     parser.add_argument("--busy", choices=("refuse", "queue"), default="refuse")
     parser.add_argument("--goldens")
     args = parser.parse_args()
     args.framing, args.token_delay_ms = "event", 0.0
-    log = Log(args)
+    log = JsonLog({"worker_id": args.worker_id, "model_ref": args.model, "gpu_device": args.gpu_device})
     log.event("startup", port=args.port)
     worker = LifecycleStub(args, log)
     tensor_bytes = worker.facts["vram_bytes_used"]
@@ -176,9 +139,7 @@ def main() -> None:
     if args.fault == "context_leak":
         child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({LEAKED_CONTEXT_S})"])
         register_context(child.pid, tensor_bytes)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), LifecycleHandler)
-    server.daemon_threads = True
-    server.worker = worker  # type: ignore[attr-defined]
+    server = http_server(LifecycleHandler, worker, args.port)
 
     def on_sigterm(signum: int, frame: object) -> None:
         log.event("shutdown", exit_code=0)

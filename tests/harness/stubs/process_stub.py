@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -24,12 +23,11 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import gguf
-from stub_worker import TOKENS, Handler, StubWorker
+from stub_worker import TOKENS, Handler, JsonLog, StubWorker
 
 FAULTS = (
     "none",
@@ -59,21 +57,11 @@ class StartupError(Exception):
     """One line for stderr, then exit 1."""
 
 
-class Log:
-    def __init__(self, worker_id: str, model: str, gpu: int, fault: str) -> None:
-        self.context = {"worker_id": worker_id, "model_ref": model, "gpu_device": gpu}
-        if fault == "log_without_worker_id":
-            del self.context["worker_id"]
-
-    def event(self, event: str, level: str = "info", **fields: object) -> None:
-        record = {
-            "ts": datetime.now(UTC).isoformat(),
-            "level": level,
-            "event": event,
-            **self.context,
-            **fields,
-        }
-        print(json.dumps(record), flush=True)
+def process_log(args: argparse.Namespace) -> JsonLog:
+    context = {"worker_id": args.worker_id, "model_ref": args.model, "gpu_device": args.gpu_device}
+    if args.fault == "log_without_worker_id":
+        del context["worker_id"]
+    return JsonLog(context)
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -151,7 +139,7 @@ def check_model(path: Path, fault: str) -> tuple[gguf.GGUFReader, str]:
 
 
 class ProcessWorker(StubWorker):
-    def __init__(self, args: argparse.Namespace, log: Log, weight_bytes: int) -> None:
+    def __init__(self, args: argparse.Namespace, log: JsonLog, weight_bytes: int) -> None:
         args.framing, args.token_delay_ms = "event", 1.0
         super().__init__(args)
         self.log = log
@@ -179,10 +167,6 @@ class ProcessWorker(StubWorker):
 
 
 class ProcessHandler(Handler):
-    @property
-    def worker(self) -> ProcessWorker:
-        return self.server.worker  # type: ignore[attr-defined]
-
     def _stream(self, body: dict) -> None:
         worker = self.worker
         job_id = str(body.get("job_id", ""))
@@ -221,16 +205,8 @@ class ProcessHandler(Handler):
         worker.log.event("execute_end", job_id=job_id, **fields)
 
     def _oom(self, job_id: str) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        started = {
-            "job_id": job_id,
-            "model": self.worker.facts["model"],
-            "started_at": datetime.now(UTC).isoformat(),
-        }
-        self._event("started", started)
+        self._begin_stream()
+        self._started(job_id)
         self._event("error", {"code": "VRAM_OOM", "message": "KV cache does not fit", "retriable": True})
         self.close_connection = True
         self.worker.log.event("error", level="error", job_id=job_id, code="VRAM_OOM")
@@ -238,7 +214,7 @@ class ProcessHandler(Handler):
             threading.Timer(0.05, os._exit, args=(3,)).start()
 
 
-def fail(log: Log | None, message: str) -> None:
+def fail(log: JsonLog | None, message: str) -> None:
     if log is not None:
         log.event("error", level="error", message=message)
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -247,7 +223,7 @@ def fail(log: Log | None, message: str) -> None:
 
 def main() -> None:
     args = parse(sys.argv[1:])
-    log = Log(args.worker_id, args.model, args.gpu_device, args.fault)
+    log = process_log(args)
     log.event("startup", port=args.port)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

@@ -87,6 +87,44 @@ def validate(body: object, vocab_size: int) -> list[dict]:
     return errors
 
 
+class JsonLog:
+    """JSON log lines with the M0-W-1900 context on every event, written to stdout one at a time."""
+
+    def __init__(self, context: dict[str, object]) -> None:
+        self.context = context
+        self.lock = threading.Lock()
+
+    def event(self, event: str, level: str = "info", **fields: object) -> None:
+        record = {
+            "ts": datetime.now(UTC).isoformat(),
+            "level": level,
+            "event": event,
+            **self.context,
+            **fields,
+        }
+        with self.lock:
+            print(json.dumps(record), flush=True)
+
+
+def stub_arguments(description: str | None, faults: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The M0 CLI every stub takes (M0-W-1100), and the fault it breaks a rule with."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--gpu-device", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fault", choices=faults, default="none")
+    return parser
+
+
+def http_server(handler: type[BaseHTTPRequestHandler], worker: object, port: int) -> ThreadingHTTPServer:
+    """A threading HTTP server on the loopback port, its handlers reaching `worker` as `self.worker`."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    server.worker = worker  # type: ignore[attr-defined]
+    return server
+
+
 class StubWorker:
     def __init__(self, args: argparse.Namespace) -> None:
         self.fault = args.fault
@@ -123,13 +161,27 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         print(format % args, flush=True)
 
-    def _json(self, status: int, body: object) -> None:
+    def _json(self, status: int, body: object, **headers: str) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _begin_stream(self) -> None:
+        """200 with an event stream that ends with the connection."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+
+    def _started(self, job_id: object, **fields: object) -> None:
+        started = {"job_id": job_id, "model": self.worker.facts["model"], **fields}
+        self._event("started", {**started, "started_at": datetime.now(UTC).isoformat()})
 
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -184,21 +236,12 @@ class Handler(BaseHTTPRequestHandler):
         job_id = str(body.get("job_id", ""))
         max_tokens = body.get("max_tokens", 2048) if isinstance(body.get("max_tokens"), int) else 4
         max_tokens = max(1, min(max_tokens, 2048))
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        started = {
-            "job_id": job_id,
-            "model": worker.facts["model"],
-            "started_at": datetime.now(UTC).isoformat(),
-        }
+        self._begin_stream()
         worker.job_done.clear()
         try:
             if worker.fault == "tokens_before_started":
                 self._event("token", {"t": TOKENS[0], "i": 0})
-            self._event("started", started)
+            self._started(job_id)
             for index in range(max_tokens):
                 with worker.lock:
                     cancelled = job_id in worker.cancelled
@@ -225,19 +268,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--worker-id", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--gpu-device", type=int, required=True)
-    parser.add_argument("--port", type=int, required=True)
+    parser = stub_arguments(__doc__, FAULTS)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--fault", choices=FAULTS, default="none")
     parser.add_argument("--framing", choices=("event", "data"), default="event")
     parser.add_argument("--token-delay-ms", type=float, default=5.0)
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    server.worker = StubWorker(args)  # type: ignore[attr-defined]
+    server = http_server(Handler, StubWorker(args), args.port)
     print(f"stub worker ready on {args.port} (fault={args.fault})", flush=True)
     server.serve_forever()
 
