@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import torch
 
-from kernels.qmatmul import ExpertsFastPath, FastPath, qmatmul, qmatmul_experts
+from kernels.qmatmul import ExpertsFastPath, FastPath, qembedding, qmatmul, qmatmul_experts
 from kernels.qtensor import QTensor
 
 KernelChoice = Literal["reference", "fast"]
@@ -87,9 +87,10 @@ def _cuda_kernels() -> DeviceKernels:
 def _cpu_kernels() -> DeviceKernels:
     # The float16 weight copies of `kernels.cpu_dense`; they serve only matrices that have a copy
     # (`reference_worker.weight_cache` builds them at load), everything else stays on the reference path.
-    from kernels import cpu_dense
+    # `kernels.cpu_decode`: the decode step's other ops in fewer PyTorch calls.
+    from kernels import cpu_decode, cpu_dense
 
-    return DeviceKernels((cpu_dense.FAST_PATH,))
+    return DeviceKernels((cpu_dense.FAST_PATH,), decode=cpu_decode)
 
 
 # Device type -> what kernels="fast" uses there.
@@ -118,6 +119,9 @@ class KernelSet:
         self, x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None, *, out_dtype=None
     ) -> torch.Tensor:
         return qmatmul(x, w, bias, out_dtype=out_dtype, paths=self.paths)
+
+    def qembedding(self, ids: torch.Tensor, w: QTensor, *, checked: bool = True) -> torch.Tensor:
+        return qembedding(ids, w, checked=checked, paths=self.paths)
 
     def qmatmul_experts(
         self, x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor, bias: torch.Tensor | None = None
