@@ -22,6 +22,7 @@ expert tensor is cached whole and serves `QTensor.expert(i)` views. It is the CP
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -180,7 +181,7 @@ def dense_qmatmul(
     y = None
     if x2.shape[0] == 1 and dense.numel() >= DIRECT_MIN_WEIGHTS:
         y = torch.nn.functional.linear(x2.to(CACHE_DTYPE), dense).float()
-        if not bool(torch.isfinite(y).all()):  # an input or output beyond float16's range
+        if not math.isfinite(y.sum().item()):  # an input or output beyond float16's range (inf or NaN)
             y = None
     if y is None:
         y = _tiled(x2.to(torch.float32), dense)

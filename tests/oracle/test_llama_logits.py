@@ -244,14 +244,22 @@ def test_smollm2_teacher_forced_along_llama_cpp_greedy(smollm2_continuations, sm
 def test_smollm2_through_the_cpu_weight_cache_follows_llama_cpp_greedy(
     smollm2_continuations, record_property
 ):
-    """The worker's default CPU path (the float16 weight cache) on the Q4_1 file, teacher-forced along
-    llama.cpp's greedy continuations: the same criteria as the reference path above."""
+    """The worker's default CPU path on the Q4_1 file (the float16 weight cache; the prompt prefilled,
+    then one decode step per token as the engine runs it: the step form with `kernels.cpu_decode` and
+    float16 products), teacher-forced along llama.cpp's greedy continuations: the same criteria as the
+    reference path above."""
+    from reference_worker.decode_step import DecodeStep
+
     model, _, _ = load_model(SMOLLM2, weight_cache=True)
     ours = []
     with torch.inference_mode():
         for c in smollm2_continuations:
-            logits = model.forward(torch.tensor(c.sequence), model.new_cache(len(c.sequence)))
-            ours.append(logits.double().numpy()[len(c.prompt_ids) - 1 :])
+            n_prompt = len(c.prompt_ids)
+            cache = model.new_cache(len(c.sequence))
+            step = DecodeStep(model, cache, None, static=True)
+            logits = [model.forward(torch.tensor(c.prompt_ids), cache, last_only=True)[0]]
+            logits += [step(torch.tensor([token])) for token in c.sequence[n_prompt:]]
+            ours.append(torch.stack(logits).double().numpy())
     agree = np.concatenate(
         [o.argmax(-1) == c.tokens for o, c in zip(ours, smollm2_continuations, strict=True)]
     )
