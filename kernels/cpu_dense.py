@@ -2,10 +2,11 @@
 
 On CPU the reference path spends nearly all of a decode step dequantizing weight tiles that it throws
 away again. This path dequantizes every quantized matrix once (with the reference dequantizers) into
-float16 (`DenseCache`), and each matmul then only widens bounded float16 tiles to float32 and multiplies
-them in float32, as the reference path does. Nothing else changes: activations, accumulation and
-outputs are float32, and the stored bytes stay where they are (embedding lookups and the reference
-path keep reading them).
+float16 (`DenseCache`). A one-row product (decode) with a large matrix then reads the copy with
+PyTorch's float16 GEMV (the row rounded to float16, float32 accumulation, the output rounded to float16
+once: relative 2^-11 each); every other product widens bounded float16 tiles to float32 and multiplies
+them in float32, as the reference path does. Embedding rows are gathered from the copy. Accumulation is
+float32 throughout, and the stored bytes stay where they are (the reference path keeps reading them).
 
 Why float16 and not float32: half the bytes to read per token (decode on CPU is memory-bound) and half
 the memory held; the copy is reported in its own memory category, and a float32 copy of a 4-bit model
@@ -43,7 +44,7 @@ BUILD_TILE_BYTES = 4 << 20
 # Weights from which a one-row product reads the float16 copy directly (PyTorch's float16 GEMV, float32
 # accumulation): it reads half the bytes of a widened tile, which wins once the matrix is past the
 # caches; below this, widening a tile and multiplying in float32 costs less per call (measured on AVX-512:
-# 576x576 23 vs 61 us, 256x256 10 vs 7 us).
+# 576x576 32 vs 61 us, 256x256 10 vs 7 us).
 DIRECT_MIN_WEIGHTS = 1 << 18
 # Types read directly by the reference path (no dequantization work to save).
 PLAIN_TYPES = frozenset({GGMLType.F32, GGMLType.F16, GGMLType.BF16})
