@@ -9,8 +9,9 @@ is looked up in an environment variable or a global registry at call time.
 A fast path is a `FastPath` (a `supports(x, w)` predicate and the function, same contract as
 `reference_qmatmul`) or an `ExpertsFastPath`; it is tested against the reference path, never against
 itself. `FAST_PATHS` lists them per device type: adding a device's implementation is one entry there.
-On CUDA the set also carries the fused kernels of the decode step (`kernels.triton_decode`), which the
-adapters use in their step form only (the captured decode step; prefill keeps the plain ops).
+The set also carries the device's kernels of the one-token decode step (`kernels.triton_decode` on CUDA,
+`kernels.cpu_decode` on CPU), which the adapters use in their step form only (the captured CUDA step, the
+CPU engine's static step; prefill keeps the plain ops).
 """
 
 from __future__ import annotations
