@@ -9,8 +9,9 @@ is looked up in an environment variable or a global registry at call time.
 A fast path is a `FastPath` (a `supports(x, w)` predicate and the function, same contract as
 `reference_qmatmul`) or an `ExpertsFastPath`; it is tested against the reference path, never against
 itself. `FAST_PATHS` lists them per device type: adding a device's implementation is one entry there.
-On CUDA the set also carries the fused kernels of the decode step (`kernels.triton_decode`), which the
-adapters use in their step form only (the captured decode step; prefill keeps the plain ops).
+The set also carries the device's kernels of the one-token decode step (`kernels.triton_decode` on CUDA,
+`kernels.cpu_decode` on CPU), which the adapters use in their step form only (the captured CUDA step, the
+CPU engine's static step; prefill keeps the plain ops).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from kernels.qmatmul import ExpertsFastPath, FastPath, qmatmul, qmatmul_experts
+from kernels.qmatmul import ExpertsFastPath, FastPath, qembedding, qmatmul, qmatmul_experts
 from kernels.qtensor import QTensor
 
 KernelChoice = Literal["reference", "fast"]
@@ -92,9 +93,10 @@ def _cuda_kernels() -> DeviceKernels:
 def _cpu_kernels() -> DeviceKernels:
     # The float16 weight copies of `kernels.cpu_dense`; they serve only matrices that have a copy
     # (`reference_worker.weight_cache` builds them at load), everything else stays on the reference path.
-    from kernels import cpu_dense
+    # `kernels.cpu_decode`: the decode step's other ops in fewer PyTorch calls.
+    from kernels import cpu_decode, cpu_dense
 
-    return DeviceKernels((cpu_dense.FAST_PATH,))
+    return DeviceKernels((cpu_dense.FAST_PATH,), decode=cpu_decode)
 
 
 # Device type -> what kernels="fast" uses there.
@@ -132,6 +134,9 @@ class KernelSet:
         if bias is None and residual.dim() == 2 and residual.shape[0] == 1 and residual.dtype == x.dtype:
             return self.qmatmul(x, w, residual[0])
         return residual + self.qmatmul(x, w, bias)
+
+    def qembedding(self, ids: torch.Tensor, w: QTensor, *, checked: bool = True) -> torch.Tensor:
+        return qembedding(ids, w, checked=checked, paths=self.paths)
 
     def qmatmul_experts(
         self, x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor, bias: torch.Tensor | None = None

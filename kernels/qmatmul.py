@@ -44,6 +44,8 @@ class FastPath:
     devices: tuple[str, ...]  # torch device types, e.g. ("cuda",)
     supports: Callable[[torch.Tensor, QTensor], bool]
     qmatmul: QMatmulFn
+    # Optional: rows of an embedding table, same contract as `qembedding` (asked with the ids as `x`).
+    qembedding: Callable[..., torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,17 @@ def qmatmul(
     return reference_qmatmul(x, w, bias, out_dtype)
 
 
-def qembedding(ids: torch.Tensor, w: QTensor, *, checked: bool = True) -> torch.Tensor:
+def qembedding(
+    ids: torch.Tensor, w: QTensor, *, checked: bool = True, paths: Sequence[FastPath] = ()
+) -> torch.Tensor:
     """Rows `ids` of an embedding table `w (vocab, dim)` as float32 `(*ids.shape, dim)`; only those rows
-    are dequantized. `checked=False`: ids known to be in range, not read back to the host (CUDA graphs)."""
+    are dequantized. `checked=False`: ids known to be in range, not read back to the host (CUDA graphs).
+    The first of `paths` with an embedding function that supports `(ids, w)` serves it."""
     if len(w.shape) != 2:
         raise ValueError(f"tensor {w.name!r}: an embedding table is 2-D, shape is {w.shape}")
+    fast = _first([p for p in paths if p.qembedding is not None], ids, w)
+    if fast is not None:
+        return fast.qembedding(ids, w, checked=checked)
     return w.dequantize(rows=ids.reshape(-1), checked=checked).reshape(*ids.shape, w.shape[1])
 
 

@@ -74,12 +74,14 @@ class DecodeSession:
         max_positions: int,
         sampler: Sampler,
         graphs: DecodeGraphs | None = None,
+        *,
+        static: bool = False,
     ) -> None:
         self.model = model
         self.sampler = sampler
         self.prompt_ids = list(prompt_ids)
         self.cache = model.new_cache(max_positions)
-        self.step = DecodeStep(model, self.cache, graphs)
+        self.step = DecodeStep(model, self.cache, graphs, static=static)
         self._device = sampler.device
         self._logits: torch.Tensor | None = None
         self._last: torch.Tensor | None = None
@@ -127,6 +129,14 @@ class InferenceEngine:
         kernels = getattr(model, "kernels", None)
         graphs_on = kernels is not None and kernels.config.graphs_on(self.device)
         self.graphs = DecodeGraphs(model) if graphs_on else None
+        # On CPU the kernel set's decode-step functions (`kernels.cpu_decode`) serve the models' step form,
+        # run eagerly over static buffers; adapters whose step form does not use them keep the plain one.
+        self.static_step = (
+            self.device.type == "cpu"
+            and kernels is not None
+            and kernels.decode is not None
+            and getattr(model, "step_uses_decode_kernels", False)
+        )
 
     def tokenize(self, prompt: str) -> list[int]:
         if self.apply_chat_template and self.tokenizer.chat_template:
@@ -152,7 +162,9 @@ class InferenceEngine:
             history=prompt_ids,
             device=self.device,
         )
-        session = DecodeSession(self.model, prompt_ids, positions, sampler, self.graphs)
+        session = DecodeSession(
+            self.model, prompt_ids, positions, sampler, self.graphs, static=self.static_step
+        )
         try:
             session.start()
         except BaseException:

@@ -43,6 +43,12 @@ def build_weight_cache(
             budget_bytes=budget,
         )
         return 0
+    log.event(
+        "weight_cache_start",
+        "building the CPU weight cache",
+        cache_bytes=needed,
+        tensors=len(candidates),
+    )
     started = time.monotonic()
 
     def allocate(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

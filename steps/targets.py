@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import json
 import os
 import shlex
 import shutil
@@ -38,6 +39,9 @@ PLACEHOLDERS = ("{model}", "{port}", "{gpu}", "{worker_id}")
 M0_CLI = "--worker-id {worker_id} --model {model} --gpu-device {gpu} --port {port}"
 STOP_GRACE_S = 5.0
 LOG_TAIL_BYTES = 8000
+# A worker still starting after this long gets a line on the terminal, and another each interval: what
+# the harness waits for, for how long, and the worker's last log line (e.g. its load progress).
+PROGRESS_EVERY_S = 10.0
 
 
 class WorkerStartError(Exception):
@@ -325,10 +329,15 @@ class SpawnTarget(WorkerTarget):
     def _wait_ready(self, handle: WorkerHandle) -> None:
         """Ready = GET /health answers 200 (M0-W-1320) before the start timeout."""
         assert handle.process is not None
-        deadline = time.monotonic() + self.config.start_timeout_s
+        began = time.monotonic()
+        deadline = began + self.config.start_timeout_s
         last_problem = "no answer yet"
+        next_note = began + PROGRESS_EVERY_S
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
+                if time.monotonic() >= next_note:
+                    next_note += PROGRESS_EVERY_S
+                    _note_waiting(handle, time.monotonic() - began, self.config.start_timeout_s, last_problem)
                 code = handle.process.poll()
                 if code is not None:
                     raise WorkerStartError(
@@ -358,6 +367,23 @@ class SpawnTarget(WorkerTarget):
 
     def describe(self) -> dict[str, object]:
         return {"target": self.kind, "command_template": self.config.template, "gpu": self.config.gpu}
+
+
+def _note_waiting(handle: WorkerHandle, waited_s: float, timeout_s: float, last_problem: str) -> None:
+    """One progress line on the terminal (past pytest's capture) about a worker that is still starting."""
+    model = handle.model.path.name if handle.model is not None else "no model"
+    last_line = handle.log_tail().get("stdout", "").strip().rsplit("\n", 1)[-1]
+    try:
+        last_line = json.loads(last_line).get("message", last_line)
+    except (ValueError, AttributeError):
+        pass
+    log = f"; its last log line: {last_line[:120]}" if last_line else ""
+    print(
+        f"[harness] waiting for the worker serving {model} at {handle.base_url} to answer GET /health: "
+        f"{waited_s:.0f} s of {timeout_s:.0f} s ({last_problem}){log}",
+        file=sys.__stderr__,
+        flush=True,
+    )
 
 
 def _format_tails(handle: WorkerHandle) -> str:

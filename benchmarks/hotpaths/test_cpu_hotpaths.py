@@ -81,17 +81,22 @@ def test_qmatmul_cpu_dense_decode(benchmark, qtype):
 
 @pytest.mark.parametrize("weight_cache", [False, True], ids=["reference", "cpu-dense"])
 def test_decode_step_tiny_llama(benchmark, weight_cache):
+    """One decode step as the engine runs it: with the weight cache the fast kernel set's step form
+    (`kernels.cpu_decode`), else the reference path's plain forward."""
+    from reference_worker.decode_step import DecodeStep
     from tests.worker.llama_helpers import load_model
 
     _fixture("tiny/llama-q4_k_m.gguf")
-    model, _, _ = load_model("tiny/llama-q4_k_m.gguf", weight_cache=weight_cache)
+    kernels = None if weight_cache else KernelConfig(kernels="reference")
+    model, _, _ = load_model("tiny/llama-q4_k_m.gguf", weight_cache=weight_cache, kernels=kernels)
     cache = model.new_cache(8)
     token = torch.tensor([17])
     with torch.inference_mode():
         model.forward(torch.tensor([1, 2, 3, 4]), cache)
+        decode_step = DecodeStep(model, cache, None, static=model.kernels.decode is not None)
 
         def step():  # one token at position 4, every time (the cache is rewound after the step)
-            logits = model.forward(token, cache, last_only=True)
+            logits = decode_step(token)
             cache.advance(-1)
             return logits
 

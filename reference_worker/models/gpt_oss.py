@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from kernels.backend import KernelSet, kernel_set
-from kernels.qmatmul import qembedding
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import AttentionKernel, attention_kernel
 from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value, next_positions
@@ -193,6 +192,7 @@ class Block:
 
 class GptOssModel:
     architecture = ARCH
+    step_uses_decode_kernels = True  # the step form runs the kernel set's decode functions, if any
 
     def __init__(
         self,
@@ -263,7 +263,7 @@ class GptOssModel:
         norm = fused.rms_norm if fused is not None else rms_norm
         if not step:
             positions = next_positions(cache, n_tokens, c.context_length, self.device)
-        x = qembedding(tokens, self.token_embd, checked=not step).float()  # [T, E]
+        x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, E]
         for i, layer in enumerate(self.layers):
             h = norm(x, layer.attn_norm, c.norm_eps)
             q, k, v = mm(h, layer.wq, layer.bq), mm(h, layer.wk, layer.bk), mm(h, layer.wv, layer.bv)

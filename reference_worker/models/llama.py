@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 
 from kernels.backend import KernelSet, kernel_set
-from kernels.qmatmul import qembedding
 from reference_worker.models.attention import AttentionKernel, attention_kernel
 from reference_worker.models.base import ModelConfigError, metadata_value, next_positions
 from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
@@ -144,6 +143,8 @@ class Block:
 
 
 class LlamaModel:
+    step_uses_decode_kernels = True  # the step form runs the kernel set's decode functions, if any
+
     def __init__(
         self,
         config: LlamaConfig,
@@ -213,7 +214,7 @@ class LlamaModel:
         norm = fused.rms_norm if fused is not None else rms_norm
         if not step:
             positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
-        x = qembedding(tokens, self.token_embd, checked=not step).float()  # [T, dim]
+        x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, dim]
         for i, layer in enumerate(self.layers):
             q, k, v = layer.qkv(norm(x, layer.attn_norm, cfg.norm_eps))
             if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one

@@ -268,3 +268,23 @@ def test_chunked_prefill_gives_the_same_next_token_logits():
     session.start(chunk=3)
     torch.testing.assert_close(session._logits, whole_logits, atol=1e-5, rtol=1e-5)
     session.free()
+
+
+def test_on_cpu_the_fast_kernels_run_the_static_decode_step() -> None:
+    """With `--kernels fast` on CPU, llama-family decode steps take the step form (the kernel set's decode
+    functions); the reference kernels, and adapters whose step form does not use them, keep the plain
+    forward."""
+    from kernels.backend import KernelConfig
+
+    def step_of(name: str, kernels: KernelConfig) -> bool:
+        model, _, gguf = load_model(name, weight_cache=True, kernels=kernels)
+        engine = InferenceEngine(model, load_tokenizer(gguf.metadata, fixture_path(name)), device="cpu")
+        session = engine.start([5, 6, 7], 4, SamplingParams(temperature=0.0))
+        try:
+            return session.step._eager is not None
+        finally:
+            session.free()
+
+    assert step_of("tiny/qwen2-q4_k_m.gguf", KernelConfig())
+    assert not step_of("tiny/qwen2-q4_k_m.gguf", KernelConfig(kernels="reference"))
+    assert not step_of("tiny/gpt2-q8_0.gguf", KernelConfig())

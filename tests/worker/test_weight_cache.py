@@ -106,3 +106,34 @@ def test_every_matrix_is_served_from_the_cache_and_logits_agree(name, monkeypatc
     assert rel < 5e-3, f"{name}: relative RMS {rel:.2e} against the reference path"
     assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.85
     assert not fallbacks, f"{name}: quantized matmuls on the reference path: {sorted(set(fallbacks))}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tiny/llama-q4_k_m.gguf",
+        "tiny/qwen2-q4_k_m.gguf",
+        "tiny/phi3-q4_0.gguf",
+        "tiny/gpt-oss-mxfp4_moe.gguf",
+    ],
+)
+def test_the_cpu_decode_step_agrees_with_the_reference_path(name) -> None:
+    """The engine's CPU decode step (step form over static buffers, `kernels.cpu_decode`, the cache's
+    embedding rows and float16 products) follows the reference path's plain forward token by token."""
+    from reference_worker.decode_step import DecodeStep
+
+    ids = torch.tensor([5, 17, 200, 33, 1, 99, 150, 7, 60, 61, 62, 63])
+    reference, _, _ = load_model(name)
+    with torch.inference_mode():
+        expected = reference.forward(ids, reference.new_cache(len(ids)))[4:]
+    fast, _, _ = load_model(name, weight_cache=True)
+    assert fast.kernels.decode is not None and fast.step_uses_decode_kernels
+    with torch.inference_mode():
+        cache = fast.new_cache(len(ids))
+        step = DecodeStep(fast, cache, None, static=True)
+        first = fast.forward(ids[:5], cache, last_only=True)
+        got = torch.cat([first, *(step(ids[i : i + 1])[None] for i in range(5, len(ids)))])
+    assert cache.length == len(ids)
+    rel = ((got - expected).norm(dim=-1) / expected.norm(dim=-1)).max().item()
+    assert rel < 5e-3, f"{name}: relative RMS {rel:.2e} against the reference path"
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.85

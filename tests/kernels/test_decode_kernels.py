@@ -1,4 +1,5 @@
-"""The fused decode-step kernels (`kernels.triton_decode`) against the reference models' PyTorch ops (CUDA)."""
+"""The decode-step kernels of each device (`kernels.cpu_decode`; `kernels.triton_decode` on CUDA) against the
+reference models' PyTorch ops."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from reference_worker.models.gpt_oss import SWIGLU_ALPHA, SWIGLU_LIMIT, swiglu
 from reference_worker.models.llama import rms_norm
 from reference_worker.models.rope import apply_rope, rope_frequencies
 
-pytestmark = [
+CUDA = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
     pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
@@ -23,15 +24,30 @@ pytestmark = [
 REL_TOL = 1e-5
 
 
+@pytest.fixture(params=[pytest.param("cpu"), pytest.param("cuda", marks=CUDA)])
+def device(request) -> str:
+    return request.param
+
+
+def decode_kernels(device: str):
+    """The module `kernels.backend` gives a fast kernel set on `device` as its decode-step kernels."""
+    if device == "cpu":
+        from kernels import cpu_decode
+
+        return cpu_decode
+    from kernels import triton_decode
+
+    return triton_decode
+
+
 def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
     got, expected = got.double().cpu(), expected.double().cpu()
     return float((got - expected).abs().max() / expected.abs().max())
 
 
-def test_rms_norm_matches_the_reference() -> None:
-    from kernels.triton_decode import rms_norm as fused
-
-    x, w = torch.randn(3, 2880, device="cuda") * 3, torch.randn(2880, device="cuda")
+def test_rms_norm_matches_the_reference(device) -> None:
+    fused = decode_kernels(device).rms_norm
+    x, w = torch.randn(3, 2880, device=device) * 3, torch.randn(2880, device=device)
     assert rel_err(fused(x, w, 1e-5), rms_norm(x, w, 1e-5)) < REL_TOL
 
 
@@ -40,15 +56,16 @@ def test_rms_norm_matches_the_reference() -> None:
     [(True, 64, 64, 14, 2), (False, 64, 64, 9, 3), (True, 96, 96, 32, 32), (True, 96, 32, 4, 4)],
     ids=["qwen2", "llama", "phi3", "partial-rotary"],
 )
-def test_rope_store_rotates_q_and_k_and_stores_k_v_at_the_position(neox, head_dim, rope_dim, n_head, n_kv):
-    from kernels.triton_decode import rope_store
-
+def test_rope_store_rotates_q_and_k_and_stores_k_v_at_the_position(
+    device, neox, head_dim, rope_dim, n_head, n_kv
+):
+    rope_store = decode_kernels(device).rope_store
     capacity, pos = 50, 37
-    cos, sin = rope_frequencies(head_dim, 10000.0, rope_dim, max_positions=64, device="cuda")
-    q, k, v = (torch.randn(n * head_dim, device="cuda") for n in (n_head, n_kv, n_kv))
-    keys = torch.full((n_kv, capacity, head_dim), float("nan"), device="cuda")
+    cos, sin = rope_frequencies(head_dim, 10000.0, rope_dim, max_positions=64, device=device)
+    q, k, v = (torch.randn(n * head_dim, device=device) for n in (n_head, n_kv, n_kv))
+    keys = torch.full((n_kv, capacity, head_dim), float("nan"), device=device)
     values = torch.full_like(keys, float("nan"))
-    position = torch.tensor([pos], device="cuda")
+    position = torch.tensor([pos], device=device)
     q_rot = rope_store(q, k, v, keys, values, cos, sin, position, neox)
     as_heads = lambda t, n: t.view(1, n, head_dim).transpose(0, 1)  # noqa: E731
     assert rel_err(q_rot, apply_rope(as_heads(q, n_head), cos, sin, position, neox)[:, 0]) < REL_TOL
@@ -69,30 +86,31 @@ def test_rope_store_rotates_q_and_k_and_stores_k_v_at_the_position(neox, head_di
     ],
     ids=["qwen-first", "qwen", "phi3", "gpt-oss-window", "gpt-oss-short", "sinks"],
 )
-def test_decode_attention_matches_the_reference(n_head, n_kv, head_dim, window, with_sinks, pos) -> None:
-    from kernels.triton_decode import decode_attention
-
+def test_decode_attention_matches_the_reference(
+    device, n_head, n_kv, head_dim, window, with_sinks, pos
+) -> None:
+    decode_attention = decode_kernels(device).decode_attention
     capacity, scale = 300, 1 / math.sqrt(head_dim)
-    keys, values = torch.randn(2, n_kv, capacity, head_dim, device="cuda")
+    keys, values = torch.randn(2, n_kv, capacity, head_dim, device=device)
     keys[:, pos + 1 :] = float("nan")  # positions after the query are never read
     values[:, pos + 1 :] = float("nan")
-    q = torch.randn(n_head, head_dim, device="cuda")
-    sinks = torch.randn(n_head, device="cuda") if with_sinks else None
-    position = torch.tensor([pos], device="cuda")
+    q = torch.randn(n_head, head_dim, device=device)
+    sinks = torch.randn(n_head, device=device) if with_sinks else None
+    position = torch.tensor([pos], device=device)
     expected = ReferenceAttention()(
         q[:, None], keys[:, : pos + 1], values[:, : pos + 1], start_pos=pos, scale=scale,
         sliding_window=window, sinks=sinks,
     )  # fmt: skip
     got = decode_attention(q, keys, values, position, scale, window, sinks)
     assert rel_err(got, expected.reshape(-1)) < REL_TOL
-    same = decode_attention(q, keys, values, position, scale, window, sinks, whole_cache=True)
-    assert torch.equal(got, same)
+    if device == "cuda":  # Triton's CPU-interpreter variant of the same kernel
+        same = decode_attention(q, keys, values, position, scale, window, sinks, whole_cache=True)
+        assert torch.equal(got, same)
 
 
-def test_activations_match_the_reference() -> None:
-    from kernels.triton_decode import silu_mul, swiglu_oai
-
-    gate, up = torch.randn(2, 5000, device="cuda") * 6
+def test_activations_match_the_reference(device) -> None:
+    silu_mul, swiglu_oai = decode_kernels(device).silu_mul, decode_kernels(device).swiglu_oai
+    gate, up = torch.randn(2, 5000, device=device) * 6
     assert rel_err(silu_mul(gate, up), F.silu(gate) * up) < REL_TOL
     got = swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT)
     assert rel_err(got, swiglu(gate, up)) < REL_TOL
