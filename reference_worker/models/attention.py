@@ -10,7 +10,10 @@ Options used by gpt-oss: `sliding_window` W (a query sees itself and the W-1 pos
 per-head `sinks` (an extra logit per head that takes softmax mass but contributes no value).
 The one-token decode step of a CUDA graph passes `positions` (the queries' absolute positions as a device
 tensor) and the whole cache (S = its capacity): keys after a query's position are masked, so the result is
-that of the S = start_pos + T call, and no shape depends on the position.
+that of the S = start_pos + T call, and no shape depends on the position. Those later positions hold
+whatever the cache's memory held (nothing wrote them yet: NaN or Inf in a reused allocator block), and a
+zero probability times NaN is NaN (and an additive -inf mask plus NaN is NaN), so what the attention reads
+of them is replaced by zeros first (`unseen_zeroed`), never only their scores masked.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ def attention_mask(
     return allowed
 
 
+def unseen_zeroed(cached: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Keys or values `[n_kv_head, S, d]` with the positions no query may attend (mask `allowed [T, S]`
+    false in every row) set to 0: the step form's positions past the current one, not written yet."""
+    return cached.masked_fill(~allowed.any(0)[None, :, None], 0.0)
+
+
 class ReferenceAttention:
     """softmax(Q K^T * scale + mask) V, written out in float32: the spec every other kernel is tested against."""
 
@@ -67,6 +76,8 @@ class ReferenceAttention:
         scores = (q.float() @ k.transpose(-1, -2)) * scale  # [n_head, T, S]
         mask = attention_mask(n_query, k.shape[1], start_pos, sliding_window, q.device, positions)
         scores = scores.masked_fill(~mask, float("-inf"))
+        if positions is not None:
+            v = unseen_zeroed(v, mask)  # the scores of unseen keys are masked above
         if sinks is not None:
             sink_col = sinks.float().view(n_head, 1, 1).expand(n_head, n_query, 1)
             scores = torch.cat([scores, sink_col], dim=-1)
@@ -86,6 +97,8 @@ class SdpaAttention:
     def __call__(self, q, k, v, *, start_pos, scale, sliding_window=None, sinks=None, positions=None):
         n_head, n_query, _ = q.shape
         allowed = attention_mask(n_query, k.shape[1], start_pos, sliding_window, q.device, positions)
+        if positions is not None:
+            k, v = unseen_zeroed(k, allowed), unseen_zeroed(v, allowed)
         bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
         if sinks is not None:
             k = torch.cat([k, k.new_zeros(k.shape[0], 1, k.shape[2])], dim=1)

@@ -46,9 +46,16 @@ def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got - expected).abs().max() / expected.abs().max())
 
 
-def decode(model, prompt: list[int], steps: int, step_of) -> tuple[list[int], list[torch.Tensor]]:
-    """Greedy tokens and per-step logits: prefill with the plain forward, then `step_of(cache)` per token."""
+def decode(
+    model, prompt: list[int], steps: int, step_of, *, unwritten: float | None = None
+) -> tuple[list[int], list[torch.Tensor]]:
+    """Greedy tokens and per-step logits: prefill with the plain forward, then `step_of(cache)` per token.
+    `unwritten` fills the new cache first (NaN: what a reused allocator block may hold), so a step that
+    reads a position nothing wrote shows it."""
     cache = model.new_cache(len(prompt) + steps)
+    if unwritten is not None:
+        cache.keys.fill_(unwritten)
+        cache.values.fill_(unwritten)
     try:
         ids = torch.tensor(prompt, device=model.device)
         logits = model.forward(ids, cache, last_only=True)[0]
@@ -77,6 +84,21 @@ def test_static_step_gives_the_plain_forward_logits_on_cpu(arch) -> None:
     model, _, _ = load_model(f"tiny/{arch}-f32.gguf", kernels=KernelConfig(kernels="reference"))
     want_tokens, want = decode(model, PROMPT, 6, plain(model))
     got_tokens, got = decode(model, PROMPT, 6, static(model))
+    assert got_tokens == want_tokens
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b) < STEP_TOL
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+@pytest.mark.parametrize("unwritten", [float("nan"), float("inf")])
+def test_the_static_step_reads_no_cache_position_it_has_not_written(arch, attention, unwritten) -> None:
+    # The step attends over the whole capacity with later positions masked: whatever those positions
+    # hold (a reused allocator block may hold NaN or Inf), the logits are the plain forward's.
+    kernels = KernelConfig(kernels="reference")
+    model, _, _ = load_model(f"tiny/{arch}-f32.gguf", attention=attention, kernels=kernels)
+    want_tokens, want = decode(model, PROMPT, 6, plain(model))
+    got_tokens, got = decode(model, PROMPT, 6, static(model), unwritten=unwritten)
     assert got_tokens == want_tokens
     for a, b in zip(got, want, strict=True):
         assert rel_err(a, b) < STEP_TOL
@@ -122,7 +144,10 @@ def reference_and_fast(name: str, prompt: list[int], steps: int):
     want = decode(reference, prompt, steps, plain(reference))
     fast, _, _ = load_model(name, device="cuda", kernels=KernelConfig(kernels="fast", cuda_graphs=True))
     graphs = DecodeGraphs(fast)
-    return want, decode(fast, prompt, steps, lambda cache: DecodeStep(fast, cache, graphs))
+    # The fast cache starts NaN-filled: a step that reads a position it has not written fails here, not
+    # only when the caching allocator happens to hand back a poisoned block.
+    nan = float("nan")
+    return want, decode(fast, prompt, steps, lambda cache: DecodeStep(fast, cache, graphs), unwritten=nan)
 
 
 @pytest.mark.cuda
