@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from kernels.qmatmul import ExpertsFastPath, FastPath, RMSNormed, qembedding, qmatmul, qmatmul_experts
+from kernels.qmatmul import ExpertsFastPath, FastPath, qembedding, qmatmul, qmatmul_experts
 from kernels.qtensor import QTensor
 
 KernelChoice = Literal["reference", "fast"]
@@ -122,23 +122,9 @@ class KernelSet:
         return f"{self.config.kernels} ({', '.join(names) or 'reference path'})"
 
     def qmatmul(
-        self, x: torch.Tensor | RMSNormed, w: QTensor, bias: torch.Tensor | None = None, *, out_dtype=None
+        self, x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None, *, out_dtype=None
     ) -> torch.Tensor:
-        if isinstance(x, RMSNormed):
-            for path in self.paths:
-                if path.qmatmul_rms_normed is not None and path.supports(x.x, w):
-                    return path.qmatmul_rms_normed(x.x, x.weight, x.eps, w, bias, out_dtype or x.x.dtype)
-            x = x()
         return qmatmul(x, w, bias, out_dtype=out_dtype, paths=self.paths)
-
-    def rms_norm_for_matmuls(
-        self, x: torch.Tensor, weight: torch.Tensor, eps: float
-    ) -> torch.Tensor | RMSNormed:
-        """The decode step's RMSNorm of `x` when every consumer is `qmatmul`: deferred (`RMSNormed`) where
-        a fast path folds it into the matmul, else computed now by the fused decode kernel."""
-        if any(path.qmatmul_rms_normed is not None for path in self.paths):
-            return RMSNormed(x, weight, eps, self.decode.rms_norm)
-        return self.decode.rms_norm(x, weight, eps)
 
     def qmatmul_add(
         self, x: torch.Tensor, w: QTensor, residual: torch.Tensor, bias: torch.Tensor | None = None

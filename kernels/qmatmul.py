@@ -46,24 +46,6 @@ class FastPath:
     qmatmul: QMatmulFn
     # Optional: rows of an embedding table, same contract as `qembedding` (asked with the ids as `x`).
     qembedding: Callable[..., torch.Tensor] | None = None
-    # Optional: `qmatmul(rms_norm(x, g, eps), w, bias)` in one kernel, called as (x, g, eps, w, bias,
-    # out_dtype) for the calls `supports(x, w)` accepts (see `RMSNormed`).
-    qmatmul_rms_normed: Callable[..., torch.Tensor] | None = None
-
-
-@dataclass(frozen=True)
-class RMSNormed:
-    """`rms_norm(x, weight, eps)` not computed yet: the decode step's norms, whose every consumer is a
-    matmul. A fast path with `qmatmul_rms_normed` folds the norm into the matmul's activation loads (one
-    launch less per norm); any other consumer calls it (`norm` computes it, e.g. the fused RMSNorm)."""
-
-    x: torch.Tensor
-    weight: torch.Tensor
-    eps: float
-    norm: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
-
-    def __call__(self) -> torch.Tensor:
-        return self.norm(self.x, self.weight, self.eps)
 
 
 @dataclass(frozen=True)

@@ -100,10 +100,9 @@ def _as_float(bits):
 
 
 @triton.jit
-def _take(acc, w, xptr, optr, mask, DEQ: tl.constexpr, MASKED: tl.constexpr, gs, NORM: tl.constexpr):
+def _take(acc, w, xptr, optr, mask, DEQ: tl.constexpr, MASKED: tl.constexpr):
     """One decoded weight tile: the GEMV multiplies it with the activations at `xptr` into `acc`; the
-    dequantizer (`DEQ`) stores it at `optr` instead (same element offsets, in the output's dtype).
-    `NORM`: the activation is first multiplied by the RMSNorm weight, `gs` elements away from it."""
+    dequantizer (`DEQ`) stores it at `optr` instead (same element offsets, in the output's dtype)."""
     if DEQ:
         if MASKED:
             tl.store(optr, w.to(optr.dtype.element_ty), mask=mask)
@@ -111,14 +110,10 @@ def _take(acc, w, xptr, optr, mask, DEQ: tl.constexpr, MASKED: tl.constexpr, gs,
             tl.store(optr, w.to(optr.dtype.element_ty))
     else:
         if MASKED:
-            xv = tl.load(xptr, mask=mask, other=0.0).to(tl.float32)
-            if NORM:
-                xv = xv * tl.load(xptr + gs, mask=mask, other=0.0)
+            xv = tl.load(xptr, mask=mask, other=0.0)
         else:
-            xv = tl.load(xptr).to(tl.float32)
-            if NORM:
-                xv = xv * tl.load(xptr + gs)
-        acc += w * xv
+            xv = tl.load(xptr)
+        acc += w * xv.to(tl.float32)
     return acc
 
 
@@ -167,8 +162,6 @@ def _dot_plain(
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
 ):
     # F16 / BF16: a unit is 32 consecutive values.
     j = tl.arange(0, 32)
@@ -181,23 +174,13 @@ def _dot_plain(
         else:
             w = raw.to(tl.float16, bitcast=True).to(tl.float32)
         xo = blk[:, None] * 32 + j[None, :]
-        acc = _take(acc, w, xp + xo, op[:, None, None] + xo[None], (blk < hi)[:, None], DEQ, True, gs, NORM)
+        acc = _take(acc, w, xp + xo, op[:, None, None] + xo[None], (blk < hi)[:, None], DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
 def _dot_q4_0(
-    rows,
-    xp,
-    op,
-    lo,
-    hi,
-    STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    UB: tl.constexpr,
-    DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
     # block_q4_0 as 9 halfwords {d, qs[8]}: halfword w holds elements 2w, 2w+1 (low nibbles) and
     # 2w+16, 2w+17 (high nibbles). w = (q - 8) * d = (16 + q) * d - 24 * d, exact.
@@ -216,25 +199,13 @@ def _dot_q4_0(
         for h in tl.static_range(2):
             for k in tl.static_range(2):
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-                acc = _take(
-                    acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True, gs, NORM
-                )
+                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
 def _dot_q4_1(
-    rows,
-    xp,
-    op,
-    lo,
-    hi,
-    STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    UB: tl.constexpr,
-    DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
     # block_q4_1 as 5 words {d | m << 16, qs[4]}: word w byte k holds elements 4w+k and 4w+k+16.
     r3 = rows[:, None, None]
@@ -253,25 +224,13 @@ def _dot_q4_1(
         for h in tl.static_range(2):
             for k in tl.static_range(4):
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-                acc = _take(
-                    acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True, gs, NORM
-                )
+                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
 def _dot_q5_0(
-    rows,
-    xp,
-    op,
-    lo,
-    hi,
-    STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    UB: tl.constexpr,
-    DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
     # block_q5_0 as 11 halfwords {d, qh (2 halfwords, bit e = fifth bit of element e), qs[8]}.
     # w = (q - 16) * d = (32 + q) * d - 48 * d, exact.
@@ -293,25 +252,13 @@ def _dot_q5_0(
                 e = (16 * h + k + 2 * w8[None, None, :]).to(tl.uint32)
                 high = ((qh >> e) & 1) << 22
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-                acc = _take(
-                    acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True, gs, NORM
-                )
+                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
 def _dot_q5_1(
-    rows,
-    xp,
-    op,
-    lo,
-    hi,
-    STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    UB: tl.constexpr,
-    DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
     # block_q5_1 as 6 words {d | m << 16, qh, qs[4]}.
     r3 = rows[:, None, None]
@@ -333,25 +280,13 @@ def _dot_q5_1(
                 e = (16 * h + k + 4 * w4[None, None, :]).to(tl.uint32)
                 high = ((qh >> e) & 1) << 22
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-                acc = _take(
-                    acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True, gs, NORM
-                )
+                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
 def _dot_q8_0(
-    rows,
-    xp,
-    op,
-    lo,
-    hi,
-    STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    UB: tl.constexpr,
-    DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
     # block_q8_0 as 17 halfwords {d, qs[16]}: halfword w holds int8 elements 2w, 2w+1.
     # s = (s ^ 0x80) - 128, so w = (256 + (s ^ 0x80)) * d - 384 * d, exact.
@@ -369,23 +304,13 @@ def _dot_q8_0(
         xmask = (blk < hi)[:, None]
         for k in tl.static_range(2):
             f = _as_float(_code(qs, 8 * k, 255, 15) | _P256)
-            acc = _take(acc, f * d + off, xb + k, ob + k, xmask, DEQ, True, gs, NORM)
+            acc = _take(acc, f * d + off, xb + k, ob + k, xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
 def _dot_mxfp4(
-    rows,
-    xp,
-    op,
-    lo,
-    hi,
-    STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    UB: tl.constexpr,
-    DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
     # block_mxfp4 as 17 bytes {e (E8M0), qs[16]}: byte i holds elements i and i + 16.
     # w = kvalues_mxfp4[code] * e8m0_half(e); the doubled e2m1 magnitudes 0,1,2,3,4,6,8,12 are the
@@ -408,7 +333,7 @@ def _dot_mxfp4(
             sign = _code(qs, 4 * h + 3, 1, 31)
             v = _as_float((mag << 19) | _P16) - 16.0
             v = _as_float(v.to(tl.uint32, bitcast=True) ^ sign)
-            acc = _take(acc, v * scale, xb + 16 * h, ob + 16 * h, xmask, DEQ, True, gs, NORM)
+            acc = _take(acc, v * scale, xb + 16 * h, ob + 16 * h, xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -426,18 +351,7 @@ def _scale_min_k4(s1, s2, s3, j):
 
 
 @triton.jit
-def _dot_q4_k(
-    rows,
-    xp,
-    op,
-    lo,
-    hi,
-    STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
-):
+def _dot_q4_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr):
     # block_q4_K as 36 words {d | dmin << 16, scales[3], qs[32]}: qs chunk c (8 words) holds sub-block
     # 2c in its low nibbles and 2c+1 in its high nibbles; word w of chunk c, byte k is element
     # 64c + 32h + 4w + k. The qs words are loaded as one [rows, 32] tile (16-byte vectors, threads
@@ -463,25 +377,12 @@ def _dot_q4_k(
             off = -(16.0 * dl + dmin * mn)
             for k in tl.static_range(4):
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-                acc = _take(
-                    acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False, gs, NORM
-                )
+                acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q5_k(
-    rows,
-    xp,
-    op,
-    lo,
-    hi,
-    STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
-):
+def _dot_q5_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr):
     # block_q5_K as 44 words {d | dmin << 16, scales[3], qh[8], qs[32]}: as Q4_K, plus the fifth bit of
     # element (sub-block j, byte i) = bit j of qh byte i.
     r2 = rows[:, None]
@@ -508,25 +409,12 @@ def _dot_q5_k(
             for k in tl.static_range(4):
                 high = ((qh >> (j + 8 * k)) & 1) << 22
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-                acc = _take(
-                    acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False, gs, NORM
-                )
+                acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q6_k(
-    rows,
-    xp,
-    op,
-    lo,
-    hi,
-    STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    DEQ: tl.constexpr,
-    gs=0,
-    NORM: tl.constexpr = False,
-):
+def _dot_q6_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr):
     # block_q6_K as 105 halfwords {ql[64], qh[32], scales (8 halfwords of 2 int8), d}. With n the
     # 128-element half, a the 32-byte chunk of ql inside it, w = 8 wh + wl the halfword in the chunk,
     # k the byte and h the nibble, the element is 128n + 64h + 32a + 2w + k; its high two bits are bits
@@ -555,9 +443,7 @@ def _dot_q6_k(
             for k in tl.static_range(2):
                 high = ((qh >> (8 * k + 4 * h + 2 * a).to(tl.uint32)) & 3) << 21
                 f = _as_float(_code(ql, 8 * k + 4 * h, 15, 17) | high | _P64)
-                acc = _take(
-                    acc, f * dl + off, xb + (64 * h + k), ob + (64 * h + k), None, DEQ, False, gs, NORM
-                )
+                acc = _take(acc, f * dl + off, xb + (64 * h + k), ob + (64 * h + k), None, DEQ, False)
     return tl.sum(tl.sum(tl.sum(acc, axis=3), axis=2), axis=1)
 
 
@@ -594,11 +480,6 @@ def _qgemv_kernel(
     part_ptr=None,  # REDUCE: the split partial sums [split, n_out_rows, n_rows]
     count_ptr=None,  # REDUCE: one arrival counter per (activation row, row tile), zero between launches
     REDUCE: tl.constexpr = False,
-    norm_shift=0,  # NORM: elements from an activation row's start to the RMSNorm weight's
-    norm_eps=0.0,
-    n_in=0,  # NORM: elements per activation row
-    NORM: tl.constexpr = False,
-    NORM_BLOCK: tl.constexpr = 1,  # NORM: n_in rounded up to a power of two
 ):
     m = tl.program_id(0)
     tile = tl.program_id(1)
@@ -622,41 +503,30 @@ def _qgemv_kernel(
     xp = x_ptr + (m // x_group).to(tl.int64) * x_stride
     u_begin = split * units_per_split
     u_end = tl.minimum(u_begin + units_per_split, n_units)
-    # NORM: the GEMV of RMSNorm(x) = x * g / rms(x): every program reads its whole activation row once
-    # for rms(x) (from L2; rows are a few thousand values), multiplies x by g as it loads it, and
-    # divides by rms(x) after the dot product (one row-wide factor), so no normed copy is written.
-    gshift = norm_shift
-    if NORM:
-        cols = tl.arange(0, NORM_BLOCK)
-        xr = tl.load(xp + cols, mask=cols < n_in, other=0.0).to(tl.float32)
-        inv_rms = 1.0 / tl.sqrt(tl.sum(xr * xr, axis=0) / n_in + norm_eps)
-        gshift = norm_shift - (m // x_group).to(tl.int64) * x_stride
     if FMT == 0:
-        acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, False, STAGES, BLOCK_N, UB, DEQ, gshift, NORM)
+        acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, False, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 1:
-        acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, True, STAGES, BLOCK_N, UB, DEQ, gshift, NORM)
+        acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, True, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 2:
-        acc = _dot_q4_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, gshift, NORM)
+        acc = _dot_q4_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 3:
-        acc = _dot_q4_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, gshift, NORM)
+        acc = _dot_q4_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 4:
-        acc = _dot_q5_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, gshift, NORM)
+        acc = _dot_q5_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 5:
-        acc = _dot_q5_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, gshift, NORM)
+        acc = _dot_q5_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 6:
-        acc = _dot_q8_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, gshift, NORM)
+        acc = _dot_q8_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 7:
-        acc = _dot_mxfp4(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, gshift, NORM)
+        acc = _dot_mxfp4(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == 8:
-        acc = _dot_q4_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ, gshift, NORM)
+        acc = _dot_q4_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
     elif FMT == 9:
-        acc = _dot_q5_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ, gshift, NORM)
+        acc = _dot_q5_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
     else:
-        acc = _dot_q6_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ, gshift, NORM)
+        acc = _dot_q6_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
     if DEQ:
         return
-    if NORM:
-        acc = acc * inv_rms
     row_mask = rows < n_rows
     if HAS_BIAS:
         bias_row = bias_ptr
@@ -778,10 +648,8 @@ def launch(
     expert_ids: torch.Tensor | None = None,
     x_group: int = 1,
     config: GemvConfig | None = None,
-    norm: tuple[torch.Tensor, float] | None = None,
 ) -> torch.Tensor:
-    """y (n_out_rows, out) float32: row r is x[r // x_group] against w (or expert expert_ids[r] of w).
-    `norm = (g, eps)`: x is RMSNorm-ed first (float32 x and g), as `rms_norm(x, g, eps)` would."""
+    """y (n_out_rows, out) float32: row r is x[r // x_group] against w (or expert expert_ids[r] of w)."""
     out_features, in_features = w.shape[-2], w.shape[-1]
     layout = LAYOUTS[w.qtype]
     fmt = FORMATS[w.qtype]
@@ -798,17 +666,6 @@ def launch(
     x2 = x.reshape(-1, in_features)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    norm_args: dict = {}
-    if norm is not None:
-        g, eps = norm
-        if x2.dtype != torch.float32 or g.dtype != torch.float32 or not g.is_contiguous():
-            raise ValueError("the RMSNorm GEMV takes float32 activations and a contiguous float32 weight")
-        # The weight is addressed from the activation row: a whole number of float32 elements apart.
-        shift = (g.data_ptr() - x2.data_ptr()) // 4
-        norm_args = dict(
-            norm_shift=shift, norm_eps=eps, n_in=in_features, NORM=True,
-            NORM_BLOCK=triton.next_power_of_2(in_features),
-        )  # fmt: skip
     grid = (n_out_rows, triton.cdiv(out_features, config.block_n), split)
     counters = SplitCounters.get(x.device, grid[0] * grid[1]) if split > 1 else None
     target = torch.empty(split, n_out_rows, out_features, dtype=torch.float32, device=x.device)
@@ -843,7 +700,6 @@ def launch(
         count_ptr=counters if counters is not None else target,
         REDUCE=counters is not None,
         num_warps=config.num_warps,
-        **norm_args,
     )
     if counters is not None:
         return y
@@ -934,21 +790,4 @@ def gemv(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torc
     return y.reshape(*x.shape[:-1], w.shape[0]).to(out_dtype)
 
 
-def gemv_rms_normed(
-    x: torch.Tensor,
-    g: torch.Tensor,
-    eps: float,
-    w: QTensor,
-    bias: torch.Tensor | None,
-    out_dtype: torch.dtype,
-) -> torch.Tensor:
-    """`gemv(rms_norm(x, g, eps), w, bias)` in one launch (float32 `x`; see the kernel's NORM)."""
-    n_rows = x.numel() // w.shape[1]
-    bias_arg = bias.contiguous() if bias is not None else None
-    y = launch(x.float(), w, bias_arg, n_rows, norm=(g.float().contiguous(), eps))
-    return y.reshape(*x.shape[:-1], w.shape[0]).to(out_dtype)
-
-
-FAST_PATH = FastPath(
-    name="triton-gemv", devices=("cuda",), supports=supports, qmatmul=gemv, qmatmul_rms_normed=gemv_rms_normed
-)
+FAST_PATH = FastPath(name="triton-gemv", devices=("cuda",), supports=supports, qmatmul=gemv)

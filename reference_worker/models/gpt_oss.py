@@ -261,13 +261,11 @@ class GptOssModel:
         step = positions is not None
         fused = self.kernels.decode if step else None
         norm = fused.rms_norm if fused is not None else rms_norm
-        # The attention's and the output's norms feed matmuls only: the step may fold them into them.
-        norm_for_matmuls = self.kernels.rms_norm_for_matmuls if fused is not None else rms_norm
         if not step:
             positions = next_positions(cache, n_tokens, c.context_length, self.device)
         x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, E]
         for i, layer in enumerate(self.layers):
-            h = norm_for_matmuls(x, layer.attn_norm, c.norm_eps)
+            h = norm(x, layer.attn_norm, c.norm_eps)
             q, k, v = mm(h, layer.wq, layer.bq), mm(h, layer.wk, layer.bk), mm(h, layer.wv, layer.bv)
             if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one
                 keys, values = cache.keys[i], cache.values[i]
@@ -301,4 +299,4 @@ class GptOssModel:
             cache.advance(n_tokens)
         if last_only:
             x = x[-1:]
-        return mm(norm_for_matmuls(x, self.output_norm, c.norm_eps), self.output).float()
+        return mm(norm(x, self.output_norm, c.norm_eps), self.output).float()

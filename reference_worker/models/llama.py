@@ -211,8 +211,7 @@ class LlamaModel:
         n_tokens, start = tokens.shape[0], cache.length
         step = positions is not None
         fused = self.kernels.decode if step else None
-        # Every norm here feeds matmuls only: the step may fold it into them.
-        norm = self.kernels.rms_norm_for_matmuls if fused is not None else rms_norm
+        norm = fused.rms_norm if fused is not None else rms_norm
         if not step:
             positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
         x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, dim]

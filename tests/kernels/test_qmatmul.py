@@ -184,39 +184,3 @@ def test_qmatmul_add_is_the_residual_plus_the_product_bit_for_bit(rows, rng, blo
         kernels = backend.kernel_set(backend.KernelConfig(kernels=choice), "cpu")
         assert torch.equal(kernels.qmatmul_add(x, w, residual), residual + kernels.qmatmul(x, w))
         assert torch.equal(kernels.qmatmul_add(x, w, residual, bias), residual + kernels.qmatmul(x, w, bias))
-
-
-def test_a_deferred_rms_norm_is_folded_where_a_path_can_and_computed_elsewhere(
-    monkeypatch, rng, blocks
-) -> None:
-    from kernels import cpu_decode
-    from reference_worker.models.llama import rms_norm
-
-    w, w64 = make_weight(GGMLType.Q4_0, (8, 64), rng, blocks, "cpu")
-    x = torch.from_numpy(rng.normal(0.0, 2.0, (1, 64)).astype(np.float32))
-    g = torch.from_numpy(rng.normal(1.0, 0.2, 64).astype(np.float32))
-    want = rms_norm(x, g, 1e-5).double() @ w64.T
-    folded: list[str] = []
-
-    def fold(x, g, eps, w, bias, out_dtype):
-        folded.append(w.name)
-        return qmatmul(rms_norm(x, g, eps), w, bias, out_dtype=out_dtype)
-
-    plain = backend.FastPath(
-        "plain", ("cpu",), lambda x, w: True, lambda x, w, b, dt: qmatmul(x, w, b, out_dtype=dt)
-    )
-    folding = backend.FastPath(
-        "fold", ("cpu",), lambda x, w: w.qtype == GGMLType.Q4_0, plain.qmatmul, None, fold
-    )
-    for paths, expect_fold in [((plain,), False), ((folding,), True)]:
-        monkeypatch.setitem(
-            backend.FAST_PATHS, "cpu", lambda paths=paths: backend.DeviceKernels(paths, decode=cpu_decode)
-        )
-        kernels = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cpu")
-        h = kernels.rms_norm_for_matmuls(x, g, 1e-5)
-        assert isinstance(h, qmatmul_module.RMSNormed) == expect_fold
-        assert rel_err(kernels.qmatmul(h, w), want) < REL_TOL
-        assert folded == (["w.Q4_0"] if expect_fold else [])
-    w8, w8_64 = make_weight(GGMLType.Q8_0, (8, 64), rng, blocks, "cpu")  # not supported: computed first
-    got = kernels.qmatmul(kernels.rms_norm_for_matmuls(x, g, 1e-5), w8)
-    assert rel_err(got, rms_norm(x, g, 1e-5).double() @ w8_64.T) < REL_TOL and folded == ["w.Q4_0"]

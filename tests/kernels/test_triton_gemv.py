@@ -134,26 +134,9 @@ def test_split_k_sums_in_the_kernel_equal_the_sum_after_it(split, rng, blocks, m
     assert counters is not None and int(counters.abs().sum()) == 0
     monkeypatch.setattr(SplitCounters, "SIZE", 0)
     after = launch(x, w, None, 3, config=config)
-    assert all(torch.allclose(got, after, rtol=1e-6, atol=0) for got in in_kernel)
+    assert all(torch.equal(got, in_kernel[0]) for got in in_kernel)  # the same order every launch
+    assert all(rel_err(got, after) < 1e-6 for got in in_kernel)  # PyTorch may group its sum otherwise
     assert rel_err(in_kernel[0], reference_qmatmul(x, w, None, torch.float32)) < REL_TOL
-
-
-@pytest.mark.parametrize("rows", [1, 3])
-@pytest.mark.parametrize(("qtype", "shape"), CASES[::3])
-def test_the_rms_normed_gemv_is_the_gemv_of_the_norm(qtype, shape, rows, rng, blocks) -> None:
-    # The norm folded into the GEMV's loads (rms over the row, g per element, 1/rms after the dot):
-    # the reference GEMV of the reference RMSNorm, within the GEMV's own bound.
-    from kernels.triton_gemv import FAST_PATH
-    from reference_worker.models.llama import rms_norm
-
-    w = make_weight(qtype, shape, rng, blocks)
-    x = torch.from_numpy(rng.normal(0.0, 3.0, (rows, shape[1])).astype(np.float32)).cuda()
-    g = torch.from_numpy(rng.normal(1.0, 0.3, shape[1]).astype(np.float32)).cuda()
-    bias = torch.from_numpy(rng.normal(0.0, 0.1, shape[0]).astype(np.float32)).cuda()
-    expected = reference_qmatmul(rms_norm(x, g, 1e-6), w, bias, torch.float32)
-    got = FAST_PATH.qmatmul_rms_normed(x, g, 1e-6, w, bias, torch.float32)
-    assert got.shape == expected.shape
-    assert rel_err(got, expected) < REL_TOL
 
 
 def test_gemv_is_deterministic(rng, blocks) -> None:
