@@ -1,0 +1,70 @@
+"""The soak of `tests/fuzz/soak.py` against a worker on the GPU: jobs over the device-memory budget in a row,
+then mixed requests, and the worker's device-memory accounting back at its baseline after each phase.
+
+    python -m benchmarks.gpu_soak [--oom-jobs 20] [--requests 100] [--out FILE.json]
+
+The worker runs `--device cuda` (fast kernels, CUDA graphs: its defaults) under the soak's budget
+(`tests.fuzz.soak.BUDGET_MB`), so a job whose KV cache does not fit must end VRAM_OOM (M0-W-1021) and the
+next one must still be served. Exit code 0 only when nothing failed.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+
+import httpx
+
+from tests.fuzz import record
+from tests.fuzz.process import worker_process
+from tests.fuzz.soak import BUDGET_MB, one, request_for, run_soak
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = record.parser("benchmarks.gpu_soak", __doc__)
+    parser.add_argument("--oom-jobs", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    failures: list[str] = []
+    oom_outcomes: dict[str, int] = {}
+    # The later --device wins over the CPU default of `worker_process`.
+    with worker_process("--vram-budget-mb", str(BUDGET_MB), "--device", "cuda") as worker:
+        baseline = worker.wait_idle()["vram_bytes_by_category"]
+        rng = random.Random(args.seed)
+        with httpx.Client() as client:
+            for i in range(args.oom_jobs):
+                outcome, problems = one(worker, client, "oom", request_for("oom", i, rng))
+                worker.wait_idle()
+                oom_outcomes[outcome] = oom_outcomes.get(outcome, 0) + 1
+                failures += [f"oom #{i}: {p}" for p in problems]
+        after_oom = worker.wait_idle()["vram_bytes_by_category"]
+        if after_oom != baseline:
+            failures.append(f"after the OOM jobs the accounting is {after_oom}, not {baseline}")
+        report, memory = run_soak(worker, args.requests, args.seed)
+        failures += report.failures
+        health = worker.health()
+    result = {
+        "command": record.command("benchmarks.gpu_soak", argv),
+        "device": "cuda",
+        "vram_budget_mb": BUDGET_MB,
+        "oom_jobs": args.oom_jobs,
+        "oom_outcomes": oom_outcomes,
+        "vram_by_category_baseline": baseline,
+        "vram_by_category_after_oom_jobs": after_oom,
+        "requests": report.requests,
+        "by_kind": report.by_kind,
+        "by_outcome": report.by_outcome,
+        **memory,
+        "health_after": {k: health.get(k) for k in ("status", "vram_bytes_used", "resident")},
+        "failures": len(failures),
+        "first_failures": failures[:20],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return record.finish(result, args.out, bool(failures))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
