@@ -104,6 +104,17 @@ def test_the_static_step_reads_no_cache_position_it_has_not_written(arch, attent
         assert rel_err(a, b) < STEP_TOL
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_the_cpu_decode_kernels_read_no_cache_position_they_have_not_written(arch) -> None:
+    # The CPU engine's static step with `kernels.cpu_decode` (the fast CPU path): same property.
+    model, _, _ = load_model(f"tiny/{arch}-f32.gguf", weight_cache=True)
+    want_tokens, want = decode(model, PROMPT, 6, plain(model))
+    got_tokens, got = decode(model, PROMPT, 6, static(model), unwritten=float("nan"))
+    assert got_tokens == want_tokens
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b) < STEP_TOL
+
+
 def test_without_graphs_or_static_the_step_is_the_plain_forward(monkeypatch) -> None:
     model, _, _ = load_model("tiny/llama-f32.gguf")
     seen: list[object] = []
