@@ -37,6 +37,8 @@ pytest_plugins = [
     "steps.serving",
     "steps.processes",
     "steps.jobs",
+    "steps.bad_requests",
+    "steps.contention",
     "steps.measures",
     "steps.nvidia_smi",
     "steps.selfcheck",

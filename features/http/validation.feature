@@ -71,3 +71,13 @@ Feature: Refuse invalid jobs before any inference
       """
     Then the response status is 400
     And no inference was started
+
+  # A bounded sample drawn by hypothesis, the same bodies on every run (steps/bad_requests.py): wrong JSON
+  # types, values out of range, empty and too long strings, missing required fields; one field broken per
+  # body. Never a 5xx, a dropped connection or a stream; the worker serves the next job as usual.
+  @M0-W-1302 @gate_foundation @gate_m0_complete
+  Scenario: A sample of malformed bodies is refused field by field, and the worker serves on
+    When I POST 60 malformed bodies to /execute, each breaking the rule of one field
+    Then every malformed body was refused with 400 and an error naming its field
+    When I execute a job with prompt "Hello" and max_tokens 4
+    Then the job finishes with an end event

@@ -6,8 +6,9 @@ import json
 
 from pytest_bdd import parsers, then, when
 
+from steps.bad_requests import STOP_AFTER_WRONG, MalformedSample, send_sample
 from steps.state import ScenarioState, new_job_id, with_job_id
-from steps.verdicts import field_entries, require
+from steps.verdicts import RequirementViolation, field_entries, require
 
 VALID_JOB = {"prompt": "Hello", "max_tokens": 4}
 
@@ -97,3 +98,48 @@ def no_inference(scenario_state: ScenarioState) -> None:
         "M0-W-1302",
         f"the refused request still streamed events: [{stream.summary() if stream else ''}]",
     )
+
+
+@when(parsers.parse("I POST {count:d} malformed bodies to /execute, each breaking the rule of one field"))
+def post_malformed_sample(
+    count: int, scenario_state: ScenarioState, malformed_sample: MalformedSample
+) -> None:
+    assert scenario_state.worker is not None and scenario_state.model is not None, "no worker yet"
+    vocab_size = max(scenario_state.model.facts.accepted_vocab_sizes)
+    send_sample(scenario_state.client, scenario_state.worker.base_url, vocab_size, count, malformed_sample)
+
+
+@then("every malformed body was refused with 400 and an error naming its field")
+def malformed_refused(malformed_sample: MalformedSample) -> None:
+    """M0-W-1302: never a 5xx, a dropped connection or a job for a body that breaks a rule."""
+    sample = malformed_sample
+    require(sample.sent, "M0-W-1302", "no malformed body was sent")
+    if sample.wrong:
+        stopped = (
+            f" (the sample stopped after {STOP_AFTER_WRONG} such answers)"
+            if len(sample.wrong) >= STOP_AFTER_WRONG
+            else ""
+        )
+        raise RequirementViolation(
+            "M0-W-1302",
+            f"{len(sample.wrong)} of {sample.sent} malformed bodies were not refused with 400{stopped}: "
+            + "; ".join(answer.describe() for answer in sample.wrong),
+        )
+    unnamed = [
+        answer
+        for answer in sample.answers
+        if not field_entries(_json_or_none(answer.body), answer.request.field)
+    ]
+    require(
+        not unnamed,
+        "M0-W-1302",
+        f"{len(unnamed)} of {sample.sent} refusals do not name the broken field: "
+        + "; ".join(answer.describe() for answer in unnamed[:3]),
+    )
+
+
+def _json_or_none(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None

@@ -28,6 +28,7 @@ FAULTS = (
     "cancel_noop",  # /cancel answers 202 and does nothing (M0-W-1330)
     "invalid_utf8",  # a token carries half a UTF-8 character (M0-W-1824)
     "health_waits_for_job",  # /health answers only once the running job ends, not from cache (M0-W-1604)
+    "crash_on_boolean",  # a JSON boolean in a number field gets 500 and a traceback (M0-W-1302, under fuzz)
 )
 TOKENS = ("Hello", ",", " 世界", " 🚀", " GPU", " computing")
 FILE_TYPES = {15: "Q4_K_M", 38: "MXFP4", 2: "Q4_0", 3: "Q4_1", 1: "F16", 0: "F32", 7: "Q8_0", 8: "Q5_0"}
@@ -217,6 +218,10 @@ class Handler(BaseHTTPRequestHandler):
                 errors = [{"field": "body", "constraint": "valid_json", "message": problem}]
             else:
                 errors = validate(body, self.worker.facts["vocab_size"])
+            if self.worker.fault == "crash_on_boolean" and isinstance(body, dict):
+                if any(isinstance(value, bool) for value in body.values()):
+                    self._json(500, {"code": "INTERNAL", "message": "Traceback: TypeError: bool"})
+                    return
             if errors and self.worker.fault != "accept_invalid":
                 self._json(400, {"errors": errors})
                 return
