@@ -88,6 +88,23 @@ def stream_ends_cancelled(code: str, seconds: int, scenario_state: ScenarioState
     )
 
 
+@then(parsers.parse("the job's stream ends with one terminal event within {seconds:d} seconds"))
+def stream_ends_with_terminal(seconds: int, scenario_state: ScenarioState, spec_ids: str) -> None:
+    """The running job is closed properly (after SIGTERM: M0-W-1340), whatever its terminal event says."""
+    running = scenario_state.running
+    assert running is not None and running.stream is not None, "no job is streaming"
+    running.wait_done(seconds)
+    stream = scenario_state.stream = running.stream
+    require(
+        stream.ended,
+        spec_ids,
+        f"the job's stream {'closed' if running.done else 'stayed open'} without a terminal event "
+        f"({len(stream.of_type('token'))} tokens; {running.failure or 'no transport error'}; "
+        f"events: [{stream.summary()}])",
+    )
+    verdicts.check_one_terminal(stream)
+
+
 # --- A client that drops its stream (M0-W-1611) -------------------------------------------------------
 
 

@@ -137,6 +137,8 @@ class StubWorker:
         self.lock = threading.Lock()
         self.job_done = threading.Event()
         self.job_done.set()
+        self.stopping = False  # SIGTERM arrived: the running job ends with CANCELLED
+        self.inference_timeout_s: float | None = getattr(args, "inference_timeout_sec", None)
 
     def health(self) -> dict:
         body = {
@@ -247,9 +249,15 @@ class Handler(BaseHTTPRequestHandler):
             if worker.fault == "tokens_before_started":
                 self._event("token", {"t": TOKENS[0], "i": 0})
             self._started(job_id)
+            began = time.monotonic()
             for index in range(max_tokens):
+                timeout = worker.inference_timeout_s
+                if timeout is not None and time.monotonic() - began > timeout:
+                    message = {"code": "INFERENCE_TIMEOUT", "message": "job timed out", "retriable": True}
+                    self._event("error", message)
+                    return
                 with worker.lock:
-                    cancelled = job_id in worker.cancelled
+                    cancelled = job_id in worker.cancelled or worker.stopping
                 if cancelled:
                     message = {"code": "CANCELLED", "message": "job cancelled", "retriable": False}
                     self._event("error", message)
