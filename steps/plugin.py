@@ -39,6 +39,8 @@ pytest_plugins = [
     "steps.jobs",
     "steps.bad_requests",
     "steps.contention",
+    "steps.process_tree",
+    "steps.side_by_side",
     "steps.measures",
     "steps.nvidia_smi",
     "steps.selfcheck",
@@ -55,6 +57,7 @@ pytest_plugins = [
     "steps.step_defs.selfcheck",
     "steps.step_defs.seams",
     "steps.step_defs.lifecycle",
+    "steps.step_defs.isolation",
     "steps.milestone",
     "steps.shards",
 ]

@@ -286,7 +286,7 @@ class SpawnTarget(WorkerTarget):
         handle = self.launch(command, port=port, model=model, label=model.path.stem)
         handle.key, handle.worker_id, handle.gpu = key, worker_id, self.config.gpu
         try:
-            self._wait_ready(handle)
+            self.wait_ready(handle)
         except BaseException:
             handle.stop()
             raise
@@ -326,7 +326,7 @@ class SpawnTarget(WorkerTarget):
             started_at=started_at,
         )
 
-    def _wait_ready(self, handle: WorkerHandle) -> None:
+    def wait_ready(self, handle: WorkerHandle) -> None:
         """Ready = GET /health answers 200 (M0-W-1320) before the start timeout."""
         assert handle.process is not None
         began = time.monotonic()
