@@ -11,6 +11,7 @@ The sample is bounded and reproducible: `derandomize=True` draws the same bodies
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import httpx
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steps.state import new_job_id
+from steps.verdicts import RequirementViolation, field_entries, require
 
 VALID_BODY = {"prompt": "Hello", "max_tokens": 4}
 MAX_PROMPT_CHARS = 32768  # M0-W-1300
@@ -174,3 +176,36 @@ def _post(client: httpx.Client, base_url: str, request: BadRequest) -> Answer:
             return Answer(request, response.status_code, response.read())
     except httpx.HTTPError as exc:
         return Answer(request, None, b"", f"no HTTP answer ({type(exc).__name__}: {exc})")
+
+
+def check_refusals(sample: MalformedSample) -> None:
+    """M0-W-1302: every malformed body refused with 400 and an error that names its field; never a 5xx,
+    a dropped connection or a stream."""
+    require(sample.sent, "M0-W-1302", "no malformed body was sent")
+    if sample.wrong:
+        stopped = (
+            f" (the sample stopped after {STOP_AFTER_WRONG} such answers)"
+            if len(sample.wrong) >= STOP_AFTER_WRONG
+            else ""
+        )
+        raise RequirementViolation(
+            "M0-W-1302",
+            f"{len(sample.wrong)} of {sample.sent} malformed bodies were not refused with 400{stopped}: "
+            + "; ".join(answer.describe() for answer in sample.wrong),
+        )
+    unnamed = [
+        answer for answer in sample.answers if not field_entries(_json(answer.body), answer.request.field)
+    ]
+    require(
+        not unnamed,
+        "M0-W-1302",
+        f"{len(unnamed)} of {sample.sent} refusals do not name the broken field: "
+        + "; ".join(answer.describe() for answer in unnamed[:3]),
+    )
+
+
+def _json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None

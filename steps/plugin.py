@@ -41,6 +41,7 @@ pytest_plugins = [
     "steps.contention",
     "steps.process_tree",
     "steps.side_by_side",
+    "steps.readme",
     "steps.measures",
     "steps.nvidia_smi",
     "steps.selfcheck",
@@ -58,6 +59,7 @@ pytest_plugins = [
     "steps.step_defs.seams",
     "steps.step_defs.lifecycle",
     "steps.step_defs.isolation",
+    "steps.step_defs.docs",
     "steps.milestone",
     "steps.shards",
 ]

@@ -6,9 +6,9 @@ import json
 
 from pytest_bdd import parsers, then, when
 
-from steps.bad_requests import STOP_AFTER_WRONG, MalformedSample, send_sample
+from steps.bad_requests import MalformedSample, check_refusals, send_sample
 from steps.state import ScenarioState, new_job_id, with_job_id
-from steps.verdicts import RequirementViolation, field_entries, require
+from steps.verdicts import field_entries, require
 
 VALID_JOB = {"prompt": "Hello", "max_tokens": 4}
 
@@ -111,35 +111,4 @@ def post_malformed_sample(
 
 @then("every malformed body was refused with 400 and an error naming its field")
 def malformed_refused(malformed_sample: MalformedSample) -> None:
-    """M0-W-1302: never a 5xx, a dropped connection or a job for a body that breaks a rule."""
-    sample = malformed_sample
-    require(sample.sent, "M0-W-1302", "no malformed body was sent")
-    if sample.wrong:
-        stopped = (
-            f" (the sample stopped after {STOP_AFTER_WRONG} such answers)"
-            if len(sample.wrong) >= STOP_AFTER_WRONG
-            else ""
-        )
-        raise RequirementViolation(
-            "M0-W-1302",
-            f"{len(sample.wrong)} of {sample.sent} malformed bodies were not refused with 400{stopped}: "
-            + "; ".join(answer.describe() for answer in sample.wrong),
-        )
-    unnamed = [
-        answer
-        for answer in sample.answers
-        if not field_entries(_json_or_none(answer.body), answer.request.field)
-    ]
-    require(
-        not unnamed,
-        "M0-W-1302",
-        f"{len(unnamed)} of {sample.sent} refusals do not name the broken field: "
-        + "; ".join(answer.describe() for answer in unnamed[:3]),
-    )
-
-
-def _json_or_none(body: bytes) -> object:
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    check_refusals(malformed_sample)
