@@ -97,6 +97,7 @@ def kill_first(state: SideBySide) -> None:
     assert first.process is not None
     second_stream = state.streams[1].stream
     state.second_ended_before_kill = second_stream is None or second_stream.ended
+    first.exit_expected = True
     os.killpg(first.process.pid, signal.SIGKILL)
     state.killed_at = time.monotonic()
     first.process.wait(timeout=10.0)

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -29,7 +33,10 @@ FAULTS = (
     "invalid_utf8",  # a token carries half a UTF-8 character (M0-W-1824)
     "health_waits_for_job",  # /health answers only once the running job ends, not from cache (M0-W-1604)
     "crash_on_boolean",  # a JSON boolean in a number field gets 500 and a traceback (M0-W-1302, under fuzz)
+    "tokenizer_process",  # each job starts a helper process that lives while the job runs (M0-W-1365)
+    "sigkill_once",  # the first job of a run SIGKILLs the worker (marker file: $STUB_SIGKILL_MARKER)
 )
+SIGKILL_MARKER_ENV = "STUB_SIGKILL_MARKER"
 TOKENS = ("Hello", ",", " 世界", " 🚀", " GPU", " computing")
 FILE_TYPES = {15: "Q4_K_M", 38: "MXFP4", 2: "Q4_0", 3: "Q4_1", 1: "F16", 0: "F32", 7: "Q8_0", 8: "Q5_0"}
 
@@ -243,6 +250,15 @@ class Handler(BaseHTTPRequestHandler):
         job_id = str(body.get("job_id", ""))
         max_tokens = body.get("max_tokens", 2048) if isinstance(body.get("max_tokens"), int) else 4
         max_tokens = max(1, min(max_tokens, 2048))
+        if worker.fault == "sigkill_once":
+            marker = os.environ[SIGKILL_MARKER_ENV]
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+        helper = None
+        if worker.fault == "tokenizer_process":
+            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            time.sleep(0.2)  # the "tokenizer" answers
         self._begin_stream()
         worker.job_done.clear()
         try:
@@ -276,6 +292,9 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             return  # the client went away; nothing to clean up in a stub
         finally:
+            if helper is not None:
+                helper.kill()
+                helper.wait()
             worker.job_done.set()
             self.close_connection = True
 
