@@ -42,6 +42,7 @@ pytest_plugins = [
     "steps.process_tree",
     "steps.side_by_side",
     "steps.readme",
+    "steps.gate_membership",
     "steps.measures",
     "steps.nvidia_smi",
     "steps.selfcheck",

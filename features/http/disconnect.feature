@@ -8,7 +8,7 @@ Feature: A client that drops its stream frees the worker
   Background:
     Given a worker serving any model
 
-  @M0-W-1611 @gate_m1
+  @M0-W-1611
   Scenario: A job whose client drops its stream stops, and a new job is accepted soon after
     Given a job with prompt "Count from one to one thousand" and max_tokens 2048 is streaming tokens
     When the client drops the job's stream

@@ -5,7 +5,7 @@ Feature: A job that runs past the inference timeout ends with INFERENCE_TIMEOUT
   A worker that does not declare the optional flags (--worker-flag optional_flags="...") is not applicable,
   and so is a job that ends by itself within the timeout.
 
-  @M0-W-1101 @M0-W-1500 @M0-W-1510 @gate_foundation_w4 @gate_foundation
+  @M0-W-1101 @M0-W-1500 @M0-W-1510
   Scenario: A job running past an inference timeout of 1 second ends with INFERENCE_TIMEOUT
     Given a worker serving the tiny qwen2 Q4_K_M model started with the optional flags of M0-W-1101 and an inference timeout of 1 second
     When I POST /execute with the JSON body, reading its events for at most 30 seconds:
