@@ -12,9 +12,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from steps.envelope import MIB
+from steps.process_tree import tree_of
 from steps.targets import WorkerHandle
 from steps.verdicts import not_applicable, require
 
@@ -58,15 +60,11 @@ def compute_apps() -> list[ComputeApp]:
 
 def worker_pids(worker: WorkerHandle) -> set[int]:
     """The worker's process and its descendants (a wrapper command may hand the GPU to a child)."""
-    import psutil
-
     assert worker.process is not None
-    pids = {worker.process.pid}
     try:
-        pids |= {child.pid for child in psutil.Process(worker.process.pid).children(recursive=True)}
+        return tree_of(psutil.Process(worker.process.pid))
     except psutil.Error:
-        pass
-    return pids
+        return {worker.process.pid}
 
 
 def pid_exists(pid: int) -> bool:

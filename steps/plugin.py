@@ -37,6 +37,12 @@ pytest_plugins = [
     "steps.serving",
     "steps.processes",
     "steps.jobs",
+    "steps.bad_requests",
+    "steps.contention",
+    "steps.process_tree",
+    "steps.side_by_side",
+    "steps.readme",
+    "steps.gate_membership",
     "steps.measures",
     "steps.nvidia_smi",
     "steps.selfcheck",
@@ -53,6 +59,8 @@ pytest_plugins = [
     "steps.step_defs.selfcheck",
     "steps.step_defs.seams",
     "steps.step_defs.lifecycle",
+    "steps.step_defs.isolation",
+    "steps.step_defs.docs",
     "steps.milestone",
     "steps.shards",
 ]
@@ -310,7 +318,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     outcome = yield
     report = outcome.get_result()
     worker = item.stash.get(WORKER_KEY, None)
-    if worker is not None and call.when == "call" and report.failed:
+    if worker is None or call.when != "call":
+        return
+    died = worker.died()
+    if died is not None and not worker.death_reported:
+        # The worker went away while the scenario ran (a crash, the OOM killer, a SIGKILL from outside):
+        # the scenario fails with that, whatever its steps saw, and the next one gets a fresh worker.
+        worker.death_reported = True
+        message = (
+            f"harness: {worker.describe()} {died} during this scenario; "
+            f"its output: {worker.stdout_path}, {worker.stderr_path}. "
+            "The next scenario that needs this worker starts a fresh one."
+        )
+        report.sections.append(("worker exit", message))
+        if report.passed:
+            report.outcome, report.longrepr = "failed", message
+        elif isinstance(report.longrepr, str) or report.longrepr is None:
+            report.longrepr = f"{message}\n{report.longrepr or ''}"
+    if report.failed:
         for name, text in worker.log_tail().items():
             report.sections.append((f"worker {name} (tail)", text))
 

@@ -120,6 +120,7 @@ def start_one_off(
     if drop_flag is not None:
         command = without_flag(command, drop_flag)
     handle = target.launch(command, port=port, model=None, label="process")
+    handle.exit_expected = True  # the scenario watches it exit
     state.one_off.append(handle)
     record_worker(request.node, handle)
     # A worker that answers /health on its port accepted its input; a port outside 1..65535 cannot be probed.
@@ -161,6 +162,7 @@ def port_value(value: str, state: ProcessState) -> int | str:
 def send_sigterm(worker: WorkerHandle, state: ProcessState) -> None:
     """SIGTERM to a running worker, which the scenario then watches exit."""
     assert worker.process is not None
+    worker.exit_expected = True
     os.kill(worker.process.pid, signal.SIGTERM)
     state.watched = WatchedProcess(worker, "after SIGTERM", probe_health=False)
 

@@ -71,6 +71,8 @@ class WorkerHandle:
     gpu: int | str | None = None  # --gpu-device as given, when the harness chose it
     ready_after_s: float | None = None  # process start -> first 200 from /health
     started_at: float | None = None  # time.monotonic() when the process was started
+    exit_expected: bool = False  # the harness or the scenario stops it, or expects it to exit
+    death_reported: bool = False  # an unexpected exit was reported against a scenario
 
     @property
     def spawned(self) -> bool:
@@ -89,8 +91,32 @@ class WorkerHandle:
                     tails[name] = handle.read().decode("utf-8", errors="replace")
         return tails
 
+    def died(self) -> str | None:
+        """How the process ended when nobody expected it to ("killed by signal SIGKILL"), else None."""
+        if self.process is None or self.exit_expected:
+            return None
+        code = self.process.poll()
+        if code is None:
+            return None
+        if code < 0:
+            try:
+                return f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code}"
+
+    def describe(self) -> str:
+        pid = self.process.pid if self.process is not None else None
+        model = self.model.path.name if self.model is not None else "no model"
+        worker_id = f" {self.worker_id}" if self.worker_id else ""
+        return f"the worker{worker_id} (pid {pid}, serving {model}, {self.base_url})"
+
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        if self.process is None or self.process.poll() is not None:
+        self.exit_expected = True
+        if self.process is None:
+            return
+        if self.process.poll() is not None:
+            _signal_group(self.process, signal.SIGKILL)  # whatever it left behind in its group
             return
         _signal_group(self.process, signal.SIGTERM)
         try:
@@ -274,6 +300,8 @@ class SpawnTarget(WorkerTarget):
         handle = self._running.get(key)
         if handle is not None and handle.alive():
             return handle
+        if handle is not None:
+            _note(f"{handle.describe()} {handle.died() or 'has exited'}; starting a fresh one")
         self.close()  # one worker at a time: the previous one frees its GPU memory first
         handle = self._start(model, key)
         self._running[key] = handle
@@ -286,7 +314,7 @@ class SpawnTarget(WorkerTarget):
         handle = self.launch(command, port=port, model=model, label=model.path.stem)
         handle.key, handle.worker_id, handle.gpu = key, worker_id, self.config.gpu
         try:
-            self._wait_ready(handle)
+            self.wait_ready(handle)
         except BaseException:
             handle.stop()
             raise
@@ -326,7 +354,7 @@ class SpawnTarget(WorkerTarget):
             started_at=started_at,
         )
 
-    def _wait_ready(self, handle: WorkerHandle) -> None:
+    def wait_ready(self, handle: WorkerHandle) -> None:
         """Ready = GET /health answers 200 (M0-W-1320) before the start timeout."""
         assert handle.process is not None
         began = time.monotonic()
@@ -367,6 +395,11 @@ class SpawnTarget(WorkerTarget):
 
     def describe(self) -> dict[str, object]:
         return {"target": self.kind, "command_template": self.config.template, "gpu": self.config.gpu}
+
+
+def _note(line: str) -> None:
+    """One line on the terminal, past pytest's capture."""
+    print(f"[harness] {line}", file=sys.__stderr__, flush=True)
 
 
 def _note_waiting(handle: WorkerHandle, waited_s: float, timeout_s: float, last_problem: str) -> None:

@@ -14,7 +14,7 @@ Feature: Greedy continuations equal llama.cpp's on every architecture
     When I run the golden prompt of "<name>" greedily
     Then the streamed text equals the golden continuation
 
-    @M0-W-1213 @M0-W-1214 @M0-W-1430 @gate_llama_kernels @gate_foundation_w4 @gate_foundation
+    @M0-W-1213 @M0-W-1214 @M0-W-1430
     Examples: Llama family
       | name           | role           |
       | tiny-llama-f32 | tiny llama F32 |

@@ -38,17 +38,17 @@ Feature: The haiku test on real weights
       | role                               |
       | Qwen2.5-Coder-0.5B-Instruct Q4_K_M |
 
-    @model_qwen @q4_k_m @gate_llama_qwen @gate_m0_complete
+    @model_qwen @q4_k_m
     Examples: the spec's model
       | role                         |
       | Qwen2.5-0.5B-Instruct Q4_K_M |
 
-    @model_phi3 @q4_k_m @gate_m0_complete
+    @model_phi3 @q4_k_m
     Examples: Phi-3
       | role                          |
       | Phi-3-mini-4k-instruct Q4_K_M |
 
-    @model_gpt_oss @mxfp4 @gate_m0_complete
+    @model_gpt_oss @mxfp4
     Examples: GPT-OSS
       | role              |
       | gpt-oss-20b MXFP4 |

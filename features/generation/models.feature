@@ -18,27 +18,27 @@ Feature: Every reference model generates on the adapter its file calls for
     And every run streams at least 1 token
     And every run's text is valid UTF-8, with characters split across tokens rejoined
 
-    @M0-W-1230 @M0-W-1214 @M0-W-1420 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_qwen @q4_k_m @gate_llama_qwen @gate_llama_kernels @gate_m0_complete
+    @M0-W-1230 @M0-W-1214 @M0-W-1420 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_qwen @q4_k_m
     Examples: Qwen2.5 on the Llama-family adapter
       | role                          |
       | Qwen2.5-0.5B-Instruct Q4_K_M  |
 
-    @M0-W-1230 @M0-W-1214 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_phi3 @q4_k_m @gate_llama_phi3 @gate_llama_kernels @gate_m0_complete
+    @M0-W-1230 @M0-W-1214 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_phi3 @q4_k_m
     Examples: Phi-3 on the Llama-family adapter (fused QKV and gate-up)
       | role                          |
       | Phi-3-mini-4k-instruct Q4_K_M |
 
-    @M0-W-1230 @M0-W-1823 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_gpt_oss @mxfp4 @gate_gpt_mxfp4 @gate_gpt_basic @gate_m0_complete
+    @M0-W-1230 @M0-W-1823 @M0-W-1310 @M0-W-1311 @M0-W-1824 @model_gpt_oss @mxfp4
     Examples: GPT-OSS on its own adapter (MoE with MXFP4 experts)
       | role             |
       | gpt-oss-20b MXFP4 |
 
-    @M0-W-1215 @model_gpt2 @f32 @gate_gpt_kernels @gate_gpt_basic
+    @M0-W-1215 @model_gpt2 @f32
     Examples: a GPT-2-style file on the GPT adapter
       | role          |
       | tiny gpt2 F32 |
 
-    @M0-W-1214 @model_smollm2 @q4_1 @gate_llama_kernels
+    @M0-W-1214 @model_smollm2 @q4_1
     Examples: SmolLM2 (architecture llama), a small real model
       | role                        |
       | SmolLM2-135M-Instruct Q4_1  |
@@ -57,12 +57,12 @@ Feature: Every reference model generates on the adapter its file calls for
       | role                         |
       | Qwen2.5-0.5B-Instruct Q4_K_M |
 
-    @M0-W-1213 @model_phi3 @q4_k_m @gate_llama_phi3
+    @M0-W-1213 @model_phi3 @q4_k_m
     Examples: phi3
       | role                          |
       | Phi-3-mini-4k-instruct Q4_K_M |
 
-    @M0-W-1213 @model_gpt_oss @mxfp4 @gate_gpt_mxfp4
+    @M0-W-1213 @model_gpt_oss @mxfp4
     Examples: gpt-oss
       | role              |
       | gpt-oss-20b MXFP4 |

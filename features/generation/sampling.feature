@@ -17,7 +17,7 @@ Feature: Temperature and the sampling filters change the tokens as the spec says
       | temperature | 0.0         |
       | seed        | 1           |
 
-  @M0-W-1032 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1032
   Scenario Outline: Temperature <temperature> is accepted
     When I run the same job with temperature set to <temperature>
     Then every run finishes with an end event
@@ -29,26 +29,26 @@ Feature: Temperature and the sampling filters change the tokens as the spec says
       | 1.0         |
       | 2.0         |
 
-  @M0-W-1032 @M0-W-1421 @gate_foundation_w4 @gate_foundation @gate_gpt_basic @gate_m0_complete
+  @M0-W-1032 @M0-W-1421 @gate_gpt_basic
   Scenario: Temperature 0 is greedy: it equals top_k 1 at temperature 1.5
     When I run the same job with top_k set to 1 and temperature set to 1.5
     Then every run finishes with an end event
     And the last run streams the same tokens as the first
 
-  @M0-W-1421 @gate_foundation_w4 @gate_foundation @gate_gpt_basic
+  @M0-W-1421 @gate_gpt_basic
   Scenario: A top_p close to 0 keeps only the most likely token (ERRATA E-13)
     When I run the same job with top_p set to 0.000001 and temperature set to 1.5
     Then every run finishes with an end event
     And the last run streams the same tokens as the first
 
-  @M0-W-1421 @gate_foundation_w4 @gate_foundation @gate_gpt_basic
+  @M0-W-1421 @gate_gpt_basic
   Scenario: A strong repetition penalty changes a greedy output that repeats itself
     Then the first run repeats a token
     When I run the same job with repetition_penalty set to 2.0
     Then every run finishes with an end event
     And the last run streams different tokens from the first
 
-  @M0-W-1421 @M0-W-1032 @gate_foundation_w4 @gate_foundation @gate_gpt_basic @gate_m0_complete
+  @M0-W-1421 @M0-W-1032 @gate_gpt_basic
   Scenario: Above temperature 0 the worker samples: different seeds give different tokens
     When I run the same job with temperature set to 1.0 and seed set to 1
     And I run the same job with temperature set to 1.0 and seed set to 2
@@ -56,7 +56,7 @@ Feature: Temperature and the sampling filters change the tokens as the spec says
     Then every run finishes with an end event
     And at least two of the sampled runs stream different tokens
 
-  @M0-W-1420 @M0-W-1421 @gate_llama_qwen @gate_foundation_w4 @gate_foundation @gate_gpt_basic
+  @M0-W-1420 @M0-W-1421 @gate_gpt_basic
   Scenario: Unset sampling fields take the spec's defaults
     When I run the same job with temperature set to 1.0 and top_p set to 1.0 and top_k set to 0 and repetition_penalty set to 1.0 and seed set to 7
     And I run the same job with temperature set to 1.0 and seed set to 7

@@ -1,4 +1,4 @@
-@m0 @M0-W-1030 @model_any @gate_foundation_w4 @gate_foundation
+@m0 @M0-W-1030 @model_any
 Feature: A job without a seed gets one from the worker
   The sampler's random numbers come from a seed (M0-W-1030). When the request has none, the worker
   chooses one and returns it: the suite accepts a `seed` field on the started or the end event (ERRATA

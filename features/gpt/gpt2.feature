@@ -8,13 +8,13 @@ Feature: The GPT-2-style path computes what llama.cpp computes
   `python -m fixtures.continuations`) keeps only steps where the best token leads the runner-up by a wide
   margin, so any correct implementation picks the same tokens; its text is valid UTF-8.
 
-  @M0-W-1215 @M0-W-1432 @M0-W-1433 @M0-W-1434 @gate_gpt_kernels @gate_gpt_basic
+  @M0-W-1215 @M0-W-1432 @M0-W-1433 @M0-W-1434
   Scenario: Greedy continuation on a GPT-2-style file equals llama.cpp's
     Given a worker serving the tiny gpt2 F32 model
     When I run the golden prompt of "tiny-gpt2-f32" greedily
     Then the streamed text equals the golden continuation
 
-  @M0-W-1215 @gate_gpt_basic
+  @M0-W-1215
   Scenario Outline: The GPT-2-style path runs on <type> weights
     Given a worker serving the tiny gpt2 <type> model
     When I run a job with:

@@ -10,19 +10,19 @@ Feature: GPT-OSS comes up in MXFP4 and generates
   Background:
     Given a worker serving the gpt-oss-20b MXFP4 model
 
-  @M0-W-1823 @M0-W-1230 @M0-W-1320 @gate_gpt_mxfp4 @gate_m0_complete
+  @M0-W-1823 @M0-W-1230 @M0-W-1320
   Scenario: /health shows the MXFP4 model resident with its hf-json tokenizer
     Then /health reports quant_kind MXFP4
     And /health reports the tokenizer of the model file
     And /health reports the model resident and the worker healthy
 
-  @M0-W-1823 @M0-W-1201 @M0-W-1435 @M0-W-1320 @gate_gpt_mxfp4 @gate_m0_complete
+  @M0-W-1823 @M0-W-1201 @M0-W-1435 @M0-W-1320
   Scenario: Device memory holds the MXFP4 weights as stored
     When I GET /health
     Then vram_bytes_used holds the model's tensors in their stored types
     And the health quant_kind is the file type of the model file
 
-  @M0-W-1823 @M0-W-1230 @gate_gpt_mxfp4 @gate_gpt_basic @gate_m0_complete
+  @M0-W-1823 @M0-W-1230
   Scenario: One basic inference runs
     When I run a job with:
       | field       | value                             |

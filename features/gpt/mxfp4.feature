@@ -6,7 +6,7 @@ Feature: MXFP4 arithmetic matches a float reference
   (M0-W-1435). Kernels are inside the worker, so its self-check command runs the goldens
   (fixtures/goldens/mxfp4/) on the device the worker uses and reports one verdict per case.
 
-  @M0-W-1822 @M0-W-1435 @gate_gpt_mxfp4
+  @M0-W-1822 @M0-W-1435
   Scenario: The MXFP4 micro-goldens pass on the worker's device
     Given a worker serving the gpt-oss-20b MXFP4 model
     When I run the worker's self-check "mxfp4-goldens"

@@ -6,7 +6,7 @@ Feature: Errors carry stable codes
   Background:
     Given a worker serving any model
 
-  @M0-W-1500 @M0-W-1510 @gate_foundation_w4 @gate_foundation
+  @M0-W-1500 @M0-W-1510
   Scenario: The error event of a cancelled job has a stable code, a message and a retriable flag
     Given a job with prompt "Count from one to one thousand" and max_tokens 2048 is streaming tokens
     When I cancel the job

@@ -7,7 +7,7 @@ Feature: The event stream of a job
   Background:
     Given a worker serving any model
 
-  @M0-W-1310 @M0-W-1311 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1310 @M0-W-1311
   Scenario: A finished job streams started, its tokens and one closing event
     When I execute a job with prompt "Write a haiku about GPU computing" and max_tokens 8
     Then the response is an event stream
@@ -15,12 +15,12 @@ Feature: The event stream of a job
     And the events are in the order started, token*, terminal
     And the stream has exactly one terminal event
 
-  @M0-W-1312 @gate_foundation_w4 @gate_foundation
+  @M0-W-1312
   Scenario: Every event carries the fields of its type
     When I execute a job with prompt "Write a haiku about GPU computing" and max_tokens 8
     Then every event carries the fields the spec gives its type
 
-  @M0-W-1312 @M0-W-1824 @gate_foundation_w4 @gate_m0_complete
+  @M0-W-1312 @M0-W-1824
   Scenario Outline: Token texts stay valid UTF-8 for <script> prompts
     When I execute a job with prompt "<prompt>" and max_tokens 16
     Then every event is valid UTF-8

@@ -7,7 +7,7 @@ Feature: Run a job through POST /execute
   Background:
     Given a worker serving any model
 
-  @M0-W-1300 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1300
   Scenario: A job with every field set is answered with an event stream
     When I POST /execute with the JSON body:
       """
@@ -18,7 +18,7 @@ Feature: Run a job through POST /execute
     And the job finishes with an end event
     And the job produced at most 8 tokens
 
-  @M0-W-1300 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1300
   Scenario: A job with only job_id and prompt takes the defaults
     When I POST /execute with the JSON body, reading its events until the first token for at most 60 seconds:
       """
@@ -30,7 +30,7 @@ Feature: Run a job through POST /execute
   # The default max_tokens is 2048: the whole job can take minutes on a slow but correct worker. The job is
   # read for at most 90 seconds; a job still streaming then is not applicable, with the rate it showed
   # and the time the whole job would need.
-  @M0-W-1300 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1300
   Scenario: A job without max_tokens ends by the default of 2048 tokens
     When I POST /execute with the JSON body, reading its events for at most 90 seconds:
       """
@@ -39,7 +39,7 @@ Feature: Run a job through POST /execute
     Then the job finishes with an end event within the time bound
     And the job produced at most 2048 tokens
 
-  @M0-W-1300 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1300
   Scenario: Greedy sampling with a fixed seed is accepted
     When I POST /execute with the JSON body:
       """

@@ -7,7 +7,7 @@ Feature: Report the worker's state on GET /health
   Background:
     Given a worker serving any model
 
-  @M0-W-1320 @M0-W-1364 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1320 @M0-W-1364
   Scenario: /health answers with the required fields and their types, and the model resident
     When I GET /health
     Then the response status is 200
@@ -22,7 +22,7 @@ Feature: Report the worker's state on GET /health
       | context_length  | integer or null          |
     And /health reports the model resident and the worker healthy
 
-  @M0-W-1320 @M0-W-1364 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1320 @M0-W-1364
   Scenario: /health describes the model file the worker serves
     When I GET /health
     Then the health body describes the model file the worker serves

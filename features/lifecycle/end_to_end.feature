@@ -6,7 +6,6 @@ Feature: End to end: start, one inference, a reproducible stream, device memory,
   exits with code 0. Without --model-dir the roles are synthetic stand-ins of the same architecture and
   vocabulary: their text is noise, but every step above must still hold.
 
-  @gate_foundation_w4 @gate_foundation @gate_m0_complete
   Scenario Outline: End to end on the <role> model
     Given a freshly started worker serving the <role> model
     When I run a job with:

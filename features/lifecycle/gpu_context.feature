@@ -8,7 +8,7 @@ Feature: The worker holds a CUDA context on its device for device-memory-only us
   once it has exited. A CUDA context alone takes hundreds of MiB, so the memory check has teeth only for
   real model files (--model-dir). Without a GPU or nvidia-smi these scenarios are not applicable.
 
-  @M0-W-1400 @M0-W-1010 @gate_foundation_w4 @gate_foundation
+  @M0-W-1400 @M0-W-1010
   Scenario: The worker's CUDA context on its device holds the weights
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     When I execute a job with prompt "Hello" and max_tokens 4
@@ -16,7 +16,7 @@ Feature: The worker holds a CUDA context on its device for device-memory-only us
     And /health reports the CUDA device the worker was started on, where it reports a device
     And nvidia-smi lists the worker's process holding at least the model's tensor bytes
 
-  @M0-W-1401 @gate_foundation_w4
+  @M0-W-1401
   Scenario: The CUDA context is released when the worker exits
     Given a freshly started worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     When I note the worker's processes that hold a CUDA context

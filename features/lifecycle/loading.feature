@@ -8,7 +8,7 @@ Feature: The model is loaded in one pass: map, parse, allocate, copy, unmap
   read (mmap, M0-W-1221) and the size of the copies (M0-W-1222) are not visible from outside: see their
   waivers in features/requirements.toml.
 
-  @M0-W-1410 @gate_llama_qwen
+  @M0-W-1410
   Scenario: Loading the Qwen2.5 model is logged step by step and ends with its metadata on /health
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     Then the log has the events startup, model_load_start, model_load_progress, model_load_complete, ready in this order

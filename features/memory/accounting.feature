@@ -5,7 +5,7 @@ Feature: Device memory is accounted, and weights stay in their stored types
   stays within the tensor bytes plus 20%, a full-context KV cache in FP32 and one step's intermediates:
   a full-precision copy of the weights does not fit. `quant_kind` is the file's `general.file_type`.
 
-  @M0-W-1011 @M0-W-1201 @M0-SYS-2.2.1 @gate_foundation @gate_gpt_basic @gate_gpt_mxfp4 @gate_m0_complete @gate_foundation_w4
+  @M0-W-1011 @M0-W-1201 @M0-SYS-2.2.1 @gate_gpt_basic @gate_gpt_mxfp4
   @needs_spawn
   Scenario Outline: Device memory holds the <model> weights in their stored types
     Given a worker serving the <model> model

@@ -7,7 +7,7 @@ Feature: Running out of device memory
   Both need a device-memory budget the worker declares (--worker-flag memory_budget=...), so they run
   on CPU and on any GPU.
 
-  @M0-W-1021 @M0-W-1825 @M0-W-1220 @model_tiny @q4_k_m @gate_foundation_w4 @gate_foundation @gate_gpt_basic @gate_m0_complete @gate_llama_qwen
+  @M0-W-1021 @M0-W-1825 @M0-W-1220 @model_tiny @q4_k_m @gate_gpt_basic @gate_llama_qwen
   Scenario: A job whose KV cache does not fit gets VRAM_OOM and the worker keeps serving
     Given a worker serving the tiny qwen2 Q4_K_M model with a device-memory budget of its tensor bytes rounded up to a whole MiB
     When I execute a job with prompt "Hello" and max_tokens 2048
@@ -16,7 +16,7 @@ Feature: Running out of device memory
     When I execute a job with prompt "Hello" and max_tokens 4
     Then the job finishes with an end event
 
-  @M0-W-1020 @M0-W-1111 @M0-W-1220 @model_qwen @q4_k_m @gate_gpt_basic @gate_foundation @gate_llama_qwen
+  @M0-W-1020 @M0-W-1111 @M0-W-1220 @model_qwen @q4_k_m @gate_gpt_basic
   Scenario: Weights that do not fit end the worker at startup with exit code 1
     Given the model file of the Qwen2.5-0.5B-Instruct Q4_K_M model
     When the worker is started with a device-memory budget of half its tensor bytes

@@ -1,4 +1,4 @@
-@m0_5 @M05-BENCH @gate_m0_5
+@m0_5 @M05-BENCH
 Feature: Baseline benchmarks are recorded
   M0.5 records a baseline before M1 optimises anything (M05-BENCH): first-token latency, per-token
   latency, tokens per second and model load time, measured by the benchmark suite in benchmarks/ and

@@ -10,7 +10,7 @@ Feature: Metrics hooks and the Prometheus endpoint
   Background:
     Given a worker serving any model
 
-  @m1 @M1-METRICS @M0-W-1350 @gate_m1
+  @m1 @M1-METRICS @M0-W-1350
   Scenario: /metrics serves the M0-W-1350 metrics in the Prometheus text format
     When I scrape /metrics
     Then /metrics serves Prometheus text with the metrics:
@@ -21,7 +21,7 @@ Feature: Metrics hooks and the Prometheus endpoint
       | worker_inference_duration_ms  |
       | worker_uptime_seconds         |
 
-  @m1 @M1-METRICS @M0-W-1350 @gate_m1
+  @m1 @M1-METRICS @M0-W-1350
   Scenario: A job moves the request and token counters
     When I scrape /metrics
     And I run a job with:
@@ -33,7 +33,7 @@ Feature: Metrics hooks and the Prometheus endpoint
     Then worker_requests_total grew by 1 between the scrapes
     And worker_tokens_generated_total grew by the tokens the job streamed
 
-  @m0_5 @M05-HOOKS @gate_m0_5
+  @m0_5 @M05-HOOKS
   Scenario: The hooks of a job fire: request, tokens and end
     When I scrape /metrics
     And I run a job with:

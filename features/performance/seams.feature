@@ -12,7 +12,7 @@ Feature: Implementations behind the seams can be swapped without changing the ou
   Background:
     Given a worker serving the tiny llama Q8_0 model
 
-  @m0 @M0-SEAM-KV @gate_m0_complete @model_tiny @q8_0 @needs_spawn
+  @m0 @M0-SEAM-KV @model_tiny @q8_0 @needs_spawn
   Scenario: A second KV cache allocator gives the same greedy tokens
     When I run a job with:
       | field       | value       |
@@ -24,7 +24,7 @@ Feature: Implementations behind the seams can be swapped without changing the ou
     Then every run finishes with an end event
     And every run streams the same tokens as the first
 
-  @m0 @M0-SEAM-ATTN @gate_m0_complete @model_tiny @q8_0 @needs_spawn
+  @m0 @M0-SEAM-ATTN @model_tiny @q8_0 @needs_spawn
   Scenario: A second attention kernel gives the same greedy tokens
     When I run a job with:
       | field       | value       |
@@ -36,13 +36,13 @@ Feature: Implementations behind the seams can be swapped without changing the ou
     Then every run finishes with an end event
     And every run streams the same tokens as the first
 
-  @m0 @M0-SEAM-PURE-LOOP @gate_m0_complete @model_tiny @q8_0 @needs_spawn
+  @m0 @M0-SEAM-PURE-LOOP @model_tiny @q8_0 @needs_spawn
   Scenario: The decode loop logs nothing per token
     When I run a greedy job with max_tokens 4 and count the log lines it adds
     And I run a greedy job with max_tokens 64 and count the log lines it adds
     Then both jobs added the same number of log lines
 
-  @m1 @M1-PAGED-KV @gate_m1 @model_tiny @q8_0 @needs_spawn
+  @m1 @M1-PAGED-KV @model_tiny @q8_0 @needs_spawn
   Scenario: The paged KV cache gives the same tokens over a long generation
     When I run a job with:
       | field       | value                                                        |
@@ -55,7 +55,7 @@ Feature: Implementations behind the seams can be swapped without changing the ou
     Then every run finishes with an end event
     And every run streams the same tokens as the first
 
-  @m1 @M1-FLASH-ATTN @gate_m1 @model_tiny @q8_0 @needs_spawn
+  @m1 @M1-FLASH-ATTN @model_tiny @q8_0 @needs_spawn
   Scenario: The fused attention kernel gives the same tokens over a long generation
     When I run a job with:
       | field       | value                                                        |

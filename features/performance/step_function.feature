@@ -16,7 +16,7 @@ Feature: Generation is a prefill and then one step per token, measured and uncha
       | max_tokens  | 12                       |
       | temperature | 0.0                      |
 
-  @m0_5 @M05-STEP @M0-SEAM-ENGINE @gate_m0_5 @gate_m0_complete
+  @m0_5 @M05-STEP @M0-SEAM-ENGINE @gate_m0_complete
   Scenario: Token events arrive one by one as the steps produce them
     Then every run finishes with an end event
     And the tokens of every run arrive one by one, not all at once
@@ -25,7 +25,7 @@ Feature: Generation is a prefill and then one step per token, measured and uncha
   Scenario: The decode time is measured
     Then end.decode_time_ms of every run is positive and within the time the job took
 
-  @m0_5 @M0-W-1311 @M0-W-1826 @gate_m0_5
+  @m0_5 @M0-W-1311 @M0-W-1826
   Scenario: The stream and the tokens are those of M0
     When I run the same job again
     Then every run finishes with an end event

@@ -11,7 +11,7 @@ Feature: The worker meets the M1 performance targets
   idle and while a job generates: "from cached state" means a running job must not slow it down.
   Faster than 10 ms between tokens passes.
 
-  @M0-W-1600 @M0-W-1602 @M0-W-1601 @gate_m1 @needs_gpu @needs_full_shape @model_qwen @q4_k_m
+  @M0-W-1600 @M0-W-1602 @M0-W-1601 @needs_gpu @needs_full_shape @model_qwen @q4_k_m
   Scenario: First token, gap between tokens and decode rate
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     When I run 20 jobs with prompt "Write a haiku about GPU computing" and max_tokens 32
@@ -19,34 +19,34 @@ Feature: The worker meets the M1 performance targets
     And the p95 gap between tokens is at most 50 ms
     And the median decode rate is at least 20 tokens per second
 
-  @M0-W-1604 @gate_m1 @needs_gpu @needs_full_shape @model_qwen @q4_k_m
+  @M0-W-1604 @needs_gpu @needs_full_shape @model_qwen @q4_k_m
   Scenario: /health answers from cached state while the worker is idle
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     When I GET /health 200 times
     Then the p99 /health latency is below 10 ms
 
-  @M0-W-1604 @gate_m1 @needs_gpu @needs_full_shape @model_qwen @q4_k_m
+  @M0-W-1604 @needs_gpu @needs_full_shape @model_qwen @q4_k_m
   Scenario: /health answers from cached state while the worker generates
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     And a job with prompt "Write a long story about GPUs" and max_tokens 2048 is streaming tokens
     When I GET /health 200 times while the job streams
     Then the p99 /health latency is below 10 ms
 
-  @M0-W-1610 @gate_m1 @needs_gpu @model_smollm2 @q4_1
+  @M0-W-1610 @needs_gpu @model_smollm2 @q4_1
   Scenario: A cancel stops the job within 100 ms
     Given a worker serving the SmolLM2-135M-Instruct Q4_1 model
     And a job with prompt "Write a long story about GPUs" and max_tokens 2048 is streaming tokens
     When I cancel the job and wait for its stream to end
     Then the stream ended within 100 ms of the cancel
 
-  @M0-W-1611 @gate_m1 @needs_gpu @model_smollm2 @q4_1
+  @M0-W-1611 @needs_gpu @model_smollm2 @q4_1
   Scenario: A client disconnect aborts the job within 100 ms
     Given a worker serving the SmolLM2-135M-Instruct Q4_1 model
     And a job with prompt "Write a long story about GPUs" and max_tokens 2048 is streaming tokens
     When I drop the connection of the streaming job and start a new job
     Then the new job started within 100 ms of the disconnect
 
-  @M0-W-1620 @gate_m1 @gate_gpt_basic @needs_gpu @needs_spawn @model_qwen @q4_k_m
+  @M0-W-1620 @gate_gpt_basic @needs_gpu @needs_spawn @model_qwen @q4_k_m
   Scenario: The model loads within 60 seconds
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     Then the worker became ready within 60 seconds of its start

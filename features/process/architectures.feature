@@ -5,7 +5,7 @@ Feature: Pick the model adapter from the file's architecture
   ERRATA E-01, E-02). Each is accepted, reports the file it serves and runs a job. Whether /health names
   the architecture (an optional field, ERRATA E-10) is judged in generation/models.feature.
 
-  @M0-W-1212 @gate_llama_kernels @gate_llama_phi3 @gate_gpt_mxfp4 @needs_spawn
+  @M0-W-1212 @gate_llama_phi3 @gate_gpt_mxfp4 @needs_spawn
   Scenario Outline: A <architecture> model is accepted
     Given a worker serving the tiny <architecture> <type> model
     When I GET /health

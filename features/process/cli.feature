@@ -9,7 +9,7 @@ Feature: Check the command line before anything else
   Background:
     Given the model file of the tiny qwen2 Q4_K_M model
 
-  @M0-W-1100 @gate_foundation_w4
+  @M0-W-1100
   Scenario Outline: A bad <flag> value is refused before serving
     When the worker is started with <flag> set to <value>
     Then the worker exits with a non-zero code within 60 seconds
@@ -30,7 +30,7 @@ Feature: Check the command line before anything else
       | --port       | http                               |
       | --port       | a port that is in use              |
 
-  @M0-W-1100 @gate_foundation_w4
+  @M0-W-1100
   Scenario Outline: A missing <flag> is refused before serving
     When the worker is started without <flag>
     Then the worker exits with a non-zero code within 60 seconds

@@ -5,7 +5,7 @@ Feature: Structured logs
   reports progress at 0, 25, 50, 75 and 100 percent (M0-W-1621). Logging prompts is allowed in M0
   (redaction, M0-W-1902, is M1).
 
-  @M0-W-1900 @gate_m0_complete
+  @M0-W-1900
   Scenario: Startup and a job are logged with their event names and context
     Given a worker serving the tiny qwen2 Q4_K_M model
     When I execute a job with prompt "Hello" and max_tokens 4
@@ -14,12 +14,12 @@ Feature: Structured logs
     And the job's execute_start and execute_end log events carry its job_id
     And every log event carries the worker's context: worker_id, model_ref, gpu_device
 
-  @M0-W-1621 @gate_m0_complete
+  @M0-W-1621
   Scenario: Model loading reports its progress
     Given a worker serving the tiny qwen2 Q4_K_M model
     Then the log has model_load_progress events at 0, 25, 50, 75, 100 percent, in this order
 
-  @M0-W-1900 @M0-W-1111 @gate_m0_complete @gate_gpt_basic
+  @M0-W-1900 @M0-W-1111 @gate_gpt_basic
   Scenario: A load failure is logged as an error event with the worker's context
     Given the model file of the tiny qwen2 Q4_K_M model
     When the worker is started on a copy of the model with GGUF version 2

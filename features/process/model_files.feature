@@ -9,14 +9,14 @@ Feature: Refuse a model file that cannot be served
   Background:
     Given the model file of the tiny qwen2 Q4_K_M model
 
-  @M0-W-1200 @M0-W-1210 @gate_llama_kernels @gate_gpt_mxfp4
+  @M0-W-1200 @M0-W-1210 @gate_gpt_mxfp4
   Scenario: A file that is not GGUF is refused
     When the worker is started on a text file named model.gguf
     Then the worker exits with code 1 within 60 seconds
     And a line of the error output names the model file and the problem: not a GGUF file
     And the worker printed no traceback
 
-  @M0-W-1200 @M0-W-1210 @gate_llama_kernels @gate_gpt_mxfp4
+  @M0-W-1200 @M0-W-1210 @gate_gpt_mxfp4
   Scenario Outline: A GGUF file <change> is refused
     When the worker is started on a copy of the model <change>
     Then the worker exits with code 1 within 60 seconds
@@ -31,7 +31,7 @@ Feature: Refuse a model file that cannot be served
       | with an unknown tensor type              | an unknown tensor type |
       | cut off in the middle of its tensor data | the file is cut short  |
 
-  @M0-W-1211 @gate_llama_kernels @gate_gpt_mxfp4
+  @M0-W-1211 @gate_gpt_mxfp4
   Scenario Outline: A GGUF file without <key> is refused
     When the worker is started on a copy of the model without the key <key>
     Then the worker exits with code 1 within 60 seconds
@@ -44,7 +44,7 @@ Feature: Refuse a model file that cannot be served
       | qwen2.embedding_length |
       | qwen2.block_count      |
 
-  @M0-W-1212 @gate_llama_kernels @gate_llama_phi3 @gate_gpt_mxfp4
+  @M0-W-1212 @gate_llama_phi3 @gate_gpt_mxfp4
   Scenario Outline: A model of the unsupported architecture <architecture> is refused
     When the worker is started on a copy of the model with general.architecture set to <architecture>
     Then the worker exits with code 1 within 60 seconds

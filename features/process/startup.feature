@@ -8,7 +8,7 @@ Feature: Start, load one model and become ready
   Background:
     Given a worker serving the tiny qwen2 Q4_K_M model
 
-  @M0-W-1110 @M0-SYS-6.3.1 @M0-W-1001 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1110 @M0-SYS-6.3.1 @M0-W-1001
   Scenario: The ready worker serves /health, /execute and /cancel
     When I GET /health
     Then the response status is 200
@@ -17,7 +17,7 @@ Feature: Start, load one model and become ready
     When I cancel a job that does not exist
     Then every cancel request is answered 202
 
-  @M0-W-1110 @M0-SYS-6.3.1 @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1110 @M0-SYS-6.3.1
   Scenario: The worker logs ready with its worker id and device memory, after loading the model
     Then the log has a ready event with the worker id and vram_bytes
     And the log has the events startup, model_load_start, model_load_complete, ready in this order

@@ -11,17 +11,17 @@ Feature: The tokenizer backend is chosen from the model and reported on /health
     Given a worker serving the <role> model
     Then /health reports the tokenizer of the model file
 
-    @M0-W-1360 @M0-W-1362 @M0-W-1364 @model_qwen @q4_k_m @gate_llama_kernels @gate_m0_complete
+    @M0-W-1360 @M0-W-1362 @M0-W-1364 @model_qwen @q4_k_m
     Examples: gguf-bpe, byte-level BPE
       | role                         |
       | Qwen2.5-0.5B-Instruct Q4_K_M |
 
-    @M0-W-1360 @M0-W-1362 @M0-W-1364 @model_phi3 @q4_k_m @gate_llama_kernels @gate_m0_complete
+    @M0-W-1360 @M0-W-1362 @M0-W-1364 @model_phi3 @q4_k_m
     Examples: gguf-bpe, SentencePiece-style
       | role                          |
       | Phi-3-mini-4k-instruct Q4_K_M |
 
-    @M0-W-1360 @M0-W-1361 @M0-W-1364 @model_gpt_oss @mxfp4 @gate_m0_complete
+    @M0-W-1360 @M0-W-1361 @M0-W-1364 @model_gpt_oss @mxfp4
     Examples: hf-json, a tokenizer.json next to the model
       | role              |
       | gpt-oss-20b MXFP4 |

@@ -12,17 +12,17 @@ Feature: The worker's tokenizer matches the conformance vectors
     When I run the worker's self-check "tokenizer-vectors" with the "<vectors>" vectors
     Then the self-check passes every case
 
-    @M0-W-1363 @M0-W-1362 @M0-W-1360 @model_qwen @q4_k_m @gate_llama_kernels @gate_m0_complete
+    @M0-W-1363 @M0-W-1362 @M0-W-1360 @model_qwen @q4_k_m
     Examples: Qwen2 byte-level BPE from the GGUF vocabulary
       | role                         | vectors |
       | Qwen2.5-0.5B-Instruct Q4_K_M | qwen2   |
 
-    @M0-W-1363 @M0-W-1362 @M0-W-1360 @model_phi3 @q4_k_m @gate_llama_kernels @gate_llama_phi3 @gate_m0_complete
+    @M0-W-1363 @M0-W-1362 @M0-W-1360 @model_phi3 @q4_k_m
     Examples: Phi-3 SentencePiece from the GGUF vocabulary
       | role                          | vectors |
       | Phi-3-mini-4k-instruct Q4_K_M | phi3    |
 
-    @M0-W-1363 @M0-W-1361 @M0-W-1821 @M0-W-1360 @model_gpt_oss @mxfp4 @gate_llama_kernels @gate_m0_complete
+    @M0-W-1363 @M0-W-1361 @M0-W-1821 @M0-W-1360 @model_gpt_oss @mxfp4 @gate_llama_kernels
     Examples: GPT-OSS o200k_harmony from tokenizer.json
       | role              | vectors       |
       | gpt-oss-20b MXFP4 | o200k_harmony |

@@ -13,7 +13,7 @@ from pytest_bdd import parsers, then, when
 from steps import verdicts
 from steps.jobs import read_bounded, time_bound
 from steps.state import ScenarioState
-from steps.verdicts import not_applicable, require
+from steps.verdicts import RequirementViolation, not_applicable, require
 
 DEFAULT_MAX_TOKENS = 2048  # M0-W-1300
 
@@ -83,3 +83,44 @@ def finishes_within_bound(scenario_state: ScenarioState) -> None:
     verdicts.check_payloads(stream, scenario_state.job_id)
     last = stream.events[-1]
     require(last.type == "end", "M0-W-1311", f"the job ended with {last.describe()}: {last.raw[:200]!r}")
+
+
+@then(
+    parsers.re(
+        r"the job, running past its timeout of (?P<seconds>\d+) seconds?, ends with an error event "
+        r"with code (?P<code>\w+)"
+    ),
+    converters={"seconds": int},
+)
+def ends_past_timeout(seconds: int, code: str, scenario_state: ScenarioState) -> None:
+    """M0-W-1101 (the timeout flag is honoured), M0-W-1500 (its stable code), M0-W-1510 (as an SSE error)."""
+    bound = time_bound(scenario_state)
+    stream = scenario_state.stream
+    assert stream is not None
+    verdicts.check_event_stream_response(stream)
+    require(
+        bound.ended,
+        "M0-W-1101",
+        f"the job still streamed {bound.elapsed_s:.0f} s after it was sent, with an inference timeout of "
+        f"{seconds} s ({len(stream.of_type('token'))} tokens; events: [{stream.summary()}])",
+    )
+    verdicts.check_stream_complete(stream)
+    verdicts.check_one_terminal(stream)
+    last = stream.events[-1]
+    if last.type == "end":
+        if last.arrived_s <= seconds:
+            not_applicable(
+                f"the job ended by itself after {last.arrived_s:.1f} s, within its timeout of {seconds} s"
+            )
+        raise RequirementViolation(
+            "M0-W-1101",
+            f"the job ran {last.arrived_s:.1f} s, past its inference timeout of {seconds} s, and ended with "
+            f"{last.describe()}: {last.raw[:200]!r}",
+        )
+    verdicts.check_error_event(last)
+    data = last.data or {}
+    require(
+        data.get("code") == code,
+        "M0-W-1500",
+        f"a job past its inference timeout must end with code {code}; it ended with {last.raw[:200]!r}",
+    )

@@ -7,6 +7,7 @@ import time
 from pytest_bdd import given, parsers, then, when
 
 from steps import verdicts
+from steps.contention import ContentionState, check_accepted_after_drop, drop_stream, send_until_accepted
 from steps.jobs import ended_by_itself
 from steps.sse import BackgroundStream
 from steps.state import READ_TIMEOUT_S, ScenarioState, new_job_id
@@ -85,3 +86,48 @@ def stream_ends_cancelled(code: str, seconds: int, scenario_state: ScenarioState
         f"a cancelled job must end with an error event with code {code}; it ended with {last.describe()}: "
         f"{last.raw[:200]!r}",
     )
+
+
+@then(parsers.parse("the job's stream ends with one terminal event within {seconds:d} seconds"))
+def stream_ends_with_terminal(seconds: int, scenario_state: ScenarioState, spec_ids: str) -> None:
+    """The running job is closed properly (after SIGTERM: M0-W-1340), whatever its terminal event says."""
+    running = scenario_state.running
+    assert running is not None and running.stream is not None, "no job is streaming"
+    running.wait_done(seconds)
+    stream = scenario_state.stream = running.stream
+    require(
+        stream.ended,
+        spec_ids,
+        f"the job's stream {'closed' if running.done else 'stayed open'} without a terminal event "
+        f"({len(stream.of_type('token'))} tokens; {running.failure or 'no transport error'}; "
+        f"events: [{stream.summary()}])",
+    )
+    verdicts.check_one_terminal(stream)
+
+
+# --- A client that drops its stream (M0-W-1611) -------------------------------------------------------
+
+
+@when("the client drops the job's stream")
+def client_drops(scenario_state: ScenarioState, contention_state: ContentionState) -> None:
+    running = scenario_state.running
+    assert running is not None, "no job is streaming"
+    body = scenario_state.request_body
+    max_tokens = body.get("max_tokens", 2048) if isinstance(body, dict) else 2048
+    contention_state.dropped = drop_stream(running, max_tokens)
+
+
+@when(
+    parsers.parse(
+        "I send one-token jobs until one is accepted, for at most {seconds:d} seconds after the drop"
+    )
+)
+def send_after_drop(seconds: int, scenario_state: ScenarioState, contention_state: ContentionState) -> None:
+    assert contention_state.dropped is not None, "no stream was dropped"
+    send_until_accepted(scenario_state, contention_state.dropped, seconds)
+
+
+@then(parsers.parse("a new job was accepted within {seconds:d} seconds of the drop"))
+def accepted_after_drop(seconds: int, contention_state: ContentionState) -> None:
+    assert contention_state.dropped is not None, "no stream was dropped"
+    check_accepted_after_drop(contention_state.dropped, seconds)

@@ -6,6 +6,7 @@ import json
 
 from pytest_bdd import parsers, then, when
 
+from steps.bad_requests import MalformedSample, check_refusals, send_sample
 from steps.state import ScenarioState, new_job_id, with_job_id
 from steps.verdicts import field_entries, require
 
@@ -97,3 +98,17 @@ def no_inference(scenario_state: ScenarioState) -> None:
         "M0-W-1302",
         f"the refused request still streamed events: [{stream.summary() if stream else ''}]",
     )
+
+
+@when(parsers.parse("I POST {count:d} malformed bodies to /execute, each breaking the rule of one field"))
+def post_malformed_sample(
+    count: int, scenario_state: ScenarioState, malformed_sample: MalformedSample
+) -> None:
+    assert scenario_state.worker is not None and scenario_state.model is not None, "no worker yet"
+    vocab_size = max(scenario_state.model.facts.accepted_vocab_sizes)
+    send_sample(scenario_state.client, scenario_state.worker.base_url, vocab_size, count, malformed_sample)
+
+
+@then("every malformed body was refused with 400 and an error naming its field")
+def malformed_refused(malformed_sample: MalformedSample) -> None:
+    check_refusals(malformed_sample)

@@ -19,8 +19,17 @@ import time
 from pytest_bdd import given, parsers, then, when
 
 from steps import verdicts
+from steps.contention import ContentionState, check_clients, client_job, send_at_once
 from steps.envelope import memory_envelope
-from steps.jobs import READ_TIMEOUT_S, ConcurrencyState, busy_refusal, clocked_job
+from steps.jobs import (
+    READ_TIMEOUT_S,
+    ConcurrencyState,
+    JobRuns,
+    busy_refusal,
+    clocked_job,
+    finished_runs,
+    run_job,
+)
 from steps.logs import settled_lines, wait_for_event
 from steps.measures import LoggedJob, LogState
 from steps.nvidia_smi import GpuState, compute_apps, worker_apps
@@ -238,6 +247,32 @@ def one_job_at_a_time(concurrency_state: ConcurrencyState) -> None:
             f"streaming (the first of them {(first_end - overlap[0].at) * 1000:.0f} ms before its terminal "
             f"event): two generations ran at once; first: {first.describe()}, second: {second.describe()}",
         )
+
+
+@when(
+    parsers.parse(
+        "{count:d} greedy jobs with prompts of their own and max_tokens {max_tokens:d} are run one after another"
+    )
+)
+def jobs_run_alone(count: int, max_tokens: int, scenario_state: ScenarioState, job_runs: JobRuns) -> None:
+    for index in range(count):
+        run_job(client_job(index, max_tokens), scenario_state, job_runs)
+
+
+@when("the same jobs are sent by as many clients at once")
+def jobs_sent_at_once(
+    scenario_state: ScenarioState, job_runs: JobRuns, contention_state: ContentionState, spec_ids: str
+) -> None:
+    alone = finished_runs(job_runs.runs, spec_ids)
+    bodies = [{key: value for key, value in run.body.items() if key != "job_id"} for run in alone]
+    contention_state.clients = send_at_once(scenario_state, bodies)
+    for job in contention_state.clients:
+        require(job.join(READ_TIMEOUT_S * 2), "M0-W-1301", f"a client's job did not finish: {job.describe()}")
+
+
+@then("each client got its job's whole stream, with the tokens of its run alone, or a busy refusal")
+def clients_whole_or_refused(job_runs: JobRuns, contention_state: ContentionState) -> None:
+    check_clients(job_runs.runs, contention_state.clients)
 
 
 # --- The pure decode loop (M0-SEAM-PURE-LOOP) ---------------------------------------------------------

@@ -105,6 +105,23 @@ def worker_with_optional_flags(
     serve_role(model, args, harness, scenario_state, request)
 
 
+@given(
+    parsers.re(
+        r"a worker serving the (?P<model>.+) model started with the optional flags of M0-W-1101 "
+        r"and an inference timeout of (?P<seconds>\d+) seconds?"
+    ),
+    converters={"seconds": int},
+)
+def worker_with_inference_timeout(
+    model: str, seconds: int, harness: Harness, scenario_state: ScenarioState, request: pytest.FixtureRequest
+) -> None:
+    # The job must be able to run past the timeout: the model's whole context, and the default max_tokens.
+    context = resolve_role(model, harness).facts.context_length or OPTIONAL_FLAG_VALUES["max_tokens_in"]
+    values = {**OPTIONAL_FLAG_VALUES, "timeout_s": seconds, "max_tokens_in": context, "max_tokens_out": 2048}
+    args = capability_args(request.config, "optional_flags", **values)
+    serve_role(model, args, harness, scenario_state, request)
+
+
 @when(parsers.parse("the worker is started without {flag}"))
 def start_without_flag(
     flag: str, harness: Harness, process_state: ProcessState, request: pytest.FixtureRequest

@@ -24,7 +24,8 @@ FAKE_NVIDIA_SMI = STUBS / "fake_nvidia_smi.py"
 FEATURES = ("features/lifecycle", "features/performance/seams.feature")
 # Of seams.feature only the pure decode loop: the flag-swap scenarios need worker flags the stub lacks.
 SEAM_SWAPS = ["-k", "not allocator and not attention_kernel and not paged_kv_cache"]
-SCENARIOS = 8  # end to end x3, GPU context x2, load flow, one job at a time, pure decode loop
+# end to end x3, GPU context x2, load flow, one job at a time x2, workers side by side x3, pure decode loop
+SCENARIOS = 12
 GPU_SCENARIOS = 2
 MODELS = {
     "tiny/qwen2-realvocab-q4_k_m.gguf": "qwen2",
@@ -94,6 +95,12 @@ def test_a_queued_second_job_passes_too(lifecycle_dir: pytest.Pytester):
     result = run(
         lifecycle_dir, "features/lifecycle/one_job_at_a_time.feature", "--worker-cmd", stub(busy="queue")
     )
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize("busy", ["refuse", "queue"])
+def test_a_dropped_client_frees_the_worker(lifecycle_dir: pytest.Pytester, busy: str):
+    result = run(lifecycle_dir, "features/http/disconnect.feature", "--worker-cmd", stub(busy=busy))
     result.assert_outcomes(passed=1)
 
 
@@ -129,6 +136,41 @@ FAULTS = [
         "second_job",
         "test_a_second_job",
         "M0-W-1301: 4 of the second job's 4 tokens arrived while the first job was still streaming",
+    ),
+    (
+        "mixed_streams",
+        "lifecycle/one_job_at_a_time.feature",
+        "at_once",
+        "test_clients_sending",
+        "differs from the same job run alone",
+    ),
+    (
+        "busy_cut_short",
+        "lifecycle/one_job_at_a_time.feature",
+        "at_once",
+        "test_clients_sending",
+        "M0-W-1311: ",
+    ),
+    (
+        "ignore_disconnect",
+        "http/disconnect.feature",
+        "drops",
+        "test_a_job_whose_client_drops",
+        "M0-W-1611: the client dropped its stream after",
+    ),
+    (
+        "die_with_sibling",
+        "lifecycle/isolation.feature",
+        "killing",
+        "test_killing_one_worker",
+        "M0-SYS-6.3.2: the second worker's stream broke off",
+    ),
+    (
+        "shared_server",
+        "lifecycle/isolation.feature",
+        "process_of_its_own",
+        "test_each_worker_answers",
+        "M0-SYS-2.4.2: worker #2's port",
     ),
     (
         "health_device_cpu",

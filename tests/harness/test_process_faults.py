@@ -17,7 +17,7 @@ import pytest
 
 PROCESS_STUB = Path(__file__).parent / "stubs" / "process_stub.py"
 FEATURES = ("features/process", "features/memory")
-SCENARIOS = 50
+SCENARIOS = 52
 CAPABILITY_SCENARIOS = 3  # need memory_budget (2) or residency_fault (1)
 OPTIONAL_FLAGS = (
     "--worker-flag",
@@ -188,6 +188,20 @@ FAULTS = [
         "30_seconds",
         "exit_code_0",
         "M0-W-1340: after SIGTERM, the worker exited with code 1",
+    ),
+    (
+        "sigterm_cuts_stream",
+        "features/process/shutdown.feature",
+        "during_a_job",
+        "during_a_job",
+        "M0-W-1340: the job's stream closed without a terminal event",
+    ),
+    (
+        "ignore_timeout",
+        "features/process/timeout.feature",
+        "inference_timeout",
+        "inference_timeout",
+        "M0-W-1101: the job ran",
     ),
     (
         "not_resident",

@@ -27,7 +27,7 @@ def test_a_slow_start_prints_progress_with_the_workers_last_log_line(tmp_path, m
     handle = target.launch([sys.executable, "-c", SLOW_WORKER], port=9, model=None, label="slow")
     try:
         with pytest.raises(WorkerStartError, match="not ready within"):
-            target._wait_ready(handle)
+            target.wait_ready(handle)
     finally:
         handle.stop()
     lines = terminal.getvalue().splitlines()
@@ -44,5 +44,5 @@ def test_a_quick_failure_prints_nothing(tmp_path, monkeypatch) -> None:
     target = SpawnTarget(SpawnConfig(template="", start_timeout_s=30, log_dir=tmp_path))
     handle = target.launch([sys.executable, "-c", "raise SystemExit(3)"], port=9, model=None, label="exits")
     with pytest.raises(WorkerStartError, match="status 3"):
-        target._wait_ready(handle)
+        target.wait_ready(handle)
     assert terminal.getvalue() == ""

@@ -14,6 +14,13 @@ nvidia-smi. Each `--fault` breaks exactly one rule:
     health_device_cpu       /health device is "cpu" (M0-W-1400)
     weights_in_host_memory  the device context holds no memory for the weights (M0-W-1010)
     context_leak            a child process keeps a device context after the worker exits (M0-W-1401)
+    mixed_streams           no job slot, and every stream carries the tokens of the latest job (M0-W-1301)
+    busy_cut_short          a job sent while one runs gets a stream that breaks off without a terminal event
+    ignore_disconnect       a job whose client went away keeps the slot until all its tokens are made (M0-W-1611)
+    die_with_sibling        when another stub on the same pretend device dies, this one's streams break off
+                            (M0-SYS-6.3.2)
+    shared_server           the first stub on the pretend device also serves the ports of the ones started
+                            after it, which only wait (M0-SYS-2.4.2)
 
     python tests/harness/stubs/lifecycle_stub.py --worker-id W --model M.gguf --gpu-device 0 --port P \
         [--fault NAME] [--busy refuse|queue]
@@ -43,6 +50,11 @@ FAULTS = (
     "health_device_cpu",
     "weights_in_host_memory",
     "context_leak",
+    "mixed_streams",
+    "busy_cut_short",
+    "ignore_disconnect",
+    "die_with_sibling",
+    "shared_server",
 )
 TOKEN_DELAY_S = 0.01
 LEAKED_CONTEXT_S = 20.0  # the leaking child's lifetime: longer than the check waits
@@ -57,6 +69,8 @@ class LifecycleStub(GenerationStub):
         self.busy_mode = args.busy
         self.slot = threading.Lock()
         self.greedy_runs = 0
+        self.latest: list[str] = []  # the tokens of the latest job (fault mixed_streams)
+        self.sibling_died = threading.Event()  # fault die_with_sibling
 
     def health(self) -> dict:
         body = super().health()
@@ -75,10 +89,16 @@ class LifecycleStub(GenerationStub):
 class LifecycleHandler(Handler):
     def _stream(self, body: dict) -> None:
         worker = self.worker
-        if worker.fault == "concurrent_jobs":
+        if worker.fault in ("concurrent_jobs", "mixed_streams"):
             self._run(body)
             return
         if not worker.slot.acquire(blocking=worker.busy_mode == "queue"):
+            if worker.fault == "busy_cut_short":
+                self._begin_stream()
+                self._started(str(body.get("job_id", "")))
+                self._event("token", {"t": "x", "i": 0})
+                self.close_connection = True
+                return
             self._json(503, {"code": "WORKER_BUSY", "message": "another job is running", "retriable": True})
             return
         try:
@@ -91,17 +111,24 @@ class LifecycleHandler(Handler):
         job_id = str(body.get("job_id", ""))
         worker.log.event("execute_start", job_id=job_id)
         tokens = worker.generate(body, body.get("seed", 1) if isinstance(body.get("seed"), int) else 1)
+        worker.latest = tokens
         self._begin_stream()
+        index = 0
         try:
             self._started(job_id)
             for index, piece in enumerate(tokens):
                 time.sleep(TOKEN_DELAY_S)
                 if worker.fault == "log_per_token":
                     worker.log.event("token", job_id=job_id, i=index)
+                if worker.fault == "mixed_streams" and index < len(worker.latest):
+                    piece = worker.latest[index]
+                if worker.sibling_died.is_set():
+                    return  # the stream breaks off
                 self._event("token", {"t": piece, "i": index})
             self._event("end", {"tokens_out": len(tokens), "decode_time_ms": 1, "stop_reason": "MAX_TOKENS"})
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            if worker.fault == "ignore_disconnect":
+                time.sleep(TOKEN_DELAY_S * (len(tokens) - index))  # the job runs on, holding the slot
         finally:
             self.close_connection = True
             worker.log.event("execute_end", job_id=job_id, tokens_out=len(tokens))
@@ -112,6 +139,49 @@ def register_context(pid: int, used_bytes: int) -> None:
     folder = os.environ.get(GPU_APPS_ENV)
     if folder:
         Path(folder, str(pid)).write_text(str(math.ceil(used_bytes / MIB)), encoding="utf-8")
+
+
+def watch_siblings(worker: LifecycleStub) -> None:
+    """Fault die_with_sibling: a stub registered beside this one (in FAKE_GPU_APPS_DIR) that dies breaks
+    this one's streams, as a shared device context would."""
+    folder = Path(os.environ[GPU_APPS_ENV])
+    alive: set[int] = set()
+    while True:
+        pids = {int(entry.name) for entry in folder.glob("[0-9]*")} - {os.getpid()}
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.add(pid)
+            except ProcessLookupError:
+                if pid in alive:
+                    worker.sibling_died.set()
+        time.sleep(0.05)
+
+
+def serve_for_siblings(worker: LifecycleStub, port: int) -> bool:
+    """Fault shared_server: the first stub (the one that creates the marker) serves the ports the later
+    ones write into FAKE_GPU_APPS_DIR/ports; True for the first one, False for a later one."""
+    folder = Path(os.environ[GPU_APPS_ENV])
+    ports = folder / "ports"
+    ports.mkdir(exist_ok=True)
+    try:
+        (folder / "server").open("x").close()
+    except FileExistsError:
+        (ports / str(port)).touch()
+        return False
+
+    def serve_new_ports() -> None:
+        served: set[str] = set()
+        while True:
+            for entry in ports.iterdir():
+                if entry.name not in served:
+                    served.add(entry.name)
+                    extra = http_server(LifecycleHandler, worker, int(entry.name))
+                    threading.Thread(target=extra.serve_forever, daemon=True).start()
+            time.sleep(0.05)
+
+    threading.Thread(target=serve_new_ports, daemon=True).start()
+    return True
 
 
 def load(log: JsonLog, tensor_bytes: int, fault: str) -> None:
@@ -139,7 +209,12 @@ def main() -> None:
     if args.fault == "context_leak":
         child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({LEAKED_CONTEXT_S})"])
         register_context(child.pid, tensor_bytes)
+    if args.fault == "shared_server" and not serve_for_siblings(worker, args.port):
+        while True:  # a later stub: the first one serves this port
+            time.sleep(1)
     server = http_server(LifecycleHandler, worker, args.port)
+    if args.fault == "die_with_sibling":
+        threading.Thread(target=watch_siblings, args=(worker,), daemon=True).start()
 
     def on_sigterm(signum: int, frame: object) -> None:
         log.event("shutdown", exit_code=0)

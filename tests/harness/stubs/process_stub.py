@@ -43,6 +43,8 @@ FAULTS = (
     "insufficient_vague",  # insufficient memory without sizes or GPU id (M0-W-1020)
     "ignore_residency_fault",  # the residency fault hook changes nothing (M0-W-1012)
     "sigterm_exit_1",  # SIGTERM exits with code 1 (M0-W-1340)
+    "sigterm_cuts_stream",  # SIGTERM exits at once, the running job's stream cut without a terminal event
+    "ignore_timeout",  # --inference-timeout-sec is accepted and does nothing (M0-W-1101)
     "no_perf_fields",  # execute_end lacks tokens_in and first_token_ms, as in M0 (M0-W-1901)
     "log_prompt",  # execute_start logs the prompt itself (M0-W-1902)
     "log_output",  # execute_end logs the generated text (M0-W-1902)
@@ -50,6 +52,7 @@ FAULTS = (
 VARIANTS = ("none", "usage_exit_2", "host_memory_truth")
 ARCHITECTURES = ("llama", "qwen2", "phi3", "gpt2", "gpt-oss")
 KV_BYTES_PER_POSITION = 8192
+SHUTDOWN_GRACE_S = 2.0
 MIB = 1 << 20
 
 
@@ -257,8 +260,14 @@ def main() -> None:
     server.daemon_threads = True
     server.worker = worker  # type: ignore[attr-defined]
 
+    if args.fault == "ignore_timeout":
+        worker.inference_timeout_s = None
+
     def on_sigterm(signum: int, frame: object) -> None:
         code = 1 if args.fault == "sigterm_exit_1" else 0
+        if args.fault != "sigterm_cuts_stream":
+            worker.stopping = True  # the running job ends with a terminal event first
+            worker.job_done.wait(SHUTDOWN_GRACE_S)
         log.event("shutdown", exit_code=code)
         os._exit(code)
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -28,7 +32,11 @@ FAULTS = (
     "cancel_noop",  # /cancel answers 202 and does nothing (M0-W-1330)
     "invalid_utf8",  # a token carries half a UTF-8 character (M0-W-1824)
     "health_waits_for_job",  # /health answers only once the running job ends, not from cache (M0-W-1604)
+    "crash_on_boolean",  # a JSON boolean in a number field gets 500 and a traceback (M0-W-1302, under fuzz)
+    "tokenizer_process",  # each job starts a helper process that lives while the job runs (M0-W-1365)
+    "sigkill_once",  # the first job of a run SIGKILLs the worker (marker file: $STUB_SIGKILL_MARKER)
 )
+SIGKILL_MARKER_ENV = "STUB_SIGKILL_MARKER"
 TOKENS = ("Hello", ",", " 世界", " 🚀", " GPU", " computing")
 FILE_TYPES = {15: "Q4_K_M", 38: "MXFP4", 2: "Q4_0", 3: "Q4_1", 1: "F16", 0: "F32", 7: "Q8_0", 8: "Q5_0"}
 
@@ -136,6 +144,8 @@ class StubWorker:
         self.lock = threading.Lock()
         self.job_done = threading.Event()
         self.job_done.set()
+        self.stopping = False  # SIGTERM arrived: the running job ends with CANCELLED
+        self.inference_timeout_s: float | None = getattr(args, "inference_timeout_sec", None)
 
     def health(self) -> dict:
         body = {
@@ -217,6 +227,10 @@ class Handler(BaseHTTPRequestHandler):
                 errors = [{"field": "body", "constraint": "valid_json", "message": problem}]
             else:
                 errors = validate(body, self.worker.facts["vocab_size"])
+            if self.worker.fault == "crash_on_boolean" and isinstance(body, dict):
+                if any(isinstance(value, bool) for value in body.values()):
+                    self._json(500, {"code": "INTERNAL", "message": "Traceback: TypeError: bool"})
+                    return
             if errors and self.worker.fault != "accept_invalid":
                 self._json(400, {"errors": errors})
                 return
@@ -236,15 +250,30 @@ class Handler(BaseHTTPRequestHandler):
         job_id = str(body.get("job_id", ""))
         max_tokens = body.get("max_tokens", 2048) if isinstance(body.get("max_tokens"), int) else 4
         max_tokens = max(1, min(max_tokens, 2048))
+        if worker.fault == "sigkill_once":
+            marker = os.environ[SIGKILL_MARKER_ENV]
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+        helper = None
+        if worker.fault == "tokenizer_process":
+            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            time.sleep(0.2)  # the "tokenizer" answers
         self._begin_stream()
         worker.job_done.clear()
         try:
             if worker.fault == "tokens_before_started":
                 self._event("token", {"t": TOKENS[0], "i": 0})
             self._started(job_id)
+            began = time.monotonic()
             for index in range(max_tokens):
+                timeout = worker.inference_timeout_s
+                if timeout is not None and time.monotonic() - began > timeout:
+                    message = {"code": "INFERENCE_TIMEOUT", "message": "job timed out", "retriable": True}
+                    self._event("error", message)
+                    return
                 with worker.lock:
-                    cancelled = job_id in worker.cancelled
+                    cancelled = job_id in worker.cancelled or worker.stopping
                 if cancelled:
                     message = {"code": "CANCELLED", "message": "job cancelled", "retriable": False}
                     self._event("error", message)
@@ -263,6 +292,9 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             return  # the client went away; nothing to clean up in a stub
         finally:
+            if helper is not None:
+                helper.kill()
+                helper.wait()
             worker.job_done.set()
             self.close_connection = True
 
