@@ -37,9 +37,11 @@ from tests.oracle.teacher_forced import (
     Summary,
     agreements,
     fast_logits_along,
+    fast_step_logits_along,
     llama_cpp_continuations,
     reference_logits_along,
     table,
+    worker_engine,
 )
 from tests.worker.llama_helpers import read_weights
 
@@ -48,7 +50,14 @@ EXACT_TOP1 = 0.995
 # The fast path's float16 weights move logits by up to ~0.05 (max abs diff measured 0.047 on SmolLM2), so
 # its argmax may differ from the exact one only where the exact top two are that close.
 FAST_NEAR_TIE = 0.05
-FAST_REL_RMS = 1e-2  # float16 rounding of the weights; measured max 3.3e-3 (SmolLM2), 5.1e-4 (Qwen)
+# float16 rounding of the weights (and, in the decode GEMV, of its input row and output); measured max
+# 3.3e-3 (SmolLM2), 5.1e-4 (Qwen) in one forward per sequence, MEASURED in the engine's decode steps.
+FAST_REL_RMS = 1e-2
+# The two forms of the CPU fast path (`--kernels fast`, the worker's default on CPU), by fixture name.
+FAST_FORMS = {
+    "fast": "CPU fast path, one forward per sequence",
+    "fast_step": "CPU fast path, the engine's prefill and decode steps",
+}
 # Our relative RMS against llama.cpp's quantized path equals llama.cpp's own (quantized vs its F32 copy)
 # to within this fraction of it: the difference is llama.cpp's activation quantization, not ours.
 SAME_AS_LLAMA_CPP_OWN = 0.05
@@ -101,8 +110,18 @@ def reference_path(model, continuations) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def fast_path(model, continuations) -> list[np.ndarray]:
-    return fast_logits_along(model.fixture, continuations)
+def engine(model):
+    return worker_engine(model.fixture)
+
+
+@pytest.fixture(scope="module")
+def fast_path(engine, continuations) -> list[np.ndarray]:
+    return fast_logits_along(engine, continuations)
+
+
+@pytest.fixture(scope="module")
+def fast_step_path(engine, continuations) -> list[np.ndarray]:
+    return fast_step_logits_along(engine, continuations)
 
 
 def _report(title: str, continuations, ours, reference: str, record_property) -> Summary:
@@ -144,23 +163,30 @@ def test_reference_path_equals_llama_cpp_on_the_f32_copy(
     assert s.rel_rms_mean < model.exact_rel_rms_mean
 
 
+@pytest.mark.parametrize("path", FAST_FORMS)
 def test_fast_path_equals_llama_cpp_on_the_f32_copy_within_float16(
-    model, continuations, fast_path, record_property
+    path, model, continuations, engine, request, record_property
 ):
+    """Both forms of the CPU fast path: whole sequences in one forward, and the engine's decode, one step
+    per token (on CPU its step form, whose one-row products read the float16 copies with a float16
+    GEMV)."""
+    ours = request.getfixturevalue(f"{path}_path")
+    record_property("kernels", engine.model.kernels.name)
+    record_property("static_decode_step", engine.static_step)
     s = _report(
-        f"{model.label}: CPU fast path vs llama.cpp on the F32 copy",
+        f"{model.label}: {FAST_FORMS[path]} ({engine.model.kernels.name}) vs llama.cpp on the F32 copy",
         continuations,
-        fast_path,
+        ours,
         "dequantized",
         record_property,
     )
     assert s.top1 >= EXACT_TOP1
     assert s.rel_rms_max < FAST_REL_RMS
-    for row in agreements(continuations, fast_path, "dequantized"):
+    for row in agreements(continuations, ours, "dequantized"):
         assert row.worst_flip_gap < FAST_NEAR_TIE, row
 
 
-@pytest.mark.parametrize("path", ["reference", "fast"])
+@pytest.mark.parametrize("path", ["reference", *FAST_FORMS])
 def test_follows_llama_cpp_greedy_on_the_quantized_file(path, model, continuations, request, record_property):
     ours = request.getfixturevalue(f"{path}_path")
     s = _report(
