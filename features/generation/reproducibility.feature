@@ -37,6 +37,16 @@ Feature: The same request gives the same tokens on the same device
       | role          |
       | tiny gpt2 F32 |
 
+    @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1031 @model_smollm2 @q4_1
+    Examples: SmolLM2, real weights
+      | role                       |
+      | SmolLM2-135M-Instruct Q4_1 |
+
+    @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1031 @model_qwen @q4_k_m @real_qwen
+    Examples: Qwen2.5-Coder-0.5B, real weights of the Qwen2.5-0.5B shape
+      | role                               |
+      | Qwen2.5-Coder-0.5B-Instruct Q4_K_M |
+
   @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1030 @model_any @gate_foundation_w4 @gate_foundation @gate_m0_5
   Scenario: Sampling at temperature 0.7 with a fixed seed repeats itself exactly
     Given a worker serving any model

@@ -46,7 +46,7 @@ Feature: The worker meets the M1 performance targets
     When I drop the connection of the streaming job and start a new job
     Then the new job started within 100 ms of the disconnect
 
-  @M0-W-1620 @gate_gpt_basic @needs_gpu @needs_spawn @model_qwen @q4_k_m
+  @M0-W-1620 @gate_gpt_basic @needs_gpu @needs_spawn @needs_full_shape @model_qwen @q4_k_m
   Scenario: The model loads within 60 seconds
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     Then the worker became ready within 60 seconds of its start

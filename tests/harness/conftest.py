@@ -16,6 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 STUB = Path(__file__).parent / "stubs" / "stub_worker.py"
 STAND_IN = "tiny/qwen2-realvocab-q4_k_m.gguf"  # what the Qwen2.5 role resolves to without --model-dir
+# The SmolLM2 role's fixture, which counts as real weights: a stand-in of it here (another architecture,
+# vocabulary size and context than the Qwen stand-in, so an attached worker is told apart by /health).
+SMOLLM2 = "real/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,6 +54,9 @@ def write_tiny_gguf(
 def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fixtures")
     write_tiny_gguf(root / STAND_IN)
+    write_tiny_gguf(
+        root / SMOLLM2, arch="llama", vocab=500, context=8192, file_type=gguf.LlamaFileType.MOSTLY_Q4_1
+    )
     return root
 
 

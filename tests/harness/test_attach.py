@@ -21,15 +21,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import gguf
 import pytest
 
 from steps.targets import free_port
-from tests.harness.conftest import STAND_IN, write_tiny_gguf
+from tests.harness.conftest import SMOLLM2, STAND_IN, write_tiny_gguf
 from tests.harness.test_generation_faults import write_gpt_oss
 
 STUBS = Path(__file__).parent / "stubs"
-SMOLLM2 = "real/SmolLM2-135M-Instruct.Q4_1.gguf"
 GPT_OSS = "tiny/gpt-oss-realvocab/gpt-oss-realvocab-mxfp4_moe.gguf"
 QWEN = "Qwen2.5-0.5B-Instruct Q4_K_M"
 
@@ -75,15 +73,7 @@ Feature: A scenario that leaves its job running, then one that needs the worker
 
 @pytest.fixture(scope="module")
 def model_dir(fixtures_dir: Path) -> Path:
-    """The Qwen stand-in of the harness fixtures plus a SmolLM2 file and a GPT-OSS file."""
-    if not (fixtures_dir / SMOLLM2).is_file():
-        write_tiny_gguf(
-            fixtures_dir / SMOLLM2,
-            arch="llama",
-            vocab=500,
-            context=8192,
-            file_type=gguf.LlamaFileType.MOSTLY_Q4_1,
-        )
+    """The Qwen and SmolLM2 stand-ins of the harness fixtures plus a GPT-OSS file."""
     if not (fixtures_dir / GPT_OSS).is_file():
         write_gpt_oss(fixtures_dir / GPT_OSS)  # as the generation self-tests write it (shared fixtures dir)
     return fixtures_dir

@@ -17,14 +17,13 @@ import gguf
 import numpy as np
 import pytest
 
-from tests.harness.conftest import write_tiny_gguf
+from tests.harness.conftest import SMOLLM2, write_tiny_gguf
 
 STUBS = Path(__file__).parent / "stubs"
 GENERATION_STUB = STUBS / "generation_stub.py"
 SELFCHECK_STUB = STUBS / "selfcheck_stub.py"
 GPT_OSS = "tiny/gpt-oss-realvocab/gpt-oss-realvocab-mxfp4_moe.gguf"
 GPT2 = "tiny/gpt2-f32.gguf"
-SMOLLM2 = "real/SmolLM2-135M-Instruct.Q4_1.gguf"  # the role's file counts as real weights
 GOLDEN_TEXT = " kernels run fast"
 
 
@@ -53,8 +52,7 @@ def model_files(fixtures_dir: Path) -> Path:
         write_gpt_oss(fixtures_dir / GPT_OSS)
     if not (fixtures_dir / GPT2).is_file():
         write_tiny_gguf(fixtures_dir / GPT2, arch="gpt2", vocab=64, context=512)
-    if not (fixtures_dir / SMOLLM2).is_file():
-        write_tiny_gguf(fixtures_dir / SMOLLM2, arch="llama")
+    assert (fixtures_dir / SMOLLM2).is_file()  # the role's file counts as real weights
     return fixtures_dir
 
 

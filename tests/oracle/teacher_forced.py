@@ -15,6 +15,7 @@ own tokenization of the prompt (the worker's tokenizer is tested elsewhere).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,9 +26,14 @@ from fixtures.paths import fixture_path
 from kernels.backend import KernelConfig
 from kernels.formats import GGMLType
 from kernels.qtensor import QTensor
+from reference_worker.config import WorkerConfig
 from reference_worker.device_memory import DeviceMemory
+from reference_worker.engine import InferenceEngine
 from reference_worker.gguf import GGUFFile
+from reference_worker.logs import EventLog
 from reference_worker.models import create_model
+from reference_worker.sampling import SamplingParams
+from reference_worker.worker import load_worker
 from tests.oracle.llama_cpp_oracle import greedy_continuation, llama_cpp_model, relative_rms
 from tests.worker.llama_helpers import load_model, read_weights
 
@@ -112,12 +118,36 @@ def reference_logits_along(name: str, continuations: list[Continuation]) -> list
     return out
 
 
-def fast_logits_along(name: str, continuations: list[Continuation]) -> list[np.ndarray]:
-    """The CPU fast path's logits (the worker's default on CPU: float16 copies of the dequantized
-    matrices, kernels/cpu_dense.py) along each continuation."""
-    model, _, _ = load_model(name, weight_cache=True)
+def worker_engine(name: str) -> InferenceEngine:
+    """The inference engine the worker builds for fixture `name` on CPU with its default kernels
+    (`load_worker` with `--kernels fast`: weights, CPU weight cache, model, engine), so what is checked
+    is whatever the CPU fast path and the engine's decode step are, not a copy of today's choice."""
+    config = WorkerConfig(worker_id="oracle", model=fixture_path(name), gpu_device=0, port=0, device="cpu")
+    assert config.kernels == "fast"
+    return load_worker(config, EventLog(io.StringIO())).engine
+
+
+def fast_logits_along(engine: InferenceEngine, continuations: list[Continuation]) -> list[np.ndarray]:
+    """The CPU fast path's logits along each continuation, each sequence in one forward (the prefill
+    form: several rows per product, float32 on widened tiles of the float16 weight copies)."""
     with torch.inference_mode():
-        return [_along(model, c) for c in continuations]
+        return [_along(engine.model, c) for c in continuations]
+
+
+def fast_step_logits_along(engine: InferenceEngine, continuations: list[Continuation]) -> list[np.ndarray]:
+    """The logits the engine samples from when it generates each continuation: the prompt's prefill, then
+    one decode step per token (on CPU the step form over static buffers, with the decode GEMV), fed
+    llama.cpp's tokens instead of sampled ones."""
+    out = []
+    for c in continuations:
+        session = engine.start(c.prompt_ids, len(c.tokens), SamplingParams(temperature=0.0))
+        try:
+            rows = [session._logits]  # the prefill's last position: it predicts the first token
+            rows += [session.step(torch.tensor([token])) for token in c.tokens[:-1]]
+        finally:
+            session.free()
+        out.append(torch.stack(rows).float().numpy())
+    return out
 
 
 def _along(model, c: Continuation) -> np.ndarray:
