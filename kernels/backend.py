@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from kernels.qmatmul import ExpertsFastPath, FastPath, qembedding, qmatmul, qmatmul_experts
+from kernels.qmatmul import ExpertsFastPath, FastPath, qembedding, qmatmul, qmatmul_experts, qmatmuls
 from kernels.qtensor import QTensor
 
 KernelChoice = Literal["reference", "fast"]
@@ -125,6 +125,16 @@ class KernelSet:
         self, x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None, *, out_dtype=None
     ) -> torch.Tensor:
         return qmatmul(x, w, bias, out_dtype=out_dtype, paths=self.paths)
+
+    def qmatmuls(
+        self,
+        x: torch.Tensor,
+        weights: tuple[QTensor, ...],
+        biases: tuple[torch.Tensor | None, ...] | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """One input through several weights (q/k/v, gate/up): one product where a fast path stores them
+        together, else one `qmatmul` each."""
+        return qmatmuls(x, weights, biases, paths=self.paths)
 
     def qmatmul_add(
         self, x: torch.Tensor, w: QTensor, residual: torch.Tensor, bias: torch.Tensor | None = None

@@ -20,6 +20,22 @@ from kernels.qtensor import QTensor
 from .device_memory import DeviceMemory, MemoryCategory
 from .logs import EventLog
 
+# Matrices of one layer that multiply the same input, in the order the models ask for their products
+# (`KernelSet.qmatmuls`): copied one after another, each group is one product per decode step.
+SHARED_INPUT_GROUPS = (("attn_q", "attn_k", "attn_v"), ("ffn_gate", "ffn_up"))
+
+
+def shared_input_groups(weights: dict[str, QTensor]) -> list[tuple[QTensor, ...]]:
+    """Each layer's `SHARED_INPUT_GROUPS` present in `weights` (GGUF names `blk.N.<name>.weight`)."""
+    groups = []
+    layers = sorted({name.split(".")[1] for name in weights if name.startswith("blk.")})
+    for layer in layers:
+        for names in SHARED_INPUT_GROUPS:
+            members = [weights.get(f"blk.{layer}.{n}.weight") for n in names]
+            if all(m is not None for m in members):
+                groups.append(tuple(members))
+    return groups
+
 
 def build_weight_cache(
     weights: dict[str, QTensor], memory: DeviceMemory, log: EventLog, kernels: KernelConfig
@@ -57,7 +73,7 @@ def build_weight_cache(
     def release(tensor: torch.Tensor) -> None:
         memory.release(MemoryCategory.WEIGHT_CACHE, tensor)
 
-    cache = cpu_dense.build(candidates, allocate, release=release)
+    cache = cpu_dense.build(candidates, allocate, release=release, groups=shared_input_groups(weights))
     log.event(
         "weight_cache_built",
         "CPU weight cache built",
