@@ -264,7 +264,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(name: str) -> Path | None:
+def resolve_model(name: str) -> Path | None:
+    """A GGUF file path or a built fixture name -> its path; None when there is no such file."""
     path = Path(name)
     if path.is_file():
         return path
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1 or args.tokens < 2 or args.rounds < 1:
         _parser().error("--threads and --rounds must be >= 1, --tokens >= 2")
     names = args.model or list(DEFAULT_MODELS)
-    resolved = {name: _resolve(name) for name in names}
+    resolved = {name: resolve_model(name) for name in names}
     missing = [name for name, path in resolved.items() if path is None]
     if missing:
         _parser().error(
