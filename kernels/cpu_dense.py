@@ -260,9 +260,13 @@ def dense_qmatmuls(
 def _tiled(x2: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """float32 `x2 @ dense.T`, widening one bounded tile of rows at a time into a reused buffer."""
     out_features, in_features = dense.shape
-    y = torch.empty(x2.shape[0], out_features, dtype=torch.float32)
     step = min(out_features, max(1, TILE_BYTES // (in_features * 4)))
     buf = _tile_buffer(step * in_features)
+    if step == out_features:  # one tile (small matrices: the tiny models' decode): no output slicing
+        tile = buf[: dense.numel()].view(dense.shape)
+        tile.copy_(dense)
+        return torch.mm(x2, tile.T)
+    y = torch.empty(x2.shape[0], out_features, dtype=torch.float32)
     for r0 in range(0, out_features, step):
         r1 = min(r0 + step, out_features)
         tile = buf[: (r1 - r0) * in_features].view(r1 - r0, in_features)
