@@ -91,12 +91,13 @@ def _cuda_kernels() -> DeviceKernels:
 
 
 def _cpu_kernels() -> DeviceKernels:
-    # The float16 weight copies of `kernels.cpu_dense`; they serve only matrices that have a copy
-    # (`reference_worker.weight_cache` builds them at load), everything else stays on the reference path.
-    # `kernels.cpu_decode`: the decode step's other ops in fewer PyTorch calls.
-    from kernels import cpu_decode, cpu_dense
+    # `kernels.cpu_native`: one-row products straight from the stored Q4_0/Q4_1/Q8_0 blocks, where a C
+    # compiler built it. The float16 weight copies of `kernels.cpu_dense` serve the other products of
+    # matrices that have a copy (`reference_worker.weight_cache` builds them at load), everything else
+    # stays on the reference path. `kernels.cpu_decode`: the decode step's other ops in fewer PyTorch calls.
+    from kernels import cpu_decode, cpu_dense, cpu_native
 
-    return DeviceKernels((cpu_dense.FAST_PATH,), decode=cpu_decode)
+    return DeviceKernels((cpu_native.FAST_PATH, cpu_dense.FAST_PATH), decode=cpu_decode)
 
 
 # Device type -> what kernels="fast" uses there.

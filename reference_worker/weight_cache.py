@@ -1,10 +1,14 @@
 """The CPU weight cache (`kernels.cpu_dense`), built at load and accounted in its own memory category.
 
+The native GEMV over the stored blocks (`kernels.cpu_native`, nothing held beyond the weights) is compiled
+or found in its cache here too, so the first request does not wait for it.
+
 Built only on CPU and only with `kernels="fast"` (the default; `--kernels reference` keeps the reference
 path and holds nothing extra). Its bytes are allocated from `DeviceMemory` as `weight_cache`, so /health's
 `vram_bytes_used` and `vram_bytes_by_category` include them. When a device-memory budget
 (`--vram-budget-mb`) cannot hold the whole cache next to the weights, none is built and the worker runs
-on the reference path: the budget is for the model, not for a speed-up.
+on the reference path (the native GEMV, which holds nothing, still takes one-row products of its types):
+the budget is for the model, not for a speed-up.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 
 import torch
 
-from kernels import cpu_dense
+from kernels import cpu_dense, cpu_native
 from kernels.backend import KernelConfig
 from kernels.qtensor import QTensor
 
@@ -59,6 +63,13 @@ def build_weight_cache(
             budget_bytes=budget,
         )
         return 0
+    # The native GEMV (`kernels.cpu_native`) is built here, at load, not in the first request.
+    log.event(
+        "cpu_native_gemv",
+        "native CPU GEMV over stored blocks" + (" ready" if cpu_native.available() else " not available"),
+        available=cpu_native.available(),
+        reason=cpu_native.unavailable_reason() or None,
+    )
     log.event(
         "weight_cache_start",
         "building the CPU weight cache",

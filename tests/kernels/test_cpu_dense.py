@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from kernels import cpu_dense
-from kernels.backend import KernelConfig, kernel_set
+from kernels.backend import KernelConfig, KernelSet, kernel_set
 from kernels.formats import GGMLType
 from kernels.qmatmul import reference_qmatmul
 from kernels.qtensor import QTensor
 from tests.kernels.conftest import READ_TYPES
 from tests.kernels.test_qmatmul import make_weight, rel_err
 
-# The kernels a model built with kernels="fast" on the CPU calls, and those of kernels="reference".
-FAST = kernel_set(KernelConfig(kernels="fast"), "cpu")
+# The float16-copy path alone (kernels="fast" on the CPU puts `kernels.cpu_native` before it, which
+# takes one-row Q4_0/Q4_1/Q8_0 products: tested in test_cpu_native.py), and kernels="reference".
+FAST = KernelSet(KernelConfig(kernels="fast"), torch.device("cpu"), (cpu_dense.FAST_PATH,))
 REFERENCE = kernel_set(KernelConfig(kernels="reference"), "cpu")
 QUANTIZED = [t for t in READ_TYPES if t not in cpu_dense.PLAIN_TYPES]
 # One float16 rounding per weight (relative 2^-11 at most); summed over `in` products of random sign.
@@ -55,7 +56,7 @@ def build(*weights: QTensor) -> tuple[cpu_dense.DenseCache, Arena]:
 def test_dense_path_matches_float64(qtype, x_shape, out_features, in_features, rng, blocks, record_property):
     w, w64 = make_weight(qtype, (out_features, in_features), rng, blocks, "cpu")
     cache, arena = build(w)
-    assert cache.tensors and FAST.paths == (cpu_dense.FAST_PATH,)
+    assert cache.tensors and cpu_dense.FAST_PATH in kernel_set(KernelConfig(), "cpu").paths
     assert cpu_dense.FAST_PATH.supports(torch.zeros(1, in_features), w)
     x = torch.from_numpy(rng.normal(0.0, 1.0, x_shape).astype(np.float32))
     bias = torch.from_numpy(rng.normal(0.0, 0.1, out_features).astype(np.float32))
