@@ -91,7 +91,7 @@ def _cuda_kernels() -> DeviceKernels:
 
 
 def _cpu_kernels() -> DeviceKernels:
-    # `kernels.cpu_native`: one-row products straight from the stored Q4_0/Q4_1/Q8_0 blocks, where a C
+    # `kernels.cpu_native`: one-row products straight from the stored Q4_0/Q4_1/Q5_0/Q8_0/Q4_K blocks, where a C
     # compiler built it. The float16 weight copies of `kernels.cpu_dense` serve the other products of
     # matrices that have a copy (`reference_worker.weight_cache` builds them at load), everything else
     # stays on the reference path. `kernels.cpu_decode`: the decode step's other ops in fewer PyTorch calls.

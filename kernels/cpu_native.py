@@ -1,7 +1,7 @@
 """The CPU decode GEMV over the stored blocks: `kernels/cpu_native.c`, built with the system's C compiler.
 
 Decode on CPU is bound by the bytes the one-row products read: the float16 copies of `kernels.cpu_dense`
-are 16 bits per weight, the stored Q4_0 / Q4_1 / Q8_0 blocks 4.5 / 5 / 8.5. This path multiplies one
+are 16 bits per weight, the stored Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K blocks 4.5 / 5 / 5.5 / 8.5 / 4.5. This path multiplies one
 float32 activation row with the stored blocks directly (AVX2 + FMA, float32 throughout; see the C file),
 so it holds nothing beyond the weights. PyTorch's own int4 kernel does not fit here: on CPU only its
 bfloat16 form is fast, and its rounding is ten times the float16 GEMV's (`benchmarks/cpu_int4pack.py`).
@@ -34,7 +34,13 @@ SOURCE = Path(__file__).with_name("cpu_native.c")
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC")
 REQUIRED_CPU_FLAGS = frozenset({"avx2", "fma", "f16c"})
 # ggml type -> the C function that multiplies one row with its blocks.
-FUNCTIONS = {GGMLType.Q4_0: "gemv_q4_0", GGMLType.Q4_1: "gemv_q4_1", GGMLType.Q8_0: "gemv_q8_0"}
+FUNCTIONS = {
+    GGMLType.Q4_0: "gemv_q4_0",
+    GGMLType.Q4_1: "gemv_q4_1",
+    GGMLType.Q5_0: "gemv_q5_0",
+    GGMLType.Q8_0: "gemv_q8_0",
+    GGMLType.Q4_K: "gemv_q4_k",
+}
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "lib": the loaded library or None, "why": why it is not available

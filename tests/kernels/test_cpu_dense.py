@@ -17,7 +17,7 @@ from tests.kernels.conftest import READ_TYPES
 from tests.kernels.test_qmatmul import make_weight, rel_err
 
 # The float16-copy path alone (kernels="fast" on the CPU puts `kernels.cpu_native` before it, which
-# takes one-row Q4_0/Q4_1/Q8_0 products: tested in test_cpu_native.py), and kernels="reference".
+# takes one-row products of its types: tested in test_cpu_native.py), and kernels="reference".
 FAST = KernelSet(KernelConfig(kernels="fast"), torch.device("cpu"), (cpu_dense.FAST_PATH,))
 REFERENCE = kernel_set(KernelConfig(kernels="reference"), "cpu")
 QUANTIZED = [t for t in READ_TYPES if t not in cpu_dense.PLAIN_TYPES]
