@@ -19,7 +19,6 @@ with each round's value and the load average before and after. Every runner is l
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ from typing import Any
 import torch
 
 from benchmarks.decode import _execute, _time_decode, _WorkerProcess
-from benchmarks.runinfo import REPO_ROOT, run_info
+from benchmarks.runinfo import REPO_ROOT, publish, run_info
 from fixtures.paths import FixtureMissing, fixture_path
 from steps.ports import free_port
 
@@ -304,12 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": {"threads": args.threads, "tokens": args.tokens, "rounds": args.rounds, "prompt": PROMPT},
         "results": results,
     }
-    text = markdown(record)
-    print(text)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "cpu_decode.json").write_text(json.dumps(record, indent=2) + "\n")
-        (args.out / "cpu_decode.md").write_text(text)
+    publish(record, markdown(record), args.out, "cpu_decode")
     return 0
 
 

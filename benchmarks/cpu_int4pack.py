@@ -19,7 +19,6 @@ Writes `cpu_int4pack.json` and `.md` to `--out`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 
 from benchmarks.cpu_decode import resolve_model
-from benchmarks.runinfo import run_info
+from benchmarks.runinfo import publish, run_info
 from kernels.dequant import _f16, _nibbles, _scale_min_k4
 from kernels.formats import FORMATS, GGMLType
 from kernels.qtensor import QTensor
@@ -163,12 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": {"rows": args.rows, "calls": args.calls},
         "results": {path.name: bench(path, args.rows, args.calls, note) for path in paths},
     }
-    text = markdown(record)
-    print(text)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "cpu_int4pack.json").write_text(json.dumps(record, indent=2) + "\n")
-        (args.out / "cpu_int4pack.md").write_text(text)
+    publish(record, markdown(record), args.out, "cpu_int4pack")
     return 0
 
 
