@@ -19,7 +19,6 @@ with each round's value and the load average before and after. Every runner is l
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ from typing import Any
 import torch
 
 from benchmarks.decode import _execute, _time_decode, _WorkerProcess
-from benchmarks.runinfo import REPO_ROOT, run_info
+from benchmarks.runinfo import REPO_ROOT, publish, run_info
 from fixtures.paths import FixtureMissing, fixture_path
 from steps.ports import free_port
 
@@ -264,7 +263,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(name: str) -> Path | None:
+def resolve_model(name: str) -> Path | None:
+    """A GGUF file path or a built fixture name -> its path; None when there is no such file."""
     path = Path(name)
     if path.is_file():
         return path
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1 or args.tokens < 2 or args.rounds < 1:
         _parser().error("--threads and --rounds must be >= 1, --tokens >= 2")
     names = args.model or list(DEFAULT_MODELS)
-    resolved = {name: _resolve(name) for name in names}
+    resolved = {name: resolve_model(name) for name in names}
     missing = [name for name, path in resolved.items() if path is None]
     if missing:
         _parser().error(
@@ -303,12 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": {"threads": args.threads, "tokens": args.tokens, "rounds": args.rounds, "prompt": PROMPT},
         "results": results,
     }
-    text = markdown(record)
-    print(text)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "cpu_decode.json").write_text(json.dumps(record, indent=2) + "\n")
-        (args.out / "cpu_decode.md").write_text(text)
+    publish(record, markdown(record), args.out, "cpu_decode")
     return 0
 
 

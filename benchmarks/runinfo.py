@@ -6,6 +6,7 @@ JSON record starts with `run_info()` and each Markdown table repeats it.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -86,6 +87,15 @@ def run_info(device: torch.device) -> dict[str, Any]:
         "git_commit": git_commit(),
         "device": device_info(device),
     }
+
+
+def publish(record: dict[str, Any], text: str, out: Path | None, stem: str) -> None:
+    """Prints the Markdown `text`; with `out`, writes `<stem>.json` (the record) and `<stem>.md` there."""
+    print(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+        (out / f"{stem}.md").write_text(text)
 
 
 def copy_bandwidth(

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from kernels.qmatmul import ExpertsFastPath, FastPath, qembedding, qmatmul, qmatmul_experts
+from kernels.qmatmul import ExpertsFastPath, FastPath, qembedding, qmatmul, qmatmul_experts, qmatmuls
 from kernels.qtensor import QTensor
 
 KernelChoice = Literal["reference", "fast"]
@@ -91,12 +91,13 @@ def _cuda_kernels() -> DeviceKernels:
 
 
 def _cpu_kernels() -> DeviceKernels:
-    # The float16 weight copies of `kernels.cpu_dense`; they serve only matrices that have a copy
-    # (`reference_worker.weight_cache` builds them at load), everything else stays on the reference path.
-    # `kernels.cpu_decode`: the decode step's other ops in fewer PyTorch calls.
-    from kernels import cpu_decode, cpu_dense
+    # `kernels.cpu_native`: one-row products straight from the stored Q4_0/Q4_1/Q5_0/Q8_0/Q4_K blocks, where a C
+    # compiler built it. The float16 weight copies of `kernels.cpu_dense` serve the other products of
+    # matrices that have a copy (`reference_worker.weight_cache` builds them at load), everything else
+    # stays on the reference path. `kernels.cpu_decode`: the decode step's other ops in fewer PyTorch calls.
+    from kernels import cpu_decode, cpu_dense, cpu_native
 
-    return DeviceKernels((cpu_dense.FAST_PATH,), decode=cpu_decode)
+    return DeviceKernels((cpu_native.FAST_PATH, cpu_dense.FAST_PATH), decode=cpu_decode)
 
 
 # Device type -> what kernels="fast" uses there.
@@ -125,6 +126,16 @@ class KernelSet:
         self, x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None, *, out_dtype=None
     ) -> torch.Tensor:
         return qmatmul(x, w, bias, out_dtype=out_dtype, paths=self.paths)
+
+    def qmatmuls(
+        self,
+        x: torch.Tensor,
+        weights: tuple[QTensor, ...],
+        biases: tuple[torch.Tensor | None, ...] | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """One input through several weights (q/k/v, gate/up): one product where a fast path stores them
+        together, else one `qmatmul` each."""
+        return qmatmuls(x, weights, biases, paths=self.paths)
 
     def qmatmul_add(
         self, x: torch.Tensor, w: QTensor, residual: torch.Tensor, bias: torch.Tensor | None = None

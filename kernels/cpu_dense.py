@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +58,10 @@ _Key = tuple[int, tuple[int, ...], GGMLType]
 class _Entry:
     source: weakref.ref  # the stored bytes this copy was made from; dead -> the entry is stale
     dense: torch.Tensor  # (out, in) float16
+    # Matrices of one input (q/k/v, gate/up) are copied one after another into one buffer, `block`;
+    # `dense` is rows `rows` of it. None for a copy of its own.
+    block: torch.Tensor | None = None
+    rows: tuple[int, int] = (0, 0)
 
 
 _table: dict[_Key, _Entry] = {}
@@ -107,9 +111,9 @@ def _fill(dest: torch.Tensor, w: QTensor) -> bool:
     return True
 
 
-def _remember(key: _Key, source: torch.Tensor, dense: torch.Tensor) -> None:
+def _remember(key: _Key, source: torch.Tensor, dense: torch.Tensor, **group) -> None:
     with _table_lock:
-        _table[key] = _Entry(weakref.ref(source), dense)
+        _table[key] = _Entry(weakref.ref(source), dense, **group)
     weakref.finalize(source, _forget, key, dense)
 
 
@@ -132,13 +136,49 @@ class DenseCache:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
 
+def _groupable(group: Sequence[QTensor]) -> bool:
+    return (
+        len(group) > 1
+        and all(cacheable(w) and len(w.shape) == 2 and dense_weight(w) is None for w in group)
+        and len({w.shape[1] for w in group}) == 1
+        and len({_key(w) for w in group}) == len(group)
+    )
+
+
+def _build_group(group: Sequence[QTensor], allocate: Allocate, release, cache: DenseCache) -> bool:
+    """Copies of the matrices of `group` (one input) one after another in one buffer, so that their
+    products are one product; False (nothing kept) when a value does not fit float16."""
+    block = allocate((sum(w.shape[0] for w in group), group[0].shape[1]), CACHE_DTYPE)
+    bounds, r0 = [], 0
+    for w in group:
+        bounds.append((r0, r0 + w.shape[0]))
+        if not _fill(block[r0 : r0 + w.shape[0]], w):
+            release(block)
+            return False
+        r0 += w.shape[0]
+    for w, rows in zip(group, bounds, strict=True):
+        dense = block[rows[0] : rows[1]]
+        _remember(_key(w), w.data, dense, block=block, rows=rows)
+        cache.tensors[w.name] = dense
+    return True
+
+
 def build(
-    weights: Iterable[QTensor], allocate: Allocate, *, release: Callable[[torch.Tensor], None]
+    weights: Iterable[QTensor],
+    allocate: Allocate,
+    *,
+    release: Callable[[torch.Tensor], None],
+    groups: Iterable[Sequence[QTensor]] = (),
 ) -> DenseCache:
     """Dense copies of every cacheable tensor of `weights`, each in memory from `allocate(shape, dtype)`
     (the caller's accounting); a copy that cannot be made is given back with `release`. Errors from
-    `allocate` (e.g. a memory budget) propagate."""
+    `allocate` (e.g. a memory budget) propagate. Each of `groups` (matrices that multiply the same input,
+    such as a layer's q, k and v) is copied into one buffer in its order, where they fit float16;
+    `dense_qmatmuls` then serves them with one product."""
     cache = DenseCache({}, {})
+    for group in groups:
+        if _groupable(group):
+            _build_group(group, allocate, release, cache)
     for w in weights:
         if not cacheable(w):
             continue
@@ -170,33 +210,63 @@ def _tile_buffer(n: int) -> torch.Tensor:
     return buf
 
 
+def _product(x2: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """float32 `x2 @ dense.T`: float16 products accumulated in float32 for one row of a large matrix
+    (decode), else float32 on widened tiles."""
+    if x2.shape[0] == 1 and dense.numel() >= DIRECT_MIN_WEIGHTS:
+        y = torch.nn.functional.linear(x2.to(CACHE_DTYPE), dense).float()
+        if math.isfinite(y.sum().item()):  # else an input or output beyond float16's range (inf or NaN)
+            return y
+    return _tiled(x2.to(torch.float32), dense)
+
+
 def dense_qmatmul(
     x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torch.dtype
 ) -> torch.Tensor:
-    """`x @ W.T (+ bias)` from the float16 copy: float16 products accumulated in float32 for one row of a
-    large matrix (decode), else float32 on widened tiles."""
+    """`x @ W.T (+ bias)` from the float16 copy (`_product`)."""
     dense = dense_weight(w)
     assert dense is not None, "supports() admitted a tensor without a dense copy"
     out_features, in_features = w.shape
-    x2 = x.reshape(-1, in_features)
-    y = None
-    if x2.shape[0] == 1 and dense.numel() >= DIRECT_MIN_WEIGHTS:
-        y = torch.nn.functional.linear(x2.to(CACHE_DTYPE), dense).float()
-        if not math.isfinite(y.sum().item()):  # an input or output beyond float16's range (inf or NaN)
-            y = None
-    if y is None:
-        y = _tiled(x2.to(torch.float32), dense)
+    y = _product(x.reshape(-1, in_features), dense)
     if bias is not None:
         y += bias.to(torch.float32)
     return y.view(*x.shape[:-1], out_features).to(out_dtype)
 
 
+def dense_qmatmuls(
+    x: torch.Tensor, weights: tuple[QTensor, ...], biases: tuple[torch.Tensor | None, ...]
+) -> tuple[torch.Tensor, ...] | None:
+    """`x @ W.T (+ b)` for each of `weights` as one product, when they were copied together, in this order
+    (`build(groups=...)`); else None. The outputs are column slices of one float32 (x.dtype) buffer."""
+    entries = [_table.get(_key(w)) for w in weights]
+    block = entries[0].block if entries[0] is not None else None
+    end = 0
+    for e in entries:
+        if e is None or e.block is not block or e.rows[0] != end or e.source() is None:
+            return None
+        end = e.rows[1]
+    if block is None or end != block.shape[0]:
+        return None
+    y = _product(x.reshape(-1, block.shape[1]), block)
+    outs = []
+    for e, b in zip(entries, biases, strict=True):
+        part = y[:, e.rows[0] : e.rows[1]]
+        if b is not None:
+            part += b.to(torch.float32)
+        outs.append(part.view(*x.shape[:-1], part.shape[1]).to(x.dtype))
+    return tuple(outs)
+
+
 def _tiled(x2: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """float32 `x2 @ dense.T`, widening one bounded tile of rows at a time into a reused buffer."""
     out_features, in_features = dense.shape
-    y = torch.empty(x2.shape[0], out_features, dtype=torch.float32)
     step = min(out_features, max(1, TILE_BYTES // (in_features * 4)))
     buf = _tile_buffer(step * in_features)
+    if step == out_features:  # one tile (small matrices: the tiny models' decode): no output slicing
+        tile = buf[: dense.numel()].view(dense.shape)
+        tile.copy_(dense)
+        return torch.mm(x2, tile.T)
+    y = torch.empty(x2.shape[0], out_features, dtype=torch.float32)
     for r0 in range(0, out_features, step):
         r1 = min(r0 + step, out_features)
         tile = buf[: (r1 - r0) * in_features].view(r1 - r0, in_features)
@@ -228,4 +298,5 @@ FAST_PATH = FastPath(
     supports=_supports,
     qmatmul=dense_qmatmul,
     qembedding=dense_embedding,
+    qmatmuls=dense_qmatmuls,
 )

@@ -46,6 +46,9 @@ class FastPath:
     qmatmul: QMatmulFn
     # Optional: rows of an embedding table, same contract as `qembedding` (asked with the ids as `x`).
     qembedding: Callable[..., torch.Tensor] | None = None
+    # Optional: products of one input with several weights in one call, same contract as `qmatmuls`;
+    # returns None for the weight tuples it does not serve.
+    qmatmuls: Callable[..., tuple[torch.Tensor, ...] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,30 @@ def qmatmul(
     if fast is not None:
         return fast.qmatmul(x, w, bias, out_dtype)
     return reference_qmatmul(x, w, bias, out_dtype)
+
+
+def qmatmuls(
+    x: torch.Tensor,
+    weights: Sequence[QTensor],
+    biases: Sequence[torch.Tensor | None] | None = None,
+    *,
+    paths: Sequence[FastPath] = (),
+) -> tuple[torch.Tensor, ...]:
+    """`qmatmul(x, w, b)` for each weight of `weights` (one input, several weights: q/k/v, gate/up), in
+    `x.dtype`. The first of `paths` whose `qmatmuls` serves the whole tuple computes it in one call (e.g. one
+    product over the weights stored one after another); otherwise one `qmatmul` each. The outputs may be
+    views of one buffer."""
+    biases = tuple(biases) if biases is not None else (None,) * len(weights)
+    if len(biases) != len(weights):
+        raise ValueError(f"{len(weights)} weights but {len(biases)} biases")
+    for w, b in zip(weights, biases, strict=True):
+        _check_operands(x, w, b)
+    for path in paths:
+        if path.qmatmuls is not None and x.device.type in path.devices:
+            ys = path.qmatmuls(x, tuple(weights), biases)
+            if ys is not None:
+                return ys
+    return tuple(qmatmul(x, w, b, paths=paths) for w, b in zip(weights, biases, strict=True))
 
 
 def qembedding(

@@ -129,7 +129,7 @@ class Block:
         mm = self.kernels.qmatmul
         if self.fused_qkv:
             return mm(h, self.wqkv, self.bqkv).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
-        return mm(h, self.wq, self.bq), mm(h, self.wk, self.bk), mm(h, self.wv, self.bv)
+        return self.kernels.qmatmuls(h, (self.wq, self.wk, self.wv), (self.bq, self.bk, self.bv))
 
     def ffn(self, h: torch.Tensor, residual: torch.Tensor, fused: Any = None) -> torch.Tensor:
         """`residual + ffn(h)`."""
@@ -137,7 +137,7 @@ class Block:
         if self.fused_gate_up:
             gate, up = mm(h, self.w_up).chunk(2, dim=-1)  # [gate; up], as ggml_swiglu splits it
         else:
-            gate, up = mm(h, self.w_gate), mm(h, self.w_up)
+            gate, up = self.kernels.qmatmuls(h, (self.w_gate, self.w_up))
         act = fused.silu_mul(gate, up) if fused is not None else F.silu(gate) * up
         return self.kernels.qmatmul_add(act, self.w_down, residual)
 

@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from kernels import cpu_dense
-from kernels.backend import KernelConfig, kernel_set
+from kernels.backend import KernelConfig, KernelSet, kernel_set
 from kernels.formats import GGMLType
 from kernels.qmatmul import reference_qmatmul
 from kernels.qtensor import QTensor
 from tests.kernels.conftest import READ_TYPES
 from tests.kernels.test_qmatmul import make_weight, rel_err
 
-# The kernels a model built with kernels="fast" on the CPU calls, and those of kernels="reference".
-FAST = kernel_set(KernelConfig(kernels="fast"), "cpu")
+# The float16-copy path alone (kernels="fast" on the CPU puts `kernels.cpu_native` before it, which
+# takes one-row products of its types: tested in test_cpu_native.py), and kernels="reference".
+FAST = KernelSet(KernelConfig(kernels="fast"), torch.device("cpu"), (cpu_dense.FAST_PATH,))
 REFERENCE = kernel_set(KernelConfig(kernels="reference"), "cpu")
 QUANTIZED = [t for t in READ_TYPES if t not in cpu_dense.PLAIN_TYPES]
 # One float16 rounding per weight (relative 2^-11 at most); summed over `in` products of random sign.
@@ -55,7 +56,7 @@ def build(*weights: QTensor) -> tuple[cpu_dense.DenseCache, Arena]:
 def test_dense_path_matches_float64(qtype, x_shape, out_features, in_features, rng, blocks, record_property):
     w, w64 = make_weight(qtype, (out_features, in_features), rng, blocks, "cpu")
     cache, arena = build(w)
-    assert cache.tensors and FAST.paths == (cpu_dense.FAST_PATH,)
+    assert cache.tensors and cpu_dense.FAST_PATH in kernel_set(KernelConfig(), "cpu").paths
     assert cpu_dense.FAST_PATH.supports(torch.zeros(1, in_features), w)
     x = torch.from_numpy(rng.normal(0.0, 1.0, x_shape).astype(np.float32))
     bias = torch.from_numpy(rng.normal(0.0, 0.1, out_features).astype(np.float32))
@@ -135,3 +136,72 @@ def test_an_entry_is_forgotten_with_its_weight(rng, blocks):
 def test_cuda_tensors_are_not_cacheable():
     w = QTensor(torch.zeros(18 * 2, dtype=torch.uint8, device="meta"), GGMLType.Q4_0, (2, 32), "on-meta")
     assert not cpu_dense.cacheable(w)
+
+
+# q, k and v of one layer: different types and heights, one input width.
+GROUP = ((GGMLType.Q4_K, 512), (GGMLType.Q6_K, 128), (GGMLType.Q8_0, 128))
+
+
+def make_group(rng, blocks, in_features: int = 512) -> tuple[list[QTensor], list[torch.Tensor]]:
+    made = [make_weight(qtype, (out, in_features), rng, blocks, "cpu") for qtype, out in GROUP]
+    for i, (w, _) in enumerate(made):
+        object.__setattr__(w, "name", f"blk.0.m{i}.weight")
+    return [w for w, _ in made], [w64 for _, w64 in made]
+
+
+@pytest.mark.parametrize("rows", [1, 7], ids=["decode-M1", "prefill-M7"])
+def test_weights_of_one_input_are_one_product(rows, rng, blocks, record_property):
+    """A group is copied into one buffer and its products come out of one product (views of one output),
+    each within the float16 bound of its own float64 product, biases included."""
+    ws, w64s = make_group(rng, blocks)
+    arena = Arena()
+    cache = cpu_dense.build(ws, arena.allocate, release=arena.release, groups=[tuple(ws)])
+    assert (
+        len(arena.live) == 1 and cache.nbytes == arena.live[0].nbytes == sum(w.shape[0] for w in ws) * 512 * 2
+    )
+    assert rows > 1 or arena.live[0].numel() >= cpu_dense.DIRECT_MIN_WEIGHTS  # one row takes the GEMV
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (rows, 512)).astype(np.float32))
+    biases = (torch.randn(512), None, torch.randn(128))
+    ys = FAST.qmatmuls(x, tuple(ws), biases)
+    assert cpu_dense.dense_qmatmuls(x, tuple(ws), biases) is not None
+    assert len({y.untyped_storage().data_ptr() for y in ys}) == 1
+    errs = []
+    for y, w64, b in zip(ys, w64s, biases, strict=True):
+        expected = x.double() @ w64.T + (0 if b is None else b.double())
+        assert y.shape == expected.shape and y.dtype == torch.float32
+        errs.append(rel_err(y, expected))
+    record_property("max_rel_err", max(errs))
+    assert max(errs) < REL_TOL
+
+
+def test_a_group_in_another_order_is_served_one_by_one(rng, blocks):
+    """Asked in an order other than the one copied, each product still uses its own rows (and a wrong
+    row offset would be caught: swapping two members' rows in the shared copy breaks the bound)."""
+    ws, w64s = make_group(rng, blocks)
+    arena = Arena()
+    cache = cpu_dense.build(ws, arena.allocate, release=arena.release, groups=[tuple(ws)])
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 512)).astype(np.float32))
+    order = (ws[1], ws[0], ws[2])
+    assert cpu_dense.dense_qmatmuls(x, order, (None,) * 3) is None
+    for y, w64 in zip(FAST.qmatmuls(x, order), (w64s[1], w64s[0], w64s[2]), strict=True):
+        assert rel_err(y, x.double() @ w64.T) < REL_TOL
+    block = cache.tensors[ws[0].name]._base
+    block[[0, 600]] = block[[600, 0]]  # a row of q swapped with a row of v
+    ys = FAST.qmatmuls(x, tuple(ws))
+    assert max(rel_err(y, x.double() @ w64.T) for y, w64 in zip(ys, w64s, strict=True)) > REL_TOL
+
+
+def test_a_group_with_values_beyond_float16_is_copied_one_by_one(rng, blocks):
+    ws, _ = make_group(rng, blocks, in_features=256)
+    block = np.zeros(34, dtype=np.uint8)
+    block[0:2] = np.array([1e4], dtype=np.float16).view(np.uint8)
+    block[2:] = 127
+    huge = QTensor.from_bytes(np.tile(block, 64).tobytes(), GGMLType.Q8_0, (8, 256), "huge")
+    arena = Arena()
+    cache = cpu_dense.build([*ws[:2], huge], arena.allocate, release=arena.release, groups=[(*ws[:2], huge)])
+    assert cache.skipped == {"huge": "values beyond the torch.float16 range"}
+    assert arena.released == 2  # the group's buffer, then the copy of its own
+    assert all(cpu_dense.dense_weight(w) is not None for w in ws[:2])
+    x = torch.randn(1, 256)
+    assert cpu_dense.dense_qmatmuls(x, (*ws[:2], huge), (None,) * 3) is None
+    assert len(FAST.qmatmuls(x, (*ws[:2], huge))) == 3

@@ -162,10 +162,14 @@ def test_fast_path_serves_what_it_supports_and_only_when_chosen(monkeypatch, rng
 
 
 def test_cpu_kernels_and_bad_choices_are_refused() -> None:
-    from kernels import cpu_dense
+    from kernels import cpu_dense, cpu_native
 
-    # CPU: only the float16-copy path (it serves matrices that have a copy); reference: no fast path.
-    assert backend.kernel_set(backend.KernelConfig(), "cpu").paths == (cpu_dense.FAST_PATH,)
+    # CPU: the native GEMV over stored blocks (where it is built), then the float16-copy path (it serves
+    # matrices that have a copy); reference: no fast path.
+    assert backend.kernel_set(backend.KernelConfig(), "cpu").paths == (
+        cpu_native.FAST_PATH,
+        cpu_dense.FAST_PATH,
+    )
     assert backend.kernel_set(backend.KernelConfig(kernels="reference"), "cpu").paths == ()
     assert not backend.KernelConfig().graphs_on(torch.device("cpu"))
     assert not backend.KernelConfig(kernels="reference").graphs_on(torch.device("cuda"))

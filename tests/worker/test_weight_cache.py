@@ -44,6 +44,18 @@ def test_cache_bytes_are_accounted_as_weight_cache() -> None:
     assert event["cache_bytes"] == held and event["skipped"] == []
 
 
+@pytest.mark.parametrize("name", ["tiny/llama-q4_k_m.gguf", "tiny/qwen2-q4_k_m.gguf"])
+def test_each_layers_q_k_v_and_gate_up_are_one_product(name) -> None:
+    """`SHARED_INPUT_GROUPS`: the copies of a layer's q, k, v (and gate, up) lie one after another, so
+    the model's `qmatmuls` calls are one product each."""
+    model, _, _ = load_model(name, weight_cache=True)
+    x = torch.randn(1, model.config.dim)
+    for layer in model.layers:
+        qkv = (layer.wq, layer.wk, layer.wv)
+        assert cpu_dense.dense_qmatmuls(x, qkv, (layer.bq, layer.bk, layer.bv)) is not None
+        assert cpu_dense.dense_qmatmuls(x, (layer.w_gate, layer.w_up), (None, None)) is not None
+
+
 def test_no_cache_when_the_budget_has_no_room() -> None:
     _, loaded, _ = load_model(MODEL)
     budget = loaded.used_bytes + 1024  # the weights fit, their dense copy does not

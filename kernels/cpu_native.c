@@ -1,0 +1,168 @@
+/* One-row products with packed ggml blocks on the CPU, float32 (kernels/cpu_native.py builds and loads this).
+ *
+ * y[r] = sum_k w[r, k] * x[k] for rows of Q4_0, Q4_1, Q5_0, Q8_0 or Q4_K blocks (layouts: docs/kernels.md,
+ * ggml's ggml-common.h), read where they are stored: 4.5-8.5 bits per weight instead of the float16 copy's
+ * 16. Per block (sub-block for Q4_K) of 32: the codes are widened to float32 and multiplied with x (AVX2
+ * FMA), and the scale is applied once to that partial sum: d * sum(q * x) (- or + min * sum(x)), the dequantized
+ * value's function in float32 with another order of roundings (relative error ~1e-7, as the reference
+ * path's float32 product). Activations stay float32: nothing is quantized.
+ */
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* sum over 32 values: codes lo (elements 0-15) and hi (16-31) as signed bytes, times x[0..31]. */
+static inline __m256 dot32_i8(__m128i lo, __m128i hi, const float *x) {
+    __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x));
+    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), s);
+    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16), s);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24), s);
+}
+
+/* Sums of x over each block of 32. */
+static void block_sums(const float *x, float *xsum, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * 32;
+        __m256 s = _mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8));
+        s = _mm256_add_ps(s, _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)));
+        xsum[b] = hsum(s);
+    }
+}
+
+/* Q4_0 {half d; u8 qs[16]}: w = (q - 8) * d, element j low nibble of byte j, j + 16 its high nibble. */
+void gemv_q4_0(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t cols) {
+    const int64_t nb = cols / 32;
+    const __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *blk = w + (size_t)r * nb * 18;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++, blk += 18) {
+            __m128i q = _mm_loadu_si128((const __m128i *)(blk + 2));
+            __m128i lo = _mm_sub_epi8(_mm_and_si128(q, mask), eight);
+            __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), eight);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), dot32_i8(lo, hi, x + b * 32), acc);
+        }
+        y[r] = hsum(acc);
+    }
+}
+
+/* Q4_1 {half d; half m; u8 qs[16]}: w = d * q + m. */
+void gemv_q4_1(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t cols) {
+    const int64_t nb = cols / 32;
+    float xsum[nb];
+    block_sums(x, xsum, nb);
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *blk = w + (size_t)r * nb * 20;
+        __m256 acc = _mm256_setzero_ps();
+        float offset = 0.0f;
+        for (int64_t b = 0; b < nb; b++, blk += 20) {
+            __m128i q = _mm_loadu_si128((const __m128i *)(blk + 4));
+            __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), dot32_i8(lo, hi, x + b * 32), acc);
+            offset += f16(blk + 2) * xsum[b];
+        }
+        y[r] = hsum(acc) + offset;
+    }
+}
+
+/* Byte j = 0xFF where bit j of `bits` is set, else 0 (ggml's bytes_from_bits_32). */
+static inline __m256i bytes_from_bits(uint32_t bits) {
+    const __m256i shuffle = _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuffle);
+    v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
+}
+
+/* Q5_0 {half d; u32 qh; u8 qs[16]}: w = (q - 16) * d, q = nibble | (bit j of qh) << 4. */
+void gemv_q5_0(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t cols) {
+    const int64_t nb = cols / 32;
+    const __m128i mask = _mm_set1_epi8(0x0F), five = _mm_set1_epi8(0x10), sixteen = _mm_set1_epi8(16);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *blk = w + (size_t)r * nb * 22;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++, blk += 22) {
+            uint32_t qh;
+            memcpy(&qh, blk + 2, 4);
+            __m256i high = bytes_from_bits(qh);
+            __m128i q = _mm_loadu_si128((const __m128i *)(blk + 6));
+            __m128i lo = _mm_or_si128(_mm_and_si128(q, mask), _mm_and_si128(_mm256_castsi256_si128(high), five));
+            __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), mask),
+                                      _mm_and_si128(_mm256_extracti128_si256(high, 1), five));
+            lo = _mm_sub_epi8(lo, sixteen);
+            hi = _mm_sub_epi8(hi, sixteen);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), dot32_i8(lo, hi, x + b * 32), acc);
+        }
+        y[r] = hsum(acc);
+    }
+}
+
+/* Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]}: eight sub-blocks of 32, w = (d * sc) * q - dmin * m;
+ * sub-block 2c takes the low nibbles of qs[32c..32c+31], 2c + 1 their high nibbles (get_scale_min_k4). */
+void gemv_q4_k(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t cols) {
+    const int64_t nb = cols / 256;
+    float xsum[cols / 32];
+    block_sums(x, xsum, cols / 32);
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *blk = w + (size_t)r * nb * 144;
+        float total = 0.0f;
+        for (int64_t b = 0; b < nb; b++, blk += 144) {
+            const float d = f16(blk), dmin = f16(blk + 2);
+            const uint8_t *sc = blk + 4, *qs = blk + 16;
+            const float *xb = x + b * 256;
+            __m256 acc = _mm256_setzero_ps();
+            float mins = 0.0f;
+            for (int j = 0; j < 8; j++) {
+                int s, m;
+                if (j < 4) {
+                    s = sc[j] & 63;
+                    m = sc[j + 4] & 63;
+                } else {
+                    s = (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
+                    m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+                }
+                const uint8_t *q = qs + (j / 2) * 32;
+                __m128i q0 = _mm_loadu_si128((const __m128i *)q), q1 = _mm_loadu_si128((const __m128i *)(q + 16));
+                if (j & 1) {
+                    q0 = _mm_srli_epi16(q0, 4);
+                    q1 = _mm_srli_epi16(q1, 4);
+                }
+                __m256 part = dot32_i8(_mm_and_si128(q0, mask), _mm_and_si128(q1, mask), xb + j * 32);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)s), part, acc);
+                mins += (dmin * (float)m) * xsum[b * 8 + j];
+            }
+            total += hsum(acc) - mins;
+        }
+        y[r] = total;
+    }
+}
+
+/* Q8_0 {half d; i8 qs[32]}: w = q * d. */
+void gemv_q8_0(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t cols) {
+    const int64_t nb = cols / 32;
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *blk = w + (size_t)r * nb * 34;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++, blk += 34) {
+            __m128i lo = _mm_loadu_si128((const __m128i *)(blk + 2));
+            __m128i hi = _mm_loadu_si128((const __m128i *)(blk + 18));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), dot32_i8(lo, hi, x + b * 32), acc);
+        }
+        y[r] = hsum(acc);
+    }
+}
