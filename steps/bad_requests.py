@@ -178,10 +178,10 @@ def _post(client: httpx.Client, base_url: str, request: BadRequest) -> Answer:
         return Answer(request, None, b"", f"no HTTP answer ({type(exc).__name__}: {exc})")
 
 
-def check_refusals(sample: MalformedSample) -> None:
+def check_refusals(sample: MalformedSample, requirement: str) -> None:
     """M0-W-1302: every malformed body refused with 400 and an error that names its field; never a 5xx,
     a dropped connection or a stream."""
-    require(sample.sent, "M0-W-1302", "no malformed body was sent")
+    require(sample.sent, requirement, "no malformed body was sent")
     if sample.wrong:
         stopped = (
             f" (the sample stopped after {STOP_AFTER_WRONG} such answers)"
@@ -189,7 +189,7 @@ def check_refusals(sample: MalformedSample) -> None:
             else ""
         )
         raise RequirementViolation(
-            "M0-W-1302",
+            requirement,
             f"{len(sample.wrong)} of {sample.sent} malformed bodies were not refused with 400{stopped}: "
             + "; ".join(answer.describe() for answer in sample.wrong),
         )
@@ -198,7 +198,7 @@ def check_refusals(sample: MalformedSample) -> None:
     ]
     require(
         not unnamed,
-        "M0-W-1302",
+        requirement,
         f"{len(unnamed)} of {sample.sent} refusals do not name the broken field: "
         + "; ".join(answer.describe() for answer in unnamed[:3]),
     )

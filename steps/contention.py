@@ -1,5 +1,5 @@
 """Jobs that compete for the worker's one job slot (M0-W-1301): several clients sending at once, and a client
-that drops its stream (M0-W-1611). Fixture `contention_state`.
+that drops its stream (M0-W-1611). Fixtures `client_jobs`, `dropped_job` (given by the steps that send them).
 
 Clients at once: each prompt is first run alone (greedy), then all are sent together on their own
 connections. Every client must get either its job's whole stream, with the tokens of its run alone (never
@@ -16,12 +16,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import pytest
-
 from steps import verdicts
 from steps.jobs import ClockedJob, Run, busy_refusal
 from steps.sse import BackgroundStream
-from steps.state import ScenarioState, new_job_id
+from steps.state import ScenarioState, new_job_id, step_result
 from steps.verdicts import RequirementViolation, not_applicable, require
 
 # Prompts of their own for clients sent at once: greedy runs of different prompts give different tokens,
@@ -59,15 +57,8 @@ class DroppedJob:
         return left / self.rate if self.rate > 0 else float("inf")
 
 
-@dataclass
-class ContentionState:
-    clients: list[ClockedJob] = field(default_factory=list)
-    dropped: DroppedJob | None = None
-
-
-@pytest.fixture
-def contention_state() -> ContentionState:
-    return ContentionState()
+client_jobs = step_result("client_jobs", "When the same jobs are sent by as many clients at once")
+dropped_job = step_result("dropped_job", "When the client drops the job's stream")
 
 
 def client_job(index: int, max_tokens: int) -> dict:
@@ -80,38 +71,38 @@ def send_at_once(state: ScenarioState, bodies: list[dict]) -> list[ClockedJob]:
     return [ClockedJob(state.url("/execute"), {**body, "job_id": new_job_id()}) for body in bodies]
 
 
-def check_clients(alone: list[Run], clients: list[ClockedJob]) -> None:
+def check_clients(alone: list[Run], clients: list[ClockedJob], requirement: str) -> None:
     """M0-W-1301 / M0-W-1311: every client got its whole stream with its solo tokens, or a busy refusal."""
     ran = 0
     for number, (solo, job) in enumerate(zip(alone, clients, strict=True), start=1):
         who = f"client #{number} ({solo.body['prompt']!r})"
-        require(job.stream is not None, "M0-W-1301", f"{who} got no HTTP answer: {job.failure}")
+        require(job.stream is not None, requirement, f"{who} got no HTTP answer: {job.failure}")
         if busy_refusal(job) is not None:
             continue
         require(
             job.stream.status_code == 200 and job.stream.is_event_stream,
-            "M0-W-1301",
+            requirement,
             f"{who} was answered {job.describe()}: neither its stream nor a busy refusal (503)",
         )
         verdicts.check_well_formed_job(job.stream, job.body["job_id"])
         last = job.stream.events[-1]
         require(
             last.type == "end",
-            "M0-W-1311",
+            verdicts.EVENT_ORDER,
             f"{who}'s stream was cut short: it ended with {last.describe()} after "
             f"{len(job.of_type('token'))} tokens: {last.raw[:200]!r}",
         )
         tokens = [str((timed.event.data or {}).get("t", "")) for timed in job.of_type("token")]
         if tokens != solo.tokens:
             raise RequirementViolation(
-                "M0-W-1301",
+                requirement,
                 f"{who}'s stream differs from the same job run alone ({_first_difference(solo.tokens, tokens)}): "
                 f"it carries another job's tokens; alone: {solo.text[:120]!r}, at once: {''.join(tokens)[:120]!r}",
             )
         ran += 1
     require(
         ran > 0,
-        "M0-W-1301",
+        requirement,
         f"all {len(clients)} clients were refused as busy, yet no other job was running: "
         + "; ".join(job.describe() for job in clients),
     )
@@ -157,7 +148,7 @@ def send_until_accepted(state: ScenarioState, dropped: DroppedJob, seconds: floa
         time.sleep(RETRY_PAUSE_S)
 
 
-def check_accepted_after_drop(dropped: DroppedJob, seconds: float) -> None:
+def check_accepted_after_drop(dropped: DroppedJob, seconds: float, requirement: str) -> None:
     """M0-W-1611: a dropped client's job is stopped, so the worker accepts a new job soon after."""
     if dropped.accepted_at is not None and dropped.accepted_at - dropped.dropped_at <= seconds:
         return
@@ -173,7 +164,7 @@ def check_accepted_after_drop(dropped: DroppedJob, seconds: float) -> None:
         else f"not within the {seconds:.0f} s"
     )
     raise RequirementViolation(
-        "M0-W-1611",
+        requirement,
         f"the client dropped its stream after {dropped.tokens_before_drop} tokens; a new job was accepted "
         f"{after} ({dropped.tries} tries: {', '.join(dropped.refusals[:3])}...): the dropped job kept the "
         f"worker busy (left alone it had about {dropped.left_alone_s():.0f} s to run)",

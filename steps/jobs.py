@@ -1,6 +1,6 @@
 """Jobs a scenario runs on `/execute` and keeps: finished runs compared with each other (fixture
 `job_runs`), and jobs read on their own threads with absolute arrival times, so two of them can be put on
-one time line (fixture `concurrency_state`, M0-W-1301).
+one time line (fixtures `first_job`, `second_job`, M0-W-1301).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from steps import verdicts
 from steps.hygiene import wait_idle
 from steps.sse import BackgroundStream, SSEEvent, SSEStream, open_event_stream
-from steps.state import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ScenarioState, new_job_id, with_job_id
+from steps.state import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ScenarioState, new_job_id, step_result, with_job_id
 from steps.verdicts import not_applicable, require
 
 # A worker runs one job at a time and may free its slot only just after the previous job's end event has
@@ -46,6 +47,12 @@ class Run:
         events = self.stream.of_type(event_type)
         return (events[-1].data or {}) if events else {}
 
+    def reported_seeds(self) -> list[tuple[str, object]]:
+        """(event type, seed) for each of the started and end events that carries a `seed` (ERRATA E-22)."""
+        return [
+            (kind, self.payload(kind)["seed"]) for kind in ("started", "end") if "seed" in self.payload(kind)
+        ]
+
     def difference(self, other: Run) -> str:
         """Where the tokens of `other` first differ from these."""
         for index, (mine, theirs) in enumerate(zip(self.tokens, other.tokens, strict=False)):
@@ -61,7 +68,6 @@ class Run:
 @dataclass
 class JobRuns:
     runs: list[Run] = field(default_factory=list)
-    reported_seed: int | None = None
     stop: str | None = None  # the stop string chosen from the first run's output
     golden: dict | None = None
 
@@ -171,15 +177,8 @@ class ClockedJob:
         return f"HTTP {self.stream.status_code} [{self.stream.summary()}]"
 
 
-@dataclass
-class ConcurrencyState:
-    first: ClockedJob | None = None
-    second: ClockedJob | None = None
-
-
-@pytest.fixture
-def concurrency_state() -> ConcurrencyState:
-    return ConcurrencyState()
+first_job = step_result("first_job", "Given a first job with prompt ... is streaming tokens")
+second_job = step_result("second_job", "When a second job with prompt ... is sent")
 
 
 def clocked_job(state: ScenarioState, prompt: str, max_tokens: int) -> ClockedJob:
@@ -195,7 +194,7 @@ def busy_refusal(job: ClockedJob) -> str | None:
         body = stream.body
         require(
             b'"retriable": false' not in body and b'"retriable":false' not in body,
-            "M0-W-1301",
+            verdicts.JOB_SLOT,
             f"a busy refusal must be retriable; the second job got {job.describe()}",
         )
         return f"HTTP {stream.status_code}"
@@ -205,7 +204,7 @@ def busy_refusal(job: ClockedJob) -> str | None:
             data = errors[0].data or {}
             require(
                 data.get("retriable") is True,
-                "M0-W-1301",
+                verdicts.JOB_SLOT,
                 f"a busy refusal must be retriable; the second job ended with {errors[0].raw[:200]!r}",
             )
             return f"an SSE error {data.get('code')!r}"
@@ -242,14 +241,62 @@ def finished_runs(runs: list[Run], spec_ids: str) -> list[Run]:
     return runs
 
 
-def ended_by_itself(terminal: str, data: dict, request_body: object) -> bool:
-    """An `end` for a reason of the job's own (EOS, a stop sequence) short of max_tokens: a race, not a fault."""
-    max_tokens = request_body.get("max_tokens") if isinstance(request_body, dict) else None
-    return (
-        terminal == "end"
-        and data.get("stop_reason") not in (None, "CANCELLED", "MAX_TOKENS")
-        and data.get("tokens_out") != max_tokens
+# --- A job streaming in the background (fixture `running_job`) ------------------------------------
+
+
+@dataclass
+class RunningJob:
+    """A job that streams on its own thread while the scenario acts on it (cancels it, drops it, stops the
+    worker): what `Given a job ... is streaming tokens` gives the steps after it."""
+
+    body: dict
+    reader: BackgroundStream
+
+    @property
+    def job_id(self) -> str:
+        return self.body["job_id"]
+
+    @property
+    def stream(self) -> SSEStream:
+        """What has arrived so far (the reader fills it in as events come)."""
+        assert self.reader.stream is not None, f"the job got no answer yet: {self.reader.failure}"
+        return self.reader.stream
+
+    def ended_by_itself(self) -> bool:
+        """An `end` for a reason of the job's own (EOS, a stop sequence) short of max_tokens: a race with
+        whatever the scenario did to it, not a fault."""
+        last = self.stream.events[-1] if self.stream.events else None
+        data = (last.data or {}) if last is not None else {}
+        return (
+            last is not None
+            and last.type == "end"
+            and data.get("stop_reason") not in (None, "CANCELLED", "MAX_TOKENS")
+            and data.get("tokens_out") != self.body.get("max_tokens")
+        )
+
+
+def start_job(state: ScenarioState, body: dict) -> RunningJob:
+    """Send `body` to /execute and read the answer on a thread; it is the scenario's latest answer, and
+    teardown cancels it while it runs (steps/hygiene.py)."""
+    reader = BackgroundStream(state.client, state.url("/execute"), body)
+    state.track(body, running=reader)
+    state.job_id = body["job_id"]
+    return RunningJob(body, reader)
+
+
+def answered(state: ScenarioState, job: RunningJob) -> SSEStream:
+    """The running job's answer, required to have come, and kept as the scenario's latest answer (the
+    stream object grows as events arrive, so later steps see them)."""
+    stream = job.reader.stream
+    require(
+        stream is not None, verdicts.EXECUTE_ANSWER, f"POST /execute gave no response: {job.reader.failure}"
     )
+    state.stream = stream
+    state.status_code, state.body = stream.status_code, stream.body
+    return stream
+
+
+running_job = step_result("running_job", "Given a job ... is streaming tokens")
 
 
 # --- A job read for a bounded time (features/http/execute.feature) ---------------------------------
@@ -263,25 +310,15 @@ class TimeBound:
 
 
 def read_bounded(
-    docstring: str, seconds: int, scenario_state: ScenarioState, until: Callable[[SSEStream], bool]
-) -> None:
-    body, scenario_state.job_id = with_job_id(docstring)
-    scenario_state.request_body = body
+    docstring: str, seconds: int, state: ScenarioState, until: Callable[[SSEStream], bool]
+) -> TimeBound:
+    body, _ = with_job_id(docstring)
     started = time.monotonic()
-    running = BackgroundStream(scenario_state.client, scenario_state.url("/execute"), body)
-    scenario_state.running = running
-    scenario_state.track(body, running=running)
-    if running.wait_until(until, seconds) and running.stream is not None and running.stream.ended:
-        running.wait_done(READ_TIMEOUT_S)  # a terminal event: the worker closes the stream next
+    job = start_job(state, body)
+    if job.reader.wait_until(until, seconds) and job.reader.stream is not None and job.reader.stream.ended:
+        job.reader.wait_done(READ_TIMEOUT_S)  # a terminal event: the worker closes the stream next
     elapsed = time.monotonic() - started
-    stream = running.stream
-    require(stream is not None, "M0-W-1300", f"POST /execute gave no response: {running.failure}")
-    scenario_state.stream = stream
-    scenario_state.status_code, scenario_state.body = stream.status_code, stream.body
-    scenario_state.time_bound = TimeBound(seconds, elapsed, stream.ended)
+    return TimeBound(seconds, elapsed, answered(state, job).ended)
 
 
-def time_bound(state: ScenarioState) -> TimeBound:
-    bound = state.time_bound
-    assert isinstance(bound, TimeBound), "the scenario needs a 'reading its events for at most ...' step"
-    return bound
+time_bound = step_result("time_bound", "When I POST /execute with the JSON body, reading its events ...")

@@ -1,7 +1,7 @@
 """The CUDA contexts nvidia-smi lists (`--query-compute-apps=pid,used_memory --format=csv,noheader`): which
 processes of a worker hold one, and how much device memory (M0-W-1400, M0-W-1010, M0-W-1401). When
 nvidia-smi cannot see the processes of this machine's PID namespace (containers), a check is not
-applicable, with that reason. Fixture `gpu_state`.
+applicable, with that reason. Fixture `context_pids` (given by the step that notes them).
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import pytest
 
 from steps.envelope import MIB
 from steps.process_tree import tree_of
+from steps.state import step_result
 from steps.targets import WorkerHandle
 from steps.verdicts import not_applicable, require
 
@@ -90,11 +90,4 @@ def worker_apps(worker: WorkerHandle, requirement: str) -> list[ComputeApp]:
     return mine
 
 
-@dataclass
-class GpuState:
-    context_pids: set[int] = field(default_factory=set)  # the worker's pids nvidia-smi listed
-
-
-@pytest.fixture
-def gpu_state() -> GpuState:
-    return GpuState()
+context_pids = step_result("context_pids", "When I note the worker's processes that hold a CUDA context")

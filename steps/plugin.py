@@ -28,7 +28,7 @@ from steps.hygiene import IDLE_WAIT_S, settle
 from steps.models import ModelCatalogue
 from steps.state import ScenarioState
 from steps.targets import AttachTarget, SpawnConfig, SpawnTarget, WorkerHandle, WorkerTarget, cuda_visible
-from steps.verdicts import RequirementViolation
+from steps.verdicts import CANCEL, JOB_SLOT, RequirementViolation
 from steps.vocabulary import Vocabulary, VocabularyError, check_feature_tags
 
 pytest_plugins = [
@@ -373,7 +373,7 @@ def scenario_state(request: pytest.FixtureRequest, harness: Harness) -> Generato
         harness.left_busy = request.node.nodeid
         jobs = f" and its jobs {', '.join(settled.cancelled)} were cancelled" if settled.cancelled else ""
         raise RequirementViolation(
-            "M0-W-1330" if settled.cancelled or state.cancels else "M0-W-1301",
+            CANCEL if settled.cancelled or state.cancels else JOB_SLOT,
             f"the worker is still busy {settled.waited_s:.0f} s after this scenario ended{jobs} "
             f"({settled.how}); the scenarios after it may find it busy",
         )

@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass, field
 
 import psutil
-import pytest
 
+from steps.state import step_result
 from steps.targets import WorkerHandle
 
 # Commands that only start the worker and wait for it; the worker is their one child.
@@ -100,11 +100,4 @@ def tree_of(process: psutil.Process) -> set[int]:
         return {process.pid}
 
 
-@dataclass
-class HelperState:
-    watch: HelperWatch | None = None
-
-
-@pytest.fixture
-def helper_state() -> HelperState:
-    return HelperState()
+helper_watch = step_result("helper_watch", "When I execute a job ..., watching the worker's processes")

@@ -28,7 +28,9 @@ import pytest
 GROUP_MARKER = "xdist_group"
 # steps/step_defs/worker.py: the steps that acquire a shared spawned worker
 WORKER_STEP = re.compile(r'^a worker serving the (?P<model>.+?) model(?: started with "(?P<arguments>.*)")?$')
-ANY_MODEL_STEP = "a worker serving any model"  # spawned, it starts the same worker as ANY_MODEL_SPAWNED's role
+ANY_MODEL_STEP = (
+    "a worker serving any model"  # spawned, it starts the same worker as ANY_MODEL_SPAWNED's role
+)
 _SERIAL_NODEID = pytest.StashKey[str]()
 DIST_INPUT = "conformance_dist"
 ATTACHED_GROUP = "attached-worker"  # one worker, one job at a time (M0): its scenarios stay on one shard

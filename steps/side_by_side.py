@@ -28,6 +28,15 @@ from steps.sse import BackgroundStream
 from steps.state import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, new_job_id
 from steps.targets import WorkerHandle, WorkerStartError
 
+# Who serves a worker's port when it is not a process of the worker itself, and the rule that finding
+# breaks: of the isolation scenario's three rules, the failure names the one its finding breaks (kept as
+# literals: a table from finding to rule, tests/harness/test_layout.py).
+PORT_SERVED_BY = {
+    "harness": ("M0-SYS-2.4.1", "the harness's own process (the one managing the workers)"),
+    "other worker": ("M0-SYS-2.4.2", "a process of the other worker"),
+    "outside": ("M0-SYS-6.3.2", "a process outside the worker's own"),
+}
+
 
 @dataclass
 class SideBySide:

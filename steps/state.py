@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 
 from steps.models import ModelFile
 from steps.sse import BackgroundStream, SSEStream, open_event_stream
@@ -26,6 +27,16 @@ def with_job_id(text: str) -> tuple[object, str]:
     """A feature's JSON docstring with `{job_id}` replaced by a fresh job id, and that id."""
     job_id = new_job_id()
     return json.loads(text.replace("{job_id}", job_id)), job_id
+
+
+def step_result(name: str, step: str):
+    """The fixture `name` that the step `step` gives the steps after it (`target_fixture=name`): requested
+    in a scenario without that step, it is a setup error that names the step."""
+
+    def missing() -> None:
+        pytest.fail(f"setup error: the scenario needs a '{step}' step before this one", pytrace=False)
+
+    return pytest.fixture(name=name)(missing)
 
 
 @dataclass
@@ -65,9 +76,7 @@ class ScenarioState:
     stream: SSEStream | None = None  # last /execute answer read to its end
     request_body: object = None
     job_id: str | None = None
-    running: BackgroundStream | None = None  # a job streaming in the background
     cancels: list[CancelCall] = field(default_factory=list)
-    time_bound: object = None  # a job read for a bounded time (steps/step_defs/bounded.py)
     jobs: list[SentJob] = field(default_factory=list)  # every job sent, for teardown (steps/hygiene.py)
 
     def url(self, path: str) -> str:
@@ -125,12 +134,12 @@ class ScenarioState:
         assert isinstance(body, dict) and isinstance(body.get("prompt"), str), "no job with a prompt ran"
         return body["prompt"]
 
-    def get_health(self, requirement: str = "M0-W-1320") -> dict:
+    def get_health(self, requirement: str) -> dict:
         """GET /health, required to answer 200 with a JSON object (a failure names `requirement`)."""
         self.get("/health")
         return self.health_body(requirement)
 
-    def health_body(self, requirement: str = "M0-W-1320") -> dict:
+    def health_body(self, requirement: str) -> dict:
         """The last answer, required to be a /health 200 with a JSON object."""
         body = self.body_json()
         require(self.status_code == 200, requirement, f"GET /health answered {self.status_code}")
@@ -147,6 +156,7 @@ class ScenarioState:
             return None
 
     def close(self) -> None:
-        if self.running is not None:
-            self.running.close()
+        for job in self.jobs:
+            if job.running is not None:
+                job.running.close()
         self.client.close()

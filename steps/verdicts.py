@@ -11,6 +11,26 @@ import pytest
 
 from steps.sse import TERMINAL_TYPES, SSEEvent, SSEStream
 
+# The wire contract's rules, each checked by one function below wherever a job's answer is read: a stream
+# that breaks one fails under that rule's ID whatever the scenario's own rule is (a broken stream in a
+# stop-string scenario is an M0-W-1311 failure, not an M0-W-1422 one). With the job slot and cancellation,
+# judged at every scenario's teardown (steps/plugin.py), these are the spec IDs the harness's code names;
+# every other check takes its ID from the scenario's tags (the `spec_ids` fixture).
+EXECUTE_ANSWER = "M0-W-1300"
+EVENT_STREAM = "M0-W-1310"
+EVENT_ORDER = "M0-W-1311"
+EVENT_FIELDS = "M0-W-1312"
+JOB_SLOT = "M0-W-1301"
+CANCEL = "M0-W-1330"
+STABLE_CODES = "M0-W-1500"
+RETRIABLE_FLAG = "M0-W-1510"
+UTF8_TEXT = "M0-W-1824"
+# /health's model facts, wherever a scenario reads them (loading, architectures): a wrong quant_kind is an
+# M0-W-1320 failure and a wrong tokenizer_kind/vocab_size an M0-W-1364 one, not a failure of the
+# scenario's own rule.
+HEALTH_FIELDS = "M0-W-1320"
+TOKENIZER_FACTS = "M0-W-1364"
+
 EVENT_TYPES = ("started", "token", "metrics", "end", "error")  # M0-W-1310
 STABLE_ERROR_CODES = (  # M0-W-1500
     "INVALID_REQUEST",
@@ -50,12 +70,12 @@ def _listing(events: list[SSEEvent]) -> str:
 def check_event_stream_response(stream: SSEStream) -> None:
     require(
         stream.status_code == 200,
-        "M0-W-1300",
+        EXECUTE_ANSWER,
         f"POST /execute answered {stream.status_code}, not 200 with an SSE stream: {stream.body[:300]!r}",
     )
     require(
         stream.is_event_stream,
-        "M0-W-1310",
+        EVENT_STREAM,
         f"Content-Type is {stream.headers.get('content-type')!r}, not text/event-stream",
     )
 
@@ -63,7 +83,7 @@ def check_event_stream_response(stream: SSEStream) -> None:
 def check_stream_complete(stream: SSEStream) -> None:
     require(
         stream.transport_error is None,
-        "M0-W-1311",
+        EVENT_ORDER,
         f"stream broke off after [{stream.summary()}]: {stream.transport_error}",
     )
 
@@ -72,7 +92,7 @@ def check_event_types(stream: SSEStream) -> None:
     unknown = [event for event in stream.events if event.type not in EVENT_TYPES]
     require(
         not unknown,
-        "M0-W-1310",
+        EVENT_STREAM,
         f"event types outside {', '.join(EVENT_TYPES)}: {_listing(unknown)}",
     )
 
@@ -81,7 +101,7 @@ def check_one_terminal(stream: SSEStream) -> None:
     terminals = stream.of_type(*TERMINAL_TYPES)
     require(
         len(terminals) == 1,
-        "M0-W-1311",
+        EVENT_ORDER,
         f"stream has {len(terminals)} terminal events"
         + (f" ({_listing(terminals)})" if terminals else "")
         + f"; events: [{stream.summary()}]",
@@ -89,7 +109,7 @@ def check_one_terminal(stream: SSEStream) -> None:
     last = stream.events[-1]
     require(
         last.type in TERMINAL_TYPES,
-        "M0-W-1311",
+        EVENT_ORDER,
         f"events follow the terminal event: [{stream.summary()}]",
     )
 
@@ -97,17 +117,17 @@ def check_one_terminal(stream: SSEStream) -> None:
 def check_order(stream: SSEStream) -> None:
     """started, then token/metrics, then exactly one end|error (M0-W-1311)."""
     events = stream.events
-    require(events, "M0-W-1311", "stream has no events")
+    require(events, EVENT_ORDER, "stream has no events")
     require(
         events[0].type == "started",
-        "M0-W-1311",
+        EVENT_ORDER,
         f"first event is {events[0].describe()}, not started; events: [{stream.summary()}]",
     )
     check_one_terminal(stream)
     for event in events[1:-1]:
         require(
             event.type in ("token", "metrics"),
-            "M0-W-1311",
+            EVENT_ORDER,
             f"{event.describe()} between started and the terminal event; events: [{stream.summary()}]",
         )
 
@@ -119,7 +139,7 @@ def check_utf8(stream: SSEStream) -> None:
     (random weights do). Whether split characters were rejoined is judged by `check_text_rejoined`, where
     the bytes are known to be valid (ERRATA E-28)."""
     for event in stream.events:
-        require(event.problem is None, "M0-W-1824", f"event {event.describe()} is {event.problem}")
+        require(event.problem is None, UTF8_TEXT, f"event {event.describe()} is {event.problem}")
     for event in stream.of_type("token"):
         text = (event.data or {}).get("t")
         if not isinstance(text, str):
@@ -128,22 +148,27 @@ def check_utf8(stream: SSEStream) -> None:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise RequirementViolation(
-                "M0-W-1824", f"token {event.describe()} text holds a lone surrogate: {text!r}"
+                UTF8_TEXT, f"token {event.describe()} text holds a lone surrogate: {text!r}"
             ) from None
+
+
+def check_text_utf8(text: str) -> None:
+    """M0-W-1824: the concatenated token texts of a job are valid UTF-8 (no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequirementViolation(
+            UTF8_TEXT, f"the concatenated token texts are not valid UTF-8 ({exc.reason}): {text!r}"
+        ) from None
 
 
 def check_text_rejoined(text: str) -> None:
     """M0-W-1824 on a model whose output bytes are valid UTF-8 (real weights): a character split across
     tokens is held back until complete, so the concatenated text holds no U+FFFD (ERRATA E-28)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise RequirementViolation(
-            "M0-W-1824", f"the concatenated token texts are not valid UTF-8 ({exc.reason}): {text!r}"
-        ) from None
+    check_text_utf8(text)
     require(
         "\ufffd" not in text,
-        "M0-W-1824",
+        UTF8_TEXT,
         f"the concatenated token texts hold U+FFFD although the model's bytes are valid UTF-8 (real "
         f"weights): a character split across tokens was not rejoined: {text!r}",
     )
@@ -163,26 +188,26 @@ def check_payloads(stream: SSEStream, job_id: str | None) -> None:
     """M0-W-1312 payloads; error events also M0-W-1500/1510."""
     tokens = stream.of_type("token")
     for event in stream.of_type("started"):
-        got = _field(event, "job_id", (str,), "M0-W-1312")
+        got = _field(event, "job_id", (str,), EVENT_FIELDS)
         if job_id is not None:
-            require(got == job_id, "M0-W-1312", f"started.job_id is {got!r}, the job is {job_id!r}")
-        _field(event, "model", (str,), "M0-W-1312")
-        _field(event, "started_at", (str, int, float), "M0-W-1312")
+            require(got == job_id, EVENT_FIELDS, f"started.job_id is {got!r}, the job is {job_id!r}")
+        _field(event, "model", (str,), EVENT_FIELDS)
+        _field(event, "started_at", (str, int, float), EVENT_FIELDS)
     for position, event in enumerate(tokens):
-        _field(event, "t", (str,), "M0-W-1312")
-        index = _field(event, "i", (int,), "M0-W-1312")
+        _field(event, "t", (str,), EVENT_FIELDS)
+        index = _field(event, "i", (int,), EVENT_FIELDS)
         require(
             index == position,
-            "M0-W-1312",
+            EVENT_FIELDS,
             f"{event.describe()} has i={index}; token indices must count 0, 1, 2, ... (expected {position})",
         )
     for event in stream.of_type("end"):
-        tokens_out = _field(event, "tokens_out", (int,), "M0-W-1312")
-        decode_ms = _field(event, "decode_time_ms", (int, float), "M0-W-1312")
-        require(decode_ms >= 0, "M0-W-1312", f"end.decode_time_ms is negative: {decode_ms}")
+        tokens_out = _field(event, "tokens_out", (int,), EVENT_FIELDS)
+        decode_ms = _field(event, "decode_time_ms", (int, float), EVENT_FIELDS)
+        require(decode_ms >= 0, EVENT_FIELDS, f"end.decode_time_ms is negative: {decode_ms}")
         require(
             tokens_out == len(tokens),
-            "M0-W-1312",
+            EVENT_FIELDS,
             f"end.tokens_out is {tokens_out} but the stream has {len(tokens)} token events",
         )
     for event in stream.of_type("error"):
@@ -190,14 +215,14 @@ def check_payloads(stream: SSEStream, job_id: str | None) -> None:
 
 
 def check_error_event(event: SSEEvent) -> None:
-    code = _field(event, "code", (str,), "M0-W-1312")
-    _field(event, "message", (str,), "M0-W-1312")
+    code = _field(event, "code", (str,), EVENT_FIELDS)
+    _field(event, "message", (str,), EVENT_FIELDS)
     require(
         code in STABLE_ERROR_CODES,
-        "M0-W-1500",
+        STABLE_CODES,
         f"{event.describe()} code {code!r} is not a stable code ({', '.join(STABLE_ERROR_CODES)})",
     )
-    _field(event, "retriable", (bool,), "M0-W-1510")
+    _field(event, "retriable", (bool,), RETRIABLE_FLAG)
 
 
 def check_well_formed_job(stream: SSEStream, job_id: str | None) -> None:
@@ -208,6 +233,21 @@ def check_well_formed_job(stream: SSEStream, job_id: str | None) -> None:
     check_order(stream)
     check_utf8(stream)
     check_payloads(stream, job_id)
+
+
+def check_ended_with_end(stream: SSEStream) -> None:
+    """The job's terminal event is `end` (M0-W-1311), for scenarios whose job must run to its end."""
+    last = stream.events[-1]
+    require(last.type == "end", EVENT_ORDER, f"the job ended with {last.describe()}: {last.raw[:200]!r}")
+
+
+def check_streaming(stream: SSEStream | None, failure: object) -> SSEStream:
+    """A job sent in the background answered with an event stream that has brought a token: the
+    precondition of the scenarios that act on a running job (M0-W-1300, M0-W-1311)."""
+    require(stream is not None, EXECUTE_ANSWER, f"POST /execute gave no response: {failure}")
+    check_event_stream_response(stream)
+    require(stream.of_type("token"), EVENT_ORDER, f"no token arrived; events: [{stream.summary()}]")
+    return stream
 
 
 def is_number(value: object) -> bool:

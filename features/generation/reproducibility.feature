@@ -17,22 +17,22 @@ Feature: The same request gives the same tokens on the same device
     Then every run finishes with an end event
     And every run streams the same tokens as the first
 
-    @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1031 @model_qwen @q4_k_m @gate_foundation_w4 @gate_foundation @gate_llama_qwen @gate_m0_5
+    @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1031 @model_qwen @q4_k_m @gate_m0_5
     Examples: Qwen
       | role                         |
       | Qwen2.5-0.5B-Instruct Q4_K_M |
 
-    @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1031 @model_phi3 @q4_k_m @gate_foundation_w4 @gate_foundation
+    @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1031 @model_phi3 @q4_k_m
     Examples: Phi-3
       | role                          |
       | Phi-3-mini-4k-instruct Q4_K_M |
 
-    @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1031 @model_gpt_oss @mxfp4 @gate_gpt_basic
+    @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1031 @model_gpt_oss @mxfp4
     Examples: GPT-OSS
       | role              |
       | gpt-oss-20b MXFP4 |
 
-    @M0-SYS-2.3.1 @M0-W-1826 @model_gpt2 @f32 @gate_gpt_basic
+    @M0-SYS-2.3.1 @M0-W-1826 @model_gpt2 @f32
     Examples: GPT-2 style
       | role          |
       | tiny gpt2 F32 |
@@ -47,7 +47,7 @@ Feature: The same request gives the same tokens on the same device
       | role                               |
       | Qwen2.5-Coder-0.5B-Instruct Q4_K_M |
 
-  @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1030 @model_any @gate_foundation_w4 @gate_foundation @gate_m0_5
+  @M0-SYS-2.3.1 @M0-W-1826 @M0-W-1030 @model_any @gate_m0_5
   Scenario: Sampling at temperature 0.7 with a fixed seed repeats itself exactly
     Given a worker serving any model
     When I run a job with:

@@ -41,7 +41,7 @@ Feature: Generation ends at a stop string or at max_tokens
       | role                               |
       | Qwen2.5-Coder-0.5B-Instruct Q4_K_M |
 
-  @M0-W-1300 @model_any @gate_foundation_w4 @gate_foundation @gate_m0_complete
+  @M0-W-1300 @model_any
   Scenario Outline: max_tokens <max_tokens> bounds the tokens streamed
     Given a worker serving any model
     When I run a job with:

@@ -1,4 +1,4 @@
-@m0 @M0-W-1824 @gate_m0_complete
+@m0 @M0-W-1824
 Feature: Streamed text is valid UTF-8 for CJK, emoji and mixed scripts
   The spec's UTF-8 streaming test (M0-W-1824): prompts "你好世界", "Hello 👋 World 🌍" and
   "Mixed: 日本語 English العربية", max_tokens 20, temperature 0.7. Every token event is valid UTF-8

@@ -6,7 +6,7 @@ Feature: Cancel a running job with POST /cancel
   decode step does a real model's work, so the cancel arrives while the job is mid-stream at a real
   model's pace.
 
-  @M0-W-1330 @M0-SYS-6.3.5 @model_any @gate_foundation_w4 @gate_m0_complete
+  @M0-W-1330 @M0-SYS-6.3.5 @model_any
   Scenario: Cancelling a running job ends its stream with error CANCELLED
     Given a worker serving any model
     And a job with prompt "Count from one to one thousand" and max_tokens 2048 is streaming tokens
@@ -15,7 +15,7 @@ Feature: Cancel a running job with POST /cancel
     And the stream ends with an error event with code CANCELLED within 5 seconds
     And the events are in the order started, token*, terminal
 
-  @M0-W-1330 @M0-SYS-6.3.5 @model_any @gate_foundation_w4 @gate_m0_complete
+  @M0-W-1330 @M0-SYS-6.3.5 @model_any
   Scenario: Cancelling twice is harmless
     Given a worker serving any model
     And a job with prompt "Count from one to one thousand" and max_tokens 2048 is streaming tokens
@@ -25,7 +25,7 @@ Feature: Cancel a running job with POST /cancel
     And the stream ends with an error event with code CANCELLED within 5 seconds
     And the stream has exactly one terminal event
 
-  @M0-W-1330 @M0-SYS-6.3.5 @model_any @gate_foundation_w4 @gate_m0_complete
+  @M0-W-1330 @M0-SYS-6.3.5 @model_any
   Scenario: The worker serves the next job after a cancellation
     Given a worker serving any model
     And a job with prompt "Count from one to one thousand" and max_tokens 2048 is streaming tokens

@@ -11,6 +11,7 @@ import hashlib
 from html import escape
 from pathlib import Path
 
+from steps.report.provenance import file_sha256
 from steps.report.results import ADVISORY, FAIL, NOT_APPLICABLE, NOT_RUN, PASS, ScenarioResult
 from steps.report.rollup import (
     GREEN,
@@ -104,6 +105,7 @@ table.kv td:first-child{width:190px;color:#57606a;font-weight:500}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px;word-break:break-all;
  white-space:pre-wrap}
 .synthetic{color:#9a6700;font-weight:600}.real{color:#1a7f37;font-weight:600}
+.file{color:#57606a;font-size:12.5px}
 .legend{font-size:13px;color:#57606a;margin-top:8px}
 footer{margin-top:36px;color:#57606a;font-size:12.5px}
 """
@@ -130,7 +132,20 @@ def _scenario_line(scenario: ScenarioResult, link: bool = True) -> str:
     if link:
         name = f'<a href="#{anchor(scenario.nodeid)}">{name}</a>'
     why = f' <span class="why">— {escape(scenario.reason)}</span>' if scenario.reason else ""
-    return f'<li><span class="dot d-{scenario.verdict}"></span>{name}{why}</li>'
+    return f'<li><span class="dot d-{scenario.verdict}"></span>{name}{_real_file(scenario)}{why}</li>'
+
+
+def _real_file(scenario: ScenarioResult) -> str:
+    """The real model file a checklist row's scenario ran on, by name and SHA-256 prefix: an item that names
+    the spec's model may be judged on a real sibling file (features/ERRATA.md E-31), and the row says which."""
+    if not scenario.model_file or scenario.model_synthetic:
+        return ""
+    digest = file_sha256(scenario.model_file)
+    sha = f", sha256 {digest[:12]}…" if digest else ""
+    return (
+        f' <span class="file">on the real file <span class="mono" title="{escape(scenario.model_file)}">'
+        f"{escape(Path(scenario.model_file).name)}</span>{escape(sha)}</span>"
+    )
 
 
 def _requirement_block(row: RequirementRow) -> str:

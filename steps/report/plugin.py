@@ -168,6 +168,8 @@ class ConformanceReporter:
             result.name, result.feature, result.location = info["name"], info["feature"], info["location"]
         result.steps = tuple(Step(*step) for step in info["steps"]) or result.steps
         result.worker_logs = tuple(tuple(log) for log in info["worker_logs"]) or result.worker_logs
+        if info.get("model_file"):
+            result.model_file, result.model_synthetic = str(info["model_file"]), info["model_synthetic"]
         self._record_provenance(info)
         advisory = getattr(report, "advisory", None)
         if advisory is not None:  # steps/milestone.py: a failure that does not fail the run

@@ -16,6 +16,7 @@ recorded without a digest are hashed here, so the report always carries SHA-256.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import importlib.metadata
 import platform
@@ -97,12 +98,27 @@ def _with_digest(model: dict[str, object]) -> dict[str, object]:
     model = dict(model)
     path = Path(str(model.get("path", "")))
     if not model.get("sha256") and path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        model["sha256"] = digest.hexdigest()
+        model["sha256"] = file_sha256(str(path))
     return model
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a model file, or "" when it cannot be read; each file is read once per process."""
+    file = Path(path)
+    try:
+        stat = file.stat()
+    except OSError:
+        return ""
+    return _digest(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _digest(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a rebuilt file is read again
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _version(distribution: str) -> str:

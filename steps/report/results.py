@@ -41,6 +41,8 @@ class ScenarioResult:
     duration_s: float = 0.0
     steps: tuple[Step, ...] = ()
     worker_logs: tuple[tuple[str, str], ...] = ()  # (label, path)
+    model_file: str = ""  # the file the scenario's worker served, where one was recorded
+    model_synthetic: bool = False
 
     def record_phase(self, when: str, outcome: str, reason: str, detail: str, duration_s: float) -> None:
         """Fold one phase report (setup/call/teardown) into the verdict: a failure anywhere wins."""

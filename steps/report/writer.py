@@ -13,6 +13,7 @@ from pathlib import Path
 
 from steps.report import html
 from steps.report.catalogue import Catalogue
+from steps.report.provenance import file_sha256
 from steps.report.results import ScenarioResult
 from steps.report.rollup import NOT_COVERED, all_gate_verdicts, requirement_rows
 
@@ -46,6 +47,15 @@ def _scenario_json(s: ScenarioResult) -> dict[str, object]:
         "capabilities": list(s.labels.capabilities),
         "steps": [asdict(step) for step in s.steps],
         "worker_logs": [{"label": label, "path": path} for label, path in s.worker_logs],
+        **(
+            {
+                "model_file": s.model_file,
+                "model_synthetic": s.model_synthetic,
+                "model_sha256": file_sha256(s.model_file),
+            }
+            if s.model_file
+            else {}
+        ),
     }
 
 

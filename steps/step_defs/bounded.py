@@ -11,7 +11,7 @@ from __future__ import annotations
 from pytest_bdd import parsers, then, when
 
 from steps import verdicts
-from steps.jobs import read_bounded, time_bound
+from steps.jobs import TimeBound, read_bounded
 from steps.state import ScenarioState
 from steps.verdicts import RequirementViolation, not_applicable, require
 
@@ -19,59 +19,57 @@ DEFAULT_MAX_TOKENS = 2048  # M0-W-1300
 
 
 @when(
-    parsers.parse("I POST /execute with the JSON body, reading its events for at most {seconds:d} seconds:")
+    parsers.re(
+        r"I POST /execute with the JSON body, reading its events (?P<first_token>until the first token )?"
+        r"for at most (?P<seconds>\d+) seconds:"
+    ),
+    converters={"seconds": int},
+    target_fixture="time_bound",
 )
-def execute_bounded(docstring: str, seconds: int, scenario_state: ScenarioState) -> None:
-    read_bounded(docstring, seconds, scenario_state, until=lambda stream: stream.ended)
-
-
-@when(
-    parsers.parse(
-        "I POST /execute with the JSON body, reading its events until the first token "
-        "for at most {seconds:d} seconds:"
-    )
-)
-def execute_until_first_token(docstring: str, seconds: int, scenario_state: ScenarioState) -> None:
-    read_bounded(docstring, seconds, scenario_state, until=lambda stream: stream.progressed)
+def execute_bounded(
+    docstring: str, first_token: str | None, seconds: int, scenario_state: ScenarioState
+) -> TimeBound:
+    """Reads the job's events to its end, or only to its first token, for at most `seconds`."""
+    until = (lambda stream: stream.progressed) if first_token else (lambda stream: stream.ended)
+    return read_bounded(docstring, seconds, scenario_state, until=until)
 
 
 @then("the job streams started and then tokens")
-def streams_tokens(scenario_state: ScenarioState) -> None:
+def streams_tokens(scenario_state: ScenarioState, time_bound: TimeBound) -> None:
     stream = scenario_state.stream
     assert stream is not None
     verdicts.check_event_stream_response(stream)
     first = stream.events[0].describe() if stream.events else "nothing"
     require(
         stream.events and stream.events[0].type == "started",
-        "M0-W-1311",
+        verdicts.EVENT_ORDER,
         f"the first event must be started; it was {first}",
     )
     require(
         stream.of_type("token") or stream.of_type("end"),
-        "M0-W-1311",
-        f"no token within {time_bound(scenario_state).seconds} s; events: [{stream.summary()}]",
+        verdicts.EVENT_ORDER,
+        f"no token within {time_bound.seconds} s; events: [{stream.summary()}]",
     )
 
 
 @then("the job finishes with an end event within the time bound")
-def finishes_within_bound(scenario_state: ScenarioState) -> None:
-    bound = time_bound(scenario_state)
+def finishes_within_bound(scenario_state: ScenarioState, time_bound: TimeBound, spec_ids: str) -> None:
     stream = scenario_state.stream
     assert stream is not None
-    if not bound.ended:
+    if not time_bound.ended:
         verdicts.check_event_stream_response(stream)
         tokens = len(stream.of_type("token"))
-        rate = tokens / bound.elapsed_s if bound.elapsed_s > 0 else 0.0
+        rate = tokens / time_bound.elapsed_s if time_bound.elapsed_s > 0 else 0.0
         need = f"about {DEFAULT_MAX_TOKENS / rate:.0f} s" if rate > 0 else "longer"
         require(
             tokens <= DEFAULT_MAX_TOKENS,
-            "M0-W-1300",
+            spec_ids,
             f"{tokens} tokens streamed; the default max_tokens is {DEFAULT_MAX_TOKENS}",
         )
         not_applicable(
-            f"the job streamed {tokens} tokens in {bound.elapsed_s:.0f} s ({rate:.1f} tokens/s) without "
+            f"the job streamed {tokens} tokens in {time_bound.elapsed_s:.0f} s ({rate:.1f} tokens/s) without "
             f"ending; the whole default job of up to {DEFAULT_MAX_TOKENS} tokens would need {need} here, "
-            f"beyond this scenario's time bound of {bound.seconds} s"
+            f"beyond this scenario's time bound of {time_bound.seconds} s"
         )
     # The job's own rules, without the text check: default sampling (temperature 1) may pick any token,
     # and real vocabularies hold tokens whose text is U+FFFD itself (Qwen2.5: ids 5691, 98821, ...);
@@ -81,8 +79,7 @@ def finishes_within_bound(scenario_state: ScenarioState) -> None:
     verdicts.check_event_types(stream)
     verdicts.check_order(stream)
     verdicts.check_payloads(stream, scenario_state.job_id)
-    last = stream.events[-1]
-    require(last.type == "end", "M0-W-1311", f"the job ended with {last.describe()}: {last.raw[:200]!r}")
+    verdicts.check_ended_with_end(stream)
 
 
 @then(
@@ -92,16 +89,17 @@ def finishes_within_bound(scenario_state: ScenarioState) -> None:
     ),
     converters={"seconds": int},
 )
-def ends_past_timeout(seconds: int, code: str, scenario_state: ScenarioState) -> None:
+def ends_past_timeout(
+    seconds: int, code: str, scenario_state: ScenarioState, time_bound: TimeBound, spec_ids: str
+) -> None:
     """M0-W-1101 (the timeout flag is honoured), M0-W-1500 (its stable code), M0-W-1510 (as an SSE error)."""
-    bound = time_bound(scenario_state)
     stream = scenario_state.stream
     assert stream is not None
     verdicts.check_event_stream_response(stream)
     require(
-        bound.ended,
-        "M0-W-1101",
-        f"the job still streamed {bound.elapsed_s:.0f} s after it was sent, with an inference timeout of "
+        time_bound.ended,
+        spec_ids,
+        f"the job still streamed {time_bound.elapsed_s:.0f} s after it was sent, with an inference timeout of "
         f"{seconds} s ({len(stream.of_type('token'))} tokens; events: [{stream.summary()}])",
     )
     verdicts.check_stream_complete(stream)
@@ -113,7 +111,7 @@ def ends_past_timeout(seconds: int, code: str, scenario_state: ScenarioState) ->
                 f"the job ended by itself after {last.arrived_s:.1f} s, within its timeout of {seconds} s"
             )
         raise RequirementViolation(
-            "M0-W-1101",
+            spec_ids,
             f"the job ran {last.arrived_s:.1f} s, past its inference timeout of {seconds} s, and ended with "
             f"{last.describe()}: {last.raw[:200]!r}",
         )
@@ -121,6 +119,6 @@ def ends_past_timeout(seconds: int, code: str, scenario_state: ScenarioState) ->
     data = last.data or {}
     require(
         data.get("code") == code,
-        "M0-W-1500",
+        spec_ids,
         f"a job past its inference timeout must end with code {code}; it ended with {last.raw[:200]!r}",
     )

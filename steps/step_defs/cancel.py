@@ -1,4 +1,4 @@
-"""Steps on cancellation (M0-SYS-6.3.5, M0-W-1330): a job streams in the background while it is cancelled."""
+"""Steps on cancellation: a job streams in the background while it is cancelled."""
 
 from __future__ import annotations
 
@@ -7,33 +7,28 @@ import time
 from pytest_bdd import given, parsers, then, when
 
 from steps import verdicts
-from steps.contention import ContentionState, check_accepted_after_drop, drop_stream, send_until_accepted
-from steps.jobs import ended_by_itself
-from steps.sse import BackgroundStream
+from steps.contention import DroppedJob, check_accepted_after_drop, drop_stream, send_until_accepted
+from steps.jobs import RunningJob, answered, start_job
 from steps.state import READ_TIMEOUT_S, ScenarioState, new_job_id
 from steps.verdicts import RequirementViolation, not_applicable, require
 
 
-@given(parsers.parse('a job with prompt "{prompt}" and max_tokens {max_tokens:d} is streaming tokens'))
-def job_streaming(prompt: str, max_tokens: int, scenario_state: ScenarioState) -> None:
-    scenario_state.job_id = new_job_id()
-    body = {"job_id": scenario_state.job_id, "prompt": prompt, "max_tokens": max_tokens}
-    scenario_state.request_body = body
-    running = BackgroundStream(scenario_state.client, scenario_state.url("/execute"), body)
-    scenario_state.running = running
-    scenario_state.track(body, running=running)
-    running.wait_until(lambda stream: stream.progressed, READ_TIMEOUT_S)
-    stream = running.stream
-    require(stream is not None, "M0-W-1300", f"POST /execute gave no response: {running.failure}")
-    verdicts.check_event_stream_response(stream)
-    require(stream.of_type("token"), "M0-W-1311", f"no token arrived; events: [{stream.summary()}]")
+@given(
+    parsers.parse('a job with prompt "{prompt}" and max_tokens {max_tokens:d} is streaming tokens'),
+    target_fixture="running_job",
+)
+def job_streaming(prompt: str, max_tokens: int, scenario_state: ScenarioState) -> RunningJob:
+    body = {"job_id": new_job_id(), "prompt": prompt, "max_tokens": max_tokens}
+    job = start_job(scenario_state, body)
+    job.reader.wait_until(lambda stream: stream.progressed, READ_TIMEOUT_S)
+    verdicts.check_streaming(answered(scenario_state, job), job.reader.failure)
+    return job
 
 
 @when("I cancel the job")
 @when("I cancel the job again")
-def cancel_job(scenario_state: ScenarioState) -> None:
-    assert scenario_state.job_id is not None, "no job to cancel yet"
-    scenario_state.cancel(scenario_state.job_id)
+def cancel_job(running_job: RunningJob, scenario_state: ScenarioState) -> None:
+    scenario_state.cancel(running_job.job_id)
 
 
 @when("I cancel a job that does not exist")
@@ -42,79 +37,73 @@ def cancel_unknown(scenario_state: ScenarioState) -> None:
 
 
 @then("every cancel request is answered 202")
-def cancels_accepted(scenario_state: ScenarioState) -> None:
-    require(scenario_state.cancels, "M0-W-1330", "no cancel request was sent")
+def cancels_accepted(scenario_state: ScenarioState, spec_ids: str) -> None:
+    require(scenario_state.cancels, spec_ids, "no cancel request was sent")
     for number, call in enumerate(scenario_state.cancels, start=1):
         require(
             call.status_code == 202,
-            "M0-W-1330",
+            spec_ids,
             f"cancel request #{number} answered {call.status_code}, not 202: {call.body[:200]!r}",
         )
 
 
 @then(parsers.parse("the stream ends with an error event with code {code} within {seconds:d} seconds"))
-def stream_ends_cancelled(code: str, seconds: int, scenario_state: ScenarioState) -> None:
-    running = scenario_state.running
-    assert running is not None and running.stream is not None, "no job is streaming"
+def stream_ends_cancelled(
+    code: str, seconds: int, running_job: RunningJob, scenario_state: ScenarioState, spec_ids: str
+) -> None:
     assert scenario_state.cancels, "no cancel request was sent"
     deadline = scenario_state.cancels[0].sent_at + seconds
-    finished = running.wait_done(max(0.0, deadline - time.monotonic()))
-    stream = scenario_state.stream = running.stream
+    finished = running_job.reader.wait_done(max(0.0, deadline - time.monotonic()))
+    stream = running_job.stream
     if not finished:
-        running.close()
         terminals = stream.of_type("end", "error")
         require(
             terminals,
-            "M0-W-1330",
+            spec_ids,
             f"no terminal event within {seconds} s of the cancel "
             f"({len(stream.of_type('token'))} token events in all; events: [{stream.summary()}])",
         )
         raise RequirementViolation(
-            "M0-W-1311", f"the stream stayed open after {terminals[0].describe()} (the worker must close it)"
+            verdicts.EVENT_ORDER,
+            f"the stream stayed open after {terminals[0].describe()} (the worker must close it)",
         )
     verdicts.check_stream_complete(stream)
     verdicts.check_one_terminal(stream)
     last = stream.events[-1]
     data = last.data or {}
-    if ended_by_itself(last.type, data, scenario_state.request_body):
+    if running_job.ended_by_itself():
         not_applicable(
             f"the job ended by itself (stop_reason {data.get('stop_reason')}) before the cancel took effect"
         )
     require(
         last.type == "error" and data.get("code") == code,
-        "M0-W-1330",
+        spec_ids,
         f"a cancelled job must end with an error event with code {code}; it ended with {last.describe()}: "
         f"{last.raw[:200]!r}",
     )
 
 
 @then(parsers.parse("the job's stream ends with one terminal event within {seconds:d} seconds"))
-def stream_ends_with_terminal(seconds: int, scenario_state: ScenarioState, spec_ids: str) -> None:
+def stream_ends_with_terminal(seconds: int, running_job: RunningJob, spec_ids: str) -> None:
     """The running job is closed properly (after SIGTERM: M0-W-1340), whatever its terminal event says."""
-    running = scenario_state.running
-    assert running is not None and running.stream is not None, "no job is streaming"
-    running.wait_done(seconds)
-    stream = scenario_state.stream = running.stream
+    running_job.reader.wait_done(seconds)
+    stream = running_job.stream
     require(
         stream.ended,
         spec_ids,
-        f"the job's stream {'closed' if running.done else 'stayed open'} without a terminal event "
-        f"({len(stream.of_type('token'))} tokens; {running.failure or 'no transport error'}; "
+        f"the job's stream {'closed' if running_job.reader.done else 'stayed open'} without a terminal event "
+        f"({len(stream.of_type('token'))} tokens; {running_job.reader.failure or 'no transport error'}; "
         f"events: [{stream.summary()}])",
     )
     verdicts.check_one_terminal(stream)
 
 
-# --- A client that drops its stream (M0-W-1611) -------------------------------------------------------
+# --- A client that drops its stream ------------------------------------------------------------------
 
 
-@when("the client drops the job's stream")
-def client_drops(scenario_state: ScenarioState, contention_state: ContentionState) -> None:
-    running = scenario_state.running
-    assert running is not None, "no job is streaming"
-    body = scenario_state.request_body
-    max_tokens = body.get("max_tokens", 2048) if isinstance(body, dict) else 2048
-    contention_state.dropped = drop_stream(running, max_tokens)
+@when("the client drops the job's stream", target_fixture="dropped_job")
+def client_drops(running_job: RunningJob) -> DroppedJob:
+    return drop_stream(running_job.reader, running_job.body.get("max_tokens", 2048))
 
 
 @when(
@@ -122,12 +111,10 @@ def client_drops(scenario_state: ScenarioState, contention_state: ContentionStat
         "I send one-token jobs until one is accepted, for at most {seconds:d} seconds after the drop"
     )
 )
-def send_after_drop(seconds: int, scenario_state: ScenarioState, contention_state: ContentionState) -> None:
-    assert contention_state.dropped is not None, "no stream was dropped"
-    send_until_accepted(scenario_state, contention_state.dropped, seconds)
+def send_after_drop(seconds: int, scenario_state: ScenarioState, dropped_job: DroppedJob) -> None:
+    send_until_accepted(scenario_state, dropped_job, seconds)
 
 
 @then(parsers.parse("a new job was accepted within {seconds:d} seconds of the drop"))
-def accepted_after_drop(seconds: int, contention_state: ContentionState) -> None:
-    assert contention_state.dropped is not None, "no stream was dropped"
-    check_accepted_after_drop(contention_state.dropped, seconds)
+def accepted_after_drop(seconds: int, dropped_job: DroppedJob, spec_ids: str) -> None:
+    check_accepted_after_drop(dropped_job, seconds, spec_ids)

@@ -17,23 +17,23 @@ def the_readme(request: pytest.FixtureRequest) -> Readme:
 
 
 @then("a section of it on reproducibility names the models verified reproducible")
-def names_models(readme: Readme) -> None:
+def names_models(readme: Readme, spec_ids: str) -> None:
     sections = readme.reproducibility_sections()
-    require(sections, "M0-W-1040", f"{readme.path} has no section on reproducibility")
+    require(sections, spec_ids, f"{readme.path} has no section on reproducibility")
     named = [models_named(section) for section in sections]
     require(
         any(named),
-        "M0-W-1040",
+        spec_ids,
         f"the reproducibility section of {readme.path} names no model: {sections[0][:300]!r}",
     )
 
 
 @then("that section says results are not guaranteed across GPUs")
-def says_gpu_caveat(readme: Readme) -> None:
+def says_gpu_caveat(readme: Readme, spec_ids: str) -> None:
     sections = readme.reproducibility_sections()
     require(
         any(says_caveat(section) for section in sections),
-        "M0-W-1040",
+        spec_ids,
         f"the reproducibility section of {readme.path} does not say that other GPUs or engines may give "
         f"other results: {(sections or [''])[0][:300]!r}",
     )

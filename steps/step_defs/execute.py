@@ -1,4 +1,4 @@
-"""Steps that send `/execute` requests and judge the plain HTTP answer (M0-W-1300, M0-W-1302)."""
+"""Steps that send `/execute` requests and judge the plain HTTP answer."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ RULE_KEYS = ("constraint", "rule", "type", "msg", "message", "reason")
 
 
 @then(parsers.parse("the error names the field {field} with the rule {rule}"))
-def error_names_field(field: str, rule: str, scenario_state: ScenarioState) -> None:
+def error_names_field(field: str, rule: str, scenario_state: ScenarioState, spec_ids: str) -> None:
     """M0-W-1302 asks for "details": the field and the broken rule.
 
     The spec fixes no wording, so `rule` (the reference worker's wording) documents the case; any
@@ -74,28 +74,26 @@ def error_names_field(field: str, rule: str, scenario_state: ScenarioState) -> N
     """
     require(
         scenario_state.status_code == 400,
-        "M0-W-1302",
+        spec_ids,
         f"invalid {field} was answered {scenario_state.status_code}, not 400 "
         f"(expected a refusal naming {field}, rule {rule}); body: {scenario_state.body[:200]!r}",
     )
     entries = field_entries(scenario_state.body_json(), field)
     require(
         entries,
-        "M0-W-1302",
+        spec_ids,
         f"the 400 body does not name the field {field!r} (rule {rule}): {scenario_state.body[:300]!r}",
     )
     described = any(isinstance(entry.get(key), str) and entry[key] for entry in entries for key in RULE_KEYS)
-    require(
-        described, "M0-W-1302", f"the error entry for {field!r} does not say which rule it broke: {entries}"
-    )
+    require(described, spec_ids, f"the error entry for {field!r} does not say which rule it broke: {entries}")
 
 
 @then("no inference was started")
-def no_inference(scenario_state: ScenarioState) -> None:
+def no_inference(scenario_state: ScenarioState, spec_ids: str) -> None:
     stream = scenario_state.stream
     require(
         stream is None or not stream.events,
-        "M0-W-1302",
+        spec_ids,
         f"the refused request still streamed events: [{stream.summary() if stream else ''}]",
     )
 
@@ -110,5 +108,5 @@ def post_malformed_sample(
 
 
 @then("every malformed body was refused with 400 and an error naming its field")
-def malformed_refused(malformed_sample: MalformedSample) -> None:
-    check_refusals(malformed_sample)
+def malformed_refused(malformed_sample: MalformedSample, spec_ids: str) -> None:
+    check_refusals(malformed_sample, spec_ids)

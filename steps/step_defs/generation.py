@@ -55,8 +55,11 @@ def run_with(settings: str, scenario_state: ScenarioState, job_runs: JobRuns) ->
     """`top_k set to 1 and temperature set to 1.5`; also the two named variations below."""
     body = dict(job_runs.first.body)
     if settings == "the seed the worker reported":
-        assert job_runs.reported_seed is not None, "no seed was reported yet"
-        body["seed"] = job_runs.reported_seed
+        reported = job_runs.first.reported_seeds()
+        assert reported, (
+            "no seed was reported: the scenario needs 'Then the worker reports the seed it chose'"
+        )
+        body["seed"] = reported[0][1]
     elif settings == "a stop string taken from its output":
         job_runs.stop = choose_stop_string(job_runs.first)
         body["stop"] = [job_runs.stop]
@@ -75,8 +78,7 @@ def run_with(settings: str, scenario_state: ScenarioState, job_runs: JobRuns) ->
 def every_run_ends(job_runs: JobRuns) -> None:
     for run in job_runs.runs or [job_runs.first]:
         verdicts.check_well_formed_job(run.stream, run.body["job_id"])
-        last = run.stream.events[-1]
-        require(last.type == "end", "M0-W-1311", f"the job ended with {last.describe()}: {last.raw[:200]!r}")
+        verdicts.check_ended_with_end(run.stream)
 
 
 @then(parsers.parse("every run streams at least {count:d} token"))
@@ -106,14 +108,9 @@ def all_same(job_runs: JobRuns, spec_ids: str) -> None:
         )
 
 
-@then("the last run streams the same tokens as the first")
-def last_same_as_first(job_runs: JobRuns, spec_ids: str) -> None:
-    last_same(1, job_runs, spec_ids)
-
-
-@then(parsers.parse("the last run streams the same tokens as run {number:d}"))
-def last_same(number: int, job_runs: JobRuns, spec_ids: str) -> None:
-    first, last = job_runs.runs[number - 1], job_runs.last
+@then(parsers.re(r"the last run streams the same tokens as (?:the first|run (?P<number>\d+))"))
+def last_same(number: str | None, job_runs: JobRuns, spec_ids: str) -> None:
+    first, last = job_runs.runs[int(number or 1) - 1], job_runs.last
     require(
         last.tokens == first.tokens,
         spec_ids,
@@ -157,52 +154,49 @@ def first_repeats(job_runs: JobRuns) -> None:
 
 
 @then("the worker reports the seed it chose")
-def seed_reported(job_runs: JobRuns) -> None:
+def seed_reported(job_runs: JobRuns, spec_ids: str) -> None:
     run = job_runs.first
-    require("seed" not in run.body, "M0-W-1030", "the scenario's job must be sent without a seed")
-    found = [(kind, run.payload(kind)["seed"]) for kind in ("started", "end") if "seed" in run.payload(kind)]
+    require("seed" not in run.body, spec_ids, "the scenario's job must be sent without a seed")
+    found = run.reported_seeds()
     require(
         found,
-        "M0-W-1030",
+        spec_ids,
         "a job without a seed must get one from the worker, returned in the response (a `seed` field "
         f"on the started or end event, ERRATA E-22); started: {run.payload('started')}, end: {run.payload('end')}",
     )
     values = {value for _, value in found}
-    require(len(values) == 1, "M0-W-1030", f"started and end report different seeds: {found}")
+    require(len(values) == 1, spec_ids, f"started and end report different seeds: {found}")
     seed = found[0][1]
     require(
         isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= UINT64_MAX,
-        "M0-W-1030",
+        spec_ids,
         f"the reported seed {seed!r} is not an unsigned 64-bit integer",
     )
-    job_runs.reported_seed = seed
 
 
 # --- Stop strings and max_tokens (M0-W-1422, M0-W-1300) --------------------------------------------
 
 
 @then("the job stops where the stop string first appears")
-def stops_at_stop_string(job_runs: JobRuns) -> None:
+def stops_at_stop_string(job_runs: JobRuns, spec_ids: str) -> None:
     """ERRATA E-06: generation ends with `end` once the stop string is complete; nothing after the stop
     string is streamed. A worker may hold the stop string back or stream it (whole or in part, as its
     tokens arrived): any prefix of the greedy text from "up to the stop" to "up to its end" passes."""
     stop, full, run = job_runs.stop, job_runs.first.text, job_runs.last
     assert stop is not None, "no stop string was chosen"
     verdicts.check_well_formed_job(run.stream, run.body["job_id"])
-    require(
-        run.stream.events[-1].type == "end", "M0-W-1422", f"the job did not end with end: {run.describe()}"
-    )
+    require(run.stream.events[-1].type == "end", spec_ids, f"the job did not end with end: {run.describe()}")
     at = full.find(stop)
     require(
         full.startswith(run.text) and at <= len(run.text) <= at + len(stop),
-        "M0-W-1422",
+        spec_ids,
         f"with stop {stop!r} the text must end where {stop!r} first appears in the greedy output "
         f"{full!r} (between character {at} and {at + len(stop)}); streamed {run.text!r}",
     )
     reason = run.payload("end").get("stop_reason")
     require(
         reason in (None, "STOP_SEQUENCE"),
-        "M0-W-1422",
+        spec_ids,
         f"end.stop_reason is {reason!r}; generation ended on the stop string {stop!r}",
     )
 
@@ -238,13 +232,7 @@ def runs_utf8(job_runs: JobRuns, scenario_state: ScenarioState) -> None:
         if real_weights:
             verdicts.check_text_rejoined(run.text)
         else:
-            try:
-                run.text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise verdicts.RequirementViolation(
-                    "M0-W-1824",
-                    f"the concatenated token texts are not valid UTF-8 ({exc.reason}): {run.text!r}",
-                ) from None
+            verdicts.check_text_utf8(run.text)
 
 
 # --- Coherent text on real weights (M0-W-1800) -----------------------------------------------------
@@ -300,7 +288,7 @@ def equals_golden(job_runs: JobRuns, spec_ids: str) -> None:
 
 @then("/health reports the architecture of the model file")
 def health_architecture(scenario_state: ScenarioState, spec_ids: str) -> None:
-    body = scenario_state.get_health()
+    body = scenario_state.get_health(spec_ids)
     assert scenario_state.model is not None
     expected = scenario_state.model.facts.architecture
     if "architecture" not in body:
@@ -319,7 +307,7 @@ def health_architecture(scenario_state: ScenarioState, spec_ids: str) -> None:
 
 @then("/health reports the tokenizer of the model file")
 def health_tokenizer(scenario_state: ScenarioState, spec_ids: str) -> None:
-    body = scenario_state.get_health()
+    body = scenario_state.get_health(spec_ids)
     model = scenario_state.model
     assert model is not None
     facts = model.facts
@@ -342,7 +330,7 @@ def health_tokenizer(scenario_state: ScenarioState, spec_ids: str) -> None:
 
 @then(parsers.parse("/health reports quant_kind {kind}"))
 def health_quant_kind(kind: str, scenario_state: ScenarioState, spec_ids: str) -> None:
-    body = scenario_state.get_health()
+    body = scenario_state.get_health(spec_ids)
     require(
         body.get("quant_kind") == kind,
         spec_ids,
@@ -352,7 +340,7 @@ def health_quant_kind(kind: str, scenario_state: ScenarioState, spec_ids: str) -
 
 @then("/health reports the model resident and the worker healthy")
 def health_resident(scenario_state: ScenarioState, spec_ids: str, request: pytest.FixtureRequest) -> None:
-    body = scenario_state.get_health()
+    body = scenario_state.get_health(spec_ids)
     require(
         body.get("status") == "healthy",
         spec_ids,

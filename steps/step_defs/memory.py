@@ -190,7 +190,7 @@ def vram_within_envelope(
     body = scenario_state.body_json()
     require(
         isinstance(body, dict),
-        "M0-W-1011",
+        spec_ids,
         f"/health body is not a JSON object: {scenario_state.body[:200]!r}",
     )
     model = scenario_state.model
@@ -199,12 +199,12 @@ def vram_within_envelope(
     used = body.get("vram_bytes_used")
     require(
         isinstance(used, int) and not isinstance(used, bool),
-        "M0-W-1011",
+        spec_ids,
         f"/health vram_bytes_used is {used!r}, not an integer",
     )
     require(
         used <= envelope.upper,
-        "M0-W-1201",
+        spec_ids,
         f"/health vram_bytes_used is {used}, more than the quantized weights plus KV cache and scratch "
         f"allow for {model.path.name} ({envelope.describe()}): weights held in a wider type?",
     )
@@ -214,14 +214,14 @@ def vram_within_envelope(
         )
     require(
         used >= envelope.lower,
-        "M0-W-1011",
+        spec_ids,
         f"/health vram_bytes_used is {used}, less than the tensors of {model.path.name} "
         f"({envelope.describe()}): the weights are not all in device memory, or not counted",
     )
 
 
 @then("the health quant_kind is the file type of the model file")
-def quant_kind_is_file_type(scenario_state: ScenarioState) -> None:
+def quant_kind_is_file_type(scenario_state: ScenarioState, spec_ids: str) -> None:
     body = scenario_state.body_json()
     model = scenario_state.model
     assert model is not None
@@ -229,7 +229,7 @@ def quant_kind_is_file_type(scenario_state: ScenarioState) -> None:
     got = body.get("quant_kind") if isinstance(body, dict) else None
     require(
         got == expected,
-        "M0-W-1201",
+        spec_ids,
         f"/health quant_kind is {got!r}; general.file_type of {model.path.name} says {expected!r} (ERRATA E-04)",
     )
 

@@ -96,28 +96,25 @@ def start_with_bad_value(
     )
 
 
-@given(parsers.parse("a worker serving the {model} model started with the optional flags of M0-W-1101"))
-def worker_with_optional_flags(
-    model: str, harness: Harness, scenario_state: ScenarioState, request: pytest.FixtureRequest
-) -> None:
-    """M0-W-1101 is a MAY: a worker that has the optional flags declares them (`optional_flags`)."""
-    args = capability_args(request.config, "optional_flags", **OPTIONAL_FLAG_VALUES)
-    serve_role(model, args, harness, scenario_state, request)
-
-
 @given(
     parsers.re(
-        r"a worker serving the (?P<model>.+) model started with the optional flags of M0-W-1101 "
-        r"and an inference timeout of (?P<seconds>\d+) seconds?"
-    ),
-    converters={"seconds": int},
+        r"a worker serving the (?P<model>.+) model started with the optional flags of M0-W-1101"
+        r"(?: and an inference timeout of (?P<seconds>\d+) seconds?)?"
+    )
 )
-def worker_with_inference_timeout(
-    model: str, seconds: int, harness: Harness, scenario_state: ScenarioState, request: pytest.FixtureRequest
+def worker_with_optional_flags(
+    model: str,
+    seconds: str | None,
+    harness: Harness,
+    scenario_state: ScenarioState,
+    request: pytest.FixtureRequest,
 ) -> None:
-    # The job must be able to run past the timeout: the model's whole context, and the default max_tokens.
-    context = resolve_role(model, harness).facts.context_length or OPTIONAL_FLAG_VALUES["max_tokens_in"]
-    values = {**OPTIONAL_FLAG_VALUES, "timeout_s": seconds, "max_tokens_in": context, "max_tokens_out": 2048}
+    """M0-W-1101 is a MAY: a worker that has the optional flags declares them (`optional_flags`)."""
+    values: dict[str, object] = dict(OPTIONAL_FLAG_VALUES)
+    if seconds is not None:
+        # The job must be able to run past the timeout: the model's whole context, and the default max_tokens.
+        context = resolve_role(model, harness).facts.context_length or OPTIONAL_FLAG_VALUES["max_tokens_in"]
+        values |= {"timeout_s": int(seconds), "max_tokens_in": context, "max_tokens_out": 2048}
     args = capability_args(request.config, "optional_flags", **values)
     serve_role(model, args, harness, scenario_state, request)
 

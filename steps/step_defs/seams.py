@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from pytest_bdd import given, parsers, then, when
 
 from steps.capabilities import capability_args
-from steps.jobs import JobRuns, finished_runs, run_job
+from steps.jobs import JobRuns, RunningJob, finished_runs, run_job
 from steps.measures import Measures, has_fields, percentile, timed_on
 from steps.plugin import Harness
 from steps.serving import serve_role
@@ -216,24 +217,28 @@ def decode_rate(rate: int, job_runs: JobRuns, scenario_state: ScenarioState, spe
     )
 
 
-@when(parsers.parse("I GET /health {count:d} times"))
-def health_many(count: int, scenario_state: ScenarioState, measures: Measures) -> None:
+@when(
+    parsers.re(r"I GET /health (?P<count>\d+) times(?P<while_streaming> while the job streams)?"),
+    converters={"count": int},
+)
+def health_many(
+    count: int,
+    while_streaming: str | None,
+    scenario_state: ScenarioState,
+    measures: Measures,
+    spec_ids: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """M0-W-1604 "from cached state": a job generating must not slow /health down. While a job streams,
+    only calls sent before it ended count; a /health that waits for the job shows as one slow call."""
+    running: RunningJob | None = request.getfixturevalue("running_job") if while_streaming else None
+    if running is not None:
+        measures.health_while = "while a job generated"
     for _ in range(count):
-        measures.time_health(scenario_state)
-
-
-@when(parsers.parse("I GET /health {count:d} times while the job streams"))
-def health_many_while_generating(count: int, scenario_state: ScenarioState, measures: Measures) -> None:
-    """M0-W-1604 "from cached state": a job generating must not slow /health down. Only calls sent while
-    the job still streams count; a /health that waits for the job shows as one slow call, not as none."""
-    running = scenario_state.running
-    assert running is not None, "no job is streaming"
-    measures.health_while = "while a job generated"
-    for _ in range(count):
-        if running.done:
+        if running is not None and running.reader.done:
             break
-        measures.time_health(scenario_state)
-    if not measures.health_ms:
+        measures.time_health(scenario_state, spec_ids)
+    if running is not None and not measures.health_ms:
         not_applicable("the job ended before /health could be timed while it generated")
 
 
@@ -249,12 +254,10 @@ def health_p99(limit: int, measures: Measures, scenario_state: ScenarioState, sp
 
 
 @when("I cancel the job and wait for its stream to end")
-def cancel_and_wait(scenario_state: ScenarioState, measures: Measures) -> None:
-    running = scenario_state.running
-    assert running is not None and scenario_state.job_id is not None, "no job is streaming"
+def cancel_and_wait(running_job: RunningJob, scenario_state: ScenarioState, measures: Measures) -> None:
     sent = time.monotonic()
-    scenario_state.client.post(scenario_state.url("/cancel"), json={"job_id": scenario_state.job_id})
-    if running.wait_done(CANCEL_GIVE_UP_S):
+    scenario_state.client.post(scenario_state.url("/cancel"), json={"job_id": running_job.job_id})
+    if running_job.reader.wait_done(CANCEL_GIVE_UP_S):
         measures.cancel_to_end_ms = (time.monotonic() - sent) * 1000
 
 
@@ -270,13 +273,13 @@ def cancel_latency(limit: int, measures: Measures, spec_ids: str) -> None:
 
 
 @when("I drop the connection of the streaming job and start a new job")
-def disconnect_then_new_job(scenario_state: ScenarioState, measures: Measures) -> None:
+def disconnect_then_new_job(
+    running_job: RunningJob, scenario_state: ScenarioState, measures: Measures
+) -> None:
     """Client disconnect (M0-W-1611): the worker must abort the job; measured as the time until a new job
     is started (a single-slot worker refuses or queues it while the old one still runs)."""
-    running = scenario_state.running
-    assert running is not None, "no job is streaming"
     dropped = time.monotonic()
-    running.close()
+    running_job.reader.close()
     deadline = dropped + DISCONNECT_GIVE_UP_S
     while time.monotonic() < deadline:
         body = {"job_id": new_job_id(), "prompt": "Hello", "max_tokens": 1}

@@ -16,13 +16,10 @@ def worker_serving_any(harness: Harness, scenario_state: ScenarioState, request)
     serve_any(harness, scenario_state, request)
 
 
-@given(parsers.parse("a worker serving the {model} model"))
-def worker_serving(model: str, harness: Harness, scenario_state: ScenarioState, request) -> None:
-    serve_role(model, (), harness, scenario_state, request)
-
-
-@given(parsers.parse('a worker serving the {model} model started with "{arguments}"'))
-def worker_serving_with(
-    model: str, arguments: str, harness: Harness, scenario_state: ScenarioState, request
+@given(parsers.re(r'a worker serving the (?P<model>.+?) model(?: started with "(?P<arguments>[^"]*)")?'))
+def worker_serving(
+    model: str, arguments: str | None, harness: Harness, scenario_state: ScenarioState, request
 ) -> None:
-    serve_role(model, tuple(shlex.split(arguments)), harness, scenario_state, request)
+    """The worker arguments, shell-split, are extra ones for the spawned worker (a spawned worker is shared
+    by the scenarios that ask for the same model and arguments)."""
+    serve_role(model, tuple(shlex.split(arguments or "")), harness, scenario_state, request)

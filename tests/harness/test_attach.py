@@ -35,7 +35,7 @@ MODELS = """\
 @m0
 Feature: One scenario per model role
 
-  @M0-W-1320 @model_qwen
+  @M0-W-1320 @M0-W-1364 @model_qwen
   Scenario: Health of the Qwen model
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     When I GET /health

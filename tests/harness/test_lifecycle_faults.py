@@ -184,7 +184,7 @@ FAULTS = [
         "lifecycle/gpu_context.feature",
         "holds_the_weights",
         "test_the_workers_cuda_context",
-        "M0-W-1010: the worker's CUDA context holds 0 bytes (nvidia-smi)",
+        "M0-W-1010/M0-W-1400: the worker's CUDA context holds 0 bytes (nvidia-smi)",
     ),
     (
         "context_leak",

@@ -201,7 +201,7 @@ FAULTS = [
         "features/process/timeout.feature",
         "inference_timeout",
         "inference_timeout",
-        "M0-W-1101: the job ran",
+        "M0-W-1101/M0-W-1500/M0-W-1510: the job ran",
     ),
     (
         "not_resident",

@@ -303,6 +303,34 @@ def test_gate_page_opens_with_the_checklist_and_ends_with_provenance(suite: pyte
     assert "<script" not in alpha  # self-contained, static
 
 
+def test_a_checklist_row_names_the_real_file_its_scenario_ran_on(suite: pytest.Pytester) -> None:
+    """An item judged on a real file (the spec's model, or a real sibling of it: ERRATA E-31) names that file
+    in its row, by name and SHA-256 prefix; a synthetic stand-in's row does not."""
+    sibling = suite.path / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    sibling.write_bytes(b"GGUF" + bytes(range(60)))
+    steps = (suite.path / "test_suite.py").read_text(encoding="utf-8")
+    stand_in = str(suite.path / "tiny-q8_0.gguf")
+    steps = steps.replace(f'("model_file", {stand_in!r})', f'("model_file", {str(sibling)!r})')
+    (suite.path / "test_suite.py").write_text(
+        steps.replace('("model_synthetic", True)', '("model_synthetic", False)')
+    )
+    _, out = run(suite)
+    digest = hashlib.sha256(sibling.read_bytes()).hexdigest()
+    alpha = (out / "gate-alpha.html").read_text(encoding="utf-8")
+    checklist = alpha[alpha.index("Gate checklist") : alpha.index("Results")]
+    row = checklist[checklist.index("Execute streams tokens") :].split("</li>")[0]
+    assert "on the real file <span" in row and f"{sibling.name}</span>, sha256 {digest[:12]}…" in row
+    executed = next(s for s in verdicts(out)["scenarios"] if s["name"] == "Execute streams tokens")
+    assert (executed["model_file"], executed["model_synthetic"]) == (str(sibling), False)
+    assert executed["model_sha256"] == digest
+
+
+def test_a_checklist_row_of_a_synthetic_stand_in_names_no_file(suite: pytest.Pytester) -> None:
+    _, out = run(suite)
+    alpha = (out / "gate-alpha.html").read_text(encoding="utf-8")
+    assert "on the real file" not in alpha[alpha.index("Gate checklist") : alpha.index("Results")]
+
+
 def test_index_lists_gates_and_uncovered_requirements(suite: pytest.Pytester) -> None:
     (suite.path / "features" / "coverage-pending.toml").write_text(
         '[[pending]]\narea = "features/process: load progress logs"\nids = ["M0-W-1621"]\n', encoding="utf-8"
