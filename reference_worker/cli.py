@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kernels.backend import KERNEL_CHOICES
 
-from .config import DEFAULT_MAX_BODY_BYTES, WorkerConfig
+from .config import DEFAULT_MAX_BODY_BYTES, MAX_QUEUE_DEPTH, WorkerConfig
 
 
 class UsageError(Exception):
@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_BODY_BYTES,
         help="a larger request body is refused unread: 400 INVALID_REQUEST, field body",
+    )
+    p.add_argument(
+        "--queue-depth",
+        type=int,
+        default=0,
+        help="jobs that may wait while one runs (first come, first served); the next one gets 503 "
+        "WORKER_BUSY. Default 0: the spec's single slot, a second job is refused at once (M0-W-1301)",
     )
     p.add_argument("--kv-cache-size-mb", type=int, help="KV cache size (default: sized for the context)")
     p.add_argument("--vram-budget-mb", type=int, help="device memory budget (default: the device's)")
@@ -140,6 +147,8 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         ("--inject-residency-fault-after-sec", args.inject_residency_fault_after_sec),
     ]:
         _positive(flag, value)
+    if not 0 <= args.queue_depth <= MAX_QUEUE_DEPTH:
+        raise UsageError(f"--queue-depth must be between 0 and {MAX_QUEUE_DEPTH} (got {args.queue_depth})")
     if args.callback_url is not None and not args.callback_url.startswith(("http://", "https://")):
         raise UsageError(f"--callback-url must be an http(s) URL (got {args.callback_url!r})")
     return WorkerConfig(
@@ -153,6 +162,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         max_tokens_out=args.max_tokens_out,
         inference_timeout_sec=args.inference_timeout_sec,
         max_body_bytes=args.max_body_bytes,
+        queue_depth=args.queue_depth,
         kv_cache_size_mb=args.kv_cache_size_mb,
         vram_budget_mb=args.vram_budget_mb,
         load_chunk_mb=args.load_chunk_mb,

@@ -12,6 +12,8 @@ MIB = 1 << 20
 # A longest valid /execute body: 32768 code points each sent as a `\uXXXX\uXXXX` pair (12 bytes), stop
 # strings and the other fields: under 400 KiB. The default leaves room above that and bounds what is read.
 DEFAULT_MAX_BODY_BYTES = MIB
+# A waiting job holds a connection and its request; a longer line than this is a mistake.
+MAX_QUEUE_DEPTH = 1024
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class WorkerConfig:
     max_tokens_out: int = 2048
     inference_timeout_sec: float = 300.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    queue_depth: int = 0  # jobs that may wait for the slot; 0: the spec's single slot (M0-W-1301)
     kv_cache_size_mb: int | None = None
     vram_budget_mb: int | None = None
     load_chunk_mb: float = 1.0

@@ -32,7 +32,7 @@ from .metrics import PrometheusMetrics
 from .models import ModelConfigError, UnsupportedArchitecture, adapter_class, create_model
 from .quant_kind import quant_kind
 from .residency import ResidencyMonitor
-from .server import Limits, ModelInfo, WorkerState, create_app
+from .server import JobSlot, Limits, ModelInfo, WorkerState, create_app
 from .tokenizers.base import TokenizerError
 from .tokenizers.loader import load_tokenizer
 from .weight_cache import build_weight_cache
@@ -136,6 +136,7 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         memory=memory,
         log=log,
         limits=Limits(config.max_tokens_out, config.inference_timeout_sec, config.max_body_bytes),
+        slot=JobSlot(config.queue_depth),
         metrics=metrics,
     )
 

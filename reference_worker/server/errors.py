@@ -73,10 +73,15 @@ def error_response(
     )
 
 
-def worker_busy(job_id: str) -> JSONResponse:
+def worker_busy(job_id: str, queue_depth: int = 0) -> JSONResponse:
+    why = (
+        "another job is running"
+        if queue_depth == 0
+        else f"another job is running and {queue_depth} wait for it (the queue's limit)"
+    )
     return error_response(
         "WORKER_BUSY",
-        f"another job is running; job {job_id!r} was not started (one inference at a time)",
+        f"{why}; job {job_id!r} was not started (one inference at a time)",
         retriable=True,
         headers={"Retry-After": str(BUSY_RETRY_AFTER_SEC)},
     )

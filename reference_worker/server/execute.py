@@ -20,7 +20,7 @@ from reference_worker.generation import (
 from reference_worker.logs import EventLog, prompt_digest, redact, rfc3339_now
 
 from . import errors, schemas
-from .jobs import ActiveJob
+from .jobs import Admission
 from .sse import (
     JobItem,
     end_event,
@@ -65,20 +65,30 @@ async def execute(request: Request, state: State) -> JSONResponse | EventSourceR
     if state.status != "healthy":
         return errors.worker_unhealthy(state.unhealthy_reason or "unknown")
     correlation_id = getattr(request.state, "correlation_id", None)
-    active = state.slot.try_start(job.job_id, correlation_id)
-    if active is None:
-        return errors.worker_busy(job.job_id)
+    admission = state.slot.admit(job.job_id, correlation_id)
+    if admission is None:
+        return errors.worker_busy(job.job_id, state.slot.queue_depth)
     log = state.log.bind(job_id=job.job_id, correlation_id=correlation_id)
+    if admission.turn is not None:
+        log.event("execute_queued", "job waits for the slot", queued=state.slot.queued)
+    return EventSourceResponse(_stream(state, job, admission, log), ping=15)
+
+
+async def _stream(
+    state: WorkerState, job: GenerationRequest, admission: Admission, log: EventLog
+) -> AsyncIterator[ServerSentEvent]:
+    active = admission.job
+    # With --queue-depth, a job in line waits here (the stream's headers and pings are already out); the
+    # inference timeout counts from its start, not from its arrival.
+    if not await state.slot.wait_turn(admission):  # cancelled while waiting (M0-W-1330)
+        log.event("execute_end", "job cancelled while waiting", stop_reason="CANCELLED")
+        yield started_event(job, state.model.name, rfc3339_now(), None)
+        yield error_event(ErrorEvent(ErrorCode.CANCELLED, "job cancelled", False))
+        return
     # M0-W-1902: the prompt's hash and length, never its text.
     log.event(
         "execute_start", "job started", max_tokens=job.max_tokens, seed=job.seed, **prompt_digest(job.prompt)
     )
-    return EventSourceResponse(_stream(state, job, active, log), ping=15)
-
-
-async def _stream(
-    state: WorkerState, job: GenerationRequest, active: ActiveJob, log: EventLog
-) -> AsyncIterator[ServerSentEvent]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[JobItem] = asyncio.Queue()
     started_at = rfc3339_now()

@@ -31,5 +31,6 @@ async def health(state: State) -> dict[str, Any]:
         "sm": model.sm,
         "cuda_runtime_version": model.cuda_runtime_version,
         "busy": state.slot.busy,
+        "queued": state.slot.queued,  # jobs waiting for the slot (always 0 without --queue-depth)
         "last_error": state.last_error,
     }

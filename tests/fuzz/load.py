@@ -1,5 +1,6 @@
 """Load against the single-slot worker (M0-W-1301): N concurrent clients, each retrying a busy answer
-until it gets its stream, while /health is polled throughout.
+until it gets its stream, while /health is polled throughout. With `--queue-depth N` the worker lets N
+jobs wait in line and refuses the next; the judgement is the same.
 
 Every answer must be a complete stream (started, tokens 0..n-1, one terminal event) whose text is the
 one this prompt gives alone (greedy, so a stream cut short, duplicated or mixed with another job's tokens
@@ -7,6 +8,7 @@ shows), or the documented busy answer (503 WORKER_BUSY, retriable, Retry-After).
 200 every time; its latency percentiles are reported, not judged.
 
     python -m tests.fuzz.load --clients 32 --rounds 5 --out benchmarks/results/load.json
+    python -m tests.fuzz.load --clients 32 --rounds 5 --queue-depth 4
 """
 
 from __future__ import annotations
@@ -151,15 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--queue-depth", type=int, default=0, help="the worker's --queue-depth")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    with worker_process() as worker:
+    with worker_process("--queue-depth", str(args.queue_depth)) as worker:
         report = run_load(worker, args.clients, args.rounds, args.max_tokens)
         health = worker.wait_idle()
     result = {
         "command": record.command("tests.fuzz.load", argv),
+        "queue_depth": args.queue_depth,
         **report.summary(),
         "busy_after": health["busy"],
+        "queued_after": health.get("queued"),
         "seconds": round(time.perf_counter() - started, 1),
     }
     return record.finish(result, args.out, bool(report.failures or report.health_failures))

@@ -90,6 +90,14 @@ def test_32_concurrent_clients_get_a_complete_stream_or_busy(worker: WorkerProce
     assert report.health_failures == 0 and report.health_latencies_ms
 
 
+def test_with_a_bounded_queue_every_client_gets_a_complete_stream_or_busy() -> None:
+    with worker_process("--queue-depth", "3") as worker:
+        report = run_load(worker, clients=8, rounds=1, max_tokens=4)
+        health = worker.wait_idle()
+    assert report.failures == [] and report.health_failures == 0
+    assert report.streams == 8 and health["queued"] == 0 and health["busy"] is False
+
+
 def test_client_disconnect_stops_the_job(worker: WorkerProcess, baseline) -> None:
     alone = full_length(worker)
     worker.wait_idle()

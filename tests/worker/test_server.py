@@ -5,6 +5,7 @@ correlation ids, /health (M0-W-1320)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
@@ -30,7 +31,7 @@ from reference_worker.generation import (
     TokenEvent,
 )
 from reference_worker.logs import EventLog
-from reference_worker.server import Limits, ModelInfo, WorkerState
+from reference_worker.server import JobSlot, Limits, ModelInfo, WorkerState
 from steps.sse import parse_event_stream
 from tests.worker.serving import serving
 
@@ -122,6 +123,7 @@ def worker(server: Worker) -> Iterator[Worker]:
     server.engine.reset()
     server.state.limits = Limits(max_tokens_out=2048, inference_timeout_sec=30)
     server.state.last_error = None
+    server.state.slot = JobSlot()
     yield server
     server.engine.delay = 0.0
     deadline = time.monotonic() + 5
@@ -469,6 +471,99 @@ def test_client_disconnect_cancels_the_job(worker: Worker) -> None:
     while worker.state.slot.busy and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not worker.state.slot.busy
+
+
+def wait_until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def queued(worker: Worker) -> int:
+    return httpx.get(worker.url + "/health").json()["queued"]
+
+
+def test_with_a_queue_jobs_wait_in_arrival_order_and_the_next_one_is_refused(worker: Worker) -> None:
+    worker.state.slot = JobSlot(queue_depth=2)
+    worker.engine.delay = 0.05
+    first = Background(worker, {"job_id": "q-a", "prompt": "p", "max_tokens": 8})
+    assert first.first_token.wait(5)
+    second = Background(worker, {"job_id": "q-b", "prompt": "p", "max_tokens": 3})
+    assert wait_until(lambda: queued(worker) == 1)
+    third = Background(worker, {"job_id": "q-c", "prompt": "p", "max_tokens": 3})
+    assert wait_until(lambda: queued(worker) == 2)
+    refused = worker.post("/execute", {"job_id": "q-d", "prompt": "p"})
+    assert refused.status_code == 503 and refused.json()["code"] == "WORKER_BUSY"
+    assert "2 wait" in refused.json()["message"] and "retry-after" in refused.headers
+    for job in (first, second, third):
+        events = job.join(10)
+        assert_well_formed(events)
+        assert events[-1][1]["type"] == "end"
+    starts = [e["job_id"] for e in worker.log_events() if e["event"] == "execute_start"]
+    assert starts[-3:] == ["q-a", "q-b", "q-c"]
+    assert wait_until(lambda: not worker.state.slot.busy) and queued(worker) == 0
+
+
+def test_a_job_cancelled_while_waiting_ends_with_cancelled(worker: Worker) -> None:
+    worker.state.slot = JobSlot(queue_depth=1)
+    worker.engine.delay = 0.05
+    running = Background(worker, {"job_id": "w-run", "prompt": "p", "max_tokens": 20})
+    assert running.first_token.wait(5)
+    waiting = Background(worker, {"job_id": "w-wait", "prompt": "p", "max_tokens": 3})
+    assert wait_until(lambda: queued(worker) == 1)
+    response = worker.post("/cancel", {"job_id": "w-wait"})
+    assert response.json() == {"job_id": "w-wait", "status": "cancelling"}
+    events = waiting.join(5)
+    assert_well_formed(events)
+    assert [e for e, _ in events] == ["started", "error"] and events[-1][1]["code"] == "CANCELLED"
+    assert running.join(10)[-1][1]["type"] == "end"
+    assert wait_until(lambda: not worker.state.slot.busy)
+
+
+def test_a_client_that_leaves_the_line_frees_its_place(worker: Worker) -> None:
+    worker.state.slot = JobSlot(queue_depth=1)
+    worker.engine.delay = 0.05
+    running = Background(worker, {"job_id": "l-run", "prompt": "p", "max_tokens": 20})
+    assert running.first_token.wait(5)
+    with httpx.stream("POST", worker.url + "/execute", json={**OK, "job_id": "l-gone"}, timeout=10) as r:
+        assert r.status_code == 200
+        assert wait_until(lambda: queued(worker) == 1)
+    assert wait_until(lambda: queued(worker) == 0)
+    assert running.join(10)[-1][1]["type"] == "end"
+    assert wait_until(lambda: not worker.state.slot.busy)
+    worker.engine.delay = 0.0
+    _, events = execute(worker, {**OK, "max_tokens": 3})
+    assert events[-1][1]["type"] == "end"
+
+
+def test_the_slot_passes_on_when_its_next_holder_leaves_before_hearing_of_it() -> None:
+    """finish() hands the slot to the first waiter from the engine's thread; if that waiter's client is
+    gone before the news arrives, the slot goes to the one after it instead of staying taken."""
+
+    async def scenario() -> str | None:
+        slot = JobSlot(queue_depth=2)
+        running = slot.admit("a")
+        b, c = slot.admit("b"), slot.admit("c")
+        assert running is not None and running.turn is None and b.turn is not None and c.turn is not None
+        waiter_b = asyncio.ensure_future(slot.wait_turn(b))
+        waiter_c = asyncio.ensure_future(slot.wait_turn(c))
+        await asyncio.sleep(0)
+        slot.finish(running.job)  # b holds the slot now; its future resolves on the next loop turn
+        waiter_b.cancel()  # ... but b's client left first
+        with pytest.raises(asyncio.CancelledError):
+            await waiter_b
+        assert await asyncio.wait_for(waiter_c, 1) is True
+        return slot.active_job_id
+
+    assert asyncio.run(scenario()) == "c"
+
+
+def test_a_negative_queue_depth_is_refused() -> None:
+    with pytest.raises(ValueError, match="queue_depth"):
+        JobSlot(queue_depth=-1)
 
 
 # --- correlation id, routing, health, logs ------------------------------------------------------------
