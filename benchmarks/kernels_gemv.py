@@ -1,6 +1,6 @@
 """Decode GEMV bandwidth of the Triton fast paths on the three M0 models' real weight shapes.
 
-    python -m benchmarks.kernels_gemv [--out DIR] [--sweep] [--only NAME_SUBSTRING]
+    python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact]] [--only NAME_SUBSTRING]
 
 For each (model, tensor, ggml type, out x in) it times `y = x @ dequant(W).T` for one activation row:
 the launches are captured in a CUDA graph (so host launch cost is not counted: the device time of the
@@ -144,22 +144,29 @@ def time_launches(fn, n_inputs: int, replays: int) -> float:
     return statistics.median(times)
 
 
-def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int) -> list:
+def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = False) -> list:
+    """The launch configurations `--sweep` times. `compact`: no software pipelining (depth 1, which won
+    on every K-quant and MXFP4 shape of the full sweep), 8 warps beside 4, and the splits in between
+    the powers of two: fewer compiled variants, so a sweep fits a short device call."""
     from kernels.triton_gemv import LAYOUTS, SUPERBLOCK_FORMATS, GemvConfig
 
     layout = LAYOUTS[shape.qtype]
     n_units = shape.in_features // layout.unit
     if layout.fmt in SUPERBLOCK_FORMATS:
         tiles = [(16, 1, 4), (32, 1, 4), (64, 1, 4), (64, 1, 8)]
+        if compact:
+            tiles = [(16, 1, 4), (32, 1, 4), (32, 1, 8), (64, 1, 8)]
     else:
         tiles = [(16, 8, 4), (32, 4, 4), (64, 2, 4), (16, 16, 4), (8, 32, 4)]
+        if compact:
+            tiles = [(8, 32, 4), (16, 8, 4), (16, 16, 4), (16, 16, 8), (32, 4, 4)]
     configs = []
     for block_n, ub, warps in tiles:
         if ub > 1 and ub > 2 * n_units:
             continue
         steps = -(-n_units // ub)
-        for stages in (1, 2, 3):
-            for split in (1, 2, 4, 8, 16):
+        for stages in (1,) if compact else (1, 2, 3):
+            for split in (1, 2, 3, 4, 6, 8) if compact else (1, 2, 4, 8, 16):
                 if split > 1 and steps // split < 2:
                     break
                 configs.append(GemvConfig(block_n, ub, warps, split, stages))
@@ -208,7 +215,7 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
     )
     if args.sweep:
         scored = [(gbs, config)]
-        for cand in sweep_configs(shape, n_out_rows, sm_count):
+        for cand in sweep_configs(shape, n_out_rows, sm_count, args.compact):
             cand_us = time_launches(lambda i, c=cand: run(i, c), len(copies), max(3, args.replays // 3))
             scored.append((weight_bytes / (cand_us * 1e-6) / 1e9, cand))
         scored.sort(key=lambda item: -item[0])
@@ -244,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak", type=float, default=3000.0, help="GB/s taken as 100 %%")
     parser.add_argument("--replays", type=int, default=15, help="timed graph replays per shape")
     parser.add_argument("--sweep", action="store_true")
+    parser.add_argument(
+        "--compact", action="store_true", help="with --sweep: the short grid (see sweep_configs)"
+    )
     parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():

@@ -451,7 +451,7 @@ def _dot_q6_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
 # The kernel: one program = one activation row (or token-expert pair) x one row tile x one split.
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seg_w1", "seg_w2", "seg_b1", "seg_b2"])
 def _qgemv_kernel(
     w_ptr,
     x_ptr,
@@ -462,13 +462,20 @@ def _qgemv_kernel(
     n_units,
     units_per_split,
     row_stride,  # load words per weight row
-    expert_stride,  # load words per expert (3-D weights)
     x_stride,  # elements per activation row
     x_group,  # output rows per activation row (k for the gate/up of a MoE, else 1)
     n_out_rows,  # activation rows x pairs of this call (rows of y)
-    bias_stride,
     o_ptr,  # DEQ: the dequantized rows (16-bit floats), row r at o_ptr + r * o_stride
     o_stride,
+    seg_w1,  # SEGMENTS > 1: the weights of segments 1 and 2 as load-word offsets from w_ptr,
+    seg_w2,
+    seg_b1,  # their biases as element offsets from bias_ptr,
+    seg_b2,
+    rows1,  # their row counts (segment 0 has n_rows),
+    rows2,
+    tile1,  # and the first row tile of each (the grid's tiles run through the segments in order)
+    tile2,
+    y_width,  # elements per row of y: every segment's rows, side by side
     FMT: tl.constexpr,
     WORD: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -477,22 +484,37 @@ def _qgemv_kernel(
     HAS_IDS: tl.constexpr,
     STAGES: tl.constexpr,
     DEQ: tl.constexpr = False,
-    part_ptr=None,  # REDUCE: the split partial sums [split, n_out_rows, n_rows]
+    part_ptr=None,  # REDUCE: the split partial sums [split, n_out_rows, y_width]
     count_ptr=None,  # REDUCE: one arrival counter per (activation row, row tile), zero between launches
     REDUCE: tl.constexpr = False,
+    SEGMENTS: tl.constexpr = 1,  # weights of one type and input width served by this launch (1-3)
 ):
     m = tl.program_id(0)
     tile = tl.program_id(1)
     split = tl.program_id(2)
-    rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Segments: several weights multiplying the same activations (q/k/v, gate/up), one grid over all
+    # their row tiles; a program finds its weight, its local tile and its columns of y.
+    local_tile = tile
+    col0 = tile * 0
+    w_off = tile.to(tl.int64) * 0
+    b_off = w_off
+    if SEGMENTS > 1:
+        in1 = tile >= tile1
+        in2 = tile >= tile2
+        local_tile = tl.where(in2, tile - tile2, tl.where(in1, tile - tile1, tile))
+        col0 = tl.where(in2, n_rows + rows1, tl.where(in1, n_rows, 0))
+        w_off = tl.where(in2, seg_w2.to(tl.int64), tl.where(in1, seg_w1.to(tl.int64), 0))
+        b_off = tl.where(in2, seg_b2.to(tl.int64), tl.where(in1, seg_b1.to(tl.int64), 0))
+        n_rows = tl.where(in2, rows2, tl.where(in1, rows1, n_rows))
+    rows = local_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     clamped = tl.minimum(rows, n_rows - 1).to(tl.int64)
-    row_off = clamped * row_stride
+    row_off = clamped * row_stride + w_off
     # Rows past the matrix repeat its last row: the dequantizer then writes that row's values again.
     # With ids, program m dequantizes expert ids[m] into the m-th (n_rows, in) slot of the output.
     op = o_ptr + (m * n_rows + clamped) * o_stride
     if HAS_IDS:
         expert = tl.load(ids_ptr + m).to(tl.int64)
-        row_off += expert * expert_stride
+        row_off += expert * n_rows * row_stride  # an expert is n_rows rows
     if WORD == 4:
         wp = w_ptr.to(tl.pointer_type(tl.uint32))
     elif WORD == 2:
@@ -529,9 +551,9 @@ def _qgemv_kernel(
         return
     row_mask = rows < n_rows
     if HAS_BIAS:
-        bias_row = bias_ptr
+        bias_row = bias_ptr + b_off
         if HAS_IDS:
-            bias_row += expert * bias_stride
+            bias_row += expert * n_rows  # (n_expert, n_rows), contiguous
         bias = tl.load(bias_row + rows, mask=row_mask & (split == 0), other=0.0)
         acc += bias.to(tl.float32)
     if REDUCE:
@@ -540,19 +562,20 @@ def _qgemv_kernel(
         # the counter for the next launch. The barrier orders all threads' stores before the
         # release of the counter's atomic; `.cg` loads skip L1, which may hold stale lines.
         n_split = tl.num_programs(2)
-        tl.store(part_ptr + (split.to(tl.int64) * n_out_rows + m) * n_rows + rows, acc, mask=row_mask)
+        cols = col0 + rows
+        tl.store(part_ptr + (split.to(tl.int64) * n_out_rows + m) * y_width + cols, acc, mask=row_mask)
         tl.debug_barrier()
         counter = count_ptr + m * tl.num_programs(1) + tile
         arrived = tl.atomic_add(counter, 1, sem="acq_rel")
         if arrived == n_split - 1:
             total = tl.zeros([BLOCK_N], dtype=tl.float32)
             for s in range(0, n_split):
-                part = part_ptr + (s * n_out_rows + m).to(tl.int64) * n_rows + rows
+                part = part_ptr + (s * n_out_rows + m).to(tl.int64) * y_width + cols
                 total += tl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
-            tl.store(y_ptr + m.to(tl.int64) * n_rows + rows, total, mask=row_mask)
+            tl.store(y_ptr + m.to(tl.int64) * y_width + cols, total, mask=row_mask)
             tl.atomic_xchg(counter, 0)
     else:
-        out = y_ptr + (split.to(tl.int64) * n_out_rows + m) * n_rows + rows
+        out = y_ptr + (split.to(tl.int64) * n_out_rows + m) * y_width + col0 + rows
         tl.store(out, acc, mask=row_mask)
 
 
@@ -639,6 +662,9 @@ def supports_layout(w: QTensor) -> bool:
     return unit_ok and w.data.data_ptr() % layout.word == 0 and row_bytes % layout.word == 0
 
 
+MAX_SEGMENTS = 3  # weights one launch serves side by side (q/k/v)
+
+
 def launch(
     x: torch.Tensor,
     w: QTensor,
@@ -650,15 +676,35 @@ def launch(
     config: GemvConfig | None = None,
 ) -> torch.Tensor:
     """y (n_out_rows, out) float32: row r is x[r // x_group] against w (or expert expert_ids[r] of w)."""
-    out_features, in_features = w.shape[-2], w.shape[-1]
+    return launch_segments(
+        x, (w,), (bias,), n_out_rows, expert_ids=expert_ids, x_group=x_group, config=config
+    )
+
+
+def launch_segments(
+    x: torch.Tensor,
+    weights: tuple[QTensor, ...],
+    biases: tuple[torch.Tensor | None, ...],
+    n_out_rows: int,
+    *,
+    expert_ids: torch.Tensor | None = None,
+    x_group: int = 1,
+    config: GemvConfig | None = None,
+) -> torch.Tensor:
+    """`launch` for 1-3 weights of one type and input width in one launch: y (n_out_rows, sum of their
+    out features) float32, weight i's outputs in its own columns, in order. Biases: all None or all
+    float32 tensors of the same dtype (contiguous; `(n_expert, out)` with `expert_ids`)."""
+    w = weights[0]
+    if not 1 <= len(weights) <= MAX_SEGMENTS or len(biases) != len(weights):
+        raise ValueError(f"tensor {w.name!r}: {len(weights)} weights and {len(biases)} biases in one launch")
+    out_rows = [v.shape[-2] for v in weights]
+    in_features = w.shape[-1]
     layout = LAYOUTS[w.qtype]
     fmt = FORMATS[w.qtype]
     row_words = in_features // fmt.block_size * fmt.type_size // layout.word
-    expert_words = out_features * row_words
+    y_width = sum(out_rows)
     if config is None:
-        config = default_config(
-            w.qtype, out_features, in_features, n_out_rows, _sm_count(x.device.index or 0)
-        )
+        config = default_config(w.qtype, y_width, in_features, n_out_rows, _sm_count(x.device.index or 0))
     n_units = in_features // layout.unit
     ub = config.units_per_step
     units_per_split = triton.cdiv(triton.cdiv(n_units, config.split), ub) * ub
@@ -666,39 +712,57 @@ def launch(
     x2 = x.reshape(-1, in_features)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    grid = (n_out_rows, triton.cdiv(out_features, config.block_n), split)
+    tiles = [triton.cdiv(r, config.block_n) for r in out_rows]
+    # Segments 1 and 2 as offsets from segment 0 (a missing segment starts past the grid's last tile).
+    starts = [sum(tiles[:i]) for i in range(len(tiles))] + [sum(tiles)] * (MAX_SEGMENTS - len(tiles))
+    rows = out_rows + [0] * (MAX_SEGMENTS - len(out_rows))
+    w_off = [(v.data.data_ptr() - w.data.data_ptr()) // layout.word for v in weights[1:]]
+    has_bias = biases[0] is not None
+    b_off = (
+        [(b.data_ptr() - biases[0].data_ptr()) // b.element_size() for b in biases[1:]] if has_bias else []
+    )
+    w_off += [0] * (MAX_SEGMENTS - 1 - len(w_off))
+    b_off += [0] * (MAX_SEGMENTS - 1 - len(b_off))
+    grid = (n_out_rows, sum(tiles), split)
     counters = SplitCounters.get(x.device, grid[0] * grid[1]) if split > 1 else None
-    target = torch.empty(split, n_out_rows, out_features, dtype=torch.float32, device=x.device)
-    y = target.new_empty(n_out_rows, out_features) if counters is not None else target
+    target = torch.empty(split, n_out_rows, y_width, dtype=torch.float32, device=x.device)
+    y = target.new_empty(n_out_rows, y_width) if counters is not None else target
     ids = expert_ids if expert_ids is not None else target
-    bias_arg = bias if bias is not None else target
     _qgemv_kernel[grid](
         w.data,
         x2,
         y,
-        bias_arg,
+        biases[0] if has_bias else target,
         ids,
-        out_features,
+        out_rows[0],
         n_units,
         units_per_split,
         row_words,
-        expert_words,
         x2.stride(0),
         x_group,
         n_out_rows,
-        bias.stride(0) if bias is not None and bias.dim() == 2 else 0,
         target,
         0,
+        w_off[0],
+        w_off[1],
+        b_off[0],
+        b_off[1],
+        rows[1],
+        rows[2],
+        starts[1],
+        starts[2],
+        y_width,
         FMT=layout.fmt,
         WORD=layout.word,
         BLOCK_N=config.block_n,
         UB=ub,
-        HAS_BIAS=bias is not None,
+        HAS_BIAS=has_bias,
         HAS_IDS=expert_ids is not None,
         STAGES=config.stages,
         part_ptr=target,
         count_ptr=counters if counters is not None else target,
         REDUCE=counters is not None,
+        SEGMENTS=len(weights),
         num_warps=config.num_warps,
     )
     if counters is not None:
@@ -753,13 +817,20 @@ def dequantize_into(
         n_units,
         units_per_split,
         row_words,
-        out_features * row_words,
         0,
         1,
         n_slots,
-        0,
         out,
         in_features,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        n_rows,
         FMT=layout.fmt,
         WORD=layout.word,
         BLOCK_N=config.block_n,
@@ -790,4 +861,41 @@ def gemv(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torc
     return y.reshape(*x.shape[:-1], w.shape[0]).to(out_dtype)
 
 
-FAST_PATH = FastPath(name="triton-gemv", devices=("cuda",), supports=supports, qmatmul=gemv)
+def gemvs(
+    x: torch.Tensor, weights: tuple[QTensor, ...], biases: tuple[torch.Tensor | None, ...]
+) -> tuple[torch.Tensor, ...] | None:
+    """`kernels.qmatmul.qmatmuls`'s contract (one input, several weights; outputs in `x.dtype`): the
+    weights of one type are served by one launch over their rows together (q/k/v, gate/up: one graph
+    node instead of two or three, and a grid large enough to fill the GPU); a weight whose type is
+    alone in the tuple gets its own launch. None (not served here) unless every weight is supported."""
+    if not all(supports(x, w) for w in weights):
+        return None
+    n_rows = x.numel() // weights[0].shape[1]
+    outs: list[torch.Tensor | None] = [None] * len(weights)
+    groups: dict[GGMLType, list[int]] = {}
+    for i, w in enumerate(weights):
+        groups.setdefault(w.qtype, []).append(i)
+    for members in groups.values():
+        for chunk in (members[j : j + MAX_SEGMENTS] for j in range(0, len(members), MAX_SEGMENTS)):
+            bs = [biases[i] for i in chunk]
+            if any(b is not None for b in bs) and not all(
+                b is not None and b.dtype == bs[0].dtype for b in bs
+            ):
+                bs = [None] * len(chunk)  # mixed biases: added after the launch instead
+            y = launch_segments(
+                x,
+                tuple(weights[i] for i in chunk),
+                tuple(None if b is None else b.contiguous() for b in bs),
+                n_rows,
+            )
+            col = 0
+            for i, b in zip(chunk, bs, strict=True):
+                part = y[:, col : col + weights[i].shape[0]]
+                col += weights[i].shape[0]
+                if b is None and biases[i] is not None:
+                    part = part + biases[i].to(torch.float32)
+                outs[i] = part.reshape(*x.shape[:-1], weights[i].shape[0]).to(x.dtype)
+    return tuple(outs)
+
+
+FAST_PATH = FastPath(name="triton-gemv", devices=("cuda",), supports=supports, qmatmul=gemv, qmatmuls=gemvs)

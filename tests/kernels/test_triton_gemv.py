@@ -171,3 +171,68 @@ def test_unaligned_views_fall_back_to_the_reference_path(rng, blocks) -> None:
     base = torch.frombuffer(bytearray(b"\0" + raw), dtype=torch.uint8).cuda()
     w = QTensor(base[1:], GGMLType.Q4_K, (8, 256), "w")  # data starts one byte past an alignment
     assert not FAST_PATH.supports(torch.randn(1, 256, device="cuda"), w)
+
+
+# q/k/v and gate/up of the models: one type per launch, the rows of 1-3 weights side by side.
+GROUPS = [
+    pytest.param((GGMLType.Q5_0,) * 3, (896, 128, 128), 896, True, id="qwen-qkv-Q5_0"),
+    pytest.param((GGMLType.Q5_0, GGMLType.Q5_0, GGMLType.Q8_0), (896, 128, 128), 896, True, id="qkv-mixed"),
+    pytest.param((GGMLType.Q5_0,) * 2, (4864, 4864), 896, False, id="qwen-gate-up"),
+    pytest.param((GGMLType.Q8_0,) * 3, (4096, 512, 512), 2880, True, id="gpt-oss-qkv-Q8_0"),
+    pytest.param((GGMLType.Q4_K,) * 2, (300, 77), 2816, False, id="Q4_K-edge-tiles-split"),
+    pytest.param((GGMLType.MXFP4,) * 4, (64, 64, 64, 64), 256, True, id="four-weights"),
+]
+
+
+@pytest.mark.parametrize(("qtypes", "rows", "width", "with_bias"), GROUPS)
+@pytest.mark.parametrize("n_rows", [1, 3])
+def test_one_launch_for_several_weights_matches_reference(
+    qtypes, rows, width, with_bias, n_rows, rng, blocks
+):
+    from kernels.triton_gemv import FAST_PATH
+
+    weights = tuple(make_weight(t, (r, width), rng, blocks) for t, r in zip(qtypes, rows, strict=True))
+    biases = tuple(
+        torch.from_numpy(rng.normal(0.0, 0.1, r).astype(np.float32)).cuda() if with_bias else None
+        for r in rows
+    )
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (n_rows, width)).astype(np.float32)).cuda()
+    got = FAST_PATH.qmatmuls(x, weights, biases)
+    assert got is not None and len(got) == len(weights)
+    for y, w, b in zip(got, weights, biases, strict=True):
+        assert y.shape == (n_rows, w.shape[0]) and y.dtype == torch.float32
+        assert rel_err(y, reference_qmatmul(x, w, b, torch.float32)) < REL_TOL, w.name
+
+
+@pytest.mark.parametrize("split", [1, 3])
+def test_segments_tiles_and_splits_match_one_launch_each(split, rng, blocks) -> None:
+    # Segment boundaries inside the grid (rows not multiples of the tile), split-K partials and
+    # in-kernel sums over the concatenated rows: the same values as one launch per weight.
+    from kernels.triton_gemv import GemvConfig, launch, launch_segments
+
+    weights = tuple(make_weight(GGMLType.Q6_K, (r, 2048), rng, blocks) for r in (40, 9, 23))
+    biases = tuple(torch.randn(w.shape[0], device="cuda") for w in weights)
+    x = torch.randn(2, 2048, device="cuda")
+    config = GemvConfig(16, 1, 4, split)
+    y = launch_segments(x, weights, biases, 2, config=config)
+    assert y.shape == (2, 72)
+    singles = torch.cat([launch(x, w, b, 2, config=config) for w, b in zip(weights, biases, strict=True)], 1)
+    assert rel_err(y, singles) < 1e-6
+
+
+def test_segments_of_expert_tensors_match_reference(rng, blocks) -> None:
+    # gpt-oss's gate and up experts in one launch: each (token, expert) pair reads its expert of each.
+    from kernels.qmatmul import qmatmul_experts
+    from kernels.triton_gemv import launch_segments
+
+    shape = (8, 64, 512)
+    raw = [blocks(GGMLType.MXFP4, 8 * 64 * 512 // 32, rng, realistic=True).tobytes() for _ in range(2)]
+    gate, up = (
+        QTensor.from_bytes(r, GGMLType.MXFP4, shape, n, "cuda") for r, n in zip(raw, ("g", "u"), strict=True)
+    )
+    gb, ub = torch.randn(8, 64, device="cuda"), torch.randn(8, 64, device="cuda")
+    x = torch.randn(1, 512, device="cuda")
+    ids = torch.tensor([[5, 0, 7, 2]], device="cuda")
+    y = launch_segments(x, (gate, up), (gb, ub), 4, expert_ids=ids.reshape(-1), x_group=4)
+    assert rel_err(y[:, :64], qmatmul_experts(x, gate, ids, gb)[0]) < REL_TOL
+    assert rel_err(y[:, 64:], qmatmul_experts(x, up, ids, ub)[0]) < REL_TOL

@@ -1,0 +1,120 @@
+"""A/B of decode variants on one loaded model: the same weights, prompt and greedy tokens, several ways.
+
+    python -m benchmarks.step_ab --model /abs/model.gguf [--tokens 128] [--reps 2] [--out FILE.json]
+
+Loads the model the way the worker does (`load_worker`, `--kernels fast`, CUDA graphs), then decodes
+`--tokens` greedy tokens per run with each variant, the variants interleaved `--reps` times so that a
+drift of the machine hits them alike. Each variant captures its own decode graph. Variants:
+- `default`: what the engine does (weights of one type and input in one GEMV launch);
+- `one launch per weight`: q/k/v and gate/up as separate GEMV launches (`FastPath.qmatmuls` off).
+Prints ms per token (median of the per-token times) and tok/s per run, and whether every variant gave
+the default's tokens (they must: the variants compute the same function; a difference is a bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def with_kernel_set(model: Any, kernels: Any) -> None:
+    """Points the model and its layers at `kernels` (a `KernelSet`)."""
+    model.kernels = kernels
+    for layer in model.layers:
+        layer.kernels = kernels
+
+
+def one_launch_per_weight(kernels: Any) -> Any:
+    """The same kernel set with no multi-weight launches: `qmatmuls` falls back to one `qmatmul` each."""
+    paths = tuple(dataclasses.replace(p, qmatmuls=None) for p in kernels.paths)
+    return dataclasses.replace(kernels, paths=paths)
+
+
+def run_variant(engine: Any, ids: list[int], tokens: int) -> dict[str, Any]:
+    from reference_worker.decode_step import DecodeGraphs
+    from reference_worker.sampling import SamplingParams
+
+    engine.graphs = DecodeGraphs(engine.model)  # captured afresh for this variant's kernels
+    session = engine.start(ids, tokens + 10, SamplingParams(temperature=0.0))
+    try:
+        out = [session.next_token()]
+        for _ in range(8):  # capture and warm up
+            out.append(session.next_token())
+        torch.cuda.synchronize()
+        stamps = [time.perf_counter()]
+        for _ in range(tokens):
+            out.append(session.next_token())
+            stamps.append(time.perf_counter())
+    finally:
+        session.free()
+    per_token = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return {
+        "ms_per_token_p50": round(statistics.median(per_token) * 1e3, 4),
+        "tok_s": round(len(per_token) / sum(per_token), 2),
+        "tokens": out,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.step_ab", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("error: the A/B needs a CUDA device", file=sys.stderr)
+        return 2
+
+    from reference_worker.cli import parse_config
+    from reference_worker.logs import EventLog
+    from reference_worker.worker import load_worker
+
+    config = parse_config(
+        ["--worker-id", str(uuid.uuid4()), "--model", str(args.model.resolve()), "--gpu-device", "0"]
+        + ["--port", "8080", "--device", "cuda", "--kernels", "fast"]
+    )
+    state = load_worker(config, EventLog(io.StringIO()))
+    engine = state.engine
+    default_kernels = engine.model.kernels
+    variants = {
+        "default": default_kernels,
+        "one launch per weight": one_launch_per_weight(default_kernels),
+    }
+    ids = [1 + (7 * i) % 97 for i in range(8)]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for _ in range(args.reps):
+        for name, kernels in variants.items():
+            with_kernel_set(engine.model, kernels)
+            results[name].append(run_variant(engine, ids, args.tokens))
+    with_kernel_set(engine.model, default_kernels)
+    want = results["default"][0]["tokens"]
+    summary = {
+        name: {
+            "ms_per_token_p50": [r["ms_per_token_p50"] for r in runs],
+            "tok_s": [r["tok_s"] for r in runs],
+            "same_tokens_as_default": all(r["tokens"] == want for r in runs),
+        }
+        for name, runs in results.items()
+    }
+    print(f"| {args.model.name} | ms/token p50 per run | tok/s per run | same tokens |")
+    print("|---|---|---|---|")
+    for name, s in summary.items():
+        print(f"| {name} | {s['ms_per_token_p50']} | {s['tok_s']} | {s['same_tokens_as_default']} |")
+    if args.out:
+        args.out.write_text(json.dumps({"model": str(args.model), "variants": summary}, indent=2) + "\n")
+    return 0 if all(s["same_tokens_as_default"] for s in summary.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
