@@ -1,6 +1,6 @@
 """Greedy tokens of the worker (reference path and CPU fast path) against llama.cpp on the real Qwen file.
 
-python -m benchmarks.qwen_greedy [--tokens 24] [--out benchmarks/results/FILE.json]
+python -m benchmarks.qwen_greedy [--tokens 24] [--prompts short|oracle] [--out benchmarks/results/FILE.json]
 
 For each prompt: llama.cpp's greedy continuation on the Q4_K_M file (F32 KV cache, one thread), the
 worker model's own greedy continuation on both paths, and the argmax agreement of each path teacher-forced
@@ -19,10 +19,14 @@ import torch
 
 from fixtures.paths import fixture_path
 from tests.oracle.llama_cpp_oracle import greedy_continuation, llama_cpp_model
+from tests.oracle.teacher_forced import PROMPTS as ORACLE_PROMPTS
 from tests.worker.llama_helpers import load_model
 
 QWEN = "real/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 PROMPTS = ("The capital of France is", "def fibonacci(n):")
+# "oracle": the 12 prompts of the oracle tests (prose, code, a list, French), for the device check of
+# `benchmarks.qwen_greedy_device` on the same prompts the CPU oracle figures come from.
+PROMPT_SETS = {"short": PROMPTS, "oracle": ORACLE_PROMPTS}
 
 
 def llama_cpp_greedy(path: Path, prompts: tuple[str, ...], n: int) -> list[tuple[list[int], list[int], str]]:
@@ -68,16 +72,18 @@ def worker_paths(ids_and_tokens, n: int) -> dict[str, list[dict]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.qwen_greedy", description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=24)
+    ap.add_argument("--prompts", choices=sorted(PROMPT_SETS), default="short")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    prompts = PROMPT_SETS[args.prompts]
     path = fixture_path(QWEN)
     if not path.is_file():
         print(f"error: {path} is missing; run `python -m fixtures prepare --real`", file=sys.stderr)
         return 2
-    ref = llama_cpp_greedy(path, PROMPTS, args.tokens)
+    ref = llama_cpp_greedy(path, prompts, args.tokens)
     ours = worker_paths([(ids, tokens) for ids, tokens, _ in ref], args.tokens)
     report = {"file": QWEN, "tokens": args.tokens, "prompts": []}
-    for i, (prompt, (_ids, tokens, text)) in enumerate(zip(PROMPTS, ref, strict=True)):
+    for i, (prompt, (_ids, tokens, text)) in enumerate(zip(prompts, ref, strict=True)):
         report["prompts"].append(
             {
                 "prompt": prompt,
