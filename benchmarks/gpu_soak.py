@@ -1,13 +1,14 @@
 """The soak of `tests/fuzz/soak.py` against a worker on the GPU: jobs over the device-memory budget in a row,
 then mixed requests, and the worker's device-memory accounting back at its baseline after each phase.
 
-    python -m benchmarks.gpu_soak [--oom-jobs 20] [--requests 100] [--out FILE.json]
+    python -m benchmarks.gpu_soak [--oom-jobs 20] [--requests 100] [--model tiny/gpt2-q4_0.gguf] [--budget-mb 3] [--out FILE.json]
 
 The worker runs `--device cuda` (fast kernels, CUDA graphs: its defaults) under a budget that holds the
-tiny fixture's weights and a few hundred positions of KV cache, so a job whose cache does not fit
-(2,048 tokens) must end VRAM_OOM (M0-W-1021) and the next one must still be served. The CPU soak's
-budget (`tests.fuzz.soak.BUDGET_MB`) also pays for the CPU weight cache, which a GPU worker does not
-build: there it would leave room for the over-budget jobs. Exit code 0 only when nothing failed.
+tiny fixture's weights and the KV cache of the soak's short jobs, so a job whose cache does not fit
+(2,048 tokens, capped at the 512-position context) must end VRAM_OOM (M0-W-1021) and the next one must
+still be served. The CPU soak's budget (`tests.fuzz.soak.BUDGET_MB`) also pays for the CPU weight cache,
+which a GPU worker does not build: there it would leave room for the over-budget jobs. Exit code 0 only
+when nothing failed.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ import time
 
 import httpx
 
+from fixtures.paths import fixture_path
 from tests.fuzz import record
 from tests.fuzz.process import worker_process
 from tests.fuzz.soak import one, request_for, run_soak
 
-# Tiny fixture on the GPU: 0.75 MiB of weights, ~3.2 kB of KV cache per position. 2 MiB leaves ~400
-# positions: every soak job fits (at most 128 tokens + the prompt) except the 2,048-token ones.
-GPU_BUDGET_MB = 2
+# With CUDA graphs the KV cache is sized in steps of 256 positions (`engine.GRAPH_CACHE_BUCKET`), float32:
+# every soak job but the "oom" ones (at most 128 tokens + a short prompt) takes 256 positions, an "oom" job
+# the whole 512-position context. The budget must lie between the two, in whole MiB (`--vram-budget-mb`).
+# The tiny qwen2 fixture cannot do that: 0.75 MiB of weights and 2 KiB per position need 1.25 vs 1.75 MiB
+# (a 2 MiB budget let its "oom" jobs run). The tiny gpt2 fixture (4 KV heads: 4 KiB per position, 1.5 MiB
+# of weights) needs 2.5 vs 3.5 MiB: 3 MiB separates them with room for the step's scratch.
+GPU_MODEL = "tiny/gpt2-q4_0.gguf"
+GPU_BUDGET_MB = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oom-jobs", type=int, default=20)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=GPU_MODEL, help=f"fixture name (default {GPU_MODEL})")
     parser.add_argument("--budget-mb", type=int, default=GPU_BUDGET_MB, help="the worker's --vram-budget-mb")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     failures: list[str] = []
     oom_outcomes: dict[str, int] = {}
     # The later --device wins over the CPU default of `worker_process`.
-    with worker_process("--vram-budget-mb", str(args.budget_mb), "--device", "cuda") as worker:
+    model = fixture_path(args.model)
+    with worker_process("--vram-budget-mb", str(args.budget_mb), "--device", "cuda", model=model) as worker:
         baseline = worker.wait_idle()["vram_bytes_by_category"]
         rng = random.Random(args.seed)
         with httpx.Client() as client:
@@ -56,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": record.command("benchmarks.gpu_soak", argv),
         "device": "cuda",
+        "model": args.model,
         "vram_budget_mb": args.budget_mb,
         "oom_jobs": args.oom_jobs,
         "oom_outcomes": oom_outcomes,
