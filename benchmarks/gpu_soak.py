@@ -6,7 +6,9 @@ then mixed requests, and the worker's device-memory accounting back at its basel
 The worker runs `--device cuda` (fast kernels, CUDA graphs: its defaults) under a budget that holds the
 tiny fixture's weights and the KV cache of the soak's short jobs, so a job whose cache does not fit
 (2,048 tokens, capped at the 512-position context) must end VRAM_OOM (M0-W-1021) and the next one must
-still be served. The CPU soak's budget (`tests.fuzz.soak.BUDGET_MB`) also pays for the CPU weight cache,
+still be served. After each phase the accounting must be back at its baseline, and PyTorch's allocated
+bytes (the worker's `/metrics`) at theirs after two warm-up jobs; the driver's view (nvidia-smi) is
+recorded beside them. The CPU soak's budget (`tests.fuzz.soak.BUDGET_MB`) also pays for the CPU weight cache,
 which a GPU worker does not build: there it would leave room for the over-budget jobs. Exit code 0 only
 when nothing failed.
 """
@@ -18,8 +20,10 @@ import sys
 import time
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.paths import fixture_path
+from steps.nvidia_smi import compute_apps
 from tests.fuzz import record
 from tests.fuzz.process import worker_process
 from tests.fuzz.soak import one, request_for, run_soak
@@ -31,7 +35,26 @@ from tests.fuzz.soak import one, request_for, run_soak
 # (a 2 MiB budget let its "oom" jobs run). The tiny gpt2 fixture (4 KV heads: 4 KiB per position, 1.5 MiB
 # of weights) needs 2.5 vs 3.5 MiB: 3 MiB separates them with room for the step's scratch.
 GPU_MODEL = "tiny/gpt2-q4_0.gguf"
+WARM_UP = ("greedy", "sampled")
 GPU_BUDGET_MB = 3
+
+
+def device_views(worker) -> dict[str, object]:
+    """Besides the worker's own accounting (`/health`): PyTorch's allocator as the worker exposes it in
+    `/metrics` (`worker_device_allocator_bytes`) and the driver's view, nvidia-smi's memory of the
+    worker's CUDA context (None when nvidia-smi cannot see the process, e.g. in another PID namespace)."""
+    scrape = httpx.get(worker.url + "/metrics", timeout=10).text
+    allocator = {
+        sample.labels["pool"]: int(sample.value)
+        for family in text_string_to_metric_families(scrape)
+        if family.name == "worker_device_allocator_bytes"
+        for sample in family.samples
+    }
+    try:
+        driver = next((app.used_bytes for app in compute_apps() if app.pid == worker.popen.pid), None)
+    except BaseException as exc:  # nvidia-smi missing or unreadable: `compute_apps` skips, with the reason
+        driver = f"not read: {exc}"
+    return {"allocator_bytes": allocator, "driver_context_bytes": driver}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,19 +72,37 @@ def main(argv: list[str] | None = None) -> int:
     model = fixture_path(args.model)
     with worker_process("--vram-budget-mb", str(args.budget_mb), "--device", "cuda", model=model) as worker:
         baseline = worker.wait_idle()["vram_bytes_by_category"]
+        views = {"after_load": device_views(worker)}
         rng = random.Random(args.seed)
         with httpx.Client() as client:
+            # Warm-up: the first jobs make PyTorch create what it keeps for the process's life (cuBLAS's
+            # workspace per stream: the prefill's, the graph capture's warm-up and the capture's); from
+            # then on the allocator must come back to the same bytes after every job.
+            for i, kind in enumerate(WARM_UP):
+                _, problems = one(worker, client, kind, request_for(kind, i, rng))
+                failures += [f"warm-up {kind}: {p}" for p in problems]
+                worker.wait_idle()
+            views["after_warm_up"] = device_views(worker)
             for i in range(args.oom_jobs):
                 outcome, problems = one(worker, client, "oom", request_for("oom", i, rng))
                 worker.wait_idle()
                 oom_outcomes[outcome] = oom_outcomes.get(outcome, 0) + 1
                 failures += [f"oom #{i}: {p}" for p in problems]
         after_oom = worker.wait_idle()["vram_bytes_by_category"]
+        views["after_oom_jobs"] = device_views(worker)
         if after_oom != baseline:
             failures.append(f"after the OOM jobs the accounting is {after_oom}, not {baseline}")
         report, memory = run_soak(worker, args.requests, args.seed)
         failures += report.failures
-        health = worker.health()
+        health = worker.wait_idle()
+        views["after_mixed"] = device_views(worker)
+    allocated = {
+        phase: view["allocator_bytes"].get("allocated")
+        for phase, view in views.items()
+        if phase != "after_load"
+    }
+    if len(set(allocated.values())) != 1:
+        failures.append(f"PyTorch's allocated bytes moved after the warm-up: {allocated}")
     result = {
         "command": record.command("benchmarks.gpu_soak", argv),
         "device": "cuda",
@@ -75,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "by_kind": report.by_kind,
         "by_outcome": report.by_outcome,
         **memory,
+        "device_views": views,
         "health_after": {k: health.get(k) for k in ("status", "vram_bytes_used", "resident")},
         "failures": len(failures),
         "first_failures": failures[:20],

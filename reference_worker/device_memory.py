@@ -66,6 +66,17 @@ class DeviceMemory:
     def by_category(self) -> dict[str, int]:
         return dict(self._by_category)
 
+    def allocator_bytes(self) -> dict[str, int]:
+        """PyTorch's caching allocator on a CUDA device: bytes in tensors ("allocated") and held from the
+        driver ("reserved"); empty on CPU. Host-side counters, no device call (M0-W-1604). The accounting
+        above is the worker's own; these show that what it releases the allocator releases too."""
+        if self.device.type != "cuda":
+            return {}
+        return {
+            "allocated": torch.cuda.memory_allocated(self.device),
+            "reserved": torch.cuda.memory_reserved(self.device),
+        }
+
     def allocate(
         self,
         category: MemoryCategory | str,

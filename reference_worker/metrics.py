@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from enum import StrEnum
 
 import prometheus_client
@@ -89,6 +90,12 @@ class PrometheusMetrics:
             buckets=FIRST_TOKEN_BUCKETS_MS,
             registry=r,
         )
+        self._allocator = Gauge(
+            "worker_device_allocator_bytes",
+            "PyTorch's CUDA caching allocator: bytes in tensors (allocated) and held (reserved); no samples on CPU.",
+            ["pool"],
+            registry=r,
+        )
         self._uptime = Gauge(
             "worker_uptime_seconds", "Seconds since the worker finished loading its model.", registry=r
         )
@@ -122,8 +129,12 @@ class PrometheusMetrics:
 
     # --- exposition ---
 
-    def render(self, *, vram_bytes: int, uptime_seconds: float) -> str:
+    def render(
+        self, *, vram_bytes: int, uptime_seconds: float, allocator_bytes: Mapping[str, int] | None = None
+    ) -> str:
         """The Prometheus text format 0.0.4; the gauges take the values given, read by the caller."""
         self._vram.labels(self.worker_id).set(vram_bytes)
+        for pool, value in (allocator_bytes or {}).items():
+            self._allocator.labels(pool).set(value)
         self._uptime.set(round(uptime_seconds, 3))
         return generate_latest(self.registry).decode("utf-8")

@@ -96,3 +96,19 @@ def test_cuda_weights_are_device_memory() -> None:
     assert weight.is_cuda and weight.data_ptr() % WEIGHT_ALIGNMENT == 0
     assert memory.residency_check()
     assert not tensor_is_resident(torch.zeros(4, pin_memory=True), torch.device("cuda", 0))
+
+
+def test_the_allocator_view_is_empty_on_cpu() -> None:
+    assert DeviceMemory("cpu").allocator_bytes() == {}
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_allocator_gives_back_what_the_accounting_releases() -> None:
+    memory = DeviceMemory("cuda")
+    before = memory.allocator_bytes()["allocated"]
+    kv = memory.allocate(MemoryCategory.KV_CACHE, 1 << 20)
+    assert memory.allocator_bytes()["allocated"] >= before + (1 << 20)
+    memory.release("kv_cache", kv)
+    del kv
+    assert memory.allocator_bytes()["allocated"] == before

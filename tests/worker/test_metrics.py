@@ -82,8 +82,10 @@ def test_a_fresh_exposition_lists_every_metric_at_zero():
         "worker_inference_duration_ms": "histogram",
         "worker_first_token_ms": "histogram",
         "worker_uptime_seconds": "gauge",
+        "worker_device_allocator_bytes": "gauge",
     }
     assert exposition.value("worker_vram_bytes", worker_id="w-1") == 4096
+    assert not [name for name, _ in exposition.samples if name == "worker_device_allocator_bytes"]  # CPU
     for outcome in ("success", "error", "cancelled", "timeout"):
         assert exposition.value("worker_requests_total", outcome=outcome) == 0
     assert (
@@ -94,6 +96,15 @@ def test_a_fresh_exposition_lists_every_metric_at_zero():
         assert exposition.value(f"{histogram}_sum") == 0 == exposition.value(f"{histogram}_count")
     assert exposition.value("worker_uptime_seconds") == 2.5
     assert not [name for name, _ in exposition.samples if name.endswith("_created")]
+
+
+def test_the_allocator_pools_are_exposed_as_given():
+    text = PrometheusMetrics().render(
+        vram_bytes=0, uptime_seconds=1.0, allocator_bytes={"allocated": 1536, "reserved": 2 << 20}
+    )
+    exposition = parse(text)
+    assert exposition.value("worker_device_allocator_bytes", pool="allocated") == 1536
+    assert exposition.value("worker_device_allocator_bytes", pool="reserved") == 2 << 20
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive():
