@@ -1,8 +1,8 @@
 /* One-row products with packed ggml blocks on the CPU, float32 (kernels/cpu_native.py builds and loads this).
  *
- * y[r] = sum_k w[r, k] * x[k] for rows of Q4_0, Q4_1, Q5_0, Q8_0 or Q4_K blocks (layouts: docs/kernels.md,
+ * y[r] = sum_k w[r, k] * x[k] for rows of Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K blocks (layouts: docs/kernels.md,
  * ggml's ggml-common.h), read where they are stored: 4.5-8.5 bits per weight instead of the float16 copy's
- * 16. Per block (sub-block for Q4_K) of 32: the codes are widened to float32 and multiplied with x (AVX2
+ * 16. Per block (sub-block for Q4_K, 16 values for Q6_K) of 32: the codes are widened to float32 and multiplied with x (AVX2
  * FMA), and the scale is applied once to that partial sum: d * sum(q * x) (- or + min * sum(x)), the dequantized
  * value's function in float32 with another order of roundings (relative error ~1e-7, as the reference
  * path's float32 product). Activations stay float32: nothing is quantized.
@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "cpu_native.h"
 
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -164,5 +166,62 @@ void gemv_q8_0(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t
             acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), dot32_i8(lo, hi, x + b * 32), acc);
         }
         y[r] = hsum(acc);
+    }
+}
+
+/* sum over 16 values: signed byte codes q times x[0..15]. */
+static inline __m256 dot16_i8(__m128i q, const float *x) {
+    __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(x));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), _mm256_loadu_ps(x + 8), s);
+}
+
+/* Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; half d}: w = d * scale * (q - 32), q = 4 low bits from ql
+ * and 2 high bits from qh; each half of 128 values: element l (0-31) of its four quarters takes the low
+ * nibble of ql[l], of ql[l + 32], the high nibble of ql[l], of ql[l + 32], with bits 0-1, 2-3, 4-5, 6-7
+ * of qh[l]; one scale per 16 values (ggml's dequantize_row_q6_K). */
+void gemv_q6_k(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t cols) {
+    const int64_t nb = cols / 256;
+    const __m128i low4 = _mm_set1_epi8(0x0F), thirty_two = _mm_set1_epi8(32);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *blk = w + (size_t)r * nb * 210;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++, blk += 210) {
+            const float d = f16(blk + 208);
+            const int8_t *sc = (const int8_t *)(blk + 192);
+            for (int n = 0; n < 2; n++) {
+                const uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
+                const int8_t *s = sc + 8 * n;
+                const float *xb = x + b * 256 + 128 * n;
+                for (int half = 0; half < 2; half++) { /* l = 0-15, then 16-31: scale index is + half */
+                    const int l = 16 * half;
+                    __m128i a = _mm_loadu_si128((const __m128i *)(ql + l));
+                    __m128i c = _mm_loadu_si128((const __m128i *)(ql + l + 32));
+                    __m128i h = _mm_loadu_si128((const __m128i *)(qh + l));
+                    __m128i q1 = _mm_or_si128(_mm_and_si128(a, low4), _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(0x03)), 4));
+                    __m128i q2 = _mm_or_si128(_mm_and_si128(c, low4), _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(0x0C)), 2));
+                    __m128i q3 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), low4), _mm_and_si128(h, _mm_set1_epi8(0x30)));
+                    __m128i q4 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(c, 4), low4),
+                                              _mm_srli_epi16(_mm_and_si128(h, _mm_set1_epi8((char)0xC0)), 2));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s[half + 0]), dot16_i8(_mm_sub_epi8(q1, thirty_two), xb + l), acc);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s[half + 2]), dot16_i8(_mm_sub_epi8(q2, thirty_two), xb + l + 32), acc);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s[half + 4]), dot16_i8(_mm_sub_epi8(q3, thirty_two), xb + l + 64), acc);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s[half + 6]), dot16_i8(_mm_sub_epi8(q4, thirty_two), xb + l + 96), acc);
+                }
+            }
+        }
+        y[r] = hsum(acc);
+    }
+}
+
+/* The GEMV of a ggml type id (kernels/formats.py), or -1 when there is none. */
+int gemv(int32_t type, const uint8_t *w, const float *x, float *y, int64_t rows, int64_t cols) {
+    switch (type) {
+    case GGML_Q4_0: gemv_q4_0(w, x, y, rows, cols); return 0;
+    case GGML_Q4_1: gemv_q4_1(w, x, y, rows, cols); return 0;
+    case GGML_Q5_0: gemv_q5_0(w, x, y, rows, cols); return 0;
+    case GGML_Q8_0: gemv_q8_0(w, x, y, rows, cols); return 0;
+    case GGML_Q4_K: gemv_q4_k(w, x, y, rows, cols); return 0;
+    case GGML_Q6_K: gemv_q6_k(w, x, y, rows, cols); return 0;
+    default: return -1;
     }
 }

@@ -1,7 +1,7 @@
 """The CPU decode GEMV over the stored blocks: `kernels/cpu_native.c`, built with the system's C compiler.
 
 Decode on CPU is bound by the bytes the one-row products read: the float16 copies of `kernels.cpu_dense`
-are 16 bits per weight, the stored Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K blocks 4.5 / 5 / 5.5 / 8.5 / 4.5. This path multiplies one
+are 16 bits per weight, the stored Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q6_K blocks 4.5 / 5 / 5.5 / 8.5 / 4.5 / 6.6. This path multiplies one
 float32 activation row with the stored blocks directly (AVX2 + FMA, float32 throughout; see the C file),
 so it holds nothing beyond the weights. PyTorch's own int4 kernel does not fit here: on CPU only its
 bfloat16 form is fast, and its rounding is ten times the float16 GEMV's (`benchmarks/cpu_int4pack.py`).
@@ -30,7 +30,9 @@ from kernels.formats import GGMLType
 from kernels.qmatmul import FastPath
 from kernels.qtensor import QTensor
 
-SOURCE = Path(__file__).with_name("cpu_native.c")
+# One library: the GEMVs and the one-call decode step that uses them (`kernels/cpu_step.py`).
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_native.c", "cpu_step.c"))
+HEADER = Path(__file__).with_name("cpu_native.h")
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC")
 REQUIRED_CPU_FLAGS = frozenset({"avx2", "fma", "f16c"})
 # ggml type -> the C function that multiplies one row with its blocks.
@@ -40,6 +42,7 @@ FUNCTIONS = {
     GGMLType.Q5_0: "gemv_q5_0",
     GGMLType.Q8_0: "gemv_q8_0",
     GGMLType.Q4_K: "gemv_q4_k",
+    GGMLType.Q6_K: "gemv_q6_k",
 }
 
 _lock = threading.Lock()
@@ -66,8 +69,9 @@ def _build() -> Path:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise OSError("no C compiler (cc, gcc or $CC) on PATH")
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join((compiler, *CFLAGS)).encode()).hexdigest()[:16]
+    flags = CFLAGS
+    source = b"".join(path.read_bytes() for path in (*SOURCES, HEADER))
+    digest = hashlib.sha256(source + " ".join((compiler, *flags)).encode()).hexdigest()[:16]
     target = _cache_dir() / f"cpu_native-{digest}.so"
     if target.is_file():
         return target
@@ -75,7 +79,10 @@ def _build() -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         done = subprocess.run(
-            [compiler, *CFLAGS, "-o", str(built), str(SOURCE)], capture_output=True, text=True, timeout=120
+            [compiler, *flags, "-o", str(built), *map(str, SOURCES), "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if done.returncode != 0:
             raise OSError(f"{compiler} failed: {done.stderr.strip()[:500]}")
@@ -108,6 +115,11 @@ def _load() -> ctypes.CDLL | None:
                 lib, why = None, str(err)
         _state["lib"], _state["why"] = lib, why
         return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library (None where `available()` is False), for `kernels.cpu_step`."""
+    return _load()
 
 
 def available() -> bool:

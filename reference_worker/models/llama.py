@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.backend import KernelSet, kernel_set
+from kernels.cpu_step import NativeStep
 from reference_worker.models.attention import AttentionKernel, attention_kernel
 from reference_worker.models.base import ModelConfigError, metadata_value, next_positions
 from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
@@ -174,6 +175,9 @@ class LlamaModel:
             device=device,
         )
         self.scale = 1.0 / math.sqrt(config.head_dim)
+        # With the CPU fast kernels, the step form in one C call where every matrix has a native GEMV.
+        on_cpu_fast = device.type == "cpu" and self.kernels.decode is not None
+        self.native_step = NativeStep.for_model(self) if on_cpu_fast else None
 
     @classmethod
     def from_gguf(
@@ -215,6 +219,8 @@ class LlamaModel:
         if not step:
             positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
         x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, dim]
+        if step and self.native_step is not None and self.native_step.serves(cache):
+            return self.native_step(x, cache, int(positions))
         for i, layer in enumerate(self.layers):
             q, k, v = layer.qkv(norm(x, layer.attn_norm, cfg.norm_eps))
             if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one

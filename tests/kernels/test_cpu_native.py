@@ -44,12 +44,12 @@ def test_native_gemv_matches_float64(qtype, x_shape, out_features, in_features, 
 @needs_native
 @pytest.mark.parametrize("qtype", TYPES, ids=[t.name for t in TYPES])
 def test_a_wrong_scale_is_caught(qtype, rng, blocks):
-    """The comparison above fails when one block's scale is not the stored one (byte 1 of block 0 of
-    row 0: an exponent bit of its f16 `d`, the first field of every type taken)."""
+    """The comparison above fails when one block's scale is not the stored one (an exponent bit of the
+    f16 `d` of block 0 of row 0: the first field of every type taken, the last of Q6_K's)."""
     w, w64 = make_weight(qtype, (16, 256), rng, blocks, "cpu")
     x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 256)).astype(np.float32))
     data = w.data.clone()
-    data[1] ^= 0x04
+    data[209 if qtype == GGMLType.Q6_K else 1] ^= 0x04
     bad = QTensor(data, w.qtype, w.shape, w.name)
     assert rel_err(cpu_native.native_qmatmul(x, bad, None, torch.float32), x.double() @ w64.T) > REL_TOL
 
@@ -66,16 +66,16 @@ def test_weights_of_one_input_are_one_output_buffer(rng, blocks):
     assert len({y.untyped_storage().data_ptr() for y in ys}) == 1
     for y, w64, b in zip(ys, w64s, biases, strict=True):
         assert rel_err(y, x.double() @ w64.T + (0 if b is None else b.double())) < REL_TOL
-    q6k, _ = make_weight(GGMLType.Q6_K, (16, 512), rng, blocks, "cpu")
-    assert cpu_native.native_qmatmuls(x, (*ws, q6k), (None,) * 3) is None  # Q6_K: not a native type
+    q5k, _ = make_weight(GGMLType.Q5_K, (16, 512), rng, blocks, "cpu")
+    assert cpu_native.native_qmatmuls(x, (*ws, q5k), (None,) * 3) is None  # Q5_K: not a native type
 
 
 def test_what_it_does_not_take(rng, blocks):
     w, _ = make_weight(GGMLType.Q4_0, (16, 64), rng, blocks, "cpu")
     assert not cpu_native.serves(torch.zeros(2, 64), w)  # more than one row: the float16 copies' tiles
     assert not cpu_native.serves(torch.zeros(1, 64, dtype=torch.float16), w)
-    q6k, _ = make_weight(GGMLType.Q6_K, (16, 256), rng, blocks, "cpu")
-    assert not cpu_native.serves(torch.zeros(1, 256), q6k)
+    q5k, _ = make_weight(GGMLType.Q5_K, (16, 256), rng, blocks, "cpu")
+    assert not cpu_native.serves(torch.zeros(1, 256), q5k)
 
 
 def test_without_a_compiler_it_is_unavailable(monkeypatch, tmp_path):

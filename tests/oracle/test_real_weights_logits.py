@@ -216,23 +216,29 @@ def test_exact_bound_rejects_float16_weights_and_quantized_activations(model, co
         assert s.rel_rms_max > 10 * model.exact_rel_rms
 
 
-def test_fast_bound_rejects_a_decode_step_that_misses_the_newest_position(
-    model, continuations, engine, monkeypatch
-):
-    """The fast-path bound can fail in the step form: a decode step whose attention leaves out the
-    position just written (an off-by-one of the step form) lies far outside it, on two prompts."""
+def test_fast_bound_rejects_a_decode_step_with_a_wrong_attention(model, continuations, engine, monkeypatch):
+    """The fast-path bound can fail in the step form, on two prompts: a decode step whose attention is
+    wrong lies far outside it. The fault goes where the engine's step runs: the one-call native step
+    (`kernels.cpu_step`) attends without the 1/sqrt(head_dim) scale; the Python step's attention leaves
+    out the position just written (an off-by-one of the step form)."""
     decode = engine.model.kernels.decode
     if not engine.static_step or decode is None:
         pytest.skip(
             "not applicable: the engine's CPU decode step does not use the kernel set's decode kernels"
         )
-    attention = decode.decode_attention
+    native = getattr(engine.model, "native_step", None)
+    if native is not None:
+        fault = "attention without its scale"
+        monkeypatch.setattr(native.table, "scale", 1.0)
+    else:
+        fault = "attention missing the newest position"
+        attention = decode.decode_attention
 
-    def misses_the_newest(q, keys, values, position, *args, **kwargs):
-        return attention(q, keys, values, position - 1, *args, **kwargs)
+        def misses_the_newest(q, keys, values, position, *args, **kwargs):
+            return attention(q, keys, values, position - 1, *args, **kwargs)
 
-    monkeypatch.setattr(decode, "decode_attention", misses_the_newest)
+        monkeypatch.setattr(decode, "decode_attention", misses_the_newest)
     few = continuations[:2]
     s = Summary.of(agreements(few, fast_step_logits_along(engine, few), "dequantized"))
-    print(f"\n{model.label}: decode step missing the newest position: rel. RMS max {s.rel_rms_max:.2e}")
+    print(f"\n{model.label}: decode step with {fault}: rel. RMS max {s.rel_rms_max:.2e}")
     assert s.rel_rms_max > 10 * FAST_REL_RMS
