@@ -6,7 +6,7 @@ the boundaries of a hundred PyTorch calls per token; the C step does the same fl
 the step reads where it already lives: the stored weight blocks, the float32 norms and biases, the RoPE
 tables. The KV cache stays the engine's tensor (written at the position, read back by the attention),
 so `/health`'s accounting is unchanged; the step's own scratch is a few activation rows plus one score
-per cache position (`step_work_floats`), allocated per call.
+per position of the context (`step_work_floats`: 0.2 MB for a 32k context), host memory allocated once.
 
 It serves the models' step form (`forward(..., positions=)`) on CPU with the fast kernels when every
 matrix has a native GEMV (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) and the cache is contiguous float32;
@@ -23,8 +23,6 @@ import torch
 
 from kernels import cpu_native
 from kernels.qtensor import QTensor
-
-_f32p = ctypes.POINTER(ctypes.c_float)
 
 
 class _Matrix(ctypes.Structure):
@@ -122,14 +120,27 @@ class NativeStep:
             model.output_norm.data_ptr(),
             _matrix(model.output),
         )
-        self._vocab = model.output.shape[0]
-        self._lib = lib
         self._step = lib.step
         self._step.restype = ctypes.c_int
-        self._step.argtypes = [ctypes.POINTER(_Model), _f32p, _f32p, _f32p, ctypes.c_int64, _f32p, _f32p]
-        self._work_floats = lib.step_work_floats
-        self._work_floats.restype = ctypes.c_int64
-        self._work_floats.argtypes = [ctypes.POINTER(_Model)]
+        pointer = ctypes.c_void_p
+        self._step.argtypes = [
+            ctypes.POINTER(_Model),
+            pointer,
+            pointer,
+            pointer,
+            ctypes.c_int64,
+            pointer,
+            pointer,
+        ]
+        work_floats = lib.step_work_floats
+        work_floats.restype = ctypes.c_int64
+        work_floats.argtypes = [ctypes.POINTER(_Model)]
+        # Scratch for the longest cache (one score per position) and the logits, allocated once: like the
+        # CUDA graph's output, the logits are overwritten by the next step.
+        self.table.capacity = cfg.context_length
+        self._work = torch.empty(work_floats(ctypes.byref(self.table)), dtype=torch.float32)
+        self._logits = torch.empty(1, model.output.shape[0], dtype=torch.float32)
+        self._table_ref = ctypes.byref(self.table)
 
     @classmethod
     def for_model(cls, model: Any) -> NativeStep | None:
@@ -161,18 +172,17 @@ class NativeStep:
     def __call__(self, embedding: torch.Tensor, cache: Any, position: int) -> torch.Tensor:
         """`embedding`: the token's row `[dim]` float32 (consumed); returns logits `[1, vocab]`."""
         x = embedding.reshape(-1).contiguous()
-        self.table.capacity = cache.keys.shape[2]
-        work = torch.empty(self._work_floats(ctypes.byref(self.table)), dtype=torch.float32)
-        logits = torch.empty(1, self._vocab, dtype=torch.float32)
+        keys = cache.keys
+        self.table.capacity = keys.shape[2]
         done = self._step(
-            ctypes.byref(self.table),
-            ctypes.cast(x.data_ptr(), _f32p),
-            ctypes.cast(cache.keys.data_ptr(), _f32p),
-            ctypes.cast(cache.values.data_ptr(), _f32p),
+            self._table_ref,
+            x.data_ptr(),
+            keys.data_ptr(),
+            cache.values.data_ptr(),
             position,
-            ctypes.cast(logits.data_ptr(), _f32p),
-            ctypes.cast(work.data_ptr(), _f32p),
+            self._logits.data_ptr(),
+            self._work.data_ptr(),
         )
         if done != 0:  # `for_model` checked every type; this is a broken table, not a user error
             raise RuntimeError("the native decode step met a matrix type without a GEMV")
-        return logits
+        return self._logits
