@@ -120,10 +120,13 @@ async def _stream(
             if terminal is not None:
                 item: JobItem = terminal
             else:
-                try:
-                    item = await asyncio.wait_for(queue.get(), POLL_SEC)
-                except TimeoutError:
-                    continue
+                try:  # an item already there is taken without arming a timer (most tokens, measured)
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), POLL_SEC)
+                    except TimeoutError:
+                        continue
             if isinstance(item, PromptEvent) or not sent_started:
                 sent_started = True
                 prompt_tokens = item.prompt_tokens if isinstance(item, PromptEvent) else None
