@@ -194,8 +194,7 @@ class ConformanceReporter:
     def _record_crash(self, report: pytest.TestReport) -> None:
         """A scenario whose shard crashed has no report of its own: it fails, named as xdist names it
         (with the `@<group>` the scheduler knows it by, removed)."""
-        nodeid, at, group = report.nodeid.rpartition("@")
-        nodeid = nodeid if at and "::" not in group else report.nodeid
+        nodeid = _without_group(report.nodeid)
         path, _, test = nodeid.partition("::")
         result = self.results.add(ScenarioResult(nodeid, _readable(test), Path(path).name, nodeid, Labels()))
         text = report.longreprtext
@@ -216,6 +215,7 @@ class ConformanceReporter:
             self._deselect(item.nodeid, self._describe(item))
 
     def _deselect(self, nodeid: str, info: dict) -> None:
+        nodeid = _without_group(nodeid)  # a shard deselects after xdist named the item by its group
         result = self.results.add(_new_result(nodeid, info))
         result.verdict = NOT_RUN
         result.reason = "deselected in this run (-k / -m)"
@@ -302,6 +302,12 @@ class ConformanceReporter:
                 f"<p>Conformance gates — {escape(verdicts)}. Per-gate reports: "
                 f"{escape(str(self.directory))}/index.html</p>"
             )
+
+
+def _without_group(nodeid: str) -> str:
+    """The scenario's node ID without the `@<group>` pytest-xdist's loadgroup scheduling appends."""
+    head, at, group = nodeid.rpartition("@")
+    return head if at and "::" not in group and "]" not in group else nodeid
 
 
 def _new_result(nodeid: str, info: dict) -> ScenarioResult:

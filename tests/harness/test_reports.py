@@ -374,3 +374,18 @@ def test_missing_catalogue_is_a_clear_usage_error(pytester: pytest.Pytester) -> 
     result = pytester.runpytest("-p", "steps.report.plugin", "--conformance-reports", "out")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*needs the requirement catalogue*requirements.toml*missing*"])
+
+
+def test_a_shards_group_suffix_is_not_part_of_the_scenario_id():
+    """pytest-xdist's loadgroup scheduling names items `<nodeid>@<group>` (some versions before -k/-m
+    deselect them); verdicts keep the scenario's own node ID so serial and sharded runs compare."""
+    from steps.report.plugin import _without_group
+
+    assert (
+        _without_group("features/a.feature::test_x[m1]@worker-tiny_llama") == "features/a.feature::test_x[m1]"
+    )
+    assert (
+        _without_group("features/a.feature::test_x[user@example.com]")
+        == "features/a.feature::test_x[user@example.com]"
+    )
+    assert _without_group("features/a.feature::test_x") == "features/a.feature::test_x"
