@@ -54,6 +54,7 @@ class Sampler:
         self.params = params
         logits_size = vocab_size if logits_size is None else logits_size
         self.device = torch.device(device)
+        self._vocab_size = vocab_size
         self._invalid = torch.arange(logits_size, device=self.device) >= vocab_size
         self._seen = torch.zeros(logits_size, dtype=torch.bool, device=self.device)
         if history:
@@ -69,6 +70,10 @@ class Sampler:
 
     def _choose(self, logits: torch.Tensor) -> torch.Tensor:
         p = self.params
+        if p.temperature <= 0 and p.repetition_penalty == 1.0:
+            # Greedy: the same index as below (the invalid ids are the tail; float64 keeps order and ties)
+            # without the copies, the decode loop's cost on small models.
+            return logits[: self._vocab_size].argmax()
         logits = logits.to(torch.float64).masked_fill(self._invalid, float("-inf"))
         if p.temperature > 0:
             logits = logits / p.temperature
