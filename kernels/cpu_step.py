@@ -135,11 +135,11 @@ class NativeStep:
         work_floats = lib.step_work_floats
         work_floats.restype = ctypes.c_int64
         work_floats.argtypes = [ctypes.POINTER(_Model)]
-        # Scratch for the longest cache (one score per position) and the logits, allocated once: like the
-        # CUDA graph's output, the logits are overwritten by the next step.
+        # Scratch for the longest cache (one score per position), allocated once. The logits are a new
+        # tensor per step: callers may keep a step's logits (the oracle's teacher-forced rows do).
         self.table.capacity = cfg.context_length
         self._work = torch.empty(work_floats(ctypes.byref(self.table)), dtype=torch.float32)
-        self._logits = torch.empty(1, model.output.shape[0], dtype=torch.float32)
+        self._vocab = model.output.shape[0]
         self._table_ref = ctypes.byref(self.table)
 
     @classmethod
@@ -173,6 +173,7 @@ class NativeStep:
         """`embedding`: the token's row `[dim]` float32 (consumed); returns logits `[1, vocab]`."""
         x = embedding.reshape(-1).contiguous()
         keys = cache.keys
+        logits = torch.empty(1, self._vocab, dtype=torch.float32)
         self.table.capacity = keys.shape[2]
         done = self._step(
             self._table_ref,
@@ -180,9 +181,9 @@ class NativeStep:
             keys.data_ptr(),
             cache.values.data_ptr(),
             position,
-            self._logits.data_ptr(),
+            logits.data_ptr(),
             self._work.data_ptr(),
         )
         if done != 0:  # `for_model` checked every type; this is a broken table, not a user error
             raise RuntimeError("the native decode step met a matrix type without a GEMV")
-        return self._logits
+        return logits

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 
 import pytest
+import torch
 
 from fixtures.paths import fixture_path
 from kernels import cpu_native
@@ -138,3 +139,18 @@ def test_without_a_compiler_the_python_step_serves(monkeypatch, tmp_path) -> Non
     assert model.native_step is None
     tokens, _ = decode(model, PROMPT, 4, static(model))
     assert len(tokens) == 4
+
+
+@needs_native
+def test_each_step_returns_its_own_logits() -> None:
+    """A caller may keep a step's logits (the oracle's teacher-forced rows do): the next step must not
+    overwrite them."""
+    model = fast_model("tiny/qwen2-q4_k_m.gguf")
+    cache = model.new_cache(8)
+    try:
+        first = model.native_step(torch.zeros(model.config.dim), cache, 0)
+        kept = first.clone()
+        model.native_step(torch.ones(model.config.dim), cache, 1)
+        assert torch.equal(first, kept)
+    finally:
+        cache.free()
