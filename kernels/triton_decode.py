@@ -8,7 +8,10 @@ the same function in float32, and is tested against that chain (`tests/kernels/t
 - `decode_attention`: one query position against cache positions 0..pos (or the sliding window), grouped
   heads, optional per-head sink logit, online softmax in one pass (about 12 launches -> 1). The position
   is read on the device, so the launch is the same every step (CUDA graphs).
-- `silu_mul` and `swiglu_oai`: the feed-forward activations (2 and 7 launches -> 1).
+- `silu_mul` and `swiglu_oai`: the feed-forward activations (2 and 7 launches -> 1), reading gate and up
+  in place from the one buffer of a multi-weight GEMV (row strides, no copy).
+- `moe_route`: a MoE router's top-k and the softmax over the selected logits (top-k, softmax -> 1);
+  `moe_combine`: the residual plus the routing-weighted sum of the expert outputs (3 launches -> 1).
 """
 
 from __future__ import annotations
@@ -231,27 +234,37 @@ def decode_attention(
 
 @triton.jit
 def _glu_kernel(
-    gate_ptr, up_ptr, y_ptr, n, alpha, limit, OAI: tl.constexpr, BLOCK: tl.constexpr
+    gate_ptr, up_ptr, y_ptr, n, gate_stride, up_stride, alpha, limit, OAI: tl.constexpr, BLOCK: tl.constexpr
 ):  # fmt: skip
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    row = tl.program_id(0).to(tl.int64)
+    i = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
-    g = tl.load(gate_ptr + i, mask=mask, other=0.0)
-    u = tl.load(up_ptr + i, mask=mask, other=0.0)
+    g = tl.load(gate_ptr + row * gate_stride + i, mask=mask, other=0.0)
+    u = tl.load(up_ptr + row * up_stride + i, mask=mask, other=0.0)
     if OAI:
         g = tl.minimum(g, limit)
         u = tl.minimum(tl.maximum(u, -limit), limit)
         y = g * tl.sigmoid(alpha * g) * (u + 1.0)
     else:
         y = g * tl.sigmoid(g) * u
-    tl.store(y_ptr + i, y, mask=mask)
+    tl.store(y_ptr + row * n + i, y, mask=mask)
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """`t` as `[rows, n]` with unit column stride, a view where the strides allow (the column views of one
+    multi-weight GEMV output: gate and up side by side), else a copy."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
 def _glu(gate: torch.Tensor, up: torch.Tensor, oai: bool, alpha: float, limit: float) -> torch.Tensor:
-    gate, up = gate.contiguous(), up.contiguous()
+    g2, u2 = _rows(gate), _rows(up)
     y = torch.empty(gate.shape, dtype=torch.float32, device=gate.device)
-    n = gate.numel()
-    block = 1024
-    _glu_kernel[(triton.cdiv(n, block),)](gate, up, y, n, alpha, limit, OAI=oai, BLOCK=block, num_warps=4)
+    rows, n = g2.shape
+    block = min(1024, triton.next_power_of_2(n))
+    _glu_kernel[(rows, triton.cdiv(n, block))](
+        g2, u2, y, n, g2.stride(0), u2.stride(0), alpha, limit, OAI=oai, BLOCK=block, num_warps=4
+    )
     return y
 
 
@@ -263,3 +276,70 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 def swiglu_oai(gate: torch.Tensor, linear: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
     """gpt-oss's clamped SwiGLU, as `reference_worker.models.gpt_oss.swiglu`."""
     return _glu(gate, linear, True, alpha, limit)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mixture-of-experts routing and combination
+
+
+@triton.jit
+def _moe_route_kernel(
+    logits_ptr, ids_ptr, weights_ptr, n_expert, K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr
+):  # fmt: skip
+    t = tl.program_id(0).to(tl.int64)
+    e = tl.arange(0, BLOCK_E)
+    x = tl.load(logits_ptr + t * n_expert + e, mask=e < n_expert, other=float("-inf")).to(tl.float32)
+    j = tl.arange(0, BLOCK_K)
+    top = tl.full([BLOCK_K], float("-inf"), tl.float32)
+    ids = tl.zeros([BLOCK_K], tl.int64)
+    # k rounds of arg-max, largest logit first (ties: the lowest expert id), each winner then masked.
+    for r in tl.static_range(K):
+        best = tl.max(x, axis=0)
+        winner = tl.min(tl.where(x == best, e, BLOCK_E), axis=0)
+        top = tl.where(j == r, best, top)
+        ids = tl.where(j == r, winner.to(tl.int64), ids)
+        x = tl.where(e == winner, float("-inf"), x)
+    p = tl.exp(top - tl.max(top, axis=0))  # the unused lanes hold -inf: exp gives 0
+    tl.store(ids_ptr + t * K + j, ids, mask=j < K)
+    tl.store(weights_ptr + t * K + j, p / tl.sum(p, axis=0), mask=j < K)
+
+
+def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[T, n_expert]` -> expert ids `[T, k]` (long, largest logit first) and their weights `[T, k]`
+    (float32 softmax over the k selected logits), one launch; as `reference_worker.models.gpt_oss.route`.
+    The ids stay on the device, where the expert GEMVs read them."""
+    logits = router_logits.contiguous()
+    n_tokens, n_expert = logits.shape
+    ids = torch.empty(n_tokens, k, dtype=torch.long, device=logits.device)
+    weights = torch.empty(n_tokens, k, dtype=torch.float32, device=logits.device)
+    _moe_route_kernel[(n_tokens,)](
+        logits, ids, weights, n_expert, K=k, BLOCK_E=triton.next_power_of_2(n_expert),
+        BLOCK_K=triton.next_power_of_2(k), num_warps=1,
+    )  # fmt: skip
+    return ids, weights
+
+
+@triton.jit
+def _moe_combine_kernel(x_ptr, down_ptr, w_ptr, y_ptr, n, K: tl.constexpr, BLOCK: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n
+    total = tl.zeros([BLOCK], tl.float32)
+    for j in tl.static_range(K):
+        w = tl.load(w_ptr + t * K + j)
+        total += w * tl.load(down_ptr + (t * K + j) * n + cols, mask=mask, other=0.0)
+    x = tl.load(x_ptr + t * n + cols, mask=mask, other=0.0)
+    tl.store(y_ptr + t * n + cols, x + total, mask=mask)
+
+
+def moe_combine(x: torch.Tensor, down: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The residual plus the weighted sum of each token's expert outputs: x `[T, n]`, down `[T, k, n]`,
+    weights `[T, k]` (float32) -> `x + (down * weights[..., None]).sum(1)`, one launch instead of three."""
+    x, down, weights = x.contiguous(), down.contiguous(), weights.contiguous()
+    n_tokens, k, n = down.shape
+    y = torch.empty(n_tokens, n, dtype=torch.float32, device=x.device)
+    block = min(1024, triton.next_power_of_2(n))
+    _moe_combine_kernel[(n_tokens, triton.cdiv(n, block))](
+        x, down, weights, y, n, K=k, BLOCK=block, num_warps=4
+    )
+    return y

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from reference_worker.models.attention import ReferenceAttention
-from reference_worker.models.gpt_oss import SWIGLU_ALPHA, SWIGLU_LIMIT, swiglu
+from reference_worker.models.gpt_oss import SWIGLU_ALPHA, SWIGLU_LIMIT, route, swiglu
 from reference_worker.models.llama import rms_norm
 from reference_worker.models.rope import apply_rope, rope_frequencies
 
@@ -114,3 +114,30 @@ def test_activations_match_the_reference(device) -> None:
     assert rel_err(silu_mul(gate, up), F.silu(gate) * up) < REL_TOL
     got = swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT)
     assert rel_err(got, swiglu(gate, up)) < REL_TOL
+
+
+def test_activations_read_gate_and_up_as_column_views_of_one_buffer(device) -> None:
+    # A MoE's gate and up from one multi-weight GEMV: [T, k, 2F], each half a strided view.
+    swiglu_oai = decode_kernels(device).swiglu_oai
+    both = torch.randn(1, 4, 2 * 2880, device=device) * 6
+    gate, up = both[..., :2880], both[..., 2880:]
+    got = swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT)
+    assert got.shape == (1, 4, 2880)
+    assert rel_err(got, swiglu(gate, up)) < REL_TOL
+
+
+@pytest.mark.parametrize(("n_tokens", "n_expert", "k"), [(1, 32, 4), (3, 128, 4), (2, 10, 3)])
+def test_moe_route_picks_the_reference_experts_and_weights(device, n_tokens, n_expert, k) -> None:
+    logits = torch.randn(n_tokens, n_expert, device=device) * 3
+    ids, weights = decode_kernels(device).moe_route(logits, k)
+    expected_ids, expected_weights = route(logits, k)
+    assert ids.dtype == torch.long and ids.device == logits.device
+    assert torch.equal(ids, expected_ids)
+    assert rel_err(weights, expected_weights) < REL_TOL
+
+
+def test_moe_combine_adds_the_weighted_experts_to_the_residual(device) -> None:
+    x, down = torch.randn(2, 2880, device=device), torch.randn(2, 4, 2880, device=device)
+    weights = torch.softmax(torch.randn(2, 4, device=device), dim=-1)
+    got = decode_kernels(device).moe_combine(x, down, weights)
+    assert rel_err(got, x + (down * weights[..., None]).sum(dim=1)) < REL_TOL
