@@ -8,6 +8,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `default`: what the engine does (weights of one type and input in one GEMV launch);
 - `one launch per weight`: q/k/v and gate/up as separate GEMV launches (`FastPath.qmatmuls` and
   `ExpertsFastPath.qmatmuls_experts` off);
+- `rope, attention apart`: RoPE + KV store and the attention as two launches per layer (`rope_store`,
+  `decode_attention`) instead of one (`rope_attention`);
 - MoE models only: `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and both of the above together (the step before
   they were fused).
@@ -45,6 +47,18 @@ def one_launch_per_weight(kernels: Any) -> Any:
     paths = tuple(dataclasses.replace(p, qmatmuls=None) for p in kernels.paths)
     experts_paths = tuple(dataclasses.replace(p, qmatmuls_experts=None) for p in kernels.experts_paths)
     return dataclasses.replace(kernels, paths=paths, experts_paths=experts_paths)
+
+
+def rope_attention_apart(kernels: Any) -> Any:
+    """The same kernel set with RoPE + KV store and the attention as two launches per layer."""
+    decode = types.SimpleNamespace(**vars(kernels.decode))
+
+    def apart(q, k, v, keys, values, cos, sin, position, neox, scale, sliding_window=None, sinks=None):
+        q = decode.rope_store(q, k, v, keys, values, cos, sin, position, neox)
+        return decode.decode_attention(q, keys, values, position, scale, sliding_window, sinks)
+
+    decode.rope_attention = apart
+    return dataclasses.replace(kernels, decode=decode)
 
 
 def routing_unfused(kernels: Any) -> Any:
@@ -108,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         "default": default_kernels,
         "one launch per weight": one_launch_per_weight(default_kernels),
     }
+    if default_kernels.decode is not None:
+        variants["rope, attention apart"] = rope_attention_apart(default_kernels)
     if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
         variants["routing unfused"] = routing_unfused(default_kernels)
         variants["one launch per weight, routing unfused"] = routing_unfused(

@@ -73,6 +73,15 @@ def decode_attention(
     return torch.bmm(probs, v).view(n_head * d)
 
 
+def rope_attention(
+    q: Tensor, k: Tensor, v: Tensor, keys: Tensor, values: Tensor, cos: Tensor, sin: Tensor, position: Tensor,
+    neox: bool, scale: float, sliding_window: int | None = None, sinks: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """`rope_store` then `decode_attention` (one launch on CUDA; the same two functions here)."""
+    q = rope_store(q, k, v, keys, values, cos, sin, position, neox)
+    return decode_attention(q, keys, values, position, scale, sliding_window, sinks)
+
+
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up (SwiGLU), float32."""
     return F.silu(gate).mul_(up)

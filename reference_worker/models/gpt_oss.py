@@ -278,12 +278,12 @@ class GptOssModel:
         for i, layer in enumerate(self.layers):
             h = norm(x, layer.attn_norm, c.norm_eps)
             q, k, v = self.kernels.qmatmuls(h, (layer.wq, layer.wk, layer.wv), (layer.bq, layer.bk, layer.bv))
-            if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one
+            if fused is not None:  # one position: RoPE, KV store and attention (sinks, window) in one kernel
                 keys, values = cache.keys[i], cache.values[i]
-                q = fused.rope_store(q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, True)
-                a = fused.decode_attention(
-                    q, keys, values, positions, self.scale, layer.sliding_window, layer.sinks
-                )
+                a = fused.rope_attention(
+                    q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, True, self.scale,
+                    layer.sliding_window, layer.sinks,
+                )  # fmt: skip
             else:
                 q = q.view(n_tokens, c.n_head, c.head_dim).transpose(0, 1)
                 k = k.view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
