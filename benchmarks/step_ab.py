@@ -11,8 +11,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `rope, attention apart`: RoPE + KV store and the attention as two launches per layer (`rope_store`,
   `decode_attention`) instead of one (`rope_attention`);
 - MoE models only: `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
-  PyTorch ops instead of `moe_route` / `moe_combine`), and both of the above together (the step before
-  they were fused).
+  PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
+  before they were fused).
 Prints ms per token (median of the per-token times) and tok/s per run, and whether every variant gave
 the default's tokens (they must: the variants compute the same function; a difference is a bug).
 """
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         variants["rope, attention apart"] = rope_attention_apart(default_kernels)
     if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
         variants["routing unfused"] = routing_unfused(default_kernels)
-        variants["one launch per weight, routing unfused"] = routing_unfused(
-            one_launch_per_weight(default_kernels)
+        variants["all three apart (the step before)"] = routing_unfused(
+            rope_attention_apart(one_launch_per_weight(default_kernels))
         )
     ids = [1 + (7 * i) % 97 for i in range(8)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
