@@ -5,8 +5,8 @@ expert) pair, that token's activation row against that expert's matrix only: eac
 pair's expert id and offsets its weight rows by it, so unselected experts are never read and nothing
 is gathered or copied first. It serves `kernels.qmatmul.qmatmul_experts` through
 `kernels.qmatmul.ExpertsFastPath` for the few-token calls of decode, and `qmatmuls_experts` (a MoE's gate
-and up, the same expert ids) in one launch over both tensors' rows (`launch_segments`); larger batches (prefill) go to
-`kernels.triton_prefill`, which decodes each selected expert once for all of its tokens.
+and up, the same expert ids) in one launch over both tensors' rows (`launch_segments`); larger batches
+(prefill) go to `kernels.triton_prefill`, which decodes each selected expert once for all of its tokens.
 """
 
 from __future__ import annotations
