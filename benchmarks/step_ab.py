@@ -6,7 +6,13 @@ Loads the model the way the worker does (`load_worker`, `--kernels fast`, CUDA g
 `--tokens` greedy tokens per run with each variant, the variants interleaved `--reps` times so that a
 drift of the machine hits them alike. Each variant captures its own decode graph. Variants:
 - `default`: what the engine does (weights of one type and input in one GEMV launch);
-- `one launch per weight`: q/k/v and gate/up as separate GEMV launches (`FastPath.qmatmuls` off).
+- `one launch per weight`: q/k/v and gate/up as separate GEMV launches (`FastPath.qmatmuls` and
+  `ExpertsFastPath.qmatmuls_experts` off);
+- `rope, attention apart`: RoPE + KV store and the attention as two launches per layer (`rope_store`,
+  `decode_attention`) instead of one (`rope_attention`);
+- MoE models only: `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
+  PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
+  before they were fused).
 Prints ms per token (median of the per-token times) and tok/s per run, and whether every variant gave
 the default's tokens (they must: the variants compute the same function; a difference is a bug).
 """
@@ -20,6 +26,7 @@ import json
 import statistics
 import sys
 import time
+import types
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,9 +42,33 @@ def with_kernel_set(model: Any, kernels: Any) -> None:
 
 
 def one_launch_per_weight(kernels: Any) -> Any:
-    """The same kernel set with no multi-weight launches: `qmatmuls` falls back to one `qmatmul` each."""
+    """The same kernel set with no multi-weight launches: `qmatmuls` falls back to one `qmatmul` each,
+    `qmatmuls_experts` to one `qmatmul_experts` each."""
     paths = tuple(dataclasses.replace(p, qmatmuls=None) for p in kernels.paths)
-    return dataclasses.replace(kernels, paths=paths)
+    experts_paths = tuple(dataclasses.replace(p, qmatmuls_experts=None) for p in kernels.experts_paths)
+    return dataclasses.replace(kernels, paths=paths, experts_paths=experts_paths)
+
+
+def rope_attention_apart(kernels: Any) -> Any:
+    """The same kernel set with RoPE + KV store and the attention as two launches per layer."""
+    decode = types.SimpleNamespace(**vars(kernels.decode))
+
+    def apart(q, k, v, keys, values, cos, sin, position, neox, scale, sliding_window=None, sinks=None):
+        q = decode.rope_store(q, k, v, keys, values, cos, sin, position, neox)
+        return decode.decode_attention(q, keys, values, position, scale, sliding_window, sinks)
+
+    decode.rope_attention = apart
+    return dataclasses.replace(kernels, decode=decode)
+
+
+def routing_unfused(kernels: Any) -> Any:
+    """The same kernel set with a MoE's routing and combination as the reference model's PyTorch ops."""
+    from reference_worker.models.gpt_oss import route
+
+    decode = types.SimpleNamespace(**vars(kernels.decode))
+    decode.moe_route = route
+    decode.moe_combine = lambda x, down, weights: x + (down * weights[..., None]).sum(dim=1)
+    return dataclasses.replace(kernels, decode=decode)
 
 
 def run_variant(engine: Any, ids: list[int], tokens: int) -> dict[str, Any]:
@@ -91,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         "default": default_kernels,
         "one launch per weight": one_launch_per_weight(default_kernels),
     }
+    if default_kernels.decode is not None:
+        variants["rope, attention apart"] = rope_attention_apart(default_kernels)
+    if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
+        variants["routing unfused"] = routing_unfused(default_kernels)
+        variants["all three apart (the step before)"] = routing_unfused(
+            rope_attention_apart(one_launch_per_weight(default_kernels))
+        )
     ids = [1 + (7 * i) % 97 for i in range(8)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(args.reps):

@@ -23,7 +23,15 @@ from typing import Any, Literal
 
 import torch
 
-from kernels.qmatmul import ExpertsFastPath, FastPath, qembedding, qmatmul, qmatmul_experts, qmatmuls
+from kernels.qmatmul import (
+    ExpertsFastPath,
+    FastPath,
+    qembedding,
+    qmatmul,
+    qmatmul_experts,
+    qmatmuls,
+    qmatmuls_experts,
+)
 from kernels.qtensor import QTensor
 
 KernelChoice = Literal["reference", "fast"]
@@ -153,6 +161,19 @@ class KernelSet:
         self, x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         return qmatmul_experts(x, w, expert_ids, bias, paths=self.paths, experts_paths=self.experts_paths)
+
+    def qmatmuls_experts(
+        self,
+        x: torch.Tensor,
+        weights: tuple[QTensor, ...],
+        expert_ids: torch.Tensor,
+        biases: tuple[torch.Tensor | None, ...] | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """One input through several expert tensors with the same expert ids (a MoE's gate and up): one
+        product where a fast path serves them together, else one `qmatmul_experts` each."""
+        return qmatmuls_experts(
+            x, weights, expert_ids, biases, paths=self.paths, experts_paths=self.experts_paths
+        )
 
 
 def kernel_set(config: KernelConfig | None, device: torch.device | str) -> KernelSet:

@@ -10,6 +10,8 @@ These functions compute the same float32 function with fewer calls:
 - `decode_attention`: grouped heads as a batch (no repeated KV heads), only the cache positions the query
   sees (the position is read on the host: free on CPU), no mask (about 12 -> 4).
 - `silu_mul`, `swiglu_oai`: the activations with in-place ops.
+- `moe_route`, `moe_combine`: a MoE router's top-k and softmax; the weighted sum of the experts plus the
+  residual in one batched product.
 Tested against the reference chains in `tests/kernels/test_cpu_decode.py`.
 """
 
@@ -71,6 +73,15 @@ def decode_attention(
     return torch.bmm(probs, v).view(n_head * d)
 
 
+def rope_attention(
+    q: Tensor, k: Tensor, v: Tensor, keys: Tensor, values: Tensor, cos: Tensor, sin: Tensor, position: Tensor,
+    neox: bool, scale: float, sliding_window: int | None = None, sinks: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """`rope_store` then `decode_attention` (one launch on CUDA; the same two functions here)."""
+    q = rope_store(q, k, v, keys, values, cos, sin, position, neox)
+    return decode_attention(q, keys, values, position, scale, sliding_window, sinks)
+
+
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up (SwiGLU), float32."""
     return F.silu(gate).mul_(up)
@@ -81,3 +92,15 @@ def swiglu_oai(gate: torch.Tensor, linear: torch.Tensor, alpha: float, limit: fl
     the linear half on both sides and shifted by +1."""
     gate = gate.clamp(max=limit)
     return gate * torch.sigmoid(alpha * gate) * linear.clamp(min=-limit, max=limit).add_(1)
+
+
+def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k experts per token (largest first) and a softmax over the k selected logits, as
+    `reference_worker.models.gpt_oss.route`."""
+    top, ids = torch.topk(router_logits, k, dim=-1, sorted=True)
+    return ids, torch.softmax(top, dim=-1)
+
+
+def moe_combine(x: torch.Tensor, down: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`x + (down * weights[..., None]).sum(1)`: x `[T, n]`, down `[T, k, n]`, weights `[T, k]`."""
+    return torch.baddbmm(x.unsqueeze(1), weights.unsqueeze(1), down).squeeze(1)

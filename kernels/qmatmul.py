@@ -59,6 +59,9 @@ class ExpertsFastPath:
     devices: tuple[str, ...]
     supports: Callable[[torch.Tensor, QTensor, torch.Tensor], bool]
     qmatmul_experts: QMatmulExpertsFn
+    # Optional: one input through several expert tensors with the same expert ids (gate/up), same
+    # contract as `qmatmuls_experts`; returns None for the weight tuples it does not serve.
+    qmatmuls_experts: Callable[..., tuple[torch.Tensor, ...] | None] | None = None
 
 
 def _first(paths: Sequence, x: torch.Tensor, w: QTensor, *extra: torch.Tensor):
@@ -219,3 +222,30 @@ def qmatmul_experts(
             x[token_of[picked]], w.expert(e), expert_bias, out_dtype=torch.float32, paths=paths
         )
     return y.view(n_tokens, k, out_features).to(out_dtype)
+
+
+def qmatmuls_experts(
+    x: torch.Tensor,
+    weights: Sequence[QTensor],
+    expert_ids: torch.Tensor,
+    biases: Sequence[torch.Tensor | None] | None = None,
+    *,
+    paths: Sequence[FastPath] = (),
+    experts_paths: Sequence[ExpertsFastPath] = (),
+) -> tuple[torch.Tensor, ...]:
+    """`qmatmul_experts(x, w, expert_ids, b)` for each expert tensor of `weights` (one input, the same
+    experts: a MoE's gate and up), in `x.dtype`. The first of `experts_paths` whose `qmatmuls_experts`
+    serves the whole tuple computes it in one call; otherwise one `qmatmul_experts` each. The outputs may
+    be views of one buffer."""
+    biases = tuple(biases) if biases is not None else (None,) * len(weights)
+    if len(biases) != len(weights):
+        raise ValueError(f"{len(weights)} weights but {len(biases)} biases")
+    for path in experts_paths:
+        if path.qmatmuls_experts is not None and x.device.type in path.devices:
+            ys = path.qmatmuls_experts(x, tuple(weights), expert_ids, biases)
+            if ys is not None:
+                return ys
+    return tuple(
+        qmatmul_experts(x, w, expert_ids, b, paths=paths, experts_paths=experts_paths)
+        for w, b in zip(weights, biases, strict=True)
+    )

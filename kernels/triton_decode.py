@@ -8,7 +8,12 @@ the same function in float32, and is tested against that chain (`tests/kernels/t
 - `decode_attention`: one query position against cache positions 0..pos (or the sliding window), grouped
   heads, optional per-head sink logit, online softmax in one pass (about 12 launches -> 1). The position
   is read on the device, so the launch is the same every step (CUDA graphs).
-- `silu_mul` and `swiglu_oai`: the feed-forward activations (2 and 7 launches -> 1).
+- `rope_attention`: `rope_store` and `decode_attention` in one launch (one program per KV head rotates its
+  query heads and key, stores key and value, and attends), for the step's one launch per layer.
+- `silu_mul` and `swiglu_oai`: the feed-forward activations (2 and 7 launches -> 1), reading gate and up
+  in place from the one buffer of a multi-weight GEMV (row strides, no copy).
+- `moe_route`: a MoE router's top-k and the softmax over the selected logits (top-k, softmax -> 1);
+  `moe_combine`: the residual plus the routing-weighted sum of the expert outputs (3 launches -> 1).
 """
 
 from __future__ import annotations
@@ -226,32 +231,178 @@ def decode_attention(
 
 
 # ---------------------------------------------------------------------------------------------------
+# RoPE + KV store + decode attention in one launch
+
+
+@triton.jit
+def _rope_attention_kernel(
+    q_ptr,  # [n_head * D] float32, unrotated
+    k_ptr,  # [n_kv * D], unrotated
+    v_ptr,  # [n_kv * D]
+    keys_ptr,  # [n_kv, capacity, D]
+    values_ptr,
+    cos_ptr,  # [max_positions, ROPE_HALF]
+    sin_ptr,
+    sinks_ptr,  # [n_head] or a dummy
+    out_ptr,  # [n_head, D]
+    pos_ptr,
+    capacity,
+    scale,
+    window,
+    GROUP: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    ROPE_HALF: tl.constexpr,
+    NEOX: tl.constexpr,
+    HAS_SINKS: tl.constexpr,
+    WHOLE_CACHE: tl.constexpr,
+    CAPACITY: tl.constexpr,
+):
+    # One program per KV head: rotate its query heads and its key at the position (the same products
+    # as `_rope_store_kernel`), store the key and value into the cache, take the new position's score
+    # from registers, then the cached positions before it (the `_decode_attention_kernel` loop). The
+    # loop never reads the slot this program writes, so no barrier is needed between them.
+    kv = tl.program_id(0)
+    pos = tl.load(pos_ptr).to(tl.int32)
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, BLOCK_D)
+    g_ok = g < GROUP
+    d_ok = d < D
+    heads = kv * GROUP + g
+    if NEOX:
+        pair = tl.where(d < ROPE_HALF, d + ROPE_HALF, d - ROPE_HALF)
+        idx = tl.where(d < ROPE_HALF, d, d - ROPE_HALF)
+        first = d < ROPE_HALF
+    else:
+        pair = d ^ 1
+        idx = d // 2
+        first = (d % 2) == 0
+    rotated = d < 2 * ROPE_HALF
+    c = tl.load(cos_ptr + pos.to(tl.int64) * ROPE_HALF + idx, mask=rotated, other=1.0)
+    s = tl.load(sin_ptr + pos.to(tl.int64) * ROPE_HALF + idx, mask=rotated, other=0.0)
+    q_mask = g_ok[:, None] & d_ok[None, :]
+    q_rows = q_ptr + heads[:, None] * D
+    qx = tl.load(q_rows + d[None, :], mask=q_mask, other=0.0)
+    qp = tl.load(q_rows + pair[None, :], mask=q_mask & rotated[None, :], other=0.0)
+    q = tl.where(rotated[None, :], tl.where(first[None, :], qx * c - qp * s, qp * s + qx * c), qx)
+    kx = tl.load(k_ptr + kv * D + d, mask=d_ok, other=0.0)
+    kp = tl.load(k_ptr + kv * D + pair, mask=d_ok & rotated, other=0.0)
+    k_new = tl.where(rotated, tl.where(first, kx * c - kp * s, kp * s + kx * c), kx)
+    v_new = tl.load(v_ptr + kv * D + d, mask=d_ok, other=0.0)
+    base = kv.to(tl.int64) * capacity * D
+    tl.store(keys_ptr + base + pos.to(tl.int64) * D + d, k_new, mask=d_ok)
+    tl.store(values_ptr + base + pos.to(tl.int64) * D + d, v_new, mask=d_ok)
+    q = q * scale
+    # The new position first (always inside the window), then the cached ones in blocks.
+    score = tl.sum(q * k_new[None, :], axis=1)  # [G]
+    if HAS_SINKS:
+        sink = tl.load(sinks_ptr + heads, mask=g_ok, other=0.0)
+        m = tl.maximum(sink, score)
+        l_sum = tl.exp(sink - m)
+    else:
+        m = score
+        l_sum = tl.zeros([BLOCK_G], tl.float32)
+    p_new = tl.exp(score - m)
+    l_sum += p_new
+    acc = p_new[:, None] * v_new[None, :]
+    lo = pos - window + 1
+    if WHOLE_CACHE:
+        end = CAPACITY
+    else:
+        end = pos
+    for s0 in range(0, end, BLOCK_S):
+        sp = s0 + tl.arange(0, BLOCK_S)
+        s_ok = (sp < pos) & (sp >= lo)
+        kv_off = base + sp[:, None].to(tl.int64) * D + d[None, :]
+        kv_mask = s_ok[:, None] & d_ok[None, :]
+        k = tl.load(keys_ptr + kv_off, mask=kv_mask, other=0.0)
+        scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2)
+        scores = tl.where(s_ok[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, axis=1))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(scores - m_new[:, None])
+        l_sum = l_sum * alpha + tl.sum(p, axis=1)
+        v = tl.load(values_ptr + kv_off, mask=kv_mask, other=0.0)
+        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+        m = m_new
+    out = acc / l_sum[:, None]
+    tl.store(out_ptr + heads[:, None] * D + d[None, :], out, mask=q_mask)
+
+
+def rope_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    position: torch.Tensor,
+    neox: bool,
+    scale: float,
+    sliding_window: int | None = None,
+    sinks: torch.Tensor | None = None,
+    *,
+    whole_cache: bool = False,
+) -> torch.Tensor:
+    """`rope_store` then `decode_attention` in one launch (one program per KV head): q `[n_head*d]`, k, v
+    `[n_kv*d]` (float32, unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position`
+    in `keys`/`values` `[n_kv, capacity, d]`. `whole_cache`: as in `decode_attention`."""
+    n_kv, capacity, d = keys.shape
+    n_head = q.numel() // d
+    group = n_head // n_kv
+    out = torch.empty(n_head, d, dtype=torch.float32, device=q.device)
+    block_g = max(triton.next_power_of_2(group), 1)
+    block_s = max(16, min(64, 4096 // (block_g * triton.next_power_of_2(d)) * 4))
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    _rope_attention_kernel[(n_kv,)](
+        q, k, v, keys, values, cos, sin, sinks if sinks is not None else q, out, position, capacity, scale,
+        sliding_window or capacity + 1, GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=triton.next_power_of_2(d),
+        BLOCK_S=block_s, ROPE_HALF=cos.shape[-1], NEOX=neox, HAS_SINKS=sinks is not None,
+        WHOLE_CACHE=whole_cache, CAPACITY=capacity if whole_cache else 0, num_warps=4,
+    )  # fmt: skip
+    return out.view(-1)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Feed-forward activations
 
 
 @triton.jit
 def _glu_kernel(
-    gate_ptr, up_ptr, y_ptr, n, alpha, limit, OAI: tl.constexpr, BLOCK: tl.constexpr
+    gate_ptr, up_ptr, y_ptr, n, gate_stride, up_stride, alpha, limit, OAI: tl.constexpr, BLOCK: tl.constexpr
 ):  # fmt: skip
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    row = tl.program_id(0).to(tl.int64)
+    i = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
-    g = tl.load(gate_ptr + i, mask=mask, other=0.0)
-    u = tl.load(up_ptr + i, mask=mask, other=0.0)
+    g = tl.load(gate_ptr + row * gate_stride + i, mask=mask, other=0.0)
+    u = tl.load(up_ptr + row * up_stride + i, mask=mask, other=0.0)
     if OAI:
         g = tl.minimum(g, limit)
         u = tl.minimum(tl.maximum(u, -limit), limit)
         y = g * tl.sigmoid(alpha * g) * (u + 1.0)
     else:
         y = g * tl.sigmoid(g) * u
-    tl.store(y_ptr + i, y, mask=mask)
+    tl.store(y_ptr + row * n + i, y, mask=mask)
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """`t` as `[rows, n]` with unit column stride, a view where the strides allow (the column views of one
+    multi-weight GEMV output: gate and up side by side), else a copy."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
 def _glu(gate: torch.Tensor, up: torch.Tensor, oai: bool, alpha: float, limit: float) -> torch.Tensor:
-    gate, up = gate.contiguous(), up.contiguous()
+    g2, u2 = _rows(gate), _rows(up)
     y = torch.empty(gate.shape, dtype=torch.float32, device=gate.device)
-    n = gate.numel()
-    block = 1024
-    _glu_kernel[(triton.cdiv(n, block),)](gate, up, y, n, alpha, limit, OAI=oai, BLOCK=block, num_warps=4)
+    rows, n = g2.shape
+    block = min(1024, triton.next_power_of_2(n))
+    _glu_kernel[(rows, triton.cdiv(n, block))](
+        g2, u2, y, n, g2.stride(0), u2.stride(0), alpha, limit, OAI=oai, BLOCK=block, num_warps=4
+    )
     return y
 
 
@@ -263,3 +414,70 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 def swiglu_oai(gate: torch.Tensor, linear: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
     """gpt-oss's clamped SwiGLU, as `reference_worker.models.gpt_oss.swiglu`."""
     return _glu(gate, linear, True, alpha, limit)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mixture-of-experts routing and combination
+
+
+@triton.jit
+def _moe_route_kernel(
+    logits_ptr, ids_ptr, weights_ptr, n_expert, K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr
+):  # fmt: skip
+    t = tl.program_id(0).to(tl.int64)
+    e = tl.arange(0, BLOCK_E)
+    x = tl.load(logits_ptr + t * n_expert + e, mask=e < n_expert, other=float("-inf")).to(tl.float32)
+    j = tl.arange(0, BLOCK_K)
+    top = tl.full([BLOCK_K], float("-inf"), tl.float32)
+    ids = tl.zeros([BLOCK_K], tl.int64)
+    # k rounds of arg-max, largest logit first (ties: the lowest expert id), each winner then masked.
+    for r in tl.static_range(K):
+        best = tl.max(x, axis=0)
+        winner = tl.min(tl.where(x == best, e, BLOCK_E), axis=0)
+        top = tl.where(j == r, best, top)
+        ids = tl.where(j == r, winner.to(tl.int64), ids)
+        x = tl.where(e == winner, float("-inf"), x)
+    p = tl.exp(top - tl.max(top, axis=0))  # the unused lanes hold -inf: exp gives 0
+    tl.store(ids_ptr + t * K + j, ids, mask=j < K)
+    tl.store(weights_ptr + t * K + j, p / tl.sum(p, axis=0), mask=j < K)
+
+
+def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[T, n_expert]` -> expert ids `[T, k]` (long, largest logit first) and their weights `[T, k]`
+    (float32 softmax over the k selected logits), one launch; as `reference_worker.models.gpt_oss.route`.
+    The ids stay on the device, where the expert GEMVs read them."""
+    logits = router_logits.contiguous()
+    n_tokens, n_expert = logits.shape
+    ids = torch.empty(n_tokens, k, dtype=torch.long, device=logits.device)
+    weights = torch.empty(n_tokens, k, dtype=torch.float32, device=logits.device)
+    _moe_route_kernel[(n_tokens,)](
+        logits, ids, weights, n_expert, K=k, BLOCK_E=triton.next_power_of_2(n_expert),
+        BLOCK_K=triton.next_power_of_2(k), num_warps=1,
+    )  # fmt: skip
+    return ids, weights
+
+
+@triton.jit
+def _moe_combine_kernel(x_ptr, down_ptr, w_ptr, y_ptr, n, K: tl.constexpr, BLOCK: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n
+    total = tl.zeros([BLOCK], tl.float32)
+    for j in tl.static_range(K):
+        w = tl.load(w_ptr + t * K + j)
+        total += w * tl.load(down_ptr + (t * K + j) * n + cols, mask=mask, other=0.0)
+    x = tl.load(x_ptr + t * n + cols, mask=mask, other=0.0)
+    tl.store(y_ptr + t * n + cols, x + total, mask=mask)
+
+
+def moe_combine(x: torch.Tensor, down: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The residual plus the weighted sum of each token's expert outputs: x `[T, n]`, down `[T, k, n]`,
+    weights `[T, k]` (float32) -> `x + (down * weights[..., None]).sum(1)`, one launch instead of three."""
+    x, down, weights = x.contiguous(), down.contiguous(), weights.contiguous()
+    n_tokens, k, n = down.shape
+    y = torch.empty(n_tokens, n, dtype=torch.float32, device=x.device)
+    block = min(1024, triton.next_power_of_2(n))
+    _moe_combine_kernel[(n_tokens, triton.cdiv(n, block))](
+        x, down, weights, y, n, K=k, BLOCK=block, num_warps=4
+    )
+    return y

@@ -4,8 +4,9 @@ One launch of the fused dequant-GEMV (`kernels.triton_gemv`) computes, for every
 expert) pair, that token's activation row against that expert's matrix only: each program reads its
 pair's expert id and offsets its weight rows by it, so unselected experts are never read and nothing
 is gathered or copied first. It serves `kernels.qmatmul.qmatmul_experts` through
-`kernels.qmatmul.ExpertsFastPath` for the few-token calls of decode; larger batches (prefill) go to
-`kernels.triton_prefill`, which decodes each selected expert once for all of its tokens.
+`kernels.qmatmul.ExpertsFastPath` for the few-token calls of decode, and `qmatmuls_experts` (a MoE's gate
+and up, the same expert ids) in one launch over both tensors' rows (`launch_segments`); larger batches
+(prefill) go to `kernels.triton_prefill`, which decodes each selected expert once for all of its tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from kernels.qmatmul import ExpertsFastPath
 from kernels.qtensor import QTensor
-from kernels.triton_gemv import launch, supports_layout
+from kernels.triton_gemv import MAX_SEGMENTS, launch, launch_segments, supports_layout
 
 MAX_PAIRS = 32  # token-expert pairs per call served here (decode: one token x k experts, k <= 32)
 
@@ -44,6 +45,38 @@ def gemv_experts(
     return y.view(n_tokens, k, w.shape[1]).to(out_dtype)
 
 
+def gemvs_experts(
+    x: torch.Tensor,
+    weights: tuple[QTensor, ...],
+    expert_ids: torch.Tensor,
+    biases: tuple[torch.Tensor | None, ...],
+) -> tuple[torch.Tensor, ...] | None:
+    """`qmatmuls_experts`'s contract (outputs in `x.dtype`): 1-3 expert tensors of one type and shape
+    (gate and up) in one launch over their rows together, each (T, k, out) a column view of one buffer.
+    None (not served here) for mixed types or shapes, mixed biases, or a call `supports` refuses."""
+    w = weights[0]
+    if (
+        not 1 <= len(weights) <= MAX_SEGMENTS
+        or any(v.qtype != w.qtype or v.shape != w.shape for v in weights)
+        or not all(supports(x, v, expert_ids) for v in weights)
+    ):
+        return None
+    has_bias = biases[0] is not None
+    if any((b is not None) != has_bias or (has_bias and b.dtype != biases[0].dtype) for b in biases):
+        return None
+    n_tokens, k = expert_ids.shape
+    pairs = expert_ids.reshape(-1).contiguous()
+    bias_args = tuple(b.contiguous() if b is not None else None for b in biases)
+    y = launch_segments(x, weights, bias_args, n_tokens * k, expert_ids=pairs, x_group=k)
+    y = y.view(n_tokens, k, -1).to(x.dtype)
+    out = w.shape[1]
+    return tuple(y[..., i * out : (i + 1) * out] for i in range(len(weights)))
+
+
 EXPERTS_FAST_PATH = ExpertsFastPath(
-    name="triton-moe-gemv", devices=("cuda",), supports=supports, qmatmul_experts=gemv_experts
+    name="triton-moe-gemv",
+    devices=("cuda",),
+    supports=supports,
+    qmatmul_experts=gemv_experts,
+    qmatmuls_experts=gemvs_experts,
 )

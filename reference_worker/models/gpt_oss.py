@@ -173,21 +173,32 @@ class Block:
         self.down_exps_b = vector(p + "ffn_down_exps.bias", X, E)
         self.n_expert_used = c.n_expert_used
 
-    def moe(self, h: torch.Tensor, fused: Any = None) -> torch.Tensor:
-        """[T, E] -> [T, E]; each expert some token selected is dequantized once, the others never.
-        Routing stays on the device: expert ids go from top-k straight to the expert GEMVs."""
-        mm_experts = self.kernels.qmatmul_experts
-        experts, weights = route(self.kernels.qmatmul(h, self.router, self.router_b), self.n_expert_used)
-        gate = mm_experts(h, self.gate_exps, experts, self.gate_exps_b)  # [T, k, F]
-        up = mm_experts(h, self.up_exps, experts, self.up_exps_b)
+    def moe(self, h: torch.Tensor, x: torch.Tensor, fused: Any = None) -> torch.Tensor:
+        """x + moe(h) for `[T, E]`; each expert some token selected is dequantized once, the others never.
+        Routing stays on the device: expert ids go from top-k straight to the expert GEMVs. With the
+        fused decode kernels: top-k and its softmax in one kernel, gate and up in one product, the
+        weighted sum and the residual in one kernel."""
+        kernels = self.kernels
+        logits = kernels.qmatmul(h, self.router, self.router_b)
+        experts, weights = (
+            fused.moe_route(logits, self.n_expert_used)
+            if fused is not None
+            else route(logits, self.n_expert_used)
+        )
+        gate, up = kernels.qmatmuls_experts(
+            h, (self.gate_exps, self.up_exps), experts, (self.gate_exps_b, self.up_exps_b)
+        )  # [T, k, F] each
         act = (
             fused.swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT) if fused is not None else swiglu(gate, up)
         )
         # Token t's j-th expert sees act[t, j]: flatten (t, j) so each row goes through its own expert.
         n_tokens, k = experts.shape
         token_rows = act.reshape(n_tokens * k, -1)
-        down = mm_experts(token_rows, self.down_exps, experts.reshape(-1, 1), self.down_exps_b)
-        return (down.view(n_tokens, k, -1) * weights[..., None]).sum(dim=1)
+        down = kernels.qmatmul_experts(token_rows, self.down_exps, experts.reshape(-1, 1), self.down_exps_b)
+        down = down.view(n_tokens, k, -1)
+        if fused is not None:
+            return fused.moe_combine(x, down, weights)
+        return x + (down * weights[..., None]).sum(dim=1)
 
 
 class GptOssModel:
@@ -254,7 +265,7 @@ class GptOssModel:
     ) -> torch.Tensor:
         """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`; with the
         fused decode kernels of the chosen `KernelSet` (CUDA) it uses them for norms, RoPE + KV store,
-        attention (sinks, sliding window) and the SwiGLU."""
+        attention (sinks, sliding window), the SwiGLU and the MoE's routing and weighted sum."""
         c = self.config
         mm = self.kernels.qmatmul
         n_tokens, start = tokens.shape[0], cache.length
@@ -266,13 +277,13 @@ class GptOssModel:
         x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, E]
         for i, layer in enumerate(self.layers):
             h = norm(x, layer.attn_norm, c.norm_eps)
-            q, k, v = mm(h, layer.wq, layer.bq), mm(h, layer.wk, layer.bk), mm(h, layer.wv, layer.bv)
-            if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one
+            q, k, v = self.kernels.qmatmuls(h, (layer.wq, layer.wk, layer.wv), (layer.bq, layer.bk, layer.bv))
+            if fused is not None:  # one position: RoPE, KV store and attention (sinks, window) in one kernel
                 keys, values = cache.keys[i], cache.values[i]
-                q = fused.rope_store(q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, True)
-                a = fused.decode_attention(
-                    q, keys, values, positions, self.scale, layer.sliding_window, layer.sinks
-                )
+                a = fused.rope_attention(
+                    q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, True, self.scale,
+                    layer.sliding_window, layer.sinks,
+                )  # fmt: skip
             else:
                 q = q.view(n_tokens, c.n_head, c.head_dim).transpose(0, 1)
                 k = k.view(n_tokens, c.n_head_kv, c.head_dim).transpose(0, 1)
@@ -294,7 +305,7 @@ class GptOssModel:
                     positions=positions,
                 ).transpose(0, 1)
             x = x + mm(a.reshape(n_tokens, -1), layer.wo, layer.bo)
-            x = x + layer.moe(norm(x, layer.ffn_norm, c.norm_eps), fused)
+            x = layer.moe(norm(x, layer.ffn_norm, c.norm_eps), x, fused)
         if not step:
             cache.advance(n_tokens)
         if last_only:

@@ -223,12 +223,11 @@ class LlamaModel:
             return self.native_step(x, cache, int(positions))
         for i, layer in enumerate(self.layers):
             q, k, v = layer.qkv(norm(x, layer.attn_norm, cfg.norm_eps))
-            if fused is not None:  # one position: RoPE + KV store in one kernel, attention in one
+            if fused is not None:  # one position: RoPE, KV store and attention in one kernel
                 keys, values = cache.keys[i], cache.values[i]
-                q = fused.rope_store(
-                    q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, cfg.rope_neox
+                a = fused.rope_attention(
+                    q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, cfg.rope_neox, self.scale
                 )
-                a = fused.decode_attention(q, keys, values, positions, self.scale)
             else:
                 q = q.view(n_tokens, cfg.n_head, cfg.head_dim).transpose(0, 1)  # [n_head, T, head_dim]
                 k = k.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from reference_worker.models.attention import ReferenceAttention
-from reference_worker.models.gpt_oss import SWIGLU_ALPHA, SWIGLU_LIMIT, swiglu
+from reference_worker.models.gpt_oss import SWIGLU_ALPHA, SWIGLU_LIMIT, route, swiglu
 from reference_worker.models.llama import rms_norm
 from reference_worker.models.rope import apply_rope, rope_frequencies
 
@@ -114,3 +114,86 @@ def test_activations_match_the_reference(device) -> None:
     assert rel_err(silu_mul(gate, up), F.silu(gate) * up) < REL_TOL
     got = swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT)
     assert rel_err(got, swiglu(gate, up)) < REL_TOL
+
+
+def test_activations_read_gate_and_up_as_column_views_of_one_buffer(device) -> None:
+    # A MoE's gate and up from one multi-weight GEMV: [T, k, 2F], each half a strided view.
+    swiglu_oai = decode_kernels(device).swiglu_oai
+    both = torch.randn(1, 4, 2 * 2880, device=device) * 6
+    gate, up = both[..., :2880], both[..., 2880:]
+    got = swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT)
+    assert got.shape == (1, 4, 2880)
+    assert rel_err(got, swiglu(gate, up)) < REL_TOL
+
+
+@pytest.mark.parametrize(("n_tokens", "n_expert", "k"), [(1, 32, 4), (3, 128, 4), (2, 10, 3)])
+def test_moe_route_picks_the_reference_experts_and_weights(device, n_tokens, n_expert, k) -> None:
+    logits = torch.randn(n_tokens, n_expert, device=device) * 3
+    ids, weights = decode_kernels(device).moe_route(logits, k)
+    expected_ids, expected_weights = route(logits, k)
+    assert ids.dtype == torch.long and ids.device == logits.device
+    assert torch.equal(ids, expected_ids)
+    assert rel_err(weights, expected_weights) < REL_TOL
+
+
+def test_moe_combine_adds_the_weighted_experts_to_the_residual(device) -> None:
+    x, down = torch.randn(2, 2880, device=device), torch.randn(2, 4, 2880, device=device)
+    weights = torch.softmax(torch.randn(2, 4, device=device), dim=-1)
+    got = decode_kernels(device).moe_combine(x, down, weights)
+    assert rel_err(got, x + (down * weights[..., None]).sum(dim=1)) < REL_TOL
+
+
+@pytest.mark.parametrize(
+    ("neox", "n_head", "n_kv", "head_dim", "rope_dim", "window", "with_sinks", "pos"),
+    [
+        (True, 14, 2, 64, 64, None, False, 0),
+        (True, 14, 2, 64, 64, None, False, 233),
+        (False, 9, 3, 64, 64, None, False, 70),
+        (True, 32, 32, 96, 96, None, False, 100),
+        (True, 4, 4, 96, 32, None, False, 17),
+        (True, 64, 8, 64, 64, 128, True, 299),
+        (True, 64, 8, 64, 64, 128, True, 5),
+        (True, 64, 8, 64, 64, None, True, 0),
+    ],
+    ids=[
+        "qwen-first",
+        "qwen",
+        "llama",
+        "phi3",
+        "partial-rotary",
+        "gpt-oss-window",
+        "gpt-oss-short",
+        "sinks-first",
+    ],
+)
+def test_rope_attention_is_rope_kv_store_and_attention_of_the_reference(
+    device, neox, n_head, n_kv, head_dim, rope_dim, window, with_sinks, pos
+) -> None:
+    rope_attention = decode_kernels(device).rope_attention
+    capacity, scale = 300, 1 / math.sqrt(head_dim)
+    cos, sin = rope_frequencies(head_dim, 10000.0, rope_dim, max_positions=capacity, device=device)
+    keys, values = torch.randn(2, n_kv, capacity, head_dim, device=device)
+    keys[:, pos:] = float("nan")  # the position itself is written by the kernel; later ones never read
+    values[:, pos:] = float("nan")
+    q, k, v = (torch.randn(n * head_dim, device=device) for n in (n_head, n_kv, n_kv))
+    sinks = torch.randn(n_head, device=device) if with_sinks else None
+    position = torch.tensor([pos], device=device)
+    as_heads = lambda t, n: t.view(1, n, head_dim).transpose(0, 1)  # noqa: E731
+    want_keys, want_values = keys.clone(), values.clone()
+    want_keys[:, pos] = apply_rope(as_heads(k, n_kv), cos, sin, position, neox)[:, 0]
+    want_values[:, pos] = v.view(n_kv, head_dim)
+    q_rot = apply_rope(as_heads(q, n_head), cos, sin, position, neox)
+    expected = ReferenceAttention()(
+        q_rot, want_keys[:, : pos + 1], want_values[:, : pos + 1], start_pos=pos, scale=scale,
+        sliding_window=window, sinks=sinks,
+    )  # fmt: skip
+    got = rope_attention(q, k, v, keys, values, cos, sin, position, neox, scale, window, sinks)
+    assert rel_err(got, expected.reshape(-1)) < REL_TOL
+    assert rel_err(keys[:, pos], want_keys[:, pos]) < REL_TOL
+    assert torch.equal(values[:, pos], want_values[:, pos])
+    assert keys[:, pos + 1 :].isnan().all() and values[:, pos + 1 :].isnan().all()  # nothing else written
+    if device == "cuda":  # Triton's CPU-interpreter variant of the same kernel
+        same = rope_attention(
+            q, k, v, keys, values, cos, sin, position, neox, scale, window, sinks, whole_cache=True
+        )
+        assert torch.equal(got, same)

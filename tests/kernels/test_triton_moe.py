@@ -32,9 +32,11 @@ def experts(qtype: GGMLType, shape: tuple[int, int, int], rng, blocks) -> QTenso
 
 
 def reference(x, w, ids, bias, out_dtype=None) -> torch.Tensor:
-    return backend.kernel_set(backend.KernelConfig(kernels="reference"), "cuda").qmatmul_experts(
-        x, w, ids, bias
-    ).to(out_dtype or x.dtype)
+    return (
+        backend.kernel_set(backend.KernelConfig(kernels="reference"), "cuda")
+        .qmatmul_experts(x, w, ids, bias)
+        .to(out_dtype or x.dtype)
+    )
 
 
 def fast(x, w, ids, bias=None) -> torch.Tensor:
@@ -94,3 +96,38 @@ def test_prefill_keeps_the_grouped_path(rng, blocks) -> None:
     x = torch.randn(40, 64, device="cuda")
     ids = torch.zeros(40, 4, dtype=torch.long, device="cuda")
     assert not served_by_fast_path(x, w, ids)
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+def test_gate_and_up_in_one_launch_match_reference(with_bias, rng, blocks) -> None:
+    # GPT-OSS's gate and up: two expert tensors of one type, the same ids, one launch (column views).
+    from kernels.triton_moe import gemvs_experts
+
+    shape = (8, 576, 2880)
+    gate, up = experts(GGMLType.MXFP4, shape, rng, blocks), experts(GGMLType.MXFP4, shape, rng, blocks)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 2880)).astype(np.float32)).cuda()
+    ids = torch.tensor([[5, 0, 7, 2]], device="cuda")
+    biases = tuple(
+        torch.from_numpy(rng.normal(0.0, 0.1, (8, 576)).astype(np.float32)).cuda() if with_bias else None
+        for _ in range(2)
+    )
+    assert gemvs_experts(x, (gate, up), ids, biases) is not None  # served here, not per tensor
+    kernels = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cuda")
+    got = kernels.qmatmuls_experts(x, (gate, up), ids, biases)
+    for y, w, b in zip(got, (gate, up), biases, strict=True):
+        assert y.shape == (1, 4, 576)
+        assert rel_err(y, reference(x, w, ids, b)) < REL_TOL
+
+
+def test_gate_and_up_of_different_types_are_not_one_launch(rng, blocks) -> None:
+    from kernels.triton_moe import gemvs_experts
+
+    gate = experts(GGMLType.MXFP4, (4, 64, 256), rng, blocks)
+    up = experts(GGMLType.Q8_0, (4, 64, 256), rng, blocks)
+    x = torch.randn(1, 256, device="cuda")
+    ids = torch.tensor([[1, 3]], device="cuda")
+    assert gemvs_experts(x, (gate, up), ids, (None, None)) is None
+    kernels = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cuda")
+    got = kernels.qmatmuls_experts(x, (gate, up), ids)
+    for y, w in zip(got, (gate, up), strict=True):
+        assert rel_err(y, reference(x, w, ids, None)) < REL_TOL
