@@ -20,6 +20,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.paths import fixture_path
@@ -52,7 +53,7 @@ def device_views(worker) -> dict[str, object]:
     }
     try:
         driver = next((app.used_bytes for app in compute_apps() if app.pid == worker.popen.pid), None)
-    except BaseException as exc:  # nvidia-smi missing or unreadable: `compute_apps` skips, with the reason
+    except pytest.skip.Exception as exc:  # nvidia-smi missing or unreadable: `compute_apps` says why
         driver = f"not read: {exc}"
     return {"allocator_bytes": allocator, "driver_context_bytes": driver}
 

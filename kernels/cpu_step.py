@@ -110,7 +110,7 @@ class NativeStep:
             cfg.head_dim,
             cfg.ffn_dim,
             model.rope_cos.shape[-1],
-            0,  # capacity: the cache's, set per call
+            0,  # capacity: the context's to size the scratch below, then each call's cache
             cfg.norm_eps,
             model.scale,
             int(cfg.rope_neox),
