@@ -115,8 +115,22 @@ void gemv_q5_0(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t
     }
 }
 
+/* The eight 6-bit scales and mins of a Q4_K block (scales[12], get_scale_min_k4) as float32 lanes 0-7,
+ * unpacked four at a time with 32-bit masks (ggml's utmp form) instead of one sub-block at a time. */
+static inline void q4_k_scales_mins(const uint8_t *scales, __m256 *sc, __m256 *mn) {
+    uint32_t u[3];
+    memcpy(u, scales, 12);
+    const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, top2 = 0x03030303;
+    const uint32_t s0 = u[0] & low6, s1 = (u[2] & low4) | (((u[0] >> 6) & top2) << 4);
+    const uint32_t m0 = u[1] & low6, m1 = ((u[2] >> 4) & low4) | (((u[1] >> 6) & top2) << 4);
+    *sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)s1, (int)s0)));
+    *mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)m1, (int)m0)));
+}
+
 /* Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]}: eight sub-blocks of 32, w = (d * sc) * q - dmin * m;
- * sub-block 2c takes the low nibbles of qs[32c..32c+31], 2c + 1 their high nibbles (get_scale_min_k4). */
+ * sub-block 2c takes the low nibbles of qs[32c..32c+31], 2c + 1 their high nibbles (get_scale_min_k4).
+ * The mins' term of all eight sub-blocks is one 8-lane FMA with the block sums of x; low- and high-nibble
+ * sub-blocks accumulate in two chains. */
 void gemv_q4_k(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t cols) {
     const int64_t nb = cols / 256;
     float xsum[cols / 32];
@@ -124,35 +138,28 @@ void gemv_q4_k(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t
     const __m128i mask = _mm_set1_epi8(0x0F);
     for (int64_t r = 0; r < rows; r++) {
         const uint8_t *blk = w + (size_t)r * nb * 144;
-        float total = 0.0f;
+        __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++, blk += 144) {
-            const float d = f16(blk), dmin = f16(blk + 2);
-            const uint8_t *sc = blk + 4, *qs = blk + 16;
+            __m256 sc, mn;
+            q4_k_scales_mins(blk + 4, &sc, &mn);
+            float scale[8];
+            _mm256_storeu_ps(scale, _mm256_mul_ps(sc, _mm256_set1_ps(f16(blk))));
+            mins = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(f16(blk + 2))), _mm256_loadu_ps(xsum + b * 8), mins);
+            const uint8_t *qs = blk + 16;
             const float *xb = x + b * 256;
-            __m256 acc = _mm256_setzero_ps();
-            float mins = 0.0f;
-            for (int j = 0; j < 8; j++) {
-                int s, m;
-                if (j < 4) {
-                    s = sc[j] & 63;
-                    m = sc[j + 4] & 63;
-                } else {
-                    s = (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
-                    m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-                }
-                const uint8_t *q = qs + (j / 2) * 32;
-                __m128i q0 = _mm_loadu_si128((const __m128i *)q), q1 = _mm_loadu_si128((const __m128i *)(q + 16));
-                if (j & 1) {
-                    q0 = _mm_srli_epi16(q0, 4);
-                    q1 = _mm_srli_epi16(q1, 4);
-                }
-                __m256 part = dot32_i8(_mm_and_si128(q0, mask), _mm_and_si128(q1, mask), xb + j * 32);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)s), part, acc);
-                mins += (dmin * (float)m) * xsum[b * 8 + j];
+            __m256 low = _mm256_setzero_ps(), high = _mm256_setzero_ps();
+            for (int c = 0; c < 4; c++) {
+                const __m128i q0 = _mm_loadu_si128((const __m128i *)(qs + 32 * c));
+                const __m128i q1 = _mm_loadu_si128((const __m128i *)(qs + 32 * c + 16));
+                const __m256 pl = dot32_i8(_mm_and_si128(q0, mask), _mm_and_si128(q1, mask), xb + 64 * c);
+                const __m256 ph = dot32_i8(_mm_and_si128(_mm_srli_epi16(q0, 4), mask),
+                                           _mm_and_si128(_mm_srli_epi16(q1, 4), mask), xb + 64 * c + 32);
+                low = _mm256_fmadd_ps(_mm256_set1_ps(scale[2 * c]), pl, low);
+                high = _mm256_fmadd_ps(_mm256_set1_ps(scale[2 * c + 1]), ph, high);
             }
-            total += hsum(acc) - mins;
+            acc = _mm256_add_ps(acc, _mm256_add_ps(low, high));
         }
-        y[r] = total;
+        y[r] = hsum(acc) - hsum(mins);
     }
 }
 
@@ -186,13 +193,17 @@ void gemv_q6_k(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t
     const __m128i low4 = _mm_set1_epi8(0x0F), thirty_two = _mm_set1_epi8(32);
     for (int64_t r = 0; r < rows; r++) {
         const uint8_t *blk = w + (size_t)r * nb * 210;
-        __m256 acc = _mm256_setzero_ps();
+        __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps(); /* two chains: quarters 1, 3 and 2, 4 */
         for (int64_t b = 0; b < nb; b++, blk += 210) {
-            const float d = f16(blk + 208);
-            const int8_t *sc = (const int8_t *)(blk + 192);
+            /* d * scale of the 16 groups of 16, widened once per block */
+            const __m128i sc = _mm_loadu_si128((const __m128i *)(blk + 192));
+            const __m256 d = _mm256_set1_ps(f16(blk + 208));
+            float scale[16];
+            _mm256_storeu_ps(scale, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
+            _mm256_storeu_ps(scale + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
             for (int n = 0; n < 2; n++) {
                 const uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
-                const int8_t *s = sc + 8 * n;
+                const float *s = scale + 8 * n;
                 const float *xb = x + b * 256 + 128 * n;
                 for (int half = 0; half < 2; half++) { /* l = 0-15, then 16-31: scale index is + half */
                     const int l = 16 * half;
@@ -204,14 +215,14 @@ void gemv_q6_k(const uint8_t *w, const float *x, float *y, int64_t rows, int64_t
                     __m128i q3 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), low4), _mm_and_si128(h, _mm_set1_epi8(0x30)));
                     __m128i q4 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(c, 4), low4),
                                               _mm_srli_epi16(_mm_and_si128(h, _mm_set1_epi8((char)0xC0)), 2));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s[half + 0]), dot16_i8(_mm_sub_epi8(q1, thirty_two), xb + l), acc);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s[half + 2]), dot16_i8(_mm_sub_epi8(q2, thirty_two), xb + l + 32), acc);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s[half + 4]), dot16_i8(_mm_sub_epi8(q3, thirty_two), xb + l + 64), acc);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s[half + 6]), dot16_i8(_mm_sub_epi8(q4, thirty_two), xb + l + 96), acc);
+                    even = _mm256_fmadd_ps(_mm256_set1_ps(s[half + 0]), dot16_i8(_mm_sub_epi8(q1, thirty_two), xb + l), even);
+                    odd = _mm256_fmadd_ps(_mm256_set1_ps(s[half + 2]), dot16_i8(_mm_sub_epi8(q2, thirty_two), xb + l + 32), odd);
+                    even = _mm256_fmadd_ps(_mm256_set1_ps(s[half + 4]), dot16_i8(_mm_sub_epi8(q3, thirty_two), xb + l + 64), even);
+                    odd = _mm256_fmadd_ps(_mm256_set1_ps(s[half + 6]), dot16_i8(_mm_sub_epi8(q4, thirty_two), xb + l + 96), odd);
                 }
             }
         }
-        y[r] = hsum(acc);
+        y[r] = hsum(_mm256_add_ps(even, odd));
     }
 }
 
