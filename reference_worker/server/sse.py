@@ -2,7 +2,7 @@
 
 Each event carries both `event: <type>` and `data: {"type": <type>, ...}` so clients that read either
 framing see the same stream. The engine's generator runs on a worker thread and hands each event to the
-response through an asyncio queue as soon as it is produced: nothing is buffered until the end.
+response through an `EventChannel` as soon as it is produced: nothing is buffered until the end.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -71,39 +72,111 @@ def error_event(event: ErrorEvent) -> ServerSentEvent:
 JobItem = GenerationEvent
 
 
+class EventChannel:
+    """The job's events from the engine's thread to the response's task, in order.
+
+    Why not an asyncio.Queue fed by `call_soon_threadsafe`: that wakes the event loop (a write to its
+    self-pipe and a callback) for every token, and the GIL then passes between the two threads twice per
+    token; on a small model that costs more than the decode step itself. Here the thread appends to a
+    deque and wakes the loop only when the reader waits on an empty channel (`wait`), or, while the reader
+    pauses to let tokens gather (`pause`), for a terminal event."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[JobItem] = deque()
+        self._lock = threading.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+        self._pausing = False  # the waiter is a pause: only an urgent item ends it early
+
+    def put(self, item: JobItem, *, urgent: bool = False) -> None:
+        """From any thread. `urgent`: end a pause too (the job's last event)."""
+        with self._lock:
+            self._items.append(item)
+            waiter = self._waiter
+            if waiter is not None and (urgent or not self._pausing):
+                self._waiter = None
+            else:
+                waiter = None
+        if waiter is not None:
+            try:
+                self._loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # the event loop is gone (shutdown); nobody is listening
+                pass
+
+    def take_ready(self) -> list[JobItem]:
+        """Every item that has arrived, oldest first (possibly none); on the loop."""
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    async def wait(self, timeout: float) -> bool:
+        """Until an item is there (True) or `timeout` seconds have passed (False); on the loop."""
+        if await self._sleep(timeout, pausing=False):
+            return True
+        with self._lock:
+            return bool(self._items)
+
+    async def pause(self, seconds: float) -> None:
+        """`seconds`, or less if an urgent item arrives; on the loop."""
+        await self._sleep(seconds, pausing=True)
+
+    async def _sleep(self, seconds: float, *, pausing: bool) -> bool:
+        with self._lock:
+            if self._items and not pausing:
+                return True
+            waiter = self._waiter = self._loop.create_future()
+            self._pausing = pausing
+        try:
+            await asyncio.wait_for(waiter, seconds)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                if self._waiter is waiter:
+                    self._waiter = None
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def start_job_thread(
     engine: Generator,
     request: GenerationRequest,
     cancel: CancelToken,
-    queue: asyncio.Queue[JobItem],
+    channel: EventChannel,
     on_done: Callable[[], None],
 ) -> threading.Thread:
-    """Runs the engine on a thread; every event lands in `queue`; exactly one terminal event is sent."""
-    loop = asyncio.get_running_loop()
-
-    def put(item: JobItem) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the event loop is gone (shutdown); nobody is listening
-            pass
+    """Runs the engine on a thread; every event lands in `channel`; exactly one terminal event is sent."""
+    put = channel.put
 
     def run() -> None:
         try:
             events = engine.generate(request, cancel)
             try:
                 for event in events:
-                    put(event)
                     if isinstance(event, EndEvent | ErrorEvent):
+                        put(event, urgent=True)
                         return
+                    put(event)
             finally:
                 close = getattr(events, "close", None)
                 if close is not None:
                     close()
-            put(ErrorEvent(ErrorCode.INTERNAL, "the engine stopped without an end or error event", True))
+            put(
+                ErrorEvent(ErrorCode.INTERNAL, "the engine stopped without an end or error event", True),
+                urgent=True,
+            )
         except VramOOM as e:  # M0-W-1021: the engine's partial allocations are freed by unwinding
-            put(ErrorEvent(ErrorCode.VRAM_OOM, str(e), True))
+            put(ErrorEvent(ErrorCode.VRAM_OOM, str(e), True), urgent=True)
         except Exception as e:  # the worker keeps serving after an engine failure
-            put(ErrorEvent(ErrorCode.INTERNAL, INTERNAL_MESSAGE, True, f"{type(e).__name__}: {e}"))
+            put(
+                ErrorEvent(ErrorCode.INTERNAL, INTERNAL_MESSAGE, True, f"{type(e).__name__}: {e}"),
+                urgent=True,
+            )
         finally:
             on_done()
 

@@ -489,7 +489,8 @@ def queued(worker: Worker) -> int:
 def test_with_a_queue_jobs_wait_in_arrival_order_and_the_next_one_is_refused(worker: Worker) -> None:
     worker.state.slot = JobSlot(queue_depth=2)
     worker.engine.delay = 0.05
-    first = Background(worker, {"job_id": "q-a", "prompt": "p", "max_tokens": 8})
+    # 2 s of tokens: long enough for the next two clients to be admitted even on a loaded machine
+    first = Background(worker, {"job_id": "q-a", "prompt": "p", "max_tokens": 40})
     assert first.first_token.wait(5)
     second = Background(worker, {"job_id": "q-b", "prompt": "p", "max_tokens": 3})
     assert wait_until(lambda: queued(worker) == 1)
