@@ -33,7 +33,9 @@ from kernels.qtensor import QTensor
 # One library: the GEMVs and the one-call decode step that uses them (`kernels/cpu_step.py`).
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_native.c", "cpu_step.c"))
 HEADER = Path(__file__).with_name("cpu_native.h")
-CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC")
+# -Bsymbolic: calls between the library's own functions (the step's GEMVs) bind to them, never to a
+# same-named symbol another library of the process exports.
+CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC", "-Wl,-Bsymbolic")
 REQUIRED_CPU_FLAGS = frozenset({"avx2", "fma", "f16c"})
 # ggml type -> the C function that multiplies one row with its blocks.
 FUNCTIONS = {

@@ -88,7 +88,7 @@ static void rope(float *v, const float *c, const float *s, int64_t half, int32_t
 /* x: the token's embedding row (dim floats), overwritten; keys/values: the cache
  * [n_layer, n_kv_head, capacity, head_dim] float32; logits: output.rows floats. 0, or -1 when a matrix
  * has a type without a GEMV (nothing useful written then). */
-int step(const Model *m, float *x, float *keys, float *values, int64_t pos, float *logits, float *work) {
+static int run_step(const Model *m, float *x, float *keys, float *values, int64_t pos, float *logits, float *work) {
     const int64_t dim = m->dim, d = m->head_dim, cap = m->capacity;
     const int64_t q_dim = m->n_head * d, kv_dim = m->n_kv_head * d, group = m->n_head / m->n_kv_head;
     float *h = work, *o = h + dim, *qkv = o + dim, *att = qkv + q_dim + 2 * kv_dim, *ffn = att + q_dim;
@@ -145,4 +145,21 @@ int step(const Model *m, float *x, float *keys, float *values, int64_t pos, floa
     }
     rms_norm(x, m->output_norm, m->norm_eps, h, dim);
     return product(&m->output, h, logits);
+}
+
+/* The exported entry points. (Named model_*: an exported `step` would be bound to libc's legacy regexp
+ * `step` when called from inside this library.) */
+int model_step(const Model *m, float *x, float *keys, float *values, int64_t pos, float *logits, float *work) {
+    return run_step(m, x, keys, values, pos, logits, work);
+}
+
+/* The step from a token id: its row of the float16 embedding table [vocab, dim] (the CPU fast path's
+ * copy of token_embd, kernels/cpu_dense.py) widened into x (dim floats), then the step. */
+int model_step_token(const Model *m, const uint16_t *embedding, int64_t token, float *x, float *keys, float *values,
+               int64_t pos, float *logits, float *work) {
+    const uint16_t *row = embedding + token * m->dim;
+    int64_t i = 0;
+    for (; i + 8 <= m->dim; i += 8) _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i))));
+    for (; i < m->dim; i++) x[i] = _cvtsh_ss(row[i]);
+    return run_step(m, x, keys, values, pos, logits, work);
 }

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from kernels import cpu_native
+from kernels.cpu_dense import dense_weight
 from kernels.qtensor import QTensor
 
 
@@ -120,7 +121,7 @@ class NativeStep:
             model.output_norm.data_ptr(),
             _matrix(model.output),
         )
-        self._step = lib.step
+        self._step = lib.model_step
         self._step.restype = ctypes.c_int
         pointer = ctypes.c_void_p
         self._step.argtypes = [
@@ -132,6 +133,14 @@ class NativeStep:
             pointer,
             pointer,
         ]
+        self._step_token = lib.model_step_token
+        self._step_token.restype = ctypes.c_int
+        self._step_token.argtypes = [
+            ctypes.POINTER(_Model),
+            pointer,
+            ctypes.c_int64,
+            *self._step.argtypes[1:],
+        ]
         work_floats = lib.step_work_floats
         work_floats.restype = ctypes.c_int64
         work_floats.argtypes = [ctypes.POINTER(_Model)]
@@ -141,6 +150,12 @@ class NativeStep:
         self._work = torch.empty(work_floats(ctypes.byref(self.table)), dtype=torch.float32)
         self._vocab = model.output.shape[0]
         self._table_ref = ctypes.byref(self.table)
+        # `step_token` reads the token's row from the fast path's float16 copy of the embedding table (the
+        # rows `qembedding` gives there); without that copy it looks the row up through the kernel set.
+        # (The copies are made after the model is built, so the table is looked up at the first step.)
+        self._token_embd, self._qembedding = model.token_embd, model.kernels.qembedding
+        self._embedding: torch.Tensor | None = None
+        self._x = torch.empty(cfg.dim, dtype=torch.float32)
 
     @classmethod
     def for_model(cls, model: Any) -> NativeStep | None:
@@ -187,3 +202,40 @@ class NativeStep:
         if done != 0:  # `for_model` checked every type; this is a broken table, not a user error
             raise RuntimeError("the native decode step met a matrix type without a GEMV")
         return logits
+
+    def step_token(self, token: int, cache: Any, position: int) -> torch.Tensor:
+        """The step of `forward` from a token id (the decode loop's sampled id): its embedding row, then
+        `__call__`'s work, in one C call where the float16 embedding copy exists. Logits `[1, vocab]`."""
+        embedding = self._embedding
+        if embedding is None:
+            embedding = self._embedding = _float16_rows(self._token_embd, len(self._x))
+            if embedding is None:
+                ids = torch.tensor([token], dtype=torch.long)
+                return self(self._qembedding(ids, self._token_embd).float(), cache, position)
+        if not 0 <= token < embedding.shape[0]:
+            raise IndexError(f"token id {token} outside the embedding table [0, {embedding.shape[0]})")
+        keys = cache.keys
+        logits = torch.empty(1, self._vocab, dtype=torch.float32)
+        self.table.capacity = keys.shape[2]
+        done = self._step_token(
+            self._table_ref,
+            embedding.data_ptr(),
+            token,
+            self._x.data_ptr(),
+            keys.data_ptr(),
+            cache.values.data_ptr(),
+            position,
+            logits.data_ptr(),
+            self._work.data_ptr(),
+        )
+        if done != 0:
+            raise RuntimeError("the native decode step met a matrix type without a GEMV")
+        return logits
+
+
+def _float16_rows(w: QTensor, dim: int) -> torch.Tensor | None:
+    """The fast path's float16 copy of the embedding table `w` when the C step can read it, else None."""
+    dense = dense_weight(w)
+    if dense is None or dense.dtype != torch.float16 or not dense.is_contiguous() or dense.shape[1] != dim:
+        return None
+    return dense

@@ -91,6 +91,10 @@ class DecodeStep:
         contiguous = isinstance(cache, ContiguousKVCache)
         self._graphs = graphs if contiguous and cache.keys.is_cuda else None
         self._eager = _Captured(model, cache) if static and contiguous and self._graphs is None else None
+        # CPU: the model's one-call step (kernels/cpu_step.py) from the token id, without the step form's
+        # buffers and preamble; the same function as `forward(..., positions=)` there.
+        native = getattr(model, "native_step", None) if self._eager is not None else None
+        self._native = native if native is not None and native.serves(cache) else None
 
     @property
     def uses_graph(self) -> bool:
@@ -106,6 +110,10 @@ class DecodeStep:
             raise ValueError(
                 f"position {cache.length + 1} exceeds the context length {self.model.config.context_length}"
             )
+        if self._native is not None:
+            logits = self._native.step_token(int(token), cache, cache.length)
+            cache.advance(1)
+            return logits[0]
         step = self._eager if self._graphs is None else self._graphs.step_for(cache)
         step.token.copy_(token.view(1))
         step.position.fill_(cache.length)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fixtures.paths import fixture_path
-from kernels import cpu_native
+from kernels import cpu_native, cpu_step
 from kernels.backend import KernelConfig
 from kernels.cpu_step import NativeStep
 from tests.worker.llama_helpers import load_model
@@ -154,3 +154,24 @@ def test_each_step_returns_its_own_logits() -> None:
         assert torch.equal(first, kept)
     finally:
         cache.free()
+
+
+@needs_native
+@pytest.mark.parametrize("embedding_copy", [True, False], ids=["float16-copy", "kernel-set-lookup"])
+def test_the_step_from_a_token_id_is_the_step_from_its_embedding_row(embedding_copy, monkeypatch) -> None:
+    """`step_token` (the decode loop's entry: the C step reads the token's row of the float16 embedding
+    copy) gives exactly the step of the row `qembedding` gives; without the copy it looks the row up."""
+    if not embedding_copy:
+        monkeypatch.setattr(cpu_step, "_float16_rows", lambda w, dim: None)
+    model = fast_model("tiny/llama-q4_k_m.gguf")
+    native = model.native_step
+    by_row, by_id = model.new_cache(4), model.new_cache(4)
+    try:
+        for position, token in enumerate([5, 17, model.token_embd.shape[0] - 1]):
+            row = model.kernels.qembedding(torch.tensor([token]), model.token_embd).float()
+            assert torch.equal(native.step_token(token, by_id, position), native(row, by_row, position))
+        with pytest.raises(IndexError):
+            native.step_token(model.token_embd.shape[0], by_id, 3)
+    finally:
+        by_row.free()
+        by_id.free()
