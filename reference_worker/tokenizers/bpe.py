@@ -47,7 +47,7 @@ class ByteLevelBPETokenizer:
         self.add_bos = vocab.add_bos
         self.model_max_context = model_max_context
         self.chat_template = chat_template
-        self._bytes: dict[int, bytes] = {}
+        self._pieces: dict[int, bytes] = {}  # token_bytes of each id seen, render_special False
 
         # The whole vocabulary, as llama.cpp looks merged pieces up in it (a later duplicate text wins).
         self._hf = HFTokenizer(
@@ -78,17 +78,19 @@ class ByteLevelBPETokenizer:
         return data.decode("utf-8", errors="replace")
 
     def token_bytes(self, token_id: int, *, render_special: bool = False) -> bytes:
-        """llama.cpp `token_to_piece`: control/unknown hidden, user-defined verbatim, others byte-mapped."""
+        """llama.cpp `token_to_piece`: control/unknown hidden, user-defined verbatim, others byte-mapped.
+        Cached per id (the streaming decoder asks once per generated token)."""
+        if not render_special:
+            cached = self._pieces.get(token_id)
+            if cached is not None:
+                return cached
         piece = self._vocab.special_piece(token_id, render_special)
-        if piece is not None:
-            return piece
-        attr, text = self._vocab.attrs[token_id], self._vocab.tokens[token_id]
-        if not attr & (TokenAttr.NORMAL | TokenAttr.BYTE):
-            return b""
-        cached = self._bytes.get(token_id)
-        if cached is None:
-            cached = self._bytes[token_id] = token_text_to_bytes(text)
-        return cached
+        if piece is None:
+            attr, text = self._vocab.attrs[token_id], self._vocab.tokens[token_id]
+            piece = token_text_to_bytes(text) if attr & (TokenAttr.NORMAL | TokenAttr.BYTE) else b""
+        if not render_special:
+            self._pieces[token_id] = piece
+        return piece
 
 
 def _parse_merges(merges: list[str], model_path: Path) -> list[tuple[str, str]]:
