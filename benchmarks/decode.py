@@ -403,7 +403,9 @@ def _execute(client: Any, url: str, prompt: str, max_tokens: int, seed: int) -> 
     started: dict[str, Any] = {}
     with open_event_stream(client, f"{url}/execute", json_body=body) as reader:
         if reader.stream.status_code != 200:
-            raise BenchmarkError(f"/execute answered {reader.stream.status_code}: {reader.response.read().decode()}")
+            raise BenchmarkError(
+                f"/execute answered {reader.stream.status_code}: {reader.response.read().decode()}"
+            )
         for event in reader:
             data = event.data or {}
             if event.type == "started":

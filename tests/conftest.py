@@ -19,7 +19,5 @@ def o200k_dir() -> Path:
         try:
             build_o200k_tokenizer_json(O200K_DIR)
         except FixtureError as exc:
-            pytest.skip(
-                f"o200k tokenizer.json unavailable ({exc}); run `python -m fixtures prepare --real`"
-            )
+            pytest.skip(f"o200k tokenizer.json unavailable ({exc}); run `python -m fixtures prepare --real`")
     return O200K_DIR
