@@ -187,21 +187,7 @@ class NativeStep:
     def __call__(self, embedding: torch.Tensor, cache: Any, position: int) -> torch.Tensor:
         """`embedding`: the token's row `[dim]` float32 (consumed); returns logits `[1, vocab]`."""
         x = embedding.reshape(-1).contiguous()
-        keys = cache.keys
-        logits = torch.empty(1, self._vocab, dtype=torch.float32)
-        self.table.capacity = keys.shape[2]
-        done = self._step(
-            self._table_ref,
-            x.data_ptr(),
-            keys.data_ptr(),
-            cache.values.data_ptr(),
-            position,
-            logits.data_ptr(),
-            self._work.data_ptr(),
-        )
-        if done != 0:  # `for_model` checked every type; this is a broken table, not a user error
-            raise RuntimeError("the native decode step met a matrix type without a GEMV")
-        return logits
+        return self._run(self._step, (x.data_ptr(),), cache, position)
 
     def step_token(self, token: int, cache: Any, position: int) -> torch.Tensor:
         """The step of `forward` from a token id (the decode loop's sampled id): its embedding row, then
@@ -214,21 +200,24 @@ class NativeStep:
                 return self(self._qembedding(ids, self._token_embd).float(), cache, position)
         if not 0 <= token < embedding.shape[0]:
             raise IndexError(f"token id {token} outside the embedding table [0, {embedding.shape[0]})")
+        return self._run(self._step_token, (embedding.data_ptr(), token, self._x.data_ptr()), cache, position)
+
+    def _run(self, entry: Any, inputs: tuple[int, ...], cache: Any, position: int) -> torch.Tensor:
+        """One call of a C entry point: `inputs` (what it steps from), then the cache, the position, a new
+        logits tensor and the scratch."""
         keys = cache.keys
         logits = torch.empty(1, self._vocab, dtype=torch.float32)
         self.table.capacity = keys.shape[2]
-        done = self._step_token(
+        done = entry(
             self._table_ref,
-            embedding.data_ptr(),
-            token,
-            self._x.data_ptr(),
+            *inputs,
             keys.data_ptr(),
             cache.values.data_ptr(),
             position,
             logits.data_ptr(),
             self._work.data_ptr(),
         )
-        if done != 0:
+        if done != 0:  # `for_model` checked every type; this is a broken table, not a user error
             raise RuntimeError("the native decode step met a matrix type without a GEMV")
         return logits
 
