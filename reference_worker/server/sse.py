@@ -150,35 +150,37 @@ def start_job_thread(
     channel: EventChannel,
     on_done: Callable[[], None],
 ) -> threading.Thread:
-    """Runs the engine on a thread; every event lands in `channel`; exactly one terminal event is sent."""
+    """Runs the engine on a thread; every event lands in `channel`; exactly one terminal event is sent,
+    after the engine has let go of the job (its generator closed) and `on_done` has freed the slot: a
+    client that sends its next job the moment it reads `end` or `error` is never refused as busy."""
     put = channel.put
 
     def run() -> None:
+        terminal: EndEvent | ErrorEvent | None = None
         try:
             events = engine.generate(request, cancel)
             try:
                 for event in events:
                     if isinstance(event, EndEvent | ErrorEvent):
-                        put(event, urgent=True)
-                        return
+                        terminal = event
+                        break
                     put(event)
             finally:
                 close = getattr(events, "close", None)
                 if close is not None:
                     close()
-            put(
-                ErrorEvent(ErrorCode.INTERNAL, "the engine stopped without an end or error event", True),
-                urgent=True,
-            )
+            if terminal is None:
+                terminal = ErrorEvent(
+                    ErrorCode.INTERNAL, "the engine stopped without an end or error event", True
+                )
         except VramOOM as e:  # M0-W-1021: the engine's partial allocations are freed by unwinding
-            put(ErrorEvent(ErrorCode.VRAM_OOM, str(e), True), urgent=True)
+            terminal = ErrorEvent(ErrorCode.VRAM_OOM, str(e), True)
         except Exception as e:  # the worker keeps serving after an engine failure
-            put(
-                ErrorEvent(ErrorCode.INTERNAL, INTERNAL_MESSAGE, True, f"{type(e).__name__}: {e}"),
-                urgent=True,
-            )
+            terminal = ErrorEvent(ErrorCode.INTERNAL, INTERNAL_MESSAGE, True, f"{type(e).__name__}: {e}")
         finally:
             on_done()
+            if terminal is not None:
+                put(terminal, urgent=True)
 
     thread = threading.Thread(target=run, name=f"job-{request.job_id}", daemon=True)
     thread.start()

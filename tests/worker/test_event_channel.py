@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
-from reference_worker.server.sse import EventChannel
+from reference_worker.generation import CancelToken, EndEvent, GenerationRequest, StopReason, TokenEvent
+from reference_worker.server.sse import EventChannel, start_job_thread
 
 
 def test_events_from_a_thread_arrive_all_and_in_order():
@@ -86,3 +88,31 @@ def test_a_pause_lets_tokens_gather_and_ends_early_only_for_the_last_event():
     full, short, items = asyncio.run(paused())
     assert full >= 0.19 and short < 2.0
     assert items == ["token", "end"]
+
+
+class _SlowToLetGo:
+    """An engine whose generator takes a while to close after its last event (freeing a session)."""
+
+    def generate(self, request, cancel):
+        try:
+            yield TokenEvent(0, 1, "a")
+            yield EndEvent(tokens_out=1, stop_reason=StopReason.MAX_TOKENS, decode_time_ms=1, prompt_tokens=1)
+        finally:
+            time.sleep(0.05)
+
+
+def test_the_terminal_event_comes_after_the_slot_is_free():
+    """A client that sends its next job the moment it reads `end` must find the slot free."""
+
+    async def stream() -> list[tuple[str, bool]]:
+        channel = EventChannel(asyncio.get_running_loop())
+        freed = threading.Event()
+        request = GenerationRequest(job_id="j", prompt="p")
+        start_job_thread(_SlowToLetGo(), request, CancelToken(), channel, freed.set)
+        seen: list[tuple[str, bool]] = []
+        while not seen or seen[-1][0] != "EndEvent":
+            assert await channel.wait(5.0)
+            seen += [(type(item).__name__, freed.is_set()) for item in channel.take_ready()]
+        return seen
+
+    assert asyncio.run(stream())[-1] == ("EndEvent", True)
