@@ -94,18 +94,34 @@ def step_value(text: str) -> object:
         return text
 
 
+def settle_after_own_jobs(state: ScenarioState) -> bool:
+    """Whether every job this scenario sent before has ended; if so, waits (at most SEQUENTIAL_WAIT_S)
+    until `/health` says idle: the worker may still be letting go of the last one, and the spec does not
+    tie the free slot to the terminal event."""
+    after_own_jobs = bool(state.jobs) and all(job.ended for job in state.jobs)
+    if after_own_jobs and state.worker is not None:
+        wait_idle(state.client, state.worker.base_url, SEQUENTIAL_WAIT_S, probe=False)
+    return after_own_jobs
+
+
+def send_job(body: dict, state: ScenarioState, *, after_own_jobs: bool | None = None) -> SSEStream:
+    """POST /execute `body` and read the answer. After the scenario's own ended jobs
+    (`settle_after_own_jobs`, unless the caller has settled already) a busy answer is sent again for at
+    most SEQUENTIAL_WAIT_S; one that outlasts that is the worker's to explain."""
+    if after_own_jobs is None:
+        after_own_jobs = settle_after_own_jobs(state)
+    deadline = time.monotonic() + SEQUENTIAL_WAIT_S
+    stream = state.post_stream("/execute", json_body=body)
+    while after_own_jobs and stream.status_code in BUSY_STATUSES and time.monotonic() < deadline:
+        time.sleep(RETRY_PAUSE_S)  # the job was refused, not started: the same job id may be sent again
+        stream = state.post_stream("/execute", json_body=body)
+    return stream
+
+
 def run_job(body: dict, state: ScenarioState, runs: JobRuns) -> Run:
     body = {**body, "job_id": new_job_id()}
     state.job_id = body["job_id"]
-    after_own_job = bool(runs.runs) and all(run.stream.closed for run in runs.runs)
-    if after_own_job and state.worker is not None:
-        wait_idle(state.client, state.worker.base_url, SEQUENTIAL_WAIT_S, probe=False)
-    deadline = time.monotonic() + SEQUENTIAL_WAIT_S
-    stream = state.post_stream("/execute", json_body=body)
-    while after_own_job and stream.status_code == 503 and time.monotonic() < deadline:
-        time.sleep(RETRY_PAUSE_S)  # the job was refused, not started: the same job id may be sent again
-        stream = state.post_stream("/execute", json_body=body)
-    run = Run(body, stream)
+    run = Run(body, send_job(body, state))
     runs.runs.append(run)
     return run
 

@@ -7,6 +7,7 @@ import json
 from pytest_bdd import parsers, then, when
 
 from steps.bad_requests import MalformedSample, check_refusals, send_sample
+from steps.jobs import send_job
 from steps.state import ScenarioState, new_job_id, with_job_id
 from steps.verdicts import field_entries, require
 
@@ -17,7 +18,7 @@ VALID_JOB = {"prompt": "Hello", "max_tokens": 4}
 def execute_job(prompt: str, max_tokens: int, scenario_state: ScenarioState) -> None:
     scenario_state.job_id = new_job_id()
     body = {"job_id": scenario_state.job_id, "prompt": prompt, "max_tokens": max_tokens}
-    scenario_state.post_stream("/execute", json_body=body)
+    send_job(body, scenario_state)
 
 
 @when("I POST /execute with the JSON body:")

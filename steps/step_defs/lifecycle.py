@@ -29,6 +29,8 @@ from steps.jobs import (
     clocked_job,
     finished_runs,
     run_job,
+    send_job,
+    settle_after_own_jobs,
 )
 from steps.logs import settled_lines, wait_for_event
 from steps.measures import LoggedJob, LogState
@@ -281,6 +283,7 @@ def logged_job(max_tokens: int, scenario_state: ScenarioState, log_state: LogSta
     worker = scenario_state.worker
     if worker is None or not worker.spawned:
         not_applicable("the worker's logs are only visible when the harness starts it")
+    after_own_jobs = settle_after_own_jobs(scenario_state)  # its /health polls stay out of the count
     before = len(settled_lines(worker))
     scenario_state.job_id = new_job_id()
     body = {
@@ -289,7 +292,7 @@ def logged_job(max_tokens: int, scenario_state: ScenarioState, log_state: LogSta
         "max_tokens": max_tokens,
         "temperature": 0.0,
     }
-    stream = scenario_state.post_stream("/execute", json_body=body)
+    stream = send_job(body, scenario_state, after_own_jobs=after_own_jobs)
     verdicts.check_well_formed_job(stream, scenario_state.job_id)
     after = settled_lines(worker)
     log_state.jobs.append(LoggedJob(max_tokens, len(stream.of_type("token")), after[before:]))

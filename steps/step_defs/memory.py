@@ -21,6 +21,7 @@ from pytest_bdd import given, parsers, then, when
 from steps import verdicts
 from steps.capabilities import capability_args, device_memory_judged
 from steps.envelope import MIB, memory_envelope
+from steps.jobs import send_job
 from steps.logs import ERROR_LEVELS, command_argument, log_level, log_records, names_file, problem_lines
 from steps.measures import HealthSample, MemoryState, byte_counts
 from steps.plugin import Harness
@@ -119,7 +120,7 @@ def sample_health_during_jobs(
         while not memory_state.jobs or time.monotonic() - start < seconds:
             scenario_state.job_id = new_job_id()
             body = {"job_id": scenario_state.job_id, "prompt": "Hello", "max_tokens": 8}
-            memory_state.jobs.append(scenario_state.post_stream("/execute", json_body=body))
+            memory_state.jobs.append(send_job(body, scenario_state))
             time.sleep(min(interval, 0.2))
     finally:
         stop.set()
