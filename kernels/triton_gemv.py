@@ -38,31 +38,31 @@ from kernels.qtensor import QTensor
 
 MAX_ROWS = 8  # activation rows per call served here; more rows are prefill, a matmul's job
 
-# ggml type -> (kernel format id, bytes per load word, elements per unit the loop steps over)
-_F16, _BF16, _Q4_0, _Q4_1, _Q5_0, _Q5_1, _Q8_0, _MXFP4, _Q4_K, _Q5_K, _Q6_K = range(11)
+# ggml type -> (the kernel's format, by name; bytes per load word; elements per unit the loop steps over).
+# The format name is the kernel's FMT constexpr: each launch compiles the one branch that reads it.
 
 
 @dataclass(frozen=True)
 class _Layout:
-    fmt: int
+    fmt: str  # the ggml type's name in lower case, e.g. "q4_k"
     word: int  # bytes per load word (1, 2 or 4): the block layout's natural alignment
     unit: int  # elements per unit (a 32-element block, a 256-element super-block, 32 plain values)
 
 
 LAYOUTS: dict[GGMLType, _Layout] = {
-    GGMLType.F16: _Layout(_F16, 2, 32),
-    GGMLType.BF16: _Layout(_BF16, 2, 32),
-    GGMLType.Q4_0: _Layout(_Q4_0, 2, 32),
-    GGMLType.Q4_1: _Layout(_Q4_1, 4, 32),
-    GGMLType.Q5_0: _Layout(_Q5_0, 2, 32),
-    GGMLType.Q5_1: _Layout(_Q5_1, 4, 32),
-    GGMLType.Q8_0: _Layout(_Q8_0, 2, 32),
-    GGMLType.MXFP4: _Layout(_MXFP4, 1, 32),
-    GGMLType.Q4_K: _Layout(_Q4_K, 4, 256),
-    GGMLType.Q5_K: _Layout(_Q5_K, 4, 256),
-    GGMLType.Q6_K: _Layout(_Q6_K, 2, 256),
+    GGMLType.F16: _Layout("f16", 2, 32),
+    GGMLType.BF16: _Layout("bf16", 2, 32),
+    GGMLType.Q4_0: _Layout("q4_0", 2, 32),
+    GGMLType.Q4_1: _Layout("q4_1", 4, 32),
+    GGMLType.Q5_0: _Layout("q5_0", 2, 32),
+    GGMLType.Q5_1: _Layout("q5_1", 4, 32),
+    GGMLType.Q8_0: _Layout("q8_0", 2, 32),
+    GGMLType.MXFP4: _Layout("mxfp4", 1, 32),
+    GGMLType.Q4_K: _Layout("q4_k", 4, 256),
+    GGMLType.Q5_K: _Layout("q5_k", 4, 256),
+    GGMLType.Q6_K: _Layout("q6_k", 2, 256),
 }
-SUPERBLOCK_FORMATS = (_Q4_K, _Q5_K, _Q6_K)
+SUPERBLOCK_FORMATS = ("q4_k", "q5_k", "q6_k")
 
 
 @dataclass(frozen=True)
@@ -525,27 +525,27 @@ def _qgemv_kernel(
     xp = x_ptr + (m // x_group).to(tl.int64) * x_stride
     u_begin = split * units_per_split
     u_end = tl.minimum(u_begin + units_per_split, n_units)
-    if FMT == 0:
+    if FMT == "f16":
         acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, False, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == 1:
+    elif FMT == "bf16":
         acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, True, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == 2:
+    elif FMT == "q4_0":
         acc = _dot_q4_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == 3:
+    elif FMT == "q4_1":
         acc = _dot_q4_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == 4:
+    elif FMT == "q5_0":
         acc = _dot_q5_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == 5:
+    elif FMT == "q5_1":
         acc = _dot_q5_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == 6:
+    elif FMT == "q8_0":
         acc = _dot_q8_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == 7:
+    elif FMT == "mxfp4":
         acc = _dot_mxfp4(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == 8:
+    elif FMT == "q4_k":
         acc = _dot_q4_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
-    elif FMT == 9:
+    elif FMT == "q5_k":
         acc = _dot_q5_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
-    else:
+    else:  # "q6_k"
         acc = _dot_q6_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
     if DEQ:
         return
@@ -630,14 +630,14 @@ def default_config(
     n_units = in_features // LAYOUTS[qtype].unit
     stages = 1
     if fmt in SUPERBLOCK_FORMATS:
-        block_n, ub = (16 if fmt == _Q6_K or n_rows <= 1024 else 32), 1
-    elif fmt in (_F16, _BF16):
+        block_n, ub = (16 if fmt == "q6_k" or n_rows <= 1024 else 32), 1
+    elif fmt in ("f16", "bf16"):
         block_n, ub, stages = 16, 16, 3
-    elif fmt == _MXFP4 or (n_units <= 32 and n_rows <= 2048):
+    elif fmt == "mxfp4" or (n_units <= 32 and n_rows <= 2048):
         block_n, ub = 8, 32
-    elif fmt == _Q8_0 and n_units <= 32:
+    elif fmt == "q8_0" and n_units <= 32:
         block_n, ub = 32, 2
-    elif fmt == _Q5_1:
+    elif fmt == "q5_1":
         block_n, ub, stages = 16, 16, 3
     else:
         block_n, ub = 16, 8
