@@ -52,6 +52,27 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 @triton.jit
+def _rope_pairs(d, ROPE_HALF: tl.constexpr, NEOX: tl.constexpr):
+    """For element `d` of a head: the partner in its rotation pair, the pair's angle index, whether `d` is
+    the pair's first element, and whether `d` is rotated at all (partial rotary leaves the tail)."""
+    if NEOX:  # pairs (i, i + half)
+        pair = tl.where(d < ROPE_HALF, d + ROPE_HALF, d - ROPE_HALF)
+        idx = tl.where(d < ROPE_HALF, d, d - ROPE_HALF)
+        first = d < ROPE_HALF
+    else:  # pairs (2i, 2i + 1)
+        pair = d ^ 1
+        idx = d // 2
+        first = (d % 2) == 0
+    return pair, idx, first, d < 2 * ROPE_HALF
+
+
+@triton.jit
+def _rotate(x, partner, c, s, first, rotated):
+    """(x1, x2) -> (x1 c - x2 s, x1 s + x2 c): the first of a pair takes -partner*s, the second +partner*s."""
+    return tl.where(rotated, tl.where(first, x * c - partner * s, partner * s + x * c), x)
+
+
+@triton.jit
 def _rope_store_kernel(
     q_ptr,  # [n_head * d] float32 (one position)
     k_ptr,  # [n_kv * d]
@@ -81,23 +102,13 @@ def _rope_store_kernel(
     x = tl.load(q_src + d, mask=in_head & is_q, other=0.0) + tl.load(
         k_src + d, mask=in_head & ~is_q, other=0.0
     )
-    # The partner of element d in its rotation pair, and the pair's angle index.
-    if NEOX:
-        pair = tl.where(d < ROPE_HALF, d + ROPE_HALF, d - ROPE_HALF)
-        idx = tl.where(d < ROPE_HALF, d, d - ROPE_HALF)
-        first = d < ROPE_HALF
-    else:
-        pair = d ^ 1
-        idx = d // 2
-        first = (d % 2) == 0
-    rotated = d < 2 * ROPE_HALF
+    pair, idx, first, rotated = _rope_pairs(d, ROPE_HALF, NEOX)
     partner = tl.load(q_src + pair, mask=in_head & rotated & is_q, other=0.0) + tl.load(
         k_src + pair, mask=in_head & rotated & ~is_q, other=0.0
     )
     c = tl.load(cos_ptr + pos * ROPE_HALF + idx, mask=rotated, other=1.0)
     s = tl.load(sin_ptr + pos * ROPE_HALF + idx, mask=rotated, other=0.0)
-    # (x1, x2) -> (x1 c - x2 s, x1 s + x2 c): the first of a pair takes -partner*s, the second +partner*s.
-    out = tl.where(rotated, tl.where(first, x * c - partner * s, partner * s + x * c), x)
+    out = _rotate(x, partner, c, s, first, rotated)
     if is_q:
         tl.store(q_out_ptr + head * D + d, out, mask=in_head)
     else:
@@ -271,25 +282,17 @@ def _rope_attention_kernel(
     g_ok = g < GROUP
     d_ok = d < D
     heads = kv * GROUP + g
-    if NEOX:
-        pair = tl.where(d < ROPE_HALF, d + ROPE_HALF, d - ROPE_HALF)
-        idx = tl.where(d < ROPE_HALF, d, d - ROPE_HALF)
-        first = d < ROPE_HALF
-    else:
-        pair = d ^ 1
-        idx = d // 2
-        first = (d % 2) == 0
-    rotated = d < 2 * ROPE_HALF
+    pair, idx, first, rotated = _rope_pairs(d, ROPE_HALF, NEOX)
     c = tl.load(cos_ptr + pos.to(tl.int64) * ROPE_HALF + idx, mask=rotated, other=1.0)
     s = tl.load(sin_ptr + pos.to(tl.int64) * ROPE_HALF + idx, mask=rotated, other=0.0)
     q_mask = g_ok[:, None] & d_ok[None, :]
     q_rows = q_ptr + heads[:, None] * D
     qx = tl.load(q_rows + d[None, :], mask=q_mask, other=0.0)
     qp = tl.load(q_rows + pair[None, :], mask=q_mask & rotated[None, :], other=0.0)
-    q = tl.where(rotated[None, :], tl.where(first[None, :], qx * c - qp * s, qp * s + qx * c), qx)
+    q = _rotate(qx, qp, c[None, :], s[None, :], first[None, :], rotated[None, :])
     kx = tl.load(k_ptr + kv * D + d, mask=d_ok, other=0.0)
     kp = tl.load(k_ptr + kv * D + pair, mask=d_ok & rotated, other=0.0)
-    k_new = tl.where(rotated, tl.where(first, kx * c - kp * s, kp * s + kx * c), kx)
+    k_new = _rotate(kx, kp, c, s, first, rotated)
     v_new = tl.load(v_ptr + kv * D + d, mask=d_ok, other=0.0)
     base = kv.to(tl.int64) * capacity * D
     tl.store(keys_ptr + base + pos.to(tl.int64) * D + d, k_new, mask=d_ok)
