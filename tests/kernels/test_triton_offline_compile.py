@@ -1,8 +1,9 @@
-"""The Triton GEMV kernel compiles for the H200 (sm_90) on a machine without a GPU.
+"""The Triton GEMV and RoPE kernels compile for the H200 (sm_90) on a machine without a GPU.
 
 Triton compiles down to a cubin without a device when it is given the target, so a kernel change can be
 checked before any GPU time is spent: every format of `kernels/triton_gemv.py` in its three launch forms
-(plain; three segments with expert ids, biases and the split-K reduction; dequantize-only). Runs wherever
+(plain; three segments with expert ids, biases and the split-K reduction; dequantize-only), and the
+RoPE + KV store (+ attention) kernels in both pairings, full and partial rotary. Runs wherever
 Triton is importable (the GPU machines; on a CPU machine, e.g. `pip install --target /tmp/tt triton==3.6.0`
 and `PYTHONPATH=/tmp/tt`); skipped elsewhere. Numbers are checked by the CUDA tests, not here."""
 
@@ -37,10 +38,6 @@ def _layouts():
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize(("qtype", "layout"), _layouts(), ids=lambda v: getattr(v, "name", None))
 def test_the_gemv_kernel_compiles_for_sm90(qtype, layout, form) -> None:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from kernels import triton_gemv
 
     signature = {
@@ -64,7 +61,54 @@ def test_the_gemv_kernel_compiles_for_sm90(qtype, layout, form) -> None:
         signature.update(part_ptr="*fp32", count_ptr="*i32")
     else:
         constants.update(part_ptr=None, count_ptr=None)
-    signature.update(dict.fromkeys(constants, "constexpr"))
-    source = ASTSource(fn=triton_gemv._qgemv_kernel, signature=signature, constexprs=constants)
-    compiled = triton.compile(source, target=GPUTarget(*SM90))
+    compiled = _compile(triton_gemv._qgemv_kernel, signature, constants)
     assert compiled.asm["cubin"], f"{qtype.name} {form}: no cubin"
+
+
+def _compile(fn, signature: dict, constants: dict):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {**signature, **dict.fromkeys(constants, "constexpr")}
+    return triton.compile(
+        ASTSource(fn=fn, signature=signature, constexprs=constants), target=GPUTarget(*SM90)
+    )
+
+
+@pytest.mark.parametrize("neox", [False, True], ids=["adjacent-pairs", "neox-pairs"])
+@pytest.mark.parametrize(("d", "rope_half"), [(64, 32), (96, 16)], ids=["full-rotary", "partial-rotary"])
+def test_the_rope_kernels_compile_for_sm90(neox: bool, d: int, rope_half: int) -> None:
+    """RoPE + KV store, and RoPE + KV store + attention (with sinks over the whole cache, and without)."""
+    import triton
+
+    from kernels import triton_decode
+
+    floats = dict.fromkeys(
+        ("q_ptr", "k_ptr", "v_ptr", "keys_ptr", "values_ptr", "cos_ptr", "sin_ptr"), "*fp32"
+    )
+    block_d = triton.next_power_of_2(d)
+    store = _compile(
+        triton_decode._rope_store_kernel,
+        {**floats, "q_out_ptr": "*fp32", "pos_ptr": "*i64", "n_head": "i32", "capacity": "i32"},
+        dict(D=d, ROPE_HALF=rope_half, NEOX=neox, BLOCK_D=block_d),
+    )
+    assert store.asm["cubin"]
+    for sinks in (False, True):
+        attention = _compile(
+            triton_decode._rope_attention_kernel,
+            {
+                **floats,
+                "sinks_ptr": "*fp32",
+                "out_ptr": "*fp32",
+                "pos_ptr": "*i64",
+                "capacity": "i32",
+                "scale": "fp32",
+                "window": "i32",
+            },
+            dict(
+                GROUP=4, BLOCK_G=4, D=d, BLOCK_D=block_d, BLOCK_S=32, ROPE_HALF=rope_half, NEOX=neox,
+                HAS_SINKS=sinks, WHOLE_CACHE=sinks, CAPACITY=128 if sinks else 0,
+            ),
+        )  # fmt: skip
+        assert attention.asm["cubin"]
