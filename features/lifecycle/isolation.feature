@@ -16,7 +16,7 @@ Feature: Workers side by side are isolated from each other
 
   @M0-SYS-6.3.2 @M0-SYS-2.4.2
   Scenario: Killing one worker in the middle of a job leaves the other's job whole
-    When the second worker runs a greedy job with prompt "Once upon a time" and max_tokens 256 alone
+    When the second worker runs a greedy job with prompt "Once upon a time" and max_tokens 480 alone
     And both workers stream that job and the first is killed with SIGKILL
     Then the second worker's job ends with an end event and the tokens of its run alone
     And the second worker still answers GET /health
