@@ -8,9 +8,10 @@ tables. The KV cache stays the engine's tensor (written at the position, read ba
 so `/health`'s accounting is unchanged; the step's own scratch is a few activation rows plus one score
 per position of the context (`step_work_floats`: 0.2 MB for a 32k context), host memory allocated once.
 
-It serves the models' step form (`forward(..., positions=)`) on CPU with the fast kernels when every
-matrix has a native GEMV (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) and the cache is contiguous float32;
-otherwise `for_model` returns None and the Python step serves as before. Checked against the reference
+`DecodeStep` (`reference_worker/decode_step.py`) calls it in place of the model's step form
+(`forward(..., positions=)`) on CPU with the fast kernels when every matrix has a native GEMV (Q4_0,
+Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) and the cache is contiguous float32; otherwise `for_model` returns None
+and the Python step form serves as before. Checked against the reference
 forward in `tests/kernels/test_cpu_step.py`.
 """
 
@@ -78,8 +79,9 @@ def _served(w: QTensor | None) -> bool:
 
 
 class NativeStep:
-    """Callable as the step form of `LlamaModel.forward` for one token: `(token, cache, position) ->
-    logits [1, vocab]` float32, K/V written at `position`."""
+    """The step form of `LlamaModel.forward` for one token in one C call: `step_token(token id, cache,
+    position)` or `(embedding row, cache, position)` -> logits `[1, vocab]` float32, K/V written at
+    `position`."""
 
     def __init__(self, model: Any, lib: ctypes.CDLL) -> None:
         cfg = model.config

@@ -175,7 +175,8 @@ class LlamaModel:
             device=device,
         )
         self.scale = 1.0 / math.sqrt(config.head_dim)
-        # With the CPU fast kernels, the step form in one C call where every matrix has a native GEMV.
+        # With the CPU fast kernels, the step form in one C call where every matrix has a native GEMV;
+        # `DecodeStep` calls it in place of `forward(..., positions=)`.
         on_cpu_fast = device.type == "cpu" and self.kernels.decode is not None
         self.native_step = NativeStep.for_model(self) if on_cpu_fast else None
 
@@ -219,8 +220,6 @@ class LlamaModel:
         if not step:
             positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
         x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, dim]
-        if step and self.native_step is not None and self.native_step.serves(cache):
-            return self.native_step(x, cache, int(positions))
         for i, layer in enumerate(self.layers):
             q, k, v = layer.qkv(norm(x, layer.attn_norm, cfg.norm_eps))
             if fused is not None:  # one position: RoPE, KV store and attention in one kernel
