@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import io
 import json
+import lzma
 import re
 import subprocess
 import sys
@@ -91,8 +92,13 @@ def restore_prebuilt(src: Path, work: Path) -> bool:
     if not parts:
         return False
     data = b"".join(p.read_bytes() for p in parts)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:xz") as tar:
-        tar.extractall(work / "build" / "bin", filter="data")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:xz") as tar:
+            tar.extractall(work / "build" / "bin", filter="data")
+    except (tarfile.TarError, lzma.LZMAError, EOFError) as e:
+        # Parts of two different exports, or a truncated copy: compile instead of failing the run.
+        print(f"prebuilt parts beside {src.name} do not unpack ({e}); compiling instead", file=sys.stderr)
+        return False
     (work / BUILD_OK).write_text(f"restored from {len(parts)} prebuilt part(s) beside {src.name}\n")
     return True
 
@@ -141,6 +147,13 @@ def build_status(src: Path = DEFAULT_SRC, cache: Path = DEFAULT_CACHE) -> str:
     return f"llama.cpp build unfinished at {percents[-1] if percents else 0}% ({len(lines)} log lines; log {log})"
 
 
+def _reproducible(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    # Stripping rewrites the files; without fixed times and owners a second export of the same build
+    # would give other bytes, and parts of two exports would not join.
+    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+    return info
+
+
 def export(src: Path, cache: Path, out: Path, part_mib: int = 15, max_mib: int = 44) -> list[Path]:
     """Packs the finished build's bin/ (llama-bench and its shared libraries, symbol tables stripped) as
     xz parts of at most `part_mib` MiB, so a later machine can skip the compile: put the parts beside the
@@ -157,7 +170,7 @@ def export(src: Path, cache: Path, out: Path, part_mib: int = 15, max_mib: int =
                 # Symbols are not needed to run; the CUDA kernels (fatbins) stay.
                 subprocess.run(["strip", "--strip-unneeded", str(f)], capture_output=True, check=False)
             if f.is_file() or f.is_symlink():
-                tar.add(f, arcname=f.name)
+                tar.add(f, arcname=f.name, filter=_reproducible)
     data = buf.getvalue()
     if len(data) > max_mib << 20:
         raise LlamaCppError(f"the packed build is {len(data) / MIB:.1f} MiB, over the {max_mib} MiB limit")

@@ -74,6 +74,9 @@ def _first(paths: Sequence, x: torch.Tensor, w: QTensor, *extra: torch.Tensor):
 # Float32 bytes of one dequantized tile: small next to any real weight, large enough that a tile's
 # matmul is not dominated by launch overhead.
 MAX_TILE_BYTES = 4 << 20
+# Token-expert pairs up to which `qmatmul_experts` on CUDA gathers the selected experts on the device
+# (decode: one token x k experts) instead of grouping tokens by expert on the host.
+GATHER_MAX_PAIRS = 32
 
 
 def tile_rows(w: QTensor) -> int:
@@ -208,6 +211,10 @@ def qmatmul_experts(
     fast = _first(experts_paths, x, w, expert_ids)
     if fast is not None:
         return fast.qmatmul_experts(x, w, expert_ids, bias, out_dtype)
+    if x.is_cuda and n_tokens * k <= GATHER_MAX_PAIRS:
+        # Decode on CUDA with a type no fast path serves: gather the selected experts on the device.
+        # Grouping below reads expert ids back to the host, which a CUDA graph capture cannot do.
+        return _experts_gathered(x, w, expert_ids, bias).to(out_dtype)
     flat = expert_ids.reshape(-1).to(device=x.device, dtype=torch.long)
     token_of = torch.arange(n_tokens, device=x.device).repeat_interleave(k)
     order = torch.argsort(flat, stable=True)
@@ -222,6 +229,23 @@ def qmatmul_experts(
             x[token_of[picked]], w.expert(e), expert_bias, out_dtype=torch.float32, paths=paths
         )
     return y.view(n_tokens, k, out_features).to(out_dtype)
+
+
+def _experts_gathered(
+    x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """`qmatmul_experts` in float32 without a host sync: each (token, expert) pair's expert matrix is
+    gathered and dequantized on the device (k matrices per token), then one batched product."""
+    n_tokens, k = expert_ids.shape
+    flat = expert_ids.reshape(-1).to(device=x.device, dtype=torch.long)
+    # The range check reads the ids back to the host: skipped only inside a capture, where the ids come
+    # from the router's top-k on the device.
+    matrices = w.dequantize(rows=flat, checked=not (x.is_cuda and torch.cuda.is_current_stream_capturing()))
+    rows = x.float().repeat_interleave(k, dim=0).unsqueeze(-1)  # (T*k, in, 1)
+    y = torch.bmm(matrices, rows).squeeze(-1)
+    if bias is not None:
+        y = y + bias.float()[flat]
+    return y.view(n_tokens, k, w.shape[1])
 
 
 def qmatmuls_experts(

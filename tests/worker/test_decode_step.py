@@ -20,7 +20,7 @@ from tests.worker.llama_helpers import load_model
 
 ARCHITECTURES = ["llama", "qwen2", "phi3", "gpt2", "gpt-oss"]
 # One file per architecture and type mix the fast paths serve (the K-quant mixes, MXFP4 experts, ...).
-TYPE_MIXES = ["f16", "q4_0", "q4_1", "q5_0", "q8_0", "q4_k_m"]
+TYPE_MIXES = ["f32", "f16", "q4_0", "q4_1", "q5_0", "q8_0", "q4_k_m"]
 FIXTURES = [f"tiny/{arch}-{mix}.gguf" for arch in ARCHITECTURES for mix in TYPE_MIXES] + [
     "tiny/gpt-oss-mxfp4_moe.gguf"
 ]
