@@ -30,16 +30,13 @@ FORMS = {
 def _layouts():
     if importlib.util.find_spec("triton") is None:
         return []
-    from kernels.formats import GGMLType
-    from kernels.triton_gemv import CODES_THEN_SCALES_LAYOUT, LAYOUTS
+    from kernels.triton_gemv import LAYOUTS
 
-    return [pytest.param(q, lay, id=lay.fmt) for q, lay in LAYOUTS.items()] + [
-        pytest.param(GGMLType.MXFP4, CODES_THEN_SCALES_LAYOUT, id=CODES_THEN_SCALES_LAYOUT.fmt)
-    ]
+    return list(LAYOUTS.items())
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize(("qtype", "layout"), _layouts())
+@pytest.mark.parametrize(("qtype", "layout"), _layouts(), ids=lambda v: getattr(v, "name", None))
 def test_the_gemv_kernel_compiles_for_sm90(qtype, layout, form) -> None:
     from kernels import triton_gemv
 
