@@ -34,7 +34,7 @@ typedef struct {
 } Layer;
 
 typedef struct {
-    int64_t dim, n_layer, n_head, n_kv_head, head_dim, ffn_dim, rope_half, capacity;
+    int64_t dim, n_layer, n_head, n_head_kv, head_dim, ffn_dim, rope_half, capacity;
     float norm_eps, scale;
     int32_t neox;                  /* RoPE pairs (i, i + half) instead of (2i, 2i + 1) */
     const float *rope_cos, *rope_sin; /* [context, rope_half] */
@@ -45,7 +45,7 @@ typedef struct {
 
 /* Floats of scratch one step needs (the layout of `step`). */
 int64_t step_work_floats(const Model *m) {
-    const int64_t q_dim = m->n_head * m->head_dim, kv_dim = m->n_kv_head * m->head_dim;
+    const int64_t q_dim = m->n_head * m->head_dim, kv_dim = m->n_head_kv * m->head_dim;
     return 2 * m->dim + q_dim + 2 * kv_dim + q_dim + 2 * m->ffn_dim + m->capacity;
 }
 
@@ -86,11 +86,11 @@ static void rope(float *v, const float *c, const float *s, int64_t half, int32_t
 }
 
 /* x: the token's embedding row (dim floats), overwritten; keys/values: the cache
- * [n_layer, n_kv_head, capacity, head_dim] float32; logits: output.rows floats. 0, or -1 when a matrix
+ * [n_layer, n_head_kv, capacity, head_dim] float32; logits: output.rows floats. 0, or -1 when a matrix
  * has a type without a GEMV (nothing useful written then). */
 static int run_step(const Model *m, float *x, float *keys, float *values, int64_t pos, float *logits, float *work) {
     const int64_t dim = m->dim, d = m->head_dim, cap = m->capacity;
-    const int64_t q_dim = m->n_head * d, kv_dim = m->n_kv_head * d, group = m->n_head / m->n_kv_head;
+    const int64_t q_dim = m->n_head * d, kv_dim = m->n_head_kv * d, group = m->n_head / m->n_head_kv;
     float *h = work, *o = h + dim, *qkv = o + dim, *att = qkv + q_dim + 2 * kv_dim, *ffn = att + q_dim;
     float *scores = ffn + 2 * m->ffn_dim;
     const float *c = m->rope_cos + pos * m->rope_half, *s = m->rope_sin + pos * m->rope_half;
@@ -105,8 +105,8 @@ static int run_step(const Model *m, float *x, float *keys, float *values, int64_
         }
         float *q = qkv, *k = qkv + q_dim, *v = qkv + q_dim + kv_dim;
         for (int64_t hd = 0; hd < m->n_head; hd++) rope(q + hd * d, c, s, m->rope_half, m->neox);
-        float *layer_keys = keys + li * m->n_kv_head * cap * d, *layer_values = values + li * m->n_kv_head * cap * d;
-        for (int64_t kv = 0; kv < m->n_kv_head; kv++) {
+        float *layer_keys = keys + li * m->n_head_kv * cap * d, *layer_values = values + li * m->n_head_kv * cap * d;
+        for (int64_t kv = 0; kv < m->n_head_kv; kv++) {
             rope(k + kv * d, c, s, m->rope_half, m->neox);
             memcpy(layer_keys + (kv * cap + pos) * d, k + kv * d, d * sizeof(float));
             memcpy(layer_values + (kv * cap + pos) * d, v + kv * d, d * sizeof(float));

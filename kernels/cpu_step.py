@@ -49,7 +49,7 @@ class _Model(ctypes.Structure):
     _fields_ = [
         *(
             (name, ctypes.c_int64)
-            for name in ("dim", "n_layer", "n_head", "n_kv_head", "head_dim", "ffn_dim")
+            for name in ("dim", "n_layer", "n_head", "n_head_kv", "head_dim", "ffn_dim")
         ),
         ("rope_half", ctypes.c_int64),
         ("capacity", ctypes.c_int64),
@@ -109,7 +109,7 @@ class NativeStep:
             cfg.dim,
             cfg.n_layer,
             cfg.n_head,
-            cfg.n_kv_head,
+            cfg.n_head_kv,
             cfg.head_dim,
             cfg.ffn_dim,
             model.rope_cos.shape[-1],

@@ -3,9 +3,9 @@
 M0 runs the plain kernel (M0-W-1430, "naive attention for prefill and decode"); a FlashAttention kernel
 plugs in behind the same call in M1. Every kernel takes:
   q `[n_head, T, d]` for the T new positions `start_pos .. start_pos+T-1`,
-  k, v `[n_kv_head, S, d]` for all cached positions `0 .. S-1` (S = start_pos + T),
+  k, v `[n_head_kv, S, d]` for all cached positions `0 .. S-1` (S = start_pos + T),
 and returns `[n_head, T, d]`. Grouped-query attention maps query head h to KV head
-`h // (n_head // n_kv_head)` (M0 §6: the mapping the llama.cpp comparison fixed).
+`h // (n_head // n_head_kv)` (M0 §6: the mapping the llama.cpp comparison fixed).
 Options used by gpt-oss: `sliding_window` W (a query sees itself and the W-1 positions before it) and
 per-head `sinks` (an extra logit per head that takes softmax mass but contributes no value).
 The one-token decode step of a CUDA graph passes `positions` (the queries' absolute positions as a device
@@ -60,7 +60,7 @@ def attention_mask(
 
 
 def unseen_zeroed(cached: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Keys or values `[n_kv_head, S, d]` with the positions no query may attend (mask `allowed [T, S]`
+    """Keys or values `[n_head_kv, S, d]` with the positions no query may attend (mask `allowed [T, S]`
     false in every row) set to 0: the step form's positions past the current one, not written yet."""
     return cached.masked_fill(~allowed.any(0)[None, :, None], 0.0)
 

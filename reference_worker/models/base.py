@@ -8,7 +8,8 @@ import torch
 
 from kernels.backend import KernelSet
 from kernels.qtensor import QTensor
-from reference_worker.models.kv_cache import KVCache
+from reference_worker.models.attention import attention_kernel
+from reference_worker.models.kv_cache import KVCache, KVLayout, kv_cache_allocator
 
 
 class UnsupportedArchitecture(ValueError):
@@ -104,3 +105,36 @@ def next_positions(cache: KVCache, n_tokens: int, context_length: int, device: t
     if start + n_tokens > context_length:
         raise ValueError(f"position {start + n_tokens} exceeds the context length {context_length}")
     return torch.arange(start, start + n_tokens, device=device)
+
+
+class GGUFAdapter:
+    """The prologue every adapter shares: its config read from the file (`config_type.from_metadata`),
+    the KV cache layout and allocator that config implies, the attention kernel by name, and the cache of
+    a request. An adapter sets `config_type` and takes `(config, weights, device, attention, kv_allocator,
+    *, source, kernels)` in its constructor."""
+
+    config_type: Any  # a dataclass with from_metadata(metadata, weights, source), n_layer, n_head_kv, ...
+    kv_allocator: Any
+
+    @classmethod
+    def from_gguf(
+        cls,
+        gguf: Any,
+        weights: dict[str, Any],
+        device: torch.device,
+        memory: Any,
+        *,
+        attention: str,
+        kv_cache: str,
+        kernels: KernelSet | None = None,
+    ) -> Any:
+        source = str(gguf.path)
+        config = cls.config_type.from_metadata(gguf.metadata, weights, source)
+        layout = KVLayout(config.n_layer, config.n_head_kv, config.head_dim)
+        allocator = kv_cache_allocator(kv_cache, layout, memory, max_positions=config.context_length)
+        return cls(
+            config, weights, device, attention_kernel(attention), allocator, source=source, kernels=kernels
+        )
+
+    def new_cache(self, max_tokens: int) -> KVCache:
+        return self.kv_allocator.new_cache(max_tokens)

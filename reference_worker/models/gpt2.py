@@ -22,9 +22,15 @@ import torch
 from kernels.backend import KernelSet, kernel_set
 from kernels.qmatmul import qembedding
 from kernels.qtensor import QTensor
-from reference_worker.models.attention import AttentionKernel, attention_kernel
-from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value, next_positions
-from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
+from reference_worker.models.attention import AttentionKernel
+from reference_worker.models.base import (
+    GGUFAdapter,
+    ModelConfigError,
+    TensorTable,
+    metadata_value,
+    next_positions,
+)
+from reference_worker.models.kv_cache import KVCache, KVCacheAllocator
 
 ARCH = "gpt2"
 
@@ -106,8 +112,9 @@ class Block:
         return mm(gelu(mm(h, self.w_up, self.b_up)), self.w_down, self.b_down)
 
 
-class GPT2Model:
+class GPT2Model(GGUFAdapter):
     architecture = ARCH
+    config_type = GPT2Config
 
     def __init__(
         self,
@@ -134,29 +141,6 @@ class GPT2Model:
             self.token_embd if c.tied_output else tensors.matrix("output.weight", c.vocab_size, c.n_embd)
         )
         self.scale = 1.0 / math.sqrt(c.head_dim)
-
-    @classmethod
-    def from_gguf(
-        cls,
-        gguf: Any,
-        weights: dict[str, QTensor],
-        device: torch.device,
-        memory: Any,
-        *,
-        attention: str,
-        kv_cache: str,
-        kernels: KernelSet | None = None,
-    ) -> GPT2Model:
-        source = str(gguf.path)
-        config = GPT2Config.from_metadata(gguf.metadata, weights, source)
-        layout = KVLayout(config.n_layer, config.n_head_kv, config.head_dim)
-        allocator = kv_cache_allocator(kv_cache, layout, memory, max_positions=config.context_length)
-        return cls(
-            config, weights, device, attention_kernel(attention), allocator, source=source, kernels=kernels
-        )
-
-    def new_cache(self, max_tokens: int) -> KVCache:
-        return self.kv_allocator.new_cache(max_tokens)
 
     def forward(
         self,

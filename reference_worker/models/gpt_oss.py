@@ -28,9 +28,15 @@ import torch
 
 from kernels.backend import KernelSet, kernel_set
 from kernels.qtensor import QTensor
-from reference_worker.models.attention import AttentionKernel, attention_kernel
-from reference_worker.models.base import ModelConfigError, TensorTable, metadata_value, next_positions
-from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
+from reference_worker.models.attention import AttentionKernel
+from reference_worker.models.base import (
+    GGUFAdapter,
+    ModelConfigError,
+    TensorTable,
+    metadata_value,
+    next_positions,
+)
+from reference_worker.models.kv_cache import KVCache, KVCacheAllocator
 from reference_worker.models.llama import rms_norm
 from reference_worker.models.rope import RopeScaling, apply_rope, rope_frequencies
 
@@ -60,9 +66,13 @@ class GptOssConfig:
     rope_scaling: RopeScaling | None  # rope.scaling.type = yarn
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, Any], vocab_size: int, source: str) -> GptOssConfig:
+    def from_metadata(cls, metadata: dict[str, Any], weights: dict[str, Any], source: str) -> GptOssConfig:
         def key(name: str, default: Any = ...) -> Any:
             return metadata_value(metadata, f"{ARCH}.{name}", default, source=source)
+
+        if "token_embd.weight" not in weights:
+            raise ModelConfigError(f"{source}: required tensor 'token_embd.weight' is missing")
+        vocab_size = weights["token_embd.weight"].shape[0]
 
         n_layer, n_head = int(key("block_count")), int(key("attention.head_count"))
         n_head_kv = int(key("attention.head_count_kv", n_head))
@@ -201,8 +211,9 @@ class Block:
         return x + (down * weights[..., None]).sum(dim=1)
 
 
-class GptOssModel:
+class GptOssModel(GGUFAdapter):
     architecture = ARCH
+    config_type = GptOssConfig
     step_uses_decode_kernels = True  # the step form runs the kernel set's decode functions, if any
 
     def __init__(
@@ -229,31 +240,6 @@ class GptOssModel:
             c.head_dim, c.rope_base, scaling=c.rope_scaling, max_positions=c.context_length, device=device
         )
         self.scale = 1.0 / math.sqrt(c.head_dim)
-
-    @classmethod
-    def from_gguf(
-        cls,
-        gguf: Any,
-        weights: dict[str, QTensor],
-        device: torch.device,
-        memory: Any,
-        *,
-        attention: str,
-        kv_cache: str,
-        kernels: KernelSet | None = None,
-    ) -> GptOssModel:
-        source = str(gguf.path)
-        if "token_embd.weight" not in weights:
-            raise ModelConfigError(f"{source}: required tensor 'token_embd.weight' is missing")
-        config = GptOssConfig.from_metadata(gguf.metadata, weights["token_embd.weight"].shape[0], source)
-        layout = KVLayout(config.n_layer, config.n_head_kv, config.head_dim)
-        allocator = kv_cache_allocator(kv_cache, layout, memory, max_positions=config.context_length)
-        return cls(
-            config, weights, device, attention_kernel(attention), allocator, source=source, kernels=kernels
-        )
-
-    def new_cache(self, max_tokens: int) -> KVCache:
-        return self.kv_allocator.new_cache(max_tokens)
 
     def forward(
         self,

@@ -5,7 +5,7 @@ M0 allocates one contiguous cache per request, sized for prompt + max_tokens, th
 VRAM_OOM while the worker stays up (M0-W-1021). The paged allocator (fixed-size blocks and a block
 table per request, M1) is the prerequisite of continuous batching; both give identical attention inputs.
 
-A cache holds, per layer, keys and values `[n_kv_head, position, head_dim]`. The model writes the T new
+A cache holds, per layer, keys and values `[n_head_kv, position, head_dim]`. The model writes the T new
 positions of a layer with `update(layer, k, v)`, which returns all positions so far, and calls
 `advance(T)` once all layers are written.
 """
@@ -26,7 +26,7 @@ KV_CATEGORY = "kv_cache"
 @dataclass(frozen=True)
 class KVLayout:
     n_layer: int
-    n_kv_head: int
+    n_head_kv: int
     head_dim: int
     value_dim: int | None = None  # defaults to head_dim
     dtype: torch.dtype = torch.float32
@@ -37,7 +37,7 @@ class KVLayout:
 
     def bytes_per_position(self) -> int:
         itemsize = torch.empty((), dtype=self.dtype).element_size()
-        return self.n_layer * self.n_kv_head * (self.head_dim + self.v_dim) * itemsize
+        return self.n_layer * self.n_head_kv * (self.head_dim + self.v_dim) * itemsize
 
 
 class KVCache(ABC):
@@ -46,7 +46,7 @@ class KVCache(ABC):
 
     @abstractmethod
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stores k, v `[n_kv_head, T, d]` at positions `length .. length+T-1`; returns all positions."""
+        """Stores k, v `[n_head_kv, T, d]` at positions `length .. length+T-1`; returns all positions."""
 
     def advance(self, n: int) -> None:
         self.length += n
@@ -66,7 +66,7 @@ class KVCacheAllocator(Protocol):
 
 class ContiguousKVCache(KVCache):
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, memory: DeviceMemory) -> None:
-        self.keys, self.values = keys, values  # [n_layer, n_kv_head, capacity, d]
+        self.keys, self.values = keys, values  # [n_layer, n_head_kv, capacity, d]
         self.capacity = keys.shape[2]
         self.length = 0
         self._memory = memory
@@ -81,7 +81,7 @@ class ContiguousKVCache(KVCache):
     def write_at(
         self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decode step's write: k, v `[n_kv_head, T, d]` at device `positions[T]`, no host sync; returns
+        """The decode step's write: k, v `[n_head_kv, T, d]` at device `positions[T]`, no host sync; returns
         the whole capacity (positions past the last written one are masked by the attention)."""
         self.keys[layer].index_copy_(1, positions, k.to(self.keys.dtype))
         self.values[layer].index_copy_(1, positions, v.to(self.values.dtype))
@@ -102,8 +102,8 @@ class ContiguousKVCacheAllocator:
 
     def new_cache(self, max_tokens: int) -> ContiguousKVCache:
         lay = self.layout
-        k_shape = (lay.n_layer, lay.n_kv_head, max_tokens, lay.head_dim)
-        v_shape = (lay.n_layer, lay.n_kv_head, max_tokens, lay.v_dim)
+        k_shape = (lay.n_layer, lay.n_head_kv, max_tokens, lay.head_dim)
+        v_shape = (lay.n_layer, lay.n_head_kv, max_tokens, lay.v_dim)
         keys = _allocate(self.memory, k_shape, lay.dtype)
         try:
             values = _allocate(self.memory, v_shape, lay.dtype)
@@ -127,7 +127,7 @@ class PagedKVCache(KVCache):
     def update(self, layer, k, v):
         self.check_room(k.shape[1])
         end = self.length + k.shape[1]
-        keys, values = self._allocator.keys[layer], self._allocator.values[layer]  # [n_kv_head, slots, d]
+        keys, values = self._allocator.keys[layer], self._allocator.values[layer]  # [n_head_kv, slots, d]
         keys[:, self._slots[self.length : end]] = k
         values[:, self._slots[self.length : end]] = v
         used = self._slots[:end]
@@ -148,9 +148,9 @@ class PagedKVCacheAllocator:
         self.layout, self.memory, self.block_size = layout, memory, block_size
         slots = num_blocks * block_size
         self.keys = _allocate(
-            memory, (layout.n_layer, layout.n_kv_head, slots, layout.head_dim), layout.dtype
+            memory, (layout.n_layer, layout.n_head_kv, slots, layout.head_dim), layout.dtype
         )
-        self.values = _allocate(memory, (layout.n_layer, layout.n_kv_head, slots, layout.v_dim), layout.dtype)
+        self.values = _allocate(memory, (layout.n_layer, layout.n_head_kv, slots, layout.v_dim), layout.dtype)
         self.num_blocks = num_blocks
         self._free_blocks = list(range(num_blocks))
 

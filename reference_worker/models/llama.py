@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from kernels.backend import KernelSet, kernel_set
 from kernels.cpu_step import NativeStep
-from reference_worker.models.attention import AttentionKernel, attention_kernel
-from reference_worker.models.base import ModelConfigError, metadata_value, next_positions
-from reference_worker.models.kv_cache import KVCache, KVCacheAllocator, KVLayout, kv_cache_allocator
+from reference_worker.models.attention import AttentionKernel
+from reference_worker.models.base import GGUFAdapter, ModelConfigError, metadata_value, next_positions
+from reference_worker.models.kv_cache import KVCache, KVCacheAllocator
 from reference_worker.models.rope import apply_rope, rope_frequencies
 
 # llama.cpp `llama_model_rope_type`: LLM_ARCH_LLAMA is ROPE_TYPE_NORM, QWEN2 and PHI3 are ROPE_TYPE_NEOX.
@@ -42,7 +42,7 @@ class LlamaConfig:
     dim: int  # embedding_length
     n_layer: int  # block_count
     n_head: int
-    n_kv_head: int  # < n_head: grouped-query attention
+    n_head_kv: int  # < n_head: grouped-query attention
     ffn_dim: int  # feed_forward_length
     norm_eps: float  # attention.layer_norm_rms_epsilon
     rope_base: float = 10000.0  # llama.cpp's default when rope.freq_base is absent
@@ -54,20 +54,20 @@ class LlamaConfig:
     def __post_init__(self) -> None:
         self.head_dim = self.head_dim or self.dim // self.n_head
         self.rope_dim = self.rope_dim or self.head_dim
-        if self.n_head % self.n_kv_head:
+        if self.n_head % self.n_head_kv:
             raise ModelConfigError(
-                f"head_count {self.n_head} is not a multiple of head_count_kv {self.n_kv_head}"
+                f"head_count {self.n_head} is not a multiple of head_count_kv {self.n_head_kv}"
             )
 
     @classmethod
-    def from_gguf(cls, metadata: dict[str, Any], weights: dict[str, Any]) -> LlamaConfig:
-        arch = metadata_value(metadata, "general.architecture")
+    def from_metadata(cls, metadata: dict[str, Any], weights: dict[str, Any], source: str) -> LlamaConfig:
+        arch = metadata_value(metadata, "general.architecture", source=source)
 
         def key(name: str, default: Any = ...) -> Any:
-            return metadata_value(metadata, f"{arch}.{name}", default)
+            return metadata_value(metadata, f"{arch}.{name}", default, source=source)
 
         if "token_embd.weight" not in weights:
-            raise ModelConfigError("tensor 'token_embd.weight' is missing")
+            raise ModelConfigError(f"{source}: required tensor 'token_embd.weight' is missing")
         n_head = int(key("attention.head_count"))
         return cls(
             architecture=arch,
@@ -76,7 +76,7 @@ class LlamaConfig:
             dim=int(key("embedding_length")),
             n_layer=int(key("block_count")),
             n_head=n_head,
-            n_kv_head=int(key("attention.head_count_kv", n_head)),
+            n_head_kv=int(key("attention.head_count_kv", n_head)),
             ffn_dim=int(key("feed_forward_length")),
             norm_eps=float(key("attention.layer_norm_rms_epsilon")),
             rope_base=float(key("rope.freq_base", 10000.0)),
@@ -124,7 +124,7 @@ class Block:
         self.w_gate = None if self.fused_gate_up else tensor("ffn_gate.weight")
         self.w_down = tensor("ffn_down.weight")
         self.q_dim = config.n_head * config.head_dim
-        self.kv_dim = config.n_kv_head * config.head_dim
+        self.kv_dim = config.n_head_kv * config.head_dim
 
     def qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mm = self.kernels.qmatmul
@@ -143,7 +143,8 @@ class Block:
         return self.kernels.qmatmul_add(act, self.w_down, residual)
 
 
-class LlamaModel:
+class LlamaModel(GGUFAdapter):
+    config_type = LlamaConfig
     step_uses_decode_kernels = True  # the step form runs the kernel set's decode functions, if any
 
     def __init__(
@@ -153,6 +154,8 @@ class LlamaModel:
         device: torch.device,
         attention: AttentionKernel,
         kv_allocator: KVCacheAllocator,
+        *,
+        source: str = "model",
         kernels: KernelSet | None = None,
     ) -> None:
         self.architecture = config.architecture
@@ -179,26 +182,6 @@ class LlamaModel:
         # `DecodeStep` calls it in place of `forward(..., positions=)`.
         on_cpu_fast = device.type == "cpu" and self.kernels.decode is not None
         self.native_step = NativeStep.for_model(self) if on_cpu_fast else None
-
-    @classmethod
-    def from_gguf(
-        cls,
-        gguf: Any,
-        weights: dict[str, Any],
-        device: torch.device,
-        memory: Any,
-        *,
-        attention: str,
-        kv_cache: str,
-        kernels: KernelSet | None = None,
-    ) -> LlamaModel:
-        config = LlamaConfig.from_gguf(gguf.metadata, weights)
-        layout = KVLayout(config.n_layer, config.n_kv_head, config.head_dim)
-        allocator = kv_cache_allocator(kv_cache, layout, memory, max_positions=config.context_length)
-        return cls(config, weights, device, attention_kernel(attention), allocator, kernels)
-
-    def new_cache(self, max_tokens: int) -> KVCache:
-        return self.kv_allocator.new_cache(max_tokens)
 
     def forward(
         self,
@@ -229,8 +212,8 @@ class LlamaModel:
                 )
             else:
                 q = q.view(n_tokens, cfg.n_head, cfg.head_dim).transpose(0, 1)  # [n_head, T, head_dim]
-                k = k.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
-                v = v.view(n_tokens, cfg.n_kv_head, cfg.head_dim).transpose(0, 1)
+                k = k.view(n_tokens, cfg.n_head_kv, cfg.head_dim).transpose(0, 1)
+                v = v.view(n_tokens, cfg.n_head_kv, cfg.head_dim).transpose(0, 1)
                 q = apply_rope(q, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
                 k = apply_rope(k, self.rope_cos, self.rope_sin, positions, cfg.rope_neox)
                 if step:

@@ -24,7 +24,7 @@ from tests.worker.llama_helpers import load_model
 
 # A toy vocabulary: one token per piece; id 0 is BOS, id 1 is EOS.
 PIECES = [b"", b"", b"a", b"b", b"S", b"T", b"O", b"P", b"x", b"\xe2\x82", b"\xac", b" ", b"\n"]
-LAYOUT = KVLayout(n_layer=1, n_kv_head=1, head_dim=4)
+LAYOUT = KVLayout(n_layer=1, n_head_kv=1, head_dim=4)
 
 
 class ToyTokenizer:

@@ -166,7 +166,7 @@ def test_missing_metadata_key_names_the_key_and_the_file(tiny):
     with pytest.raises(
         ModelConfigError, match=r"model\.gguf: .*'gpt-oss\.expert_feed_forward_length' is missing"
     ):
-        GptOssConfig.from_metadata(metadata, 100, "model.gguf")
+        GptOssConfig.from_metadata(metadata, read_weights(gguf), "model.gguf")
 
 
 def test_missing_tensor_names_the_tensor_and_the_file(tiny):

@@ -14,7 +14,7 @@ from reference_worker.models.kv_cache import (
 )
 from tests.worker.llama_helpers import load_model
 
-LAYOUT = KVLayout(n_layer=2, n_kv_head=2, head_dim=8)
+LAYOUT = KVLayout(n_layer=2, n_head_kv=2, head_dim=8)
 
 
 def naive_attention(q, k, v, start_pos, scale, window=None, sinks=None):
@@ -58,8 +58,8 @@ def fill(cache, steps: list[int], seed: int = 0) -> list[tuple[torch.Tensor, tor
     seen = []
     for n in steps:
         for layer in range(LAYOUT.n_layer):
-            k = torch.randn(LAYOUT.n_kv_head, n, LAYOUT.head_dim, generator=g)
-            v = torch.randn(LAYOUT.n_kv_head, n, LAYOUT.head_dim, generator=g)
+            k = torch.randn(LAYOUT.n_head_kv, n, LAYOUT.head_dim, generator=g)
+            v = torch.randn(LAYOUT.n_head_kv, n, LAYOUT.head_dim, generator=g)
             keys, values = cache.update(layer, k, v)
         seen.append((keys.clone(), values.clone()))
         cache.advance(n)

@@ -24,7 +24,7 @@ class FakeGGUF:
 def test_config_from_metadata_llama():
     model, _, gguf = load_model("tiny/llama-f32.gguf")
     cfg = model.config
-    assert (cfg.architecture, cfg.dim, cfg.n_layer, cfg.n_head, cfg.n_kv_head, cfg.head_dim) == (
+    assert (cfg.architecture, cfg.dim, cfg.n_layer, cfg.n_head, cfg.n_head_kv, cfg.head_dim) == (
         "llama",
         256,
         2,
@@ -48,11 +48,12 @@ def test_config_phi3_uses_fused_tensors():
     assert model.layers[0].fused_qkv and model.layers[0].fused_gate_up and model.config.rope_neox
 
 
-def test_missing_metadata_key_is_named():
-    with pytest.raises(ModelConfigError, match="llama.context_length"):
-        LlamaConfig.from_gguf(
+def test_missing_metadata_key_is_named_with_the_file():
+    with pytest.raises(ModelConfigError, match=r"model\.gguf: .*llama\.context_length"):
+        LlamaConfig.from_metadata(
             {"general.architecture": "llama", "llama.attention.head_count": 4},
             {"token_embd.weight": torch.zeros(10, 8)},
+            "model.gguf",
         )
 
 
@@ -66,8 +67,8 @@ def test_rope_base_defaults_to_10000():
         "llama.attention.head_count": 2,
         "llama.attention.layer_norm_rms_epsilon": 1e-5,
     }
-    cfg = LlamaConfig.from_gguf(md, {"token_embd.weight": torch.zeros(10, 8)})
-    assert cfg.rope_base == 10000.0 and cfg.n_kv_head == 2 and cfg.head_dim == 4 and cfg.tied_output
+    cfg = LlamaConfig.from_metadata(md, {"token_embd.weight": torch.zeros(10, 8)}, "model.gguf")
+    assert cfg.rope_base == 10000.0 and cfg.n_head_kv == 2 and cfg.head_dim == 4 and cfg.tied_output
 
 
 def test_unknown_architecture_names_it_and_the_supported_list():
@@ -97,7 +98,7 @@ def reference_forward(model, tokens: list[int]) -> torch.Tensor:
     of the adapter's own code paths."""
     cfg = model.config
     f64 = lambda q: q.dequantize().double()  # noqa: E731
-    T, H, KV, d, r = len(tokens), cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rope_dim
+    T, H, KV, d, r = len(tokens), cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.rope_dim
     x = f64(model.token_embd)[tokens]
     inv = torch.tensor([cfg.rope_base ** (-2 * i / r) for i in range(r // 2)], dtype=torch.float64)
     rot = torch.polar(torch.ones(T, r // 2, dtype=torch.float64), torch.arange(T)[:, None] * inv[None, :])
