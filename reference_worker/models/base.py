@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import torch
 
-from kernels.backend import KernelSet
+from kernels.backend import KernelSet, kernel_set
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import attention_kernel
 from reference_worker.models.kv_cache import KVCache, KVLayout, kv_cache_allocator
@@ -114,7 +114,19 @@ class GGUFAdapter:
     *, source, kernels)` in its constructor."""
 
     config_type: Any  # a dataclass with from_metadata(metadata, weights, source), n_layer, n_head_kv, ...
-    kv_allocator: Any
+
+    def _init_common(
+        self,
+        config: Any,
+        device: torch.device,
+        attention: Any,
+        kv_allocator: Any,
+        kernels: KernelSet | None,
+    ) -> None:
+        """The attributes every adapter keeps; `kernels` defaults to the device's fast paths."""
+        self.config, self.device = config, device
+        self.attention, self.kv_allocator = attention, kv_allocator
+        self.kernels = kernels or kernel_set(None, device)
 
     @classmethod
     def from_gguf(

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from kernels.backend import KernelSet, kernel_set
+from kernels.backend import KernelSet
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import AttentionKernel
 from reference_worker.models.base import (
@@ -227,9 +227,7 @@ class GptOssModel(GGUFAdapter):
         source: str = "model",
         kernels: KernelSet | None = None,
     ) -> None:
-        self.config, self.device = config, device
-        self.attention, self.kv_allocator = attention, kv_allocator
-        self.kernels = kernels or kernel_set(None, device)
+        self._init_common(config, device, attention, kv_allocator, kernels)
         tensors = TensorTable(weights, source, device)
         c = config
         self.token_embd = tensors.matrix("token_embd.weight", c.vocab_size, c.n_embd)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kernels.backend import KernelSet, kernel_set
+from kernels.backend import KernelSet
 from kernels.cpu_step import NativeStep
 from reference_worker.models.attention import AttentionKernel
 from reference_worker.models.base import GGUFAdapter, ModelConfigError, metadata_value, next_positions
@@ -159,11 +159,7 @@ class LlamaModel(GGUFAdapter):
         kernels: KernelSet | None = None,
     ) -> None:
         self.architecture = config.architecture
-        self.config = config
-        self.device = device
-        self.attention = attention
-        self.kv_allocator = kv_allocator
-        self.kernels = kernels or kernel_set(None, device)
+        self._init_common(config, device, attention, kv_allocator, kernels)
         self.token_embd = weights["token_embd.weight"]
         self.layers = [Block(weights, i, config, device, self.kernels) for i in range(config.n_layer)]
         if "output_norm.weight" not in weights:
