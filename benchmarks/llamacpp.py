@@ -21,6 +21,7 @@ import io
 import json
 import lzma
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -168,7 +169,9 @@ def export(src: Path, cache: Path, out: Path, part_mib: int = 15, max_mib: int =
         for f in sorted(bin_dir.iterdir()):
             if f.is_file() and not f.is_symlink():
                 # Symbols are not needed to run; the CUDA kernels (fatbins) stay.
-                subprocess.run(["strip", "--strip-unneeded", str(f)], capture_output=True, check=False)
+                # Without binutils the files go unstripped (larger, still runnable).
+                if shutil.which("strip"):
+                    subprocess.run(["strip", "--strip-unneeded", str(f)], capture_output=True, check=False)
             if f.is_file() or f.is_symlink():
                 tar.add(f, arcname=f.name, filter=_reproducible)
     data = buf.getvalue()
