@@ -26,11 +26,12 @@ def _mib(nbytes: int | None) -> str:
 
 
 def _run_lines(records: list[dict[str, Any]]) -> list[str]:
-    """Command, device, date and commit of each distinct run (records of one run share them)."""
+    """Command, device, date and commit of each distinct run: records of one command (llama-bench writes
+    one per model, seconds apart) are one line, with the first record's date."""
     lines, seen = [], set()
     for r in records:
         dev = r.get("device", {})
-        key = (r.get("command"), r.get("date"))
+        key = (r.get("command"), r.get("git_commit"))
         if key in seen:
             continue
         seen.add(key)
