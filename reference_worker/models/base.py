@@ -98,6 +98,13 @@ class TensorTable:
         """Norms, biases, sinks: small and stored F32 in the files llama.cpp writes; used as float32."""
         return self.matrix(name, *shape).dequantize().float().to(self.device)
 
+    def optional_vector(self, name: str, *shape: int) -> torch.Tensor | None:
+        """`vector`, or None when the file has no such tensor (biases some architectures carry)."""
+        return self.vector(name, *shape) if name in self.weights else None
+
+    def has(self, name: str) -> bool:
+        return name in self.weights
+
 
 def next_positions(cache: KVCache, n_tokens: int, context_length: int, device: torch.device) -> torch.Tensor:
     """Positions of `n_tokens` appended to `cache`; running past the context window is an error."""

@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from kernels.backend import KernelSet
 from kernels.cpu_step import NativeStep
 from reference_worker.models.attention import AttentionKernel
-from reference_worker.models.base import GGUFAdapter, ModelConfigError, metadata_value, next_positions
+from reference_worker.models.base import (
+    GGUFAdapter,
+    ModelConfigError,
+    TensorTable,
+    metadata_value,
+    next_positions,
+)
 from reference_worker.models.kv_cache import KVCache, KVCacheAllocator
 from reference_worker.models.rope import apply_rope, rope_frequencies
 
@@ -94,37 +100,41 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class Block:
-    def __init__(
-        self, weights: dict[str, Any], i: int, config: LlamaConfig, device: torch.device, kernels: KernelSet
-    ) -> None:
-        p = f"blk.{i}."
+    """One transformer block: GGUF tensors `blk.{i}.*`, shapes checked against the config. q/k/v may be one
+    fused `attn_qkv` (phi3) and gate/up one fused `ffn_up` of twice the width (phi3); biases are optional
+    (qwen2 has q/k/v biases)."""
+
+    def __init__(self, tensors: TensorTable, i: int, config: LlamaConfig, kernels: KernelSet) -> None:
+        c, p = config, f"blk.{i}."
         self.kernels = kernels
-
-        def tensor(name: str) -> Any:
-            if p + name not in weights:
-                raise ModelConfigError(f"tensor {p + name!r} is missing")
-            return weights[p + name]
-
-        def vector(name: str) -> torch.Tensor | None:  # norms and biases: small, kept as float32
-            w = weights.get(p + name)
-            return None if w is None else w.dequantize().float().to(device)
-
-        self.attn_norm = vector("attn_norm.weight")
-        self.ffn_norm = vector("ffn_norm.weight")
-        self.fused_qkv = p + "attn_qkv.weight" in weights
+        E, F = c.dim, c.ffn_dim
+        self.q_dim = c.n_head * c.head_dim
+        self.kv_dim = c.n_head_kv * c.head_dim
+        matrix, vector, bias = tensors.matrix, tensors.vector, tensors.optional_vector
+        self.attn_norm = vector(p + "attn_norm.weight", E)
+        self.ffn_norm = vector(p + "ffn_norm.weight", E)
+        self.fused_qkv = tensors.has(p + "attn_qkv.weight")
         if self.fused_qkv:
-            self.wqkv, self.bqkv = tensor("attn_qkv.weight"), vector("attn_qkv.bias")
+            qkv_dim = self.q_dim + 2 * self.kv_dim
+            self.wqkv, self.bqkv = (
+                matrix(p + "attn_qkv.weight", qkv_dim, E),
+                bias(p + "attn_qkv.bias", qkv_dim),
+            )
         else:
-            self.wq, self.bq = tensor("attn_q.weight"), vector("attn_q.bias")
-            self.wk, self.bk = tensor("attn_k.weight"), vector("attn_k.bias")
-            self.wv, self.bv = tensor("attn_v.weight"), vector("attn_v.bias")
-        self.wo, self.bo = tensor("attn_output.weight"), vector("attn_output.bias")
-        self.fused_gate_up = p + "ffn_gate.weight" not in weights
-        self.w_up = tensor("ffn_up.weight")
-        self.w_gate = None if self.fused_gate_up else tensor("ffn_gate.weight")
-        self.w_down = tensor("ffn_down.weight")
-        self.q_dim = config.n_head * config.head_dim
-        self.kv_dim = config.n_head_kv * config.head_dim
+            self.wq, self.bq = matrix(p + "attn_q.weight", self.q_dim, E), bias(p + "attn_q.bias", self.q_dim)
+            self.wk, self.bk = (
+                matrix(p + "attn_k.weight", self.kv_dim, E),
+                bias(p + "attn_k.bias", self.kv_dim),
+            )
+            self.wv, self.bv = (
+                matrix(p + "attn_v.weight", self.kv_dim, E),
+                bias(p + "attn_v.bias", self.kv_dim),
+            )
+        self.wo, self.bo = matrix(p + "attn_output.weight", E, self.q_dim), bias(p + "attn_output.bias", E)
+        self.fused_gate_up = not tensors.has(p + "ffn_gate.weight")
+        self.w_up = matrix(p + "ffn_up.weight", 2 * F if self.fused_gate_up else F, E)
+        self.w_gate = None if self.fused_gate_up else matrix(p + "ffn_gate.weight", F, E)
+        self.w_down = matrix(p + "ffn_down.weight", E, F)
 
     def qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mm = self.kernels.qmatmul
@@ -160,12 +170,14 @@ class LlamaModel(GGUFAdapter):
     ) -> None:
         self.architecture = config.architecture
         self._init_common(config, device, attention, kv_allocator, kernels)
-        self.token_embd = weights["token_embd.weight"]
-        self.layers = [Block(weights, i, config, device, self.kernels) for i in range(config.n_layer)]
-        if "output_norm.weight" not in weights:
-            raise ModelConfigError("tensor 'output_norm.weight' is missing")
-        self.output_norm = weights["output_norm.weight"].dequantize().float().to(device)
-        self.output = self.token_embd if config.tied_output else weights["output.weight"]
+        tensors = TensorTable(weights, source, device)
+        c = config
+        self.token_embd = tensors.matrix("token_embd.weight", c.vocab_size, c.dim)
+        self.layers = [Block(tensors, i, c, self.kernels) for i in range(c.n_layer)]
+        self.output_norm = tensors.vector("output_norm.weight", c.dim)
+        self.output = (
+            self.token_embd if c.tied_output else tensors.matrix("output.weight", c.vocab_size, c.dim)
+        )
         self.rope_cos, self.rope_sin = rope_frequencies(
             config.head_dim,
             config.rope_base,

@@ -7,11 +7,15 @@ import math
 import pytest
 import torch
 
+from fixtures.paths import fixture_path
+from kernels.qtensor import QTensor
+from reference_worker.device_memory import DeviceMemory
+from reference_worker.gguf import GGUFFile
 from reference_worker.models import ADAPTERS, UnsupportedArchitecture, create_model
 from reference_worker.models.base import ModelConfigError
-from reference_worker.models.llama import LlamaConfig
+from reference_worker.models.llama import LlamaConfig, LlamaModel
 from reference_worker.models.rope import RopeScaling, apply_rope, rope_frequencies
-from tests.worker.llama_helpers import load_model
+from tests.worker.llama_helpers import load_model, read_weights
 
 IDS = [5, 17, 200, 33, 1, 99, 150, 7, 64, 300, 12, 3]
 
@@ -199,3 +203,48 @@ def test_yarn_follows_ggml():
         theta = extrap / 32.0 * (1 - ramp) + extrap * ramp
         assert math.isclose(cos[pos, i].item(), math.cos(theta) * mscale, abs_tol=1e-5)
         assert math.isclose(sin[pos, i].item(), math.sin(theta) * mscale, abs_tol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "drop", "reshape", "message"),
+    [
+        (
+            "qwen2-f32",
+            "blk.1.attn_k.weight",
+            None,
+            r"qwen2-f32\.gguf: required tensor 'blk\.1\.attn_k\.weight'",
+        ),
+        (
+            "llama-f32",
+            None,
+            "blk.0.ffn_down.weight",
+            r"llama-f32\.gguf: tensor 'blk\.0\.ffn_down\.weight' has shape \(\d+, \d+\), expected",
+        ),
+        (
+            "phi3-f32",
+            None,
+            "blk.0.attn_qkv.weight",
+            r"phi3-f32\.gguf: tensor 'blk\.0\.attn_qkv\.weight' has shape",
+        ),
+    ],
+    ids=["missing", "mis-shaped", "mis-shaped-fused-qkv"],
+)
+def test_a_missing_or_misshaped_tensor_names_it_and_the_file(name, drop, reshape, message):
+    """Every weight is checked against the shape the config implies (`TensorTable`), as in the other
+    adapters: a bad file is refused at load with the tensor, its shape and the file, not in a matmul."""
+    gguf = GGUFFile.open(fixture_path(f"tiny/{name}.gguf"))
+    weights = read_weights(gguf)
+    if drop:
+        del weights[drop]
+    if reshape:
+        w = weights[reshape]
+        weights[reshape] = QTensor(w.data, w.qtype, (w.shape[1], w.shape[0]), w.name)  # transposed dims
+    with pytest.raises(ModelConfigError, match=message):
+        LlamaModel.from_gguf(
+            gguf,
+            weights,
+            torch.device("cpu"),
+            DeviceMemory("cpu"),
+            attention="reference",
+            kv_cache="contiguous",
+        )
