@@ -313,11 +313,9 @@ def _dot_mxfp4(
     rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
     # block_mxfp4 as 17 bytes {e (E8M0), qs[16]}: byte i holds elements i and i + 16.
-    # w = kvalues_mxfp4[code] * e8m0_half(e); the doubled e2m1 magnitudes 0,1,2,3,4,6,8,12 are the
-    # nibbles of 0xC8643210, so |value| = 16 + nibble - 16 (exact) and the code's bit 3 is the sign.
+    # w = kvalues_mxfp4[code] * e8m0_half(e), kvalues the doubled e2m1 values (0, 1, 2, 3, 4, 6, 8, 12).
     r3 = rows[:, None, None]
     i16 = tl.arange(0, 16)
-    lut = tl.full([1, 1, 1], 0xC8643210, tl.uint32)
     acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
     for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
@@ -329,10 +327,9 @@ def _dot_mxfp4(
         xb, ob = xp + xo, op[:, None, None] + xo[None]
         xmask = (blk < hi)[:, None]
         for h in tl.static_range(2):
-            mag = (lut >> _code(qs, 4 * h, 7, 2)) & 15
-            sign = _code(qs, 4 * h + 3, 1, 31)
-            v = _as_float((mag << 19) | _P16) - 16.0
-            v = _as_float(v.to(tl.uint32, bitcast=True) ^ sign)
+            # The code's magnitude bits as a float16's exponent and mantissa, its sign as the sign: the
+            # e2m1 value times 2^-14, exact for all 16 codes; times 2^15 it is the doubled table value.
+            v = _f16(_code(qs, 4 * h, 7, 9) | _code(qs, 4 * h + 3, 1, 15)) * 32768.0
             acc = _take(acc, v * scale, xb + 16 * h, ob + 16 * h, xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
