@@ -30,13 +30,16 @@ FORMS = {
 def _layouts():
     if importlib.util.find_spec("triton") is None:
         return []
-    from kernels.triton_gemv import LAYOUTS
+    from kernels.formats import GGMLType
+    from kernels.triton_gemv import CODES_THEN_SCALES_LAYOUT, LAYOUTS
 
-    return list(LAYOUTS.items())
+    return [pytest.param(q, lay, id=lay.fmt) for q, lay in LAYOUTS.items()] + [
+        pytest.param(GGMLType.MXFP4, CODES_THEN_SCALES_LAYOUT, id=CODES_THEN_SCALES_LAYOUT.fmt)
+    ]
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize(("qtype", "layout"), _layouts(), ids=lambda v: getattr(v, "name", None))
+@pytest.mark.parametrize(("qtype", "layout"), _layouts())
 def test_the_gemv_kernel_compiles_for_sm90(qtype, layout, form) -> None:
     from kernels import triton_gemv
 
