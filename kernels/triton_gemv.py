@@ -398,9 +398,22 @@ def _dot_mxfp4_codes_then_scales(
         e = tl.load(scale_rows[:, None] + blk[None, :], mask=(blk < hi)[None, :], other=0).to(tl.uint32)
         scale = _as_float(tl.where(e < 2, tl.full(e.shape, 0x00200000, tl.uint32) << e, (e - 1) << 23))
         xo = blk[:, None] * 32 + 4 * w4[None, :]
-        xb, ob = xp + xo, op[:, None, None] + xo[None]
+        ob = op[:, None, None] + xo[None]
         xmask = (blk < hi)[:, None]
         part = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
+        if not DEQ:
+            # The block's 32 activations in one contiguous load, regrouped in registers by (h, k, j):
+            # element 16h + 4w + 2j + k is X[blk, w, h, j, k].
+            xt = tl.load(xp + blk[:, None] * 32 + tl.arange(0, 32)[None, :], mask=xmask, other=0.0)
+            xt = tl.permute(tl.reshape(xt.to(tl.float32), (UB, 2, 4, 2, 2)), (0, 2, 1, 3, 4))
+            xk0, xk1 = tl.split(xt)
+            x00, x01 = tl.split(xk0)
+            x10, x11 = tl.split(xk1)
+            x000, x100 = tl.split(x00)
+            x001, x101 = tl.split(x01)
+            x010, x110 = tl.split(x10)
+            x011, x111 = tl.split(x11)
+            xs = (x000, x001, x010, x011, x100, x101, x110, x111)  # index 4h + 2k + j
         for h in tl.static_range(2):
             for k in tl.static_range(2):
                 # Bytes k and k + 2 at once: their nibble h as two float16s in one 32-bit word.
@@ -414,7 +427,7 @@ def _dot_mxfp4_codes_then_scales(
                         w = v * 32768.0 * scale[:, :, None]
                         tl.store(ob + at, w.to(ob.dtype.element_ty), mask=xmask)
                     else:
-                        part += v * tl.load(xb + at, mask=xmask, other=0.0).to(tl.float32)
+                        part += v * xs[4 * h + 2 * k + j]
         if not DEQ:
             acc += tl.sum(part, axis=2) * 32768.0 * scale
     return tl.sum(acc, axis=1)
