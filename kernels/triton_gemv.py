@@ -105,16 +105,8 @@ def _f16(bits):
 
 @triton.jit
 def _f16_pair(bits):
-    """The two IEEE halves of a 32-bit integer tensor (low, high) as float32, exact: two conversions in
-    registers (as 16-bit tensors the halves would go through shared memory to change layout)."""
-    return tl.inline_asm_elementwise(
-        "{ .reg .b16 lo, hi; mov.b32 {lo, hi}, $2; cvt.f32.f16 $0, lo; cvt.f32.f16 $1, hi; }",
-        "=r,=r,r",
-        [bits],
-        dtype=(tl.float32, tl.float32),
-        is_pure=True,
-        pack=1,
-    )
+    """The two IEEE halves of a 32-bit integer tensor (low, high) as float32, exact."""
+    return _f16(bits), _f16(bits >> 16)
 
 
 @triton.jit
