@@ -15,17 +15,6 @@ import pytest
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
-SM90 = ("cuda", 90, 32)
-INTS = (
-    "n_rows", "n_units", "units_per_split", "row_stride", "x_stride", "x_group", "n_out_rows", "o_stride",
-    "seg_w1", "seg_w2", "seg_b1", "seg_b2", "rows1", "rows2", "tile1", "tile2", "y_width",
-)  # fmt: skip
-FORMS = {
-    "plain": dict(HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=False),
-    "segments-ids-bias-reduce": dict(HAS_BIAS=True, HAS_IDS=True, SEGMENTS=3, REDUCE=True, DEQ=False),
-    "dequantize": dict(HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=True),
-}
-
 
 def _layouts():
     if importlib.util.find_spec("triton") is None:
@@ -35,45 +24,34 @@ def _layouts():
     return list(LAYOUTS.items())
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", ["plain", "segments-ids-bias-reduce", "dequantize"])
 @pytest.mark.parametrize(("qtype", "layout"), _layouts(), ids=lambda v: getattr(v, "name", None))
 def test_the_gemv_kernel_compiles_for_sm90(qtype, layout, form) -> None:
-    from kernels import triton_gemv
+    from kernels.triton_offline import compile_gemv
 
-    signature = {
-        "w_ptr": "*u8",
-        "x_ptr": "*fp32",
-        "y_ptr": "*fp32",
-        "bias_ptr": "*fp32",
-        "ids_ptr": "*i64",
-        "o_ptr": "*fp16",
-        **dict.fromkeys(INTS, "i32"),
-    }
-    constants = dict(
-        FMT=layout.fmt,
-        WORD=layout.word,
-        BLOCK_N=16,
-        UB=1 if layout.unit == 256 else 8,
-        STAGES=1,
-        **FORMS[form],
-    )
-    if constants["REDUCE"]:
-        signature.update(part_ptr="*fp32", count_ptr="*i32")
-    else:
-        constants.update(part_ptr=None, count_ptr=None)
-    compiled = _compile(triton_gemv._qgemv_kernel, signature, constants)
+    compiled = compile_gemv(layout, form)
     assert compiled.asm["cubin"], f"{qtype.name} {form}: no cubin"
 
 
-def _compile(fn, signature: dict, constants: dict):
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+def test_the_loop_cost_finds_the_gemv_loop() -> None:
+    """`benchmarks.ptx_cost`'s measure: Q4_0's loop step (16 rows x 8 blocks x 32 weights over 128
+    threads: 32 weights a thread) multiplies and adds in float32 at least once per weight, and the body
+    found is a loop's (it ends in its backward branch), not the whole kernel."""
+    from kernels.formats import GGMLType
+    from kernels.triton_gemv import LAYOUTS
+    from kernels.triton_offline import compile_gemv, loop_cost, weights_per_thread_step
 
-    signature = {**signature, **dict.fromkeys(constants, "constexpr")}
-    return triton.compile(
-        ASTSource(fn=fn, signature=signature, constexprs=constants), target=GPUTarget(*SM90)
-    )
+    layout = LAYOUTS[GGMLType.Q4_0]
+    cost = loop_cost(compile_gemv(layout, block_n=16, ub=8).asm["ptx"])
+    weights = weights_per_thread_step(layout, 16, 8)
+    assert weights == 32 and cost.opcodes.get("fma", 0) >= weights
+    assert weights < cost.instructions < 30 * weights and cost.opcodes.get("bra") == 1
+
+
+def _compile(fn, signature: dict, constants: dict):
+    from kernels.triton_offline import compile_for_sm90
+
+    return compile_for_sm90(fn, signature, constants)
 
 
 @pytest.mark.parametrize("neox", [False, True], ids=["adjacent-pairs", "neox-pairs"])

@@ -1,0 +1,89 @@
+"""The decode GEMV's inner loop per weight, from its PTX for the H200 (sm_90), without a GPU.
+
+    python -m benchmarks.ptx_cost [--formats q4_k mxfp4 ...] [--block-n 16] [--ub 8] [--out FILE.md]
+
+For each format the GEMV kernel (`kernels/triton_gemv.py`, plain decode launch, 4 warps) is compiled for
+sm_90 by Triton (`kernels.triton_offline`), and its largest loop body, one step along the weight rows, is
+counted: PTX instructions per thread, divided by the weights a thread decodes in that step (the tile over
+the threads), shared-memory round trips per step (barriers: layout changes), and the commonest opcodes. A proxy, not a timing: PTX comes before ptxas's
+scheduling and register allocation, and a kernel bound by memory does not care. It tells a change that
+removes work from one that moves it, and which formats spend the most instructions per weight, before any
+GPU time is spent (the MXFP4 expert GEMV, 16 % of the copy bandwidth on the H200, spends 17.5
+instructions per weight; `results/2026-12-04-h200-mxfp4-regrouped.md`).
+
+Needs Triton importable (CPU machines: `pip install --target /tmp/tt triton==3.6.0`, `PYTHONPATH=/tmp/tt`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def cost_rows(formats: list[str], block_n: int | None, ub: int | None) -> list[dict]:
+    from kernels.formats import GGMLType
+    from kernels.triton_gemv import LAYOUTS, default_config
+    from kernels.triton_offline import compile_gemv, loop_cost, weights_per_thread_step
+
+    rows = []
+    for name in formats:
+        qtype = GGMLType[name.upper()]
+        layout = LAYOUTS[qtype]
+        # The tile the worker launches for a 4096-wide matrix of 4096 rows, unless given.
+        config = default_config(qtype, 4096, 4096, 1, 132)
+        bn = block_n or config.block_n
+        u = ub or config.units_per_step
+        cost = loop_cost(compile_gemv(layout, "plain", block_n=bn, ub=u).asm["ptx"])
+        weights = weights_per_thread_step(layout, bn, u)
+        top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
+        rows.append(
+            dict(
+                format=name, tile=f"n{bn}/u{u}", instructions=cost.instructions, weights=weights,
+                per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
+                top=top,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | commonest |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['format']} | {r['tile']} | {r['instructions']} | {r['weights']:g} | **{r['per_weight']}** | "
+            f"{r['shared_round_trips']} | {r['top']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ptx_cost", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        default=["q4_0", "q4_1", "q5_0", "q8_0", "mxfp4", "q4_k", "q5_k", "q6_k", "f16"],
+    )
+    parser.add_argument("--block-n", type=int, help="rows per program (default: the worker's tile)")
+    parser.add_argument("--ub", type=int, help="blocks per step (default: the worker's tile)")
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    args = parser.parse_args(argv)
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        print("error: Triton is not importable here (see the module's docstring)", file=sys.stderr)
+        return 1
+    table = to_markdown(cost_rows(args.formats, args.block_n, args.ub))
+    print(table, end="")
+    if args.out:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The Triton kernels compiled for the H200 (sm_90) on a machine without a GPU, and what their code costs.
+
+Triton compiles down to PTX and a cubin without a device when it is given the target. Two users:
+`tests/kernels/test_triton_offline_compile.py` (every GEMV format and launch form compiles) and
+`benchmarks/ptx_cost.py` (the static cost of a GEMV's inner loop per weight). Needs Triton importable
+(the GPU machines; on a CPU machine, e.g. `pip install --target /tmp/tt triton==3.6.0` and
+`PYTHONPATH=/tmp/tt`); nothing here runs a kernel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+SM90 = ("cuda", 90, 32)
+# The GEMV kernel's integer arguments, compiled as plain i32 (no divisibility specialisation).
+GEMV_INTS = (
+    "n_rows", "n_units", "units_per_split", "row_stride", "x_stride", "x_group", "n_out_rows", "o_stride",
+    "seg_w1", "seg_w2", "seg_b1", "seg_b2", "rows1", "rows2", "tile1", "tile2", "y_width",
+)  # fmt: skip
+# Launch forms of the GEMV kernel: the plain decode product; three segments with expert ids, biases and
+# the split-K reduction; the prefill's dequantize-only mode.
+GEMV_FORMS = {
+    "plain": dict(HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=False),
+    "segments-ids-bias-reduce": dict(HAS_BIAS=True, HAS_IDS=True, SEGMENTS=3, REDUCE=True, DEQ=False),
+    "dequantize": dict(HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=True),
+}
+# Pointer arguments a real launch passes 16-byte aligned (PyTorch's allocations are), which Triton
+# specialises on: without saying so, the offline compile would not vectorise what the GPU run does.
+GEMV_ALIGNED = ("w_ptr", "x_ptr", "y_ptr", "o_ptr")
+
+
+def compile_for_sm90(fn: Any, signature: dict[str, str], constants: dict[str, Any], aligned: tuple = ()):
+    """`fn` compiled for sm_90: `signature` names each runtime argument's type, `constants` the
+    constexprs; `aligned` the pointer arguments to treat as 16-byte aligned."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = list(fn.arg_names)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    signature = {**signature, **dict.fromkeys(constants, "constexpr")}
+    source = ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
+    return triton.compile(source, target=GPUTarget(*SM90))
+
+
+def compile_gemv(layout: Any, form: str = "plain", *, block_n: int = 16, ub: int | None = None):
+    """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one format layout and launch form."""
+    from kernels import triton_gemv
+
+    signature = {
+        "w_ptr": "*u8",
+        "x_ptr": "*fp32",
+        "y_ptr": "*fp32",
+        "bias_ptr": "*fp32",
+        "ids_ptr": "*i64",
+        "o_ptr": "*fp16",
+        **dict.fromkeys(GEMV_INTS, "i32"),
+    }
+    constants = dict(
+        FMT=layout.fmt,
+        WORD=layout.word,
+        BLOCK_N=block_n,
+        UB=ub if ub is not None else (1 if layout.unit == 256 else 8),
+        STAGES=1,
+        **GEMV_FORMS[form],
+    )
+    if constants["REDUCE"]:
+        signature.update(part_ptr="*fp32", count_ptr="*i32")
+    else:
+        constants.update(part_ptr=None, count_ptr=None)
+    return compile_for_sm90(triton_gemv._qgemv_kernel, signature, constants, GEMV_ALIGNED)
+
+
+@dataclass(frozen=True)
+class LoopCost:
+    """The PTX of a kernel's largest loop body (one step of a GEMV's walk along the row)."""
+
+    instructions: int  # per thread and step
+    shared_round_trips: int  # barriers: layout changes through shared memory
+    opcodes: dict[str, int]
+
+
+def weights_per_thread_step(layout: Any, block_n: int, ub: int, num_warps: int = 4) -> float:
+    """Weights one GEMV thread decodes per loop step: the program's tile (block_n rows x ub units of
+    `layout.unit` weights) over its threads."""
+    return block_n * ub * layout.unit / (num_warps * 32)
+
+
+_LABEL = re.compile(r"^(\$L__\w+):")
+_BACK_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$L__\w+);")
+
+
+def loop_cost(ptx: str) -> LoopCost:
+    """Counts the instructions between the largest loop's header label and its backward branch. Inline
+    assembly blocks count each of their statements."""
+    lines = [line.strip() for line in ptx.splitlines()]
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line))}
+    body: list[str] = []
+    for i, line in enumerate(lines):
+        m = _BACK_BRANCH.search(line)
+        if m and m.group(1) in labels and labels[m.group(1)] < i and i - labels[m.group(1)] > len(body):
+            body = lines[labels[m.group(1)] : i + 1]
+    statements = []
+    for line in body:
+        line = line.strip("{} ")
+        if not line or line.startswith(("//", ".")) or _LABEL.match(line):
+            continue
+        statements += [s.strip() for s in line.split(";") if s.strip() and not s.strip().startswith(".reg")]
+    opcodes = Counter(s.split()[1] if s.startswith("@") else s.split()[0] for s in statements)
+    by_name: Counter[str] = Counter()
+    for op, n in opcodes.items():
+        by_name[op.split(".")[0]] += n
+    return LoopCost(len(statements), by_name["bar"], dict(by_name.most_common()))
