@@ -105,10 +105,12 @@ def loop_cost(ptx: str) -> LoopCost:
             body = lines[labels[m.group(1)] : i + 1]
     statements = []
     for line in body:
-        line = line.strip("{} ")
-        if not line or line.startswith(("//", ".")) or _LABEL.match(line):
+        if line.startswith("//") or _LABEL.match(line):
             continue
-        statements += [s.strip() for s in line.split(";") if s.strip() and not s.strip().startswith(".reg")]
+        for part in line.split(";"):
+            part = part.strip().strip("{}").strip()
+            if part and not part.startswith(("//", ".")):  # directives (.reg, .loc, ...) are not executed
+                statements.append(part)
     opcodes = Counter(s.split()[1] if s.startswith("@") else s.split()[0] for s in statements)
     by_name: Counter[str] = Counter()
     for op, n in opcodes.items():
