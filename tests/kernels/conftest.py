@@ -170,3 +170,21 @@ def assert_bits_equal(got: torch.Tensor, expected: torch.Tensor) -> None:
 @pytest.fixture
 def bits_equal() -> Callable[[torch.Tensor, torch.Tensor], None]:
     return assert_bits_equal
+
+
+# Formats whose GEMV decoder gives the reference's float32 weights bit for bit (the others may differ by
+# one float32 rounding of their fused `q * scale + offset`), so their float16 tiles are exact roundings.
+EXACT_TYPES = {GGMLType.F16, GGMLType.BF16, GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q8_0, GGMLType.MXFP4}
+
+
+def assert_half_of(got: torch.Tensor, reference: torch.Tensor, *, exact: bool) -> None:
+    """`got` (float16) is `reference` (float32) rounded to float16: exactly, or within one float16 step
+    plus the float32 rounding of the decoder's fused `q * scale + offset` (absolute, at the row's scale:
+    near zero the two terms cancel)."""
+    assert not got.isnan().any(), "an output element was not written"
+    if exact:
+        assert torch.equal(got, reference.half())
+    else:
+        row_max = reference.abs().amax(dim=-1, keepdim=True)
+        step = reference.abs() * 2.0**-10 + row_max * 2.0**-16 + 2.0**-24
+        assert ((got.float() - reference).abs() <= step).all()

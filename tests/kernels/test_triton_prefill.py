@@ -17,6 +17,7 @@ import torch
 from kernels import backend
 from kernels.formats import GGMLType
 from kernels.qmatmul import reference_qmatmul
+from tests.kernels.conftest import EXACT_TYPES, assert_half_of
 from tests.kernels.test_triton_gemv import TYPES, make_weight, rel_err, shapes_for
 
 pytestmark = [
@@ -30,21 +31,7 @@ pytestmark = [
 PREFILL_TOL = 3e-3
 # Types whose decoded float32 weight equals the reference's bit for bit (docs/kernels.md); the others may
 # differ by one float32 rounding, so their float16 value may be the neighbour of the rounded reference.
-EXACT_TYPES = {GGMLType.F16, GGMLType.BF16, GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q8_0, GGMLType.MXFP4}
 DEQUANT_CASES = [pytest.param(t, s, id=f"{t.name}-{s[0]}x{s[1]}") for t in TYPES for s in shapes_for(t)[:5]]
-
-
-def assert_half_of(got: torch.Tensor, reference: torch.Tensor, *, exact: bool) -> None:
-    """`got` (float16) is `reference` (float32) rounded to float16: exactly, or within one float16 step
-    plus the float32 rounding of the decoder's fused `q * scale + offset` (absolute, at the row's scale:
-    near zero the two terms cancel)."""
-    assert not got.isnan().any(), "an output element was not written"
-    if exact:
-        assert torch.equal(got, reference.half())
-    else:
-        row_max = reference.abs().amax(dim=-1, keepdim=True)
-        step = reference.abs() * 2.0**-10 + row_max * 2.0**-16 + 2.0**-24
-        assert ((got.float() - reference).abs() <= step).all()
 
 
 @pytest.mark.parametrize(("qtype", "shape"), DEQUANT_CASES)

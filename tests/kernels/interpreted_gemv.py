@@ -1,0 +1,120 @@
+"""The decode GEMV's numbers without a GPU: `kernels/triton_gemv.py` run by Triton's interpreter on CPU.
+
+    TRITON_INTERPRET=1 python -m tests.kernels.interpreted_gemv [--formats q4_k mxfp4 ...]
+
+Triton's interpreter executes a kernel's operations with NumPy, program by program, so the fused decoders
+and their products can be checked against gguf-py's dequantization on a machine without a GPU (slowly:
+seconds per launch on small shapes). The checks: the plain product, the segmented launch with expert ids
+and biases, and the dequantizer, against a float64 oracle. Prints one line per check and exits 1 if any
+fails. The interpreter must be chosen before the kernels are defined (`TRITON_INTERPRET=1` in the
+environment of a fresh process); `tests/kernels/test_triton_interpreted.py` runs this module that way.
+The CUDA tests stay the judge of what the GPU computes; this catches a wrong decoder before device time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+REL_TOL = 1e-5  # as tests/kernels: the fast paths against the float64 oracle
+
+
+def _index_of_one_element_arrays() -> None:
+    """Triton 3.6's interpreter holds the kernel's scalars as one-element arrays, and `range()` over them
+    (the GEMV's loop bounds) fails on NumPy's refusal to take int() of a 1-D array; read element 0."""
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
+
+
+def _oracle_weight(qtype, shape, rng):
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize as gguf_dequantize
+
+    from kernels.formats import FORMATS
+    from kernels.qtensor import QTensor
+    from tests.kernels.conftest import make_blocks
+
+    raw = make_blocks(qtype, int(np.prod(shape)) // FORMATS[qtype].block_size, rng, realistic=True)
+    w = QTensor.from_bytes(raw.tobytes(), qtype, shape, f"w.{qtype.name}")
+    values = gguf_dequantize(raw.reshape(*shape[:-1], -1), GGMLQuantizationType(int(qtype)))
+    return w, torch.from_numpy(np.ascontiguousarray(values)).double().reshape(shape)
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want).abs().max() / want.abs().max())
+
+
+def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
+    from kernels import triton_gemv
+    from kernels.formats import GGMLType
+    from tests.kernels.conftest import EXACT_TYPES, assert_half_of
+
+    qtype = GGMLType[name.upper()]
+    unit = triton_gemv.LAYOUTS[qtype].unit
+    k_in = 2 * unit if unit == 256 else 8 * unit
+    results = []
+    # Plain product with a bias: 40 rows (a partial row tile) x k_in.
+    w, w64 = _oracle_weight(qtype, (40, k_in), rng)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32))
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, 40).astype(np.float32))
+    y = triton_gemv.launch(x, w, bias, 1)
+    err = _rel_err(y, x.double() @ w64.T + bias.double())
+    results.append((f"{name} plain+bias", err < REL_TOL, f"rel err {err:.1e}"))
+    # Two expert tensors (gate and up) in one segmented launch with expert ids, 1 token x 3 experts.
+    (g, g64), (u, u64) = _oracle_weight(qtype, (4, 24, k_in), rng), _oracle_weight(qtype, (4, 24, k_in), rng)
+    ids = torch.tensor([3, 0, 3])
+    y = triton_gemv.launch_segments(x, (g, u), (None, None), 3, expert_ids=ids, x_group=3)
+    want = torch.cat([torch.einsum("i,poi->po", x[0].double(), t[ids]) for t in (g64, u64)], dim=1)
+    err = _rel_err(y, want)
+    results.append((f"{name} experts, two segments", err < REL_TOL, f"rel err {err:.1e}"))
+    # The dequantizer (prefill): the reference path's float32 weights rounded once to float16, exactly
+    # where the decoder is bit-exact (`EXACT_TYPES`), else within that rounding and one float32 step.
+    out = torch.full((2, 24, k_in), float("nan"), dtype=torch.float16)
+    triton_gemv.dequantize_into(g, out, experts=torch.tensor([2, 1]))
+    exact = qtype in EXACT_TYPES
+    try:
+        assert_half_of(out, g.dequantize()[[2, 1]], exact=exact)
+        results.append(
+            (f"{name} dequantize", True, "the reference rounded to float16" + (" exactly" * exact))
+        )
+    except AssertionError as e:
+        results.append((f"{name} dequantize", False, f"not the reference rounded to float16 {e}"))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.kernels.interpreted_gemv", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--formats", nargs="+", help="ggml type names (default: every format the GEMV reads)")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        print("error: run with TRITON_INTERPRET=1 in the environment (a fresh process)", file=sys.stderr)
+        return 2
+    _index_of_one_element_arrays()
+    from kernels import triton_gemv
+
+    triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the launch shapes of the GPU
+    formats = args.formats or [layout.fmt for layout in triton_gemv.LAYOUTS.values()]
+    rng = np.random.default_rng(20240601)
+    failed = 0
+    for name in formats:
+        for check, ok, detail in check_format(name, rng):
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {check}: {detail}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The Triton GEMV's numbers on a machine without a GPU: `tests/kernels/interpreted_gemv.py` run in a fresh
+process under Triton's interpreter (`TRITON_INTERPRET=1`), every format the GEMV reads: the plain product
+with a bias, two expert tensors in one segmented launch, and the dequantizer, against gguf-py's values in
+float64. Runs wherever Triton is importable (skipped in CI, which has no Triton); a few minutes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> None:
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.kernels.interpreted_gemv"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    report = run.stdout + run.stderr[-4000:]
+    assert run.returncode == 0, report
+    assert report.count("ok  ") == 3 * 11, report  # three checks for each of the 11 formats
