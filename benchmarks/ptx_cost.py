@@ -1,9 +1,11 @@
 """The decode GEMV's inner loop per weight, from its PTX for the H200 (sm_90), without a GPU.
 
-    python -m benchmarks.ptx_cost [--formats q4_k mxfp4 ...] [--block-n 16] [--ub 8] [--out FILE.md]
+    python -m benchmarks.ptx_cost [--formats q4_k mxfp4 ...] [--shape 4096x4096] [--block-n 16] [--ub 8]
+                                  [--out FILE.md]
 
-For each format the GEMV kernel (`kernels/triton_gemv.py`, plain decode launch, 4 warps) is compiled for
-sm_90 by Triton (`kernels.triton_offline`), and its largest loop body, one step along the weight rows, is
+For each format the GEMV kernel (`kernels/triton_gemv.py`, plain decode launch of an `--shape` matrix,
+4 warps, its integer arguments specialised as a GPU run would) is compiled for sm_90 by Triton
+(`kernels.triton_offline`), and its largest loop body, one step along the weight rows, is
 counted: PTX instructions per thread, divided by the weights a thread decodes in that step (the tile over
 the threads), shared-memory round trips per step (barriers: layout changes), and the commonest opcodes. A proxy, not a timing: PTX comes before ptxas's
 scheduling and register allocation, and a kernel bound by memory does not care. It tells a change that
@@ -21,7 +23,9 @@ import sys
 from pathlib import Path
 
 
-def cost_rows(formats: list[str], block_n: int | None, ub: int | None) -> list[dict]:
+def cost_rows(
+    formats: list[str], block_n: int | None, ub: int | None, shape: tuple[int, int] = (4096, 4096)
+) -> list[dict]:
     from kernels.formats import GGMLType
     from kernels.triton_gemv import LAYOUTS, default_config
     from kernels.triton_offline import compile_gemv, loop_cost, weights_per_thread_step
@@ -30,11 +34,11 @@ def cost_rows(formats: list[str], block_n: int | None, ub: int | None) -> list[d
     for name in formats:
         qtype = GGMLType[name.upper()]
         layout = LAYOUTS[qtype]
-        # The tile the worker launches for a 4096-wide matrix of 4096 rows, unless given.
-        config = default_config(qtype, 4096, 4096, 1, 132)
+        # The tile the worker launches for this matrix on an H200 (132 SMs), unless given.
+        config = default_config(qtype, shape[0], shape[1], 1, 132)
         bn = block_n or config.block_n
         u = ub or config.units_per_step
-        cost = loop_cost(compile_gemv(layout, "plain", block_n=bn, ub=u).asm["ptx"])
+        cost = loop_cost(compile_gemv(layout, "plain", block_n=bn, ub=u, shape=shape).asm["ptx"])
         weights = weights_per_thread_step(layout, bn, u)
         top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
         rows.append(
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--block-n", type=int, help="rows per program (default: the worker's tile)")
     parser.add_argument("--ub", type=int, help="blocks per step (default: the worker's tile)")
+    parser.add_argument("--shape", default="4096x4096", help="the matrix, OUTxIN (default 4096x4096)")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args(argv)
     try:
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("error: Triton is not importable here (see the module's docstring)", file=sys.stderr)
         return 1
-    table = to_markdown(cost_rows(args.formats, args.block_n, args.ub))
+    out_features, in_features = (int(v) for v in args.shape.lower().split("x"))
+    table = to_markdown(cost_rows(args.formats, args.block_n, args.ub, (out_features, in_features)))
     print(table, end="")
     if args.out:
         args.out.write_text(table)
