@@ -52,8 +52,11 @@ def gemv_int_args(layout: Any, out_features: int, in_features: int, ub: int) -> 
     from kernels.formats import FORMATS
 
     n_units = in_features // layout.unit
-    fmt = next(f for t, f in FORMATS.items() if t.name.lower() == layout.fmt)
-    row_words = in_features // fmt.block_size * fmt.type_size // layout.word
+    if layout.fmt == "mxfp4_codes_then_scales":  # a row's codes only: 4 words per 32-weight block
+        row_words = n_units * 4
+    else:
+        fmt = next(f for t, f in FORMATS.items() if t.name.lower() == layout.fmt)
+        row_words = in_features // fmt.block_size * fmt.type_size // layout.word
     return dict(
         n_rows=out_features, n_units=n_units, units_per_split=-(-n_units // ub) * ub, row_stride=row_words,
         x_stride=in_features, x_group=1, n_out_rows=1, o_stride=0, rows1=0, rows2=0, tile1=0, tile2=0,
