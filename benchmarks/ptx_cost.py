@@ -38,7 +38,7 @@ def cost_rows(
         config = default_config(qtype, shape[0], shape[1], 1, 132)
         bn = block_n or config.block_n
         u = ub or config.units_per_step
-        cost = loop_cost(compile_gemv(layout, "plain", block_n=bn, ub=u, shape=shape).asm["ptx"])
+        cost = loop_cost(compile_gemv(qtype, "plain", block_n=bn, ub=u, shape=shape).asm["ptx"])
         weights = weights_per_thread_step(layout, bn, u)
         top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
         rows.append(

@@ -122,7 +122,7 @@ class GGUFAdapter:
 
     config_type: Any  # a dataclass with from_metadata(metadata, weights, source), n_layer, n_head_kv, ...
 
-    def _init_common(
+    def __init__(
         self,
         config: Any,
         device: torch.device,

@@ -169,7 +169,7 @@ class LlamaModel(GGUFAdapter):
         kernels: KernelSet | None = None,
     ) -> None:
         self.architecture = config.architecture
-        self._init_common(config, device, attention, kv_allocator, kernels)
+        super().__init__(config, device, attention, kv_allocator, kernels)
         tensors = TensorTable(weights, source, device)
         c = config
         self.token_embd = tensors.matrix("token_embd.weight", c.vocab_size, c.dim)

@@ -16,24 +16,27 @@ import pytest
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
 
-def _layouts():
+def _gemv_types():
+    """Every type the GEMV serves in the file's block order, and MXFP4 regrouped as the CUDA model
+    loads its experts (kernels.qtensor.CODES_THEN_SCALES)."""
     if importlib.util.find_spec("triton") is None:
         return []
     from kernels.formats import GGMLType
-    from kernels.triton_gemv import CODES_THEN_SCALES_LAYOUT, LAYOUTS
+    from kernels.qtensor import CODES_THEN_SCALES, GGML
+    from kernels.triton_gemv import LAYOUTS
 
-    return [pytest.param(q, lay, id=lay.fmt) for q, lay in LAYOUTS.items()] + [
-        pytest.param(GGMLType.MXFP4, CODES_THEN_SCALES_LAYOUT, id=CODES_THEN_SCALES_LAYOUT.fmt)
+    return [pytest.param(q, GGML, id=q.name) for q in LAYOUTS] + [
+        pytest.param(GGMLType.MXFP4, CODES_THEN_SCALES, id=f"MXFP4-{CODES_THEN_SCALES}")
     ]
 
 
 @pytest.mark.parametrize("form", ["plain", "segments-ids-bias-reduce", "dequantize"])
-@pytest.mark.parametrize(("qtype", "layout"), _layouts())
-def test_the_gemv_kernel_compiles_for_sm90(qtype, layout, form) -> None:
+@pytest.mark.parametrize(("qtype", "block_order"), _gemv_types())
+def test_the_gemv_kernel_compiles_for_sm90(qtype, block_order, form) -> None:
     from kernels.triton_offline import compile_gemv
 
-    compiled = compile_gemv(layout, form)
-    assert compiled.asm["cubin"], f"{qtype.name} {form}: no cubin"
+    compiled = compile_gemv(qtype, form, block_order=block_order)
+    assert compiled.asm["cubin"], f"{qtype.name} {block_order} {form}: no cubin"
 
 
 def test_the_loop_cost_finds_the_gemv_loop() -> None:
@@ -45,7 +48,7 @@ def test_the_loop_cost_finds_the_gemv_loop() -> None:
     from kernels.triton_offline import compile_gemv, loop_cost, weights_per_thread_step
 
     layout = LAYOUTS[GGMLType.Q4_0]
-    cost = loop_cost(compile_gemv(layout, block_n=16, ub=8).asm["ptx"])
+    cost = loop_cost(compile_gemv(GGMLType.Q4_0, block_n=16, ub=8).asm["ptx"])
     weights = weights_per_thread_step(layout, 16, 8)
     assert weights == 32 and cost.opcodes.get("fma", 0) >= weights
     assert weights < cost.instructions < 30 * weights and cost.opcodes.get("bra") == 1
