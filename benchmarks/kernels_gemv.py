@@ -41,6 +41,7 @@ class Shape:
     in_features: int
     n_expert: int = 0  # > 0: a 3-D expert tensor, `selected` experts per token
     selected: int = 0
+    regrouped: bool = False  # MXFP4 experts as the CUDA model loads them (`triton_gemv.pack`)
 
 
 Q = GGMLType
@@ -65,6 +66,7 @@ SHAPES = [
     Shape("gpt-oss-20b", "attn_output", Q.Q8_0, 2880, 4096),
     Shape("gpt-oss-20b", "ffn_gate_exps / ffn_up_exps", Q.MXFP4, 2880, 2880, 32, 4),
     Shape("gpt-oss-20b", "ffn_down_exps", Q.MXFP4, 2880, 2880, 32, 4),
+    Shape("gpt-oss-20b", "ffn_gate_exps / ffn_up_exps, regrouped", Q.MXFP4, 2880, 2880, 32, 4, True),
     Shape("gpt-oss-20b", "output", Q.Q8_0, 201088, 2880),
     # The brief's large single matrices, one per headline type.
     Shape("reference", "large Q4_K", Q.Q4_K, 4096, 3072),
@@ -115,7 +117,12 @@ def random_weight(shape: Shape, device: torch.device) -> QTensor:
     elif shape.qtype not in (GGMLType.MXFP4,):
         # Clear the top exponent bit of every byte: f16 fields then stay finite (|v| < 2).
         data &= 0xBF
-    return QTensor(data, shape.qtype, dims, f"{shape.model}.{shape.tensor}")
+    w = QTensor(data, shape.qtype, dims, f"{shape.model}.{shape.tensor}")
+    if shape.regrouped:
+        from kernels.triton_gemv import pack
+
+        w = pack(w)
+    return w
 
 
 def time_launches(fn, n_inputs: int, replays: int) -> float:
@@ -148,9 +155,9 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
     """The launch configurations `--sweep` times. `compact`: no software pipelining (depth 1, which won
     on every K-quant and MXFP4 shape of the full sweep), 8 warps beside 4, and the splits in between
     the powers of two: fewer compiled variants, so a sweep fits a short device call."""
-    from kernels.triton_gemv import LAYOUTS, SUPERBLOCK_FORMATS, GemvConfig
+    from kernels.triton_gemv import CODES_THEN_SCALES_LAYOUT, LAYOUTS, SUPERBLOCK_FORMATS, GemvConfig
 
-    layout = LAYOUTS[shape.qtype]
+    layout = CODES_THEN_SCALES_LAYOUT if shape.regrouped else LAYOUTS[shape.qtype]
     n_units = shape.in_features // layout.unit
     if layout.fmt in SUPERBLOCK_FORMATS:
         tiles = [(16, 1, 4), (32, 1, 4), (64, 1, 4), (64, 1, 8)]
@@ -174,11 +181,11 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
 
 
 def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Result:
-    from kernels.triton_gemv import default_config, launch
+    from kernels.triton_gemv import default_config, launch, layout_of
 
     w0 = random_weight(shape, device)
     copies = [w0] + [
-        QTensor(w0.data.clone(), w0.qtype, w0.shape, w0.name)
+        QTensor(w0.data.clone(), w0.qtype, w0.shape, w0.name, w0.layout)
         for _ in range(max(0, min(1024, -(-L2_FLUSH_BYTES // w0.nbytes)) - 1))
     ]
     x = torch.randn(1, shape.in_features, device=device)
@@ -197,7 +204,9 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         def run(i, config=None):
             return launch(x, copies[i], None, 1, config=config)
 
-    config = default_config(shape.qtype, shape.out_features, shape.in_features, n_out_rows, sm_count)
+    config = default_config(
+        shape.qtype, shape.out_features, shape.in_features, n_out_rows, sm_count, layout=layout_of(w0)
+    )
     us = time_launches(lambda i: run(i, config), len(copies), args.replays)
     gbs = weight_bytes / (us * 1e-6) / 1e9
     result = Result(

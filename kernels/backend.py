@@ -82,6 +82,9 @@ class DeviceKernels:
     paths: tuple[FastPath, ...] = ()
     experts_paths: tuple[ExpertsFastPath, ...] = ()
     decode: Any = None
+    # The storage order the fast paths read fastest: QTensor -> QTensor (the same bytes, regrouped in
+    # place at load, e.g. `triton_gemv.pack`), or None to keep every weight as the file stores it.
+    pack: Callable[[QTensor], QTensor] | None = None
 
 
 def _cuda_kernels() -> DeviceKernels:
@@ -95,6 +98,7 @@ def _cuda_kernels() -> DeviceKernels:
         (triton_gemv.FAST_PATH, triton_prefill.FAST_PATH),
         (triton_moe.EXPERTS_FAST_PATH, triton_prefill.EXPERTS_FAST_PATH),
         triton_decode,
+        pack=triton_gemv.pack,
     )
 
 
@@ -124,6 +128,17 @@ class KernelSet:
     paths: tuple[FastPath, ...] = ()
     experts_paths: tuple[ExpertsFastPath, ...] = ()
     decode: Any = None  # fused decode-step kernels (rms_norm, rope_store, decode_attention, ...) or None
+    pack: Callable[[QTensor], QTensor] | None = None  # see DeviceKernels.pack
+
+    def pack_weights(self, weights: dict[str, QTensor]) -> None:
+        """Regroups the loaded weights, in place, into the order this set's fast paths read fastest
+        (`DeviceKernels.pack`); a no-op for the reference path. Before the model uses any weight: the
+        entries of `weights` are replaced, and the objects they held must not be used afterwards."""
+        if self.pack is None:
+            return
+        for name, w in weights.items():
+            if isinstance(w, QTensor):
+                weights[name] = self.pack(w)
 
     @property
     def name(self) -> str:
@@ -184,4 +199,4 @@ def kernel_set(config: KernelConfig | None, device: torch.device | str) -> Kerne
         return KernelSet(config, device)
     found = FAST_PATHS.get(device.type, DeviceKernels)()
     decode = found.decode if config.fused_decode else None
-    return KernelSet(config, device, tuple(found.paths), tuple(found.experts_paths), decode)
+    return KernelSet(config, device, tuple(found.paths), tuple(found.experts_paths), decode, found.pack)

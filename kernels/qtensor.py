@@ -19,6 +19,29 @@ _FLOAT_TYPES: dict[torch.dtype, GGMLType] = {
 
 Rows = slice | torch.Tensor | None
 
+# How `data` orders a tensor's blocks. GGML: as in the file, block after block. CODES_THEN_SCALES (MXFP4
+# only): per matrix (the whole tensor if 2-D, each expert if 3-D), the 16 code bytes of every block, then
+# the scale byte of every block: the same bytes, regrouped so the codes of a row start 16-byte aligned
+# and a GEMV can read them with 16-byte loads (the 17-byte blocks of the file only allow byte loads).
+GGML = "ggml"
+CODES_THEN_SCALES = "codes-then-scales"
+_MXFP4_CODE_BYTES = 16  # a 17-byte MXFP4 block: one E8M0 scale byte, then 16 bytes of 4-bit codes
+
+
+def mxfp4_codes_then_scales(data: torch.Tensor, n_matrices: int) -> torch.Tensor:
+    """The CODES_THEN_SCALES bytes of `n_matrices` equal MXFP4 matrices stored in the file's order."""
+    blocks = data.view(n_matrices, -1, _MXFP4_CODE_BYTES + 1)
+    return torch.cat([blocks[:, :, 1:].reshape(n_matrices, -1), blocks[:, :, 0]], dim=1).reshape(-1)
+
+
+def mxfp4_file_order(data: torch.Tensor, n_matrices: int) -> torch.Tensor:
+    """The inverse of `mxfp4_codes_then_scales`: the file's block order again."""
+    per_matrix = data.view(n_matrices, -1)
+    n_blocks = per_matrix.shape[1] // (_MXFP4_CODE_BYTES + 1)
+    codes = per_matrix[:, : n_blocks * _MXFP4_CODE_BYTES].reshape(n_matrices, n_blocks, _MXFP4_CODE_BYTES)
+    scales = per_matrix[:, n_blocks * _MXFP4_CODE_BYTES :].reshape(n_matrices, n_blocks, 1)
+    return torch.cat([scales, codes], dim=2).reshape(-1)
+
 
 @dataclass(frozen=True)
 class QTensor:
@@ -33,6 +56,7 @@ class QTensor:
     qtype: GGMLType
     shape: tuple[int, ...]
     name: str = ""
+    layout: str = GGML  # the block order of `data` (GGML or CODES_THEN_SCALES, see above)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
@@ -41,6 +65,32 @@ class QTensor:
             raise ValueError(
                 f"tensor {self.name!r}: packed data must be 1-D, got shape {tuple(self.data.shape)}"
             )
+        if self.layout not in (GGML, CODES_THEN_SCALES) or (
+            self.layout == CODES_THEN_SCALES and self.qtype != GGMLType.MXFP4
+        ):
+            raise ValueError(f"tensor {self.name!r}: layout {self.layout!r} is not one for {self.qtype.name}")
+
+    @property
+    def n_matrices(self) -> int:
+        """Matrices of a CODES_THEN_SCALES tensor: each expert of a 3-D tensor, else the whole tensor."""
+        return self.shape[0] if len(self.shape) == 3 else 1
+
+    def codes_then_scales_in_place(self) -> QTensor:
+        """This MXFP4 tensor's bytes regrouped CODES_THEN_SCALES in its own storage, one matrix at a time
+        (a matrix-sized scratch, no second copy of the tensor); the returned QTensor reads them. This
+        object must not be used afterwards: it still claims the file's order."""
+        if self.qtype != GGMLType.MXFP4 or self.layout != GGML:
+            raise ValueError(f"tensor {self.name!r}: only an MXFP4 tensor in file order can be regrouped")
+        per_matrix = self.data.view(self.n_matrices, -1)
+        for matrix in per_matrix:
+            matrix.copy_(mxfp4_codes_then_scales(matrix, 1))
+        return QTensor(self.data, self.qtype, self.shape, self.name, CODES_THEN_SCALES)
+
+    def in_file_order(self) -> QTensor:
+        """This tensor with its blocks in the file's order (itself when they are; else a copy)."""
+        if self.layout == GGML:
+            return self
+        return QTensor(mxfp4_file_order(self.data, self.n_matrices), self.qtype, self.shape, self.name)
 
     @classmethod
     def from_bytes(
@@ -81,7 +131,7 @@ class QTensor:
         return tensor_nbytes(self.qtype, self.shape[1:], name=self.name)
 
     def to(self, device: torch.device | str) -> QTensor:
-        return QTensor(self.data.to(device), self.qtype, self.shape, self.name)
+        return QTensor(self.data.to(device), self.qtype, self.shape, self.name, self.layout)
 
     def dequantize(self, rows: Rows = None, *, checked: bool = True) -> torch.Tensor:
         """Float32 values of the whole tensor, or only of `rows` along the leading dim.
@@ -91,6 +141,8 @@ class QTensor:
         `checked=False` skips the range check of index tensors, which reads them back to the host: for
         indices known to be in range (a sampled token id inside a CUDA graph).
         """
+        if self.layout != GGML and (rows is None or len(self.shape) != 3):
+            return self.in_file_order().dequantize(rows, checked=checked)
         if rows is None:
             return dequantize(self.data, self.qtype, self.shape, name=self.name)
         if len(self.shape) < 2:
@@ -103,13 +155,20 @@ class QTensor:
             if step == 1:
                 n = max(stop - start, 0)
                 picked = self.data[start * width : (start + n) * width]
-                return dequantize(picked, self.qtype, (n, *self.shape[1:]), name=self.name)
+                return self._dequantize_picked(picked, n)
             rows = torch.arange(start, stop, step)
         index = rows.to(device=self.device, dtype=torch.long).reshape(-1)
         if checked and index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_rows):
             raise IndexError(f"tensor {self.name!r}: row index out of range [0, {n_rows})")
         picked = self.data.view(n_rows, width)[index].reshape(-1)
-        return dequantize(picked, self.qtype, (index.numel(), *self.shape[1:]), name=self.name)
+        return self._dequantize_picked(picked, index.numel())
+
+    def _dequantize_picked(self, picked: torch.Tensor, n: int) -> torch.Tensor:
+        # n whole rows of the leading dim; for a CODES_THEN_SCALES tensor (3-D here) n whole experts,
+        # each one self-contained matrix.
+        if self.layout != GGML:
+            picked = mxfp4_file_order(picked, n)
+        return dequantize(picked, self.qtype, (n, *self.shape[1:]), name=self.name)
 
     def expert(self, i: int) -> QTensor:
         """The `(out, in)` matrix of expert `i` of a 3-D expert tensor, as a zero-copy QTensor view."""
@@ -121,11 +180,17 @@ class QTensor:
             raise IndexError(f"tensor {self.name!r}: expert {i} out of range [0, {self.shape[0]})")
         width = self.row_bytes
         return QTensor(
-            self.data[i * width : (i + 1) * width], self.qtype, self.shape[1:], f"{self.name}[{i}]"
+            self.data[i * width : (i + 1) * width],
+            self.qtype,
+            self.shape[1:],
+            f"{self.name}[{i}]",
+            self.layout,  # an expert of a CODES_THEN_SCALES tensor is one such matrix
         )
 
     def __repr__(self) -> str:
         return (
             f"QTensor({self.name!r}, {self.qtype.name}, shape={self.shape}, "
-            f"{self.nbytes} bytes, device={self.device})"
+            f"{self.nbytes} bytes, device={self.device}"
+            + (f", layout={self.layout}" if self.layout != GGML else "")
+            + ")"
         )

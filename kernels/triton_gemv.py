@@ -34,7 +34,7 @@ import triton.language as tl
 
 from kernels.formats import FORMATS, GGMLType
 from kernels.qmatmul import FastPath
-from kernels.qtensor import QTensor
+from kernels.qtensor import CODES_THEN_SCALES, QTensor
 
 MAX_ROWS = 8  # activation rows per call served here; more rows are prefill, a matmul's job
 
@@ -63,6 +63,25 @@ LAYOUTS: dict[GGMLType, _Layout] = {
     GGMLType.Q6_K: _Layout("q6_k", 2, 256),
 }
 SUPERBLOCK_FORMATS = ("q4_k", "q5_k", "q6_k")
+# MXFP4 regrouped at load (`pack`, kernels.qtensor.CODES_THEN_SCALES): a row's codes are 16-byte aligned
+# and read as 32-bit words in runs of four (16-byte loads); its scale bytes are read apart.
+CODES_THEN_SCALES_LAYOUT = _Layout("mxfp4_codes_then_scales", 4, 32)
+_CODE_WORDS = 4  # 32-bit words of codes per MXFP4 block
+
+
+def layout_of(w: QTensor) -> _Layout | None:
+    """How the kernel reads `w`: its type's layout, or the regrouped MXFP4 one; None if not served."""
+    if w.layout == CODES_THEN_SCALES:
+        return CODES_THEN_SCALES_LAYOUT
+    return LAYOUTS.get(w.qtype)
+
+
+def _row_words(w: QTensor, layout: _Layout) -> int:
+    """Load words from one weight row to the next (CODES_THEN_SCALES: a row's codes only)."""
+    if layout is CODES_THEN_SCALES_LAYOUT:
+        return w.shape[-1] // 32 * _CODE_WORDS
+    fmt = FORMATS[w.qtype]
+    return w.shape[-1] // fmt.block_size * fmt.type_size // layout.word
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,12 @@ class GemvConfig:
 def _f16(bits):
     """Low 16 bits of an integer tensor, read as an IEEE half, as float32 (exact)."""
     return bits.to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _f16_pair(bits):
+    """The two IEEE halves of a 32-bit integer tensor (low, high) as float32, exact."""
+    return _f16(bits), _f16(bits >> 16)
 
 
 @triton.jit
@@ -313,11 +338,9 @@ def _dot_mxfp4(
     rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
     # block_mxfp4 as 17 bytes {e (E8M0), qs[16]}: byte i holds elements i and i + 16.
-    # w = kvalues_mxfp4[code] * e8m0_half(e); the doubled e2m1 magnitudes 0,1,2,3,4,6,8,12 are the
-    # nibbles of 0xC8643210, so |value| = 16 + nibble - 16 (exact) and the code's bit 3 is the sign.
+    # w = kvalues_mxfp4[code] * e8m0_half(e), kvalues the doubled e2m1 values (0, 1, 2, 3, 4, 6, 8, 12).
     r3 = rows[:, None, None]
     i16 = tl.arange(0, 16)
-    lut = tl.full([1, 1, 1], 0xC8643210, tl.uint32)
     acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
     for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
@@ -329,12 +352,77 @@ def _dot_mxfp4(
         xb, ob = xp + xo, op[:, None, None] + xo[None]
         xmask = (blk < hi)[:, None]
         for h in tl.static_range(2):
-            mag = (lut >> _code(qs, 4 * h, 7, 2)) & 15
-            sign = _code(qs, 4 * h + 3, 1, 31)
-            v = _as_float((mag << 19) | _P16) - 16.0
-            v = _as_float(v.to(tl.uint32, bitcast=True) ^ sign)
+            # The code's magnitude bits as a float16's exponent and mantissa, its sign as the sign: the
+            # e2m1 value times 2^-14, exact for all 16 codes; times 2^15 it is the doubled table value.
+            v = _f16(_code(qs, 4 * h, 7, 9) | _code(qs, 4 * h + 3, 1, 15)) * 32768.0
             acc = _take(acc, v * scale, xb + 16 * h, ob + 16 * h, xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _dot_mxfp4_codes_then_scales(
+    rows,
+    scale_rows,
+    xp,
+    op,
+    lo,
+    hi,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+    DEQ: tl.constexpr,
+):
+    # MXFP4 regrouped: `rows` point at each row's codes (4 words per block, 16-byte aligned: word w of a
+    # block, byte k holds elements 4w + k (low nibble) and 4w + k + 16 (high nibble)); `scale_rows` at
+    # each row's scale bytes (one per block). A code's bits placed as a float16's (magnitude as exponent
+    # and mantissa, sign as sign) are its e2m1 value times 2^-14, exact; the GEMV sums those times x per
+    # block and scales the block's sum once by 2^15 * e8m0_half(e) (powers of two: exact), so a weight
+    # costs its bit extraction, one conversion and one FMA. The dequantizer stores v * 2^15 * scale,
+    # `_dot_mxfp4`'s value bit for bit.
+    w4 = tl.arange(0, 4)
+    col = tl.arange(0, UB * 4)
+    acc = tl.zeros([BLOCK_N, UB], dtype=tl.float32)
+    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
+        blk = u0 + tl.arange(0, UB)
+        words = u0 * 4 + col  # a multiple of 4 plus a run of UB * 4: four-word (16-byte) vectors
+        qs = tl.load(rows[:, None] + words[None, :], mask=(words < hi * 4)[None, :], other=0)
+        qs = tl.reshape(qs, (BLOCK_N, UB, 4))
+        e = tl.load(scale_rows[:, None] + blk[None, :], mask=(blk < hi)[None, :], other=0).to(tl.uint32)
+        scale = _as_float(tl.where(e < 2, tl.full(e.shape, 0x00200000, tl.uint32) << e, (e - 1) << 23))
+        xo = blk[:, None] * 32 + 4 * w4[None, :]
+        ob = op[:, None, None] + xo[None]
+        xmask = (blk < hi)[:, None]
+        part = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
+        if not DEQ:
+            # The block's 32 activations in one contiguous load, regrouped in registers by (h, k, j):
+            # element 16h + 4w + 2j + k is X[blk, w, h, j, k].
+            xt = tl.load(xp + blk[:, None] * 32 + tl.arange(0, 32)[None, :], mask=xmask, other=0.0)
+            xt = tl.permute(tl.reshape(xt.to(tl.float32), (UB, 2, 4, 2, 2)), (0, 2, 1, 3, 4))
+            xk0, xk1 = tl.split(xt)
+            x00, x01 = tl.split(xk0)
+            x10, x11 = tl.split(xk1)
+            x000, x100 = tl.split(x00)
+            x001, x101 = tl.split(x01)
+            x010, x110 = tl.split(x10)
+            x011, x111 = tl.split(x11)
+            xs = (x000, x001, x010, x011, x100, x101, x110, x111)  # index 4h + 2k + j
+        for h in tl.static_range(2):
+            for k in tl.static_range(2):
+                # Bytes k and k + 2 at once: their nibble h as two float16s in one 32-bit word.
+                n = qs >> (8 * k + 4 * h)
+                pair = ((n & 0x00070007) << 9) | ((n & 0x00080008) << 12)
+                halves = _f16_pair(pair)
+                for j in tl.static_range(2):
+                    v = halves[j]
+                    at = 16 * h + k + 2 * j
+                    if DEQ:
+                        w = v * 32768.0 * scale[:, :, None]
+                        tl.store(ob + at, w.to(ob.dtype.element_ty), mask=xmask)
+                    else:
+                        part += v * xs[4 * h + 2 * k + j]
+        if not DEQ:
+            acc += tl.sum(part, axis=2) * 32768.0 * scale
+    return tl.sum(acc, axis=1)
 
 
 @triton.jit
@@ -508,13 +596,18 @@ def _qgemv_kernel(
         n_rows = tl.where(in2, rows2, tl.where(in1, rows1, n_rows))
     rows = local_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     clamped = tl.minimum(rows, n_rows - 1).to(tl.int64)
-    row_off = clamped * row_stride + w_off
     # Rows past the matrix repeat its last row: the dequantizer then writes that row's values again.
     # With ids, program m dequantizes expert ids[m] into the m-th (n_rows, in) slot of the output.
     op = o_ptr + (m * n_rows + clamped) * o_stride
+    matrix_off = w_off  # load words from w_ptr to this program's matrix
     if HAS_IDS:
         expert = tl.load(ids_ptr + m).to(tl.int64)
-        row_off += expert * n_rows * row_stride  # an expert is n_rows rows
+        if FMT == "mxfp4_codes_then_scales":
+            # An expert is its rows' codes (n_rows * row_stride words) and a scale byte per 16 code bytes.
+            matrix_off += expert * (n_rows * (row_stride // 4) // 16 * 17 * 4)
+        else:
+            matrix_off += expert * n_rows * row_stride  # an expert is n_rows rows
+    row_off = clamped * row_stride + matrix_off
     if WORD == 4:
         wp = w_ptr.to(tl.pointer_type(tl.uint32))
     elif WORD == 2:
@@ -541,6 +634,20 @@ def _qgemv_kernel(
         acc = _dot_q8_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "mxfp4":
         acc = _dot_mxfp4(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
+    elif FMT == "mxfp4_codes_then_scales":
+        # Every row's codes start on a 16-byte boundary (4 words): `pack` regroups only tensors whose
+        # matrices are whole multiples of 16 bytes. The scale bytes follow the matrix's codes.
+        # (`row_stride // 4 * 4` is row_stride: written so the compiler sees a multiple of 4 words even
+        # where matrix_off is folded away and the hint with it.)
+        code_rows = wp + tl.multiple_of(clamped * (row_stride // 4 * 4) + matrix_off, 4)
+        scale_rows = (
+            w_ptr.to(tl.pointer_type(tl.uint8))
+            + (matrix_off + n_rows * row_stride) * 4
+            + clamped * (row_stride // 4)
+        )
+        acc = _dot_mxfp4_codes_then_scales(
+            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ
+        )
     elif FMT == "q4_k":
         acc = _dot_q4_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
     elif FMT == "q5_k":
@@ -617,7 +724,13 @@ class SplitCounters:
 
 
 def default_config(
-    qtype: GGMLType, n_rows: int, in_features: int, n_out_rows: int, sm_count: int
+    qtype: GGMLType,
+    n_rows: int,
+    in_features: int,
+    n_out_rows: int,
+    sm_count: int,
+    *,
+    layout: _Layout | None = None,
 ) -> GemvConfig:
     """A fixed, deterministic choice per shape (no run-time timing, so results never depend on it).
 
@@ -626,14 +739,15 @@ def default_config(
     per program and 8 blocks per step in general; MXFP4 (byte loads) and short rows of few outputs
     take whole rows in few steps; the input dim is split until the grid has about four programs per
     SM (one when the loop is pipelined), keeping at least 2 steps (3 super-blocks) per split."""
-    fmt = LAYOUTS[qtype].fmt
-    n_units = in_features // LAYOUTS[qtype].unit
+    layout = layout or LAYOUTS[qtype]
+    fmt = layout.fmt
+    n_units = in_features // layout.unit
     stages = 1
     if fmt in SUPERBLOCK_FORMATS:
         block_n, ub = (16 if fmt == "q6_k" or n_rows <= 1024 else 32), 1
     elif fmt in ("f16", "bf16"):
         block_n, ub, stages = 16, 16, 3
-    elif fmt == "mxfp4" or (n_units <= 32 and n_rows <= 2048):
+    elif fmt in ("mxfp4", "mxfp4_codes_then_scales") or (n_units <= 32 and n_rows <= 2048):
         block_n, ub = 8, 32
     elif fmt == "q8_0" and n_units <= 32:
         block_n, ub = 32, 2
@@ -654,12 +768,36 @@ def default_config(
 
 def supports_layout(w: QTensor) -> bool:
     """Whether the packed data can be read with the format's load word (alignment of base and rows)."""
-    layout = LAYOUTS.get(w.qtype)
+    layout = layout_of(w)
     if layout is None or not w.data.is_cuda:
         return False
-    row_bytes = FORMATS[w.qtype].type_size * w.shape[-1] // FORMATS[w.qtype].block_size
     unit_ok = w.shape[-1] % layout.unit == 0
+    if layout is CODES_THEN_SCALES_LAYOUT:  # rows and matrices on 16-byte boundaries (see `pack`)
+        return unit_ok and w.data.data_ptr() % 16 == 0 and _matrix_bytes(w) % 16 == 0
+    row_bytes = FORMATS[w.qtype].type_size * w.shape[-1] // FORMATS[w.qtype].block_size
     return unit_ok and w.data.data_ptr() % layout.word == 0 and row_bytes % layout.word == 0
+
+
+def _matrix_bytes(w: QTensor) -> int:
+    return w.nbytes // w.n_matrices
+
+
+def pack(w: QTensor) -> QTensor:
+    """The order this GEMV reads fastest, made once at load in the weight's own storage (same bytes):
+    MXFP4 expert tensors CODES_THEN_SCALES when every expert's bytes are a multiple of 16 (so each
+    expert's and each row's codes start 16-byte aligned); any other weight as it is. Only 3-D tensors:
+    the prefill reads 2-D weights by row ranges of the file's order."""
+    if (
+        w.qtype == GGMLType.MXFP4
+        and w.layout != CODES_THEN_SCALES
+        and len(w.shape) == 3
+        and w.data.is_cuda
+        and w.data.data_ptr() % 16 == 0
+        and _matrix_bytes(w) % 16 == 0
+        and w.shape[-1] % 32 == 0
+    ):
+        return w.codes_then_scales_in_place()
+    return w
 
 
 MAX_SEGMENTS = 3  # weights one launch serves side by side (q/k/v)
@@ -699,12 +837,14 @@ def launch_segments(
         raise ValueError(f"tensor {w.name!r}: {len(weights)} weights and {len(biases)} biases in one launch")
     out_rows = [v.shape[-2] for v in weights]
     in_features = w.shape[-1]
-    layout = LAYOUTS[w.qtype]
-    fmt = FORMATS[w.qtype]
-    row_words = in_features // fmt.block_size * fmt.type_size // layout.word
+    layout = layout_of(w)
+    if any(layout_of(v) is not layout for v in weights):
+        raise ValueError(f"tensor {w.name!r}: weights of one launch must share one layout")
+    row_words = _row_words(w, layout)
     y_width = sum(out_rows)
     if config is None:
-        config = default_config(w.qtype, y_width, in_features, n_out_rows, _sm_count(x.device.index or 0))
+        sm_count = _sm_count(x.device.index or 0)
+        config = default_config(w.qtype, y_width, in_features, n_out_rows, sm_count, layout=layout)
     n_units = in_features // layout.unit
     ub = config.units_per_step
     units_per_split = triton.cdiv(triton.cdiv(n_units, config.split), ub) * ub
@@ -784,7 +924,7 @@ def dequantize_into(
     2-D `w`: rows `rows = (r0, r1)` (default all) into `out (r1 - r0, in)`. 3-D `w` with `experts`
     (a device tensor of n expert ids): those experts into `out (n, out_features, in)`."""
     out_features, in_features = w.shape[-2], w.shape[-1]
-    layout, fmt = LAYOUTS[w.qtype], FORMATS[w.qtype]
+    layout, fmt = layout_of(w), FORMATS[w.qtype]
     row_bytes = in_features // fmt.block_size * fmt.type_size
     data, n_slots, ids = w.data, 1, None
     if experts is not None:
@@ -792,6 +932,10 @@ def dequantize_into(
     else:
         r0, r1 = rows if rows is not None else (0, out_features)
         n_rows = r1 - r0
+        if layout is CODES_THEN_SCALES_LAYOUT and (r0, r1) != (0, out_features):
+            raise ValueError(
+                f"tensor {w.name!r}: a row range of a regrouped MXFP4 matrix (its scales are apart)"
+            )
         data = data[r0 * row_bytes : r1 * row_bytes]
     if out.dtype not in (torch.float16, torch.bfloat16) or not out.is_contiguous():
         raise ValueError(f"tensor {w.name!r}: dequantize_into needs a contiguous 16-bit float output")
@@ -800,12 +944,13 @@ def dequantize_into(
             f"tensor {w.name!r}: output of {out.numel()} elements for {n_slots}x{n_rows}x{in_features}"
         )
     if config is None:
-        config = default_config(w.qtype, n_rows, in_features, n_slots, _sm_count(out.device.index or 0))
+        sm_count = _sm_count(out.device.index or 0)
+        config = default_config(w.qtype, n_rows, in_features, n_slots, sm_count, layout=layout)
     n_units = in_features // layout.unit
     ub = config.units_per_step
     units_per_split = triton.cdiv(triton.cdiv(n_units, config.split), ub) * ub
     split = triton.cdiv(n_units, units_per_split)
-    row_words = row_bytes // layout.word
+    row_words = _row_words(w, layout)
     grid = (n_slots, triton.cdiv(n_rows, config.block_n), split)
     _qgemv_kernel[grid](
         data,

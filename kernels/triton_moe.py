@@ -53,11 +53,11 @@ def gemvs_experts(
 ) -> tuple[torch.Tensor, ...] | None:
     """`qmatmuls_experts`'s contract (outputs in `x.dtype`): 1-3 expert tensors of one type and shape
     (gate and up) in one launch over their rows together, each (T, k, out) a column view of one buffer.
-    None (not served here) for mixed types or shapes, mixed biases, or a call `supports` refuses."""
+    None (not served here) for mixed types, shapes or layouts, mixed biases, or a call `supports` refuses."""
     w = weights[0]
     if (
         not 1 <= len(weights) <= MAX_SEGMENTS
-        or any(v.qtype != w.qtype or v.shape != w.shape for v in weights)
+        or any(v.qtype != w.qtype or v.shape != w.shape or v.layout != w.layout for v in weights)
         or not all(supports(x, v, expert_ids) for v in weights)
     ):
         return None

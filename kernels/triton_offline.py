@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from kernels.qtensor import CODES_THEN_SCALES, GGML
+
 SM90 = ("cuda", 90, 32)
 # The GEMV kernel's integer arguments, compiled as plain i32 (no divisibility specialisation).
 GEMV_INTS = (
@@ -46,15 +48,26 @@ def compile_for_sm90(fn: Any, signature: dict[str, str], constants: dict[str, An
     return triton.compile(source, target=GPUTarget(*SM90))
 
 
-def gemv_int_args(qtype: Any, out_features: int, in_features: int, ub: int) -> dict[str, int]:
+def kernel_layout(qtype: Any, block_order: str) -> Any:
+    """The GEMV's reading of a `qtype` tensor whose blocks are in `block_order` (kernels.qtensor)."""
+    from kernels.triton_gemv import CODES_THEN_SCALES_LAYOUT, LAYOUTS
+
+    return CODES_THEN_SCALES_LAYOUT if block_order == CODES_THEN_SCALES else LAYOUTS[qtype]
+
+
+def gemv_int_args(
+    qtype: Any, out_features: int, in_features: int, ub: int, block_order: str = GGML
+) -> dict[str, int]:
     """The integer arguments a plain one-row decode launch of an `out x in` matrix passes (no split):
     what Triton specialises on at run time (a value divisible by 16 is compiled as such)."""
     from kernels.formats import tensor_nbytes
-    from kernels.triton_gemv import LAYOUTS
 
-    layout = LAYOUTS[qtype]
+    layout = kernel_layout(qtype, block_order)
     n_units = in_features // layout.unit
-    row_words = tensor_nbytes(qtype, (in_features,)) // layout.word
+    if block_order == CODES_THEN_SCALES:  # a row's codes only: 16 bytes per 32-weight block
+        row_words = n_units * 16 // layout.word
+    else:
+        row_words = tensor_nbytes(qtype, (in_features,)) // layout.word
     return dict(
         n_rows=out_features, n_units=n_units, units_per_split=-(-n_units // ub) * ub, row_stride=row_words,
         x_stride=in_features, x_group=1, n_out_rows=1, o_stride=0, rows1=0, rows2=0, tile1=0, tile2=0,
@@ -69,13 +82,15 @@ def compile_gemv(
     block_n: int = 16,
     ub: int | None = None,
     shape: tuple[int, int] | None = None,
+    block_order: str = GGML,
 ):
-    """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type and launch form.
+    """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type, block order
+    (kernels.qtensor: GGML or CODES_THEN_SCALES) and launch form.
     `shape` (out, in): the integer arguments divisible by 16 for that matrix are compiled as such, as
     the GPU run specialises them; without it every integer is of unknown divisibility."""
     from kernels import triton_gemv
 
-    layout = triton_gemv.LAYOUTS[qtype]
+    layout = kernel_layout(qtype, block_order)
     signature = {
         "w_ptr": "*u8",
         "x_ptr": "*fp32",
@@ -99,7 +114,7 @@ def compile_gemv(
         constants.update(part_ptr=None, count_ptr=None)
     aligned = GEMV_ALIGNED
     if shape is not None:
-        ints = gemv_int_args(qtype, *shape, constants["UB"])
+        ints = gemv_int_args(qtype, *shape, constants["UB"], block_order)
         aligned += tuple(name for name, value in ints.items() if value and value % 16 == 0)
     return compile_for_sm90(triton_gemv._qgemv_kernel, signature, constants, aligned)
 

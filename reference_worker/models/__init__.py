@@ -50,12 +50,9 @@ def create_model(
         raise ModelConfigError("GGUF metadata key 'general.architecture' is missing")
     cls = adapter_class(architecture)
     device = torch.device(device)
+    chosen = kernel_set(kernels, device)
+    # The fast kernels' storage order (CUDA: MXFP4 experts with their scales apart, the same bytes).
+    chosen.pack_weights(weights)
     return cls.from_gguf(
-        gguf,
-        weights,
-        device,
-        memory,
-        attention=attention,
-        kv_cache=kv_cache,
-        kernels=kernel_set(kernels, device),
+        gguf, weights, device, memory, attention=attention, kv_cache=kv_cache, kernels=chosen
     )

@@ -78,6 +78,21 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     want = torch.cat([torch.einsum("i,poi->po", x[0].double(), t[ids]) for t in (g64, u64)], dim=1)
     err = _rel_err(y, want)
     results.append((f"{name} experts, two segments", err < REL_TOL, f"rel err {err:.1e}"))
+    # MXFP4 experts regrouped as the CUDA model loads them (codes, then scales): the same products and,
+    # bit for bit, the same float16 tiles as the file's order.
+    if qtype == GGMLType.MXFP4:
+        filed = g.dequantize()
+        regrouped = type(g)(g.data.clone(), g.qtype, g.shape, g.name).codes_then_scales_in_place()
+        u2 = type(u)(u.data.clone(), u.qtype, u.shape, u.name).codes_then_scales_in_place()
+        y = triton_gemv.launch_segments(x, (regrouped, u2), (None, None), 3, expert_ids=ids, x_group=3)
+        err = _rel_err(y, want)
+        results.append((f"{name} regrouped experts, two segments", err < REL_TOL, f"rel err {err:.1e}"))
+        tiles = torch.full((2, 24, k_in), float("nan"), dtype=torch.float16)
+        triton_gemv.dequantize_into(regrouped, tiles, experts=torch.tensor([2, 1]))
+        same = torch.equal(tiles, filed[[2, 1]].half())
+        results.append(
+            (f"{name} regrouped dequantize", same, "exact" if same else "differs from the file order's")
+        )
     # The dequantizer (prefill): the reference path's float32 weights rounded once to float16, exactly
     # where the decoder is bit-exact (`EXACT_TYPES`), else within that rounding and one float32 step.
     out = torch.full((2, 24, k_in), float("nan"), dtype=torch.float16)

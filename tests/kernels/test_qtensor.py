@@ -8,7 +8,7 @@ import torch
 
 from kernels.dequant import dequantize
 from kernels.formats import GGMLType, QuantFormatError
-from kernels.qtensor import QTensor
+from kernels.qtensor import CODES_THEN_SCALES, QTensor
 
 
 @pytest.fixture
@@ -109,3 +109,40 @@ def test_bad_layout_is_refused_at_construction() -> None:
         QTensor(torch.zeros(10, dtype=torch.uint8), GGMLType.Q4_0, (1, 32), "w")
     with pytest.raises(QuantFormatError, match=r"'w'.*unknown ggml type id 77"):
         QTensor.from_bytes(np.zeros(18, dtype=np.uint8), 77, (32,), "w")
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 64), (16, 96)], ids=["experts", "matrix"])
+def test_codes_then_scales_keeps_the_bytes_and_the_values(shape, rng, blocks, device) -> None:
+    """The MXFP4 regrouping a GEMV reads with 16-byte loads: same storage, same byte count, every
+    dequantization (whole, row slices, gathered experts, one expert) equal to the file order's."""
+    raw = blocks(GGMLType.MXFP4, int(np.prod(shape)) // 32, rng, realistic=True)
+    w = QTensor.from_bytes(raw.tobytes(), GGMLType.MXFP4, shape, "ffn_up_exps.weight", device)
+    want = w.dequantize()
+    file_bytes = w.data.clone()
+    ptr = w.data.data_ptr()
+    s = w.codes_then_scales_in_place()
+    assert s.layout == CODES_THEN_SCALES and s.data.data_ptr() == ptr and s.nbytes == file_bytes.numel()
+    assert not torch.equal(s.data, file_bytes)  # regrouped in place
+    per_matrix = s.data.view(s.n_matrices, -1)
+    n_blocks = per_matrix.shape[1] // 17
+    # Each matrix: its blocks' codes (file bytes 1..16 of each block), then their scales (byte 0).
+    file_blocks = file_bytes.view(s.n_matrices, n_blocks, 17)
+    assert torch.equal(per_matrix[:, : 16 * n_blocks], file_blocks[:, :, 1:].reshape(s.n_matrices, -1))
+    assert torch.equal(per_matrix[:, 16 * n_blocks :], file_blocks[:, :, 0])
+    assert torch.equal(s.in_file_order().data, file_bytes)
+    assert torch.equal(s.dequantize(), want)
+    assert torch.equal(s.dequantize(rows=slice(1, 3)), want[1:3])
+    index = torch.tensor([2, 0, 2], device=device)
+    assert torch.equal(s.dequantize(rows=index), want[index])
+    if len(shape) == 3:
+        assert s.expert(1).layout == CODES_THEN_SCALES
+        assert torch.equal(s.expert(1).dequantize(), want[1])
+    assert "codes-then-scales" in repr(s)
+
+
+def test_codes_then_scales_is_for_mxfp4_in_file_order_only(rng, blocks) -> None:
+    q8 = QTensor.from_bytes(blocks(GGMLType.Q8_0, 4, rng).tobytes(), GGMLType.Q8_0, (4, 32), "w")
+    with pytest.raises(ValueError, match="only an MXFP4 tensor"):
+        q8.codes_then_scales_in_place()
+    with pytest.raises(ValueError, match="layout 'codes-then-scales' is not one for Q8_0"):
+        QTensor(q8.data, q8.qtype, q8.shape, "w", CODES_THEN_SCALES)

@@ -30,4 +30,5 @@ def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> 
     )
     report = run.stdout + run.stderr[-4000:]
     assert run.returncode == 0, report
-    assert report.count("ok  ") == 3 * 11, report  # three checks for each of the 11 formats
+    # Three checks for each of the 11 formats, two more for MXFP4 regrouped.
+    assert report.count("ok  ") == 3 * 11 + 2, report

@@ -10,7 +10,7 @@ import torch
 
 from kernels import backend
 from kernels.formats import FORMATS, GGMLType
-from kernels.qtensor import QTensor
+from kernels.qtensor import CODES_THEN_SCALES, QTensor
 
 pytestmark = [
     pytest.mark.cuda,
@@ -131,3 +131,70 @@ def test_gate_and_up_of_different_types_are_not_one_launch(rng, blocks) -> None:
     got = kernels.qmatmuls_experts(x, (gate, up), ids)
     for y, w in zip(got, (gate, up), strict=True):
         assert rel_err(y, reference(x, w, ids, None)) < REL_TOL
+
+
+def regrouped(w: QTensor) -> QTensor:
+    """`triton_gemv.pack` of a copy of `w`: MXFP4 experts CODES_THEN_SCALES, as the CUDA model loads them."""
+    from kernels.triton_gemv import pack
+
+    packed = pack(QTensor(w.data.clone(), w.qtype, w.shape, w.name))
+    assert packed.layout == CODES_THEN_SCALES
+    return packed
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(32, 2880, 2880), (8, 576, 2880), (4, 96, 256)],
+    ids=["gpt-oss-20b-experts", "8x576x2880", "4x96x256"],
+)
+def test_regrouped_mxfp4_experts_give_the_file_orders_products(shape, rng, blocks) -> None:
+    # The GEMV reading codes with 16-byte loads and scales apart: the reference's products, on the
+    # file's order; decode (one token, 4 experts) and a few tokens with repeated experts.
+    w = experts(GGMLType.MXFP4, shape, rng, blocks)
+    packed = regrouped(w)
+    n_expert, out, k_in = shape
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, (n_expert, out)).astype(np.float32)).cuda()
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (3, k_in)).astype(np.float32)).cuda()
+    for rows, ids in (
+        (x[:1], torch.from_numpy(rng.permutation(n_expert)[:4].reshape(1, 4)).cuda()),
+        (x, torch.tensor([[0, 2], [2, 2], [3, 0]], device="cuda")),
+    ):
+        assert served_by_fast_path(rows, packed, ids)
+        got = fast(rows, packed, ids, bias)
+        assert rel_err(got, reference(rows, w, ids, bias)) < REL_TOL
+        assert rel_err(got, fast(rows, w, ids, bias)) < REL_TOL
+
+
+def test_regrouped_gate_and_up_in_one_launch_and_their_prefill_tiles(rng, blocks) -> None:
+    from kernels.triton_gemv import dequantize_into
+    from kernels.triton_moe import gemvs_experts
+
+    shape = (8, 576, 2880)
+    gate, up = experts(GGMLType.MXFP4, shape, rng, blocks), experts(GGMLType.MXFP4, shape, rng, blocks)
+    packed = (regrouped(gate), regrouped(up))
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 2880)).astype(np.float32)).cuda()
+    ids = torch.tensor([[5, 0, 7, 2]], device="cuda")
+    assert gemvs_experts(x, packed, ids, (None, None)) is not None
+    assert gemvs_experts(x, (packed[0], up), ids, (None, None)) is None  # layouts differ: not one launch
+    kernels = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cuda")
+    for y, w in zip(kernels.qmatmuls_experts(x, packed, ids), (gate, up), strict=True):
+        assert rel_err(y, reference(x, w, ids, None)) < REL_TOL
+    # The prefill's decoder (the kernel's DEQ mode): the same half values as from the file's order.
+    picked = torch.tensor([6, 1, 6], device="cuda")
+    want = torch.empty(3, 576, 2880, dtype=torch.float16, device="cuda")
+    got = torch.full_like(want, float("nan"))
+    dequantize_into(gate, want, experts=picked)
+    dequantize_into(packed[0], got, experts=picked)
+    assert torch.equal(got, want)
+
+
+def test_the_cuda_model_loads_mxfp4_experts_regrouped_and_the_reference_path_does_not() -> None:
+    from tests.worker.llama_helpers import load_model
+
+    fast_model, _, _ = load_model("tiny/gpt-oss-mxfp4_moe.gguf", device="cuda")
+    ref_model, _, _ = load_model(
+        "tiny/gpt-oss-mxfp4_moe.gguf", device="cuda", kernels=backend.KernelConfig(kernels="reference")
+    )
+    fast_layouts = {layer.gate_exps.layout for layer in fast_model.layers}
+    assert fast_layouts == {CODES_THEN_SCALES}
+    assert {layer.gate_exps.layout for layer in ref_model.layers} == {"ggml"}

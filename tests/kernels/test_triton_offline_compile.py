@@ -17,20 +17,26 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 
 
 def _gemv_types():
+    """Every type the GEMV serves in the file's block order, and MXFP4 regrouped as the CUDA model
+    loads its experts (kernels.qtensor.CODES_THEN_SCALES)."""
     if importlib.util.find_spec("triton") is None:
         return []
+    from kernels.formats import GGMLType
+    from kernels.qtensor import CODES_THEN_SCALES, GGML
     from kernels.triton_gemv import LAYOUTS
 
-    return list(LAYOUTS)
+    return [pytest.param(q, GGML, id=q.name) for q in LAYOUTS] + [
+        pytest.param(GGMLType.MXFP4, CODES_THEN_SCALES, id=f"MXFP4-{CODES_THEN_SCALES}")
+    ]
 
 
 @pytest.mark.parametrize("form", ["plain", "segments-ids-bias-reduce", "dequantize"])
-@pytest.mark.parametrize("qtype", _gemv_types(), ids=lambda t: t.name)
-def test_the_gemv_kernel_compiles_for_sm90(qtype, form) -> None:
+@pytest.mark.parametrize(("qtype", "block_order"), _gemv_types())
+def test_the_gemv_kernel_compiles_for_sm90(qtype, block_order, form) -> None:
     from kernels.triton_offline import compile_gemv
 
-    compiled = compile_gemv(qtype, form)
-    assert compiled.asm["cubin"], f"{qtype.name} {form}: no cubin"
+    compiled = compile_gemv(qtype, form, block_order=block_order)
+    assert compiled.asm["cubin"], f"{qtype.name} {block_order} {form}: no cubin"
 
 
 def test_the_loop_cost_finds_the_gemv_loop() -> None:
