@@ -58,12 +58,15 @@ class KernelConfig:
     the one-token decode step as a CUDA graph and replays it per token (CUDA with fast kernels only:
     the reference MoE path groups tokens by expert on the host, which a graph cannot hold).
     `fused_decode=False` keeps the fast matmuls but runs the decode step's other ops as the reference
-    models write them (to measure or bisect the fused kernels).
+    models write them (to measure or bisect the fused kernels). `lookahead` (CUDA) enqueues the step
+    that forwards a sampled token before that token is read back to the host, so the GPU computes the
+    next token while the host streams this one (`reference_worker.engine.DecodeSession`).
     """
 
     kernels: KernelChoice = "fast"
     cuda_graphs: bool = True
     fused_decode: bool = True  # with kernels="fast": the device's fused decode-step kernels, if any
+    lookahead: bool = True
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
@@ -72,6 +75,11 @@ class KernelConfig:
     def graphs_on(self, device: torch.device) -> bool:
         """Whether the decode step is captured as a CUDA graph on `device`."""
         return self.cuda_graphs and self.kernels == "fast" and device.type == "cuda"
+
+    def lookahead_on(self, device: torch.device) -> bool:
+        """Whether a decode session runs one step ahead of the host on `device` (CUDA: launches are
+        asynchronous; on CPU a step runs while it is called, so there is nothing to overlap)."""
+        return self.lookahead and device.type == "cuda"
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,12 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         default=True,
         help="fused kernels for the decode step's norms, RoPE + KV store, attention, activation (CUDA, --kernels fast)",
     )
+    p.add_argument(
+        "--decode-lookahead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="enqueue the next decode step before the sampled token is read back, so the GPU never waits for the host (CUDA)",
+    )
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -174,6 +180,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         kernels=args.kernels,
         cuda_graphs=args.cuda_graphs,
         fused_decode=args.fused_decode,
+        decode_lookahead=args.decode_lookahead,
     )
 
 

@@ -40,6 +40,7 @@ class WorkerConfig:
     kernels: Literal["reference", "fast"] = "fast"  # kernels.backend.KernelConfig
     cuda_graphs: bool = True  # decode step replayed as a CUDA graph (CUDA, fast kernels, contiguous cache)
     fused_decode: bool = True  # fused decode-step kernels (CUDA, fast kernels)
+    decode_lookahead: bool = True  # the next step enqueued before a token is read back (CUDA)
 
     @property
     def torch_device(self) -> str:
@@ -48,7 +49,10 @@ class WorkerConfig:
     @property
     def kernel_config(self) -> KernelConfig:
         return KernelConfig(
-            kernels=self.kernels, cuda_graphs=self.cuda_graphs, fused_decode=self.fused_decode
+            kernels=self.kernels,
+            cuda_graphs=self.cuda_graphs,
+            fused_decode=self.fused_decode,
+            lookahead=self.decode_lookahead,
         )
 
     @property

@@ -17,7 +17,12 @@ KV cache the VRAM budget cannot hold is VRAM_OOM, retriable, and the worker stay
 
 Timing (M0 seam, reported in the end event): `first_token_ms` from the start of `generate` to the first
 sampled token (tokenization and prefill included); `decode_time_ms` from the end of prefill to the end.
-The decode loop does no logging and one host sync per token (reading the sampled id).
+The decode loop does no logging and one host sync per token (reading the sampled id). With lookahead
+(CUDA, `KernelConfig.lookahead`) the step that forwards a sampled token is enqueued before that token is
+read back: the host waits for the token's own copy only, so the GPU computes token n+1 while the host
+streams token n, and a token's host work (sync, Python, launches) no longer adds to its time. The
+tokens are the same: every sample is drawn in the same order from the same state; generation that ends
+leaves one forwarded step unused (its KV write lies past the positions the request used).
 
 Metrics hooks (M0.5, `metrics_hooks.py`): `request_start` once the prompt is tokenized, `first_token` at
 the first sampled token, `token` for each token event the job yields, then `end` or `error`.
@@ -76,7 +81,12 @@ class DecodeSession:
         graphs: DecodeGraphs | None = None,
         *,
         static: bool = False,
+        lookahead: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
+        """`lookahead`: run one step ahead of the host (module docstring), never beyond `max_tokens`
+        tokens nor the cache. It pays on CUDA only (`KernelConfig.lookahead_on`); on CPU the same
+        bookkeeping runs, each token read before the step ahead."""
         self.model = model
         self.sampler = sampler
         self.prompt_ids = list(prompt_ids)
@@ -84,7 +94,15 @@ class DecodeSession:
         self.step = DecodeStep(model, self.cache, graphs, static=static)
         self._device = sampler.device
         self._logits: torch.Tensor | None = None
-        self._last: torch.Tensor | None = None
+        self._last: torch.Tensor | None = None  # the last sampled token, on the device
+        self._lookahead = lookahead
+        self._max_tokens = max_tokens
+        self._returned = 0
+        self._ahead: torch.Tensor | None = None  # a token sampled before it was asked for
+        self._ahead_error: Exception | None = None  # the step ahead failed: raised when its token is asked
+        # Where a token lands for the host: page-locked, so its copy is asynchronous and ordered.
+        on_cuda = lookahead and self._device.type == "cuda"
+        self._host = torch.empty(1, dtype=torch.long, pin_memory=True) if on_cuda else None
 
     def start(self, chunk: int = PREFILL_CHUNK) -> None:
         """Prefill: runs the prompt once, `chunk` positions per forward, and keeps the last logits."""
@@ -98,10 +116,41 @@ class DecodeSession:
         return self.cache.capacity - self.cache.length + 1
 
     def next_token(self) -> int:
+        self._returned += 1
+        if not self._lookahead:
+            return int(self._sample_next())  # the one host sync per token
+        if self._ahead_error is not None:
+            raise self._ahead_error
+        token = self._ahead if self._ahead is not None else self._sample_next()
+        if self._host is None:
+            value = int(token)
+        else:
+            self._host.copy_(token.view(1), non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+        self._ahead = None
+        if self._may_step():
+            try:
+                self._ahead = self._sample_next()  # runs on the device while the host waits below
+            except Exception as e:  # the token it forwards is not lost: the error comes with the next
+                self._ahead_error = e
+        if self._host is not None:
+            copied.synchronize()  # this token's copy only, not the step enqueued after it
+            value = int(self._host[0])
+        return value
+
+    def _sample_next(self) -> torch.Tensor:
+        """Forwards the last sampled token (none after the prefill) and samples the next, on the device."""
         if self._last is not None:
             self._logits = self.step(self._last)
         self._last = self.sampler.sample(self._logits)
-        return int(self._last)  # the one host sync per token
+        return self._last
+
+    def _may_step(self) -> bool:
+        """Whether another token may be asked for and a step has a position for it."""
+        more = self._max_tokens is None or self._returned < self._max_tokens
+        cache = self.cache
+        return more and cache.length < cache.capacity and cache.length < self.model.config.context_length
 
     def free(self) -> None:
         self.cache.free()
@@ -129,6 +178,8 @@ class InferenceEngine:
         kernels = getattr(model, "kernels", None)
         graphs_on = kernels is not None and kernels.config.graphs_on(self.device)
         self.graphs = DecodeGraphs(model) if graphs_on else None
+        # One decode step ahead of the host (CUDA): see the module docstring.
+        self.lookahead = kernels is not None and kernels.config.lookahead_on(self.device)
         # On CPU the kernel set's decode-step functions (`kernels.cpu_decode`) serve the models' step form,
         # run eagerly over static buffers; adapters whose step form does not use them keep the plain one.
         self.static_step = (
@@ -163,7 +214,14 @@ class InferenceEngine:
             device=self.device,
         )
         session = DecodeSession(
-            self.model, prompt_ids, positions, sampler, self.graphs, static=self.static_step
+            self.model,
+            prompt_ids,
+            positions,
+            sampler,
+            self.graphs,
+            static=self.static_step,
+            lookahead=self.lookahead,
+            max_tokens=max_tokens,
         )
         try:
             session.start()

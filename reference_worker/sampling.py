@@ -65,7 +65,7 @@ class Sampler:
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         """Token id (a 0-d long tensor on the device) for `logits[logits_size]`; adds it to the history."""
         token = self._choose(logits)
-        self._seen[token] = True
+        self._seen.index_fill_(0, token.view(1), True)  # on the device: no host sync (see engine)
         return token
 
     def _choose(self, logits: torch.Tensor) -> torch.Tensor:

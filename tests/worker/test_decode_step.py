@@ -4,7 +4,8 @@
   with later positions masked) gives the plain forward's logits, for every architecture.
 - CUDA: a replayed graph gives exactly the logits of the same step run eagerly; the fast kernels with
   graphs produce the reference kernels' greedy tokens on the tiny fixture of every architecture and type
-  mix, with logits within a stated tolerance.
+  mix, with logits within a stated tolerance; a session one step ahead of the host (lookahead) gives the
+  tokens of one that waits for each, greedy and sampled.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 
 from kernels.backend import KernelConfig
 from reference_worker.decode_step import DecodeGraphs, DecodeStep
+from reference_worker.engine import DecodeSession
+from reference_worker.sampling import Sampler, SamplingParams
 from tests.worker.llama_helpers import load_model
 
 ARCHITECTURES = ["llama", "qwen2", "phi3", "gpt2", "gpt-oss"]
@@ -187,3 +190,37 @@ def test_fast_prefill_gives_the_reference_logits_and_greedy_tokens(name) -> None
         if float(top2[0] - top2[1]) <= 2 * PREFILL_LOGITS_TOL * float(want[step].abs().max()):
             break  # a near-tie: either token is the argmax within the stated tolerance
         assert a == b, f"greedy token {step} differs: {a} != {b}"
+
+
+@pytest.mark.cuda
+@no_cuda
+@no_triton
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.9, top_k=20, top_p=0.9, min_p=0.02, repetition_penalty=1.1, seed=11),
+    ],
+    ids=["greedy", "sampled"],
+)
+def test_lookahead_gives_the_tokens_of_a_session_that_waits_for_each(arch, params) -> None:
+    """One step ahead of the host (`KernelConfig.lookahead`): the next step and sample are enqueued before
+    a token is read back through page-locked memory; the tokens equal those of a session that reads each
+    token before the next step (same graphs, same seeded draws in the same order), and the session never
+    forwards past the tokens it was asked for."""
+    model, _, _ = load_model(f"tiny/{arch}-q4_k_m.gguf", device="cuda", kernels=KernelConfig())
+    graphs = DecodeGraphs(model)
+
+    def tokens(lookahead: bool) -> tuple[list[int], int]:
+        sampler = Sampler(params, model.config.vocab_size, history=PROMPT, device="cuda")
+        session = DecodeSession(model, PROMPT, 64, sampler, graphs, lookahead=lookahead, max_tokens=STEPS)
+        try:
+            session.start()
+            return [session.next_token() for _ in range(STEPS)], session.cache.length
+        finally:
+            session.free()
+
+    waited, length = tokens(False)
+    ahead, ahead_length = tokens(True)
+    assert ahead == waited and ahead_length == length == len(PROMPT) + STEPS - 1

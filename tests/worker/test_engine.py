@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 
 from fixtures.paths import fixture_path
@@ -93,10 +96,11 @@ def job_events(engine, request, cancel):
     yield from events
 
 
-def run(script, *, prompt="ab", memory=None, cancel_after=None, **request):
+def run(script, *, prompt="ab", memory=None, cancel_after=None, lookahead=False, **request):
     memory = memory or DeviceMemory("cpu")
     model = ScriptedModel(script, memory, fail_at=request.pop("fail_at", None))
     engine = InferenceEngine(model, ToyTokenizer())
+    engine.lookahead = lookahead  # the CUDA choice (KernelConfig.lookahead_on); its bookkeeping runs on CPU
     cancel = CancelToken()
     events = []
     req = GenerationRequest(job_id="j", prompt=prompt, **{"temperature": 0.0, **request})
@@ -192,6 +196,40 @@ def test_a_failing_forward_is_internal_error():
     check_stream(events)
     assert events[-1].code == ErrorCode.INTERNAL and "kernel exploded" in events[-1].detail
     assert "RuntimeError" not in events[-1].message  # the class and text stay in the log
+
+
+LOOKAHEAD_CASES = {
+    "max_tokens": (ids("abab") * 3, dict(max_tokens=5)),
+    "eos": ([*ids("ab"), 1, *ids("ab")], dict(max_tokens=10)),
+    "stop string": ([*ids("aSTOPb")], dict(max_tokens=10, stop=("STOP",))),
+    "held-back prefix": ([*ids("xST"), 1], dict(max_tokens=10, stop=("STOP",))),
+    "cancel": (ids("abababab"), dict(max_tokens=8, cancel_after=2)),
+    "fills the context": (ids("ab") * 10, dict(prompt="ab" * 6, max_tokens=100)),
+    "failing forward": (ids("abab"), dict(max_tokens=4, fail_at=2)),
+    "sampled": (ids("abab") * 3, dict(max_tokens=6, temperature=1.0, seed=3)),
+}
+
+
+@pytest.mark.parametrize("case", LOOKAHEAD_CASES)
+def test_lookahead_gives_the_same_events_and_forwards_at_most_one_token_more(case):
+    """A session one step ahead of the host (KernelConfig.lookahead, CUDA) streams exactly the events of
+    one that is not: the same tokens, text, stop and error, from samples drawn in the same order. It
+    forwards at most one token the request does not use, never past max_tokens or the cache."""
+    script, request = LOOKAHEAD_CASES[case]
+    plain, plain_model = run(script, **request)
+    ahead, ahead_model = run(script, lookahead=True, **request)
+
+    def untimed(events):
+        return [
+            dataclasses.replace(e, first_token_ms=None, decode_time_ms=0) if isinstance(e, EndEvent) else e
+            for e in events
+        ]
+
+    assert untimed(ahead) == untimed(plain)
+    extra = ahead_model.fed[len(plain_model.fed) :]
+    assert ahead_model.fed[: len(plain_model.fed)] == plain_model.fed and len(extra) <= 1
+    if case == "max_tokens":
+        assert not extra  # the last token of the budget is never forwarded
 
 
 def test_padded_vocabulary_logits_are_never_sampled():
