@@ -26,11 +26,14 @@ import torch
 from kernels.qmatmul import (
     ExpertsFastPath,
     FastPath,
+    RMSNormed,
     qembedding,
     qmatmul,
+    qmatmul_add_normed,
     qmatmul_experts,
     qmatmuls,
     qmatmuls_experts,
+    qmatmuls_normed,
 )
 from kernels.qtensor import QTensor
 
@@ -153,29 +156,62 @@ class KernelSet:
         names = [p.name for p in (*self.paths, *self.experts_paths)]
         return f"{self.config.kernels} ({', '.join(names) or 'reference path'})"
 
+    @property
+    def norms_into_gemv(self) -> bool:
+        """Whether a fast path forms rms_norm inside its GEMVs (`qmatmul_add` with `then_norm`, then
+        `qmatmul(s)` of the `RMSNormed` it returns): a decode step can then run without norm kernels."""
+        return any(p.qmatmul_add_normed is not None for p in self.paths)
+
     def qmatmul(
-        self, x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None, *, out_dtype=None
+        self,
+        x: torch.Tensor | RMSNormed,
+        w: QTensor,
+        bias: torch.Tensor | None = None,
+        *,
+        out_dtype=None,
     ) -> torch.Tensor:
+        if isinstance(x, RMSNormed):
+            return qmatmuls_normed(x, (w,), (bias,), paths=self.paths)[0]
         return qmatmul(x, w, bias, out_dtype=out_dtype, paths=self.paths)
 
     def qmatmuls(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | RMSNormed,
         weights: tuple[QTensor, ...],
         biases: tuple[torch.Tensor | None, ...] | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """One input through several weights (q/k/v, gate/up): one product where a fast path stores them
-        together, else one `qmatmul` each."""
+        together, else one `qmatmul` each. An `RMSNormed` input is normed inside the products where a
+        fast path can, else formed first."""
+        if isinstance(x, RMSNormed):
+            return qmatmuls_normed(x, weights, biases, paths=self.paths)
         return qmatmuls(x, weights, biases, paths=self.paths)
 
     def qmatmul_add(
-        self, x: torch.Tensor, w: QTensor, residual: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """`residual + qmatmul(x, w, bias)`. For one row and no bias the residual rides in as the bias: the
-        same sum (IEEE addition commutes), one launch instead of two in the decode step."""
+        self,
+        x: torch.Tensor,
+        w: QTensor,
+        residual: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        *,
+        then_norm: tuple[torch.Tensor, float] | None = None,
+    ) -> torch.Tensor | RMSNormed:
+        """`s = residual + qmatmul(x, w, bias)`. For one row and no bias the residual rides in as the bias:
+        the same sum (IEEE addition commutes), one launch instead of two in the decode step. With
+        `then_norm=(weight, eps)` returns `RMSNormed(s, s * weight, eps)` (the next rms_norm, unformed:
+        from the same launch where a fast path serves it)."""
+        if then_norm is not None and bias is None:
+            normed = qmatmul_add_normed(x, w, residual, *then_norm, paths=self.paths)
+            if normed is not None:
+                return normed
         if bias is None and residual.dim() == 2 and residual.shape[0] == 1 and residual.dtype == x.dtype:
-            return self.qmatmul(x, w, residual[0])
-        return residual + self.qmatmul(x, w, bias)
+            s = self.qmatmul(x, w, residual[0])
+        else:
+            s = residual + self.qmatmul(x, w, bias)
+        if then_norm is None:
+            return s
+        weight, eps = then_norm
+        return RMSNormed(s, s * weight, eps)
 
     def qembedding(self, ids: torch.Tensor, w: QTensor, *, checked: bool = True) -> torch.Tensor:
         return qembedding(ids, w, checked=checked, paths=self.paths)

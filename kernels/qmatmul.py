@@ -36,6 +36,21 @@ class QMatmulExpertsFn(Protocol):
 
 
 @dataclass(frozen=True)
+class RMSNormed:
+    """`rms_norm(x) * weight` (float32, as the models' `rms_norm`), not yet formed: the rows `x` and
+    `xw = x * weight`. A fast GEMV fed this multiplies `xw` and scales each output row by the 1 / rms of
+    its row of `x` (`qmatmuls_normed`), so the decode step needs no norm kernel; `value()` forms it for
+    any other consumer. Made by `qmatmul_add_normed`, whose sum `x` is also the residual stream."""
+
+    x: torch.Tensor
+    xw: torch.Tensor
+    eps: float
+
+    def value(self) -> torch.Tensor:
+        return self.xw * torch.rsqrt(self.x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+@dataclass(frozen=True)
 class FastPath:
     """A kernel for `qmatmul`: serves the calls `supports(x, w)` accepts, same contract as
     `reference_qmatmul`."""
@@ -49,6 +64,10 @@ class FastPath:
     # Optional: products of one input with several weights in one call, same contract as `qmatmuls`;
     # returns None for the weight tuples it does not serve.
     qmatmuls: Callable[..., tuple[torch.Tensor, ...] | None] | None = None
+    # Optional: `qmatmuls_normed` and `qmatmul_add_normed` (an RMSNormed input or output without a norm
+    # kernel); return None for the calls they do not serve.
+    qmatmuls_normed: Callable[..., tuple[torch.Tensor, ...] | None] | None = None
+    qmatmul_add_normed: Callable[..., RMSNormed | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -273,3 +292,44 @@ def qmatmuls_experts(
         qmatmul_experts(x, w, expert_ids, b, paths=paths, experts_paths=experts_paths)
         for w, b in zip(weights, biases, strict=True)
     )
+
+
+def qmatmuls_normed(
+    h: RMSNormed,
+    weights: Sequence[QTensor],
+    biases: Sequence[torch.Tensor | None] | None = None,
+    *,
+    paths: Sequence[FastPath] = (),
+) -> tuple[torch.Tensor, ...]:
+    """`qmatmuls(h.value(), weights, biases)`: the first of `paths` whose `qmatmuls_normed` serves the
+    call applies the norm inside its products; otherwise the norm is formed, then `qmatmuls`."""
+    biases = tuple(biases) if biases is not None else (None,) * len(weights)
+    for path in paths:
+        if path.qmatmuls_normed is not None and h.x.device.type in path.devices:
+            for w, b in zip(weights, biases, strict=True):
+                _check_operands(h.xw, w, b)
+            ys = path.qmatmuls_normed(h, tuple(weights), biases)
+            if ys is not None:
+                return ys
+    return qmatmuls(h.value(), weights, biases, paths=paths)
+
+
+def qmatmul_add_normed(
+    x: torch.Tensor,
+    w: QTensor,
+    residual: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    *,
+    paths: Sequence[FastPath] = (),
+) -> RMSNormed | None:
+    """`s = residual + qmatmul(x, w)` with the rms_norm of `s` by `weight` left unformed:
+    `RMSNormed(s, s * weight, eps)`, from the first of `paths` whose `qmatmul_add_normed` serves the call
+    (one launch); None where none does (the caller adds and norms as it would without)."""
+    for path in paths:
+        if path.qmatmul_add_normed is not None and x.device.type in path.devices:
+            _check_operands(x, w, None)
+            normed = path.qmatmul_add_normed(x, w, residual, weight, eps)
+            if normed is not None:
+                return normed
+    return None

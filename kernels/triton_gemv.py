@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from kernels.formats import FORMATS, GGMLType
-from kernels.qmatmul import FastPath
+from kernels.qmatmul import FastPath, RMSNormed
 from kernels.qtensor import CODES_THEN_SCALES, QTensor
 
 MAX_ROWS = 8  # activation rows per call served here; more rows are prefill, a matmul's job
@@ -576,6 +576,12 @@ def _qgemv_kernel(
     count_ptr=None,  # REDUCE: one arrival counter per (activation row, row tile), zero between launches
     REDUCE: tl.constexpr = False,
     SEGMENTS: tl.constexpr = 1,  # weights of one type and input width served by this launch (1-3)
+    rms_ptr=None,  # RMS_BLOCK > 0: rows like x's; each output row is scaled by 1 / rms of its row here
+    eps=0.0,  # (x then holds those rows times the norm weight: the product is rms_norm(rows) @ W.T)
+    nw_ptr=None,  # SCALED: the epilogue also stores y * nw at y2_ptr (the next rms_norm's rows x weight)
+    y2_ptr=None,
+    RMS_BLOCK: tl.constexpr = 0,  # a power of two >= x_stride, or 0: no 1/rms scaling
+    SCALED: tl.constexpr = False,
 ):
     m = tl.program_id(0)
     tile = tl.program_id(1)
@@ -618,6 +624,12 @@ def _qgemv_kernel(
     xp = x_ptr + (m // x_group).to(tl.int64) * x_stride
     u_begin = split * units_per_split
     u_end = tl.minimum(u_begin + units_per_split, n_units)
+    if RMS_BLOCK > 0:
+        # Loaded before the row's walk, reduced after it: the load's latency hides under the walk.
+        rc = tl.arange(0, RMS_BLOCK)
+        rms_row = tl.load(
+            rms_ptr + (m // x_group).to(tl.int64) * x_stride + rc, mask=rc < x_stride, other=0.0
+        )
     if FMT == "f16":
         acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, False, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "bf16":
@@ -657,6 +669,9 @@ def _qgemv_kernel(
     if DEQ:
         return
     row_mask = rows < n_rows
+    if RMS_BLOCK > 0:
+        # rms_norm's float32 formula: 1 / sqrt(mean(rows^2) + eps), on the row's whole width.
+        acc = acc / tl.sqrt_rn(tl.sum(rms_row * rms_row, axis=0) / x_stride + eps)
     if HAS_BIAS:
         bias_row = bias_ptr + b_off
         if HAS_IDS:
@@ -680,10 +695,16 @@ def _qgemv_kernel(
                 part = part_ptr + (s * n_out_rows + m).to(tl.int64) * y_width + cols
                 total += tl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
             tl.store(y_ptr + m.to(tl.int64) * y_width + cols, total, mask=row_mask)
+            if SCALED:
+                nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
+                tl.store(y2_ptr + m.to(tl.int64) * y_width + cols, total * nw, mask=row_mask)
             tl.atomic_xchg(counter, 0)
     else:
         out = y_ptr + (split.to(tl.int64) * n_out_rows + m) * y_width + col0 + rows
         tl.store(out, acc, mask=row_mask)
+        if SCALED:  # one split (no REDUCE): acc is the whole sum
+            nw = tl.load(nw_ptr + col0 + rows, mask=row_mask, other=0.0)
+            tl.store(y2_ptr + m.to(tl.int64) * y_width + col0 + rows, acc * nw, mask=row_mask)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -828,10 +849,17 @@ def launch_segments(
     expert_ids: torch.Tensor | None = None,
     x_group: int = 1,
     config: GemvConfig | None = None,
-) -> torch.Tensor:
+    rms_of: torch.Tensor | None = None,
+    eps: float = 0.0,
+    scaled_by: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """`launch` for 1-3 weights of one type and input width in one launch: y (n_out_rows, sum of their
     out features) float32, weight i's outputs in its own columns, in order. Biases: all None or all
-    float32 tensors of the same dtype (contiguous; `(n_expert, out)` with `expert_ids`)."""
+    float32 tensors of the same dtype (contiguous; `(n_expert, out)` with `expert_ids`).
+
+    `rms_of` (rows shaped like x, float32): each row of y is scaled by 1 / sqrt(mean(row^2) + eps) of
+    its row there, before the bias (x holds those rows times a norm weight: y = rms_norm(rows) @ W.T).
+    `scaled_by` (float32, y's width): also returns y * scaled_by, stored by the same launch."""
     w = weights[0]
     if not 1 <= len(weights) <= MAX_SEGMENTS or len(biases) != len(weights):
         raise ValueError(f"tensor {w.name!r}: {len(weights)} weights and {len(biases)} biases in one launch")
@@ -868,6 +896,17 @@ def launch_segments(
     target = torch.empty(split, n_out_rows, y_width, dtype=torch.float32, device=x.device)
     y = target.new_empty(n_out_rows, y_width) if counters is not None else target
     ids = expert_ids if expert_ids is not None else target
+    rms_block = 0
+    if rms_of is not None:
+        rms_of = rms_of.reshape(-1, in_features)
+        if x2.stride(0) != in_features or not rms_of.is_contiguous() or rms_of.dtype != torch.float32:
+            raise ValueError(f"tensor {w.name!r}: the rms rows must be contiguous float32 like x")
+        rms_block = triton.next_power_of_2(in_features)
+    y2 = None
+    if scaled_by is not None:
+        if scaled_by.numel() != y_width or scaled_by.dtype != torch.float32:
+            raise ValueError(f"tensor {w.name!r}: the output scale must be {y_width} float32 values")
+        y2 = target.new_empty(n_out_rows, y_width)
     _qgemv_kernel[grid](
         w.data,
         x2,
@@ -903,11 +942,17 @@ def launch_segments(
         count_ptr=counters if counters is not None else target,
         REDUCE=counters is not None,
         SEGMENTS=len(weights),
+        rms_ptr=rms_of if rms_of is not None else target,
+        eps=eps,
+        nw_ptr=scaled_by if scaled_by is not None else target,
+        y2_ptr=y2 if y2 is not None else target,
+        RMS_BLOCK=rms_block,
+        SCALED=y2 is not None,
         num_warps=config.num_warps,
     )
-    if counters is not None:
-        return y
-    return target[0] if split == 1 else target.sum(0)
+    if counters is None:
+        y = target[0] if split == 1 else target.sum(0)
+    return y if y2 is None else (y, y2)
 
 
 def dequantize_into(
@@ -1007,12 +1052,18 @@ def gemv(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torc
 
 
 def gemvs(
-    x: torch.Tensor, weights: tuple[QTensor, ...], biases: tuple[torch.Tensor | None, ...]
+    x: torch.Tensor,
+    weights: tuple[QTensor, ...],
+    biases: tuple[torch.Tensor | None, ...],
+    *,
+    rms_of: torch.Tensor | None = None,
+    eps: float = 0.0,
 ) -> tuple[torch.Tensor, ...] | None:
     """`kernels.qmatmul.qmatmuls`'s contract (one input, several weights; outputs in `x.dtype`): the
     weights of one type are served by one launch over their rows together (q/k/v, gate/up: one graph
     node instead of two or three, and a grid large enough to fill the GPU); a weight whose type is
-    alone in the tuple gets its own launch. None (not served here) unless every weight is supported."""
+    alone in the tuple gets its own launch. None (not served here) unless every weight is supported.
+    `rms_of`, `eps`: see `launch_segments` (the input of `gemvs_normed`)."""
     if not all(supports(x, w) for w in weights):
         return None
     n_rows = x.numel() // weights[0].shape[1]
@@ -1032,6 +1083,8 @@ def gemvs(
                 tuple(weights[i] for i in chunk),
                 tuple(None if b is None else b.contiguous() for b in bs),
                 n_rows,
+                rms_of=rms_of,
+                eps=eps,
             )
             col = 0
             for i, b in zip(chunk, bs, strict=True):
@@ -1043,4 +1096,55 @@ def gemvs(
     return tuple(outs)
 
 
-FAST_PATH = FastPath(name="triton-gemv", devices=("cuda",), supports=supports, qmatmul=gemv, qmatmuls=gemvs)
+# Widest rows an rms-scaled launch holds whole in registers (RMS_BLOCK): the model widths (896-4096) fit.
+RMS_MAX_FEATURES = 8192
+
+
+def gemvs_normed(
+    h: RMSNormed, weights: tuple[QTensor, ...], biases: tuple[torch.Tensor | None, ...]
+) -> tuple[torch.Tensor, ...] | None:
+    """`kernels.qmatmul.qmatmuls_normed`'s contract: `gemvs` of `h.xw`, each output row scaled by the
+    1 / rms of its row of `h.x` inside the launch (no norm kernel). None where not served."""
+    x, xw = h.x, h.xw
+    if (
+        x.shape != xw.shape
+        or x.dtype != torch.float32
+        or xw.dtype != torch.float32
+        or not (x.is_contiguous() and xw.is_contiguous())
+        or x.shape[-1] > RMS_MAX_FEATURES
+    ):
+        return None
+    return gemvs(xw, weights, biases, rms_of=x, eps=h.eps)
+
+
+def gemv_add_normed(
+    x: torch.Tensor, w: QTensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> RMSNormed | None:
+    """`kernels.qmatmul.qmatmul_add_normed`'s contract for one activation row: the sum
+    `residual + x @ w.T` and that sum times `weight` from one launch (the residual rides in as the
+    bias, the scaled copy is the epilogue's second store). None where not served."""
+    out_features = w.shape[0]
+    if not (
+        supports(x, w)
+        and x.numel() == w.shape[1]
+        and residual.numel() == out_features
+        and residual.dtype == torch.float32
+        and weight.numel() == out_features
+        and weight.dtype == torch.float32
+    ):
+        return None
+    y, yw = launch_segments(
+        x, (w,), (residual.reshape(-1).contiguous(),), 1, scaled_by=weight.reshape(-1).contiguous()
+    )
+    return RMSNormed(y.reshape(residual.shape), yw.reshape(residual.shape), eps)
+
+
+FAST_PATH = FastPath(
+    name="triton-gemv",
+    devices=("cuda",),
+    supports=supports,
+    qmatmul=gemv,
+    qmatmuls=gemvs,
+    qmatmuls_normed=gemvs_normed,
+    qmatmul_add_normed=gemv_add_normed,
+)

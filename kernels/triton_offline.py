@@ -23,11 +23,20 @@ GEMV_INTS = (
     "seg_w1", "seg_w2", "seg_b1", "seg_b2", "rows1", "rows2", "tile1", "tile2", "y_width",
 )  # fmt: skip
 # Launch forms of the GEMV kernel: the plain decode product; three segments with expert ids, biases and
-# the split-K reduction; the prefill's dequantize-only mode.
+# the split-K reduction; the prefill's dequantize-only mode; the decode step's norms inside the GEMV
+# (an rms-normed input, and the residual sum with its scaled copy, through the split-K reduction).
+_PLAIN = dict(HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=False, RMS_BLOCK=0, SCALED=False)
 GEMV_FORMS = {
-    "plain": dict(HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=False),
-    "segments-ids-bias-reduce": dict(HAS_BIAS=True, HAS_IDS=True, SEGMENTS=3, REDUCE=True, DEQ=False),
-    "dequantize": dict(HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=True),
+    "plain": _PLAIN,
+    "segments-ids-bias-reduce": {**_PLAIN, "HAS_BIAS": True, "HAS_IDS": True, "SEGMENTS": 3, "REDUCE": True},
+    "dequantize": {**_PLAIN, "DEQ": True},
+    "rms-in-scaled-out-reduce": {
+        **_PLAIN,
+        "HAS_BIAS": True,
+        "REDUCE": True,
+        "RMS_BLOCK": 1024,
+        "SCALED": True,
+    },
 }
 # Pointer arguments a real launch passes 16-byte aligned (PyTorch's allocations are), which Triton
 # specialises on: without saying so, the offline compile would not vectorise what the GPU run does.
@@ -112,6 +121,14 @@ def compile_gemv(
         signature.update(part_ptr="*fp32", count_ptr="*i32")
     else:
         constants.update(part_ptr=None, count_ptr=None)
+    if constants["RMS_BLOCK"]:
+        signature.update(rms_ptr="*fp32", eps="fp32")
+    else:
+        constants.update(rms_ptr=None, eps=0.0)
+    if constants["SCALED"]:
+        signature.update(nw_ptr="*fp32", y2_ptr="*fp32")
+    else:
+        constants.update(nw_ptr=None, y2_ptr=None)
     aligned = GEMV_ALIGNED
     if shape is not None:
         ints = gemv_int_args(qtype, *shape, constants["UB"], block_order)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from kernels.backend import KernelSet
 from kernels.cpu_step import NativeStep
+from kernels.qmatmul import RMSNormed
 from reference_worker.models.attention import AttentionKernel
 from reference_worker.models.base import (
     GGUFAdapter,
@@ -142,15 +143,21 @@ class Block:
             return mm(h, self.wqkv, self.bqkv).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
         return self.kernels.qmatmuls(h, (self.wq, self.wk, self.wv), (self.bq, self.bk, self.bv))
 
-    def ffn(self, h: torch.Tensor, residual: torch.Tensor, fused: Any = None) -> torch.Tensor:
-        """`residual + ffn(h)`."""
+    def ffn(
+        self,
+        h: torch.Tensor | RMSNormed,
+        residual: torch.Tensor,
+        fused: Any = None,
+        then_norm: tuple[torch.Tensor, float] | None = None,
+    ) -> torch.Tensor | RMSNormed:
+        """`residual + ffn(h)` (with `then_norm`, that sum's next rms_norm unformed: `KernelSet.qmatmul_add`)."""
         mm = self.kernels.qmatmul
         if self.fused_gate_up:
             gate, up = mm(h, self.w_up).chunk(2, dim=-1)  # [gate; up], as ggml_swiglu splits it
         else:
             gate, up = self.kernels.qmatmuls(h, (self.w_gate, self.w_up))
         act = fused.silu_mul(gate, up) if fused is not None else F.silu(gate) * up
-        return self.kernels.qmatmul_add(act, self.w_down, residual)
+        return self.kernels.qmatmul_add(act, self.w_down, residual, then_norm=then_norm)
 
 
 class LlamaModel(GGUFAdapter):
@@ -208,11 +215,16 @@ class LlamaModel(GGUFAdapter):
         step = positions is not None
         fused = self.kernels.decode if step else None
         norm = fused.rms_norm if fused is not None else rms_norm
+        # Decode step with GEMVs that norm their input (CUDA fast path): each layer's last GEMV also
+        # forms the next rms_norm's rows x weight, and the next GEMVs apply its 1/rms (`RMSNormed`), so
+        # the step runs no norm kernel after the first layer's.
+        norms_in_gemv = fused is not None and self.kernels.norms_into_gemv
+        h: RMSNormed | torch.Tensor | None = None  # the next GEMV's normed input, when formed ahead
         if not step:
             positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
         x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, dim]
         for i, layer in enumerate(self.layers):
-            q, k, v = layer.qkv(norm(x, layer.attn_norm, cfg.norm_eps))
+            q, k, v = layer.qkv(h if h is not None else norm(x, layer.attn_norm, cfg.norm_eps))
             if fused is not None:  # one position: RoPE, KV store and attention in one kernel
                 keys, values = cache.keys[i], cache.values[i]
                 a = fused.rope_attention(
@@ -230,10 +242,20 @@ class LlamaModel(GGUFAdapter):
                     keys, values = cache.update(i, k, v)
                 a = self.attention(q, keys, values, start_pos=start, scale=self.scale, positions=positions)
                 a = a.transpose(0, 1)
+            if norms_in_gemv:
+                following = self.layers[i + 1].attn_norm if i + 1 < len(self.layers) else self.output_norm
+                h = self.kernels.qmatmul_add(
+                    a.reshape(n_tokens, -1), layer.wo, x, layer.bo, then_norm=(layer.ffn_norm, cfg.norm_eps)
+                )
+                h = layer.ffn(h, h.x, fused, then_norm=(following, cfg.norm_eps))
+                x = h.x
+                continue
             x = self.kernels.qmatmul_add(a.reshape(n_tokens, -1), layer.wo, x, layer.bo)
             x = layer.ffn(norm(x, layer.ffn_norm, cfg.norm_eps), x, fused)
         if not step:
             cache.advance(n_tokens)
+        if h is not None:  # the output norm came with the last layer's down projection (one position)
+            return mm(h, self.output).float()
         if last_only:
             x = x[-1:]
         return mm(norm(x, self.output_norm, cfg.norm_eps), self.output).float()

@@ -4,8 +4,10 @@
 
 Triton's interpreter executes a kernel's operations with NumPy, program by program, so the fused decoders
 and their products can be checked against gguf-py's dequantization on a machine without a GPU (slowly:
-seconds per launch on small shapes). The checks: the plain product, the segmented launch with expert ids
-and biases, and the dequantizer, against a float64 oracle. Prints one line per check and exits 1 if any
+seconds per launch on small shapes). The checks: the plain product, the decode step's
+norms inside the GEMV (an rms-normed input; the residual sum with its scaled copy; each in one launch
+and split in two), the segmented launch with expert ids and biases, and the dequantizer, against a
+float64 oracle. Prints one line per check and exits 1 if any
 fails. The interpreter must be chosen before the kernels are defined (`TRITON_INTERPRET=1` in the
 environment of a fresh process); `tests/kernels/test_triton_interpreted.py` runs this module that way.
 The CUDA tests stay the judge of what the GPU computes; this catches a wrong decoder before device time.
@@ -55,6 +57,13 @@ def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got.double() - want).abs().max() / want.abs().max())
 
 
+def _split_config():
+    """A launch shape that splits each row in two (so the split-K reduction runs)."""
+    from kernels import triton_gemv
+
+    return triton_gemv.GemvConfig(block_n=16, units_per_step=1, num_warps=4, split=2, stages=1)
+
+
 def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     from kernels import triton_gemv
     from kernels.formats import GGMLType
@@ -71,6 +80,27 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     y = triton_gemv.launch(x, w, bias, 1)
     err = _rel_err(y, x.double() @ w64.T + bias.double())
     results.append((f"{name} plain+bias", err < REL_TOL, f"rel err {err:.1e}"))
+    # The decode step's norms inside the GEMVs, in one launch and split in two (the split-K reduction's
+    # epilogue): rms_norm(rows) @ W.T + bias from rows x weight and the rows' 1/rms; and the residual
+    # riding in as the bias, with the sum times the next norm weight stored beside the sum.
+    rows = x * 3.0 + 0.5
+    nw = torch.from_numpy(rng.normal(1.0, 0.2, k_in).astype(np.float32))
+    eps = 1e-6
+    normed = rows.double() / torch.sqrt(rows.double().pow(2).mean(-1, keepdim=True) + eps) * nw.double()
+    residual = torch.from_numpy(rng.normal(0.0, 1.0, 40).astype(np.float32))
+    nw_out = torch.from_numpy(rng.normal(1.0, 0.2, 40).astype(np.float32))
+    summed = x.double() @ w64.T + residual.double()
+    for label, config in (("one launch", None), ("split in two", _split_config())):
+        y = triton_gemv.launch_segments(
+            rows * nw, (w,), (bias,), 1, rms_of=rows.contiguous(), eps=eps, config=config
+        )
+        err = _rel_err(y, normed @ w64.T + bias.double())
+        results.append((f"{name} rms-normed input, {label}", err < REL_TOL, f"rel err {err:.1e}"))
+        y, yw = triton_gemv.launch_segments(x, (w,), (residual,), 1, scaled_by=nw_out, config=config)
+        err = max(_rel_err(y, summed), _rel_err(yw, summed * nw_out.double()))
+        results.append(
+            (f"{name} residual sum and its scaled copy, {label}", err < REL_TOL, f"rel err {err:.1e}")
+        )
     # Two expert tensors (gate and up) in one segmented launch with expert ids, 1 token x 3 experts.
     (g, g64), (u, u64) = _oracle_weight(qtype, (4, 24, k_in), rng), _oracle_weight(qtype, (4, 24, k_in), rng)
     ids = torch.tensor([3, 0, 3])

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -224,3 +225,64 @@ def test_lookahead_gives_the_tokens_of_a_session_that_waits_for_each(arch, param
     waited, length = tokens(False)
     ahead, ahead_length = tokens(True)
     assert ahead == waited and ahead_length == length == len(PROMPT) + STEPS - 1
+
+
+def step_form(model):
+    """The model's step form called directly (no native CPU step in between): one position per call."""
+
+    def of(cache):
+        def step(token: torch.Tensor) -> torch.Tensor:
+            position = torch.tensor([cache.length], device=model.device)
+            logits = model.forward(token, cache, last_only=True, positions=position)[0]
+            cache.advance(1)
+            return logits
+
+        return step
+
+    return of
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3"])
+def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(arch, monkeypatch) -> None:
+    """The llama-family step form with a kernel set whose GEMVs take the rms_norm in (the CUDA GEMV's
+    `qmatmul_add_normed` / `qmatmuls_normed`): every norm after the first layer's comes as an
+    `RMSNormed` from the previous layer's last GEMV, the output norm from the last layer's. Here a CPU
+    stand-in computes that seam with the reference matmul, so the model's wiring is what is checked
+    (which norm weight follows which product); the kernel is checked under Triton's interpreter and
+    on CUDA."""
+    from kernels import backend
+    from kernels.qmatmul import FastPath, RMSNormed, reference_qmatmul
+
+    formed: list[int] = []
+
+    def add_normed(x, w, residual, weight, eps):
+        formed.append(1)
+        s = residual + reference_qmatmul(x, w, None, torch.float32)
+        return RMSNormed(s, s * weight, eps)
+
+    def normed(h, weights, biases):
+        return tuple(
+            reference_qmatmul(h.value(), w, b, torch.float32) for w, b in zip(weights, biases, strict=True)
+        )
+
+    stand_in = FastPath(
+        "norms-in-gemv stand-in",
+        ("cpu",),
+        supports=lambda x, w: False,
+        qmatmul=reference_qmatmul,
+        qmatmuls_normed=normed,
+        qmatmul_add_normed=add_normed,
+    )
+    cpu = backend.FAST_PATHS["cpu"]
+    monkeypatch.setitem(
+        backend.FAST_PATHS, "cpu", lambda: dataclasses.replace(cpu(), paths=(*cpu().paths, stand_in))
+    )
+    model, _, _ = load_model(f"tiny/{arch}-f32.gguf")
+    assert model.kernels.norms_into_gemv and model.kernels.decode is not None
+    reference, _, _ = load_model(f"tiny/{arch}-f32.gguf", kernels=KernelConfig(kernels="reference"))
+    want_tokens, want = decode(reference, PROMPT, 6, plain(reference))
+    got_tokens, got = decode(model, PROMPT, 6, step_form(model))
+    assert len(formed) == 6 * 2 * model.config.n_layer  # both norms of every layer, every step
+    assert got_tokens == want_tokens
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b) < STEP_TOL
