@@ -824,6 +824,11 @@ def pack(w: QTensor) -> QTensor:
 MAX_SEGMENTS = 3  # weights one launch serves side by side (q/k/v)
 
 
+def rms_block_for(in_features: int) -> int:
+    """The kernel's RMS_BLOCK for rows of `in_features` values: the whole row, loaded before the walk."""
+    return triton.next_power_of_2(in_features)
+
+
 def launch(
     x: torch.Tensor,
     w: QTensor,
@@ -901,7 +906,7 @@ def launch_segments(
         rms_of = rms_of.reshape(-1, in_features)
         if x2.stride(0) != in_features or not rms_of.is_contiguous() or rms_of.dtype != torch.float32:
             raise ValueError(f"tensor {w.name!r}: the rms rows must be contiguous float32 like x")
-        rms_block = triton.next_power_of_2(in_features)
+        rms_block = rms_block_for(in_features)
     y2 = None
     if scaled_by is not None:
         if scaled_by.numel() != y_width or scaled_by.dtype != torch.float32:
