@@ -379,7 +379,6 @@ def _dot_mxfp4_codes_then_scales(
     # block and scales the block's sum once by 2^15 * e8m0_half(e) (powers of two: exact), so a weight
     # costs its bit extraction, one conversion and one FMA. The dequantizer stores v * 2^15 * scale,
     # `_dot_mxfp4`'s value bit for bit.
-    w4 = tl.arange(0, 4)
     col = tl.arange(0, UB * 4)
     acc = tl.zeros([BLOCK_N, UB], dtype=tl.float32)
     for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
@@ -389,8 +388,6 @@ def _dot_mxfp4_codes_then_scales(
         qs = tl.reshape(qs, (BLOCK_N, UB, 4))
         e = tl.load(scale_rows[:, None] + blk[None, :], mask=(blk < hi)[None, :], other=0).to(tl.uint32)
         scale = _as_float(tl.where(e < 2, tl.full(e.shape, 0x00200000, tl.uint32) << e, (e - 1) << 23))
-        xo = blk[:, None] * 32 + 4 * w4[None, :]
-        ob = op[:, None, None] + xo[None]
         xmask = (blk < hi)[:, None]
         part = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
         if not DEQ:
@@ -406,23 +403,41 @@ def _dot_mxfp4_codes_then_scales(
             x010, x110 = tl.split(x10)
             x011, x111 = tl.split(x11)
             xs = (x000, x001, x010, x011, x100, x101, x110, x111)  # index 4h + 2k + j
-        for h in tl.static_range(2):
-            for k in tl.static_range(2):
-                # Bytes k and k + 2 at once: their nibble h as two float16s in one 32-bit word.
-                n = qs >> (8 * k + 4 * h)
-                pair = ((n & 0x00070007) << 9) | ((n & 0x00080008) << 12)
-                halves = _f16_pair(pair)
-                for j in tl.static_range(2):
-                    v = halves[j]
-                    at = 16 * h + k + 2 * j
-                    if DEQ:
-                        w = v * 32768.0 * scale[:, :, None]
-                        tl.store(ob + at, w.to(ob.dtype.element_ty), mask=xmask)
-                    else:
-                        part += v * xs[4 * h + 2 * k + j]
-        if not DEQ:
+        if DEQ:
+            # The block's 32 values assembled in element order (16h + 4w + 2j + k), then stored as one
+            # contiguous run per row and block: wide stores instead of one 2-byte store per value.
+            s = 32768.0 * scale[:, :, None]
+            h0 = _deq_half(qs, s, BLOCK_N, UB)
+            h1 = _deq_half(qs >> 4, s, BLOCK_N, UB)
+            tile = tl.reshape(tl.permute(tl.join(h0, h1), (0, 1, 3, 2)), (BLOCK_N, UB, 32))
+            rows_out = op[:, None, None] + blk[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]
+            tl.store(rows_out, tile.to(op.dtype.element_ty), mask=(blk < hi)[None, :, None])
+        else:
+            for h in tl.static_range(2):
+                for k in tl.static_range(2):
+                    # Bytes k and k + 2 at once: their nibble h as two float16s in one 32-bit word.
+                    n = qs >> (8 * k + 4 * h)
+                    pair = ((n & 0x00070007) << 9) | ((n & 0x00080008) << 12)
+                    halves = _f16_pair(pair)
+                    for j in tl.static_range(2):
+                        part += halves[j] * xs[4 * h + 2 * k + j]
             acc += tl.sum(part, axis=2) * 32768.0 * scale
     return tl.sum(acc, axis=1)
+
+
+@triton.jit
+def _deq_half(n, s, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+    """One nibble of every code byte of a regrouped MXFP4 tile `n` [rows, blocks, 4 words] (the nibble in
+    bits 0-3 of each byte) as values times `s`, in element order within the half-block: word w, byte
+    b = k + 2j is element 4w + b, so the result is [rows, blocks, 16] with index 4w + 2j + k."""
+    k0 = _f16_pair(((n & 0x00070007) << 9) | ((n & 0x00080008) << 12))  # bytes 0 (j=0), 2 (j=1)
+    n1 = n >> 8
+    k1 = _f16_pair(((n1 & 0x00070007) << 9) | ((n1 & 0x00080008) << 12))  # bytes 1, 3
+    j0 = tl.join(k0[0] * s, k1[0] * s)  # [.., 4, 2]: bytes 0, 1
+    j1 = tl.join(k0[1] * s, k1[1] * s)  # bytes 2, 3
+    quad = tl.join(j0, j1)  # [.., 4 (w), 2 (k), 2 (j)]
+    quad = tl.permute(quad, (0, 1, 2, 4, 3))  # [.., w, j, k]
+    return tl.reshape(quad, (BLOCK_N, UB, 16))
 
 
 @triton.jit
