@@ -1,13 +1,16 @@
 """The decode GEMV's inner loop per weight, from its PTX for the H200 (sm_90), without a GPU.
 
     python -m benchmarks.ptx_cost [--formats q4_k mxfp4 ...] [--shape 4096x4096] [--block-n 16] [--ub 8]
-                                  [--out FILE.md]
+                                  [--form plain] [--out FILE.md]
 
-For each format the GEMV kernel (`kernels/triton_gemv.py`, plain decode launch of an `--shape` matrix,
+For each format the GEMV kernel (`kernels/triton_gemv.py`, a decode launch of an `--shape` matrix in the
+`--form` of `kernels.triton_offline.GEMV_FORMS` (default plain),
 4 warps, its integer arguments specialised as a GPU run would) is compiled for sm_90 by Triton
 (`kernels.triton_offline`), and its largest loop body, one step along the weight rows, is
 counted: PTX instructions per thread, divided by the weights a thread decodes in that step (the tile over
-the threads), shared-memory round trips per step (barriers: layout changes), and the commonest opcodes. A proxy, not a timing: PTX comes before ptxas's
+the threads), shared-memory round trips per step (barriers: layout changes), and the commonest opcodes;
+and Triton's ptxas (`-v`, sm_90a) reports the registers a thread holds and any spills (more registers,
+fewer programs resident per SM: 65,536 registers an SM). A proxy, not a timing: PTX comes before ptxas's
 scheduling and register allocation, and a kernel bound by memory does not care. It tells a change that
 removes work from one that moves it, and which formats spend the most instructions per weight, before any
 GPU time is spent (the MXFP4 expert GEMV, 16 % of the copy bandwidth on the H200, spends 17.5
@@ -24,11 +27,15 @@ from pathlib import Path
 
 
 def cost_rows(
-    formats: list[str], block_n: int | None, ub: int | None, shape: tuple[int, int] = (4096, 4096)
+    formats: list[str],
+    block_n: int | None,
+    ub: int | None,
+    shape: tuple[int, int] = (4096, 4096),
+    form: str = "plain",
 ) -> list[dict]:
     from kernels.formats import GGMLType
     from kernels.triton_gemv import LAYOUTS, default_config
-    from kernels.triton_offline import compile_gemv, loop_cost, weights_per_thread_step
+    from kernels.triton_offline import compile_gemv, loop_cost, register_use, weights_per_thread_step
 
     rows = []
     for name in formats:
@@ -38,14 +45,15 @@ def cost_rows(
         config = default_config(qtype, shape[0], shape[1], 1, 132)
         bn = block_n or config.block_n
         u = ub or config.units_per_step
-        cost = loop_cost(compile_gemv(qtype, "plain", block_n=bn, ub=u, shape=shape).asm["ptx"])
+        ptx = compile_gemv(qtype, form, block_n=bn, ub=u, shape=shape).asm["ptx"]
+        cost, use = loop_cost(ptx), register_use(ptx)
         weights = weights_per_thread_step(layout, bn, u)
         top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
         rows.append(
             dict(
                 format=name, tile=f"n{bn}/u{u}", instructions=cost.instructions, weights=weights,
                 per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
-                top=top,
+                registers=use.registers, spill_bytes=use.spill_bytes, top=top,
             )
         )  # fmt: skip
     return rows
@@ -53,13 +61,13 @@ def cost_rows(
 
 def to_markdown(rows: list[dict]) -> str:
     lines = [
-        "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | commonest |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | registers / thread | spill bytes | commonest |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['format']} | {r['tile']} | {r['instructions']} | {r['weights']:g} | **{r['per_weight']}** | "
-            f"{r['shared_round_trips']} | {r['top']} |"
+            f"{r['shared_round_trips']} | {r['registers']} | {r['spill_bytes']} | {r['top']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-n", type=int, help="rows per program (default: the worker's tile)")
     parser.add_argument("--ub", type=int, help="blocks per step (default: the worker's tile)")
     parser.add_argument("--shape", default="4096x4096", help="the matrix, OUTxIN (default 4096x4096)")
+    parser.add_argument("--form", default="plain", help="launch form (kernels.triton_offline.GEMV_FORMS)")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args(argv)
     try:
@@ -84,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: Triton is not importable here (see the module's docstring)", file=sys.stderr)
         return 1
     out_features, in_features = (int(v) for v in args.shape.lower().split("x"))
-    table = to_markdown(cost_rows(args.formats, args.block_n, args.ub, (out_features, in_features)))
+    table = to_markdown(
+        cost_rows(args.formats, args.block_n, args.ub, (out_features, in_features), args.form)
+    )
     print(table, end="")
     if args.out:
         args.out.write_text(table)

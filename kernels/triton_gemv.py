@@ -840,6 +840,11 @@ MAX_SEGMENTS = 3  # weights one launch serves side by side (q/k/v)
 RMS_STEP = 1024  # elements of an rms row read per step after the GEMV's walk (`_rms`)
 
 
+def rms_block_for(in_features: int) -> int:
+    """The kernel's RMS_BLOCK for rows of `in_features` values: read after the walk, RMS_STEP at a time."""
+    return min(triton.next_power_of_2(in_features), RMS_STEP)
+
+
 def launch(
     x: torch.Tensor,
     w: QTensor,
@@ -917,7 +922,7 @@ def launch_segments(
         rms_of = rms_of.reshape(-1, in_features)
         if x2.stride(0) != in_features or not rms_of.is_contiguous() or rms_of.dtype != torch.float32:
             raise ValueError(f"tensor {w.name!r}: the rms rows must be contiguous float32 like x")
-        rms_block = min(triton.next_power_of_2(in_features), RMS_STEP)
+        rms_block = rms_block_for(in_features)
     y2 = None
     if scaled_by is not None:
         if scaled_by.numel() != y_width or scaled_by.dtype != torch.float32:

@@ -123,6 +123,8 @@ def compile_gemv(
         constants.update(part_ptr=None, count_ptr=None)
     if constants["RMS_BLOCK"]:
         signature.update(rms_ptr="*fp32", eps="fp32")
+        if shape is not None:  # the block a launch for this matrix uses
+            constants["RMS_BLOCK"] = triton_gemv.rms_block_for(shape[1])
     else:
         constants.update(rms_ptr=None, eps=0.0)
     if constants["SCALED"]:
@@ -134,6 +136,43 @@ def compile_gemv(
         ints = gemv_int_args(qtype, *shape, constants["UB"], block_order)
         aligned += tuple(name for name, value in ints.items() if value and value % 16 == 0)
     return compile_for_sm90(triton_gemv._qgemv_kernel, signature, constants, aligned)
+
+
+@dataclass(frozen=True)
+class RegisterUse:
+    """What ptxas allocates a thread of a kernel compiled for sm_90a (`ptxas -v`): registers bound how
+    many programs an SM keeps resident (65,536 per SM), and so how many loads are in flight."""
+
+    registers: int
+    spill_bytes: int  # spill stores + spill loads
+
+
+_PTXAS_REGISTERS = re.compile(r"Used (\d+) registers")
+_PTXAS_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def register_use(ptx: str) -> RegisterUse:
+    """Runs Triton's own ptxas (the one that made the cubin) with -v on `ptx` for sm_90a."""
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = f"{tmp}/kernel.ptx"
+        with open(source, "w") as f:
+            f.write(ptx)
+        run = subprocess.run(
+            [get_ptxas(90).path, "-v", "--gpu-name=sm_90a", source, "-o", f"{tmp}/kernel.cubin"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    registers = _PTXAS_REGISTERS.search(run.stderr)
+    spills = _PTXAS_SPILLS.search(run.stderr)
+    if registers is None or spills is None:
+        raise ValueError(f"ptxas -v printed no register use: {run.stderr[-400:]}")
+    return RegisterUse(int(registers.group(1)), int(spills.group(1)) + int(spills.group(2)))
 
 
 @dataclass(frozen=True)

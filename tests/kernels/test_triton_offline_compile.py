@@ -57,6 +57,15 @@ def test_the_loop_cost_finds_the_gemv_loop() -> None:
     assert weights < cost.instructions < 30 * weights and cost.opcodes.get("bra") == 1
 
 
+def test_ptxas_reports_the_gemv_threads_registers() -> None:
+    """`benchmarks.ptx_cost`'s register column: Triton's ptxas on the compiled PTX (sm_90a)."""
+    from kernels.formats import GGMLType
+    from kernels.triton_offline import compile_gemv, register_use
+
+    use = register_use(compile_gemv(GGMLType.Q4_K, shape=(9216, 3072)).asm["ptx"])
+    assert 16 <= use.registers <= 255 and use.spill_bytes == 0
+
+
 def _compile(fn, signature: dict, constants: dict):
     from kernels.triton_offline import compile_for_sm90
 
