@@ -550,6 +550,19 @@ def _dot_q6_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
     return tl.sum(tl.sum(tl.sum(acc, axis=3), axis=2), axis=1)
 
 
+@triton.jit
+def _rms(row, n, eps, BLOCK: tl.constexpr):
+    """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`. Read after the
+    row's walk, BLOCK at a time: nothing of it is live during the walk (the row held whole would cost a
+    wide model's GEMV 40 registers a thread, and with them half its programs per SM)."""
+    c = tl.arange(0, BLOCK)
+    squares = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, n, BLOCK):
+        v = tl.load(row + start + c, mask=start + c < n, other=0.0)
+        squares += v * v
+    return tl.sqrt_rn(tl.sum(squares, axis=0) / n + eps)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The kernel: one program = one activation row (or token-expert pair) x one row tile x one split.
 
@@ -595,7 +608,7 @@ def _qgemv_kernel(
     eps=0.0,  # (x then holds those rows times the norm weight: the product is rms_norm(rows) @ W.T)
     nw_ptr=None,  # SCALED: the epilogue also stores y * nw at y2_ptr (the next rms_norm's rows x weight)
     y2_ptr=None,
-    RMS_BLOCK: tl.constexpr = 0,  # a power of two >= x_stride, or 0: no 1/rms scaling
+    RMS_BLOCK: tl.constexpr = 0,  # elements of the rms row read per step (a power of two), or 0: no scaling
     SCALED: tl.constexpr = False,
 ):
     m = tl.program_id(0)
@@ -639,12 +652,6 @@ def _qgemv_kernel(
     xp = x_ptr + (m // x_group).to(tl.int64) * x_stride
     u_begin = split * units_per_split
     u_end = tl.minimum(u_begin + units_per_split, n_units)
-    if RMS_BLOCK > 0:
-        # Loaded before the row's walk, reduced after it: the load's latency hides under the walk.
-        rc = tl.arange(0, RMS_BLOCK)
-        rms_row = tl.load(
-            rms_ptr + (m // x_group).to(tl.int64) * x_stride + rc, mask=rc < x_stride, other=0.0
-        )
     if FMT == "f16":
         acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, False, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "bf16":
@@ -684,13 +691,17 @@ def _qgemv_kernel(
     if DEQ:
         return
     row_mask = rows < n_rows
+    # With split-K and 1/rms scaling, the last program to arrive scales the sum, then adds the bias.
+    SCALE_AT_END: tl.constexpr = REDUCE and RMS_BLOCK > 0
     if RMS_BLOCK > 0:
-        # rms_norm's float32 formula: 1 / sqrt(mean(rows^2) + eps), on the row's whole width.
-        acc = acc / tl.sqrt_rn(tl.sum(rms_row * rms_row, axis=0) / x_stride + eps)
+        rms_row = rms_ptr + (m // x_group).to(tl.int64) * x_stride
+        if not REDUCE:
+            acc = acc / _rms(rms_row, x_stride, eps, RMS_BLOCK)
+    bias_row = bias_ptr + b_off
     if HAS_BIAS:
-        bias_row = bias_ptr + b_off
         if HAS_IDS:
             bias_row += expert * n_rows  # (n_expert, n_rows), contiguous
+    if HAS_BIAS and not SCALE_AT_END:
         bias = tl.load(bias_row + rows, mask=row_mask & (split == 0), other=0.0)
         acc += bias.to(tl.float32)
     if REDUCE:
@@ -709,6 +720,10 @@ def _qgemv_kernel(
             for s in range(0, n_split):
                 part = part_ptr + (s * n_out_rows + m).to(tl.int64) * y_width + cols
                 total += tl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
+            if SCALE_AT_END:
+                total = total / _rms(rms_row, x_stride, eps, RMS_BLOCK)
+                if HAS_BIAS:
+                    total += tl.load(bias_row + rows, mask=row_mask, other=0.0).to(tl.float32)
             tl.store(y_ptr + m.to(tl.int64) * y_width + cols, total, mask=row_mask)
             if SCALED:
                 nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
@@ -837,11 +852,12 @@ def pack(w: QTensor) -> QTensor:
 
 
 MAX_SEGMENTS = 3  # weights one launch serves side by side (q/k/v)
+RMS_STEP = 1024  # elements of an rms row read per step after the GEMV's walk (`_rms`)
 
 
 def rms_block_for(in_features: int) -> int:
-    """The kernel's RMS_BLOCK for rows of `in_features` values: the whole row, loaded before the walk."""
-    return triton.next_power_of_2(in_features)
+    """The kernel's RMS_BLOCK for rows of `in_features` values: read after the walk, RMS_STEP at a time."""
+    return min(triton.next_power_of_2(in_features), RMS_STEP)
 
 
 def launch(
@@ -1116,7 +1132,7 @@ def gemvs(
     return tuple(outs)
 
 
-# Widest rows an rms-scaled launch holds whole in registers (RMS_BLOCK): the model widths (896-4096) fit.
+# Widest rows a GEMV takes rms-normed (the model widths are 896-4096; wider, the norm is formed first).
 RMS_MAX_FEATURES = 8192
 
 
