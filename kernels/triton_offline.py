@@ -65,10 +65,17 @@ def kernel_layout(qtype: Any, block_order: str) -> Any:
 
 
 def gemv_int_args(
-    qtype: Any, out_features: int, in_features: int, ub: int, block_order: str = GGML
+    qtype: Any,
+    out_features: int,
+    in_features: int,
+    ub: int,
+    block_order: str = GGML,
+    *,
+    dequantize: bool = False,
 ) -> dict[str, int]:
-    """The integer arguments a plain one-row decode launch of an `out x in` matrix passes (no split):
-    what Triton specialises on at run time (a value divisible by 16 is compiled as such)."""
+    """The integer arguments a plain one-row decode launch of an `out x in` matrix passes (no split), or
+    with `dequantize` the prefill's decode of it into float16 rows (`triton_gemv.dequantize_into`): what
+    Triton specialises on at run time (a value divisible by 16 is compiled as such)."""
     from kernels.formats import tensor_nbytes
 
     layout = kernel_layout(qtype, block_order)
@@ -79,8 +86,8 @@ def gemv_int_args(
         row_words = tensor_nbytes(qtype, (in_features,)) // layout.word
     return dict(
         n_rows=out_features, n_units=n_units, units_per_split=-(-n_units // ub) * ub, row_stride=row_words,
-        x_stride=in_features, x_group=1, n_out_rows=1, o_stride=0, rows1=0, rows2=0, tile1=0, tile2=0,
-        y_width=out_features,
+        x_stride=0 if dequantize else in_features, x_group=1, n_out_rows=1,
+        o_stride=in_features if dequantize else 0, rows1=0, rows2=0, tile1=0, tile2=0, y_width=out_features,
     )  # fmt: skip
 
 
@@ -133,7 +140,7 @@ def compile_gemv(
         constants.update(nw_ptr=None, y2_ptr=None)
     aligned = GEMV_ALIGNED
     if shape is not None:
-        ints = gemv_int_args(qtype, *shape, constants["UB"], block_order)
+        ints = gemv_int_args(qtype, *shape, constants["UB"], block_order, dequantize=constants["DEQ"])
         aligned += tuple(name for name, value in ints.items() if value and value % 16 == 0)
     return compile_for_sm90(triton_gemv._qgemv_kernel, signature, constants, aligned)
 
