@@ -67,6 +67,7 @@ class Options:
     kernels: str = "fast"
     cuda_graphs: bool = True
     fused_decode: bool = True
+    decode_lookahead: bool = True
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""
@@ -186,6 +187,7 @@ def _worker_argv(opts: Options, port: int) -> list[str]:
         opts.kernels,
         "--cuda-graphs" if opts.cuda_graphs else "--no-cuda-graphs",
         "--fused-decode" if opts.fused_decode else "--no-fused-decode",
+        "--decode-lookahead" if opts.decode_lookahead else "--no-decode-lookahead",
     ]
 
 
@@ -548,6 +550,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "kernels": opts.kernels,
             "cuda_graphs": opts.cuda_graphs,
             "fused_decode": opts.fused_decode,
+            "decode_lookahead": opts.decode_lookahead,
             "greedy": True,
             "runs_requested": opts.runs,
             "decode_tokens_requested": opts.decode_tokens,
@@ -604,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         kernels=args.kernels,
         cuda_graphs=args.cuda_graphs,
         fused_decode=args.fused_decode,
+        decode_lookahead=args.decode_lookahead,
         http=args.http,
         label=args.label,
     )

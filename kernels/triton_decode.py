@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.triton_gemv import SplitCounters
+
 # ---------------------------------------------------------------------------------------------------
 # RMSNorm
 
@@ -260,6 +262,10 @@ def _rope_attention_kernel(
     capacity,
     scale,
     window,
+    chunk,  # cache positions each split reads (a multiple of BLOCK_S; the capacity without a split)
+    part_ptr,  # SPLIT: [n_kv, n_split, BLOCK_G, BLOCK_D] each split's unnormalised output
+    stat_ptr,  # SPLIT: [n_kv, n_split, 2, BLOCK_G] each split's running max and denominator
+    count_ptr,  # SPLIT: one arrival counter per KV head, zero between launches
     GROUP: tl.constexpr,
     BLOCK_G: tl.constexpr,
     D: tl.constexpr,
@@ -270,12 +276,16 @@ def _rope_attention_kernel(
     HAS_SINKS: tl.constexpr,
     WHOLE_CACHE: tl.constexpr,
     CAPACITY: tl.constexpr,
+    SPLIT: tl.constexpr = False,
 ):
-    # One program per KV head: rotate its query heads and its key at the position (the same products
-    # as `_rope_store_kernel`), store the key and value into the cache, take the new position's score
-    # from registers, then the cached positions before it (the `_decode_attention_kernel` loop). The
-    # loop never reads the slot this program writes, so no barrier is needed between them.
+    # One program per KV head and split of the cache positions: rotate its query heads and its key at
+    # the position (the same products as `_rope_store_kernel`); split 0 stores the key and value into
+    # the cache and takes the new position's score (and the sinks) from registers; every split runs the
+    # `_decode_attention_kernel` loop over its own positions before the new one. No loop reads the slot
+    # split 0 writes, so no barrier is needed between them. With SPLIT, each split stores its softmax
+    # state and the last to arrive merges them in split order (deterministic, as the GEMV's split-K).
     kv = tl.program_id(0)
+    split = tl.program_id(1)
     pos = tl.load(pos_ptr).to(tl.int32)
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, BLOCK_D)
@@ -295,10 +305,12 @@ def _rope_attention_kernel(
     k_new = _rotate(kx, kp, c, s, first, rotated)
     v_new = tl.load(v_ptr + kv * D + d, mask=d_ok, other=0.0)
     base = kv.to(tl.int64) * capacity * D
-    tl.store(keys_ptr + base + pos.to(tl.int64) * D + d, k_new, mask=d_ok)
-    tl.store(values_ptr + base + pos.to(tl.int64) * D + d, v_new, mask=d_ok)
+    if split == 0:
+        tl.store(keys_ptr + base + pos.to(tl.int64) * D + d, k_new, mask=d_ok)
+        tl.store(values_ptr + base + pos.to(tl.int64) * D + d, v_new, mask=d_ok)
     q = q * scale
-    # The new position first (always inside the window), then the cached ones in blocks.
+    # Split 0: the new position first (always inside the window) and the sinks; every split then its
+    # cached positions in blocks. Other splits start empty (a finite max: exp(-1e30 - m) is 0).
     score = tl.sum(q * k_new[None, :], axis=1)  # [G]
     if HAS_SINKS:
         sink = tl.load(sinks_ptr + heads, mask=g_ok, other=0.0)
@@ -310,12 +322,17 @@ def _rope_attention_kernel(
     p_new = tl.exp(score - m)
     l_sum += p_new
     acc = p_new[:, None] * v_new[None, :]
+    if split != 0:
+        m = tl.full([BLOCK_G], -1e30, tl.float32)
+        l_sum = tl.zeros([BLOCK_G], tl.float32)
+        acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
     lo = pos - window + 1
+    start = split * chunk
     if WHOLE_CACHE:
-        end = CAPACITY
+        end = tl.minimum(start + chunk, CAPACITY)
     else:
-        end = pos
-    for s0 in range(0, end, BLOCK_S):
+        end = tl.minimum(start + chunk, pos)
+    for s0 in range(start, end, BLOCK_S):
         sp = s0 + tl.arange(0, BLOCK_S)
         s_ok = (sp < pos) & (sp >= lo)
         kv_off = base + sp[:, None].to(tl.int64) * D + d[None, :]
@@ -330,8 +347,49 @@ def _rope_attention_kernel(
         v = tl.load(values_ptr + kv_off, mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
         m = m_new
-    out = acc / l_sum[:, None]
-    tl.store(out_ptr + heads[:, None] * D + d[None, :], out, mask=q_mask)
+    if not SPLIT:
+        tl.store(out_ptr + heads[:, None] * D + d[None, :], acc / l_sum[:, None], mask=q_mask)
+        return
+    # Store this split's state; the last split to arrive merges all of them in split order, then
+    # resets the counter for the next launch (`.cg` loads skip L1, which may hold stale lines).
+    n_split = tl.num_programs(1)
+    slot = (kv * n_split + split).to(tl.int64)
+    tl.store(part_ptr + (slot * BLOCK_G + g[:, None]) * BLOCK_D + d[None, :], acc)
+    tl.store(stat_ptr + slot * 2 * BLOCK_G + g, m)
+    tl.store(stat_ptr + slot * 2 * BLOCK_G + BLOCK_G + g, l_sum)
+    tl.debug_barrier()
+    arrived = tl.atomic_add(count_ptr + kv, 1, sem="acq_rel")
+    if arrived == n_split - 1:
+        first_slot = (kv * n_split).to(tl.int64)
+        m_all = tl.full([BLOCK_G], -1e30, tl.float32)
+        for i in range(0, n_split):
+            m_i = tl.load(stat_ptr + (first_slot + i) * 2 * BLOCK_G + g, cache_modifier=".cg")
+            m_all = tl.maximum(m_all, m_i)
+        l_all = tl.zeros([BLOCK_G], tl.float32)
+        acc_all = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+        for i in range(0, n_split):
+            stats = stat_ptr + (first_slot + i) * 2 * BLOCK_G
+            w = tl.exp(tl.load(stats + g, cache_modifier=".cg") - m_all)
+            l_all += tl.load(stats + BLOCK_G + g, cache_modifier=".cg") * w
+            part = tl.load(
+                part_ptr + ((first_slot + i) * BLOCK_G + g[:, None]) * BLOCK_D + d[None, :],
+                cache_modifier=".cg",
+            )
+            acc_all += part * w[:, None]
+        tl.store(out_ptr + heads[:, None] * D + d[None, :], acc_all / l_all[:, None], mask=q_mask)
+        tl.atomic_xchg(count_ptr + kv, 0)
+
+
+# Programs per KV head reading a decode step's cache positions (`rope_attention`): enough that a long
+# context is spread over the SMs (Qwen2.5 has 2 KV heads), few enough that merging stays one short loop.
+MAX_ATTENTION_SPLITS = 16
+
+
+def attention_splits(capacity: int, block_s: int, max_splits: int) -> tuple[int, int]:
+    """(positions per split, splits) for a cache of `capacity`: whole blocks of `block_s`, at most
+    `max_splits` splits. Fixed by the capacity, not the position, so a captured graph keeps its grid."""
+    chunk = max(block_s, triton.next_power_of_2(triton.cdiv(capacity, max(1, max_splits))))
+    return chunk, triton.cdiv(capacity, chunk)
 
 
 def rope_attention(
@@ -349,22 +407,33 @@ def rope_attention(
     sinks: torch.Tensor | None = None,
     *,
     whole_cache: bool = False,
+    max_splits: int = MAX_ATTENTION_SPLITS,
 ) -> torch.Tensor:
-    """`rope_store` then `decode_attention` in one launch (one program per KV head): q `[n_head*d]`, k, v
-    `[n_kv*d]` (float32, unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position`
-    in `keys`/`values` `[n_kv, capacity, d]`. `whole_cache`: as in `decode_attention`."""
+    """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
+    unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position` in `keys`/`values`
+    `[n_kv, capacity, d]`. `whole_cache`: as in `decode_attention`. The cache positions are split
+    among up to `max_splits` programs per KV head (`attention_splits`), whose softmax states the last
+    of them merges: a long context is read by many SMs, a short one in one block step per program."""
     n_kv, capacity, d = keys.shape
     n_head = q.numel() // d
     group = n_head // n_kv
     out = torch.empty(n_head, d, dtype=torch.float32, device=q.device)
     block_g = max(triton.next_power_of_2(group), 1)
-    block_s = max(16, min(64, 4096 // (block_g * triton.next_power_of_2(d)) * 4))
+    block_d = triton.next_power_of_2(d)
+    block_s = max(16, min(64, 4096 // (block_g * block_d) * 4))
+    chunk, n_split = attention_splits(capacity, block_s, max_splits)
+    counters = SplitCounters.get(q.device, n_kv) if n_split > 1 else None
+    if counters is None:
+        chunk, n_split = capacity, 1
+    part = out.new_empty(n_kv, n_split, block_g, block_d) if n_split > 1 else out
+    stat = out.new_empty(n_kv, n_split, 2, block_g) if n_split > 1 else out
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    _rope_attention_kernel[(n_kv,)](
+    _rope_attention_kernel[(n_kv, n_split)](
         q, k, v, keys, values, cos, sin, sinks if sinks is not None else q, out, position, capacity, scale,
-        sliding_window or capacity + 1, GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=triton.next_power_of_2(d),
-        BLOCK_S=block_s, ROPE_HALF=cos.shape[-1], NEOX=neox, HAS_SINKS=sinks is not None,
-        WHOLE_CACHE=whole_cache, CAPACITY=capacity if whole_cache else 0, num_warps=4,
+        sliding_window or capacity + 1, chunk, part, stat, counters if counters is not None else out,
+        GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=block_d, BLOCK_S=block_s, ROPE_HALF=cos.shape[-1],
+        NEOX=neox, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
+        CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, num_warps=4,
     )  # fmt: skip
     return out.view(-1)
 

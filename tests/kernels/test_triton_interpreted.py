@@ -33,3 +33,20 @@ def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> 
     # Seven checks for each of the 11 formats (plain, the norms inside the GEMV: 4, experts, dequantize),
     # two more for MXFP4 regrouped.
     assert report.count("ok  ") == 7 * 11 + 2, report
+
+
+def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpreter() -> None:
+    """`tests/kernels/interpreted_attention.py`: RoPE + KV store + attention, one program per KV head and
+    the positions split among several, against the reference RoPE and attention."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.kernels.interpreted_attention"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    report = run.stdout + run.stderr[-4000:]
+    assert run.returncode == 0, report
+    assert report.count("ok  ") == 8 * 3, report  # 8 head layouts x 3 split counts

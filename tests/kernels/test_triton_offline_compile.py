@@ -75,7 +75,8 @@ def _compile(fn, signature: dict, constants: dict):
 @pytest.mark.parametrize("neox", [False, True], ids=["adjacent-pairs", "neox-pairs"])
 @pytest.mark.parametrize(("d", "rope_half"), [(64, 32), (96, 16)], ids=["full-rotary", "partial-rotary"])
 def test_the_rope_kernels_compile_for_sm90(neox: bool, d: int, rope_half: int) -> None:
-    """RoPE + KV store, and RoPE + KV store + attention (with sinks over the whole cache, and without)."""
+    """RoPE + KV store, and RoPE + KV store + attention (with sinks over the whole cache, and without;
+    one program per KV head, and the cache positions split among several whose states the last merges)."""
     import triton
 
     from kernels import triton_decode
@@ -90,7 +91,7 @@ def test_the_rope_kernels_compile_for_sm90(neox: bool, d: int, rope_half: int) -
         dict(D=d, ROPE_HALF=rope_half, NEOX=neox, BLOCK_D=block_d),
     )
     assert store.asm["cubin"]
-    for sinks in (False, True):
+    for sinks, split in ((False, False), (True, False), (False, True), (True, True)):
         attention = _compile(
             triton_decode._rope_attention_kernel,
             {
@@ -101,10 +102,14 @@ def test_the_rope_kernels_compile_for_sm90(neox: bool, d: int, rope_half: int) -
                 "capacity": "i32",
                 "scale": "fp32",
                 "window": "i32",
+                "chunk": "i32",
+                "part_ptr": "*fp32",
+                "stat_ptr": "*fp32",
+                "count_ptr": "*i32",
             },
             dict(
                 GROUP=4, BLOCK_G=4, D=d, BLOCK_D=block_d, BLOCK_S=32, ROPE_HALF=rope_half, NEOX=neox,
-                HAS_SINKS=sinks, WHOLE_CACHE=sinks, CAPACITY=128 if sinks else 0,
+                HAS_SINKS=sinks, WHOLE_CACHE=sinks, CAPACITY=128 if sinks else 0, SPLIT=split,
             ),
         )  # fmt: skip
         assert attention.asm["cubin"]
