@@ -21,6 +21,11 @@
 #   BENCH_SKIP_LLAMACPP  1: worker only, no llama.cpp build
 #   BENCH_EXPORT_BUILD   1: pack a build compiled in this call into $OUT (llama-bench-sm90-*.part*); put those
 #                        parts in .bench-src/ and later calls restore them instead of compiling (~6 min)
+#   BENCH_TESTS          pytest arguments for CUDA tests run first, after building the tiny fixtures, e.g.
+#                        "tests/worker/test_decode_step.py tests/kernels/test_decode_kernels.py"; if they fail,
+#                        nothing is benchmarked (the log is $OUT/cuda-tests.log)
+#   BENCH_PROFILE        1: after each model's benchmark, `benchmarks.profile_step --steps 16` on it (with
+#                        --prefill-tokens 512), appended to $OUT/profile.md
 #   FIXTURES_DIR         where the shaped files are written (default /tmp/bench-fixtures)
 #   BENCH_PYTHON         the Python to use (default python3)
 set -uo pipefail
@@ -72,6 +77,20 @@ if ! $PY -c "import fastapi, gguf, pydantic, sse_starlette, uvicorn" 2>/dev/null
 fi
 $PY -c "import reference_worker.worker, fixtures.catalog" || { say "error: the worker cannot be imported here"; exit 1; }
 
+# The CUDA tests asked for, before any timing: a tree whose kernels fail them is not worth measuring.
+if [[ -n "${BENCH_TESTS:-}" ]]; then
+    say "tiny fixtures and CUDA tests: ${BENCH_TESTS}"
+    $PY -m fixtures prepare --tiny >/dev/null 2>&1 || say "tiny fixtures: some failed to build"
+    # shellcheck disable=SC2086  # BENCH_TESTS is a list of pytest arguments
+    if ! $PY -m pytest -q -m cuda -p no:cacheprovider ${BENCH_TESTS} >"$OUT/cuda-tests.log" 2>&1; then
+        tail -n 30 "$OUT/cuda-tests.log"
+        say "error: the CUDA tests failed; no benchmark"
+        [[ -n "$BUILD_PID" ]] && kill "$BUILD_PID" 2>/dev/null
+        exit 1
+    fi
+    tail -n 1 "$OUT/cuda-tests.log"
+fi
+
 # (b) + (d) per model: write the file, then benchmark the worker on it.
 PATHS=()
 for key in "${MODELS[@]}"; do
@@ -84,6 +103,11 @@ for key in "${MODELS[@]}"; do
     # shellcheck disable=SC2086  # BENCH_DECODE_ARGS is a list of arguments
     timeout --signal=INT "$(($(left) - 20))" $PY -m benchmarks.decode --model "$model" --label "$LABEL" \
         --out "$WORK/worker-$key.json" --verbose ${BENCH_DECODE_ARGS:---time-budget-s 60} || say "worker benchmark $key failed or timed out"
+    if [[ "${BENCH_PROFILE:-0}" == 1 ]] && (($(left) > 60)); then
+        say "profile: $key"
+        timeout "$(($(left) - 40))" $PY -m benchmarks.profile_step --model "$model" --steps 16 --prefill-tokens 512 \
+            --append "$OUT/profile.md" >/dev/null 2>&1 || say "profile $key failed or timed out"
+    fi
 done
 
 # (e) llama-bench on the same files, once the build is done (or the deadline says stop waiting).
