@@ -31,6 +31,7 @@ from kernels.qmatmul import (
     qmatmul,
     qmatmul_add_normed,
     qmatmul_experts,
+    qmatmul_glu,
     qmatmuls,
     qmatmuls_experts,
     qmatmuls_normed,
@@ -212,6 +213,13 @@ class KernelSet:
             return s
         weight, eps = then_norm
         return RMSNormed(s, s * weight, eps)
+
+    def qmatmul_glu(
+        self, h: torch.Tensor | RMSNormed, w_gate: QTensor, w_up: QTensor | None = None
+    ) -> torch.Tensor | None:
+        """silu(h @ gate.T) * (h @ up.T) in one call where a fast path serves it (`w_up` None: `w_gate`
+        holds [gate; up]), else None: the caller takes the products and the activation apart."""
+        return qmatmul_glu(h, w_gate, w_up, paths=self.paths)
 
     def qembedding(self, ids: torch.Tensor, w: QTensor, *, checked: bool = True) -> torch.Tensor:
         return qembedding(ids, w, checked=checked, paths=self.paths)

@@ -68,6 +68,8 @@ class FastPath:
     # kernel); return None for the calls they do not serve.
     qmatmuls_normed: Callable[..., tuple[torch.Tensor, ...] | None] | None = None
     qmatmul_add_normed: Callable[..., RMSNormed | None] | None = None
+    # Optional: `qmatmul_glu` (gate and up products and the SiLU gate in one call); None where not served.
+    qmatmul_glu: Callable[..., torch.Tensor | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -332,4 +334,23 @@ def qmatmul_add_normed(
             normed = path.qmatmul_add_normed(x, w, residual, weight, eps)
             if normed is not None:
                 return normed
+    return None
+
+
+def qmatmul_glu(
+    h: torch.Tensor | RMSNormed,
+    w_gate: QTensor,
+    w_up: QTensor | None,
+    *,
+    paths: Sequence[FastPath] = (),
+) -> torch.Tensor | None:
+    """`silu(h @ gate.T) * (h @ up.T)` (float32; `w_up` None: `w_gate` holds the gate rows, then the up
+    rows) from the first of `paths` whose `qmatmul_glu` serves it in one call; None where none does (the
+    caller takes the products and the activation apart, as without)."""
+    x = h.xw if isinstance(h, RMSNormed) else h
+    for path in paths:
+        if path.qmatmul_glu is not None and x.device.type in path.devices:
+            act = path.qmatmul_glu(h, w_gate, w_up)
+            if act is not None:
+                return act
     return None

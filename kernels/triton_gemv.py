@@ -563,6 +563,46 @@ def _rms(row, n, eps, BLOCK: tl.constexpr):
     return tl.sqrt_rn(tl.sum(squares, axis=0) / n + eps)
 
 
+@triton.jit
+def _dot_rows(
+    row_ptrs,
+    xp,
+    op,
+    lo,
+    hi,
+    FMT: tl.constexpr,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+    DEQ: tl.constexpr,
+):
+    """The format's dot products (or decode, `DEQ`) of the rows at `row_ptrs` over units [lo, hi): every
+    format read in the file's block order."""
+    if FMT == "f16":
+        acc = _dot_plain(row_ptrs, xp, op, lo, hi, False, STAGES, BLOCK_N, UB, DEQ)
+    elif FMT == "bf16":
+        acc = _dot_plain(row_ptrs, xp, op, lo, hi, True, STAGES, BLOCK_N, UB, DEQ)
+    elif FMT == "q4_0":
+        acc = _dot_q4_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
+    elif FMT == "q4_1":
+        acc = _dot_q4_1(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
+    elif FMT == "q5_0":
+        acc = _dot_q5_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
+    elif FMT == "q5_1":
+        acc = _dot_q5_1(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
+    elif FMT == "q8_0":
+        acc = _dot_q8_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
+    elif FMT == "mxfp4":
+        acc = _dot_mxfp4(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
+    elif FMT == "q4_k":
+        acc = _dot_q4_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ)
+    elif FMT == "q5_k":
+        acc = _dot_q5_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ)
+    else:  # "q6_k"
+        acc = _dot_q6_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ)
+    return acc
+
+
 # ---------------------------------------------------------------------------------------------------
 # The kernel: one program = one activation row (or token-expert pair) x one row tile x one split.
 
@@ -610,6 +650,7 @@ def _qgemv_kernel(
     y2_ptr=None,
     RMS_BLOCK: tl.constexpr = 0,  # elements of the rms row read per step (a power of two), or 0: no scaling
     SCALED: tl.constexpr = False,
+    GLU: tl.constexpr = False,  # y = silu(gate rows' product) * (up rows' product), the up rows at seg_w1
 ):
     m = tl.program_id(0)
     tile = tl.program_id(1)
@@ -652,23 +693,7 @@ def _qgemv_kernel(
     xp = x_ptr + (m // x_group).to(tl.int64) * x_stride
     u_begin = split * units_per_split
     u_end = tl.minimum(u_begin + units_per_split, n_units)
-    if FMT == "f16":
-        acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, False, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == "bf16":
-        acc = _dot_plain(row_ptrs, xp, op, u_begin, u_end, True, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == "q4_0":
-        acc = _dot_q4_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == "q4_1":
-        acc = _dot_q4_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == "q5_0":
-        acc = _dot_q5_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == "q5_1":
-        acc = _dot_q5_1(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == "q8_0":
-        acc = _dot_q8_0(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == "mxfp4":
-        acc = _dot_mxfp4(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == "mxfp4_codes_then_scales":
+    if FMT == "mxfp4_codes_then_scales":
         # Every row's codes start on a 16-byte boundary (4 words): `pack` regroups only tensors whose
         # matrices are whole multiples of 16 bytes. The scale bytes follow the matrix's codes.
         # (`row_stride // 4 * 4` is row_stride: written so the compiler sees a multiple of 4 words even
@@ -682,12 +707,10 @@ def _qgemv_kernel(
         acc = _dot_mxfp4_codes_then_scales(
             code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ
         )
-    elif FMT == "q4_k":
-        acc = _dot_q4_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
-    elif FMT == "q5_k":
-        acc = _dot_q5_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
-    else:  # "q6_k"
-        acc = _dot_q6_k(row_ptrs, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ)
+    else:
+        acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)
+    if GLU:  # the up rows, seg_w1 load words past the gate rows: the same walk, the same activations
+        acc_up = _dot_rows(row_ptrs + seg_w1, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)
     if DEQ:
         return
     row_mask = rows < n_rows
@@ -696,7 +719,10 @@ def _qgemv_kernel(
     if RMS_BLOCK > 0:
         rms_row = rms_ptr + (m // x_group).to(tl.int64) * x_stride
         if not REDUCE:
-            acc = acc / _rms(rms_row, x_stride, eps, RMS_BLOCK)
+            r = _rms(rms_row, x_stride, eps, RMS_BLOCK)
+            acc = acc / r
+            if GLU:
+                acc_up = acc_up / r
     bias_row = bias_ptr + b_off
     if HAS_BIAS:
         if HAS_IDS:
@@ -711,25 +737,39 @@ def _qgemv_kernel(
         # release of the counter's atomic; `.cg` loads skip L1, which may hold stale lines.
         n_split = tl.num_programs(2)
         cols = col0 + rows
-        tl.store(part_ptr + (split.to(tl.int64) * n_out_rows + m) * y_width + cols, acc, mask=row_mask)
+        # A partial row holds the gate then the up sums with GLU, else the sums.
+        PARTS: tl.constexpr = 2 if GLU else 1
+        part_row = part_ptr + (split.to(tl.int64) * n_out_rows + m) * (y_width * PARTS)
+        tl.store(part_row + cols, acc, mask=row_mask)
+        if GLU:
+            tl.store(part_row + y_width + cols, acc_up, mask=row_mask)
         tl.debug_barrier()
         counter = count_ptr + m * tl.num_programs(1) + tile
         arrived = tl.atomic_add(counter, 1, sem="acq_rel")
         if arrived == n_split - 1:
             total = tl.zeros([BLOCK_N], dtype=tl.float32)
+            total_up = tl.zeros([BLOCK_N], dtype=tl.float32)
             for s in range(0, n_split):
-                part = part_ptr + (s * n_out_rows + m).to(tl.int64) * y_width + cols
+                part = part_ptr + (s * n_out_rows + m).to(tl.int64) * (y_width * PARTS) + cols
                 total += tl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
+                if GLU:
+                    total_up += tl.load(part + y_width, mask=row_mask, other=0.0, cache_modifier=".cg")
             if SCALE_AT_END:
-                total = total / _rms(rms_row, x_stride, eps, RMS_BLOCK)
+                r = _rms(rms_row, x_stride, eps, RMS_BLOCK)
+                total = total / r
+                total_up = total_up / r
                 if HAS_BIAS:
                     total += tl.load(bias_row + rows, mask=row_mask, other=0.0).to(tl.float32)
+            if GLU:
+                total = total * tl.sigmoid(total) * total_up
             tl.store(y_ptr + m.to(tl.int64) * y_width + cols, total, mask=row_mask)
             if SCALED:
                 nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
                 tl.store(y2_ptr + m.to(tl.int64) * y_width + cols, total * nw, mask=row_mask)
             tl.atomic_xchg(counter, 0)
     else:
+        if GLU:
+            acc = acc * tl.sigmoid(acc) * acc_up
         out = y_ptr + (split.to(tl.int64) * n_out_rows + m) * y_width + col0 + rows
         tl.store(out, acc, mask=row_mask)
         if SCALED:  # one split (no REDUCE): acc is the whole sum
@@ -888,6 +928,7 @@ def launch_segments(
     rms_of: torch.Tensor | None = None,
     eps: float = 0.0,
     scaled_by: torch.Tensor | None = None,
+    glu: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """`launch` for 1-3 weights of one type and input width in one launch: y (n_out_rows, sum of their
     out features) float32, weight i's outputs in its own columns, in order. Biases: all None or all
@@ -895,7 +936,21 @@ def launch_segments(
 
     `rms_of` (rows shaped like x, float32): each row of y is scaled by 1 / sqrt(mean(row^2) + eps) of
     its row there, before the bias (x holds those rows times a norm weight: y = rms_norm(rows) @ W.T).
-    `scaled_by` (float32, y's width): also returns y * scaled_by, stored by the same launch."""
+    `scaled_by` (float32, y's width): also returns y * scaled_by, stored by the same launch.
+    `glu`: `weights` is (gate, up) of one type and shape, no biases: y (n_out_rows, gate's out features)
+    is silu(x @ gate.T) * (x @ up.T), each program walking the same rows of both."""
+    glu_up = None
+    if glu:
+        gate, up = weights
+        if (
+            gate.shape != up.shape
+            or gate.qtype != up.qtype
+            or any(b is not None for b in biases)
+            or expert_ids is not None
+            or scaled_by is not None
+        ):
+            raise ValueError(f"tensor {gate.name!r}: a GLU launch takes gate and up alike, without biases")
+        weights, biases, glu_up = (gate,), (None,), up
     w = weights[0]
     if not 1 <= len(weights) <= MAX_SEGMENTS or len(biases) != len(weights):
         raise ValueError(f"tensor {w.name!r}: {len(weights)} weights and {len(biases)} biases in one launch")
@@ -927,9 +982,16 @@ def launch_segments(
     )
     w_off += [0] * (MAX_SEGMENTS - 1 - len(w_off))
     b_off += [0] * (MAX_SEGMENTS - 1 - len(b_off))
+    if glu_up is not None:  # the up rows as seg_w1: load words from the gate's
+        w_off[0] = (glu_up.data.data_ptr() - w.data.data_ptr()) // layout.word
     grid = (n_out_rows, sum(tiles), split)
     counters = SplitCounters.get(x.device, grid[0] * grid[1]) if split > 1 else None
-    target = torch.empty(split, n_out_rows, y_width, dtype=torch.float32, device=x.device)
+    if glu_up is not None and split > 1 and counters is None:
+        raise ValueError(
+            f"tensor {w.name!r}: a GLU launch of {grid[0] * grid[1]} split tiles has no counters"
+        )
+    parts = 2 if glu_up is not None and counters is not None else 1  # GLU partials: gate, then up sums
+    target = torch.empty(split, n_out_rows, y_width * parts, dtype=torch.float32, device=x.device)
     y = target.new_empty(n_out_rows, y_width) if counters is not None else target
     ids = expert_ids if expert_ids is not None else target
     rms_block = 0
@@ -984,6 +1046,7 @@ def launch_segments(
         y2_ptr=y2 if y2 is not None else target,
         RMS_BLOCK=rms_block,
         SCALED=y2 is not None,
+        GLU=glu_up is not None,
         num_warps=config.num_warps,
     )
     if counters is None:
@@ -1141,16 +1204,23 @@ def gemvs_normed(
 ) -> tuple[torch.Tensor, ...] | None:
     """`kernels.qmatmul.qmatmuls_normed`'s contract: `gemvs` of `h.xw`, each output row scaled by the
     1 / rms of its row of `h.x` inside the launch (no norm kernel). None where not served."""
-    x, xw = h.x, h.xw
-    if (
-        x.shape != xw.shape
-        or x.dtype != torch.float32
-        or xw.dtype != torch.float32
-        or not (x.is_contiguous() and xw.is_contiguous())
-        or x.shape[-1] > RMS_MAX_FEATURES
-    ):
+    if not _normed_rows_served(h):
         return None
-    return gemvs(xw, weights, biases, rms_of=x, eps=h.eps)
+    return gemvs(h.xw, weights, biases, rms_of=h.x, eps=h.eps)
+
+
+def _normed_rows_served(h: RMSNormed) -> bool:
+    """Whether a launch can take `h` normed inside it: float32 rows and rows x weight, contiguous, alike,
+    at most RMS_MAX_FEATURES wide."""
+    x, xw = h.x, h.xw
+    return (
+        x.shape == xw.shape
+        and x.dtype == torch.float32
+        and xw.dtype == torch.float32
+        and x.is_contiguous()
+        and xw.is_contiguous()
+        and x.shape[-1] <= RMS_MAX_FEATURES
+    )
 
 
 def gemv_add_normed(
@@ -1175,6 +1245,41 @@ def gemv_add_normed(
     return RMSNormed(y.reshape(residual.shape), yw.reshape(residual.shape), eps)
 
 
+def gate_and_up_rows(w: QTensor) -> tuple[QTensor, QTensor]:
+    """The gate rows and the up rows of a fused `[gate; up]` matrix (ggml_swiglu's split), as zero-copy
+    QTensor views."""
+    n, width = w.shape[0] // 2, w.row_bytes
+    shape = (n, *w.shape[1:])
+    return (
+        QTensor(w.data[: n * width], w.qtype, shape, f"{w.name}[gate]"),
+        QTensor(w.data[n * width : 2 * n * width], w.qtype, shape, f"{w.name}[up]"),
+    )
+
+
+def gemv_glu(h: torch.Tensor | RMSNormed, w_gate: QTensor, w_up: QTensor | None) -> torch.Tensor | None:
+    """`kernels.qmatmul.qmatmul_glu`'s contract for one activation row: silu(h @ gate.T) * (h @ up.T)
+    from one launch (`launch_segments(glu=True)`; an `RMSNormed` h is normed inside it). `w_up` None:
+    `w_gate` holds the gate rows, then the up rows (ggml_swiglu's split). None where not served."""
+    if w_up is None:
+        w_gate, w_up = gate_and_up_rows(w_gate)
+    x, rms_of, eps = (h.xw, h.x, h.eps) if isinstance(h, RMSNormed) else (h, None, 0.0)
+    if isinstance(h, RMSNormed) and not _normed_rows_served(h):
+        return None
+    if not (
+        supports(x, w_gate)
+        and supports(x, w_up)
+        and x.numel() == w_gate.shape[1]
+        and w_gate.shape == w_up.shape
+        and w_gate.qtype == w_up.qtype
+    ):
+        return None
+    try:
+        y = launch_segments(x, (w_gate, w_up), (None, None), 1, rms_of=rms_of, eps=eps, glu=True)
+    except ValueError:
+        return None  # more split tiles than arrival counters
+    return y.reshape(*x.shape[:-1], w_gate.shape[0]).to(x.dtype)
+
+
 FAST_PATH = FastPath(
     name="triton-gemv",
     devices=("cuda",),
@@ -1183,4 +1288,5 @@ FAST_PATH = FastPath(
     qmatmuls=gemvs,
     qmatmuls_normed=gemvs_normed,
     qmatmul_add_normed=gemv_add_normed,
+    qmatmul_glu=gemv_glu,
 )

@@ -24,8 +24,11 @@ GEMV_INTS = (
 )  # fmt: skip
 # Launch forms of the GEMV kernel: the plain decode product; three segments with expert ids, biases and
 # the split-K reduction; the prefill's dequantize-only mode; the decode step's norms inside the GEMV
-# (an rms-normed input, and the residual sum with its scaled copy, through the split-K reduction).
-_PLAIN = dict(HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=False, RMS_BLOCK=0, SCALED=False)
+# (an rms-normed input, and the residual sum with its scaled copy, through the split-K reduction); the
+# decode step's gate, up and SiLU in one launch, from an rms-normed input, through the reduction.
+_PLAIN = dict(
+    HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=False, RMS_BLOCK=0, SCALED=False, GLU=False
+)
 GEMV_FORMS = {
     "plain": _PLAIN,
     "segments-ids-bias-reduce": {**_PLAIN, "HAS_BIAS": True, "HAS_IDS": True, "SEGMENTS": 3, "REDUCE": True},
@@ -37,6 +40,7 @@ GEMV_FORMS = {
         "RMS_BLOCK": 1024,
         "SCALED": True,
     },
+    "glu-rms-reduce": {**_PLAIN, "REDUCE": True, "RMS_BLOCK": 1024, "GLU": True},
 }
 # Pointer arguments a real launch passes 16-byte aligned (PyTorch's allocations are), which Triton
 # specialises on: without saying so, the offline compile would not vectorise what the GPU run does.

@@ -152,11 +152,17 @@ class Block:
     ) -> torch.Tensor | RMSNormed:
         """`residual + ffn(h)` (with `then_norm`, that sum's next rms_norm unformed: `KernelSet.qmatmul_add`)."""
         mm = self.kernels.qmatmul
-        if self.fused_gate_up:
-            gate, up = mm(h, self.w_up).chunk(2, dim=-1)  # [gate; up], as ggml_swiglu splits it
-        else:
-            gate, up = self.kernels.qmatmuls(h, (self.w_gate, self.w_up))
-        act = fused.silu_mul(gate, up) if fused is not None else F.silu(gate) * up
+        act = None
+        if fused is not None:  # decode step: gate, up and the activation in one launch where served
+            act = self.kernels.qmatmul_glu(
+                h, *((self.w_up, None) if self.fused_gate_up else (self.w_gate, self.w_up))
+            )
+        if act is None:
+            if self.fused_gate_up:
+                gate, up = mm(h, self.w_up).chunk(2, dim=-1)  # [gate; up], as ggml_swiglu splits it
+            else:
+                gate, up = self.kernels.qmatmuls(h, (self.w_gate, self.w_up))
+            act = fused.silu_mul(gate, up) if fused is not None else F.silu(gate) * up
         return self.kernels.qmatmul_add(act, self.w_down, residual, then_norm=then_norm)
 
 

@@ -101,6 +101,31 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
         results.append(
             (f"{name} residual sum and its scaled copy, {label}", err < REL_TOL, f"rel err {err:.1e}")
         )
+    # Gate, up and SiLU in one launch (the decode step's FFN): two tensors, and one fused [gate; up]
+    # matrix read as row views; with the rms-normed input; in one launch and split in two.
+    (g2, g2_64), (u2, u2_64) = _oracle_weight(qtype, (40, k_in), rng), _oracle_weight(qtype, (40, k_in), rng)
+    fused = type(g2)(torch.cat([g2.data, u2.data]), g2.qtype, (80, k_in), "ffn_up")
+    for label, config in (("one launch", None), ("split in two", _split_config())):
+        for pair_label, (gate, up) in (
+            ("two tensors", (g2, u2)),
+            ("[gate; up] rows", triton_gemv.gate_and_up_rows(fused)),
+        ):
+            for norm_label, xin, rms_of, want_x in (
+                ("", x, None, x.double()),
+                (", rms-normed", rows * nw, rows.contiguous(), normed),
+            ):
+                y = triton_gemv.launch_segments(
+                    xin, (gate, up), (None, None), 1, rms_of=rms_of, eps=eps, config=config, glu=True
+                )
+                g_want, u_want = want_x @ g2_64.T, want_x @ u2_64.T
+                err = _rel_err(y, g_want * torch.sigmoid(g_want) * u_want)
+                results.append(
+                    (
+                        f"{name} gate/up/SiLU, {pair_label}{norm_label}, {label}",
+                        err < REL_TOL,
+                        f"rel err {err:.1e}",
+                    )
+                )
     # Two expert tensors (gate and up) in one segmented launch with expert ids, 1 token x 3 experts.
     (g, g64), (u, u64) = _oracle_weight(qtype, (4, 24, k_in), rng), _oracle_weight(qtype, (4, 24, k_in), rng)
     ids = torch.tensor([3, 0, 3])

@@ -30,9 +30,9 @@ def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> 
     )
     report = run.stdout + run.stderr[-4000:]
     assert run.returncode == 0, report
-    # Seven checks for each of the 11 formats (plain, the norms inside the GEMV: 4, experts, dequantize),
-    # two more for MXFP4 regrouped.
-    assert report.count("ok  ") == 7 * 11 + 2, report
+    # Fifteen checks for each of the 11 formats (plain, the norms inside the GEMV: 4, gate/up/SiLU: 8,
+    # experts, dequantize), two more for MXFP4 regrouped.
+    assert report.count("ok  ") == 15 * 11 + 2, report
 
 
 def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpreter() -> None:

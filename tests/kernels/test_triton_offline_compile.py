@@ -1,9 +1,10 @@
 """The Triton GEMV and RoPE kernels compile for the H200 (sm_90) on a machine without a GPU.
 
 Triton compiles down to a cubin without a device when it is given the target, so a kernel change can be
-checked before any GPU time is spent: every format of `kernels/triton_gemv.py` in its four launch forms
+checked before any GPU time is spent: every format of `kernels/triton_gemv.py` in its five launch forms
 (plain; three segments with expert ids, biases and the split-K reduction; dequantize-only; the decode
-step's rms-normed input with the residual sum's scaled copy through the split-K reduction), and the
+step's rms-normed input with the residual sum's scaled copy through the split-K reduction; gate, up and
+SiLU from an rms-normed input through the reduction), and the
 RoPE + KV store (+ attention) kernels in both pairings, full and partial rotary. Runs wherever
 Triton is importable (the GPU machines; on a CPU machine, e.g. `pip install --target /tmp/tt triton==3.6.0`
 and `PYTHONPATH=/tmp/tt`); skipped elsewhere. Numbers are checked by the CUDA tests, not here."""
@@ -32,7 +33,8 @@ def _gemv_types():
 
 
 @pytest.mark.parametrize(
-    "form", ["plain", "segments-ids-bias-reduce", "dequantize", "rms-in-scaled-out-reduce"]
+    "form",
+    ["plain", "segments-ids-bias-reduce", "dequantize", "rms-in-scaled-out-reduce", "glu-rms-reduce"],
 )
 @pytest.mark.parametrize(("qtype", "block_order"), _gemv_types())
 def test_the_gemv_kernel_compiles_for_sm90(qtype, block_order, form) -> None:

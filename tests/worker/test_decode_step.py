@@ -245,11 +245,11 @@ def step_form(model):
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3"])
 def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(arch, monkeypatch) -> None:
     """The llama-family step form with a kernel set whose GEMVs take the rms_norm in (the CUDA GEMV's
-    `qmatmul_add_normed` / `qmatmuls_normed`): every norm after the first layer's comes as an
-    `RMSNormed` from the previous layer's last GEMV, the output norm from the last layer's. Here a CPU
-    stand-in computes that seam with the reference matmul, so the model's wiring is what is checked
-    (which norm weight follows which product); the kernel is checked under Triton's interpreter and
-    on CUDA."""
+    `qmatmul_add_normed` / `qmatmuls_normed`) and form gate, up and SiLU in one call (`qmatmul_glu`):
+    every norm after the first layer's comes as an `RMSNormed` from the previous layer's last GEMV, the
+    output norm from the last layer's. Here a CPU stand-in computes that seam with the reference matmul,
+    so the model's wiring is what is checked (which norm weight follows which product, gate and up of
+    separate and fused [gate; up] tensors); the kernel is checked under Triton's interpreter and on CUDA."""
     from kernels import backend
     from kernels.qmatmul import FastPath, RMSNormed, reference_qmatmul
 
@@ -265,6 +265,17 @@ def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(a
             reference_qmatmul(h.value(), w, b, torch.float32) for w, b in zip(weights, biases, strict=True)
         )
 
+    glus: list[int] = []
+
+    def glu(h, w_gate, w_up):  # w_up None: w_gate holds [gate; up]
+        glus.append(1)
+        x = h.value() if isinstance(h, RMSNormed) else h
+        if w_up is None:
+            gate, up = reference_qmatmul(x, w_gate, None, torch.float32).chunk(2, dim=-1)
+        else:
+            gate, up = (reference_qmatmul(x, w, None, torch.float32) for w in (w_gate, w_up))
+        return torch.nn.functional.silu(gate) * up
+
     stand_in = FastPath(
         "norms-in-gemv stand-in",
         ("cpu",),
@@ -272,6 +283,7 @@ def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(a
         qmatmul=reference_qmatmul,
         qmatmuls_normed=normed,
         qmatmul_add_normed=add_normed,
+        qmatmul_glu=glu,
     )
     cpu = backend.FAST_PATHS["cpu"]
     monkeypatch.setitem(
@@ -283,6 +295,7 @@ def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(a
     want_tokens, want = decode(reference, PROMPT, 6, plain(reference))
     got_tokens, got = decode(model, PROMPT, 6, step_form(model))
     assert len(formed) == 6 * 2 * model.config.n_layer  # both norms of every layer, every step
+    assert len(glus) == 6 * model.config.n_layer  # gate, up and SiLU in one call per layer
     assert got_tokens == want_tokens
     for a, b in zip(got, want, strict=True):
         assert rel_err(a, b) < STEP_TOL
