@@ -20,9 +20,12 @@ import io
 import json
 import re
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +51,71 @@ def kernel_class(name: str) -> str:
     return "other"
 
 
+# The kernel set's product methods whose calls `named_products` labels with the weights they read.
+PRODUCT_METHODS = (
+    "qmatmul", "qmatmuls", "qmatmul_add", "qmatmul_glu", "qmatmul_experts", "qmatmuls_experts",
+)  # fmt: skip
+PRODUCT_RANGE = "product:"
+_LAYER_PREFIX = re.compile(r"^blk\.\d+\.")
+
+
+def weight_label(weights: Any) -> str:
+    """`attn_q`, `ffn_gate+ffn_up`, `output`: the tensor names a product reads, without the layer
+    prefix and the `.weight` suffix (so a layer's products add up across layers)."""
+    if isinstance(weights, (tuple, list)):
+        return "+".join(weight_label(w) for w in weights)
+    name = getattr(weights, "name", None) or type(weights).__name__
+    return _LAYER_PREFIX.sub("", name).removesuffix(".weight")
+
+
+@contextmanager
+def named_products(kernel_set_type: type) -> Iterator[None]:
+    """While inside, each outermost call of a `PRODUCT_METHODS` method of `kernel_set_type` runs in a
+    profiler range `product:<weight_label>`, so the kernels it launches are counted under the weights it
+    read (eager steps only: a replayed graph has no host ranges). The methods are restored on exit."""
+    from torch.profiler import record_function
+
+    depth = threading.local()
+    saved = {
+        name: getattr(kernel_set_type, name) for name in PRODUCT_METHODS if hasattr(kernel_set_type, name)
+    }
+
+    def labelled(method):
+        def call(self, x, weights, *args, **kwargs):
+            if getattr(depth, "n", 0):
+                return method(self, x, weights, *args, **kwargs)  # inside another product: counted there
+            depth.n = 1
+            try:
+                with record_function(PRODUCT_RANGE + weight_label(weights)):
+                    return method(self, x, weights, *args, **kwargs)
+            finally:
+                depth.n = 0
+
+        return call
+
+    try:
+        for name, method in saved.items():
+            setattr(kernel_set_type, name, labelled(method))
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(kernel_set_type, name, method)
+
+
+def products_by_weight(events: Any, steps: int) -> dict[str, dict[str, float]]:
+    """Device µs and calls per token of each `product:` range (the kernels launched inside it)."""
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: {"calls": 0, "us": 0.0})
+    for event in events:
+        if event.name.startswith(PRODUCT_RANGE):
+            label = event.name.removeprefix(PRODUCT_RANGE)
+            totals[label]["calls"] += 1
+            totals[label]["us"] += getattr(event, "device_time_total", 0.0)
+    return {k: {"calls": v["calls"] / steps, "us": round(v["us"] / steps, 2)} for k, v in totals.items()}
+
+
 def profile_steps(step, steps: int) -> dict[str, Any]:
-    """Profiles `steps` calls of `step()`; kernels by class per token and wall ms per token."""
+    """Profiles `steps` calls of `step()`; kernels by class per token and wall ms per token (and, for
+    steps run inside `named_products`, device time per weight)."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
@@ -72,6 +138,7 @@ def profile_steps(step, steps: int) -> dict[str, Any]:
         k: {"kernels": v["kernels"] / steps, "us": round(v["us"] / steps, 2)} for k, v in by_class.items()
     }
     top = sorted(by_name.items(), key=lambda kv: -kv[1]["us"])[:15]
+    by_weight = products_by_weight(prof.events(), steps)
     return {
         "steps": steps,
         "wall_ms_per_token": round(wall / steps * 1e3, 3),
@@ -81,6 +148,7 @@ def profile_steps(step, steps: int) -> dict[str, Any]:
         "top_kernels": [
             {"name": n, "kernels": v["kernels"] / steps, "us": round(v["us"] / steps, 2)} for n, v in top
         ],
+        "by_weight": by_weight,
     }
 
 
@@ -125,6 +193,16 @@ def markdown(model: str, results: dict[str, dict[str, Any]]) -> str:
         total = r["device_us_per_token"] or 1.0
         for label, v in sorted(r["by_class"].items(), key=lambda kv: -kv[1]["us"]):
             lines.append(f"| {label} | {v['kernels']:.1f} | {v['us']:.1f} | {100 * v['us'] / total:.1f} % |")
+        if r.get("by_weight"):
+            weights_total = sum(v["us"] for v in r["by_weight"].values()) or 1.0
+            lines += [
+                "| products by weight | calls / token | µs / token | share of products |",
+                "|---|---:|---:|---:|",
+            ]
+            for label, v in sorted(r["by_weight"].items(), key=lambda kv: -kv[1]["us"]):
+                lines.append(
+                    f"| {label} | {v['calls']:.1f} | {v['us']:.1f} | {100 * v['us'] / weights_total:.1f} % |"
+                )
         if mode.startswith("prefill"):
             lines += ["| heaviest kernels | kernels | µs |", "|---|---:|---:|"]
             lines += [
@@ -180,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             results["replay split"] = replay_split(session, args.steps)
         session.step = DecodeStep(engine.model, session.cache, None, static=True)
         session.next_token()
-        results["eager (same static step, graphs off)"] = profile_steps(session.next_token, args.steps)
+        with named_products(type(engine.model.kernels)):
+            results["eager (same static step, graphs off)"] = profile_steps(session.next_token, args.steps)
     finally:
         session.free()
     if args.prefill_tokens:
