@@ -1,0 +1,172 @@
+"""The decode step of every llama-family and GPT-OSS tiny file through the CUDA kernel set, on CPU under
+Triton's interpreter: the model's wiring of the fast kernels checked end to end before any GPU time.
+
+    TRITON_INTERPRET=1 python -m tests.kernels.interpreted_model [--files tiny/qwen2-q4_k_m.gguf ...]
+
+The kernel set is the one `kernels.backend` gives CUDA (`FAST_PATHS["cuda"]`: the Triton GEMV with its
+norm, residual and gate/up forms, the MoE paths, the fused decode-step kernels, the load-time packing),
+moved to the CPU: its paths declared for CPU tensors and its device checks (`supports_layout`, `pack`)
+taking CPU tensors. The prompt's rows go through the same GEMV (prefill); then each decode step runs the
+model's step form (`forward(..., positions=)`), as a CUDA graph would capture it, and its logits are
+compared with the reference kernels' plain forward at the same tokens (`FAST_LOGITS_TOL`, the CUDA
+test's bound).
+Prints one line per file and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+import torch
+
+from tests.kernels.interpreted_gemv import _index_of_one_element_arrays
+
+FAST_LOGITS_TOL = 1e-3  # tests/worker/test_decode_step.py: fast kernels against the reference
+PROMPT = [1, 5, 9, 2, 7, 3]
+STEPS = 4
+FAST_CACHE_POSITIONS = 256  # reference_worker.engine.GRAPH_CACHE_BUCKET
+FILES = [
+    f"tiny/{arch}-{mix}.gguf" for arch in ("llama", "qwen2", "phi3") for mix in ("q4_0", "q8_0", "q4_k_m")
+] + ["tiny/gpt-oss-mxfp4_moe.gguf"]
+
+
+def _cuda_kernels_on_cpu() -> None:
+    """`kernels.backend.FAST_PATHS["cpu"]` becomes the CUDA kernel set with its paths declared for CPU."""
+    from kernels import backend, triton_gemv
+
+    cuda = backend.FAST_PATHS["cuda"]
+
+    def on_cpu() -> backend.DeviceKernels:
+        found = cuda()
+        counted = {
+            field: _counted(getattr(p, field, None), label)
+            for p in found.paths
+            for field, label in COUNTED_FORMS.items()
+            if getattr(p, field, None) is not None
+        }
+        return dataclasses.replace(
+            found,
+            paths=tuple(
+                dataclasses.replace(
+                    p, devices=("cpu",), **{f: counted[f] for f in counted if getattr(p, f, None) is not None}
+                )
+                for p in found.paths
+            ),
+            experts_paths=tuple(dataclasses.replace(p, devices=("cpu",)) for p in found.experts_paths),
+        )
+
+    backend.FAST_PATHS["cpu"] = on_cpu
+    _without_cuda_checks(triton_gemv)
+    from kernels import triton_decode
+
+    triton_decode.rope_attention = _counted(triton_decode.rope_attention, "rope+attention")
+
+
+# Calls the fast forms served (not declined) during the current file's steps, by form.
+SERVED: dict[str, int] = {}
+
+
+def _counted(fn, label: str):
+    """`fn`, counting in SERVED the calls it served (returned something), so a file that silently fell
+    back to the plain products (and so checks nothing of the fused forms) shows it."""
+    if fn is None:
+        return None
+
+    def call(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        if out is not None:
+            SERVED[label] = SERVED.get(label, 0) + 1
+        return out
+
+    return call
+
+
+# The fast path's optional forms the decode step uses, by their FastPath field.
+COUNTED_FORMS = {
+    "qmatmul_add_normed": "residual+norm",
+    "qmatmuls_normed": "normed input",
+    "qmatmul_glu": "gate/up/SiLU",
+}
+
+
+def _without_cuda_checks(triton_gemv) -> None:
+    """The GEMV's layout and packing checks ask for CUDA tensors; here the same checks on CPU ones."""
+    supports_layout, pack = triton_gemv.supports_layout, triton_gemv.pack
+
+    def as_if_cuda(fn):
+        def call(w):
+            real = type(w.data).is_cuda
+            type(w.data).is_cuda = property(lambda self: True)
+            try:
+                return fn(w)
+            finally:
+                type(w.data).is_cuda = real
+
+        return call
+
+    triton_gemv.supports_layout = as_if_cuda(supports_layout)
+    triton_gemv.pack = as_if_cuda(pack)
+
+
+def check_file(name: str) -> tuple[bool, str]:
+    from kernels.backend import KernelConfig
+    from tests.worker.llama_helpers import load_model
+
+    reference, _, _ = load_model(name, kernels=KernelConfig(kernels="reference"))
+    fast, _, _ = load_model(name, kernels=KernelConfig())
+    if fast.kernels.decode is None or "triton" not in fast.kernels.name:
+        return False, f"not the Triton kernel set: {fast.kernels.name}"
+    SERVED.clear()
+    tokens = list(PROMPT)
+    # The step's cache as large as a served request's (GRAPH_CACHE_BUCKET): its attention is split among
+    # several programs per KV head, most of them past the position (empty), merged by the last.
+    want_cache, got_cache = reference.new_cache(len(PROMPT) + STEPS), fast.new_cache(FAST_CACHE_POSITIONS)
+    worst = 0.0
+    try:
+        ids = torch.tensor(PROMPT)
+        want = reference.forward(ids, want_cache, last_only=True)[0]
+        fast.forward(ids, got_cache, last_only=True)  # the prompt's rows through the same GEMV
+        for _ in range(STEPS):
+            token = int(want.argmax())
+            tokens.append(token)
+            position = torch.tensor([got_cache.length])
+            got = fast.forward(torch.tensor([token]), got_cache, last_only=True, positions=position)[0]
+            got_cache.advance(1)
+            want = reference.forward(torch.tensor([token]), want_cache, last_only=True)[0]
+            err = float((got.double() - want.double()).abs().max() / want.double().abs().max())
+            worst = max(worst, err)
+    finally:
+        want_cache.free()
+        got_cache.free()
+    served = ", ".join(f"{label} {n}" for label, n in sorted(SERVED.items())) or "no fused form"
+    return (
+        worst < FAST_LOGITS_TOL,
+        f"worst relative logits error {worst:.1e} over {STEPS} steps; served: {served}",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.kernels.interpreted_model")
+    parser.add_argument("--files", nargs="+", default=FILES)
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        print("error: run with TRITON_INTERPRET=1 in the environment (a fresh process)", file=sys.stderr)
+        return 2
+    _index_of_one_element_arrays()
+    _cuda_kernels_on_cpu()
+    from kernels import triton_gemv
+
+    triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
+    failed = 0
+    for name in args.files:
+        ok, detail = check_file(name)
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
