@@ -1,7 +1,10 @@
 """The Triton GEMV's numbers on a machine without a GPU: `tests/kernels/interpreted_gemv.py` run in a fresh
 process under Triton's interpreter (`TRITON_INTERPRET=1`), every format the GEMV reads: the plain product
 with a bias, two expert tensors in one segmented launch, and the dequantizer, against gguf-py's values in
-float64. Runs wherever Triton is importable (skipped in CI, which has no Triton); a few minutes."""
+float64; `tests/kernels/interpreted_attention.py`, the fused RoPE + attention, split or not; and
+`tests/kernels/interpreted_model.py`, the decode step of the tiny files through the CUDA kernel set on
+CPU against the reference logits. Runs wherever Triton is importable (skipped in CI, which has no
+Triton); the GEMV and attention checks take a few minutes, the model check about 15."""
 
 from __future__ import annotations
 
