@@ -103,6 +103,7 @@ class DecodeSession:
         # Where a token lands for the host: page-locked, so its copy is asynchronous and ordered.
         on_cuda = lookahead and self._device.type == "cuda"
         self._host = torch.empty(1, dtype=torch.long, pin_memory=True) if on_cuda else None
+        self._copied = torch.cuda.Event() if on_cuda else None  # re-recorded behind each token's copy
 
     def start(self, chunk: int = PREFILL_CHUNK) -> None:
         """Prefill: runs the prompt once, `chunk` positions per forward, and keeps the last logits."""
@@ -126,8 +127,7 @@ class DecodeSession:
             value = int(token)
         else:
             self._host.copy_(token.view(1), non_blocking=True)
-            copied = torch.cuda.Event()
-            copied.record()
+            self._copied.record()
         self._ahead = None
         if self._may_step():
             try:
@@ -135,7 +135,7 @@ class DecodeSession:
             except Exception as e:  # the token it forwards is not lost: the error comes with the next
                 self._ahead_error = e
         if self._host is not None:
-            copied.synchronize()  # this token's copy only, not the step enqueued after it
+            self._copied.synchronize()  # this token's copy only, not the step enqueued after it
             value = int(self._host[0])
         return value
 

@@ -21,18 +21,20 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> None:
+def interpreted(module: str, timeout_s: int) -> str:
+    """Runs `python -m <module>` in a fresh process under Triton's interpreter (it must be chosen before the
+    kernels are defined); its report (stdout and the end of stderr), asserted to have exited 0."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "tests.kernels.interpreted_gemv"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
+        [sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
     )
     report = run.stdout + run.stderr[-4000:]
     assert run.returncode == 0, report
+    return report
+
+
+def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> None:
+    report = interpreted("tests.kernels.interpreted_gemv", 1800)
     # Fifteen checks for each of the 11 formats (plain, the norms inside the GEMV: 4, gate/up/SiLU: 8,
     # experts, dequantize), two more for MXFP4 regrouped.
     assert report.count("ok  ") == 15 * 11 + 2, report
@@ -41,17 +43,7 @@ def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> 
 def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpreter() -> None:
     """`tests/kernels/interpreted_attention.py`: RoPE + KV store + attention, one program per KV head and
     the positions split among several, against the reference RoPE and attention."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "tests.kernels.interpreted_attention"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    report = run.stdout + run.stderr[-4000:]
-    assert run.returncode == 0, report
+    report = interpreted("tests.kernels.interpreted_attention", 900)
     assert report.count("ok  ") == 8 * 3, report  # 8 head layouts x 3 split counts
 
 
@@ -59,15 +51,5 @@ def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_
     """`tests/kernels/interpreted_model.py`: the decode step of the tiny files through the CUDA kernel set
     moved to the CPU (norms inside the GEMVs, gate/up/SiLU, split-KV attention, MoE paths), against the
     reference kernels' logits, and each file's fused forms were served (not silently declined)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "tests.kernels.interpreted_model"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3000,
-    )
-    report = run.stdout + run.stderr[-4000:]
-    assert run.returncode == 0, report
+    report = interpreted("tests.kernels.interpreted_model", 3000)
     assert report.count("ok  ") == 10 and "no fused form" not in report, report
