@@ -68,6 +68,7 @@ class Options:
     cuda_graphs: bool = True
     fused_decode: bool = True
     decode_lookahead: bool = True
+    fused_prefill: bool = True
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""
@@ -188,6 +189,7 @@ def _worker_argv(opts: Options, port: int) -> list[str]:
         "--cuda-graphs" if opts.cuda_graphs else "--no-cuda-graphs",
         "--fused-decode" if opts.fused_decode else "--no-fused-decode",
         "--decode-lookahead" if opts.decode_lookahead else "--no-decode-lookahead",
+        "--fused-prefill" if opts.fused_prefill else "--no-fused-prefill",
     ]
 
 
@@ -551,6 +553,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "cuda_graphs": opts.cuda_graphs,
             "fused_decode": opts.fused_decode,
             "decode_lookahead": opts.decode_lookahead,
+            "fused_prefill": opts.fused_prefill,
             "greedy": True,
             "runs_requested": opts.runs,
             "decode_tokens_requested": opts.decode_tokens,
@@ -608,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         cuda_graphs=args.cuda_graphs,
         fused_decode=args.fused_decode,
         decode_lookahead=args.decode_lookahead,
+        fused_prefill=args.fused_prefill,
         http=args.http,
         label=args.label,
     )

@@ -65,12 +65,16 @@ class KernelConfig:
     models write them (to measure or bisect the fused kernels). `lookahead` (CUDA) enqueues the step
     that forwards a sampled token before that token is read back to the host, so the GPU computes the
     next token while the host streams this one (`reference_worker.engine.DecodeSession`).
+    `fused_prefill` (CUDA) multiplies the prompt's rows with GEMMs that decode the packed weight tiles on
+    their way to the tensor cores (`kernels.triton_qgemm`, one launch a product); False decodes each
+    weight into a float16 scratch for cuBLAS first (`kernels.triton_prefill`).
     """
 
     kernels: KernelChoice = "fast"
     cuda_graphs: bool = True
     fused_decode: bool = True  # with kernels="fast": the device's fused decode-step kernels, if any
     lookahead: bool = True
+    fused_prefill: bool = True
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
@@ -99,22 +103,23 @@ class DeviceKernels:
     pack: Callable[[QTensor], QTensor] | None = None
 
 
-def _cuda_kernels() -> DeviceKernels:
+def _cuda_kernels(config: KernelConfig) -> DeviceKernels:
     # Imported here so that machines without Triton (CPU-only wheels) never import it.
     if importlib.util.find_spec("triton") is None:
         return DeviceKernels()
-    from kernels import triton_decode, triton_gemv, triton_moe, triton_prefill
+    from kernels import triton_decode, triton_gemv, triton_moe, triton_prefill, triton_qgemm
 
     # Decode (few rows) takes the GEMVs; prefill (more rows) the float16 tensor-core matmuls.
+    prefill = triton_qgemm if config.fused_prefill else triton_prefill
     return DeviceKernels(
-        (triton_gemv.FAST_PATH, triton_prefill.FAST_PATH),
-        (triton_moe.EXPERTS_FAST_PATH, triton_prefill.EXPERTS_FAST_PATH),
+        (triton_gemv.FAST_PATH, prefill.FAST_PATH),
+        (triton_moe.EXPERTS_FAST_PATH, prefill.EXPERTS_FAST_PATH),
         triton_decode,
         pack=triton_gemv.pack,
     )
 
 
-def _cpu_kernels() -> DeviceKernels:
+def _cpu_kernels(config: KernelConfig) -> DeviceKernels:
     # `kernels.cpu_native`: one-row products straight from the stored Q4_0/Q4_1/Q5_0/Q8_0/Q4_K blocks, where a C
     # compiler built it. The float16 weight copies of `kernels.cpu_dense` serve the other products of
     # matrices that have a copy (`reference_worker.weight_cache` builds them at load), everything else
@@ -125,7 +130,7 @@ def _cpu_kernels() -> DeviceKernels:
 
 
 # Device type -> what kernels="fast" uses there.
-FAST_PATHS: dict[str, Callable[[], DeviceKernels]] = {
+FAST_PATHS: dict[str, Callable[[KernelConfig], DeviceKernels]] = {
     "cuda": _cuda_kernels,
     "cpu": _cpu_kernels,
 }
@@ -249,6 +254,6 @@ def kernel_set(config: KernelConfig | None, device: torch.device | str) -> Kerne
     device = torch.device(device)
     if config.kernels == "reference":
         return KernelSet(config, device)
-    found = FAST_PATHS.get(device.type, DeviceKernels)()
+    found = FAST_PATHS[device.type](config) if device.type in FAST_PATHS else DeviceKernels()
     decode = found.decode if config.fused_decode else None
     return KernelSet(config, device, tuple(found.paths), tuple(found.experts_paths), decode, found.pack)

@@ -6,7 +6,8 @@ pair's expert id and offsets its weight rows by it, so unselected experts are ne
 is gathered or copied first. It serves `kernels.qmatmul.qmatmul_experts` through
 `kernels.qmatmul.ExpertsFastPath` for the few-token calls of decode, and `qmatmuls_experts` (a MoE's gate
 and up, the same expert ids) in one launch over both tensors' rows (`launch_segments`); larger batches
-(prefill) go to `kernels.triton_prefill`, which decodes each selected expert once for all of its tokens.
+(prefill) go to the grouped prefill GEMM (`kernels.triton_qgemm`; `kernels.triton_prefill` with
+`KernelConfig.fused_prefill` off), which reads each selected expert's tiles for blocks of its tokens.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The Triton kernels compiled for the H200 (sm_90) on a machine without a GPU, and what their code costs.
 
 Triton compiles down to PTX and a cubin without a device when it is given the target. Two users:
-`tests/kernels/test_triton_offline_compile.py` (every GEMV format and launch form compiles) and
+`tests/kernels/test_triton_offline_compile.py` (every GEMV format and launch form compiles, and the
+prefill GEMM's) and
 `benchmarks/ptx_cost.py` (the static cost of a GEMV's inner loop per weight). Needs Triton importable
 (the GPU machines; on a CPU machine, e.g. `pip install --target /tmp/tt triton==3.6.0` and
 `PYTHONPATH=/tmp/tt`); nothing here runs a kernel.
@@ -47,9 +48,18 @@ GEMV_FORMS = {
 GEMV_ALIGNED = ("w_ptr", "x_ptr", "y_ptr", "o_ptr")
 
 
-def compile_for_sm90(fn: Any, signature: dict[str, str], constants: dict[str, Any], aligned: tuple = ()):
+def compile_for_sm90(
+    fn: Any,
+    signature: dict[str, str],
+    constants: dict[str, Any],
+    aligned: tuple = (),
+    *,
+    num_warps: int = 4,
+    num_stages: int = 3,
+):
     """`fn` compiled for sm_90: `signature` names each runtime argument's type, `constants` the
-    constexprs; `aligned` the arguments to compile as divisible by 16 (pointers: 16-byte aligned)."""
+    constexprs; `aligned` the arguments to compile as divisible by 16 (pointers: 16-byte aligned);
+    `num_warps`, `num_stages` as a launch passes them (Triton's defaults otherwise)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -58,7 +68,9 @@ def compile_for_sm90(fn: Any, signature: dict[str, str], constants: dict[str, An
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     signature = {**signature, **dict.fromkeys(constants, "constexpr")}
     source = ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
-    return triton.compile(source, target=GPUTarget(*SM90))
+    return triton.compile(
+        source, target=GPUTarget(*SM90), options={"num_warps": num_warps, "num_stages": num_stages}
+    )
 
 
 def kernel_layout(qtype: Any, block_order: str) -> Any:
@@ -147,6 +159,47 @@ def compile_gemv(
         ints = gemv_int_args(qtype, *shape, constants["UB"], block_order, dequantize=constants["DEQ"])
         aligned += tuple(name for name, value in ints.items() if value and value % 16 == 0)
     return compile_for_sm90(triton_gemv._qgemv_kernel, signature, constants, aligned)
+
+
+QGEMM_INTS = ("M", "N", "K", "row_bytes", "matrix_bytes", "scales_at", "x_group", "n_expert")
+# What a prefill launch of the GEMM passes 16-byte aligned or divisible by 16 for the models' shapes.
+QGEMM_ALIGNED = ("x_ptr", "w_ptr", "y_ptr", "N", "K")
+
+
+def compile_qgemm(fmt: str, *, grouped: bool, config: Any = None, even_k: bool = True):
+    """The prefill GEMM (`kernels.triton_qgemm._qgemm_kernel`) for one decoder (`triton_qgemm.FORMAT_NAMES`
+    or its regrouped MXFP4), dense or grouped by expert, with a bias, in `config`'s launch shape (default:
+    the one `default_config` gives 512 rows)."""
+    from kernels import triton_qgemm
+
+    config = config or triton_qgemm.default_config(512, grouped=grouped)
+    signature = {
+        "x_ptr": "*fp16",
+        "x_scale_ptr": "*fp32",
+        "w_ptr": "*u8",
+        "b_ptr": "*fp32",
+        "y_ptr": "*fp32",
+        "pair_ptr": "*i32",
+        "block_expert_ptr": "*i32",
+        **dict.fromkeys(QGEMM_INTS, "i32"),
+    }
+    constants = dict(
+        FMT=fmt,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k,
+        HAS_BIAS=True,
+        GROUPED=grouped,
+        EVEN_K=even_k,
+    )
+    return compile_for_sm90(
+        triton_qgemm._qgemm_kernel,
+        signature,
+        constants,
+        QGEMM_ALIGNED,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,13 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         default=True,
         help="enqueue the next decode step before the sampled token is read back, so the GPU never waits for the host (CUDA)",
     )
+    p.add_argument(
+        "--fused-prefill",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="prompt products with GEMMs that decode the packed weight tiles themselves; off: decode each "
+        "weight into a float16 scratch for cuBLAS (CUDA, --kernels fast)",
+    )
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -181,6 +188,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         cuda_graphs=args.cuda_graphs,
         fused_decode=args.fused_decode,
         decode_lookahead=args.decode_lookahead,
+        fused_prefill=args.fused_prefill,
     )
 
 

@@ -41,6 +41,7 @@ class WorkerConfig:
     cuda_graphs: bool = True  # decode step replayed as a CUDA graph (CUDA, fast kernels, contiguous cache)
     fused_decode: bool = True  # fused decode-step kernels (CUDA, fast kernels)
     decode_lookahead: bool = True  # the next step enqueued before a token is read back (CUDA)
+    fused_prefill: bool = True  # prompt products decode the packed tiles inside the GEMM (CUDA, fast kernels)
 
     @property
     def torch_device(self) -> str:
@@ -53,6 +54,7 @@ class WorkerConfig:
             cuda_graphs=self.cuda_graphs,
             fused_decode=self.fused_decode,
             lookahead=self.decode_lookahead,
+            fused_prefill=self.fused_prefill,
         )
 
     @property

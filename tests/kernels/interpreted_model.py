@@ -1,15 +1,18 @@
-"""The decode step of every llama-family and GPT-OSS tiny file through the CUDA kernel set, on CPU under
-Triton's interpreter: the model's wiring of the fast kernels checked end to end before any GPU time.
+"""The decode step and the prefill of every llama-family and GPT-OSS tiny file through the CUDA kernel set,
+on CPU under Triton's interpreter: the model's wiring of the fast kernels checked end to end before any GPU
+time.
 
     TRITON_INTERPRET=1 python -m tests.kernels.interpreted_model [--files tiny/qwen2-q4_k_m.gguf ...]
 
 The kernel set is the one `kernels.backend` gives CUDA (`FAST_PATHS["cuda"]`: the Triton GEMV with its
 norm, residual and gate/up forms, the MoE paths, the fused decode-step kernels, the load-time packing),
-moved to the CPU: its paths declared for CPU tensors and its device checks (`supports_layout`, `pack`)
-taking CPU tensors. The prompt's rows go through the same GEMV (prefill); then each decode step runs the
-model's step form (`forward(..., positions=)`), as a CUDA graph would capture it, and its logits are
-compared with the reference kernels' plain forward at the same tokens (`FAST_LOGITS_TOL`, the CUDA
-test's bound).
+moved to the CPU: its paths declared for CPU tensors and its device checks (`supports_layout`, `pack`,
+the prefill GEMM's `readable`) taking CPU tensors. A short prompt's rows go through the same GEMV; then
+each decode step runs the model's step form (`forward(..., positions=)`), as a CUDA graph would capture
+it, and its logits are compared with the reference kernels' plain forward at the same tokens
+(`FAST_LOGITS_TOL`, the CUDA test's bound). Then a 40-token prompt goes through the prefill GEMM
+(`kernels.triton_qgemm`, dense, and grouped by expert for the MoE file), its last logits within
+`PREFILL_LOGITS_TOL` of the reference's, and the GEMM must have served it.
 Prints one line per file and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
 """
 
@@ -27,6 +30,10 @@ from tests.kernels.interpreted_gemv import _index_of_one_element_arrays
 FAST_LOGITS_TOL = 1e-3  # tests/worker/test_decode_step.py: fast kernels against the reference
 PROMPT = [1, 5, 9, 2, 7, 3]
 STEPS = 4
+# tests/worker/test_decode_step.py: a prompt longer than the GEMVs serve goes through the prefill GEMM
+# (float16 operands: two float16 roundings per product), logits against the reference within this bound.
+LONG_PROMPT = [(7 * i + 3) % 50 + 1 for i in range(40)]
+PREFILL_LOGITS_TOL = 1e-2
 FAST_CACHE_POSITIONS = 256  # reference_worker.engine.GRAPH_CACHE_BUCKET
 FILES = [
     f"tiny/{arch}-{mix}.gguf" for arch in ("llama", "qwen2", "phi3") for mix in ("q4_0", "q8_0", "q4_k_m")
@@ -35,12 +42,23 @@ FILES = [
 
 def _cuda_kernels_on_cpu() -> None:
     """`kernels.backend.FAST_PATHS["cpu"]` becomes the CUDA kernel set with its paths declared for CPU."""
-    from kernels import backend, triton_gemv
+    from kernels import backend, triton_gemv, triton_qgemm
 
     cuda = backend.FAST_PATHS["cuda"]
+    prefill = {
+        triton_qgemm.FAST_PATH.name: ("qmatmul", "prefill GEMM"),
+        triton_qgemm.EXPERTS_FAST_PATH.name: ("qmatmul_experts", "prefill expert GEMM"),
+    }
 
-    def on_cpu() -> backend.DeviceKernels:
-        found = cuda()
+    def on_cpu_counted(p):
+        """`p` declared for CPU tensors, its prefill GEMM (if it is one) counted in SERVED."""
+        if p.name not in prefill:
+            return dataclasses.replace(p, devices=("cpu",))
+        field, label = prefill[p.name]
+        return dataclasses.replace(p, devices=("cpu",), **{field: _counted(getattr(p, field), label)})
+
+    def on_cpu(config: backend.KernelConfig) -> backend.DeviceKernels:
+        found = cuda(config)
         counted = {
             field: _counted(getattr(p, field, None), label)
             for p in found.paths
@@ -51,15 +69,15 @@ def _cuda_kernels_on_cpu() -> None:
             found,
             paths=tuple(
                 dataclasses.replace(
-                    p, devices=("cpu",), **{f: counted[f] for f in counted if getattr(p, f, None) is not None}
+                    on_cpu_counted(p), **{f: counted[f] for f in counted if getattr(p, f, None) is not None}
                 )
                 for p in found.paths
             ),
-            experts_paths=tuple(dataclasses.replace(p, devices=("cpu",)) for p in found.experts_paths),
+            experts_paths=tuple(on_cpu_counted(p) for p in found.experts_paths),
         )
 
     backend.FAST_PATHS["cpu"] = on_cpu
-    _without_cuda_checks(triton_gemv)
+    _without_cuda_checks(triton_gemv, triton_qgemm)
     from kernels import triton_decode
 
     triton_decode.rope_attention = _counted(triton_decode.rope_attention, "rope+attention")
@@ -92,9 +110,10 @@ COUNTED_FORMS = {
 }
 
 
-def _without_cuda_checks(triton_gemv) -> None:
-    """The GEMV's layout and packing checks ask for CUDA tensors; here the same checks on CPU ones."""
-    supports_layout, pack = triton_gemv.supports_layout, triton_gemv.pack
+def _without_cuda_checks(triton_gemv, triton_qgemm) -> None:
+    """The GEMV's and the prefill GEMM's layout and packing checks ask for CUDA tensors; here the same
+    checks on CPU ones."""
+    supports_layout, pack, readable = triton_gemv.supports_layout, triton_gemv.pack, triton_qgemm.readable
 
     def as_if_cuda(fn):
         def call(w):
@@ -109,6 +128,7 @@ def _without_cuda_checks(triton_gemv) -> None:
 
     triton_gemv.supports_layout = as_if_cuda(supports_layout)
     triton_gemv.pack = as_if_cuda(pack)
+    triton_qgemm.readable = as_if_cuda(readable)
 
 
 def check_file(name: str) -> tuple[bool, str]:
@@ -141,10 +161,23 @@ def check_file(name: str) -> tuple[bool, str]:
     finally:
         want_cache.free()
         got_cache.free()
+    # The prompt's rows through the prefill GEMM (dense, and the grouped experts of a MoE).
+    want_cache, got_cache = reference.new_cache(len(LONG_PROMPT)), fast.new_cache(FAST_CACHE_POSITIONS)
+    try:
+        ids = torch.tensor(LONG_PROMPT)
+        want = reference.forward(ids, want_cache, last_only=True)[0]
+        got = fast.forward(ids, got_cache, last_only=True)[0]
+        prefill_err = float((got.double() - want.double()).abs().max() / want.double().abs().max())
+    finally:
+        want_cache.free()
+        got_cache.free()
     served = ", ".join(f"{label} {n}" for label, n in sorted(SERVED.items())) or "no fused form"
+    moe = "gpt-oss" in name  # the one MoE file: its experts go through the grouped GEMM
+    prefill_served = "prefill GEMM" in SERVED and (not moe or "prefill expert GEMM" in SERVED)
     return (
-        worst < FAST_LOGITS_TOL,
-        f"worst relative logits error {worst:.1e} over {STEPS} steps; served: {served}",
+        worst < FAST_LOGITS_TOL and prefill_err < PREFILL_LOGITS_TOL and prefill_served,
+        f"worst relative logits error {worst:.1e} over {STEPS} steps, {prefill_err:.1e} after a "
+        f"{len(LONG_PROMPT)}-token prefill; served: {served}",
     )
 
 

@@ -166,7 +166,7 @@ def test_fast_path_serves_what_it_supports_and_only_when_chosen(monkeypatch, rng
         return torch.zeros(1, 8, dtype=out_dtype)
 
     fake_path = backend.FastPath("fake", ("cpu",), lambda x, w: w.qtype == GGMLType.Q4_0, fake)
-    monkeypatch.setitem(backend.FAST_PATHS, "cpu", lambda: backend.DeviceKernels((fake_path,)))
+    monkeypatch.setitem(backend.FAST_PATHS, "cpu", lambda config: backend.DeviceKernels((fake_path,)))
     fast = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cpu")
     reference = backend.kernel_set(backend.KernelConfig(kernels="reference"), "cpu")
     assert fast.paths == (fake_path,) and reference.paths == ()

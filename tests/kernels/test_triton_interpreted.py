@@ -1,9 +1,10 @@
 """The Triton GEMV's numbers on a machine without a GPU: `tests/kernels/interpreted_gemv.py` run in a fresh
 process under Triton's interpreter (`TRITON_INTERPRET=1`), every format the GEMV reads: the plain product
 with a bias, two expert tensors in one segmented launch, and the dequantizer, against gguf-py's values in
-float64; `tests/kernels/interpreted_attention.py`, the fused RoPE + attention, split or not; and
-`tests/kernels/interpreted_model.py`, the decode step of the tiny files through the CUDA kernel set on
-CPU against the reference logits. Runs wherever Triton is importable (skipped in CI, which has no
+float64; `tests/kernels/interpreted_qgemm.py`, the prefill GEMM of every format, dense and by expert;
+`tests/kernels/interpreted_attention.py`, the fused RoPE + attention, split or not; and
+`tests/kernels/interpreted_model.py`, the decode step and a 40-token prefill of the tiny files through the
+CUDA kernel set on CPU against the reference logits. Runs wherever Triton is importable (skipped in CI, which has no
 Triton); the GEMV and attention checks take a few minutes, the model check about 15."""
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> 
     assert report.count("ok  ") == 15 * 11 + 2, report
 
 
+def test_the_prefill_gemm_gives_the_oracles_numbers_under_the_interpreter() -> None:
+    """`tests/kernels/interpreted_qgemm.py`: every format through the prefill GEMM that decodes the packed
+    tiles itself, dense and grouped by expert, against gguf-py's weights in float64."""
+    report = interpreted("tests.kernels.interpreted_qgemm", 900)
+    # The device-side expert sort; per 32-block format two dense widths and the experts (MXFP4 also
+    # regrouped); per K-quant one dense width and the experts.
+    assert report.count("ok  ") == 1 + 8 * 3 + 1 + 3 * 2, report
+
+
 def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpreter() -> None:
     """`tests/kernels/interpreted_attention.py`: RoPE + KV store + attention, one program per KV head and
     the positions split among several, against the reference RoPE and attention."""
@@ -48,8 +58,9 @@ def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpr
 
 
 def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_the_cuda_kernel_set() -> None:
-    """`tests/kernels/interpreted_model.py`: the decode step of the tiny files through the CUDA kernel set
-    moved to the CPU (norms inside the GEMVs, gate/up/SiLU, split-KV attention, MoE paths), against the
-    reference kernels' logits, and each file's fused forms were served (not silently declined)."""
+    """`tests/kernels/interpreted_model.py`: the decode step and a 40-token prefill of the tiny files
+    through the CUDA kernel set moved to the CPU (norms inside the GEMVs, gate/up/SiLU, split-KV attention,
+    MoE paths, the prefill GEMM dense and by expert), against the reference kernels' logits, and each
+    file's fused forms were served (not silently declined)."""
     report = interpreted("tests.kernels.interpreted_model", 3000)
     assert report.count("ok  ") == 10 and "no fused form" not in report, report

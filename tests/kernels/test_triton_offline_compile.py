@@ -1,10 +1,11 @@
-"""The Triton GEMV and RoPE kernels compile for the H200 (sm_90) on a machine without a GPU.
+"""The Triton GEMV, prefill GEMM and RoPE kernels compile for the H200 (sm_90) on a machine without a GPU.
 
 Triton compiles down to a cubin without a device when it is given the target, so a kernel change can be
 checked before any GPU time is spent: every format of `kernels/triton_gemv.py` in its five launch forms
 (plain; three segments with expert ids, biases and the split-K reduction; dequantize-only; the decode
 step's rms-normed input with the residual sum's scaled copy through the split-K reduction; gate, up and
-SiLU from an rms-normed input through the reduction), and the
+SiLU from an rms-normed input through the reduction), the prefill GEMM of every format (dense and grouped
+by expert, in its default launch shapes, without register spills), and the
 RoPE + KV store (+ attention) kernels in both pairings, full and partial rotary. Runs wherever
 Triton is importable (the GPU machines; on a CPU machine, e.g. `pip install --target /tmp/tt triton==3.6.0`
 and `PYTHONPATH=/tmp/tt`); skipped elsewhere. Numbers are checked by the CUDA tests, not here."""
@@ -42,6 +43,32 @@ def test_the_gemv_kernel_compiles_for_sm90(qtype, block_order, form) -> None:
 
     compiled = compile_gemv(qtype, form, block_order=block_order)
     assert compiled.asm["cubin"], f"{qtype.name} {block_order} {form}: no cubin"
+
+
+def _qgemm_formats():
+    if importlib.util.find_spec("triton") is None:
+        return []
+    from kernels.triton_qgemm import FORMAT_NAMES, REGROUPED_MXFP4
+
+    return [*FORMAT_NAMES.values(), REGROUPED_MXFP4]
+
+
+@pytest.mark.parametrize("rows", [512, 40], ids=["many-rows", "few-rows"])
+@pytest.mark.parametrize("grouped", [False, True], ids=["dense", "experts"])
+@pytest.mark.parametrize("fmt", _qgemm_formats())
+def test_the_prefill_gemm_compiles_for_sm90_without_spills(fmt, grouped, rows) -> None:
+    """Each decoder in the launch shapes `default_config` picks, on the tensor cores (wgmma), with no
+    register spilled (a spill would put local-memory traffic inside the walk); a width that ends mid-step
+    (`EVEN_K` off) compiles too."""
+    from kernels.triton_offline import compile_qgemm, register_use
+    from kernels.triton_qgemm import default_config
+
+    config = default_config(rows, grouped=grouped)
+    compiled = compile_qgemm(fmt, grouped=grouped, config=config)
+    assert "wgmma" in compiled.asm["ptx"], f"{fmt}: not on the tensor cores"
+    assert register_use(compiled.asm["ptx"]).spill_bytes == 0, f"{fmt} {config}: spills"
+    if fmt not in ("q4_k", "q5_k", "q6_k"):
+        assert compile_qgemm(fmt, grouped=grouped, config=config, even_k=False).asm["cubin"]
 
 
 def test_the_loop_cost_finds_the_gemv_loop() -> None:

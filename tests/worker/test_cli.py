@@ -53,6 +53,19 @@ def test_valid_arguments(model: Path) -> None:
     assert config.torch_device == "cpu" and config.uri.startswith("http://127.0.0.1:")
 
 
+def test_the_performance_flags_reach_the_kernel_config(model: Path) -> None:
+    """`--kernels`, `--cuda-graphs`, `--fused-decode`, `--decode-lookahead`, `--fused-prefill`: the
+    `KernelConfig` the model is built with (all on by default)."""
+    from kernels.backend import KernelConfig
+
+    assert parse_config(args(model), cuda_device_count=0).kernel_config == KernelConfig()
+    flags = ["--no-cuda-graphs", "--no-fused-decode", "--no-decode-lookahead", "--no-fused-prefill"]
+    config = parse_config([*args(model, **{"--kernels": "reference"}), *flags], cuda_device_count=0)
+    assert config.kernel_config == KernelConfig(
+        kernels="reference", cuda_graphs=False, fused_decode=False, lookahead=False, fused_prefill=False
+    )
+
+
 def test_auto_device_prefers_cuda(model: Path) -> None:
     config = parse_config(args(model, **{"--gpu-device": "1"}), cuda_device_count=2)
     assert config.device == "cuda" and config.torch_device == "cuda:1"

@@ -36,8 +36,9 @@ STEP_TOL = 1e-5
 # (tests/kernels); over a tiny model's layers the logits stay within this relative bound.
 FAST_LOGITS_TOL = 1e-3
 
-# A prompt longer than the GEMVs serve (8 rows): the prefill runs on the float16 tensor-core path
-# (kernels.triton_prefill), two float16 roundings per product against the float32 reference.
+# A prompt longer than the GEMVs serve (8 rows): the prefill runs on a float16 tensor-core path (the GEMM
+# decoding the packed tiles, kernels.triton_qgemm, or the float16 scratch + cuBLAS, kernels.triton_prefill),
+# two float16 roundings per product against the float32 reference.
 LONG_PROMPT = [(7 * i + 3) % 50 + 1 for i in range(40)]
 PREFILL_LOGITS_TOL = 1e-2
 
@@ -153,11 +154,12 @@ def test_graph_replay_equals_the_eager_step(arch) -> None:
     assert graphs.captures <= 2
 
 
-def reference_and_fast(name: str, prompt: list[int], steps: int):
+def reference_and_fast(name: str, prompt: list[int], steps: int, *, fused_prefill: bool = True):
     """(tokens, logits) of the reference kernels (plain steps) and of the fast kernels (graph replay)."""
     reference, _, _ = load_model(name, device="cuda", kernels=KernelConfig(kernels="reference"))
     want = decode(reference, prompt, steps, plain(reference))
-    fast, _, _ = load_model(name, device="cuda", kernels=KernelConfig(kernels="fast", cuda_graphs=True))
+    config = KernelConfig(kernels="fast", cuda_graphs=True, fused_prefill=fused_prefill)
+    fast, _, _ = load_model(name, device="cuda", kernels=config)
     graphs = DecodeGraphs(fast)
     # The fast cache starts NaN-filled: a step that reads a position it has not written fails here, not
     # only when the caching allocator happens to hand back a poisoned block.
@@ -179,9 +181,12 @@ def test_fast_kernels_with_graphs_give_the_reference_greedy_tokens(name) -> None
 @pytest.mark.cuda
 @no_cuda
 @no_triton
+@pytest.mark.parametrize("fused_prefill", [True, False], ids=["fused-prefill", "scratch-prefill"])
 @pytest.mark.parametrize("name", FIXTURES)
-def test_fast_prefill_gives_the_reference_logits_and_greedy_tokens(name) -> None:
-    (want_tokens, want), (got_tokens, got) = reference_and_fast(name, LONG_PROMPT, 4)
+def test_fast_prefill_gives_the_reference_logits_and_greedy_tokens(name, fused_prefill) -> None:
+    (want_tokens, want), (got_tokens, got) = reference_and_fast(
+        name, LONG_PROMPT, 4, fused_prefill=fused_prefill
+    )
     errors = [rel_err(a, b) for a, b in zip(got, want, strict=True)]
     assert all(e < PREFILL_LOGITS_TOL for e in errors), (
         f"relative logits errors per step (NaN fails): {errors}"
@@ -287,7 +292,9 @@ def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(a
     )
     cpu = backend.FAST_PATHS["cpu"]
     monkeypatch.setitem(
-        backend.FAST_PATHS, "cpu", lambda: dataclasses.replace(cpu(), paths=(*cpu().paths, stand_in))
+        backend.FAST_PATHS,
+        "cpu",
+        lambda config: dataclasses.replace(cpu(config), paths=(*cpu(config).paths, stand_in)),
     )
     model, _, _ = load_model(f"tiny/{arch}-f32.gguf")
     assert model.kernels.norms_into_gemv and model.kernels.decode is not None

@@ -1,0 +1,439 @@
+"""Prefill products on tensor cores that read the packed ggml weight directly (CUDA, Triton).
+
+A prompt of T > `triton_gemv.MAX_ROWS` tokens multiplies every weight with T activation rows. Here each
+program owns a `BLOCK_M x BLOCK_N` tile of the output; it walks the input dimension `BLOCK_K` values a
+step, decodes its `BLOCK_N x BLOCK_K` weight tile from the packed bytes in registers (the same fields as
+`kernels.dequant`), rounds it to float16 and feeds it with the activation tile to `tl.dot` (float32
+accumulation). No float16 copy of the weight is ever written: against decoding into a scratch and
+calling cuBLAS (`kernels.triton_prefill`), that saves the scratch's write and read (2 bytes a weight
+each way) and all but one launch per product.
+
+Mixture-of-experts prefill (`matmul_experts`) is one launch per expert tensor: the (token, expert)
+pairs are sorted by expert and each expert's run padded to whole `BLOCK_M` blocks on the device
+(`_expert_blocks`, no host sync); each program reads its block's expert id and multiplies that
+expert's weight tile with its block's token rows, storing each pair's output row in place (so nothing
+is gathered or scattered after). Programs of the padding past the last block return at once.
+
+Numerics: those of `kernels.triton_prefill` (its `_scaled_half`): activations divided per row by their
+largest magnitude and rounded to float16, the decoded weight rounded once to float16, products summed in
+float32 and scaled back per row in the epilogue, with the bias. Against the float64 product of the
+reference weights the error is two float16 roundings per product (bounded in the tests).
+
+The decoders address every weight by its byte and bit (byte loads: the 17/18/22/34-byte blocks have no
+wider alignment), in element order, so the activation tile is a plain contiguous load. Their cost is
+shared by the `BLOCK_M` rows of the tile; `tests/kernels/interpreted_qgemm.py` checks every format against
+gguf-py's values on CPU under Triton's interpreter, `tests/kernels/test_triton_qgemm.py` on CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.formats import GGMLType
+from kernels.qmatmul import ExpertsFastPath, FastPath
+from kernels.qtensor import CODES_THEN_SCALES, QTensor
+from kernels.triton_gemv import MAX_ROWS
+from kernels.triton_moe import MAX_PAIRS
+
+# ggml type -> the kernel's FMT constexpr (each launch compiles the one decoder it reads) and the bytes of
+# one 32-element sub-block's share of its row (the row's bytes are in_features / 32 times that).
+FORMAT_NAMES: dict[GGMLType, str] = {
+    GGMLType.F16: "f16",
+    GGMLType.BF16: "bf16",
+    GGMLType.Q4_0: "q4_0",
+    GGMLType.Q4_1: "q4_1",
+    GGMLType.Q5_0: "q5_0",
+    GGMLType.Q5_1: "q5_1",
+    GGMLType.Q8_0: "q8_0",
+    GGMLType.MXFP4: "mxfp4",
+    GGMLType.Q4_K: "q4_k",
+    GGMLType.Q5_K: "q5_k",
+    GGMLType.Q6_K: "q6_k",
+}
+REGROUPED_MXFP4 = "mxfp4_codes_then_scales"  # kernels.qtensor.CODES_THEN_SCALES: codes, then scale bytes
+_CODE_BYTES = 16  # an MXFP4 block's codes
+
+
+@dataclass(frozen=True)
+class QGemmConfig:
+    """A launch shape: the output tile of one program, the input step, warps and pipelining depth."""
+
+    block_m: int = 64  # activation rows (or token-expert pairs) per program
+    block_n: int = 64  # weight rows per program
+    block_k: int = 64  # input values per step: a multiple of 32, dividing 256 (a K-quant super-block)
+    num_warps: int = 4
+    num_stages: int = 2
+
+    def __post_init__(self) -> None:
+        if self.block_k % 32 or 256 % self.block_k:
+            raise ValueError(f"block_k {self.block_k}: must be a multiple of 32 that divides 256")
+
+
+# Launch shapes before any sweep on the GPU (`python -m benchmarks.kernels_prefill --sweep` times others),
+# chosen so that ptxas spills nothing for any format (sm_90, `benchmarks.ptx_cost`-style compile).
+_FEW_ROWS = QGemmConfig(64, 64, 64, 4, 2)
+_MANY_ROWS = QGemmConfig(128, 128, 64, 8, 3)  # a decoded tile serves 128 rows: half the decode work of 64
+_EXPERTS = QGemmConfig(64, 128, 64, 8, 3)  # a 512-token GPT-OSS prompt: ~64 pairs an expert
+
+
+def default_config(n_rows: int, *, grouped: bool) -> QGemmConfig:
+    """The launch shape for `n_rows` activation rows (or token-expert pairs, `grouped`)."""
+    if grouped:
+        return _EXPERTS
+    return _MANY_ROWS if n_rows > 64 else _FEW_ROWS
+
+
+# ---------------------------------------------------------------------------------------------------
+# Field readers. `p` are uint8 pointers; the layouts are those of `kernels.dequant`.
+
+
+@triton.jit
+def _u8(p):
+    return tl.load(p).to(tl.uint32)
+
+
+@triton.jit
+def _f16_at(p):
+    """The little-endian IEEE half at byte pointers `p` (any alignment), as float32 (exact)."""
+    bits = _u8(p) | (_u8(p + 1) << 8)
+    return bits.to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _nibble(qs, i):
+    """Code i (0-31) of a 32-element block whose 16 code bytes start at `qs`: byte i % 16, the low nibble
+    for i < 16 and the high one after (ggml's Q4_0/Q4_1/Q5_0/Q5_1/MXFP4 order)."""
+    return (_u8(qs + i % 16) >> (4 * (i // 16))) & 15
+
+
+@triton.jit
+def _e8m0_half(e):
+    """ggml_e8m0_to_fp32_half: 2^(e - 128) as float32 (subnormal for e < 2), from the uint32 exponent."""
+    bits = tl.where(e < 2, tl.full(e.shape, 0x00200000, tl.uint32) << e, (e - 1) << 23)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _e2m1_doubled(code):
+    """kvalues_mxfp4[code] (the doubled e2m1 value: 0, 1, 2, 3, 4, 6, 8, 12, signed by bit 3), exact: the
+    magnitude bits as a float16's exponent and mantissa are the e2m1 value times 2^-14."""
+    bits = ((code & 7) << 9) | ((code & 8) << 12)
+    return bits.to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32) * 32768.0
+
+
+@triton.jit
+def _scale_min_k4(sc, j):
+    """get_scale_min_k4: sub-block `j`'s 6-bit scale and min from the 12 scale bytes at `sc`."""
+    a = _u8(sc + j)
+    b = _u8(sc + j + 4)
+    c = _u8(sc + j % 4)  # j - 4 for the upper four sub-blocks
+    low = j < 4
+    scale = tl.where(low, a & 63, (b & 15) | ((c >> 6) << 4))
+    mn = tl.where(low, b & 63, (b >> 4) | ((a >> 6) << 4))
+    return scale.to(tl.float32), mn.to(tl.float32)
+
+
+@triton.jit
+def _weights(rows, scale_rows, s, i, FMT: tl.constexpr):
+    """Decoded float32 weights of 32-element sub-blocks `s` ([1, NSUB, 1], the index along the row),
+    element `i` ([1, 1, 32]) of each, for the rows whose first byte `rows` points at ([BLOCK_N, 1, 1]);
+    `scale_rows`: each row's scale bytes (regrouped MXFP4 only). Returns [BLOCK_N, NSUB, 32]."""
+    if FMT == "f16":
+        w = tl.load((rows + (s * 32 + i) * 2).to(tl.pointer_type(tl.float16))).to(tl.float32)
+    elif FMT == "bf16":
+        bits = tl.load((rows + (s * 32 + i) * 2).to(tl.pointer_type(tl.uint16))).to(tl.uint32)
+        w = (bits << 16).to(tl.float32, bitcast=True)
+    elif FMT == "q4_0":  # {d, qs[16]}: (q - 8) * d
+        b = rows + s * 18
+        w = (_nibble(b + 2, i).to(tl.float32) - 8.0) * _f16_at(b)
+    elif FMT == "q4_1":  # {d, m, qs[16]}: q * d + m
+        b = rows + s * 20
+        w = _nibble(b + 4, i).to(tl.float32) * _f16_at(b) + _f16_at(b + 2)
+    elif FMT == "q5_0":  # {d, qh[4], qs[16]}: the fifth bit of element i is bit i of qh
+        b = rows + s * 22
+        q = _nibble(b + 6, i) | (((_u8(b + 2 + i // 8) >> (i % 8)) & 1) << 4)
+        w = (q.to(tl.float32) - 16.0) * _f16_at(b)
+    elif FMT == "q5_1":  # {d, m, qh[4], qs[16]}
+        b = rows + s * 24
+        q = _nibble(b + 8, i) | (((_u8(b + 4 + i // 8) >> (i % 8)) & 1) << 4)
+        w = q.to(tl.float32) * _f16_at(b) + _f16_at(b + 2)
+    elif FMT == "q8_0":  # {d, qs[32] int8}
+        b = rows + s * 34
+        q = tl.load((b + 2 + i).to(tl.pointer_type(tl.int8))).to(tl.float32)
+        w = q * _f16_at(b)
+    elif FMT == "mxfp4":  # {e (E8M0), qs[16]}
+        b = rows + s * 17
+        w = _e2m1_doubled(_nibble(b + 1, i)) * _e8m0_half(_u8(b))
+    elif FMT == "mxfp4_codes_then_scales":  # a row's codes (16 bytes a block), its scale bytes apart
+        w = _e2m1_doubled(_nibble(rows + s * 16, i)) * _e8m0_half(_u8(scale_rows + s))
+    elif FMT == "q4_k":  # {d, dmin, scales[12], qs[128]}: sub-block j in byte chunk j // 2, nibble j % 2
+        b = rows + (s // 8) * 144
+        j = s % 8
+        sc, mn = _scale_min_k4(b + 4, j)
+        q = (_u8(b + 16 + 32 * (j // 2) + i) >> (4 * (j % 2))) & 15
+        w = (_f16_at(b) * sc) * q.to(tl.float32) - _f16_at(b + 2) * mn
+    elif FMT == "q5_k":  # {d, dmin, scales[12], qh[32], qs[128]}: the fifth bit is bit j of qh[i]
+        b = rows + (s // 8) * 176
+        j = s % 8
+        sc, mn = _scale_min_k4(b + 4, j)
+        q = ((_u8(b + 48 + 32 * (j // 2) + i) >> (4 * (j % 2))) & 15) | (((_u8(b + 16 + i) >> j) & 1) << 4)
+        w = (_f16_at(b) * sc) * q.to(tl.float32) - _f16_at(b + 2) * mn
+    else:  # "q6_k": {ql[128], qh[64], scales[16] int8, d}. Sub-block j: half n = j // 4, quarter t = j % 4:
+        # low bits in ql[64n + 32(t & 1) + i], nibble t >> 1; high bits 2t of qh[32n + i]; scale 8n + i/16 + 2t.
+        b = rows + (s // 8) * 210
+        j = s % 8
+        n = j // 4
+        t = j % 4
+        low = (_u8(b + 64 * n + 32 * (t & 1) + i) >> (4 * (t >> 1))) & 15
+        high = (_u8(b + 128 + 32 * n + i) >> (2 * t)) & 3
+        sc = tl.load((b + 192 + 8 * n + i // 16 + 2 * t).to(tl.pointer_type(tl.int8))).to(tl.float32)
+        w = (_f16_at(b + 208) * sc) * ((low | (high << 4)).to(tl.float32) - 32.0)
+    return w
+
+
+@triton.jit
+def _qgemm_kernel(
+    x_ptr,  # float16 (rows, K): activations divided by their row scale
+    x_scale_ptr,  # float32 (rows,): that scale
+    w_ptr,  # uint8: the packed weight (a 3-D expert tensor when GROUPED)
+    b_ptr,  # float32 bias (N,) or (n_expert, N), if HAS_BIAS
+    y_ptr,  # float32 (M, N)
+    pair_ptr,  # GROUPED: int32 pair ids sorted by expert, each expert's run padded with M
+    block_expert_ptr,  # GROUPED: int32 expert of each BLOCK_M block (n_expert past the last)
+    M,  # output rows: activation rows, or token-expert pairs when GROUPED
+    N,
+    K,
+    row_bytes,  # bytes from one weight row to the next (regrouped MXFP4: of its codes)
+    matrix_bytes,  # bytes from one expert to the next
+    scales_at,  # regrouped MXFP4: bytes from a matrix's start to its scale bytes
+    x_group,  # GROUPED: pairs per activation row (pair p reads row p // x_group)
+    n_expert,
+    FMT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    GROUPED: tl.constexpr,
+    EVEN_K: tl.constexpr,  # K is a multiple of BLOCK_K
+):
+    pid_m = tl.program_id(0)  # fastest: consecutive programs share a weight tile (read once from L2)
+    pid_n = tl.program_id(1)
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    matrix = w_ptr
+    if GROUPED:
+        expert = tl.load(block_expert_ptr + pid_m)
+        if expert >= n_expert:  # padding blocks past the last expert's run
+            return
+        out_row = tl.load(pair_ptr + m)
+        valid = out_row < M
+        x_row = out_row // x_group
+        matrix = w_ptr + expert.to(tl.int64) * matrix_bytes
+    else:
+        out_row = m
+        valid = m < M
+        x_row = m
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_read = tl.minimum(n, N - 1)  # edge tiles read the last row again; their stores are masked
+    rows = (matrix + n_read.to(tl.int64) * row_bytes)[:, None, None]
+    scale_rows = (matrix + scales_at + n_read.to(tl.int64) * (K // 32))[:, None, None]
+    NSUB: tl.constexpr = BLOCK_K // 32
+    sub = tl.arange(0, NSUB)[None, :, None]
+    i = tl.arange(0, 32)[None, None, :]
+    k = tl.arange(0, BLOCK_K)
+    x_rows = x_ptr + x_row.to(tl.int64)[:, None] * K
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        if EVEN_K:
+            xt = tl.load(x_rows + k0 + k[None, :], mask=valid[:, None], other=0.0)
+            w = _weights(rows, scale_rows, k0 // 32 + sub, i, FMT)
+            w = tl.reshape(w, (BLOCK_N, BLOCK_K)).to(tl.float16)
+        else:  # a 32-block format's last step runs past K: clamp its reads, zero its weights
+            in_k = k0 + k < K
+            xt = tl.load(x_rows + k0 + k[None, :], mask=valid[:, None] & in_k[None, :], other=0.0)
+            w = _weights(rows, scale_rows, tl.minimum(k0 // 32 + sub, K // 32 - 1), i, FMT)
+            w = tl.where(in_k[None, :], tl.reshape(w, (BLOCK_N, BLOCK_K)), 0.0).to(tl.float16)
+        acc = tl.dot(xt, tl.trans(w), acc)
+    out = acc * tl.load(x_scale_ptr + x_row, mask=valid, other=0.0)[:, None]
+    if HAS_BIAS:
+        if GROUPED:
+            out += tl.load(b_ptr + expert * N + n_read)[None, :]
+        else:
+            out += tl.load(b_ptr + n_read)[None, :]
+    tl.store(
+        y_ptr + out_row.to(tl.int64)[:, None] * N + n[None, :], out, mask=valid[:, None] & (n < N)[None, :]
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Launches
+
+
+def format_of(w: QTensor) -> str | None:
+    """The kernel's decoder for `w`, or None if it has none."""
+    if w.layout == CODES_THEN_SCALES:
+        return REGROUPED_MXFP4
+    return FORMAT_NAMES.get(w.qtype)
+
+
+def _scaled_half(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`x` (rows, in) as float16 rows divided by their largest magnitude, and that divisor (rows,):
+    no activation overflows float16 whatever its size (one float32 rounding, far below float16's)."""
+    scale = torch.linalg.vector_norm(x.float(), ord=float("inf"), dim=1).clamp_min_(1e-30)
+    return torch.div(x, scale[:, None]).half(), scale
+
+
+def _layout_args(w: QTensor) -> tuple[int, int, int]:
+    """(row_bytes, matrix_bytes, scales_at) of `w`'s matrices (an expert's, for a 3-D tensor)."""
+    out_features, in_features = w.shape[-2], w.shape[-1]
+    matrix_bytes = w.nbytes // w.n_matrices
+    if w.layout == CODES_THEN_SCALES:
+        row_bytes = in_features // 32 * _CODE_BYTES
+        return row_bytes, matrix_bytes, out_features * row_bytes
+    return matrix_bytes // out_features, matrix_bytes, 0
+
+
+def _launch(
+    x: torch.Tensor,
+    w: QTensor,
+    bias: torch.Tensor | None,
+    y: torch.Tensor,
+    n_out_rows: int,
+    grouped: tuple[torch.Tensor, torch.Tensor, int] | None,
+    config: QGemmConfig,
+) -> None:
+    in_features = w.shape[-1]
+    x16, x_scale = _scaled_half(x.reshape(-1, in_features))
+    row_bytes, matrix_bytes, scales_at = _layout_args(w)
+    n_expert = w.shape[0] if len(w.shape) == 3 else 1
+    if grouped is not None:
+        pairs, block_expert, x_group = grouped
+        n_blocks = block_expert.numel()
+    else:
+        pairs = block_expert = x_scale  # unused
+        x_group, n_blocks = 1, triton.cdiv(n_out_rows, config.block_m)
+    grid = (n_blocks, triton.cdiv(w.shape[-2], config.block_n))
+    _qgemm_kernel[grid](
+        x16,
+        x_scale,
+        w.data,
+        bias if bias is not None else x_scale,
+        y,
+        pairs,
+        block_expert,
+        n_out_rows,
+        w.shape[-2],
+        in_features,
+        row_bytes,
+        matrix_bytes,
+        scales_at,
+        x_group,
+        n_expert,
+        FMT=format_of(w),
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k,
+        HAS_BIAS=bias is not None,
+        GROUPED=grouped is not None,
+        EVEN_K=in_features % config.block_k == 0,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+
+
+def readable(w: QTensor) -> bool:
+    """Whether the kernel decodes `w`: a format it reads, on CUDA, rows of whole 32-element blocks, and
+    F16/BF16 values on 2-byte boundaries (read as halves; every other format is read by the byte)."""
+    fmt = format_of(w)
+    return (
+        fmt is not None
+        and w.data.is_cuda
+        and w.shape[-1] % 32 == 0
+        and (fmt not in ("f16", "bf16") or w.data.data_ptr() % 2 == 0)
+    )
+
+
+def _float32_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
+    return None if bias is None else bias.float().contiguous()
+
+
+def supports(x: torch.Tensor, w: QTensor) -> bool:
+    return len(w.shape) == 2 and x.is_floating_point() and x.numel() > MAX_ROWS * w.shape[1] and readable(w)
+
+
+def matmul(
+    x: torch.Tensor,
+    w: QTensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    config: QGemmConfig | None = None,
+) -> torch.Tensor:
+    """`kernels.qmatmul.qmatmul`'s contract for many activation rows, in one launch."""
+    out_features, in_features = w.shape
+    n_rows = x.numel() // in_features
+    config = config or default_config(n_rows, grouped=False)
+    y = torch.empty(n_rows, out_features, dtype=torch.float32, device=x.device)
+    _launch(x, w, _float32_bias(bias), y, n_rows, None, config)
+    return y.reshape(*x.shape[:-1], out_features).to(out_dtype)
+
+
+def expert_blocks(expert_ids: torch.Tensor, n_expert: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs p = t * k + j of `expert_ids (T, k)` sorted by expert (stable), each expert's run padded
+    with the sentinel T * k to whole `block_m` blocks, and each block's expert (`n_expert` for the blocks
+    past the last run): int32 tensors of cdiv(T * k, block_m) + n_expert blocks, the most the padding can
+    take, built on the device without reading anything back."""
+    flat = expert_ids.reshape(-1).long()
+    n_pairs = flat.numel()
+    device = flat.device
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=n_expert)
+    padded = (counts + block_m - 1) // block_m * block_m
+    padded_ends = torch.cumsum(padded, 0)
+    # Pair order[r] (rank r in the sorted run of expert e) lands at e's padded start + (r - e's start).
+    shift = (padded_ends - padded) - (torch.cumsum(counts, 0) - counts)
+    n_blocks = triton.cdiv(n_pairs, block_m) + n_expert
+    pairs = torch.full((n_blocks * block_m,), n_pairs, dtype=torch.int32, device=device)
+    pairs[torch.arange(n_pairs, device=device) + shift[flat[order]]] = order.int()
+    block_starts = torch.arange(n_blocks, device=device) * block_m
+    block_expert = torch.searchsorted(padded_ends, block_starts, right=True).int()
+    return pairs, block_expert
+
+
+def supports_experts(x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor) -> bool:
+    return (
+        len(w.shape) == 3
+        and x.is_floating_point()
+        and expert_ids.numel() > MAX_PAIRS
+        and expert_ids.device == x.device
+        and readable(w)
+    )
+
+
+def matmul_experts(
+    x: torch.Tensor,
+    w: QTensor,
+    expert_ids: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    config: QGemmConfig | None = None,
+) -> torch.Tensor:
+    """`kernels.qmatmul.qmatmul_experts`'s contract for many (token, expert) pairs, in one launch."""
+    n_expert, out_features, _ = w.shape
+    n_tokens, k = expert_ids.shape
+    config = config or default_config(n_tokens * k, grouped=True)
+    pairs, block_expert = expert_blocks(expert_ids, n_expert, config.block_m)
+    y = torch.empty(n_tokens * k, out_features, dtype=torch.float32, device=x.device)
+    _launch(x, w, _float32_bias(bias), y, n_tokens * k, (pairs, block_expert, k), config)
+    return y.view(n_tokens, k, out_features).to(out_dtype)
+
+
+FAST_PATH = FastPath(name="triton-qgemm", devices=("cuda",), supports=supports, qmatmul=matmul)
+EXPERTS_FAST_PATH = ExpertsFastPath(
+    name="triton-qgemm-experts",
+    devices=("cuda",),
+    supports=supports_experts,
+    qmatmul_experts=matmul_experts,
+)
