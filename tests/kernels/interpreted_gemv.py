@@ -39,6 +39,21 @@ def _index_of_one_element_arrays() -> None:
     interpreter._patch_lang_tensor = patched
 
 
+def as_if_cuda(fn):
+    """`fn(w)` (a layout or packing check that asks for CUDA tensors) answering for a CPU QTensor as it
+    would for the same tensor on CUDA."""
+
+    def call(w):
+        real = type(w.data).is_cuda
+        type(w.data).is_cuda = property(lambda self: True)
+        try:
+            return fn(w)
+        finally:
+            type(w.data).is_cuda = real
+
+    return call
+
+
 def _oracle_weight(qtype, shape, rng):
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize as gguf_dequantize

@@ -25,7 +25,7 @@ import sys
 
 import torch
 
-from tests.kernels.interpreted_gemv import _index_of_one_element_arrays
+from tests.kernels.interpreted_gemv import _index_of_one_element_arrays, as_if_cuda
 
 FAST_LOGITS_TOL = 1e-3  # tests/worker/test_decode_step.py: fast kernels against the reference
 PROMPT = [1, 5, 9, 2, 7, 3]
@@ -114,18 +114,6 @@ def _without_cuda_checks(triton_gemv, triton_qgemm) -> None:
     """The GEMV's and the prefill GEMM's layout and packing checks ask for CUDA tensors; here the same
     checks on CPU ones."""
     supports_layout, pack, readable = triton_gemv.supports_layout, triton_gemv.pack, triton_qgemm.readable
-
-    def as_if_cuda(fn):
-        def call(w):
-            real = type(w.data).is_cuda
-            type(w.data).is_cuda = property(lambda self: True)
-            try:
-                return fn(w)
-            finally:
-                type(w.data).is_cuda = real
-
-        return call
-
     triton_gemv.supports_layout = as_if_cuda(supports_layout)
     triton_gemv.pack = as_if_cuda(pack)
     triton_qgemm.readable = as_if_cuda(readable)

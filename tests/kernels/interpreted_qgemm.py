@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import torch
 
-from tests.kernels.interpreted_gemv import _index_of_one_element_arrays, _oracle_weight, _rel_err
+from tests.kernels.interpreted_gemv import _index_of_one_element_arrays, _oracle_weight, _rel_err, as_if_cuda
 
 # float16 operands, float32 sums: two float16 roundings per product (tests/kernels/test_triton_prefill.py)
 PREFILL_TOL = 3e-3
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _index_of_one_element_arrays()
     from kernels import triton_qgemm
+
+    triton_qgemm.readable = as_if_cuda(triton_qgemm.readable)  # CPU tensors, checked as the GPU's would be
 
     formats = args.formats or list(triton_qgemm.FORMAT_NAMES.values())
     rng = np.random.default_rng(20241204)
