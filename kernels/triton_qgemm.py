@@ -6,7 +6,7 @@ step, decodes its `BLOCK_N x BLOCK_K` weight tile from the packed bytes in regis
 `kernels.dequant`), rounds it to float16 and feeds it with the activation tile to `tl.dot` (float32
 accumulation). No float16 copy of the weight is ever written: against decoding into a scratch and
 calling cuBLAS (`kernels.triton_prefill`), that saves the scratch's write and read (2 bytes a weight
-each way) and all but one launch per product.
+each way), and a product is two launches (the activations' scaling, the GEMM) instead of seven.
 
 Mixture-of-experts prefill (`matmul_experts`) is one launch per expert tensor: the (token, expert)
 pairs are sorted by expert and each expert's run padded to whole `BLOCK_M` blocks on the device
@@ -14,8 +14,8 @@ pairs are sorted by expert and each expert's run padded to whole `BLOCK_M` block
 expert's weight tile with its block's token rows, storing each pair's output row in place (so nothing
 is gathered or scattered after). Programs of the padding past the last block return at once.
 
-Numerics: those of `kernels.triton_prefill` (its `_scaled_half`): activations divided per row by their
-largest magnitude and rounded to float16, the decoded weight rounded once to float16, products summed in
+Numerics: those of `kernels.triton_prefill`: activations divided per row by their largest magnitude and
+rounded to float16 (`_scaled_half_kernel`, the same bits as its `torch.div(...).half()`), the decoded weight rounded once to float16, products summed in
 float32 and scaled back per row in the epilogue, with the bias. Against the float64 product of the
 reference weights the error is two float16 roundings per product (bounded in the tests).
 
@@ -268,6 +268,29 @@ def _qgemm_kernel(
     )
 
 
+@triton.jit
+def _scaled_half_kernel(x_ptr, x16_ptr, scale_ptr, K, x_stride, BLOCK: tl.constexpr):
+    """One activation row a program: its largest magnitude (at least 1e-30) to `scale_ptr`, and the row
+    divided by it (IEEE division, `div_rn`) rounded to float16: `torch.div(x, max|x|).half()`, the same
+    bits, in one launch instead of four."""
+    row = tl.program_id(0)
+    src = x_ptr + row.to(tl.int64) * x_stride
+    c = tl.arange(0, BLOCK)
+    big = tl.zeros([BLOCK], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK):
+        big = tl.maximum(big, tl.abs(tl.load(src + k0 + c, mask=k0 + c < K, other=0.0).to(tl.float32)))
+    scale = tl.maximum(tl.max(big, axis=0), 1e-30)
+    tl.store(scale_ptr + row, scale)
+    dst = x16_ptr + row.to(tl.int64) * K
+    for k0 in range(0, K, BLOCK):
+        v = tl.load(src + k0 + c, mask=k0 + c < K, other=0.0).to(tl.float32)
+        tl.store(
+            dst + k0 + c,
+            tl.math.div_rn(v, tl.full(v.shape, scale, tl.float32)).to(tl.float16),
+            mask=k0 + c < K,
+        )
+
+
 # ---------------------------------------------------------------------------------------------------
 # Launches
 
@@ -279,11 +302,21 @@ def format_of(w: QTensor) -> str | None:
     return FORMAT_NAMES.get(w.qtype)
 
 
+SCALE_BLOCK = 1024  # activation values a `_scaled_half_kernel` step reads
+
+
 def _scaled_half(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`x` (rows, in) as float16 rows divided by their largest magnitude, and that divisor (rows,):
-    no activation overflows float16 whatever its size (one float32 rounding, far below float16's)."""
-    scale = torch.linalg.vector_norm(x.float(), ord=float("inf"), dim=1).clamp_min_(1e-30)
-    return torch.div(x, scale[:, None]).half(), scale
+    """`x` (rows, in) as float16 rows divided by their largest magnitude, and that divisor (rows,), in
+    one launch: no activation overflows float16 whatever its size (one float32 rounding, far below
+    float16's)."""
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    rows, in_features = x.shape
+    x16 = torch.empty(rows, in_features, dtype=torch.float16, device=x.device)
+    scale = torch.empty(rows, dtype=torch.float32, device=x.device)
+    block = min(SCALE_BLOCK, triton.next_power_of_2(in_features))
+    _scaled_half_kernel[(rows,)](x, x16, scale, in_features, x.stride(0), BLOCK=block, num_warps=4)
+    return x16, scale
 
 
 def _layout_args(w: QTensor) -> tuple[int, int, int]:

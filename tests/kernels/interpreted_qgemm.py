@@ -72,6 +72,27 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     return results
 
 
+def check_scaled_half(rng) -> list[tuple[str, bool, str]]:
+    """The activations' scaling in one launch: PyTorch's `torch.div(x, max|x|).half()` bit for bit, on
+    rows of very different magnitudes (one far beyond float16's range, one all zeros), a width that takes
+    several steps and ends mid-step, and a strided view."""
+    from kernels import triton_qgemm
+
+    x = _rows(rng, 6, 2880)
+    x[0] *= 1e9
+    x[1] *= 1e-9
+    x[2] = 0.0
+    results = []
+    for label, rows in (("contiguous", x), ("strided", x[:, :2000])):
+        x16, scale = triton_qgemm._scaled_half(rows)
+        want_scale = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1).clamp_min(1e-30)
+        same = torch.equal(scale, want_scale) and torch.equal(
+            x16, torch.div(rows, want_scale[:, None]).half()
+        )
+        results.append((f"activation scaling, {label}", same, "bit for bit" if same else "differs"))
+    return results
+
+
 def check_expert_blocks(rng) -> list[tuple[str, bool, str]]:
     """The device-side sort and padding: every pair once, in its expert's run, blocks of one expert."""
     from kernels.triton_qgemm import expert_blocks
@@ -108,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     formats = args.formats or list(triton_qgemm.FORMAT_NAMES.values())
     rng = np.random.default_rng(20241204)
     failed = 0
-    checks = [*check_expert_blocks(rng)]
+    checks = [*check_scaled_half(rng), *check_expert_blocks(rng)]
     for check, ok, detail in checks:
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {check}: {detail}", flush=True)

@@ -45,9 +45,9 @@ def test_the_prefill_gemm_gives_the_oracles_numbers_under_the_interpreter() -> N
     """`tests/kernels/interpreted_qgemm.py`: every format through the prefill GEMM that decodes the packed
     tiles itself, dense and grouped by expert, against gguf-py's weights in float64."""
     report = interpreted("tests.kernels.interpreted_qgemm", 900)
-    # The device-side expert sort; per 32-block format two dense widths and the experts (MXFP4 also
-    # regrouped); per K-quant one dense width and the experts.
-    assert report.count("ok  ") == 1 + 8 * 3 + 1 + 3 * 2, report
+    # The activations' scaling (two layouts) and the device-side expert sort; per 32-block format two
+    # dense widths and the experts (MXFP4 also regrouped); per K-quant one dense width and the experts.
+    assert report.count("ok  ") == 2 + 1 + 8 * 3 + 1 + 3 * 2, report
 
 
 def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpreter() -> None:

@@ -71,6 +71,17 @@ def test_the_prefill_gemm_compiles_for_sm90_without_spills(fmt, grouped, rows) -
         assert compile_qgemm(fmt, grouped=grouped, config=config, even_k=False).asm["cubin"]
 
 
+def test_the_activation_scaling_compiles_for_sm90_with_ieee_division() -> None:
+    """The prefill's row scaling divides with `div.rn` (IEEE, as PyTorch's division), not the approximate
+    `div.full`: the float16 activations are then PyTorch's bit for bit."""
+    from kernels import triton_qgemm
+    from kernels.triton_offline import compile_for_sm90
+
+    signature = {"x_ptr": "*fp32", "x16_ptr": "*fp16", "scale_ptr": "*fp32", "K": "i32", "x_stride": "i32"}
+    ptx = compile_for_sm90(triton_qgemm._scaled_half_kernel, signature, {"BLOCK": 1024}).asm["ptx"]
+    assert "div.rn.f32" in ptx and "div.full" not in ptx and "div.approx" not in ptx
+
+
 def test_the_loop_cost_finds_the_gemv_loop() -> None:
     """`benchmarks.ptx_cost`'s measure: Q4_0's loop step (16 rows x 8 blocks x 32 weights over 128
     threads: 32 weights a thread) multiplies and adds in float32 at least once per weight, and the body
