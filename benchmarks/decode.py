@@ -69,6 +69,7 @@ class Options:
     fused_decode: bool = True
     decode_lookahead: bool = True
     fused_prefill: bool = True
+    prefill_graphs: bool = True
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""
@@ -190,6 +191,7 @@ def _worker_argv(opts: Options, port: int) -> list[str]:
         "--fused-decode" if opts.fused_decode else "--no-fused-decode",
         "--decode-lookahead" if opts.decode_lookahead else "--no-decode-lookahead",
         "--fused-prefill" if opts.fused_prefill else "--no-fused-prefill",
+        "--prefill-graphs" if opts.prefill_graphs else "--no-prefill-graphs",
     ]
 
 
@@ -554,6 +556,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "fused_decode": opts.fused_decode,
             "decode_lookahead": opts.decode_lookahead,
             "fused_prefill": opts.fused_prefill,
+            "prefill_graphs": opts.prefill_graphs,
             "greedy": True,
             "runs_requested": opts.runs,
             "decode_tokens_requested": opts.decode_tokens,
@@ -612,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         fused_decode=args.fused_decode,
         decode_lookahead=args.decode_lookahead,
         fused_prefill=args.fused_prefill,
+        prefill_graphs=args.prefill_graphs,
         http=args.http,
         label=args.label,
     )

@@ -67,7 +67,10 @@ class KernelConfig:
     next token while the host streams this one (`reference_worker.engine.DecodeSession`).
     `fused_prefill` (CUDA) multiplies the prompt's rows with GEMMs that decode the packed weight tiles on
     their way to the tensor cores (`kernels.triton_qgemm`, one launch a product); False decodes each
-    weight into a float16 scratch for cuBLAS first (`kernels.triton_prefill`).
+    weight into a float16 scratch for cuBLAS first (`kernels.triton_prefill`). `prefill_graphs` (CUDA, fast
+    kernels with `fused_prefill`, whose products read nothing back to the host) captures the prefill of a
+    prompt padded to a length bucket as a CUDA graph and replays it for later prompts of the bucket
+    (`reference_worker.prefill_graph`).
     """
 
     kernels: KernelChoice = "fast"
@@ -75,6 +78,7 @@ class KernelConfig:
     fused_decode: bool = True  # with kernels="fast": the device's fused decode-step kernels, if any
     lookahead: bool = True
     fused_prefill: bool = True
+    prefill_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
@@ -83,6 +87,11 @@ class KernelConfig:
     def graphs_on(self, device: torch.device) -> bool:
         """Whether the decode step is captured as a CUDA graph on `device`."""
         return self.cuda_graphs and self.kernels == "fast" and device.type == "cuda"
+
+    def prefill_graphs_on(self, device: torch.device) -> bool:
+        """Whether prompts are prefilled by captured CUDA graphs on `device` (the float16-scratch prefill
+        reads each product's expert counts back to the host, which a capture cannot hold)."""
+        return self.prefill_graphs and self.fused_prefill and self.kernels == "fast" and device.type == "cuda"
 
     def lookahead_on(self, device: torch.device) -> bool:
         """Whether a decode session runs one step ahead of the host on `device` (CUDA: launches are

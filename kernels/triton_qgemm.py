@@ -417,12 +417,16 @@ def expert_blocks(expert_ids: torch.Tensor, n_expert: int, block_m: int) -> tupl
     """The pairs p = t * k + j of `expert_ids (T, k)` sorted by expert (stable), each expert's run padded
     with the sentinel T * k to whole `block_m` blocks, and each block's expert (`n_expert` for the blocks
     past the last run): int32 tensors of cdiv(T * k, block_m) + n_expert blocks, the most the padding can
-    take, built on the device without reading anything back."""
+    take, built on the device without reading anything back (so a CUDA graph can capture it)."""
     flat = expert_ids.reshape(-1).long()
     n_pairs = flat.numel()
     device = flat.device
     order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=n_expert)
+    # Counted by scatter_add, not bincount: on CUDA bincount reads its largest id back to size its output,
+    # which a captured prefill (reference_worker.prefill_graph) cannot do.
+    counts = torch.zeros(n_expert, dtype=torch.long, device=device).scatter_add_(
+        0, flat, torch.ones_like(flat)
+    )
     padded = (counts + block_m - 1) // block_m * block_m
     padded_ends = torch.cumsum(padded, 0)
     # Pair order[r] (rank r in the sorted run of expert e) lands at e's padded start + (r - e's start).

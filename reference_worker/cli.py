@@ -110,6 +110,13 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         help="prompt products with GEMMs that decode the packed weight tiles themselves; off: decode each "
         "weight into a float16 scratch for cuBLAS (CUDA, --kernels fast)",
     )
+    p.add_argument(
+        "--prefill-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="prefill prompts of up to 512 tokens with CUDA graphs captured per length bucket (CUDA, "
+        "--kernels fast, --fused-prefill; off with --vram-budget-mb or --kv-cache-size-mb)",
+    )
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -189,6 +196,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         fused_decode=args.fused_decode,
         decode_lookahead=args.decode_lookahead,
         fused_prefill=args.fused_prefill,
+        prefill_graphs=args.prefill_graphs,
     )
 
 

@@ -42,6 +42,7 @@ class WorkerConfig:
     fused_decode: bool = True  # fused decode-step kernels (CUDA, fast kernels)
     decode_lookahead: bool = True  # the next step enqueued before a token is read back (CUDA)
     fused_prefill: bool = True  # prompt products decode the packed tiles inside the GEMM (CUDA, fast kernels)
+    prefill_graphs: bool = True  # prompts prefilled by captured CUDA graphs, per length bucket (CUDA)
 
     @property
     def torch_device(self) -> str:
@@ -55,6 +56,11 @@ class WorkerConfig:
             fused_decode=self.fused_decode,
             lookahead=self.decode_lookahead,
             fused_prefill=self.fused_prefill,
+            # The prefill graphs hold a cache of their own beside the requests': with a budget they stay
+            # off, so the budget means what it meant before (reference_worker.prefill_graph).
+            prefill_graphs=self.prefill_graphs
+            and self.vram_budget_mb is None
+            and self.kv_cache_size_mb is None,
         )
 
     @property

@@ -15,6 +15,10 @@ Context: a prompt that does not fit the context is INVALID_REQUEST. Otherwise th
 min(prompt + max_tokens, context) positions; generation that fills the context ends with MAX_TOKENS. A
 KV cache the VRAM budget cannot hold is VRAM_OOM, retriable, and the worker stays up (M0-W-1021/1825).
 
+Prefill (CUDA, `KernelConfig.prefill_graphs`): a prompt of up to 512 tokens is prefilled by replaying a
+CUDA graph captured once per length bucket (`reference_worker.prefill_graph`), else eagerly in chunks of
+`PREFILL_CHUNK` positions.
+
 Timing (M0 seam, reported in the end event): `first_token_ms` from the start of `generate` to the first
 sampled token (tokenization and prefill included); `decode_time_ms` from the end of prefill to the end.
 The decode loop does no logging and one host sync per token (reading the sampled id). With lookahead
@@ -52,6 +56,7 @@ from reference_worker.generation import (
 )
 from reference_worker.metrics_hooks import MetricsHooks, NoOpMetricsHooks
 from reference_worker.models.base import ModelAdapter
+from reference_worker.prefill_graph import PrefillGraphs
 from reference_worker.sampling import Sampler, SamplingParams
 from reference_worker.stops import StopMatcher
 from reference_worker.tokenizers import StreamDecoder
@@ -83,10 +88,12 @@ class DecodeSession:
         static: bool = False,
         lookahead: bool = False,
         max_tokens: int | None = None,
+        prefill_graphs: PrefillGraphs | None = None,
     ) -> None:
         """`lookahead`: run one step ahead of the host (module docstring), never beyond `max_tokens`
         tokens nor the cache. It pays on CUDA only (`KernelConfig.lookahead_on`); on CPU the same
-        bookkeeping runs, each token read before the step ahead."""
+        bookkeeping runs, each token read before the step ahead. `prefill_graphs`: the model's captured
+        prefills, which serve the prompts they can (`PrefillGraphs.serves`)."""
         self.model = model
         self.sampler = sampler
         self.prompt_ids = list(prompt_ids)
@@ -97,6 +104,7 @@ class DecodeSession:
         self._last: torch.Tensor | None = None  # the last sampled token, on the device
         self._lookahead = lookahead
         self._max_tokens = max_tokens
+        self._prefill_graphs = prefill_graphs
         self._returned = 0
         self._ahead: torch.Tensor | None = None  # a token sampled before it was asked for
         self._ahead_error: Exception | None = None  # the step ahead failed: raised when its token is asked
@@ -106,7 +114,12 @@ class DecodeSession:
         self._copied = torch.cuda.Event() if on_cuda else None  # re-recorded behind each token's copy
 
     def start(self, chunk: int = PREFILL_CHUNK) -> None:
-        """Prefill: runs the prompt once, `chunk` positions per forward, and keeps the last logits."""
+        """Prefill: runs the prompt once (a captured graph's replay where one serves it, else `chunk`
+        positions per forward) and keeps the last logits."""
+        if self._prefill_graphs is not None:
+            self._logits = self._prefill_graphs.prefill(self.prompt_ids, self.cache)
+            if self._logits is not None:
+                return
         ids = torch.tensor(self.prompt_ids, dtype=torch.long, device=self._device)
         for begin in range(0, len(ids), chunk):
             self._logits = self.model.forward(ids[begin : begin + chunk], self.cache, last_only=True)[0]
@@ -178,6 +191,8 @@ class InferenceEngine:
         kernels = getattr(model, "kernels", None)
         graphs_on = kernels is not None and kernels.config.graphs_on(self.device)
         self.graphs = DecodeGraphs(model) if graphs_on else None
+        prefill_graphs_on = kernels is not None and kernels.config.prefill_graphs_on(self.device)
+        self.prefill_graphs = PrefillGraphs(model) if prefill_graphs_on else None
         # One decode step ahead of the host (CUDA): see the module docstring.
         self.lookahead = kernels is not None and kernels.config.lookahead_on(self.device)
         # On CPU the kernel set's decode-step functions (`kernels.cpu_decode`) serve the models' step form,
@@ -222,6 +237,7 @@ class InferenceEngine:
             static=self.static_step,
             lookahead=self.lookahead,
             max_tokens=max_tokens,
+            prefill_graphs=self.prefill_graphs,
         )
         try:
             session.start()

@@ -57,13 +57,18 @@ class ModelAdapter(Protocol):
         *,
         last_only: bool = False,
         positions: torch.Tensor | None = None,
+        last_row: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits float32 `[T, vocab]` (`[1, vocab]` with last_only) for T tokens appended to the cache.
 
         With `positions` (a device tensor, contiguous cache): the decode step. The tokens are written at
         those positions with `cache.write_at`, attention runs over the whole cache with later positions
         masked, nothing reads back to the host and `cache.length` is left to the caller, so the step can
-        be captured as a CUDA graph (`reference_worker.decode_step`)."""
+        be captured as a CUDA graph (`reference_worker.decode_step`).
+
+        With `last_row` (a device tensor of one row index): a prefill captured as a CUDA graph
+        (`reference_worker.prefill_graph`): the logits of that row only (`[1, vocab]`), and the token ids
+        are not read back to be range-checked (the caller checked them)."""
         ...
 
 

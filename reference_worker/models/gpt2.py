@@ -147,6 +147,7 @@ class GPT2Model(GGUFAdapter):
         *,
         last_only: bool = False,
         positions: torch.Tensor | None = None,
+        last_row: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`."""
         c = self.config
@@ -156,8 +157,9 @@ class GPT2Model(GGUFAdapter):
         # Learned positions end at context_length: there is no row for a later position.
         if not step:
             positions = next_positions(cache, n_tokens, c.context_length, self.device)
-        x = qembedding(tokens, self.token_embd, checked=not step).float()
-        x = x + qembedding(positions, self.position_embd, checked=not step).float()
+        checked = not step and last_row is None  # a step's or captured prefill's ids: checked by the caller
+        x = qembedding(tokens, self.token_embd, checked=checked).float()
+        x = x + qembedding(positions, self.position_embd, checked=checked).float()
         for i, layer in enumerate(self.layers):
             h = layer_norm(x, layer.attn_norm, layer.attn_norm_b, c.norm_eps)
             q, k, v = mm(h, layer.wqkv, layer.bqkv).split(layer.qkv_split, dim=-1)
@@ -173,6 +175,8 @@ class GPT2Model(GGUFAdapter):
             x = x + layer.mlp(layer_norm(x, layer.ffn_norm, layer.ffn_norm_b, c.norm_eps))
         if not step:
             cache.advance(n_tokens)
-        if last_only:
+        if last_row is not None:  # a captured prefill: the prompt's last row, not the padding's
+            x = x.index_select(0, last_row)
+        elif last_only:
             x = x[-1:]
         return mm(layer_norm(x, self.output_norm, self.output_norm_b, c.norm_eps), self.output).float()

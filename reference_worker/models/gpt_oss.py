@@ -246,6 +246,7 @@ class GptOssModel(GGUFAdapter):
         *,
         last_only: bool = False,
         positions: torch.Tensor | None = None,
+        last_row: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`; with the
         fused decode kernels of the chosen `KernelSet` (CUDA) it uses them for norms, RoPE + KV store,
@@ -258,7 +259,8 @@ class GptOssModel(GGUFAdapter):
         norm = fused.rms_norm if fused is not None else rms_norm
         if not step:
             positions = next_positions(cache, n_tokens, c.context_length, self.device)
-        x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, E]
+        checked = not step and last_row is None  # a step's or captured prefill's ids: checked by the caller
+        x = self.kernels.qembedding(tokens, self.token_embd, checked=checked).float()  # [T, E]
         for i, layer in enumerate(self.layers):
             h = norm(x, layer.attn_norm, c.norm_eps)
             q, k, v = self.kernels.qmatmuls(h, (layer.wq, layer.wk, layer.wv), (layer.bq, layer.bk, layer.bv))
@@ -292,6 +294,8 @@ class GptOssModel(GGUFAdapter):
             x = layer.moe(norm(x, layer.ffn_norm, c.norm_eps), x, fused)
         if not step:
             cache.advance(n_tokens)
-        if last_only:
+        if last_row is not None:  # a captured prefill: the prompt's last row, not the padding's
+            x = x.index_select(0, last_row)
+        elif last_only:
             x = x[-1:]
         return mm(norm(x, self.output_norm, c.norm_eps), self.output).float()

@@ -65,11 +65,14 @@ class KVCacheAllocator(Protocol):
 
 
 class ContiguousKVCache(KVCache):
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, memory: DeviceMemory) -> None:
+    def __init__(
+        self, keys: torch.Tensor, values: torch.Tensor, memory: DeviceMemory, category: str = KV_CATEGORY
+    ) -> None:
         self.keys, self.values = keys, values  # [n_layer, n_head_kv, capacity, d]
         self.capacity = keys.shape[2]
         self.length = 0
         self._memory = memory
+        self._category = category
 
     def update(self, layer, k, v):
         self.check_room(k.shape[1])
@@ -89,28 +92,30 @@ class ContiguousKVCache(KVCache):
 
     def free(self) -> None:
         if self.keys is not None:
-            self._memory.release(KV_CATEGORY, self.keys)
-            self._memory.release(KV_CATEGORY, self.values)
+            self._memory.release(self._category, self.keys)
+            self._memory.release(self._category, self.values)
             self.keys = self.values = None
 
 
 class ContiguousKVCacheAllocator:
-    """One cache per request, allocated when the request starts and released when it ends (M0)."""
+    """One cache per request, allocated when the request starts and released when it ends (M0).
+    `category`: what `DeviceMemory` accounts the caches to (a request's: "kv_cache"; the prefill graphs'
+    own cache, `reference_worker.prefill_graph`: "scratch")."""
 
-    def __init__(self, layout: KVLayout, memory: DeviceMemory) -> None:
-        self.layout, self.memory = layout, memory
+    def __init__(self, layout: KVLayout, memory: DeviceMemory, category: str = KV_CATEGORY) -> None:
+        self.layout, self.memory, self.category = layout, memory, category
 
     def new_cache(self, max_tokens: int) -> ContiguousKVCache:
         lay = self.layout
         k_shape = (lay.n_layer, lay.n_head_kv, max_tokens, lay.head_dim)
         v_shape = (lay.n_layer, lay.n_head_kv, max_tokens, lay.v_dim)
-        keys = _allocate(self.memory, k_shape, lay.dtype)
+        keys = _allocate(self.memory, k_shape, lay.dtype, self.category)
         try:
-            values = _allocate(self.memory, v_shape, lay.dtype)
+            values = _allocate(self.memory, v_shape, lay.dtype, self.category)
         except BaseException:
-            self.memory.release(KV_CATEGORY, keys)
+            self.memory.release(self.category, keys)
             raise
-        return ContiguousKVCache(keys, values, self.memory)
+        return ContiguousKVCache(keys, values, self.memory, self.category)
 
 
 class PagedKVCache(KVCache):
@@ -186,6 +191,8 @@ def kv_cache_allocator(
     raise ValueError(f"unknown KV cache kind {kind!r} (known: contiguous, paged)")
 
 
-def _allocate(memory: DeviceMemory, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def _allocate(
+    memory: DeviceMemory, shape: tuple[int, ...], dtype: torch.dtype, category: str = KV_CATEGORY
+) -> torch.Tensor:
     nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-    return memory.allocate(KV_CATEGORY, nbytes, dtype=dtype, shape=shape)
+    return memory.allocate(category, nbytes, dtype=dtype, shape=shape)

@@ -211,6 +211,7 @@ class LlamaModel(GGUFAdapter):
         *,
         last_only: bool = False,
         positions: torch.Tensor | None = None,
+        last_row: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`positions` (device tensor): the decode step of a CUDA graph, see `decode_step.py`; with the
         fused decode kernels of the chosen `KernelSet` (CUDA) it uses them for norms, RoPE + KV store,
@@ -228,7 +229,8 @@ class LlamaModel(GGUFAdapter):
         h: RMSNormed | torch.Tensor | None = None  # the next GEMV's normed input, when formed ahead
         if not step:
             positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
-        x = self.kernels.qembedding(tokens, self.token_embd, checked=not step).float()  # [T, dim]
+        checked = not step and last_row is None  # a step's or captured prefill's ids: checked by the caller
+        x = self.kernels.qembedding(tokens, self.token_embd, checked=checked).float()  # [T, dim]
         for i, layer in enumerate(self.layers):
             q, k, v = layer.qkv(h if h is not None else norm(x, layer.attn_norm, cfg.norm_eps))
             if fused is not None:  # one position: RoPE, KV store and attention in one kernel
@@ -262,6 +264,8 @@ class LlamaModel(GGUFAdapter):
             cache.advance(n_tokens)
         if h is not None:  # the output norm came with the last layer's down projection (one position)
             return mm(h, self.output).float()
-        if last_only:
+        if last_row is not None:  # a captured prefill: the prompt's last row, not the padding's
+            x = x.index_select(0, last_row)
+        elif last_only:
             x = x[-1:]
         return mm(norm(x, self.output_norm, cfg.norm_eps), self.output).float()

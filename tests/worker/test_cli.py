@@ -54,16 +54,30 @@ def test_valid_arguments(model: Path) -> None:
 
 
 def test_the_performance_flags_reach_the_kernel_config(model: Path) -> None:
-    """`--kernels`, `--cuda-graphs`, `--fused-decode`, `--decode-lookahead`, `--fused-prefill`: the
-    `KernelConfig` the model is built with (all on by default)."""
+    """`--kernels`, `--cuda-graphs`, `--fused-decode`, `--decode-lookahead`, `--fused-prefill`,
+    `--prefill-graphs`: the `KernelConfig` the model is built with (all on by default)."""
     from kernels.backend import KernelConfig
 
     assert parse_config(args(model), cuda_device_count=0).kernel_config == KernelConfig()
-    flags = ["--no-cuda-graphs", "--no-fused-decode", "--no-decode-lookahead", "--no-fused-prefill"]
+    flags = [
+        "--no-cuda-graphs",
+        "--no-fused-decode",
+        "--no-decode-lookahead",
+        "--no-fused-prefill",
+        "--no-prefill-graphs",
+    ]
     config = parse_config([*args(model, **{"--kernels": "reference"}), *flags], cuda_device_count=0)
     assert config.kernel_config == KernelConfig(
-        kernels="reference", cuda_graphs=False, fused_decode=False, lookahead=False, fused_prefill=False
+        kernels="reference",
+        cuda_graphs=False,
+        fused_decode=False,
+        lookahead=False,
+        fused_prefill=False,
+        prefill_graphs=False,
     )
+    # A VRAM budget keeps the prefill graphs' own cache out of it: no prefill graphs.
+    budgeted = parse_config(args(model, **{"--vram-budget-mb": "512"}), cuda_device_count=0)
+    assert budgeted.kernel_config == KernelConfig(prefill_graphs=False)
 
 
 def test_auto_device_prefers_cuda(model: Path) -> None:
