@@ -1,7 +1,9 @@
-"""The decode GEMV's inner loop per weight, from its PTX for the H200 (sm_90), without a GPU.
+"""The decode GEMV's (or the prefill GEMM's) inner loop per weight, from its PTX for the H200 (sm_90),
+without a GPU.
 
     python -m benchmarks.ptx_cost [--formats q4_k mxfp4 ...] [--shape 4096x4096] [--block-n 16] [--ub 8]
                                   [--form plain] [--out FILE.md]
+    python -m benchmarks.ptx_cost --kernel prefill-gemm [--formats ...] [--out FILE.md]
 
 For each format the GEMV kernel (`kernels/triton_gemv.py`, a decode launch of an `--shape` matrix in the
 `--form` of `kernels.triton_offline.GEMV_FORMS` (default plain),
@@ -15,6 +17,11 @@ scheduling and register allocation, and a kernel bound by memory does not care. 
 removes work from one that moves it, and which formats spend the most instructions per weight, before any
 GPU time is spent (the MXFP4 expert GEMV, 16 % of the copy bandwidth on the H200, spends 17.5
 instructions per weight; `results/2026-12-04-h200-mxfp4-regrouped.md`).
+
+`--kernel prefill-gemm`: the same counts for `kernels/triton_qgemm.py` in the launch shapes
+`default_config` picks for 512 rows, dense and grouped by expert: the loop decodes a weight tile and feeds
+the tensor cores (wgmma) once per `BLOCK_M` rows, so its instructions per weight are paid once per
+`BLOCK_M` rows of the prompt.
 
 Needs Triton importable (CPU machines: `pip install --target /tmp/tt triton==3.6.0`, `PYTHONPATH=/tmp/tt`).
 """
@@ -59,6 +66,34 @@ def cost_rows(
     return rows
 
 
+def prefill_gemm_rows(formats: list[str], shape: tuple[int, int] = (4096, 4096)) -> list[dict]:
+    """The prefill GEMM's loop per weight for each decoder, dense and grouped, in its default launch
+    shapes, for an `shape` matrix (its integer arguments specialised as a GPU run would)."""
+    from kernels.triton_offline import compile_qgemm, loop_cost, register_use
+    from kernels.triton_qgemm import REGROUPED_MXFP4, default_config
+
+    rows = []
+    for name in [*formats, *([REGROUPED_MXFP4] if "mxfp4" in formats else [])]:
+        if name in ("q4_k", "q5_k", "q6_k") and shape[1] % 256:
+            continue  # a K-quant row is whole 256-value super-blocks
+        for grouped in (False, True):
+            config = default_config(512, grouped=grouped)
+            ptx = compile_qgemm(name, grouped=grouped, config=config, shape=shape).asm["ptx"]
+            cost, use = loop_cost(ptx), register_use(ptx)
+            weights = config.block_n * config.block_k / (config.num_warps * 32)
+            top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
+            tile = f"m{config.block_m}/n{config.block_n}/k{config.block_k}/w{config.num_warps}"
+            rows.append(
+                dict(
+                    format=f"{name} ({'experts' if grouped else 'dense'})", tile=tile,
+                    instructions=cost.instructions, weights=weights,
+                    per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
+                    registers=use.registers, spill_bytes=use.spill_bytes, top=top,
+                )
+            )  # fmt: skip
+    return rows
+
+
 def to_markdown(rows: list[dict]) -> str:
     lines = [
         "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | registers / thread | spill bytes | commonest |",
@@ -86,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", default="4096x4096", help="the matrix, OUTxIN (default 4096x4096)")
     parser.add_argument("--form", default="plain", help="launch form (kernels.triton_offline.GEMV_FORMS)")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser.add_argument(
+        "--kernel",
+        choices=["gemv", "prefill-gemm"],
+        default="gemv",
+        help="the decode GEMV (default) or the prefill GEMM (kernels/triton_qgemm.py)",
+    )
     args = parser.parse_args(argv)
     try:
         import triton  # noqa: F401
@@ -93,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: Triton is not importable here (see the module's docstring)", file=sys.stderr)
         return 1
     out_features, in_features = (int(v) for v in args.shape.lower().split("x"))
-    table = to_markdown(
-        cost_rows(args.formats, args.block_n, args.ub, (out_features, in_features), args.form)
-    )
+    if args.kernel == "prefill-gemm":
+        rows = prefill_gemm_rows(args.formats, (out_features, in_features))
+    else:
+        rows = cost_rows(args.formats, args.block_n, args.ub, (out_features, in_features), args.form)
+    table = to_markdown(rows)
     print(table, end="")
     if args.out:
         args.out.write_text(table)

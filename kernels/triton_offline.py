@@ -166,10 +166,37 @@ QGEMM_INTS = ("M", "N", "K", "row_bytes", "matrix_bytes", "scales_at", "x_group"
 QGEMM_ALIGNED = ("x_ptr", "w_ptr", "y_ptr", "N", "K")
 
 
-def compile_qgemm(fmt: str, *, grouped: bool, config: Any = None, even_k: bool = True):
+def qgemm_int_args(fmt: str, out_features: int, in_features: int, rows: int, n_expert: int) -> dict[str, int]:
+    """The integer arguments a prefill launch of the GEMM passes for an `out x in` matrix (each of
+    `n_expert` experts when > 1) and `rows` activation rows (token-expert pairs, 4 per token, grouped):
+    what Triton specialises on at run time (a value divisible by 16 is compiled as such)."""
+    from kernels.formats import FORMATS, tensor_nbytes
+    from kernels.triton_qgemm import FORMAT_NAMES, REGROUPED_MXFP4
+
+    qtype = next(q for q, name in FORMAT_NAMES.items() if name == fmt.replace("_codes_then_scales", ""))
+    matrix_bytes = tensor_nbytes(qtype, (out_features, in_features))
+    row_bytes = matrix_bytes // out_features
+    if fmt == REGROUPED_MXFP4:
+        row_bytes = in_features // FORMATS[qtype].block_size * 16
+    return dict(
+        M=rows, N=out_features, K=in_features, row_bytes=row_bytes, matrix_bytes=matrix_bytes,
+        scales_at=out_features * row_bytes if fmt == REGROUPED_MXFP4 else 0,
+        x_group=4 if n_expert > 1 else 1, n_expert=n_expert,
+    )  # fmt: skip
+
+
+def compile_qgemm(
+    fmt: str,
+    *,
+    grouped: bool,
+    config: Any = None,
+    even_k: bool = True,
+    shape: tuple[int, int] | None = None,
+):
     """The prefill GEMM (`kernels.triton_qgemm._qgemm_kernel`) for one decoder (`triton_qgemm.FORMAT_NAMES`
     or its regrouped MXFP4), dense or grouped by expert, with a bias, in `config`'s launch shape (default:
-    the one `default_config` gives 512 rows)."""
+    the one `default_config` gives 512 rows). `shape` (out, in): its integer arguments divisible by 16
+    compiled as such, as the GPU run specialises them (512 rows; grouped: 32 experts, 4 a token)."""
     from kernels import triton_qgemm
 
     config = config or triton_qgemm.default_config(512, grouped=grouped)
@@ -192,11 +219,15 @@ def compile_qgemm(fmt: str, *, grouped: bool, config: Any = None, even_k: bool =
         GROUPED=grouped,
         EVEN_K=even_k,
     )
+    aligned = QGEMM_ALIGNED
+    if shape is not None:
+        ints = qgemm_int_args(fmt, *shape, 512 * 4 if grouped else 512, 32 if grouped else 1)
+        aligned = ("x_ptr", "w_ptr", "y_ptr") + tuple(n for n, v in ints.items() if v and v % 16 == 0)
     return compile_for_sm90(
         triton_qgemm._qgemm_kernel,
         signature,
         constants,
-        QGEMM_ALIGNED,
+        aligned,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
