@@ -153,3 +153,15 @@ def test_the_rope_kernels_compile_for_sm90(neox: bool, d: int, rope_half: int) -
             ),
         )  # fmt: skip
         assert attention.asm["cubin"]
+
+
+def test_the_cost_tool_counts_the_prefill_gemms_loop() -> None:
+    """`benchmarks.ptx_cost --kernel prefill-gemm`: dense and experts rows per decoder, the loop found
+    (more than one instruction a weight: every weight is decoded), no spill; K-quants skipped where the
+    width is not whole super-blocks."""
+    from benchmarks.ptx_cost import prefill_gemm_rows
+
+    rows = prefill_gemm_rows(["q4_k", "q8_0"], (896, 896))
+    assert [r["format"] for r in rows] == ["q8_0 (dense)", "q8_0 (experts)"]
+    rows = prefill_gemm_rows(["q4_k"], (3072, 3072))
+    assert len(rows) == 2 and all(4 < r["per_weight"] < 60 and r["spill_bytes"] == 0 for r in rows)
