@@ -65,11 +65,11 @@ class _CapturedPrefill:
         self.cache.length = 0  # the forward writes from position 0 and advances the length by B
         return self.model.forward(self.tokens, self.cache, last_only=True, last_row=self.last_row)[0]
 
-    def capture(self, pool: Any) -> None:
+    def capture(self, pool: Any, side: Any) -> None:
         # As the decode step's capture: a warm-up on a side stream (compiles the Triton kernels, settles the
-        # allocator) computing what a replay computes, then the capture into the shared pool.
+        # allocator) computing what a replay computes, then the capture into the shared pool. One side
+        # stream serves every bucket: cuBLAS keeps a workspace per stream it has run on.
         device = self.tokens.device
-        side = torch.cuda.Stream(device=device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             self.forward()
@@ -111,6 +111,7 @@ class PrefillGraphs:
         self._unavailable = not self.buckets or self._allocator is None
         self._graphs: dict[int, _CapturedPrefill] = {}
         self._pool: Any = None
+        self._side: Any = None  # the stream captures warm up on
         self.captures = 0
         self.failure: str | None = None  # why a capture failed (then every prefill is eager)
 
@@ -147,8 +148,9 @@ class PrefillGraphs:
         if step.graph is None:
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
+                self._side = torch.cuda.Stream(device=step.tokens.device)
             try:
-                step.capture(self._pool)
+                step.capture(self._pool, self._side)
             except RuntimeError as e:  # an op that syncs with the host: this model prefills eagerly
                 self.failure = f"{type(e).__name__}: {e}".splitlines()[0]
                 self._unavailable = True

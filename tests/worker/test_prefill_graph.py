@@ -61,7 +61,7 @@ def eager_capture(monkeypatch):
     """`PrefillGraphs` on CPU: the capture becomes the eager forward, its replays run it again."""
     captured = []
 
-    def capture(self, pool) -> None:
+    def capture(self, pool, side) -> None:
         self.logits = self.forward().clone()
         self.graph = EagerGraph(self)
         captured.append(self.bucket)
@@ -69,6 +69,7 @@ def eager_capture(monkeypatch):
     monkeypatch.setattr(prefill_graph._CapturedPrefill, "capture", capture)
     monkeypatch.setattr(prefill_graph, "on_cuda", lambda tensor: True)
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: None)
     return captured
 
 
@@ -126,7 +127,7 @@ def test_a_capture_that_fails_leaves_every_prefill_eager(eager_capture, monkeypa
     """A model whose prefill reads a value back to the host cannot be captured: the request still gets its
     prefill (eager), and the reason is kept."""
 
-    def capture(self, pool) -> None:
+    def capture(self, pool, side) -> None:
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
 
     monkeypatch.setattr(prefill_graph._CapturedPrefill, "capture", capture)
