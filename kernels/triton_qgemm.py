@@ -10,19 +10,21 @@ each way), and a product is two launches (the activations' scaling, the GEMM) in
 
 Mixture-of-experts prefill (`matmul_experts`) is one launch per expert tensor: the (token, expert)
 pairs are sorted by expert and each expert's run padded to whole `BLOCK_M` blocks on the device
-(`_expert_blocks`, no host sync); each program reads its block's expert id and multiplies that
+(`expert_blocks`, no host read: a CUDA graph can capture it); each program reads its block's expert id and multiplies that
 expert's weight tile with its block's token rows, storing each pair's output row in place (so nothing
 is gathered or scattered after). Programs of the padding past the last block return at once.
 
 Numerics: those of `kernels.triton_prefill`: activations divided per row by their largest magnitude and
-rounded to float16 (`_scaled_half_kernel`, the same bits as its `torch.div(...).half()`), the decoded weight rounded once to float16, products summed in
-float32 and scaled back per row in the epilogue, with the bias. Against the float64 product of the
-reference weights the error is two float16 roundings per product (bounded in the tests).
+rounded to float16 (`_scaled_half_kernel`, the same bits as its `torch.div(...).half()`), the decoded
+weight rounded once to float16, products summed in float32 and scaled back per row in the epilogue, with
+the bias. Against the float64 product of the reference weights the error is two float16 roundings per
+product (bounded in the tests).
 
 The decoders address every weight by its byte and bit (byte loads: the 17/18/22/34-byte blocks have no
 wider alignment), in element order, so the activation tile is a plain contiguous load. Their cost is
-shared by the `BLOCK_M` rows of the tile; `tests/kernels/interpreted_qgemm.py` checks every format against
-gguf-py's values on CPU under Triton's interpreter, `tests/kernels/test_triton_qgemm.py` on CUDA.
+shared by the `BLOCK_M` rows of the tile (`benchmarks.ptx_cost --kernel prefill-gemm` counts it).
+`tests/kernels/interpreted_qgemm.py` checks every format against gguf-py's values on CPU under Triton's
+interpreter; `tests/kernels/test_triton_prefill.py` checks both prefill paths on CUDA.
 """
 
 from __future__ import annotations
@@ -39,8 +41,7 @@ from kernels.qtensor import CODES_THEN_SCALES, QTensor
 from kernels.triton_gemv import MAX_ROWS
 from kernels.triton_moe import MAX_PAIRS
 
-# ggml type -> the kernel's FMT constexpr (each launch compiles the one decoder it reads) and the bytes of
-# one 32-element sub-block's share of its row (the row's bytes are in_features / 32 times that).
+# ggml type -> the kernel's FMT constexpr (each launch compiles the one decoder it reads).
 FORMAT_NAMES: dict[GGMLType, str] = {
     GGMLType.F16: "f16",
     GGMLType.BF16: "bf16",
