@@ -105,10 +105,17 @@ def _f16_at(p):
 
 
 @triton.jit
-def _nibble(qs, i):
-    """Code i (0-31) of a 32-element block whose 16 code bytes start at `qs`: byte i % 16, the low nibble
-    for i < 16 and the high one after (ggml's Q4_0/Q4_1/Q5_0/Q5_1/MXFP4 order)."""
-    return (_u8(qs + i % 16) >> (4 * (i // 16))) & 15
+def _nibble(qs, h, j):
+    """Code 16h + j of a 32-element block whose 16 code bytes start at `qs` (`h` [.., 2, 1], `j` [.., 1, 16]):
+    byte j, its low nibble for h = 0 and its high one for h = 1 (ggml's Q4_0/Q4_1/Q5_0/Q5_1/MXFP4 order).
+    Each byte is read once for both of its codes."""
+    return (_u8(qs + j) >> (4 * h)) & 15
+
+
+@triton.jit
+def _u32_at(p):
+    """The little-endian 32-bit word at byte pointers `p` (any alignment)."""
+    return _u8(p) | (_u8(p + 1) << 8) | (_u8(p + 2) << 16) | (_u8(p + 3) << 24)
 
 
 @triton.jit
@@ -139,10 +146,12 @@ def _scale_min_k4(sc, j):
 
 
 @triton.jit
-def _weights(rows, scale_rows, s, i, FMT: tl.constexpr):
-    """Decoded float32 weights of 32-element sub-blocks `s` ([1, NSUB, 1], the index along the row),
-    element `i` ([1, 1, 32]) of each, for the rows whose first byte `rows` points at ([BLOCK_N, 1, 1]);
-    `scale_rows`: each row's scale bytes (regrouped MXFP4 only). Returns [BLOCK_N, NSUB, 32]."""
+def _weights(rows, scale_rows, s, h, j, FMT: tl.constexpr):
+    """Decoded float32 weights of 32-element sub-blocks `s` ([1, NSUB, 1, 1], the index along the row),
+    element i = 16h + j of each (`h` [1, 1, 2, 1], `j` [1, 1, 1, 16]), for the rows whose first byte `rows`
+    points at ([BLOCK_N, 1, 1, 1]); `scale_rows`: each row's scale bytes (regrouped MXFP4 only). Returns
+    [BLOCK_N, NSUB, 2, 16]: a field shared by a half or a whole block is read once for it."""
+    i = 16 * h + j
     if FMT == "f16":
         w = tl.load((rows + (s * 32 + i) * 2).to(tl.pointer_type(tl.float16))).to(tl.float32)
     elif FMT == "bf16":
@@ -150,17 +159,17 @@ def _weights(rows, scale_rows, s, i, FMT: tl.constexpr):
         w = (bits << 16).to(tl.float32, bitcast=True)
     elif FMT == "q4_0":  # {d, qs[16]}: (q - 8) * d
         b = rows + s * 18
-        w = (_nibble(b + 2, i).to(tl.float32) - 8.0) * _f16_at(b)
+        w = (_nibble(b + 2, h, j).to(tl.float32) - 8.0) * _f16_at(b)
     elif FMT == "q4_1":  # {d, m, qs[16]}: q * d + m
         b = rows + s * 20
-        w = _nibble(b + 4, i).to(tl.float32) * _f16_at(b) + _f16_at(b + 2)
+        w = _nibble(b + 4, h, j).to(tl.float32) * _f16_at(b) + _f16_at(b + 2)
     elif FMT == "q5_0":  # {d, qh[4], qs[16]}: the fifth bit of element i is bit i of qh
         b = rows + s * 22
-        q = _nibble(b + 6, i) | (((_u8(b + 2 + i // 8) >> (i % 8)) & 1) << 4)
+        q = _nibble(b + 6, h, j) | (((_u32_at(b + 2) >> i) & 1) << 4)
         w = (q.to(tl.float32) - 16.0) * _f16_at(b)
     elif FMT == "q5_1":  # {d, m, qh[4], qs[16]}
         b = rows + s * 24
-        q = _nibble(b + 8, i) | (((_u8(b + 4 + i // 8) >> (i % 8)) & 1) << 4)
+        q = _nibble(b + 8, h, j) | (((_u32_at(b + 4) >> i) & 1) << 4)
         w = q.to(tl.float32) * _f16_at(b) + _f16_at(b + 2)
     elif FMT == "q8_0":  # {d, qs[32] int8}
         b = rows + s * 34
@@ -168,30 +177,30 @@ def _weights(rows, scale_rows, s, i, FMT: tl.constexpr):
         w = q * _f16_at(b)
     elif FMT == "mxfp4":  # {e (E8M0), qs[16]}
         b = rows + s * 17
-        w = _e2m1_doubled(_nibble(b + 1, i)) * _e8m0_half(_u8(b))
+        w = _e2m1_doubled(_nibble(b + 1, h, j)) * _e8m0_half(_u8(b))
     elif FMT == "mxfp4_codes_then_scales":  # a row's codes (16 bytes a block), its scale bytes apart
-        w = _e2m1_doubled(_nibble(rows + s * 16, i)) * _e8m0_half(_u8(scale_rows + s))
-    elif FMT == "q4_k":  # {d, dmin, scales[12], qs[128]}: sub-block j in byte chunk j // 2, nibble j % 2
+        w = _e2m1_doubled(_nibble(rows + s * 16, h, j)) * _e8m0_half(_u8(scale_rows + s))
+    elif FMT == "q4_k":  # {d, dmin, scales[12], qs[128]}: sub-block u in byte chunk u // 2, nibble u % 2
         b = rows + (s // 8) * 144
-        j = s % 8
-        sc, mn = _scale_min_k4(b + 4, j)
-        q = (_u8(b + 16 + 32 * (j // 2) + i) >> (4 * (j % 2))) & 15
+        u = s % 8  # the sub-block within its super-block
+        sc, mn = _scale_min_k4(b + 4, u)
+        q = (_u8(b + 16 + 32 * (u // 2) + i) >> (4 * (u % 2))) & 15
         w = (_f16_at(b) * sc) * q.to(tl.float32) - _f16_at(b + 2) * mn
-    elif FMT == "q5_k":  # {d, dmin, scales[12], qh[32], qs[128]}: the fifth bit is bit j of qh[i]
+    elif FMT == "q5_k":  # {d, dmin, scales[12], qh[32], qs[128]}: the fifth bit is bit u of qh[i]
         b = rows + (s // 8) * 176
-        j = s % 8
-        sc, mn = _scale_min_k4(b + 4, j)
-        q = ((_u8(b + 48 + 32 * (j // 2) + i) >> (4 * (j % 2))) & 15) | (((_u8(b + 16 + i) >> j) & 1) << 4)
+        u = s % 8  # the sub-block within its super-block
+        sc, mn = _scale_min_k4(b + 4, u)
+        q = ((_u8(b + 48 + 32 * (u // 2) + i) >> (4 * (u % 2))) & 15) | (((_u8(b + 16 + i) >> u) & 1) << 4)
         w = (_f16_at(b) * sc) * q.to(tl.float32) - _f16_at(b + 2) * mn
-    else:  # "q6_k": {ql[128], qh[64], scales[16] int8, d}. Sub-block j: half n = j // 4, quarter t = j % 4:
-        # low bits in ql[64n + 32(t & 1) + i], nibble t >> 1; high bits 2t of qh[32n + i]; scale 8n + i/16 + 2t.
+    else:  # "q6_k": {ql[128], qh[64], scales[16] int8, d}. Sub-block u: half n = u // 4, quarter t = u % 4:
+        # low bits in ql[64n + 32(t & 1) + i], nibble t >> 1; high bits 2t of qh[32n + i]; scale 8n + h + 2t.
         b = rows + (s // 8) * 210
-        j = s % 8
-        n = j // 4
-        t = j % 4
+        u = s % 8  # the sub-block within its super-block
+        n = u // 4
+        t = u % 4
         low = (_u8(b + 64 * n + 32 * (t & 1) + i) >> (4 * (t >> 1))) & 15
         high = (_u8(b + 128 + 32 * n + i) >> (2 * t)) & 3
-        sc = tl.load((b + 192 + 8 * n + i // 16 + 2 * t).to(tl.pointer_type(tl.int8))).to(tl.float32)
+        sc = tl.load((b + 192 + 8 * n + h + 2 * t).to(tl.pointer_type(tl.int8))).to(tl.float32)
         w = (_f16_at(b + 208) * sc) * ((low | (high << 4)).to(tl.float32) - 32.0)
     return w
 
@@ -239,23 +248,24 @@ def _qgemm_kernel(
         x_row = m
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_read = tl.minimum(n, N - 1)  # edge tiles read the last row again; their stores are masked
-    rows = (matrix + n_read.to(tl.int64) * row_bytes)[:, None, None]
-    scale_rows = (matrix + scales_at + n_read.to(tl.int64) * (K // 32))[:, None, None]
+    rows = (matrix + n_read.to(tl.int64) * row_bytes)[:, None, None, None]
+    scale_rows = (matrix + scales_at + n_read.to(tl.int64) * (K // 32))[:, None, None, None]
     NSUB: tl.constexpr = BLOCK_K // 32
-    sub = tl.arange(0, NSUB)[None, :, None]
-    i = tl.arange(0, 32)[None, None, :]
+    sub = tl.arange(0, NSUB)[None, :, None, None]
+    half = tl.arange(0, 2)[None, None, :, None]
+    j = tl.arange(0, 16)[None, None, None, :]
     k = tl.arange(0, BLOCK_K)
     x_rows = x_ptr + x_row.to(tl.int64)[:, None] * K
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         if EVEN_K:
             xt = tl.load(x_rows + k0 + k[None, :], mask=valid[:, None], other=0.0)
-            w = _weights(rows, scale_rows, k0 // 32 + sub, i, FMT)
+            w = _weights(rows, scale_rows, k0 // 32 + sub, half, j, FMT)
             w = tl.reshape(w, (BLOCK_N, BLOCK_K)).to(tl.float16)
         else:  # a 32-block format's last step runs past K: clamp its reads, zero its weights
             in_k = k0 + k < K
             xt = tl.load(x_rows + k0 + k[None, :], mask=valid[:, None] & in_k[None, :], other=0.0)
-            w = _weights(rows, scale_rows, tl.minimum(k0 // 32 + sub, K // 32 - 1), i, FMT)
+            w = _weights(rows, scale_rows, tl.minimum(k0 // 32 + sub, K // 32 - 1), half, j, FMT)
             w = tl.where(in_k[None, :], tl.reshape(w, (BLOCK_N, BLOCK_K)), 0.0).to(tl.float16)
         acc = tl.dot(xt, tl.trans(w), acc)
     out = acc * tl.load(x_scale_ptr + x_row, mask=valid, other=0.0)[:, None]
