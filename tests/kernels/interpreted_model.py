@@ -11,20 +11,25 @@ the prefill GEMM's `readable`) taking CPU tensors. A short prompt's rows go thro
 each decode step runs the model's step form (`forward(..., positions=)`), as a CUDA graph would capture
 it, and its logits are compared with the reference kernels' plain forward at the same tokens
 (`FAST_LOGITS_TOL`, the CUDA test's bound). Then a 40-token prompt goes through the prefill GEMM
-(`kernels.triton_qgemm`, dense, and grouped by expert for the MoE file), its last logits within
-`PREFILL_LOGITS_TOL` of the reference's, and the GEMM must have served it.
+(`kernels.triton_qgemm`, dense, and grouped by expert for the MoE file) as a prefill graph records it
+(padded to its bucket, the logits of its last row): those logits within `PREFILL_LOGITS_TOL` of the
+reference's, the GEMM must have served it, and no op in it may read a device value back to the host
+(`HostReads`: a CUDA graph capture would fail on one).
 Prints one line per file and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import os
 import sys
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from reference_worker.prefill_graph import bucket_for
 from tests.kernels.interpreted_gemv import _index_of_one_element_arrays, as_if_cuda
 
 FAST_LOGITS_TOL = 1e-3  # tests/worker/test_decode_step.py: fast kernels against the reference
@@ -149,12 +154,19 @@ def check_file(name: str) -> tuple[bool, str]:
     finally:
         want_cache.free()
         got_cache.free()
-    # The prompt's rows through the prefill GEMM (dense, and the grouped experts of a MoE).
+    # The prompt's rows through the prefill GEMM (dense, and the grouped experts of a MoE), as a prefill
+    # graph records them (reference_worker.prefill_graph): padded with the last token to its bucket, the
+    # logits of the prompt's last row; and nothing in it may read a device value back to the host.
     want_cache, got_cache = reference.new_cache(len(LONG_PROMPT)), fast.new_cache(FAST_CACHE_POSITIONS)
+    bucket = bucket_for(len(LONG_PROMPT))
     try:
-        ids = torch.tensor(LONG_PROMPT)
-        want = reference.forward(ids, want_cache, last_only=True)[0]
-        got = fast.forward(ids, got_cache, last_only=True)[0]
+        want = reference.forward(torch.tensor(LONG_PROMPT), want_cache, last_only=True)[0]
+        padded = torch.tensor(LONG_PROMPT + LONG_PROMPT[-1:] * (bucket - len(LONG_PROMPT)))
+        with HostReads() as reads:
+            got = fast.forward(
+                padded, got_cache, last_only=True, last_row=torch.tensor([len(LONG_PROMPT) - 1])
+            )
+        got = got[0]
         prefill_err = float((got.double() - want.double()).abs().max() / want.double().abs().max())
     finally:
         want_cache.free()
@@ -163,10 +175,28 @@ def check_file(name: str) -> tuple[bool, str]:
     moe = "gpt-oss" in name  # the one MoE file: its experts go through the grouped GEMM
     prefill_served = "prefill GEMM" in SERVED and (not moe or "prefill expert GEMM" in SERVED)
     return (
-        worst < FAST_LOGITS_TOL and prefill_err < PREFILL_LOGITS_TOL and prefill_served,
+        worst < FAST_LOGITS_TOL and prefill_err < PREFILL_LOGITS_TOL and prefill_served and not reads.ops,
         f"worst relative logits error {worst:.1e} over {STEPS} steps, {prefill_err:.1e} after a "
-        f"{len(LONG_PROMPT)}-token prefill; served: {served}",
+        f"{len(LONG_PROMPT)}-token prefill padded to {bucket} (host reads: {dict(reads.ops) or 'none'}); "
+        f"served: {served}",
     )
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the ops that read a device value back to the host on CUDA (a scalar read, or an output
+    sized by the data): a CUDA graph capture fails on any of them."""
+
+    READS = ("_local_scalar_dense", "nonzero", "bincount", "unique", "masked_select", "is_nonzero", "equal")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        if any(read in name for read in self.READS):
+            self.ops[name] += 1
+        return func(*args, **(kwargs or {}))
 
 
 def main(argv: list[str] | None = None) -> int:
