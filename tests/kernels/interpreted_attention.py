@@ -14,12 +14,11 @@ line per check and exits 1 if any fails; `tests/kernels/test_triton_interpreted.
 from __future__ import annotations
 
 import math
-import os
 import sys
 
 import torch
 
-from tests.kernels.interpreted_gemv import _index_of_one_element_arrays
+from tests.kernels import interpreter
 
 REL_TOL = 1e-5
 # (neox, n_head, n_kv, head_dim, rope_dim, window, sinks, position): the CUDA test's cases.
@@ -92,16 +91,10 @@ def check_case(name: str, case: tuple, gen: torch.Generator) -> list[tuple[str, 
 
 
 def main() -> int:
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        print("error: run with TRITON_INTERPRET=1 in the environment (a fresh process)", file=sys.stderr)
+    if not interpreter.ready():
         return 2
-    _index_of_one_element_arrays()
     gen = torch.Generator().manual_seed(20261204)
-    failed = 0
-    for name, case in CASES.items():
-        for check, ok, detail in check_case(name, case, gen):
-            failed += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {check}: {detail}", flush=True)
+    failed = sum(interpreter.report(check_case(name, case, gen)) for name, case in CASES.items())
     return 1 if failed else 0
 
 

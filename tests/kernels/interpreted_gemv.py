@@ -16,42 +16,14 @@ The CUDA tests stay the judge of what the GPU computes; this catches a wrong dec
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 import torch
 
+from tests.kernels import interpreter
+
 REL_TOL = 1e-5  # as tests/kernels: the fast paths against the float64 oracle
-
-
-def _index_of_one_element_arrays() -> None:
-    """Triton 3.6's interpreter holds the kernel's scalars as one-element arrays, and `range()` over them
-    (the GEMV's loop bounds) fails on NumPy's refusal to take int() of a 1-D array; read element 0."""
-    from triton.runtime import interpreter
-
-    original = interpreter._patch_lang_tensor
-
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
-
-    interpreter._patch_lang_tensor = patched
-
-
-def as_if_cuda(fn):
-    """`fn(w)` (a layout or packing check that asks for CUDA tensors) answering for a CPU QTensor as it
-    would for the same tensor on CUDA."""
-
-    def call(w):
-        real = type(w.data).is_cuda
-        type(w.data).is_cuda = property(lambda self: True)
-        try:
-            return fn(w)
-        finally:
-            type(w.data).is_cuda = real
-
-    return call
 
 
 def _oracle_weight(qtype, shape, rng):
@@ -184,20 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--formats", nargs="+", help="ggml type names (default: every format the GEMV reads)")
     args = parser.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        print("error: run with TRITON_INTERPRET=1 in the environment (a fresh process)", file=sys.stderr)
+    if not interpreter.ready():
         return 2
-    _index_of_one_element_arrays()
     from kernels import triton_gemv
 
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the launch shapes of the GPU
     formats = args.formats or [layout.fmt for layout in triton_gemv.LAYOUTS.values()]
     rng = np.random.default_rng(20240601)
-    failed = 0
-    for name in formats:
-        for check, ok, detail in check_format(name, rng):
-            failed += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {check}: {detail}", flush=True)
+    failed = sum(interpreter.report(check_format(name, rng)) for name in formats)
     return 1 if failed else 0
 
 

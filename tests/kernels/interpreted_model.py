@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import os
 import sys
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from reference_worker.prefill_graph import bucket_for
-from tests.kernels.interpreted_gemv import _index_of_one_element_arrays, as_if_cuda
+from tests.kernels import interpreter
 
 FAST_LOGITS_TOL = 1e-3  # tests/worker/test_decode_step.py: fast kernels against the reference
 PROMPT = [1, 5, 9, 2, 7, 3]
@@ -119,9 +118,9 @@ def _without_cuda_checks(triton_gemv, triton_qgemm) -> None:
     """The GEMV's and the prefill GEMM's layout and packing checks ask for CUDA tensors; here the same
     checks on CPU ones."""
     supports_layout, pack, readable = triton_gemv.supports_layout, triton_gemv.pack, triton_qgemm.readable
-    triton_gemv.supports_layout = as_if_cuda(supports_layout)
-    triton_gemv.pack = as_if_cuda(pack)
-    triton_qgemm.readable = as_if_cuda(readable)
+    triton_gemv.supports_layout = interpreter.as_if_cuda(supports_layout)
+    triton_gemv.pack = interpreter.as_if_cuda(pack)
+    triton_qgemm.readable = interpreter.as_if_cuda(readable)
 
 
 def check_file(name: str) -> tuple[bool, str]:
@@ -203,19 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.kernels.interpreted_model")
     parser.add_argument("--files", nargs="+", default=FILES)
     args = parser.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        print("error: run with TRITON_INTERPRET=1 in the environment (a fresh process)", file=sys.stderr)
+    if not interpreter.ready():
         return 2
-    _index_of_one_element_arrays()
     _cuda_kernels_on_cpu()
     from kernels import triton_gemv
 
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
-    failed = 0
-    for name in args.files:
-        ok, detail = check_file(name)
-        failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
+    failed = interpreter.report((name, *check_file(name)) for name in args.files)
     return 1 if failed else 0
 
 

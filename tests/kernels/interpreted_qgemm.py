@@ -14,13 +14,13 @@ roundings per product. Prints one line per check and exits 1 if any fails. Like
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 import torch
 
-from tests.kernels.interpreted_gemv import _index_of_one_element_arrays, _oracle_weight, _rel_err, as_if_cuda
+from tests.kernels import interpreter
+from tests.kernels.interpreted_gemv import _oracle_weight, _rel_err
 
 # float16 operands, float32 sums: two float16 roundings per product (tests/kernels/test_triton_prefill.py)
 PREFILL_TOL = 3e-3
@@ -118,25 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--formats", nargs="+", help="ggml type names (default: every format the GEMM reads)")
     args = parser.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        print("error: run with TRITON_INTERPRET=1 in the environment (a fresh process)", file=sys.stderr)
+    if not interpreter.ready():
         return 2
-    _index_of_one_element_arrays()
     from kernels import triton_qgemm
 
-    triton_qgemm.readable = as_if_cuda(triton_qgemm.readable)  # CPU tensors, checked as the GPU's would be
-
+    # CPU tensors, checked as the GPU's would be.
+    triton_qgemm.readable = interpreter.as_if_cuda(triton_qgemm.readable)
     formats = args.formats or list(triton_qgemm.FORMAT_NAMES.values())
     rng = np.random.default_rng(20241204)
-    failed = 0
-    checks = [*check_scaled_half(rng), *check_expert_blocks(rng)]
-    for check, ok, detail in checks:
-        failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {check}: {detail}", flush=True)
-    for name in formats:
-        for check, ok, detail in check_format(name, rng):
-            failed += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {check}: {detail}", flush=True)
+    failed = interpreter.report([*check_scaled_half(rng), *check_expert_blocks(rng)])
+    failed += sum(interpreter.report(check_format(name, rng)) for name in formats)
     return 1 if failed else 0
 
 
