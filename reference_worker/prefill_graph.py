@@ -168,10 +168,3 @@ class PrefillGraphs:
             except VramOOM:
                 self._unavailable = True
         return self._cache
-
-    def free(self) -> None:
-        """Releases the graphs and the graph cache (the model is being unloaded)."""
-        self._graphs.clear()
-        if self._cache is not None:
-            self._cache.free()
-            self._cache = None
