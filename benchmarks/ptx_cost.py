@@ -12,7 +12,9 @@ For each format the GEMV kernel (`kernels/triton_gemv.py`, a decode launch of an
 counted: PTX instructions per thread, divided by the weights a thread decodes in that step (the tile over
 the threads), shared-memory round trips per step (barriers: layout changes), and the commonest opcodes;
 and Triton's ptxas (`-v`, sm_90a) reports the registers a thread holds and any spills (more registers,
-fewer programs resident per SM: 65,536 registers an SM). A proxy, not a timing: PTX comes before ptxas's
+fewer programs resident per SM: 65,536 registers an SM); Triton's nvdisasm the whole kernel's SASS
+instructions and, among them, the conversions that issue on the narrow pipe (I2F, F2I, F2F: 16 a clock an
+SM), which PTX's `cvt` count does not tell apart from the fast I2FP / F2FP. A proxy, not a timing: PTX comes before ptxas's
 scheduling and register allocation, and a kernel bound by memory does not care. It tells a change that
 removes work from one that moves it, and which formats spend the most instructions per weight, before any
 GPU time is spent (the MXFP4 expert GEMV, 16 % of the copy bandwidth on the H200, spends 17.5
@@ -42,7 +44,12 @@ def cost_rows(
 ) -> list[dict]:
     from kernels.formats import GGMLType
     from kernels.triton_gemv import LAYOUTS, default_config
-    from kernels.triton_offline import compile_gemv, loop_cost, register_use, weights_per_thread_step
+    from kernels.triton_offline import (
+        compile_gemv,
+        loop_cost,
+        register_use,
+        weights_per_thread_step,
+    )
 
     rows = []
     for name in formats:
@@ -52,7 +59,8 @@ def cost_rows(
         config = default_config(qtype, shape[0], shape[1], 1, 132)
         bn = block_n or config.block_n
         u = ub or config.units_per_step
-        ptx = compile_gemv(qtype, form, block_n=bn, ub=u, shape=shape).asm["ptx"]
+        compiled = compile_gemv(qtype, form, block_n=bn, ub=u, shape=shape)
+        ptx = compiled.asm["ptx"]
         cost, use = loop_cost(ptx), register_use(ptx)
         weights = weights_per_thread_step(layout, bn, u)
         top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
@@ -61,9 +69,18 @@ def cost_rows(
                 format=name, tile=f"n{bn}/u{u}", instructions=cost.instructions, weights=weights,
                 per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
                 registers=use.registers, spill_bytes=use.spill_bytes, top=top,
+                **_sass_columns(compiled.asm["cubin"]),
             )
         )  # fmt: skip
     return rows
+
+
+def _sass_columns(cubin: bytes) -> dict:
+    """The kernel's SASS instructions, and those of its conversions that issue on the narrow pipe."""
+    from kernels.triton_offline import sass_opcodes
+
+    ops = sass_opcodes(cubin)
+    return dict(sass=sum(ops.values()), narrow_conversions=ops["I2F"] + ops["F2I"] + ops["F2F"])
 
 
 def prefill_gemm_rows(formats: list[str], shape: tuple[int, int] = (4096, 4096)) -> list[dict]:
@@ -78,7 +95,8 @@ def prefill_gemm_rows(formats: list[str], shape: tuple[int, int] = (4096, 4096))
             continue  # a K-quant row is whole 256-value super-blocks
         for grouped in (False, True):
             config = default_config(512, grouped=grouped)
-            ptx = compile_qgemm(name, grouped=grouped, config=config, shape=shape).asm["ptx"]
+            compiled = compile_qgemm(name, grouped=grouped, config=config, shape=shape)
+            ptx = compiled.asm["ptx"]
             cost, use = loop_cost(ptx), register_use(ptx)
             weights = config.block_n * config.block_k / (config.num_warps * 32)
             top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
@@ -89,6 +107,7 @@ def prefill_gemm_rows(formats: list[str], shape: tuple[int, int] = (4096, 4096))
                     instructions=cost.instructions, weights=weights,
                     per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
                     registers=use.registers, spill_bytes=use.spill_bytes, top=top,
+                    **_sass_columns(compiled.asm["cubin"]),
                 )
             )  # fmt: skip
     return rows
@@ -96,13 +115,14 @@ def prefill_gemm_rows(formats: list[str], shape: tuple[int, int] = (4096, 4096))
 
 def to_markdown(rows: list[dict]) -> str:
     lines = [
-        "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | registers / thread | spill bytes | commonest |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | registers / thread | spill bytes | kernel SASS | I2F/F2I/F2F in it | commonest PTX |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['format']} | {r['tile']} | {r['instructions']} | {r['weights']:g} | **{r['per_weight']}** | "
-            f"{r['shared_round_trips']} | {r['registers']} | {r['spill_bytes']} | {r['top']} |"
+            f"{r['shared_round_trips']} | {r['registers']} | {r['spill_bytes']} | {r['sass']} | "
+            f"{r['narrow_conversions']} | {r['top']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -270,6 +270,37 @@ def register_use(ptx: str) -> RegisterUse:
     return RegisterUse(int(registers.group(1)), int(spills.group(1)) + int(spills.group(2)))
 
 
+# SASS conversions between integers and floats: I2F / F2I / F2F issue on a narrow pipe (16 a clock an SM on
+# sm_90), I2FP / F2FP (integer to float, float32 pairs to float16x2) on a wider one.
+SASS_CONVERSIONS = ("I2F", "F2I", "F2F", "I2FP", "F2FP", "I2I", "I2IP")
+
+
+def sass_opcodes(cubin: bytes) -> Counter:
+    """Opcode counts (predicates and modifiers stripped: `@P0 LDG.E.U8` is `LDG`) of a whole kernel's SASS,
+    from the cubin by Triton's own nvdisasm: what the GPU issues, where PTX only says what was asked (a PTX
+    `cvt` may become a fast `I2FP`, a byte move, or nothing at all)."""
+    import subprocess
+    import tempfile
+
+    from triton import knobs
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run(
+            [knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True, text=True, check=True
+        ).stdout
+    opcodes: Counter = Counter()
+    for line in sass.splitlines():
+        m = _SASS_INSTRUCTION.match(line)
+        if m:
+            opcodes[m.group(1).split(".")[0]] += 1
+    return opcodes
+
+
+_SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4}\*/\s*(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*(?:\.[\w.]+)?)")
+
+
 @dataclass(frozen=True)
 class LoopCost:
     """The PTX of a kernel's largest loop body (one step of a GEMV's walk along the row)."""

@@ -172,8 +172,10 @@ def _weights(rows, scale_rows, s, h, j, FMT: tl.constexpr):
         q = _nibble(b + 8, h, j) | (((_u32_at(b + 4) >> i) & 1) << 4)
         w = q.to(tl.float32) * _f16_at(b) + _f16_at(b + 2)
     elif FMT == "q8_0":  # {d, qs[32] int8}
+        # The signed byte with its sign bit flipped is q + 128, read as a float through the mantissa of
+        # 2^23 (exact): a signed int8 to float32 is an I2F on sm_90, at an eighth of the other ALU ops' rate.
         b = rows + s * 34
-        q = tl.load((b + 2 + i).to(tl.pointer_type(tl.int8))).to(tl.float32)
+        q = ((_u8(b + 2 + i) ^ 0x80) | 0x4B000000).to(tl.float32, bitcast=True) - 8388736.0  # 2^23 + 128
         w = q * _f16_at(b)
     elif FMT == "mxfp4":  # {e (E8M0), qs[16]}
         b = rows + s * 17

@@ -165,3 +165,17 @@ def test_the_cost_tool_counts_the_prefill_gemms_loop() -> None:
     assert [r["format"] for r in rows] == ["q8_0 (dense)", "q8_0 (experts)"]
     rows = prefill_gemm_rows(["q4_k"], (3072, 3072))
     assert len(rows) == 2 and all(4 < r["per_weight"] < 60 and r["spill_bytes"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_k", "mxfp4_codes_then_scales"])
+def test_the_prefill_gemms_sass_runs_on_the_tensor_cores_without_narrow_conversions(fmt) -> None:
+    """What the GPU issues (Triton's nvdisasm on the cubin): HGMMA (wgmma) for the products, and no
+    integer-to-float conversion on the narrow pipe per weight (a signed int8's I2F: Q8_0 reads its codes
+    through a float's mantissa instead); at most the few of the prologue and epilogue."""
+    from kernels.triton_offline import compile_qgemm, sass_opcodes
+    from kernels.triton_qgemm import default_config
+
+    ops = sass_opcodes(
+        compile_qgemm(fmt, grouped=False, config=default_config(512, grouped=False)).asm["cubin"]
+    )
+    assert ops["HGMMA"] > 0 and ops["I2F"] + ops["F2I"] + ops["F2F"] <= 4, dict(ops)
