@@ -26,9 +26,10 @@
 #                        nothing is benchmarked (the log is $OUT/cuda-tests.log)
 #   BENCH_PROFILE        1: after each model's benchmark, `benchmarks.profile_step --steps 16` on it (with
 #                        --prefill-tokens 512), appended to $OUT/profile.md
-#   BENCH_PREFILL_KERNELS  1: before the models, `benchmarks.kernels_prefill --sweep` (each prefill product of
-#                        the three models at 512 rows: the float16 scratch + cuBLAS against the GEMM decoding
-#                        the packed tiles, and its launch shapes) into $OUT/kernels_prefill.{md,json}
+#   BENCH_PREFILL_KERNELS  1: before the models, `benchmarks.kernels_prefill` (each prefill product of the three
+#                        models at 512 rows: the float16 scratch + cuBLAS against the GEMM decoding the packed
+#                        tiles) into $OUT/kernels_prefill.{md,json}; "sweep": also the GEMM's other launch
+#                        shapes (each one compiled per format: minutes)
 #   FIXTURES_DIR         where the shaped files are written (default /tmp/bench-fixtures)
 #   BENCH_PYTHON         the Python to use (default python3)
 set -uo pipefail
@@ -95,9 +96,11 @@ if [[ -n "${BENCH_TESTS:-}" ]]; then
 fi
 
 # The prefill products alone, both paths and the GEMM's launch shapes (no model file needed).
-if [[ "${BENCH_PREFILL_KERNELS:-0}" == 1 ]] && (($(left) > 90)); then
-    say "prefill products: scratch vs fused GEMM, launch shapes"
-    timeout "$(($(left) / 3))" $PY -m benchmarks.kernels_prefill --sweep --out "$OUT" \
+if [[ "${BENCH_PREFILL_KERNELS:-0}" =~ ^(1|sweep)$ ]] && (($(left) > 90)); then
+    say "prefill products: scratch vs fused GEMM (BENCH_PREFILL_KERNELS=$BENCH_PREFILL_KERNELS)"
+    sweep=()
+    if [[ "$BENCH_PREFILL_KERNELS" == sweep ]]; then sweep=(--sweep); fi
+    timeout "$(($(left) / 3))" $PY -m benchmarks.kernels_prefill ${sweep[@]+"${sweep[@]}"} --out "$OUT" \
         | tail -n 30 || say "prefill kernel benchmark failed or timed out"
 fi
 
