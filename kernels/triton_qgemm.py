@@ -78,7 +78,10 @@ class QGemmConfig:
 # chosen so that ptxas spills nothing for any format (sm_90, `benchmarks.ptx_cost`-style compile).
 _FEW_ROWS = QGemmConfig(64, 64, 64, 4, 2)
 _MANY_ROWS = QGemmConfig(128, 128, 64, 8, 3)  # a decoded tile serves 128 rows: half the decode work of 64
-_EXPERTS = QGemmConfig(64, 128, 64, 8, 3)  # a 512-token GPT-OSS prompt: ~64 pairs an expert
+# Experts: a 512-token GPT-OSS prompt gives ~64 pairs an expert, which 128-row blocks hold in one block
+# (64-row blocks: ~1.5 a expert); the decode, not the matrix units, bounds this GEMM, so each expert tile
+# decoded once is worth the padded rows' multiplications.
+_EXPERTS = QGemmConfig(128, 128, 64, 8, 3)
 
 
 def default_config(n_rows: int, *, grouped: bool) -> QGemmConfig:
