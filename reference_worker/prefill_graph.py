@@ -75,7 +75,9 @@ class _CapturedPrefill:
             self.forward()
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
+        # thread_local: the worker's other threads (the residency check's CUDA queries) may run during the
+        # capture without invalidating it; this thread's own host reads still fail it.
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
             self.logits = self.forward()
         self.graph = graph
 
