@@ -30,7 +30,8 @@ import torch
 from benchmarks.kernels_gemv import SHAPES, Shape, random_weight
 
 # Launch shapes `--sweep` times beside the default: (block_m, block_n, block_k, warps, stages), each compiled
-# for sm_90 without spills for every M0 type.
+# for sm_90 without spills for every M0 type and the shapes of `SHAPES` (256 x 128 decodes a weight tile
+# once per 256 rows, at 228-255 registers a thread; grouped K-quant experts, in no M0 file, would spill).
 SWEEP = [
     (64, 64, 64, 4, 2),
     (64, 128, 64, 4, 3),
@@ -39,6 +40,7 @@ SWEEP = [
     (128, 128, 64, 8, 3),
     (64, 64, 128, 4, 3),
     (128, 128, 128, 8, 3),
+    (256, 128, 64, 8, 2),
 ]
 
 
