@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels import triton_gemv, triton_moe
+from kernels import triton_gemv, triton_moe, triton_qgemm
 from kernels.qmatmul import ExpertsFastPath, FastPath
 from kernels.qtensor import QTensor
 
@@ -30,11 +30,10 @@ SCRATCH_ELEMENTS = 64 << 20  # float16 weights decoded at a time: 128 MiB
 
 
 def _scaled_half(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`x` (rows, in) as float16 rows divided by their largest magnitude, and that divisor (rows, 1).
-
-    Four launches: prefill is bound by host launch time on small models, so each one counts."""
-    scale = torch.linalg.vector_norm(x.float(), ord=float("inf"), dim=1, keepdim=True).clamp_min_(1e-30)
-    return torch.div(x, scale).half(), scale
+    """`x` (rows, in) as float16 rows divided by their largest magnitude, and that divisor (rows, 1): the
+    prefill GEMM's one-launch scaling (`kernels.triton_qgemm.scaled_half`, PyTorch's bits)."""
+    x16, scale = triton_qgemm.scaled_half(x)
+    return x16, scale[:, None]
 
 
 def _unscaled(y: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -6,7 +6,7 @@ step, decodes its `BLOCK_N x BLOCK_K` weight tile from the packed bytes in regis
 `kernels.dequant`), rounds it to float16 and feeds it with the activation tile to `tl.dot` (float32
 accumulation). No float16 copy of the weight is ever written: against decoding into a scratch and
 calling cuBLAS (`kernels.triton_prefill`), that saves the scratch's write and read (2 bytes a weight
-each way), and a product is two launches (the activations' scaling, the GEMM) instead of seven.
+each way), and a product is two launches (the activations' scaling, the GEMM) instead of four.
 
 Mixture-of-experts prefill (`matmul_experts`) is one launch per expert tensor: the (token, expert)
 pairs are sorted by expert and each expert's run padded to whole `BLOCK_M` blocks on the device
@@ -321,7 +321,7 @@ def format_of(w: QTensor) -> str | None:
 SCALE_BLOCK = 1024  # activation values a `_scaled_half_kernel` step reads
 
 
-def _scaled_half(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def scaled_half(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`x` (rows, in) as float16 rows divided by their largest magnitude, and that divisor (rows,), in
     one launch: no activation overflows float16 whatever its size (one float32 rounding, far below
     float16's)."""
@@ -355,7 +355,7 @@ def _launch(
     config: QGemmConfig,
 ) -> None:
     in_features = w.shape[-1]
-    x16, x_scale = _scaled_half(x.reshape(-1, in_features))
+    x16, x_scale = scaled_half(x.reshape(-1, in_features))
     row_bytes, matrix_bytes, scales_at = _layout_args(w)
     n_expert = w.shape[0] if len(w.shape) == 3 else 1
     if grouped is not None:

@@ -42,17 +42,30 @@ class _Captured:
         return self.model.forward(self.token, self.cache, last_only=True, positions=self.position)[0]
 
     def capture(self) -> None:
-        # Warm-up on a side stream (PyTorch's rule before capture): compiles Triton kernels, fills the
-        # allocator's pools. It computes the same step the replay will, so its KV write is harmless.
-        side = torch.cuda.Stream(device=self.token.device)
-        side.wait_stream(torch.cuda.current_stream(self.token.device))
-        with torch.cuda.stream(side):
-            self.forward()
-        torch.cuda.current_stream(self.token.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.logits = self.forward()
-        self.graph = graph
+        self.graph, self.logits = capture_graph(self.forward, self.token.device)
+
+
+def capture_graph(
+    forward: Any,
+    device: torch.device,
+    *,
+    side: Any = None,
+    pool: Any = None,
+    capture_error_mode: str = "global",
+) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """`forward()` captured as a CUDA graph, and the output its replays write. First a warm-up on a side
+    stream (PyTorch's rule before capture: compiles the Triton kernels, fills the allocator's pools),
+    computing what a replay computes, so its cache writes are harmless. `side`: the stream to warm up on
+    (default a new one); `pool`: a memory pool shared with other graphs that never run at once."""
+    side = side if side is not None else torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        forward()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode=capture_error_mode):
+        out = forward()
+    return graph, out
 
 
 class DecodeGraphs:

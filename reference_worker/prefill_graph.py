@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from reference_worker.decode_step import capture_graph
 from reference_worker.device_memory import MemoryCategory, VramOOM
 from reference_worker.models.kv_cache import ContiguousKVCache, ContiguousKVCacheAllocator, KVCache
 
@@ -66,20 +67,13 @@ class _CapturedPrefill:
         return self.model.forward(self.tokens, self.cache, last_only=True, last_row=self.last_row)[0]
 
     def capture(self, pool: Any, side: Any) -> None:
-        # As the decode step's capture: a warm-up on a side stream (compiles the Triton kernels, settles the
-        # allocator) computing what a replay computes, then the capture into the shared pool. One side
-        # stream serves every bucket: cuBLAS keeps a workspace per stream it has run on.
-        device = self.tokens.device
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            self.forward()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the worker's other threads (the residency check's CUDA queries) may run during the
-        # capture without invalidating it; this thread's own host reads still fail it.
-        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
-            self.logits = self.forward()
-        self.graph = graph
+        # Into the pool the model's prefill graphs share, warmed up on one side stream for every bucket
+        # (cuBLAS keeps a workspace per stream it has run on). thread_local: the worker's other threads
+        # (the residency check's CUDA queries) may run during the capture without invalidating it; this
+        # thread's own host reads still fail it.
+        self.graph, self.logits = capture_graph(
+            self.forward, self.tokens.device, side=side, pool=pool, capture_error_mode="thread_local"
+        )
 
 
 def on_cuda(tensor: torch.Tensor) -> bool:

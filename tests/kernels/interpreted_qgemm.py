@@ -84,7 +84,7 @@ def check_scaled_half(rng) -> list[tuple[str, bool, str]]:
     x[2] = 0.0
     results = []
     for label, rows in (("contiguous", x), ("strided", x[:, :2000])):
-        x16, scale = triton_qgemm._scaled_half(rows)
+        x16, scale = triton_qgemm.scaled_half(rows)
         want_scale = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1).clamp_min(1e-30)
         same = torch.equal(scale, want_scale) and torch.equal(
             x16, torch.div(rows, want_scale[:, None]).half()
