@@ -40,7 +40,7 @@ import torch
 from benchmarks import report
 from benchmarks.runinfo import REPO_ROOT, copy_bandwidth, run_info
 from benchmarks.traffic import bandwidth_summary, weight_traffic
-from reference_worker.cli import add_kernel_arguments
+from reference_worker.cli import add_kernel_arguments, kernel_argv
 from reference_worker.gguf import GGUFFile
 from reference_worker.logs import EventLog
 from steps.ports import free_port
@@ -70,6 +70,7 @@ class Options:
     decode_lookahead: bool = True
     fused_prefill: bool = True
     prefill_graphs: bool = True
+    dependent_launch: bool = False
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""
@@ -185,13 +186,7 @@ def _worker_argv(opts: Options, port: int) -> list[str]:
         opts.attention,
         "--kv-cache",
         opts.kv_cache,
-        "--kernels",
-        opts.kernels,
-        "--cuda-graphs" if opts.cuda_graphs else "--no-cuda-graphs",
-        "--fused-decode" if opts.fused_decode else "--no-fused-decode",
-        "--decode-lookahead" if opts.decode_lookahead else "--no-decode-lookahead",
-        "--fused-prefill" if opts.fused_prefill else "--no-fused-prefill",
-        "--prefill-graphs" if opts.prefill_graphs else "--no-prefill-graphs",
+        *kernel_argv(opts),
     ]
 
 
@@ -557,6 +552,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "decode_lookahead": opts.decode_lookahead,
             "fused_prefill": opts.fused_prefill,
             "prefill_graphs": opts.prefill_graphs,
+            "dependent_launch": opts.dependent_launch,
             "greedy": True,
             "runs_requested": opts.runs,
             "decode_tokens_requested": opts.decode_tokens,
@@ -616,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         decode_lookahead=args.decode_lookahead,
         fused_prefill=args.fused_prefill,
         prefill_graphs=args.prefill_graphs,
+        dependent_launch=args.dependent_launch,
         http=args.http,
         label=args.label,
     )

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from reference_worker.cli import add_kernel_arguments, kernel_argv
+
 # First match wins; names are CUDA kernel names as the profiler reports them.
 KERNEL_CLASSES: list[tuple[str, re.Pattern[str]]] = [
     ("GEMV (quantized, Triton)", re.compile(r"qgemv")),
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--kernels", choices=["reference", "fast"], default="fast")
+    add_kernel_arguments(p)  # the worker's performance flags (e.g. --dependent-launch), passed on to it
     p.add_argument("--prefill-tokens", type=int, default=0, help="also profile prefills of this many tokens")
     p.add_argument("--append", type=Path, help="append the Markdown table to this file")
     args = p.parse_args(argv)
@@ -241,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "8080",
         "--device",
         "cuda",
-        "--kernels",
-        args.kernels,
+        *kernel_argv(args),
     ]
     config = parse_config(argv_worker)
     state = load_worker(config, EventLog(io.StringIO()))

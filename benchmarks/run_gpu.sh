@@ -17,6 +17,8 @@
 #   BENCH_LABEL          label stored in every record, e.g. "smoke"
 #   BENCH_DECODE_ARGS    arguments for benchmarks.decode (default "--time-budget-s 60": at most a minute of
 #                        timed decode per model), e.g. "--runs 5 --time-budget-s 120" or "--http"
+#   BENCH_WORKER_FLAGS   the worker's performance flags for benchmarks.decode and benchmarks.profile_step,
+#                        e.g. "--dependent-launch" or "--no-prefill-graphs" (default: the worker's defaults)
 #   BENCH_COMMIT         commit id to record (the device's copy of the tree has no .git)
 #   BENCH_SKIP_LLAMACPP  1: worker only, no llama.cpp build
 #   BENCH_EXPORT_BUILD   1: pack a build compiled in this call into $OUT (llama-bench-sm90-*.part*); put those
@@ -26,6 +28,9 @@
 #                        nothing is benchmarked (the log is $OUT/cuda-tests.log)
 #   BENCH_PROFILE        1: after each model's benchmark, `benchmarks.profile_step --steps 16` on it (with
 #                        --prefill-tokens 512), appended to $OUT/profile.md
+#   BENCH_STEP_AB        1: after each model's benchmark, `benchmarks.step_ab --tokens 128 --reps 2` on it (the
+#                        decode variants in one process, dependent launch on and off among them), appended to
+#                        $OUT/step-ab.md
 #   BENCH_PREFILL_KERNELS  1: before the models, `benchmarks.kernels_prefill` (each prefill product of the three
 #                        models at 512 rows: the float16 scratch + cuBLAS against the GEMM decoding the packed
 #                        tiles) into $OUT/kernels_prefill.{md,json}; "sweep": also the GEMM's other launch
@@ -115,11 +120,18 @@ for key in "${MODELS[@]}"; do
     say "worker decode benchmark: $key"
     # shellcheck disable=SC2086  # BENCH_DECODE_ARGS is a list of arguments
     timeout --signal=INT "$(($(left) - 20))" $PY -m benchmarks.decode --model "$model" --label "$LABEL" \
-        --out "$WORK/worker-$key.json" --verbose ${BENCH_DECODE_ARGS:---time-budget-s 60} || say "worker benchmark $key failed or timed out"
+        --out "$WORK/worker-$key.json" --verbose ${BENCH_DECODE_ARGS:---time-budget-s 60} ${BENCH_WORKER_FLAGS:-} \
+        || say "worker benchmark $key failed or timed out"
     if [[ "${BENCH_PROFILE:-0}" == 1 ]] && (($(left) > 60)); then
         say "profile: $key"
+        # shellcheck disable=SC2086  # BENCH_WORKER_FLAGS is a list of arguments
         timeout "$(($(left) - 40))" $PY -m benchmarks.profile_step --model "$model" --steps 16 --prefill-tokens 512 \
-            --append "$OUT/profile.md" >/dev/null 2>&1 || say "profile $key failed or timed out"
+            ${BENCH_WORKER_FLAGS:-} --append "$OUT/profile.md" >/dev/null 2>&1 || say "profile $key failed or timed out"
+    fi
+    if [[ "${BENCH_STEP_AB:-0}" == 1 ]] && (($(left) > 60)); then
+        say "decode variants: $key"
+        timeout "$(($(left) - 40))" $PY -m benchmarks.step_ab --model "$model" --tokens 128 --reps 2 \
+            >>"$OUT/step-ab.md" 2>&1 || say "step_ab $key failed or timed out"
     fi
 done
 

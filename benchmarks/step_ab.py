@@ -12,7 +12,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   `decode_attention`) instead of one (`rope_attention`);
 - MoE models only: `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
-  before they were fused).
+  before they were fused);
+- sm_90 and later: `dependent launch`, the default kernels captured with programmatic dependent launch
+  (`KernelConfig.dependent_launch`), or without it if the worker's default has it on.
 Prints ms per token (median of the per-token times) and tok/s per run, and whether every variant gave
 the default's tokens (they must: the variants compute the same function; a difference is a bug).
 """
@@ -32,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from kernels import dependent_launch
 
 
 def with_kernel_set(model: Any, kernels: Any) -> None:
@@ -71,11 +75,19 @@ def routing_unfused(kernels: Any) -> Any:
     return dataclasses.replace(kernels, decode=decode)
 
 
-def run_variant(engine: Any, ids: list[int], tokens: int) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    kernels: Any  # the model's KernelSet for this variant
+    dependent_launch: bool  # its decode graph captured with programmatic dependent launch
+
+
+def run_variant(engine: Any, variant: Variant, ids: list[int], tokens: int) -> dict[str, Any]:
     from reference_worker.decode_step import DecodeGraphs
     from reference_worker.sampling import SamplingParams
 
-    engine.graphs = DecodeGraphs(engine.model)  # captured afresh for this variant's kernels
+    with_kernel_set(engine.model, variant.kernels)
+    # Captured afresh for this variant's kernels and launch form.
+    engine.graphs = DecodeGraphs(engine.model, dependent_launch=variant.dependent_launch)
     session = engine.start(ids, tokens + 10, SamplingParams(temperature=0.0))
     try:
         out = [session.next_token()]
@@ -118,23 +130,26 @@ def main(argv: list[str] | None = None) -> int:
     state = load_worker(config, EventLog(io.StringIO()))
     engine = state.engine
     default_kernels = engine.model.kernels
+    early = engine.graphs is not None and engine.graphs.dependent_launch
     variants = {
-        "default": default_kernels,
-        "one launch per weight": one_launch_per_weight(default_kernels),
+        "default": Variant(default_kernels, early),
+        "one launch per weight": Variant(one_launch_per_weight(default_kernels), early),
     }
     if default_kernels.decode is not None:
-        variants["rope, attention apart"] = rope_attention_apart(default_kernels)
+        variants["rope, attention apart"] = Variant(rope_attention_apart(default_kernels), early)
     if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
-        variants["routing unfused"] = routing_unfused(default_kernels)
-        variants["all three apart (the step before)"] = routing_unfused(
-            rope_attention_apart(one_launch_per_weight(default_kernels))
+        variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
+        variants["all three apart (the step before)"] = Variant(
+            routing_unfused(rope_attention_apart(one_launch_per_weight(default_kernels))), early
         )
+    if dependent_launch.supported(engine.device):
+        name = "without dependent launch" if early else "dependent launch"
+        variants[name] = Variant(default_kernels, not early)
     ids = [1 + (7 * i) % 97 for i in range(8)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(args.reps):
-        for name, kernels in variants.items():
-            with_kernel_set(engine.model, kernels)
-            results[name].append(run_variant(engine, ids, args.tokens))
+        for name, variant in variants.items():
+            results[name].append(run_variant(engine, variant, ids, args.tokens))
     with_kernel_set(engine.model, default_kernels)
     want = results["default"][0]["tokens"]
     summary = {

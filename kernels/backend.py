@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 
+from kernels import dependent_launch
 from kernels.qmatmul import (
     ExpertsFastPath,
     FastPath,
@@ -70,7 +71,9 @@ class KernelConfig:
     weight into a float16 scratch for cuBLAS first (`kernels.triton_prefill`). `prefill_graphs` (CUDA, fast
     kernels with `fused_prefill`, whose products read nothing back to the host) captures the prefill of a
     prompt padded to a length bucket as a CUDA graph and replays it for later prompts of the bucket
-    (`reference_worker.prefill_graph`).
+    (`reference_worker.prefill_graph`). `dependent_launch` (CUDA sm_90+, with `cuda_graphs`) captures the
+    decode step with programmatic dependent launch: each of its Triton kernels is launched while the
+    previous one finishes and waits for it before touching memory (`kernels.dependent_launch`).
     """
 
     kernels: KernelChoice = "fast"
@@ -79,6 +82,7 @@ class KernelConfig:
     lookahead: bool = True
     fused_prefill: bool = True
     prefill_graphs: bool = True
+    dependent_launch: bool = False
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
@@ -92,6 +96,11 @@ class KernelConfig:
         """Whether prompts are prefilled by captured CUDA graphs on `device` (the float16-scratch prefill
         reads each product's expert counts back to the host, which a capture cannot hold)."""
         return self.prefill_graphs and self.fused_prefill and self.kernels == "fast" and device.type == "cuda"
+
+    def dependent_launch_on(self, device: torch.device) -> bool:
+        """Whether the captured decode step's kernels launch early on `device` (Hopper's programmatic
+        dependent launch; only a captured step, whose launches cost no host time, gains from it)."""
+        return self.dependent_launch and self.graphs_on(device) and dependent_launch.supported(device)
 
     def lookahead_on(self, device: torch.device) -> bool:
         """Whether a decode session runs one step ahead of the host on `device` (CUDA: launches are

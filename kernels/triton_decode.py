@@ -22,14 +22,16 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_gemv import SplitCounters
+from kernels import dependent_launch
+from kernels.triton_gemv import SplitCounters, await_previous_grid
 
 # ---------------------------------------------------------------------------------------------------
 # RMSNorm
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, w_ptr, y_ptr, n, eps, BLOCK: tl.constexpr):
+def _rms_norm_kernel(x_ptr, w_ptr, y_ptr, n, eps, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+    await_previous_grid(PDL)
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < n
@@ -45,7 +47,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     n = x.shape[-1]
     y = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     rows = x.numel() // n
-    _rms_norm_kernel[(rows,)](x, weight, y, n, eps, BLOCK=triton.next_power_of_2(n), num_warps=4)
+    _rms_norm_kernel[(rows,)](
+        x, weight, y, n, eps, BLOCK=triton.next_power_of_2(n), num_warps=4, **dependent_launch.launch_kwargs()
+    )
     return y
 
 
@@ -91,7 +95,9 @@ def _rope_store_kernel(
     ROPE_HALF: tl.constexpr,
     NEOX: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    await_previous_grid(PDL)
     head = tl.program_id(0)  # 0..n_head-1: query heads; n_head..: kv heads
     pos = tl.load(pos_ptr).to(tl.int64)
     d = tl.arange(0, BLOCK_D)
@@ -141,6 +147,7 @@ def rope_store(
     _rope_store_kernel[(n_head + n_kv,)](
         q, k, v, q_out, keys, values, cos, sin, position, n_head, capacity,
         D=d, ROPE_HALF=cos.shape[-1], NEOX=neox, BLOCK_D=triton.next_power_of_2(d), num_warps=1,
+        **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return q_out
 
@@ -168,7 +175,9 @@ def _decode_attention_kernel(
     HAS_SINKS: tl.constexpr,
     WHOLE_CACHE: tl.constexpr,  # loop bound: the capacity (host-known) instead of the device position
     CAPACITY: tl.constexpr,  # only with WHOLE_CACHE (else 0, so the compiled kernel is shared)
+    PDL: tl.constexpr = False,
 ):
+    await_previous_grid(PDL)
     kv = tl.program_id(0)
     pos = tl.load(pos_ptr).to(tl.int32)
     g = tl.arange(0, BLOCK_G)
@@ -238,7 +247,7 @@ def decode_attention(
         q.contiguous(), keys, values, sinks if sinks is not None else q, out, position, capacity, scale,
         sliding_window or capacity + 1, GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=triton.next_power_of_2(d),
         BLOCK_S=block_s, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
-        CAPACITY=capacity if whole_cache else 0, num_warps=4,
+        CAPACITY=capacity if whole_cache else 0, num_warps=4, **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return out.view(-1)
 
@@ -277,7 +286,9 @@ def _rope_attention_kernel(
     WHOLE_CACHE: tl.constexpr,
     CAPACITY: tl.constexpr,
     SPLIT: tl.constexpr = False,
+    PDL: tl.constexpr = False,
 ):
+    await_previous_grid(PDL)
     # One program per KV head and split of the cache positions: rotate its query heads and its key at
     # the position (the same products as `_rope_store_kernel`); split 0 stores the key and value into
     # the cache and takes the new position's score (and the sinks) from registers; every split runs the
@@ -434,6 +445,7 @@ def rope_attention(
         GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=block_d, BLOCK_S=block_s, ROPE_HALF=cos.shape[-1],
         NEOX=neox, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
         CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, num_warps=4,
+        **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return out.view(-1)
 
@@ -444,8 +456,10 @@ def rope_attention(
 
 @triton.jit
 def _glu_kernel(
-    gate_ptr, up_ptr, y_ptr, n, gate_stride, up_stride, alpha, limit, OAI: tl.constexpr, BLOCK: tl.constexpr
+    gate_ptr, up_ptr, y_ptr, n, gate_stride, up_stride, alpha, limit, OAI: tl.constexpr, BLOCK: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
+    await_previous_grid(PDL)
     row = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
@@ -473,8 +487,9 @@ def _glu(gate: torch.Tensor, up: torch.Tensor, oai: bool, alpha: float, limit: f
     rows, n = g2.shape
     block = min(1024, triton.next_power_of_2(n))
     _glu_kernel[(rows, triton.cdiv(n, block))](
-        g2, u2, y, n, g2.stride(0), u2.stride(0), alpha, limit, OAI=oai, BLOCK=block, num_warps=4
-    )
+        g2, u2, y, n, g2.stride(0), u2.stride(0), alpha, limit, OAI=oai, BLOCK=block, num_warps=4,
+        **dependent_launch.launch_kwargs(),
+    )  # fmt: skip
     return y
 
 
@@ -494,8 +509,10 @@ def swiglu_oai(gate: torch.Tensor, linear: torch.Tensor, alpha: float, limit: fl
 
 @triton.jit
 def _moe_route_kernel(
-    logits_ptr, ids_ptr, weights_ptr, n_expert, K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr
+    logits_ptr, ids_ptr, weights_ptr, n_expert, K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
+    await_previous_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
     e = tl.arange(0, BLOCK_E)
     x = tl.load(logits_ptr + t * n_expert + e, mask=e < n_expert, other=float("-inf")).to(tl.float32)
@@ -524,13 +541,16 @@ def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
     weights = torch.empty(n_tokens, k, dtype=torch.float32, device=logits.device)
     _moe_route_kernel[(n_tokens,)](
         logits, ids, weights, n_expert, K=k, BLOCK_E=triton.next_power_of_2(n_expert),
-        BLOCK_K=triton.next_power_of_2(k), num_warps=1,
+        BLOCK_K=triton.next_power_of_2(k), num_warps=1, **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return ids, weights
 
 
 @triton.jit
-def _moe_combine_kernel(x_ptr, down_ptr, w_ptr, y_ptr, n, K: tl.constexpr, BLOCK: tl.constexpr):
+def _moe_combine_kernel(
+    x_ptr, down_ptr, w_ptr, y_ptr, n, K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False
+):  # fmt: skip
+    await_previous_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n
@@ -550,6 +570,6 @@ def moe_combine(x: torch.Tensor, down: torch.Tensor, weights: torch.Tensor) -> t
     y = torch.empty(n_tokens, n, dtype=torch.float32, device=x.device)
     block = min(1024, triton.next_power_of_2(n))
     _moe_combine_kernel[(n_tokens, triton.cdiv(n, block))](
-        x, down, weights, y, n, K=k, BLOCK=block, num_warps=4
+        x, down, weights, y, n, K=k, BLOCK=block, num_warps=4, **dependent_launch.launch_kwargs()
     )
     return y

@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import dependent_launch
 from kernels.formats import FORMATS, GGMLType
 from kernels.qmatmul import FastPath, RMSNormed
 from kernels.qtensor import CODES_THEN_SCALES, QTensor
@@ -91,6 +92,22 @@ class GemvConfig:
     num_warps: int
     split: int  # programs sharing one row tile along the input dim (split-K)
     stages: int = 1  # loop software-pipelining depth (> 1: loads of later steps in flight, via shared memory)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Programmatic dependent launch (`kernels.dependent_launch`)
+
+
+@triton.jit
+def await_previous_grid(PDL: tl.constexpr):
+    """The first statement of a kernel that takes part in dependent launch: with `PDL` (launched early,
+    `dependent_launch.launch_kwargs`), wait until the previous grid has completed and its writes are
+    visible, before any load or store of this program (a write of the previous kernel, or a buffer it
+    still reads), then let the next kernel launch. Every program waits, so this grid completes only after
+    the previous one: the order holds through a chain of early launches."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -651,7 +668,9 @@ def _qgemv_kernel(
     RMS_BLOCK: tl.constexpr = 0,  # elements of the rms row read per step (a power of two), or 0: no scaling
     SCALED: tl.constexpr = False,
     GLU: tl.constexpr = False,  # y = silu(gate rows' product) * (up rows' product), the up rows at seg_w1
+    PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
 ):
+    await_previous_grid(PDL)
     m = tl.program_id(0)
     tile = tl.program_id(1)
     split = tl.program_id(2)
@@ -1048,6 +1067,7 @@ def launch_segments(
         SCALED=y2 is not None,
         GLU=glu_up is not None,
         num_warps=config.num_warps,
+        **dependent_launch.launch_kwargs(),
     )
     if counters is None:
         y = target[0] if split == 1 else target.sum(0)

@@ -115,11 +115,13 @@ def compile_gemv(
     ub: int | None = None,
     shape: tuple[int, int] | None = None,
     block_order: str = GGML,
+    pdl: bool = False,
 ):
     """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type, block order
     (kernels.qtensor: GGML or CODES_THEN_SCALES) and launch form.
     `shape` (out, in): the integer arguments divisible by 16 for that matrix are compiled as such, as
-    the GPU run specialises them; without it every integer is of unknown divisibility."""
+    the GPU run specialises them; without it every integer is of unknown divisibility. `pdl`: the form a
+    programmatic dependent launch compiles (`kernels.dependent_launch`)."""
     from kernels import triton_gemv
 
     layout = kernel_layout(qtype, block_order)
@@ -139,6 +141,7 @@ def compile_gemv(
         UB=ub if ub is not None else (1 if layout.unit == 256 else 8),
         STAGES=1,
         **GEMV_FORMS[form],
+        PDL=pdl,
     )
     if constants["REDUCE"]:
         signature.update(part_ptr="*fp32", count_ptr="*i32")
@@ -233,6 +236,57 @@ def compile_qgemm(
     )
 
 
+# A PTX instruction that reads or writes memory other than the kernel's parameters (`ld.param`).
+_MEMORY_ACCESS = re.compile(r"^\s*(?:@!?%p\d+\s+)?(?:ld|st|atom|red|cp\.async|prefetch|multimem)\.(?!param)")
+
+
+def dependent_launch_problem(ptx: str) -> str | None:
+    """What is wrong with a kernel compiled for programmatic dependent launch (`kernels.dependent_launch`),
+    or None: it must execute `griddepcontrol.wait` before any memory access and before any branch (so
+    every program waits, whatever path it takes), and signal `griddepcontrol.launch_dependents` only after
+    it. Read from the PTX in program order: the wait in the entry block dominates everything after it."""
+    lines = [line.split("//")[0] for line in ptx.splitlines()]
+    body = next((i for i, line in enumerate(lines) if line.strip() == "{"), None)
+    if body is None:
+        return "no kernel body in the PTX"
+    wait = next((i for i, line in enumerate(lines) if "griddepcontrol.wait" in line), None)
+    if wait is None:
+        return "no griddepcontrol.wait"
+    signal = next((i for i, line in enumerate(lines) if "griddepcontrol.launch_dependents" in line), None)
+    if signal is None or signal < wait:
+        return "griddepcontrol.launch_dependents missing or before the wait"
+    for i in range(body, wait):
+        if _MEMORY_ACCESS.match(lines[i]):
+            return f"memory accessed before the wait: {lines[i].strip()}"
+        if re.search(r"\bbra(\.uni)?\b|\bret\b|\bexit\b", lines[i]):
+            return f"a branch before the wait: {lines[i].strip()}"
+    return None
+
+
+# SASS of griddepcontrol.wait / .launch_dependents on sm_90, and what must not run before the wait:
+# global, shared and constant-bank-free memory instructions, and any change of control flow.
+_SASS_WAIT, _SASS_SIGNAL = "ACQBULK", "PREEXIT"
+_SASS_BEFORE_WAIT_FORBIDDEN = (
+    "LDG", "STG", "LDS", "STS", "LD", "ST", "ATOM", "ATOMG", "ATOMS", "RED", "REDG", "LDGSTS", "UBLKCP",
+    "UTMALDG", "BRA", "BRX", "JMP", "EXIT", "RET", "CALL", "BSSY", "WARPSYNC", "BAR",
+)  # fmt: skip
+
+
+def dependent_launch_problem_in_sass(cubin: bytes) -> str | None:
+    """`dependent_launch_problem` on what the GPU runs: ptxas may schedule instructions across the PTX
+    order, so the wait (SASS `ACQBULK`) must also come before every memory access and branch there."""
+    listing = sass_listing(cubin)
+    if _SASS_WAIT not in listing:
+        return f"no {_SASS_WAIT} (griddepcontrol.wait) in the SASS"
+    wait = listing.index(_SASS_WAIT)
+    early = [op for op in listing[:wait] if op in _SASS_BEFORE_WAIT_FORBIDDEN]
+    if early:
+        return f"before the wait in the SASS: {', '.join(early)}"
+    if _SASS_SIGNAL not in listing[wait:]:
+        return f"no {_SASS_SIGNAL} (griddepcontrol.launch_dependents) after the wait in the SASS"
+    return None
+
+
 @dataclass(frozen=True)
 class RegisterUse:
     """What ptxas allocates a thread of a kernel compiled for sm_90a (`ptxas -v`): registers bound how
@@ -275,10 +329,9 @@ def register_use(ptx: str) -> RegisterUse:
 SASS_CONVERSIONS = ("I2F", "F2I", "F2F", "I2FP", "F2FP", "I2I", "I2IP")
 
 
-def sass_opcodes(cubin: bytes) -> Counter:
-    """Opcode counts (predicates and modifiers stripped: `@P0 LDG.E.U8` is `LDG`) of a whole kernel's SASS,
-    from the cubin by Triton's own nvdisasm: what the GPU issues, where PTX only says what was asked (a PTX
-    `cvt` may become a fast `I2FP`, a byte move, or nothing at all)."""
+def sass_listing(cubin: bytes) -> list[str]:
+    """The opcodes of a whole kernel's SASS in program order (predicates and modifiers stripped:
+    `@P0 LDG.E.U8` is `LDG`), from the cubin by Triton's own nvdisasm."""
     import subprocess
     import tempfile
 
@@ -290,12 +343,18 @@ def sass_opcodes(cubin: bytes) -> Counter:
         sass = subprocess.run(
             [knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True, text=True, check=True
         ).stdout
-    opcodes: Counter = Counter()
+    listing = []
     for line in sass.splitlines():
         m = _SASS_INSTRUCTION.match(line)
         if m:
-            opcodes[m.group(1).split(".")[0]] += 1
-    return opcodes
+            listing.append(m.group(1).split(".")[0])
+    return listing
+
+
+def sass_opcodes(cubin: bytes) -> Counter:
+    """Opcode counts of a whole kernel's SASS (`sass_listing`): what the GPU issues, where PTX only says
+    what was asked (a PTX `cvt` may become a fast `I2FP`, a byte move, or nothing at all)."""
+    return Counter(sass_listing(cubin))
 
 
 _SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4}\*/\s*(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*(?:\.[\w.]+)?)")

@@ -13,6 +13,7 @@ import socket
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from kernels.backend import KERNEL_CHOICES
 
@@ -117,6 +118,29 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         help="prefill prompts of up to 512 tokens with CUDA graphs captured per length bucket (CUDA, "
         "--kernels fast, --fused-prefill; off with --vram-budget-mb or --kv-cache-size-mb)",
     )
+    p.add_argument(
+        "--dependent-launch",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="programmatic dependent launch in the captured decode step: each kernel launched while the "
+        "previous one finishes, waiting for it before any memory access (CUDA sm_90+, --cuda-graphs)",
+    )
+
+
+# The on/off performance flags of `add_kernel_arguments`, by destination (`--x-y` / `--no-x-y`).
+KERNEL_SWITCHES = (
+    "cuda_graphs", "fused_decode", "decode_lookahead", "fused_prefill", "prefill_graphs", "dependent_launch",
+)  # fmt: skip
+
+
+def kernel_argv(values: Any) -> list[str]:
+    """The performance flags of `values` (parsed by `add_kernel_arguments`, or any object with the same
+    attributes, e.g. a benchmark's options) as a worker's command line, every switch spelled out."""
+    argv = ["--kernels", values.kernels]
+    for dest in KERNEL_SWITCHES:
+        flag = dest.replace("_", "-")
+        argv.append(f"--{flag}" if getattr(values, dest) else f"--no-{flag}")
+    return argv
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -197,6 +221,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         decode_lookahead=args.decode_lookahead,
         fused_prefill=args.fused_prefill,
         prefill_graphs=args.prefill_graphs,
+        dependent_launch=args.dependent_launch,
     )
 
 

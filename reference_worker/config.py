@@ -43,6 +43,7 @@ class WorkerConfig:
     decode_lookahead: bool = True  # the next step enqueued before a token is read back (CUDA)
     fused_prefill: bool = True  # prompt products decode the packed tiles inside the GEMM (CUDA, fast kernels)
     prefill_graphs: bool = True  # prompts prefilled by captured CUDA graphs, per length bucket (CUDA)
+    dependent_launch: bool = False  # the captured decode step's kernels launched early (CUDA sm_90+)
 
     @property
     def torch_device(self) -> str:
@@ -61,6 +62,7 @@ class WorkerConfig:
             prefill_graphs=self.prefill_graphs
             and self.vram_budget_mb is None
             and self.kv_cache_size_mb is None,
+            dependent_launch=self.dependent_launch,
         )
 
     @property

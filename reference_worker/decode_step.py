@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from kernels.dependent_launch import programmatic
 from reference_worker.models.kv_cache import ContiguousKVCache, KVCache
 
 MAX_GRAPHS = 4  # captured steps kept per model (one per recent cache address and size)
@@ -29,8 +30,9 @@ MAX_GRAPHS = 4  # captured steps kept per model (one per recent cache address an
 class _Captured:
     """One captured step: its input buffers, its graph and the logits buffer the graph writes."""
 
-    def __init__(self, model: Any, cache: ContiguousKVCache) -> None:
+    def __init__(self, model: Any, cache: ContiguousKVCache, *, dependent_launch: bool = False) -> None:
         device = cache.keys.device
+        self.dependent_launch = dependent_launch
         self.token = torch.zeros(1, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -42,7 +44,9 @@ class _Captured:
         return self.model.forward(self.token, self.cache, last_only=True, positions=self.position)[0]
 
     def capture(self) -> None:
-        self.graph, self.logits = capture_graph(self.forward, self.token.device)
+        self.graph, self.logits = capture_graph(
+            self.forward, self.token.device, dependent_launch=self.dependent_launch
+        )
 
 
 def capture_graph(
@@ -52,28 +56,34 @@ def capture_graph(
     side: Any = None,
     pool: Any = None,
     capture_error_mode: str = "global",
+    dependent_launch: bool = False,
 ) -> tuple[torch.cuda.CUDAGraph, Any]:
     """`forward()` captured as a CUDA graph, and the output its replays write. First a warm-up on a side
     stream (PyTorch's rule before capture: compiles the Triton kernels, fills the allocator's pools),
     computing what a replay computes, so its cache writes are harmless. `side`: the stream to warm up on
-    (default a new one); `pool`: a memory pool shared with other graphs that never run at once."""
+    (default a new one); `pool`: a memory pool shared with other graphs that never run at once.
+    `dependent_launch`: the kernels that take part are captured with programmatic dependent launch
+    (`kernels.dependent_launch`), warm-up included, so it compiles the kernels the graph launches."""
     side = side if side is not None else torch.cuda.Stream(device=device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        forward()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool, capture_error_mode=capture_error_mode):
-        out = forward()
+    with programmatic(dependent_launch):
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            forward()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode=capture_error_mode):
+            out = forward()
     return graph, out
 
 
 class DecodeGraphs:
     """The captured decode steps of one model, most recently used last."""
 
-    def __init__(self, model: Any, max_graphs: int = MAX_GRAPHS) -> None:
+    def __init__(self, model: Any, max_graphs: int = MAX_GRAPHS, *, dependent_launch: bool = False) -> None:
+        """`dependent_launch`: capture with programmatic dependent launch (`KernelConfig.dependent_launch_on`)."""
         self.model = model
         self.max_graphs = max_graphs
+        self.dependent_launch = dependent_launch
         self._steps: OrderedDict[tuple[int, int, int], _Captured] = OrderedDict()
         self.captures = 0  # how many graphs were captured (a replayed one is not counted again)
 
@@ -83,7 +93,7 @@ class DecodeGraphs:
         if step is not None and step.cache is not cache:
             step.cache = cache  # same memory, a new request: the graph reads and writes it in place
         if step is None:
-            step = _Captured(self.model, cache)
+            step = _Captured(self.model, cache, dependent_launch=self.dependent_launch)
             self._steps[key] = step
             while len(self._steps) > self.max_graphs:
                 self._steps.popitem(last=False)

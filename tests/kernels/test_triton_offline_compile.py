@@ -179,3 +179,129 @@ def test_the_prefill_gemms_sass_runs_on_the_tensor_cores_without_narrow_conversi
         compile_qgemm(fmt, grouped=False, config=default_config(512, grouped=False)).asm["cubin"]
     )
     assert ops["HGMMA"] > 0 and ops["I2F"] + ops["F2I"] + ops["F2F"] <= 4, dict(ops)
+
+
+def _decode_kernels_for_dependent_launch(pdl: bool) -> dict[str, object]:
+    """Every kernel a captured decode step launches early (`kernels.dependent_launch`), compiled as such
+    a launch compiles it (`PDL`), one representative form each; the GEMV in each of its decode forms."""
+    from kernels import triton_decode as td
+    from kernels.formats import GGMLType
+    from kernels.qtensor import CODES_THEN_SCALES
+    from kernels.triton_offline import compile_gemv
+
+    f32 = "*fp32"
+    floats = dict.fromkeys(("q_ptr", "k_ptr", "v_ptr", "keys_ptr", "values_ptr", "cos_ptr", "sin_ptr"), f32)
+    attention = {**floats, "sinks_ptr": f32, "out_ptr": f32, "pos_ptr": "*i64", "capacity": "i32"}
+    attention.update(scale="fp32", window="i32")
+    compiled = {
+        "rms_norm": _compile(
+            td._rms_norm_kernel,
+            {"x_ptr": f32, "w_ptr": f32, "y_ptr": f32, "n": "i32", "eps": "fp32"},
+            dict(BLOCK=1024, PDL=pdl),
+        ),
+        "rope_store": _compile(
+            td._rope_store_kernel,
+            {**floats, "q_out_ptr": f32, "pos_ptr": "*i64", "n_head": "i32", "capacity": "i32"},
+            dict(D=64, ROPE_HALF=32, NEOX=True, BLOCK_D=64, PDL=pdl),
+        ),
+        "decode_attention": _compile(
+            td._decode_attention_kernel,
+            {k: v for k, v in attention.items() if k not in ("k_ptr", "v_ptr", "cos_ptr", "sin_ptr")},
+            dict(
+                GROUP=4,
+                BLOCK_G=4,
+                D=64,
+                BLOCK_D=64,
+                BLOCK_S=32,
+                HAS_SINKS=True,
+                WHOLE_CACHE=False,
+                CAPACITY=0,
+                PDL=pdl,
+            ),
+        ),  # fmt: skip
+        "rope_attention (split)": _compile(
+            td._rope_attention_kernel,
+            {**attention, "chunk": "i32", "part_ptr": f32, "stat_ptr": f32, "count_ptr": "*i32"},
+            dict(
+                GROUP=7,
+                BLOCK_G=8,
+                D=64,
+                BLOCK_D=64,
+                BLOCK_S=32,
+                ROPE_HALF=32,
+                NEOX=True,
+                HAS_SINKS=False,
+                WHOLE_CACHE=False,
+                CAPACITY=0,
+                SPLIT=True,
+                PDL=pdl,
+            ),
+        ),  # fmt: skip
+        "glu": _compile(
+            td._glu_kernel,
+            {"gate_ptr": f32, "up_ptr": f32, "y_ptr": f32, "n": "i32", "gate_stride": "i32"}
+            | {"up_stride": "i32", "alpha": "fp32", "limit": "fp32"},
+            dict(OAI=True, BLOCK=1024, PDL=pdl),
+        ),
+        "moe_route": _compile(
+            td._moe_route_kernel,
+            {"logits_ptr": f32, "ids_ptr": "*i64", "weights_ptr": f32, "n_expert": "i32"},
+            dict(K=4, BLOCK_E=32, BLOCK_K=4, PDL=pdl),
+        ),
+        "moe_combine": _compile(
+            td._moe_combine_kernel,
+            {"x_ptr": f32, "down_ptr": f32, "w_ptr": f32, "y_ptr": f32, "n": "i32"},
+            dict(K=4, BLOCK=1024, PDL=pdl),
+        ),
+    }
+    for form in ("plain", "segments-ids-bias-reduce", "rms-in-scaled-out-reduce", "glu-rms-reduce"):
+        compiled[f"gemv {form}"] = compile_gemv(GGMLType.Q4_K, form, shape=(3072, 3072), pdl=pdl)
+    compiled["gemv mxfp4 experts"] = compile_gemv(
+        GGMLType.MXFP4,
+        "segments-ids-bias-reduce",
+        shape=(2880, 2880),
+        block_order=CODES_THEN_SCALES,
+        pdl=pdl,
+    )
+    return compiled
+
+
+def test_every_early_launched_decode_kernel_waits_for_the_previous_grid_before_touching_memory() -> None:
+    """Programmatic dependent launch (`kernels.dependent_launch`) is only safe if a kernel launched early
+    waits (`griddepcontrol.wait`) before its first load, store or atomic and before any branch, in the
+    PTX and in the SASS ptxas scheduled from it (`ACQBULK`), and lets the next kernel launch only after
+    (`griddepcontrol.launch_dependents`, `PREEXIT`). Without `PDL` the same kernels have neither."""
+    from kernels.triton_offline import dependent_launch_problem, dependent_launch_problem_in_sass
+
+    problems = {}
+    for name, kernel in _decode_kernels_for_dependent_launch(True).items():
+        problem = dependent_launch_problem(kernel.asm["ptx"]) or dependent_launch_problem_in_sass(
+            kernel.asm["cubin"]
+        )
+        if problem:
+            problems[name] = problem
+    assert not problems
+    for name, kernel in _decode_kernels_for_dependent_launch(False).items():
+        assert "griddepcontrol" not in kernel.asm["ptx"], name
+
+
+def test_the_dependent_launch_check_fails_a_kernel_that_reads_before_waiting() -> None:
+    """The check above can fail: a kernel that loads its input, then waits, is caught in the PTX and in
+    the SASS; one that never waits is caught too."""
+    import triton
+    import triton.language as tl
+
+    from kernels.triton_offline import dependent_launch_problem, dependent_launch_problem_in_sass
+
+    @triton.jit
+    def read_then_wait(x_ptr, y_ptr, WAIT: tl.constexpr):
+        x = tl.load(x_ptr + tl.arange(0, 128))
+        if WAIT:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
+        tl.store(y_ptr + tl.arange(0, 128), x + 1.0)
+
+    for wait in (True, False):
+        kernel = _compile(read_then_wait, {"x_ptr": "*fp32", "y_ptr": "*fp32"}, dict(WAIT=wait))
+        assert dependent_launch_problem(kernel.asm["ptx"]) is not None
+        assert dependent_launch_problem_in_sass(kernel.asm["cubin"]) is not None

@@ -5,7 +5,8 @@
 - CUDA: a replayed graph gives exactly the logits of the same step run eagerly; the fast kernels with
   graphs produce the reference kernels' greedy tokens on the tiny fixture of every architecture and type
   mix, with logits within a stated tolerance; a session one step ahead of the host (lookahead) gives the
-  tokens of one that waits for each, greedy and sampled.
+  tokens of one that waits for each, greedy and sampled; a graph captured with programmatic dependent
+  launch (sm_90+) replays the logits of one captured without it, bit for bit.
 """
 
 from __future__ import annotations
@@ -152,6 +153,30 @@ def test_graph_replay_equals_the_eager_step(arch) -> None:
     # A second request of the same size reuses the captured graph when its cache lands at the same place.
     decode(model, PROMPT, STEPS, lambda cache: DecodeStep(model, cache, graphs))
     assert graphs.captures <= 2
+
+
+@pytest.mark.cuda
+@no_cuda
+@no_triton
+@pytest.mark.parametrize("name", [f"tiny/{arch}-q4_k_m.gguf" for arch in ARCHITECTURES] + [FIXTURES[-1]])
+def test_a_graph_captured_with_dependent_launch_replays_the_same_logits(name) -> None:
+    """Programmatic dependent launch (`KernelConfig.dependent_launch`, sm_90+) changes when each kernel
+    starts, not what it computes: every kernel waits for the previous grid before touching memory, so the
+    replayed logits equal those of the graph captured without it, bit for bit, step after step."""
+    from kernels import dependent_launch
+
+    model, _, _ = load_model(name, device="cuda", kernels=KernelConfig())
+    if not dependent_launch.supported(model.device):
+        pytest.skip("programmatic dependent launch needs sm_90 or later")
+    runs = {}
+    for early in (False, True):
+        graphs = DecodeGraphs(model, dependent_launch=early)
+        runs[early] = decode(model, PROMPT, STEPS, lambda cache, g=graphs: DecodeStep(model, cache, g))
+        assert graphs.captures == 1
+    (want_tokens, want), (got_tokens, got) = runs[False], runs[True]
+    assert got_tokens == want_tokens
+    for step, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert torch.equal(a, b), f"step {step}: {rel_err(a, b)}"
 
 
 def reference_and_fast(name: str, prompt: list[int], steps: int, *, fused_prefill: bool = True):

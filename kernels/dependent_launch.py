@@ -1,0 +1,62 @@
+"""Programmatic dependent launch (Hopper and later) for the kernels of a captured decode step.
+
+A decode token of a small model is ~130 short kernels, each a few microseconds: the gap between two of
+them (the next grid's launch and its programs' start, after the previous grid has drained) is a large
+share of the token. With programmatic dependent launch the next kernel is launched while the previous
+one still runs: its programs become resident, then block at `griddepcontrol.wait` until the previous
+grid has completed and its writes are visible, then signal that the kernel after them may launch in
+turn. CUDA graphs captured from such launches keep them as programmatic edges.
+
+Why a context and not an argument: whether kernels may overlap is a property of how a graph's kernels
+follow each other, decided where the graph is captured (`reference_worker.decode_step.capture_graph`,
+from `KernelConfig.dependent_launch_on`), not by each of the ~20 call sites between the model and a
+launch. The kernels that take part read it at launch through `launch_kwargs()`: the kernel's `PDL`
+constant (its prologue waits for the previous grid before any memory access, `triton_gemv.
+await_previous_grid`) and the launch attribute come from that one function, so a kernel is never
+launched early without the wait. Kernels that do not take part (PyTorch's, and any Triton kernel not
+launched with these arguments) launch as before and serialise fully, which is always safe.
+
+This module imports no Triton: the worker's CPU path reads `supported` and `programmatic` too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator
+
+import torch
+
+_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("programmatic_dependent_launch", default=False)
+
+# Triton's CPU interpreter runs no inline PTX; under it the kernels run without the prologue.
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def supported(device: torch.device) -> bool:
+    """Whether `device` has programmatic dependent launch (`griddepcontrol`: sm_90 and later)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+@contextlib.contextmanager
+def programmatic(enabled: bool) -> Iterator[None]:
+    """Whether kernels launched by this thread inside the block (the ones that take part) may start
+    while the previous kernel of their stream finishes."""
+    token = _ACTIVE.set(enabled)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active() -> bool:
+    return _ACTIVE.get() and not _INTERPRETED
+
+
+def launch_kwargs() -> dict[str, bool]:
+    """The launch arguments of a kernel that takes part: its `PDL` constant (the prologue that waits for
+    the previous grid) and Triton's launch attribute, both or neither."""
+    if not active():
+        return {}
+    return {"PDL": True, "launch_pdl": True}
