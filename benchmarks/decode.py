@@ -71,6 +71,7 @@ class Options:
     fused_prefill: bool = True
     prefill_graphs: bool = True
     dependent_launch: bool = False
+    weight_prefetch: bool = False
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""
@@ -553,6 +554,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "fused_prefill": opts.fused_prefill,
             "prefill_graphs": opts.prefill_graphs,
             "dependent_launch": opts.dependent_launch,
+            "weight_prefetch": opts.weight_prefetch,
             "greedy": True,
             "runs_requested": opts.runs,
             "decode_tokens_requested": opts.decode_tokens,
@@ -613,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         fused_prefill=args.fused_prefill,
         prefill_graphs=args.prefill_graphs,
         dependent_launch=args.dependent_launch,
+        weight_prefetch=args.weight_prefetch,
         http=args.http,
         label=args.label,
     )

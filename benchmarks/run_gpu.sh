@@ -30,7 +30,7 @@
 #                        --prefill-tokens 512), appended to $OUT/profile.md
 #   BENCH_STEP_AB        1: after each model's benchmark, `benchmarks.step_ab --tokens 128 --reps 2` on it (the
 #                        decode variants in one process, dependent launch on and off among them), appended to
-#                        $OUT/step-ab.md
+#                        $OUT/step-ab.md; "launch": only the dependent-launch variants (`--launch-only`)
 #   BENCH_PREFILL_KERNELS  1: before the models, `benchmarks.kernels_prefill` (each prefill product of the three
 #                        models at 512 rows: the float16 scratch + cuBLAS against the GEMM decoding the packed
 #                        tiles) into $OUT/kernels_prefill.{md,json}; "sweep": also the GEMM's other launch
@@ -128,10 +128,12 @@ for key in "${MODELS[@]}"; do
         timeout "$(($(left) - 40))" $PY -m benchmarks.profile_step --model "$model" --steps 16 --prefill-tokens 512 \
             ${BENCH_WORKER_FLAGS:-} --append "$OUT/profile.md" >/dev/null 2>&1 || say "profile $key failed or timed out"
     fi
-    if [[ "${BENCH_STEP_AB:-0}" == 1 ]] && (($(left) > 60)); then
+    if [[ "${BENCH_STEP_AB:-0}" =~ ^(1|launch)$ ]] && (($(left) > 60)); then
         say "decode variants: $key"
+        only=()
+        if [[ "$BENCH_STEP_AB" == launch ]]; then only=(--launch-only); fi
         timeout "$(($(left) - 40))" $PY -m benchmarks.step_ab --model "$model" --tokens 128 --reps 2 \
-            >>"$OUT/step-ab.md" 2>&1 || say "step_ab $key failed or timed out"
+            ${only[@]+"${only[@]}"} >>"$OUT/step-ab.md" 2>&1 || say "step_ab $key failed or timed out"
     fi
 done
 

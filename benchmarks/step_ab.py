@@ -1,6 +1,6 @@
 """A/B of decode variants on one loaded model: the same weights, prompt and greedy tokens, several ways.
 
-    python -m benchmarks.step_ab --model /abs/model.gguf [--tokens 128] [--reps 2] [--out FILE.json]
+    python -m benchmarks.step_ab --model /abs/model.gguf [--tokens 128] [--reps 2] [--launch-only] [--out FILE.json]
 
 Loads the model the way the worker does (`load_worker`, `--kernels fast`, CUDA graphs), then decodes
 `--tokens` greedy tokens per run with each variant, the variants interleaved `--reps` times so that a
@@ -13,8 +13,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - MoE models only: `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
   before they were fused);
-- sm_90 and later: `dependent launch`, the default kernels captured with programmatic dependent launch
-  (`KernelConfig.dependent_launch`), or without it if the worker's default has it on.
+- sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
+  (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
+  each that is not the default already.
 Prints ms per token (median of the per-token times) and tok/s per run, and whether every variant gave
 the default's tokens (they must: the variants compute the same function; a difference is a bug).
 """
@@ -78,7 +79,7 @@ def routing_unfused(kernels: Any) -> Any:
 @dataclasses.dataclass(frozen=True)
 class Variant:
     kernels: Any  # the model's KernelSet for this variant
-    dependent_launch: bool  # its decode graph captured with programmatic dependent launch
+    dependent_launch: dependent_launch.DependentLaunch  # how its decode graph's kernels are launched
 
 
 def run_variant(engine: Any, variant: Variant, ids: list[int], tokens: int) -> dict[str, Any]:
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--launch-only", action="store_true", help="only the default and its dependent-launch variants"
+    )
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("error: the A/B needs a CUDA device", file=sys.stderr)
@@ -130,21 +134,26 @@ def main(argv: list[str] | None = None) -> int:
     state = load_worker(config, EventLog(io.StringIO()))
     engine = state.engine
     default_kernels = engine.model.kernels
-    early = engine.graphs is not None and engine.graphs.dependent_launch
-    variants = {
-        "default": Variant(default_kernels, early),
-        "one launch per weight": Variant(one_launch_per_weight(default_kernels), early),
-    }
-    if default_kernels.decode is not None:
+    early = engine.graphs.dependent_launch if engine.graphs is not None else dependent_launch.OFF
+    variants = {"default": Variant(default_kernels, early)}
+    if not args.launch_only:
+        variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
+    if default_kernels.decode is not None and not args.launch_only:
         variants["rope, attention apart"] = Variant(rope_attention_apart(default_kernels), early)
-    if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
+    if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe") and not args.launch_only:
         variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
         variants["all three apart (the step before)"] = Variant(
             routing_unfused(rope_attention_apart(one_launch_per_weight(default_kernels))), early
         )
     if dependent_launch.supported(engine.device):
-        name = "without dependent launch" if early else "dependent launch"
-        variants[name] = Variant(default_kernels, not early)
+        modes = {
+            "without dependent launch": dependent_launch.OFF,
+            "with dependent launch": dependent_launch.DependentLaunch(True),
+            "with dependent launch and weight prefetch": dependent_launch.DependentLaunch(True, True),
+        }
+        variants.update(
+            {name: Variant(default_kernels, mode) for name, mode in modes.items() if mode != early}
+        )
     ids = [1 + (7 * i) % 97 for i in range(8)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(args.reps):

@@ -73,7 +73,9 @@ class KernelConfig:
     prompt padded to a length bucket as a CUDA graph and replays it for later prompts of the bucket
     (`reference_worker.prefill_graph`). `dependent_launch` (CUDA sm_90+, with `cuda_graphs`) captures the
     decode step with programmatic dependent launch: each of its Triton kernels is launched while the
-    previous one finishes and waits for it before touching memory (`kernels.dependent_launch`).
+    previous one finishes and waits for it before touching memory (`kernels.dependent_launch`);
+    `weight_prefetch` (with it): each GEMV first asks L2 for its weight tile, so a product's weights stream
+    in while the previous kernel still runs.
     """
 
     kernels: KernelChoice = "fast"
@@ -83,6 +85,7 @@ class KernelConfig:
     fused_prefill: bool = True
     prefill_graphs: bool = True
     dependent_launch: bool = False
+    weight_prefetch: bool = False
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
@@ -97,10 +100,12 @@ class KernelConfig:
         reads each product's expert counts back to the host, which a capture cannot hold)."""
         return self.prefill_graphs and self.fused_prefill and self.kernels == "fast" and device.type == "cuda"
 
-    def dependent_launch_on(self, device: torch.device) -> bool:
-        """Whether the captured decode step's kernels launch early on `device` (Hopper's programmatic
-        dependent launch; only a captured step, whose launches cost no host time, gains from it)."""
-        return self.dependent_launch and self.graphs_on(device) and dependent_launch.supported(device)
+    def dependent_launch_on(self, device: torch.device) -> dependent_launch.DependentLaunch:
+        """How the captured decode step's kernels launch on `device`: early with Hopper's programmatic
+        dependent launch, or not (only a captured step, whose launches cost no host time, gains from it)."""
+        if not (self.dependent_launch and self.graphs_on(device) and dependent_launch.supported(device)):
+            return dependent_launch.OFF
+        return dependent_launch.DependentLaunch(True, self.weight_prefetch)
 
     def lookahead_on(self, device: torch.device) -> bool:
         """Whether a decode session runs one step ahead of the host on `device` (CUDA: launches are

@@ -5,7 +5,10 @@ them (the next grid's launch and its programs' start, after the previous grid ha
 share of the token. With programmatic dependent launch the next kernel is launched while the previous
 one still runs: its programs become resident, then block at `griddepcontrol.wait` until the previous
 grid has completed and its writes are visible, then signal that the kernel after them may launch in
-turn. CUDA graphs captured from such launches keep them as programmatic edges.
+turn. CUDA graphs captured from such launches keep them as programmatic edges. With `weight_prefetch`
+the GEMVs also ask L2 for their weight tile before they wait: weights are never written during a step,
+so the next product's weights stream in while the previous kernel (an attention, a norm, a small GEMV
+that leaves the memory bus idle) still runs.
 
 Why a context and not an argument: whether kernels may overlap is a property of how a graph's kernels
 follow each other, decided where the graph is captured (`reference_worker.decode_step.capture_graph`,
@@ -25,10 +28,23 @@ import contextlib
 import contextvars
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
-_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("programmatic_dependent_launch", default=False)
+
+@dataclass(frozen=True)
+class DependentLaunch:
+    """How the kernels that take part are launched inside `programmatic`."""
+
+    enabled: bool = False  # early, each waiting for the previous grid before touching memory
+    weight_prefetch: bool = False  # and the GEMVs ask L2 for their weight tile before they wait
+
+
+OFF = DependentLaunch()
+_MODE: contextvars.ContextVar[DependentLaunch | None] = contextvars.ContextVar(
+    "programmatic_dependent_launch", default=None
+)
 
 # Triton's CPU interpreter runs no inline PTX; under it the kernels run without the prologue.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -40,18 +56,27 @@ def supported(device: torch.device) -> bool:
 
 
 @contextlib.contextmanager
-def programmatic(enabled: bool) -> Iterator[None]:
-    """Whether kernels launched by this thread inside the block (the ones that take part) may start
-    while the previous kernel of their stream finishes."""
-    token = _ACTIVE.set(enabled)
+def programmatic(mode: DependentLaunch) -> Iterator[None]:
+    """How kernels launched by this thread inside the block (the ones that take part) follow the previous
+    kernel of their stream; `OFF`: as without the block."""
+    token = _MODE.set(mode)
     try:
         yield
     finally:
-        _ACTIVE.reset(token)
+        _MODE.reset(token)
+
+
+def _mode() -> DependentLaunch:
+    return _MODE.get() or OFF
 
 
 def active() -> bool:
-    return _ACTIVE.get() and not _INTERPRETED
+    return _mode().enabled and not _INTERPRETED
+
+
+def weight_prefetch() -> bool:
+    """Whether a GEMV launched now prefetches its weight tile before waiting for the previous grid."""
+    return active() and _mode().weight_prefetch
 
 
 def launch_kwargs() -> dict[str, bool]:

@@ -98,14 +98,37 @@ class GemvConfig:
 # Programmatic dependent launch (`kernels.dependent_launch`)
 
 
+PREFETCH_LINE = tl.constexpr(128)  # bytes of an L2 line a `prefetch.global.L2` brings in
+MAX_PREFETCH_LINES = 1024  # lines one program asks for before it waits (128 KiB)
+
+
 @triton.jit
-def await_previous_grid(PDL: tl.constexpr):
-    """The first statement of a kernel that takes part in dependent launch: with `PDL` (launched early,
-    `dependent_launch.launch_kwargs`), wait until the previous grid has completed and its writes are
-    visible, before any load or store of this program (a write of the previous kernel, or a buffer it
+def _prefetch_l2(address):
+    """A hint to bring the line at `address` (an int64 tensor of addresses) into L2: no data reaches the
+    program and nothing is written, so it is safe before waiting for the previous grid."""
+    return tl.inline_asm_elementwise(
+        "prefetch.global.L2 [$1]; // dummy $0", "=r,l", [address], dtype=tl.int32, is_pure=False, pack=1
+    )
+
+
+@triton.jit
+def await_previous_grid(
+    PDL: tl.constexpr, prefetch_from=None, prefetch_bytes=0, PREFETCH_LINES: tl.constexpr = 0
+):
+    """The first memory statement of a kernel that takes part in dependent launch: with `PDL` (launched
+    early, `dependent_launch.launch_kwargs`), wait until the previous grid has completed and its writes
+    are visible, before any load or store of this program (a write of the previous kernel, or a buffer it
     still reads), then let the next kernel launch. Every program waits, so this grid completes only after
-    the previous one: the order holds through a chain of early launches."""
+    the previous one: the order holds through a chain of early launches. With `PREFETCH_LINES` (weights,
+    which no kernel of a step writes): first ask L2 for up to that many lines of the `prefetch_bytes`
+    bytes at `prefetch_from` (a byte pointer), so the weight tile streams in while the previous kernel
+    runs (`dependent_launch.weight_prefetch`). Addresses are clamped into the range: no branch, every
+    program reaches the wait."""
     if PDL:
+        if PREFETCH_LINES > 0:
+            offsets = tl.arange(0, PREFETCH_LINES).to(tl.int64) * PREFETCH_LINE
+            last = tl.maximum(prefetch_bytes - 1, 0)
+            _prefetch_l2((prefetch_from + tl.minimum(offsets, last)).to(tl.int64, bitcast=True))
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
@@ -669,8 +692,8 @@ def _qgemv_kernel(
     SCALED: tl.constexpr = False,
     GLU: tl.constexpr = False,  # y = silu(gate rows' product) * (up rows' product), the up rows at seg_w1
     PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
+    PREFETCH_LINES: tl.constexpr = 0,  # with PDL: L2 lines of its weight tile a program asks for first
 ):
-    await_previous_grid(PDL)
     m = tl.program_id(0)
     tile = tl.program_id(1)
     split = tl.program_id(2)
@@ -688,6 +711,18 @@ def _qgemv_kernel(
         w_off = tl.where(in2, seg_w2.to(tl.int64), tl.where(in1, seg_w1.to(tl.int64), 0))
         b_off = tl.where(in2, seg_b2.to(tl.int64), tl.where(in1, seg_b1.to(tl.int64), 0))
         n_rows = tl.where(in2, rows2, tl.where(in1, rows1, n_rows))
+    # Nothing above reads memory. The weight tile's rows are one contiguous span (`row_stride` load words
+    # a row; MXFP4 regrouped: its codes); each split of the tile asks L2 for its share of the span while
+    # the previous kernel runs (not with expert ids: which expert is read after the wait; the launch
+    # passes no PREFETCH_LINES then).
+    # (32-bit sizes: a tile's span is at most BLOCK_N rows, well under 2 GiB; a 64-bit division would be
+    # a branch before the wait.)
+    tile_first = local_tile * BLOCK_N
+    span = tl.minimum(n_rows - tile_first, BLOCK_N) * row_stride * WORD
+    share = tl.cdiv(span, tl.num_programs(2))
+    share_from = tl.minimum(split * share, span - 1)
+    span_from = w_ptr.to(tl.pointer_type(tl.uint8)) + (tile_first.to(tl.int64) * row_stride + w_off) * WORD
+    await_previous_grid(PDL, span_from + share_from, tl.minimum(share, span - share_from), PREFETCH_LINES)
     rows = local_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     clamped = tl.minimum(rows, n_rows - 1).to(tl.int64)
     # Rows past the matrix repeat its last row: the dequantizer then writes that row's values again.
@@ -1024,6 +1059,12 @@ def launch_segments(
         if scaled_by.numel() != y_width or scaled_by.dtype != torch.float32:
             raise ValueError(f"tensor {w.name!r}: the output scale must be {y_width} float32 values")
         y2 = target.new_empty(n_out_rows, y_width)
+    prefetch_lines = 0  # the tile's weight span in L2 lines, each split's share (`await_previous_grid`)
+    if expert_ids is None and dependent_launch.weight_prefetch():
+        share = triton.cdiv(config.block_n * row_words * layout.word, split)
+        prefetch_lines = min(
+            MAX_PREFETCH_LINES, triton.next_power_of_2(triton.cdiv(share, PREFETCH_LINE.value))
+        )
     _qgemv_kernel[grid](
         w.data,
         x2,
@@ -1067,6 +1108,7 @@ def launch_segments(
         SCALED=y2 is not None,
         GLU=glu_up is not None,
         num_warps=config.num_warps,
+        PREFETCH_LINES=prefetch_lines,
         **dependent_launch.launch_kwargs(),
     )
     if counters is None:

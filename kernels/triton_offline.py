@@ -116,12 +116,14 @@ def compile_gemv(
     shape: tuple[int, int] | None = None,
     block_order: str = GGML,
     pdl: bool = False,
+    prefetch_lines: int = 0,
 ):
     """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type, block order
     (kernels.qtensor: GGML or CODES_THEN_SCALES) and launch form.
     `shape` (out, in): the integer arguments divisible by 16 for that matrix are compiled as such, as
     the GPU run specialises them; without it every integer is of unknown divisibility. `pdl`: the form a
-    programmatic dependent launch compiles (`kernels.dependent_launch`)."""
+    programmatic dependent launch compiles (`kernels.dependent_launch`), `prefetch_lines` with it: the L2
+    lines of its weight tile a program asks for before it waits."""
     from kernels import triton_gemv
 
     layout = kernel_layout(qtype, block_order)
@@ -142,6 +144,7 @@ def compile_gemv(
         STAGES=1,
         **GEMV_FORMS[form],
         PDL=pdl,
+        PREFETCH_LINES=prefetch_lines,
     )
     if constants["REDUCE"]:
         signature.update(part_ptr="*fp32", count_ptr="*i32")
@@ -236,8 +239,10 @@ def compile_qgemm(
     )
 
 
-# A PTX instruction that reads or writes memory other than the kernel's parameters (`ld.param`).
-_MEMORY_ACCESS = re.compile(r"^\s*(?:@!?%p\d+\s+)?(?:ld|st|atom|red|cp\.async|prefetch|multimem)\.(?!param)")
+# A PTX instruction that reads or writes memory other than the kernel's parameters (`ld.param`). Not a
+# `prefetch.global.L2`: a hint that returns nothing and writes nothing (a GEMV's weight tile, before it
+# waits), so whatever it touches, the program's results cannot depend on it.
+_MEMORY_ACCESS = re.compile(r"^\s*(?:@!?%p\d+\s+)?(?:ld|st|atom|red|cp\.async|multimem)\.(?!param)")
 
 
 def dependent_launch_problem(ptx: str) -> str | None:

@@ -125,11 +125,19 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         help="programmatic dependent launch in the captured decode step: each kernel launched while the "
         "previous one finishes, waiting for it before any memory access (CUDA sm_90+, --cuda-graphs)",
     )
+    p.add_argument(
+        "--weight-prefetch",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with --dependent-launch: each decode GEMV asks L2 for its weight tile before it waits for the "
+        "previous kernel, so the weights stream in meanwhile",
+    )
 
 
 # The on/off performance flags of `add_kernel_arguments`, by destination (`--x-y` / `--no-x-y`).
 KERNEL_SWITCHES = (
     "cuda_graphs", "fused_decode", "decode_lookahead", "fused_prefill", "prefill_graphs", "dependent_launch",
+    "weight_prefetch",
 )  # fmt: skip
 
 
@@ -222,6 +230,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         fused_prefill=args.fused_prefill,
         prefill_graphs=args.prefill_graphs,
         dependent_launch=args.dependent_launch,
+        weight_prefetch=args.weight_prefetch,
     )
 
 

@@ -44,6 +44,7 @@ class WorkerConfig:
     fused_prefill: bool = True  # prompt products decode the packed tiles inside the GEMM (CUDA, fast kernels)
     prefill_graphs: bool = True  # prompts prefilled by captured CUDA graphs, per length bucket (CUDA)
     dependent_launch: bool = False  # the captured decode step's kernels launched early (CUDA sm_90+)
+    weight_prefetch: bool = False  # with it: GEMVs prefetch their weight tile into L2 before they wait
 
     @property
     def torch_device(self) -> str:
@@ -63,6 +64,7 @@ class WorkerConfig:
             and self.vram_budget_mb is None
             and self.kv_cache_size_mb is None,
             dependent_launch=self.dependent_launch,
+            weight_prefetch=self.weight_prefetch,
         )
 
     @property

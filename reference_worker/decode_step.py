@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from kernels.dependent_launch import programmatic
+from kernels.dependent_launch import OFF, DependentLaunch, programmatic
 from reference_worker.models.kv_cache import ContiguousKVCache, KVCache
 
 MAX_GRAPHS = 4  # captured steps kept per model (one per recent cache address and size)
@@ -30,7 +30,9 @@ MAX_GRAPHS = 4  # captured steps kept per model (one per recent cache address an
 class _Captured:
     """One captured step: its input buffers, its graph and the logits buffer the graph writes."""
 
-    def __init__(self, model: Any, cache: ContiguousKVCache, *, dependent_launch: bool = False) -> None:
+    def __init__(
+        self, model: Any, cache: ContiguousKVCache, *, dependent_launch: DependentLaunch = OFF
+    ) -> None:
         device = cache.keys.device
         self.dependent_launch = dependent_launch
         self.token = torch.zeros(1, dtype=torch.long, device=device)
@@ -56,14 +58,14 @@ def capture_graph(
     side: Any = None,
     pool: Any = None,
     capture_error_mode: str = "global",
-    dependent_launch: bool = False,
+    dependent_launch: DependentLaunch = OFF,
 ) -> tuple[torch.cuda.CUDAGraph, Any]:
     """`forward()` captured as a CUDA graph, and the output its replays write. First a warm-up on a side
     stream (PyTorch's rule before capture: compiles the Triton kernels, fills the allocator's pools),
     computing what a replay computes, so its cache writes are harmless. `side`: the stream to warm up on
     (default a new one); `pool`: a memory pool shared with other graphs that never run at once.
-    `dependent_launch`: the kernels that take part are captured with programmatic dependent launch
-    (`kernels.dependent_launch`), warm-up included, so it compiles the kernels the graph launches."""
+    `dependent_launch`: how the kernels that take part are captured (`kernels.dependent_launch`: early,
+    with or without weight prefetch), warm-up included, so it compiles the kernels the graph launches."""
     side = side if side is not None else torch.cuda.Stream(device=device)
     with programmatic(dependent_launch):
         side.wait_stream(torch.cuda.current_stream(device))
@@ -79,8 +81,10 @@ def capture_graph(
 class DecodeGraphs:
     """The captured decode steps of one model, most recently used last."""
 
-    def __init__(self, model: Any, max_graphs: int = MAX_GRAPHS, *, dependent_launch: bool = False) -> None:
-        """`dependent_launch`: capture with programmatic dependent launch (`KernelConfig.dependent_launch_on`)."""
+    def __init__(
+        self, model: Any, max_graphs: int = MAX_GRAPHS, *, dependent_launch: DependentLaunch = OFF
+    ) -> None:
+        """`dependent_launch`: how the steps are captured (`KernelConfig.dependent_launch_on`)."""
         self.model = model
         self.max_graphs = max_graphs
         self.dependent_launch = dependent_launch

@@ -190,8 +190,11 @@ class InferenceEngine:
         # The decode step as a CUDA graph when the model's kernel choice says so (kernels.backend).
         kernels = getattr(model, "kernels", None)
         graphs_on = kernels is not None and kernels.config.graphs_on(self.device)
-        dependent_launch = graphs_on and kernels.config.dependent_launch_on(self.device)
-        self.graphs = DecodeGraphs(model, dependent_launch=dependent_launch) if graphs_on else None
+        self.graphs = (
+            DecodeGraphs(model, dependent_launch=kernels.config.dependent_launch_on(self.device))
+            if graphs_on
+            else None
+        )
         prefill_graphs_on = kernels is not None and kernels.config.prefill_graphs_on(self.device)
         self.prefill_graphs = PrefillGraphs(model) if prefill_graphs_on else None
         # One decode step ahead of the host (CUDA): see the module docstring.

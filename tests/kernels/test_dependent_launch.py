@@ -4,7 +4,8 @@
   inside `programmatic(True)`, only on the thread that entered it; `KernelConfig.dependent_launch_on`
   is off on CPU and without graphs.
 - The source: every launch that passes `launch_kwargs()` launches a kernel that takes a `PDL` constant
-  and whose first statement is `await_previous_grid(PDL)` (what that compiles to, the wait before any
+  and calls `await_previous_grid(PDL, ...)` in its body's top level after nothing but index arithmetic
+  (what that compiles to, the wait before any
   memory access in PTX and SASS, is checked in `test_triton_offline_compile.py` where Triton is installed;
   the replayed graph's logits against the graph without it in `tests/worker/test_decode_step.py` on CUDA).
 """
@@ -23,11 +24,16 @@ from kernels.backend import KernelConfig
 KERNELS_DIR = Path(dependent_launch.__file__).parent
 
 
+EARLY = dependent_launch.DependentLaunch(True)
+PREFETCHING = dependent_launch.DependentLaunch(True, weight_prefetch=True)
+
+
 def test_the_launch_arguments_come_together_only_inside_the_context() -> None:
     assert dependent_launch.launch_kwargs() == {}
-    with dependent_launch.programmatic(True):
+    with dependent_launch.programmatic(EARLY):
         assert dependent_launch.launch_kwargs() == {"PDL": True, "launch_pdl": True}
-        with dependent_launch.programmatic(False):
+        assert not dependent_launch.weight_prefetch()
+        with dependent_launch.programmatic(dependent_launch.OFF):
             assert dependent_launch.launch_kwargs() == {}
         assert dependent_launch.active()
         seen: list[dict] = []
@@ -36,14 +42,19 @@ def test_the_launch_arguments_come_together_only_inside_the_context() -> None:
         other.join()
         assert seen == [{}]  # another thread's launches (the residency check's) are not affected
     assert dependent_launch.launch_kwargs() == {}
-    with dependent_launch.programmatic(False):
-        assert dependent_launch.launch_kwargs() == {}
+    with dependent_launch.programmatic(PREFETCHING):
+        assert dependent_launch.weight_prefetch() and dependent_launch.active()
+    with dependent_launch.programmatic(dependent_launch.DependentLaunch(False, weight_prefetch=True)):
+        assert dependent_launch.launch_kwargs() == {} and not dependent_launch.weight_prefetch()
 
 
 def test_dependent_launch_is_off_on_cpu_and_by_default() -> None:
     cpu = torch.device("cpu")
-    assert not KernelConfig().dependent_launch
-    assert not KernelConfig(dependent_launch=True).dependent_launch_on(cpu)
+    assert not KernelConfig().dependent_launch and not KernelConfig().weight_prefetch
+    assert (
+        KernelConfig(dependent_launch=True, weight_prefetch=True).dependent_launch_on(cpu)
+        == dependent_launch.OFF
+    )
     assert not dependent_launch.supported(cpu)
 
 
@@ -63,8 +74,41 @@ def _kernels(tree: ast.Module) -> dict[str, ast.FunctionDef]:
     return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
 
 
+# What a kernel may do before it waits: index arithmetic on its program ids and arguments. Any other call
+# (a load, a store, an atomic, a helper that may do one) must come after `await_previous_grid`.
+_BEFORE_WAIT = {
+    "tl.program_id", "tl.num_programs", "tl.arange", "tl.where", "tl.minimum", "tl.maximum", "tl.cdiv",
+    "tl.multiple_of", "tl.pointer_type",
+}  # fmt: skip
+
+
+def _waits(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Call)
+        and ast.unparse(statement.value.func) == "await_previous_grid"
+        and bool(statement.value.args)
+        and ast.unparse(statement.value.args[0]) == "PDL"
+    )
+
+
+def _touches_memory(statement: ast.stmt) -> str | None:
+    """The first call in `statement` that is not index arithmetic, or a return, else None."""
+    for node in ast.walk(statement):
+        if isinstance(node, ast.Return):
+            return "return"
+        if isinstance(node, ast.Call):
+            name = ast.unparse(node.func)
+            method = isinstance(node.func, ast.Attribute) and node.func.attr == "to"
+            if name not in _BEFORE_WAIT and not method:
+                return name
+    return None
+
+
 def _problems(source: str, filename: str) -> tuple[int, list[str]]:
-    """(early launches, what is wrong with them) in one module's source."""
+    """(early launches, what is wrong with them) in one module's source: each early launch must be of a
+    kernel of the module that takes a `PDL` constant and calls `await_previous_grid(PDL, ...)` in its
+    body's top level (every program reaches it), after nothing but index arithmetic."""
     tree = ast.parse(source)
     kernels = _kernels(tree)
     launches = _early_launches(tree)
@@ -75,13 +119,16 @@ def _problems(source: str, filename: str) -> tuple[int, list[str]]:
         if kernel is None:
             problems.append(f"{where}, not defined in the module")
             continue
-        params = [a.arg for a in kernel.args.args + kernel.args.kwonlyargs]
-        body = [s for s in kernel.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
-        first = ast.unparse(body[0]) if body else ""
-        if "PDL" not in params:
+        if "PDL" not in [a.arg for a in kernel.args.args + kernel.args.kwonlyargs]:
             problems.append(f"{where}, which takes no PDL constant")
-        elif first != "await_previous_grid(PDL)":
-            problems.append(f"{where}, whose first statement is {first!r}, not await_previous_grid(PDL)")
+            continue
+        wait = next((i for i, s in enumerate(kernel.body) if _waits(s)), None)
+        if wait is None:
+            problems.append(f"{where}, which does not call await_previous_grid(PDL) in its top level")
+            continue
+        early = [call for s in kernel.body[:wait] if (call := _touches_memory(s))]
+        if early:
+            problems.append(f"{where}, which calls {early[0]} before await_previous_grid(PDL)")
     return len(launches), problems
 
 
@@ -102,17 +149,29 @@ def test_the_source_check_fails_a_kernel_that_does_not_wait_first() -> None:
     late = """
 @triton.jit
 def _k(x_ptr, PDL: tl.constexpr = False):
-    x = tl.load(x_ptr)
+    i = tl.program_id(0).to(tl.int64)
+    x = tl.load(x_ptr + i)
     await_previous_grid(PDL)
 
 def launch(x):
     _k[(1,)](x, **dependent_launch.launch_kwargs())
 """
-    assert _problems(late, "late.py")[1] == [
-        "late.py:8 launches _k, whose first statement is 'x = tl.load(x_ptr)', not await_previous_grid(PDL)"
+    assert _problems(late, "late.py") == (
+        1,
+        ["late.py:9 launches _k, which calls tl.load before await_previous_grid(PDL)"],
+    )
+    fine = late.replace("    x = tl.load(x_ptr + i)\n", "")
+    assert _problems(fine, "fine.py") == (1, [])
+    nested = fine.replace("    await_previous_grid(PDL)", "    if i > 0:\n        await_previous_grid(PDL)")
+    assert _problems(nested, "n.py")[1] == [
+        "n.py:9 launches _k, which does not call await_previous_grid(PDL) in its top level"
     ]
-    no_constant = late.replace(", PDL: tl.constexpr = False", "")
+    helper = fine.replace("tl.program_id(0)", "_first(x_ptr)")
+    assert _problems(helper, "h.py")[1] == [
+        "h.py:8 launches _k, which calls _first before await_previous_grid(PDL)"
+    ]
+    no_constant = fine.replace(", PDL: tl.constexpr = False", "")
     assert _problems(no_constant, "x.py")[1] == ["x.py:8 launches _k, which takes no PDL constant"]
-    assert _problems(late.replace("_k[(1,)]", "_other[(1,)]"), "y.py")[1] == [
+    assert _problems(fine.replace("_k[(1,)]", "_other[(1,)]"), "y.py")[1] == [
         "y.py:8 launches _other, not defined in the module"
     ]

@@ -256,6 +256,10 @@ def _decode_kernels_for_dependent_launch(pdl: bool) -> dict[str, object]:
     }
     for form in ("plain", "segments-ids-bias-reduce", "rms-in-scaled-out-reduce", "glu-rms-reduce"):
         compiled[f"gemv {form}"] = compile_gemv(GGMLType.Q4_K, form, shape=(3072, 3072), pdl=pdl)
+    for lines in (1, 64, 1024):  # weight prefetch: one line, a share of a tile, the most a program asks
+        compiled[f"gemv q5_0 prefetching {lines} lines"] = compile_gemv(
+            GGMLType.Q5_0, "rms-in-scaled-out-reduce", shape=(896, 896), pdl=pdl, prefetch_lines=lines
+        )
     compiled["gemv mxfp4 experts"] = compile_gemv(
         GGMLType.MXFP4,
         "segments-ids-bias-reduce",

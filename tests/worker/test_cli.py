@@ -55,8 +55,8 @@ def test_valid_arguments(model: Path) -> None:
 
 def test_the_performance_flags_reach_the_kernel_config(model: Path) -> None:
     """`--kernels`, `--cuda-graphs`, `--fused-decode`, `--decode-lookahead`, `--fused-prefill`,
-    `--prefill-graphs`, `--dependent-launch`: the `KernelConfig` the model is built with (all on by
-    default but the dependent launch)."""
+    `--prefill-graphs`, `--dependent-launch`, `--weight-prefetch`: the `KernelConfig` the model is built
+    with (all on by default but the last two)."""
     from kernels.backend import KernelConfig
 
     assert parse_config(args(model), cuda_device_count=0).kernel_config == KernelConfig()
@@ -76,8 +76,8 @@ def test_the_performance_flags_reach_the_kernel_config(model: Path) -> None:
         fused_prefill=False,
         prefill_graphs=False,
     )
-    early = parse_config([*args(model), "--dependent-launch"], cuda_device_count=0)
-    assert early.kernel_config == KernelConfig(dependent_launch=True)
+    early = parse_config([*args(model), "--dependent-launch", "--weight-prefetch"], cuda_device_count=0)
+    assert early.kernel_config == KernelConfig(dependent_launch=True, weight_prefetch=True)
     # A VRAM budget keeps the prefill graphs' own cache out of it: no prefill graphs.
     budgeted = parse_config(args(model, **{"--vram-budget-mb": "512"}), cuda_device_count=0)
     assert budgeted.kernel_config == KernelConfig(prefill_graphs=False)

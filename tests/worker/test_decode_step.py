@@ -160,23 +160,30 @@ def test_graph_replay_equals_the_eager_step(arch) -> None:
 @no_triton
 @pytest.mark.parametrize("name", [f"tiny/{arch}-q4_k_m.gguf" for arch in ARCHITECTURES] + [FIXTURES[-1]])
 def test_a_graph_captured_with_dependent_launch_replays_the_same_logits(name) -> None:
-    """Programmatic dependent launch (`KernelConfig.dependent_launch`, sm_90+) changes when each kernel
-    starts, not what it computes: every kernel waits for the previous grid before touching memory, so the
-    replayed logits equal those of the graph captured without it, bit for bit, step after step."""
+    """Programmatic dependent launch (`KernelConfig.dependent_launch`, sm_90+, with and without the GEMVs'
+    weight prefetch) changes when each kernel starts, not what it computes: every kernel waits for the
+    previous grid before touching memory, so the replayed logits equal those of the graph captured
+    without it, bit for bit, step after step."""
     from kernels import dependent_launch
 
     model, _, _ = load_model(name, device="cuda", kernels=KernelConfig())
     if not dependent_launch.supported(model.device):
         pytest.skip("programmatic dependent launch needs sm_90 or later")
-    runs = {}
-    for early in (False, True):
-        graphs = DecodeGraphs(model, dependent_launch=early)
-        runs[early] = decode(model, PROMPT, STEPS, lambda cache, g=graphs: DecodeStep(model, cache, g))
+    modes = [
+        dependent_launch.OFF,
+        dependent_launch.DependentLaunch(True),
+        dependent_launch.DependentLaunch(True, weight_prefetch=True),
+    ]
+    runs = []
+    for mode in modes:
+        graphs = DecodeGraphs(model, dependent_launch=mode)
+        runs.append(decode(model, PROMPT, STEPS, lambda cache, g=graphs: DecodeStep(model, cache, g)))
         assert graphs.captures == 1
-    (want_tokens, want), (got_tokens, got) = runs[False], runs[True]
-    assert got_tokens == want_tokens
-    for step, (a, b) in enumerate(zip(got, want, strict=True)):
-        assert torch.equal(a, b), f"step {step}: {rel_err(a, b)}"
+    want_tokens, want = runs[0]
+    for mode, (got_tokens, got) in zip(modes[1:], runs[1:], strict=True):
+        assert got_tokens == want_tokens, mode
+        for step, (a, b) in enumerate(zip(got, want, strict=True)):
+            assert torch.equal(a, b), f"{mode}, step {step}: {rel_err(a, b)}"
 
 
 def reference_and_fast(name: str, prompt: list[int], steps: int, *, fused_prefill: bool = True):
