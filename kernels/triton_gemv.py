@@ -113,7 +113,12 @@ def _prefetch_l2(address):
 
 @triton.jit
 def await_previous_grid(
-    PDL: tl.constexpr, prefetch_from=None, prefetch_bytes=0, PREFETCH_LINES: tl.constexpr = 0
+    PDL: tl.constexpr,
+    prefetch_from=None,
+    prefetch_bytes=0,
+    PREFETCH_LINES: tl.constexpr = 0,
+    also_at=0,
+    ALSO: tl.constexpr = False,
 ):
     """The first memory statement of a kernel that takes part in dependent launch: with `PDL` (launched
     early, `dependent_launch.launch_kwargs`), wait until the previous grid has completed and its writes
@@ -122,13 +127,16 @@ def await_previous_grid(
     the previous one: the order holds through a chain of early launches. With `PREFETCH_LINES` (weights,
     which no kernel of a step writes): first ask L2 for up to that many lines of the `prefetch_bytes`
     bytes at `prefetch_from` (a byte pointer), so the weight tile streams in while the previous kernel
-    runs (`dependent_launch.weight_prefetch`). Addresses are clamped into the range: no branch, every
-    program reaches the wait."""
+    runs (`dependent_launch.weight_prefetch`); with `ALSO`, as many again `also_at` bytes further (the
+    up rows of a gate/up launch). Addresses are clamped into the range: no branch, every program reaches
+    the wait."""
     if PDL:
         if PREFETCH_LINES > 0:
             offsets = tl.arange(0, PREFETCH_LINES).to(tl.int64) * PREFETCH_LINE
-            last = tl.maximum(prefetch_bytes - 1, 0)
-            _prefetch_l2((prefetch_from + tl.minimum(offsets, last)).to(tl.int64, bitcast=True))
+            lines = prefetch_from + tl.minimum(offsets, tl.maximum(prefetch_bytes - 1, 0))
+            _prefetch_l2(lines.to(tl.int64, bitcast=True))
+            if ALSO:
+                _prefetch_l2((lines + also_at).to(tl.int64, bitcast=True))
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
@@ -722,7 +730,11 @@ def _qgemv_kernel(
     share = tl.cdiv(span, tl.num_programs(2))
     share_from = tl.minimum(split * share, span - 1)
     span_from = w_ptr.to(tl.pointer_type(tl.uint8)) + (tile_first.to(tl.int64) * row_stride + w_off) * WORD
-    await_previous_grid(PDL, span_from + share_from, tl.minimum(share, span - share_from), PREFETCH_LINES)
+    share_bytes = tl.minimum(share, span - share_from)
+    # With GLU the up rows are seg_w1 load words past the gate rows: their span is prefetched too.
+    await_previous_grid(
+        PDL, span_from + share_from, share_bytes, PREFETCH_LINES, seg_w1.to(tl.int64) * WORD, GLU
+    )
     rows = local_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     clamped = tl.minimum(rows, n_rows - 1).to(tl.int64)
     # Rows past the matrix repeat its last row: the dequantizer then writes that row's values again.

@@ -260,6 +260,9 @@ def _decode_kernels_for_dependent_launch(pdl: bool) -> dict[str, object]:
         compiled[f"gemv q5_0 prefetching {lines} lines"] = compile_gemv(
             GGMLType.Q5_0, "rms-in-scaled-out-reduce", shape=(896, 896), pdl=pdl, prefetch_lines=lines
         )
+    compiled["gemv q5_0 gate/up prefetching 64 lines"] = compile_gemv(
+        GGMLType.Q5_0, "glu-rms-reduce", shape=(4864, 896), pdl=pdl, prefetch_lines=64
+    )
     compiled["gemv mxfp4 experts"] = compile_gemv(
         GGMLType.MXFP4,
         "segments-ids-bias-reduce",
@@ -286,7 +289,24 @@ def test_every_early_launched_decode_kernel_waits_for_the_previous_grid_before_t
             problems[name] = problem
     assert not problems
     for name, kernel in _decode_kernels_for_dependent_launch(False).items():
-        assert "griddepcontrol" not in kernel.asm["ptx"], name
+        assert "griddepcontrol" not in kernel.asm["ptx"] and "prefetch" not in kernel.asm["ptx"], name
+
+
+def test_a_gemv_prefetches_its_weight_lines_before_it_waits() -> None:
+    """Weight prefetch: a program of 128 threads asking for 1,024 lines issues 8 prefetches a thread, all
+    before the wait; a gate/up launch asks for the up rows' lines too (twice as many)."""
+    from kernels.formats import GGMLType
+    from kernels.triton_offline import compile_gemv
+
+    def prefetches(form: str, shape: tuple[int, int], lines: int) -> int:
+        ptx = compile_gemv(GGMLType.Q5_0, form, shape=shape, pdl=True, prefetch_lines=lines).asm["ptx"]
+        before_wait = ptx[: ptx.index("griddepcontrol.wait")]
+        assert ptx.count("prefetch.global.L2") == before_wait.count("prefetch.global.L2")
+        return before_wait.count("prefetch.global.L2")
+
+    one = prefetches("rms-in-scaled-out-reduce", (896, 896), 1024)
+    assert one == 1024 // 128  # each of the 128 threads asks for 8 of the 1,024 lines
+    assert prefetches("glu-rms-reduce", (4864, 896), 1024) == 2 * one
 
 
 def test_the_dependent_launch_check_fails_a_kernel_that_reads_before_waiting() -> None:
