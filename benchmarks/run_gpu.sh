@@ -35,6 +35,9 @@
 #                        models at 512 rows: the float16 scratch + cuBLAS against the GEMM decoding the packed
 #                        tiles) into $OUT/kernels_prefill.{md,json}; "sweep": also the GEMM's other launch
 #                        shapes (each one compiled per format: minutes)
+#   BENCH_NCU            a kernels_gemv shape filter, e.g. "phi-3-mini": before the models, `benchmarks.ncu_gemv`
+#                        (one launch of each matching decode GEMV under Nsight Compute: DRAM, issue slots,
+#                        occupancy, stall reasons, what bounds it) into $OUT/ncu_gemv.{md,json}
 #   FIXTURES_DIR         where the shaped files are written (default /tmp/bench-fixtures)
 #   BENCH_PYTHON         the Python to use (default python3)
 set -uo pipefail
@@ -107,6 +110,13 @@ if [[ "${BENCH_PREFILL_KERNELS:-0}" =~ ^(1|sweep)$ ]] && (($(left) > 90)); then
     if [[ "$BENCH_PREFILL_KERNELS" == sweep ]]; then sweep=(--sweep); fi
     timeout "$(($(left) / 3))" $PY -m benchmarks.kernels_prefill ${sweep[@]+"${sweep[@]}"} --out "$OUT" \
         | tail -n 30 || say "prefill kernel benchmark failed or timed out"
+fi
+
+# What bounds the decode GEMVs, from the GPU's counters (no model file needed).
+if [[ -n "${BENCH_NCU:-}" ]] && (($(left) > 90)); then
+    say "decode GEMVs under Nsight Compute: $BENCH_NCU"
+    timeout "$(($(left) / 3))" $PY -m benchmarks.ncu_gemv --only "$BENCH_NCU" --out "$OUT" | tail -n 20 \
+        || say "ncu_gemv failed or timed out"
 fi
 
 # (b) + (d) per model: write the file, then benchmark the worker on it.
