@@ -35,7 +35,7 @@ import triton.language as tl
 from kernels import dependent_launch
 from kernels.formats import FORMATS, GGMLType
 from kernels.qmatmul import FastPath, RMSNormed
-from kernels.qtensor import CODES_THEN_SCALES, QTensor
+from kernels.qtensor import CODES_THEN_SCALES, GGML, QTensor
 
 MAX_ROWS = 8  # activation rows per call served here; more rows are prefill, a matmul's job
 
@@ -1136,8 +1136,8 @@ def dequantize_into(
     experts: torch.Tensor | None = None,
     config: GemvConfig | None = None,
 ) -> torch.Tensor:
-    """Decodes packed weight rows into `out` (float16 or bfloat16, contiguous) with the GEMV's own
-    decoders (the kernel's `DEQ` mode stores each decoded tile instead of multiplying it).
+    """Decodes packed weight rows into `out` (float16, bfloat16 or float32, contiguous) with the GEMV's
+    own decoders (the kernel's `DEQ` mode stores each decoded tile instead of multiplying it).
 
     2-D `w`: rows `rows = (r0, r1)` (default all) into `out (r1 - r0, in)`. 3-D `w` with `experts`
     (a device tensor of n expert ids): those experts into `out (n, out_features, in)`."""
@@ -1155,8 +1155,8 @@ def dequantize_into(
                 f"tensor {w.name!r}: a row range of a regrouped MXFP4 matrix (its scales are apart)"
             )
         data = data[r0 * row_bytes : r1 * row_bytes]
-    if out.dtype not in (torch.float16, torch.bfloat16) or not out.is_contiguous():
-        raise ValueError(f"tensor {w.name!r}: dequantize_into needs a contiguous 16-bit float output")
+    if out.dtype not in (torch.float16, torch.bfloat16, torch.float32) or not out.is_contiguous():
+        raise ValueError(f"tensor {w.name!r}: dequantize_into needs a contiguous float output")
     if out.numel() != n_slots * n_rows * in_features:
         raise ValueError(
             f"tensor {w.name!r}: output of {out.numel()} elements for {n_slots}x{n_rows}x{in_features}"
@@ -1208,12 +1208,27 @@ def dequantize_into(
 
 
 def supports(x: torch.Tensor, w: QTensor) -> bool:
-    return (
-        len(w.shape) == 2
-        and x.is_floating_point()
-        and x.numel() <= MAX_ROWS * w.shape[1]
-        and supports_layout(w)
-    )
+    if not x.is_floating_point():  # `qembedding` asks with the token ids as x: any number of rows
+        # (a table read row by row: in the file's block order, each row's blocks together)
+        return len(w.shape) == 2 and not x.is_complex() and w.layout == GGML and supports_layout(w)
+    return len(w.shape) == 2 and x.numel() <= MAX_ROWS * w.shape[1] and supports_layout(w)
+
+
+def embedding(ids: torch.Tensor, w: QTensor, *, checked: bool = True) -> torch.Tensor:
+    """`kernels.qmatmul.qembedding`'s contract: rows `ids` of the table `w (vocab, dim)` as float32
+    `(*ids.shape, dim)`, decoded by the GEMV's decoders in one launch (the reference's bits for the
+    exact formats; the K-quants' within one rounding, as the GEMV's weights). The table is read as
+    `vocab` one-row experts, each id selecting one. `checked=False`: ids known to be in range (a
+    sampled token inside a CUDA graph), not read back to the host."""
+    vocab, dim = w.shape
+    flat = ids.reshape(-1)
+    if checked and flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= vocab):
+        raise IndexError(f"tensor {w.name!r}: row index out of range [0, {vocab})")
+    out = torch.empty(flat.numel(), 1, dim, dtype=torch.float32, device=flat.device)
+    if flat.numel():
+        rows_as_experts = QTensor(w.data, w.qtype, (vocab, 1, dim), w.name)
+        dequantize_into(rows_as_experts, out, experts=flat)
+    return out.view(*ids.shape, dim)
 
 
 def gemv(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
@@ -1359,6 +1374,7 @@ FAST_PATH = FastPath(
     devices=("cuda",),
     supports=supports,
     qmatmul=gemv,
+    qembedding=embedding,
     qmatmuls=gemvs,
     qmatmuls_normed=gemvs_normed,
     qmatmul_add_normed=gemv_add_normed,

@@ -6,8 +6,8 @@ Triton's interpreter executes a kernel's operations with NumPy, program by progr
 and their products can be checked against gguf-py's dequantization on a machine without a GPU (slowly:
 seconds per launch on small shapes). The checks: the plain product, the decode step's
 norms inside the GEMV (an rms-normed input; the residual sum with its scaled copy; each in one launch
-and split in two), the segmented launch with expert ids and biases, and the dequantizer, against a
-float64 oracle. Prints one line per check and exits 1 if any
+and split in two), the segmented launch with expert ids and biases, the dequantizer and the embedding
+rows by id (the table as one-row experts), against a float64 oracle or the reference's rows. Prints one line per check and exits 1 if any
 fails. The interpreter must be chosen before the kernels are defined (`TRITON_INTERPRET=1` in the
 environment of a fresh process); `tests/kernels/test_triton_interpreted.py` runs this module that way.
 The CUDA tests stay the judge of what the GPU computes; this catches a wrong decoder before device time.
@@ -147,7 +147,24 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
         )
     except AssertionError as e:
         results.append((f"{name} dequantize", False, f"not the reference rounded to float16 {e}"))
+    results.append(_check_embedding(name, qtype, k_in, rng, exact))
     return results
+
+
+def _check_embedding(name: str, qtype, k_in: int, rng, exact: bool) -> tuple[str, bool, str]:
+    """`triton_gemv.embedding`: rows of a table by id, in float32: the reference path's rows bit for bit
+    where the decoder is bit-exact, else within one float32 rounding of each weight."""
+    from kernels import triton_gemv
+
+    table, _ = _oracle_weight(qtype, (40, k_in), rng)
+    ids = torch.tensor([[7, 0], [39, 7]])
+    got = triton_gemv.embedding(ids, table)
+    want = table.dequantize(rows=ids.reshape(-1)).reshape(2, 2, k_in)
+    if exact:
+        same = torch.equal(got, want)
+        return (f"{name} embedding rows", same, "the reference's rows exactly" if same else "differ")
+    err = _rel_err(got, want.double())
+    return (f"{name} embedding rows", err < 1e-6, f"rel err {err:.1e} (one float32 rounding: < 1e-6)")
 
 
 def main(argv: list[str] | None = None) -> int:

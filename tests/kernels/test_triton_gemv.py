@@ -76,6 +76,33 @@ def test_gemv_matches_reference(qtype, shape, rng, blocks, record_property) -> N
     assert err < REL_TOL
 
 
+@pytest.mark.parametrize("qtype", TYPES, ids=[t.name for t in TYPES])
+def test_embedding_rows_by_id_match_reference(qtype, rng, blocks) -> None:
+    """`qembedding` on CUDA (the table read as one-row experts, one launch): the reference path's rows bit
+    for bit for the exactly decoded formats, within one float32 rounding for the others; any number of
+    ids (a prompt's), unchecked ids inside a graph, out-of-range ids refused when checked."""
+    from kernels.qmatmul import qembedding
+    from kernels.triton_gemv import FAST_PATH
+    from tests.kernels.conftest import EXACT_TYPES
+
+    width = 512 if qtype not in K_QUANTS else 768
+    w = make_weight(qtype, (300, width), rng, blocks)
+    ids = torch.tensor([[5, 0, 299], [5, 17, 128]], device="cuda")
+    assert FAST_PATH.supports(ids, w)
+    got = qembedding(ids, w, paths=(FAST_PATH,))
+    want = w.dequantize(rows=ids.reshape(-1)).reshape(2, 3, width)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    many = torch.arange(299, -1, -1, device="cuda")
+    got_many = qembedding(many, w, checked=False, paths=(FAST_PATH,))
+    want_many = w.dequantize(rows=many)
+    if qtype in EXACT_TYPES:
+        assert torch.equal(got, want) and torch.equal(got_many, want_many)
+    else:
+        assert rel_err(got, want) < 1e-6 and rel_err(got_many, want_many) < 1e-6
+    with pytest.raises(IndexError):
+        qembedding(torch.tensor([300], device="cuda"), w, paths=(FAST_PATH,))
+
+
 @pytest.mark.parametrize("rows", [2, 3, 5, 8])
 @pytest.mark.parametrize(
     "qtype", [GGMLType.Q4_K, GGMLType.Q8_0, GGMLType.MXFP4, GGMLType.Q6_K], ids=lambda t: t.name
