@@ -108,6 +108,7 @@ def _counted(fn, label: str):
 
 # The fast path's optional forms the decode step uses, by their FastPath field.
 COUNTED_FORMS = {
+    "qembedding": "embedding",
     "qmatmul_add_normed": "residual+norm",
     "qmatmuls_normed": "normed input",
     "qmatmul_glu": "gate/up/SiLU",
