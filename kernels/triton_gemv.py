@@ -12,7 +12,7 @@ a launch plus PyTorch's sum (`SplitCounters`).
 Decoding follows `kernels.dequant` field for field. Quant codes become floats without an int->float
 conversion: the code is OR-ed into the mantissa of a power of two `P` (e.g. `16 + q` for a 4-bit `q`),
 and `w = (P + q) * scale + offset` with the offset folded per block (`-(P + 8) * d` for Q4_0,
-`m - P * d` for Q4_1, `-(P * dl + ml)` for the K-quants). For Q4_0, Q5_0, Q8_0, MXFP4, F16 and BF16
+`m - P * d` for Q4_1, `-(P * dl + ml)` for the K-quants). For Q4_0, Q5_0, Q8_0, MXFP4, F32, F16 and BF16
 every decoded weight equals the reference's bit for bit; for the types with a separate offset
 (Q4_1, Q5_1, Q4_K, Q5_K, Q6_K) the weight may differ from the reference's by one rounding, far
 inside the 1e-5 relative bound the tests check.
@@ -51,6 +51,7 @@ class _Layout:
 
 
 LAYOUTS: dict[GGMLType, _Layout] = {
+    GGMLType.F32: _Layout("f32", 4, 32),
     GGMLType.F16: _Layout("f16", 2, 32),
     GGMLType.BF16: _Layout("bf16", 2, 32),
     GGMLType.Q4_0: _Layout("q4_0", 2, 32),
@@ -230,19 +231,21 @@ def _dot_plain(
     op,
     lo,
     hi,
-    BF16: tl.constexpr,
+    FLOAT: tl.constexpr,
     STAGES: tl.constexpr,
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
 ):
-    # F16 / BF16: a unit is 32 consecutive values.
+    # F32 / F16 / BF16 (`FLOAT`: "f32", "f16", "bf16"): a unit is 32 consecutive values, one a load word.
     j = tl.arange(0, 32)
     acc = tl.zeros([BLOCK_N, UB, 32], dtype=tl.float32)
     for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
         blk = u0 + tl.arange(0, UB)
         raw = _block_words(rows, u0, hi, 32, 0, 32, BLOCK_N, UB)
-        if BF16:
+        if FLOAT == "f32":
+            w = _as_float(raw)
+        elif FLOAT == "bf16":
             w = _as_float(raw.to(tl.uint32) << 16)
         else:
             w = raw.to(tl.float16, bitcast=True).to(tl.float32)
@@ -626,10 +629,8 @@ def _dot_rows(
 ):
     """The format's dot products (or decode, `DEQ`) of the rows at `row_ptrs` over units [lo, hi): every
     format read in the file's block order."""
-    if FMT == "f16":
-        acc = _dot_plain(row_ptrs, xp, op, lo, hi, False, STAGES, BLOCK_N, UB, DEQ)
-    elif FMT == "bf16":
-        acc = _dot_plain(row_ptrs, xp, op, lo, hi, True, STAGES, BLOCK_N, UB, DEQ)
+    if FMT == "f32" or FMT == "f16" or FMT == "bf16":
+        acc = _dot_plain(row_ptrs, xp, op, lo, hi, FMT, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "q4_0":
         acc = _dot_q4_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "q4_1":
@@ -902,7 +903,7 @@ def default_config(
     stages = 1
     if fmt in SUPERBLOCK_FORMATS:
         block_n, ub = (16 if fmt == "q6_k" or n_rows <= 1024 else 32), 1
-    elif fmt in ("f16", "bf16"):
+    elif fmt in ("f32", "f16", "bf16"):
         block_n, ub, stages = 16, 16, 3
     elif fmt in ("mxfp4", "mxfp4_codes_then_scales") or (n_units <= 32 and n_rows <= 2048):
         block_n, ub = 8, 32

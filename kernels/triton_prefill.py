@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from kernels import triton_gemv, triton_moe, triton_qgemm
+from kernels.formats import GGMLType
 from kernels.qmatmul import ExpertsFastPath, FastPath
 from kernels.qtensor import QTensor
 
@@ -46,6 +47,7 @@ def supports(x: torch.Tensor, w: QTensor) -> bool:
         len(w.shape) == 2
         and x.is_floating_point()
         and x.numel() > triton_gemv.MAX_ROWS * w.shape[1]
+        and w.qtype != GGMLType.F32  # cuBLAS on the float32 weight in place: no float16 rounding of it
         and triton_gemv.supports_layout(w)
     )
 
@@ -74,6 +76,7 @@ def supports_experts(x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor) -> b
         and x.is_floating_point()
         and expert_ids.numel() > triton_moe.MAX_PAIRS
         and expert_ids.device == x.device
+        and w.qtype != GGMLType.F32
         and triton_gemv.supports_layout(w)
     )
 

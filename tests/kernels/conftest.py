@@ -174,7 +174,15 @@ def bits_equal() -> Callable[[torch.Tensor, torch.Tensor], None]:
 
 # Formats whose GEMV decoder gives the reference's float32 weights bit for bit (the others may differ by
 # one float32 rounding of their fused `q * scale + offset`), so their float16 tiles are exact roundings.
-EXACT_TYPES = {GGMLType.F16, GGMLType.BF16, GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q8_0, GGMLType.MXFP4}
+EXACT_TYPES = {
+    GGMLType.F32,
+    GGMLType.F16,
+    GGMLType.BF16,
+    GGMLType.Q4_0,
+    GGMLType.Q5_0,
+    GGMLType.Q8_0,
+    GGMLType.MXFP4,
+}
 
 
 def assert_half_of(got: torch.Tensor, reference: torch.Tensor, *, exact: bool) -> None:

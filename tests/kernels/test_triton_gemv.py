@@ -20,6 +20,7 @@ pytestmark = [
 ]
 
 TYPES = [
+    GGMLType.F32,
     GGMLType.F16,
     GGMLType.BF16,
     GGMLType.Q4_0,
@@ -188,7 +189,12 @@ def test_qmatmul_selects_the_fast_path_for_decode_only(rng, blocks, monkeypatch)
     got = fast.qmatmul(decode.half(), w)
     assert rel_err(got, reference_qmatmul(decode.half(), w, None, torch.float32)) < 1e-3
     f32 = QTensor.from_float(torch.randn(64, 128, device="cuda"))
-    assert not supports(decode, f32)  # cuBLAS on the weight in place
+    # A float32 weight (GPT-OSS's router): one GEMV launch with its bias, not cuBLAS's two and an add;
+    # its prefill stays on cuBLAS with the weight in place (no float16 rounding of it).
+    assert supports(decode, f32) and not triton_gemv.FAST_PATH.supports(prefill, f32)
+    from kernels import triton_prefill
+
+    assert not triton_prefill.FAST_PATH.supports(prefill, f32)
 
 
 def test_unaligned_views_fall_back_to_the_reference_path(rng, blocks) -> None:
