@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from kernels import dependent_launch
+from kernels.qmatmul import RMSNormed
 
 
 def with_kernel_set(model: Any, kernels: Any) -> None:
@@ -72,7 +73,12 @@ def routing_unfused(kernels: Any) -> Any:
 
     decode = types.SimpleNamespace(**vars(kernels.decode))
     decode.moe_route = route
-    decode.moe_combine = lambda x, down, weights: x + (down * weights[..., None]).sum(dim=1)
+
+    def combine(x, down, weights, then_norm=None):
+        y = x + (down * weights[..., None]).sum(dim=1)
+        return y if then_norm is None else RMSNormed(y, y * then_norm[0], then_norm[1])
+
+    decode.moe_combine = combine
     return dataclasses.replace(kernels, decode=decode)
 
 

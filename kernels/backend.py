@@ -229,8 +229,8 @@ class KernelSet:
         the same sum (IEEE addition commutes), one launch instead of two in the decode step. With
         `then_norm=(weight, eps)` returns `RMSNormed(s, s * weight, eps)` (the next rms_norm, unformed:
         from the same launch where a fast path serves it)."""
-        if then_norm is not None and bias is None:
-            normed = qmatmul_add_normed(x, w, residual, *then_norm, paths=self.paths)
+        if then_norm is not None:
+            normed = qmatmul_add_normed(x, w, residual, *then_norm, bias=bias, paths=self.paths)
             if normed is not None:
                 return normed
         if bias is None and residual.dim() == 2 and residual.shape[0] == 1 and residual.dtype == x.dtype:
@@ -259,7 +259,7 @@ class KernelSet:
 
     def qmatmuls_experts(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | RMSNormed,
         weights: tuple[QTensor, ...],
         expert_ids: torch.Tensor,
         biases: tuple[torch.Tensor | None, ...] | None = None,

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kernels.qmatmul import RMSNormed
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """float32 `[T, n]` -> `[T, n]`, as `reference_worker.models.llama.rms_norm`."""
@@ -101,6 +103,14 @@ def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
     return ids, torch.softmax(top, dim=-1)
 
 
-def moe_combine(x: torch.Tensor, down: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """`x + (down * weights[..., None]).sum(1)`: x `[T, n]`, down `[T, k, n]`, weights `[T, k]`."""
-    return torch.baddbmm(x.unsqueeze(1), weights.unsqueeze(1), down).squeeze(1)
+def moe_combine(
+    x: torch.Tensor,
+    down: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    then_norm: tuple[torch.Tensor, float] | None = None,
+) -> torch.Tensor | RMSNormed:
+    """`x + (down * weights[..., None]).sum(1)`: x `[T, n]`, down `[T, k, n]`, weights `[T, k]`; with
+    `then_norm=(weight, eps)` that sum as the next rms_norm's `RMSNormed` (as `triton_decode.moe_combine`)."""
+    y = torch.baddbmm(x.unsqueeze(1), weights.unsqueeze(1), down).squeeze(1)
+    return y if then_norm is None else RMSNormed(y, y * then_norm[0], then_norm[1])

@@ -83,6 +83,9 @@ class ExpertsFastPath:
     # Optional: one input through several expert tensors with the same expert ids (gate/up), same
     # contract as `qmatmuls_experts`; returns None for the weight tuples it does not serve.
     qmatmuls_experts: Callable[..., tuple[torch.Tensor, ...] | None] | None = None
+    # Optional: the same with an `RMSNormed` input, the norm applied inside the products; None where not
+    # served (the caller forms the norm first).
+    qmatmuls_experts_normed: Callable[..., tuple[torch.Tensor, ...] | None] | None = None
 
 
 def _first(paths: Sequence, x: torch.Tensor, w: QTensor, *extra: torch.Tensor):
@@ -270,7 +273,7 @@ def _experts_gathered(
 
 
 def qmatmuls_experts(
-    x: torch.Tensor,
+    x: torch.Tensor | RMSNormed,
     weights: Sequence[QTensor],
     expert_ids: torch.Tensor,
     biases: Sequence[torch.Tensor | None] | None = None,
@@ -281,10 +284,18 @@ def qmatmuls_experts(
     """`qmatmul_experts(x, w, expert_ids, b)` for each expert tensor of `weights` (one input, the same
     experts: a MoE's gate and up), in `x.dtype`. The first of `experts_paths` whose `qmatmuls_experts`
     serves the whole tuple computes it in one call; otherwise one `qmatmul_experts` each. The outputs may
-    be views of one buffer."""
+    be views of one buffer. An `RMSNormed` input is normed inside the products where a path's
+    `qmatmuls_experts_normed` serves them, else formed first."""
     biases = tuple(biases) if biases is not None else (None,) * len(weights)
     if len(biases) != len(weights):
         raise ValueError(f"{len(weights)} weights but {len(biases)} biases")
+    if isinstance(x, RMSNormed):
+        for path in experts_paths:
+            if path.qmatmuls_experts_normed is not None and x.x.device.type in path.devices:
+                ys = path.qmatmuls_experts_normed(x, tuple(weights), expert_ids, biases)
+                if ys is not None:
+                    return ys
+        x = x.value()
     for path in experts_paths:
         if path.qmatmuls_experts is not None and x.device.type in path.devices:
             ys = path.qmatmuls_experts(x, tuple(weights), expert_ids, biases)
@@ -323,15 +334,16 @@ def qmatmul_add_normed(
     weight: torch.Tensor,
     eps: float,
     *,
+    bias: torch.Tensor | None = None,
     paths: Sequence[FastPath] = (),
 ) -> RMSNormed | None:
-    """`s = residual + qmatmul(x, w)` with the rms_norm of `s` by `weight` left unformed:
+    """`s = residual + qmatmul(x, w, bias)` with the rms_norm of `s` by `weight` left unformed:
     `RMSNormed(s, s * weight, eps)`, from the first of `paths` whose `qmatmul_add_normed` serves the call
     (one launch); None where none does (the caller adds and norms as it would without)."""
     for path in paths:
         if path.qmatmul_add_normed is not None and x.device.type in path.devices:
-            _check_operands(x, w, None)
-            normed = path.qmatmul_add_normed(x, w, residual, weight, eps)
+            _check_operands(x, w, bias)
+            normed = path.qmatmul_add_normed(x, w, residual, weight, eps, bias)
             if normed is not None:
                 return normed
     return None

@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from kernels import dependent_launch
+from kernels.qmatmul import RMSNormed
 from kernels.triton_gemv import SplitCounters, await_previous_grid
 
 # ---------------------------------------------------------------------------------------------------
@@ -548,7 +549,8 @@ def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
 
 @triton.jit
 def _moe_combine_kernel(
-    x_ptr, down_ptr, w_ptr, y_ptr, n, K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False
+    x_ptr, down_ptr, w_ptr, y_ptr, n, K: tl.constexpr, BLOCK: tl.constexpr, nw_ptr=None, y2_ptr=None,
+    SCALED: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     await_previous_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
@@ -559,17 +561,31 @@ def _moe_combine_kernel(
         w = tl.load(w_ptr + t * K + j)
         total += w * tl.load(down_ptr + (t * K + j) * n + cols, mask=mask, other=0.0)
     x = tl.load(x_ptr + t * n + cols, mask=mask, other=0.0)
-    tl.store(y_ptr + t * n + cols, x + total, mask=mask)
+    y = x + total
+    tl.store(y_ptr + t * n + cols, y, mask=mask)
+    if SCALED:  # the next rms_norm's rows x weight (`RMSNormed`): its GEMVs scale by 1 / rms of y
+        tl.store(y2_ptr + t * n + cols, y * tl.load(nw_ptr + cols, mask=mask, other=0.0), mask=mask)
 
 
-def moe_combine(x: torch.Tensor, down: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def moe_combine(
+    x: torch.Tensor,
+    down: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    then_norm: tuple[torch.Tensor, float] | None = None,
+) -> torch.Tensor | RMSNormed:
     """The residual plus the weighted sum of each token's expert outputs: x `[T, n]`, down `[T, k, n]`,
-    weights `[T, k]` (float32) -> `x + (down * weights[..., None]).sum(1)`, one launch instead of three."""
+    weights `[T, k]` (float32) -> `x + (down * weights[..., None]).sum(1)`, one launch instead of three.
+    With `then_norm=(weight, eps)`: `RMSNormed(y, y * weight, eps)` from the same launch (the next
+    rms_norm, unformed, for GEMVs that take the norm in)."""
     x, down, weights = x.contiguous(), down.contiguous(), weights.contiguous()
     n_tokens, k, n = down.shape
     y = torch.empty(n_tokens, n, dtype=torch.float32, device=x.device)
+    y2 = torch.empty_like(y) if then_norm is not None else y
+    norm_weight = then_norm[0].contiguous() if then_norm is not None else y
     block = min(1024, triton.next_power_of_2(n))
     _moe_combine_kernel[(n_tokens, triton.cdiv(n, block))](
-        x, down, weights, y, n, K=k, BLOCK=block, num_warps=4, **dependent_launch.launch_kwargs()
-    )
-    return y
+        x, down, weights, y, n, K=k, BLOCK=block, nw_ptr=norm_weight, y2_ptr=y2, SCALED=then_norm is not None,
+        num_warps=4, **dependent_launch.launch_kwargs(),
+    )  # fmt: skip
+    return y if then_norm is None else RMSNormed(y, y2, then_norm[1])

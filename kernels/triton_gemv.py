@@ -652,6 +652,12 @@ def _dot_rows(
     return acc
 
 
+@triton.jit
+def _residual(res_ptr, m, y_width, cols, mask):
+    """Row `m`'s residual at `cols` (rows like y's)."""
+    return tl.load(res_ptr + m.to(tl.int64) * y_width + cols, mask=mask, other=0.0)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The kernel: one program = one activation row (or token-expert pair) x one row tile x one split.
 
@@ -700,6 +706,8 @@ def _qgemv_kernel(
     RMS_BLOCK: tl.constexpr = 0,  # elements of the rms row read per step (a power of two), or 0: no scaling
     SCALED: tl.constexpr = False,
     GLU: tl.constexpr = False,  # y = silu(gate rows' product) * (up rows' product), the up rows at seg_w1
+    res_ptr=None,  # HAS_RES: rows like y added after the bias (the residual stream: residual + x @ W.T + b)
+    HAS_RES: tl.constexpr = False,
     PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
     PREFETCH_LINES: tl.constexpr = 0,  # with PDL: L2 lines of its weight tile a program asks for first
 ):
@@ -797,6 +805,8 @@ def _qgemv_kernel(
     if HAS_BIAS and not SCALE_AT_END:
         bias = tl.load(bias_row + rows, mask=row_mask & (split == 0), other=0.0)
         acc += bias.to(tl.float32)
+    if HAS_RES and not SCALE_AT_END:  # like the bias: once, in split 0's sum
+        acc += _residual(res_ptr, m, y_width, col0 + rows, row_mask & (split == 0))
     if REDUCE:
         # Split-K: store the partial, then count arrivals on this tile; the last program to arrive
         # sums every split's partial in split order (the same order whoever arrives last) and resets
@@ -827,6 +837,8 @@ def _qgemv_kernel(
                 total_up = total_up / r
                 if HAS_BIAS:
                     total += tl.load(bias_row + rows, mask=row_mask, other=0.0).to(tl.float32)
+                if HAS_RES:
+                    total += _residual(res_ptr, m, y_width, cols, row_mask)
             if GLU:
                 total = total * tl.sigmoid(total) * total_up
             tl.store(y_ptr + m.to(tl.int64) * y_width + cols, total, mask=row_mask)
@@ -996,6 +1008,7 @@ def launch_segments(
     eps: float = 0.0,
     scaled_by: torch.Tensor | None = None,
     glu: bool = False,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """`launch` for 1-3 weights of one type and input width in one launch: y (n_out_rows, sum of their
     out features) float32, weight i's outputs in its own columns, in order. Biases: all None or all
@@ -1005,7 +1018,9 @@ def launch_segments(
     its row there, before the bias (x holds those rows times a norm weight: y = rms_norm(rows) @ W.T).
     `scaled_by` (float32, y's width): also returns y * scaled_by, stored by the same launch.
     `glu`: `weights` is (gate, up) of one type and shape, no biases: y (n_out_rows, gate's out features)
-    is silu(x @ gate.T) * (x @ up.T), each program walking the same rows of both."""
+    is silu(x @ gate.T) * (x @ up.T), each program walking the same rows of both.
+    `residual` (float32, y's shape): added to y after the bias (and before `scaled_by`): the residual
+    stream's `residual + (x @ W.T + b)` in the same launch."""
     glu_up = None
     if glu:
         gate, up = weights
@@ -1072,6 +1087,14 @@ def launch_segments(
         if scaled_by.numel() != y_width or scaled_by.dtype != torch.float32:
             raise ValueError(f"tensor {w.name!r}: the output scale must be {y_width} float32 values")
         y2 = target.new_empty(n_out_rows, y_width)
+    if residual is not None and (
+        residual.shape != (n_out_rows, y_width)
+        or residual.dtype != torch.float32
+        or not residual.is_contiguous()
+    ):
+        raise ValueError(
+            f"tensor {w.name!r}: the residual must be {n_out_rows} x {y_width} contiguous float32"
+        )
     prefetch_lines = 0  # the tile's weight span in L2 lines, each split's share (`await_previous_grid`)
     if expert_ids is None and dependent_launch.weight_prefetch():
         share = triton.cdiv(config.block_n * row_words * layout.word, split)
@@ -1120,6 +1143,8 @@ def launch_segments(
         RMS_BLOCK=rms_block,
         SCALED=y2 is not None,
         GLU=glu_up is not None,
+        res_ptr=residual if residual is not None else target,
+        HAS_RES=residual is not None,
         num_warps=config.num_warps,
         PREFETCH_LINES=prefetch_lines,
         **dependent_launch.launch_kwargs(),
@@ -1294,12 +1319,12 @@ def gemvs_normed(
 ) -> tuple[torch.Tensor, ...] | None:
     """`kernels.qmatmul.qmatmuls_normed`'s contract: `gemvs` of `h.xw`, each output row scaled by the
     1 / rms of its row of `h.x` inside the launch (no norm kernel). None where not served."""
-    if not _normed_rows_served(h):
+    if not normed_rows_served(h):
         return None
     return gemvs(h.xw, weights, biases, rms_of=h.x, eps=h.eps)
 
 
-def _normed_rows_served(h: RMSNormed) -> bool:
+def normed_rows_served(h: RMSNormed) -> bool:
     """Whether a launch can take `h` normed inside it: float32 rows and rows x weight, contiguous, alike,
     at most RMS_MAX_FEATURES wide."""
     x, xw = h.x, h.xw
@@ -1314,11 +1339,17 @@ def _normed_rows_served(h: RMSNormed) -> bool:
 
 
 def gemv_add_normed(
-    x: torch.Tensor, w: QTensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    x: torch.Tensor,
+    w: QTensor,
+    residual: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    bias: torch.Tensor | None = None,
 ) -> RMSNormed | None:
     """`kernels.qmatmul.qmatmul_add_normed`'s contract for one activation row: the sum
-    `residual + x @ w.T` and that sum times `weight` from one launch (the residual rides in as the
-    bias, the scaled copy is the epilogue's second store). None where not served."""
+    `residual + (x @ w.T + bias)` and that sum times `weight` from one launch (without a bias the
+    residual rides in as the bias; with one, it is the epilogue's second addend; the scaled copy is the
+    epilogue's second store). None where not served."""
     out_features = w.shape[0]
     if not (
         supports(x, w)
@@ -1327,11 +1358,21 @@ def gemv_add_normed(
         and residual.dtype == torch.float32
         and weight.numel() == out_features
         and weight.dtype == torch.float32
+        and (bias is None or (bias.numel() == out_features and bias.dtype == torch.float32))
     ):
         return None
-    y, yw = launch_segments(
-        x, (w,), (residual.reshape(-1).contiguous(),), 1, scaled_by=weight.reshape(-1).contiguous()
-    )
+    scale = weight.reshape(-1).contiguous()
+    if bias is None:
+        y, yw = launch_segments(x, (w,), (residual.reshape(-1).contiguous(),), 1, scaled_by=scale)
+    else:
+        y, yw = launch_segments(
+            x,
+            (w,),
+            (bias.reshape(-1).contiguous(),),
+            1,
+            scaled_by=scale,
+            residual=residual.reshape(1, -1).contiguous(),
+        )
     return RMSNormed(y.reshape(residual.shape), yw.reshape(residual.shape), eps)
 
 
@@ -1353,7 +1394,7 @@ def gemv_glu(h: torch.Tensor | RMSNormed, w_gate: QTensor, w_up: QTensor | None)
     if w_up is None:
         w_gate, w_up = gate_and_up_rows(w_gate)
     x, rms_of, eps = (h.xw, h.x, h.eps) if isinstance(h, RMSNormed) else (h, None, 0.0)
-    if isinstance(h, RMSNormed) and not _normed_rows_served(h):
+    if isinstance(h, RMSNormed) and not normed_rows_served(h):
         return None
     if not (
         supports(x, w_gate)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels.qmatmul import ExpertsFastPath
+from kernels.qmatmul import ExpertsFastPath, RMSNormed
 from kernels.qtensor import QTensor
-from kernels.triton_gemv import MAX_SEGMENTS, launch, launch_segments, supports_layout
+from kernels.triton_gemv import MAX_SEGMENTS, launch, launch_segments, normed_rows_served, supports_layout
 
 MAX_PAIRS = 32  # token-expert pairs per call served here (decode: one token x k experts, k <= 32)
 
@@ -51,10 +51,14 @@ def gemvs_experts(
     weights: tuple[QTensor, ...],
     expert_ids: torch.Tensor,
     biases: tuple[torch.Tensor | None, ...],
+    *,
+    rms_of: torch.Tensor | None = None,
+    eps: float = 0.0,
 ) -> tuple[torch.Tensor, ...] | None:
     """`qmatmuls_experts`'s contract (outputs in `x.dtype`): 1-3 expert tensors of one type and shape
     (gate and up) in one launch over their rows together, each (T, k, out) a column view of one buffer.
-    None (not served here) for mixed types, shapes or layouts, mixed biases, or a call `supports` refuses."""
+    None (not served here) for mixed types, shapes or layouts, mixed biases, or a call `supports` refuses.
+    `rms_of`, `eps`: see `launch_segments` (the input of `gemvs_experts_normed`)."""
     w = weights[0]
     if (
         not 1 <= len(weights) <= MAX_SEGMENTS
@@ -68,10 +72,26 @@ def gemvs_experts(
     n_tokens, k = expert_ids.shape
     pairs = expert_ids.reshape(-1).contiguous()
     bias_args = tuple(b.contiguous() if b is not None else None for b in biases)
-    y = launch_segments(x, weights, bias_args, n_tokens * k, expert_ids=pairs, x_group=k)
+    y = launch_segments(
+        x, weights, bias_args, n_tokens * k, expert_ids=pairs, x_group=k, rms_of=rms_of, eps=eps
+    )
     y = y.view(n_tokens, k, -1).to(x.dtype)
     out = w.shape[1]
     return tuple(y[..., i * out : (i + 1) * out] for i in range(len(weights)))
+
+
+def gemvs_experts_normed(
+    h: RMSNormed,
+    weights: tuple[QTensor, ...],
+    expert_ids: torch.Tensor,
+    biases: tuple[torch.Tensor | None, ...],
+) -> tuple[torch.Tensor, ...] | None:
+    """`qmatmuls_experts_normed`'s contract: `gemvs_experts` of `h.xw`, each pair's output row scaled by
+    the 1 / rms of its token's row of `h.x` inside the launch (a MoE's gate and up without a norm kernel).
+    None where not served."""
+    if not normed_rows_served(h):
+        return None
+    return gemvs_experts(h.xw, weights, expert_ids, biases, rms_of=h.x, eps=h.eps)
 
 
 EXPERTS_FAST_PATH = ExpertsFastPath(
@@ -80,4 +100,5 @@ EXPERTS_FAST_PATH = ExpertsFastPath(
     supports=supports,
     qmatmul_experts=gemv_experts,
     qmatmuls_experts=gemvs_experts,
+    qmatmuls_experts_normed=gemvs_experts_normed,
 )

@@ -26,9 +26,18 @@ GEMV_INTS = (
 # Launch forms of the GEMV kernel: the plain decode product; three segments with expert ids, biases and
 # the split-K reduction; the prefill's dequantize-only mode; the decode step's norms inside the GEMV
 # (an rms-normed input, and the residual sum with its scaled copy, through the split-K reduction); the
-# decode step's gate, up and SiLU in one launch, from an rms-normed input, through the reduction.
+# decode step's gate, up and SiLU in one launch, from an rms-normed input, through the reduction; GPT-OSS's
+# output projection: its bias, the residual and the next norm's scaled copy, through the reduction.
 _PLAIN = dict(
-    HAS_BIAS=False, HAS_IDS=False, SEGMENTS=1, REDUCE=False, DEQ=False, RMS_BLOCK=0, SCALED=False, GLU=False
+    HAS_BIAS=False,
+    HAS_IDS=False,
+    SEGMENTS=1,
+    REDUCE=False,
+    DEQ=False,
+    RMS_BLOCK=0,
+    SCALED=False,
+    GLU=False,
+    HAS_RES=False,
 )
 GEMV_FORMS = {
     "plain": _PLAIN,
@@ -42,6 +51,13 @@ GEMV_FORMS = {
         "SCALED": True,
     },
     "glu-rms-reduce": {**_PLAIN, "REDUCE": True, "RMS_BLOCK": 1024, "GLU": True},
+    "bias-residual-scaled-reduce": {
+        **_PLAIN,
+        "HAS_BIAS": True,
+        "HAS_RES": True,
+        "SCALED": True,
+        "REDUCE": True,
+    },
 }
 # Pointer arguments a real launch passes 16-byte aligned (PyTorch's allocations are), which Triton
 # specialises on: without saying so, the offline compile would not vectorise what the GPU run does.
@@ -160,6 +176,10 @@ def compile_gemv(
         signature.update(nw_ptr="*fp32", y2_ptr="*fp32")
     else:
         constants.update(nw_ptr=None, y2_ptr=None)
+    if constants["HAS_RES"]:
+        signature.update(res_ptr="*fp32")
+    else:
+        constants.update(res_ptr=None)
     aligned = GEMV_ALIGNED
     if shape is not None:
         ints = gemv_int_args(qtype, *shape, constants["UB"], block_order, dequantize=constants["DEQ"])

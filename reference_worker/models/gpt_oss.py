@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from kernels.backend import KernelSet
+from kernels.qmatmul import RMSNormed
 from kernels.qtensor import QTensor
 from reference_worker.models.attention import AttentionKernel
 from reference_worker.models.base import (
@@ -183,11 +184,20 @@ class Block:
         self.down_exps_b = vector(p + "ffn_down_exps.bias", X, E)
         self.n_expert_used = c.n_expert_used
 
-    def moe(self, h: torch.Tensor, x: torch.Tensor, fused: Any = None) -> torch.Tensor:
+    def moe(
+        self,
+        h: torch.Tensor | RMSNormed,
+        x: torch.Tensor,
+        fused: Any = None,
+        *,
+        then_norm: tuple[torch.Tensor, float] | None = None,
+    ) -> torch.Tensor | RMSNormed:
         """x + moe(h) for `[T, E]`; each expert some token selected is dequantized once, the others never.
         Routing stays on the device: expert ids go from top-k straight to the expert GEMVs. With the
         fused decode kernels: top-k and its softmax in one kernel, gate and up in one product, the
-        weighted sum and the residual in one kernel."""
+        weighted sum and the residual in one kernel. `h` may be an `RMSNormed` (the ffn norm, unformed:
+        the router's and the experts' GEMVs take it in); with `then_norm=(weight, eps)` the result is the
+        next rms_norm's `RMSNormed` of the sum, from the combining kernel."""
         kernels = self.kernels
         logits = kernels.qmatmul(h, self.router, self.router_b)
         experts, weights = (
@@ -207,8 +217,11 @@ class Block:
         down = kernels.qmatmul_experts(token_rows, self.down_exps, experts.reshape(-1, 1), self.down_exps_b)
         down = down.view(n_tokens, k, -1)
         if fused is not None:
+            if then_norm is not None:
+                return fused.moe_combine(x, down, weights, then_norm=then_norm)
             return fused.moe_combine(x, down, weights)
-        return x + (down * weights[..., None]).sum(dim=1)
+        y = x + (down * weights[..., None]).sum(dim=1)
+        return y if then_norm is None else RMSNormed(y, y * then_norm[0], then_norm[1])
 
 
 class GptOssModel(GGUFAdapter):
@@ -257,12 +270,19 @@ class GptOssModel(GGUFAdapter):
         step = positions is not None
         fused = self.kernels.decode if step else None
         norm = fused.rms_norm if fused is not None else rms_norm
+        # Decode step with GEMVs that norm their input (CUDA fast path, as the llama family's): the
+        # attention's output projection also forms the ffn norm's rows x weight, the combining kernel the
+        # next layer's attention norm's (or the output norm's); the router's, the experts' and the next
+        # q/k/v GEMVs apply its 1/rms, so the step runs no norm kernel after the first layer's.
+        norms_in_gemv = fused is not None and self.kernels.norms_into_gemv
+        h: RMSNormed | torch.Tensor | None = None  # the next GEMVs' normed input, when formed ahead
         if not step:
             positions = next_positions(cache, n_tokens, c.context_length, self.device)
         checked = not step and last_row is None  # a step's or captured prefill's ids: checked by the caller
         x = self.kernels.qembedding(tokens, self.token_embd, checked=checked).float()  # [T, E]
         for i, layer in enumerate(self.layers):
-            h = norm(x, layer.attn_norm, c.norm_eps)
+            if h is None:
+                h = norm(x, layer.attn_norm, c.norm_eps)
             q, k, v = self.kernels.qmatmuls(h, (layer.wq, layer.wk, layer.wv), (layer.bq, layer.bk, layer.bv))
             if fused is not None:  # one position: RoPE, KV store and attention (sinks, window) in one kernel
                 keys, values = cache.keys[i], cache.values[i]
@@ -290,10 +310,21 @@ class GptOssModel(GGUFAdapter):
                     sinks=layer.sinks,
                     positions=positions,
                 ).transpose(0, 1)
+            if norms_in_gemv:
+                following = self.layers[i + 1].attn_norm if i + 1 < len(self.layers) else self.output_norm
+                h = self.kernels.qmatmul_add(
+                    a.reshape(n_tokens, -1), layer.wo, x, layer.bo, then_norm=(layer.ffn_norm, c.norm_eps)
+                )
+                h = layer.moe(h, h.x, fused, then_norm=(following, c.norm_eps))
+                x = h.x
+                continue
             x = x + mm(a.reshape(n_tokens, -1), layer.wo, layer.bo)
             x = layer.moe(norm(x, layer.ffn_norm, c.norm_eps), x, fused)
+            h = None
         if not step:
             cache.advance(n_tokens)
+        if h is not None:  # the output norm came with the last layer's combination (one position)
+            return mm(h, self.output).float()
         if last_row is not None:  # a captured prefill: the prompt's last row, not the padding's
             x = x.index_select(0, last_row)
         elif last_only:

@@ -88,6 +88,15 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
         results.append(
             (f"{name} residual sum and its scaled copy, {label}", err < REL_TOL, f"rel err {err:.1e}")
         )
+        # GPT-OSS's output projection: a bias and the residual (the epilogue's second addend).
+        y, yw = triton_gemv.launch_segments(
+            x, (w,), (bias,), 1, scaled_by=nw_out, config=config, residual=residual.reshape(1, -1)
+        )
+        biased = summed + bias.double()
+        err = max(_rel_err(y, biased), _rel_err(yw, biased * nw_out.double()))
+        results.append(
+            (f"{name} residual, bias and scaled copy, {label}", err < REL_TOL, f"rel err {err:.1e}")
+        )
     # Gate, up and SiLU in one launch (the decode step's FFN): two tensors, and one fused [gate; up]
     # matrix read as row views; with the rms-normed input; in one launch and split in two.
     (g2, g2_64), (u2, u2_64) = _oracle_weight(qtype, (40, k_in), rng), _oracle_weight(qtype, (40, k_in), rng)
@@ -118,6 +127,13 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     ids = torch.tensor([3, 0, 3])
     y = triton_gemv.launch_segments(x, (g, u), (None, None), 3, expert_ids=ids, x_group=3)
     want = torch.cat([torch.einsum("i,poi->po", x[0].double(), t[ids]) for t in (g64, u64)], dim=1)
+    # ... with the rms-normed input (GPT-OSS's ffn norm inside its experts' GEMV).
+    y_normed = triton_gemv.launch_segments(
+        rows * nw, (g, u), (None, None), 3, expert_ids=ids, x_group=3, rms_of=rows.contiguous(), eps=eps
+    )
+    want_normed = torch.cat([torch.einsum("i,poi->po", normed[0], t[ids]) for t in (g64, u64)], dim=1)
+    err = _rel_err(y_normed, want_normed)
+    results.append((f"{name} experts, two segments, rms-normed", err < REL_TOL, f"rel err {err:.1e}"))
     err = _rel_err(y, want)
     results.append((f"{name} experts, two segments", err < REL_TOL, f"rel err {err:.1e}"))
     # MXFP4 experts regrouped as the CUDA model loads them (codes, then scales): the same products and,

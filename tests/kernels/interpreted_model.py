@@ -77,7 +77,13 @@ def _cuda_kernels_on_cpu() -> None:
                 )
                 for p in found.paths
             ),
-            experts_paths=tuple(on_cpu_counted(p) for p in found.experts_paths),
+            experts_paths=tuple(
+                dataclasses.replace(
+                    on_cpu_counted(p),
+                    qmatmuls_experts_normed=_counted(p.qmatmuls_experts_normed, "normed experts"),
+                )
+                for p in found.experts_paths
+            ),
         )
 
     backend.FAST_PATHS["cpu"] = on_cpu

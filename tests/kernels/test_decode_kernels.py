@@ -140,7 +140,13 @@ def test_moe_combine_adds_the_weighted_experts_to_the_residual(device) -> None:
     x, down = torch.randn(2, 2880, device=device), torch.randn(2, 4, 2880, device=device)
     weights = torch.softmax(torch.randn(2, 4, device=device), dim=-1)
     got = decode_kernels(device).moe_combine(x, down, weights)
-    assert rel_err(got, x + (down * weights[..., None]).sum(dim=1)) < REL_TOL
+    want = x + (down * weights[..., None]).sum(dim=1)
+    assert rel_err(got, want) < REL_TOL
+    # With the next norm's weight: the sum and the sum times that weight (`RMSNormed`), one launch.
+    norm_weight = torch.randn(2880, device=device)
+    normed = decode_kernels(device).moe_combine(x, down, weights, then_norm=(norm_weight, 1e-5))
+    assert normed.eps == 1e-5 and torch.equal(normed.xw, normed.x * norm_weight)
+    assert rel_err(normed.x, want) < REL_TOL
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """The Triton GEMV, prefill GEMM and RoPE kernels compile for the H200 (sm_90) on a machine without a GPU.
 
 Triton compiles down to a cubin without a device when it is given the target, so a kernel change can be
-checked before any GPU time is spent: every format of `kernels/triton_gemv.py` in its five launch forms
+checked before any GPU time is spent: every format of `kernels/triton_gemv.py` in its six launch forms
 (plain; three segments with expert ids, biases and the split-K reduction; dequantize-only; the decode
 step's rms-normed input with the residual sum's scaled copy through the split-K reduction; gate, up and
-SiLU from an rms-normed input through the reduction), the prefill GEMM of every format (dense and grouped
+SiLU from an rms-normed input through the reduction; a bias, the residual and the scaled copy through
+the reduction), the early-launched decode kernels' wait before any memory access, the prefill GEMM of every format (dense and grouped
 by expert, in its default launch shapes, without register spills), and the
 RoPE + KV store (+ attention) kernels in both pairings, full and partial rotary. Runs wherever
 Triton is importable (the GPU machines; on a CPU machine, e.g. `pip install --target /tmp/tt triton==3.6.0`
@@ -35,7 +36,14 @@ def _gemv_types():
 
 @pytest.mark.parametrize(
     "form",
-    ["plain", "segments-ids-bias-reduce", "dequantize", "rms-in-scaled-out-reduce", "glu-rms-reduce"],
+    [
+        "plain",
+        "segments-ids-bias-reduce",
+        "dequantize",
+        "rms-in-scaled-out-reduce",
+        "glu-rms-reduce",
+        "bias-residual-scaled-reduce",
+    ],
 )
 @pytest.mark.parametrize(("qtype", "block_order"), _gemv_types())
 def test_the_gemv_kernel_compiles_for_sm90(qtype, block_order, form) -> None:
@@ -254,7 +262,8 @@ def _decode_kernels_for_dependent_launch(pdl: bool) -> dict[str, object]:
             dict(K=4, BLOCK=1024, PDL=pdl),
         ),
     }
-    for form in ("plain", "segments-ids-bias-reduce", "rms-in-scaled-out-reduce", "glu-rms-reduce"):
+    forms = ("plain", "segments-ids-bias-reduce", "rms-in-scaled-out-reduce", "glu-rms-reduce")
+    for form in (*forms, "bias-residual-scaled-reduce"):
         compiled[f"gemv {form}"] = compile_gemv(GGMLType.Q4_K, form, shape=(3072, 3072), pdl=pdl)
     for lines in (1, 64, 1024):  # weight prefetch: one line, a share of a tile, the most a program asks
         compiled[f"gemv q5_0 prefetching {lines} lines"] = compile_gemv(

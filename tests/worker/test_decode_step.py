@@ -279,23 +279,32 @@ def step_form(model):
     return of
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3", "gpt-oss"])
 def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(arch, monkeypatch) -> None:
-    """The llama-family step form with a kernel set whose GEMVs take the rms_norm in (the CUDA GEMV's
-    `qmatmul_add_normed` / `qmatmuls_normed`) and form gate, up and SiLU in one call (`qmatmul_glu`):
-    every norm after the first layer's comes as an `RMSNormed` from the previous layer's last GEMV, the
-    output norm from the last layer's. Here a CPU stand-in computes that seam with the reference matmul,
-    so the model's wiring is what is checked (which norm weight follows which product, gate and up of
-    separate and fused [gate; up] tensors); the kernel is checked under Triton's interpreter and on CUDA."""
+    """The step form with a kernel set whose GEMVs take the rms_norm in (the CUDA GEMV's
+    `qmatmul_add_normed` / `qmatmuls_normed`, the MoE GEMV's `qmatmuls_experts_normed`) and form gate, up
+    and SiLU in one call (`qmatmul_glu`): every norm after the first layer's comes as an `RMSNormed` from
+    the previous launch (the llama family: each layer's last GEMV; GPT-OSS: the attention's output
+    projection with its bias, and the experts' combination), the output norm from the last layer's.
+    Here a CPU stand-in computes that seam with the reference matmul, so the model's wiring is what is
+    checked (which norm weight follows which product, gate and up of separate and fused [gate; up]
+    tensors, the router's and the experts' normed input); the kernels are checked under Triton's
+    interpreter and on CUDA."""
     from kernels import backend
-    from kernels.qmatmul import FastPath, RMSNormed, reference_qmatmul
+    from kernels.qmatmul import ExpertsFastPath, FastPath, RMSNormed, qmatmul_experts, reference_qmatmul
 
     formed: list[int] = []
 
-    def add_normed(x, w, residual, weight, eps):
+    def add_normed(x, w, residual, weight, eps, bias):
         formed.append(1)
-        s = residual + reference_qmatmul(x, w, None, torch.float32)
+        s = residual + reference_qmatmul(x, w, bias, torch.float32)
         return RMSNormed(s, s * weight, eps)
+
+    experts_normed: list[int] = []
+
+    def normed_experts(h, weights, ids, biases):
+        experts_normed.append(1)
+        return tuple(qmatmul_experts(h.value(), w, ids, b) for w, b in zip(weights, biases, strict=True))
 
     def normed(h, weights, biases):
         return tuple(
@@ -322,19 +331,35 @@ def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(a
         qmatmul_add_normed=add_normed,
         qmatmul_glu=glu,
     )
+    experts_stand_in = ExpertsFastPath(
+        "normed experts stand-in",
+        ("cpu",),
+        supports=lambda x, w, ids: False,
+        qmatmul_experts=lambda *a: None,
+        qmatmuls_experts_normed=normed_experts,
+    )
     cpu = backend.FAST_PATHS["cpu"]
     monkeypatch.setitem(
         backend.FAST_PATHS,
         "cpu",
-        lambda config: dataclasses.replace(cpu(config), paths=(*cpu(config).paths, stand_in)),
+        lambda config: dataclasses.replace(
+            cpu(config),
+            paths=(*cpu(config).paths, stand_in),
+            experts_paths=(*cpu(config).experts_paths, experts_stand_in),
+        ),
     )
-    model, _, _ = load_model(f"tiny/{arch}-f32.gguf")
+    name = "tiny/gpt-oss-mxfp4_moe.gguf" if arch == "gpt-oss" else f"tiny/{arch}-f32.gguf"
+    model, _, _ = load_model(name)
     assert model.kernels.norms_into_gemv and model.kernels.decode is not None
-    reference, _, _ = load_model(f"tiny/{arch}-f32.gguf", kernels=KernelConfig(kernels="reference"))
+    reference, _, _ = load_model(name, kernels=KernelConfig(kernels="reference"))
     want_tokens, want = decode(reference, PROMPT, 6, plain(reference))
     got_tokens, got = decode(model, PROMPT, 6, step_form(model))
-    assert len(formed) == 6 * 2 * model.config.n_layer  # both norms of every layer, every step
-    assert len(glus) == 6 * model.config.n_layer  # gate, up and SiLU in one call per layer
+    layers = model.config.n_layer
+    if arch == "gpt-oss":  # the ffn norm from the output projection, the next from the combination
+        assert len(formed) == 6 * layers and len(experts_normed) == 6 * layers and not glus
+    else:
+        assert len(formed) == 6 * 2 * layers  # both norms of every layer, every step
+        assert len(glus) == 6 * layers  # gate, up and SiLU in one call per layer
     assert got_tokens == want_tokens
     for a, b in zip(got, want, strict=True):
         assert rel_err(a, b) < STEP_TOL
