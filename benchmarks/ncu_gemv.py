@@ -1,4 +1,4 @@
-"""What bounds each decode GEMV on the GPU, from Nsight Compute's counters: memory, issue or latency.
+"""What bounds each decode GEMV on the GPU, from Nsight Compute's counters: memory, issue, a pipe or latency.
 
     python -m benchmarks.ncu_gemv [--only SUBSTRING] [--out DIR] [--ncu PATH]
 
@@ -7,12 +7,15 @@ For each shape of `benchmarks.kernels_gemv` whose model/tensor/type contains `--
 (`_qgemv_kernel`, its second: the first compiles; ncu flushes the caches before it, so the weight streams
 from HBM as in a decode step). Counters (`METRICS`): the launch's duration, DRAM bytes read and throughput
 against the device's peak, issue slots busy (the share of cycles a scheduler issued), warps active
-(achieved occupancy), registers a thread, and the warp stall reasons per issued instruction.
+(achieved occupancy), registers a thread, each execution pipe's busy share, and the warp stall reasons
+per issued instruction.
 
 The verdict column reads them (`verdict`): "memory" when DRAM runs at 70 % of its peak or more, "issue"
 when the schedulers issue in 70 % of their cycles or more (the decode's instructions are the bound: fewer
-per weight is the lever), else "latency (<top stall>)": neither is busy and warps mostly wait, on global
-loads for `long_scoreboard` (more loads in flight is the lever: more programs, more steps in flight).
+per weight is the lever), "pipe (<name>)" when one execution pipe is that busy (e.g. `alu`: the integer
+decode, shifts and masks, which sm_90 runs at half the FMA pipe's rate: fewer integer operations a weight
+is the lever), else "latency (<top stall>)": nothing is busy and warps mostly wait, on global loads for
+`long_scoreboard` (more loads in flight is the lever: more programs, more steps in flight).
 
 Why a wrapper and not the Nsight GUI: the device runs headless and returns files; the table is what a
 results record quotes. Writes `ncu_gemv.md` and `ncu_gemv.json` (every counter of every launch) to `--out`.
@@ -45,6 +48,12 @@ METRICS = (
 # Every stall reason, as warps stalled on it per issued instruction (ncu's "regex:" metric selection).
 STALLS = r"regex:^smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$"
 _STALL_PREFIX, _STALL_SUFFIX = "smsp__average_warps_issue_stalled_", "_per_issue_active.ratio"
+# Every execution pipe's busy share: a decoder's integer work (shifts, masks: the ALU pipe, half the FMA
+# pipe's rate on sm_90) can bound a GEMV before the issue slots do.
+PIPES = r"regex:^sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active$"
+_PIPE_PREFIX, _PIPE_SUFFIX = "sm__pipe_", "_cycles_active.avg.pct_of_peak_sustained_active"
+# Optional metric groups, dropped in this order when an ncu rejects the list (one unknown name fails all).
+OPTIONAL = (PIPES, STALLS)
 BUSY = 70.0  # % of peak at which a unit is taken as the bound
 
 
@@ -65,6 +74,16 @@ class Launch:
             (name[len(_STALL_PREFIX) : -len(_STALL_SUFFIX)], value)
             for name, value in self.metrics.items()
             if name.startswith(_STALL_PREFIX) and name.endswith(_STALL_SUFFIX)
+        ]
+        return sorted(found, key=lambda kv: -kv[1])
+
+    @property
+    def pipes(self) -> list[tuple[str, float]]:
+        """Execution pipes, busiest first: (pipe, % of its peak cycles active)."""
+        found = [
+            (name[len(_PIPE_PREFIX) : -len(_PIPE_SUFFIX)], value)
+            for name, value in self.metrics.items()
+            if name.startswith(_PIPE_PREFIX) and name.endswith(_PIPE_SUFFIX)
         ]
         return sorted(found, key=lambda kv: -kv[1])
 
@@ -102,6 +121,9 @@ def verdict(launch: Launch) -> str:
         return "memory"
     if issue is not None and issue >= BUSY:
         return "issue"
+    pipes = launch.pipes
+    if pipes and pipes[0][1] >= BUSY:
+        return f"pipe ({pipes[0][0]})"
     stalls = launch.stalls
     return f"latency ({stalls[0][0]})" if stalls else "latency"
 
@@ -115,6 +137,7 @@ class Row:
     issue_pct: float | None
     warps_active_pct: float | None
     registers: float | None
+    busiest_pipes: str
     top_stalls: str
     verdict: str
     metrics: dict[str, float]
@@ -124,6 +147,7 @@ def row_of(shape: str, launch: Launch) -> Row:
     ns = launch.get("gpu__time_duration.sum")
     read = launch.get("dram__bytes_read.sum")
     stalls = ", ".join(f"{name} {value:.1f}" for name, value in launch.stalls[:3])
+    pipes = ", ".join(f"{name} {value:.0f}" for name, value in launch.pipes[:2])
     return Row(
         shape=shape,
         microseconds=None if ns is None else round(ns / 1e3, 2),
@@ -132,6 +156,7 @@ def row_of(shape: str, launch: Launch) -> Row:
         issue_pct=launch.get("smsp__issue_active.avg.pct_of_peak_sustained_active"),
         warps_active_pct=launch.get("sm__warps_active.avg.pct_of_peak_sustained_active"),
         registers=launch.get("launch__registers_per_thread"),
+        busiest_pipes=pipes or "-",
         top_stalls=stalls or "-",
         verdict=verdict(launch),
         metrics=launch.metrics,
@@ -146,21 +171,23 @@ def markdown(rows: list[Row], header: str) -> str:
         header,
         "",
         "| shape | µs | DRAM read GB/s | DRAM % of peak | issue slots busy % | warps active % | registers "
-        "| top stalls (warps per issued instruction) | bound |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| busiest pipes (% active) | top stalls (warps per issued instruction) | bound |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r.shape} | {cell(r.microseconds)} | {cell(r.dram_gb_per_s)} | {cell(r.dram_pct)} "
-            f"| {cell(r.issue_pct)} | {cell(r.warps_active_pct)} | {cell(r.registers)} | {r.top_stalls} "
+            f"| {cell(r.issue_pct)} | {cell(r.warps_active_pct)} | {cell(r.registers)} | {r.busiest_pipes} "
+            f"| {r.top_stalls} "
             f"| {r.verdict} |"
         )
     return "\n".join(out) + "\n"
 
 
-def ncu_command(ncu: str, only: str, *, stalls: bool) -> list[str]:
-    """ncu profiling the second GEMV launch of `benchmarks.kernels_gemv --only <only>`."""
-    metrics = ",".join(METRICS + ((STALLS,) if stalls else ()))
+def ncu_command(ncu: str, only: str, *, optional: tuple[str, ...] = OPTIONAL) -> list[str]:
+    """ncu profiling the second GEMV launch of `benchmarks.kernels_gemv --only <only>`, with `METRICS` and
+    the `optional` metric groups."""
+    metrics = ",".join(METRICS + optional)
     return [
         ncu, "--csv", "--page", "details", "--print-units", "base", "--kernel-name", KERNEL,
         "--launch-skip", "1", "--launch-count", "1", "--metrics", metrics,
@@ -170,13 +197,16 @@ def ncu_command(ncu: str, only: str, *, stalls: bool) -> list[str]:
 
 
 def profile(ncu: str, only: str, timeout_s: float) -> tuple[list[Launch], str]:
-    """The profiled launches of one shape, and what went wrong if none came back. Retries without the
-    stall reasons if the first run gets nothing (an ncu that lacks a metric rejects the whole list)."""
+    """The profiled launches of one shape, and what went wrong if none came back. Retries with fewer
+    optional metric groups if a run gets nothing (an ncu that lacks a metric rejects the whole list)."""
     problem = ""
-    for stalls in (True, False):
+    for dropped in range(len(OPTIONAL) + 1):
         try:
             run = subprocess.run(
-                ncu_command(ncu, only, stalls=stalls), capture_output=True, text=True, timeout=timeout_s
+                ncu_command(ncu, only, optional=OPTIONAL[dropped:]),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
             )
         except subprocess.TimeoutExpired:
             return [], f"ncu ran past {timeout_s:.0f} s"
