@@ -20,6 +20,12 @@ removes work from one that moves it, and which formats spend the most instructio
 GPU time is spent (the MXFP4 expert GEMV, 16 % of the copy bandwidth on the H200, spends 17.5
 instructions per weight; `results/2026-12-04-h200-mxfp4-regrouped.md`).
 
+The loop in SASS too (`kernels.triton_offline.sass_loop`): instructions a weight, those on the integer
+ALU pipe (16 lanes a clock per SM quarter on sm_90, half the FMA pipe's 32), and the bandwidth at which the
+loop would run out of issue slots or ALU cycles if no load were ever waited on (`ISSUE_BOUND`: 132 SMs at
+1.98 GHz, the weight's bytes): a GEMV measured well below it is bound by latency (too few bytes in flight),
+not by its decode's instructions.
+
 `--kernel prefill-gemm`: the same counts for `kernels/triton_qgemm.py` in the launch shapes
 `default_config` picks for 512 rows, dense and grouped by expert: the loop decodes a weight tile and feeds
 the tensor cores (wgmma) once per `BLOCK_M` rows, so its instructions per weight are paid once per
@@ -42,7 +48,7 @@ def cost_rows(
     shape: tuple[int, int] = (4096, 4096),
     form: str = "plain",
 ) -> list[dict]:
-    from kernels.formats import GGMLType
+    from kernels.formats import FORMATS, GGMLType
     from kernels.triton_gemv import LAYOUTS, default_config
     from kernels.triton_offline import (
         compile_gemv,
@@ -70,9 +76,37 @@ def cost_rows(
                 per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
                 registers=use.registers, spill_bytes=use.spill_bytes, top=top,
                 **_sass_columns(compiled.asm["cubin"]),
+                **_loop_sass_columns(compiled.asm["cubin"], weights, FORMATS[qtype].type_size / FORMATS[qtype].block_size),
             )
         )  # fmt: skip
     return rows
+
+
+# The H200 the bound is for: SMs, boost clock, and per SM quarter a clock: one warp instruction issued,
+# 32 FMA-pipe lanes, 16 ALU-pipe lanes.
+H200_SMS, H200_CLOCK_HZ, ISSUE_LANES, ALU_LANES = 132, 1.98e9, 32, 16
+
+
+def issue_bound_gbps(sass_per_weight: float, alu_per_weight: float, bytes_per_weight: float) -> float:
+    """GB/s at which a loop of `sass_per_weight` instructions (per thread and weight), `alu_per_weight` of
+    them on the ALU pipe, runs out of issue slots or ALU cycles on the H200 (no waiting on loads)."""
+    weights_per_clock = min(ISSUE_LANES / sass_per_weight, ALU_LANES / max(alu_per_weight, 1e-9))
+    return weights_per_clock * 4 * H200_SMS * H200_CLOCK_HZ * bytes_per_weight / 1e9
+
+
+def _loop_sass_columns(cubin: bytes, weights: float, bytes_per_weight: float | None) -> dict:
+    """The loop's SASS a weight, its ALU-pipe share, and (GEMV) the issue bound it implies."""
+    from kernels.triton_offline import pipe_mix, sass_loop
+
+    loop = sass_loop(cubin)
+    per_weight = sum(loop.values()) / weights
+    alu = pipe_mix(loop)["alu"] / weights
+    bound = issue_bound_gbps(per_weight, alu, bytes_per_weight) if bytes_per_weight and per_weight else None
+    return dict(
+        loop_sass_per_weight=round(per_weight, 2),
+        alu_per_weight=round(alu, 2),
+        issue_bound_gbps=None if bound is None else round(bound),
+    )
 
 
 def _sass_columns(cubin: bytes) -> dict:
@@ -108,6 +142,7 @@ def prefill_gemm_rows(formats: list[str], shape: tuple[int, int] = (4096, 4096))
                     per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
                     registers=use.registers, spill_bytes=use.spill_bytes, top=top,
                     **_sass_columns(compiled.asm["cubin"]),
+                    **_loop_sass_columns(compiled.asm["cubin"], weights, None),
                 )
             )  # fmt: skip
     return rows
@@ -115,14 +150,16 @@ def prefill_gemm_rows(formats: list[str], shape: tuple[int, int] = (4096, 4096))
 
 def to_markdown(rows: list[dict]) -> str:
     lines = [
-        "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | registers / thread | spill bytes | kernel SASS | I2F/F2I/F2F in it | commonest PTX |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | registers / thread | spill bytes | kernel SASS | I2F/F2I/F2F in it | loop SASS / weight | ALU-pipe / weight | issue bound GB/s | commonest PTX |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        bound = "-" if r.get("issue_bound_gbps") is None else f"{r['issue_bound_gbps']:,}"
         lines.append(
             f"| {r['format']} | {r['tile']} | {r['instructions']} | {r['weights']:g} | **{r['per_weight']}** | "
             f"{r['shared_round_trips']} | {r['registers']} | {r['spill_bytes']} | {r['sass']} | "
-            f"{r['narrow_conversions']} | {r['top']} |"
+            f"{r['narrow_conversions']} | {r.get('loop_sass_per_weight', '-')} | {r.get('alu_per_weight', '-')} | "
+            f"{bound} | {r['top']} |"
         )
     return "\n".join(lines) + "\n"
 

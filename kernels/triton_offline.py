@@ -354,9 +354,8 @@ def register_use(ptx: str) -> RegisterUse:
 SASS_CONVERSIONS = ("I2F", "F2I", "F2F", "I2FP", "F2FP", "I2I", "I2IP")
 
 
-def sass_listing(cubin: bytes) -> list[str]:
-    """The opcodes of a whole kernel's SASS in program order (predicates and modifiers stripped:
-    `@P0 LDG.E.U8` is `LDG`), from the cubin by Triton's own nvdisasm."""
+def _disassemble(cubin: bytes) -> str:
+    """The cubin's SASS text, by Triton's own nvdisasm."""
     import subprocess
     import tempfile
 
@@ -365,15 +364,65 @@ def sass_listing(cubin: bytes) -> list[str]:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        sass = subprocess.run(
+        return subprocess.run(
             [knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True, text=True, check=True
         ).stdout
-    listing = []
-    for line in sass.splitlines():
-        m = _SASS_INSTRUCTION.match(line)
-        if m:
-            listing.append(m.group(1).split(".")[0])
-    return listing
+
+
+def sass_listing(cubin: bytes) -> list[str]:
+    """The opcodes of a whole kernel's SASS in program order (predicates and modifiers stripped:
+    `@P0 LDG.E.U8` is `LDG`), from the cubin by Triton's own nvdisasm."""
+    return [
+        m.group(1).split(".")[0]
+        for line in _disassemble(cubin).splitlines()
+        if (m := _SASS_INSTRUCTION.match(line))
+    ]
+
+
+# The sm_90 execution pipe each common SASS opcode issues to (per SM sub-partition a clock: FMA 32 lanes,
+# ALU 16: the integer and logic work of a decoder takes two clocks a warp where an FFMA takes one). An
+# approximation from NVIDIA's pipe metrics' names (`sm__inst_executed_pipe_alu` / `_fma` / `_lsu`...);
+# what the GPU's own counters say is `benchmarks.ncu_gemv`'s.
+SASS_PIPES = {
+    "alu": {
+        "LOP3", "SHF", "IADD3", "ISETP", "SEL", "PRMT", "LEA", "FSEL", "FSETP", "FMNMX", "IMNMX", "IABS",
+        "SGXT", "PLOP3", "BMSK", "MOV", "VIADD", "VIADDMNMX", "P2R", "R2P", "LOP", "SHL", "SHR",
+    },
+    "fma": {"FFMA", "FMUL", "FADD", "IMAD", "HFMA2", "HADD2", "HMUL2", "FSWZADD"},
+    "lsu": {"LDG", "STG", "LDS", "STS", "LD", "ST", "SHFL", "ATOMG", "ATOMS", "RED", "REDG", "LDSM", "LDGSTS"},
+    "narrow": {"I2F", "F2I", "F2F", "MUFU", "I2FP", "F2FP", "I2I", "I2IP", "FRND", "POPC", "FLO", "BREV"},
+}  # fmt: skip
+_SASS_ADDRESS = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/")
+_SASS_LABEL = re.compile(r"^(\.L_x_\d+):")
+_SASS_BRANCH = re.compile(r"\bBRA\b.*`\(?(\.L_x_\d+)\)?")
+
+
+def sass_loop(cubin: bytes) -> Counter:
+    """Opcode counts of the kernel's largest loop body in SASS (a label to a backward branch to it; one
+    step of a GEMV's walk): what one step issues, without the prologue and epilogue."""
+    lines = _disassemble(cubin).splitlines()
+    labels: dict[str, int] = {}
+    instructions: list[tuple[int, str]] = []  # (index in `lines`, opcode)
+    for i, line in enumerate(lines):
+        if m := _SASS_LABEL.match(line.strip()):
+            labels[m.group(1)] = i
+        elif m := _SASS_INSTRUCTION.match(line):
+            instructions.append((i, m.group(1).split(".")[0]))
+    body: list[str] = []
+    for i, line in enumerate(lines):
+        m = _SASS_BRANCH.search(line) if _SASS_ADDRESS.match(line) else None
+        if m and labels.get(m.group(1), i) < i:
+            inside = [op for j, op in instructions if labels[m.group(1)] < j <= i]
+            if len(inside) > len(body):
+                body = inside
+    return Counter(body)
+
+
+def pipe_mix(opcodes: Counter) -> dict[str, int]:
+    """Instructions per execution pipe (`SASS_PIPES`; "other": uniform datapath, control, NOPs)."""
+    mix = {pipe: sum(n for op, n in opcodes.items() if op in ops) for pipe, ops in SASS_PIPES.items()}
+    mix["other"] = sum(opcodes.values()) - sum(mix.values())
+    return mix
 
 
 def sass_opcodes(cubin: bytes) -> Counter:

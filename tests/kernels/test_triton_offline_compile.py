@@ -338,3 +338,16 @@ def test_the_dependent_launch_check_fails_a_kernel_that_reads_before_waiting() -
         kernel = _compile(read_then_wait, {"x_ptr": "*fp32", "y_ptr": "*fp32"}, dict(WAIT=wait))
         assert dependent_launch_problem(kernel.asm["ptx"]) is not None
         assert dependent_launch_problem_in_sass(kernel.asm["cubin"]) is not None
+
+
+def test_the_cost_tool_reads_the_gemv_loop_in_sass_and_its_issue_bound() -> None:
+    """`benchmarks.ptx_cost`'s SASS columns: the loop found in the cubin (a label to its backward branch),
+    its instructions a weight, the ALU pipe's share, and the bandwidth they would allow without waiting
+    on loads (on the H200 the Phi-3 GEMVs measured ~40-50 % of it: latency, not instructions, bounds them)."""
+    from benchmarks.ptx_cost import cost_rows, issue_bound_gbps
+
+    (row,) = cost_rows(["q4_k"], None, None, (3072, 3072))
+    assert 4 < row["loop_sass_per_weight"] < 12 and 1 < row["alu_per_weight"] < row["loop_sass_per_weight"]
+    assert 1000 < row["issue_bound_gbps"] < 6000
+    # Issue-limited at 8 instructions a weight; ALU-limited when more than half of them are integer work.
+    assert issue_bound_gbps(8, 4, 1.0) == issue_bound_gbps(8, 3, 1.0) > issue_bound_gbps(8, 5, 1.0)
