@@ -162,26 +162,38 @@ def main(argv: list[str] | None = None) -> int:
         )
     ids = [1 + (7 * i) % 97 for i in range(8)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    failed: dict[str, str] = {}  # a variant that raised (e.g. a capture the driver refuses), and why
     for _ in range(args.reps):
         for name, variant in variants.items():
-            results[name].append(run_variant(engine, variant, ids, args.tokens))
+            if name in failed:
+                continue
+            try:
+                results[name].append(run_variant(engine, variant, ids, args.tokens))
+            except Exception as e:  # the other variants still run; the failure is reported below
+                failed[name] = f"{type(e).__name__}: {e}"
+                torch.cuda.synchronize()
     with_kernel_set(engine.model, default_kernels)
+    if "default" in failed:
+        print(f"error: the default variant failed: {failed['default']}", file=sys.stderr)
+        return 1
     want = results["default"][0]["tokens"]
     summary = {
         name: {
             "ms_per_token_p50": [r["ms_per_token_p50"] for r in runs],
             "tok_s": [r["tok_s"] for r in runs],
             "same_tokens_as_default": all(r["tokens"] == want for r in runs),
+            **({"failed": failed[name]} if name in failed else {}),
         }
         for name, runs in results.items()
     }
     print(f"| {args.model.name} | ms/token p50 per run | tok/s per run | same tokens |")
     print("|---|---|---|---|")
     for name, s in summary.items():
-        print(f"| {name} | {s['ms_per_token_p50']} | {s['tok_s']} | {s['same_tokens_as_default']} |")
+        same = f"failed: {s['failed']}" if "failed" in s else s["same_tokens_as_default"]
+        print(f"| {name} | {s['ms_per_token_p50']} | {s['tok_s']} | {same} |")
     if args.out:
         args.out.write_text(json.dumps({"model": str(args.model), "variants": summary}, indent=2) + "\n")
-    return 0 if all(s["same_tokens_as_default"] for s in summary.values()) else 1
+    return 0 if all(s["same_tokens_as_default"] and "failed" not in s for s in summary.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1030,8 +1030,11 @@ def launch_segments(
             or any(b is not None for b in biases)
             or expert_ids is not None
             or scaled_by is not None
+            or residual is not None
         ):
-            raise ValueError(f"tensor {gate.name!r}: a GLU launch takes gate and up alike, without biases")
+            raise ValueError(
+                f"tensor {gate.name!r}: a GLU launch takes gate and up alike, without biases or a residual"
+            )
         weights, biases, glu_up = (gate,), (None,), up
     w = weights[0]
     if not 1 <= len(weights) <= MAX_SEGMENTS or len(biases) != len(weights):
