@@ -269,3 +269,38 @@ def test_segments_of_expert_tensors_match_reference(rng, blocks) -> None:
     y = launch_segments(x, (gate, up), (gb, ub), 4, expert_ids=ids.reshape(-1), x_group=4)
     assert rel_err(y[:, :64], qmatmul_experts(x, gate, ids, gb)[0]) < REL_TOL
     assert rel_err(y[:, 64:], qmatmul_experts(x, up, ids, ub)[0]) < REL_TOL
+
+
+@pytest.mark.parametrize(
+    "qtype", [GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.MXFP4, GGMLType.F32], ids=lambda t: t.name
+)
+def test_norms_inside_the_gemv_match_the_formed_norm(qtype, rng, blocks) -> None:
+    """The decode step's norms without a norm kernel (`kernels.qmatmul.RMSNormed`): the residual sum (with
+    and without a bias: GPT-OSS's output projection has one) and its scaled copy from one launch; products
+    of an `RMSNormed` input, dense and by expert (GPT-OSS's router and gate/up), against the norm formed
+    first and the reference path."""
+    from kernels import triton_moe
+    from kernels.qmatmul import RMSNormed, qmatmul_experts
+    from kernels.triton_gemv import gemv_add_normed, gemvs_normed
+
+    width = 768
+    w = make_weight(qtype, (640, width), rng, blocks)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, width)).astype(np.float32)).cuda()
+    residual = torch.randn(1, 640, device="cuda")
+    bias = torch.randn(640, device="cuda") * 0.1
+    norm_weight = torch.randn(640, device="cuda")
+    for b in (None, bias):
+        got = gemv_add_normed(x, w, residual, norm_weight, 1e-5, b)
+        want = residual + reference_qmatmul(x, w, b, torch.float32)
+        assert rel_err(got.x, want) < REL_TOL and rel_err(got.xw, want * norm_weight) < REL_TOL
+    rows = torch.randn(1, width, device="cuda") * 3.0
+    h = RMSNormed(rows, rows * torch.randn(width, device="cuda"), 1e-5)
+    (y,) = gemvs_normed(h, (w,), (bias,))
+    assert rel_err(y, reference_qmatmul(h.value(), w, bias, torch.float32)) < REL_TOL
+    experts = make_weight(qtype, (4 * 64, width), rng, blocks)
+    experts = QTensor(experts.data, qtype, (4, 64, width), "experts")
+    ids = torch.tensor([[3, 0, 2]], device="cuda")
+    expert_bias = torch.randn(4, 64, device="cuda")
+    gate, up = triton_moe.gemvs_experts_normed(h, (experts, experts), ids, (expert_bias, expert_bias))
+    want = qmatmul_experts(h.value(), experts, ids, expert_bias)
+    assert rel_err(gate, want) < REL_TOL and rel_err(up, want) < REL_TOL
