@@ -100,7 +100,7 @@ class KernelConfig:
         reads each product's expert counts back to the host, which a capture cannot hold)."""
         return self.prefill_graphs and self.fused_prefill and self.kernels == "fast" and device.type == "cuda"
 
-    def dependent_launch_on(self, device: torch.device) -> dependent_launch.DependentLaunch:
+    def dependent_launch_mode(self, device: torch.device) -> dependent_launch.DependentLaunch:
         """How the captured decode step's kernels launch on `device`: early with Hopper's programmatic
         dependent launch, or not (only a captured step, whose launches cost no host time, gains from it)."""
         if not (self.dependent_launch and self.graphs_on(device) and dependent_launch.supported(device)):

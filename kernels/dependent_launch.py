@@ -12,7 +12,7 @@ that leaves the memory bus idle) still runs.
 
 Why a context and not an argument: whether kernels may overlap is a property of how a graph's kernels
 follow each other, decided where the graph is captured (`reference_worker.decode_step.capture_graph`,
-from `KernelConfig.dependent_launch_on`), not by each of the ~20 call sites between the model and a
+from `KernelConfig.dependent_launch_mode`), not by each of the ~20 call sites between the model and a
 launch. The kernels that take part read it at launch through `launch_kwargs()`: the kernel's `PDL`
 constant (its prologue waits for the previous grid before any memory access, `triton_gemv.
 await_previous_grid`) and the launch attribute come from that one function, so a kernel is never

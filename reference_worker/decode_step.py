@@ -84,7 +84,7 @@ class DecodeGraphs:
     def __init__(
         self, model: Any, max_graphs: int = MAX_GRAPHS, *, dependent_launch: DependentLaunch = OFF
     ) -> None:
-        """`dependent_launch`: how the steps are captured (`KernelConfig.dependent_launch_on`)."""
+        """`dependent_launch`: how the steps are captured (`KernelConfig.dependent_launch_mode`)."""
         self.model = model
         self.max_graphs = max_graphs
         self.dependent_launch = dependent_launch

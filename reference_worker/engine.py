@@ -191,7 +191,7 @@ class InferenceEngine:
         kernels = getattr(model, "kernels", None)
         graphs_on = kernels is not None and kernels.config.graphs_on(self.device)
         self.graphs = (
-            DecodeGraphs(model, dependent_launch=kernels.config.dependent_launch_on(self.device))
+            DecodeGraphs(model, dependent_launch=kernels.config.dependent_launch_mode(self.device))
             if graphs_on
             else None
         )

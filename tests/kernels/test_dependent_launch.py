@@ -1,8 +1,8 @@
 """Programmatic dependent launch (`kernels.dependent_launch`), what can be checked without a GPU.
 
 - The context: a kernel's `PDL` constant and Triton's launch attribute come together or not at all, only
-  inside `programmatic(True)`, only on the thread that entered it; `KernelConfig.dependent_launch_on`
-  is off on CPU and without graphs.
+  inside `programmatic(mode)` with the mode on, only on the thread that entered it;
+  `KernelConfig.dependent_launch_mode` is off on CPU and without graphs.
 - The source: every launch that passes `launch_kwargs()` launches a kernel that takes a `PDL` constant
   and calls `await_previous_grid(PDL, ...)` in its body's top level after nothing but index arithmetic
   (what that compiles to, the wait before any
@@ -52,7 +52,7 @@ def test_dependent_launch_is_off_on_cpu_and_by_default() -> None:
     cpu = torch.device("cpu")
     assert not KernelConfig().dependent_launch and not KernelConfig().weight_prefetch
     assert (
-        KernelConfig(dependent_launch=True, weight_prefetch=True).dependent_launch_on(cpu)
+        KernelConfig(dependent_launch=True, weight_prefetch=True).dependent_launch_mode(cpu)
         == dependent_launch.OFF
     )
     assert not dependent_launch.supported(cpu)
