@@ -32,6 +32,7 @@ from kernels.qmatmul import (
     qmatmul,
     qmatmul_add_normed,
     qmatmul_experts,
+    qmatmul_experts_glu,
     qmatmul_glu,
     qmatmuls,
     qmatmuls_experts,
@@ -256,6 +257,22 @@ class KernelSet:
         self, x: torch.Tensor, w: QTensor, expert_ids: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         return qmatmul_experts(x, w, expert_ids, bias, paths=self.paths, experts_paths=self.experts_paths)
+
+    def qmatmul_experts_glu(
+        self,
+        x: torch.Tensor | RMSNormed,
+        gate: QTensor,
+        up: QTensor,
+        expert_ids: torch.Tensor,
+        biases: tuple[torch.Tensor | None, torch.Tensor | None],
+        *,
+        activation: tuple[float, float] | None = None,
+    ) -> torch.Tensor | None:
+        """A MoE's gate and up products and its gated activation in one call where a fast path serves it
+        (`kernels.qmatmul.qmatmul_experts_glu`), else None: the caller takes them apart."""
+        return qmatmul_experts_glu(
+            x, gate, up, expert_ids, biases, activation=activation, experts_paths=self.experts_paths
+        )
 
     def qmatmuls_experts(
         self,

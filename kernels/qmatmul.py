@@ -86,6 +86,9 @@ class ExpertsFastPath:
     # Optional: the same with an `RMSNormed` input, the norm applied inside the products; None where not
     # served (the caller forms the norm first).
     qmatmuls_experts_normed: Callable[..., tuple[torch.Tensor, ...] | None] | None = None
+    # Optional: `qmatmul_experts_glu` (a MoE's gate and up products and its gated activation in one call,
+    # the input plain or `RMSNormed`); None where not served.
+    qmatmul_experts_glu: Callable[..., torch.Tensor | None] | None = None
 
 
 def _first(paths: Sequence, x: torch.Tensor, w: QTensor, *extra: torch.Tensor):
@@ -270,6 +273,29 @@ def _experts_gathered(
     if bias is not None:
         y = y + bias.float()[flat]
     return y.view(n_tokens, k, w.shape[1])
+
+
+def qmatmul_experts_glu(
+    x: torch.Tensor | RMSNormed,
+    gate: QTensor,
+    up: QTensor,
+    expert_ids: torch.Tensor,
+    biases: tuple[torch.Tensor | None, torch.Tensor | None],
+    *,
+    activation: tuple[float, float] | None = None,
+    experts_paths: Sequence[ExpertsFastPath] = (),
+) -> torch.Tensor | None:
+    """`act(x @ gate[e].T + bg[e], x @ up[e].T + bu[e])` for each token's selected experts `e`, `(T, k, out)`
+    float32, from the first of `experts_paths` whose `qmatmul_experts_glu` serves it in one call; None where
+    none does (the caller takes the products and the activation apart). `act` is silu(g) * u, or with
+    `activation=(alpha, limit)` gpt-oss's clamped SwiGLU (`reference_worker.models.gpt_oss.swiglu`)."""
+    device = (x.x if isinstance(x, RMSNormed) else x).device
+    for path in experts_paths:
+        if path.qmatmul_experts_glu is not None and device.type in path.devices:
+            y = path.qmatmul_experts_glu(x, gate, up, expert_ids, biases, activation)
+            if y is not None:
+                return y
+    return None
 
 
 def qmatmuls_experts(

@@ -653,6 +653,17 @@ def _dot_rows(
 
 
 @triton.jit
+def _gated(gate, up, OAI: tl.constexpr, alpha, limit):
+    """The GLU epilogue: silu(gate) * up, or with `OAI` gpt-oss's clamped SwiGLU (the gate clamped from
+    above, the linear half on both sides and shifted by one: `reference_worker.models.gpt_oss.swiglu`)."""
+    if OAI:
+        g = tl.minimum(gate, limit)
+        u = tl.minimum(tl.maximum(up, -limit), limit)
+        return g * tl.sigmoid(alpha * g) * (u + 1.0)
+    return gate * tl.sigmoid(gate) * up
+
+
+@triton.jit
 def _residual(res_ptr, m, y_width, cols, mask):
     """Row `m`'s residual at `cols` (rows like y's)."""
     return tl.load(res_ptr + m.to(tl.int64) * y_width + cols, mask=mask, other=0.0)
@@ -708,6 +719,9 @@ def _qgemv_kernel(
     GLU: tl.constexpr = False,  # y = silu(gate rows' product) * (up rows' product), the up rows at seg_w1
     res_ptr=None,  # HAS_RES: rows like y added after the bias (the residual stream: residual + x @ W.T + b)
     HAS_RES: tl.constexpr = False,
+    GLU_OAI: tl.constexpr = False,  # GLU: gpt-oss's clamped SwiGLU (`_gated`) with these two constants
+    glu_alpha=1.0,
+    glu_limit=0.0,
     PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
     PREFETCH_LINES: tl.constexpr = 0,  # with PDL: L2 lines of its weight tile a program asks for first
 ):
@@ -782,10 +796,14 @@ def _qgemv_kernel(
         acc = _dot_mxfp4_codes_then_scales(
             code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ
         )
+        if GLU:  # the up tensor, seg_w1 words further: its codes and its scale bytes alike
+            acc_up = _dot_mxfp4_codes_then_scales(
+                code_rows + seg_w1, scale_rows + seg_w1 * 4, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ
+            )
     else:
         acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)
-    if GLU:  # the up rows, seg_w1 load words past the gate rows: the same walk, the same activations
-        acc_up = _dot_rows(row_ptrs + seg_w1, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)
+        if GLU:  # the up rows, seg_w1 load words past the gate rows: the same walk, the same activations
+            acc_up = _dot_rows(row_ptrs + seg_w1, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)
     if DEQ:
         return
     row_mask = rows < n_rows
@@ -805,6 +823,10 @@ def _qgemv_kernel(
     if HAS_BIAS and not SCALE_AT_END:
         bias = tl.load(bias_row + rows, mask=row_mask & (split == 0), other=0.0)
         acc += bias.to(tl.float32)
+        if GLU:  # the up bias, seg_b1 elements past the gate's
+            acc_up += tl.load(bias_row + seg_b1 + rows, mask=row_mask & (split == 0), other=0.0).to(
+                tl.float32
+            )
     if HAS_RES and not SCALE_AT_END:  # like the bias: once, in split 0's sum
         acc += _residual(res_ptr, m, y_width, col0 + rows, row_mask & (split == 0))
     if REDUCE:
@@ -837,10 +859,12 @@ def _qgemv_kernel(
                 total_up = total_up / r
                 if HAS_BIAS:
                     total += tl.load(bias_row + rows, mask=row_mask, other=0.0).to(tl.float32)
+                    if GLU:
+                        total_up += tl.load(bias_row + seg_b1 + rows, mask=row_mask, other=0.0).to(tl.float32)
                 if HAS_RES:
                     total += _residual(res_ptr, m, y_width, cols, row_mask)
             if GLU:
-                total = total * tl.sigmoid(total) * total_up
+                total = _gated(total, total_up, GLU_OAI, glu_alpha, glu_limit)
             tl.store(y_ptr + m.to(tl.int64) * y_width + cols, total, mask=row_mask)
             if SCALED:
                 nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
@@ -848,7 +872,7 @@ def _qgemv_kernel(
             tl.atomic_xchg(counter, 0)
     else:
         if GLU:
-            acc = acc * tl.sigmoid(acc) * acc_up
+            acc = _gated(acc, acc_up, GLU_OAI, glu_alpha, glu_limit)
         out = y_ptr + (split.to(tl.int64) * n_out_rows + m) * y_width + col0 + rows
         tl.store(out, acc, mask=row_mask)
         if SCALED:  # one split (no REDUCE): acc is the whole sum
@@ -1009,6 +1033,7 @@ def launch_segments(
     scaled_by: torch.Tensor | None = None,
     glu: bool = False,
     residual: torch.Tensor | None = None,
+    glu_oai: tuple[float, float] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """`launch` for 1-3 weights of one type and input width in one launch: y (n_out_rows, sum of their
     out features) float32, weight i's outputs in its own columns, in order. Biases: all None or all
@@ -1017,25 +1042,29 @@ def launch_segments(
     `rms_of` (rows shaped like x, float32): each row of y is scaled by 1 / sqrt(mean(row^2) + eps) of
     its row there, before the bias (x holds those rows times a norm weight: y = rms_norm(rows) @ W.T).
     `scaled_by` (float32, y's width): also returns y * scaled_by, stored by the same launch.
-    `glu`: `weights` is (gate, up) of one type and shape, no biases: y (n_out_rows, gate's out features)
-    is silu(x @ gate.T) * (x @ up.T), each program walking the same rows of both.
+    `glu`: `weights` is (gate, up) of one type, shape and layout, biases both or neither (with
+    `expert_ids`, by expert): y (n_out_rows, gate's out features) is silu(x @ gate.T + bg) * (x @ up.T + bu),
+    each program walking the same rows of both; `glu_oai=(alpha, limit)`: gpt-oss's clamped SwiGLU instead.
     `residual` (float32, y's shape): added to y after the bias (and before `scaled_by`): the residual
     stream's `residual + (x @ W.T + b)` in the same launch."""
     glu_up = None
     if glu:
         gate, up = weights
+        gate_b, up_b = biases
         if (
             gate.shape != up.shape
             or gate.qtype != up.qtype
-            or any(b is not None for b in biases)
-            or expert_ids is not None
+            or gate.layout != up.layout
+            or (gate_b is None) != (up_b is None)
+            or (gate_b is not None and (gate_b.dtype != up_b.dtype or gate_b.shape != up_b.shape))
             or scaled_by is not None
             or residual is not None
         ):
             raise ValueError(
-                f"tensor {gate.name!r}: a GLU launch takes gate and up alike, without biases or a residual"
+                f"tensor {gate.name!r}: a GLU launch takes gate and up alike (biases both or neither), "
+                "without a scaled copy or a residual"
             )
-        weights, biases, glu_up = (gate,), (None,), up
+        weights, biases, glu_up, glu_up_b = (gate,), (gate_b,), up, up_b
     w = weights[0]
     if not 1 <= len(weights) <= MAX_SEGMENTS or len(biases) != len(weights):
         raise ValueError(f"tensor {w.name!r}: {len(weights)} weights and {len(biases)} biases in one launch")
@@ -1067,8 +1096,10 @@ def launch_segments(
     )
     w_off += [0] * (MAX_SEGMENTS - 1 - len(w_off))
     b_off += [0] * (MAX_SEGMENTS - 1 - len(b_off))
-    if glu_up is not None:  # the up rows as seg_w1: load words from the gate's
+    if glu_up is not None:  # the up rows as seg_w1: load words from the gate's; its bias as seg_b1
         w_off[0] = (glu_up.data.data_ptr() - w.data.data_ptr()) // layout.word
+        if glu_up_b is not None:
+            b_off[0] = (glu_up_b.data_ptr() - biases[0].data_ptr()) // glu_up_b.element_size()
     grid = (n_out_rows, sum(tiles), split)
     counters = SplitCounters.get(x.device, grid[0] * grid[1]) if split > 1 else None
     if glu_up is not None and split > 1 and counters is None:
@@ -1148,6 +1179,9 @@ def launch_segments(
         GLU=glu_up is not None,
         res_ptr=residual if residual is not None else target,
         HAS_RES=residual is not None,
+        GLU_OAI=glu_oai is not None,
+        glu_alpha=glu_oai[0] if glu_oai is not None else 1.0,
+        glu_limit=glu_oai[1] if glu_oai is not None else 0.0,
         num_warps=config.num_warps,
         PREFETCH_LINES=prefetch_lines,
         **dependent_launch.launch_kwargs(),

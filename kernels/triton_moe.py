@@ -94,6 +94,45 @@ def gemvs_experts_normed(
     return gemvs_experts(h.xw, weights, expert_ids, biases, rms_of=h.x, eps=h.eps)
 
 
+def gemv_experts_glu(
+    x: torch.Tensor | RMSNormed,
+    gate: QTensor,
+    up: QTensor,
+    expert_ids: torch.Tensor,
+    biases: tuple[torch.Tensor | None, torch.Tensor | None],
+    activation: tuple[float, float] | None,
+) -> torch.Tensor | None:
+    """`qmatmul_experts_glu`'s contract: each pair's gate and up rows walked by the same program, the
+    biases and the activation in its epilogue (one launch instead of the products' one and the
+    activation's); an `RMSNormed` input normed inside it. None where not served."""
+    normed = isinstance(x, RMSNormed)
+    rows = x.xw if normed else x
+    gate_b, up_b = biases
+    if (
+        (normed and not normed_rows_served(x))
+        or gate.qtype != up.qtype
+        or gate.shape != up.shape
+        or gate.layout != up.layout
+        or (gate_b is None) != (up_b is None)
+        or not (supports(rows, gate, expert_ids) and supports(rows, up, expert_ids))
+    ):
+        return None
+    n_tokens, k = expert_ids.shape
+    y = launch_segments(
+        rows,
+        (gate, up),
+        tuple(b.contiguous() if b is not None else None for b in biases),
+        n_tokens * k,
+        expert_ids=expert_ids.reshape(-1).contiguous(),
+        x_group=k,
+        rms_of=x.x if normed else None,
+        eps=x.eps if normed else 0.0,
+        glu=True,
+        glu_oai=activation,
+    )
+    return y.view(n_tokens, k, -1)
+
+
 EXPERTS_FAST_PATH = ExpertsFastPath(
     name="triton-moe-gemv",
     devices=("cuda",),
@@ -101,4 +140,5 @@ EXPERTS_FAST_PATH = ExpertsFastPath(
     qmatmul_experts=gemv_experts,
     qmatmuls_experts=gemvs_experts,
     qmatmuls_experts_normed=gemvs_experts_normed,
+    qmatmul_experts_glu=gemv_experts_glu,
 )

@@ -27,7 +27,8 @@ GEMV_INTS = (
 # the split-K reduction; the prefill's dequantize-only mode; the decode step's norms inside the GEMV
 # (an rms-normed input, and the residual sum with its scaled copy, through the split-K reduction); the
 # decode step's gate, up and SiLU in one launch, from an rms-normed input, through the reduction; GPT-OSS's
-# output projection: its bias, the residual and the next norm's scaled copy, through the reduction.
+# output projection: its bias, the residual and the next norm's scaled copy, through the reduction; its
+# experts' gate, up, biases and clamped SwiGLU from an rms-normed input, through the reduction.
 _PLAIN = dict(
     HAS_BIAS=False,
     HAS_IDS=False,
@@ -38,6 +39,7 @@ _PLAIN = dict(
     SCALED=False,
     GLU=False,
     HAS_RES=False,
+    GLU_OAI=False,
 )
 GEMV_FORMS = {
     "plain": _PLAIN,
@@ -57,6 +59,15 @@ GEMV_FORMS = {
         "HAS_RES": True,
         "SCALED": True,
         "REDUCE": True,
+    },
+    "experts-glu-oai-rms-reduce": {
+        **_PLAIN,
+        "HAS_BIAS": True,
+        "HAS_IDS": True,
+        "GLU": True,
+        "GLU_OAI": True,
+        "REDUCE": True,
+        "RMS_BLOCK": 1024,
     },
 }
 # Pointer arguments a real launch passes 16-byte aligned (PyTorch's allocations are), which Triton
@@ -180,6 +191,8 @@ def compile_gemv(
         signature.update(res_ptr="*fp32")
     else:
         constants.update(res_ptr=None)
+    if constants["GLU_OAI"]:
+        signature.update(glu_alpha="fp32", glu_limit="fp32")
     aligned = GEMV_ALIGNED
     if shape is not None:
         ints = gemv_int_args(qtype, *shape, constants["UB"], block_order, dequantize=constants["DEQ"])

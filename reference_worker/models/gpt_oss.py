@@ -205,12 +205,24 @@ class Block:
             if fused is not None
             else route(logits, self.n_expert_used)
         )
-        gate, up = kernels.qmatmuls_experts(
-            h, (self.gate_exps, self.up_exps), experts, (self.gate_exps_b, self.up_exps_b)
-        )  # [T, k, F] each
+        biases = (self.gate_exps_b, self.up_exps_b)
+        # Decode: gate, up and the clamped SwiGLU in one launch where a fast path serves it.
         act = (
-            fused.swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT) if fused is not None else swiglu(gate, up)
+            kernels.qmatmul_experts_glu(
+                h, self.gate_exps, self.up_exps, experts, biases, activation=(SWIGLU_ALPHA, SWIGLU_LIMIT)
+            )
+            if fused is not None
+            else None
         )
+        if act is None:
+            gate, up = kernels.qmatmuls_experts(
+                h, (self.gate_exps, self.up_exps), experts, biases
+            )  # [T, k, F]
+            act = (
+                fused.swiglu_oai(gate, up, SWIGLU_ALPHA, SWIGLU_LIMIT)
+                if fused is not None
+                else swiglu(gate, up)
+            )
         # Token t's j-th expert sees act[t, j]: flatten (t, j) so each row goes through its own expert.
         n_tokens, k = experts.shape
         token_rows = act.reshape(n_tokens * k, -1)

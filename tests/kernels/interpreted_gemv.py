@@ -44,6 +44,18 @@ def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got.double() - want).abs().max() / want.abs().max())
 
 
+SWIGLU_OAI = (1.702, 7.0)  # gpt-oss's alpha and limit
+
+
+def _oai_experts(x64, g64, u64, gb, ub, ids) -> torch.Tensor:
+    """The float64 oracle of a MoE's gate/up and clamped SwiGLU for one token's experts `ids`."""
+    alpha, limit = SWIGLU_OAI
+    gate = torch.einsum("i,poi->po", x64[0], g64[ids]) + gb.double()[ids]
+    up = torch.einsum("i,poi->po", x64[0], u64[ids]) + ub.double()[ids]
+    gate, up = gate.clamp(max=limit), up.clamp(min=-limit, max=limit)
+    return gate * torch.sigmoid(alpha * gate) * (up + 1)
+
+
 def _split_config():
     """A launch shape that splits each row in two (so the split-K reduction runs)."""
     from kernels import triton_gemv
@@ -134,6 +146,27 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     want_normed = torch.cat([torch.einsum("i,poi->po", normed[0], t[ids]) for t in (g64, u64)], dim=1)
     err = _rel_err(y_normed, want_normed)
     results.append((f"{name} experts, two segments, rms-normed", err < REL_TOL, f"rel err {err:.1e}"))
+    # GPT-OSS's experts: gate, up, their biases and the clamped SwiGLU in one launch (each pair's program
+    # walks the same rows of both), plain and rms-normed input, in one launch and split in two.
+    gb = torch.from_numpy(rng.normal(0.0, 0.5, (4, 24)).astype(np.float32))
+    ub = torch.from_numpy(rng.normal(0.0, 0.5, (4, 24)).astype(np.float32))
+    for label, config in (("one launch", None), ("split in two", _split_config())):
+        for norm_label, xin, rms_of, want_x in (
+            ("", x, None, x.double()),
+            (", rms-normed", rows * nw, rows.contiguous(), normed),
+        ):
+            y_glu = triton_gemv.launch_segments(
+                xin, (g, u), (gb, ub), 3, expert_ids=ids, x_group=3, rms_of=rms_of, eps=eps, config=config,
+                glu=True, glu_oai=SWIGLU_OAI,
+            )  # fmt: skip
+            err = _rel_err(y_glu, _oai_experts(want_x, g64, u64, gb, ub, ids))
+            results.append(
+                (
+                    f"{name} experts gate/up/SwiGLU-OAI{norm_label}, {label}",
+                    err < REL_TOL,
+                    f"rel err {err:.1e}",
+                )
+            )
     err = _rel_err(y, want)
     results.append((f"{name} experts, two segments", err < REL_TOL, f"rel err {err:.1e}"))
     # MXFP4 experts regrouped as the CUDA model loads them (codes, then scales): the same products and,
@@ -145,6 +178,11 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
         y = triton_gemv.launch_segments(x, (regrouped, u2), (None, None), 3, expert_ids=ids, x_group=3)
         err = _rel_err(y, want)
         results.append((f"{name} regrouped experts, two segments", err < REL_TOL, f"rel err {err:.1e}"))
+        y_glu = triton_gemv.launch_segments(
+            x, (regrouped, u2), (gb, ub), 3, expert_ids=ids, x_group=3, glu=True, glu_oai=SWIGLU_OAI
+        )
+        err = _rel_err(y_glu, _oai_experts(x.double(), g64, u64, gb, ub, ids))
+        results.append((f"{name} regrouped experts gate/up/SwiGLU-OAI", err < REL_TOL, f"rel err {err:.1e}"))
         tiles = torch.full((2, 24, k_in), float("nan"), dtype=torch.float16)
         triton_gemv.dequantize_into(regrouped, tiles, experts=torch.tensor([2, 1]))
         same = torch.equal(tiles, filed[[2, 1]].half())

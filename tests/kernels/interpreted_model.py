@@ -14,7 +14,8 @@ it, and its logits are compared with the reference kernels' plain forward at the
 (`kernels.triton_qgemm`, dense, and grouped by expert for the MoE file) as a prefill graph records it
 (padded to its bucket, the logits of its last row): those logits within `PREFILL_LOGITS_TOL` of the
 reference's, the GEMM must have served it, and no op in it may read a device value back to the host
-(`HostReads`: a CUDA graph capture would fail on one).
+(`HostReads`: a CUDA graph capture would fail on one). The MoE file's decode experts must go through the
+MoE GEMV (gate, up and the clamped SwiGLU in one launch), not the host-grouped reference products.
 Prints one line per file and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
 """
 
@@ -81,6 +82,7 @@ def _cuda_kernels_on_cpu() -> None:
                 dataclasses.replace(
                     on_cpu_counted(p),
                     qmatmuls_experts_normed=_counted(p.qmatmuls_experts_normed, "normed experts"),
+                    qmatmul_experts_glu=_counted(p.qmatmul_experts_glu, "experts gate/up/SwiGLU"),
                 )
                 for p in found.experts_paths
             ),
@@ -123,9 +125,12 @@ COUNTED_FORMS = {
 
 def _without_cuda_checks(triton_gemv, triton_qgemm) -> None:
     """The GEMV's and the prefill GEMM's layout and packing checks ask for CUDA tensors; here the same
-    checks on CPU ones."""
+    checks on CPU ones (the MoE GEMV holds its own reference to the GEMV's layout check)."""
+    from kernels import triton_moe
+
     supports_layout, pack, readable = triton_gemv.supports_layout, triton_gemv.pack, triton_qgemm.readable
     triton_gemv.supports_layout = interpreter.as_if_cuda(supports_layout)
+    triton_moe.supports_layout = triton_gemv.supports_layout
     triton_gemv.pack = interpreter.as_if_cuda(pack)
     triton_qgemm.readable = interpreter.as_if_cuda(readable)
 
@@ -180,8 +185,14 @@ def check_file(name: str) -> tuple[bool, str]:
     served = ", ".join(f"{label} {n}" for label, n in sorted(SERVED.items())) or "no fused form"
     moe = "gpt-oss" in name  # the one MoE file: its experts go through the grouped GEMM
     prefill_served = "prefill GEMM" in SERVED and (not moe or "prefill expert GEMM" in SERVED)
+    # A MoE's decode experts through the MoE GEMV (gate, up and the SwiGLU in one launch), not declined.
+    experts_served = not moe or "experts gate/up/SwiGLU" in SERVED
     return (
-        worst < FAST_LOGITS_TOL and prefill_err < PREFILL_LOGITS_TOL and prefill_served and not reads.ops,
+        worst < FAST_LOGITS_TOL
+        and prefill_err < PREFILL_LOGITS_TOL
+        and prefill_served
+        and experts_served
+        and not reads.ops,
         f"worst relative logits error {worst:.1e} over {STEPS} steps, {prefill_err:.1e} after a "
         f"{len(LONG_PROMPT)}-token prefill padded to {bucket} (host reads: {dict(reads.ops) or 'none'}); "
         f"served: {served}",

@@ -36,10 +36,10 @@ def interpreted(module: str, timeout_s: int) -> str:
 
 def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> None:
     report = interpreted("tests.kernels.interpreted_gemv", 1800)
-    # Nineteen checks for each of the 12 formats (plain, the norms inside the GEMV: 4, a bias and the
-    # residual: 2, gate/up/SiLU: 8, experts plain and rms-normed, dequantize, embedding rows), two more
-    # for MXFP4 regrouped.
-    assert report.count("ok  ") == 19 * 12 + 2, report
+    # 23 checks for each of the 12 formats (plain, the norms inside the GEMV: 4, a bias and the residual:
+    # 2, gate/up/SiLU: 8, experts plain and rms-normed, the experts' gate/up/SwiGLU-OAI: 4, dequantize,
+    # embedding rows), three more for MXFP4 regrouped.
+    assert report.count("ok  ") == 23 * 12 + 3, report
 
 
 def test_the_prefill_gemm_gives_the_oracles_numbers_under_the_interpreter() -> None:

@@ -1,11 +1,11 @@
 """The Triton GEMV, prefill GEMM and RoPE kernels compile for the H200 (sm_90) on a machine without a GPU.
 
 Triton compiles down to a cubin without a device when it is given the target, so a kernel change can be
-checked before any GPU time is spent: every format of `kernels/triton_gemv.py` in its six launch forms
+checked before any GPU time is spent: every format of `kernels/triton_gemv.py` in its seven launch forms
 (plain; three segments with expert ids, biases and the split-K reduction; dequantize-only; the decode
 step's rms-normed input with the residual sum's scaled copy through the split-K reduction; gate, up and
 SiLU from an rms-normed input through the reduction; a bias, the residual and the scaled copy through
-the reduction), the early-launched decode kernels' wait before any memory access, the prefill GEMM of every format (dense and grouped
+the reduction; experts' gate, up, biases and clamped SwiGLU), the early-launched decode kernels' wait before any memory access, the prefill GEMM of every format (dense and grouped
 by expert, in its default launch shapes, without register spills), and the
 RoPE + KV store (+ attention) kernels in both pairings, full and partial rotary. Runs wherever
 Triton is importable (the GPU machines; on a CPU machine, e.g. `pip install --target /tmp/tt triton==3.6.0`
@@ -43,6 +43,7 @@ def _gemv_types():
         "rms-in-scaled-out-reduce",
         "glu-rms-reduce",
         "bias-residual-scaled-reduce",
+        "experts-glu-oai-rms-reduce",
     ],
 )
 @pytest.mark.parametrize(("qtype", "block_order"), _gemv_types())
@@ -263,7 +264,7 @@ def _decode_kernels_for_dependent_launch(pdl: bool) -> dict[str, object]:
         ),
     }
     forms = ("plain", "segments-ids-bias-reduce", "rms-in-scaled-out-reduce", "glu-rms-reduce")
-    for form in (*forms, "bias-residual-scaled-reduce"):
+    for form in (*forms, "bias-residual-scaled-reduce", "experts-glu-oai-rms-reduce"):
         compiled[f"gemv {form}"] = compile_gemv(GGMLType.Q4_K, form, shape=(3072, 3072), pdl=pdl)
     for lines in (1, 64, 1024):  # weight prefetch: one line, a share of a tile, the most a program asks
         compiled[f"gemv q5_0 prefetching {lines} lines"] = compile_gemv(

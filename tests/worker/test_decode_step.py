@@ -279,11 +279,12 @@ def step_form(model):
     return of
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3", "gpt-oss"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3", "gpt-oss", "gpt-oss, gate/up apart"])
 def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(arch, monkeypatch) -> None:
     """The step form with a kernel set whose GEMVs take the rms_norm in (the CUDA GEMV's
     `qmatmul_add_normed` / `qmatmuls_normed`, the MoE GEMV's `qmatmuls_experts_normed`) and form gate, up
-    and SiLU in one call (`qmatmul_glu`): every norm after the first layer's comes as an `RMSNormed` from
+    and SiLU in one call (`qmatmul_glu`; a MoE's gate, up and clamped SwiGLU: `qmatmul_experts_glu`, or
+    apart where no path offers it): every norm after the first layer's comes as an `RMSNormed` from
     the previous launch (the llama family: each layer's last GEMV; GPT-OSS: the attention's output
     projection with its bias, and the experts' combination), the output norm from the last layer's.
     Here a CPU stand-in computes that seam with the reference matmul, so the model's wiring is what is
@@ -305,6 +306,16 @@ def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(a
     def normed_experts(h, weights, ids, biases):
         experts_normed.append(1)
         return tuple(qmatmul_experts(h.value(), w, ids, b) for w, b in zip(weights, biases, strict=True))
+
+    experts_glus: list[int] = []
+
+    def experts_glu(h, gate, up, ids, biases, activation):
+        from reference_worker.models.gpt_oss import swiglu
+
+        assert isinstance(h, RMSNormed) and activation is not None
+        experts_glus.append(1)
+        g, u = (qmatmul_experts(h.value(), w, ids, b) for w, b in zip((gate, up), biases, strict=True))
+        return swiglu(g, u, *activation)
 
     def normed(h, weights, biases):
         return tuple(
@@ -337,6 +348,7 @@ def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(a
         supports=lambda x, w, ids: False,
         qmatmul_experts=lambda *a: None,
         qmatmuls_experts_normed=normed_experts,
+        qmatmul_experts_glu=None if arch == "gpt-oss, gate/up apart" else experts_glu,
     )
     cpu = backend.FAST_PATHS["cpu"]
     monkeypatch.setitem(
@@ -348,15 +360,17 @@ def test_a_step_with_the_norms_inside_the_gemvs_gives_the_plain_forward_logits(a
             experts_paths=(*cpu(config).experts_paths, experts_stand_in),
         ),
     )
-    name = "tiny/gpt-oss-mxfp4_moe.gguf" if arch == "gpt-oss" else f"tiny/{arch}-f32.gguf"
+    name = "tiny/gpt-oss-mxfp4_moe.gguf" if arch.startswith("gpt-oss") else f"tiny/{arch}-f32.gguf"
     model, _, _ = load_model(name)
     assert model.kernels.norms_into_gemv and model.kernels.decode is not None
     reference, _, _ = load_model(name, kernels=KernelConfig(kernels="reference"))
     want_tokens, want = decode(reference, PROMPT, 6, plain(reference))
     got_tokens, got = decode(model, PROMPT, 6, step_form(model))
     layers = model.config.n_layer
-    if arch == "gpt-oss":  # the ffn norm from the output projection, the next from the combination
-        assert len(formed) == 6 * layers and len(experts_normed) == 6 * layers and not glus
+    if arch.startswith("gpt-oss"):  # the ffn norm from the output projection, the next from the combination
+        assert len(formed) == 6 * layers and not glus
+        fused_glu = arch == "gpt-oss"  # gate, up and SwiGLU in one call, or the normed products apart
+        assert (len(experts_glus), len(experts_normed)) == ((6 * layers, 0) if fused_glu else (0, 6 * layers))
     else:
         assert len(formed) == 6 * 2 * layers  # both norms of every layer, every step
         assert len(glus) == 6 * layers  # gate, up and SiLU in one call per layer
