@@ -798,7 +798,16 @@ def _qgemv_kernel(
         )
         if GLU:  # the up tensor, seg_w1 words further: its codes and its scale bytes alike
             acc_up = _dot_mxfp4_codes_then_scales(
-                code_rows + seg_w1, scale_rows + seg_w1 * 4, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ
+                code_rows + seg_w1,
+                scale_rows + seg_w1.to(tl.int64) * 4,
+                xp,
+                op,
+                u_begin,
+                u_end,
+                STAGES,
+                BLOCK_N,
+                UB,
+                DEQ,
             )
     else:
         acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)

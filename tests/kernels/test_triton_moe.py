@@ -188,6 +188,31 @@ def test_regrouped_gate_and_up_in_one_launch_and_their_prefill_tiles(rng, blocks
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("layout", ["file order", "regrouped"])
+def test_gate_up_and_the_clamped_swiglu_in_one_launch_match_reference(layout, rng, blocks) -> None:
+    """GPT-OSS's experts (`qmatmul_experts_glu`): gate, up, their biases and the clamped SwiGLU from one
+    launch, against the reference products and `gpt_oss.swiglu`; an `RMSNormed` input normed inside it."""
+    from kernels.qmatmul import RMSNormed
+    from reference_worker.models.gpt_oss import SWIGLU_ALPHA, SWIGLU_LIMIT, swiglu
+
+    shape = (8, 576, 2880)
+    gate, up = experts(GGMLType.MXFP4, shape, rng, blocks), experts(GGMLType.MXFP4, shape, rng, blocks)
+    fast_gate, fast_up = (regrouped(gate), regrouped(up)) if layout == "regrouped" else (gate, up)
+    biases = (torch.randn(8, 576, device="cuda"), torch.randn(8, 576, device="cuda"))
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 2880)).astype(np.float32)).cuda() * 4.0
+    ids = torch.tensor([[5, 0, 7, 2]], device="cuda")
+    kernels = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cuda")
+    activation = (SWIGLU_ALPHA, SWIGLU_LIMIT)
+    got = kernels.qmatmul_experts_glu(x, fast_gate, fast_up, ids, biases, activation=activation)
+    want = swiglu(*(reference(x, w, ids, b) for w, b in zip((gate, up), biases, strict=True)))
+    assert got is not None and got.shape == want.shape and rel_err(got, want) < REL_TOL
+    rows = torch.randn(1, 2880, device="cuda")
+    h = RMSNormed(rows, rows * torch.randn(2880, device="cuda"), 1e-5)
+    got = kernels.qmatmul_experts_glu(h, fast_gate, fast_up, ids, biases, activation=activation)
+    want = swiglu(*(reference(h.value(), w, ids, b) for w, b in zip((gate, up), biases, strict=True)))
+    assert rel_err(got, want) < REL_TOL
+
+
 def test_the_cuda_model_loads_mxfp4_experts_regrouped_and_the_reference_path_does_not() -> None:
     from tests.worker.llama_helpers import load_model
 
