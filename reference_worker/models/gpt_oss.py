@@ -229,9 +229,7 @@ class Block:
         down = kernels.qmatmul_experts(token_rows, self.down_exps, experts.reshape(-1, 1), self.down_exps_b)
         down = down.view(n_tokens, k, -1)
         if fused is not None:
-            if then_norm is not None:
-                return fused.moe_combine(x, down, weights, then_norm=then_norm)
-            return fused.moe_combine(x, down, weights)
+            return fused.moe_combine(x, down, weights, then_norm=then_norm)
         y = x + (down * weights[..., None]).sum(dim=1)
         return y if then_norm is None else RMSNormed(y, y * then_norm[0], then_norm[1])
 
