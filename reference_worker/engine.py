@@ -66,7 +66,8 @@ from reference_worker.tokenizers import StreamDecoder
 PREFILL_CHUNK = 512
 # With CUDA graphs, KV caches are sized in multiples of this many positions (capped at the context), so
 # requests of similar length get a cache of the same size, usually at the same address, and replay the
-# decode graph captured for an earlier one instead of capturing again.
+# decode graph captured for an earlier one instead of capturing again. A job whose bucket the budget
+# cannot hold gets a cache of exactly its own positions (a capture of its own).
 GRAPH_CACHE_BUCKET = 256
 
 
@@ -222,9 +223,7 @@ class InferenceEngine:
                 f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context} "
                 "(prompt plus at least one generated token)"
             )
-        positions = min(len(prompt_ids) + max_tokens - 1, self.max_context)
-        if self.graphs is not None:
-            positions = min(-(-positions // GRAPH_CACHE_BUCKET) * GRAPH_CACHE_BUCKET, self.max_context)
+        needed = min(len(prompt_ids) + max_tokens - 1, self.max_context)
         sampler = Sampler(
             params,
             self.tokenizer.vocab_size,
@@ -232,17 +231,31 @@ class InferenceEngine:
             history=prompt_ids,
             device=self.device,
         )
-        session = DecodeSession(
-            self.model,
-            prompt_ids,
-            positions,
-            sampler,
-            self.graphs,
-            static=self.static_step,
-            lookahead=self.lookahead,
-            max_tokens=max_tokens,
-            prefill_graphs=self.prefill_graphs,
-        )
+
+        def new_session(positions: int) -> DecodeSession:
+            return DecodeSession(
+                self.model,
+                prompt_ids,
+                positions,
+                sampler,
+                self.graphs,
+                static=self.static_step,
+                lookahead=self.lookahead,
+                max_tokens=max_tokens,
+                prefill_graphs=self.prefill_graphs,
+            )
+
+        bucketed = needed
+        if self.graphs is not None:
+            bucketed = min(-(-needed // GRAPH_CACHE_BUCKET) * GRAPH_CACHE_BUCKET, self.max_context)
+        try:
+            session = new_session(bucketed)
+        except (VramOOM, torch.OutOfMemoryError):
+            if bucketed == needed:
+                raise
+            # The bucket only lets requests share a captured graph: a job whose own positions fit the
+            # budget is served with a cache of exactly those (M0-W-1021: VRAM_OOM only when it cannot fit).
+            session = new_session(needed)
         try:
             session.start()
         except BaseException:

@@ -9,7 +9,7 @@ import torch
 
 from fixtures.paths import fixture_path
 from reference_worker.device_memory import DeviceMemory
-from reference_worker.engine import DecodeSession, InferenceEngine, render_chat_template
+from reference_worker.engine import GRAPH_CACHE_BUCKET, DecodeSession, InferenceEngine, render_chat_template
 from reference_worker.generation import (
     CancelToken,
     EndEvent,
@@ -289,6 +289,33 @@ def test_tiny_llama_generates_reproducibly_with_a_seed():
 def test_tiny_llama_kv_budget_gives_vram_oom():
     engine, memory = tiny_llama_engine()
     memory.budget_bytes = memory.used_bytes + 1000  # the weights fit, a KV cache does not
+    events = list(
+        job_events(engine, GenerationRequest(job_id="j", prompt="Hello", max_tokens=4), CancelToken())
+    )
+    assert events[-1].code == ErrorCode.VRAM_OOM and memory.by_category["kv_cache"] == 0
+
+
+def test_a_graph_bucket_the_budget_cannot_hold_gives_the_job_the_positions_it_needs():
+    engine, memory = tiny_llama_engine()
+    engine.graphs = object()  # KV caches rounded to GRAPH_CACHE_BUCKET (a CPU cache never replays a graph)
+    probe = engine.model.new_cache(1)
+    per_position = memory.by_category["kv_cache"]
+    probe.free()
+    prompt = engine.tokenize("Hello")
+    needed = len(prompt) + 4 - 1
+    bucket = min(GRAPH_CACHE_BUCKET, engine.max_context)
+    assert needed < bucket
+
+    def capacity_for_a_4_token_job() -> int:
+        session = engine.start(prompt, 4, SamplingParams())
+        capacity = session.cache.capacity
+        session.free()
+        return capacity
+
+    assert capacity_for_a_4_token_job() == bucket
+    memory.budget_bytes = memory.used_bytes + per_position * (needed + 8)  # the job fits, the bucket not
+    assert capacity_for_a_4_token_job() == needed
+    memory.budget_bytes = memory.used_bytes + per_position * (needed - 1)  # neither fits
     events = list(
         job_events(engine, GenerationRequest(job_id="j", prompt="Hello", max_tokens=4), CancelToken())
     )
