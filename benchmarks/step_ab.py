@@ -15,7 +15,7 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   before they were fused);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
   (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
-  each that is not the default already.
+  both also with a `late trigger` (`late_trigger`), each that is not the default already.
 Prints ms per token (median of the per-token times) and tok/s per run, and whether every variant gave
 the default's tokens (they must: the variants compute the same function; a difference is a bug).
 """
@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             "without dependent launch": dependent_launch.OFF,
             "with dependent launch": dependent_launch.DependentLaunch(True),
             "with dependent launch and weight prefetch": dependent_launch.DependentLaunch(True, True),
+            "with dependent launch, late trigger": dependent_launch.DependentLaunch(True, late_trigger=True),
+            "with dependent launch, late trigger and weight prefetch": dependent_launch.DependentLaunch(
+                True, True, late_trigger=True
+            ),
         }
         variants.update(
             {name: Variant(default_kernels, mode) for name, mode in modes.items() if mode != early}

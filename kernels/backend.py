@@ -76,7 +76,8 @@ class KernelConfig:
     decode step with programmatic dependent launch: each of its Triton kernels is launched while the
     previous one finishes and waits for it before touching memory (`kernels.dependent_launch`);
     `weight_prefetch` (with it): each GEMV first asks L2 for its weight tile, so a product's weights stream
-    in while the previous kernel still runs.
+    in while the previous kernel still runs; `late_trigger` (with it): a kernel lets the next one launch
+    late (a GEMV once its weights are read, the others at exit) instead of right after its wait.
     """
 
     kernels: KernelChoice = "fast"
@@ -87,6 +88,7 @@ class KernelConfig:
     prefill_graphs: bool = True
     dependent_launch: bool = False
     weight_prefetch: bool = False
+    late_trigger: bool = False
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
@@ -106,7 +108,7 @@ class KernelConfig:
         dependent launch, or not (only a captured step, whose launches cost no host time, gains from it)."""
         if not (self.dependent_launch and self.graphs_on(device) and dependent_launch.supported(device)):
             return dependent_launch.OFF
-        return dependent_launch.DependentLaunch(True, self.weight_prefetch)
+        return dependent_launch.DependentLaunch(True, self.weight_prefetch, self.late_trigger)
 
     def lookahead_on(self, device: torch.device) -> bool:
         """Whether a decode session runs one step ahead of the host on `device` (CUDA: launches are

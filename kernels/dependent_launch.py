@@ -39,6 +39,10 @@ class DependentLaunch:
 
     enabled: bool = False  # early, each waiting for the previous grid before touching memory
     weight_prefetch: bool = False  # and the GEMVs ask L2 for their weight tile before they wait
+    # When a kernel lets the next one launch: False, each program as soon as its wait returns; True, a
+    # GEMV's program once its weight walk is done and the other kernels at exit, so the next kernel's
+    # waiting programs do not sit beside a long GEMV's for its whole run.
+    late_trigger: bool = False
 
 
 OFF = DependentLaunch()
@@ -79,9 +83,17 @@ def weight_prefetch() -> bool:
     return active() and _mode().weight_prefetch
 
 
-def launch_kwargs() -> dict[str, bool]:
+# A kernel's `PDL` constant: 0 (or False) launched as usual; otherwise launched early and waiting first,
+# and it lets the next kernel launch right after its wait (TRIGGER_AT_WAIT) or late (TRIGGER_LATE: a GEMV
+# after its weight walk, any other kernel at exit).
+TRIGGER_AT_WAIT = 1
+TRIGGER_LATE = 2
+
+
+def launch_kwargs() -> dict[str, int | bool]:
     """The launch arguments of a kernel that takes part: its `PDL` constant (the prologue that waits for
-    the previous grid) and Triton's launch attribute, both or neither."""
+    the previous grid, and where it lets the next one launch) and Triton's launch attribute, both or
+    neither."""
     if not active():
         return {}
-    return {"PDL": True, "launch_pdl": True}
+    return {"PDL": TRIGGER_LATE if _mode().late_trigger else TRIGGER_AT_WAIT, "launch_pdl": True}

@@ -124,7 +124,8 @@ def await_previous_grid(
     """The first memory statement of a kernel that takes part in dependent launch: with `PDL` (launched
     early, `dependent_launch.launch_kwargs`), wait until the previous grid has completed and its writes
     are visible, before any load or store of this program (a write of the previous kernel, or a buffer it
-    still reads), then let the next kernel launch. Every program waits, so this grid completes only after
+    still reads), then with `PDL` = TRIGGER_AT_WAIT let the next kernel launch (TRIGGER_LATE:
+    `launch_next_grid_late`, or at exit). Every program waits, so this grid completes only after
     the previous one: the order holds through a chain of early launches. With `PREFETCH_LINES` (weights,
     which no kernel of a step writes): first ask L2 for up to that many lines of the `prefetch_bytes`
     bytes at `prefetch_from` (a byte pointer), so the weight tile streams in while the previous kernel
@@ -139,6 +140,15 @@ def await_previous_grid(
             if ALSO:
                 _prefetch_l2((lines + also_at).to(tl.int64, bitcast=True))
         tl.extra.cuda.gdc_wait()
+        if PDL == 1:  # dependent_launch.TRIGGER_AT_WAIT
+            tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def launch_next_grid_late(PDL: tl.constexpr):
+    """With `PDL` = dependent_launch.TRIGGER_LATE: let the next kernel launch from here (a program that
+    never reaches it does so at exit)."""
+    if PDL == 2:
         tl.extra.cuda.gdc_launch_dependents()
 
 
@@ -813,6 +823,8 @@ def _qgemv_kernel(
         acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)
         if GLU:  # the up rows, seg_w1 load words past the gate rows: the same walk, the same activations
             acc_up = _dot_rows(row_ptrs + seg_w1, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)
+    # The weights are read: the next kernel's programs may become resident beside the epilogue.
+    launch_next_grid_late(PDL)
     if DEQ:
         return
     row_mask = rows < n_rows

@@ -142,7 +142,7 @@ def compile_gemv(
     ub: int | None = None,
     shape: tuple[int, int] | None = None,
     block_order: str = GGML,
-    pdl: bool = False,
+    pdl: bool | int = False,
     prefetch_lines: int = 0,
 ):
     """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type, block order
@@ -278,11 +278,12 @@ def compile_qgemm(
 _MEMORY_ACCESS = re.compile(r"^\s*(?:@!?%p\d+\s+)?(?:ld|st|atom|red|cp\.async|multimem)\.(?!param)")
 
 
-def dependent_launch_problem(ptx: str) -> str | None:
+def dependent_launch_problem(ptx: str, *, signal_required: bool = True) -> str | None:
     """What is wrong with a kernel compiled for programmatic dependent launch (`kernels.dependent_launch`),
     or None: it must execute `griddepcontrol.wait` before any memory access and before any branch (so
     every program waits, whatever path it takes), and signal `griddepcontrol.launch_dependents` only after
-    it. Read from the PTX in program order: the wait in the entry block dominates everything after it."""
+    it (without `signal_required`, a kernel that signals at exit, it may not signal at all). Read from the
+    PTX in program order: the wait in the entry block dominates everything after it."""
     lines = [line.split("//")[0] for line in ptx.splitlines()]
     body = next((i for i, line in enumerate(lines) if line.strip() == "{"), None)
     if body is None:
@@ -291,7 +292,7 @@ def dependent_launch_problem(ptx: str) -> str | None:
     if wait is None:
         return "no griddepcontrol.wait"
     signal = next((i for i, line in enumerate(lines) if "griddepcontrol.launch_dependents" in line), None)
-    if signal is None or signal < wait:
+    if (signal is None and signal_required) or (signal is not None and signal < wait):
         return "griddepcontrol.launch_dependents missing or before the wait"
     for i in range(body, wait):
         if _MEMORY_ACCESS.match(lines[i]):
@@ -310,7 +311,7 @@ _SASS_BEFORE_WAIT_FORBIDDEN = (
 )  # fmt: skip
 
 
-def dependent_launch_problem_in_sass(cubin: bytes) -> str | None:
+def dependent_launch_problem_in_sass(cubin: bytes, *, signal_required: bool = True) -> str | None:
     """`dependent_launch_problem` on what the GPU runs: ptxas may schedule instructions across the PTX
     order, so the wait (SASS `ACQBULK`) must also come before every memory access and branch there."""
     listing = sass_listing(cubin)
@@ -320,7 +321,7 @@ def dependent_launch_problem_in_sass(cubin: bytes) -> str | None:
     early = [op for op in listing[:wait] if op in _SASS_BEFORE_WAIT_FORBIDDEN]
     if early:
         return f"before the wait in the SASS: {', '.join(early)}"
-    if _SASS_SIGNAL not in listing[wait:]:
+    if _SASS_SIGNAL not in listing[wait:] and (signal_required or _SASS_SIGNAL in listing):
         return f"no {_SASS_SIGNAL} (griddepcontrol.launch_dependents) after the wait in the SASS"
     return None
 

@@ -132,12 +132,19 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         help="with --dependent-launch: each decode GEMV asks L2 for its weight tile before it waits for the "
         "previous kernel, so the weights stream in meanwhile",
     )
+    p.add_argument(
+        "--late-trigger",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with --dependent-launch: a kernel lets the next one launch late (a GEMV once its weights are "
+        "read, the others at exit) instead of right after it waits",
+    )
 
 
 # The on/off performance flags of `add_kernel_arguments`, by destination (`--x-y` / `--no-x-y`).
 KERNEL_SWITCHES = (
     "cuda_graphs", "fused_decode", "decode_lookahead", "fused_prefill", "prefill_graphs", "dependent_launch",
-    "weight_prefetch",
+    "weight_prefetch", "late_trigger",
 )  # fmt: skip
 
 
@@ -231,6 +238,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         prefill_graphs=args.prefill_graphs,
         dependent_launch=args.dependent_launch,
         weight_prefetch=args.weight_prefetch,
+        late_trigger=args.late_trigger,
     )
 
 

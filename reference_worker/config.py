@@ -45,6 +45,7 @@ class WorkerConfig:
     prefill_graphs: bool = True  # prompts prefilled by captured CUDA graphs, per length bucket (CUDA)
     dependent_launch: bool = False  # the captured decode step's kernels launched early (CUDA sm_90+)
     weight_prefetch: bool = False  # with it: GEMVs prefetch their weight tile into L2 before they wait
+    late_trigger: bool = False  # with it: the next kernel launched late (a GEMV's weights read, else exit)
 
     @property
     def torch_device(self) -> str:
@@ -65,6 +66,7 @@ class WorkerConfig:
             and self.kv_cache_size_mb is None,
             dependent_launch=self.dependent_launch,
             weight_prefetch=self.weight_prefetch,
+            late_trigger=self.late_trigger,
         )
 
     @property

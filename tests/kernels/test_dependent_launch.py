@@ -44,6 +44,8 @@ def test_the_launch_arguments_come_together_only_inside_the_context() -> None:
     assert dependent_launch.launch_kwargs() == {}
     with dependent_launch.programmatic(PREFETCHING):
         assert dependent_launch.weight_prefetch() and dependent_launch.active()
+    with dependent_launch.programmatic(dependent_launch.DependentLaunch(True, late_trigger=True)):
+        assert dependent_launch.launch_kwargs() == {"PDL": dependent_launch.TRIGGER_LATE, "launch_pdl": True}
     with dependent_launch.programmatic(dependent_launch.DependentLaunch(False, weight_prefetch=True)):
         assert dependent_launch.launch_kwargs() == {} and not dependent_launch.weight_prefetch()
 

@@ -14,6 +14,7 @@ and `PYTHONPATH=/tmp/tt`); skipped elsewhere. Numbers are checked by the CUDA te
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 
@@ -190,9 +191,10 @@ def test_the_prefill_gemms_sass_runs_on_the_tensor_cores_without_narrow_conversi
     assert ops["HGMMA"] > 0 and ops["I2F"] + ops["F2I"] + ops["F2F"] <= 4, dict(ops)
 
 
-def _decode_kernels_for_dependent_launch(pdl: bool) -> dict[str, object]:
+def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
     """Every kernel a captured decode step launches early (`kernels.dependent_launch`), compiled as such
-    a launch compiles it (`PDL`), one representative form each; the GEMV in each of its decode forms."""
+    a launch compiles it (`PDL`: False, or the trigger), one representative form each; the GEMV in each
+    of its decode forms."""
     from kernels import triton_decode as td
     from kernels.formats import GGMLType
     from kernels.qtensor import CODES_THEN_SCALES
@@ -300,6 +302,41 @@ def test_every_early_launched_decode_kernel_waits_for_the_previous_grid_before_t
     assert not problems
     for name, kernel in _decode_kernels_for_dependent_launch(False).items():
         assert "griddepcontrol" not in kernel.asm["ptx"] and "prefetch" not in kernel.asm["ptx"], name
+
+
+def _first_back_edge(ptx: str) -> int | None:
+    """The offset of the PTX's first branch to an earlier label (a loop's back edge), or None."""
+    labels = {m.group(1): m.start() for m in re.finditer(r"^(\$L__\w+):", ptx, re.M)}
+    edges = [
+        m.start()
+        for m in re.finditer(r"\bbra(?:\.uni)?\s+(\$L__\w+);", ptx)
+        if labels.get(m.group(1), m.start()) < m.start()
+    ]
+    return min(edges, default=None)
+
+
+def test_with_a_late_trigger_a_gemv_lets_the_next_kernel_launch_after_its_weight_walk() -> None:
+    """`DependentLaunch.late_trigger` (`PDL` = TRIGGER_LATE): every kernel still waits first; a GEMV
+    signals `launch_dependents` only after its weight loop (past the loop's back edge), the other kernels
+    not at all (at exit)."""
+    from kernels.dependent_launch import TRIGGER_LATE
+    from kernels.triton_offline import dependent_launch_problem, dependent_launch_problem_in_sass
+
+    problems = {}
+    for name, kernel in _decode_kernels_for_dependent_launch(TRIGGER_LATE).items():
+        ptx, gemv = kernel.asm["ptx"], name.startswith("gemv")
+        problem = dependent_launch_problem(ptx, signal_required=gemv) or dependent_launch_problem_in_sass(
+            kernel.asm["cubin"], signal_required=gemv
+        )
+        if gemv and not problem:
+            signal, loop = ptx.index("griddepcontrol.launch_dependents"), _first_back_edge(ptx)
+            if loop is None or signal < loop:
+                problem = "launch_dependents before the weight loop ends"
+        if not gemv and "griddepcontrol.launch_dependents" in ptx:
+            problem = "signals before exit"
+        if problem:
+            problems[name] = problem
+    assert not problems
 
 
 def test_a_gemv_prefetches_its_weight_lines_before_it_waits() -> None:
