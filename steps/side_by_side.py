@@ -90,14 +90,18 @@ def start_side_by_side(harness: Harness, model: ModelFile, state: SideBySide) ->
 
 
 def stream_on_both(state: SideBySide, body: dict) -> None:
-    """The same job on both workers at once, each on its own connection, read until both stream tokens."""
+    """The same job on both workers at once, each on its own connection, read until the first worker's job
+    has begun (its first event: the job is accepted and in the worker's hands) and the second's streams
+    tokens. Not until the first's tokens: a worker whose first job prepares for seconds (compiles, captures
+    a CUDA graph) would let the warm second worker finish before the kill, and the scenario not apply."""
     for worker in state.pair():
         client = httpx.Client(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
         state._clients.append(client)
         job = {**body, "job_id": new_job_id()}
         state.streams.append(BackgroundStream(client, f"{worker.base_url}/execute", job))
-    for stream in state.streams:
-        stream.wait_until(lambda seen: bool(seen.of_type("token")) or seen.ended, READ_TIMEOUT_S)
+    first, second = state.streams
+    first.wait_until(lambda seen: bool(seen.events) or seen.ended, READ_TIMEOUT_S)
+    second.wait_until(lambda seen: bool(seen.of_type("token")) or seen.ended, READ_TIMEOUT_S)
 
 
 def kill_first(state: SideBySide) -> None:

@@ -77,8 +77,9 @@ def lifecycle_dir(
     return harness_dir
 
 
-def stub(fault: str = "none", busy: str = "refuse") -> str:
-    return shlex.join([sys.executable, str(LIFECYCLE_STUB), "--fault", fault, "--busy", busy]) + (
+def stub(fault: str = "none", busy: str = "refuse", first_token_delay_s: float = 0.0) -> str:
+    options = ["--fault", fault, "--busy", busy, "--first-token-delay-s", str(first_token_delay_s)]
+    return shlex.join([sys.executable, str(LIFECYCLE_STUB), *options]) + (
         " --worker-id {worker_id} --model {model} --gpu-device {gpu} --port {port}"
     )
 
@@ -102,6 +103,21 @@ def test_a_queued_second_job_passes_too(lifecycle_dir: pytest.Pytester):
 @pytest.mark.parametrize("busy", ["refuse", "queue"])
 def test_a_dropped_client_frees_the_worker(lifecycle_dir: pytest.Pytester, busy: str):
     result = run(lifecycle_dir, "features/http/disconnect.feature", "--worker-cmd", stub(busy=busy))
+    result.assert_outcomes(passed=1)
+
+
+def test_a_worker_slow_to_its_first_token_still_gets_the_isolation_verdict(lifecycle_dir: pytest.Pytester):
+    """A correct worker whose first job takes seconds to its first token (a CUDA graph captured on the
+    first job) is killed once its job has begun, while the warm second worker still streams: the
+    scenario applies and passes (waiting for the first worker's tokens let the second finish first)."""
+    result = run(
+        lifecycle_dir,
+        "features/lifecycle/isolation.feature",
+        "-k",
+        "killing",
+        "--worker-cmd",
+        stub(first_token_delay_s=8.0),  # longer than the second worker's 480 tokens at 10 ms
+    )
     result.assert_outcomes(passed=1)
 
 

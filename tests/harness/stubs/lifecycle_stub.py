@@ -23,7 +23,10 @@ nvidia-smi. Each `--fault` breaks exactly one rule:
                             after it, which only wait (M0-SYS-2.4.2)
 
     python tests/harness/stubs/lifecycle_stub.py --worker-id W --model M.gguf --gpu-device 0 --port P \
-        [--fault NAME] [--busy refuse|queue]
+        [--fault NAME] [--busy refuse|queue] [--first-token-delay-s S]
+
+`--first-token-delay-s`: the stub's first job streams its first token S seconds after `started`, as a
+correct worker that compiles or captures a CUDA graph on its first job does (not a fault).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class LifecycleStub(GenerationStub):
         self.greedy_runs = 0
         self.latest: list[str] = []  # the tokens of the latest job (fault mixed_streams)
         self.sibling_died = threading.Event()  # fault die_with_sibling
+        self.first_token_delay_s = args.first_token_delay_s  # before the first job's first token
 
     def health(self) -> dict:
         body = super().health()
@@ -116,6 +120,8 @@ class LifecycleHandler(Handler):
         index = 0
         try:
             self._started(job_id)
+            time.sleep(worker.first_token_delay_s)
+            worker.first_token_delay_s = 0.0
             for index, piece in enumerate(tokens):
                 time.sleep(TOKEN_DELAY_S)
                 if worker.fault == "log_per_token":
@@ -198,6 +204,7 @@ def main() -> None:
     parser = stub_arguments(__doc__, FAULTS)
     parser.add_argument("--busy", choices=("refuse", "queue"), default="refuse")
     parser.add_argument("--goldens")
+    parser.add_argument("--first-token-delay-s", type=float, default=0.0)
     args = parser.parse_args()
     args.framing, args.token_delay_ms = "event", 0.0
     log = JsonLog({"worker_id": args.worker_id, "model_ref": args.model, "gpu_device": args.gpu_device})
