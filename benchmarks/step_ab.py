@@ -15,7 +15,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   before they were fused);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
   (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
-  both also with a `late trigger` (`late_trigger`), each that is not the default already.
+  both also with a `late trigger` (`late_trigger`), and `weight prefetch without dependent launch`, each
+  that is not the default already.
 Prints ms per token (median of the per-token times) and tok/s per run, and whether every variant gave
 the default's tokens (they must: the variants compute the same function; a difference is a bug).
 """
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "without dependent launch": dependent_launch.OFF,
             "with dependent launch": dependent_launch.DependentLaunch(True),
             "with dependent launch and weight prefetch": dependent_launch.DependentLaunch(True, True),
+            "weight prefetch without dependent launch": dependent_launch.DependentLaunch(False, True),
             "with dependent launch, late trigger": dependent_launch.DependentLaunch(True, late_trigger=True),
             "with dependent launch, late trigger and weight prefetch": dependent_launch.DependentLaunch(
                 True, True, late_trigger=True

@@ -75,8 +75,9 @@ class KernelConfig:
     (`reference_worker.prefill_graph`). `dependent_launch` (CUDA sm_90+, with `cuda_graphs`) captures the
     decode step with programmatic dependent launch: each of its Triton kernels is launched while the
     previous one finishes and waits for it before touching memory (`kernels.dependent_launch`);
-    `weight_prefetch` (with it): each GEMV first asks L2 for its weight tile, so a product's weights stream
-    in while the previous kernel still runs; `late_trigger` (with it): a kernel lets the next one launch
+    `weight_prefetch`: each GEMV of the captured step first asks L2 for its weight tile (with
+    `dependent_launch`: before it waits, so a product's weights stream in while the previous kernel still
+    runs; without: all of the tile's lines requested at once, not a loop step's at a time); `late_trigger` (with it): a kernel lets the next one launch
     late (a GEMV once its weights are read, the others at exit) instead of right after its wait.
     """
 
@@ -106,9 +107,11 @@ class KernelConfig:
     def dependent_launch_mode(self, device: torch.device) -> dependent_launch.DependentLaunch:
         """How the captured decode step's kernels launch on `device`: early with Hopper's programmatic
         dependent launch, or not (only a captured step, whose launches cost no host time, gains from it)."""
-        if not (self.dependent_launch and self.graphs_on(device) and dependent_launch.supported(device)):
+        if not (self.graphs_on(device) and dependent_launch.supported(device)):
             return dependent_launch.OFF
-        return dependent_launch.DependentLaunch(True, self.weight_prefetch, self.late_trigger)
+        return dependent_launch.DependentLaunch(
+            self.dependent_launch, self.weight_prefetch, self.late_trigger
+        )
 
     def lookahead_on(self, device: torch.device) -> bool:
         """Whether a decode session runs one step ahead of the host on `device` (CUDA: launches are

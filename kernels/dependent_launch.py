@@ -38,7 +38,9 @@ class DependentLaunch:
     """How the kernels that take part are launched inside `programmatic`."""
 
     enabled: bool = False  # early, each waiting for the previous grid before touching memory
-    weight_prefetch: bool = False  # and the GEMVs ask L2 for their weight tile before they wait
+    weight_prefetch: bool = (
+        False  # the GEMVs ask L2 for their weight tile first (launched early: before they wait)
+    )
     # When a kernel lets the next one launch: False, each program as soon as its wait returns; True, a
     # GEMV's program once its weight walk is done and the other kernels at exit, so the next kernel's
     # waiting programs do not sit beside a long GEMV's for its whole run.
@@ -79,8 +81,10 @@ def active() -> bool:
 
 
 def weight_prefetch() -> bool:
-    """Whether a GEMV launched now prefetches its weight tile before waiting for the previous grid."""
-    return active() and _mode().weight_prefetch
+    """Whether a GEMV launched now asks L2 for its weight tile first (launched early: before it waits for
+    the previous grid; otherwise as its first statement, so all of a tile's lines are requested at once
+    instead of one loop step's at a time)."""
+    return _mode().weight_prefetch and not _INTERPRETED
 
 
 # A kernel's `PDL` constant: 0 (or False) launched as usual; otherwise launched early and waiting first,

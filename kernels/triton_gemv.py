@@ -132,13 +132,13 @@ def await_previous_grid(
     runs (`dependent_launch.weight_prefetch`); with `ALSO`, as many again `also_at` bytes further (the
     up rows of a gate/up launch). Addresses are clamped into the range: no branch, every program reaches
     the wait."""
+    if PREFETCH_LINES > 0:  # also without PDL: the whole tile requested at once
+        offsets = tl.arange(0, PREFETCH_LINES).to(tl.int64) * PREFETCH_LINE
+        lines = prefetch_from + tl.minimum(offsets, tl.maximum(prefetch_bytes - 1, 0))
+        _prefetch_l2(lines.to(tl.int64, bitcast=True))
+        if ALSO:
+            _prefetch_l2((lines + also_at).to(tl.int64, bitcast=True))
     if PDL:
-        if PREFETCH_LINES > 0:
-            offsets = tl.arange(0, PREFETCH_LINES).to(tl.int64) * PREFETCH_LINE
-            lines = prefetch_from + tl.minimum(offsets, tl.maximum(prefetch_bytes - 1, 0))
-            _prefetch_l2(lines.to(tl.int64, bitcast=True))
-            if ALSO:
-                _prefetch_l2((lines + also_at).to(tl.int64, bitcast=True))
         tl.extra.cuda.gdc_wait()
         if PDL == 1:  # dependent_launch.TRIGGER_AT_WAIT
             tl.extra.cuda.gdc_launch_dependents()
@@ -733,7 +733,7 @@ def _qgemv_kernel(
     glu_alpha=1.0,
     glu_limit=0.0,
     PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
-    PREFETCH_LINES: tl.constexpr = 0,  # with PDL: L2 lines of its weight tile a program asks for first
+    PREFETCH_LINES: tl.constexpr = 0,  # L2 lines of its weight tile a program asks for first
 ):
     m = tl.program_id(0)
     tile = tl.program_id(1)

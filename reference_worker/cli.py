@@ -129,8 +129,9 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         "--weight-prefetch",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="with --dependent-launch: each decode GEMV asks L2 for its weight tile before it waits for the "
-        "previous kernel, so the weights stream in meanwhile",
+        help="each GEMV of the captured decode step asks L2 for its weight tile first: with --dependent-launch "
+        "before it waits for the previous kernel, so the weights stream in meanwhile; without, all of the "
+        "tile's lines at once (CUDA sm_90+, --cuda-graphs)",
     )
     p.add_argument(
         "--late-trigger",

@@ -46,8 +46,9 @@ def test_the_launch_arguments_come_together_only_inside_the_context() -> None:
         assert dependent_launch.weight_prefetch() and dependent_launch.active()
     with dependent_launch.programmatic(dependent_launch.DependentLaunch(True, late_trigger=True)):
         assert dependent_launch.launch_kwargs() == {"PDL": dependent_launch.TRIGGER_LATE, "launch_pdl": True}
+    # Prefetch without early launch: the GEMVs ask for their tiles as their first statement, launched as usual.
     with dependent_launch.programmatic(dependent_launch.DependentLaunch(False, weight_prefetch=True)):
-        assert dependent_launch.launch_kwargs() == {} and not dependent_launch.weight_prefetch()
+        assert dependent_launch.launch_kwargs() == {} and dependent_launch.weight_prefetch()
 
 
 def test_dependent_launch_is_off_on_cpu_and_by_default() -> None:

@@ -268,13 +268,14 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
     forms = ("plain", "segments-ids-bias-reduce", "rms-in-scaled-out-reduce", "glu-rms-reduce")
     for form in (*forms, "bias-residual-scaled-reduce", "experts-glu-oai-rms-reduce"):
         compiled[f"gemv {form}"] = compile_gemv(GGMLType.Q4_K, form, shape=(3072, 3072), pdl=pdl)
-    for lines in (1, 64, 1024):  # weight prefetch: one line, a share of a tile, the most a program asks
-        compiled[f"gemv q5_0 prefetching {lines} lines"] = compile_gemv(
-            GGMLType.Q5_0, "rms-in-scaled-out-reduce", shape=(896, 896), pdl=pdl, prefetch_lines=lines
+    if pdl:  # (the prefetch without early launch: `test_a_gemv_prefetches_its_weight_lines_...`)
+        for lines in (1, 64, 1024):  # weight prefetch: one line, a share of a tile, the most a program asks
+            compiled[f"gemv q5_0 prefetching {lines} lines"] = compile_gemv(
+                GGMLType.Q5_0, "rms-in-scaled-out-reduce", shape=(896, 896), pdl=pdl, prefetch_lines=lines
+            )
+        compiled["gemv q5_0 gate/up prefetching 64 lines"] = compile_gemv(
+            GGMLType.Q5_0, "glu-rms-reduce", shape=(4864, 896), pdl=pdl, prefetch_lines=64
         )
-    compiled["gemv q5_0 gate/up prefetching 64 lines"] = compile_gemv(
-        GGMLType.Q5_0, "glu-rms-reduce", shape=(4864, 896), pdl=pdl, prefetch_lines=64
-    )
     compiled["gemv mxfp4 experts"] = compile_gemv(
         GGMLType.MXFP4,
         "segments-ids-bias-reduce",
@@ -341,7 +342,8 @@ def test_with_a_late_trigger_a_gemv_lets_the_next_kernel_launch_after_its_weight
 
 def test_a_gemv_prefetches_its_weight_lines_before_it_waits() -> None:
     """Weight prefetch: a program of 128 threads asking for 1,024 lines issues 8 prefetches a thread, all
-    before the wait; a gate/up launch asks for the up rows' lines too (twice as many)."""
+    before the wait; a gate/up launch asks for the up rows' lines too (twice as many); launched as usual,
+    the same prefetches come before its first load."""
     from kernels.formats import GGMLType
     from kernels.triton_offline import compile_gemv
 
@@ -354,6 +356,10 @@ def test_a_gemv_prefetches_its_weight_lines_before_it_waits() -> None:
     one = prefetches("rms-in-scaled-out-reduce", (896, 896), 1024)
     assert one == 1024 // 128  # each of the 128 threads asks for 8 of the 1,024 lines
     assert prefetches("glu-rms-reduce", (4864, 896), 1024) == 2 * one
+    # Launched as usual (no PDL): the same prefetches, first, before any load, and no wait at all.
+    ptx = compile_gemv(GGMLType.Q5_0, "glu-rms-reduce", shape=(4864, 896), prefetch_lines=1024).asm["ptx"]
+    assert "griddepcontrol" not in ptx and ptx.count("prefetch.global.L2") == 2 * one
+    assert ptx.index("prefetch.global.L2") < ptx.index("ld.global")
 
 
 def test_the_dependent_launch_check_fails_a_kernel_that_reads_before_waiting() -> None:

@@ -161,7 +161,8 @@ def test_graph_replay_equals_the_eager_step(arch) -> None:
 @pytest.mark.parametrize("name", [f"tiny/{arch}-q4_k_m.gguf" for arch in ARCHITECTURES] + [FIXTURES[-1]])
 def test_a_graph_captured_with_dependent_launch_replays_the_same_logits(name) -> None:
     """Programmatic dependent launch (`KernelConfig.dependent_launch`, sm_90+, with and without the GEMVs'
-    weight prefetch) changes when each kernel starts, not what it computes: every kernel waits for the
+    weight prefetch, either trigger; and the prefetch alone) changes when each kernel starts, not what it
+    computes: every kernel waits for the
     previous grid before touching memory, so the replayed logits equal those of the graph captured
     without it, bit for bit, step after step."""
     from kernels import dependent_launch
@@ -173,6 +174,9 @@ def test_a_graph_captured_with_dependent_launch_replays_the_same_logits(name) ->
         dependent_launch.OFF,
         dependent_launch.DependentLaunch(True),
         dependent_launch.DependentLaunch(True, weight_prefetch=True),
+        dependent_launch.DependentLaunch(True, late_trigger=True),
+        dependent_launch.DependentLaunch(True, weight_prefetch=True, late_trigger=True),
+        dependent_launch.DependentLaunch(False, weight_prefetch=True),  # prefetch, launched as usual
     ]
     runs = []
     for mode in modes:
