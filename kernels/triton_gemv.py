@@ -113,6 +113,17 @@ def _prefetch_l2(address):
 
 
 @triton.jit
+def prefetch_share(prefetch_from, prefetch_bytes, PREFETCH_LINES: tl.constexpr, also_at, ALSO: tl.constexpr):
+    """Ask L2 for up to PREFETCH_LINES lines of the `prefetch_bytes` bytes at `prefetch_from` (a byte
+    pointer), addresses clamped into the range; with ALSO as many again `also_at` bytes further."""
+    offsets = tl.arange(0, PREFETCH_LINES).to(tl.int64) * PREFETCH_LINE
+    lines = prefetch_from + tl.minimum(offsets, tl.maximum(prefetch_bytes - 1, 0))
+    _prefetch_l2(lines.to(tl.int64, bitcast=True))
+    if ALSO:
+        _prefetch_l2((lines + also_at).to(tl.int64, bitcast=True))
+
+
+@triton.jit
 def await_previous_grid(
     PDL: tl.constexpr,
     prefetch_from=None,
@@ -133,11 +144,7 @@ def await_previous_grid(
     up rows of a gate/up launch). Addresses are clamped into the range: no branch, every program reaches
     the wait."""
     if PREFETCH_LINES > 0:  # also without PDL: the whole tile requested at once
-        offsets = tl.arange(0, PREFETCH_LINES).to(tl.int64) * PREFETCH_LINE
-        lines = prefetch_from + tl.minimum(offsets, tl.maximum(prefetch_bytes - 1, 0))
-        _prefetch_l2(lines.to(tl.int64, bitcast=True))
-        if ALSO:
-            _prefetch_l2((lines + also_at).to(tl.int64, bitcast=True))
+        prefetch_share(prefetch_from, prefetch_bytes, PREFETCH_LINES, also_at, ALSO)
     if PDL:
         tl.extra.cuda.gdc_wait()
         if PDL == 1:  # dependent_launch.TRIGGER_AT_WAIT
@@ -753,9 +760,8 @@ def _qgemv_kernel(
         b_off = tl.where(in2, seg_b2.to(tl.int64), tl.where(in1, seg_b1.to(tl.int64), 0))
         n_rows = tl.where(in2, rows2, tl.where(in1, rows1, n_rows))
     # Nothing above reads memory. The weight tile's rows are one contiguous span (`row_stride` load words
-    # a row; MXFP4 regrouped: its codes); each split of the tile asks L2 for its share of the span while
-    # the previous kernel runs (not with expert ids: which expert is read after the wait; the launch
-    # passes no PREFETCH_LINES then).
+    # a row; MXFP4 regrouped: its codes); each split of the tile asks L2 for its share of the span first
+    # (with PDL: while the previous kernel runs). With expert ids, once the expert is read (after the wait).
     # (32-bit sizes: a tile's span is at most BLOCK_N rows, well under 2 GiB; a 64-bit division would be
     # a branch before the wait.)
     tile_first = local_tile * BLOCK_N
@@ -765,8 +771,9 @@ def _qgemv_kernel(
     span_from = w_ptr.to(tl.pointer_type(tl.uint8)) + (tile_first.to(tl.int64) * row_stride + w_off) * WORD
     share_bytes = tl.minimum(share, span - share_from)
     # With GLU the up rows are seg_w1 load words past the gate rows: their span is prefetched too.
+    up_at = seg_w1.to(tl.int64) * WORD
     await_previous_grid(
-        PDL, span_from + share_from, share_bytes, PREFETCH_LINES, seg_w1.to(tl.int64) * WORD, GLU
+        PDL, span_from + share_from, share_bytes, 0 if HAS_IDS else PREFETCH_LINES, up_at, GLU
     )
     rows = local_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     clamped = tl.minimum(rows, n_rows - 1).to(tl.int64)
@@ -781,6 +788,9 @@ def _qgemv_kernel(
             matrix_off += expert * (n_rows * (row_stride // 4) // 16 * 17 * 4)
         else:
             matrix_off += expert * n_rows * row_stride  # an expert is n_rows rows
+        if PREFETCH_LINES > 0:  # this expert's share of the tile (MXFP4 regrouped: its codes)
+            expert_from = span_from + (matrix_off - w_off) * WORD
+            prefetch_share(expert_from + share_from, share_bytes, PREFETCH_LINES, up_at, GLU)
     row_off = clamped * row_stride + matrix_off
     if WORD == 4:
         wp = w_ptr.to(tl.pointer_type(tl.uint32))
@@ -1151,7 +1161,7 @@ def launch_segments(
             f"tensor {w.name!r}: the residual must be {n_out_rows} x {y_width} contiguous float32"
         )
     prefetch_lines = 0  # the tile's weight span in L2 lines, each split's share (`await_previous_grid`)
-    if expert_ids is None and dependent_launch.weight_prefetch():
+    if dependent_launch.weight_prefetch():
         share = triton.cdiv(config.block_n * row_words * layout.word, split)
         prefetch_lines = min(
             MAX_PREFETCH_LINES, triton.next_power_of_2(triton.cdiv(share, PREFETCH_LINE.value))

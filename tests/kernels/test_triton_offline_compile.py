@@ -360,6 +360,22 @@ def test_a_gemv_prefetches_its_weight_lines_before_it_waits() -> None:
     ptx = compile_gemv(GGMLType.Q5_0, "glu-rms-reduce", shape=(4864, 896), prefetch_lines=1024).asm["ptx"]
     assert "griddepcontrol" not in ptx and ptx.count("prefetch.global.L2") == 2 * one
     assert ptx.index("prefetch.global.L2") < ptx.index("ld.global")
+    # Experts: which expert a program reads is known only after the wait (the router wrote it), so its
+    # share of that expert's tile is asked for then, gate and up codes alike.
+    from kernels.qtensor import CODES_THEN_SCALES
+
+    for pdl in (True, False):
+        experts = compile_gemv(
+            GGMLType.MXFP4,
+            "experts-glu-oai-rms-reduce",
+            shape=(2880, 2880),
+            block_order=CODES_THEN_SCALES,
+            pdl=pdl,
+            prefetch_lines=64,
+        ).asm["ptx"]
+        after = experts.index("griddepcontrol.wait") if pdl else experts.index("ld.global")
+        assert "prefetch.global.L2" not in experts[:after], pdl
+        assert experts.count("prefetch.global.L2") >= 2, pdl  # gate and up
 
 
 def test_the_dependent_launch_check_fails_a_kernel_that_reads_before_waiting() -> None:
