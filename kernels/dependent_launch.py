@@ -38,9 +38,8 @@ class DependentLaunch:
     """How the kernels that take part are launched inside `programmatic`."""
 
     enabled: bool = False  # early, each waiting for the previous grid before touching memory
-    weight_prefetch: bool = (
-        False  # the GEMVs ask L2 for their weight tile first (launched early: before they wait)
-    )
+    # The GEMVs ask L2 for their weight tile first (launched early: before they wait).
+    weight_prefetch: bool = False
     # When a kernel lets the next one launch: False, each program as soon as its wait returns; True, a
     # GEMV's program once its weight walk is done and the other kernels at exit, so the next kernel's
     # waiting programs do not sit beside a long GEMV's for its whole run.
