@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.decode import _execute, _time_decode, _WorkerProcess
+from benchmarks.decode import _time_decode, _WorkerProcess, execute_job
 from benchmarks.runinfo import REPO_ROOT, publish, run_info
 from fixtures.paths import FixtureMissing, fixture_path
 from steps.ports import free_port
@@ -110,7 +110,7 @@ def http_runner(model: Path, threads: int, stops: list[Callable[[], None]]) -> R
     url = f"http://127.0.0.1:{port}"
 
     def run(tokens: int) -> list[float]:
-        result = _execute(client, url, PROMPT, tokens, seed=0)
+        result = execute_job(client, url, PROMPT, tokens, seed=0)
         stamps = [0.0]
         for gap in result["inter_token_s"]:
             stamps.append(stamps[-1] + gap)

@@ -392,7 +392,7 @@ def _prompt_text(tokenizer: Any, n: int, variant: int = 0) -> str:
     return tokenizer.decode(ids[: max(1, n - int(tokenizer.add_bos))])
 
 
-def _execute(client: Any, url: str, prompt: str, max_tokens: int, seed: int) -> dict[str, Any]:
+def execute_job(client: Any, url: str, prompt: str, max_tokens: int, seed: int) -> dict[str, Any]:
     """One /execute job, timed from the client: first token, each token, the end event."""
     body = {
         "job_id": str(uuid.uuid4()),
@@ -476,14 +476,14 @@ def bench_http(opts: Options, traffic: dict[str, Any], log_stream: Any) -> dict[
                 memory["worker_process_device_bytes"] = free_before - free_after  # CUDA context included
             prompts = {n: _prompt_text(tokenizer, n) for n in opts.prompt_tokens}
             for text in prompts.values():
-                _execute(client, url, text, 1, opts.seed)
+                execute_job(client, url, text, 1, opts.seed)
             # Greedy decoding of random weights may pick EOS, which ends a job over HTTP: take the first
             # prompt variant whose warm-up runs its full length.
             for variant in range(8):
                 decode_prompt = _prompt_text(
                     tokenizer, opts.decode_prompt_tokens + int(tokenizer.add_bos), variant
                 )
-                warm = _execute(client, url, decode_prompt, opts.warmup_tokens + 1, opts.seed)[
+                warm = execute_job(client, url, decode_prompt, opts.warmup_tokens + 1, opts.seed)[
                     "inter_token_s"
                 ]
                 if len(warm) == opts.warmup_tokens:
@@ -491,7 +491,7 @@ def bench_http(opts: Options, traffic: dict[str, Any], log_stream: Any) -> dict[
             runs, tokens, reduced = plan_decode(opts, statistics.median(warm) if warm else 1.0)
             prefill = []
             for n, text in prompts.items():
-                jobs = [_execute(client, url, text, 1, opts.seed) for _ in range(opts.runs)]
+                jobs = [execute_job(client, url, text, 1, opts.seed) for _ in range(opts.runs)]
                 first = statistics.median(j["first_token_s"] for j in jobs)
                 counted = jobs[0]["prompt_tokens"] or n
                 prefill.append(
@@ -502,7 +502,7 @@ def bench_http(opts: Options, traffic: dict[str, Any], log_stream: Any) -> dict[
                         "prefill_tok_s": round(counted / first, 1),
                     }
                 )
-            jobs = [_execute(client, url, decode_prompt, tokens + 1, opts.seed) for _ in range(runs)]
+            jobs = [execute_job(client, url, decode_prompt, tokens + 1, opts.seed) for _ in range(runs)]
             short = [j["end"]["tokens_out"] for j in jobs if j["end"]["tokens_out"] < tokens + 1]
             decode = {
                 "prompt_tokens": jobs[0]["prompt_tokens"],
