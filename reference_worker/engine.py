@@ -99,7 +99,11 @@ class DecodeSession:
         self.sampler = sampler
         self.prompt_ids = list(prompt_ids)
         self.cache = model.new_cache(max_positions)
-        self.step = DecodeStep(model, self.cache, graphs, static=static)
+        try:
+            self.step = DecodeStep(model, self.cache, graphs, static=static)
+        except BaseException:  # the caller frees only a session it got: the cache must not outlive this
+            self.cache.free()
+            raise
         self._device = sampler.device
         self._logits: torch.Tensor | None = None
         self._last: torch.Tensor | None = None  # the last sampled token, on the device

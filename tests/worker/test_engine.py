@@ -322,6 +322,19 @@ def test_a_graph_bucket_the_budget_cannot_hold_gives_the_job_the_positions_it_ne
     assert events[-1].code == ErrorCode.VRAM_OOM and memory.by_category["kv_cache"] == 0
 
 
+def test_a_session_that_fails_after_its_cache_is_allocated_frees_it(monkeypatch):
+    engine, memory = tiny_llama_engine()
+
+    def failing_step(*args, **kwargs):
+        raise torch.OutOfMemoryError("no room for the step's buffers")
+
+    monkeypatch.setattr("reference_worker.engine.DecodeStep", failing_step)
+    events = list(
+        job_events(engine, GenerationRequest(job_id="j", prompt="Hello", max_tokens=4), CancelToken())
+    )
+    assert events[-1].code == ErrorCode.VRAM_OOM and memory.by_category["kv_cache"] == 0
+
+
 def test_chunked_prefill_gives_the_same_next_token_logits():
     engine, _ = tiny_llama_engine()
     prompt = engine.tokenize("The quick brown fox jumps over the lazy dog")
