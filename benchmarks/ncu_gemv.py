@@ -70,20 +70,19 @@ class Launch:
     @property
     def stalls(self) -> list[tuple[str, float]]:
         """Stall reasons, most warps first: (reason, warps stalled per issued instruction)."""
-        found = [
-            (name[len(_STALL_PREFIX) : -len(_STALL_SUFFIX)], value)
-            for name, value in self.metrics.items()
-            if name.startswith(_STALL_PREFIX) and name.endswith(_STALL_SUFFIX)
-        ]
-        return sorted(found, key=lambda kv: -kv[1])
+        return self._family(_STALL_PREFIX, _STALL_SUFFIX)
 
     @property
     def pipes(self) -> list[tuple[str, float]]:
         """Execution pipes, busiest first: (pipe, % of its peak cycles active)."""
+        return self._family(_PIPE_PREFIX, _PIPE_SUFFIX)
+
+    def _family(self, prefix: str, suffix: str) -> list[tuple[str, float]]:
+        """(the part between `prefix` and `suffix`, value) of each metric so named, largest value first."""
         found = [
-            (name[len(_PIPE_PREFIX) : -len(_PIPE_SUFFIX)], value)
+            (name[len(prefix) : -len(suffix)], value)
             for name, value in self.metrics.items()
-            if name.startswith(_PIPE_PREFIX) and name.endswith(_PIPE_SUFFIX)
+            if name.startswith(prefix) and name.endswith(suffix)
         ]
         return sorted(found, key=lambda kv: -kv[1])
 
