@@ -1,6 +1,6 @@
 """Decode GEMV bandwidth of the Triton fast paths on the three M0 models' real weight shapes.
 
-    python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact]] [--only NAME_SUBSTRING]
+    python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact]] [--ahead] [--only NAME_SUBSTRING]
 
 For each (model, tensor, ggml type, out x in) it times `y = x @ dequant(W).T` for one activation row:
 the launches are captured in a CUDA graph (so host launch cost is not counted: the device time of the
@@ -10,12 +10,16 @@ in rotation, so every launch streams it from HBM. It prints the
 achieved bandwidth (weight bytes / time) and its share of `--peak` (3.0 TB/s: an H100's measured
 device-to-device copy rate). For MoE experts, the bytes are those of the selected experts only.
 `--sweep` also times a grid of launch configurations per shape and reports the best next to the
-default. Writes `kernels_gemv.json` and `kernels_gemv.md` to `--out`.
+default; `--ahead` times the default launch shape once more with its loop loading each step's words
+before the previous step is decoded (`GemvConfig.ahead`, formats of `triton_gemv.AHEAD_FORMATS`), the
+same tile and split, so the two columns differ only in that. Writes `kernels_gemv.json` and
+`kernels_gemv.md` to `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -97,6 +101,8 @@ class Result:
     best_config: str = ""
     best_gb_per_s: float = 0.0
     top: list = None  # the best few swept configurations, "config GB/s"
+    ahead_us: float | None = None  # --ahead: the default shape loading ahead
+    ahead_gb_per_s: float | None = None
 
 
 def random_weight(shape: Shape, device: torch.device) -> QTensor:
@@ -155,7 +161,13 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
     """The launch configurations `--sweep` times. `compact`: no software pipelining (depth 1, which won
     on every K-quant and MXFP4 shape of the full sweep), 8 warps beside 4, and the splits in between
     the powers of two: fewer compiled variants, so a sweep fits a short device call."""
-    from kernels.triton_gemv import CODES_THEN_SCALES_LAYOUT, LAYOUTS, SUPERBLOCK_FORMATS, GemvConfig
+    from kernels.triton_gemv import (
+        AHEAD_FORMATS,
+        CODES_THEN_SCALES_LAYOUT,
+        LAYOUTS,
+        SUPERBLOCK_FORMATS,
+        GemvConfig,
+    )
 
     layout = CODES_THEN_SCALES_LAYOUT if shape.regrouped else LAYOUTS[shape.qtype]
     n_units = shape.in_features // layout.unit
@@ -177,6 +189,8 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
                 if split > 1 and steps // split < 2:
                     break
                 configs.append(GemvConfig(block_n, ub, warps, split, stages))
+                if stages == 1 and layout.fmt in AHEAD_FORMATS:
+                    configs.append(GemvConfig(block_n, ub, warps, split, ahead=True))
     return configs
 
 
@@ -222,6 +236,10 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         round(100 * gbs / args.peak, 1),
         _fmt_config(config),
     )
+    if args.ahead and _loads_ahead(w0):
+        ahead = dataclasses.replace(config, ahead=True)
+        result.ahead_us = round(time_launches(lambda i: run(i, ahead), len(copies), args.replays), 2)
+        result.ahead_gb_per_s = round(weight_bytes / (result.ahead_us * 1e-6) / 1e9, 1)
     if args.sweep:
         scored = [(gbs, config)]
         for cand in sweep_configs(shape, n_out_rows, sm_count, args.compact):
@@ -233,8 +251,15 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
     return result
 
 
+def _loads_ahead(w: QTensor) -> bool:
+    from kernels.triton_gemv import AHEAD_FORMATS, layout_of
+
+    return layout_of(w).fmt in AHEAD_FORMATS
+
+
 def _fmt_config(config) -> str:
-    return f"n{config.block_n}/u{config.units_per_step}/w{config.num_warps}/s{config.split}/p{config.stages}"
+    shape = f"n{config.block_n}/u{config.units_per_step}/w{config.num_warps}/s{config.split}/p{config.stages}"
+    return shape + ("/ahead" if config.ahead else "")
 
 
 def to_markdown(results: list[Result], meta: dict) -> str:
@@ -243,13 +268,15 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         f"Copy bandwidth (read + write) measured in the same run: {meta['copy_gb_per_s']:.0f} GB/s. "
         f"% is of {meta['peak_gb_per_s']:.0f} GB/s.",
         "",
-        "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | best swept | best GB/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---|---:|",
+        "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | loading ahead µs | GB/s "
+        "| best swept | best GB/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.model} | {r.tensor} | {r.qtype} | {r.shape} | {r.weight_bytes / 2**20:.2f} | {r.median_us} "
-            f"| {r.gb_per_s} | {r.pct_of_peak} | {r.config} | {r.best_config} | {r.best_gb_per_s or ''} |"
+            f"| {r.gb_per_s} | {r.pct_of_peak} | {r.config} | {r.ahead_us or ''} | {r.ahead_gb_per_s or ''} "
+            f"| {r.best_config} | {r.best_gb_per_s or ''} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -262,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument(
         "--compact", action="store_true", help="with --sweep: the short grid (see sweep_configs)"
+    )
+    parser.add_argument(
+        "--ahead", action="store_true", help="also the default launch shape loading ahead (GemvConfig.ahead)"
     )
     parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
     args = parser.parse_args(argv)
@@ -288,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         r = bench_shape(shape, args, device, sm_count)
         results.append(r)
         best = f"  top: {', '.join(r.top)}" if r.top else ""
+        if r.ahead_us is not None:
+            best = f"  ahead: {r.ahead_us:.2f} us {r.ahead_gb_per_s:.1f} GB/s" + best
         print(
             f"{r.model:13s} {r.tensor:30s} {r.qtype:6s} {r.shape:26s} {r.median_us:9.2f} us "
             f"{r.gb_per_s:8.1f} GB/s {r.pct_of_peak:5.1f} %  {r.config}{best}",

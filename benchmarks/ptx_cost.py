@@ -47,39 +47,53 @@ def cost_rows(
     ub: int | None,
     shape: tuple[int, int] = (4096, 4096),
     form: str = "plain",
+    ahead: bool = False,
 ) -> list[dict]:
-    from kernels.formats import FORMATS, GGMLType
-    from kernels.triton_gemv import LAYOUTS, default_config
+    """One row per format (`REGROUPED_MXFP4`: MXFP4 in the order the worker reads experts); with `ahead`,
+    formats whose loop loads ahead (`triton_gemv.AHEAD_FORMATS`) get a second row in that form."""
+    from kernels.formats import GGMLType
+    from kernels.qtensor import CODES_THEN_SCALES, GGML
+    from kernels.triton_gemv import AHEAD_FORMATS, default_config
     from kernels.triton_offline import (
         compile_gemv,
-        loop_cost,
-        register_use,
-        weights_per_thread_step,
+        kernel_layout,
     )
 
     rows = []
     for name in formats:
-        qtype = GGMLType[name.upper()]
-        layout = LAYOUTS[qtype]
+        order = CODES_THEN_SCALES if name == REGROUPED_MXFP4 else GGML
+        qtype = GGMLType.MXFP4 if order == CODES_THEN_SCALES else GGMLType[name.upper()]
+        layout = kernel_layout(qtype, order)
         # The tile the worker launches for this matrix on an H200 (132 SMs), unless given.
-        config = default_config(qtype, shape[0], shape[1], 1, 132)
+        config = default_config(qtype, shape[0], shape[1], 1, 132, layout=layout)
         bn = block_n or config.block_n
         u = ub or config.units_per_step
-        compiled = compile_gemv(qtype, form, block_n=bn, ub=u, shape=shape)
-        ptx = compiled.asm["ptx"]
-        cost, use = loop_cost(ptx), register_use(ptx)
-        weights = weights_per_thread_step(layout, bn, u)
-        top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
-        rows.append(
-            dict(
-                format=name, tile=f"n{bn}/u{u}", instructions=cost.instructions, weights=weights,
-                per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
-                registers=use.registers, spill_bytes=use.spill_bytes, top=top,
-                **_sass_columns(compiled.asm["cubin"]),
-                **_loop_sass_columns(compiled.asm["cubin"], weights, FORMATS[qtype].type_size / FORMATS[qtype].block_size),
+        for loads_ahead in (False, True) if ahead and layout.fmt in AHEAD_FORMATS else (False,):
+            compiled = compile_gemv(
+                qtype, form, block_n=bn, ub=u, shape=shape, block_order=order, ahead=loads_ahead
             )
-        )  # fmt: skip
+            rows.append(_gemv_row(compiled, f"{name} ahead" if loads_ahead else name, layout, bn, u, qtype))
     return rows
+
+
+def _gemv_row(compiled, label: str, layout, bn: int, u: int, qtype) -> dict:
+    from kernels.formats import FORMATS
+    from kernels.triton_offline import loop_cost, register_use, weights_per_thread_step
+
+    ptx = compiled.asm["ptx"]
+    cost, use = loop_cost(ptx), register_use(ptx)
+    weights = weights_per_thread_step(layout, bn, u)
+    top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
+    return dict(
+        format=label, tile=f"n{bn}/u{u}", instructions=cost.instructions, weights=weights,
+        per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
+        registers=use.registers, spill_bytes=use.spill_bytes, top=top,
+        **_sass_columns(compiled.asm["cubin"]),
+        **_loop_sass_columns(compiled.asm["cubin"], weights, FORMATS[qtype].type_size / FORMATS[qtype].block_size),
+    )  # fmt: skip
+
+
+REGROUPED_MXFP4 = "mxfp4_codes_then_scales"  # a --formats name: MXFP4 as the worker reads expert tensors
 
 
 # The H200 the bound is for: SMs, boost clock, and per SM quarter a clock: one warp instruction issued,
@@ -179,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--form", default="plain", help="launch form (kernels.triton_offline.GEMV_FORMS)")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     parser.add_argument(
+        "--ahead",
+        action="store_true",
+        help="also each format's loop that loads a step's words before the previous step is decoded",
+    )
+    parser.add_argument(
         "--kernel",
         choices=["gemv", "prefill-gemm"],
         default="gemv",
@@ -194,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.kernel == "prefill-gemm":
         rows = prefill_gemm_rows(args.formats, (out_features, in_features))
     else:
-        rows = cost_rows(args.formats, args.block_n, args.ub, (out_features, in_features), args.form)
+        rows = cost_rows(
+            args.formats, args.block_n, args.ub, (out_features, in_features), args.form, args.ahead
+        )
     table = to_markdown(rows)
     print(table, end="")
     if args.out:

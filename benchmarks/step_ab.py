@@ -13,6 +13,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - MoE models only: `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
   before they were fused);
+- `GEMV loads ahead`: every GEMV of a format that has the form (`triton_gemv.AHEAD_FORMATS`) in its
+  default launch shape, its loop loading each step's words before the previous step is decoded
+  (`GemvConfig.ahead`; the launch shapes are chosen while the variant's graph is captured);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
   (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
   both also with a `late trigger` (`late_trigger`), and `weight prefetch without dependent launch`, each
@@ -24,6 +27,7 @@ the default's tokens (they must: the variants compute the same function; a diffe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
@@ -32,8 +36,10 @@ import sys
 import time
 import types
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -87,6 +93,30 @@ def routing_unfused(kernels: Any) -> Any:
 class Variant:
     kernels: Any  # the model's KernelSet for this variant
     dependent_launch: dependent_launch.DependentLaunch  # how its decode graph's kernels are launched
+    gemv_ahead: bool = False  # its GEMVs' launch shapes load ahead where the format can
+
+
+@contextlib.contextmanager
+def gemv_launch_shapes(ahead: bool) -> Iterator[None]:
+    """With `ahead`: the GEMV's default launch shapes, loading ahead for the formats that can, while the
+    block runs (`triton_gemv.launch_segments` asks `default_config` at each launch; a captured graph
+    keeps the shapes it was captured with)."""
+    if not ahead:
+        yield
+        return
+    from kernels import triton_gemv
+
+    chosen = triton_gemv.default_config
+
+    def loading_ahead(*args: Any, **kwargs: Any) -> Any:
+        config = chosen(*args, **kwargs)
+        layout = kwargs.get("layout") or triton_gemv.LAYOUTS[args[0]]
+        if layout.fmt in triton_gemv.AHEAD_FORMATS and config.stages == 1:
+            return dataclasses.replace(config, ahead=True)
+        return config
+
+    with mock.patch.object(triton_gemv, "default_config", loading_ahead):
+        yield
 
 
 def run_variant(engine: Any, variant: Variant, ids: list[int], tokens: int) -> dict[str, Any]:
@@ -96,18 +126,19 @@ def run_variant(engine: Any, variant: Variant, ids: list[int], tokens: int) -> d
     with_kernel_set(engine.model, variant.kernels)
     # Captured afresh for this variant's kernels and launch form.
     engine.graphs = DecodeGraphs(engine.model, dependent_launch=variant.dependent_launch)
-    session = engine.start(ids, tokens + 10, SamplingParams(temperature=0.0))
-    try:
-        out = [session.next_token()]
-        for _ in range(8):  # capture and warm up
-            out.append(session.next_token())
-        torch.cuda.synchronize()
-        stamps = [time.perf_counter()]
-        for _ in range(tokens):
-            out.append(session.next_token())
-            stamps.append(time.perf_counter())
-    finally:
-        session.free()
+    with gemv_launch_shapes(variant.gemv_ahead):
+        session = engine.start(ids, tokens + 10, SamplingParams(temperature=0.0))
+        try:
+            out = [session.next_token()]
+            for _ in range(8):  # capture and warm up
+                out.append(session.next_token())
+            torch.cuda.synchronize()
+            stamps = [time.perf_counter()]
+            for _ in range(tokens):
+                out.append(session.next_token())
+                stamps.append(time.perf_counter())
+        finally:
+            session.free()
     per_token = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     return {
         "ms_per_token_p50": round(statistics.median(per_token) * 1e3, 4),
@@ -143,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     default_kernels = engine.model.kernels
     early = engine.graphs.dependent_launch if engine.graphs is not None else dependent_launch.OFF
     variants = {"default": Variant(default_kernels, early)}
+    variants["GEMV loads ahead"] = Variant(default_kernels, early, gemv_ahead=True)
     if not args.launch_only:
         variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
     if default_kernels.decode is not None and not args.launch_only:

@@ -93,6 +93,19 @@ class GemvConfig:
     num_warps: int
     split: int  # programs sharing one row tile along the input dim (split-K)
     stages: int = 1  # loop software-pipelining depth (> 1: loads of later steps in flight, via shared memory)
+    # Registers, not shared memory: each step's weight words are loaded before the previous step is
+    # decoded, so a warp has a step's loads in flight while it decodes (formats of AHEAD_FORMATS).
+    ahead: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ahead and self.stages > 1:
+            raise ValueError(
+                "a GEMV loop loads ahead in registers or pipelines through shared memory, not both"
+            )
+
+
+# The formats whose loop can load ahead (`GemvConfig.ahead`): the decode products of the M0 models' files.
+AHEAD_FORMATS = ("q4_k", "q5_k", "q6_k", "q5_0", "q8_0", "mxfp4_codes_then_scales")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -322,30 +335,68 @@ def _dot_q4_1(
 
 
 @triton.jit
+def _q5_0_words(rows, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+    """Blocks u0..u0+UB-1 (clamped to the split) of each row as Q5_0's halfword loads: d and the two qh
+    halfwords [rows, UB, 1], qs [rows, UB, 8]."""
+    r3 = rows[:, None, None]
+    b3 = tl.minimum(u0 + tl.arange(0, UB), hi - 1)[None, :, None] * 11
+    d = tl.load(r3 + b3)
+    qh0 = tl.load(r3 + b3 + 1)
+    qh1 = tl.load(r3 + b3 + 2)
+    qs = _block_words(rows, u0, hi, 11, 3, 8, BLOCK_N, UB)
+    return d, qh0, qh1, qs
+
+
+@triton.jit
+def _q5_0_step(acc, d_bits, qh0, qh1, qs, u0, hi, xp, op, UB: tl.constexpr, DEQ: tl.constexpr):
+    """Blocks u0.. of each row, from their loads (`_q5_0_words`), into `acc` [rows, UB, 8]."""
+    w8 = tl.arange(0, 8)
+    blk = u0 + tl.arange(0, UB)
+    d = _f16(d_bits)
+    qh = qh0.to(tl.uint32) | (qh1.to(tl.uint32) << 16)
+    qs = qs.to(tl.uint32)
+    off = -48.0 * d
+    xo = blk[:, None] * 32 + 2 * w8[None, :]
+    xb, ob = xp + xo, op[:, None, None] + xo[None]
+    xmask = (blk < hi)[:, None]
+    for h in tl.static_range(2):
+        for k in tl.static_range(2):
+            e = (16 * h + k + 2 * w8[None, None, :]).to(tl.uint32)
+            high = ((qh >> e) & 1) << 22
+            f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
+            acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
+    return acc
+
+
+@triton.jit
 def _dot_q5_0(
-    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+    rows,
+    xp,
+    op,
+    lo,
+    hi,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+    DEQ: tl.constexpr,
+    AHEAD: tl.constexpr,
 ):
     # block_q5_0 as 11 halfwords {d, qh (2 halfwords, bit e = fifth bit of element e), qs[8]}.
-    # w = (q - 16) * d = (32 + q) * d - 48 * d, exact.
-    r3 = rows[:, None, None]
-    w8 = tl.arange(0, 8)
+    # w = (q - 16) * d = (32 + q) * d - 48 * d, exact. AHEAD: the next step's words are loaded before
+    # this step is decoded (`GemvConfig.ahead`).
     acc = tl.zeros([BLOCK_N, UB, 8], dtype=tl.float32)
-    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
-        blk = u0 + tl.arange(0, UB)
-        b3 = tl.minimum(blk, hi - 1)[None, :, None] * 11
-        d = _f16(tl.load(r3 + b3))
-        qh = tl.load(r3 + b3 + 1).to(tl.uint32) | (tl.load(r3 + b3 + 2).to(tl.uint32) << 16)
-        qs = _block_words(rows, u0, hi, 11, 3, 8, BLOCK_N, UB).to(tl.uint32)
-        off = -48.0 * d
-        xo = blk[:, None] * 32 + 2 * w8[None, :]
-        xb, ob = xp + xo, op[:, None, None] + xo[None]
-        xmask = (blk < hi)[:, None]
-        for h in tl.static_range(2):
-            for k in tl.static_range(2):
-                e = (16 * h + k + 2 * w8[None, None, :]).to(tl.uint32)
-                high = ((qh >> e) & 1) << 22
-                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
+    if AHEAD:
+        d, qh0, qh1, qs = _q5_0_words(rows, lo, hi, BLOCK_N, UB)
+        last = lo + (hi - 1 - lo) // UB * UB
+        for u0 in range(lo, last, UB):
+            d_n, qh0_n, qh1_n, qs_n = _q5_0_words(rows, u0 + UB, hi, BLOCK_N, UB)
+            acc = _q5_0_step(acc, d, qh0, qh1, qs, u0, hi, xp, op, UB, DEQ)
+            d, qh0, qh1, qs = d_n, qh0_n, qh1_n, qs_n
+        acc = _q5_0_step(acc, d, qh0, qh1, qs, last, hi, xp, op, UB, DEQ)
+    else:
+        for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
+            d, qh0, qh1, qs = _q5_0_words(rows, u0, hi, BLOCK_N, UB)
+            acc = _q5_0_step(acc, d, qh0, qh1, qs, u0, hi, xp, op, UB, DEQ)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -378,26 +429,58 @@ def _dot_q5_1(
 
 
 @triton.jit
+def _q8_0_words(rows, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+    """Blocks u0..u0+UB-1 (clamped to the split) of each row as Q8_0's halfword loads: d [rows, UB, 1],
+    qs [rows, UB, 16]."""
+    b3 = tl.minimum(u0 + tl.arange(0, UB), hi - 1)[None, :, None] * 17
+    return tl.load(rows[:, None, None] + b3), _block_words(rows, u0, hi, 17, 1, 16, BLOCK_N, UB)
+
+
+@triton.jit
+def _q8_0_step(acc, d_bits, qs, u0, hi, xp, op, UB: tl.constexpr, DEQ: tl.constexpr):
+    """Blocks u0.. of each row, from their loads (`_q8_0_words`), into `acc` [rows, UB, 16]."""
+    w16 = tl.arange(0, 16)
+    blk = u0 + tl.arange(0, UB)
+    d = _f16(d_bits)
+    qs = qs.to(tl.uint32) ^ 0x8080
+    off = -384.0 * d
+    xo = blk[:, None] * 32 + 2 * w16[None, :]
+    xb, ob = xp + xo, op[:, None, None] + xo[None]
+    xmask = (blk < hi)[:, None]
+    for k in tl.static_range(2):
+        f = _as_float(_code(qs, 8 * k, 255, 15) | _P256)
+        acc = _take(acc, f * d + off, xb + k, ob + k, xmask, DEQ, True)
+    return acc
+
+
+@triton.jit
 def _dot_q8_0(
-    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+    rows,
+    xp,
+    op,
+    lo,
+    hi,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+    DEQ: tl.constexpr,
+    AHEAD: tl.constexpr,
 ):
     # block_q8_0 as 17 halfwords {d, qs[16]}: halfword w holds int8 elements 2w, 2w+1.
-    # s = (s ^ 0x80) - 128, so w = (256 + (s ^ 0x80)) * d - 384 * d, exact.
-    r3 = rows[:, None, None]
-    w16 = tl.arange(0, 16)
+    # s = (s ^ 0x80) - 128, so w = (256 + (s ^ 0x80)) * d - 384 * d, exact. AHEAD: as Q5_0's.
     acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
-    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
-        blk = u0 + tl.arange(0, UB)
-        b3 = tl.minimum(blk, hi - 1)[None, :, None] * 17
-        d = _f16(tl.load(r3 + b3))
-        qs = _block_words(rows, u0, hi, 17, 1, 16, BLOCK_N, UB).to(tl.uint32) ^ 0x8080
-        off = -384.0 * d
-        xo = blk[:, None] * 32 + 2 * w16[None, :]
-        xb, ob = xp + xo, op[:, None, None] + xo[None]
-        xmask = (blk < hi)[:, None]
-        for k in tl.static_range(2):
-            f = _as_float(_code(qs, 8 * k, 255, 15) | _P256)
-            acc = _take(acc, f * d + off, xb + k, ob + k, xmask, DEQ, True)
+    if AHEAD:
+        d, qs = _q8_0_words(rows, lo, hi, BLOCK_N, UB)
+        last = lo + (hi - 1 - lo) // UB * UB
+        for u0 in range(lo, last, UB):
+            d_n, qs_n = _q8_0_words(rows, u0 + UB, hi, BLOCK_N, UB)
+            acc = _q8_0_step(acc, d, qs, u0, hi, xp, op, UB, DEQ)
+            d, qs = d_n, qs_n
+        acc = _q8_0_step(acc, d, qs, last, hi, xp, op, UB, DEQ)
+    else:
+        for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
+            d, qs = _q8_0_words(rows, u0, hi, BLOCK_N, UB)
+            acc = _q8_0_step(acc, d, qs, u0, hi, xp, op, UB, DEQ)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -428,6 +511,69 @@ def _dot_mxfp4(
 
 
 @triton.jit
+def _mxfp4_regrouped_words(
+    rows, scale_rows, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+):
+    """Blocks u0..u0+UB-1 of each row of a regrouped MXFP4 matrix as loads: the codes [rows, UB, 4 words],
+    the scale bytes [rows, UB] and (not DEQ) the blocks' 32 activations each [UB, 32] (masked past the
+    split: zeros)."""
+    blk = u0 + tl.arange(0, UB)
+    words = u0 * 4 + tl.arange(0, UB * 4)  # a multiple of 4 plus a run of UB * 4: 16-byte vectors
+    qs = tl.load(rows[:, None] + words[None, :], mask=(words < hi * 4)[None, :], other=0)
+    qs = tl.reshape(qs, (BLOCK_N, UB, 4))
+    e = tl.load(scale_rows[:, None] + blk[None, :], mask=(blk < hi)[None, :], other=0)
+    if DEQ:
+        xt = tl.zeros([UB, 32], dtype=tl.float32)
+    else:
+        xmask = (blk < hi)[:, None]
+        xt = tl.load(xp + blk[:, None] * 32 + tl.arange(0, 32)[None, :], mask=xmask, other=0.0)
+    return qs, e, xt
+
+
+@triton.jit
+def _mxfp4_regrouped_step(
+    acc, qs, e, xt, u0, hi, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+):
+    """Blocks u0.. of each row, from their loads (`_mxfp4_regrouped_words`), into `acc` [rows, UB] (DEQ:
+    stored at `op` instead)."""
+    blk = u0 + tl.arange(0, UB)
+    e = e.to(tl.uint32)
+    scale = _as_float(tl.where(e < 2, tl.full(e.shape, 0x00200000, tl.uint32) << e, (e - 1) << 23))
+    if DEQ:
+        # The block's 32 values assembled in element order (16h + 4w + 2j + k), then stored as one
+        # contiguous run per row and block: wide stores instead of one 2-byte store per value.
+        s = 32768.0 * scale[:, :, None]
+        h0 = _deq_half(qs, s, BLOCK_N, UB)
+        h1 = _deq_half(qs >> 4, s, BLOCK_N, UB)
+        tile = tl.reshape(tl.permute(tl.join(h0, h1), (0, 1, 3, 2)), (BLOCK_N, UB, 32))
+        rows_out = op[:, None, None] + blk[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]
+        tl.store(rows_out, tile.to(op.dtype.element_ty), mask=(blk < hi)[None, :, None])
+    else:
+        # The block's 32 activations regrouped in registers by (h, k, j): element 16h + 4w + 2j + k is
+        # X[blk, w, h, j, k].
+        xt = tl.permute(tl.reshape(xt.to(tl.float32), (UB, 2, 4, 2, 2)), (0, 2, 1, 3, 4))
+        xk0, xk1 = tl.split(xt)
+        x00, x01 = tl.split(xk0)
+        x10, x11 = tl.split(xk1)
+        x000, x100 = tl.split(x00)
+        x001, x101 = tl.split(x01)
+        x010, x110 = tl.split(x10)
+        x011, x111 = tl.split(x11)
+        xs = (x000, x001, x010, x011, x100, x101, x110, x111)  # index 4h + 2k + j
+        part = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
+        for h in tl.static_range(2):
+            for k in tl.static_range(2):
+                # Bytes k and k + 2 at once: their nibble h as two float16s in one 32-bit word.
+                n = qs >> (8 * k + 4 * h)
+                pair = ((n & 0x00070007) << 9) | ((n & 0x00080008) << 12)
+                halves = _f16_pair(pair)
+                for j in tl.static_range(2):
+                    part += halves[j] * xs[4 * h + 2 * k + j]
+        acc += tl.sum(part, axis=2) * 32768.0 * scale
+    return acc
+
+
+@triton.jit
 def _dot_mxfp4_codes_then_scales(
     rows,
     scale_rows,
@@ -439,6 +585,7 @@ def _dot_mxfp4_codes_then_scales(
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
+    AHEAD: tl.constexpr,
 ):
     # MXFP4 regrouped: `rows` point at each row's codes (4 words per block, 16-byte aligned: word w of a
     # block, byte k holds elements 4w + k (low nibble) and 4w + k + 16 (high nibble)); `scale_rows` at
@@ -446,50 +593,21 @@ def _dot_mxfp4_codes_then_scales(
     # and mantissa, sign as sign) are its e2m1 value times 2^-14, exact; the GEMV sums those times x per
     # block and scales the block's sum once by 2^15 * e8m0_half(e) (powers of two: exact), so a weight
     # costs its bit extraction, one conversion and one FMA. The dequantizer stores v * 2^15 * scale,
-    # `_dot_mxfp4`'s value bit for bit.
-    col = tl.arange(0, UB * 4)
+    # `_dot_mxfp4`'s value bit for bit. AHEAD: the next step's loads are issued before this step is
+    # decoded (`GemvConfig.ahead`).
     acc = tl.zeros([BLOCK_N, UB], dtype=tl.float32)
-    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
-        blk = u0 + tl.arange(0, UB)
-        words = u0 * 4 + col  # a multiple of 4 plus a run of UB * 4: four-word (16-byte) vectors
-        qs = tl.load(rows[:, None] + words[None, :], mask=(words < hi * 4)[None, :], other=0)
-        qs = tl.reshape(qs, (BLOCK_N, UB, 4))
-        e = tl.load(scale_rows[:, None] + blk[None, :], mask=(blk < hi)[None, :], other=0).to(tl.uint32)
-        scale = _as_float(tl.where(e < 2, tl.full(e.shape, 0x00200000, tl.uint32) << e, (e - 1) << 23))
-        xmask = (blk < hi)[:, None]
-        part = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
-        if not DEQ:
-            # The block's 32 activations in one contiguous load, regrouped in registers by (h, k, j):
-            # element 16h + 4w + 2j + k is X[blk, w, h, j, k].
-            xt = tl.load(xp + blk[:, None] * 32 + tl.arange(0, 32)[None, :], mask=xmask, other=0.0)
-            xt = tl.permute(tl.reshape(xt.to(tl.float32), (UB, 2, 4, 2, 2)), (0, 2, 1, 3, 4))
-            xk0, xk1 = tl.split(xt)
-            x00, x01 = tl.split(xk0)
-            x10, x11 = tl.split(xk1)
-            x000, x100 = tl.split(x00)
-            x001, x101 = tl.split(x01)
-            x010, x110 = tl.split(x10)
-            x011, x111 = tl.split(x11)
-            xs = (x000, x001, x010, x011, x100, x101, x110, x111)  # index 4h + 2k + j
-        if DEQ:
-            # The block's 32 values assembled in element order (16h + 4w + 2j + k), then stored as one
-            # contiguous run per row and block: wide stores instead of one 2-byte store per value.
-            s = 32768.0 * scale[:, :, None]
-            h0 = _deq_half(qs, s, BLOCK_N, UB)
-            h1 = _deq_half(qs >> 4, s, BLOCK_N, UB)
-            tile = tl.reshape(tl.permute(tl.join(h0, h1), (0, 1, 3, 2)), (BLOCK_N, UB, 32))
-            rows_out = op[:, None, None] + blk[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]
-            tl.store(rows_out, tile.to(op.dtype.element_ty), mask=(blk < hi)[None, :, None])
-        else:
-            for h in tl.static_range(2):
-                for k in tl.static_range(2):
-                    # Bytes k and k + 2 at once: their nibble h as two float16s in one 32-bit word.
-                    n = qs >> (8 * k + 4 * h)
-                    pair = ((n & 0x00070007) << 9) | ((n & 0x00080008) << 12)
-                    halves = _f16_pair(pair)
-                    for j in tl.static_range(2):
-                        part += halves[j] * xs[4 * h + 2 * k + j]
-            acc += tl.sum(part, axis=2) * 32768.0 * scale
+    if AHEAD:
+        qs, e, xt = _mxfp4_regrouped_words(rows, scale_rows, xp, lo, hi, BLOCK_N, UB, DEQ)
+        last = lo + (hi - 1 - lo) // UB * UB
+        for u0 in range(lo, last, UB):
+            qs_n, e_n, xt_n = _mxfp4_regrouped_words(rows, scale_rows, xp, u0 + UB, hi, BLOCK_N, UB, DEQ)
+            acc = _mxfp4_regrouped_step(acc, qs, e, xt, u0, hi, op, BLOCK_N, UB, DEQ)
+            qs, e, xt = qs_n, e_n, xt_n
+        acc = _mxfp4_regrouped_step(acc, qs, e, xt, last, hi, op, BLOCK_N, UB, DEQ)
+    else:
+        for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
+            qs, e, xt = _mxfp4_regrouped_words(rows, scale_rows, xp, u0, hi, BLOCK_N, UB, DEQ)
+            acc = _mxfp4_regrouped_step(acc, qs, e, xt, u0, hi, op, BLOCK_N, UB, DEQ)
     return tl.sum(acc, axis=1)
 
 
@@ -522,99 +640,193 @@ def _scale_min_k4(s1, s2, s3, j):
 
 
 @triton.jit
-def _dot_q4_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr):
+def _q4_k_words(r2, sb, BLOCK_N: tl.constexpr):
+    """Super-block `sb` of each row (`r2`: [rows, 1] word pointers) as Q4_K's loads: qs [rows, 4, 8],
+    then d | dmin << 16 and the three scale words [rows, 1, 1]."""
+    base = r2 + sb * 36
+    qs = tl.reshape(tl.load(base + 4 + tl.arange(0, 32)[None, :]), (BLOCK_N, 4, 8))
+    dd = tl.load(base)[:, :, None]
+    s1 = tl.load(base + 1)[:, :, None]
+    s2 = tl.load(base + 2)[:, :, None]
+    s3 = tl.load(base + 3)[:, :, None]
+    return qs, dd, s1, s2, s3
+
+
+@triton.jit
+def _q4_k_step(acc, qs, dd, s1, s2, s3, xb, ob, DEQ: tl.constexpr):
+    """One Q4_K super-block of each row, from its loads (`_q4_k_words`), into `acc` [rows, 4, 8]."""
+    c4 = tl.arange(0, 4)[None, :, None]
+    d = _f16(dd)
+    dmin = _f16(dd >> 16)
+    for h in tl.static_range(2):
+        sc, mn = _scale_min_k4(s1, s2, s3, (2 * c4 + h).to(tl.uint32))
+        dl = d * sc
+        off = -(16.0 * dl + dmin * mn)
+        for k in tl.static_range(4):
+            f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
+            acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
+    return acc
+
+
+@triton.jit
+def _dot_q4_k(
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, AHEAD: tl.constexpr
+):
     # block_q4_K as 36 words {d | dmin << 16, scales[3], qs[32]}: qs chunk c (8 words) holds sub-block
     # 2c in its low nibbles and 2c+1 in its high nibbles; word w of chunk c, byte k is element
     # 64c + 32h + 4w + k. The qs words are loaded as one [rows, 32] tile (16-byte vectors, threads
     # spread over the row's words so each keeps several rows) and viewed as [rows, chunk, word].
+    # AHEAD: the next super-block's words are loaded before this one is decoded (`GemvConfig.ahead`).
     r2 = rows[:, None]
-    t = tl.arange(0, 32)
-    c4 = tl.arange(0, 4)[None, :, None]
     xo = 64 * tl.arange(0, 4)[:, None] + 4 * tl.arange(0, 8)[None, :]
     acc = tl.zeros([BLOCK_N, 4, 8], dtype=tl.float32)
-    for sb in tl.range(lo, hi, num_stages=STAGES):
-        base = r2 + sb * 36
-        qs = tl.reshape(tl.load(base + 4 + t[None, :]), (BLOCK_N, 4, 8))
-        dd = tl.load(base)[:, :, None]
-        d = _f16(dd)
-        dmin = _f16(dd >> 16)
-        s1 = tl.load(base + 1)[:, :, None]
-        s2 = tl.load(base + 2)[:, :, None]
-        s3 = tl.load(base + 3)[:, :, None]
-        xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
-        for h in tl.static_range(2):
-            sc, mn = _scale_min_k4(s1, s2, s3, (2 * c4 + h).to(tl.uint32))
-            dl = d * sc
-            off = -(16.0 * dl + dmin * mn)
-            for k in tl.static_range(4):
-                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-                acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
+    if AHEAD:
+        qs, dd, s1, s2, s3 = _q4_k_words(r2, lo, BLOCK_N)
+        for sb in range(lo, hi - 1):
+            qs_n, dd_n, s1_n, s2_n, s3_n = _q4_k_words(r2, sb + 1, BLOCK_N)
+            xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
+            acc = _q4_k_step(acc, qs, dd, s1, s2, s3, xb, ob, DEQ)
+            qs, dd, s1, s2, s3 = qs_n, dd_n, s1_n, s2_n, s3_n
+        last = hi - 1
+        xb, ob = xp + last * 256 + xo, op[:, None, None] + last * 256 + xo[None]
+        acc = _q4_k_step(acc, qs, dd, s1, s2, s3, xb, ob, DEQ)
+    else:
+        for sb in tl.range(lo, hi, num_stages=STAGES):
+            qs, dd, s1, s2, s3 = _q4_k_words(r2, sb, BLOCK_N)
+            xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
+            acc = _q4_k_step(acc, qs, dd, s1, s2, s3, xb, ob, DEQ)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q5_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr):
+def _q5_k_words(r2, sb, BLOCK_N: tl.constexpr):
+    """Super-block `sb` of each row as Q5_K's loads: qs [rows, 4, 8], qh [rows, 1, 8], then d | dmin << 16
+    and the three scale words [rows, 1, 1]."""
+    base = r2 + sb * 44
+    dd = tl.load(base)[:, :, None]
+    s1 = tl.load(base + 1)[:, :, None]
+    s2 = tl.load(base + 2)[:, :, None]
+    s3 = tl.load(base + 3)[:, :, None]
+    qh = tl.reshape(tl.load(base + 4 + tl.arange(0, 8)[None, :]), (BLOCK_N, 1, 8))
+    qs = tl.reshape(tl.load(base + 12 + tl.arange(0, 32)[None, :]), (BLOCK_N, 4, 8))
+    return qs, qh, dd, s1, s2, s3
+
+
+@triton.jit
+def _q5_k_step(acc, qs, qh, dd, s1, s2, s3, xb, ob, DEQ: tl.constexpr):
+    """One Q5_K super-block of each row, from its loads (`_q5_k_words`), into `acc` [rows, 4, 8]."""
+    c4 = tl.arange(0, 4)[None, :, None]
+    d = _f16(dd)
+    dmin = _f16(dd >> 16)
+    for h in tl.static_range(2):
+        j = (2 * c4 + h).to(tl.uint32)
+        sc, mn = _scale_min_k4(s1, s2, s3, j)
+        dl = d * sc
+        off = -(32.0 * dl + dmin * mn)
+        for k in tl.static_range(4):
+            high = ((qh >> (j + 8 * k)) & 1) << 22
+            f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
+            acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
+    return acc
+
+
+@triton.jit
+def _dot_q5_k(
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, AHEAD: tl.constexpr
+):
     # block_q5_K as 44 words {d | dmin << 16, scales[3], qh[8], qs[32]}: as Q4_K, plus the fifth bit of
-    # element (sub-block j, byte i) = bit j of qh byte i.
+    # element (sub-block j, byte i) = bit j of qh byte i. AHEAD: as Q4_K's.
     r2 = rows[:, None]
-    t = tl.arange(0, 32)
-    c4 = tl.arange(0, 4)[None, :, None]
     xo = 64 * tl.arange(0, 4)[:, None] + 4 * tl.arange(0, 8)[None, :]
     acc = tl.zeros([BLOCK_N, 4, 8], dtype=tl.float32)
-    for sb in tl.range(lo, hi, num_stages=STAGES):
-        base = r2 + sb * 44
-        dd = tl.load(base)[:, :, None]
-        d = _f16(dd)
-        dmin = _f16(dd >> 16)
-        s1 = tl.load(base + 1)[:, :, None]
-        s2 = tl.load(base + 2)[:, :, None]
-        s3 = tl.load(base + 3)[:, :, None]
-        qh = tl.reshape(tl.load(base + 4 + tl.arange(0, 8)[None, :]), (BLOCK_N, 1, 8))
-        qs = tl.reshape(tl.load(base + 12 + t[None, :]), (BLOCK_N, 4, 8))
-        xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
-        for h in tl.static_range(2):
-            j = (2 * c4 + h).to(tl.uint32)
-            sc, mn = _scale_min_k4(s1, s2, s3, j)
-            dl = d * sc
-            off = -(32.0 * dl + dmin * mn)
-            for k in tl.static_range(4):
-                high = ((qh >> (j + 8 * k)) & 1) << 22
-                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-                acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
+    if AHEAD:
+        qs, qh, dd, s1, s2, s3 = _q5_k_words(r2, lo, BLOCK_N)
+        for sb in range(lo, hi - 1):
+            qs_n, qh_n, dd_n, s1_n, s2_n, s3_n = _q5_k_words(r2, sb + 1, BLOCK_N)
+            xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
+            acc = _q5_k_step(acc, qs, qh, dd, s1, s2, s3, xb, ob, DEQ)
+            qs, qh, dd, s1, s2, s3 = qs_n, qh_n, dd_n, s1_n, s2_n, s3_n
+        last = hi - 1
+        xb, ob = xp + last * 256 + xo, op[:, None, None] + last * 256 + xo[None]
+        acc = _q5_k_step(acc, qs, qh, dd, s1, s2, s3, xb, ob, DEQ)
+    else:
+        for sb in tl.range(lo, hi, num_stages=STAGES):
+            qs, qh, dd, s1, s2, s3 = _q5_k_words(r2, sb, BLOCK_N)
+            xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
+            acc = _q5_k_step(acc, qs, qh, dd, s1, s2, s3, xb, ob, DEQ)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _dot_q6_k(rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr):
-    # block_q6_K as 105 halfwords {ql[64], qh[32], scales (8 halfwords of 2 int8), d}. With n the
-    # 128-element half, a the 32-byte chunk of ql inside it, w = 8 wh + wl the halfword in the chunk,
-    # k the byte and h the nibble, the element is 128n + 64h + 32a + 2w + k; its high two bits are bits
-    # 4h + 2a of qh byte 32n + 2w + k, and its scale is scales[8n + 4h + 2a + wh]. na = 2n + a.
-    r2 = rows[:, None]
+def _q6_k_words(r2, sb, BLOCK_N: tl.constexpr):
+    """Super-block `sb` of each row as Q6_K's loads: ql and qh [rows, 4, 2, 8] (uint32), the scales of
+    each nibble half h as halfwords [rows, 4, 1, 1] (two int8, wh = 0 low) and d [rows, 1, 1, 1] (its
+    halfword)."""
     col = tl.arange(0, 64)[None, :]  # = 16 na + w
     col_qh = 64 + 8 * ((col // 16) - (col // 16) % 2) + col % 16
     na = tl.arange(0, 4)[None, :, None, None]
     a = na & 1
+    base = r2 + sb * 105
+    ql = tl.reshape(tl.load(base + col), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
+    qh = tl.reshape(tl.load(base + col_qh), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
+    # The scales of (na, h) for wh = 0, 1 are one halfword (scales[8n + 4h + 2a], [.. + 1]): loaded as
+    # [rows, 4, 1, 1] halfwords, not [rows, 4, 2, 1] bytes. A tensor of fewer elements than the program
+    # has threads is re-laid out by recomputing it; one of as many is converted through shared memory,
+    # a barrier inside the loop.
+    pairs = base[:, :, None, None] + 96 + (2 * na - a)
+    sc0 = tl.load(pairs)
+    sc1 = tl.load(pairs + 2)
+    d = tl.load(base + 104)[:, :, None, None]
+    return ql, qh, sc0, sc1, d
+
+
+@triton.jit
+def _q6_k_step(acc, ql, qh, sc0, sc1, d_bits, xb, ob, DEQ: tl.constexpr):
+    """One Q6_K super-block of each row, from its loads (`_q6_k_words`), into `acc` [rows, 4, 2, 8]."""
+    a = tl.arange(0, 4)[None, :, None, None] & 1
     wh = tl.arange(0, 2)[None, None, :, None]
-    wl = tl.arange(0, 8)[None, None, None, :]
-    w = 8 * wh + wl
-    xo = 64 * na - 32 * a + 2 * w  # [1, 4, 2, 8]
+    d = _f16(d_bits)
+    for h in tl.static_range(2):
+        # The int8 scale of halfword wh: its byte wh, sign-extended.
+        sc = (((sc1 if h else sc0).to(tl.int32) << (24 - 8 * wh)) >> 24).to(tl.float32)
+        dl = d * sc
+        off = -96.0 * dl
+        for k in tl.static_range(2):
+            high = ((qh >> (8 * k + 4 * h + 2 * a).to(tl.uint32)) & 3) << 21
+            f = _as_float(_code(ql, 8 * k + 4 * h, 15, 17) | high | _P64)
+            acc = _take(acc, f * dl + off, xb + (64 * h + k), ob + (64 * h + k), None, DEQ, False)
+    return acc
+
+
+@triton.jit
+def _dot_q6_k(
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, AHEAD: tl.constexpr
+):
+    # block_q6_K as 105 halfwords {ql[64], qh[32], scales (8 halfwords of 2 int8), d}. With n the
+    # 128-element half, a the 32-byte chunk of ql inside it, w = 8 wh + wl the halfword in the chunk,
+    # k the byte and h the nibble, the element is 128n + 64h + 32a + 2w + k; its high two bits are bits
+    # 4h + 2a of qh byte 32n + 2w + k, and its scale is scales[8n + 4h + 2a + wh]. na = 2n + a.
+    # AHEAD: as Q4_K's.
+    r2 = rows[:, None]
+    na = tl.arange(0, 4)[None, :, None, None]
+    w = 8 * tl.arange(0, 2)[None, None, :, None] + tl.arange(0, 8)[None, None, None, :]
+    xo = 64 * na - 32 * (na & 1) + 2 * w  # [1, 4, 2, 8]
     acc = tl.zeros([BLOCK_N, 4, 2, 8], dtype=tl.float32)
-    for sb in tl.range(lo, hi, num_stages=STAGES):
-        base = r2 + sb * 105
-        ql = tl.reshape(tl.load(base + col), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
-        qh = tl.reshape(tl.load(base + col_qh), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
-        d = _f16(tl.load(base + 104))[:, :, None, None]
-        scales = (base + 96).to(tl.pointer_type(tl.int8))[:, :, None, None]
-        xb, ob = xp + sb * 256 + xo, op[:, None, None, None] + sb * 256 + xo
-        for h in tl.static_range(2):
-            sc = tl.load(scales + (4 * na - 2 * a + 4 * h + wh)).to(tl.float32)
-            dl = d * sc
-            off = -96.0 * dl
-            for k in tl.static_range(2):
-                high = ((qh >> (8 * k + 4 * h + 2 * a).to(tl.uint32)) & 3) << 21
-                f = _as_float(_code(ql, 8 * k + 4 * h, 15, 17) | high | _P64)
-                acc = _take(acc, f * dl + off, xb + (64 * h + k), ob + (64 * h + k), None, DEQ, False)
+    if AHEAD:
+        ql, qh, sc0, sc1, d = _q6_k_words(r2, lo, BLOCK_N)
+        for sb in range(lo, hi - 1):
+            ql_n, qh_n, sc0_n, sc1_n, d_n = _q6_k_words(r2, sb + 1, BLOCK_N)
+            xb, ob = xp + sb * 256 + xo, op[:, None, None, None] + sb * 256 + xo
+            acc = _q6_k_step(acc, ql, qh, sc0, sc1, d, xb, ob, DEQ)
+            ql, qh, sc0, sc1, d = ql_n, qh_n, sc0_n, sc1_n, d_n
+        last = hi - 1
+        xb, ob = xp + last * 256 + xo, op[:, None, None, None] + last * 256 + xo
+        acc = _q6_k_step(acc, ql, qh, sc0, sc1, d, xb, ob, DEQ)
+    else:
+        for sb in tl.range(lo, hi, num_stages=STAGES):
+            ql, qh, sc0, sc1, d = _q6_k_words(r2, sb, BLOCK_N)
+            xb, ob = xp + sb * 256 + xo, op[:, None, None, None] + sb * 256 + xo
+            acc = _q6_k_step(acc, ql, qh, sc0, sc1, d, xb, ob, DEQ)
     return tl.sum(tl.sum(tl.sum(acc, axis=3), axis=2), axis=1)
 
 
@@ -643,9 +855,11 @@ def _dot_rows(
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
+    AHEAD: tl.constexpr,
 ):
     """The format's dot products (or decode, `DEQ`) of the rows at `row_ptrs` over units [lo, hi): every
-    format read in the file's block order."""
+    format read in the file's block order. `AHEAD`: the formats of `AHEAD_FORMATS` load a step's words
+    before the previous step is decoded."""
     if FMT == "f32" or FMT == "f16" or FMT == "bf16":
         acc = _dot_plain(row_ptrs, xp, op, lo, hi, FMT, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "q4_0":
@@ -653,19 +867,19 @@ def _dot_rows(
     elif FMT == "q4_1":
         acc = _dot_q4_1(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "q5_0":
-        acc = _dot_q5_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
+        acc = _dot_q5_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, AHEAD)
     elif FMT == "q5_1":
         acc = _dot_q5_1(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "q8_0":
-        acc = _dot_q8_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
+        acc = _dot_q8_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, AHEAD)
     elif FMT == "mxfp4":
         acc = _dot_mxfp4(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "q4_k":
-        acc = _dot_q4_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ)
+        acc = _dot_q4_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, AHEAD)
     elif FMT == "q5_k":
-        acc = _dot_q5_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ)
+        acc = _dot_q5_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, AHEAD)
     else:  # "q6_k"
-        acc = _dot_q6_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ)
+        acc = _dot_q6_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, AHEAD)
     return acc
 
 
@@ -741,6 +955,7 @@ def _qgemv_kernel(
     glu_limit=0.0,
     PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
     PREFETCH_LINES: tl.constexpr = 0,  # L2 lines of its weight tile a program asks for first
+    AHEAD: tl.constexpr = False,  # GemvConfig.ahead: a step's weight words loaded before the previous step's decode
 ):
     m = tl.program_id(0)
     tile = tl.program_id(1)
@@ -814,7 +1029,7 @@ def _qgemv_kernel(
             + clamped * (row_stride // 4)
         )
         acc = _dot_mxfp4_codes_then_scales(
-            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ
+            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, AHEAD
         )
         if GLU:  # the up tensor, seg_w1 words further: its codes and its scale bytes alike
             acc_up = _dot_mxfp4_codes_then_scales(
@@ -828,11 +1043,14 @@ def _qgemv_kernel(
                 BLOCK_N,
                 UB,
                 DEQ,
+                AHEAD,
             )
     else:
-        acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)
+        acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, AHEAD)
         if GLU:  # the up rows, seg_w1 load words past the gate rows: the same walk, the same activations
-            acc_up = _dot_rows(row_ptrs + seg_w1, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ)
+            acc_up = _dot_rows(
+                row_ptrs + seg_w1, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, AHEAD
+            )
     # The weights are read: the next kernel's programs may become resident beside the epilogue.
     launch_next_grid_late(PDL)
     if DEQ:
@@ -989,6 +1207,14 @@ def default_config(
     target = sm_count if stages > 1 else 4 * sm_count
     split = max(1, min(triton.cdiv(target, programs), steps // min_steps))
     return GemvConfig(block_n, ub, 4, split, stages)
+
+
+def _ahead(config: GemvConfig, layout: _Layout, w: QTensor) -> bool:
+    """The kernel's AHEAD constant for `config` on `w`'s layout; a format whose loop has no such form is
+    refused rather than silently run without it (a sweep would time the same kernel twice)."""
+    if config.ahead and layout.fmt not in AHEAD_FORMATS:
+        raise ValueError(f"tensor {w.name!r}: the {layout.fmt} GEMV loop does not load ahead")
+    return config.ahead
 
 
 def supports_layout(w: QTensor) -> bool:
@@ -1197,6 +1423,7 @@ def launch_segments(
         HAS_BIAS=has_bias,
         HAS_IDS=expert_ids is not None,
         STAGES=config.stages,
+        AHEAD=_ahead(config, layout, w),
         part_ptr=target,
         count_ptr=counters if counters is not None else target,
         REDUCE=counters is not None,
@@ -1296,6 +1523,7 @@ def dequantize_into(
         HAS_IDS=ids is not None,
         STAGES=1,
         DEQ=True,
+        AHEAD=_ahead(config, layout, w),
         num_warps=config.num_warps,
     )
     return out

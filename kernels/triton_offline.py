@@ -144,13 +144,15 @@ def compile_gemv(
     block_order: str = GGML,
     pdl: bool | int = False,
     prefetch_lines: int = 0,
+    ahead: bool = False,
 ):
     """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type, block order
     (kernels.qtensor: GGML or CODES_THEN_SCALES) and launch form.
     `shape` (out, in): the integer arguments divisible by 16 for that matrix are compiled as such, as
     the GPU run specialises them; without it every integer is of unknown divisibility. `pdl`: the form a
     programmatic dependent launch compiles (`kernels.dependent_launch`), `prefetch_lines` with it: the L2
-    lines of its weight tile a program asks for before it waits."""
+    lines of its weight tile a program asks for before it waits. `ahead`: the loop that loads a step's
+    words before the previous step is decoded (`triton_gemv.GemvConfig.ahead`)."""
     from kernels import triton_gemv
 
     layout = kernel_layout(qtype, block_order)
@@ -172,6 +174,7 @@ def compile_gemv(
         **GEMV_FORMS[form],
         PDL=pdl,
         PREFETCH_LINES=prefetch_lines,
+        AHEAD=ahead,
     )
     if constants["REDUCE"]:
         signature.update(part_ptr="*fp32", count_ptr="*i32")

@@ -202,6 +202,93 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     except AssertionError as e:
         results.append((f"{name} dequantize", False, f"not the reference rounded to float16 {e}"))
     results.append(_check_embedding(name, qtype, k_in, rng, exact))
+    if triton_gemv.LAYOUTS[qtype].fmt in triton_gemv.AHEAD_FORMATS:
+        results.extend(_check_ahead(name, qtype, rng))
+    if qtype == GGMLType.MXFP4:
+        results.extend(_check_ahead_regrouped(rng))
+    return results
+
+
+def _ahead_pair(block_n: int, ub: int, split: int):
+    """A launch shape and the same shape loading ahead (`GemvConfig.ahead`)."""
+    from kernels.triton_gemv import GemvConfig
+
+    plain = GemvConfig(block_n, ub, 4, split)
+    return plain, GemvConfig(block_n, ub, 4, split, ahead=True)
+
+
+def _check_ahead(name: str, qtype, rng) -> list[tuple[str, bool, str]]:
+    """The loop that loads a step's words before the previous step is decoded computes the plain loop's
+    sums bit for bit (same decode, same accumulation order): 10 blocks (5 super-blocks) a row walked in
+    steps of 4 blocks (1 super-block) with a short last step, in one split and in two uneven splits; the
+    dequantizer alike. Each also against the float64 oracle."""
+    from kernels import triton_gemv
+
+    unit = triton_gemv.LAYOUTS[qtype].unit
+    superblocks = unit == 256
+    k_in = 5 * unit if superblocks else 10 * unit
+    ub = 1 if superblocks else 4
+    w, w64 = _oracle_weight(qtype, (40, k_in), rng)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32))
+    results = []
+    for split in (1, 2):
+        plain, ahead = _ahead_pair(16, ub, split)
+        want = triton_gemv.launch(x, w, None, 1, config=plain)
+        got = triton_gemv.launch(x, w, None, 1, config=ahead)
+        err = _rel_err(got, x.double() @ w64.T)
+        same = torch.equal(got, want)
+        results.append(
+            (
+                f"{name} loads ahead, {split} split(s)",
+                same and err < REL_TOL,
+                f"same bits: {same}, rel err {err:.1e}",
+            )
+        )
+    plain, ahead = _ahead_pair(16, ub, 2)
+    tiles = [torch.full((40, k_in), float("nan"), dtype=torch.float16) for _ in range(2)]
+    triton_gemv.dequantize_into(w, tiles[0], config=plain)
+    triton_gemv.dequantize_into(w, tiles[1], config=ahead)
+    same = torch.equal(tiles[0], tiles[1]) and not tiles[1].isnan().any()
+    results.append((f"{name} loads ahead, dequantize", bool(same), "same tiles" if same else "differ"))
+    return results
+
+
+def _check_ahead_regrouped(rng) -> list[tuple[str, bool, str]]:
+    """`_check_ahead` for MXFP4 experts regrouped as the CUDA model loads them: two experts' gate/up with
+    the clamped SwiGLU, split in two, and the dequantizer."""
+    from kernels import triton_gemv
+    from kernels.formats import GGMLType
+
+    k_in = 10 * 32
+    g, g64 = _oracle_weight(GGMLType.MXFP4, (4, 24, k_in), rng)
+    u, u64 = _oracle_weight(GGMLType.MXFP4, (4, 24, k_in), rng)
+    g, u = g.codes_then_scales_in_place(), u.codes_then_scales_in_place()
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32))
+    ids = torch.tensor([3, 1])
+    plain, ahead = _ahead_pair(8, 4, 2)
+    ys = [
+        triton_gemv.launch_segments(
+            x, (g, u), (None, None), 2, expert_ids=ids, x_group=2, glu=True, glu_oai=SWIGLU_OAI, config=c
+        )
+        for c in (plain, ahead)
+    ]
+    zero = torch.zeros(4, 24, dtype=torch.float32)
+    err = _rel_err(ys[1], _oai_experts(x.double(), g64, u64, zero, zero, ids))
+    same = torch.equal(ys[0], ys[1])
+    results = [
+        (
+            "mxfp4 regrouped experts loading ahead, gate/up/SwiGLU-OAI",
+            same and err < REL_TOL,
+            f"same bits: {same}, rel err {err:.1e}",
+        )
+    ]
+    tiles = [torch.full((2, 24, k_in), float("nan"), dtype=torch.float16) for _ in range(2)]
+    triton_gemv.dequantize_into(g, tiles[0], experts=ids, config=plain)
+    triton_gemv.dequantize_into(g, tiles[1], experts=ids, config=ahead)
+    same = torch.equal(tiles[0], tiles[1]) and not tiles[1].isnan().any()
+    results.append(
+        ("mxfp4 regrouped loads ahead, dequantize", bool(same), "same tiles" if same else "differ")
+    )
     return results
 
 
