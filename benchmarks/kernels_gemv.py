@@ -171,14 +171,17 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
 
     layout = CODES_THEN_SCALES_LAYOUT if shape.regrouped else LAYOUTS[shape.qtype]
     n_units = shape.in_features // layout.unit
+    # With the tiles whose loop keeps every operand in one layout (no shared-memory round trip inside
+    # the loop, `benchmarks.ptx_cost`'s round-trips column): Q8_0 and Q5_0 at n16/u4 with 4 warps or
+    # n16/u8 with 8, Q6_K at n8 (and since its halfword scales, n16).
     if layout.fmt in SUPERBLOCK_FORMATS:
-        tiles = [(16, 1, 4), (32, 1, 4), (64, 1, 4), (64, 1, 8)]
+        tiles = [(8, 1, 4), (16, 1, 4), (32, 1, 4), (64, 1, 4), (32, 1, 8), (64, 1, 8)]
         if compact:
-            tiles = [(16, 1, 4), (32, 1, 4), (32, 1, 8), (64, 1, 8)]
+            tiles = [(8, 1, 4), (16, 1, 4), (32, 1, 4), (32, 1, 8), (64, 1, 8)]
     else:
-        tiles = [(16, 8, 4), (32, 4, 4), (64, 2, 4), (16, 16, 4), (8, 32, 4)]
+        tiles = [(16, 8, 4), (16, 4, 4), (16, 8, 8), (32, 4, 4), (64, 2, 4), (16, 16, 4), (8, 32, 4)]
         if compact:
-            tiles = [(8, 32, 4), (16, 8, 4), (16, 16, 4), (16, 16, 8), (32, 4, 4)]
+            tiles = [(8, 32, 4), (16, 4, 4), (16, 8, 4), (16, 8, 8), (16, 16, 4), (16, 16, 8), (32, 4, 4)]
     configs = []
     for block_n, ub, warps in tiles:
         if ub > 1 and ub > 2 * n_units:

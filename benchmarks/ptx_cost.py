@@ -2,7 +2,7 @@
 without a GPU.
 
     python -m benchmarks.ptx_cost [--formats q4_k mxfp4 ...] [--shape 4096x4096] [--block-n 16] [--ub 8]
-                                  [--form plain] [--out FILE.md]
+                                  [--warps 4] [--form plain] [--ahead] [--out FILE.md]
     python -m benchmarks.ptx_cost --kernel prefill-gemm [--formats ...] [--out FILE.md]
 
 For each format the GEMV kernel (`kernels/triton_gemv.py`, a decode launch of an `--shape` matrix in the
@@ -48,6 +48,7 @@ def cost_rows(
     shape: tuple[int, int] = (4096, 4096),
     form: str = "plain",
     ahead: bool = False,
+    num_warps: int | None = None,
 ) -> list[dict]:
     """One row per format (`REGROUPED_MXFP4`: MXFP4 in the order the worker reads experts); with `ahead`,
     formats whose loop loads ahead (`triton_gemv.AHEAD_FORMATS`) get a second row in that form."""
@@ -68,24 +69,33 @@ def cost_rows(
         config = default_config(qtype, shape[0], shape[1], 1, 132, layout=layout)
         bn = block_n or config.block_n
         u = ub or config.units_per_step
+        warps = num_warps or config.num_warps
         for loads_ahead in (False, True) if ahead and layout.fmt in AHEAD_FORMATS else (False,):
             compiled = compile_gemv(
-                qtype, form, block_n=bn, ub=u, shape=shape, block_order=order, ahead=loads_ahead
+                qtype,
+                form,
+                block_n=bn,
+                ub=u,
+                shape=shape,
+                block_order=order,
+                ahead=loads_ahead,
+                num_warps=warps,
             )
-            rows.append(_gemv_row(compiled, f"{name} ahead" if loads_ahead else name, layout, bn, u, qtype))
+            label = f"{name} ahead" if loads_ahead else name
+            rows.append(_gemv_row(compiled, label, layout, bn, u, qtype, warps))
     return rows
 
 
-def _gemv_row(compiled, label: str, layout, bn: int, u: int, qtype) -> dict:
+def _gemv_row(compiled, label: str, layout, bn: int, u: int, qtype, warps: int) -> dict:
     from kernels.formats import FORMATS
     from kernels.triton_offline import loop_cost, register_use, weights_per_thread_step
 
     ptx = compiled.asm["ptx"]
     cost, use = loop_cost(ptx), register_use(ptx)
-    weights = weights_per_thread_step(layout, bn, u)
+    weights = weights_per_thread_step(layout, bn, u, warps)
     top = ", ".join(f"{op} {n}" for op, n in list(cost.opcodes.items())[:6])
     return dict(
-        format=label, tile=f"n{bn}/u{u}", instructions=cost.instructions, weights=weights,
+        format=label, tile=f"n{bn}/u{u}/w{warps}", instructions=cost.instructions, weights=weights,
         per_weight=round(cost.instructions / weights, 1), shared_round_trips=cost.shared_round_trips,
         registers=use.registers, spill_bytes=use.spill_bytes, top=top,
         **_sass_columns(compiled.asm["cubin"]),
@@ -189,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--block-n", type=int, help="rows per program (default: the worker's tile)")
     parser.add_argument("--ub", type=int, help="blocks per step (default: the worker's tile)")
+    parser.add_argument("--warps", type=int, help="warps per program (default: the worker's)")
     parser.add_argument("--shape", default="4096x4096", help="the matrix, OUTxIN (default 4096x4096)")
     parser.add_argument("--form", default="plain", help="launch form (kernels.triton_offline.GEMV_FORMS)")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
@@ -214,7 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = prefill_gemm_rows(args.formats, (out_features, in_features))
     else:
         rows = cost_rows(
-            args.formats, args.block_n, args.ub, (out_features, in_features), args.form, args.ahead
+            args.formats,
+            args.block_n,
+            args.ub,
+            (out_features, in_features),
+            args.form,
+            args.ahead,
+            args.warps,
         )
     table = to_markdown(rows)
     print(table, end="")

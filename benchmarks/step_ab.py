@@ -16,6 +16,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `GEMV loads ahead`: every GEMV of a format that has the form (`triton_gemv.AHEAD_FORMATS`) in its
   default launch shape, its loop loading each step's words before the previous step is decoded
   (`GemvConfig.ahead`; the launch shapes are chosen while the variant's graph is captured);
+- `Q5_0/Q8_0 tiles without round trips`: those GEMVs (Qwen's, GPT-OSS's attention) at 16 rows x 8 blocks
+  with 8 warps instead of the default tiles, whose loops convert operands through shared memory (6-20
+  barriers a step, `benchmarks.ptx_cost`); none at this tile. The split is chosen as `default_config`'s;
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
   (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
   both also with a `late trigger` (`late_trigger`), and `weight prefetch without dependent launch`, each
@@ -93,29 +96,55 @@ def routing_unfused(kernels: Any) -> Any:
 class Variant:
     kernels: Any  # the model's KernelSet for this variant
     dependent_launch: dependent_launch.DependentLaunch  # how its decode graph's kernels are launched
-    gemv_ahead: bool = False  # its GEMVs' launch shapes load ahead where the format can
+    gemv_shapes: str = ""  # "", "ahead" or "round-trip-free": its GEMVs' launch shapes (`gemv_launch_shapes`)
+
+
+def _loading_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    from kernels import triton_gemv
+
+    if layout.fmt in triton_gemv.AHEAD_FORMATS and config.stages == 1:
+        return dataclasses.replace(config, ahead=True)
+    return config
+
+
+def _round_trip_free(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Q5_0 / Q8_0 at 16 rows x 8 blocks, 8 warps; the split as `default_config` picks one for a tile."""
+    import triton
+
+    tile = (config.block_n, config.units_per_step, config.num_warps)
+    if layout.fmt not in ("q5_0", "q8_0") or config.stages != 1 or tile not in ((16, 8, 4), (8, 32, 4)):
+        return config  # (n32/u2, the large output matrices' tile, has none)
+    n_rows, in_features, n_out_rows, sm_count = shape
+    n_units = in_features // layout.unit
+    ub = 8
+    while ub > 1 and n_units <= ub // 2:
+        ub //= 2
+    programs = triton.cdiv(n_rows, 16) * n_out_rows
+    split = max(1, min(triton.cdiv(4 * sm_count, programs), triton.cdiv(n_units, ub) // 2))
+    return dataclasses.replace(config, block_n=16, units_per_step=ub, num_warps=8, split=split)
+
+
+GEMV_SHAPE_RULES = {"ahead": _loading_ahead, "round-trip-free": _round_trip_free}
 
 
 @contextlib.contextmanager
-def gemv_launch_shapes(ahead: bool) -> Iterator[None]:
-    """With `ahead`: the GEMV's default launch shapes, loading ahead for the formats that can, while the
-    block runs (`triton_gemv.launch_segments` asks `default_config` at each launch; a captured graph
-    keeps the shapes it was captured with)."""
-    if not ahead:
+def gemv_launch_shapes(rule: str) -> Iterator[None]:
+    """The GEMV's default launch shapes changed by `GEMV_SHAPE_RULES[rule]` while the block runs
+    (`triton_gemv.launch_segments` asks `default_config` at each launch; a captured graph keeps the
+    shapes it was captured with); "" leaves them."""
+    if not rule:
         yield
         return
     from kernels import triton_gemv
 
-    chosen = triton_gemv.default_config
+    chosen, change = triton_gemv.default_config, GEMV_SHAPE_RULES[rule]
 
-    def loading_ahead(*args: Any, **kwargs: Any) -> Any:
-        config = chosen(*args, **kwargs)
-        layout = kwargs.get("layout") or triton_gemv.LAYOUTS[args[0]]
-        if layout.fmt in triton_gemv.AHEAD_FORMATS and config.stages == 1:
-            return dataclasses.replace(config, ahead=True)
-        return config
+    def changed(qtype: Any, n_rows: int, in_features: int, n_out_rows: int, sm_count: int, **kw: Any) -> Any:
+        config = chosen(qtype, n_rows, in_features, n_out_rows, sm_count, **kw)
+        layout = kw.get("layout") or triton_gemv.LAYOUTS[qtype]
+        return change(config, layout, (n_rows, in_features, n_out_rows, sm_count))
 
-    with mock.patch.object(triton_gemv, "default_config", loading_ahead):
+    with mock.patch.object(triton_gemv, "default_config", changed):
         yield
 
 
@@ -126,7 +155,7 @@ def run_variant(engine: Any, variant: Variant, ids: list[int], tokens: int) -> d
     with_kernel_set(engine.model, variant.kernels)
     # Captured afresh for this variant's kernels and launch form.
     engine.graphs = DecodeGraphs(engine.model, dependent_launch=variant.dependent_launch)
-    with gemv_launch_shapes(variant.gemv_ahead):
+    with gemv_launch_shapes(variant.gemv_shapes):
         session = engine.start(ids, tokens + 10, SamplingParams(temperature=0.0))
         try:
             out = [session.next_token()]
@@ -174,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     default_kernels = engine.model.kernels
     early = engine.graphs.dependent_launch if engine.graphs is not None else dependent_launch.OFF
     variants = {"default": Variant(default_kernels, early)}
-    variants["GEMV loads ahead"] = Variant(default_kernels, early, gemv_ahead=True)
+    variants["GEMV loads ahead"] = Variant(default_kernels, early, gemv_shapes="ahead")
+    variants["Q5_0/Q8_0 tiles without round trips"] = Variant(
+        default_kernels, early, gemv_shapes="round-trip-free"
+    )
     if not args.launch_only:
         variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
     if default_kernels.decode is not None and not args.launch_only:

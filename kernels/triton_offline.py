@@ -145,6 +145,7 @@ def compile_gemv(
     pdl: bool | int = False,
     prefetch_lines: int = 0,
     ahead: bool = False,
+    num_warps: int = 4,
 ):
     """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type, block order
     (kernels.qtensor: GGML or CODES_THEN_SCALES) and launch form.
@@ -152,7 +153,8 @@ def compile_gemv(
     the GPU run specialises them; without it every integer is of unknown divisibility. `pdl`: the form a
     programmatic dependent launch compiles (`kernels.dependent_launch`), `prefetch_lines` with it: the L2
     lines of its weight tile a program asks for before it waits. `ahead`: the loop that loads a step's
-    words before the previous step is decoded (`triton_gemv.GemvConfig.ahead`)."""
+    words before the previous step is decoded (`triton_gemv.GemvConfig.ahead`); `num_warps` as the
+    launch shape's."""
     from kernels import triton_gemv
 
     layout = kernel_layout(qtype, block_order)
@@ -200,7 +202,7 @@ def compile_gemv(
     if shape is not None:
         ints = gemv_int_args(qtype, *shape, constants["UB"], block_order, dequantize=constants["DEQ"])
         aligned += tuple(name for name, value in ints.items() if value and value % 16 == 0)
-    return compile_for_sm90(triton_gemv._qgemv_kernel, signature, constants, aligned)
+    return compile_for_sm90(triton_gemv._qgemv_kernel, signature, constants, aligned, num_warps=num_warps)
 
 
 QGEMM_INTS = ("M", "N", "K", "row_bytes", "matrix_bytes", "scales_at", "x_group", "n_expert")

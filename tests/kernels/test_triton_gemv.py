@@ -147,6 +147,50 @@ def test_split_k_tiles_and_pipelining_agree(split, rng, blocks) -> None:
         assert rel_err(got, expected) < REL_TOL, (block_n, ub, warps, split, stages)
 
 
+@pytest.mark.parametrize(
+    ("qtype", "block_n", "ub", "warps"),
+    [
+        (GGMLType.Q4_K, 32, 1, 4),
+        (GGMLType.Q5_K, 32, 1, 4),
+        (GGMLType.Q6_K, 16, 1, 4),
+        (GGMLType.Q5_0, 16, 8, 4),
+        (GGMLType.Q5_0, 8, 32, 4),
+        (GGMLType.Q8_0, 16, 8, 8),
+    ],
+    ids=lambda v: getattr(v, "name", str(v)),
+)
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_the_loop_that_loads_ahead_gives_the_plain_loops_bits(
+    qtype, block_n, ub, warps, split, rng, blocks
+) -> None:
+    """`GemvConfig.ahead` changes when a step's words are loaded, not what is summed or in which order:
+    the same bits as the plain loop, for the product of two rows with a bias (uneven splits, a short last
+    step) and for the dequantizer."""
+    from kernels.triton_gemv import GemvConfig, dequantize_into, launch
+
+    w = make_weight(qtype, (77, 2816), rng, blocks)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (2, 2816)).astype(np.float32)).cuda()
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, 77).astype(np.float32)).cuda()
+    plain = GemvConfig(block_n, ub, warps, split)
+    ahead = GemvConfig(block_n, ub, warps, split, ahead=True)
+    want = launch(x, w, bias, 2, config=plain)
+    assert torch.equal(launch(x, w, bias, 2, config=ahead), want)
+    assert rel_err(want, reference_qmatmul(x, w, bias, torch.float32)) < REL_TOL
+    tiles = [torch.empty(77, 2816, dtype=torch.float16, device="cuda") for _ in range(2)]
+    dequantize_into(w, tiles[0], config=plain)
+    dequantize_into(w, tiles[1], config=ahead)
+    assert torch.equal(tiles[0], tiles[1])
+
+
+def test_a_format_without_the_loop_that_loads_ahead_is_refused(rng, blocks) -> None:
+    from kernels.triton_gemv import GemvConfig, launch
+
+    w = make_weight(GGMLType.Q4_1, (32, 256), rng, blocks)
+    x = torch.zeros(1, 256, device="cuda")
+    with pytest.raises(ValueError, match="does not load ahead"):
+        launch(x, w, None, 1, config=GemvConfig(16, 8, 4, 1, ahead=True))
+
+
 @pytest.mark.parametrize("split", [2, 3, 7])
 def test_split_k_sums_in_the_kernel_equal_the_sum_after_it(split, rng, blocks, monkeypatch) -> None:
     # The last program of a tile sums the partials in the launch; without counters (SIZE 0) PyTorch

@@ -411,3 +411,52 @@ def test_the_cost_tool_reads_the_gemv_loop_in_sass_and_its_issue_bound() -> None
     assert 1000 < row["issue_bound_gbps"] < 6000
     # Issue-limited at 8 instructions a weight; ALU-limited when more than half of them are integer work.
     assert issue_bound_gbps(8, 4, 1.0) == issue_bound_gbps(8, 3, 1.0) > issue_bound_gbps(8, 5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("qtype", "block_n", "shape"),
+    [("Q4_K", 32, (9216, 3072)), ("Q6_K", 16, (3072, 8192))],
+    ids=["Q4_K-n32", "Q6_K-n16"],
+)
+def test_the_k_quant_loops_keep_every_operand_in_one_layout(qtype, block_n, shape) -> None:
+    """No shared-memory round trip (a layout conversion, with its barriers) inside the loop of the Q4_K and
+    Q6_K GEMVs in the worker's launch shapes: a barrier per conversion would hold all of a program's warps
+    at each step. Q6_K had eight, from its scales read as [rows, 4, 2] bytes (as many elements as the
+    program has threads, so converted instead of recomputed); it reads them as halfwords."""
+    from kernels.formats import GGMLType
+    from kernels.triton_offline import compile_gemv, loop_cost, sass_loop
+
+    compiled = compile_gemv(GGMLType[qtype], block_n=block_n, ub=1, shape=shape)
+    assert loop_cost(compiled.asm["ptx"]).shared_round_trips == 0
+    assert sass_loop(compiled.asm["cubin"])["BAR"] == 0
+
+
+def _ahead_cases():
+    if importlib.util.find_spec("triton") is None:
+        return []
+    from kernels.formats import GGMLType
+    from kernels.qtensor import CODES_THEN_SCALES, GGML
+    from kernels.triton_gemv import AHEAD_FORMATS, LAYOUTS
+
+    cases = [(q, GGML) for q, layout in LAYOUTS.items() if layout.fmt in AHEAD_FORMATS]
+    return [
+        pytest.param(q, order, id=f"{q.name}-{order}")
+        for q, order in [*cases, (GGMLType.MXFP4, CODES_THEN_SCALES)]
+    ]
+
+
+@pytest.mark.parametrize("form", ["plain", "glu-rms-reduce", "dequantize", "experts-glu-oai-rms-reduce"])
+@pytest.mark.parametrize(("qtype", "block_order"), _ahead_cases())
+def test_every_loop_that_loads_ahead_compiles_for_sm90_without_spills(qtype, block_order, form) -> None:
+    """`GemvConfig.ahead` holds two steps' words in registers: every format that has the form compiles in
+    the launch forms of the decode step without spilling them to local memory."""
+    from kernels.triton_gemv import default_config
+    from kernels.triton_offline import compile_gemv, kernel_layout, register_use
+
+    layout = kernel_layout(qtype, block_order)
+    config = default_config(qtype, 2880, 2816 if layout.unit == 256 else 2880, 1, 132, layout=layout)
+    compiled = compile_gemv(
+        qtype, form, block_n=config.block_n, ub=config.units_per_step, block_order=block_order, ahead=True
+    )
+    use = register_use(compiled.asm["ptx"])
+    assert use.spill_bytes == 0 and use.registers <= 255, (use.registers, use.spill_bytes)
