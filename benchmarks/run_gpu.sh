@@ -38,6 +38,13 @@
 #   BENCH_NCU            a kernels_gemv shape filter, e.g. "phi-3-mini": before the models, `benchmarks.ncu_gemv`
 #                        (one launch of each matching decode GEMV under Nsight Compute: DRAM, issue slots,
 #                        occupancy, stall reasons, what bounds it) into $OUT/ncu_gemv.{md,json}
+#   BENCH_GEMV           a kernels_gemv shape filter, e.g. "phi-3" (or "all"): before the models,
+#                        `benchmarks.kernels_gemv --ahead` on the matching decode GEMVs (each alone, its default launch
+#                        shape and the same loading ahead) into $OUT/kernels_gemv.{md,json}; BENCH_GEMV_ARGS adds
+#                        arguments (e.g. "--sweep --compact")
+#   BENCH_GEMV_BASE      with BENCH_GEMV: a second source tree (e.g. `git archive` of an earlier commit, carried
+#                        untracked) timed by the same command in the same call, into $OUT/base/: a kernel
+#                        change before and after on one machine
 #   FIXTURES_DIR         where the shaped files are written (default /tmp/bench-fixtures)
 #   BENCH_PYTHON         the Python to use (default python3)
 set -uo pipefail
@@ -117,6 +124,22 @@ if [[ -n "${BENCH_NCU:-}" ]] && (($(left) > 90)); then
     say "decode GEMVs under Nsight Compute: $BENCH_NCU"
     timeout "$(($(left) / 3))" $PY -m benchmarks.ncu_gemv --only "$BENCH_NCU" --out "$OUT" | tail -n 20 \
         || say "ncu_gemv failed or timed out"
+fi
+
+# The decode GEMVs alone: this tree's, and a base tree's in the same call (no model file needed).
+if [[ -n "${BENCH_GEMV:-}" ]] && (($(left) > 90)); then
+    only=()
+    if [[ "$BENCH_GEMV" != all ]]; then only=(--only "$BENCH_GEMV"); fi
+    out_abs=$(cd "$OUT" && pwd)
+    for tree in . ${BENCH_GEMV_BASE:-}; do
+        dest="$out_abs" ahead=(--ahead)
+        if [[ "$tree" != . ]]; then dest="$out_abs/base" ahead=(); fi  # an earlier tree may not know --ahead
+        say "decode GEMVs alone ($tree): ${BENCH_GEMV} ${BENCH_GEMV_ARGS:-}"
+        # shellcheck disable=SC2086  # BENCH_GEMV_ARGS is a list of arguments
+        (cd "$tree" && timeout "$(($(left) / 3))" $PY -m benchmarks.kernels_gemv ${ahead[@]+"${ahead[@]}"} \
+            ${only[@]+"${only[@]}"} ${BENCH_GEMV_ARGS:-} --out "$dest") | tail -n 30 \
+            || say "kernels_gemv ($tree) failed or timed out"
+    done
 fi
 
 # (b) + (d) per model: write the file, then benchmark the worker on it.
