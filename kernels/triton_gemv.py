@@ -700,15 +700,19 @@ def _dot_q4_k(
 
 @triton.jit
 def _q5_k_words(r2, sb, BLOCK_N: tl.constexpr):
-    """Super-block `sb` of each row as Q5_K's loads: qs [rows, 4, 8], qh [rows, 1, 8], then d | dmin << 16
-    and the three scale words [rows, 1, 1]."""
+    """Super-block `sb` of each row as Q5_K's loads: qs [rows, 4, 8], qh [rows, 4, 8] (the same 8 words for
+    each chunk), then d | dmin << 16 and the three scale words [rows, 1, 1]."""
     base = r2 + sb * 44
     dd = tl.load(base)[:, :, None]
     s1 = tl.load(base + 1)[:, :, None]
     s2 = tl.load(base + 2)[:, :, None]
     s3 = tl.load(base + 3)[:, :, None]
-    qh = tl.reshape(tl.load(base + 4 + tl.arange(0, 8)[None, :]), (BLOCK_N, 1, 8))
-    qs = tl.reshape(tl.load(base + 12 + tl.arange(0, 32)[None, :]), (BLOCK_N, 4, 8))
+    # qh word w for every chunk c, loaded as a [rows, 32] tile like qs ([rows, 4, 8] with the 8 words
+    # repeated): the same layout as qs, where [rows, 1, 8] would be converted through shared memory
+    # (as many elements as the program has threads at 16 rows: a barrier inside the loop).
+    t = tl.arange(0, 32)[None, :]
+    qh = tl.reshape(tl.load(base + 4 + t % 8), (BLOCK_N, 4, 8))
+    qs = tl.reshape(tl.load(base + 12 + t), (BLOCK_N, 4, 8))
     return qs, qh, dd, s1, s2, s3
 
 

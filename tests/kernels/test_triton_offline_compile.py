@@ -415,14 +415,20 @@ def test_the_cost_tool_reads_the_gemv_loop_in_sass_and_its_issue_bound() -> None
 
 @pytest.mark.parametrize(
     ("qtype", "block_n", "shape"),
-    [("Q4_K", 32, (9216, 3072)), ("Q6_K", 16, (3072, 8192))],
-    ids=["Q4_K-n32", "Q6_K-n16"],
+    [
+        ("Q4_K", 32, (9216, 3072)),
+        ("Q5_K", 32, (9216, 3072)),
+        ("Q5_K", 16, (3072, 3072)),
+        ("Q6_K", 16, (3072, 8192)),
+    ],
+    ids=["Q4_K-n32", "Q5_K-n32", "Q5_K-n16", "Q6_K-n16"],
 )
 def test_the_k_quant_loops_keep_every_operand_in_one_layout(qtype, block_n, shape) -> None:
-    """No shared-memory round trip (a layout conversion, with its barriers) inside the loop of the Q4_K and
-    Q6_K GEMVs in the worker's launch shapes: a barrier per conversion would hold all of a program's warps
-    at each step. Q6_K had eight, from its scales read as [rows, 4, 2] bytes (as many elements as the
-    program has threads, so converted instead of recomputed); it reads them as halfwords."""
+    """No shared-memory round trip (a layout conversion, with its barriers) inside the loop of the K-quant
+    GEMVs in the worker's launch shapes: a barrier per conversion would hold all of a program's warps at
+    each step. Q6_K had eight, from its scales read as [rows, 4, 2] bytes (as many elements as the program
+    has threads, so converted instead of recomputed); it reads them as halfwords. Q5_K had two, from its
+    fifth bits read as a [rows, 1, 8] tile; it reads them as a [rows, 32] tile like its codes."""
     from kernels.formats import GGMLType
     from kernels.triton_offline import compile_gemv, loop_cost, sass_loop
 
