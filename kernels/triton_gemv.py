@@ -335,7 +335,43 @@ def _dot_q4_1(
 
 
 @triton.jit
-def _q5_0_words(rows, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+def _walk_blocks(
+    acc,
+    rows,
+    aux,
+    xp,
+    op,
+    lo,
+    hi,
+    WORDS: tl.constexpr,
+    STEP: tl.constexpr,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+    DEQ: tl.constexpr,
+    AHEAD: tl.constexpr,
+):
+    """The walk over 32-element blocks [lo, hi) of the rows at `rows`, UB a step: `WORDS(rows, aux, xp,
+    u0, hi, BLOCK_N, UB, DEQ)` loads blocks u0.. (a tuple; `aux`: a format's second pointer, e.g. the
+    scale rows), `STEP(acc, words, u0, hi, xp, op, BLOCK_N, UB, DEQ)` decodes them into `acc`. AHEAD
+    (`GemvConfig.ahead`): step u0 + UB's loads before u0 is decoded, the last step peeled so that nothing
+    past the split is read; the same steps in the same order as the plain walk."""
+    if AHEAD:
+        words = WORDS(rows, aux, xp, lo, hi, BLOCK_N, UB, DEQ)
+        last = lo + (hi - 1 - lo) // UB * UB
+        for u0 in range(lo, last, UB):
+            following = WORDS(rows, aux, xp, u0 + UB, hi, BLOCK_N, UB, DEQ)
+            acc = STEP(acc, words, u0, hi, xp, op, BLOCK_N, UB, DEQ)
+            words = following
+        acc = STEP(acc, words, last, hi, xp, op, BLOCK_N, UB, DEQ)
+    else:
+        for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
+            acc = STEP(acc, WORDS(rows, aux, xp, u0, hi, BLOCK_N, UB, DEQ), u0, hi, xp, op, BLOCK_N, UB, DEQ)
+    return acc
+
+
+@triton.jit
+def _q5_0_words(rows, aux, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
     """Blocks u0..u0+UB-1 (clamped to the split) of each row as Q5_0's halfword loads: d and the two qh
     halfwords [rows, UB, 1], qs [rows, UB, 8]."""
     r3 = rows[:, None, None]
@@ -348,8 +384,9 @@ def _q5_0_words(rows, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr):
 
 
 @triton.jit
-def _q5_0_step(acc, d_bits, qh0, qh1, qs, u0, hi, xp, op, UB: tl.constexpr, DEQ: tl.constexpr):
+def _q5_0_step(acc, words, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
     """Blocks u0.. of each row, from their loads (`_q5_0_words`), into `acc` [rows, UB, 8]."""
+    d_bits, qh0, qh1, qs = words
     w8 = tl.arange(0, 8)
     blk = u0 + tl.arange(0, UB)
     d = _f16(d_bits)
@@ -382,21 +419,11 @@ def _dot_q5_0(
     AHEAD: tl.constexpr,
 ):
     # block_q5_0 as 11 halfwords {d, qh (2 halfwords, bit e = fifth bit of element e), qs[8]}.
-    # w = (q - 16) * d = (32 + q) * d - 48 * d, exact. AHEAD: the next step's words are loaded before
-    # this step is decoded (`GemvConfig.ahead`).
+    # w = (q - 16) * d = (32 + q) * d - 48 * d, exact.
     acc = tl.zeros([BLOCK_N, UB, 8], dtype=tl.float32)
-    if AHEAD:
-        d, qh0, qh1, qs = _q5_0_words(rows, lo, hi, BLOCK_N, UB)
-        last = lo + (hi - 1 - lo) // UB * UB
-        for u0 in range(lo, last, UB):
-            d_n, qh0_n, qh1_n, qs_n = _q5_0_words(rows, u0 + UB, hi, BLOCK_N, UB)
-            acc = _q5_0_step(acc, d, qh0, qh1, qs, u0, hi, xp, op, UB, DEQ)
-            d, qh0, qh1, qs = d_n, qh0_n, qh1_n, qs_n
-        acc = _q5_0_step(acc, d, qh0, qh1, qs, last, hi, xp, op, UB, DEQ)
-    else:
-        for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
-            d, qh0, qh1, qs = _q5_0_words(rows, u0, hi, BLOCK_N, UB)
-            acc = _q5_0_step(acc, d, qh0, qh1, qs, u0, hi, xp, op, UB, DEQ)
+    acc = _walk_blocks(
+        acc, rows, rows, xp, op, lo, hi, _q5_0_words, _q5_0_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
+    )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -429,7 +456,7 @@ def _dot_q5_1(
 
 
 @triton.jit
-def _q8_0_words(rows, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr):
+def _q8_0_words(rows, aux, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
     """Blocks u0..u0+UB-1 (clamped to the split) of each row as Q8_0's halfword loads: d [rows, UB, 1],
     qs [rows, UB, 16]."""
     b3 = tl.minimum(u0 + tl.arange(0, UB), hi - 1)[None, :, None] * 17
@@ -437,8 +464,9 @@ def _q8_0_words(rows, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr):
 
 
 @triton.jit
-def _q8_0_step(acc, d_bits, qs, u0, hi, xp, op, UB: tl.constexpr, DEQ: tl.constexpr):
+def _q8_0_step(acc, words, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
     """Blocks u0.. of each row, from their loads (`_q8_0_words`), into `acc` [rows, UB, 16]."""
+    d_bits, qs = words
     w16 = tl.arange(0, 16)
     blk = u0 + tl.arange(0, UB)
     d = _f16(d_bits)
@@ -467,20 +495,11 @@ def _dot_q8_0(
     AHEAD: tl.constexpr,
 ):
     # block_q8_0 as 17 halfwords {d, qs[16]}: halfword w holds int8 elements 2w, 2w+1.
-    # s = (s ^ 0x80) - 128, so w = (256 + (s ^ 0x80)) * d - 384 * d, exact. AHEAD: as Q5_0's.
+    # s = (s ^ 0x80) - 128, so w = (256 + (s ^ 0x80)) * d - 384 * d, exact.
     acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
-    if AHEAD:
-        d, qs = _q8_0_words(rows, lo, hi, BLOCK_N, UB)
-        last = lo + (hi - 1 - lo) // UB * UB
-        for u0 in range(lo, last, UB):
-            d_n, qs_n = _q8_0_words(rows, u0 + UB, hi, BLOCK_N, UB)
-            acc = _q8_0_step(acc, d, qs, u0, hi, xp, op, UB, DEQ)
-            d, qs = d_n, qs_n
-        acc = _q8_0_step(acc, d, qs, last, hi, xp, op, UB, DEQ)
-    else:
-        for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
-            d, qs = _q8_0_words(rows, u0, hi, BLOCK_N, UB)
-            acc = _q8_0_step(acc, d, qs, u0, hi, xp, op, UB, DEQ)
+    acc = _walk_blocks(
+        acc, rows, rows, xp, op, lo, hi, _q8_0_words, _q8_0_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
+    )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -532,10 +551,11 @@ def _mxfp4_regrouped_words(
 
 @triton.jit
 def _mxfp4_regrouped_step(
-    acc, qs, e, xt, u0, hi, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+    acc, words, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
     """Blocks u0.. of each row, from their loads (`_mxfp4_regrouped_words`), into `acc` [rows, UB] (DEQ:
     stored at `op` instead)."""
+    qs, e, xt = words
     blk = u0 + tl.arange(0, UB)
     e = e.to(tl.uint32)
     scale = _as_float(tl.where(e < 2, tl.full(e.shape, 0x00200000, tl.uint32) << e, (e - 1) << 23))
@@ -593,21 +613,24 @@ def _dot_mxfp4_codes_then_scales(
     # and mantissa, sign as sign) are its e2m1 value times 2^-14, exact; the GEMV sums those times x per
     # block and scales the block's sum once by 2^15 * e8m0_half(e) (powers of two: exact), so a weight
     # costs its bit extraction, one conversion and one FMA. The dequantizer stores v * 2^15 * scale,
-    # `_dot_mxfp4`'s value bit for bit. AHEAD: the next step's loads are issued before this step is
-    # decoded (`GemvConfig.ahead`).
+    # `_dot_mxfp4`'s value bit for bit.
     acc = tl.zeros([BLOCK_N, UB], dtype=tl.float32)
-    if AHEAD:
-        qs, e, xt = _mxfp4_regrouped_words(rows, scale_rows, xp, lo, hi, BLOCK_N, UB, DEQ)
-        last = lo + (hi - 1 - lo) // UB * UB
-        for u0 in range(lo, last, UB):
-            qs_n, e_n, xt_n = _mxfp4_regrouped_words(rows, scale_rows, xp, u0 + UB, hi, BLOCK_N, UB, DEQ)
-            acc = _mxfp4_regrouped_step(acc, qs, e, xt, u0, hi, op, BLOCK_N, UB, DEQ)
-            qs, e, xt = qs_n, e_n, xt_n
-        acc = _mxfp4_regrouped_step(acc, qs, e, xt, last, hi, op, BLOCK_N, UB, DEQ)
-    else:
-        for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
-            qs, e, xt = _mxfp4_regrouped_words(rows, scale_rows, xp, u0, hi, BLOCK_N, UB, DEQ)
-            acc = _mxfp4_regrouped_step(acc, qs, e, xt, u0, hi, op, BLOCK_N, UB, DEQ)
+    acc = _walk_blocks(
+        acc,
+        rows,
+        scale_rows,
+        xp,
+        op,
+        lo,
+        hi,
+        _mxfp4_regrouped_words,
+        _mxfp4_regrouped_step,
+        STAGES,
+        BLOCK_N,
+        UB,
+        DEQ,
+        AHEAD,
+    )
     return tl.sum(acc, axis=1)
 
 
@@ -640,10 +663,43 @@ def _scale_min_k4(s1, s2, s3, j):
 
 
 @triton.jit
-def _q4_k_words(r2, sb, BLOCK_N: tl.constexpr):
+def _walk_superblocks(
+    acc,
+    rows,
+    xb,
+    ob,
+    lo,
+    hi,
+    WORDS: tl.constexpr,
+    STEP: tl.constexpr,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    DEQ: tl.constexpr,
+    AHEAD: tl.constexpr,
+):
+    """The walk over super-blocks [lo, hi) of the rows at `rows`: `WORDS(rows, sb, BLOCK_N)` loads one
+    super-block's words (a tuple), `STEP(acc, words, xb, ob, DEQ)` decodes them against the activations
+    at `xb` (the super-block's 256 elements from there; `ob`: the dequantizer's output) into `acc`.
+    AHEAD (`GemvConfig.ahead`): super-block sb + 1's words are loaded before sb is decoded, the last one
+    peeled so that nothing past the split is read; the same steps in the same order as the plain walk."""
+    if AHEAD:
+        words = WORDS(rows, lo, BLOCK_N)
+        for sb in range(lo, hi - 1):
+            following = WORDS(rows, sb + 1, BLOCK_N)
+            acc = STEP(acc, words, xb + sb * 256, ob + sb * 256, DEQ)
+            words = following
+        acc = STEP(acc, words, xb + (hi - 1) * 256, ob + (hi - 1) * 256, DEQ)
+    else:
+        for sb in tl.range(lo, hi, num_stages=STAGES):
+            acc = STEP(acc, WORDS(rows, sb, BLOCK_N), xb + sb * 256, ob + sb * 256, DEQ)
+    return acc
+
+
+@triton.jit
+def _q4_k_words(rows, sb, BLOCK_N: tl.constexpr):
     """Super-block `sb` of each row (`r2`: [rows, 1] word pointers) as Q4_K's loads: qs [rows, 4, 8],
     then d | dmin << 16 and the three scale words [rows, 1, 1]."""
-    base = r2 + sb * 36
+    base = rows[:, None] + sb * 36
     qs = tl.reshape(tl.load(base + 4 + tl.arange(0, 32)[None, :]), (BLOCK_N, 4, 8))
     dd = tl.load(base)[:, :, None]
     s1 = tl.load(base + 1)[:, :, None]
@@ -653,8 +709,9 @@ def _q4_k_words(r2, sb, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _q4_k_step(acc, qs, dd, s1, s2, s3, xb, ob, DEQ: tl.constexpr):
+def _q4_k_step(acc, words, xb, ob, DEQ: tl.constexpr):
     """One Q4_K super-block of each row, from its loads (`_q4_k_words`), into `acc` [rows, 4, 8]."""
+    qs, dd, s1, s2, s3 = words
     c4 = tl.arange(0, 4)[None, :, None]
     d = _f16(dd)
     dmin = _f16(dd >> 16)
@@ -676,33 +733,30 @@ def _dot_q4_k(
     # 2c in its low nibbles and 2c+1 in its high nibbles; word w of chunk c, byte k is element
     # 64c + 32h + 4w + k. The qs words are loaded as one [rows, 32] tile (16-byte vectors, threads
     # spread over the row's words so each keeps several rows) and viewed as [rows, chunk, word].
-    # AHEAD: the next super-block's words are loaded before this one is decoded (`GemvConfig.ahead`).
-    r2 = rows[:, None]
     xo = 64 * tl.arange(0, 4)[:, None] + 4 * tl.arange(0, 8)[None, :]
     acc = tl.zeros([BLOCK_N, 4, 8], dtype=tl.float32)
-    if AHEAD:
-        qs, dd, s1, s2, s3 = _q4_k_words(r2, lo, BLOCK_N)
-        for sb in range(lo, hi - 1):
-            qs_n, dd_n, s1_n, s2_n, s3_n = _q4_k_words(r2, sb + 1, BLOCK_N)
-            xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
-            acc = _q4_k_step(acc, qs, dd, s1, s2, s3, xb, ob, DEQ)
-            qs, dd, s1, s2, s3 = qs_n, dd_n, s1_n, s2_n, s3_n
-        last = hi - 1
-        xb, ob = xp + last * 256 + xo, op[:, None, None] + last * 256 + xo[None]
-        acc = _q4_k_step(acc, qs, dd, s1, s2, s3, xb, ob, DEQ)
-    else:
-        for sb in tl.range(lo, hi, num_stages=STAGES):
-            qs, dd, s1, s2, s3 = _q4_k_words(r2, sb, BLOCK_N)
-            xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
-            acc = _q4_k_step(acc, qs, dd, s1, s2, s3, xb, ob, DEQ)
+    acc = _walk_superblocks(
+        acc,
+        rows,
+        xp + xo,
+        op[:, None, None] + xo[None],
+        lo,
+        hi,
+        _q4_k_words,
+        _q4_k_step,
+        STAGES,
+        BLOCK_N,
+        DEQ,
+        AHEAD,
+    )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _q5_k_words(r2, sb, BLOCK_N: tl.constexpr):
+def _q5_k_words(rows, sb, BLOCK_N: tl.constexpr):
     """Super-block `sb` of each row as Q5_K's loads: qs [rows, 4, 8], qh [rows, 4, 8] (the same 8 words for
     each chunk), then d | dmin << 16 and the three scale words [rows, 1, 1]."""
-    base = r2 + sb * 44
+    base = rows[:, None] + sb * 44
     dd = tl.load(base)[:, :, None]
     s1 = tl.load(base + 1)[:, :, None]
     s2 = tl.load(base + 2)[:, :, None]
@@ -717,8 +771,9 @@ def _q5_k_words(r2, sb, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _q5_k_step(acc, qs, qh, dd, s1, s2, s3, xb, ob, DEQ: tl.constexpr):
+def _q5_k_step(acc, words, xb, ob, DEQ: tl.constexpr):
     """One Q5_K super-block of each row, from its loads (`_q5_k_words`), into `acc` [rows, 4, 8]."""
+    qs, qh, dd, s1, s2, s3 = words
     c4 = tl.arange(0, 4)[None, :, None]
     d = _f16(dd)
     dmin = _f16(dd >> 16)
@@ -739,30 +794,28 @@ def _dot_q5_k(
     rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, AHEAD: tl.constexpr
 ):
     # block_q5_K as 44 words {d | dmin << 16, scales[3], qh[8], qs[32]}: as Q4_K, plus the fifth bit of
-    # element (sub-block j, byte i) = bit j of qh byte i. AHEAD: as Q4_K's.
-    r2 = rows[:, None]
+    # element (sub-block j, byte i) = bit j of qh byte i.
     xo = 64 * tl.arange(0, 4)[:, None] + 4 * tl.arange(0, 8)[None, :]
     acc = tl.zeros([BLOCK_N, 4, 8], dtype=tl.float32)
-    if AHEAD:
-        qs, qh, dd, s1, s2, s3 = _q5_k_words(r2, lo, BLOCK_N)
-        for sb in range(lo, hi - 1):
-            qs_n, qh_n, dd_n, s1_n, s2_n, s3_n = _q5_k_words(r2, sb + 1, BLOCK_N)
-            xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
-            acc = _q5_k_step(acc, qs, qh, dd, s1, s2, s3, xb, ob, DEQ)
-            qs, qh, dd, s1, s2, s3 = qs_n, qh_n, dd_n, s1_n, s2_n, s3_n
-        last = hi - 1
-        xb, ob = xp + last * 256 + xo, op[:, None, None] + last * 256 + xo[None]
-        acc = _q5_k_step(acc, qs, qh, dd, s1, s2, s3, xb, ob, DEQ)
-    else:
-        for sb in tl.range(lo, hi, num_stages=STAGES):
-            qs, qh, dd, s1, s2, s3 = _q5_k_words(r2, sb, BLOCK_N)
-            xb, ob = xp + sb * 256 + xo, op[:, None, None] + sb * 256 + xo[None]
-            acc = _q5_k_step(acc, qs, qh, dd, s1, s2, s3, xb, ob, DEQ)
+    acc = _walk_superblocks(
+        acc,
+        rows,
+        xp + xo,
+        op[:, None, None] + xo[None],
+        lo,
+        hi,
+        _q5_k_words,
+        _q5_k_step,
+        STAGES,
+        BLOCK_N,
+        DEQ,
+        AHEAD,
+    )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
 @triton.jit
-def _q6_k_words(r2, sb, BLOCK_N: tl.constexpr):
+def _q6_k_words(rows, sb, BLOCK_N: tl.constexpr):
     """Super-block `sb` of each row as Q6_K's loads: ql and qh [rows, 4, 2, 8] (uint32), the scales of
     each nibble half h as halfwords [rows, 4, 1, 1] (two int8, wh = 0 low) and d [rows, 1, 1, 1] (its
     halfword)."""
@@ -770,7 +823,7 @@ def _q6_k_words(r2, sb, BLOCK_N: tl.constexpr):
     col_qh = 64 + 8 * ((col // 16) - (col // 16) % 2) + col % 16
     na = tl.arange(0, 4)[None, :, None, None]
     a = na & 1
-    base = r2 + sb * 105
+    base = rows[:, None] + sb * 105
     ql = tl.reshape(tl.load(base + col), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
     qh = tl.reshape(tl.load(base + col_qh), (BLOCK_N, 4, 2, 8)).to(tl.uint32)
     # The scales of (na, h) for wh = 0, 1 are one halfword (scales[8n + 4h + 2a], [.. + 1]): loaded as
@@ -785,8 +838,9 @@ def _q6_k_words(r2, sb, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _q6_k_step(acc, ql, qh, sc0, sc1, d_bits, xb, ob, DEQ: tl.constexpr):
+def _q6_k_step(acc, words, xb, ob, DEQ: tl.constexpr):
     """One Q6_K super-block of each row, from its loads (`_q6_k_words`), into `acc` [rows, 4, 2, 8]."""
+    ql, qh, sc0, sc1, d_bits = words
     a = tl.arange(0, 4)[None, :, None, None] & 1
     wh = tl.arange(0, 2)[None, None, :, None]
     d = _f16(d_bits)
@@ -810,27 +864,24 @@ def _dot_q6_k(
     # 128-element half, a the 32-byte chunk of ql inside it, w = 8 wh + wl the halfword in the chunk,
     # k the byte and h the nibble, the element is 128n + 64h + 32a + 2w + k; its high two bits are bits
     # 4h + 2a of qh byte 32n + 2w + k, and its scale is scales[8n + 4h + 2a + wh]. na = 2n + a.
-    # AHEAD: as Q4_K's.
-    r2 = rows[:, None]
     na = tl.arange(0, 4)[None, :, None, None]
     w = 8 * tl.arange(0, 2)[None, None, :, None] + tl.arange(0, 8)[None, None, None, :]
     xo = 64 * na - 32 * (na & 1) + 2 * w  # [1, 4, 2, 8]
     acc = tl.zeros([BLOCK_N, 4, 2, 8], dtype=tl.float32)
-    if AHEAD:
-        ql, qh, sc0, sc1, d = _q6_k_words(r2, lo, BLOCK_N)
-        for sb in range(lo, hi - 1):
-            ql_n, qh_n, sc0_n, sc1_n, d_n = _q6_k_words(r2, sb + 1, BLOCK_N)
-            xb, ob = xp + sb * 256 + xo, op[:, None, None, None] + sb * 256 + xo
-            acc = _q6_k_step(acc, ql, qh, sc0, sc1, d, xb, ob, DEQ)
-            ql, qh, sc0, sc1, d = ql_n, qh_n, sc0_n, sc1_n, d_n
-        last = hi - 1
-        xb, ob = xp + last * 256 + xo, op[:, None, None, None] + last * 256 + xo
-        acc = _q6_k_step(acc, ql, qh, sc0, sc1, d, xb, ob, DEQ)
-    else:
-        for sb in tl.range(lo, hi, num_stages=STAGES):
-            ql, qh, sc0, sc1, d = _q6_k_words(r2, sb, BLOCK_N)
-            xb, ob = xp + sb * 256 + xo, op[:, None, None, None] + sb * 256 + xo
-            acc = _q6_k_step(acc, ql, qh, sc0, sc1, d, xb, ob, DEQ)
+    acc = _walk_superblocks(
+        acc,
+        rows,
+        xp + xo,
+        op[:, None, None, None] + xo,
+        lo,
+        hi,
+        _q6_k_words,
+        _q6_k_step,
+        STAGES,
+        BLOCK_N,
+        DEQ,
+        AHEAD,
+    )
     return tl.sum(tl.sum(tl.sum(acc, axis=3), axis=2), axis=1)
 
 
