@@ -4,6 +4,7 @@ without a GPU.
     python -m benchmarks.ptx_cost [--formats q4_k mxfp4 ...] [--shape 4096x4096] [--block-n 16] [--ub 8]
                                   [--warps 4] [--form plain] [--ahead] [--out FILE.md]
     python -m benchmarks.ptx_cost --kernel prefill-gemm [--formats ...] [--out FILE.md]
+    python -m benchmarks.ptx_cost --kernel rope-attention [--out FILE.md]
 
 For each format the GEMV kernel (`kernels/triton_gemv.py`, a decode launch of an `--shape` matrix in the
 `--form` of `kernels.triton_offline.GEMV_FORMS` (default plain),
@@ -25,6 +26,10 @@ ALU pipe (16 lanes a clock per SM quarter on sm_90, half the FMA pipe's 32), and
 loop would run out of issue slots or ALU cycles if no load were ever waited on (`ISSUE_BOUND`: 132 SMs at
 1.98 GHz, the weight's bytes): a GEMV measured well below it is bound by latency (too few bytes in flight),
 not by its decode's instructions.
+
+`--kernel rope-attention`: the decode step's RoPE + KV store + attention (`kernels/triton_decode.py`) for the
+three models' head layouts, in its default tile and `attention_tile(retiled=True)`'s: one loop step (a
+block of cache positions) in SASS, its barriers and shuffles, registers and spills.
 
 `--kernel prefill-gemm`: the same counts for `kernels/triton_qgemm.py` in the launch shapes
 `default_config` picks for 512 rows, dense and grouped by expert: the loop decodes a weight tile and feeds
@@ -172,6 +177,65 @@ def prefill_gemm_rows(formats: list[str], shape: tuple[int, int] = (4096, 4096))
     return rows
 
 
+# (model, query heads per KV head, head dim, rotary half): the M0 models' attention layouts.
+ATTENTION_LAYOUTS = [("qwen2.5-0.5b", 7, 64, 32), ("phi-3-mini", 1, 96, 48), ("gpt-oss-20b", 8, 64, 32)]
+
+
+def attention_rows() -> list[dict]:
+    """`--kernel rope-attention`: each layout's loop step, default and re-tiled (split form, as a decode
+    step with a 256-position cache launches it)."""
+    import triton
+
+    from kernels import triton_decode
+    from kernels.triton_offline import compile_for_sm90, pipe_mix, register_use, sass_loop
+
+    floats = dict.fromkeys(
+        ("q_ptr", "k_ptr", "v_ptr", "keys_ptr", "values_ptr", "cos_ptr", "sin_ptr"), "*fp32"
+    )
+    signature = {
+        **floats, "sinks_ptr": "*fp32", "out_ptr": "*fp32", "pos_ptr": "*i64", "capacity": "i32",
+        "scale": "fp32", "window": "i32", "chunk": "i32", "part_ptr": "*fp32", "stat_ptr": "*fp32",
+        "count_ptr": "*i32",
+    }  # fmt: skip
+    rows = []
+    for model, group, d, rope_half in ATTENTION_LAYOUTS:
+        block_d = triton.next_power_of_2(d)
+        for retiled in (False, True):
+            tile = triton_decode.attention_tile(group, block_d, retiled=retiled)
+            kernel = compile_for_sm90(
+                triton_decode._rope_attention_kernel,
+                signature,
+                dict(
+                    GROUP=group, BLOCK_G=tile.block_g, D=d, BLOCK_D=block_d, BLOCK_S=tile.block_s,
+                    ROPE_HALF=rope_half, NEOX=True, HAS_SINKS=model.startswith("gpt-oss"), WHOLE_CACHE=False,
+                    CAPACITY=0, SPLIT=True, DOT=tile.dot,
+                ),
+            )  # fmt: skip
+            loop, use = sass_loop(kernel.asm["cubin"]), register_use(kernel.asm["ptx"])
+            rows.append(
+                dict(
+                    model=model, tile=f"g{tile.block_g}/s{tile.block_s}{'/dot' if tile.dot else ''}",
+                    retiled=retiled, loop_sass=sum(loop.values()), per_position=round(sum(loop.values()) / tile.block_s, 1),
+                    barriers=loop["BAR"], shuffles=loop["SHFL"], ffma=loop["FFMA"], alu=pipe_mix(loop)["alu"],
+                    registers=use.registers, spill_bytes=use.spill_bytes,
+                )
+            )  # fmt: skip
+    return rows
+
+
+def attention_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| model | tile | re-tiled | loop SASS / step | per position | barriers | shuffles | FFMA | ALU | registers | spill bytes |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['tile']} | {r['retiled']} | {r['loop_sass']} | {r['per_position']} | "
+            f"{r['barriers']} | {r['shuffles']} | {r['ffma']} | {r['alu']} | {r['registers']} | {r['spill_bytes']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(rows: list[dict]) -> str:
     lines = [
         "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | registers / thread | spill bytes | kernel SASS | I2F/F2I/F2F in it | loop SASS / weight | ALU-pipe / weight | issue bound GB/s | commonest PTX |",
@@ -210,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--kernel",
-        choices=["gemv", "prefill-gemm"],
+        choices=["gemv", "prefill-gemm", "rope-attention"],
         default="gemv",
         help="the decode GEMV (default) or the prefill GEMM (kernels/triton_qgemm.py)",
     )
@@ -221,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: Triton is not importable here (see the module's docstring)", file=sys.stderr)
         return 1
     out_features, in_features = (int(v) for v in args.shape.lower().split("x"))
+    if args.kernel == "rope-attention":
+        table = attention_markdown(attention_rows())
+        print(table, end="")
+        if args.out:
+            args.out.write_text(table)
+        return 0
     if args.kernel == "prefill-gemm":
         rows = prefill_gemm_rows(args.formats, (out_features, in_features))
     else:

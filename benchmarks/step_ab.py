@@ -19,6 +19,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `Q5_0/Q8_0 tiles without round trips`: those GEMVs (Qwen's, GPT-OSS's attention) at 16 rows x 8 blocks
   with 8 warps instead of the default tiles, whose loops convert operands through shared memory (6-20
   barriers a step, `benchmarks.ptx_cost`); none at this tile. The split is chosen as `default_config`'s;
+- `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
+  heads on dot products, Phi-3's 32 positions a step without spills);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
   (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
   both also with a `late trigger` (`late_trigger`), and `weight prefetch without dependent launch`, each
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import statistics
@@ -74,6 +77,13 @@ def rope_attention_apart(kernels: Any) -> Any:
         return decode.decode_attention(q, keys, values, position, scale, sliding_window, sinks)
 
     decode.rope_attention = apart
+    return dataclasses.replace(kernels, decode=decode)
+
+
+def attention_retiled(kernels: Any) -> Any:
+    """The same kernel set with `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles."""
+    decode = types.SimpleNamespace(**vars(kernels.decode))
+    decode.rope_attention = functools.partial(kernels.decode.rope_attention, retiled=True)
     return dataclasses.replace(kernels, decode=decode)
 
 
@@ -207,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     variants["Q5_0/Q8_0 tiles without round trips"] = Variant(
         default_kernels, early, gemv_shapes="round-trip-free"
     )
+    if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
+        variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
     if not args.launch_only:
         variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
     if default_kernels.decode is not None and not args.launch_only:

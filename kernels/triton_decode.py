@@ -18,6 +18,8 @@ the same function in float32, and is tested against that chain (`tests/kernels/t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -288,6 +290,7 @@ def _rope_attention_kernel(
     CAPACITY: tl.constexpr,
     SPLIT: tl.constexpr = False,
     PDL: tl.constexpr = False,
+    DOT: tl.constexpr = False,  # the block's scores and values as dot products (`AttentionTile.dot`)
 ):
     await_previous_grid(PDL)
     # One program per KV head and split of the cache positions: rotate its query heads and its key at
@@ -350,14 +353,20 @@ def _rope_attention_kernel(
         kv_off = base + sp[:, None].to(tl.int64) * D + d[None, :]
         kv_mask = s_ok[:, None] & d_ok[None, :]
         k = tl.load(keys_ptr + kv_off, mask=kv_mask, other=0.0)
-        scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2)
+        if DOT:  # [BLOCK_G >= 16, D] x [D, BLOCK_S]: outer-product FMAs in float32, no cross-thread sums
+            scores = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2)
         scores = tl.where(s_ok[None, :], scores, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, axis=1))
         alpha = tl.exp(m - m_new)
         p = tl.exp(scores - m_new[:, None])
         l_sum = l_sum * alpha + tl.sum(p, axis=1)
         v = tl.load(values_ptr + kv_off, mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+        if DOT:
+            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
         m = m_new
     if not SPLIT:
         tl.store(out_ptr + heads[:, None] * D + d[None, :], acc / l_sum[:, None], mask=q_mask)
@@ -397,6 +406,35 @@ def _rope_attention_kernel(
 MAX_ATTENTION_SPLITS = 16
 
 
+@dataclass(frozen=True)
+class AttentionTile:
+    """How `rope_attention`'s programs walk the cache: query heads of a KV head padded to `block_g`,
+    `block_s` positions a step, and `dot`: the step's scores and weighted values as `tl.dot` products
+    (query heads padded to 16 rows, float32 FMAs in Triton's outer-product layout) instead of broadcast
+    products summed across threads."""
+
+    block_g: int
+    block_s: int
+    dot: bool = False
+
+
+def attention_tile(group: int, block_d: int, *, retiled: bool = False) -> AttentionTile:
+    """The tile for `group` query heads per KV head and head dims padded to `block_d`.
+
+    Default: the broadcast products, up to 64 positions a step. `retiled` (off until measured): grouped
+    heads (4 or more, Qwen2.5's 7, GPT-OSS's 8) take the dot products at 32 positions, a third of the
+    broadcast loop's instructions and none of its 692 shuffles a step (sm_90, `benchmarks/results/
+    2026-12-05-gemv-loop-round-trips.md`); one head per KV head (Phi-3) keeps the broadcast products,
+    which pad nothing, at 32 positions, where 64 spilled registers at 128 head dims."""
+    block_g = max(triton.next_power_of_2(group), 1)
+    if retiled and group >= 4:
+        return AttentionTile(max(16, block_g), 32, dot=True)
+    block_s = max(16, min(64, 4096 // (block_g * block_d) * 4))
+    if retiled:
+        block_s = min(block_s, 32)
+    return AttentionTile(block_g, block_s)
+
+
 def attention_splits(capacity: int, block_s: int, max_splits: int) -> tuple[int, int]:
     """(positions per split, splits) for a cache of `capacity`: whole blocks of `block_s`, at most
     `max_splits` splits. Fixed by the capacity, not the position, so a captured graph keeps its grid."""
@@ -420,19 +458,21 @@ def rope_attention(
     *,
     whole_cache: bool = False,
     max_splits: int = MAX_ATTENTION_SPLITS,
+    retiled: bool = False,
 ) -> torch.Tensor:
     """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
     unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position` in `keys`/`values`
     `[n_kv, capacity, d]`. `whole_cache`: as in `decode_attention`. The cache positions are split
     among up to `max_splits` programs per KV head (`attention_splits`), whose softmax states the last
-    of them merges: a long context is read by many SMs, a short one in one block step per program."""
+    of them merges: a long context is read by many SMs, a short one in one block step per program.
+    `retiled`: `attention_tile`'s other tiles (off until measured)."""
     n_kv, capacity, d = keys.shape
     n_head = q.numel() // d
     group = n_head // n_kv
     out = torch.empty(n_head, d, dtype=torch.float32, device=q.device)
-    block_g = max(triton.next_power_of_2(group), 1)
     block_d = triton.next_power_of_2(d)
-    block_s = max(16, min(64, 4096 // (block_g * block_d) * 4))
+    tile = attention_tile(group, block_d, retiled=retiled)
+    block_g, block_s = tile.block_g, tile.block_s
     chunk, n_split = attention_splits(capacity, block_s, max_splits)
     counters = SplitCounters.get(q.device, n_kv) if n_split > 1 else None
     if counters is None:
@@ -445,7 +485,7 @@ def rope_attention(
         sliding_window or capacity + 1, chunk, part, stat, counters if counters is not None else out,
         GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=block_d, BLOCK_S=block_s, ROPE_HALF=cos.shape[-1],
         NEOX=neox, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
-        CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, num_warps=4,
+        CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, DOT=tile.dot, num_warps=4,
         **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return out.view(-1)

@@ -6,7 +6,8 @@
 The same cases as the CUDA test `tests/kernels/test_decode_kernels.py` (Qwen, Llama, Phi-3 head layouts,
 partial rotary, GPT-OSS sliding windows and sinks, the first position), each with the cache positions
 read by one program per KV head and split among several (`max_splits`), against the reference RoPE and
-`ReferenceAttention` in float32; the split result also against the unsplit one. Run with the whole cache
+`ReferenceAttention` in float32; the split result also against the unsplit one; and with
+`attention_tile(retiled=True)` (dot products for grouped heads), against both. Run with the whole cache
 as the loop bound (`whole_cache=True`: the interpreter cannot take a bound read from memory). Prints one
 line per check and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
 """
@@ -33,6 +34,10 @@ CASES = {
     "sinks-first": (True, 64, 8, 64, 64, None, True, 0),
 }
 SPLITS = (1, 4, 16)
+RETILED_SPLITS = (
+    1,
+    16,
+)  # `attention_tile(retiled=True)`: dot products for grouped heads, 32 positions a step
 
 
 def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -62,11 +67,12 @@ def check_case(name: str, case: tuple, gen: torch.Generator) -> list[tuple[str, 
         sliding_window=window, sinks=sinks,
     ).reshape(-1)  # fmt: skip
     results, unsplit = [], None
-    for max_splits in SPLITS:
+    runs = [(m, False) for m in SPLITS] + [(m, True) for m in RETILED_SPLITS]
+    for max_splits, retiled in runs:
         keys, values = cache[0].clone(), cache[1].clone()
         got = triton_decode.rope_attention(
             q, k, v, keys, values, cos, sin, position, neox, scale, window, sinks,
-            whole_cache=True, max_splits=max_splits,
+            whole_cache=True, max_splits=max_splits, retiled=retiled,
         )  # fmt: skip
         _, n_split = triton_decode.attention_splits(capacity, 16, max_splits)
         err = _rel_err(got, want)
@@ -86,7 +92,8 @@ def check_case(name: str, case: tuple, gen: torch.Generator) -> list[tuple[str, 
             apart = _rel_err(got, unsplit)
             ok = ok and apart < REL_TOL
             detail += f", {apart:.1e} from unsplit"
-        results.append((f"{name}, at most {max_splits} splits", ok, detail))
+        tiles = ", retiled" if retiled else ""
+        results.append((f"{name}, at most {max_splits} splits{tiles}", ok, detail))
     return results
 
 
