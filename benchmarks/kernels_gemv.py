@@ -161,13 +161,7 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
     """The launch configurations `--sweep` times. `compact`: no software pipelining (depth 1, which won
     on every K-quant and MXFP4 shape of the full sweep), 8 warps beside 4, and the splits in between
     the powers of two: fewer compiled variants, so a sweep fits a short device call."""
-    from kernels.triton_gemv import (
-        AHEAD_FORMATS,
-        CODES_THEN_SCALES_LAYOUT,
-        LAYOUTS,
-        SUPERBLOCK_FORMATS,
-        GemvConfig,
-    )
+    from kernels.triton_gemv import CODES_THEN_SCALES_LAYOUT, LAYOUTS, SUPERBLOCK_FORMATS, GemvConfig
 
     layout = CODES_THEN_SCALES_LAYOUT if shape.regrouped else LAYOUTS[shape.qtype]
     n_units = shape.in_features // layout.unit
@@ -192,8 +186,6 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
                 if split > 1 and steps // split < 2:
                     break
                 configs.append(GemvConfig(block_n, ub, warps, split, stages))
-                if stages == 1 and layout.fmt in AHEAD_FORMATS:
-                    configs.append(GemvConfig(block_n, ub, warps, split, ahead=True))
     return configs
 
 
