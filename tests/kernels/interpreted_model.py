@@ -3,6 +3,7 @@ on CPU under Triton's interpreter: the model's wiring of the fast kernels checke
 time.
 
     TRITON_INTERPRET=1 python -m tests.kernels.interpreted_model [--files tiny/qwen2-q4_k_m.gguf ...]
+                                                                [--variant ahead|round-trip-free|retiled]
 
 The kernel set is the one `kernels.backend` gives CUDA (`FAST_PATHS["cuda"]`: the Triton GEMV with its
 norm, residual and gate/up forms, the MoE paths, the fused decode-step kernels, the load-time packing),
@@ -16,6 +17,9 @@ it, and its logits are compared with the reference kernels' plain forward at the
 reference's, the GEMM must have served it, and no op in it may read a device value back to the host
 (`HostReads`: a CUDA graph capture would fail on one). The MoE file's decode experts must go through the
 MoE GEMV (gate, up and the clamped SwiGLU in one launch), not the host-grouped reference products.
+`--variant` runs the same checks with one of `benchmarks.step_ab`'s kernel variants (the GEMVs loading
+ahead, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention), so a variant's wiring through the
+model is held to the same bounds before the device times it.
 Prints one line per file and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import sys
 
 import torch
@@ -216,17 +221,26 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+VARIANTS = ("ahead", "round-trip-free", "retiled")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.kernels.interpreted_model")
     parser.add_argument("--files", nargs="+", default=FILES)
+    parser.add_argument("--variant", choices=VARIANTS, help="one of benchmarks.step_ab's kernel variants")
     args = parser.parse_args(argv)
     if not interpreter.ready():
         return 2
-    _cuda_kernels_on_cpu()
-    from kernels import triton_gemv
+    from benchmarks.step_ab import gemv_launch_shapes
+    from kernels import triton_decode, triton_gemv
 
+    if args.variant == "retiled":  # before the counting wrapper, as step_ab's kernel set passes it
+        triton_decode.rope_attention = functools.partial(triton_decode.rope_attention, retiled=True)
+    _cuda_kernels_on_cpu()
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
-    failed = interpreter.report((name, *check_file(name)) for name in args.files)
+    shapes = args.variant if args.variant in ("ahead", "round-trip-free") else ""
+    with gemv_launch_shapes(shapes):
+        failed = interpreter.report((name, *check_file(name)) for name in args.files)
     return 1 if failed else 0
 
 
