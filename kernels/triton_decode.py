@@ -422,12 +422,13 @@ def attention_tile(group: int, block_d: int, *, retiled: bool = False) -> Attent
     """The tile for `group` query heads per KV head and head dims padded to `block_d`.
 
     Default: the broadcast products, up to 64 positions a step. `retiled` (off until measured): grouped
-    heads (4 or more, Qwen2.5's 7, GPT-OSS's 8) take the dot products at 32 positions, a third of the
-    broadcast loop's instructions and none of its 692 shuffles a step (sm_90, `benchmarks/results/
+    heads (2 or more per KV head; Qwen2.5 7, GPT-OSS 8) take the dot products at 32 positions: a third of
+    the broadcast loop's instructions at 7-8 heads and none of its 692 shuffles a step, at 2 heads as
+    many instructions but 3 barriers instead of 18 (sm_90, `benchmarks/results/
     2026-12-05-gemv-loop-round-trips.md`); one head per KV head (Phi-3) keeps the broadcast products,
     which pad nothing, at 32 positions, where 64 spilled registers at 128 head dims."""
     block_g = max(triton.next_power_of_2(group), 1)
-    if retiled and group >= 4:
+    if retiled and group >= 2:
         return AttentionTile(max(16, block_g), 32, dot=True)
     block_s = max(16, min(64, 4096 // (block_g * block_d) * 4))
     if retiled:

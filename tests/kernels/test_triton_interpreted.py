@@ -3,9 +3,10 @@ process under Triton's interpreter (`TRITON_INTERPRET=1`), every format the GEMV
 with a bias, two expert tensors in one segmented launch, and the dequantizer, against gguf-py's values in
 float64; `tests/kernels/interpreted_qgemm.py`, the prefill GEMM of every format, dense and by expert;
 `tests/kernels/interpreted_attention.py`, the fused RoPE + attention, split or not; and
-`tests/kernels/interpreted_model.py`, the decode step and a 40-token prefill of the tiny files through the
-CUDA kernel set on CPU against the reference logits. Runs wherever Triton is importable (skipped in CI, which has no
-Triton); the GEMV and attention checks take a few minutes, the model check about 15."""
+`tests/kernels/interpreted_model.py`, the decode step and a 40-token prefill of the tiny files (and of two
+with each of `benchmarks.step_ab`'s kernel variants) through the CUDA kernel set on CPU against the
+reference logits. Runs wherever Triton is importable (skipped in CI, which has no Triton); the GEMV and
+attention checks take a few minutes, the model check about 15, each variant's about 2."""
 
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def interpreted(module: str, timeout_s: int) -> str:
-    """Runs `python -m <module>` in a fresh process under Triton's interpreter (it must be chosen before the
-    kernels are defined); its report (stdout and the end of stderr), asserted to have exited 0."""
+def interpreted(module: str, timeout_s: int, args: list[str] | None = None) -> str:
+    """Runs `python -m <module> [args]` in a fresh process under Triton's interpreter (it must be chosen
+    before the kernels are defined); its report (stdout and the end of stderr), asserted to have exited 0."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+        [sys.executable, "-m", module, *(args or [])],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     report = run.stdout + run.stderr[-4000:]
     assert run.returncode == 0, report
@@ -68,3 +74,13 @@ def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_
     file's fused forms were served (not silently declined)."""
     report = interpreted("tests.kernels.interpreted_model", 3000)
     assert report.count("ok  ") == 10 and "no fused form" not in report, report
+
+
+@pytest.mark.parametrize("variant", ["ahead", "round-trip-free", "retiled"])
+def test_each_kernel_variant_gives_the_reference_logits_through_the_model(variant: str) -> None:
+    """`interpreted_model --variant`: `benchmarks.step_ab`'s kernel variants (the GEMVs loading ahead, the
+    Q5_0/Q8_0 tiles without round trips, the re-tiled attention) wired through a llama and the GPT-OSS
+    tiny file, held to the same bounds as the default kernels before the device times them."""
+    files = ["tiny/llama-q8_0.gguf", "tiny/gpt-oss-mxfp4_moe.gguf"]
+    report = interpreted("tests.kernels.interpreted_model", 1500, ["--variant", variant, "--files", *files])
+    assert report.count("ok  ") == 2 and "no fused form" not in report, report
