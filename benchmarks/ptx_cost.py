@@ -187,30 +187,13 @@ def attention_rows() -> list[dict]:
     import triton
 
     from kernels import triton_decode
-    from kernels.triton_offline import compile_for_sm90, pipe_mix, register_use, sass_loop
+    from kernels.triton_offline import compile_rope_attention, pipe_mix, register_use, sass_loop
 
-    floats = dict.fromkeys(
-        ("q_ptr", "k_ptr", "v_ptr", "keys_ptr", "values_ptr", "cos_ptr", "sin_ptr"), "*fp32"
-    )
-    signature = {
-        **floats, "sinks_ptr": "*fp32", "out_ptr": "*fp32", "pos_ptr": "*i64", "capacity": "i32",
-        "scale": "fp32", "window": "i32", "chunk": "i32", "part_ptr": "*fp32", "stat_ptr": "*fp32",
-        "count_ptr": "*i32",
-    }  # fmt: skip
     rows = []
     for model, group, d, rope_half in ATTENTION_LAYOUTS:
-        block_d = triton.next_power_of_2(d)
         for retiled in (False, True):
-            tile = triton_decode.attention_tile(group, block_d, retiled=retiled)
-            kernel = compile_for_sm90(
-                triton_decode._rope_attention_kernel,
-                signature,
-                dict(
-                    GROUP=group, BLOCK_G=tile.block_g, D=d, BLOCK_D=block_d, BLOCK_S=tile.block_s,
-                    ROPE_HALF=rope_half, NEOX=True, HAS_SINKS=model.startswith("gpt-oss"), WHOLE_CACHE=False,
-                    CAPACITY=0, SPLIT=True, DOT=tile.dot,
-                ),
-            )  # fmt: skip
+            tile = triton_decode.attention_tile(group, triton.next_power_of_2(d), retiled=retiled)
+            kernel = compile_rope_attention(group, d, rope_half, tile, sinks=model.startswith("gpt-oss"))
             loop, use = sass_loop(kernel.asm["cubin"]), register_use(kernel.asm["ptx"])
             rows.append(
                 dict(

@@ -205,6 +205,32 @@ def compile_gemv(
     return compile_for_sm90(triton_gemv._qgemv_kernel, signature, constants, aligned, num_warps=num_warps)
 
 
+# The fused decode attention's runtime arguments (`kernels.triton_decode._rope_attention_kernel`).
+ROPE_ATTENTION_SIGNATURE = {
+    **dict.fromkeys(("q_ptr", "k_ptr", "v_ptr", "keys_ptr", "values_ptr", "cos_ptr", "sin_ptr"), "*fp32"),
+    "sinks_ptr": "*fp32", "out_ptr": "*fp32", "pos_ptr": "*i64", "capacity": "i32", "scale": "fp32",
+    "window": "i32", "chunk": "i32", "part_ptr": "*fp32", "stat_ptr": "*fp32", "count_ptr": "*i32",
+}  # fmt: skip
+
+
+def compile_rope_attention(
+    group: int, d: int, rope_half: int, tile: Any, *, sinks: bool = False, split: bool = True
+):
+    """The decode step's RoPE + KV store + attention for `group` query heads per KV head of `d` dims
+    (neox pairs over `rope_half` of them) in `tile` (`triton_decode.attention_tile`'s), the loop bound read
+    from the position as a decode step reads it; `split`: the form whose last program merges the splits."""
+    import triton
+
+    from kernels import triton_decode
+
+    constants = dict(
+        GROUP=group, BLOCK_G=tile.block_g, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_S=tile.block_s,
+        ROPE_HALF=rope_half, NEOX=True, HAS_SINKS=sinks, WHOLE_CACHE=False, CAPACITY=0, SPLIT=split,
+        DOT=tile.dot,
+    )  # fmt: skip
+    return compile_for_sm90(triton_decode._rope_attention_kernel, ROPE_ATTENTION_SIGNATURE, constants)
+
+
 QGEMM_INTS = ("M", "N", "K", "row_bytes", "matrix_bytes", "scales_at", "x_group", "n_expert")
 # What a prefill launch of the GEMM passes 16-byte aligned or divisible by 16 for the models' shapes.
 QGEMM_ALIGNED = ("x_ptr", "w_ptr", "y_ptr", "N", "K")

@@ -474,28 +474,11 @@ def test_the_retiled_attention_loop_is_lighter_and_spills_nothing() -> None:
     instructions without its shuffles; one head per KV head (Phi-3, 96 dims padded to 128) at 32
     positions spills no register, where the default 64 does."""
     from kernels import triton_decode
-    from kernels.triton_offline import compile_for_sm90, register_use, sass_loop
-
-    floats = dict.fromkeys(
-        ("q_ptr", "k_ptr", "v_ptr", "keys_ptr", "values_ptr", "cos_ptr", "sin_ptr"), "*fp32"
-    )
-    signature = {
-        **floats, "sinks_ptr": "*fp32", "out_ptr": "*fp32", "pos_ptr": "*i64", "capacity": "i32",
-        "scale": "fp32", "window": "i32", "chunk": "i32", "part_ptr": "*fp32", "stat_ptr": "*fp32",
-        "count_ptr": "*i32",
-    }  # fmt: skip
+    from kernels.triton_offline import compile_rope_attention, register_use, sass_loop
 
     def compiled(group: int, d: int, block_d: int, retiled: bool):
         tile = triton_decode.attention_tile(group, block_d, retiled=retiled)
-        kernel = compile_for_sm90(
-            triton_decode._rope_attention_kernel,
-            signature,
-            dict(
-                GROUP=group, BLOCK_G=tile.block_g, D=d, BLOCK_D=block_d, BLOCK_S=tile.block_s,
-                ROPE_HALF=d // 2, NEOX=True, HAS_SINKS=False, WHOLE_CACHE=False, CAPACITY=0, SPLIT=True,
-                DOT=tile.dot,
-            ),
-        )  # fmt: skip
+        kernel = compile_rope_attention(group, d, d // 2, tile)
         return sass_loop(kernel.asm["cubin"]), register_use(kernel.asm["ptx"])
 
     (plain, _), (dot, dot_use) = compiled(7, 64, 64, False), compiled(7, 64, 64, True)
