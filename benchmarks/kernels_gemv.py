@@ -1,6 +1,7 @@
 """Decode GEMV bandwidth of the Triton fast paths on the three M0 models' real weight shapes.
 
-    python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact]] [--ahead] [--only NAME_SUBSTRING]
+    python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact]] [--ahead] [--round-trip-free]
+                                      [--only NAME_SUBSTRING]
 
 For each (model, tensor, ggml type, out x in) it times `y = x @ dequant(W).T` for one activation row:
 the launches are captured in a CUDA graph (so host launch cost is not counted: the device time of the
@@ -12,7 +13,9 @@ device-to-device copy rate). For MoE experts, the bytes are those of the selecte
 `--sweep` also times a grid of launch configurations per shape and reports the best next to the
 default; `--ahead` times the default launch shape once more with its loop loading each step's words
 before the previous step is decoded (`GemvConfig.ahead`, formats of `triton_gemv.AHEAD_FORMATS`), the
-same tile and split, so the two columns differ only in that. Writes `kernels_gemv.json` and
+same tile and split, so the two columns differ only in that; `--round-trip-free` times the Q5_0 / Q8_0
+shapes once more in the tile `benchmarks.step_ab`'s variant of that name launches (a loop without
+shared-memory round trips), so a shape's GEMV and the step variant are judged on the same tile. Writes `kernels_gemv.json` and
 `kernels_gemv.md` to `--out`.
 """
 
@@ -103,6 +106,9 @@ class Result:
     top: list = None  # the best few swept configurations, "config GB/s"
     ahead_us: float | None = None  # --ahead: the default shape loading ahead
     ahead_gb_per_s: float | None = None
+    round_trip_free: str = ""  # --round-trip-free: the tile, and its time
+    round_trip_free_us: float | None = None
+    round_trip_free_gb_per_s: float | None = None
 
 
 def random_weight(shape: Shape, device: torch.device) -> QTensor:
@@ -235,6 +241,19 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         ahead = dataclasses.replace(config, ahead=True)
         result.ahead_us = round(time_launches(lambda i: run(i, ahead), len(copies), args.replays), 2)
         result.ahead_gb_per_s = round(weight_bytes / (result.ahead_us * 1e-6) / 1e9, 1)
+    if args.round_trip_free:
+        from benchmarks.step_ab import GEMV_SHAPE_RULES
+
+        shape_args = (shape.out_features, shape.in_features, n_out_rows, sm_count)
+        tile = GEMV_SHAPE_RULES["round-trip-free"](config, layout_of(w0), shape_args)
+        if tile != config:
+            result.round_trip_free = _fmt_config(tile)
+            result.round_trip_free_us = round(
+                time_launches(lambda i: run(i, tile), len(copies), args.replays), 2
+            )
+            result.round_trip_free_gb_per_s = round(
+                weight_bytes / (result.round_trip_free_us * 1e-6) / 1e9, 1
+            )
     if args.sweep:
         scored = [(gbs, config)]
         for cand in sweep_configs(shape, n_out_rows, sm_count, args.compact):
@@ -264,13 +283,14 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         f"% is of {meta['peak_gb_per_s']:.0f} GB/s.",
         "",
         "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | loading ahead µs | GB/s "
-        "| best swept | best GB/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|",
+        "| round-trip-free tile | µs | GB/s | best swept | best GB/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.model} | {r.tensor} | {r.qtype} | {r.shape} | {r.weight_bytes / 2**20:.2f} | {r.median_us} "
             f"| {r.gb_per_s} | {r.pct_of_peak} | {r.config} | {r.ahead_us or ''} | {r.ahead_gb_per_s or ''} "
+            f"| {r.round_trip_free} | {r.round_trip_free_us or ''} | {r.round_trip_free_gb_per_s or ''} "
             f"| {r.best_config} | {r.best_gb_per_s or ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -287,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--ahead", action="store_true", help="also the default launch shape loading ahead (GemvConfig.ahead)"
+    )
+    parser.add_argument(
+        "--round-trip-free",
+        action="store_true",
+        help="also Q5_0/Q8_0 shapes in the tile without shared-memory round trips (step_ab's variant)",
     )
     parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
     args = parser.parse_args(argv)
@@ -313,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         r = bench_shape(shape, args, device, sm_count)
         results.append(r)
         best = f"  top: {', '.join(r.top)}" if r.top else ""
+        if r.round_trip_free_us is not None:
+            best = (
+                f"  {r.round_trip_free}: {r.round_trip_free_us:.2f} us {r.round_trip_free_gb_per_s:.1f} GB/s"
+                + best
+            )
         if r.ahead_us is not None:
             best = f"  ahead: {r.ahead_us:.2f} us {r.ahead_gb_per_s:.1f} GB/s" + best
         print(

@@ -39,8 +39,9 @@
 #                        (one launch of each matching decode GEMV under Nsight Compute: DRAM, issue slots,
 #                        occupancy, stall reasons, what bounds it) into $OUT/ncu_gemv.{md,json}
 #   BENCH_GEMV           a kernels_gemv shape filter, e.g. "phi-3" (or "all"): before the models,
-#                        `benchmarks.kernels_gemv --ahead` on the matching decode GEMVs (each alone, its default launch
-#                        shape and the same loading ahead) into $OUT/kernels_gemv.{md,json}; BENCH_GEMV_ARGS adds
+#                        `benchmarks.kernels_gemv --ahead --round-trip-free` on the matching decode GEMVs (each alone:
+#                        its default launch shape, the same loading ahead, and Q5_0/Q8_0 in the tile without
+#                        shared-memory round trips) into $OUT/kernels_gemv.{md,json}; BENCH_GEMV_ARGS adds
 #                        arguments (e.g. "--sweep --compact")
 #   BENCH_GEMV_BASE      with BENCH_GEMV: a second source tree (e.g. `git archive` of an earlier commit, carried
 #                        untracked) timed by the same command in the same call, into $OUT/base/: a kernel
@@ -132,7 +133,7 @@ if [[ -n "${BENCH_GEMV:-}" ]] && (($(left) > 90)); then
     if [[ "$BENCH_GEMV" != all ]]; then only=(--only "$BENCH_GEMV"); fi
     out_abs=$(cd "$OUT" && pwd)
     for tree in . ${BENCH_GEMV_BASE:-}; do
-        dest="$out_abs" ahead=(--ahead)
+        dest="$out_abs" ahead=(--ahead --round-trip-free)
         if [[ "$tree" != . ]]; then dest="$out_abs/base" ahead=(); fi  # an earlier tree may not know --ahead
         say "decode GEMVs alone ($tree): ${BENCH_GEMV} ${BENCH_GEMV_ARGS:-}"
         # shellcheck disable=SC2086  # BENCH_GEMV_ARGS is a list of arguments
