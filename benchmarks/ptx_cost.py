@@ -139,11 +139,17 @@ def _loop_sass_columns(cubin: bytes, weights: float, bytes_per_weight: float | N
 
 
 def _sass_columns(cubin: bytes) -> dict:
-    """The kernel's SASS instructions, and those of its conversions that issue on the narrow pipe."""
-    from kernels.triton_offline import sass_opcodes
+    """The kernel's SASS instructions, those of its conversions that issue on the narrow pipe, and its
+    memory round trips (`triton_offline.memory_round_trips`: before the loop + per step + after it)."""
+    from kernels.triton_offline import memory_round_trips, sass_opcodes
 
     ops = sass_opcodes(cubin)
-    return dict(sass=sum(ops.values()), narrow_conversions=ops["I2F"] + ops["F2I"] + ops["F2F"])
+    trips = memory_round_trips(cubin)
+    return dict(
+        sass=sum(ops.values()),
+        narrow_conversions=ops["I2F"] + ops["F2I"] + ops["F2F"],
+        round_trips=f"{trips.prologue} + {trips.per_step}/step + {trips.epilogue}",
+    )
 
 
 def prefill_gemm_rows(formats: list[str], shape: tuple[int, int] = (4096, 4096)) -> list[dict]:
@@ -187,7 +193,13 @@ def attention_rows() -> list[dict]:
     import triton
 
     from kernels import triton_decode
-    from kernels.triton_offline import compile_rope_attention, pipe_mix, register_use, sass_loop
+    from kernels.triton_offline import (
+        compile_rope_attention,
+        memory_round_trips,
+        pipe_mix,
+        register_use,
+        sass_loop,
+    )
 
     rows = []
     for model, group, d, rope_half in ATTENTION_LAYOUTS:
@@ -195,12 +207,14 @@ def attention_rows() -> list[dict]:
             tile = triton_decode.attention_tile(group, triton.next_power_of_2(d), retiled=retiled)
             kernel = compile_rope_attention(group, d, rope_half, tile, sinks=model.startswith("gpt-oss"))
             loop, use = sass_loop(kernel.asm["cubin"]), register_use(kernel.asm["ptx"])
+            trips = memory_round_trips(kernel.asm["cubin"])
             rows.append(
                 dict(
                     model=model, tile=f"g{tile.block_g}/s{tile.block_s}{'/dot' if tile.dot else ''}",
                     retiled=retiled, loop_sass=sum(loop.values()), per_position=round(sum(loop.values()) / tile.block_s, 1),
                     barriers=loop["BAR"], shuffles=loop["SHFL"], ffma=loop["FFMA"], alu=pipe_mix(loop)["alu"],
                     registers=use.registers, spill_bytes=use.spill_bytes,
+                    round_trips=f"{trips.prologue} + {trips.per_step}/step + {trips.epilogue}",
                 )
             )  # fmt: skip
     return rows
@@ -208,21 +222,22 @@ def attention_rows() -> list[dict]:
 
 def attention_markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | tile | re-tiled | loop SASS / step | per position | barriers | shuffles | FFMA | ALU | registers | spill bytes |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | tile | re-tiled | loop SASS / step | per position | barriers | shuffles | FFMA | ALU | registers | spill bytes | memory round trips |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['tile']} | {r['retiled']} | {r['loop_sass']} | {r['per_position']} | "
-            f"{r['barriers']} | {r['shuffles']} | {r['ffma']} | {r['alu']} | {r['registers']} | {r['spill_bytes']} |"
+            f"{r['barriers']} | {r['shuffles']} | {r['ffma']} | {r['alu']} | {r['registers']} | {r['spill_bytes']} | "
+            f"{r['round_trips']} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def to_markdown(rows: list[dict]) -> str:
     lines = [
-        "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | registers / thread | spill bytes | kernel SASS | I2F/F2I/F2F in it | loop SASS / weight | ALU-pipe / weight | issue bound GB/s | commonest PTX |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| format | tile | loop PTX instructions / thread | weights / thread | per weight | shared round trips / step | registers / thread | spill bytes | kernel SASS | I2F/F2I/F2F in it | loop SASS / weight | ALU-pipe / weight | issue bound GB/s | memory round trips | commonest PTX |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         bound = "-" if r.get("issue_bound_gbps") is None else f"{r['issue_bound_gbps']:,}"
@@ -230,7 +245,7 @@ def to_markdown(rows: list[dict]) -> str:
             f"| {r['format']} | {r['tile']} | {r['instructions']} | {r['weights']:g} | **{r['per_weight']}** | "
             f"{r['shared_round_trips']} | {r['registers']} | {r['spill_bytes']} | {r['sass']} | "
             f"{r['narrow_conversions']} | {r.get('loop_sass_per_weight', '-')} | {r.get('alu_per_weight', '-')} | "
-            f"{bound} | {r['top']} |"
+            f"{bound} | {r['round_trips']} | {r['top']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -19,6 +19,10 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `Q5_0/Q8_0 tiles without round trips`: those GEMVs (Qwen's, GPT-OSS's attention) at 16 rows x 8 blocks
   with 8 warps instead of the default tiles, whose loops convert operands through shared memory (6-20
   barriers a step, `benchmarks.ptx_cost`); none at this tile. The split is chosen as `default_config`'s;
+- `GEMV operands early`: every GEMV asks for what does not depend on its weights before its walk
+  (`GemvConfig.early`: the split's activations and the rms row as L1 hints, the bias, residual and norm
+  weight read, the split-K sum and the rms row unrolled): the same bits, fewer memory round trips one
+  after another (`triton_offline.memory_round_trips`, e.g. 8 -> 3 after Qwen's split down projection);
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
@@ -106,7 +110,7 @@ def routing_unfused(kernels: Any) -> Any:
 class Variant:
     kernels: Any  # the model's KernelSet for this variant
     dependent_launch: dependent_launch.DependentLaunch  # how its decode graph's kernels are launched
-    gemv_shapes: str = ""  # "", "ahead" or "round-trip-free": its GEMVs' launch shapes (`gemv_launch_shapes`)
+    gemv_shapes: str = ""  # "" or a GEMV_SHAPE_RULES name: its GEMVs' launch shapes (`gemv_launch_shapes`)
 
 
 def _loading_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
@@ -134,7 +138,12 @@ def _round_trip_free(config: Any, layout: Any, shape: tuple[int, int, int, int])
     return dataclasses.replace(config, block_n=16, units_per_step=ub, num_warps=8, split=split)
 
 
-GEMV_SHAPE_RULES = {"ahead": _loading_ahead, "round-trip-free": _round_trip_free}
+def _operands_early(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Every GEMV's operands that do not depend on the weights asked for before its walk (`GemvConfig.early`)."""
+    return dataclasses.replace(config, early=True)
+
+
+GEMV_SHAPE_RULES = {"ahead": _loading_ahead, "round-trip-free": _round_trip_free, "early": _operands_early}
 
 
 @contextlib.contextmanager
@@ -217,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     variants["Q5_0/Q8_0 tiles without round trips"] = Variant(
         default_kernels, early, gemv_shapes="round-trip-free"
     )
+    variants["GEMV operands early"] = Variant(default_kernels, early, gemv_shapes="early")
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
     if not args.launch_only:

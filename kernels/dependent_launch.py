@@ -79,6 +79,11 @@ def active() -> bool:
     return _mode().enabled and not _INTERPRETED
 
 
+def interpreted() -> bool:
+    """Whether Triton's CPU interpreter runs the kernels (it runs no inline PTX: no hints, no waits)."""
+    return _INTERPRETED
+
+
 def weight_prefetch() -> bool:
     """Whether a GEMV launched now asks L2 for its weight tile first (launched early: before it waits for
     the previous grid; otherwise as its first statement, so all of a tile's lines are requested at once

@@ -53,6 +53,14 @@ GEMV_FORMS = {
         "SCALED": True,
     },
     "glu-rms-reduce": {**_PLAIN, "REDUCE": True, "RMS_BLOCK": 1024, "GLU": True},
+    # The llama-family decode step's launches where a matrix takes no split (Qwen2.5's 896-wide ones):
+    # q/k/v with biases from the normed input, the output projection with the residual and the next
+    # norm's scaled copy, gate/up/SwiGLU from the normed input; and the down projection split.
+    "segments-bias-rms": {**_PLAIN, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024},
+    "residual-scaled": {**_PLAIN, "HAS_RES": True, "SCALED": True},
+    "glu-rms": {**_PLAIN, "RMS_BLOCK": 1024, "GLU": True},
+    "residual-scaled-reduce": {**_PLAIN, "HAS_RES": True, "SCALED": True, "REDUCE": True},
+    "rms": {**_PLAIN, "RMS_BLOCK": 1024},
     "bias-residual-scaled-reduce": {
         **_PLAIN,
         "HAS_BIAS": True,
@@ -146,6 +154,8 @@ def compile_gemv(
     prefetch_lines: int = 0,
     ahead: bool = False,
     num_warps: int = 4,
+    early: bool = False,
+    split: int = 1,
 ):
     """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type, block order
     (kernels.qtensor: GGML or CODES_THEN_SCALES) and launch form.
@@ -154,7 +164,8 @@ def compile_gemv(
     programmatic dependent launch compiles (`kernels.dependent_launch`), `prefetch_lines` with it: the L2
     lines of its weight tile a program asks for before it waits. `ahead`: the loop that loads a step's
     words before the previous step is decoded (`triton_gemv.GemvConfig.ahead`); `num_warps` as the
-    launch shape's."""
+    launch shape's; `early`: the operands that do not depend on the weights asked for before the walk
+    (`GemvConfig.early`), `split` the launch's splits its reduction then unrolls (a REDUCE form)."""
     from kernels import triton_gemv
 
     layout = kernel_layout(qtype, block_order)
@@ -177,6 +188,10 @@ def compile_gemv(
         PDL=pdl,
         PREFETCH_LINES=prefetch_lines,
         AHEAD=ahead,
+        EARLY=early,
+        SPLIT=split if early else 1,
+        X_UNIT=layout.unit,
+        L1_LINES=triton_gemv.EARLY_L1_LINES if early else 0,
     )
     if constants["REDUCE"]:
         signature.update(part_ptr="*fp32", count_ptr="*i32")
@@ -186,6 +201,8 @@ def compile_gemv(
         signature.update(rms_ptr="*fp32", eps="fp32")
         if shape is not None:  # the block a launch for this matrix uses
             constants["RMS_BLOCK"] = triton_gemv.rms_block_for(shape[1])
+            if early:
+                constants["RMS_CHUNKS"] = -(-shape[1] // constants["RMS_BLOCK"])
     else:
         constants.update(rms_ptr=None, eps=0.0)
     if constants["SCALED"]:
@@ -399,8 +416,8 @@ def register_use(ptx: str) -> RegisterUse:
 SASS_CONVERSIONS = ("I2F", "F2I", "F2F", "I2FP", "F2FP", "I2I", "I2IP")
 
 
-def _disassemble(cubin: bytes) -> str:
-    """The cubin's SASS text, by Triton's own nvdisasm."""
+def _disassemble(cubin: bytes, *flags: str) -> str:
+    """The cubin's SASS text, by Triton's own nvdisasm (`-hex`: each instruction's encoding too)."""
     import subprocess
     import tempfile
 
@@ -410,7 +427,7 @@ def _disassemble(cubin: bytes) -> str:
         f.write(cubin)
         f.flush()
         return subprocess.run(
-            [knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True, text=True, check=True
+            [knobs.nvidia.nvdisasm.path, "-c", *flags, f.name], capture_output=True, text=True, check=True
         ).stdout
 
 
@@ -477,6 +494,133 @@ def sass_opcodes(cubin: bytes) -> Counter:
 
 
 _SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4}\*/\s*(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*(?:\.[\w.]+)?)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Memory round trips: how many times one warp waits for memory before it can go on, in the order it issues.
+# A warp issues in program order, and an instruction that needs a load's result stalls it until the data
+# is back (sm_70+ SASS: each variable-latency instruction sets one of six scoreboards, and a consumer's
+# control bits name the scoreboards it waits on). A load issued after such a wait starts only when the
+# awaited data has arrived: it is one round trip further along the warp's chain. In a kernel whose
+# programs are few and short (a 0.5B model's 896-wide GEMVs), that chain, not the bytes, sets the time.
+
+# Opcodes whose result comes back from the memory system (L1, L2 or DRAM); LDS, LDC, S2R, SHFL and the
+# other scoreboarded instructions are short and do not count.
+GLOBAL_RESULT_OPCODES = ("LDG", "LD", "ATOMG", "ATOM", "LDGSTS")
+_SASS_ENCODED = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s*(.*?)\s*;?\s*/\* 0x([0-9a-f]{16}) \*/")
+_SASS_HIGH_WORD = re.compile(r"^\s*/\* 0x([0-9a-f]{16}) \*/\s*$")
+_DEPBAR = re.compile(r"\bSB(\d),\s*0x([0-9a-f]+)")
+NO_SCOREBOARD = 7
+
+
+@dataclass(frozen=True)
+class SassInstruction:
+    """One instruction of an `nvdisasm -hex` listing with its scheduling control bits (sm_70 and later:
+    bits 105-125 of the 128-bit word, the high word's bits 41-61)."""
+
+    address: int
+    text: str
+    opcode: str  # without predicate and modifiers: `@!P0 LDG.E.U16 R1, ...` is LDG
+    sets: int  # the scoreboard its result sets (NO_SCOREBOARD: none)
+    waits: int  # mask of the scoreboards it waits on before issuing
+
+    @classmethod
+    def decode(cls, address: int, text: str, high: int) -> SassInstruction:
+        opcode = re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
+        return cls(address, text, opcode, (high >> 46) & 7, (high >> 52) & 0x3F)
+
+
+def sass_instructions(listing: str) -> tuple[list[SassInstruction], dict[str, int]]:
+    """The instructions of an `nvdisasm -c -hex` listing in address order, and its labels (name: index of
+    the instruction that follows)."""
+    lines = listing.splitlines()
+    instructions: list[SassInstruction] = []
+    labels: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        if m := _SASS_LABEL.match(line.strip()):
+            labels[m.group(1)] = len(instructions)
+        elif (m := _SASS_ENCODED.match(line)) and i + 1 < len(lines):
+            if high := _SASS_HIGH_WORD.match(lines[i + 1]):
+                instructions.append(
+                    SassInstruction.decode(int(m.group(1), 16), m.group(2), int(high.group(1), 16))
+                )
+    return instructions, labels
+
+
+class _Chain:
+    """One warp's round trips so far (`level`) and, per scoreboard, the levels of what is outstanding on it
+    (a short instruction's entry is `level - 1`: waiting on it adds nothing)."""
+
+    def __init__(self) -> None:
+        self.level = 0
+        self.pending: dict[int, list[int]] = {b: [] for b in range(6)}
+
+    def issue(self, instruction: SassInstruction) -> None:
+        for b in range(6):
+            if instruction.waits >> b & 1 and self.pending[b]:
+                self.level = max(self.level, max(self.pending[b]) + 1)
+                self.pending[b] = []
+        if instruction.opcode == "DEPBAR" and (m := _DEPBAR.search(instruction.text)):
+            # DEPBAR.LE SBk, n: on until at most n of scoreboard k's (in-order) entries are outstanding.
+            board, left = int(m.group(1)), int(m.group(2), 16)
+            done = len(self.pending[board]) - left
+            if done > 0:
+                self.level = max(self.level, max(self.pending[board][:done]) + 1)
+                self.pending[board] = self.pending[board][done:]
+        if instruction.sets != NO_SCOREBOARD:
+            long = instruction.opcode in GLOBAL_RESULT_OPCODES
+            self.pending[instruction.sets].append(self.level if long else self.level - 1)
+
+    def run(self, instructions: list[SassInstruction]) -> int:
+        for instruction in instructions:
+            self.issue(instruction)
+        return self.level
+
+
+@dataclass(frozen=True)
+class RoundTrips:
+    """A kernel's memory round trips along one warp's path (`memory_round_trips`): before its largest loop,
+    per iteration of it in the steady state, and after it."""
+
+    prologue: int
+    per_step: int
+    epilogue: int
+
+    def total(self, steps: int) -> int:
+        return self.prologue + steps * self.per_step + self.epilogue
+
+
+def round_trips_of_listing(listing: str) -> RoundTrips:
+    """`memory_round_trips` of an `nvdisasm -c -hex` listing. The path is the address order: both sides of
+    a branch and one pass of any loop but the largest (a GEMV's walk along the row) count, so after the
+    loop it is the longest path's (e.g. the last split program's reduction) or more. The loop is run four
+    times from the prologue's state; its last iteration's increase is the steady state (a load issued in
+    one iteration and awaited in the next, as a loop loading ahead does, counts once)."""
+    instructions, labels = sass_instructions(listing)
+    loop: tuple[int, int] | None = None
+    for j, instruction in enumerate(instructions):
+        m = _SASS_BRANCH.search(instruction.text) if instruction.opcode == "BRA" else None
+        if m and labels.get(m.group(1), j) < j:
+            start = labels[m.group(1)]
+            if loop is None or j - start > loop[1] - loop[0]:
+                loop = (start, j)
+    chain = _Chain()
+    if loop is None:
+        return RoundTrips(chain.run(instructions), 0, 0)
+    start, end = loop
+    prologue = chain.run(instructions[:start])
+    levels = [prologue]
+    for _ in range(4):
+        levels.append(chain.run(instructions[start : end + 1]))
+    return RoundTrips(prologue, levels[-1] - levels[-2], chain.run(instructions[end + 1 :]) - levels[-1])
+
+
+def memory_round_trips(cubin: bytes) -> RoundTrips:
+    """How many times one warp of the kernel waits for a global load or atomic before it can issue its
+    next global access (`round_trips_of_listing`): the dependent trips to memory a program makes in
+    sequence, which bound a short kernel's time from below however few bytes it reads. Each trip is an
+    L1 hit (tens of cycles), an L2 hit (hundreds) or DRAM (more); the count does not tell them apart."""
+    return round_trips_of_listing(_disassemble(cubin, "-hex"))
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,7 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     results.append(_check_embedding(name, qtype, k_in, rng, exact))
     if triton_gemv.LAYOUTS[qtype].fmt in triton_gemv.AHEAD_FORMATS:
         results.extend(_check_ahead(name, qtype, rng))
+        results.extend(_check_early(name, qtype, rng))
     if qtype == GGMLType.MXFP4:
         results.extend(_check_ahead_regrouped(rng))
     return results
@@ -250,6 +251,62 @@ def _check_ahead(name: str, qtype, rng) -> list[tuple[str, bool, str]]:
     triton_gemv.dequantize_into(w, tiles[1], config=ahead)
     same = torch.equal(tiles[0], tiles[1]) and not tiles[1].isnan().any()
     results.append((f"{name} loads ahead, dequantize", bool(same), "same tiles" if same else "differ"))
+    return results
+
+
+def _check_early(name: str, qtype, rng) -> list[tuple[str, bool, str]]:
+    """`GemvConfig.early` (the bias, residual and norm weight read before the walk, the split-K sum and
+    the rms row unrolled) gives the default's bits in every epilogue the decode steps use: q/k/v with
+    biases from the rms-normed input, the residual with the next norm's scaled copy (with and without a
+    bias), gate/up/SiLU from the normed input, and experts' gate/up/SwiGLU with biases; in one launch
+    and split in two and three (the reduction). Rows of 3 RMS_STEP blocks and a bit: the unrolled rms
+    reads four chunks, the last one partial."""
+    import dataclasses
+
+    from kernels import triton_gemv
+
+    unit = triton_gemv.LAYOUTS[qtype].unit
+    k_in = unit * (3 * triton_gemv.RMS_STEP // unit + 1)
+    ub = 1 if unit == 256 else 8
+    (w, _), (w2, _), (w3, _) = (_oracle_weight(qtype, (n, k_in), rng) for n in (40, 24, 8))
+    (g, _), (u, _) = (_oracle_weight(qtype, (4, 24, k_in), rng) for _ in range(2))
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32))
+    rows = (x * 3.0 + 0.5).contiguous()
+    bias, b2, b3, residual, nw_out = (
+        torch.from_numpy(rng.normal(0.0, 0.5, n).astype(np.float32)) for n in (40, 24, 8, 40, 40)
+    )
+    gb, ubias = (torch.from_numpy(rng.normal(0.0, 0.5, (4, 24)).astype(np.float32)) for _ in range(2))
+    ids = torch.tensor([3, 0, 3])
+    launches = {
+        "q/k/v, biases, normed": lambda c: triton_gemv.launch_segments(
+            x, (w, w2, w3), (bias, b2, b3), 1, rms_of=rows, eps=1e-6, config=c
+        ),
+        "residual, scaled copy": lambda c: triton_gemv.launch_segments(
+            x, (w,), (residual,), 1, scaled_by=nw_out, config=c
+        ),
+        "bias, residual, scaled copy": lambda c: triton_gemv.launch_segments(
+            x, (w,), (bias,), 1, scaled_by=nw_out, residual=residual.reshape(1, -1), config=c
+        ),
+        "gate/up/SiLU, normed": lambda c: triton_gemv.launch_segments(
+            x, (w, w), (None, None), 1, rms_of=rows, eps=1e-6, glu=True, config=c
+        ),
+        "experts gate/up/SwiGLU-OAI, biases, normed": lambda c: triton_gemv.launch_segments(
+            x, (g, u), (gb, ubias), 3, expert_ids=ids, x_group=3, rms_of=rows, eps=1e-6, glu=True,
+            glu_oai=SWIGLU_OAI, config=c,
+        ),
+    }  # fmt: skip
+    results = []
+    for split in (1, 2, 3):
+        plain = triton_gemv.GemvConfig(16, ub, 4, split)
+        early = dataclasses.replace(plain, early=True)
+        for label, run in launches.items():
+            want, got = run(plain), run(early)
+            want, got = (want, got) if isinstance(want, tuple) else ((want,), (got,))
+            same = all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+            finite = all(bool(torch.isfinite(a).all()) for a in got)
+            results.append(
+                (f"{name} operands early, {label}, {split} split(s)", same and finite, f"same bits: {same}")
+            )
     return results
 
 
