@@ -414,11 +414,21 @@ def _q5_0_step(acc, words, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constex
     qs = qs.to(tl.uint32)
     off = -48.0 * d
     xo = blk[:, None] * 32 + 2 * w8[None, :]
-    xb, ob = xp + xo, op[:, None, None] + xo[None]
-    xmask = (blk < hi)[:, None]
+    return _take_q5_codes(
+        acc, qs, qh, d, off, xp + xo, op[:, None, None] + xo[None], (blk < hi)[:, None], 8, DEQ
+    )
+
+
+@triton.jit
+def _take_q5_codes(acc, qs, qh, d, off, xb, ob, xmask, NW: tl.constexpr, DEQ: tl.constexpr):
+    """A 5-bit block's 32 weights, (32 + q) * d + off, into `acc` [rows, UB, NW]: the codes' 16 bytes as
+    NW words `qs` (byte j: the low nibbles of elements j, the high of j + 16), their fifth bits in `qh`
+    (bit e: element e); `xb` / `ob` the activations / outputs at each word's first element."""
+    K: tl.constexpr = 16 // NW  # bytes a word
+    lanes = K * tl.arange(0, NW)
     for h in tl.static_range(2):
-        for k in tl.static_range(2):
-            e = (16 * h + k + 2 * w8[None, None, :]).to(tl.uint32)
+        for k in tl.static_range(K):
+            e = (16 * h + k + lanes[None, None, :]).to(tl.uint32)
             high = ((qh >> e) & 1) << 22
             f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
             acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
@@ -448,30 +458,45 @@ def _dot_q5_0(
 
 
 @triton.jit
-def _dot_q5_1(
-    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
-):
-    # block_q5_1 as 6 words {d | m << 16, qh, qs[4]}.
+def _q5_1_words(rows, aux, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
+    """Blocks u0..u0+UB-1 (clamped to the split) of each row as Q5_1's word loads: d | m << 16 and qh
+    [rows, UB, 1], qs [rows, UB, 4]."""
     r3 = rows[:, None, None]
-    w4 = tl.arange(0, 4)
+    b3 = tl.minimum(u0 + tl.arange(0, UB), hi - 1)[None, :, None] * 6
+    return tl.load(r3 + b3), tl.load(r3 + b3 + 1), _block_words(rows, u0, hi, 6, 2, 4, BLOCK_N, UB)
+
+
+@triton.jit
+def _q5_1_step(acc, words, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
+    """Blocks u0.. of each row, from their loads (`_q5_1_words`), into `acc` [rows, UB, 4]."""
+    dm, qh, qs = words
+    blk = u0 + tl.arange(0, UB)
+    d = _f16(dm)
+    off = _f16(dm >> 16) - 32.0 * d
+    xo = blk[:, None] * 32 + 4 * tl.arange(0, 4)[None, :]
+    return _take_q5_codes(
+        acc, qs, qh, d, off, xp + xo, op[:, None, None] + xo[None], (blk < hi)[:, None], 4, DEQ
+    )
+
+
+@triton.jit
+def _dot_q5_1(
+    rows,
+    xp,
+    op,
+    lo,
+    hi,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+    DEQ: tl.constexpr,
+    AHEAD: tl.constexpr,
+):
+    # block_q5_1 as 6 words {d | m << 16, qh, qs[4]}; w = q * d + m = (32 + q) * d + (m - 32 * d).
     acc = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
-    for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
-        blk = u0 + tl.arange(0, UB)
-        b3 = tl.minimum(blk, hi - 1)[None, :, None] * 6
-        dm = tl.load(r3 + b3)
-        d = _f16(dm)
-        off = _f16(dm >> 16) - 32.0 * d
-        qh = tl.load(r3 + b3 + 1)
-        qs = _block_words(rows, u0, hi, 6, 2, 4, BLOCK_N, UB)
-        xo = blk[:, None] * 32 + 4 * w4[None, :]
-        xb, ob = xp + xo, op[:, None, None] + xo[None]
-        xmask = (blk < hi)[:, None]
-        for h in tl.static_range(2):
-            for k in tl.static_range(4):
-                e = (16 * h + k + 4 * w4[None, None, :]).to(tl.uint32)
-                high = ((qh >> e) & 1) << 22
-                f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
+    acc = _walk_blocks(
+        acc, rows, rows, xp, op, lo, hi, _q5_1_words, _q5_1_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
+    )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -956,7 +981,7 @@ def _dot_rows(
     elif FMT == "q5_0":
         acc = _dot_q5_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, AHEAD)
     elif FMT == "q5_1":
-        acc = _dot_q5_1(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
+        acc = _dot_q5_1(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, AHEAD)
     elif FMT == "q8_0":
         acc = _dot_q8_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, AHEAD)
     elif FMT == "mxfp4":
