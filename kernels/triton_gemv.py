@@ -1154,6 +1154,8 @@ def _qgemv_kernel(
     u_begin = split * units_per_split
     u_end = tl.minimum(u_begin + units_per_split, n_units)
     row_mask = rows < n_rows
+    if RMS_BLOCK > 0:  # this row's rms source
+        rms_row = rms_ptr + (m // x_group).to(tl.int64) * x_stride
     bias_row = bias_ptr + b_off
     if HAS_BIAS:
         if HAS_IDS:
@@ -1168,8 +1170,7 @@ def _qgemv_kernel(
             xp.to(tl.pointer_type(tl.uint8)) + u_begin.to(tl.int64) * X_UNIT * 4, x_bytes, L1_LINES
         )
         if RMS_BLOCK > 0 and not REDUCE:
-            rms_first = rms_ptr + (m // x_group).to(tl.int64) * x_stride
-            prefetch_l1_span(rms_first.to(tl.pointer_type(tl.uint8)), x_stride * 4, L1_LINES)
+            prefetch_l1_span(rms_row.to(tl.pointer_type(tl.uint8)), x_stride * 4, L1_LINES)
         if not (REDUCE and RMS_BLOCK > 0):  # added to this program's own sum (split 0's, with splits)
             early_bias, early_bias_up, early_res = _bias_and_residual(
                 bias_row, seg_b1, rows, row_mask & (split == 0), res_ptr, m, y_width, col0 + rows, HAS_BIAS, GLU,
@@ -1218,7 +1219,6 @@ def _qgemv_kernel(
     # With split-K and 1/rms scaling, the last program to arrive scales the sum, then adds the bias.
     SCALE_AT_END: tl.constexpr = REDUCE and RMS_BLOCK > 0
     if RMS_BLOCK > 0:
-        rms_row = rms_ptr + (m // x_group).to(tl.int64) * x_stride
         if not REDUCE:
             if EARLY:
                 r = _rms_unrolled(rms_row, x_stride, eps, RMS_BLOCK, RMS_CHUNKS)
