@@ -14,8 +14,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
   before they were fused);
 - `GEMV loads ahead`: every GEMV of a format that has the form (`triton_gemv.AHEAD_FORMATS`) in its
-  default launch shape, its loop loading each step's words before the previous step is decoded
-  (`GemvConfig.ahead`; the launch shapes are chosen while the variant's graph is captured);
+  default launch shape, its loop loading each step's words and activations before the previous step is
+  decoded (`GemvConfig.ahead`: one memory round trip a step instead of 3-7, `triton_offline.memory_round_trips`;
+  the launch shapes are chosen while the variant's graph is captured);
 - `Q5_0/Q8_0 tiles without round trips`: those GEMVs (Qwen's, GPT-OSS's attention) at 16 rows x 8 blocks
   with 8 warps instead of the default tiles, whose loops convert operands through shared memory (6-20
   barriers a step, `benchmarks.ptx_cost`); none at this tile. The split is chosen as `default_config`'s;

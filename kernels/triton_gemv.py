@@ -93,8 +93,9 @@ class GemvConfig:
     num_warps: int
     split: int  # programs sharing one row tile along the input dim (split-K)
     stages: int = 1  # loop software-pipelining depth (> 1: loads of later steps in flight, via shared memory)
-    # Registers, not shared memory: each step's weight words are loaded before the previous step is
-    # decoded, so a warp has a step's loads in flight while it decodes (formats of AHEAD_FORMATS).
+    # Registers, not shared memory: each step's weight words, and the activations they multiply, are
+    # loaded before the previous step is decoded, so a warp has a step's loads in flight while it
+    # decodes and waits on memory once a step (formats of AHEAD_FORMATS).
     ahead: bool = False
     # Every operand that does not depend on the weights asked for before the walk (`_qgemv_kernel`'s
     # EARLY): the same sums in the same order, fewer memory round trips one after another.
@@ -224,21 +225,71 @@ def _as_float(bits):
 
 
 @triton.jit
-def _take(acc, w, xptr, optr, mask, DEQ: tl.constexpr, MASKED: tl.constexpr):
+def _take(acc, w, xs, AT: tl.constexpr, xptr, optr, mask, DEQ: tl.constexpr, MASKED: tl.constexpr):
     """One decoded weight tile: the GEMV multiplies it with the activations at `xptr` into `acc`; the
-    dequantizer (`DEQ`) stores it at `optr` instead (same element offsets, in the output's dtype)."""
+    dequantizer (`DEQ`) stores it at `optr` instead (same element offsets, in the output's dtype).
+    `xs`: None (the activations are loaded here), or the step's activations loaded with its words
+    (`_acts`), of which `xs[AT]` are these."""
     if DEQ:
         if MASKED:
             tl.store(optr, w.to(optr.dtype.element_ty), mask=mask)
         else:
             tl.store(optr, w.to(optr.dtype.element_ty))
     else:
-        if MASKED:
-            xv = tl.load(xptr, mask=mask, other=0.0)
+        if xs is None:
+            xv = _act(xptr, 0, mask, MASKED)
         else:
-            xv = tl.load(xptr)
+            xv = xs[AT]
         acc += w * xv.to(tl.float32)
     return acc
+
+
+@triton.jit
+def _act(xptr, OFFSET: tl.constexpr, mask, MASKED: tl.constexpr):
+    if MASKED:
+        return tl.load(xptr + OFFSET, mask=mask, other=0.0)
+    else:
+        return tl.load(xptr + OFFSET)
+
+
+@triton.jit
+def _acts(
+    xb, mask, H: tl.constexpr, N_H: tl.constexpr, K: tl.constexpr, MASKED: tl.constexpr, DEQ: tl.constexpr
+):
+    """A step's activations, loaded with its weight words by a loop that loads ahead (`GemvConfig.ahead`):
+    the values at xb + H * h + k for h < N_H, k < K as a tuple indexed K * h + k (what `_take` loads for
+    (h, k)). The dequantizer multiplies nothing: a placeholder, no loads."""
+    tl.static_assert((N_H == 1 and K == 2) or (N_H == 2 and (K == 2 or K == 4)))
+    if DEQ:
+        return (xb,)
+    elif N_H == 1:
+        return _act(xb, 0, mask, MASKED), _act(xb, 1, mask, MASKED)
+    elif K == 2:
+        return (
+            _act(xb, 0, mask, MASKED),
+            _act(xb, 1, mask, MASKED),
+            _act(xb, H, mask, MASKED),
+            _act(xb, H + 1, mask, MASKED),
+        )
+    else:
+        return (
+            _act(xb, 0, mask, MASKED),
+            _act(xb, 1, mask, MASKED),
+            _act(xb, 2, mask, MASKED),
+            _act(xb, 3, mask, MASKED),
+            _act(xb, H, mask, MASKED),
+            _act(xb, H + 1, mask, MASKED),
+            _act(xb, H + 2, mask, MASKED),
+            _act(xb, H + 3, mask, MASKED),
+        )
+
+
+@triton.jit
+def _block_offsets(u0, hi, SPACING: tl.constexpr, NW: tl.constexpr, UB: tl.constexpr):
+    """Element offsets [UB, NW] of the first element of each word of blocks u0.. (32 elements a block,
+    SPACING elements a word) and the mask of the blocks inside the split [.., hi)."""
+    blk = u0 + tl.arange(0, UB)
+    return blk[:, None] * 32 + SPACING * tl.arange(0, NW)[None, :], (blk < hi)[:, None]
 
 
 # Powers of two whose mantissa holds a small unsigned code exactly: P + q for q < P.
@@ -300,7 +351,7 @@ def _dot_plain(
         else:
             w = raw.to(tl.float16, bitcast=True).to(tl.float32)
         xo = blk[:, None] * 32 + j[None, :]
-        acc = _take(acc, w, xp + xo, op[:, None, None] + xo[None], (blk < hi)[:, None], DEQ, True)
+        acc = _take(acc, w, None, 0, xp + xo, op[:, None, None] + xo[None], (blk < hi)[:, None], DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -325,7 +376,7 @@ def _dot_q4_0(
         for h in tl.static_range(2):
             for k in tl.static_range(2):
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
+                acc = _take(acc, f * d + off, None, 0, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -350,7 +401,7 @@ def _dot_q4_1(
         for h in tl.static_range(2):
             for k in tl.static_range(4):
                 f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-                acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
+                acc = _take(acc, f * d + off, None, 0, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -364,6 +415,7 @@ def _walk_blocks(
     lo,
     hi,
     WORDS: tl.constexpr,
+    ACTS: tl.constexpr,
     STEP: tl.constexpr,
     STAGES: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -373,20 +425,25 @@ def _walk_blocks(
 ):
     """The walk over 32-element blocks [lo, hi) of the rows at `rows`, UB a step: `WORDS(rows, aux, xp,
     u0, hi, BLOCK_N, UB, DEQ)` loads blocks u0.. (a tuple; `aux`: a format's second pointer, e.g. the
-    scale rows), `STEP(acc, words, u0, hi, xp, op, BLOCK_N, UB, DEQ)` decodes them into `acc`. AHEAD
-    (`GemvConfig.ahead`): step u0 + UB's loads before u0 is decoded, the last step peeled so that nothing
-    past the split is read; the same steps in the same order as the plain walk."""
+    scale rows), `STEP(acc, words, xs, u0, hi, xp, op, BLOCK_N, UB, DEQ)` decodes them into `acc`, with
+    `xs` None (it loads the activations it multiplies). AHEAD (`GemvConfig.ahead`): step u0 + UB's words
+    and its activations (`xs = ACTS(xp, u0, hi, UB, DEQ)`) loaded before u0 is decoded, the last step
+    peeled so that nothing past the split is read; the same steps in the same order as the plain walk."""
     if AHEAD:
         words = WORDS(rows, aux, xp, lo, hi, BLOCK_N, UB, DEQ)
+        xs = ACTS(xp, lo, hi, UB, DEQ)
         last = lo + (hi - 1 - lo) // UB * UB
         for u0 in range(lo, last, UB):
             following = WORDS(rows, aux, xp, u0 + UB, hi, BLOCK_N, UB, DEQ)
-            acc = STEP(acc, words, u0, hi, xp, op, BLOCK_N, UB, DEQ)
+            following_xs = ACTS(xp, u0 + UB, hi, UB, DEQ)
+            acc = STEP(acc, words, xs, u0, hi, xp, op, BLOCK_N, UB, DEQ)
             words = following
-        acc = STEP(acc, words, last, hi, xp, op, BLOCK_N, UB, DEQ)
+            xs = following_xs
+        acc = STEP(acc, words, xs, last, hi, xp, op, BLOCK_N, UB, DEQ)
     else:
         for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
-            acc = STEP(acc, WORDS(rows, aux, xp, u0, hi, BLOCK_N, UB, DEQ), u0, hi, xp, op, BLOCK_N, UB, DEQ)
+            words = WORDS(rows, aux, xp, u0, hi, BLOCK_N, UB, DEQ)
+            acc = STEP(acc, words, None, u0, hi, xp, op, BLOCK_N, UB, DEQ)
     return acc
 
 
@@ -404,26 +461,31 @@ def _q5_0_words(rows, aux, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, 
 
 
 @triton.jit
-def _q5_0_step(acc, words, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
-    """Blocks u0.. of each row, from their loads (`_q5_0_words`), into `acc` [rows, UB, 8]."""
+def _q5_0_acts(xp, u0, hi, UB: tl.constexpr, DEQ: tl.constexpr):
+    """The activations `_q5_0_step` multiplies blocks u0.. with, loaded ahead (`_acts`)."""
+    xo, xmask = _block_offsets(u0, hi, 2, 8, UB)
+    return _acts(xp + xo, xmask, 16, 2, 2, True, DEQ)
+
+
+@triton.jit
+def _q5_0_step(acc, words, xs, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
+    """Blocks u0.. of each row, from their loads (`_q5_0_words`, `xs`: None or `_q5_0_acts`), into
+    `acc` [rows, UB, 8]."""
     d_bits, qh0, qh1, qs = words
-    w8 = tl.arange(0, 8)
-    blk = u0 + tl.arange(0, UB)
     d = _f16(d_bits)
     qh = qh0.to(tl.uint32) | (qh1.to(tl.uint32) << 16)
     qs = qs.to(tl.uint32)
     off = -48.0 * d
-    xo = blk[:, None] * 32 + 2 * w8[None, :]
-    return _take_q5_codes(
-        acc, qs, qh, d, off, xp + xo, op[:, None, None] + xo[None], (blk < hi)[:, None], 8, DEQ
-    )
+    xo, xmask = _block_offsets(u0, hi, 2, 8, UB)
+    return _take_q5_codes(acc, qs, qh, d, off, xs, xp + xo, op[:, None, None] + xo[None], xmask, 8, DEQ)
 
 
 @triton.jit
-def _take_q5_codes(acc, qs, qh, d, off, xb, ob, xmask, NW: tl.constexpr, DEQ: tl.constexpr):
+def _take_q5_codes(acc, qs, qh, d, off, xs, xb, ob, xmask, NW: tl.constexpr, DEQ: tl.constexpr):
     """A 5-bit block's 32 weights, (32 + q) * d + off, into `acc` [rows, UB, NW]: the codes' 16 bytes as
     NW words `qs` (byte j: the low nibbles of elements j, the high of j + 16), their fifth bits in `qh`
-    (bit e: element e); `xb` / `ob` the activations / outputs at each word's first element."""
+    (bit e: element e); `xb` / `ob` the activations / outputs at each word's first element (`xs`: None,
+    or those activations loaded ahead, `_acts(xb, xmask, 16, 2, 16 // NW, ...)`)."""
     K: tl.constexpr = 16 // NW  # bytes a word
     lanes = K * tl.arange(0, NW)
     for h in tl.static_range(2):
@@ -431,7 +493,9 @@ def _take_q5_codes(acc, qs, qh, d, off, xb, ob, xmask, NW: tl.constexpr, DEQ: tl
             e = (16 * h + k + lanes[None, None, :]).to(tl.uint32)
             high = ((qh >> e) & 1) << 22
             f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-            acc = _take(acc, f * d + off, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True)
+            acc = _take(
+                acc, f * d + off, xs, K * h + k, xb + (16 * h + k), ob + (16 * h + k), xmask, DEQ, True
+            )
     return acc
 
 
@@ -452,7 +516,7 @@ def _dot_q5_0(
     # w = (q - 16) * d = (32 + q) * d - 48 * d, exact.
     acc = tl.zeros([BLOCK_N, UB, 8], dtype=tl.float32)
     acc = _walk_blocks(
-        acc, rows, rows, xp, op, lo, hi, _q5_0_words, _q5_0_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
+        acc, rows, rows, xp, op, lo, hi, _q5_0_words, _q5_0_acts, _q5_0_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
     )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
@@ -467,16 +531,13 @@ def _q5_1_words(rows, aux, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, 
 
 
 @triton.jit
-def _q5_1_step(acc, words, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
+def _q5_1_step(acc, words, xs, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
     """Blocks u0.. of each row, from their loads (`_q5_1_words`), into `acc` [rows, UB, 4]."""
     dm, qh, qs = words
-    blk = u0 + tl.arange(0, UB)
     d = _f16(dm)
     off = _f16(dm >> 16) - 32.0 * d
-    xo = blk[:, None] * 32 + 4 * tl.arange(0, 4)[None, :]
-    return _take_q5_codes(
-        acc, qs, qh, d, off, xp + xo, op[:, None, None] + xo[None], (blk < hi)[:, None], 4, DEQ
-    )
+    xo, xmask = _block_offsets(u0, hi, 4, 4, UB)
+    return _take_q5_codes(acc, qs, qh, d, off, xs, xp + xo, op[:, None, None] + xo[None], xmask, 4, DEQ)
 
 
 @triton.jit
@@ -495,7 +556,7 @@ def _dot_q5_1(
     # block_q5_1 as 6 words {d | m << 16, qh, qs[4]}; w = q * d + m = (32 + q) * d + (m - 32 * d).
     acc = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
     acc = _walk_blocks(
-        acc, rows, rows, xp, op, lo, hi, _q5_1_words, _q5_1_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
+        acc, rows, rows, xp, op, lo, hi, _q5_1_words, None, _q5_1_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
     )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
@@ -509,20 +570,25 @@ def _q8_0_words(rows, aux, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, 
 
 
 @triton.jit
-def _q8_0_step(acc, words, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
-    """Blocks u0.. of each row, from their loads (`_q8_0_words`), into `acc` [rows, UB, 16]."""
+def _q8_0_acts(xp, u0, hi, UB: tl.constexpr, DEQ: tl.constexpr):
+    """The activations `_q8_0_step` multiplies blocks u0.. with, loaded ahead (`_acts`)."""
+    xo, xmask = _block_offsets(u0, hi, 2, 16, UB)
+    return _acts(xp + xo, xmask, 0, 1, 2, True, DEQ)
+
+
+@triton.jit
+def _q8_0_step(acc, words, xs, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr):
+    """Blocks u0.. of each row, from their loads (`_q8_0_words`, `xs`: None or `_q8_0_acts`), into
+    `acc` [rows, UB, 16]."""
     d_bits, qs = words
-    w16 = tl.arange(0, 16)
-    blk = u0 + tl.arange(0, UB)
     d = _f16(d_bits)
     qs = qs.to(tl.uint32) ^ 0x8080
     off = -384.0 * d
-    xo = blk[:, None] * 32 + 2 * w16[None, :]
+    xo, xmask = _block_offsets(u0, hi, 2, 16, UB)
     xb, ob = xp + xo, op[:, None, None] + xo[None]
-    xmask = (blk < hi)[:, None]
     for k in tl.static_range(2):
         f = _as_float(_code(qs, 8 * k, 255, 15) | _P256)
-        acc = _take(acc, f * d + off, xb + k, ob + k, xmask, DEQ, True)
+        acc = _take(acc, f * d + off, xs, k, xb + k, ob + k, xmask, DEQ, True)
     return acc
 
 
@@ -543,7 +609,7 @@ def _dot_q8_0(
     # s = (s ^ 0x80) - 128, so w = (256 + (s ^ 0x80)) * d - 384 * d, exact.
     acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
     acc = _walk_blocks(
-        acc, rows, rows, xp, op, lo, hi, _q8_0_words, _q8_0_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
+        acc, rows, rows, xp, op, lo, hi, _q8_0_words, _q8_0_acts, _q8_0_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
     )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
@@ -570,7 +636,7 @@ def _dot_mxfp4(
             # The code's magnitude bits as a float16's exponent and mantissa, its sign as the sign: the
             # e2m1 value times 2^-14, exact for all 16 codes; times 2^15 it is the doubled table value.
             v = _f16(_code(qs, 4 * h, 7, 9) | _code(qs, 4 * h + 3, 1, 15)) * 32768.0
-            acc = _take(acc, v * scale, xb + 16 * h, ob + 16 * h, xmask, DEQ, True)
+            acc = _take(acc, v * scale, None, 0, xb + 16 * h, ob + 16 * h, xmask, DEQ, True)
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -595,11 +661,17 @@ def _mxfp4_regrouped_words(
 
 
 @triton.jit
+def _mxfp4_regrouped_acts(xp, u0, hi, UB: tl.constexpr, DEQ: tl.constexpr):
+    """Nothing: `_mxfp4_regrouped_words` loads the activations with the codes in either walk."""
+    return (xp,)
+
+
+@triton.jit
 def _mxfp4_regrouped_step(
-    acc, words, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+    acc, words, xs, u0, hi, xp, op, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
 ):
-    """Blocks u0.. of each row, from their loads (`_mxfp4_regrouped_words`), into `acc` [rows, UB] (DEQ:
-    stored at `op` instead)."""
+    """Blocks u0.. of each row, from their loads (`_mxfp4_regrouped_words`; `xs` unused), into `acc`
+    [rows, UB] (DEQ: stored at `op` instead)."""
     qs, e, xt = words
     blk = u0 + tl.arange(0, UB)
     e = e.to(tl.uint32)
@@ -669,6 +741,7 @@ def _dot_mxfp4_codes_then_scales(
         lo,
         hi,
         _mxfp4_regrouped_words,
+        _mxfp4_regrouped_acts,
         _mxfp4_regrouped_step,
         STAGES,
         BLOCK_N,
@@ -716,6 +789,7 @@ def _walk_superblocks(
     lo,
     hi,
     WORDS: tl.constexpr,
+    ACTS: tl.constexpr,
     STEP: tl.constexpr,
     STAGES: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -723,21 +797,31 @@ def _walk_superblocks(
     AHEAD: tl.constexpr,
 ):
     """The walk over super-blocks [lo, hi) of the rows at `rows`: `WORDS(rows, sb, BLOCK_N)` loads one
-    super-block's words (a tuple), `STEP(acc, words, xb, ob, DEQ)` decodes them against the activations
-    at `xb` (the super-block's 256 elements from there; `ob`: the dequantizer's output) into `acc`.
-    AHEAD (`GemvConfig.ahead`): super-block sb + 1's words are loaded before sb is decoded, the last one
+    super-block's words (a tuple), `STEP(acc, words, xs, xb, ob, DEQ)` decodes them against the
+    activations at `xb` (the super-block's 256 elements from there; `ob`: the dequantizer's output)
+    into `acc`, with `xs` None (it loads the activations). AHEAD (`GemvConfig.ahead`): super-block
+    sb + 1's words and its activations (`xs = ACTS(xb, DEQ)`) loaded before sb is decoded, the last one
     peeled so that nothing past the split is read; the same steps in the same order as the plain walk."""
     if AHEAD:
         words = WORDS(rows, lo, BLOCK_N)
+        xs = ACTS(xb + lo * 256, DEQ)
         for sb in range(lo, hi - 1):
             following = WORDS(rows, sb + 1, BLOCK_N)
-            acc = STEP(acc, words, xb + sb * 256, ob + sb * 256, DEQ)
+            following_xs = ACTS(xb + (sb + 1) * 256, DEQ)
+            acc = STEP(acc, words, xs, xb + sb * 256, ob + sb * 256, DEQ)
             words = following
-        acc = STEP(acc, words, xb + (hi - 1) * 256, ob + (hi - 1) * 256, DEQ)
+            xs = following_xs
+        acc = STEP(acc, words, xs, xb + (hi - 1) * 256, ob + (hi - 1) * 256, DEQ)
     else:
         for sb in tl.range(lo, hi, num_stages=STAGES):
-            acc = STEP(acc, WORDS(rows, sb, BLOCK_N), xb + sb * 256, ob + sb * 256, DEQ)
+            acc = STEP(acc, WORDS(rows, sb, BLOCK_N), None, xb + sb * 256, ob + sb * 256, DEQ)
     return acc
+
+
+@triton.jit
+def _k_quant_acts(xb, DEQ: tl.constexpr):
+    """The activations a Q4_K / Q5_K step multiplies (`_take` at xb + 32 h + k), loaded ahead."""
+    return _acts(xb, None, 32, 2, 4, False, DEQ)
 
 
 @triton.jit
@@ -754,8 +838,9 @@ def _q4_k_words(rows, sb, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _q4_k_step(acc, words, xb, ob, DEQ: tl.constexpr):
-    """One Q4_K super-block of each row, from its loads (`_q4_k_words`), into `acc` [rows, 4, 8]."""
+def _q4_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
+    """One Q4_K super-block of each row, from its loads (`_q4_k_words`; `xs`: None or `_k_quant_acts`),
+    into `acc` [rows, 4, 8]."""
     qs, dd, s1, s2, s3 = words
     c4 = tl.arange(0, 4)[None, :, None]
     d = _f16(dd)
@@ -766,7 +851,9 @@ def _q4_k_step(acc, words, xb, ob, DEQ: tl.constexpr):
         off = -(16.0 * dl + dmin * mn)
         for k in tl.static_range(4):
             f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
-            acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
+            acc = _take(
+                acc, f * dl + off, xs, 4 * h + k, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False
+            )
     return acc
 
 
@@ -788,6 +875,7 @@ def _dot_q4_k(
         lo,
         hi,
         _q4_k_words,
+        _k_quant_acts,
         _q4_k_step,
         STAGES,
         BLOCK_N,
@@ -816,8 +904,9 @@ def _q5_k_words(rows, sb, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _q5_k_step(acc, words, xb, ob, DEQ: tl.constexpr):
-    """One Q5_K super-block of each row, from its loads (`_q5_k_words`), into `acc` [rows, 4, 8]."""
+def _q5_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
+    """One Q5_K super-block of each row, from its loads (`_q5_k_words`; `xs`: None or `_k_quant_acts`),
+    into `acc` [rows, 4, 8]."""
     qs, qh, dd, s1, s2, s3 = words
     c4 = tl.arange(0, 4)[None, :, None]
     d = _f16(dd)
@@ -830,7 +919,9 @@ def _q5_k_step(acc, words, xb, ob, DEQ: tl.constexpr):
         for k in tl.static_range(4):
             high = ((qh >> (j + 8 * k)) & 1) << 22
             f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
-            acc = _take(acc, f * dl + off, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False)
+            acc = _take(
+                acc, f * dl + off, xs, 4 * h + k, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False
+            )
     return acc
 
 
@@ -850,6 +941,7 @@ def _dot_q5_k(
         lo,
         hi,
         _q5_k_words,
+        _k_quant_acts,
         _q5_k_step,
         STAGES,
         BLOCK_N,
@@ -883,8 +975,15 @@ def _q6_k_words(rows, sb, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _q6_k_step(acc, words, xb, ob, DEQ: tl.constexpr):
-    """One Q6_K super-block of each row, from its loads (`_q6_k_words`), into `acc` [rows, 4, 2, 8]."""
+def _q6_k_acts(xb, DEQ: tl.constexpr):
+    """The activations a Q6_K step multiplies (`_take` at xb + 64 h + k), loaded ahead."""
+    return _acts(xb, None, 64, 2, 2, False, DEQ)
+
+
+@triton.jit
+def _q6_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
+    """One Q6_K super-block of each row, from its loads (`_q6_k_words`; `xs`: None or `_q6_k_acts`),
+    into `acc` [rows, 4, 2, 8]."""
     ql, qh, sc0, sc1, d_bits = words
     a = tl.arange(0, 4)[None, :, None, None] & 1
     wh = tl.arange(0, 2)[None, None, :, None]
@@ -897,7 +996,9 @@ def _q6_k_step(acc, words, xb, ob, DEQ: tl.constexpr):
         for k in tl.static_range(2):
             high = ((qh >> (8 * k + 4 * h + 2 * a).to(tl.uint32)) & 3) << 21
             f = _as_float(_code(ql, 8 * k + 4 * h, 15, 17) | high | _P64)
-            acc = _take(acc, f * dl + off, xb + (64 * h + k), ob + (64 * h + k), None, DEQ, False)
+            acc = _take(
+                acc, f * dl + off, xs, 2 * h + k, xb + (64 * h + k), ob + (64 * h + k), None, DEQ, False
+            )
     return acc
 
 
@@ -921,6 +1022,7 @@ def _dot_q6_k(
         lo,
         hi,
         _q6_k_words,
+        _q6_k_acts,
         _q6_k_step,
         STAGES,
         BLOCK_N,
