@@ -17,6 +17,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   default launch shape, its loop loading each step's words and activations before the previous step is
   decoded (`GemvConfig.ahead`: one memory round trip a step instead of 3-7, `triton_offline.memory_round_trips`;
   the launch shapes are chosen while the variant's graph is captured);
+- `GEMV activations with the words`: the same formats' plain loop loading each step's activations with
+  its weight words (`GemvConfig.with_words`; Q5_0 / Q8_0: one round trip a step instead of 3-5, no more
+  registers; the super-block loops' SASS does not change);
 - `Q5_0/Q8_0 tiles without round trips`: those GEMVs (Qwen's, GPT-OSS's attention) at 16 rows x 8 blocks
   with 8 warps instead of the default tiles, whose loops convert operands through shared memory (6-20
   barriers a step, `benchmarks.ptx_cost`); none at this tile. The split is chosen as `default_config`'s;
@@ -122,6 +125,14 @@ def _loading_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -
     return config
 
 
+def _with_words(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    from kernels import triton_gemv
+
+    if layout.fmt in triton_gemv.AHEAD_FORMATS and config.stages == 1:
+        return dataclasses.replace(config, with_words=True)
+    return config
+
+
 def _round_trip_free(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Q5_0 / Q8_0 at 16 rows x 8 blocks, 8 warps; the split as `default_config` picks one for a tile."""
     import triton
@@ -144,7 +155,12 @@ def _operands_early(config: Any, layout: Any, shape: tuple[int, int, int, int]) 
     return dataclasses.replace(config, early=True)
 
 
-GEMV_SHAPE_RULES = {"ahead": _loading_ahead, "round-trip-free": _round_trip_free, "early": _operands_early}
+GEMV_SHAPE_RULES = {
+    "ahead": _loading_ahead,
+    "with-words": _with_words,
+    "round-trip-free": _round_trip_free,
+    "early": _operands_early,
+}
 
 
 @contextlib.contextmanager
@@ -224,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     early = engine.graphs.dependent_launch if engine.graphs is not None else dependent_launch.OFF
     variants = {"default": Variant(default_kernels, early)}
     variants["GEMV loads ahead"] = Variant(default_kernels, early, gemv_shapes="ahead")
+    variants["GEMV activations with the words"] = Variant(default_kernels, early, gemv_shapes="with-words")
     variants["Q5_0/Q8_0 tiles without round trips"] = Variant(
         default_kernels, early, gemv_shapes="round-trip-free"
     )

@@ -97,6 +97,9 @@ class GemvConfig:
     # loaded before the previous step is decoded, so a warp has a step's loads in flight while it
     # decodes and waits on memory once a step (formats of AHEAD_FORMATS).
     ahead: bool = False
+    # The plain walk with each step's activations loaded with its weight words, not after they are
+    # decoded: one memory round trip a step instead of 3-7, no register held across steps.
+    with_words: bool = False
     # Every operand that does not depend on the weights asked for before the walk (`_qgemv_kernel`'s
     # EARLY): the same sums in the same order, fewer memory round trips one after another.
     early: bool = False
@@ -106,10 +109,19 @@ class GemvConfig:
             raise ValueError(
                 "a GEMV loop loads ahead in registers or pipelines through shared memory, not both"
             )
+        if self.ahead and self.with_words:
+            raise ValueError("a GEMV loop loads a step's activations with its words or ahead, not both")
 
 
-# The formats whose loop can load ahead (`GemvConfig.ahead`): the decode products of the M0 models' files.
+# The formats whose loop can load ahead (`GemvConfig.ahead`) or a step's activations with its words
+# (`GemvConfig.with_words`): the decode products of the M0 models' files.
 AHEAD_FORMATS = ("q4_k", "q5_k", "q6_k", "q5_0", "q8_0", "mxfp4_codes_then_scales")
+# The kernel's LOADS: where a step's activations are loaded. At their use (after the step's weights
+# are decoded: a warp waits on memory again for each group of them), with the step's weight words (one
+# wait a step), or with the words one step ahead (`GemvConfig.ahead`).
+LOADS_AT_USE = tl.constexpr(0)
+LOADS_WITH_WORDS = tl.constexpr(1)
+LOADS_AHEAD = tl.constexpr(2)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -421,15 +433,16 @@ def _walk_blocks(
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
-    AHEAD: tl.constexpr,
+    LOADS: tl.constexpr,
 ):
     """The walk over 32-element blocks [lo, hi) of the rows at `rows`, UB a step: `WORDS(rows, aux, xp,
     u0, hi, BLOCK_N, UB, DEQ)` loads blocks u0.. (a tuple; `aux`: a format's second pointer, e.g. the
     scale rows), `STEP(acc, words, xs, u0, hi, xp, op, BLOCK_N, UB, DEQ)` decodes them into `acc`, with
-    `xs` None (it loads the activations it multiplies). AHEAD (`GemvConfig.ahead`): step u0 + UB's words
-    and its activations (`xs = ACTS(xp, u0, hi, UB, DEQ)`) loaded before u0 is decoded, the last step
+    `xs` the step's activations loaded with its words (`xs = ACTS(xp, u0, hi, UB, DEQ)`, LOADS
+    LOADS_WITH_WORDS) or None (LOADS_AT_USE: it loads them as it multiplies). LOADS_AHEAD
+    (`GemvConfig.ahead`): step u0 + UB's words and activations loaded before u0 is decoded, the last step
     peeled so that nothing past the split is read; the same steps in the same order as the plain walk."""
-    if AHEAD:
+    if LOADS == LOADS_AHEAD:
         words = WORDS(rows, aux, xp, lo, hi, BLOCK_N, UB, DEQ)
         xs = ACTS(xp, lo, hi, UB, DEQ)
         last = lo + (hi - 1 - lo) // UB * UB
@@ -443,7 +456,10 @@ def _walk_blocks(
     else:
         for u0 in tl.range(lo, hi, UB, num_stages=STAGES):
             words = WORDS(rows, aux, xp, u0, hi, BLOCK_N, UB, DEQ)
-            acc = STEP(acc, words, None, u0, hi, xp, op, BLOCK_N, UB, DEQ)
+            if LOADS == LOADS_WITH_WORDS:
+                acc = STEP(acc, words, ACTS(xp, u0, hi, UB, DEQ), u0, hi, xp, op, BLOCK_N, UB, DEQ)
+            else:
+                acc = STEP(acc, words, None, u0, hi, xp, op, BLOCK_N, UB, DEQ)
     return acc
 
 
@@ -510,13 +526,13 @@ def _dot_q5_0(
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
-    AHEAD: tl.constexpr,
+    LOADS: tl.constexpr,
 ):
     # block_q5_0 as 11 halfwords {d, qh (2 halfwords, bit e = fifth bit of element e), qs[8]}.
     # w = (q - 16) * d = (32 + q) * d - 48 * d, exact.
     acc = tl.zeros([BLOCK_N, UB, 8], dtype=tl.float32)
     acc = _walk_blocks(
-        acc, rows, rows, xp, op, lo, hi, _q5_0_words, _q5_0_acts, _q5_0_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
+        acc, rows, rows, xp, op, lo, hi, _q5_0_words, _q5_0_acts, _q5_0_step, STAGES, BLOCK_N, UB, DEQ, LOADS
     )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
@@ -551,12 +567,12 @@ def _dot_q5_1(
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
-    AHEAD: tl.constexpr,
+    LOADS: tl.constexpr,
 ):
     # block_q5_1 as 6 words {d | m << 16, qh, qs[4]}; w = q * d + m = (32 + q) * d + (m - 32 * d).
     acc = tl.zeros([BLOCK_N, UB, 4], dtype=tl.float32)
     acc = _walk_blocks(
-        acc, rows, rows, xp, op, lo, hi, _q5_1_words, None, _q5_1_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
+        acc, rows, rows, xp, op, lo, hi, _q5_1_words, None, _q5_1_step, STAGES, BLOCK_N, UB, DEQ, LOADS
     )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
@@ -603,13 +619,13 @@ def _dot_q8_0(
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
-    AHEAD: tl.constexpr,
+    LOADS: tl.constexpr,
 ):
     # block_q8_0 as 17 halfwords {d, qs[16]}: halfword w holds int8 elements 2w, 2w+1.
     # s = (s ^ 0x80) - 128, so w = (256 + (s ^ 0x80)) * d - 384 * d, exact.
     acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
     acc = _walk_blocks(
-        acc, rows, rows, xp, op, lo, hi, _q8_0_words, _q8_0_acts, _q8_0_step, STAGES, BLOCK_N, UB, DEQ, AHEAD
+        acc, rows, rows, xp, op, lo, hi, _q8_0_words, _q8_0_acts, _q8_0_step, STAGES, BLOCK_N, UB, DEQ, LOADS
     )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
@@ -722,7 +738,7 @@ def _dot_mxfp4_codes_then_scales(
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
-    AHEAD: tl.constexpr,
+    LOADS: tl.constexpr,
 ):
     # MXFP4 regrouped: `rows` point at each row's codes (4 words per block, 16-byte aligned: word w of a
     # block, byte k holds elements 4w + k (low nibble) and 4w + k + 16 (high nibble)); `scale_rows` at
@@ -747,7 +763,7 @@ def _dot_mxfp4_codes_then_scales(
         BLOCK_N,
         UB,
         DEQ,
-        AHEAD,
+        LOADS,
     )
     return tl.sum(acc, axis=1)
 
@@ -794,15 +810,16 @@ def _walk_superblocks(
     STAGES: tl.constexpr,
     BLOCK_N: tl.constexpr,
     DEQ: tl.constexpr,
-    AHEAD: tl.constexpr,
+    LOADS: tl.constexpr,
 ):
     """The walk over super-blocks [lo, hi) of the rows at `rows`: `WORDS(rows, sb, BLOCK_N)` loads one
     super-block's words (a tuple), `STEP(acc, words, xs, xb, ob, DEQ)` decodes them against the
     activations at `xb` (the super-block's 256 elements from there; `ob`: the dequantizer's output)
-    into `acc`, with `xs` None (it loads the activations). AHEAD (`GemvConfig.ahead`): super-block
-    sb + 1's words and its activations (`xs = ACTS(xb, DEQ)`) loaded before sb is decoded, the last one
-    peeled so that nothing past the split is read; the same steps in the same order as the plain walk."""
-    if AHEAD:
+    into `acc`, with `xs` the activations loaded with the words (`xs = ACTS(xb, DEQ)`, LOADS
+    LOADS_WITH_WORDS) or None (LOADS_AT_USE: it loads them as it multiplies). LOADS_AHEAD
+    (`GemvConfig.ahead`): super-block sb + 1's words and activations loaded before sb is decoded, the last
+    one peeled so that nothing past the split is read; the same steps in the same order as the plain walk."""
+    if LOADS == LOADS_AHEAD:
         words = WORDS(rows, lo, BLOCK_N)
         xs = ACTS(xb + lo * 256, DEQ)
         for sb in range(lo, hi - 1):
@@ -814,7 +831,11 @@ def _walk_superblocks(
         acc = STEP(acc, words, xs, xb + (hi - 1) * 256, ob + (hi - 1) * 256, DEQ)
     else:
         for sb in tl.range(lo, hi, num_stages=STAGES):
-            acc = STEP(acc, WORDS(rows, sb, BLOCK_N), None, xb + sb * 256, ob + sb * 256, DEQ)
+            words = WORDS(rows, sb, BLOCK_N)
+            if LOADS == LOADS_WITH_WORDS:
+                acc = STEP(acc, words, ACTS(xb + sb * 256, DEQ), xb + sb * 256, ob + sb * 256, DEQ)
+            else:
+                acc = STEP(acc, words, None, xb + sb * 256, ob + sb * 256, DEQ)
     return acc
 
 
@@ -859,7 +880,7 @@ def _q4_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
 
 @triton.jit
 def _dot_q4_k(
-    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, AHEAD: tl.constexpr
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, LOADS: tl.constexpr
 ):
     # block_q4_K as 36 words {d | dmin << 16, scales[3], qs[32]}: qs chunk c (8 words) holds sub-block
     # 2c in its low nibbles and 2c+1 in its high nibbles; word w of chunk c, byte k is element
@@ -880,7 +901,7 @@ def _dot_q4_k(
         STAGES,
         BLOCK_N,
         DEQ,
-        AHEAD,
+        LOADS,
     )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
@@ -927,7 +948,7 @@ def _q5_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
 
 @triton.jit
 def _dot_q5_k(
-    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, AHEAD: tl.constexpr
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, LOADS: tl.constexpr
 ):
     # block_q5_K as 44 words {d | dmin << 16, scales[3], qh[8], qs[32]}: as Q4_K, plus the fifth bit of
     # element (sub-block j, byte i) = bit j of qh byte i.
@@ -946,7 +967,7 @@ def _dot_q5_k(
         STAGES,
         BLOCK_N,
         DEQ,
-        AHEAD,
+        LOADS,
     )
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
@@ -1004,7 +1025,7 @@ def _q6_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
 
 @triton.jit
 def _dot_q6_k(
-    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, AHEAD: tl.constexpr
+    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, LOADS: tl.constexpr
 ):
     # block_q6_K as 105 halfwords {ql[64], qh[32], scales (8 halfwords of 2 int8), d}. With n the
     # 128-element half, a the 32-byte chunk of ql inside it, w = 8 wh + wl the halfword in the chunk,
@@ -1027,7 +1048,7 @@ def _dot_q6_k(
         STAGES,
         BLOCK_N,
         DEQ,
-        AHEAD,
+        LOADS,
     )
     return tl.sum(tl.sum(tl.sum(acc, axis=3), axis=2), axis=1)
 
@@ -1069,11 +1090,11 @@ def _dot_rows(
     BLOCK_N: tl.constexpr,
     UB: tl.constexpr,
     DEQ: tl.constexpr,
-    AHEAD: tl.constexpr,
+    LOADS: tl.constexpr,
 ):
     """The format's dot products (or decode, `DEQ`) of the rows at `row_ptrs` over units [lo, hi): every
-    format read in the file's block order. `AHEAD`: the formats of `AHEAD_FORMATS` load a step's words
-    before the previous step is decoded."""
+    format read in the file's block order. `LOADS`: how the formats of `AHEAD_FORMATS` load a step's
+    activations (`LOADS_AT_USE`, `LOADS_WITH_WORDS`, `LOADS_AHEAD`)."""
     if FMT == "f32" or FMT == "f16" or FMT == "bf16":
         acc = _dot_plain(row_ptrs, xp, op, lo, hi, FMT, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "q4_0":
@@ -1081,19 +1102,19 @@ def _dot_rows(
     elif FMT == "q4_1":
         acc = _dot_q4_1(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "q5_0":
-        acc = _dot_q5_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, AHEAD)
+        acc = _dot_q5_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, LOADS)
     elif FMT == "q5_1":
-        acc = _dot_q5_1(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, AHEAD)
+        acc = _dot_q5_1(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, LOADS)
     elif FMT == "q8_0":
-        acc = _dot_q8_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, AHEAD)
+        acc = _dot_q8_0(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, LOADS)
     elif FMT == "mxfp4":
         acc = _dot_mxfp4(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ)
     elif FMT == "q4_k":
-        acc = _dot_q4_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, AHEAD)
+        acc = _dot_q4_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, LOADS)
     elif FMT == "q5_k":
-        acc = _dot_q5_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, AHEAD)
+        acc = _dot_q5_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, LOADS)
     else:  # "q6_k"
-        acc = _dot_q6_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, AHEAD)
+        acc = _dot_q6_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, LOADS)
     return acc
 
 
@@ -1188,7 +1209,7 @@ def _qgemv_kernel(
     glu_limit=0.0,
     PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
     PREFETCH_LINES: tl.constexpr = 0,  # L2 lines of its weight tile a program asks for first
-    AHEAD: tl.constexpr = False,  # GemvConfig.ahead: a step's weight words loaded before the previous step's decode
+    LOADS: tl.constexpr = 0,  # LOADS_*: a step's activations with its words, or its words and them ahead
     EARLY: tl.constexpr = False,  # GemvConfig.early: what does not depend on the weights asked for first
     SPLIT: tl.constexpr = 1,  # EARLY and REDUCE: the launch's splits (the last program's sum unrolled)
     RMS_CHUNKS: tl.constexpr = 1,  # EARLY and RMS_BLOCK: cdiv(row length, RMS_BLOCK) (`_rms_unrolled`)
@@ -1292,7 +1313,7 @@ def _qgemv_kernel(
             + clamped * (row_stride // 4)
         )
         acc = _dot_mxfp4_codes_then_scales(
-            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, AHEAD
+            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, LOADS
         )
         if GLU:  # the up tensor, seg_w1 words further: its codes and its scale bytes alike
             acc_up = _dot_mxfp4_codes_then_scales(
@@ -1306,13 +1327,13 @@ def _qgemv_kernel(
                 BLOCK_N,
                 UB,
                 DEQ,
-                AHEAD,
+                LOADS,
             )
     else:
-        acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, AHEAD)
+        acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, LOADS)
         if GLU:  # the up rows, seg_w1 load words past the gate rows: the same walk, the same activations
             acc_up = _dot_rows(
-                row_ptrs + seg_w1, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, AHEAD
+                row_ptrs + seg_w1, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, LOADS
             )
     # The weights are read: the next kernel's programs may become resident beside the epilogue.
     launch_next_grid_late(PDL)
@@ -1493,12 +1514,12 @@ def default_config(
     return GemvConfig(block_n, ub, 4, split, stages)
 
 
-def _ahead(config: GemvConfig, layout: _Layout, w: QTensor) -> bool:
-    """The kernel's AHEAD constant for `config` on `w`'s layout; a format whose loop has no such form is
+def _loads(config: GemvConfig, layout: _Layout, w: QTensor) -> int:
+    """The kernel's LOADS constant for `config` on `w`'s layout; a format whose loop has no such form is
     refused rather than silently run without it (a sweep would time the same kernel twice)."""
-    if config.ahead and layout.fmt not in AHEAD_FORMATS:
+    if (config.ahead or config.with_words) and layout.fmt not in AHEAD_FORMATS:
         raise ValueError(f"tensor {w.name!r}: the {layout.fmt} GEMV loop does not load ahead")
-    return config.ahead
+    return LOADS_AHEAD.value if config.ahead else LOADS_WITH_WORDS.value if config.with_words else 0
 
 
 def supports_layout(w: QTensor) -> bool:
@@ -1710,7 +1731,7 @@ def launch_segments(
         HAS_BIAS=has_bias,
         HAS_IDS=expert_ids is not None,
         STAGES=config.stages,
-        AHEAD=_ahead(config, layout, w),
+        LOADS=_loads(config, layout, w),
         EARLY=config.early,
         SPLIT=split if config.early and counters is not None else 1,
         RMS_CHUNKS=triton.cdiv(in_features, rms_block) if config.early and rms_block else 1,
@@ -1815,7 +1836,7 @@ def dequantize_into(
         HAS_IDS=ids is not None,
         STAGES=1,
         DEQ=True,
-        AHEAD=_ahead(config, layout, w),
+        LOADS=_loads(config, layout, w),
         num_warps=config.num_warps,
     )
     return out

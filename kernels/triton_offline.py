@@ -153,6 +153,7 @@ def compile_gemv(
     pdl: bool | int = False,
     prefetch_lines: int = 0,
     ahead: bool = False,
+    with_words: bool = False,
     num_warps: int = 4,
     early: bool = False,
     split: int = 1,
@@ -163,7 +164,8 @@ def compile_gemv(
     the GPU run specialises them; without it every integer is of unknown divisibility. `pdl`: the form a
     programmatic dependent launch compiles (`kernels.dependent_launch`), `prefetch_lines` with it: the L2
     lines of its weight tile a program asks for before it waits. `ahead`: the loop that loads a step's
-    words before the previous step is decoded (`triton_gemv.GemvConfig.ahead`); `num_warps` as the
+    words before the previous step is decoded (`triton_gemv.GemvConfig.ahead`); `with_words`: the plain loop
+    loading a step's activations with its words (`GemvConfig.with_words`); `num_warps` as the
     launch shape's; `early`: the operands that do not depend on the weights asked for before the walk
     (`GemvConfig.early`), `split` the launch's splits its reduction then unrolls (a REDUCE form)."""
     from kernels import triton_gemv
@@ -187,7 +189,7 @@ def compile_gemv(
         **GEMV_FORMS[form],
         PDL=pdl,
         PREFETCH_LINES=prefetch_lines,
-        AHEAD=ahead,
+        LOADS=(triton_gemv.LOADS_AHEAD if ahead else triton_gemv.LOADS_WITH_WORDS if with_words else 0),
         EARLY=early,
         SPLIT=split if early else 1,
         X_UNIT=layout.unit,

@@ -211,18 +211,24 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
 
 
 def _ahead_pair(block_n: int, ub: int, split: int):
-    """A launch shape and the same shape loading ahead (`GemvConfig.ahead`)."""
+    """A launch shape, the same shape loading ahead (`GemvConfig.ahead`) and with the activations loaded
+    with the words (`GemvConfig.with_words`)."""
     from kernels.triton_gemv import GemvConfig
 
     plain = GemvConfig(block_n, ub, 4, split)
-    return plain, GemvConfig(block_n, ub, 4, split, ahead=True)
+    return (
+        plain,
+        GemvConfig(block_n, ub, 4, split, ahead=True),
+        GemvConfig(block_n, ub, 4, split, with_words=True),
+    )
 
 
 def _check_ahead(name: str, qtype, rng) -> list[tuple[str, bool, str]]:
-    """The loop that loads a step's words before the previous step is decoded computes the plain loop's
-    sums bit for bit (same decode, same accumulation order): 10 blocks (5 super-blocks) a row walked in
-    steps of 4 blocks (1 super-block) with a short last step, in one split and in two uneven splits; the
-    dequantizer alike. Each also against the float64 oracle."""
+    """The loop that loads a step's words and activations before the previous step is decoded, and the
+    plain loop loading a step's activations with its words, compute the plain loop's sums bit for bit
+    (same decode, same accumulation order): 10 blocks (5 super-blocks) a row walked in steps of 4 blocks
+    (1 super-block) with a short last step, in one split and in two uneven splits; the dequantizer
+    alike. Each also against the float64 oracle."""
     from kernels import triton_gemv
 
     unit = triton_gemv.LAYOUTS[qtype].unit
@@ -233,24 +239,27 @@ def _check_ahead(name: str, qtype, rng) -> list[tuple[str, bool, str]]:
     x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32))
     results = []
     for split in (1, 2):
-        plain, ahead = _ahead_pair(16, ub, split)
+        plain, *loading = _ahead_pair(16, ub, split)
         want = triton_gemv.launch(x, w, None, 1, config=plain)
-        got = triton_gemv.launch(x, w, None, 1, config=ahead)
-        err = _rel_err(got, x.double() @ w64.T)
-        same = torch.equal(got, want)
-        results.append(
-            (
-                f"{name} loads ahead, {split} split(s)",
-                same and err < REL_TOL,
-                f"same bits: {same}, rel err {err:.1e}",
+        for how, config in zip(("loads ahead", "activations with the words"), loading, strict=True):
+            got = triton_gemv.launch(x, w, None, 1, config=config)
+            err = _rel_err(got, x.double() @ w64.T)
+            same = torch.equal(got, want)
+            results.append(
+                (
+                    f"{name} {how}, {split} split(s)",
+                    same and err < REL_TOL,
+                    f"same bits: {same}, rel err {err:.1e}",
+                )
             )
-        )
-    plain, ahead = _ahead_pair(16, ub, 2)
-    tiles = [torch.full((40, k_in), float("nan"), dtype=torch.float16) for _ in range(2)]
-    triton_gemv.dequantize_into(w, tiles[0], config=plain)
-    triton_gemv.dequantize_into(w, tiles[1], config=ahead)
-    same = torch.equal(tiles[0], tiles[1]) and not tiles[1].isnan().any()
-    results.append((f"{name} loads ahead, dequantize", bool(same), "same tiles" if same else "differ"))
+    plain, *loading = _ahead_pair(16, ub, 2)
+    tiles = [torch.full((40, k_in), float("nan"), dtype=torch.float16) for _ in range(3)]
+    for tile, config in zip(tiles, (plain, *loading), strict=True):
+        triton_gemv.dequantize_into(w, tile, config=config)
+    same = all(torch.equal(tiles[0], t) for t in tiles[1:]) and not tiles[0].isnan().any()
+    results.append(
+        (f"{name} loads ahead / with the words, dequantize", bool(same), "same tiles" if same else "differ")
+    )
     return results
 
 
@@ -322,7 +331,7 @@ def _check_ahead_regrouped(rng) -> list[tuple[str, bool, str]]:
     g, u = g.codes_then_scales_in_place(), u.codes_then_scales_in_place()
     x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32))
     ids = torch.tensor([3, 1])
-    plain, ahead = _ahead_pair(8, 4, 2)
+    plain, ahead, _ = _ahead_pair(8, 4, 2)
     ys = [
         triton_gemv.launch_segments(
             x, (g, u), (None, None), 2, expert_ids=ids, x_group=2, glu=True, glu_oai=SWIGLU_OAI, config=c

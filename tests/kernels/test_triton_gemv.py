@@ -163,23 +163,27 @@ def test_split_k_tiles_and_pipelining_agree(split, rng, blocks) -> None:
 def test_the_loop_that_loads_ahead_gives_the_plain_loops_bits(
     qtype, block_n, ub, warps, split, rng, blocks
 ) -> None:
-    """`GemvConfig.ahead` changes when a step's words are loaded, not what is summed or in which order:
-    the same bits as the plain loop, for the product of two rows with a bias (uneven splits, a short last
-    step) and for the dequantizer."""
+    """`GemvConfig.ahead` and `GemvConfig.with_words` change when a step's words and activations are
+    loaded, not what is summed or in which order: the same bits as the plain loop, for the product of two
+    rows with a bias (uneven splits, a short last step) and for the dequantizer."""
     from kernels.triton_gemv import GemvConfig, dequantize_into, launch
 
     w = make_weight(qtype, (77, 2816), rng, blocks)
     x = torch.from_numpy(rng.normal(0.0, 1.0, (2, 2816)).astype(np.float32)).cuda()
     bias = torch.from_numpy(rng.normal(0.0, 0.1, 77).astype(np.float32)).cuda()
     plain = GemvConfig(block_n, ub, warps, split)
-    ahead = GemvConfig(block_n, ub, warps, split, ahead=True)
+    loading = (
+        GemvConfig(block_n, ub, warps, split, ahead=True),
+        GemvConfig(block_n, ub, warps, split, with_words=True),
+    )
     want = launch(x, w, bias, 2, config=plain)
-    assert torch.equal(launch(x, w, bias, 2, config=ahead), want)
+    for config in loading:
+        assert torch.equal(launch(x, w, bias, 2, config=config), want), config
     assert rel_err(want, reference_qmatmul(x, w, bias, torch.float32)) < REL_TOL
-    tiles = [torch.empty(77, 2816, dtype=torch.float16, device="cuda") for _ in range(2)]
-    dequantize_into(w, tiles[0], config=plain)
-    dequantize_into(w, tiles[1], config=ahead)
-    assert torch.equal(tiles[0], tiles[1])
+    tiles = [torch.empty(77, 2816, dtype=torch.float16, device="cuda") for _ in range(3)]
+    for tile, config in zip(tiles, (plain, *loading), strict=True):
+        dequantize_into(w, tile, config=config)
+    assert torch.equal(tiles[0], tiles[1]) and torch.equal(tiles[0], tiles[2])
 
 
 @pytest.mark.parametrize(

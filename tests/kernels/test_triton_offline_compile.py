@@ -474,6 +474,36 @@ def test_every_loop_that_loads_ahead_compiles_for_sm90_without_spills(qtype, blo
     assert memory_round_trips(compiled.asm["cubin"]).per_step == 1
 
 
+@pytest.mark.parametrize(
+    ("qtype_name", "form", "block_n", "ub", "shape"),
+    [
+        ("Q5_0", "segments-bias-rms", 8, 32, (1152, 896)),  # Qwen2.5's q/k/v
+        ("Q5_0", "glu-rms", 16, 8, (4864, 896)),  # its gate/up
+        ("Q8_0", "plain", 16, 8, (5120, 2880)),  # GPT-OSS's q/k/v
+    ],
+)
+def test_the_block_loops_taking_activations_with_the_words_wait_once_a_step(
+    qtype_name, form, block_n, ub, shape
+) -> None:
+    """`GemvConfig.with_words`: the Q5_0 / Q8_0 loops ask for a step's activations with its words, so a
+    warp waits on memory once a step, where the default waits again for each group of activations after
+    the words are decoded; no register spills, and no more registers than loading ahead takes."""
+    from kernels.formats import GGMLType
+    from kernels.triton_offline import compile_gemv, memory_round_trips, register_use
+
+    def trips_and_use(**loads):
+        compiled = compile_gemv(GGMLType[qtype_name], form, block_n=block_n, ub=ub, shape=shape, **loads)
+        return memory_round_trips(compiled.asm["cubin"]), register_use(compiled.asm["ptx"])
+
+    (default, _), (with_words, use), (_, ahead_use) = (
+        trips_and_use(),
+        trips_and_use(with_words=True),
+        trips_and_use(ahead=True),
+    )
+    assert default.per_step > 1 and with_words.per_step == 1, (default, with_words)
+    assert use.spill_bytes == 0 and use.registers <= ahead_use.registers, (use, ahead_use)
+
+
 def test_the_retiled_attention_loop_is_lighter_and_spills_nothing() -> None:
     """`attention_tile(retiled=True)` for the three models' head layouts, compiled for sm_90: grouped heads
     (Qwen2.5: 7 per KV head) on dot products run a loop step of less than half the broadcast loop's
