@@ -27,6 +27,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   (`GemvConfig.early`: the split's activations and the rms row as L1 hints, the bias, residual and norm
   weight read, the split-K sum and the rms row unrolled): the same bits, fewer memory round trips one
   after another (`triton_offline.memory_round_trips`, e.g. 8 -> 3 after Qwen's split down projection);
+- `GEMV fewest round trips`: operands early, and per shape the loop form with the fewest waits a step
+  in the SASS (Q5_0 / Q8_0 at 8+ blocks a step: activations with the words; the other forms that have
+  one: loading ahead); the candidate default;
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
@@ -155,11 +158,27 @@ def _operands_early(config: Any, layout: Any, shape: tuple[int, int, int, int]) 
     return dataclasses.replace(config, early=True)
 
 
+def _fewest_round_trips(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The loop form with the fewest memory round trips in the SASS (`2026-12-05-gemv-activations-with-
+    words.md`): operands early everywhere; Q5_0 / Q8_0 tiles of 8 or more blocks a step with their
+    activations with the words (one wait a step, no more registers); every other form of
+    `AHEAD_FORMATS` (super-blocks, the output projections' 2-block tile, regrouped MXFP4) loading ahead."""
+    from kernels import triton_gemv
+
+    config = dataclasses.replace(config, early=True)
+    if layout.fmt not in triton_gemv.AHEAD_FORMATS or config.stages != 1:
+        return config
+    if layout.fmt in ("q5_0", "q8_0") and config.units_per_step >= 8:
+        return dataclasses.replace(config, with_words=True)
+    return dataclasses.replace(config, ahead=True)
+
+
 GEMV_SHAPE_RULES = {
     "ahead": _loading_ahead,
     "with-words": _with_words,
     "round-trip-free": _round_trip_free,
     "early": _operands_early,
+    "fewest-trips": _fewest_round_trips,
 }
 
 
@@ -245,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         default_kernels, early, gemv_shapes="round-trip-free"
     )
     variants["GEMV operands early"] = Variant(default_kernels, early, gemv_shapes="early")
+    variants["GEMV fewest round trips"] = Variant(default_kernels, early, gemv_shapes="fewest-trips")
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
     if not args.launch_only:
