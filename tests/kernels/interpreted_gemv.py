@@ -269,7 +269,8 @@ def _check_early(name: str, qtype, rng) -> list[tuple[str, bool, str]]:
     biases from the rms-normed input, the residual with the next norm's scaled copy (with and without a
     bias), gate/up/SiLU from the normed input, and experts' gate/up/SwiGLU with biases; in one launch
     and split in two and three (the reduction). Rows of 3 RMS_STEP blocks and a bit: the unrolled rms
-    reads four chunks, the last one partial."""
+    reads four chunks, the last one partial. The same with `benchmarks.step_ab`'s "fewest-trips" form
+    (early, and the activations with the words or loaded ahead)."""
     import dataclasses
 
     from kernels import triton_gemv
@@ -304,18 +305,29 @@ def _check_early(name: str, qtype, rng) -> list[tuple[str, bool, str]]:
             glu_oai=SWIGLU_OAI, config=c,
         ),
     }  # fmt: skip
+    from benchmarks.step_ab import GEMV_SHAPE_RULES
+
     results = []
     for split in (1, 2, 3):
         plain = triton_gemv.GemvConfig(16, ub, 4, split)
-        early = dataclasses.replace(plain, early=True)
+        forms = {
+            "operands early": dataclasses.replace(plain, early=True),
+            # and the step's activations with its words or ahead, as step_ab's candidate default
+            "fewest round trips": GEMV_SHAPE_RULES["fewest-trips"](
+                plain, triton_gemv.LAYOUTS[qtype], (0,) * 4
+            ),
+        }
         for label, run in launches.items():
-            want, got = run(plain), run(early)
-            want, got = (want, got) if isinstance(want, tuple) else ((want,), (got,))
-            same = all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
-            finite = all(bool(torch.isfinite(a).all()) for a in got)
-            results.append(
-                (f"{name} operands early, {label}, {split} split(s)", same and finite, f"same bits: {same}")
-            )
+            want = run(plain)
+            want = want if isinstance(want, tuple) else (want,)
+            for form, config in forms.items():
+                got = run(config)
+                got = got if isinstance(got, tuple) else (got,)
+                same = all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+                finite = all(bool(torch.isfinite(a).all()) for a in got)
+                results.append(
+                    (f"{name} {form}, {label}, {split} split(s)", same and finite, f"same bits: {same}")
+                )
     return results
 
 
