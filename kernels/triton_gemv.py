@@ -268,7 +268,7 @@ def _act(xptr, OFFSET: tl.constexpr, mask, MASKED: tl.constexpr):
 def _acts(
     xb, mask, H: tl.constexpr, N_H: tl.constexpr, K: tl.constexpr, MASKED: tl.constexpr, DEQ: tl.constexpr
 ):
-    """A step's activations, loaded with its weight words by a loop that loads ahead (`GemvConfig.ahead`):
+    """A step's activations, loaded with its weight words (`GemvConfig.with_words`, `GemvConfig.ahead`):
     the values at xb + H * h + k for h < N_H, k < K as a tuple indexed K * h + k (what `_take` loads for
     (h, k)). The dequantizer multiplies nothing: a placeholder, no loads."""
     tl.static_assert((N_H == 1 and K == 2) or (N_H == 2 and (K == 2 or K == 4)))
@@ -478,7 +478,7 @@ def _q5_0_words(rows, aux, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, 
 
 @triton.jit
 def _q5_0_acts(xp, u0, hi, UB: tl.constexpr, DEQ: tl.constexpr):
-    """The activations `_q5_0_step` multiplies blocks u0.. with, loaded ahead (`_acts`)."""
+    """The activations `_q5_0_step` multiplies blocks u0.. with, loaded with their words (`_acts`)."""
     xo, xmask = _block_offsets(u0, hi, 2, 8, UB)
     return _acts(xp + xo, xmask, 16, 2, 2, True, DEQ)
 
@@ -587,7 +587,7 @@ def _q8_0_words(rows, aux, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, 
 
 @triton.jit
 def _q8_0_acts(xp, u0, hi, UB: tl.constexpr, DEQ: tl.constexpr):
-    """The activations `_q8_0_step` multiplies blocks u0.. with, loaded ahead (`_acts`)."""
+    """The activations `_q8_0_step` multiplies blocks u0.. with, loaded with their words (`_acts`)."""
     xo, xmask = _block_offsets(u0, hi, 2, 16, UB)
     return _acts(xp + xo, xmask, 0, 1, 2, True, DEQ)
 
@@ -841,7 +841,7 @@ def _walk_superblocks(
 
 @triton.jit
 def _k_quant_acts(xb, DEQ: tl.constexpr):
-    """The activations a Q4_K / Q5_K step multiplies (`_take` at xb + 32 h + k), loaded ahead."""
+    """The activations a Q4_K / Q5_K step multiplies (`_take` at xb + 32 h + k), loaded with its words."""
     return _acts(xb, None, 32, 2, 4, False, DEQ)
 
 
@@ -997,7 +997,7 @@ def _q6_k_words(rows, sb, BLOCK_N: tl.constexpr):
 
 @triton.jit
 def _q6_k_acts(xb, DEQ: tl.constexpr):
-    """The activations a Q6_K step multiplies (`_take` at xb + 64 h + k), loaded ahead."""
+    """The activations a Q6_K step multiplies (`_take` at xb + 64 h + k), loaded with its words."""
     return _acts(xb, None, 64, 2, 2, False, DEQ)
 
 
