@@ -120,19 +120,13 @@ class Variant:
     gemv_shapes: str = ""  # "" or a GEMV_SHAPE_RULES name: its GEMVs' launch shapes (`gemv_launch_shapes`)
 
 
-def _loading_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+def _loop_form(form: str, config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """`config` with its loop's `form` on ("ahead" or "with_words", a `GemvConfig` field) where the format
+    has it (`triton_gemv.AHEAD_FORMATS`) and the loop does not pipeline through shared memory."""
     from kernels import triton_gemv
 
     if layout.fmt in triton_gemv.AHEAD_FORMATS and config.stages == 1:
-        return dataclasses.replace(config, ahead=True)
-    return config
-
-
-def _with_words(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    from kernels import triton_gemv
-
-    if layout.fmt in triton_gemv.AHEAD_FORMATS and config.stages == 1:
-        return dataclasses.replace(config, with_words=True)
+        return dataclasses.replace(config, **{form: True})
     return config
 
 
@@ -163,19 +157,15 @@ def _fewest_round_trips(config: Any, layout: Any, shape: tuple[int, int, int, in
     words.md`): operands early everywhere; Q5_0 / Q8_0 tiles of 8 or more blocks a step with their
     activations with the words (one wait a step, no more registers); every other form of
     `AHEAD_FORMATS` (super-blocks, the output projections' 2-block tile, regrouped MXFP4) loading ahead."""
-    from kernels import triton_gemv
-
-    config = dataclasses.replace(config, early=True)
-    if layout.fmt not in triton_gemv.AHEAD_FORMATS or config.stages != 1:
-        return config
-    if layout.fmt in ("q5_0", "q8_0") and config.units_per_step >= 8:
-        return dataclasses.replace(config, with_words=True)
-    return dataclasses.replace(config, ahead=True)
+    words_suffice = layout.fmt in ("q5_0", "q8_0") and config.units_per_step >= 8
+    return _loop_form(
+        "with_words" if words_suffice else "ahead", dataclasses.replace(config, early=True), layout, shape
+    )
 
 
 GEMV_SHAPE_RULES = {
-    "ahead": _loading_ahead,
-    "with-words": _with_words,
+    "ahead": functools.partial(_loop_form, "ahead"),
+    "with-words": functools.partial(_loop_form, "with_words"),
     "round-trip-free": _round_trip_free,
     "early": _operands_early,
     "fewest-trips": _fewest_round_trips,

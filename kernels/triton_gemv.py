@@ -501,7 +501,7 @@ def _take_q5_codes(acc, qs, qh, d, off, xs, xb, ob, xmask, NW: tl.constexpr, DEQ
     """A 5-bit block's 32 weights, (32 + q) * d + off, into `acc` [rows, UB, NW]: the codes' 16 bytes as
     NW words `qs` (byte j: the low nibbles of elements j, the high of j + 16), their fifth bits in `qh`
     (bit e: element e); `xb` / `ob` the activations / outputs at each word's first element (`xs`: None,
-    or those activations loaded ahead, `_acts(xb, xmask, 16, 2, 16 // NW, ...)`)."""
+    or those activations loaded with the words, `_acts(xb, xmask, 16, 2, 16 // NW, ...)`)."""
     K: tl.constexpr = 16 // NW  # bytes a word
     lanes = K * tl.arange(0, NW)
     for h in tl.static_range(2):
@@ -1514,12 +1514,20 @@ def default_config(
     return GemvConfig(block_n, ub, 4, split, stages)
 
 
+def loads_constant(ahead: bool, with_words: bool) -> int:
+    """The kernel's LOADS for `GemvConfig.ahead` / `GemvConfig.with_words`."""
+    return (LOADS_AHEAD if ahead else LOADS_WITH_WORDS if with_words else LOADS_AT_USE).value
+
+
 def _loads(config: GemvConfig, layout: _Layout, w: QTensor) -> int:
     """The kernel's LOADS constant for `config` on `w`'s layout; a format whose loop has no such form is
     refused rather than silently run without it (a sweep would time the same kernel twice)."""
     if (config.ahead or config.with_words) and layout.fmt not in AHEAD_FORMATS:
-        raise ValueError(f"tensor {w.name!r}: the {layout.fmt} GEMV loop does not load ahead")
-    return LOADS_AHEAD.value if config.ahead else LOADS_WITH_WORDS.value if config.with_words else 0
+        raise ValueError(
+            f"tensor {w.name!r}: the {layout.fmt} GEMV loop does not load ahead (nor a step's activations "
+            "with its words)"
+        )
+    return loads_constant(config.ahead, config.with_words)
 
 
 def supports_layout(w: QTensor) -> bool:

@@ -189,7 +189,7 @@ def compile_gemv(
         **GEMV_FORMS[form],
         PDL=pdl,
         PREFETCH_LINES=prefetch_lines,
-        LOADS=(triton_gemv.LOADS_AHEAD if ahead else triton_gemv.LOADS_WITH_WORDS if with_words else 0),
+        LOADS=triton_gemv.loads_constant(ahead, with_words),
         EARLY=early,
         SPLIT=split if early else 1,
         X_UNIT=layout.unit,
