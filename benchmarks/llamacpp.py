@@ -36,6 +36,9 @@ DEFAULT_CACHE = Path("/tmp/llamacpp-bench")
 CMAKE_CONFIGURE = [
     "-DGGML_CUDA=ON",
     "-DCMAKE_CUDA_ARCHITECTURES=90",
+    # Generic x86-64 host code: an exported build (see `export`) runs on another machine than the one that
+    # compiled it. Only the host side changes; with every layer offloaded llama-bench's timings are the GPU's.
+    "-DGGML_NATIVE=OFF",
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",

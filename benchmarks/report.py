@@ -107,15 +107,20 @@ def llamacpp_markdown(records: list[dict[str, Any]]) -> str:
 
 
 def side_by_side(workers: list[dict[str, Any]], llamas: list[dict[str, Any]]) -> tuple[str, list[dict]]:
-    """One row per model file: decode and prefill of the worker next to llama-bench's tg128 and pp512."""
+    """One row per model file: decode and prefill of the worker (in process) next to llama-bench's tg128
+    and pp512; where the same run also timed the worker over HTTP/SSE, that decode rate and its ratio to
+    the in-process one (the HTTP target: within 10 %)."""
     by_file = {r["model"]["file"]: r for r in llamas}
+    over_http = {r["model"]["file"]: r for r in workers if r.get("mode") == "http"}
+    http_head = " over HTTP tok/s | HTTP / in process |" if over_http else ""
     head = (
         "| model | MB read/token | floor tok/s | worker decode tok/s | graphs off tok/s | llama.cpp tg128 tok/s "
-        "| worker / llama.cpp | worker prefill tok/s @512 | llama.cpp pp512 tok/s |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        f"| worker / llama.cpp | worker prefill tok/s @512 | llama.cpp pp512 tok/s |{http_head}\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * bool(over_http)
     )
     rows, table = [], []
-    for w in workers:
+    in_process = [w for w in workers if w.get("mode") != "http"] or workers
+    for w in in_process:
         file = w["model"]["file"]
         llama = by_file.get(file)
         tg = llama and _llama_test(llama, "tg128")
@@ -134,6 +139,13 @@ def side_by_side(workers: list[dict[str, Any]], llamas: list[dict[str, Any]]) ->
             "worker_prefill512_tok_s": p512 and p512["prefill_tok_s"],
             "llamacpp_pp512_tok_s": pp and pp["avg_ts"],
         }
+        http_cells = ""
+        if over_http:
+            http = over_http.get(file)
+            entry["worker_decode_http_tok_s"] = http and http["decode"]["tok_s"]
+            http_ratio = http and http["decode"]["tok_s"] / w["decode"]["tok_s"]
+            entry["http_over_in_process"] = http_ratio and round(http_ratio, 4)
+            http_cells = f" {_num(entry['worker_decode_http_tok_s'], ',.2f')} | {_num(http_ratio, '.3f')} |"
         table.append(entry)
         rows.append(
             f"| {w['model']['name']} | {entry['weight_bytes_per_token'] / 1e6:,.1f} "
@@ -141,6 +153,7 @@ def side_by_side(workers: list[dict[str, Any]], llamas: list[dict[str, Any]]) ->
             f"| {_num(entry['worker_decode_graphs_off_tok_s'], ',.2f')} "
             f"| **{_num(entry['llamacpp_tg128_tok_s'], ',.2f')}** | {_num(ratio, '.3f')} "
             f"| {_num(entry['worker_prefill512_tok_s'], ',.0f')} | {_num(entry['llamacpp_pp512_tok_s'], ',.0f')} |"
+            + http_cells
         )
     return "\n".join([head, *rows]), table
 

@@ -17,6 +17,8 @@
 #   BENCH_LABEL          label stored in every record, e.g. "smoke"
 #   BENCH_DECODE_ARGS    arguments for benchmarks.decode (default "--time-budget-s 60": at most a minute of
 #                        timed decode per model), e.g. "--runs 5 --time-budget-s 120" or "--http"
+#   BENCH_HTTP           1: after each model's in-process decode, the same `benchmarks.decode` over HTTP/SSE (a
+#                        worker process; the report's side-by-side table then shows both rates and their ratio)
 #   BENCH_WORKER_FLAGS   the worker's performance flags for benchmarks.decode and benchmarks.profile_step,
 #                        e.g. "--dependent-launch" or "--no-prefill-graphs" (default: the worker's defaults)
 #   BENCH_COMMIT         commit id to record (the device's copy of the tree has no .git)
@@ -156,6 +158,13 @@ for key in "${MODELS[@]}"; do
     timeout --signal=INT "$(($(left) - 20))" $PY -m benchmarks.decode --model "$model" --label "$LABEL" \
         --out "$WORK/worker-$key.json" --verbose ${BENCH_DECODE_ARGS:---time-budget-s 60} ${BENCH_WORKER_FLAGS:-} \
         || say "worker benchmark $key failed or timed out"
+    if [[ "${BENCH_HTTP:-0}" == 1 ]] && (($(left) > 60)); then
+        say "worker decode benchmark over HTTP/SSE: $key"
+        # shellcheck disable=SC2086  # BENCH_DECODE_ARGS is a list of arguments
+        timeout --signal=INT "$(($(left) - 20))" $PY -m benchmarks.decode --model "$model" --label "$LABEL" --http \
+            --out "$WORK/worker-$key-http.json" ${BENCH_DECODE_ARGS:---time-budget-s 60} ${BENCH_WORKER_FLAGS:-} \
+            || say "worker benchmark $key over HTTP failed or timed out"
+    fi
     if [[ "${BENCH_PROFILE:-0}" == 1 ]] && (($(left) > 60)); then
         say "profile: $key"
         # shellcheck disable=SC2086  # BENCH_WORKER_FLAGS is a list of arguments
