@@ -103,8 +103,29 @@ def restore_prebuilt(src: Path, work: Path) -> bool:
         # Parts of two different exports, or a truncated copy: compile instead of failing the run.
         print(f"prebuilt parts beside {src.name} do not unpack ({e}); compiling instead", file=sys.stderr)
         return False
+    problem = _cannot_start(llama_bench_path(work))
+    if problem:
+        # Built elsewhere against libraries this machine lacks (cuBLAS, the CUDA runtime): compile here.
+        print(
+            f"the prebuilt llama-bench beside {src.name} does not start ({problem}); compiling instead",
+            file=sys.stderr,
+        )
+        shutil.rmtree(work / "build" / "bin", ignore_errors=True)
+        return False
     (work / BUILD_OK).write_text(f"restored from {len(parts)} prebuilt part(s) beside {src.name}\n")
     return True
+
+
+def _cannot_start(exe: Path) -> str:
+    """Why `exe -h` does not run to its usage text (a shared library not found, say), or "" when it does."""
+    try:
+        done = subprocess.run([str(exe), "-h"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if done.returncode == 0:
+        return ""
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return f"exit code {done.returncode}: {lines[-1] if lines else 'no output'}"
 
 
 def build(src: Path = DEFAULT_SRC, cache: Path = DEFAULT_CACHE, jobs: int = 16) -> Path:

@@ -8,8 +8,16 @@ from pathlib import Path
 from benchmarks import llamacpp
 
 
-def fake_build(tmp_path: Path) -> tuple[Path, Path]:
-    """A source tarball and a finished 'build' of it: two binaries under build/bin."""
+USAGE = "#!/bin/sh\necho 'usage: llama-bench [options]'\n"
+MISSING_LIBRARY = (
+    "#!/bin/sh\necho 'llama-bench: error while loading shared libraries: libcublas.so.13: "
+    "cannot open shared object file' >&2\nexit 127\n"
+)
+
+
+def fake_build(tmp_path: Path, llama_bench: str = USAGE) -> tuple[Path, Path]:
+    """A source tarball and a finished 'build' of it: a llama-bench (a script printing its usage) and a
+    library under build/bin."""
     src = tmp_path / "src" / "llama.cpp-src.tar.xz"
     src.parent.mkdir()
     src.write_bytes(b"source tarball stand-in")
@@ -17,7 +25,8 @@ def fake_build(tmp_path: Path) -> tuple[Path, Path]:
     work = llamacpp.build_dir(src, cache)
     bin_dir = work / "build" / "bin"
     bin_dir.mkdir(parents=True)
-    (bin_dir / "llama-bench").write_bytes(b"\x7fELF not really" * 4096)
+    (bin_dir / "llama-bench").write_text(llama_bench + "# padding\n" * 4096)
+    (bin_dir / "llama-bench").chmod(0o755)
     (bin_dir / "libggml.so").write_bytes(bytes(range(256)) * 4096)
     (work / llamacpp.BUILD_OK).write_text("built in 1 s\n")
     return src, cache
@@ -38,7 +47,19 @@ def test_restore_unpacks_the_parts_and_refuses_a_broken_set(tmp_path, capsys) ->
     parts = llamacpp.export(src, cache, src.parent)
     fresh = tmp_path / "fresh"
     assert llamacpp.restore_prebuilt(src, fresh)
-    assert (fresh / "build" / "bin" / "llama-bench").read_bytes().startswith(b"\x7fELF")
+    assert (fresh / "build" / "bin" / "llama-bench").read_text().startswith(USAGE)
     parts[-1].write_bytes(parts[-1].read_bytes()[:-100])  # truncated: e.g. one part of another export
     assert not llamacpp.restore_prebuilt(src, tmp_path / "again")
     assert "do not unpack" in capsys.readouterr().err
+
+
+def test_restore_refuses_a_build_that_does_not_start_here(tmp_path, capsys) -> None:
+    """Parts built on another machine whose llama-bench lacks a library here: compiled instead, and the
+    unpacked files are not left to be taken for a build."""
+    src, cache = fake_build(tmp_path, llama_bench=MISSING_LIBRARY)
+    llamacpp.export(src, cache, src.parent)
+    fresh = tmp_path / "fresh"
+    assert not llamacpp.restore_prebuilt(src, fresh)
+    err = capsys.readouterr().err
+    assert "does not start" in err and "exit code 127" in err and "libcublas.so.13" in err
+    assert not (fresh / "build" / "bin").exists() and not (fresh / llamacpp.BUILD_OK).exists()
