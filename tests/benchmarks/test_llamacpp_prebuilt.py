@@ -7,7 +7,6 @@ from pathlib import Path
 
 from benchmarks import llamacpp
 
-
 USAGE = "#!/bin/sh\necho 'usage: llama-bench [options]'\n"
 MISSING_LIBRARY = (
     "#!/bin/sh\necho 'llama-bench: error while loading shared libraries: libcublas.so.13: "
