@@ -32,7 +32,9 @@
 #                        --prefill-tokens 512), appended to $OUT/profile.md
 #   BENCH_STEP_AB        1: after each model's benchmark, `benchmarks.step_ab --tokens 128 --reps 2` on it (the
 #                        decode variants in one process, dependent launch on and off among them), appended to
-#                        $OUT/step-ab.md; "launch": only the dependent-launch variants (`--launch-only`)
+#                        $OUT/step-ab.md; "launch": without the variants that take the fused step apart
+#                        (`--launch-only`); BENCH_STEP_AB_ONLY: only the default and the variants whose name
+#                        contains one of these words (`--only`, e.g. "GEMV" "late trigger")
 #   BENCH_PREFILL_KERNELS  1: before the models, `benchmarks.kernels_prefill` (each prefill product of the three
 #                        models at 512 rows: the float16 scratch + cuBLAS against the GEMM decoding the packed
 #                        tiles) into $OUT/kernels_prefill.{md,json}; "sweep": also the GEMM's other launch
@@ -175,6 +177,10 @@ for key in "${MODELS[@]}"; do
         say "decode variants: $key"
         only=()
         if [[ "$BENCH_STEP_AB" == launch ]]; then only=(--launch-only); fi
+        if [[ -n "${BENCH_STEP_AB_ONLY:-}" ]]; then
+            # shellcheck disable=SC2206  # a list of words, each one name filter
+            only+=(--only ${BENCH_STEP_AB_ONLY})
+        fi
         timeout "$(($(left) - 40))" $PY -m benchmarks.step_ab --model "$model" --tokens 128 --reps 2 \
             ${only[@]+"${only[@]}"} >>"$OUT/step-ab.md" 2>&1 || say "step_ab $key failed or timed out"
     fi

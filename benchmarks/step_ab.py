@@ -1,6 +1,7 @@
 """A/B of decode variants on one loaded model: the same weights, prompt and greedy tokens, several ways.
 
-    python -m benchmarks.step_ab --model /abs/model.gguf [--tokens 128] [--reps 2] [--launch-only] [--out FILE.json]
+    python -m benchmarks.step_ab --model /abs/model.gguf [--tokens 128] [--reps 2] [--launch-only]
+        [--only TEXT...] [--out FILE.json]
 
 Loads the model the way the worker does (`load_worker`, `--kernels fast`, CUDA graphs), then decodes
 `--tokens` greedy tokens per run with each variant, the variants interleaved `--reps` times so that a
@@ -221,6 +222,16 @@ def run_variant(engine: Any, variant: Variant, ids: list[int], tokens: int) -> d
     }
 
 
+def select_variants(variants: dict[str, Any], only: list[str] | None) -> dict[str, Any]:
+    """The default and, with `only`, the variants whose name contains one of its texts (any case)."""
+    if not only:
+        return variants
+    wanted = [text.lower() for text in only]
+    return {
+        name: v for name, v in variants.items() if name == "default" or any(t in name.lower() for t in wanted)
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.step_ab", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, type=Path)
@@ -228,7 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--out", type=Path)
     p.add_argument(
-        "--launch-only", action="store_true", help="only the default and its dependent-launch variants"
+        "--launch-only",
+        action="store_true",
+        help="without the variants that take the fused step apart (one launch per weight, RoPE and "
+        "attention apart, routing unfused)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TEXT",
+        help="the default and the variants whose name contains one of these (case-insensitive), e.g. "
+        "'GEMV' 'late trigger'",
     )
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -280,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         variants.update(
             {name: Variant(default_kernels, mode) for name, mode in modes.items() if mode != early}
         )
+    variants = select_variants(variants, args.only)
     ids = [1 + (7 * i) % 97 for i in range(8)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     failed: dict[str, str] = {}  # a variant that raised (e.g. a capture the driver refuses), and why
