@@ -72,6 +72,7 @@ class Options:
     prefill_graphs: bool = True
     dependent_launch: bool = False
     weight_prefetch: bool = False
+    late_trigger: bool = False
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""
@@ -555,6 +556,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "prefill_graphs": opts.prefill_graphs,
             "dependent_launch": opts.dependent_launch,
             "weight_prefetch": opts.weight_prefetch,
+            "late_trigger": opts.late_trigger,
             "greedy": True,
             "runs_requested": opts.runs,
             "decode_tokens_requested": opts.decode_tokens,
@@ -616,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         prefill_graphs=args.prefill_graphs,
         dependent_launch=args.dependent_launch,
         weight_prefetch=args.weight_prefetch,
+        late_trigger=args.late_trigger,
         http=args.http,
         label=args.label,
     )

@@ -164,7 +164,18 @@ def _fewest_round_trips(config: Any, layout: Any, shape: tuple[int, int, int, in
     )
 
 
+def _q5_0_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Q5_0 loading ahead, Q8_0 tiles of 8+ blocks a step with the activations with the words, the rest as
+    the default: the forms that did not lose a step on any model (`2026-12-05-h200-gemv-loop-forms.md`)."""
+    if layout.fmt == "q5_0":
+        return _loop_form("ahead", config, layout, shape)
+    if layout.fmt == "q8_0" and config.units_per_step >= 8:
+        return _loop_form("with_words", config, layout, shape)
+    return config
+
+
 GEMV_SHAPE_RULES = {
+    "q5_0-ahead": _q5_0_ahead,
     "ahead": functools.partial(_loop_form, "ahead"),
     "with-words": functools.partial(_loop_form, "with_words"),
     "round-trip-free": _round_trip_free,
@@ -275,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         default_kernels, early, gemv_shapes="round-trip-free"
     )
     variants["GEMV operands early"] = Variant(default_kernels, early, gemv_shapes="early")
+    variants["GEMV Q5_0 ahead, Q8_0 with the words"] = Variant(
+        default_kernels, early, gemv_shapes="q5_0-ahead"
+    )
     variants["GEMV fewest round trips"] = Variant(default_kernels, early, gemv_shapes="fewest-trips")
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
