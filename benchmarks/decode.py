@@ -596,9 +596,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    opts = Options(
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The benchmark's options from its parsed command line (the worker's switches passed on as given)."""
+    return Options(
         model=args.model.resolve(),
         device=args.device,
         gpu_device=args.gpu_device,
@@ -622,6 +622,11 @@ def main(argv: list[str] | None = None) -> int:
         http=args.http,
         label=args.label,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    opts = options_from_args(args)
     log_stream = sys.stderr if args.verbose else (subprocess.DEVNULL if opts.http else io.StringIO())
     try:
         record = run(opts, log_stream)
