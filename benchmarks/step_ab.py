@@ -24,13 +24,10 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `Q5_0/Q8_0 tiles without round trips`: those GEMVs (Qwen's, GPT-OSS's attention) at 16 rows x 8 blocks
   with 8 warps instead of the default tiles, whose loops convert operands through shared memory (6-20
   barriers a step, `benchmarks.ptx_cost`); none at this tile. The split is chosen as `default_config`'s;
-- `GEMV operands early`: every GEMV asks for what does not depend on its weights before its walk
-  (`GemvConfig.early`: the split's activations and the rms row as L1 hints, the bias, residual and norm
-  weight read, the split-K sum and the rms row unrolled): the same bits, fewer memory round trips one
-  after another (`triton_offline.memory_round_trips`, e.g. 8 -> 3 after Qwen's split down projection);
-- `GEMV fewest round trips`: operands early, and per shape the loop form with the fewest waits a step
-  in the SASS (Q5_0 / Q8_0 at 8+ blocks a step: activations with the words; the other forms that have
-  one: loading ahead); the candidate default;
+- `GEMV output tile ahead`: loading ahead only in the GEMVs of the 2-block Q8_0 tile (Qwen's output
+  projection, 151,936 x 896), and `GEMV small k-quants ahead`: only in the super-block GEMVs of at most
+  1,024 rows (Qwen's down projections): the two places Qwen's +1.6 % from loading ahead can come from,
+  where Phi-3's and GPT-OSS's GEMVs lose with it (`results/2026-12-05-h200-gemv-loop-forms.md`);
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
@@ -148,39 +145,28 @@ def _round_trip_free(config: Any, layout: Any, shape: tuple[int, int, int, int])
     return dataclasses.replace(config, block_n=16, units_per_step=ub, num_warps=8, split=split)
 
 
-def _operands_early(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """Every GEMV's operands that do not depend on the weights asked for before its walk (`GemvConfig.early`)."""
-    return dataclasses.replace(config, early=True)
-
-
-def _fewest_round_trips(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """The loop form with the fewest memory round trips in the SASS (`2026-12-05-gemv-activations-with-
-    words.md`): operands early everywhere; Q5_0 / Q8_0 tiles of 8 or more blocks a step with their
-    activations with the words (one wait a step, no more registers); every other form of
-    `AHEAD_FORMATS` (super-blocks, the output projections' 2-block tile, regrouped MXFP4) loading ahead."""
-    words_suffice = layout.fmt in ("q5_0", "q8_0") and config.units_per_step >= 8
-    return _loop_form(
-        "with_words" if words_suffice else "ahead", dataclasses.replace(config, early=True), layout, shape
-    )
-
-
-def _q5_0_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """Q5_0 loading ahead, Q8_0 tiles of 8+ blocks a step with the activations with the words, the rest as
-    the default: the forms that did not lose a step on any model (`2026-12-05-h200-gemv-loop-forms.md`)."""
-    if layout.fmt == "q5_0":
+def _output_tile_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Loading ahead in the 2-block Q8_0 tile only (short rows of many outputs: Qwen's output projection)."""
+    if layout.fmt == "q8_0" and config.units_per_step <= 2:
         return _loop_form("ahead", config, layout, shape)
-    if layout.fmt == "q8_0" and config.units_per_step >= 8:
-        return _loop_form("with_words", config, layout, shape)
+    return config
+
+
+def _small_k_quants_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Loading ahead in the super-block GEMVs of at most 1,024 rows only (Qwen's down projections)."""
+    from kernels import triton_gemv
+
+    if layout.fmt in triton_gemv.SUPERBLOCK_FORMATS and shape[0] <= 1024:
+        return _loop_form("ahead", config, layout, shape)
     return config
 
 
 GEMV_SHAPE_RULES = {
-    "q5_0-ahead": _q5_0_ahead,
     "ahead": functools.partial(_loop_form, "ahead"),
     "with-words": functools.partial(_loop_form, "with_words"),
     "round-trip-free": _round_trip_free,
-    "early": _operands_early,
-    "fewest-trips": _fewest_round_trips,
+    "output-tile-ahead": _output_tile_ahead,
+    "small-k-quants-ahead": _small_k_quants_ahead,
 }
 
 
@@ -285,11 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     variants["Q5_0/Q8_0 tiles without round trips"] = Variant(
         default_kernels, early, gemv_shapes="round-trip-free"
     )
-    variants["GEMV operands early"] = Variant(default_kernels, early, gemv_shapes="early")
-    variants["GEMV Q5_0 ahead, Q8_0 with the words"] = Variant(
-        default_kernels, early, gemv_shapes="q5_0-ahead"
+    variants["GEMV output tile ahead"] = Variant(default_kernels, early, gemv_shapes="output-tile-ahead")
+    variants["GEMV small k-quants ahead"] = Variant(
+        default_kernels, early, gemv_shapes="small-k-quants-ahead"
     )
-    variants["GEMV fewest round trips"] = Variant(default_kernels, early, gemv_shapes="fewest-trips")
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
     if not args.launch_only:

@@ -100,9 +100,6 @@ class GemvConfig:
     # The plain walk with each step's activations loaded with its weight words, not after they are
     # decoded: one memory round trip a step instead of 3-7, no register held across steps.
     with_words: bool = False
-    # Every operand that does not depend on the weights asked for before the walk (`_qgemv_kernel`'s
-    # EARLY): the same sums in the same order, fewer memory round trips one after another.
-    early: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -139,23 +136,6 @@ def _prefetch_l2(address):
     return tl.inline_asm_elementwise(
         "prefetch.global.L2 [$1]; // dummy $0", "=r,l", [address], dtype=tl.int32, is_pure=False, pack=1
     )
-
-
-@triton.jit
-def _prefetch_l1(address):
-    """A hint to bring the line at `address` (an int64 tensor of addresses) into this SM's L1."""
-    return tl.inline_asm_elementwise(
-        "prefetch.global.L1 [$1]; // dummy $0", "=r,l", [address], dtype=tl.int32, is_pure=False, pack=1
-    )
-
-
-@triton.jit
-def prefetch_l1_span(start, n_bytes, LINES: tl.constexpr):
-    """Ask L1 for the first LINES lines of the `n_bytes` bytes at `start` (a byte pointer), addresses
-    clamped into the range (LINES 0: nothing)."""
-    if LINES > 0:
-        offsets = tl.arange(0, LINES).to(tl.int64) * PREFETCH_LINE
-        _prefetch_l1((start + tl.minimum(offsets, tl.maximum(n_bytes - 1, 0))).to(tl.int64, bitcast=True))
 
 
 @triton.jit
@@ -1067,18 +1047,6 @@ def _rms(row, n, eps, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _rms_unrolled(row, n, eps, BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
-    """`_rms` with its loop unrolled over the row's CHUNKS blocks (cdiv(n, BLOCK), fixed at launch): the
-    same squares summed in the same order, its loads free to leave together."""
-    c = tl.arange(0, BLOCK)
-    squares = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in tl.static_range(CHUNKS):
-        v = tl.load(row + i * BLOCK + c, mask=i * BLOCK + c < n, other=0.0)
-        squares += v * v
-    return tl.sqrt_rn(tl.sum(squares, axis=0) / n + eps)
-
-
-@triton.jit
 def _dot_rows(
     row_ptrs,
     xp,
@@ -1210,11 +1178,6 @@ def _qgemv_kernel(
     PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
     PREFETCH_LINES: tl.constexpr = 0,  # L2 lines of its weight tile a program asks for first
     LOADS: tl.constexpr = 0,  # LOADS_*: a step's activations with its words, or its words and them ahead
-    EARLY: tl.constexpr = False,  # GemvConfig.early: what does not depend on the weights asked for first
-    SPLIT: tl.constexpr = 1,  # EARLY and REDUCE: the launch's splits (the last program's sum unrolled)
-    RMS_CHUNKS: tl.constexpr = 1,  # EARLY and RMS_BLOCK: cdiv(row length, RMS_BLOCK) (`_rms_unrolled`)
-    X_UNIT: tl.constexpr = 32,  # EARLY: activations a unit of the walk multiplies (a block, a super-block)
-    L1_LINES: tl.constexpr = 0,  # EARLY: lines of the split's activations and rms row asked of L1 first
 ):
     m = tl.program_id(0)
     tile = tl.program_id(1)
@@ -1283,24 +1246,6 @@ def _qgemv_kernel(
     if HAS_BIAS:
         if HAS_IDS:
             bias_row += expert * n_rows  # (n_expert, n_rows), contiguous
-    if EARLY:
-        # Without it, each of these is one more trip to memory after the weights' (the walk's first
-        # activations wait for the decoded weights, the rms row for the walk, the bias and residual for
-        # the 1/rms): `triton_offline.memory_round_trips`. The split's activations and the rms row go to
-        # L1 as hints; the bias, residual and norm weight of a program that stores (no split-K) are read.
-        x_bytes = (u_end - u_begin) * X_UNIT * 4
-        prefetch_l1_span(
-            xp.to(tl.pointer_type(tl.uint8)) + u_begin.to(tl.int64) * X_UNIT * 4, x_bytes, L1_LINES
-        )
-        if RMS_BLOCK > 0 and not REDUCE:
-            prefetch_l1_span(rms_row.to(tl.pointer_type(tl.uint8)), x_stride * 4, L1_LINES)
-        if not (REDUCE and RMS_BLOCK > 0):  # added to this program's own sum (split 0's, with splits)
-            early_bias, early_bias_up, early_res = _bias_and_residual(
-                bias_row, seg_b1, rows, row_mask & (split == 0), res_ptr, m, y_width, col0 + rows, HAS_BIAS, GLU,
-                HAS_RES,
-            )  # fmt: skip
-        if SCALED and not REDUCE:
-            early_nw = tl.load(nw_ptr + col0 + rows, mask=row_mask, other=0.0)
     if FMT == "mxfp4_codes_then_scales":
         # Every row's codes start on a 16-byte boundary (4 words): `pack` regroups only tensors whose
         # matrices are whole multiples of 16 bytes. The scale bytes follow the matrix's codes.
@@ -1343,25 +1288,21 @@ def _qgemv_kernel(
     SCALE_AT_END: tl.constexpr = REDUCE and RMS_BLOCK > 0
     if RMS_BLOCK > 0:
         if not REDUCE:
-            if EARLY:
-                r = _rms_unrolled(rms_row, x_stride, eps, RMS_BLOCK, RMS_CHUNKS)
-            else:
-                r = _rms(rms_row, x_stride, eps, RMS_BLOCK)
+            r = _rms(rms_row, x_stride, eps, RMS_BLOCK)
             acc = acc / r
             if GLU:
                 acc_up = acc_up / r
     if not SCALE_AT_END:  # the bias and the residual: once, in split 0's sum
-        if not EARLY:
-            early_bias, early_bias_up, early_res = _bias_and_residual(
-                bias_row, seg_b1, rows, row_mask & (split == 0), res_ptr, m, y_width, col0 + rows, HAS_BIAS, GLU,
-                HAS_RES,
-            )  # fmt: skip
+        row_bias, row_bias_up, row_res = _bias_and_residual(
+            bias_row, seg_b1, rows, row_mask & (split == 0), res_ptr, m, y_width, col0 + rows, HAS_BIAS, GLU,
+            HAS_RES,
+        )  # fmt: skip
         if HAS_BIAS:
-            acc += early_bias
+            acc += row_bias
             if GLU:
-                acc_up += early_bias_up
+                acc_up += row_bias_up
         if HAS_RES:
-            acc += early_res
+            acc += row_res
     if REDUCE:
         # Split-K: store the partial, then count arrivals on this tile; the last program to arrive
         # sums every split's partial in split order (the same order whoever arrives last) and resets
@@ -1381,33 +1322,18 @@ def _qgemv_kernel(
         if arrived == n_split - 1:
             total = tl.zeros([BLOCK_N], dtype=tl.float32)
             total_up = tl.zeros([BLOCK_N], dtype=tl.float32)
-            if EARLY:  # everything the tail reads, asked for together: SPLIT is this launch's n_split
-                if SCALE_AT_END:
-                    tail_bias, tail_bias_up, tail_res = _bias_and_residual(
-                        bias_row, seg_b1, rows, row_mask, res_ptr, m, y_width, cols, HAS_BIAS, GLU, HAS_RES
-                    )
-                if SCALED:
-                    nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
-                for s in tl.static_range(SPLIT):
-                    part = part_ptr + (s * n_out_rows + m).to(tl.int64) * (y_width * PARTS) + cols
-                    total += tl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
-                    if GLU:
-                        total_up += tl.load(part + y_width, mask=row_mask, other=0.0, cache_modifier=".cg")
-                if SCALE_AT_END:
-                    r = _rms_unrolled(rms_row, x_stride, eps, RMS_BLOCK, RMS_CHUNKS)
-            else:
-                for s in range(0, n_split):
-                    part = part_ptr + (s * n_out_rows + m).to(tl.int64) * (y_width * PARTS) + cols
-                    total += tl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
-                    if GLU:
-                        total_up += tl.load(part + y_width, mask=row_mask, other=0.0, cache_modifier=".cg")
-                if SCALE_AT_END:
-                    r = _rms(rms_row, x_stride, eps, RMS_BLOCK)
-                    tail_bias, tail_bias_up, tail_res = _bias_and_residual(
-                        bias_row, seg_b1, rows, row_mask, res_ptr, m, y_width, cols, HAS_BIAS, GLU, HAS_RES
-                    )
-                if SCALED:
-                    nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
+            for s in range(0, n_split):
+                part = part_ptr + (s * n_out_rows + m).to(tl.int64) * (y_width * PARTS) + cols
+                total += tl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
+                if GLU:
+                    total_up += tl.load(part + y_width, mask=row_mask, other=0.0, cache_modifier=".cg")
+            if SCALE_AT_END:
+                r = _rms(rms_row, x_stride, eps, RMS_BLOCK)
+                tail_bias, tail_bias_up, tail_res = _bias_and_residual(
+                    bias_row, seg_b1, rows, row_mask, res_ptr, m, y_width, cols, HAS_BIAS, GLU, HAS_RES
+                )
+            if SCALED:
+                nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
             if SCALE_AT_END:
                 total = total / r
                 total_up = total_up / r
@@ -1429,9 +1355,8 @@ def _qgemv_kernel(
         out = y_ptr + (split.to(tl.int64) * n_out_rows + m) * y_width + col0 + rows
         tl.store(out, acc, mask=row_mask)
         if SCALED:  # one split (no REDUCE): acc is the whole sum
-            if not EARLY:
-                early_nw = tl.load(nw_ptr + col0 + rows, mask=row_mask, other=0.0)
-            tl.store(y2_ptr + m.to(tl.int64) * y_width + col0 + rows, acc * early_nw, mask=row_mask)
+            nw = tl.load(nw_ptr + col0 + rows, mask=row_mask, other=0.0)
+            tl.store(y2_ptr + m.to(tl.int64) * y_width + col0 + rows, acc * nw, mask=row_mask)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1565,9 +1490,6 @@ def pack(w: QTensor) -> QTensor:
 
 
 MAX_SEGMENTS = 3  # weights one launch serves side by side (q/k/v)
-# `GemvConfig.early`: L1 lines of a split's activations (and of the rms row) a program asks for before its
-# walk, 8 KiB: a 0.5B model's whole row, the first 2,048 activations of a wider split.
-EARLY_L1_LINES = 64
 RMS_STEP = 1024  # elements of an rms row read per step after the GEMV's walk (`_rms`)
 
 
@@ -1740,11 +1662,6 @@ def launch_segments(
         HAS_IDS=expert_ids is not None,
         STAGES=config.stages,
         LOADS=_loads(config, layout, w),
-        EARLY=config.early,
-        SPLIT=split if config.early and counters is not None else 1,
-        RMS_CHUNKS=triton.cdiv(in_features, rms_block) if config.early and rms_block else 1,
-        X_UNIT=layout.unit,
-        L1_LINES=EARLY_L1_LINES if config.early and not dependent_launch.interpreted() else 0,
         part_ptr=target,
         count_ptr=counters if counters is not None else target,
         REDUCE=counters is not None,

@@ -155,8 +155,6 @@ def compile_gemv(
     ahead: bool = False,
     with_words: bool = False,
     num_warps: int = 4,
-    early: bool = False,
-    split: int = 1,
 ):
     """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type, block order
     (kernels.qtensor: GGML or CODES_THEN_SCALES) and launch form.
@@ -166,8 +164,7 @@ def compile_gemv(
     lines of its weight tile a program asks for before it waits. `ahead`: the loop that loads a step's
     words before the previous step is decoded (`triton_gemv.GemvConfig.ahead`); `with_words`: the plain loop
     loading a step's activations with its words (`GemvConfig.with_words`); `num_warps` as the
-    launch shape's; `early`: the operands that do not depend on the weights asked for before the walk
-    (`GemvConfig.early`), `split` the launch's splits its reduction then unrolls (a REDUCE form)."""
+    launch shape's."""
     from kernels import triton_gemv
 
     layout = kernel_layout(qtype, block_order)
@@ -190,10 +187,6 @@ def compile_gemv(
         PDL=pdl,
         PREFETCH_LINES=prefetch_lines,
         LOADS=triton_gemv.loads_constant(ahead, with_words),
-        EARLY=early,
-        SPLIT=split if early else 1,
-        X_UNIT=layout.unit,
-        L1_LINES=triton_gemv.EARLY_L1_LINES if early else 0,
     )
     if constants["REDUCE"]:
         signature.update(part_ptr="*fp32", count_ptr="*i32")
@@ -203,8 +196,6 @@ def compile_gemv(
         signature.update(rms_ptr="*fp32", eps="fp32")
         if shape is not None:  # the block a launch for this matrix uses
             constants["RMS_BLOCK"] = triton_gemv.rms_block_for(shape[1])
-            if early:
-                constants["RMS_CHUNKS"] = -(-shape[1] // constants["RMS_BLOCK"])
     else:
         constants.update(rms_ptr=None, eps=0.0)
     if constants["SCALED"]:

@@ -3,7 +3,7 @@ on CPU under Triton's interpreter: the model's wiring of the fast kernels checke
 time.
 
     TRITON_INTERPRET=1 python -m tests.kernels.interpreted_model [--files tiny/qwen2-q4_k_m.gguf ...]
-                                                                [--variant ahead|with-words|early|...]
+                                                                [--variant ahead|with-words|...]
 
 The kernel set is the one `kernels.backend` gives CUDA (`FAST_PATHS["cuda"]`: the Triton GEMV with its
 norm, residual and gate/up forms, the MoE paths, the fused decode-step kernels, the load-time packing),
@@ -18,8 +18,8 @@ reference's, the GEMM must have served it, and no op in it may read a device val
 (`HostReads`: a CUDA graph capture would fail on one). The MoE file's decode experts must go through the
 MoE GEMV (gate, up and the clamped SwiGLU in one launch), not the host-grouped reference products.
 `--variant` runs the same checks with one of `benchmarks.step_ab`'s kernel variants (the GEMVs loading
-ahead, with the activations with the words, with the operands early, the three combined as "fewest-trips",
-the Q5_0/Q8_0 tiles without round trips, the re-tiled attention), so a variant's wiring through the
+ahead everywhere or only in the output tile or the small k-quant matrices, with the activations with the
+words, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention), so a variant's wiring through the
 model is held to the same bounds before the device times it.
 Prints one line per file and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
 """
@@ -222,7 +222,7 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-VARIANTS = ("ahead", "with-words", "early", "fewest-trips", "round-trip-free", "retiled")
+VARIANTS = ("ahead", "with-words", "output-tile-ahead", "small-k-quants-ahead", "round-trip-free", "retiled")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -186,38 +186,6 @@ def test_the_loop_that_loads_ahead_gives_the_plain_loops_bits(
     assert torch.equal(tiles[0], tiles[1]) and torch.equal(tiles[0], tiles[2])
 
 
-@pytest.mark.parametrize(
-    ("qtype", "block_n", "ub"),
-    [(GGMLType.Q4_K, 32, 1), (GGMLType.Q6_K, 16, 1), (GGMLType.Q5_0, 8, 32), (GGMLType.Q8_0, 32, 2)],
-    ids=lambda v: getattr(v, "name", str(v)),
-)
-@pytest.mark.parametrize("split", [1, 3])
-def test_the_operands_asked_for_early_give_the_defaults_bits(qtype, block_n, ub, split, rng, blocks) -> None:
-    """`GemvConfig.early` (L1 hints for the activations and the rms row, the bias, residual and norm
-    weight read before the walk, the split-K sum and the rms row unrolled) changes when operands are
-    asked for, not what is summed: the default's bits for q/k/v with biases from the normed input and for
-    the residual with the next norm's scaled copy, in one launch and split."""
-    from kernels.triton_gemv import GemvConfig, launch_segments
-
-    k_in = 3328  # four rms blocks, the last one partial
-    w, k, v = (make_weight(qtype, (n, k_in), rng, blocks) for n in (77, 24, 8))
-    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32)).cuda()
-    rows = (x * 3.0 + 0.5).contiguous()
-    bias, bk, bv, residual, nw = (
-        torch.from_numpy(rng.normal(0.0, 0.5, n).astype(np.float32)).cuda() for n in (77, 24, 8, 77, 77)
-    )
-    plain = GemvConfig(block_n, ub, 4, split)
-    early = GemvConfig(block_n, ub, 4, split, early=True)
-    want, got = (
-        (
-            launch_segments(x, (w, k, v), (bias, bk, bv), 1, rms_of=rows, eps=1e-6, config=c),
-            *launch_segments(x, (w,), (residual,), 1, scaled_by=nw, config=c),
-        )
-        for c in (plain, early)
-    )
-    assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
-
-
 def test_a_format_without_the_loop_that_loads_ahead_is_refused(rng, blocks) -> None:
     from kernels.triton_gemv import GemvConfig, launch
 

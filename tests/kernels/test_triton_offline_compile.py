@@ -522,33 +522,3 @@ def test_the_retiled_attention_loop_is_lighter_and_spills_nothing() -> None:
     assert dot_use.spill_bytes == 0
     (_, wide), (_, narrow) = compiled(1, 96, 128, False), compiled(1, 96, 128, True)
     assert wide.spill_bytes > 0 and narrow.spill_bytes == 0
-
-
-@pytest.mark.parametrize(
-    ("qtype_name", "form", "block_n", "ub", "shape", "split"),
-    [
-        ("Q5_0", "segments-bias-rms", 8, 32, (1152, 896), 1),  # Qwen2.5's q/k/v
-        ("Q5_0", "residual-scaled", 8, 32, (896, 896), 1),  # its output projection
-        ("Q4_K", "residual-scaled-reduce", 16, 1, (896, 4864), 6),  # its down projection, split in six
-        ("Q4_K", "rms-in-scaled-out-reduce", 32, 1, (9216, 3072), 2),  # Phi-3's q/k/v, split
-        ("MXFP4", "experts-glu-oai-rms-reduce", 8, 32, (2880, 2880), 2),  # GPT-OSS's experts, split
-    ],
-)
-def test_the_operands_asked_for_early_take_fewer_round_trips_after_the_walk(
-    qtype_name, form, block_n, ub, shape, split
-) -> None:
-    """`GemvConfig.early` in the decode step's launch forms compiles for sm_90 without spills, and after
-    the walk a warp waits on memory fewer times (`memory_round_trips`): the bias, residual and norm
-    weight are already in registers, the split-K partials and the rms row asked for together."""
-    from kernels.formats import GGMLType
-    from kernels.triton_offline import compile_gemv, memory_round_trips, register_use
-
-    def trips_and_use(early: bool):
-        compiled = compile_gemv(
-            GGMLType[qtype_name], form, block_n=block_n, ub=ub, shape=shape, early=early, split=split
-        )
-        return memory_round_trips(compiled.asm["cubin"]), register_use(compiled.asm["ptx"])
-
-    (default, _), (early, use) = trips_and_use(False), trips_and_use(True)
-    assert early.epilogue < default.epilogue, (default, early)
-    assert use.spill_bytes == 0 and use.registers <= 255, (use.registers, use.spill_bytes)
