@@ -111,7 +111,9 @@ def side_by_side(workers: list[dict[str, Any]], llamas: list[dict[str, Any]]) ->
     and pp512; where the same run also timed the worker over HTTP/SSE, that decode rate and its ratio to
     the in-process one (the HTTP target: within 10 %)."""
     by_file = {r["model"]["file"]: r for r in llamas}
-    over_http = {r["model"]["file"]: r for r in workers if r.get("mode") == "http"}
+    in_process = [w for w in workers if w.get("mode") != "http"]
+    # HTTP records are a column beside the in-process ones; without those they are the rows themselves.
+    over_http = {r["model"]["file"]: r for r in workers if r.get("mode") == "http"} if in_process else {}
     http_head = " over HTTP tok/s | HTTP / in process |" if over_http else ""
     head = (
         "| model | MB read/token | floor tok/s | worker decode tok/s | graphs off tok/s | llama.cpp tg128 tok/s "
@@ -119,8 +121,7 @@ def side_by_side(workers: list[dict[str, Any]], llamas: list[dict[str, Any]]) ->
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * bool(over_http)
     )
     rows, table = [], []
-    in_process = [w for w in workers if w.get("mode") != "http"] or workers
-    for w in in_process:
+    for w in in_process or workers:
         file = w["model"]["file"]
         llama = by_file.get(file)
         tg = llama and _llama_test(llama, "tg128")

@@ -155,18 +155,21 @@ for key in "${MODELS[@]}"; do
     $PY -m fixtures prepare --shaped "${SHAPED[$key]}" --out "$FIXTURES_DIR" || { say "fixture $key failed"; continue; }
     model="$FIXTURES_DIR/shaped/${FILE[$key]}.gguf"
     PATHS+=("$model")
-    say "worker decode benchmark: $key"
-    # shellcheck disable=SC2086  # BENCH_DECODE_ARGS is a list of arguments
-    timeout --signal=INT "$(($(left) - 20))" $PY -m benchmarks.decode --model "$model" --label "$LABEL" \
-        --out "$WORK/worker-$key.json" --verbose ${BENCH_DECODE_ARGS:---time-budget-s 60} ${BENCH_WORKER_FLAGS:-} \
-        || say "worker benchmark $key failed or timed out"
-    if [[ "${BENCH_HTTP:-0}" == 1 ]] && (($(left) > 60)); then
-        say "worker decode benchmark over HTTP/SSE: $key"
+    # In process; with BENCH_HTTP=1 then the same over HTTP/SSE (a worker process).
+    modes=(in-process)
+    if [[ "${BENCH_HTTP:-0}" == 1 ]]; then modes+=(http); fi
+    for mode in "${modes[@]}"; do
+        extra=(--verbose) suffix=""
+        if [[ "$mode" == http ]]; then
+            (($(left) > 60)) || { say "deadline: no HTTP run for $key"; break; }
+            extra=(--http) suffix="-http"
+        fi
+        say "worker decode benchmark ($mode): $key"
         # shellcheck disable=SC2086  # BENCH_DECODE_ARGS is a list of arguments
-        timeout --signal=INT "$(($(left) - 20))" $PY -m benchmarks.decode --model "$model" --label "$LABEL" --http \
-            --out "$WORK/worker-$key-http.json" ${BENCH_DECODE_ARGS:---time-budget-s 60} ${BENCH_WORKER_FLAGS:-} \
-            || say "worker benchmark $key over HTTP failed or timed out"
-    fi
+        timeout --signal=INT "$(($(left) - 20))" $PY -m benchmarks.decode --model "$model" --label "$LABEL" \
+            "${extra[@]}" --out "$WORK/worker-$key$suffix.json" ${BENCH_DECODE_ARGS:---time-budget-s 60} \
+            ${BENCH_WORKER_FLAGS:-} || say "worker benchmark $key ($mode) failed or timed out"
+    done
     if [[ "${BENCH_PROFILE:-0}" == 1 ]] && (($(left) > 60)); then
         say "profile: $key"
         # shellcheck disable=SC2086  # BENCH_WORKER_FLAGS is a list of arguments

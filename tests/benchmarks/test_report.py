@@ -42,3 +42,10 @@ def test_the_side_by_side_has_no_http_columns_without_an_http_record() -> None:
 
     text, table = side_by_side([_worker("in-process", 900.0)], [])
     assert "HTTP" not in text and "worker_decode_http_tok_s" not in table[0]
+
+
+def test_http_records_alone_are_the_rows_not_a_column_beside_themselves() -> None:
+    from benchmarks.report import side_by_side
+
+    text, table = side_by_side([_worker("http", 855.0)], [])
+    assert table[0]["worker_decode_tok_s"] == 855.0 and "HTTP / in process" not in text
