@@ -70,9 +70,9 @@ class Options:
     decode_lookahead: bool = True
     fused_prefill: bool = True
     prefill_graphs: bool = True
-    dependent_launch: bool = False
+    dependent_launch: bool | None = None  # None: the worker's choice by the model's shape
     weight_prefetch: bool = False
-    late_trigger: bool = False
+    late_trigger: bool = True
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""

@@ -124,7 +124,7 @@ def _loop_form(form: str, config: Any, layout: Any, shape: tuple[int, int, int, 
     from kernels import triton_gemv
 
     if layout.fmt in triton_gemv.AHEAD_FORMATS and config.stages == 1:
-        return dataclasses.replace(config, **{form: True})
+        return dataclasses.replace(config, ahead=form == "ahead", with_words=form == "with_words")
     return config
 
 
@@ -145,28 +145,16 @@ def _round_trip_free(config: Any, layout: Any, shape: tuple[int, int, int, int])
     return dataclasses.replace(config, block_n=16, units_per_step=ub, num_warps=8, split=split)
 
 
-def _output_tile_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """Loading ahead in the 2-block Q8_0 tile only (short rows of many outputs: Qwen's output projection)."""
-    if layout.fmt == "q8_0" and config.units_per_step <= 2:
-        return _loop_form("ahead", config, layout, shape)
-    return config
-
-
-def _small_k_quants_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """Loading ahead in the super-block GEMVs of at most 1,024 rows only (Qwen's down projections)."""
-    from kernels import triton_gemv
-
-    if layout.fmt in triton_gemv.SUPERBLOCK_FORMATS and shape[0] <= 1024:
-        return _loop_form("ahead", config, layout, shape)
-    return config
+def _plain_loops(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Every GEMV loop plain: no tile loads ahead (`default_config` has the small super-block tiles do)."""
+    return dataclasses.replace(config, ahead=False, with_words=False)
 
 
 GEMV_SHAPE_RULES = {
     "ahead": functools.partial(_loop_form, "ahead"),
     "with-words": functools.partial(_loop_form, "with_words"),
     "round-trip-free": _round_trip_free,
-    "output-tile-ahead": _output_tile_ahead,
-    "small-k-quants-ahead": _small_k_quants_ahead,
+    "plain": _plain_loops,
 }
 
 
@@ -271,10 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     variants["Q5_0/Q8_0 tiles without round trips"] = Variant(
         default_kernels, early, gemv_shapes="round-trip-free"
     )
-    variants["GEMV output tile ahead"] = Variant(default_kernels, early, gemv_shapes="output-tile-ahead")
-    variants["GEMV small k-quants ahead"] = Variant(
-        default_kernels, early, gemv_shapes="small-k-quants-ahead"
-    )
+    variants["GEMV loops plain (none ahead)"] = Variant(default_kernels, early, gemv_shapes="plain")
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
     if not args.launch_only:

@@ -74,11 +74,14 @@ class KernelConfig:
     prompt padded to a length bucket as a CUDA graph and replays it for later prompts of the bucket
     (`reference_worker.prefill_graph`). `dependent_launch` (CUDA sm_90+, with `cuda_graphs`) captures the
     decode step with programmatic dependent launch: each of its Triton kernels is launched while the
-    previous one finishes and waits for it before touching memory (`kernels.dependent_launch`);
+    previous one finishes and waits for it before touching memory (`kernels.dependent_launch`); None (the
+    default) decides by the model's shape (`dependent_launch.chosen_for`: on where its block matrices are
+    small, so its step is many short kernels);
     `weight_prefetch`: each GEMV of the captured step first asks L2 for its weight tile (with
     `dependent_launch`: before it waits, so a product's weights stream in while the previous kernel still
-    runs; without: all of the tile's lines requested at once, not a loop step's at a time); `late_trigger` (with it): a kernel lets the next one launch
-    late (a GEMV once its weights are read, the others at exit) instead of right after its wait.
+    runs; without: all of the tile's lines requested at once, not a loop step's at a time); `late_trigger`
+    (with it, on by default): a kernel lets the next one launch late (a GEMV once its weights are read, the
+    others at exit) instead of right after its wait.
     """
 
     kernels: KernelChoice = "fast"
@@ -87,9 +90,9 @@ class KernelConfig:
     lookahead: bool = True
     fused_prefill: bool = True
     prefill_graphs: bool = True
-    dependent_launch: bool = False
+    dependent_launch: bool | None = None  # None: by the model's shape (`dependent_launch_mode`)
     weight_prefetch: bool = False
-    late_trigger: bool = False
+    late_trigger: bool = True
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
@@ -104,14 +107,19 @@ class KernelConfig:
         reads each product's expert counts back to the host, which a capture cannot hold)."""
         return self.prefill_graphs and self.fused_prefill and self.kernels == "fast" and device.type == "cuda"
 
-    def dependent_launch_mode(self, device: torch.device) -> dependent_launch.DependentLaunch:
+    def dependent_launch_mode(
+        self, device: torch.device, largest_block_matrix_bytes: int
+    ) -> dependent_launch.DependentLaunch:
         """How the captured decode step's kernels launch on `device`: early with Hopper's programmatic
-        dependent launch, or not (only a captured step, whose launches cost no host time, gains from it)."""
+        dependent launch, or not (only a captured step, whose launches cost no host time, gains from it).
+        Unless asked for either way, early where the model's largest block matrix (weight bytes) is small
+        enough (`dependent_launch.chosen_for`)."""
         if not (self.graphs_on(device) and dependent_launch.supported(device)):
             return dependent_launch.OFF
-        return dependent_launch.DependentLaunch(
-            self.dependent_launch, self.weight_prefetch, self.late_trigger
-        )
+        early = self.dependent_launch
+        if early is None:
+            early = dependent_launch.chosen_for(largest_block_matrix_bytes)
+        return dependent_launch.DependentLaunch(early, self.weight_prefetch, self.late_trigger)
 
     def lookahead_on(self, device: torch.device) -> bool:
         """Whether a decode session runs one step ahead of the host on `device` (CUDA: launches are

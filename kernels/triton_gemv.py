@@ -1411,7 +1411,10 @@ def default_config(
     models' shapes (`benchmarks/kernels_gemv.py --sweep`, numbers in benchmarks/README.md): 16 rows
     per program and 8 blocks per step in general; MXFP4 (byte loads) and short rows of few outputs
     take whole rows in few steps; the input dim is split until the grid has about four programs per
-    SM (one when the loop is pipelined), keeping at least 2 steps (3 super-blocks) per split."""
+    SM (one when the loop is pipelined), keeping at least 2 steps (3 super-blocks) per split. The
+    super-block loops of at most 1,024 rows load each step's words ahead (`GemvConfig.ahead`): measured
+    on the decode step (`benchmarks.step_ab`, 2026-12-05), Qwen2.5-0.5B's down projections so gave it
+    +5.8 % a token, where ahead in the larger tiles cost Phi-3 4 % (registers: fewer resident programs)."""
     layout = layout or LAYOUTS[qtype]
     fmt = layout.fmt
     n_units = in_features // layout.unit
@@ -1436,7 +1439,8 @@ def default_config(
     # Pipelined loops keep their own loads in flight: one program per SM is then enough.
     target = sm_count if stages > 1 else 4 * sm_count
     split = max(1, min(triton.cdiv(target, programs), steps // min_steps))
-    return GemvConfig(block_n, ub, 4, split, stages)
+    ahead = fmt in SUPERBLOCK_FORMATS and n_rows <= 1024
+    return GemvConfig(block_n, ub, 4, split, stages, ahead=ahead)
 
 
 def loads_constant(ahead: bool, with_words: bool) -> int:

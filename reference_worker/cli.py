@@ -121,9 +121,10 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dependent-launch",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=None,
         help="programmatic dependent launch in the captured decode step: each kernel launched while the "
-        "previous one finishes, waiting for it before any memory access (CUDA sm_90+, --cuda-graphs)",
+        "previous one finishes, waiting for it before any memory access (CUDA sm_90+, --cuda-graphs; "
+        "default: on where the largest matrix of a block is at most 16 MiB, a step of short kernels)",
     )
     p.add_argument(
         "--weight-prefetch",
@@ -136,7 +137,7 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--late-trigger",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="with --dependent-launch: a kernel lets the next one launch late (a GEMV once its weights are "
         "read, the others at exit) instead of right after it waits",
     )
@@ -151,11 +152,13 @@ KERNEL_SWITCHES = (
 
 def kernel_argv(values: Any) -> list[str]:
     """The performance flags of `values` (parsed by `add_kernel_arguments`, or any object with the same
-    attributes, e.g. a benchmark's options) as a worker's command line, every switch spelled out."""
+    attributes, e.g. a benchmark's options) as a worker's command line, every switch spelled out but those
+    left to the worker (None: `--dependent-launch` by default)."""
     argv = ["--kernels", values.kernels]
     for dest in KERNEL_SWITCHES:
-        flag = dest.replace("_", "-")
-        argv.append(f"--{flag}" if getattr(values, dest) else f"--no-{flag}")
+        flag, value = dest.replace("_", "-"), getattr(values, dest)
+        if value is not None:
+            argv.append(f"--{flag}" if value else f"--no-{flag}")
     return argv
 
 

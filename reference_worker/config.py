@@ -43,9 +43,11 @@ class WorkerConfig:
     decode_lookahead: bool = True  # the next step enqueued before a token is read back (CUDA)
     fused_prefill: bool = True  # prompt products decode the packed tiles inside the GEMM (CUDA, fast kernels)
     prefill_graphs: bool = True  # prompts prefilled by captured CUDA graphs, per length bucket (CUDA)
-    dependent_launch: bool = False  # the captured decode step's kernels launched early (CUDA sm_90+)
+    # The captured decode step's kernels launched early (CUDA sm_90+); None: by the model's shape
+    # (kernels.backend.KernelConfig.dependent_launch_mode).
+    dependent_launch: bool | None = None
     weight_prefetch: bool = False  # with it: GEMVs prefetch their weight tile into L2 before they wait
-    late_trigger: bool = False  # with it: the next kernel launched late (a GEMV's weights read, else exit)
+    late_trigger: bool = True  # with it: the next kernel launched late (a GEMV's weights read, else exit)
 
     @property
     def torch_device(self) -> str:

@@ -55,7 +55,7 @@ from reference_worker.generation import (
     TokenEvent,
 )
 from reference_worker.metrics_hooks import MetricsHooks, NoOpMetricsHooks
-from reference_worker.models.base import ModelAdapter
+from reference_worker.models.base import ModelAdapter, largest_block_matrix_bytes
 from reference_worker.prefill_graph import PrefillGraphs
 from reference_worker.sampling import Sampler, SamplingParams
 from reference_worker.stops import StopMatcher
@@ -196,7 +196,12 @@ class InferenceEngine:
         kernels = getattr(model, "kernels", None)
         graphs_on = kernels is not None and kernels.config.graphs_on(self.device)
         self.graphs = (
-            DecodeGraphs(model, dependent_launch=kernels.config.dependent_launch_mode(self.device))
+            DecodeGraphs(
+                model,
+                dependent_launch=kernels.config.dependent_launch_mode(
+                    self.device, largest_block_matrix_bytes(model)
+                ),
+            )
             if graphs_on
             else None
         )

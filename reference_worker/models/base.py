@@ -119,6 +119,21 @@ def next_positions(cache: KVCache, n_tokens: int, context_length: int, device: t
     return torch.arange(start, start + n_tokens, device=device)
 
 
+def largest_block_matrix_bytes(model: Any) -> int:
+    """The weight bytes of the largest matrix a transformer block of `model` multiplies by itself (its 2-D
+    tensors; a 3-D expert tensor is read a few experts at a time): how long its longest decode GEMV runs,
+    which decides how its decode step's kernels launch (`kernels.dependent_launch.chosen_for`)."""
+    return max(
+        (
+            t.nbytes
+            for layer in getattr(model, "layers", ())
+            for t in vars(layer).values()
+            if isinstance(t, QTensor) and len(t.shape) == 2
+        ),
+        default=0,
+    )
+
+
 class GGUFAdapter:
     """The prologue every adapter shares: its config read from the file (`config_type.from_metadata`),
     the KV cache layout and allocator that config implies, the attention kernel by name, and the cache of

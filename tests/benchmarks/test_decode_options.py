@@ -17,3 +17,15 @@ def test_each_worker_switch_reaches_the_worker_command_line(dest: str) -> None:
     for given in (f"--{flag}", f"--no-{flag}"):
         opts = options_from_args(_parser().parse_args(["--model", "m.gguf", given]))
         assert given in kernel_argv(opts)
+
+
+def test_a_switch_left_to_the_worker_is_not_spelled_out() -> None:
+    """Without `--dependent-launch` / `--no-dependent-launch` the worker decides by the model's shape, so
+    the benchmark's worker command line says neither."""
+    from benchmarks.decode import _parser, options_from_args
+
+    opts = options_from_args(_parser().parse_args(["--model", "m.gguf"]))
+    assert opts.dependent_launch is None
+    argv = kernel_argv(opts)
+    assert "--dependent-launch" not in argv and "--no-dependent-launch" not in argv
+    assert "--late-trigger" in argv

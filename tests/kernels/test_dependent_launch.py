@@ -16,6 +16,7 @@ import ast
 import threading
 from pathlib import Path
 
+import pytest
 import torch
 
 from kernels import dependent_launch
@@ -51,14 +52,55 @@ def test_the_launch_arguments_come_together_only_inside_the_context() -> None:
         assert dependent_launch.launch_kwargs() == {} and dependent_launch.weight_prefetch()
 
 
-def test_dependent_launch_is_off_on_cpu_and_by_default() -> None:
+def test_dependent_launch_is_off_on_cpu_and_decided_by_shape_by_default() -> None:
     cpu = torch.device("cpu")
-    assert not KernelConfig().dependent_launch and not KernelConfig().weight_prefetch
+    assert KernelConfig().dependent_launch is None and not KernelConfig().weight_prefetch
+    assert KernelConfig().late_trigger
     assert (
-        KernelConfig(dependent_launch=True, weight_prefetch=True).dependent_launch_mode(cpu)
+        KernelConfig(dependent_launch=True, weight_prefetch=True).dependent_launch_mode(cpu, 0)
         == dependent_launch.OFF
     )
     assert not dependent_launch.supported(cpu)
+
+
+@pytest.mark.parametrize(
+    ("asked", "largest", "early"),
+    [
+        (None, 3_567_616, True),  # Qwen2.5-0.5B's ffn_down (Q6_K 896 x 4864)
+        (None, 12_533_760, True),  # GPT-OSS-20B's attn_q (Q8_0 4096 x 2880)
+        (None, 28_311_552, False),  # Phi-3-mini's fused ffn_up (Q4_K 16384 x 3072)
+        (None, dependent_launch.EARLY_LAUNCH_MAX_MATRIX_BYTES, True),
+        (None, dependent_launch.EARLY_LAUNCH_MAX_MATRIX_BYTES + 1, False),
+        (True, 28_311_552, True),  # asked for: whatever the shape
+        (False, 3_567_616, False),
+    ],
+)
+def test_the_decode_step_launches_early_where_asked_or_where_the_blocks_matrices_are_small(
+    monkeypatch: pytest.MonkeyPatch, asked: bool | None, largest: int, early: bool
+) -> None:
+    monkeypatch.setattr(dependent_launch, "supported", lambda device: True)  # as on sm_90
+    mode = KernelConfig(dependent_launch=asked).dependent_launch_mode(torch.device("cuda", 0), largest)
+    assert mode == dependent_launch.DependentLaunch(early, weight_prefetch=False, late_trigger=True)
+
+
+def test_the_largest_block_matrix_is_a_2d_tensor_of_a_layer() -> None:
+    import types
+
+    from kernels.formats import GGMLType
+    from kernels.qtensor import QTensor
+    from reference_worker.models.base import largest_block_matrix_bytes
+
+    def tensor(nbytes: int, shape: tuple[int, ...]) -> QTensor:
+        return QTensor(torch.zeros(nbytes, dtype=torch.uint8), GGMLType.Q8_0, shape)
+
+    layer = types.SimpleNamespace(
+        wq=tensor(340, (10, 32)),
+        w_up=tensor(680, (20, 32)),
+        experts=tensor(6800, (10, 20, 32)),  # read a few experts at a time: not counted
+        norm=torch.zeros(32),
+    )
+    assert largest_block_matrix_bytes(types.SimpleNamespace(layers=[layer])) == 680
+    assert largest_block_matrix_bytes(types.SimpleNamespace()) == 0
 
 
 def _early_launches(tree: ast.Module) -> list[tuple[str, int]]:
