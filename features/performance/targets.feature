@@ -60,6 +60,9 @@ Feature: The worker meets the M1 performance targets
   @model_qwen @q4_k_m
   Scenario: 100 requests leave no device memory behind
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
+    # A worker may build what a prompt's shape needs once and keep it (a prefill graph, its cache): the
+    # first job runs before the count, so only memory left behind by every job fails the check.
+    And one job with prompt "Hello" and max_tokens 2 has run
     And I note the worker's vram_bytes_used
     When I run 100 jobs with prompt "Hello" and max_tokens 2
     Then vram_bytes_used is what it was before the jobs

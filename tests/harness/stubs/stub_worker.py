@@ -35,6 +35,8 @@ FAULTS = (
     "crash_on_boolean",  # a JSON boolean in a number field gets 500 and a traceback (M0-W-1302, under fuzz)
     "tokenizer_process",  # each job starts a helper process that lives while the job runs (M0-W-1365)
     "sigkill_once",  # the first job of a run SIGKILLs the worker (marker file: $STUB_SIGKILL_MARKER)
+    "vram_grows_each_job",  # every job leaves 4 KiB of device memory behind (M0-W-1830)
+    "vram_built_by_first_job",  # the first job builds a 256 KiB buffer the worker keeps: conforming
 )
 SIGKILL_MARKER_ENV = "STUB_SIGKILL_MARKER"
 TOKENS = ("Hello", ",", " 世界", " 🚀", " GPU", " computing")
@@ -146,12 +148,22 @@ class StubWorker:
         self.job_done.set()
         self.stopping = False  # SIGTERM arrived: the running job ends with CANCELLED
         self.inference_timeout_s: float | None = getattr(args, "inference_timeout_sec", None)
+        self.jobs_done = 0
+
+    def vram_bytes_used(self) -> int:
+        with self.lock:
+            jobs = self.jobs_done
+        if self.fault == "vram_grows_each_job":
+            return 123456 + 4096 * jobs
+        if self.fault == "vram_built_by_first_job" and jobs:
+            return 123456 + 262144
+        return 123456
 
     def health(self) -> dict:
         body = {
             "status": "healthy",
             "resident": True,
-            "vram_bytes_used": 123456,
+            "vram_bytes_used": self.vram_bytes_used(),
             "uptime_seconds": int(time.monotonic() - self.started_at),
             **self.facts,
         }
@@ -295,6 +307,8 @@ class Handler(BaseHTTPRequestHandler):
             if helper is not None:
                 helper.kill()
                 helper.wait()
+            with worker.lock:
+                worker.jobs_done += 1
             worker.job_done.set()
             self.close_connection = True
 
