@@ -30,6 +30,8 @@ def test_memory_left_behind_by_every_job_fails_the_scenario(harness_dir: pytest.
 
 
 @pytest.mark.parametrize("fault", ["none", "vram_built_by_first_job"])
-def test_a_worker_that_keeps_what_its_first_job_built_passes(harness_dir: pytest.Pytester, fault: str) -> None:
+def test_a_worker_that_keeps_what_its_first_job_built_passes(
+    harness_dir: pytest.Pytester, fault: str
+) -> None:
     result = _run(harness_dir, fault)
     result.assert_outcomes(passed=1, deselected=result.parseoutcomes().get("deselected", 0))
