@@ -311,6 +311,8 @@ def bench_in_process(opts: Options, traffic: dict[str, Any], log_stream: Any) ->
             "reduced_to_fit_budget": reduced,
             "cuda_graphs": engine.graphs is not None,
             "graph_captures": engine.graphs.captures if engine.graphs is not None else 0,
+            # What the worker chose where the options left it open (`--dependent-launch` by shape).
+            "dependent_launch": engine.graphs is not None and engine.graphs.dependent_launch.enabled,
             "without_graphs": without_graphs,
             **decode_summary(per_run, traffic, None),
         },

@@ -124,7 +124,15 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         )
     finally:
         gguf.close()
-    log.event("model_load_complete", "model loaded", vram_bytes=memory.used_bytes)
+    graphs = engine.graphs
+    log.event(
+        "model_load_complete",
+        "model loaded",
+        vram_bytes=memory.used_bytes,
+        # The decode step as the worker will run it, including what it chose by the model's shape.
+        decode_graphs=graphs is not None,
+        dependent_launch=graphs is not None and graphs.dependent_launch.enabled,
+    )
 
     def count_tokens(text: str) -> int:  # stop strings (M0-W-1422: at most 32 tokens each)
         return len(tokenizer.encode(text, add_special=False, parse_special=False))
