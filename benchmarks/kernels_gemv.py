@@ -48,7 +48,9 @@ class Shape:
     in_features: int
     n_expert: int = 0  # > 0: a 3-D expert tensor, `selected` experts per token
     selected: int = 0
-    regrouped: bool = False  # MXFP4 experts as the CUDA model loads them (`triton_gemv.pack`)
+    # CODES_THEN_SCALES (kernels.qtensor): MXFP4 experts as the CUDA model loads them (`triton_gemv.pack`),
+    # Q8_0 as a candidate layout (its codes in 16-byte loads instead of the file's halfwords).
+    regrouped: bool = False
 
 
 Q = GGMLType
@@ -60,6 +62,7 @@ SHAPES = [
     Shape("qwen2.5-0.5b", "ffn_down", Q.Q4_K, 896, 4864),
     Shape("qwen2.5-0.5b", "ffn_down (Q6_K layers)", Q.Q6_K, 896, 4864),
     Shape("qwen2.5-0.5b", "output (tied token_embd)", Q.Q8_0, 151936, 896),
+    Shape("qwen2.5-0.5b", "output (tied token_embd), regrouped", Q.Q8_0, 151936, 896, regrouped=True),
     # Phi-3-mini-4k Q4_K_M.
     Shape("phi-3-mini", "attn_qkv", Q.Q5_K, 9216, 3072),
     Shape("phi-3-mini", "attn_qkv (Q4_K layers)", Q.Q4_K, 9216, 3072),
@@ -70,11 +73,14 @@ SHAPES = [
     Shape("phi-3-mini", "output", Q.Q6_K, 32064, 3072),
     # GPT-OSS-20B MXFP4 MoE: experts MXFP4, everything else Q8_0.
     Shape("gpt-oss-20b", "attn_qkv (q+k+v)", Q.Q8_0, 5120, 2880),
+    Shape("gpt-oss-20b", "attn_qkv (q+k+v), regrouped", Q.Q8_0, 5120, 2880, regrouped=True),
     Shape("gpt-oss-20b", "attn_output", Q.Q8_0, 2880, 4096),
+    Shape("gpt-oss-20b", "attn_output, regrouped", Q.Q8_0, 2880, 4096, regrouped=True),
     Shape("gpt-oss-20b", "ffn_gate_exps / ffn_up_exps", Q.MXFP4, 2880, 2880, 32, 4),
     Shape("gpt-oss-20b", "ffn_down_exps", Q.MXFP4, 2880, 2880, 32, 4),
     Shape("gpt-oss-20b", "ffn_gate_exps / ffn_up_exps, regrouped", Q.MXFP4, 2880, 2880, 32, 4, True),
     Shape("gpt-oss-20b", "output", Q.Q8_0, 201088, 2880),
+    Shape("gpt-oss-20b", "output, regrouped", Q.Q8_0, 201088, 2880, regrouped=True),
     # The brief's large single matrices, one per headline type.
     Shape("reference", "large Q4_K", Q.Q4_K, 4096, 3072),
     Shape("reference", "large MXFP4", Q.MXFP4, 2880, 2880),
@@ -130,10 +136,8 @@ def random_weight(shape: Shape, device: torch.device) -> QTensor:
         # Clear the top exponent bit of every byte: f16 fields then stay finite (|v| < 2).
         data &= 0xBF
     w = QTensor(data, shape.qtype, dims, f"{shape.model}.{shape.tensor}")
-    if shape.regrouped:
-        from kernels.triton_gemv import pack
-
-        w = pack(w)
+    if shape.regrouped:  # as `triton_gemv.pack` regroups MXFP4 experts, for any type that has the layout
+        w = w.codes_then_scales_in_place()
     return w
 
 
@@ -167,9 +171,9 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
     """The launch configurations `--sweep` times. `compact`: no software pipelining (depth 1, which won
     on every K-quant and MXFP4 shape of the full sweep), 8 warps beside 4, and the splits in between
     the powers of two: fewer compiled variants, so a sweep fits a short device call."""
-    from kernels.triton_gemv import CODES_THEN_SCALES_LAYOUT, LAYOUTS, SUPERBLOCK_FORMATS, GemvConfig
+    from kernels.triton_gemv import LAYOUTS, REGROUPED_LAYOUTS, SUPERBLOCK_FORMATS, GemvConfig
 
-    layout = CODES_THEN_SCALES_LAYOUT if shape.regrouped else LAYOUTS[shape.qtype]
+    layout = REGROUPED_LAYOUTS[shape.qtype] if shape.regrouped else LAYOUTS[shape.qtype]
     n_units = shape.in_features // layout.unit
     # With the tiles whose loop keeps every operand in one layout (no shared-memory round trip inside
     # the loop, `benchmarks.ptx_cost`'s round-trips column): Q8_0 and Q5_0 at n16/u4 with 4 warps or

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from kernels.dequant import check_layout, dequantize
-from kernels.formats import GGMLType, ggml_type, tensor_nbytes
+from kernels.formats import FORMATS, GGMLType, ggml_type, tensor_nbytes
 
 # Plain float dtypes a QTensor can be built from, and their ggml types.
 _FLOAT_TYPES: dict[torch.dtype, GGMLType] = {
@@ -19,27 +19,38 @@ _FLOAT_TYPES: dict[torch.dtype, GGMLType] = {
 
 Rows = slice | torch.Tensor | None
 
-# How `data` orders a tensor's blocks. GGML: as in the file, block after block. CODES_THEN_SCALES (MXFP4
-# only): per matrix (the whole tensor if 2-D, each expert if 3-D), the 16 code bytes of every block, then
-# the scale byte of every block: the same bytes, regrouped so the codes of a row start 16-byte aligned
-# and a GEMV can read them with 16-byte loads (the 17-byte blocks of the file only allow byte loads).
+# How `data` orders a tensor's blocks. GGML: as in the file, block after block. CODES_THEN_SCALES (the
+# types of `SCALE_BYTES`, whose blocks are a scale, then codes): per matrix (the whole tensor if 2-D, each
+# expert if 3-D), the code bytes of every block, then the scale bytes of every block: the same bytes,
+# regrouped so the codes of a row start 16-byte aligned and a GEMV can read them with 16-byte loads (the
+# file's 17-byte MXFP4 blocks only allow byte loads, its 34-byte Q8_0 blocks halfword loads).
 GGML = "ggml"
 CODES_THEN_SCALES = "codes-then-scales"
-_MXFP4_CODE_BYTES = 16  # a 17-byte MXFP4 block: one E8M0 scale byte, then 16 bytes of 4-bit codes
+# The scale bytes at the head of a block, by the type a CODES_THEN_SCALES tensor may have: MXFP4's E8M0
+# byte before 16 bytes of 4-bit codes, Q8_0's float16 before 32 int8 codes.
+SCALE_BYTES = {GGMLType.MXFP4: 1, GGMLType.Q8_0: 2}
 
 
-def mxfp4_codes_then_scales(data: torch.Tensor, n_matrices: int) -> torch.Tensor:
-    """The CODES_THEN_SCALES bytes of `n_matrices` equal MXFP4 matrices stored in the file's order."""
-    blocks = data.view(n_matrices, -1, _MXFP4_CODE_BYTES + 1)
-    return torch.cat([blocks[:, :, 1:].reshape(n_matrices, -1), blocks[:, :, 0]], dim=1).reshape(-1)
+def _block_bytes(qtype: GGMLType) -> int:
+    return FORMATS[qtype].type_size
 
 
-def mxfp4_file_order(data: torch.Tensor, n_matrices: int) -> torch.Tensor:
-    """The inverse of `mxfp4_codes_then_scales`: the file's block order again."""
+def codes_then_scales(data: torch.Tensor, n_matrices: int, qtype: GGMLType) -> torch.Tensor:
+    """The CODES_THEN_SCALES bytes of `n_matrices` equal matrices of `qtype` stored in the file's order."""
+    scale = SCALE_BYTES[qtype]
+    blocks = data.view(n_matrices, -1, _block_bytes(qtype))
+    codes, scales = blocks[:, :, scale:], blocks[:, :, :scale]
+    return torch.cat([codes.reshape(n_matrices, -1), scales.reshape(n_matrices, -1)], dim=1).reshape(-1)
+
+
+def file_order(data: torch.Tensor, n_matrices: int, qtype: GGMLType) -> torch.Tensor:
+    """The inverse of `codes_then_scales`: the file's block order again."""
+    scale, size = SCALE_BYTES[qtype], _block_bytes(qtype)
     per_matrix = data.view(n_matrices, -1)
-    n_blocks = per_matrix.shape[1] // (_MXFP4_CODE_BYTES + 1)
-    codes = per_matrix[:, : n_blocks * _MXFP4_CODE_BYTES].reshape(n_matrices, n_blocks, _MXFP4_CODE_BYTES)
-    scales = per_matrix[:, n_blocks * _MXFP4_CODE_BYTES :].reshape(n_matrices, n_blocks, 1)
+    n_blocks = per_matrix.shape[1] // size
+    code_bytes = n_blocks * (size - scale)
+    codes = per_matrix[:, :code_bytes].reshape(n_matrices, n_blocks, size - scale)
+    scales = per_matrix[:, code_bytes:].reshape(n_matrices, n_blocks, scale)
     return torch.cat([scales, codes], dim=2).reshape(-1)
 
 
@@ -66,7 +77,7 @@ class QTensor:
                 f"tensor {self.name!r}: packed data must be 1-D, got shape {tuple(self.data.shape)}"
             )
         if self.layout not in (GGML, CODES_THEN_SCALES) or (
-            self.layout == CODES_THEN_SCALES and self.qtype != GGMLType.MXFP4
+            self.layout == CODES_THEN_SCALES and self.qtype not in SCALE_BYTES
         ):
             raise ValueError(f"tensor {self.name!r}: layout {self.layout!r} is not one for {self.qtype.name}")
 
@@ -76,21 +87,23 @@ class QTensor:
         return self.shape[0] if len(self.shape) == 3 else 1
 
     def codes_then_scales_in_place(self) -> QTensor:
-        """This MXFP4 tensor's bytes regrouped CODES_THEN_SCALES in its own storage, one matrix at a time
-        (a matrix-sized scratch, no second copy of the tensor); the returned QTensor reads them. This
-        object must not be used afterwards: it still claims the file's order."""
-        if self.qtype != GGMLType.MXFP4 or self.layout != GGML:
-            raise ValueError(f"tensor {self.name!r}: only an MXFP4 tensor in file order can be regrouped")
+        """This tensor's bytes regrouped CODES_THEN_SCALES in its own storage, one matrix at a time (a
+        matrix-sized scratch, no second copy of the tensor); the returned QTensor reads them. This object
+        must not be used afterwards: it still claims the file's order. A type of `SCALE_BYTES` only."""
+        if self.qtype not in SCALE_BYTES or self.layout != GGML:
+            names = " or ".join(t.name for t in SCALE_BYTES)
+            raise ValueError(f"tensor {self.name!r}: only a {names} tensor in file order can be regrouped")
         per_matrix = self.data.view(self.n_matrices, -1)
         for matrix in per_matrix:
-            matrix.copy_(mxfp4_codes_then_scales(matrix, 1))
+            matrix.copy_(codes_then_scales(matrix, 1, self.qtype))
         return QTensor(self.data, self.qtype, self.shape, self.name, CODES_THEN_SCALES)
 
     def in_file_order(self) -> QTensor:
         """This tensor with its blocks in the file's order (itself when they are; else a copy)."""
         if self.layout == GGML:
             return self
-        return QTensor(mxfp4_file_order(self.data, self.n_matrices), self.qtype, self.shape, self.name)
+        data = file_order(self.data, self.n_matrices, self.qtype)
+        return QTensor(data, self.qtype, self.shape, self.name)
 
     @classmethod
     def from_bytes(
@@ -167,7 +180,7 @@ class QTensor:
         # n whole rows of the leading dim; for a CODES_THEN_SCALES tensor (3-D here) n whole experts,
         # each one self-contained matrix.
         if self.layout != GGML:
-            picked = mxfp4_file_order(picked, n)
+            picked = file_order(picked, n, self.qtype)
         return dequantize(picked, self.qtype, (n, *self.shape[1:]), name=self.name)
 
     def expert(self, i: int) -> QTensor:

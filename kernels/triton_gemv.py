@@ -65,23 +65,26 @@ LAYOUTS: dict[GGMLType, _Layout] = {
     GGMLType.Q6_K: _Layout("q6_k", 2, 256),
 }
 SUPERBLOCK_FORMATS = ("q4_k", "q5_k", "q6_k")
-# MXFP4 regrouped at load (`pack`, kernels.qtensor.CODES_THEN_SCALES): a row's codes are 16-byte aligned
-# and read as 32-bit words in runs of four (16-byte loads); its scale bytes are read apart.
+# Regrouped (kernels.qtensor.CODES_THEN_SCALES: MXFP4 by `pack` at load; Q8_0 where asked): a row's codes
+# are 16-byte aligned and read as 32-bit words in runs of four (16-byte loads); its scales are read apart.
 CODES_THEN_SCALES_LAYOUT = _Layout("mxfp4_codes_then_scales", 4, 32)
-_CODE_WORDS = 4  # 32-bit words of codes per MXFP4 block
+Q8_0_CODES_THEN_SCALES_LAYOUT = _Layout("q8_0_codes_then_scales", 4, 32)
+REGROUPED_LAYOUTS = {GGMLType.MXFP4: CODES_THEN_SCALES_LAYOUT, GGMLType.Q8_0: Q8_0_CODES_THEN_SCALES_LAYOUT}
+# 32-bit words of codes per 32-element block of a regrouped layout (MXFP4: 16 bytes, Q8_0: 32).
+_CODE_WORDS = {CODES_THEN_SCALES_LAYOUT.fmt: 4, Q8_0_CODES_THEN_SCALES_LAYOUT.fmt: 8}
 
 
 def layout_of(w: QTensor) -> _Layout | None:
-    """How the kernel reads `w`: its type's layout, or the regrouped MXFP4 one; None if not served."""
+    """How the kernel reads `w`: its type's layout, or its regrouped one; None if not served."""
     if w.layout == CODES_THEN_SCALES:
-        return CODES_THEN_SCALES_LAYOUT
+        return REGROUPED_LAYOUTS.get(w.qtype)
     return LAYOUTS.get(w.qtype)
 
 
 def _row_words(w: QTensor, layout: _Layout) -> int:
     """Load words from one weight row to the next (CODES_THEN_SCALES: a row's codes only)."""
-    if layout is CODES_THEN_SCALES_LAYOUT:
-        return w.shape[-1] // 32 * _CODE_WORDS
+    if layout.fmt in _CODE_WORDS:
+        return w.shape[-1] // 32 * _CODE_WORDS[layout.fmt]
     fmt = FORMATS[w.qtype]
     return w.shape[-1] // fmt.block_size * fmt.type_size // layout.word
 
@@ -112,7 +115,7 @@ class GemvConfig:
 
 # The formats whose loop can load ahead (`GemvConfig.ahead`) or a step's activations with its words
 # (`GemvConfig.with_words`): the decode products of the M0 models' files.
-AHEAD_FORMATS = ("q4_k", "q5_k", "q6_k", "q5_0", "q8_0", "mxfp4_codes_then_scales")
+AHEAD_FORMATS = ("q4_k", "q5_k", "q6_k", "q5_0", "q8_0", "mxfp4_codes_then_scales", "q8_0_codes_then_scales")
 # The kernel's LOADS: where a step's activations are loaded. At their use (after the step's weights
 # are decoded: a warp waits on memory again for each group of them), with the step's weight words (one
 # wait a step), or with the words one step ahead (`GemvConfig.ahead`).
@@ -607,6 +610,49 @@ def _dot_q8_0(
     acc = _walk_blocks(
         acc, rows, rows, xp, op, lo, hi, _q8_0_words, _q8_0_acts, _q8_0_step, STAGES, BLOCK_N, UB, DEQ, LOADS
     )
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _q8_0_regrouped_words(
+    rows, scale_rows, xp, u0, hi, BLOCK_N: tl.constexpr, UB: tl.constexpr, DEQ: tl.constexpr
+):
+    """Blocks u0..u0+UB-1 of each row of a regrouped Q8_0 matrix as `_q8_0_words` gives them from the
+    file's order (d [rows, UB, 1], qs [rows, UB, 16] halfwords: halfword 2i + j is word i's half j), from
+    16-byte loads of the codes. Past the split the loads are masked to zeros where `_q8_0_words` repeats
+    the split's last block: both decode to weights the step multiplies by masked (zero) activations, and
+    a zero product leaves every sum as it is."""
+    blk = u0 + tl.arange(0, UB)
+    words = u0 * 8 + tl.arange(0, UB * 8)  # a multiple of 8 plus a run of UB * 8: 16-byte vectors
+    qs = tl.load(rows[:, None] + words[None, :], mask=(words < hi * 8)[None, :], other=0)
+    qs = tl.reshape(qs, (BLOCK_N, UB, 8))
+    qs = tl.reshape(tl.join(qs & 0xFFFF, qs >> 16), (BLOCK_N, UB, 16))
+    d = tl.load(scale_rows[:, None] + blk[None, :], mask=(blk < hi)[None, :], other=0)
+    return d[:, :, None], qs
+
+
+@triton.jit
+def _dot_q8_0_codes_then_scales(
+    rows,
+    scale_rows,
+    xp,
+    op,
+    lo,
+    hi,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+    DEQ: tl.constexpr,
+    LOADS: tl.constexpr,
+):
+    # Q8_0 regrouped: `rows` point at each row's codes (32 int8 a block, 8 words, 16-byte aligned),
+    # `scale_rows` at its float16 scales (one halfword a block). The step is `_dot_q8_0`'s on the same
+    # values, so the same sums bit for bit.
+    acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
+    acc = _walk_blocks(
+        acc, rows, scale_rows, xp, op, lo, hi, _q8_0_regrouped_words, _q8_0_acts, _q8_0_step, STAGES,
+        BLOCK_N, UB, DEQ, LOADS,
+    )  # fmt: skip
     return tl.sum(tl.sum(acc, axis=2), axis=1)
 
 
@@ -1223,6 +1269,9 @@ def _qgemv_kernel(
         if FMT == "mxfp4_codes_then_scales":
             # An expert is its rows' codes (n_rows * row_stride words) and a scale byte per 16 code bytes.
             matrix_off += expert * (n_rows * (row_stride // 4) // 16 * 17 * 4)
+        elif FMT == "q8_0_codes_then_scales":
+            # An expert is its rows' codes (8 words a block) and a float16 scale per block: 34 bytes each.
+            matrix_off += expert * (n_rows * (row_stride // 8) * 34 // 4)
         else:
             matrix_off += expert * n_rows * row_stride  # an expert is n_rows rows
         if PREFETCH_LINES > 0:  # this expert's share of the tile (MXFP4 regrouped: its codes)
@@ -1264,6 +1313,32 @@ def _qgemv_kernel(
             acc_up = _dot_mxfp4_codes_then_scales(
                 code_rows + seg_w1,
                 scale_rows + seg_w1.to(tl.int64) * 4,
+                xp,
+                op,
+                u_begin,
+                u_end,
+                STAGES,
+                BLOCK_N,
+                UB,
+                DEQ,
+                LOADS,
+            )
+    elif FMT == "q8_0_codes_then_scales":
+        # A row's codes: 8 words a block, 16-byte aligned as above; the float16 scales follow the matrix's
+        # codes, a row's n_units of them (row_stride // 8) in a run.
+        code_rows = wp + tl.multiple_of(clamped * (row_stride // 8 * 8) + matrix_off, 8)
+        scale_rows = (
+            w_ptr.to(tl.pointer_type(tl.uint16))
+            + (matrix_off + n_rows * row_stride) * 2
+            + clamped * (row_stride // 8)
+        )
+        acc = _dot_q8_0_codes_then_scales(
+            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, LOADS
+        )
+        if GLU:  # the up tensor, seg_w1 words further: its codes and its scales alike
+            acc_up = _dot_q8_0_codes_then_scales(
+                code_rows + seg_w1,
+                scale_rows + seg_w1.to(tl.int64) * 2,
                 xp,
                 op,
                 u_begin,
@@ -1425,7 +1500,7 @@ def default_config(
         block_n, ub, stages = 16, 16, 3
     elif fmt in ("mxfp4", "mxfp4_codes_then_scales") or (n_units <= 32 and n_rows <= 2048):
         block_n, ub = 8, 32
-    elif fmt == "q8_0" and n_units <= 32:
+    elif fmt in ("q8_0", "q8_0_codes_then_scales") and n_units <= 32:
         block_n, ub = 32, 2
     elif fmt == "q5_1":
         block_n, ub, stages = 16, 16, 3
@@ -1465,7 +1540,7 @@ def supports_layout(w: QTensor) -> bool:
     if layout is None or not w.data.is_cuda:
         return False
     unit_ok = w.shape[-1] % layout.unit == 0
-    if layout is CODES_THEN_SCALES_LAYOUT:  # rows and matrices on 16-byte boundaries (see `pack`)
+    if layout.fmt in _CODE_WORDS:  # rows and matrices on 16-byte boundaries (see `pack`)
         return unit_ok and w.data.data_ptr() % 16 == 0 and _matrix_bytes(w) % 16 == 0
     row_bytes = FORMATS[w.qtype].type_size * w.shape[-1] // FORMATS[w.qtype].block_size
     return unit_ok and w.data.data_ptr() % layout.word == 0 and row_bytes % layout.word == 0
@@ -1713,10 +1788,8 @@ def dequantize_into(
     else:
         r0, r1 = rows if rows is not None else (0, out_features)
         n_rows = r1 - r0
-        if layout is CODES_THEN_SCALES_LAYOUT and (r0, r1) != (0, out_features):
-            raise ValueError(
-                f"tensor {w.name!r}: a row range of a regrouped MXFP4 matrix (its scales are apart)"
-            )
+        if layout.fmt in _CODE_WORDS and (r0, r1) != (0, out_features):
+            raise ValueError(f"tensor {w.name!r}: a row range of a regrouped matrix (its scales are apart)")
         data = data[r0 * row_bytes : r1 * row_bytes]
     if out.dtype not in (torch.float16, torch.bfloat16, torch.float32) or not out.is_contiguous():
         raise ValueError(f"tensor {w.name!r}: dequantize_into needs a contiguous float output")

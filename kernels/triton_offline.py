@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from kernels.qtensor import CODES_THEN_SCALES, GGML
+from kernels.qtensor import CODES_THEN_SCALES, GGML, SCALE_BYTES
 
 SM90 = ("cuda", 90, 32)
 # The GEMV kernel's integer arguments, compiled as plain i32 (no divisibility specialisation).
@@ -110,9 +110,9 @@ def compile_for_sm90(
 
 def kernel_layout(qtype: Any, block_order: str) -> Any:
     """The GEMV's reading of a `qtype` tensor whose blocks are in `block_order` (kernels.qtensor)."""
-    from kernels.triton_gemv import CODES_THEN_SCALES_LAYOUT, LAYOUTS
+    from kernels.triton_gemv import LAYOUTS, REGROUPED_LAYOUTS
 
-    return CODES_THEN_SCALES_LAYOUT if block_order == CODES_THEN_SCALES else LAYOUTS[qtype]
+    return REGROUPED_LAYOUTS[qtype] if block_order == CODES_THEN_SCALES else LAYOUTS[qtype]
 
 
 def gemv_int_args(
@@ -131,8 +131,8 @@ def gemv_int_args(
 
     layout = kernel_layout(qtype, block_order)
     n_units = in_features // layout.unit
-    if block_order == CODES_THEN_SCALES:  # a row's codes only: 16 bytes per 32-weight block
-        row_words = n_units * 16 // layout.word
+    if block_order == CODES_THEN_SCALES:  # a row's codes only: 16 (MXFP4) or 32 (Q8_0) bytes a block
+        row_words = n_units * (tensor_nbytes(qtype, (32,)) - SCALE_BYTES[qtype]) // layout.word
     else:
         row_words = tensor_nbytes(qtype, (in_features,)) // layout.word
     return dict(

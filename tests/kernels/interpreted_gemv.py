@@ -365,6 +365,59 @@ def _check_ahead_regrouped(rng) -> list[tuple[str, bool, str]]:
     return results
 
 
+def _check_regrouped_q8_0(rng) -> list[tuple[str, bool, str]]:
+    """Q8_0 matrices regrouped CODES_THEN_SCALES (codes in 16-byte loads, the float16 scales apart) against
+    the same matrices in the file's order: every decode launch form gives the same bits (one launch and
+    split in two, 2 and 8 blocks a step, loading ahead, q/k/v segments with biases from normed rows,
+    gate/up with SiLU, the residual with its scaled copy), and the dequantizer the same tiles."""
+    from kernels import triton_gemv
+    from kernels.formats import GGMLType
+
+    k_in = 10 * 32  # 10 blocks: steps of 8 blocks end part-way
+    filed = [_oracle_weight(GGMLType.Q8_0, (n, k_in), rng)[0] for n in (40, 24, 24)]
+    regrouped = [
+        type(w)(w.data.clone(), w.qtype, w.shape, w.name).codes_then_scales_in_place() for w in filed
+    ]
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, k_in)).astype(np.float32))
+    rows = x * 3.0 + 0.5
+    nw = torch.from_numpy(rng.normal(1.0, 0.2, k_in).astype(np.float32))
+    biases = tuple(torch.from_numpy(rng.normal(0.0, 0.1, w.shape[0]).astype(np.float32)) for w in filed)
+    residual = torch.from_numpy(rng.normal(0.0, 1.0, (1, 40)).astype(np.float32))
+    nw_out = torch.from_numpy(rng.normal(1.0, 0.2, 40).astype(np.float32))
+    configs = {
+        "default shape": None,
+        "split in two": _split_config(),
+        "8 blocks a step": triton_gemv.GemvConfig(16, 8, 4, 1),
+        "8 blocks a step, ahead": triton_gemv.GemvConfig(16, 8, 4, 2, ahead=True),
+    }
+    launches = {
+        "plain": lambda ws, c: triton_gemv.launch(x, ws[0], None, 1, config=c),
+        "q/k/v normed, biases": lambda ws, c: triton_gemv.launch_segments(
+            rows * nw, tuple(ws), biases, 1, rms_of=rows.contiguous(), eps=1e-6, config=c
+        ),
+        "gate/up, SiLU": lambda ws, c: triton_gemv.launch_segments(
+            x, (ws[1], ws[2]), (None, None), 1, glu=True, config=c
+        ),
+        "residual, scaled": lambda ws, c: triton_gemv.launch_segments(
+            x, (ws[0],), (None,), 1, scaled_by=nw_out, residual=residual, config=c
+        ),
+    }  # fmt: skip
+    results = []
+    for label, run in launches.items():
+        for shape, config in configs.items():
+            want, got = run(filed, config), run(regrouped, config)
+            want = want if isinstance(want, tuple) else (want,)
+            got = got if isinstance(got, tuple) else (got,)
+            same = all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+            results.append((f"q8_0 regrouped {label}, {shape}", same, "same bits" if same else "differ"))
+    tiles = [torch.full((40, k_in), float("nan"), dtype=torch.float16) for _ in range(2)]
+    triton_gemv.dequantize_into(filed[0], tiles[0])
+    triton_gemv.dequantize_into(regrouped[0], tiles[1])
+    same = torch.equal(tiles[0], tiles[1]) and not tiles[1].isnan().any()
+    results.append(("q8_0 regrouped dequantize", bool(same), "same tiles" if same else "differ"))
+    return results
+
+
 def _check_embedding(name: str, qtype, k_in: int, rng, exact: bool) -> tuple[str, bool, str]:
     """`triton_gemv.embedding`: rows of a table by id, in float32: the reference path's rows bit for bit
     where the decoder is bit-exact, else within one float32 rounding of each weight."""
@@ -395,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     formats = args.formats or [layout.fmt for layout in triton_gemv.LAYOUTS.values()]
     rng = np.random.default_rng(20240601)
     failed = sum(interpreter.report(check_format(name, rng)) for name in formats)
+    if "q8_0" in formats:
+        failed += interpreter.report(_check_regrouped_q8_0(rng))
     return 1 if failed else 0
 
 

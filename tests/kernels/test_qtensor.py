@@ -111,12 +111,13 @@ def test_bad_layout_is_refused_at_construction() -> None:
         QTensor.from_bytes(np.zeros(18, dtype=np.uint8), 77, (32,), "w")
 
 
+@pytest.mark.parametrize(("qtype", "scale"), [(GGMLType.MXFP4, 1), (GGMLType.Q8_0, 2)], ids=["mxfp4", "q8_0"])
 @pytest.mark.parametrize("shape", [(3, 8, 64), (16, 96)], ids=["experts", "matrix"])
-def test_codes_then_scales_keeps_the_bytes_and_the_values(shape, rng, blocks, device) -> None:
-    """The MXFP4 regrouping a GEMV reads with 16-byte loads: same storage, same byte count, every
+def test_codes_then_scales_keeps_the_bytes_and_the_values(qtype, scale, shape, rng, blocks, device) -> None:
+    """The regrouping a GEMV reads with 16-byte loads: same storage, same byte count, every
     dequantization (whole, row slices, gathered experts, one expert) equal to the file order's."""
-    raw = blocks(GGMLType.MXFP4, int(np.prod(shape)) // 32, rng, realistic=True)
-    w = QTensor.from_bytes(raw.tobytes(), GGMLType.MXFP4, shape, "ffn_up_exps.weight", device)
+    raw = blocks(qtype, int(np.prod(shape)) // 32, rng, realistic=True)
+    w = QTensor.from_bytes(raw.tobytes(), qtype, shape, "ffn_up_exps.weight", device)
     want = w.dequantize()
     file_bytes = w.data.clone()
     ptr = w.data.data_ptr()
@@ -124,11 +125,13 @@ def test_codes_then_scales_keeps_the_bytes_and_the_values(shape, rng, blocks, de
     assert s.layout == CODES_THEN_SCALES and s.data.data_ptr() == ptr and s.nbytes == file_bytes.numel()
     assert not torch.equal(s.data, file_bytes)  # regrouped in place
     per_matrix = s.data.view(s.n_matrices, -1)
-    n_blocks = per_matrix.shape[1] // 17
-    # Each matrix: its blocks' codes (file bytes 1..16 of each block), then their scales (byte 0).
-    file_blocks = file_bytes.view(s.n_matrices, n_blocks, 17)
-    assert torch.equal(per_matrix[:, : 16 * n_blocks], file_blocks[:, :, 1:].reshape(s.n_matrices, -1))
-    assert torch.equal(per_matrix[:, 16 * n_blocks :], file_blocks[:, :, 0])
+    size = 17 if qtype == GGMLType.MXFP4 else 34
+    n_blocks, codes = per_matrix.shape[1] // size, size - scale
+    # Each matrix: its blocks' codes (the bytes after the scale in each block), then their scales.
+    file_blocks = file_bytes.view(s.n_matrices, n_blocks, size)
+    want_codes = file_blocks[:, :, scale:].reshape(s.n_matrices, -1)
+    assert torch.equal(per_matrix[:, : codes * n_blocks], want_codes)
+    assert torch.equal(per_matrix[:, codes * n_blocks :], file_blocks[:, :, :scale].reshape(s.n_matrices, -1))
     assert torch.equal(s.in_file_order().data, file_bytes)
     assert torch.equal(s.dequantize(), want)
     assert torch.equal(s.dequantize(rows=slice(1, 3)), want[1:3])
@@ -140,9 +143,12 @@ def test_codes_then_scales_keeps_the_bytes_and_the_values(shape, rng, blocks, de
     assert "codes-then-scales" in repr(s)
 
 
-def test_codes_then_scales_is_for_mxfp4_in_file_order_only(rng, blocks) -> None:
+def test_codes_then_scales_is_for_mxfp4_and_q8_0_in_file_order_only(rng, blocks) -> None:
+    q4 = QTensor.from_bytes(blocks(GGMLType.Q4_0, 4, rng).tobytes(), GGMLType.Q4_0, (4, 32), "w")
+    with pytest.raises(ValueError, match="only a MXFP4 or Q8_0 tensor in file order"):
+        q4.codes_then_scales_in_place()
+    with pytest.raises(ValueError, match="layout 'codes-then-scales' is not one for Q4_0"):
+        QTensor(q4.data, q4.qtype, q4.shape, "w", CODES_THEN_SCALES)
     q8 = QTensor.from_bytes(blocks(GGMLType.Q8_0, 4, rng).tobytes(), GGMLType.Q8_0, (4, 32), "w")
-    with pytest.raises(ValueError, match="only an MXFP4 tensor"):
-        q8.codes_then_scales_in_place()
-    with pytest.raises(ValueError, match="layout 'codes-then-scales' is not one for Q8_0"):
-        QTensor(q8.data, q8.qtype, q8.shape, "w", CODES_THEN_SCALES)
+    with pytest.raises(ValueError, match="in file order can be regrouped"):
+        q8.codes_then_scales_in_place().codes_then_scales_in_place()

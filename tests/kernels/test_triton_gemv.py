@@ -186,6 +186,42 @@ def test_the_loop_that_loads_ahead_gives_the_plain_loops_bits(
     assert torch.equal(tiles[0], tiles[1]) and torch.equal(tiles[0], tiles[2])
 
 
+@pytest.mark.parametrize("shape", [(77, 2816), (5120, 2880), (2880, 4096)], ids=str)
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_regrouped_q8_0_gives_the_file_orders_bits(shape, split, rng, blocks) -> None:
+    """Q8_0 CODES_THEN_SCALES (codes in 16-byte loads, scales apart): the product of two rows with a bias
+    in each tile and loop form, q/k/v in one launch, and the dequantizer, all the file order's bits."""
+    from kernels.triton_gemv import GemvConfig, default_config, dequantize_into, launch, launch_segments
+
+    filed = make_weight(GGMLType.Q8_0, shape, rng, blocks)
+    regrouped = QTensor(filed.data.clone(), filed.qtype, filed.shape, filed.name).codes_then_scales_in_place()
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (2, shape[1])).astype(np.float32)).cuda()
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, shape[0]).astype(np.float32)).cuda()
+    sm_count = torch.cuda.get_device_properties(0).multi_processor_count
+    configs = [
+        None,
+        GemvConfig(32, 2, 4, split),
+        GemvConfig(16, 8, 4, split),
+        GemvConfig(16, 8, 4, split, ahead=True),
+        GemvConfig(16, 8, 4, split, with_words=True),
+        default_config(GGMLType.Q8_0, shape[0], shape[1], 2, sm_count),
+    ]
+    for config in configs:
+        assert torch.equal(
+            launch(x, regrouped, bias, 2, config=config), launch(x, filed, bias, 2, config=config)
+        )
+    # q/k/v in one launch: k and v the first rows of the matrix, regrouped as matrices of their own.
+    k_rows = shape[0] // 2
+    k = QTensor(filed.data[: k_rows * filed.row_bytes].clone(), filed.qtype, (k_rows, shape[1]), "k")
+    k_regrouped = QTensor(k.data.clone(), k.qtype, k.shape, "k").codes_then_scales_in_place()
+    want = launch_segments(x, (filed, k, k), (None, None, None), 2)
+    assert torch.equal(launch_segments(x, (regrouped, k_regrouped, k_regrouped), (None, None, None), 2), want)
+    tiles = [torch.empty(*shape, dtype=torch.float16, device="cuda") for _ in range(2)]
+    dequantize_into(filed, tiles[0])
+    dequantize_into(regrouped, tiles[1])
+    assert torch.equal(tiles[0], tiles[1])
+
+
 def test_a_format_without_the_loop_that_loads_ahead_is_refused(rng, blocks) -> None:
     from kernels.triton_gemv import GemvConfig, launch
 

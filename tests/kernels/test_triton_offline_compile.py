@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 
 
 def _gemv_types():
-    """Every type the GEMV serves in the file's block order, and MXFP4 regrouped as the CUDA model
-    loads its experts (kernels.qtensor.CODES_THEN_SCALES)."""
+    """Every type the GEMV serves in the file's block order, MXFP4 regrouped as the CUDA model loads its
+    experts and Q8_0 regrouped (kernels.qtensor.CODES_THEN_SCALES)."""
     if importlib.util.find_spec("triton") is None:
         return []
     from kernels.formats import GGMLType
@@ -31,7 +31,8 @@ def _gemv_types():
     from kernels.triton_gemv import LAYOUTS
 
     return [pytest.param(q, GGML, id=q.name) for q in LAYOUTS] + [
-        pytest.param(GGMLType.MXFP4, CODES_THEN_SCALES, id=f"MXFP4-{CODES_THEN_SCALES}")
+        pytest.param(q, CODES_THEN_SCALES, id=f"{q.name}-{CODES_THEN_SCALES}")
+        for q in (GGMLType.MXFP4, GGMLType.Q8_0)
     ]
 
 
@@ -175,6 +176,30 @@ def test_the_cost_tool_counts_the_prefill_gemms_loop() -> None:
     assert [r["format"] for r in rows] == ["q8_0 (dense)", "q8_0 (experts)"]
     rows = prefill_gemm_rows(["q4_k"], (3072, 3072))
     assert len(rows) == 2 and all(4 < r["per_weight"] < 60 and r["spill_bytes"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize(("block_n", "ub", "shape"), [(16, 8, (5120, 2880)), (32, 2, (201088, 2880))])
+def test_regrouped_q8_0_reads_its_codes_in_16_byte_loads_with_fewer_instructions(block_n, ub, shape) -> None:
+    """Q8_0 CODES_THEN_SCALES (GPT-OSS's q/k/v and output tiles): the codes in 16-byte loads where the
+    file's 34-byte blocks take a halfword load each, fewer SASS instructions a step and no more registers,
+    no spills."""
+    from kernels.formats import GGMLType
+    from kernels.qtensor import CODES_THEN_SCALES, GGML
+    from kernels.triton_offline import _disassemble, compile_gemv, register_use, sass_loop
+
+    def measured(order):
+        compiled = compile_gemv(
+            GGMLType.Q8_0, "plain", block_n=block_n, ub=ub, shape=shape, block_order=order
+        )
+        cubin = compiled.asm["cubin"]
+        wide = _disassemble(cubin).count("LDG.E.128")
+        return wide, sum(sass_loop(cubin).values()), register_use(compiled.asm["ptx"])
+
+    wide_filed, loop_filed, use_filed = measured(GGML)
+    wide, loop, use = measured(CODES_THEN_SCALES)
+    assert wide_filed == 0 and wide >= 1, (wide_filed, wide)
+    assert loop < loop_filed, (loop, loop_filed)
+    assert use.spill_bytes == 0 and use.registers <= use_filed.registers, (use, use_filed)
 
 
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_k", "mxfp4_codes_then_scales"])
