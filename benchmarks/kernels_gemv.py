@@ -49,7 +49,7 @@ class Shape:
     n_expert: int = 0  # > 0: a 3-D expert tensor, `selected` experts per token
     selected: int = 0
     # CODES_THEN_SCALES (kernels.qtensor): MXFP4 experts as the CUDA model loads them (`triton_gemv.pack`),
-    # Q8_0 as a candidate layout (its codes in 16-byte loads instead of the file's halfwords).
+    # Q8_0 and Q6_K as candidate layouts (their codes in 16-byte loads instead of the file's halfwords).
     regrouped: bool = False
 
 
@@ -61,6 +61,7 @@ SHAPES = [
     Shape("qwen2.5-0.5b", "ffn_gate / ffn_up", Q.Q5_0, 4864, 896),
     Shape("qwen2.5-0.5b", "ffn_down", Q.Q4_K, 896, 4864),
     Shape("qwen2.5-0.5b", "ffn_down (Q6_K layers)", Q.Q6_K, 896, 4864),
+    Shape("qwen2.5-0.5b", "ffn_down (Q6_K layers), regrouped", Q.Q6_K, 896, 4864, regrouped=True),
     Shape("qwen2.5-0.5b", "output (tied token_embd)", Q.Q8_0, 151936, 896),
     Shape("qwen2.5-0.5b", "output (tied token_embd), regrouped", Q.Q8_0, 151936, 896, regrouped=True),
     # Phi-3-mini-4k Q4_K_M.
@@ -69,8 +70,10 @@ SHAPES = [
     Shape("phi-3-mini", "attn_output", Q.Q4_K, 3072, 3072),
     Shape("phi-3-mini", "ffn_up (gate+up)", Q.Q4_K, 16384, 3072),
     Shape("phi-3-mini", "ffn_down", Q.Q6_K, 3072, 8192),
+    Shape("phi-3-mini", "ffn_down, regrouped", Q.Q6_K, 3072, 8192, regrouped=True),
     Shape("phi-3-mini", "ffn_down (Q4_K layers)", Q.Q4_K, 3072, 8192),
     Shape("phi-3-mini", "output", Q.Q6_K, 32064, 3072),
+    Shape("phi-3-mini", "output, regrouped", Q.Q6_K, 32064, 3072, regrouped=True),
     # GPT-OSS-20B MXFP4 MoE: experts MXFP4, everything else Q8_0.
     Shape("gpt-oss-20b", "attn_qkv (q+k+v)", Q.Q8_0, 5120, 2880),
     Shape("gpt-oss-20b", "attn_qkv (q+k+v), regrouped", Q.Q8_0, 5120, 2880, regrouped=True),

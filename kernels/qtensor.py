@@ -20,38 +20,41 @@ _FLOAT_TYPES: dict[torch.dtype, GGMLType] = {
 Rows = slice | torch.Tensor | None
 
 # How `data` orders a tensor's blocks. GGML: as in the file, block after block. CODES_THEN_SCALES (the
-# types of `SCALE_BYTES`, whose blocks are a scale, then codes): per matrix (the whole tensor if 2-D, each
-# expert if 3-D), the code bytes of every block, then the scale bytes of every block: the same bytes,
-# regrouped so the codes of a row start 16-byte aligned and a GEMV can read them with 16-byte loads (the
-# file's 17-byte MXFP4 blocks only allow byte loads, its 34-byte Q8_0 blocks halfword loads).
+# types of `SCALES`): per matrix (the whole tensor if 2-D, each expert if 3-D), every block's bytes but its
+# scale ("codes"), then every block's scale: the same bytes, regrouped so the codes of a row start 16-byte
+# aligned and a GEMV can read them with 16-byte loads (the file's 17-byte MXFP4 blocks only allow byte
+# loads, its 34-byte Q8_0 and 210-byte Q6_K blocks halfword loads).
 GGML = "ggml"
 CODES_THEN_SCALES = "codes-then-scales"
-# The scale bytes at the head of a block, by the type a CODES_THEN_SCALES tensor may have: MXFP4's E8M0
-# byte before 16 bytes of 4-bit codes, Q8_0's float16 before 32 int8 codes.
-SCALE_BYTES = {GGMLType.MXFP4: 1, GGMLType.Q8_0: 2}
+# Where a block keeps the scale CODES_THEN_SCALES moves apart, (offset, bytes), by the types that have the
+# layout: MXFP4's E8M0 byte before 16 bytes of 4-bit codes, Q8_0's float16 before 32 int8 codes, Q6_K's
+# float16 `d` after its 208 bytes of ql, qh and 8-bit scales.
+SCALES = {GGMLType.MXFP4: (0, 1), GGMLType.Q8_0: (0, 2), GGMLType.Q6_K: (208, 2)}
 
 
-def _block_bytes(qtype: GGMLType) -> int:
-    return FORMATS[qtype].type_size
+def code_bytes(qtype: GGMLType) -> int:
+    """Bytes of a block of `qtype` that CODES_THEN_SCALES keeps with the codes."""
+    return FORMATS[qtype].type_size - SCALES[qtype][1]
 
 
 def codes_then_scales(data: torch.Tensor, n_matrices: int, qtype: GGMLType) -> torch.Tensor:
     """The CODES_THEN_SCALES bytes of `n_matrices` equal matrices of `qtype` stored in the file's order."""
-    scale = SCALE_BYTES[qtype]
-    blocks = data.view(n_matrices, -1, _block_bytes(qtype))
-    codes, scales = blocks[:, :, scale:], blocks[:, :, :scale]
+    at, size = SCALES[qtype]
+    blocks = data.view(n_matrices, -1, FORMATS[qtype].type_size)
+    codes = torch.cat([blocks[:, :, :at], blocks[:, :, at + size :]], dim=2)
+    scales = blocks[:, :, at : at + size]
     return torch.cat([codes.reshape(n_matrices, -1), scales.reshape(n_matrices, -1)], dim=1).reshape(-1)
 
 
 def file_order(data: torch.Tensor, n_matrices: int, qtype: GGMLType) -> torch.Tensor:
     """The inverse of `codes_then_scales`: the file's block order again."""
-    scale, size = SCALE_BYTES[qtype], _block_bytes(qtype)
+    at, size = SCALES[qtype]
     per_matrix = data.view(n_matrices, -1)
-    n_blocks = per_matrix.shape[1] // size
-    code_bytes = n_blocks * (size - scale)
-    codes = per_matrix[:, :code_bytes].reshape(n_matrices, n_blocks, size - scale)
-    scales = per_matrix[:, code_bytes:].reshape(n_matrices, n_blocks, scale)
-    return torch.cat([scales, codes], dim=2).reshape(-1)
+    n_blocks = per_matrix.shape[1] // FORMATS[qtype].type_size
+    all_codes = n_blocks * code_bytes(qtype)
+    codes = per_matrix[:, :all_codes].reshape(n_matrices, n_blocks, code_bytes(qtype))
+    scales = per_matrix[:, all_codes:].reshape(n_matrices, n_blocks, size)
+    return torch.cat([codes[:, :, :at], scales, codes[:, :, at:]], dim=2).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class QTensor:
                 f"tensor {self.name!r}: packed data must be 1-D, got shape {tuple(self.data.shape)}"
             )
         if self.layout not in (GGML, CODES_THEN_SCALES) or (
-            self.layout == CODES_THEN_SCALES and self.qtype not in SCALE_BYTES
+            self.layout == CODES_THEN_SCALES and self.qtype not in SCALES
         ):
             raise ValueError(f"tensor {self.name!r}: layout {self.layout!r} is not one for {self.qtype.name}")
 
@@ -89,9 +92,9 @@ class QTensor:
     def codes_then_scales_in_place(self) -> QTensor:
         """This tensor's bytes regrouped CODES_THEN_SCALES in its own storage, one matrix at a time (a
         matrix-sized scratch, no second copy of the tensor); the returned QTensor reads them. This object
-        must not be used afterwards: it still claims the file's order. A type of `SCALE_BYTES` only."""
-        if self.qtype not in SCALE_BYTES or self.layout != GGML:
-            names = " or ".join(t.name for t in SCALE_BYTES)
+        must not be used afterwards: it still claims the file's order. A type of `SCALES` only."""
+        if self.qtype not in SCALES or self.layout != GGML:
+            names = ", ".join(t.name for t in SCALES)
             raise ValueError(f"tensor {self.name!r}: only a {names} tensor in file order can be regrouped")
         per_matrix = self.data.view(self.n_matrices, -1)
         for matrix in per_matrix:

@@ -64,14 +64,24 @@ LAYOUTS: dict[GGMLType, _Layout] = {
     GGMLType.Q5_K: _Layout("q5_k", 4, 256),
     GGMLType.Q6_K: _Layout("q6_k", 2, 256),
 }
-SUPERBLOCK_FORMATS = ("q4_k", "q5_k", "q6_k")
+SUPERBLOCK_FORMATS = ("q4_k", "q5_k", "q6_k", "q6_k_codes_then_scales")
 # Regrouped (kernels.qtensor.CODES_THEN_SCALES: MXFP4 by `pack` at load; Q8_0 where asked): a row's codes
 # are 16-byte aligned and read as 32-bit words in runs of four (16-byte loads); its scales are read apart.
 CODES_THEN_SCALES_LAYOUT = _Layout("mxfp4_codes_then_scales", 4, 32)
 Q8_0_CODES_THEN_SCALES_LAYOUT = _Layout("q8_0_codes_then_scales", 4, 32)
-REGROUPED_LAYOUTS = {GGMLType.MXFP4: CODES_THEN_SCALES_LAYOUT, GGMLType.Q8_0: Q8_0_CODES_THEN_SCALES_LAYOUT}
-# 32-bit words of codes per 32-element block of a regrouped layout (MXFP4: 16 bytes, Q8_0: 32).
-_CODE_WORDS = {CODES_THEN_SCALES_LAYOUT.fmt: 4, Q8_0_CODES_THEN_SCALES_LAYOUT.fmt: 8}
+Q6_K_CODES_THEN_SCALES_LAYOUT = _Layout("q6_k_codes_then_scales", 4, 256)
+REGROUPED_LAYOUTS = {
+    GGMLType.MXFP4: CODES_THEN_SCALES_LAYOUT,
+    GGMLType.Q8_0: Q8_0_CODES_THEN_SCALES_LAYOUT,
+    GGMLType.Q6_K: Q6_K_CODES_THEN_SCALES_LAYOUT,
+}
+# 32-bit words of codes per unit of a regrouped layout (MXFP4: 16 bytes a block, Q8_0: 32, Q6_K: the 208
+# bytes of a super-block but its d).
+_CODE_WORDS = {
+    CODES_THEN_SCALES_LAYOUT.fmt: 4,
+    Q8_0_CODES_THEN_SCALES_LAYOUT.fmt: 8,
+    Q6_K_CODES_THEN_SCALES_LAYOUT.fmt: 52,
+}
 
 
 def layout_of(w: QTensor) -> _Layout | None:
@@ -84,7 +94,7 @@ def layout_of(w: QTensor) -> _Layout | None:
 def _row_words(w: QTensor, layout: _Layout) -> int:
     """Load words from one weight row to the next (CODES_THEN_SCALES: a row's codes only)."""
     if layout.fmt in _CODE_WORDS:
-        return w.shape[-1] // 32 * _CODE_WORDS[layout.fmt]
+        return w.shape[-1] // layout.unit * _CODE_WORDS[layout.fmt]
     fmt = FORMATS[w.qtype]
     return w.shape[-1] // fmt.block_size * fmt.type_size // layout.word
 
@@ -115,7 +125,7 @@ class GemvConfig:
 
 # The formats whose loop can load ahead (`GemvConfig.ahead`) or a step's activations with its words
 # (`GemvConfig.with_words`): the decode products of the M0 models' files.
-AHEAD_FORMATS = ("q4_k", "q5_k", "q6_k", "q5_0", "q8_0", "mxfp4_codes_then_scales", "q8_0_codes_then_scales")
+AHEAD_FORMATS = (*SUPERBLOCK_FORMATS, "q5_0", "q8_0", "mxfp4_codes_then_scales", "q8_0_codes_then_scales")
 # The kernel's LOADS: where a step's activations are loaded. At their use (after the step's weights
 # are decoded: a warp waits on memory again for each group of them), with the step's weight words (one
 # wait a step), or with the words one step ahead (`GemvConfig.ahead`).
@@ -826,6 +836,7 @@ def _scale_min_k4(s1, s2, s3, j):
 def _walk_superblocks(
     acc,
     rows,
+    aux,
     xb,
     ob,
     lo,
@@ -838,18 +849,19 @@ def _walk_superblocks(
     DEQ: tl.constexpr,
     LOADS: tl.constexpr,
 ):
-    """The walk over super-blocks [lo, hi) of the rows at `rows`: `WORDS(rows, sb, BLOCK_N)` loads one
-    super-block's words (a tuple), `STEP(acc, words, xs, xb, ob, DEQ)` decodes them against the
+    """The walk over super-blocks [lo, hi) of the rows at `rows`: `WORDS(rows, aux, sb, BLOCK_N)` loads one
+    super-block's words (a tuple; `aux`: a layout's second pointer, the d rows of a regrouped one),
+    `STEP(acc, words, xs, xb, ob, DEQ)` decodes them against the
     activations at `xb` (the super-block's 256 elements from there; `ob`: the dequantizer's output)
     into `acc`, with `xs` the activations loaded with the words (`xs = ACTS(xb, DEQ)`, LOADS
     LOADS_WITH_WORDS) or None (LOADS_AT_USE: it loads them as it multiplies). LOADS_AHEAD
     (`GemvConfig.ahead`): super-block sb + 1's words and activations loaded before sb is decoded, the last
     one peeled so that nothing past the split is read; the same steps in the same order as the plain walk."""
     if LOADS == LOADS_AHEAD:
-        words = WORDS(rows, lo, BLOCK_N)
+        words = WORDS(rows, aux, lo, BLOCK_N)
         xs = ACTS(xb + lo * 256, DEQ)
         for sb in range(lo, hi - 1):
-            following = WORDS(rows, sb + 1, BLOCK_N)
+            following = WORDS(rows, aux, sb + 1, BLOCK_N)
             following_xs = ACTS(xb + (sb + 1) * 256, DEQ)
             acc = STEP(acc, words, xs, xb + sb * 256, ob + sb * 256, DEQ)
             words = following
@@ -857,7 +869,7 @@ def _walk_superblocks(
         acc = STEP(acc, words, xs, xb + (hi - 1) * 256, ob + (hi - 1) * 256, DEQ)
     else:
         for sb in tl.range(lo, hi, num_stages=STAGES):
-            words = WORDS(rows, sb, BLOCK_N)
+            words = WORDS(rows, aux, sb, BLOCK_N)
             if LOADS == LOADS_WITH_WORDS:
                 acc = STEP(acc, words, ACTS(xb + sb * 256, DEQ), xb + sb * 256, ob + sb * 256, DEQ)
             else:
@@ -872,7 +884,7 @@ def _k_quant_acts(xb, DEQ: tl.constexpr):
 
 
 @triton.jit
-def _q4_k_words(rows, sb, BLOCK_N: tl.constexpr):
+def _q4_k_words(rows, aux, sb, BLOCK_N: tl.constexpr):
     """Super-block `sb` of each row (`r2`: [rows, 1] word pointers) as Q4_K's loads: qs [rows, 4, 8],
     then d | dmin << 16 and the three scale words [rows, 1, 1]."""
     base = rows[:, None] + sb * 36
@@ -917,6 +929,7 @@ def _dot_q4_k(
     acc = _walk_superblocks(
         acc,
         rows,
+        rows,
         xp + xo,
         op[:, None, None] + xo[None],
         lo,
@@ -933,7 +946,7 @@ def _dot_q4_k(
 
 
 @triton.jit
-def _q5_k_words(rows, sb, BLOCK_N: tl.constexpr):
+def _q5_k_words(rows, aux, sb, BLOCK_N: tl.constexpr):
     """Super-block `sb` of each row as Q5_K's loads: qs [rows, 4, 8], qh [rows, 4, 8] (the same 8 words for
     each chunk), then d | dmin << 16 and the three scale words [rows, 1, 1]."""
     base = rows[:, None] + sb * 44
@@ -983,6 +996,7 @@ def _dot_q5_k(
     acc = _walk_superblocks(
         acc,
         rows,
+        rows,
         xp + xo,
         op[:, None, None] + xo[None],
         lo,
@@ -999,7 +1013,7 @@ def _dot_q5_k(
 
 
 @triton.jit
-def _q6_k_words(rows, sb, BLOCK_N: tl.constexpr):
+def _q6_k_words(rows, aux, sb, BLOCK_N: tl.constexpr):
     """Super-block `sb` of each row as Q6_K's loads: ql and qh [rows, 4, 2, 8] (uint32), the scales of
     each nibble half h as halfwords [rows, 4, 1, 1] (two int8, wh = 0 low) and d [rows, 1, 1, 1] (its
     halfword)."""
@@ -1050,9 +1064,44 @@ def _q6_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
 
 
 @triton.jit
+def _q6_k_regrouped_words(rows, scale_rows, sb, BLOCK_N: tl.constexpr):
+    """Super-block `sb` of each row of a regrouped Q6_K matrix as `_q6_k_words` gives them from the file's
+    order (the same halfwords: ql, qh, the scale pairs and d), from 16-byte loads of its 52 code words
+    (ql 32, qh 16, scales 4; halfword 2i + j is word i's half j) and a halfword load of d."""
+    base = rows[:, None] + sb * 52
+    m = tl.arange(0, 32)[None, :]  # word m holds the halfwords of element columns 2m, 2m + 1
+    ql = tl.load(base + m)
+    ql = tl.reshape(tl.join(ql & 0xFFFF, ql >> 16), (BLOCK_N, 4, 2, 8))
+    # qh: element column 16 na + w reads qh halfword 16 (na // 2) + w, so word m reads qh word
+    # 8 (m // 16) + m % 8 (each of its 16 words twice, the repeats from L1): then split as ql is.
+    qh = tl.load(base + 32 + 8 * (m // 16) + m % 8)
+    qh = tl.reshape(tl.join(qh & 0xFFFF, qh >> 16), (BLOCK_N, 4, 2, 8))
+    # The scale halfwords 96 + (2 na - a) (sc0) and 2 further (sc1): half a of word 48 + 2 (na // 2)
+    # (sc0) or the word after it (sc1), loaded in the file order's [rows, 4, 1, 1] shape.
+    na = tl.arange(0, 4)[None, :, None, None]
+    pair = base[:, :, None, None] + 48 + 2 * (na // 2)
+    half = 16 * (na & 1).to(tl.uint32)
+    sc0 = (tl.load(pair) >> half) & 0xFFFF
+    sc1 = (tl.load(pair + 1) >> half) & 0xFFFF
+    d = tl.load(scale_rows + sb)[:, None, None, None]
+    return ql, qh, sc0, sc1, d
+
+
+@triton.jit
 def _dot_q6_k(
-    rows, xp, op, lo, hi, STAGES: tl.constexpr, BLOCK_N: tl.constexpr, DEQ: tl.constexpr, LOADS: tl.constexpr
+    rows,
+    aux,
+    xp,
+    op,
+    lo,
+    hi,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    DEQ: tl.constexpr,
+    LOADS: tl.constexpr,
+    WORDS: tl.constexpr,
 ):
+    # WORDS: `_q6_k_words` (the file's order) or `_q6_k_regrouped_words` (`aux`: the rows' d halfwords).
     # block_q6_K as 105 halfwords {ql[64], qh[32], scales (8 halfwords of 2 int8), d}. With n the
     # 128-element half, a the 32-byte chunk of ql inside it, w = 8 wh + wl the halfword in the chunk,
     # k the byte and h the nibble, the element is 128n + 64h + 32a + 2w + k; its high two bits are bits
@@ -1064,11 +1113,12 @@ def _dot_q6_k(
     acc = _walk_superblocks(
         acc,
         rows,
+        aux,
         xp + xo,
         op[:, None, None, None] + xo,
         lo,
         hi,
-        _q6_k_words,
+        WORDS,
         _q6_k_acts,
         _q6_k_step,
         STAGES,
@@ -1128,7 +1178,7 @@ def _dot_rows(
     elif FMT == "q5_k":
         acc = _dot_q5_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, LOADS)
     else:  # "q6_k"
-        acc = _dot_q6_k(row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, LOADS)
+        acc = _dot_q6_k(row_ptrs, row_ptrs, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, LOADS, _q6_k_words)
     return acc
 
 
@@ -1272,6 +1322,9 @@ def _qgemv_kernel(
         elif FMT == "q8_0_codes_then_scales":
             # An expert is its rows' codes (8 words a block) and a float16 scale per block: 34 bytes each.
             matrix_off += expert * (n_rows * (row_stride // 8) * 34 // 4)
+        elif FMT == "q6_k_codes_then_scales":
+            # An expert is its rows' codes (52 words a super-block) and a d per super-block: 210 bytes each.
+            matrix_off += expert * (n_rows * (row_stride // 52) * 210 // 4)
         else:
             matrix_off += expert * n_rows * row_stride  # an expert is n_rows rows
         if PREFETCH_LINES > 0:  # this expert's share of the tile (MXFP4 regrouped: its codes)
@@ -1348,6 +1401,32 @@ def _qgemv_kernel(
                 UB,
                 DEQ,
                 LOADS,
+            )
+    elif FMT == "q6_k_codes_then_scales":
+        # A row's codes: 52 words a super-block (16-byte aligned as above); the float16 d's follow the
+        # matrix's codes, a row's n_units of them (row_stride // 52) in a run.
+        code_rows = wp + tl.multiple_of(clamped * (row_stride // 4 * 4) + matrix_off, 4)
+        scale_rows = (
+            w_ptr.to(tl.pointer_type(tl.uint16))
+            + (matrix_off + n_rows * row_stride) * 2
+            + clamped * (row_stride // 52)
+        )
+        acc = _dot_q6_k(
+            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ, LOADS, _q6_k_regrouped_words
+        )
+        if GLU:  # the up tensor, seg_w1 words further: its codes and its d's alike
+            acc_up = _dot_q6_k(
+                code_rows + seg_w1,
+                scale_rows + seg_w1.to(tl.int64) * 2,
+                xp,
+                op,
+                u_begin,
+                u_end,
+                STAGES,
+                BLOCK_N,
+                DEQ,
+                LOADS,
+                _q6_k_regrouped_words,
             )
     else:
         acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, LOADS)
@@ -1495,7 +1574,7 @@ def default_config(
     n_units = in_features // layout.unit
     stages = 1
     if fmt in SUPERBLOCK_FORMATS:
-        block_n, ub = (16 if fmt == "q6_k" or n_rows <= 1024 else 32), 1
+        block_n, ub = (16 if fmt.startswith("q6_k") or n_rows <= 1024 else 32), 1
     elif fmt in ("f32", "f16", "bf16"):
         block_n, ub, stages = 16, 16, 3
     elif fmt in ("mxfp4", "mxfp4_codes_then_scales") or (n_units <= 32 and n_rows <= 2048):

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from kernels.qtensor import CODES_THEN_SCALES, GGML, SCALE_BYTES
+from kernels.qtensor import CODES_THEN_SCALES, GGML, code_bytes
 
 SM90 = ("cuda", 90, 32)
 # The GEMV kernel's integer arguments, compiled as plain i32 (no divisibility specialisation).
@@ -131,8 +131,8 @@ def gemv_int_args(
 
     layout = kernel_layout(qtype, block_order)
     n_units = in_features // layout.unit
-    if block_order == CODES_THEN_SCALES:  # a row's codes only: 16 (MXFP4) or 32 (Q8_0) bytes a block
-        row_words = n_units * (tensor_nbytes(qtype, (32,)) - SCALE_BYTES[qtype]) // layout.word
+    if block_order == CODES_THEN_SCALES:  # a row's codes only (MXFP4 16 bytes a block, Q8_0 32, Q6_K 208)
+        row_words = n_units * code_bytes(qtype) // layout.word
     else:
         row_words = tensor_nbytes(qtype, (in_features,)) // layout.word
     return dict(

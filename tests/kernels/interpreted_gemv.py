@@ -365,16 +365,19 @@ def _check_ahead_regrouped(rng) -> list[tuple[str, bool, str]]:
     return results
 
 
-def _check_regrouped_q8_0(rng) -> list[tuple[str, bool, str]]:
-    """Q8_0 matrices regrouped CODES_THEN_SCALES (codes in 16-byte loads, the float16 scales apart) against
-    the same matrices in the file's order: every decode launch form gives the same bits (one launch and
-    split in two, 2 and 8 blocks a step, loading ahead, q/k/v segments with biases from normed rows,
-    gate/up with SiLU, the residual with its scaled copy), and the dequantizer the same tiles."""
+def _check_regrouped(name: str, rng) -> list[tuple[str, bool, str]]:
+    """Q8_0 or Q6_K matrices regrouped CODES_THEN_SCALES (codes in 16-byte loads, the float16 scales
+    apart) against the same matrices in the file's order: every decode launch form gives the same bits
+    (one launch and split in two, Q8_0 at 8 blocks a step, loading ahead, q/k/v segments with biases from
+    normed rows, gate/up with SiLU, the residual with its scaled copy), and the dequantizer the same
+    tiles."""
     from kernels import triton_gemv
     from kernels.formats import GGMLType
 
-    k_in = 10 * 32  # 10 blocks: steps of 8 blocks end part-way
-    filed = [_oracle_weight(GGMLType.Q8_0, (n, k_in), rng)[0] for n in (40, 24, 24)]
+    qtype = GGMLType[name.upper()]
+    # Q8_0: 10 blocks (steps of 8 blocks end part-way); Q6_K: 3 super-blocks.
+    k_in = 3 * 256 if qtype == GGMLType.Q6_K else 10 * 32
+    filed = [_oracle_weight(qtype, (n, k_in), rng)[0] for n in (40, 24, 24)]
     regrouped = [
         type(w)(w.data.clone(), w.qtype, w.shape, w.name).codes_then_scales_in_place() for w in filed
     ]
@@ -384,12 +387,13 @@ def _check_regrouped_q8_0(rng) -> list[tuple[str, bool, str]]:
     biases = tuple(torch.from_numpy(rng.normal(0.0, 0.1, w.shape[0]).astype(np.float32)) for w in filed)
     residual = torch.from_numpy(rng.normal(0.0, 1.0, (1, 40)).astype(np.float32))
     nw_out = torch.from_numpy(rng.normal(1.0, 0.2, 40).astype(np.float32))
-    configs = {
-        "default shape": None,
-        "split in two": _split_config(),
-        "8 blocks a step": triton_gemv.GemvConfig(16, 8, 4, 1),
-        "8 blocks a step, ahead": triton_gemv.GemvConfig(16, 8, 4, 2, ahead=True),
-    }
+    configs = {"default shape": None, "split in two": _split_config()}
+    if qtype == GGMLType.Q8_0:
+        configs["8 blocks a step"] = triton_gemv.GemvConfig(16, 8, 4, 1)
+        configs["8 blocks a step, ahead"] = triton_gemv.GemvConfig(16, 8, 4, 2, ahead=True)
+    else:
+        configs["ahead, split in two"] = triton_gemv.GemvConfig(16, 1, 4, 2, ahead=True)
+        configs["activations with the words"] = triton_gemv.GemvConfig(16, 1, 4, 1, with_words=True)
     launches = {
         "plain": lambda ws, c: triton_gemv.launch(x, ws[0], None, 1, config=c),
         "q/k/v normed, biases": lambda ws, c: triton_gemv.launch_segments(
@@ -409,12 +413,12 @@ def _check_regrouped_q8_0(rng) -> list[tuple[str, bool, str]]:
             want = want if isinstance(want, tuple) else (want,)
             got = got if isinstance(got, tuple) else (got,)
             same = all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
-            results.append((f"q8_0 regrouped {label}, {shape}", same, "same bits" if same else "differ"))
+            results.append((f"{name} regrouped {label}, {shape}", same, "same bits" if same else "differ"))
     tiles = [torch.full((40, k_in), float("nan"), dtype=torch.float16) for _ in range(2)]
     triton_gemv.dequantize_into(filed[0], tiles[0])
     triton_gemv.dequantize_into(regrouped[0], tiles[1])
     same = torch.equal(tiles[0], tiles[1]) and not tiles[1].isnan().any()
-    results.append(("q8_0 regrouped dequantize", bool(same), "same tiles" if same else "differ"))
+    results.append((f"{name} regrouped dequantize", bool(same), "same tiles" if same else "differ"))
     return results
 
 
@@ -448,8 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     formats = args.formats or [layout.fmt for layout in triton_gemv.LAYOUTS.values()]
     rng = np.random.default_rng(20240601)
     failed = sum(interpreter.report(check_format(name, rng)) for name in formats)
-    if "q8_0" in formats:
-        failed += interpreter.report(_check_regrouped_q8_0(rng))
+    for name in ("q8_0", "q6_k"):
+        if name in formats:
+            failed += interpreter.report(_check_regrouped(name, rng))
     return 1 if failed else 0
 
 

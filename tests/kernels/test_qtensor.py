@@ -111,12 +111,19 @@ def test_bad_layout_is_refused_at_construction() -> None:
         QTensor.from_bytes(np.zeros(18, dtype=np.uint8), 77, (32,), "w")
 
 
-@pytest.mark.parametrize(("qtype", "scale"), [(GGMLType.MXFP4, 1), (GGMLType.Q8_0, 2)], ids=["mxfp4", "q8_0"])
-@pytest.mark.parametrize("shape", [(3, 8, 64), (16, 96)], ids=["experts", "matrix"])
-def test_codes_then_scales_keeps_the_bytes_and_the_values(qtype, scale, shape, rng, blocks, device) -> None:
+@pytest.mark.parametrize(
+    ("qtype", "at", "scale", "size"),
+    [(GGMLType.MXFP4, 0, 1, 17), (GGMLType.Q8_0, 0, 2, 34), (GGMLType.Q6_K, 208, 2, 210)],
+    ids=["mxfp4", "q8_0", "q6_k"],
+)
+@pytest.mark.parametrize("shape", [(3, 8, 512), (16, 768)], ids=["experts", "matrix"])
+def test_codes_then_scales_keeps_the_bytes_and_the_values(
+    qtype, at, scale, size, shape, rng, blocks, device
+) -> None:
     """The regrouping a GEMV reads with 16-byte loads: same storage, same byte count, every
     dequantization (whole, row slices, gathered experts, one expert) equal to the file order's."""
-    raw = blocks(qtype, int(np.prod(shape)) // 32, rng, realistic=True)
+    block_size = 256 if qtype == GGMLType.Q6_K else 32
+    raw = blocks(qtype, int(np.prod(shape)) // block_size, rng, realistic=True)
     w = QTensor.from_bytes(raw.tobytes(), qtype, shape, "ffn_up_exps.weight", device)
     want = w.dequantize()
     file_bytes = w.data.clone()
@@ -125,13 +132,14 @@ def test_codes_then_scales_keeps_the_bytes_and_the_values(qtype, scale, shape, r
     assert s.layout == CODES_THEN_SCALES and s.data.data_ptr() == ptr and s.nbytes == file_bytes.numel()
     assert not torch.equal(s.data, file_bytes)  # regrouped in place
     per_matrix = s.data.view(s.n_matrices, -1)
-    size = 17 if qtype == GGMLType.MXFP4 else 34
     n_blocks, codes = per_matrix.shape[1] // size, size - scale
-    # Each matrix: its blocks' codes (the bytes after the scale in each block), then their scales.
+    # Each matrix: its blocks' codes (every byte but the scale's, in order), then their scales.
     file_blocks = file_bytes.view(s.n_matrices, n_blocks, size)
-    want_codes = file_blocks[:, :, scale:].reshape(s.n_matrices, -1)
+    want_codes = torch.cat([file_blocks[:, :, :at], file_blocks[:, :, at + scale :]], dim=2)
+    want_codes = want_codes.reshape(s.n_matrices, -1)
     assert torch.equal(per_matrix[:, : codes * n_blocks], want_codes)
-    assert torch.equal(per_matrix[:, codes * n_blocks :], file_blocks[:, :, :scale].reshape(s.n_matrices, -1))
+    want_scales = file_blocks[:, :, at : at + scale].reshape(s.n_matrices, -1)
+    assert torch.equal(per_matrix[:, codes * n_blocks :], want_scales)
     assert torch.equal(s.in_file_order().data, file_bytes)
     assert torch.equal(s.dequantize(), want)
     assert torch.equal(s.dequantize(rows=slice(1, 3)), want[1:3])
@@ -145,7 +153,7 @@ def test_codes_then_scales_keeps_the_bytes_and_the_values(qtype, scale, shape, r
 
 def test_codes_then_scales_is_for_mxfp4_and_q8_0_in_file_order_only(rng, blocks) -> None:
     q4 = QTensor.from_bytes(blocks(GGMLType.Q4_0, 4, rng).tobytes(), GGMLType.Q4_0, (4, 32), "w")
-    with pytest.raises(ValueError, match="only a MXFP4 or Q8_0 tensor in file order"):
+    with pytest.raises(ValueError, match="only a MXFP4, Q8_0, Q6_K tensor in file order"):
         q4.codes_then_scales_in_place()
     with pytest.raises(ValueError, match="layout 'codes-then-scales' is not one for Q4_0"):
         QTensor(q4.data, q4.qtype, q4.shape, "w", CODES_THEN_SCALES)

@@ -186,25 +186,38 @@ def test_the_loop_that_loads_ahead_gives_the_plain_loops_bits(
     assert torch.equal(tiles[0], tiles[1]) and torch.equal(tiles[0], tiles[2])
 
 
-@pytest.mark.parametrize("shape", [(77, 2816), (5120, 2880), (2880, 4096)], ids=str)
+@pytest.mark.parametrize(
+    ("qtype", "shape"),
+    [
+        (GGMLType.Q8_0, (77, 2816)),
+        (GGMLType.Q8_0, (5120, 2880)),  # GPT-OSS's q/k/v
+        (GGMLType.Q8_0, (2880, 4096)),  # its attn_output
+        (GGMLType.Q6_K, (77, 2816)),
+        (GGMLType.Q6_K, (3072, 8192)),  # Phi-3's ffn_down
+        (GGMLType.Q6_K, (896, 4864)),  # Qwen2.5's
+    ],
+    ids=lambda v: getattr(v, "name", str(v)),
+)
 @pytest.mark.parametrize("split", [1, 2, 3])
-def test_regrouped_q8_0_gives_the_file_orders_bits(shape, split, rng, blocks) -> None:
-    """Q8_0 CODES_THEN_SCALES (codes in 16-byte loads, scales apart): the product of two rows with a bias
-    in each tile and loop form, q/k/v in one launch, and the dequantizer, all the file order's bits."""
+def test_regrouped_layouts_give_the_file_orders_bits(qtype, shape, split, rng, blocks) -> None:
+    """Q8_0 and Q6_K CODES_THEN_SCALES (codes in 16-byte loads, scales apart): the product of two rows with
+    a bias in each tile and loop form, q/k/v in one launch, and the dequantizer, all the file order's
+    bits."""
     from kernels.triton_gemv import GemvConfig, default_config, dequantize_into, launch, launch_segments
 
-    filed = make_weight(GGMLType.Q8_0, shape, rng, blocks)
+    filed = make_weight(qtype, shape, rng, blocks)
     regrouped = QTensor(filed.data.clone(), filed.qtype, filed.shape, filed.name).codes_then_scales_in_place()
     x = torch.from_numpy(rng.normal(0.0, 1.0, (2, shape[1])).astype(np.float32)).cuda()
     bias = torch.from_numpy(rng.normal(0.0, 0.1, shape[0]).astype(np.float32)).cuda()
     sm_count = torch.cuda.get_device_properties(0).multi_processor_count
+    ub = 8 if qtype == GGMLType.Q8_0 else 1
     configs = [
         None,
-        GemvConfig(32, 2, 4, split),
-        GemvConfig(16, 8, 4, split),
-        GemvConfig(16, 8, 4, split, ahead=True),
-        GemvConfig(16, 8, 4, split, with_words=True),
-        default_config(GGMLType.Q8_0, shape[0], shape[1], 2, sm_count),
+        GemvConfig(32, 2 if qtype == GGMLType.Q8_0 else 1, 4, split),
+        GemvConfig(16, ub, 4, split),
+        GemvConfig(16, ub, 4, split, ahead=True),
+        GemvConfig(16, ub, 4, split, with_words=True),
+        default_config(qtype, shape[0], shape[1], 2, sm_count),
     ]
     for config in configs:
         assert torch.equal(

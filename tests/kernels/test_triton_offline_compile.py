@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 
 def _gemv_types():
     """Every type the GEMV serves in the file's block order, MXFP4 regrouped as the CUDA model loads its
-    experts and Q8_0 regrouped (kernels.qtensor.CODES_THEN_SCALES)."""
+    experts, Q8_0 and Q6_K regrouped (kernels.qtensor.CODES_THEN_SCALES)."""
     if importlib.util.find_spec("triton") is None:
         return []
     from kernels.formats import GGMLType
@@ -32,7 +32,7 @@ def _gemv_types():
 
     return [pytest.param(q, GGML, id=q.name) for q in LAYOUTS] + [
         pytest.param(q, CODES_THEN_SCALES, id=f"{q.name}-{CODES_THEN_SCALES}")
-        for q in (GGMLType.MXFP4, GGMLType.Q8_0)
+        for q in (GGMLType.MXFP4, GGMLType.Q8_0, GGMLType.Q6_K)
     ]
 
 
@@ -200,6 +200,28 @@ def test_regrouped_q8_0_reads_its_codes_in_16_byte_loads_with_fewer_instructions
     assert wide_filed == 0 and wide >= 1, (wide_filed, wide)
     assert loop < loop_filed, (loop, loop_filed)
     assert use.spill_bytes == 0 and use.registers <= use_filed.registers, (use, use_filed)
+
+
+@pytest.mark.parametrize("shape", [(3072, 8192), (32064, 3072)], ids=str)
+def test_regrouped_q6_k_reads_its_codes_in_vectors_with_fewer_registers(shape) -> None:
+    """Q6_K CODES_THEN_SCALES (Phi-3's ffn_down and output): a super-block's ql, qh and scales in 16- and
+    8-byte loads where the file's 210-byte blocks take 40 halfword loads a step; fewer registers (more
+    programs resident on an SM) and fewer SASS instructions a step, no spills."""
+    from kernels.formats import GGMLType
+    from kernels.qtensor import CODES_THEN_SCALES, GGML
+    from kernels.triton_offline import _disassemble, compile_gemv, register_use, sass_loop
+
+    def measured(order):
+        compiled = compile_gemv(GGMLType.Q6_K, "plain", block_n=16, ub=1, shape=shape, block_order=order)
+        text = _disassemble(compiled.asm["cubin"])
+        halfwords = text.count("LDG.E.U16")
+        return halfwords, sum(sass_loop(compiled.asm["cubin"]).values()), register_use(compiled.asm["ptx"])
+
+    halfwords_filed, loop_filed, use_filed = measured(GGML)
+    halfwords, loop, use = measured(CODES_THEN_SCALES)
+    assert halfwords_filed >= 40 and halfwords <= 1, (halfwords_filed, halfwords)  # only d: a halfword
+    assert loop < loop_filed, (loop, loop_filed)
+    assert use.spill_bytes == 0 and use.registers < use_filed.registers, (use, use_filed)
 
 
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_k", "mxfp4_codes_then_scales"])
@@ -472,7 +494,10 @@ def _ahead_cases():
     cases = [(q, GGML) for q, layout in LAYOUTS.items() if layout.fmt in AHEAD_FORMATS]
     return [
         pytest.param(q, order, id=f"{q.name}-{order}")
-        for q, order in [*cases, (GGMLType.MXFP4, CODES_THEN_SCALES)]
+        for q, order in [
+            *cases,
+            *((q, CODES_THEN_SCALES) for q in (GGMLType.MXFP4, GGMLType.Q8_0, GGMLType.Q6_K)),
+        ]
     ]
 
 
