@@ -34,8 +34,22 @@ if [ ! -f "$STAMP-base" ] || [ ${#MISSING[@]} -gt 0 ]; then
         *,oracle,*) echo "[setup] installing the project with [$WANTED]; the oracle extra builds llama.cpp from source (about 5-7 minutes on two cores, once)" >&2 ;;
         *) echo "[setup] installing the project${WANTED:+ with [$WANTED]}" >&2 ;;
     esac
+    PIP_CACHE=()
+    case ",$WANTED," in
+        *,oracle,*)
+            # llama.cpp's AMX matrix kernels, which -march=native builds in on CPUs that have AMX-INT8,
+            # crash on multi-token batches of quantized weights on some such machines
+            # (ggml-org/llama.cpp#20824; seen here in ggml_backend_amx_mul_mat). The oracle is built
+            # without them, as on every CPU without AMX: an explicit -mno-* flag wins over -march=native
+            # in GCC and Clang. Not from pip's wheel cache, which may hold a build made with them.
+            if [ "$(uname -m)" = x86_64 ]; then
+                export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8"
+            fi
+            PIP_CACHE=(--no-cache-dir)
+            ;;
+    esac
     CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-        "$VENV/bin/pip" install --quiet -e "$ROOT${WANTED:+[$WANTED]}"
+        "$VENV/bin/pip" install --quiet "${PIP_CACHE[@]}" -e "$ROOT${WANTED:+[$WANTED]}"
     touch "$STAMP-base"
     for extra in "${MISSING[@]}"; do touch "$STAMP-$extra"; done
     echo "[setup] done in $(_elapsed "$started")" >&2
