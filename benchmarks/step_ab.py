@@ -28,6 +28,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   projection, 151,936 x 896), and `GEMV small k-quants ahead`: only in the super-block GEMVs of at most
   1,024 rows (Qwen's down projections): the two places Qwen's +1.6 % from loading ahead can come from,
   where Phi-3's and GPT-OSS's GEMVs lose with it (`results/2026-12-05-h200-gemv-loop-forms.md`);
+- `Q8_0 regrouped`, `Q6_K regrouped` (and both, where the model has both): its 2-D matrices of that type
+  read CODES_THEN_SCALES (`--regroup`: a row's codes in 16-byte loads, the scales apart; the file order's
+  bits), as regrouped copies beside the file-order weights (`regrouped_weights`);
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
@@ -116,6 +119,64 @@ class Variant:
     kernels: Any  # the model's KernelSet for this variant
     dependent_launch: dependent_launch.DependentLaunch  # how its decode graph's kernels are launched
     gemv_shapes: str = ""  # "" or a GEMV_SHAPE_RULES name: its GEMVs' launch shapes (`gemv_launch_shapes`)
+    regroup: tuple[Any, ...] = ()  # ggml types whose 2-D matrices it reads regrouped (`regrouped_weights`)
+
+
+def _matrix_holders(model: Any) -> list[Any]:
+    return [model, *getattr(model, "layers", ())]
+
+
+def regroupable_types(model: Any) -> list[Any]:
+    """The types of `kernels.backend.REGROUP_CHOICES` that some 2-D matrix of `model` has, in that order."""
+    from kernels.backend import REGROUP_CHOICES
+    from kernels.formats import GGMLType
+    from kernels.qtensor import GGML, QTensor
+
+    present = {
+        t.qtype
+        for holder in _matrix_holders(model)
+        for t in vars(holder).values()
+        if isinstance(t, QTensor) and len(t.shape) == 2 and t.layout == GGML
+    }
+    return [GGMLType[name.upper()] for name in REGROUP_CHOICES if GGMLType[name.upper()] in present]
+
+
+# (id of a file-order matrix, types) -> (that matrix, its regrouped copy): see `regrouped_weights`.
+_REGROUPED: dict[tuple[int, tuple[Any, ...]], tuple[Any, Any]] = {}
+
+
+@contextlib.contextmanager
+def regrouped_weights(model: Any, regroup: tuple[Any, ...]) -> Iterator[int]:
+    """While the block runs, the model's 2-D matrices of the types `regroup` are copies regrouped as
+    `--regroup` stores them at load (`triton_gemv.pack`); the file-order originals are kept (a graph
+    captured before still reads them) and put back after. A matrix held twice (a tied embedding and
+    output) gets one copy. The copies live as long as the process (`_REGROUPED`): a graph captured while
+    they were in place (a prefill bucket's) reads them on every later replay. Yields how many matrices
+    were swapped."""
+    if not regroup:
+        yield 0
+        return
+    from kernels import triton_gemv
+    from kernels.qtensor import GGML, QTensor
+
+    swapped: list[tuple[Any, str, QTensor]] = []
+    for holder in _matrix_holders(model):
+        for attr, t in list(vars(holder).items()):
+            if not (isinstance(t, QTensor) and len(t.shape) == 2 and t.qtype in regroup and t.layout == GGML):
+                continue
+            key = (id(t), regroup)
+            if key not in _REGROUPED:
+                copy = QTensor(t.data.clone(), t.qtype, t.shape, t.name)
+                _REGROUPED[key] = (t, triton_gemv.pack(copy, regroup=regroup))  # t: keeps its id unique
+            regrouped = _REGROUPED[key][1]
+            if regrouped.layout != GGML:
+                swapped.append((holder, attr, t))
+                setattr(holder, attr, regrouped)
+    try:
+        yield len({id(t) for _, _, t in swapped})
+    finally:
+        for holder, attr, original in swapped:
+            setattr(holder, attr, original)
 
 
 def _loop_form(form: str, config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
@@ -186,7 +247,7 @@ def run_variant(engine: Any, variant: Variant, ids: list[int], tokens: int) -> d
     with_kernel_set(engine.model, variant.kernels)
     # Captured afresh for this variant's kernels and launch form.
     engine.graphs = DecodeGraphs(engine.model, dependent_launch=variant.dependent_launch)
-    with gemv_launch_shapes(variant.gemv_shapes):
+    with gemv_launch_shapes(variant.gemv_shapes), regrouped_weights(engine.model, variant.regroup):
         session = engine.start(ids, tokens + 10, SamplingParams(temperature=0.0))
         try:
             out = [session.next_token()]
@@ -260,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         default_kernels, early, gemv_shapes="round-trip-free"
     )
     variants["GEMV loops plain (none ahead)"] = Variant(default_kernels, early, gemv_shapes="plain")
+    regroupable = regroupable_types(engine.model)
+    for qtype in regroupable:
+        variants[f"{qtype.name} regrouped"] = Variant(default_kernels, early, regroup=(qtype,))
+    if len(regroupable) > 1:
+        names = " and ".join(t.name for t in regroupable)
+        variants[f"{names} regrouped"] = Variant(default_kernels, early, regroup=tuple(regroupable))
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
     if not args.launch_only:

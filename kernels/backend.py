@@ -16,6 +16,7 @@ CPU engine's static step; prefill keeps the plain ops).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from kernels import dependent_launch
+from kernels.formats import GGMLType
 from kernels.qmatmul import (
     ExpertsFastPath,
     FastPath,
@@ -38,14 +40,18 @@ from kernels.qmatmul import (
     qmatmuls_experts,
     qmatmuls_normed,
 )
-from kernels.qtensor import QTensor
+from kernels.qtensor import SCALES, QTensor
 
 KernelChoice = Literal["reference", "fast"]
 KERNEL_CHOICES: tuple[KernelChoice, ...] = ("reference", "fast")
+# The types whose 2-D matrices `KernelConfig.regroup` may ask to be stored CODES_THEN_SCALES: those that
+# have the layout (kernels.qtensor.SCALES).
+REGROUP_CHOICES: tuple[str, ...] = tuple(t.name.lower() for t in SCALES)
 
 __all__ = [
     "FAST_PATHS",
     "KERNEL_CHOICES",
+    "REGROUP_CHOICES",
     "DeviceKernels",
     "ExpertsFastPath",
     "FastPath",
@@ -77,6 +83,9 @@ class KernelConfig:
     previous one finishes and waits for it before touching memory (`kernels.dependent_launch`); None (the
     default) decides by the model's shape (`dependent_launch.chosen_for`: on where its block matrices are
     small, so its step is many short kernels);
+    `regroup` (CUDA, fast kernels): the 2-D matrices of these types stored CODES_THEN_SCALES at load
+    (`kernels.qtensor`; the same bytes, a row's codes 16-byte aligned, read with 16-byte loads by the decode
+    GEMV; MXFP4 expert tensors always are); a candidate until timed, so none by default.
     `weight_prefetch`: each GEMV of the captured step first asks L2 for its weight tile (with
     `dependent_launch`: before it waits, so a product's weights stream in while the previous kernel still
     runs; without: all of the tile's lines requested at once, not a loop step's at a time); `late_trigger`
@@ -93,10 +102,18 @@ class KernelConfig:
     dependent_launch: bool | None = None  # None: by the model's shape (`dependent_launch_mode`)
     weight_prefetch: bool = False
     late_trigger: bool = True
+    regroup: tuple[str, ...] = ()  # ggml type names, e.g. ("q8_0", "q6_k"): see REGROUP_CHOICES
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
             raise ValueError(f"kernels {self.kernels!r} is not one of {', '.join(KERNEL_CHOICES)}")
+        unknown = [name for name in self.regroup if name not in REGROUP_CHOICES]
+        if unknown:
+            raise ValueError(f"regroup {unknown[0]!r} is not one of {', '.join(REGROUP_CHOICES)}")
+
+    @property
+    def regrouped_types(self) -> tuple[GGMLType, ...]:
+        return tuple(GGMLType[name.upper()] for name in self.regroup)
 
     def graphs_on(self, device: torch.device) -> bool:
         """Whether the decode step is captured as a CUDA graph on `device`."""
@@ -152,7 +169,7 @@ def _cuda_kernels(config: KernelConfig) -> DeviceKernels:
         (triton_gemv.FAST_PATH, prefill.FAST_PATH),
         (triton_moe.EXPERTS_FAST_PATH, prefill.EXPERTS_FAST_PATH),
         triton_decode,
-        pack=triton_gemv.pack,
+        pack=functools.partial(triton_gemv.pack, regroup=config.regrouped_types),
     )
 
 

@@ -157,33 +157,47 @@ class QTensor:
         `checked=False` skips the range check of index tensors, which reads them back to the host: for
         indices known to be in range (a sampled token id inside a CUDA graph).
         """
-        if self.layout != GGML and (rows is None or len(self.shape) != 3):
-            return self.in_file_order().dequantize(rows, checked=checked)
         if rows is None:
+            if self.layout != GGML:
+                return self.in_file_order().dequantize()
             return dequantize(self.data, self.qtype, self.shape, name=self.name)
         if len(self.shape) < 2:
             raise ValueError(
                 f"tensor {self.name!r}: row selection needs at least 2 dims, shape is {self.shape}"
             )
-        n_rows, width = self.shape[0], self.row_bytes
+        n_rows = self.shape[0]
         if isinstance(rows, slice):
             start, stop, step = rows.indices(n_rows)
             if step == 1:
                 n = max(stop - start, 0)
-                picked = self.data[start * width : (start + n) * width]
-                return self._dequantize_picked(picked, n)
+                return self._dequantize_picked(self.rows_in_file_order(slice(start, start + n)), n)
             rows = torch.arange(start, stop, step)
         index = rows.to(device=self.device, dtype=torch.long).reshape(-1)
         if checked and index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_rows):
             raise IndexError(f"tensor {self.name!r}: row index out of range [0, {n_rows})")
-        picked = self.data.view(n_rows, width)[index].reshape(-1)
-        return self._dequantize_picked(picked, index.numel())
+        return self._dequantize_picked(self.rows_in_file_order(index), index.numel())
+
+    def rows_in_file_order(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        """The bytes of `rows` of the leading dim (a slice of step 1, zero-copy where the rows are
+        contiguous, or an index tensor), one after another in the file's block order."""
+        n_rows = self.shape[0]
+        if self.layout == GGML:
+            return self.data.view(n_rows, self.row_bytes)[rows].reshape(-1)
+        if (rows.stop - rows.start if isinstance(rows, slice) else rows.numel()) == 0:
+            return self.data[:0]
+        if len(self.shape) == 3:  # an expert of a CODES_THEN_SCALES tensor: one self-contained matrix
+            picked = self.data.view(n_rows, self.row_bytes)[rows]
+            return file_order(picked.reshape(-1), picked.shape[0], self.qtype)
+        # A 2-D CODES_THEN_SCALES matrix: a row's codes, and its scales after every row's codes. A row
+        # read as a one-row matrix (its codes, then its scales) is put back in the file's order.
+        codes_per_row = self.shape[1] // FORMATS[self.qtype].block_size * code_bytes(self.qtype)
+        all_codes = n_rows * codes_per_row
+        codes = self.data[:all_codes].view(n_rows, codes_per_row)[rows]
+        scales = self.data[all_codes:].view(n_rows, -1)[rows]
+        return file_order(torch.cat([codes, scales], dim=1).reshape(-1), codes.shape[0], self.qtype)
 
     def _dequantize_picked(self, picked: torch.Tensor, n: int) -> torch.Tensor:
-        # n whole rows of the leading dim; for a CODES_THEN_SCALES tensor (3-D here) n whole experts,
-        # each one self-contained matrix.
-        if self.layout != GGML:
-            picked = file_order(picked, n, self.qtype)
+        # n whole rows of the leading dim (whole experts of a 3-D tensor), in the file's block order.
         return dequantize(picked, self.qtype, (n, *self.shape[1:]), name=self.name)
 
     def expert(self, i: int) -> QTensor:

@@ -1222,6 +1222,59 @@ def _residual(res_ptr, m, y_width, cols, mask):
 # The kernel: one program = one activation row (or token-expert pair) x one row tile x one split.
 
 
+@triton.jit
+def _regrouped_rows(wp, w_ptr, clamped, matrix_off, n_rows, row_stride, FMT: tl.constexpr):
+    """The rows `clamped` of a regrouped matrix (kernels.qtensor.CODES_THEN_SCALES) `matrix_off` load words
+    from `wp`: (their codes, their scales, scale elements per load word). Every row's codes start on a
+    16-byte boundary: `pack` regroups only matrices whose bytes are whole multiples of 16 (`row_stride // C
+    * C` is row_stride, written so that the compiler sees the multiple even where matrix_off is folded
+    away and the hint with it). The scales follow the matrix's codes, a row's n_units of them in a run:
+    MXFP4 an E8M0 byte a 4-word block, Q8_0 a float16 an 8-word block, Q6_K a float16 d a 52-word
+    super-block."""
+    if FMT == "mxfp4_codes_then_scales":
+        code_rows = wp + tl.multiple_of(clamped * (row_stride // 4 * 4) + matrix_off, 4)
+        scales, per_word, unit_words = w_ptr.to(tl.pointer_type(tl.uint8)), 4, 4
+    elif FMT == "q8_0_codes_then_scales":
+        code_rows = wp + tl.multiple_of(clamped * (row_stride // 8 * 8) + matrix_off, 8)
+        scales, per_word, unit_words = w_ptr.to(tl.pointer_type(tl.uint16)), 2, 8
+    else:  # "q6_k_codes_then_scales"
+        code_rows = wp + tl.multiple_of(clamped * (row_stride // 4 * 4) + matrix_off, 4)
+        scales, per_word, unit_words = w_ptr.to(tl.pointer_type(tl.uint16)), 2, 52
+    scale_rows = scales + (matrix_off + n_rows * row_stride) * per_word + clamped * (row_stride // unit_words)
+    return code_rows, scale_rows, per_word
+
+
+@triton.jit
+def _dot_regrouped(
+    code_rows,
+    scale_rows,
+    xp,
+    op,
+    lo,
+    hi,
+    FMT: tl.constexpr,
+    STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UB: tl.constexpr,
+    DEQ: tl.constexpr,
+    LOADS: tl.constexpr,
+):
+    """The walk of a regrouped layout's rows (`_regrouped_rows`) over units [lo, hi)."""
+    if FMT == "mxfp4_codes_then_scales":
+        acc = _dot_mxfp4_codes_then_scales(
+            code_rows, scale_rows, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, LOADS
+        )
+    elif FMT == "q8_0_codes_then_scales":
+        acc = _dot_q8_0_codes_then_scales(
+            code_rows, scale_rows, xp, op, lo, hi, STAGES, BLOCK_N, UB, DEQ, LOADS
+        )
+    else:  # "q6_k_codes_then_scales"
+        acc = _dot_q6_k(
+            code_rows, scale_rows, xp, op, lo, hi, STAGES, BLOCK_N, DEQ, LOADS, _q6_k_regrouped_words
+        )
+    return acc
+
+
 @triton.jit(do_not_specialize=["seg_w1", "seg_w2", "seg_b1", "seg_b2"])
 def _qgemv_kernel(
     w_ptr,
@@ -1348,85 +1401,17 @@ def _qgemv_kernel(
     if HAS_BIAS:
         if HAS_IDS:
             bias_row += expert * n_rows  # (n_expert, n_rows), contiguous
-    if FMT == "mxfp4_codes_then_scales":
-        # Every row's codes start on a 16-byte boundary (4 words): `pack` regroups only tensors whose
-        # matrices are whole multiples of 16 bytes. The scale bytes follow the matrix's codes.
-        # (`row_stride // 4 * 4` is row_stride: written so the compiler sees a multiple of 4 words even
-        # where matrix_off is folded away and the hint with it.)
-        code_rows = wp + tl.multiple_of(clamped * (row_stride // 4 * 4) + matrix_off, 4)
-        scale_rows = (
-            w_ptr.to(tl.pointer_type(tl.uint8))
-            + (matrix_off + n_rows * row_stride) * 4
-            + clamped * (row_stride // 4)
+    if FMT == "mxfp4_codes_then_scales" or FMT == "q8_0_codes_then_scales" or FMT == "q6_k_codes_then_scales":
+        code_rows, scale_rows, scales_per_word = _regrouped_rows(
+            wp, w_ptr, clamped, matrix_off, n_rows, row_stride, FMT
         )
-        acc = _dot_mxfp4_codes_then_scales(
-            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, LOADS
-        )
-        if GLU:  # the up tensor, seg_w1 words further: its codes and its scale bytes alike
-            acc_up = _dot_mxfp4_codes_then_scales(
-                code_rows + seg_w1,
-                scale_rows + seg_w1.to(tl.int64) * 4,
-                xp,
-                op,
-                u_begin,
-                u_end,
-                STAGES,
-                BLOCK_N,
-                UB,
-                DEQ,
-                LOADS,
-            )
-    elif FMT == "q8_0_codes_then_scales":
-        # A row's codes: 8 words a block, 16-byte aligned as above; the float16 scales follow the matrix's
-        # codes, a row's n_units of them (row_stride // 8) in a run.
-        code_rows = wp + tl.multiple_of(clamped * (row_stride // 8 * 8) + matrix_off, 8)
-        scale_rows = (
-            w_ptr.to(tl.pointer_type(tl.uint16))
-            + (matrix_off + n_rows * row_stride) * 2
-            + clamped * (row_stride // 8)
-        )
-        acc = _dot_q8_0_codes_then_scales(
-            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, UB, DEQ, LOADS
+        acc = _dot_regrouped(
+            code_rows, scale_rows, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, LOADS
         )
         if GLU:  # the up tensor, seg_w1 words further: its codes and its scales alike
-            acc_up = _dot_q8_0_codes_then_scales(
-                code_rows + seg_w1,
-                scale_rows + seg_w1.to(tl.int64) * 2,
-                xp,
-                op,
-                u_begin,
-                u_end,
-                STAGES,
-                BLOCK_N,
-                UB,
-                DEQ,
-                LOADS,
-            )
-    elif FMT == "q6_k_codes_then_scales":
-        # A row's codes: 52 words a super-block (16-byte aligned as above); the float16 d's follow the
-        # matrix's codes, a row's n_units of them (row_stride // 52) in a run.
-        code_rows = wp + tl.multiple_of(clamped * (row_stride // 4 * 4) + matrix_off, 4)
-        scale_rows = (
-            w_ptr.to(tl.pointer_type(tl.uint16))
-            + (matrix_off + n_rows * row_stride) * 2
-            + clamped * (row_stride // 52)
-        )
-        acc = _dot_q6_k(
-            code_rows, scale_rows, xp, op, u_begin, u_end, STAGES, BLOCK_N, DEQ, LOADS, _q6_k_regrouped_words
-        )
-        if GLU:  # the up tensor, seg_w1 words further: its codes and its d's alike
-            acc_up = _dot_q6_k(
-                code_rows + seg_w1,
-                scale_rows + seg_w1.to(tl.int64) * 2,
-                xp,
-                op,
-                u_begin,
-                u_end,
-                STAGES,
-                BLOCK_N,
-                DEQ,
-                LOADS,
-                _q6_k_regrouped_words,
+            up_scales = scale_rows + seg_w1.to(tl.int64) * scales_per_word
+            acc_up = _dot_regrouped(
+                code_rows + seg_w1, up_scales, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, LOADS
             )
     else:
         acc = _dot_rows(row_ptrs, xp, op, u_begin, u_end, FMT, STAGES, BLOCK_N, UB, DEQ, LOADS)
@@ -1629,19 +1614,22 @@ def _matrix_bytes(w: QTensor) -> int:
     return w.nbytes // w.n_matrices
 
 
-def pack(w: QTensor) -> QTensor:
+def pack(w: QTensor, regroup: tuple[GGMLType, ...] = ()) -> QTensor:
     """The order this GEMV reads fastest, made once at load in the weight's own storage (same bytes):
-    MXFP4 expert tensors CODES_THEN_SCALES when every expert's bytes are a multiple of 16 (so each
-    expert's and each row's codes start 16-byte aligned); any other weight as it is. Only 3-D tensors:
-    the prefill reads 2-D weights by row ranges of the file's order."""
+    MXFP4 expert tensors CODES_THEN_SCALES (measured: twice the GEMV's bandwidth on the H200); 2-D
+    matrices of the types in `regroup` (`KernelConfig.regroup`) too: the decode GEMV and the prefill GEMM
+    read them so, and an embedding table's rows are gathered back into the file's order (`embedding`);
+    any other weight as it is. Only where every matrix's bytes are a multiple of 16 (so each matrix's
+    and each row's codes start 16-byte aligned)."""
+    wanted = (w.qtype == GGMLType.MXFP4 and len(w.shape) == 3) or (w.qtype in regroup and len(w.shape) == 2)
     if (
-        w.qtype == GGMLType.MXFP4
-        and w.layout != CODES_THEN_SCALES
-        and len(w.shape) == 3
+        wanted
+        and w.layout == GGML
         and w.data.is_cuda
         and w.data.data_ptr() % 16 == 0
         and _matrix_bytes(w) % 16 == 0
-        and w.shape[-1] % 32 == 0
+        and w.qtype in REGROUPED_LAYOUTS
+        and w.shape[-1] % REGROUPED_LAYOUTS[w.qtype].unit == 0
     ):
         return w.codes_then_scales_in_place()
     return w
@@ -1925,8 +1913,9 @@ def dequantize_into(
 
 def supports(x: torch.Tensor, w: QTensor) -> bool:
     if not x.is_floating_point():  # `qembedding` asks with the token ids as x: any number of rows
-        # (a table read row by row: in the file's block order, each row's blocks together)
-        return len(w.shape) == 2 and not x.is_complex() and w.layout == GGML and supports_layout(w)
+        # (a table read row by row: in the file's block order, each row's blocks together; a regrouped
+        # table's rows are gathered back into that order first)
+        return len(w.shape) == 2 and not x.is_complex() and supports_layout(w)
     return len(w.shape) == 2 and x.numel() <= MAX_ROWS * w.shape[1] and supports_layout(w)
 
 
@@ -1941,7 +1930,12 @@ def embedding(ids: torch.Tensor, w: QTensor, *, checked: bool = True) -> torch.T
     if checked and flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= vocab):
         raise IndexError(f"tensor {w.name!r}: row index out of range [0, {vocab})")
     out = torch.empty(flat.numel(), 1, dim, dtype=torch.float32, device=flat.device)
-    if flat.numel():
+    if flat.numel() and w.layout != GGML:
+        # A regrouped table (a row's codes and its scales apart): those rows gathered back into the
+        # file's order (a few small copies on the device), then decoded as rows of their own.
+        picked = QTensor(w.rows_in_file_order(flat), w.qtype, (flat.numel(), dim), w.name)
+        dequantize_into(picked, out.view(flat.numel(), dim))
+    elif flat.numel():
         rows_as_experts = QTensor(w.data, w.qtype, (vocab, 1, dim), w.name)
         dequantize_into(rows_as_experts, out, experts=flat)
     return out.view(*ids.shape, dim)
@@ -1964,17 +1958,17 @@ def gemvs(
     eps: float = 0.0,
 ) -> tuple[torch.Tensor, ...] | None:
     """`kernels.qmatmul.qmatmuls`'s contract (one input, several weights; outputs in `x.dtype`): the
-    weights of one type are served by one launch over their rows together (q/k/v, gate/up: one graph
-    node instead of two or three, and a grid large enough to fill the GPU); a weight whose type is
-    alone in the tuple gets its own launch. None (not served here) unless every weight is supported.
+    weights of one type and layout are served by one launch over their rows together (q/k/v, gate/up:
+    one graph node instead of two or three, and a grid large enough to fill the GPU); a weight whose type
+    is alone in the tuple gets its own launch. None (not served here) unless every weight is supported.
     `rms_of`, `eps`: see `launch_segments` (the input of `gemvs_normed`)."""
     if not all(supports(x, w) for w in weights):
         return None
     n_rows = x.numel() // weights[0].shape[1]
     outs: list[torch.Tensor | None] = [None] * len(weights)
-    groups: dict[GGMLType, list[int]] = {}
+    groups: dict[tuple[GGMLType, str], list[int]] = {}
     for i, w in enumerate(weights):
-        groups.setdefault(w.qtype, []).append(i)
+        groups.setdefault((w.qtype, w.layout), []).append(i)  # one launch reads one layout
     for members in groups.values():
         for chunk in (members[j : j + MAX_SEGMENTS] for j in range(0, len(members), MAX_SEGMENTS)):
             bs = [biases[i] for i in chunk]

@@ -241,7 +241,17 @@ def compile_rope_attention(
     return compile_for_sm90(triton_decode._rope_attention_kernel, ROPE_ATTENTION_SIGNATURE, constants)
 
 
-QGEMM_INTS = ("M", "N", "K", "row_bytes", "matrix_bytes", "scales_at", "x_group", "n_expert")
+QGEMM_INTS = (
+    "M",
+    "N",
+    "K",
+    "row_bytes",
+    "matrix_bytes",
+    "scales_at",
+    "scale_row_bytes",
+    "x_group",
+    "n_expert",
+)
 # What a prefill launch of the GEMM passes 16-byte aligned or divisible by 16 for the models' shapes.
 QGEMM_ALIGNED = ("x_ptr", "w_ptr", "y_ptr", "N", "K")
 
@@ -251,17 +261,20 @@ def qgemm_int_args(fmt: str, out_features: int, in_features: int, rows: int, n_e
     `n_expert` experts when > 1) and `rows` activation rows (token-expert pairs, 4 per token, grouped):
     what Triton specialises on at run time (a value divisible by 16 is compiled as such)."""
     from kernels.formats import FORMATS, tensor_nbytes
-    from kernels.triton_qgemm import FORMAT_NAMES, REGROUPED_MXFP4
+    from kernels.qtensor import SCALES
+    from kernels.triton_qgemm import FORMAT_NAMES, REGROUPED_FORMATS
 
     qtype = next(q for q, name in FORMAT_NAMES.items() if name == fmt.replace("_codes_then_scales", ""))
     matrix_bytes = tensor_nbytes(qtype, (out_features, in_features))
-    row_bytes = matrix_bytes // out_features
-    if fmt == REGROUPED_MXFP4:
-        row_bytes = in_features // FORMATS[qtype].block_size * 16
+    row_bytes, scales_at, scale_row_bytes = matrix_bytes // out_features, 0, 0
+    if fmt in REGROUPED_FORMATS.values():  # a row's codes, every row's scales after the matrix's codes
+        blocks = in_features // FORMATS[qtype].block_size
+        row_bytes, scale_row_bytes = blocks * code_bytes(qtype), blocks * SCALES[qtype][1]
+        scales_at = out_features * row_bytes
     return dict(
         M=rows, N=out_features, K=in_features, row_bytes=row_bytes, matrix_bytes=matrix_bytes,
-        scales_at=out_features * row_bytes if fmt == REGROUPED_MXFP4 else 0,
-        x_group=4 if n_expert > 1 else 1, n_expert=n_expert,
+        scales_at=scales_at, scale_row_bytes=scale_row_bytes, x_group=4 if n_expert > 1 else 1,
+        n_expert=n_expert,
     )  # fmt: skip
 
 
@@ -274,7 +287,7 @@ def compile_qgemm(
     shape: tuple[int, int] | None = None,
 ):
     """The prefill GEMM (`kernels.triton_qgemm._qgemm_kernel`) for one decoder (`triton_qgemm.FORMAT_NAMES`
-    or its regrouped MXFP4), dense or grouped by expert, with a bias, in `config`'s launch shape (default:
+    or `REGROUPED_FORMATS`), dense or grouped by expert, with a bias, in `config`'s launch shape (default:
     the one `default_config` gives 512 rows). `shape` (out, in): its integer arguments divisible by 16
     compiled as such, as the GPU run specialises them (512 rows; grouped: 32 experts, 4 a token)."""
     from kernels import triton_qgemm

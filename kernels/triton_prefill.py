@@ -25,7 +25,7 @@ import torch
 from kernels import triton_gemv, triton_moe, triton_qgemm
 from kernels.formats import GGMLType
 from kernels.qmatmul import ExpertsFastPath, FastPath
-from kernels.qtensor import QTensor
+from kernels.qtensor import GGML, QTensor
 
 SCRATCH_ELEMENTS = 64 << 20  # float16 weights decoded at a time: 128 MiB
 
@@ -48,6 +48,9 @@ def supports(x: torch.Tensor, w: QTensor) -> bool:
         and x.is_floating_point()
         and x.numel() > triton_gemv.MAX_ROWS * w.shape[1]
         and w.qtype != GGMLType.F32  # cuBLAS on the float32 weight in place: no float16 rounding of it
+        # The scratch is filled a row range at a time, which a regrouped matrix (its scales after all
+        # of its rows' codes) does not give the GEMV's dequantizer: the reference path's tiles serve it.
+        and w.layout == GGML
         and triton_gemv.supports_layout(w)
     )
 

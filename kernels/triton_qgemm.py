@@ -35,9 +35,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.formats import GGMLType
+from kernels.formats import FORMATS, GGMLType
 from kernels.qmatmul import ExpertsFastPath, FastPath
-from kernels.qtensor import CODES_THEN_SCALES, QTensor
+from kernels.qtensor import CODES_THEN_SCALES, SCALES, QTensor, code_bytes
 from kernels.triton_gemv import MAX_ROWS
 from kernels.triton_moe import MAX_PAIRS
 
@@ -55,8 +55,14 @@ FORMAT_NAMES: dict[GGMLType, str] = {
     GGMLType.Q5_K: "q5_k",
     GGMLType.Q6_K: "q6_k",
 }
-REGROUPED_MXFP4 = "mxfp4_codes_then_scales"  # kernels.qtensor.CODES_THEN_SCALES: codes, then scale bytes
-_CODE_BYTES = 16  # an MXFP4 block's codes
+# kernels.qtensor.CODES_THEN_SCALES: a matrix's codes (a row's 16-byte aligned), then its scales. MXFP4
+# expert tensors are read so by default (`triton_gemv.pack`); Q8_0 and Q6_K matrices where asked.
+REGROUPED_FORMATS: dict[GGMLType, str] = {
+    GGMLType.MXFP4: "mxfp4_codes_then_scales",
+    GGMLType.Q8_0: "q8_0_codes_then_scales",
+    GGMLType.Q6_K: "q6_k_codes_then_scales",
+}
+REGROUPED_MXFP4 = REGROUPED_FORMATS[GGMLType.MXFP4]
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,7 @@ def _scale_min_k4(sc, j):
 def _weights(rows, scale_rows, s, h, j, FMT: tl.constexpr):
     """Decoded float32 weights of 32-element sub-blocks `s` ([1, NSUB, 1, 1], the index along the row),
     element i = 16h + j of each (`h` [1, 1, 2, 1], `j` [1, 1, 1, 16]), for the rows whose first byte `rows`
-    points at ([BLOCK_N, 1, 1, 1]); `scale_rows`: each row's scale bytes (regrouped MXFP4 only). Returns
+    points at ([BLOCK_N, 1, 1, 1]); `scale_rows`: each row's scales (a regrouped layout's). Returns
     [BLOCK_N, NSUB, 2, 16]: a field shared by a half or a whole block is read once for it."""
     i = 16 * h + j
     if FMT == "f16":
@@ -175,16 +181,17 @@ def _weights(rows, scale_rows, s, h, j, FMT: tl.constexpr):
         q = _nibble(b + 8, h, j) | (((_u32_at(b + 4) >> i) & 1) << 4)
         w = q.to(tl.float32) * _f16_at(b) + _f16_at(b + 2)
     elif FMT == "q8_0":  # {d, qs[32] int8}
-        # The signed byte with its sign bit flipped is q + 128, read as a float through the mantissa of
-        # 2^23 (exact): a signed int8 to float32 is an I2F on sm_90, at an eighth of the other ALU ops' rate.
         b = rows + s * 34
-        q = ((_u8(b + 2 + i) ^ 0x80) | 0x4B000000).to(tl.float32, bitcast=True) - 8388736.0  # 2^23 + 128
-        w = q * _f16_at(b)
+        w = _q8_0_weights(b + 2, b, i)
+    elif FMT == "q8_0_codes_then_scales":  # a row's codes (32 bytes a block), its float16 scales apart
+        w = _q8_0_weights(rows + s * 32, scale_rows + s * 2, i)
     elif FMT == "mxfp4":  # {e (E8M0), qs[16]}
         b = rows + s * 17
         w = _e2m1_doubled(_nibble(b + 1, h, j)) * _e8m0_half(_u8(b))
     elif FMT == "mxfp4_codes_then_scales":  # a row's codes (16 bytes a block), its scale bytes apart
         w = _e2m1_doubled(_nibble(rows + s * 16, h, j)) * _e8m0_half(_u8(scale_rows + s))
+    elif FMT == "q6_k_codes_then_scales":  # a row's super-blocks but their d (208 bytes each), the d's apart
+        w = _q6_k_weights(rows + (s // 8) * 208, scale_rows + (s // 8) * 2, s, h, i)
     elif FMT == "q4_k":  # {d, dmin, scales[12], qs[128]}: sub-block u in byte chunk u // 2, nibble u % 2
         b = rows + (s // 8) * 144
         u = s % 8  # the sub-block within its super-block
@@ -197,17 +204,34 @@ def _weights(rows, scale_rows, s, h, j, FMT: tl.constexpr):
         sc, mn = _scale_min_k4(b + 4, u)
         q = ((_u8(b + 48 + 32 * (u // 2) + i) >> (4 * (u % 2))) & 15) | (((_u8(b + 16 + i) >> u) & 1) << 4)
         w = (_f16_at(b) * sc) * q.to(tl.float32) - _f16_at(b + 2) * mn
-    else:  # "q6_k": {ql[128], qh[64], scales[16] int8, d}. Sub-block u: half n = u // 4, quarter t = u % 4:
-        # low bits in ql[64n + 32(t & 1) + i], nibble t >> 1; high bits 2t of qh[32n + i]; scale 8n + h + 2t.
+    else:  # "q6_k": {ql[128], qh[64], scales[16] int8, d}
         b = rows + (s // 8) * 210
-        u = s % 8  # the sub-block within its super-block
-        n = u // 4
-        t = u % 4
-        low = (_u8(b + 64 * n + 32 * (t & 1) + i) >> (4 * (t >> 1))) & 15
-        high = (_u8(b + 128 + 32 * n + i) >> (2 * t)) & 3
-        sc = tl.load((b + 192 + 8 * n + h + 2 * t).to(tl.pointer_type(tl.int8))).to(tl.float32)
-        w = (_f16_at(b + 208) * sc) * ((low | (high << 4)).to(tl.float32) - 32.0)
+        w = _q6_k_weights(b, b + 208, s, h, i)
     return w
+
+
+@triton.jit
+def _q8_0_weights(qs, d_at, i):
+    """Element i of Q8_0 blocks whose 32 int8 codes start at `qs`, times the float16 scale at `d_at`.
+    The signed byte with its sign bit flipped is q + 128, read as a float through the mantissa of 2^23
+    (exact): a signed int8 to float32 is an I2F on sm_90, at an eighth of the other ALU ops' rate."""
+    q = ((_u8(qs + i) ^ 0x80) | 0x4B000000).to(tl.float32, bitcast=True) - 8388736.0  # 2^23 + 128
+    return q * _f16_at(d_at)
+
+
+@triton.jit
+def _q6_k_weights(b, d_at, s, h, i):
+    """Element i = 16h + j of sub-block s % 8 of Q6_K super-blocks whose ql, qh and scales start at `b`
+    (the file's {ql[128], qh[64], scales[16] int8, d} without d, which is at `d_at`). Sub-block u: half
+    n = u // 4, quarter t = u % 4: low bits in ql[64n + 32(t & 1) + i], nibble t >> 1; high bits 2t of
+    qh[32n + i]; scale 8n + h + 2t."""
+    u = s % 8
+    n = u // 4
+    t = u % 4
+    low = (_u8(b + 64 * n + 32 * (t & 1) + i) >> (4 * (t >> 1))) & 15
+    high = (_u8(b + 128 + 32 * n + i) >> (2 * t)) & 3
+    sc = tl.load((b + 192 + 8 * n + h + 2 * t).to(tl.pointer_type(tl.int8))).to(tl.float32)
+    return (_f16_at(d_at) * sc) * ((low | (high << 4)).to(tl.float32) - 32.0)
 
 
 @triton.jit
@@ -224,7 +248,8 @@ def _qgemm_kernel(
     K,
     row_bytes,  # bytes from one weight row to the next (regrouped MXFP4: of its codes)
     matrix_bytes,  # bytes from one expert to the next
-    scales_at,  # regrouped MXFP4: bytes from a matrix's start to its scale bytes
+    scales_at,  # regrouped: bytes from a matrix's start to its scales
+    scale_row_bytes,  # regrouped: bytes of one row's scales
     x_group,  # GROUPED: pairs per activation row (pair p reads row p // x_group)
     n_expert,
     FMT: tl.constexpr,
@@ -254,7 +279,7 @@ def _qgemm_kernel(
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_read = tl.minimum(n, N - 1)  # edge tiles read the last row again; their stores are masked
     rows = (matrix + n_read.to(tl.int64) * row_bytes)[:, None, None, None]
-    scale_rows = (matrix + scales_at + n_read.to(tl.int64) * (K // 32))[:, None, None, None]
+    scale_rows = (matrix + scales_at + n_read.to(tl.int64) * scale_row_bytes)[:, None, None, None]
     NSUB: tl.constexpr = BLOCK_K // 32
     sub = tl.arange(0, NSUB)[None, :, None, None]
     half = tl.arange(0, 2)[None, None, :, None]
@@ -314,7 +339,7 @@ def _scaled_half_kernel(x_ptr, x16_ptr, scale_ptr, K, x_stride, BLOCK: tl.conste
 def format_of(w: QTensor) -> str | None:
     """The kernel's decoder for `w`, or None if it has none."""
     if w.layout == CODES_THEN_SCALES:
-        return REGROUPED_MXFP4
+        return REGROUPED_FORMATS.get(w.qtype)
     return FORMAT_NAMES.get(w.qtype)
 
 
@@ -335,14 +360,16 @@ def scaled_half(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x16, scale
 
 
-def _layout_args(w: QTensor) -> tuple[int, int, int]:
-    """(row_bytes, matrix_bytes, scales_at) of `w`'s matrices (an expert's, for a 3-D tensor)."""
+def _layout_args(w: QTensor) -> tuple[int, int, int, int]:
+    """(row_bytes, matrix_bytes, scales_at, scale_row_bytes) of `w`'s matrices (an expert's, for a 3-D
+    tensor); a regrouped row's bytes are its codes'."""
     out_features, in_features = w.shape[-2], w.shape[-1]
     matrix_bytes = w.nbytes // w.n_matrices
     if w.layout == CODES_THEN_SCALES:
-        row_bytes = in_features // 32 * _CODE_BYTES
-        return row_bytes, matrix_bytes, out_features * row_bytes
-    return matrix_bytes // out_features, matrix_bytes, 0
+        blocks = in_features // FORMATS[w.qtype].block_size
+        row_bytes = blocks * code_bytes(w.qtype)
+        return row_bytes, matrix_bytes, out_features * row_bytes, blocks * SCALES[w.qtype][1]
+    return matrix_bytes // out_features, matrix_bytes, 0, 0
 
 
 def _launch(
@@ -356,7 +383,7 @@ def _launch(
 ) -> None:
     in_features = w.shape[-1]
     x16, x_scale = scaled_half(x.reshape(-1, in_features))
-    row_bytes, matrix_bytes, scales_at = _layout_args(w)
+    row_bytes, matrix_bytes, scales_at, scale_row_bytes = _layout_args(w)
     n_expert = w.shape[0] if len(w.shape) == 3 else 1
     if grouped is not None:
         pairs, block_expert, x_group = grouped
@@ -379,6 +406,7 @@ def _launch(
         row_bytes,
         matrix_bytes,
         scales_at,
+        scale_row_bytes,
         x_group,
         n_expert,
         FMT=format_of(w),

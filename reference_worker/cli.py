@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kernels.backend import KERNEL_CHOICES
+from kernels.backend import KERNEL_CHOICES, REGROUP_CHOICES
 
 from .config import DEFAULT_MAX_BODY_BYTES, MAX_QUEUE_DEPTH, WorkerConfig
 
@@ -141,6 +141,16 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         help="with --dependent-launch: a kernel lets the next one launch late (a GEMV once its weights are "
         "read, the others at exit) instead of right after it waits",
     )
+    p.add_argument(
+        "--regroup",
+        nargs="+",
+        choices=REGROUP_CHOICES,
+        default=[],
+        metavar="TYPE",
+        help="store the 2-D matrices of these ggml types with every block's codes first, then every "
+        "block's scale (the same bytes; the decode GEMV reads a row's codes with 16-byte loads): "
+        f"{', '.join(REGROUP_CHOICES)} (CUDA, --kernels fast; MXFP4 expert tensors always are)",
+    )
 
 
 # The on/off performance flags of `add_kernel_arguments`, by destination (`--x-y` / `--no-x-y`).
@@ -159,6 +169,8 @@ def kernel_argv(values: Any) -> list[str]:
         flag, value = dest.replace("_", "-"), getattr(values, dest)
         if value is not None:
             argv.append(f"--{flag}" if value else f"--no-{flag}")
+    if values.regroup:
+        argv += ["--regroup", *values.regroup]
     return argv
 
 
@@ -243,6 +255,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         dependent_launch=args.dependent_launch,
         weight_prefetch=args.weight_prefetch,
         late_trigger=args.late_trigger,
+        regroup=tuple(dict.fromkeys(args.regroup)),
     )
 
 

@@ -48,6 +48,7 @@ class WorkerConfig:
     dependent_launch: bool | None = None
     weight_prefetch: bool = False  # with it: GEMVs prefetch their weight tile into L2 before they wait
     late_trigger: bool = True  # with it: the next kernel launched late (a GEMV's weights read, else exit)
+    regroup: tuple[str, ...] = ()  # 2-D matrices of these types stored codes, then scales (CUDA)
 
     @property
     def torch_device(self) -> str:
@@ -69,6 +70,7 @@ class WorkerConfig:
             dependent_launch=self.dependent_launch,
             weight_prefetch=self.weight_prefetch,
             late_trigger=self.late_trigger,
+            regroup=self.regroup,
         )
 
     @property

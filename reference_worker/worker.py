@@ -19,6 +19,7 @@ import uvicorn
 from sse_starlette.sse import AppStatus
 
 from kernels.formats import QuantFormatError
+from kernels.qtensor import CODES_THEN_SCALES, QTensor
 
 from .cli import UsageError, bind_port, fail, parse_config
 from .config import MIB, WorkerConfig
@@ -132,6 +133,11 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
         # The decode step as the worker will run it, including what it chose by the model's shape.
         decode_graphs=graphs is not None,
         dependent_launch=graphs is not None and graphs.dependent_launch.enabled,
+        # 2-D matrices stored codes-then-scales (--regroup; MXFP4 expert tensors are not counted here).
+        regrouped_matrices=sum(
+            isinstance(w, QTensor) and w.layout == CODES_THEN_SCALES and len(w.shape) == 2
+            for w in weights.values()
+        ),
     )
 
     def count_tokens(text: str) -> int:  # stop strings (M0-W-1422: at most 32 tokens each)

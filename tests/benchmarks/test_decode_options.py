@@ -29,3 +29,13 @@ def test_a_switch_left_to_the_worker_is_not_spelled_out() -> None:
     argv = kernel_argv(opts)
     assert "--dependent-launch" not in argv and "--no-dependent-launch" not in argv
     assert "--late-trigger" in argv
+
+
+def test_the_regrouped_types_reach_the_worker_command_line() -> None:
+    """`--regroup q8_0 q6_k` comes out as the worker's own flag with both types; none asked, none passed."""
+    from benchmarks.decode import _parser, options_from_args
+
+    opts = options_from_args(_parser().parse_args(["--model", "m.gguf", "--regroup", "q8_0", "q6_k"]))
+    argv = kernel_argv(opts)
+    assert argv[argv.index("--regroup") :][:3] == ["--regroup", "q8_0", "q6_k"]
+    assert "--regroup" not in kernel_argv(options_from_args(_parser().parse_args(["--model", "m.gguf"])))

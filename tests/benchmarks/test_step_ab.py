@@ -45,3 +45,47 @@ def test_the_loop_form_rules_give_one_form_each() -> None:
     assert words.with_words and not words.ahead
     big = triton_gemv.default_config(GGMLType.Q6_K, 3072, 8192, 1, 132)  # Phi-3-mini's ffn_down
     assert not big.ahead
+
+
+def test_regrouped_weights_swap_in_regrouped_copies_and_put_the_originals_back() -> None:
+    """The `Q8_0 regrouped` variants' weights: each 2-D Q8_0 matrix (a tied embedding and output once) a
+    regrouped copy with the same values while the block runs, the file-order originals after, the same
+    copies on the next entry (a graph captured with them keeps reading them); other types untouched."""
+    import types as namespaces
+    from unittest import mock
+
+    import numpy as np
+    import pytest
+    import torch
+    from gguf import GGMLQuantizationType, quants
+
+    pytest.importorskip("triton")
+    from benchmarks.step_ab import regroupable_types, regrouped_weights
+    from kernels import triton_gemv
+    from kernels.formats import GGMLType
+    from kernels.qtensor import CODES_THEN_SCALES, GGML, QTensor
+    from tests.kernels import interpreter
+
+    rng = np.random.default_rng(5)
+
+    def q8_0(shape, name):
+        values = rng.normal(0.0, 1.0, shape).astype(np.float32)
+        packed = quants.quantize(values, GGMLQuantizationType.Q8_0)
+        return QTensor.from_bytes(packed.tobytes(), GGMLType.Q8_0, shape, name)
+
+    embd = q8_0((40, 64), "token_embd.weight")
+    other = QTensor.from_float(torch.ones(8, 64, dtype=torch.float16), "ffn_down.weight")
+    layer = namespaces.SimpleNamespace(wq=q8_0((64, 64), "attn_q.weight"), w2=other)
+    model = namespaces.SimpleNamespace(token_embd=embd, output=embd, layers=[layer])
+    assert regroupable_types(model) == [GGMLType.Q8_0]
+    want = {name: t.dequantize() for name, t in (("embd", embd), ("q", layer.wq))}
+    with mock.patch.object(triton_gemv, "pack", interpreter.as_if_cuda(triton_gemv.pack)):
+        with regrouped_weights(model, (GGMLType.Q8_0,)) as n:
+            assert n == 2 and model.output is model.token_embd  # still one table
+            assert model.token_embd.layout == CODES_THEN_SCALES and layer.wq.layout == CODES_THEN_SCALES
+            assert torch.equal(model.token_embd.dequantize(), want["embd"])
+            assert torch.equal(layer.wq.dequantize(), want["q"]) and layer.w2.layout == GGML
+            first = layer.wq
+        assert model.token_embd is embd and model.output is embd and layer.wq.layout == GGML
+        with regrouped_weights(model, (GGMLType.Q8_0,)):
+            assert layer.wq is first

@@ -4,6 +4,7 @@ time.
 
     TRITON_INTERPRET=1 python -m tests.kernels.interpreted_model [--files tiny/qwen2-q4_k_m.gguf ...]
                                                                 [--variant ahead|with-words|...]
+                                                                [--regroup q8_0 q6_k]
 
 The kernel set is the one `kernels.backend` gives CUDA (`FAST_PATHS["cuda"]`: the Triton GEMV with its
 norm, residual and gate/up forms, the MoE paths, the fused decode-step kernels, the load-time packing),
@@ -20,7 +21,9 @@ MoE GEMV (gate, up and the clamped SwiGLU in one launch), not the host-grouped r
 `--variant` runs the same checks with one of `benchmarks.step_ab`'s kernel variants (the GEMVs loading
 ahead everywhere or only in the output tile or the small k-quant matrices, with the activations with the
 words, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention), so a variant's wiring through the
-model is held to the same bounds before the device times it.
+model is held to the same bounds before the device times it. `--regroup q8_0 q6_k` loads the fast model
+with those types' matrices regrouped (the worker's `--regroup`): the same checks, and its logits must be
+the file order's bit for bit.
 Prints one line per file and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
 """
 
@@ -141,20 +144,15 @@ def _without_cuda_checks(triton_gemv, triton_qgemm) -> None:
     triton_qgemm.readable = interpreter.as_if_cuda(readable)
 
 
-def check_file(name: str) -> tuple[bool, str]:
-    from kernels.backend import KernelConfig
-    from tests.worker.llama_helpers import load_model
-
-    reference, _, _ = load_model(name, kernels=KernelConfig(kernels="reference"))
-    fast, _, _ = load_model(name, kernels=KernelConfig())
-    if fast.kernels.decode is None or "triton" not in fast.kernels.name:
-        return False, f"not the Triton kernel set: {fast.kernels.name}"
-    SERVED.clear()
+def _fast_run(fast, reference) -> tuple[list[torch.Tensor], float, torch.Tensor, float, HostReads]:
+    """The decode steps and the padded prefill of `fast`, beside the reference's plain forward at the
+    same tokens: (each step's logits, their worst relative error, the prefill's last-row logits, its
+    relative error, the host reads of the prefill)."""
     tokens = list(PROMPT)
     # The step's cache as large as a served request's (GRAPH_CACHE_BUCKET): its attention is split among
     # several programs per KV head, most of them past the position (empty), merged by the last.
     want_cache, got_cache = reference.new_cache(len(PROMPT) + STEPS), fast.new_cache(FAST_CACHE_POSITIONS)
-    worst = 0.0
+    worst, steps = 0.0, []
     try:
         ids = torch.tensor(PROMPT)
         want = reference.forward(ids, want_cache, last_only=True)[0]
@@ -165,6 +163,7 @@ def check_file(name: str) -> tuple[bool, str]:
             position = torch.tensor([got_cache.length])
             got = fast.forward(torch.tensor([token]), got_cache, last_only=True, positions=position)[0]
             got_cache.advance(1)
+            steps.append(got)
             want = reference.forward(torch.tensor([token]), want_cache, last_only=True)[0]
             err = float((got.double() - want.double()).abs().max() / want.double().abs().max())
             worst = max(worst, err)
@@ -188,20 +187,63 @@ def check_file(name: str) -> tuple[bool, str]:
     finally:
         want_cache.free()
         got_cache.free()
+    return steps, worst, got, prefill_err, reads
+
+
+def _regrouped(model) -> list[str]:
+    """The names of the model's weights stored CODES_THEN_SCALES."""
+    from kernels.qtensor import CODES_THEN_SCALES, QTensor
+
+    holders = [model, *getattr(model, "layers", ())]
+    return sorted(
+        {
+            t.name
+            for h in holders
+            for t in vars(h).values()
+            if isinstance(t, QTensor) and t.layout == CODES_THEN_SCALES
+        }
+    )
+
+
+def check_file(name: str, regroup: tuple[str, ...] = ()) -> tuple[bool, str]:
+    """`regroup`: the fast model loaded with `KernelConfig(regroup=...)`; its logits must then also be
+    the file order's bit for bit (the kernels decode the same halfwords), and something regrouped."""
+    from kernels.backend import KernelConfig
+    from tests.worker.llama_helpers import load_model
+
+    reference, _, _ = load_model(name, kernels=KernelConfig(kernels="reference"))
+    fast, _, _ = load_model(name, kernels=KernelConfig(regroup=regroup))
+    if fast.kernels.decode is None or "triton" not in fast.kernels.name:
+        return False, f"not the Triton kernel set: {fast.kernels.name}"
+    SERVED.clear()
+    steps, worst, prefill, prefill_err, reads = _fast_run(fast, reference)
     served = ", ".join(f"{label} {n}" for label, n in sorted(SERVED.items())) or "no fused form"
     moe = "gpt-oss" in name  # the one MoE file: its experts go through the grouped GEMM
     prefill_served = "prefill GEMM" in SERVED and (not moe or "prefill expert GEMM" in SERVED)
     # A MoE's decode experts through the MoE GEMV (gate, up and the SwiGLU in one launch), not declined.
     experts_served = not moe or "experts gate/up/SwiGLU" in SERVED
+    same_bits, regrouped_note = True, ""
+    if regroup:
+        regrouped = [n for n in _regrouped(fast) if "exps" not in n]  # MXFP4 experts always are
+        file_order, _, _ = load_model(name, kernels=KernelConfig())
+        plain_steps, _, plain_prefill, _, _ = _fast_run(file_order, reference)
+        same_bits = bool(regrouped) and all(map(torch.equal, steps, plain_steps))
+        same_bits = same_bits and torch.equal(prefill, plain_prefill)
+        regrouped_note = (
+            f"; regrouped {len(regrouped)} matrices ({', '.join(regrouped[:3])}{', ...' if len(regrouped) > 3 else ''}), "
+            + ("the file order's logits bit for bit" if same_bits else "NOT the file order's logits")
+        )
+    bucket = bucket_for(len(LONG_PROMPT))
     return (
         worst < FAST_LOGITS_TOL
         and prefill_err < PREFILL_LOGITS_TOL
         and prefill_served
         and experts_served
+        and same_bits
         and not reads.ops,
         f"worst relative logits error {worst:.1e} over {STEPS} steps, {prefill_err:.1e} after a "
         f"{len(LONG_PROMPT)}-token prefill padded to {bucket} (host reads: {dict(reads.ops) or 'none'}); "
-        f"served: {served}",
+        f"served: {served}{regrouped_note}",
     )
 
 
@@ -229,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.kernels.interpreted_model")
     parser.add_argument("--files", nargs="+", default=FILES)
     parser.add_argument("--variant", choices=VARIANTS, help="one of benchmarks.step_ab's kernel variants")
+    parser.add_argument(
+        "--regroup", nargs="+", default=[], metavar="TYPE", help="the worker's --regroup (e.g. q8_0 q6_k)"
+    )
     args = parser.parse_args(argv)
     if not interpreter.ready():
         return 2
@@ -241,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
     shapes = args.variant if args.variant != "retiled" else ""
     with gemv_launch_shapes(shapes):
-        failed = interpreter.report((name, *check_file(name)) for name in args.files)
+        failed = interpreter.report((name, *check_file(name, tuple(args.regroup))) for name in args.files)
     return 1 if failed else 0
 
 

@@ -4,8 +4,8 @@
 
 For every format the GEMM decodes: the dense product (a partial row tile, a partial column tile, with a
 bias; and for the 32-element block formats an input width that ends mid-step), and the grouped
-mixture-of-experts product (pairs sorted and padded by expert on the device, with expert biases; MXFP4
-also regrouped as the CUDA model loads it), against gguf-py's weights in float64 within two float16
+mixture-of-experts product (pairs sorted and padded by expert on the device, with expert biases); both
+also regrouped CODES_THEN_SCALES for MXFP4, Q8_0 and Q6_K, against gguf-py's weights in float64 within two float16
 roundings per product. Prints one line per check and exits 1 if any fails. Like
 `tests.kernels.interpreted_gemv`, it needs `TRITON_INTERPRET=1` in a fresh process
 (`tests/kernels/test_triton_interpreted.py` runs it that way); the CUDA tests judge the GPU's numbers.
@@ -30,6 +30,30 @@ def _rows(rng, n: int, k_in: int, magnitude: float = 1.0) -> torch.Tensor:
     return torch.from_numpy(rng.normal(0.0, magnitude, (n, k_in)).astype(np.float32))
 
 
+def _orders(w):
+    """`w` in the file's order and, for the types that have it, a copy regrouped CODES_THEN_SCALES (MXFP4's
+    experts as the CUDA model loads them; Q8_0 and Q6_K matrices as `--regroup` asks): (label, weight)."""
+    from kernels.qtensor import SCALES
+
+    yield "", w
+    if w.qtype in SCALES:
+        yield "regrouped ", type(w)(w.data.clone(), w.qtype, w.shape, w.name).codes_then_scales_in_place()
+
+
+def _judged(label: str, y: torch.Tensor, want: torch.Tensor, file_order_y: torch.Tensor | None):
+    """Within two float16 roundings of the float64 product; a regrouped weight's product (`file_order_y`:
+    the same weight's in the file's order) also bit for bit the file order's: the same decoded values."""
+    err = _rel_err(y, want)
+    ok, detail = err < PREFILL_TOL, f"rel err {err:.1e}"
+    if file_order_y is not None:
+        same = torch.equal(y, file_order_y)
+        ok, detail = (
+            ok and same,
+            detail + (", the file order's bits" if same else ", not the file order's bits"),
+        )
+    return label, ok, detail
+
+
 def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     from kernels import triton_qgemm
     from kernels.formats import GGMLType
@@ -44,10 +68,19 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
         w, w64 = _oracle_weight(qtype, (40, k_in), rng)
         x = _rows(rng, 70, k_in, 1e5)
         bias = torch.from_numpy(rng.normal(0.0, 0.1, 40).astype(np.float32))
-        assert triton_qgemm.supports(x, w)
-        y = triton_qgemm.matmul(x, w, bias, torch.float32)
-        err = _rel_err(y, x.double() @ w64.T + bias.double())
-        results.append((f"{name} dense 70x{k_in} @ 40 rows + bias", err < PREFILL_TOL, f"rel err {err:.1e}"))
+        file_order_y = None
+        for label, weight in _orders(w):
+            assert triton_qgemm.supports(x, weight)
+            y = triton_qgemm.matmul(x, weight, bias, torch.float32)
+            results.append(
+                _judged(
+                    f"{name} {label}dense 70x{k_in} @ 40 rows + bias",
+                    y,
+                    x.double() @ w64.T + bias.double(),
+                    file_order_y,
+                )
+            )
+            file_order_y = y if file_order_y is None else file_order_y
     # Grouped experts: 20 tokens x 3 of 4 experts (60 pairs, more than decode's MAX_PAIRS), expert biases.
     k_in = widths[0]
     g, g64 = _oracle_weight(qtype, (4, 24, k_in), rng)
@@ -56,19 +89,12 @@ def check_format(name: str, rng) -> list[tuple[str, bool, str]]:
     ids[:, 0] = torch.where(ids[:, 0] == 2, 3, ids[:, 0])  # expert 2 rarer than the others
     bias = torch.from_numpy(rng.normal(0.0, 0.1, (4, 24)).astype(np.float32))
     want = torch.einsum("ti,tjoi->tjo", x.double(), g64[ids]) + bias.double()[ids]
-    cases = [("experts", g)]
-    if qtype == GGMLType.MXFP4:
-        cases.append(
-            (
-                "regrouped experts",
-                type(g)(g.data.clone(), qtype, g.shape, g.name).codes_then_scales_in_place(),
-            )
-        )
-    for label, weight in cases:
+    file_order_y = None
+    for label, weight in _orders(g):
         assert triton_qgemm.supports_experts(x, weight, ids)
         y = triton_qgemm.matmul_experts(x, weight, ids, bias, torch.float32)
-        err = _rel_err(y, want)
-        results.append((f"{name} {label}, 20 tokens x 3 + bias", err < PREFILL_TOL, f"rel err {err:.1e}"))
+        results.append(_judged(f"{name} {label}experts, 20 tokens x 3 + bias", y, want, file_order_y))
+        file_order_y = y if file_order_y is None else file_order_y
     return results
 
 

@@ -36,14 +36,14 @@ def ready() -> bool:
 
 
 def as_if_cuda(fn):
-    """`fn(w)` (a layout or packing check that asks for CUDA tensors) answering for a CPU QTensor as it
+    """`fn(w, **options)` (a layout or packing check that asks for CUDA tensors) answering for a CPU QTensor as it
     would for the same tensor on CUDA."""
 
-    def call(w):
+    def call(w, **options):
         real = type(w.data).is_cuda
         type(w.data).is_cuda = property(lambda self: True)
         try:
-            return fn(w)
+            return fn(w, **options)
         finally:
             type(w.data).is_cuda = real
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -145,13 +147,19 @@ def test_codes_then_scales_keeps_the_bytes_and_the_values(
     assert torch.equal(s.dequantize(rows=slice(1, 3)), want[1:3])
     index = torch.tensor([2, 0, 2], device=device)
     assert torch.equal(s.dequantize(rows=index), want[index])
+    # A row read of the regrouped matrix gathers that row's codes and scales, not the whole tensor (an
+    # embedding lookup per decode step); the whole-tensor copy is only for a whole dequantization.
+    with mock.patch.object(QTensor, "in_file_order", side_effect=AssertionError("whole-tensor copy")):
+        assert torch.equal(s.dequantize(rows=slice(1, 3)), want[1:3])
+        assert s.dequantize(rows=slice(5, 5)).shape == (0, *shape[1:])
+        assert torch.equal(s.dequantize(rows=index, checked=False), want[index])
     if len(shape) == 3:
         assert s.expert(1).layout == CODES_THEN_SCALES
         assert torch.equal(s.expert(1).dequantize(), want[1])
     assert "codes-then-scales" in repr(s)
 
 
-def test_codes_then_scales_is_for_mxfp4_and_q8_0_in_file_order_only(rng, blocks) -> None:
+def test_codes_then_scales_is_for_mxfp4_q8_0_q6_k_in_file_order_only(rng, blocks) -> None:
     q4 = QTensor.from_bytes(blocks(GGMLType.Q4_0, 4, rng).tobytes(), GGMLType.Q4_0, (4, 32), "w")
     with pytest.raises(ValueError, match="only a MXFP4, Q8_0, Q6_K tensor in file order"):
         q4.codes_then_scales_in_place()

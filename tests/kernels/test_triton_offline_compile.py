@@ -59,9 +59,9 @@ def test_the_gemv_kernel_compiles_for_sm90(qtype, block_order, form) -> None:
 def _qgemm_formats():
     if importlib.util.find_spec("triton") is None:
         return []
-    from kernels.triton_qgemm import FORMAT_NAMES, REGROUPED_MXFP4
+    from kernels.triton_qgemm import FORMAT_NAMES, REGROUPED_FORMATS
 
-    return [*FORMAT_NAMES.values(), REGROUPED_MXFP4]
+    return [*FORMAT_NAMES.values(), *REGROUPED_FORMATS.values()]
 
 
 @pytest.mark.parametrize("rows", [512, 40], ids=["many-rows", "few-rows"])

@@ -55,8 +55,8 @@ def test_valid_arguments(model: Path) -> None:
 
 def test_the_performance_flags_reach_the_kernel_config(model: Path) -> None:
     """`--kernels`, `--cuda-graphs`, `--fused-decode`, `--decode-lookahead`, `--fused-prefill`,
-    `--prefill-graphs`, `--dependent-launch`, `--weight-prefetch`: the `KernelConfig` the model is built
-    with (all on by default but the last two)."""
+    `--prefill-graphs`, `--dependent-launch`, `--weight-prefetch`, `--regroup`: the `KernelConfig` the
+    model is built with (all on by default but the last three)."""
     from kernels.backend import KernelConfig
 
     assert parse_config(args(model), cuda_device_count=0).kernel_config == KernelConfig()
@@ -78,6 +78,8 @@ def test_the_performance_flags_reach_the_kernel_config(model: Path) -> None:
     )
     early = parse_config([*args(model), "--dependent-launch", "--weight-prefetch"], cuda_device_count=0)
     assert early.kernel_config == KernelConfig(dependent_launch=True, weight_prefetch=True)
+    regrouped = parse_config([*args(model), "--regroup", "q6_k", "q8_0", "q6_k"], cuda_device_count=0)
+    assert regrouped.kernel_config == KernelConfig(regroup=("q6_k", "q8_0"))  # each type once
     # A VRAM budget keeps the prefill graphs' own cache out of it: no prefill graphs.
     budgeted = parse_config(args(model, **{"--vram-budget-mb": "512"}), cuda_device_count=0)
     assert budgeted.kernel_config == KernelConfig(prefill_graphs=False)
@@ -108,6 +110,7 @@ def test_auto_device_prefers_cuda(model: Path) -> None:
         ({"--load-chunk-mb": "0"}, "--load-chunk-mb must be positive"),
         ({"--callback-url": "ftp://x"}, "--callback-url"),
         ({"--kv-cache": "ring"}, "invalid choice"),
+        ({"--regroup": "q4_k"}, "invalid choice"),
     ],
 )
 def test_bad_arguments(model: Path, overrides: dict, fragment: str) -> None:

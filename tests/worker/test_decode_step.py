@@ -190,6 +190,43 @@ def test_a_graph_captured_with_dependent_launch_replays_the_same_logits(name) ->
             assert torch.equal(a, b), f"{mode}, step {step}: {rel_err(a, b)}"
 
 
+@pytest.mark.cuda
+@no_cuda
+@no_triton
+@pytest.mark.parametrize("fused_prefill", [True, False], ids=["fused-prefill", "scratch-prefill"])
+@pytest.mark.parametrize(
+    "name",
+    ["tiny/llama-q8_0.gguf", "tiny/qwen2-q8_0.gguf", "tiny/qwen2-q4_k_m.gguf", "tiny/phi3-q4_k_m.gguf"],
+)
+def test_regrouped_matrices_give_the_file_orders_logits(name, fused_prefill) -> None:
+    """`--regroup q8_0 q6_k` (`KernelConfig.regroup`): the 2-D Q8_0 and Q6_K matrices stored codes, then
+    scales; the decode GEMV (graph replay), the prefill (GEMM, or the reference tiles beside the float16
+    scratch) and the embedding lookup read them. The kernels decode the same halfwords, so the logits
+    of a long prompt and of every step equal those of the file's order bit for bit."""
+    from kernels.qtensor import CODES_THEN_SCALES
+
+    runs = []
+    for regroup in ((), ("q8_0", "q6_k")):
+        config = KernelConfig(fused_prefill=fused_prefill, regroup=regroup)
+        model, _, _ = load_model(name, device="cuda", kernels=config)
+        holders = [model, *model.layers]
+        regrouped = {
+            t.name
+            for h in holders
+            for t in vars(h).values()
+            if getattr(t, "layout", None) == CODES_THEN_SCALES
+        }
+        assert bool(regrouped) == bool(regroup), regrouped
+        graphs = DecodeGraphs(model)
+        runs.append(
+            decode(model, LONG_PROMPT, STEPS, lambda cache, m=model, g=graphs: DecodeStep(m, cache, g))
+        )
+    (want_tokens, want), (got_tokens, got) = runs
+    assert got_tokens == want_tokens
+    for step, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert torch.equal(a, b), f"step {step}: {rel_err(a, b)}"
+
+
 def reference_and_fast(name: str, prompt: list[int], steps: int, *, fused_prefill: bool = True):
     """(tokens, logits) of the reference kernels (plain steps) and of the fast kernels (graph replay)."""
     reference, _, _ = load_model(name, device="cuda", kernels=KernelConfig(kernels="reference"))
