@@ -84,3 +84,14 @@ def test_each_kernel_variant_gives_the_reference_logits_through_the_model(varian
     files = ["tiny/llama-q8_0.gguf", "tiny/gpt-oss-mxfp4_moe.gguf"]
     report = interpreted("tests.kernels.interpreted_model", 1500, ["--variant", variant, "--files", *files])
     assert report.count("ok  ") == 2 and "no fused form" not in report, report
+
+
+def test_regrouped_matrices_give_the_file_orders_logits_through_the_model() -> None:
+    """`interpreted_model --regroup q8_0 q6_k`: the 2-D Q8_0 and Q6_K matrices stored codes, then scales
+    (the worker's `--regroup`) through the decode step, the prefill GEMM and the embedding lookup: the
+    same bounds as the file order, and its logits bit for bit."""
+    files = ["tiny/llama-q8_0.gguf", "tiny/phi3-q4_k_m.gguf"]
+    report = interpreted(
+        "tests.kernels.interpreted_model", 1500, ["--regroup", "q8_0", "q6_k", "--files", *files]
+    )
+    assert report.count("ok  ") == 2 and report.count("the file order's logits bit for bit") == 2, report
