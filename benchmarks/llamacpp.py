@@ -261,6 +261,8 @@ def bench_records(models: list[Path], exe: Path, args: argparse.Namespace) -> li
 
     device = torch.device("cuda", 0)
     copy = copy_bandwidth(device)
+    # A build from a source tarball reports build_commit "unknown" (no git there): the tarball names it.
+    source = {"tarball": args.src.name, "sha256": source_digest(args.src)}
     records = []
     for model in models:
         argv, parsed = bench(exe, model, n_prompt=args.p, n_gen=args.n, reps=args.r, timeout_s=args.timeout_s)
@@ -270,6 +272,7 @@ def bench_records(models: list[Path], exe: Path, args: argparse.Namespace) -> li
             "label": args.label,
             **run_info(device),
             "llama_bench_command": " ".join(argv),
+            "llama_source": source,
             "copy_bandwidth": copy,
             "model": traffic,
             **parsed,

@@ -17,6 +17,16 @@ from typing import Any
 MIB = 1 << 20
 
 
+def _llama_build(record: dict) -> str:
+    """llama-bench's build commit, or for a build from a source tarball (commit "unknown") the tarball's
+    sha256 prefix (`benchmarks.llamacpp`'s `llama_source`)."""
+    commit = record.get("build_commit")
+    source = record.get("llama_source")
+    if commit in (None, "unknown") and source:
+        return f"source {source['sha256'][:12]}"
+    return commit or "–"
+
+
 def _num(value: Any, fmt: str = ",.1f") -> str:
     return "–" if value is None else format(value, fmt)
 
@@ -97,7 +107,7 @@ def llamacpp_markdown(records: list[dict[str, Any]]) -> str:
     for r in records:
         tg, pp = _llama_test(r, "tg128"), _llama_test(r, "pp512")
         rows.append(
-            f"| {r['model']['name']} | {r.get('build_commit', '–')} "
+            f"| {r['model']['name']} | {_llama_build(r)} "
             f"| **{_num(tg and tg['avg_ts'], ',.2f')}** ± {_num(tg and tg['stddev_ts'], '.2f')} "
             f"| {_num(pp and pp['avg_ts'], ',.0f')} ± {_num(pp and pp['stddev_ts'], ',.0f')} "
             f"| {r['model']['weight_bytes_per_token'] / 1e6:,.1f} | {_num(r.get('achieved_gbps'))} "

@@ -106,7 +106,8 @@ if [[ -n "${BENCH_TESTS:-}" ]]; then
     say "tiny fixtures and CUDA tests: ${BENCH_TESTS}"
     $PY -m fixtures prepare --tiny >/dev/null 2>&1 || say "tiny fixtures: some failed to build"
     # shellcheck disable=SC2086  # BENCH_TESTS is a list of pytest arguments
-    if ! $PY -m pytest -q -m cuda -p no:cacheprovider ${BENCH_TESTS} >"$OUT/cuda-tests.log" 2>&1; then
+    # (no -q of its own: BENCH_TESTS may bring one, and at -qq pytest drops the summary line read below)
+    if ! $PY -m pytest -m cuda -p no:cacheprovider ${BENCH_TESTS} >"$OUT/cuda-tests.log" 2>&1; then
         tail -n 30 "$OUT/cuda-tests.log"
         say "error: the CUDA tests failed; no benchmark"
         [[ -n "$BUILD_PID" ]] && kill "$BUILD_PID" 2>/dev/null

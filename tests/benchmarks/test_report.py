@@ -49,3 +49,14 @@ def test_http_records_alone_are_the_rows_not_a_column_beside_themselves() -> Non
 
     text, table = side_by_side([_worker("http", 855.0)], [])
     assert table[0]["worker_decode_tok_s"] == 855.0 and "HTTP / in process" not in text
+
+
+def test_a_llama_build_from_a_source_tarball_is_named_by_the_tarball() -> None:
+    """llama-bench built from a source tarball says build_commit "unknown": the report names the tarball's
+    sha256 instead; a real commit is shown as it is."""
+    from benchmarks.report import _llama_build
+
+    source = {"tarball": "llama.cpp-src.tar.xz", "sha256": "0123456789abcdef" * 4}
+    assert _llama_build({"build_commit": "unknown", "llama_source": source}) == "source 0123456789ab"
+    assert _llama_build({"build_commit": "4cb7e0bd6", "llama_source": source}) == "4cb7e0bd6"
+    assert _llama_build({}) == "–"
