@@ -65,8 +65,9 @@ LAYOUTS: dict[GGMLType, _Layout] = {
     GGMLType.Q6_K: _Layout("q6_k", 2, 256),
 }
 SUPERBLOCK_FORMATS = ("q4_k", "q5_k", "q6_k", "q6_k_codes_then_scales")
-# Regrouped (kernels.qtensor.CODES_THEN_SCALES: MXFP4 by `pack` at load; Q8_0 where asked): a row's codes
-# are 16-byte aligned and read as 32-bit words in runs of four (16-byte loads); its scales are read apart.
+# Regrouped (kernels.qtensor.CODES_THEN_SCALES: MXFP4 experts by `pack` at load; Q8_0 and Q6_K matrices
+# with --regroup): a row's codes are 16-byte aligned and read as 32-bit words in runs of four (16-byte
+# loads); its scales are read apart.
 CODES_THEN_SCALES_LAYOUT = _Layout("mxfp4_codes_then_scales", 4, 32)
 Q8_0_CODES_THEN_SCALES_LAYOUT = _Layout("q8_0_codes_then_scales", 4, 32)
 Q6_K_CODES_THEN_SCALES_LAYOUT = _Layout("q6_k_codes_then_scales", 4, 256)
