@@ -73,7 +73,7 @@ class Options:
     dependent_launch: bool | None = None  # None: the worker's choice by the model's shape
     weight_prefetch: bool = False
     late_trigger: bool = True
-    regroup: tuple[str, ...] = ()
+    regroup: tuple[str, ...] | None = None  # None: the worker's choice by type and size
     http: bool = False
     ready_timeout_s: float = 900.0
     label: str = ""
@@ -560,7 +560,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "dependent_launch": opts.dependent_launch,
             "weight_prefetch": opts.weight_prefetch,
             "late_trigger": opts.late_trigger,
-            "regroup": list(opts.regroup),
+            "regroup": None if opts.regroup is None else list(opts.regroup),
             "greedy": True,
             "runs_requested": opts.runs,
             "decode_tokens_requested": opts.decode_tokens,
@@ -623,7 +623,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         dependent_launch=args.dependent_launch,
         weight_prefetch=args.weight_prefetch,
         late_trigger=args.late_trigger,
-        regroup=tuple(args.regroup),
+        regroup=args.regroup,
         http=args.http,
         label=args.label,
     )

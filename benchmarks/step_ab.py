@@ -28,9 +28,11 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   projection, 151,936 x 896), and `GEMV small k-quants ahead`: only in the super-block GEMVs of at most
   1,024 rows (Qwen's down projections): the two places Qwen's +1.6 % from loading ahead can come from,
   where Phi-3's and GPT-OSS's GEMVs lose with it (`results/2026-12-05-h200-gemv-loop-forms.md`);
-- `Q8_0 regrouped`, `Q6_K regrouped` (and both, where the model has both): its 2-D matrices of that type
-  read CODES_THEN_SCALES (`--regroup`: a row's codes in 16-byte loads, the scales apart; the file order's
-  bits), as regrouped copies beside the file-order weights (`regrouped_weights`);
+- `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
+  ones, `triton_gemv.regrouped_by_default`): those read from copies in the file's order (`--regroup
+  none`); `Q8_0 regrouped`, `Q6_K regrouped` (and both, where the model has both), for the types with
+  matrices still in the file's order: those read CODES_THEN_SCALES (`--regroup`: a row's codes in 16-byte
+  loads, the scales apart), as regrouped copies beside the originals (`regrouped_weights`);
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
@@ -119,11 +121,26 @@ class Variant:
     kernels: Any  # the model's KernelSet for this variant
     dependent_launch: dependent_launch.DependentLaunch  # how its decode graph's kernels are launched
     gemv_shapes: str = ""  # "" or a GEMV_SHAPE_RULES name: its GEMVs' launch shapes (`gemv_launch_shapes`)
-    regroup: tuple[Any, ...] = ()  # ggml types whose 2-D matrices it reads regrouped (`regrouped_weights`)
+    # ggml types whose 2-D matrices it reads regrouped, or FILE_ORDER (`regrouped_weights`)
+    regroup: tuple[Any, ...] | str = ()
 
 
 def _matrix_holders(model: Any) -> list[Any]:
     return [model, *getattr(model, "layers", ())]
+
+
+def regrouped_matrix_count(model: Any) -> int:
+    """How many distinct 2-D matrices of `model` are stored CODES_THEN_SCALES."""
+    from kernels.qtensor import GGML, QTensor
+
+    return len(
+        {
+            id(t)
+            for holder in _matrix_holders(model)
+            for t in vars(holder).values()
+            if isinstance(t, QTensor) and len(t.shape) == 2 and t.layout != GGML
+        }
+    )
 
 
 def regroupable_types(model: Any) -> list[Any]:
@@ -141,16 +158,18 @@ def regroupable_types(model: Any) -> list[Any]:
     return [GGMLType[name.upper()] for name in REGROUP_CHOICES if GGMLType[name.upper()] in present]
 
 
-# (id of a file-order matrix, types) -> (that matrix, its regrouped copy): see `regrouped_weights`.
-_REGROUPED: dict[tuple[int, tuple[Any, ...]], tuple[Any, Any]] = {}
+# (id of a matrix, types or "file order") -> (that matrix, its copy): see `regrouped_weights`.
+_COPIES: dict[tuple[int, Any], tuple[Any, Any]] = {}
+FILE_ORDER = "file order"  # `regrouped_weights`: every regrouped 2-D matrix read in the file's order
 
 
 @contextlib.contextmanager
-def regrouped_weights(model: Any, regroup: tuple[Any, ...]) -> Iterator[int]:
-    """While the block runs, the model's 2-D matrices of the types `regroup` are copies regrouped as
-    `--regroup` stores them at load (`triton_gemv.pack`); the file-order originals are kept (a graph
-    captured before still reads them) and put back after. A matrix held twice (a tied embedding and
-    output) gets one copy. The copies live as long as the process (`_REGROUPED`): a graph captured while
+def regrouped_weights(model: Any, regroup: tuple[Any, ...] | str) -> Iterator[int]:
+    """While the block runs, the model's 2-D matrices of the types `regroup` (those in the file's order)
+    are copies regrouped as `--regroup` stores them at load (`triton_gemv.pack`), or with FILE_ORDER its
+    regrouped 2-D matrices are copies in the file's order (`--regroup none`); the originals are kept (a
+    graph captured before still reads them) and put back after. A matrix held twice (a tied embedding
+    and output) gets one copy. The copies live as long as the process (`_COPIES`): a graph captured while
     they were in place (a prefill bucket's) reads them on every later replay. Yields how many matrices
     were swapped."""
     if not regroup:
@@ -159,19 +178,26 @@ def regrouped_weights(model: Any, regroup: tuple[Any, ...]) -> Iterator[int]:
     from kernels import triton_gemv
     from kernels.qtensor import GGML, QTensor
 
+    def copy_of(t: QTensor) -> QTensor | None:
+        if regroup == FILE_ORDER:
+            return t.in_file_order() if t.layout != GGML else None
+        if t.qtype not in regroup or t.layout != GGML:
+            return None
+        copy = triton_gemv.pack(QTensor(t.data.clone(), t.qtype, t.shape, t.name), regroup=regroup)
+        return copy if copy.layout != GGML else None
+
     swapped: list[tuple[Any, str, QTensor]] = []
     for holder in _matrix_holders(model):
         for attr, t in list(vars(holder).items()):
-            if not (isinstance(t, QTensor) and len(t.shape) == 2 and t.qtype in regroup and t.layout == GGML):
+            if not (isinstance(t, QTensor) and len(t.shape) == 2):
                 continue
             key = (id(t), regroup)
-            if key not in _REGROUPED:
-                copy = QTensor(t.data.clone(), t.qtype, t.shape, t.name)
-                _REGROUPED[key] = (t, triton_gemv.pack(copy, regroup=regroup))  # t: keeps its id unique
-            regrouped = _REGROUPED[key][1]
-            if regrouped.layout != GGML:
+            if key not in _COPIES:
+                _COPIES[key] = (t, copy_of(t))  # t: keeps its id unique
+            copy = _COPIES[key][1]
+            if copy is not None:
                 swapped.append((holder, attr, t))
-                setattr(holder, attr, regrouped)
+                setattr(holder, attr, copy)
     try:
         yield len({id(t) for _, _, t in swapped})
     finally:
@@ -321,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         default_kernels, early, gemv_shapes="round-trip-free"
     )
     variants["GEMV loops plain (none ahead)"] = Variant(default_kernels, early, gemv_shapes="plain")
+    if regrouped_matrix_count(engine.model):  # the default regroups some (triton_gemv.regrouped_by_default)
+        variants["2-D matrices in file order"] = Variant(default_kernels, early, regroup=FILE_ORDER)
     regroupable = regroupable_types(engine.model)
     for qtype in regroupable:
         variants[f"{qtype.name} regrouped"] = Variant(default_kernels, early, regroup=(qtype,))

@@ -85,7 +85,8 @@ class KernelConfig:
     small, so its step is many short kernels);
     `regroup` (CUDA, fast kernels): the 2-D matrices of these types stored CODES_THEN_SCALES at load
     (`kernels.qtensor`; the same bytes, a row's codes 16-byte aligned, read with 16-byte loads by the decode
-    GEMV; MXFP4 expert tensors always are); a candidate until timed, so none by default.
+    GEMV; MXFP4 expert tensors always are); None (the default) regroups by type and size where it was timed
+    faster (`triton_gemv.regrouped_by_default`: every Q8_0 matrix, the larger Q6_K ones), () none.
     `weight_prefetch`: each GEMV of the captured step first asks L2 for its weight tile (with
     `dependent_launch`: before it waits, so a product's weights stream in while the previous kernel still
     runs; without: all of the tile's lines requested at once, not a loop step's at a time); `late_trigger`
@@ -102,17 +103,21 @@ class KernelConfig:
     dependent_launch: bool | None = None  # None: by the model's shape (`dependent_launch_mode`)
     weight_prefetch: bool = False
     late_trigger: bool = True
-    regroup: tuple[str, ...] = ()  # ggml type names, e.g. ("q8_0", "q6_k"): see REGROUP_CHOICES
+    # ggml type names, e.g. ("q8_0", "q6_k") (see REGROUP_CHOICES); None: by type and size
+    regroup: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
             raise ValueError(f"kernels {self.kernels!r} is not one of {', '.join(KERNEL_CHOICES)}")
-        unknown = [name for name in self.regroup if name not in REGROUP_CHOICES]
+        unknown = [name for name in self.regroup or () if name not in REGROUP_CHOICES]
         if unknown:
             raise ValueError(f"regroup {unknown[0]!r} is not one of {', '.join(REGROUP_CHOICES)}")
 
     @property
-    def regrouped_types(self) -> tuple[GGMLType, ...]:
+    def regrouped_types(self) -> tuple[GGMLType, ...] | None:
+        """The types whose 2-D matrices are regrouped; None: those `triton_gemv.regrouped_by_default` picks."""
+        if self.regroup is None:
+            return None
         return tuple(GGMLType[name.upper()] for name in self.regroup)
 
     def graphs_on(self, device: torch.device) -> bool:

@@ -65,8 +65,8 @@ LAYOUTS: dict[GGMLType, _Layout] = {
     GGMLType.Q6_K: _Layout("q6_k", 2, 256),
 }
 SUPERBLOCK_FORMATS = ("q4_k", "q5_k", "q6_k", "q6_k_codes_then_scales")
-# Regrouped (kernels.qtensor.CODES_THEN_SCALES: MXFP4 experts by `pack` at load; Q8_0 and Q6_K matrices
-# with --regroup): a row's codes are 16-byte aligned and read as 32-bit words in runs of four (16-byte
+# Regrouped (kernels.qtensor.CODES_THEN_SCALES, by `pack` at load: MXFP4 experts; Q8_0 and the larger Q6_K
+# matrices by default, or those of the --regroup types): a row's codes are 16-byte aligned and read as 32-bit words in runs of four (16-byte
 # loads); its scales are read apart.
 CODES_THEN_SCALES_LAYOUT = _Layout("mxfp4_codes_then_scales", 4, 32)
 Q8_0_CODES_THEN_SCALES_LAYOUT = _Layout("q8_0_codes_then_scales", 4, 32)
@@ -1615,14 +1615,37 @@ def _matrix_bytes(w: QTensor) -> int:
     return w.nbytes // w.n_matrices
 
 
-def pack(w: QTensor, regroup: tuple[GGMLType, ...] = ()) -> QTensor:
+# Which 2-D matrices `pack` regroups unless the config names the types (KernelConfig.regroup=None), from the
+# H100 step A/B of 2026-12-05 (benchmarks/results/2026-12-05-h100-regrouped-defaults.md): every Q8_0 matrix
+# (GPT-OSS's attention and output: the step 7 % faster; Qwen2.5's tied output: 0.5 %), and Q6_K matrices of
+# at least REGROUP_Q6_K_MIN_BYTES (Phi-3's ffn_down and output: the step 10 % faster; Qwen2.5's 3.4 MB
+# ffn_down took 10.5 us instead of 8.0, its step 2.5 % slower).
+REGROUP_Q6_K_MIN_BYTES = 8 << 20
+
+
+def regrouped_by_default(w: QTensor) -> bool:
+    """Whether `pack` regroups the 2-D matrix `w` when the types are not named (`REGROUP_Q6_K_MIN_BYTES`)."""
+    if len(w.shape) != 2:
+        return False
+    if w.qtype == GGMLType.Q8_0:
+        return True
+    return w.qtype == GGMLType.Q6_K and _matrix_bytes(w) >= REGROUP_Q6_K_MIN_BYTES
+
+
+def pack(w: QTensor, regroup: tuple[GGMLType, ...] | None = None) -> QTensor:
     """The order this GEMV reads fastest, made once at load in the weight's own storage (same bytes):
     MXFP4 expert tensors CODES_THEN_SCALES (measured: twice the GEMV's bandwidth on the H200); 2-D
-    matrices of the types in `regroup` (`KernelConfig.regroup`) too: the decode GEMV and the prefill GEMM
-    read them so, and an embedding table's rows are gathered back into the file's order (`embedding`);
-    any other weight as it is. Only where every matrix's bytes are a multiple of 16 (so each matrix's
-    and each row's codes start 16-byte aligned)."""
-    wanted = (w.qtype == GGMLType.MXFP4 and len(w.shape) == 3) or (w.qtype in regroup and len(w.shape) == 2)
+    matrices of the types in `regroup` (`KernelConfig.regroup`), or, where it is None, those
+    `regrouped_by_default` picks, too: the decode GEMV and the prefill GEMM read them so, and an embedding
+    table's rows are gathered back into the file's order (`embedding`); any other weight as it is. Only
+    where every matrix's bytes are a multiple of 16 (so each matrix's and each row's codes start 16-byte
+    aligned)."""
+    if w.qtype == GGMLType.MXFP4 and len(w.shape) == 3:
+        wanted = True
+    elif regroup is None:
+        wanted = regrouped_by_default(w)
+    else:
+        wanted = w.qtype in regroup and len(w.shape) == 2
     if (
         wanted
         and w.layout == GGML

@@ -144,13 +144,27 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--regroup",
         nargs="+",
-        choices=REGROUP_CHOICES,
-        default=[],
+        choices=(*REGROUP_CHOICES, NO_REGROUP),
+        action=_RegroupAction,
+        default=None,
         metavar="TYPE",
         help="store the 2-D matrices of these ggml types with every block's codes first, then every "
         "block's scale (the same bytes; the decode GEMV reads a row's codes with 16-byte loads): "
-        f"{', '.join(REGROUP_CHOICES)} (CUDA, --kernels fast; MXFP4 expert tensors always are)",
+        f"{', '.join(REGROUP_CHOICES)}, or {NO_REGROUP} (CUDA, --kernels fast; MXFP4 expert tensors always "
+        "are). Default: every Q8_0 matrix and the Q6_K ones of 8 MiB or more, where the step was timed faster",
     )
+
+
+NO_REGROUP = "none"  # --regroup none: every 2-D matrix in the file's order
+
+
+class _RegroupAction(argparse.Action):
+    """--regroup TYPE...: the types once each, in order (a tuple); --regroup none: ()."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if NO_REGROUP in values and len(values) > 1:
+            parser.error(f"--regroup {NO_REGROUP} stands alone (got {' '.join(values)})")
+        setattr(namespace, self.dest, () if NO_REGROUP in values else tuple(dict.fromkeys(values)))
 
 
 # The on/off performance flags of `add_kernel_arguments`, by destination (`--x-y` / `--no-x-y`).
@@ -169,8 +183,8 @@ def kernel_argv(values: Any) -> list[str]:
         flag, value = dest.replace("_", "-"), getattr(values, dest)
         if value is not None:
             argv.append(f"--{flag}" if value else f"--no-{flag}")
-    if values.regroup:
-        argv += ["--regroup", *values.regroup]
+    if values.regroup is not None:  # None: the worker's choice by type and size
+        argv += ["--regroup", *(values.regroup or (NO_REGROUP,))]
     return argv
 
 
@@ -255,7 +269,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         dependent_launch=args.dependent_launch,
         weight_prefetch=args.weight_prefetch,
         late_trigger=args.late_trigger,
-        regroup=tuple(dict.fromkeys(args.regroup)),
+        regroup=args.regroup,
     )
 
 

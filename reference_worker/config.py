@@ -48,7 +48,8 @@ class WorkerConfig:
     dependent_launch: bool | None = None
     weight_prefetch: bool = False  # with it: GEMVs prefetch their weight tile into L2 before they wait
     late_trigger: bool = True  # with it: the next kernel launched late (a GEMV's weights read, else exit)
-    regroup: tuple[str, ...] = ()  # 2-D matrices of these types stored codes, then scales (CUDA)
+    # 2-D matrices of these types stored codes, then scales (CUDA); None: by type and size, (): none
+    regroup: tuple[str, ...] | None = None
 
     @property
     def torch_device(self) -> str:

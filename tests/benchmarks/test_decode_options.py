@@ -32,10 +32,15 @@ def test_a_switch_left_to_the_worker_is_not_spelled_out() -> None:
 
 
 def test_the_regrouped_types_reach_the_worker_command_line() -> None:
-    """`--regroup q8_0 q6_k` comes out as the worker's own flag with both types; none asked, none passed."""
+    """`--regroup q8_0 q6_k` comes out as the worker's own flag with both types, `--regroup none` as
+    itself; none asked, none passed (the worker's choice by type and size)."""
     from benchmarks.decode import _parser, options_from_args
 
-    opts = options_from_args(_parser().parse_args(["--model", "m.gguf", "--regroup", "q8_0", "q6_k"]))
-    argv = kernel_argv(opts)
+    def argv_of(*given: str) -> list[str]:
+        return kernel_argv(options_from_args(_parser().parse_args(["--model", "m.gguf", *given])))
+
+    argv = argv_of("--regroup", "q8_0", "q6_k")
     assert argv[argv.index("--regroup") :][:3] == ["--regroup", "q8_0", "q6_k"]
-    assert "--regroup" not in kernel_argv(options_from_args(_parser().parse_args(["--model", "m.gguf"])))
+    argv = argv_of("--regroup", "none")
+    assert argv[argv.index("--regroup") :] == ["--regroup", "none"]
+    assert "--regroup" not in argv_of()

@@ -50,7 +50,8 @@ def test_the_loop_form_rules_give_one_form_each() -> None:
 def test_regrouped_weights_swap_in_regrouped_copies_and_put_the_originals_back() -> None:
     """The `Q8_0 regrouped` variants' weights: each 2-D Q8_0 matrix (a tied embedding and output once) a
     regrouped copy with the same values while the block runs, the file-order originals after, the same
-    copies on the next entry (a graph captured with them keeps reading them); other types untouched."""
+    copies on the next entry (a graph captured with them keeps reading them); other types untouched. And
+    the way back (`2-D matrices in file order`): the file's bytes again, while the block runs."""
     import types as namespaces
     from unittest import mock
 
@@ -60,7 +61,7 @@ def test_regrouped_weights_swap_in_regrouped_copies_and_put_the_originals_back()
     from gguf import GGMLQuantizationType, quants
 
     pytest.importorskip("triton")
-    from benchmarks.step_ab import regroupable_types, regrouped_weights
+    from benchmarks.step_ab import FILE_ORDER, regroupable_types, regrouped_matrix_count, regrouped_weights
     from kernels import triton_gemv
     from kernels.formats import GGMLType
     from kernels.qtensor import CODES_THEN_SCALES, GGML, QTensor
@@ -75,7 +76,8 @@ def test_regrouped_weights_swap_in_regrouped_copies_and_put_the_originals_back()
 
     embd = q8_0((40, 64), "token_embd.weight")
     other = QTensor.from_float(torch.ones(8, 64, dtype=torch.float16), "ffn_down.weight")
-    layer = namespaces.SimpleNamespace(wq=q8_0((64, 64), "attn_q.weight"), w2=other)
+    layer_q = q8_0((64, 64), "attn_q.weight")
+    layer = namespaces.SimpleNamespace(wq=layer_q, w2=other)
     model = namespaces.SimpleNamespace(token_embd=embd, output=embd, layers=[layer])
     assert regroupable_types(model) == [GGMLType.Q8_0]
     want = {name: t.dequantize() for name, t in (("embd", embd), ("q", layer.wq))}
@@ -89,3 +91,14 @@ def test_regrouped_weights_swap_in_regrouped_copies_and_put_the_originals_back()
         assert model.token_embd is embd and model.output is embd and layer.wq.layout == GGML
         with regrouped_weights(model, (GGMLType.Q8_0,)):
             assert layer.wq is first
+            # A model loaded with its Q8_0 matrices regrouped (the default): `2-D matrices in file order`
+            # reads copies in the file's order, with the same values, and puts the regrouped ones back.
+            assert regrouped_matrix_count(model) == 2
+            with regrouped_weights(model, FILE_ORDER) as n:
+                assert n == 2 and model.output is model.token_embd
+                assert model.token_embd.layout == GGML and layer.wq.layout == GGML
+                assert torch.equal(model.token_embd.data, embd.data) and torch.equal(
+                    layer.wq.data, layer_q.data
+                )
+            assert layer.wq is first and regrouped_matrix_count(model) == 2
+        assert regrouped_matrix_count(model) == 0

@@ -23,7 +23,8 @@ ahead everywhere or only in the output tile or the small k-quant matrices, with 
 words, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention), so a variant's wiring through the
 model is held to the same bounds before the device times it. `--regroup q8_0 q6_k` loads the fast model
 with those types' matrices regrouped (the worker's `--regroup`): the same checks, and its logits must be
-the file order's bit for bit.
+the file order's bit for bit; without it, the worker's default (`triton_gemv.regrouped_by_default`: the
+tiny files' Q8_0 matrices) is what the checks run.
 Prints one line per file and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
 """
 
@@ -205,9 +206,10 @@ def _regrouped(model) -> list[str]:
     )
 
 
-def check_file(name: str, regroup: tuple[str, ...] = ()) -> tuple[bool, str]:
-    """`regroup`: the fast model loaded with `KernelConfig(regroup=...)`; its logits must then also be
-    the file order's bit for bit (the kernels decode the same halfwords), and something regrouped."""
+def check_file(name: str, regroup: tuple[str, ...] | None = None) -> tuple[bool, str]:
+    """The fast model loaded with `KernelConfig(regroup=regroup)` (None: the worker's default, by type and
+    size). Types named: its logits must then also be the file order's bit for bit (the kernels decode
+    the same halfwords, and the interpreter sums them in the same order), and something regrouped."""
     from kernels.backend import KernelConfig
     from tests.worker.llama_helpers import load_model
 
@@ -225,7 +227,7 @@ def check_file(name: str, regroup: tuple[str, ...] = ()) -> tuple[bool, str]:
     same_bits, regrouped_note = True, ""
     if regroup:
         regrouped = [n for n in _regrouped(fast) if "exps" not in n]  # MXFP4 experts always are
-        file_order, _, _ = load_model(name, kernels=KernelConfig())
+        file_order, _, _ = load_model(name, kernels=KernelConfig(regroup=()))
         plain_steps, _, plain_prefill, _, _ = _fast_run(file_order, reference)
         same_bits = bool(regrouped) and all(map(torch.equal, steps, plain_steps))
         same_bits = same_bits and torch.equal(prefill, plain_prefill)
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", nargs="+", default=FILES)
     parser.add_argument("--variant", choices=VARIANTS, help="one of benchmarks.step_ab's kernel variants")
     parser.add_argument(
-        "--regroup", nargs="+", default=[], metavar="TYPE", help="the worker's --regroup (e.g. q8_0 q6_k)"
+        "--regroup", nargs="+", default=None, metavar="TYPE", help="the worker's --regroup (e.g. q8_0 q6_k)"
     )
     args = parser.parse_args(argv)
     if not interpreter.ready():
@@ -286,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
     shapes = args.variant if args.variant != "retiled" else ""
     with gemv_launch_shapes(shapes):
-        failed = interpreter.report((name, *check_file(name, tuple(args.regroup))) for name in args.files)
+        failed = interpreter.report(
+            (name, *check_file(name, args.regroup and tuple(args.regroup))) for name in args.files
+        )
     return 1 if failed else 0
 
 

@@ -199,10 +199,12 @@ def test_the_loop_that_loads_ahead_gives_the_plain_loops_bits(
     ids=lambda v: getattr(v, "name", str(v)),
 )
 @pytest.mark.parametrize("split", [1, 2, 3])
-def test_regrouped_layouts_give_the_file_orders_bits(qtype, shape, split, rng, blocks) -> None:
+def test_regrouped_layouts_give_the_file_orders_products(qtype, shape, split, rng, blocks) -> None:
     """Q8_0 and Q6_K CODES_THEN_SCALES (codes in 16-byte loads, scales apart): the product of two rows with
-    a bias in each tile and loop form, q/k/v in one launch, and the dequantizer, all the file order's
-    bits."""
+    a bias in each tile and loop form, and q/k/v in one launch, the file order's within float32 rounding
+    (the same halfwords, summed in another order: the compiled kernel reduces the 16-byte vectors in
+    another tree; the interpreter, tests/kernels/interpreted_gemv, gives the same bits); the dequantizer
+    the file order's bits."""
     from kernels.triton_gemv import GemvConfig, default_config, dequantize_into, launch, launch_segments
 
     filed = make_weight(qtype, shape, rng, blocks)
@@ -220,15 +222,17 @@ def test_regrouped_layouts_give_the_file_orders_bits(qtype, shape, split, rng, b
         default_config(qtype, shape[0], shape[1], 2, sm_count),
     ]
     for config in configs:
-        assert torch.equal(
-            launch(x, regrouped, bias, 2, config=config), launch(x, filed, bias, 2, config=config)
-        )
+        got, want = launch(x, regrouped, bias, 2, config=config), launch(x, filed, bias, 2, config=config)
+        assert rel_err(got, want) < REL_TOL, config
     # q/k/v in one launch: k and v the first rows of the matrix, regrouped as matrices of their own.
     k_rows = shape[0] // 2
     k = QTensor(filed.data[: k_rows * filed.row_bytes].clone(), filed.qtype, (k_rows, shape[1]), "k")
     k_regrouped = QTensor(k.data.clone(), k.qtype, k.shape, "k").codes_then_scales_in_place()
     want = launch_segments(x, (filed, k, k), (None, None, None), 2)
-    assert torch.equal(launch_segments(x, (regrouped, k_regrouped, k_regrouped), (None, None, None), 2), want)
+    assert (
+        rel_err(launch_segments(x, (regrouped, k_regrouped, k_regrouped), (None, None, None), 2), want)
+        < REL_TOL
+    )
     tiles = [torch.empty(*shape, dtype=torch.float16, device="cuda") for _ in range(2)]
     dequantize_into(filed, tiles[0])
     dequantize_into(regrouped, tiles[1])

@@ -56,7 +56,8 @@ def test_valid_arguments(model: Path) -> None:
 def test_the_performance_flags_reach_the_kernel_config(model: Path) -> None:
     """`--kernels`, `--cuda-graphs`, `--fused-decode`, `--decode-lookahead`, `--fused-prefill`,
     `--prefill-graphs`, `--dependent-launch`, `--weight-prefetch`, `--regroup`: the `KernelConfig` the
-    model is built with (all on by default but the last three)."""
+    model is built with (all on by default but the second and third last; by default `--regroup` leaves
+    the choice to the worker, and `none` keeps every matrix in the file's order)."""
     from kernels.backend import KernelConfig
 
     assert parse_config(args(model), cuda_device_count=0).kernel_config == KernelConfig()
@@ -80,6 +81,10 @@ def test_the_performance_flags_reach_the_kernel_config(model: Path) -> None:
     assert early.kernel_config == KernelConfig(dependent_launch=True, weight_prefetch=True)
     regrouped = parse_config([*args(model), "--regroup", "q6_k", "q8_0", "q6_k"], cuda_device_count=0)
     assert regrouped.kernel_config == KernelConfig(regroup=("q6_k", "q8_0"))  # each type once
+    file_order = parse_config([*args(model), "--regroup", "none"], cuda_device_count=0)
+    assert file_order.kernel_config == KernelConfig(regroup=())
+    with pytest.raises(UsageError, match="--regroup none stands alone"):
+        parse_config([*args(model), "--regroup", "none", "q8_0"], cuda_device_count=0)
     # A VRAM budget keeps the prefill graphs' own cache out of it: no prefill graphs.
     budgeted = parse_config(args(model, **{"--vram-budget-mb": "512"}), cuda_device_count=0)
     assert budgeted.kernel_config == KernelConfig(prefill_graphs=False)
