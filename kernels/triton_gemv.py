@@ -2086,7 +2086,10 @@ def gemv_add_normed(
 
 def gate_and_up_rows(w: QTensor) -> tuple[QTensor, QTensor]:
     """The gate rows and the up rows of a fused `[gate; up]` matrix (ggml_swiglu's split), as zero-copy
-    QTensor views."""
+    QTensor views. In the file's order only: a regrouped matrix's halves are not matrices of their own
+    (every row's codes come before the first row's scales)."""
+    if w.layout != GGML:
+        raise ValueError(f"tensor {w.name!r}: the halves of a regrouped matrix are not matrices of their own")
     n, width = w.shape[0] // 2, w.row_bytes
     shape = (n, *w.shape[1:])
     return (
@@ -2100,6 +2103,10 @@ def gemv_glu(h: torch.Tensor | RMSNormed, w_gate: QTensor, w_up: QTensor | None)
     from one launch (`launch_segments(glu=True)`; an `RMSNormed` h is normed inside it). `w_up` None:
     `w_gate` holds the gate rows, then the up rows (ggml_swiglu's split). None where not served."""
     if w_up is None:
+        if w_gate.layout != GGML:
+            # A regrouped [gate; up] matrix (Phi-3's Q8_0 ffn_up) has no halves to launch side by side: the
+            # caller takes its one product and the SwiGLU apart.
+            return None
         w_gate, w_up = gate_and_up_rows(w_gate)
     x, rms_of, eps = (h.xw, h.x, h.eps) if isinstance(h, RMSNormed) else (h, None, 0.0)
     if isinstance(h, RMSNormed) and not normed_rows_served(h):
