@@ -658,7 +658,8 @@ def _dot_q8_0_codes_then_scales(
 ):
     # Q8_0 regrouped: `rows` point at each row's codes (32 int8 a block, 8 words, 16-byte aligned),
     # `scale_rows` at its float16 scales (one halfword a block). The step is `_dot_q8_0`'s on the same
-    # values, so the same sums bit for bit.
+    # values; compiled, the 16-byte vectors are reduced in another tree than the file order's halfwords,
+    # so the sums are its within float32 rounding (interpreted: bit for bit).
     acc = tl.zeros([BLOCK_N, UB, 16], dtype=tl.float32)
     acc = _walk_blocks(
         acc, rows, scale_rows, xp, op, lo, hi, _q8_0_regrouped_words, _q8_0_acts, _q8_0_step, STAGES,
