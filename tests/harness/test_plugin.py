@@ -309,3 +309,32 @@ def test_no_worker_outlives_an_interrupted_session(
     while _workers_serving(fixtures_dir) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _workers_serving(fixtures_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "outcomes"),
+    [("eos_first_jobs", {"passed": 1}), ("eos_every_job", {"skipped": 1})],
+    ids=["eos-then-long", "eos-always"],
+)
+def test_a_job_that_stops_by_eos_before_the_cancel_is_drawn_again(
+    harness_dir: pytest.Pytester, stub_command: StubCommand, behaviour: str, outcomes: dict
+):
+    """A conforming worker whose model answers the cancel scenarios' prompt briefly and stops by EOS (a
+    chat model may): the scenario draws the prompt again (another seed) until a job still streams, so a
+    worker whose first two jobs stop early is still judged on its cancel (passed, not "not applicable");
+    one whose every job stops early is not applicable, with the reason, never failed."""
+    result = run(
+        harness_dir,
+        "features/http/cancel.feature",
+        "-k",
+        "test_cancelling_a_running_job",
+        "--worker-cmd",
+        stub_command(behaviour),
+        "-q",
+        "-rs",
+    )
+    result.assert_outcomes(**outcomes)
+    if behaviour == "eos_every_job":
+        assert "not applicable: the job ended by itself (stop_reason EOS) before the cancel took effect" in (
+            result.stdout.str()
+        )

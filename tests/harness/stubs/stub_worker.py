@@ -37,7 +37,10 @@ FAULTS = (
     "sigkill_once",  # the first job of a run SIGKILLs the worker (marker file: $STUB_SIGKILL_MARKER)
     "vram_grows_each_job",  # every job leaves 4 KiB of device memory behind (M0-W-1830)
     "vram_built_by_first_job",  # the first job builds a 256 KiB buffer the worker keeps: conforming
+    "eos_first_jobs",  # the first EOS_JOBS jobs end by EOS after two tokens, as a chat model may: conforming
+    "eos_every_job",  # every job ends by EOS after two tokens: conforming, but nothing runs long enough to cancel
 )
+EOS_JOBS = 2
 SIGKILL_MARKER_ENV = "STUB_SIGKILL_MARKER"
 TOKENS = ("Hello", ",", " 世界", " 🚀", " GPU", " computing")
 FILE_TYPES = {15: "Q4_K_M", 38: "MXFP4", 2: "Q4_0", 3: "Q4_1", 1: "F16", 0: "F32", 7: "Q8_0", 8: "Q5_0"}
@@ -278,6 +281,18 @@ class Handler(BaseHTTPRequestHandler):
                 self._event("token", {"t": TOKENS[0], "i": 0})
             self._started(job_id)
             began = time.monotonic()
+            with worker.lock:
+                eos_after = (
+                    2
+                    if worker.fault == "eos_every_job"
+                    or (worker.fault == "eos_first_jobs" and worker.jobs_done < EOS_JOBS)
+                    else None
+                )
+            if eos_after is not None and eos_after < max_tokens:
+                for index in range(eos_after):
+                    self._event("token", {"t": TOKENS[index], "i": index})
+                self._event("end", {"tokens_out": eos_after, "decode_time_ms": 1, "stop_reason": "EOS"})
+                return
             for index in range(max_tokens):
                 timeout = worker.inference_timeout_s
                 if timeout is not None and time.monotonic() - began > timeout:
