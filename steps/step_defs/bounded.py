@@ -21,17 +21,21 @@ DEFAULT_MAX_TOKENS = 2048  # M0-W-1300
 @when(
     parsers.re(
         r"I POST /execute with the JSON body, reading its events (?P<first_token>until the first token )?"
-        r"for at most (?P<seconds>\d+) seconds:"
+        r"for at most (?P<seconds>\d+) seconds"
+        r"(?:, drawn again with another seed while it stops by itself within (?P<redraw>\d+) seconds?)?:"
     ),
     converters={"seconds": int},
     target_fixture="time_bound",
 )
 def execute_bounded(
-    docstring: str, first_token: str | None, seconds: int, scenario_state: ScenarioState
+    docstring: str, first_token: str | None, seconds: int, redraw: str | None, scenario_state: ScenarioState
 ) -> TimeBound:
-    """Reads the job's events to its end, or only to its first token, for at most `seconds`."""
+    """Reads the job's events to its end, or only to its first token, for at most `seconds`. A sampled job
+    that must run long (past an inference timeout) may be drawn again while a real model answers the prompt
+    briefly and stops by itself (steps/jobs.py `read_bounded`)."""
     until = (lambda stream: stream.progressed) if first_token else (lambda stream: stream.ended)
-    return read_bounded(docstring, seconds, scenario_state, until=until)
+    redraw_within_s = int(redraw) if redraw is not None else None
+    return read_bounded(docstring, seconds, scenario_state, until=until, redraw_within_s=redraw_within_s)
 
 
 @then("the job streams started and then tokens")

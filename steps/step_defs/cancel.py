@@ -8,14 +8,12 @@ from pytest_bdd import given, parsers, then, when
 
 from steps import verdicts
 from steps.contention import DroppedJob, check_accepted_after_drop, drop_stream, send_until_accepted
-from steps.jobs import RunningJob, answered, start_job
+from steps.jobs import DRAWS, RunningJob, answered, drawn_again, start_job
 from steps.state import READ_TIMEOUT_S, ScenarioState, new_job_id
 from steps.verdicts import RequirementViolation, not_applicable, require
 
-# Tokens a job must stream without ending by itself before the scenario acts on it, and how many jobs
-# `job_streaming` starts to get one that does.
+# Tokens a job must stream without ending by itself before the scenario acts on it.
 SETTLE_TOKENS = 4
-STREAMING_ATTEMPTS = 3
 
 
 @given(
@@ -26,13 +24,11 @@ def job_streaming(prompt: str, max_tokens: int, scenario_state: ScenarioState) -
     """A job still generating when the scenario goes on. A real model may answer the prompt briefly and stop
     by EOS (its own choice, not a fault) before a cancel or a disconnect reaches it: a job that has ended
     by itself within its first SETTLE_TOKENS tokens is replaced by another draw of the same prompt (another
-    seed), up to STREAMING_ATTEMPTS jobs; the last is handed on whatever it did (the Then steps call a job
-    that still ended by itself not applicable)."""
-    for attempt in range(STREAMING_ATTEMPTS):
-        body = {"job_id": new_job_id(), "prompt": prompt, "max_tokens": max_tokens}
-        if attempt:
-            body["seed"] = attempt
-        job = start_job(scenario_state, body)
+    seed), up to DRAWS jobs; the last is handed on whatever it did (the Then steps call a job that still
+    ended by itself not applicable)."""
+    first = {"job_id": new_job_id(), "prompt": prompt, "max_tokens": max_tokens}
+    for draw in range(DRAWS):
+        job = start_job(scenario_state, drawn_again(first, draw) if draw else first)
         job.reader.wait_until(lambda stream: stream.progressed, READ_TIMEOUT_S)
         verdicts.check_streaming(answered(scenario_state, job), job.reader.failure)
         job.reader.wait_until(lambda stream: len(stream.of_type("token")) >= SETTLE_TOKENS, READ_TIMEOUT_S)

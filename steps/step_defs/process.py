@@ -54,6 +54,10 @@ from steps.state import ScenarioState
 from steps.verdicts import is_number, not_applicable, require
 
 OPTIONAL_FLAG_VALUES = {"max_tokens_in": 256, "max_tokens_out": 64, "timeout_s": 120, "kv_cache_mb": 16}
+# A job that must outlast an inference timeout needs the KV cache of its whole context: ample for a small
+# real model at 32-bit K and V over its full context (SmolLM2-135M: 8,192 positions, ~0.4 GB); the KV
+# limit is not under test there.
+LONG_JOB_KV_CACHE_MB = 1024
 NOT_A_MODEL_TEXT = "This is not a model file.\n" * 64
 
 
@@ -114,7 +118,12 @@ def worker_with_optional_flags(
     if seconds is not None:
         # The job must be able to run past the timeout: the model's whole context, and the default max_tokens.
         context = resolve_role(model, harness).facts.context_length or OPTIONAL_FLAG_VALUES["max_tokens_in"]
-        values |= {"timeout_s": int(seconds), "max_tokens_in": context, "max_tokens_out": 2048}
+        values |= {
+            "timeout_s": int(seconds),
+            "max_tokens_in": context,
+            "max_tokens_out": 2048,
+            "kv_cache_mb": LONG_JOB_KV_CACHE_MB,
+        }
     args = capability_args(request.config, "optional_flags", **values)
     serve_role(model, args, harness, scenario_state, request)
 

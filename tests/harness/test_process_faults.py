@@ -40,6 +40,8 @@ TINY_MODELS = {
     "tiny/gpt-oss-mxfp4_moe.gguf": ("gpt-oss", gguf.LlamaFileType.MOSTLY_MXFP4_MOE, 0),
     # The Qwen2.5 role's stand-in: >= 2 MiB of tensors, so half of it is a whole MiB budget.
     "tiny/qwen2-realvocab-q4_k_m.gguf": ("qwen2", gguf.LlamaFileType.MOSTLY_Q4_K_M, 3 << 20),
+    # The small real model's place (the timeout scenario runs on it); the stub reads only its metadata.
+    "real/SmolLM2-135M-Instruct.Q4_1.gguf": ("llama", gguf.LlamaFileType.MOSTLY_Q4_1, 0),
 }
 
 
@@ -335,3 +337,22 @@ def test_optional_flags_are_a_declared_capability(process_dir: pytest.Pytester):
     result.stdout.fnmatch_lines(
         ["*not applicable: needs the optional flags of M0-W-1101*--worker-flag optional_flags=*"]
     )
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcomes"),
+    [("eos_first_jobs", {"passed": 1}), ("eos_every_job", {"skipped": 1})],
+    ids=["eos-then-long", "eos-always"],
+)
+def test_a_job_that_stops_by_eos_within_the_timeout_is_drawn_again(
+    process_dir: pytest.Pytester, fault: str, outcomes: dict
+):
+    """A conforming worker whose model answers the timeout scenario's prompt briefly and stops by EOS within
+    the second: the job is drawn again (another seed), so a worker whose first two jobs stop early is still
+    judged on its timeout (passed); one whose every job stops early is not applicable, never failed."""
+    result = run(
+        process_dir, "features/process/timeout.feature", "--worker-cmd", stub(fault), *OPTIONAL_FLAGS, "-q", "-rs"
+    )
+    result.assert_outcomes(**outcomes)
+    if fault == "eos_every_job":
+        result.stdout.fnmatch_lines(["*not applicable: the job ended by itself after *, within its timeout of 1 s*"])

@@ -48,6 +48,8 @@ FAULTS = (
     "no_perf_fields",  # execute_end lacks tokens_in and first_token_ms, as in M0 (M0-W-1901)
     "log_prompt",  # execute_start logs the prompt itself (M0-W-1902)
     "log_output",  # execute_end logs the generated text (M0-W-1902)
+    "eos_first_jobs",  # the first jobs end by EOS after two tokens, as a chat model may: conforming
+    "eos_every_job",  # every job ends by EOS after two tokens: conforming, nothing runs past a timeout
 )
 VARIANTS = ("none", "usage_exit_2", "host_memory_truth")
 ARCHITECTURES = ("llama", "qwen2", "phi3", "gpt2", "gpt-oss")
