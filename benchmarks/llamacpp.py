@@ -8,7 +8,9 @@
 `build` unpacks the llama.cpp source tarball (default `.bench-src/llama.cpp-src.tar.xz`, kept out of git)
 and builds only `llama-bench` with the CUDA backend for sm_90, once per tarball: the build is cached under
 `--cache` (default /tmp/llamacpp-bench/<sha256 of the tarball>), so later calls on the same machine reuse
-it; `export` packs it into parts which, placed beside the tarball, let a fresh machine skip the compile. `bench` runs `llama-bench -m FILE -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o json` on each file and writes
+it; `export` packs it into parts which, placed beside the tarball, let a fresh machine skip the compile.
+`bench` runs `llama-bench -m FILE -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o json` on each file (through
+`steps.llama_bench`, as the harness's parity scenarios do) and writes
 one record per file (kind "llama-bench") with the same run information and traffic model as the
 worker's records, so `benchmarks.report` can put them side by side.
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.runinfo import REPO_ROOT
+from steps.llama_bench import LlamaBenchError, run_llama_bench
 
 DEFAULT_SRC = REPO_ROOT / ".bench-src" / "llama.cpp-src.tar.xz"
 DEFAULT_CACHE = Path("/tmp/llamacpp-bench")
@@ -52,8 +55,8 @@ MIB = 1 << 20
 _PROGRESS = re.compile(r"\[\s*(\d+)%\]")
 
 
-class LlamaCppError(RuntimeError):
-    """The build or a llama-bench run failed; the message says which and where the log is."""
+class LlamaCppError(LlamaBenchError):
+    """The build failed, or a llama-bench run (LlamaBenchError); the message says which and where the log is."""
 
 
 def source_digest(src: Path) -> str:
@@ -211,48 +214,6 @@ def export(src: Path, cache: Path, out: Path, part_mib: int = 15, max_mib: int =
     return paths
 
 
-def parse_llama_bench(stdout: str) -> dict[str, Any]:
-    """llama-bench `-o json` output -> {"pp512": {...}, "tg128": {...}} plus the build and model facts."""
-    try:
-        rows = json.loads(stdout)
-    except json.JSONDecodeError as e:
-        raise LlamaCppError(f"llama-bench printed no JSON ({e}); output starts: {stdout[:200]!r}") from None
-    tests = {}
-    for row in rows:
-        name = f"pp{row['n_prompt']}" if row["n_gen"] == 0 else f"tg{row['n_gen']}"
-        tests[name] = {
-            "avg_ts": row["avg_ts"],
-            "stddev_ts": row["stddev_ts"],
-            "samples_ts": row.get("samples_ts"),
-            "n_depth": row.get("n_depth"),
-        }
-    first = rows[0] if rows else {}
-    return {
-        "tests": tests,
-        "build_commit": first.get("build_commit"),
-        "build_number": first.get("build_number"),
-        "gpu_info": first.get("gpu_info"),
-        "llama_model_type": first.get("model_type"),
-        "llama_model_size": first.get("model_size"),
-        "llama_model_n_params": first.get("model_n_params"),
-    }
-
-
-def bench(
-    exe: Path, model: Path, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, timeout_s: float = 600
-) -> tuple[list[str], dict[str, Any]]:
-    argv = [str(exe), "-m", str(model), "-ngl", "99", "-fa", "1"]
-    argv += ["-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps), "-o", "json"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise LlamaCppError(f"{model}: llama-bench ran past {timeout_s:.0f} s") from None
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.splitlines()[-15:])
-        raise LlamaCppError(f"{model}: llama-bench exited {done.returncode}:\n{tail}")
-    return argv, parse_llama_bench(done.stdout)
-
-
 def bench_records(models: list[Path], exe: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
@@ -265,7 +226,9 @@ def bench_records(models: list[Path], exe: Path, args: argparse.Namespace) -> li
     source = {"tarball": args.src.name, "sha256": source_digest(args.src)}
     records = []
     for model in models:
-        argv, parsed = bench(exe, model, n_prompt=args.p, n_gen=args.n, reps=args.r, timeout_s=args.timeout_s)
+        argv, parsed = run_llama_bench(
+            exe, model, n_prompt=args.p, n_gen=args.n, reps=args.r, timeout_s=args.timeout_s
+        )
         traffic = weight_traffic(model)
         record = {
             "kind": "llama-bench",
@@ -331,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise LlamaCppError(f"no such model file: {', '.join(missing)}")
         records = bench_records([m.resolve() for m in args.model], exe, args)
-    except (LlamaCppError, OSError) as e:
+    except (LlamaBenchError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.out is not None:

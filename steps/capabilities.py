@@ -8,6 +8,8 @@ applicable, and the reason names the option to pass. The reference worker's flag
     memory_budget    placeholders {mb} (whole MiB) and {bytes}   reference: --vram-budget-mb {mb}
     residency_fault  no placeholder: the worker fails its residency check soon after it is ready
     optional_flags   placeholders {max_tokens_in} {max_tokens_out} {timeout_s} {kv_cache_mb}
+    cuda_graphs      no placeholder: the decode step replayed as a CUDA graph  reference: --cuda-graphs
+    eager_decode     no placeholder: the same step launched kernel by kernel   reference: --no-cuda-graphs
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ CAPABILITIES = {
     "attention_sdpa": "a fused (SDPA/FlashAttention) attention kernel in place of the plain one (M1-FLASH-ATTN)",
     "optional_flags": "the optional flags of M0-W-1101, a MAY requirement ({max_tokens_in} {max_tokens_out} "
     "{timeout_s} {kv_cache_mb})",
+    "cuda_graphs": "the decode step captured and replayed as a CUDA graph",
+    "eager_decode": "the same decode step launched kernel by kernel, without a CUDA graph",
 }
 REFERENCE_FLAGS = {
     "memory_budget": "--vram-budget-mb {mb}",
@@ -34,6 +38,8 @@ REFERENCE_FLAGS = {
     "residency_fault": "--inject-residency-fault-after-sec 1 --residency-check-interval-sec 0.5",
     "optional_flags": "--max-tokens-in {max_tokens_in} --max-tokens-out {max_tokens_out} "
     "--inference-timeout-sec {timeout_s} --kv-cache-size-mb {kv_cache_mb}",
+    "cuda_graphs": "--cuda-graphs",
+    "eager_decode": "--no-cuda-graphs",
 }
 
 

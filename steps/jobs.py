@@ -349,7 +349,11 @@ def read_bounded(
             body = drawn_again(body, draw)
         started = time.monotonic()
         job = start_job(state, body)
-        if job.reader.wait_until(until, seconds) and job.reader.stream is not None and job.reader.stream.ended:
+        if (
+            job.reader.wait_until(until, seconds)
+            and job.reader.stream is not None
+            and job.reader.stream.ended
+        ):
             job.reader.wait_done(READ_TIMEOUT_S)  # a terminal event: the worker closes the stream next
         bound = TimeBound(seconds, time.monotonic() - started, answered(state, job).ended)
         if not (

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from steps.envelope import MIB
+from steps.jobs import JobRuns, finished_runs
 from steps.state import ScenarioState
 from steps.verdicts import require
 
@@ -180,3 +181,15 @@ def byte_counts(text: str) -> list[float]:
             continue
         found.append(value * _UNITS.get((unit or "").lower(), 1))
     return found
+
+
+def median_decode_rate(job_runs: JobRuns, spec_ids: str) -> float:
+    """The median over the jobs of tokens after the first per second from the first token to the last, as
+    the client sees them (a worker that streams in bursts is judged by its whole job)."""
+    rates = []
+    for run in finished_runs(job_runs.runs, spec_ids):
+        tokens = run.stream.of_type("token")
+        if len(tokens) >= 2 and tokens[-1].arrived_s > tokens[0].arrived_s:
+            rates.append((len(tokens) - 1) / (tokens[-1].arrived_s - tokens[0].arrived_s))
+    require(rates, spec_ids, "the jobs streamed too few tokens to measure a rate")
+    return percentile(rates, 0.5)

@@ -46,6 +46,7 @@ pytest_plugins = [
     "steps.measures",
     "steps.nvidia_smi",
     "steps.selfcheck",
+    "steps.llama_bench",
     # Step modules: only decorated steps, never importing each other.
     "steps.step_defs.worker",
     "steps.step_defs.execute",

@@ -7,7 +7,12 @@ Feature: Implementations behind the seams can be swapped without changing the ou
   reference worker's, `--kv-cache paged` and `--attention sdpa`, are built in); a worker that declares
   none is not applicable. The M1 scenarios generate past several cache pages and sample with a seed.
   The decode loop itself stays pure (M0-SEAM-PURE-LOOP): nothing is logged per token, so a 64-token job
-  adds no more log lines than a 4-token one (visible only for workers the harness starts).
+  adds no more log lines than a 4-token one (visible only for workers the harness starts). That purity is
+  what lets the decode step be captured as a CUDA graph and replayed per token (M1-CUDA-GRAPHS): the same
+  job gives the same tokens with the step replayed as a graph (`--worker-flag cuda_graphs=ARGS`) and
+  launched kernel by kernel (`--worker-flag eager_decode=ARGS`; the reference worker's `--cuda-graphs` and
+  `--no-cuda-graphs`), on the GPU. That the step is a graph is the worker's own declaration: from outside,
+  the same tokens are what can be judged.
 
   Background:
     Given a worker serving the tiny llama Q8_0 model
@@ -64,6 +69,20 @@ Feature: Implementations behind the seams can be swapped without changing the ou
       | temperature | 0.7                                                          |
       | seed        | 5                                                            |
     And the same model is served with the worker flag attention_sdpa
+    And I run the same job again
+    Then every run finishes with an end event
+    And every run streams the same tokens as the first
+
+  @m1 @M1-CUDA-GRAPHS @model_tiny @q8_0 @needs_spawn @needs_gpu
+  Scenario: The decode step replayed as a CUDA graph gives the same tokens as launched kernel by kernel
+    When the same model is served with the worker flag cuda_graphs
+    And I run a job with:
+      | field       | value                                                        |
+      | prompt      | Once upon a time there was a GPU that computed all day long |
+      | max_tokens  | 96                                                           |
+      | temperature | 0.7                                                          |
+      | seed        | 5                                                            |
+    And the same model is served with the worker flag eager_decode
     And I run the same job again
     Then every run finishes with an end event
     And every run streams the same tokens as the first

@@ -18,7 +18,17 @@ from pytest_bdd import given, parsers, then, when
 
 from steps.capabilities import capability_args
 from steps.jobs import JobRuns, RunningJob, finished_runs, run_job
-from steps.measures import Measures, has_fields, percentile, timed_on
+from steps.llama_bench import (
+    DECODE_TOKENS,
+    LLAMA_BENCH_ENV,
+    LLAMA_BENCH_OPTION,
+    DecodeRate,
+    LlamaBenchError,
+    llama_bench_exe,
+    llama_cpp_decode_rate,
+    on_this_machine,
+)
+from steps.measures import Measures, has_fields, median_decode_rate, percentile, timed_on
 from steps.plugin import Harness
 from steps.serving import serve_role
 from steps.sse import open_event_stream
@@ -211,18 +221,64 @@ def token_gap_p95(limit: int, job_runs: JobRuns, scenario_state: ScenarioState, 
 
 @then(parsers.parse("the median decode rate is at least {rate:d} tokens per second"))
 def decode_rate(rate: int, job_runs: JobRuns, scenario_state: ScenarioState, spec_ids: str) -> None:
-    rates = []
-    for run in finished_runs(job_runs.runs, spec_ids):
-        tokens = run.stream.of_type("token")
-        if len(tokens) >= 2 and tokens[-1].arrived_s > tokens[0].arrived_s:
-            rates.append((len(tokens) - 1) / (tokens[-1].arrived_s - tokens[0].arrived_s))
-    require(rates, spec_ids, "the jobs streamed too few tokens to measure a rate")
-    median = percentile(rates, 0.5)
+    median = median_decode_rate(job_runs, spec_ids)
     require(
         median >= rate,
         spec_ids,
         f"median decode rate is {median:.1f} tokens/s{timed_on(scenario_state)} (target {rate})",
     )
+
+
+# --- Parity with llama.cpp (M1-PARITY-LLAMACPP) ----------------------------------------------------------
+
+
+@when(
+    parsers.parse("llama.cpp decodes {tokens:d} tokens of the same file on the same GPU"),
+    target_fixture="llama_cpp_rate",
+)
+def llama_cpp_decodes(
+    tokens: int, harness: Harness, scenario_state: ScenarioState, request: pytest.FixtureRequest
+) -> DecodeRate:
+    """llama-bench's tg<tokens> on the file the worker is judged as, on the GPU the harness gives its
+    workers: not applicable without a llama-bench, or when the worker runs on another machine."""
+    assert scenario_state.model is not None, "the scenario needs a 'Given a worker serving ...' step"
+    exe = llama_bench_exe(request.config)
+    if exe is None:
+        not_applicable(
+            f"needs llama.cpp's llama-bench as the yardstick (pass {LLAMA_BENCH_OPTION} PATH or set "
+            f"{LLAMA_BENCH_ENV})"
+        )
+    if harness.attached and not on_this_machine(scenario_state.url("/")):
+        not_applicable(
+            f"the worker at {scenario_state.url('/')} may run on another machine; llama-bench would run on "
+            "this one (attach to a worker on this machine to compare)"
+        )
+    if tokens != DECODE_TOKENS:
+        pytest.fail(
+            f"setup error: llama-bench's yardstick is tg{DECODE_TOKENS}, not tg{tokens}", pytrace=False
+        )
+    from steps.shards import shard_gpu  # imported here: pytest_plugins loads (and rewrites) it as a plugin
+
+    try:
+        return llama_cpp_decode_rate(
+            exe, scenario_state.model.path, shard_gpu(request.config), request.config
+        )
+    except LlamaBenchError as exc:
+        pytest.fail(f"setup error: {exc}", pytrace=False)
+
+
+@then("the median decode rate is at least llama.cpp's")
+def decode_rate_at_least_llama_cpp(
+    job_runs: JobRuns, scenario_state: ScenarioState, spec_ids: str, llama_cpp_rate: DecodeRate
+) -> None:
+    median = median_decode_rate(job_runs, spec_ids)
+    ratio = median / llama_cpp_rate.tokens_per_s
+    measured = (
+        f"median decode rate {median:.1f} tokens/s{timed_on(scenario_state)}, {ratio:.3f}x llama.cpp's "
+        f"{llama_cpp_rate.describe()}"
+    )
+    require(ratio >= 1.0, spec_ids, measured)
+    print(measured)  # in the report's captured output of a passed scenario too
 
 
 @when(

@@ -24,7 +24,7 @@ LIFECYCLE_STUB = STUBS / "lifecycle_stub.py"
 FAKE_NVIDIA_SMI = STUBS / "fake_nvidia_smi.py"
 FEATURES = ("features/lifecycle", "features/performance/seams.feature")
 # Of seams.feature only the pure decode loop: the flag-swap scenarios need worker flags the stub lacks.
-SEAM_SWAPS = ["-k", "not allocator and not attention_kernel and not paged_kv_cache"]
+SEAM_SWAPS = ["-k", "not allocator and not attention_kernel and not paged_kv_cache and not cuda_graph"]
 # end to end x3, GPU context x2, load flow, one job at a time x2, workers side by side x3, pure decode loop
 SCENARIOS = 12
 GPU_SCENARIOS = 2

@@ -351,8 +351,16 @@ def test_a_job_that_stops_by_eos_within_the_timeout_is_drawn_again(
     the second: the job is drawn again (another seed), so a worker whose first two jobs stop early is still
     judged on its timeout (passed); one whose every job stops early is not applicable, never failed."""
     result = run(
-        process_dir, "features/process/timeout.feature", "--worker-cmd", stub(fault), *OPTIONAL_FLAGS, "-q", "-rs"
+        process_dir,
+        "features/process/timeout.feature",
+        "--worker-cmd",
+        stub(fault),
+        *OPTIONAL_FLAGS,
+        "-q",
+        "-rs",
     )
     result.assert_outcomes(**outcomes)
     if fault == "eos_every_job":
-        result.stdout.fnmatch_lines(["*not applicable: the job ended by itself after *, within its timeout of 1 s*"])
+        result.stdout.fnmatch_lines(
+            ["*not applicable: the job ended by itself after *, within its timeout of 1 s*"]
+        )

@@ -39,6 +39,7 @@ FAULTS = (
     "vram_built_by_first_job",  # the first job builds a 256 KiB buffer the worker keeps: conforming
     "eos_first_jobs",  # the first EOS_JOBS jobs end by EOS after two tokens, as a chat model may: conforming
     "eos_every_job",  # every job ends by EOS after two tokens: conforming, but nothing runs long enough to cancel
+    "graphs_change_tokens",  # with --decode-graphs on, the fourth token differs from the eager one (M1-CUDA-GRAPHS)
 )
 EOS_JOBS = 2
 SIGKILL_MARKER_ENV = "STUB_SIGKILL_MARKER"
@@ -151,6 +152,7 @@ class StubWorker:
         self.job_done.set()
         self.stopping = False  # SIGTERM arrived: the running job ends with CANCELLED
         self.inference_timeout_s: float | None = getattr(args, "inference_timeout_sec", None)
+        self.decode_graphs = getattr(args, "decode_graphs", "on") == "on"
         self.jobs_done = 0
 
     def vram_bytes_used(self) -> int:
@@ -307,6 +309,8 @@ class Handler(BaseHTTPRequestHandler):
                     return
                 if worker.fault == "invalid_utf8" and index == 1:
                     self._event("token", {}, raw_text=b'{"type":"token","t":"\xe4\xb8","i":1}')
+                elif worker.fault == "graphs_change_tokens" and worker.decode_graphs and index == 3:
+                    self._event("token", {"t": " CPU", "i": index})
                 else:
                     self._event("token", {"t": TOKENS[index % len(TOKENS)], "i": index})
                 time.sleep(worker.token_delay_s)
@@ -333,6 +337,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--framing", choices=("event", "data"), default="event")
     parser.add_argument("--token-delay-ms", type=float, default=5.0)
+    # The decode step replayed as a graph or launched kernel by kernel (the cuda_graphs and eager_decode
+    # capabilities): the same tokens either way, unless the fault says otherwise.
+    parser.add_argument("--decode-graphs", choices=("on", "off"), default="on")
     args = parser.parse_args()
     server = http_server(Handler, StubWorker(args), args.port)
     print(f"stub worker ready on {args.port} (fault={args.fault})", flush=True)
