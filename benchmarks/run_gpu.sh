@@ -50,6 +50,9 @@
 #   BENCH_GEMV_BASE      with BENCH_GEMV: a second source tree (e.g. `git archive` of an earlier commit, carried
 #                        untracked) timed by the same command in the same call, into $OUT/base/: a kernel
 #                        change before and after on one machine
+#   BENCH_PARITY         1: after llama-bench, the harness's parity scenarios (features/performance/parity.feature,
+#                        M1) against the reference worker on the same shaped files, with this call's llama-bench as
+#                        the yardstick (--llama-bench), into $OUT/parity.log
 #   FIXTURES_DIR         where the shaped files are written (default /tmp/bench-fixtures)
 #   BENCH_PYTHON         the Python to use (default python3)
 set -uo pipefail
@@ -201,6 +204,15 @@ if [[ -n "$BUILD_PID" ]]; then
         for model in "${PATHS[@]}"; do args+=(--model "$model"); done
         $PY -m benchmarks.llamacpp bench "${args[@]}" --label "$LABEL" --timeout-s "$(($(left) - 15))" \
             --out "$WORK/llamacpp.json" || say "llama-bench failed"
+    fi
+    if [[ "${BENCH_PARITY:-0}" == 1 && "$status" == "llama-bench built"* ]] && (($(left) > 60)); then
+        # The harness finds full-shape files under its fixtures dir's shaped/, beside the tiny stand-ins.
+        say "parity scenarios: the worker against llama-bench (${status##*: })"
+        $PY -m fixtures prepare --tiny >/dev/null 2>&1 || say "tiny fixtures: some failed to build"
+        [[ -e fixtures/build/shaped ]] || ln -s "$FIXTURES_DIR/shaped" fixtures/build/shaped
+        timeout "$(($(left) - 20))" $PY -m pytest features/performance/parity.feature -p no:cacheprovider -rs -s \
+            --llama-bench "${status##*: }" >"$OUT/parity.log" 2>&1
+        tail -n 8 "$OUT/parity.log"
     fi
     if [[ "${BENCH_EXPORT_BUILD:-0}" == 1 && "$status" == *"(built in"* ]]; then
         $PY -m benchmarks.llamacpp export --out "$OUT" || say "build not exported"
