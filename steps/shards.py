@@ -12,6 +12,11 @@
 - xdist's loadgroup appends `@<group>` to node IDs so that its scheduler can see the groups; once the
   scheduler has them, the original IDs are put back, so reports, JUnit and Cucumber JSON name every
   scenario exactly as a serial run does.
+- Timing shares no GPU: a scenario that times the worker (`@needs_full_shape`) runs alone on its GPU, the
+  other scenarios on that GPU, of every shard and every session on this machine, waiting until it is done
+  and it until they are (`gpu_share`, a reader-writer file lock per GPU index; only where a CUDA GPU is
+  visible). Another shard's job decoding on the same GPU would slow the timed worker, and llama-bench
+  beside it, by a share that says nothing of either.
 - pytest-bdd keeps the scenario of each report (what its Cucumber JSON is written from) beside the report
   object, which does not travel from a shard to the controller: the shard attaches it to the report as
   plain data and the controller puts it back where pytest-bdd looks for it.
@@ -20,10 +25,16 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import re
-from collections.abc import Generator
+import tempfile
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+
+from steps.targets import cuda_visible
 
 GROUP_MARKER = "xdist_group"
 # steps/step_defs/worker.py: the steps that acquire a shared spawned worker
@@ -61,6 +72,39 @@ def shard_gpu(config: pytest.Config) -> int:
     gpus = parse_gpus(str(config.getoption("gpu")))
     index = shard_index(config) or 0
     return gpus[index % len(gpus)]
+
+
+TIMING_MARKER = "needs_full_shape"  # the scenarios that time the worker
+
+
+@contextmanager
+def gpu_share(gpu: int, exclusive: bool, lock_dir: Path | None = None) -> Iterator[None]:
+    """Holds GPU `gpu` for a scenario: shared with other untimed scenarios, or alone (`exclusive`). A
+    waiting exclusive holder keeps the turnstile, so scenarios that start after it wait behind it rather
+    than keep the GPU shared for ever."""
+    base = (lock_dir or Path(tempfile.gettempdir())) / f"worker-orcd-gpu{gpu}"
+    with open(f"{base}.turnstile", "a") as turnstile, open(f"{base}.lock", "a") as lock:
+        if exclusive:
+            fcntl.flock(turnstile, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(turnstile, fcntl.LOCK_SH)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
+    if not cuda_visible():
+        return (yield)
+    exclusive = item.get_closest_marker(TIMING_MARKER) is not None
+    with gpu_share(shard_gpu(item.config), exclusive):
+        return (yield)
 
 
 def worker_group(item: pytest.Item) -> str | None:
