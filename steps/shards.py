@@ -12,7 +12,7 @@
 - xdist's loadgroup appends `@<group>` to node IDs so that its scheduler can see the groups; once the
   scheduler has them, the original IDs are put back, so reports, JUnit and Cucumber JSON name every
   scenario exactly as a serial run does.
-- Timing shares no GPU: a scenario that times the worker (`@needs_full_shape`) runs alone on its GPU, the
+- Timing shares no GPU: a scenario that times the worker (`@timed`) runs alone on its GPU, the
   other scenarios on that GPU, of every shard and every session on this machine, waiting until it is done
   and it until they are (`gpu_share`, a reader-writer file lock per GPU index; only where a CUDA GPU is
   visible). Another shard's job decoding on the same GPU would slow the timed worker, and llama-bench
@@ -74,7 +74,7 @@ def shard_gpu(config: pytest.Config) -> int:
     return gpus[index % len(gpus)]
 
 
-TIMING_MARKER = "needs_full_shape"  # the scenarios that time the worker
+TIMING_MARKER = "timed"  # the scenarios that time the worker (features/tags.toml)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-@m1 @M1-PARITY-LLAMACPP @needs_gpu @needs_full_shape
+@m1 @M1-PARITY-LLAMACPP @needs_gpu @needs_full_shape @timed
 Feature: Decode at least as fast as llama.cpp on the same GPU and model file
   Competitive parity (performance bundle §M1): a worker decodes at least as fast as llama.cpp on the same
   GPU and the same GGUF file. llama.cpp's rate is llama-bench's tg128 (`llama-bench -m FILE -ngl 99 -fa 1

@@ -1,4 +1,4 @@
-@m1 @M0-W-1830 @M1-PERF-SUITE
+@m1 @M0-W-1830 @M1-PERF-SUITE @timed
 Feature: The worker meets the M1 performance targets
   The performance targets deferred from M0 (spec §10, performance bundle §M1), measured from the client
   side: first token within 100 ms (p95) and 10-50 ms between tokens (p95), a decode rate of at least 20
