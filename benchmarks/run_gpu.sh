@@ -52,7 +52,8 @@
 #                        change before and after on one machine
 #   BENCH_PARITY         1: after llama-bench, the harness's parity scenarios (features/performance/parity.feature,
 #                        M1) against the reference worker on the same shaped files, with this call's llama-bench as
-#                        the yardstick (--llama-bench), into $OUT/parity.log
+#                        the yardstick (--llama-bench), into $OUT/parity.log (carry the quicktok wheel in
+#                        fixtures/build/wheels for the GPT-OSS role's stand-in, as for .ci/gpu-conformance)
 #   FIXTURES_DIR         where the shaped files are written (default /tmp/bench-fixtures)
 #   BENCH_PYTHON         the Python to use (default python3)
 set -uo pipefail
@@ -208,7 +209,8 @@ if [[ -n "$BUILD_PID" ]]; then
     if [[ "${BENCH_PARITY:-0}" == 1 && "$status" == "llama-bench built"* ]] && (($(left) > 60)); then
         # The harness finds full-shape files under its fixtures dir's shaped/, beside the tiny stand-ins.
         say "parity scenarios: the worker against llama-bench (${status##*: })"
-        $PY -m fixtures prepare --tiny >/dev/null 2>&1 || say "tiny fixtures: some failed to build"
+        # --real: GPT-OSS's real-vocabulary stand-in, from the quicktok wheel carried in fixtures/build/wheels.
+        PIP_NO_INDEX=1 $PY -m fixtures prepare --tiny --real >/dev/null 2>&1 || say "tiny fixtures: some failed to build"
         [[ -e fixtures/build/shaped ]] || ln -s "$FIXTURES_DIR/shaped" fixtures/build/shaped
         timeout "$(($(left) - 20))" $PY -m pytest features/performance/parity.feature -p no:cacheprovider -rs -s \
             --llama-bench "${status##*: }" >"$OUT/parity.log" 2>&1
