@@ -181,12 +181,27 @@ def warm_up_job(prompt: str, max_tokens: int, scenario_state: ScenarioState) -> 
     run_job({"prompt": prompt, "max_tokens": max_tokens, "seed": 0}, scenario_state, JobRuns())
 
 
-@when(parsers.parse('I run {count:d} jobs with prompt "{prompt}" and max_tokens {max_tokens:d}'))
+@when(
+    parsers.re(
+        r'I run (?P<count>\d+) (?P<greedy>greedy )?jobs with prompt "(?P<prompt>[^"]+)" and '
+        r"max_tokens (?P<max_tokens>\d+)"
+    ),
+    converters={"count": int, "max_tokens": int},
+)
 def run_jobs(
-    count: int, prompt: str, max_tokens: int, scenario_state: ScenarioState, job_runs: JobRuns
+    count: int,
+    greedy: str | None,
+    prompt: str,
+    max_tokens: int,
+    scenario_state: ScenarioState,
+    job_runs: JobRuns,
 ) -> None:
+    """Sampled jobs (the default temperature), a seed each; greedy ones at temperature 0."""
     for seed in range(count):
-        run_job({"prompt": prompt, "max_tokens": max_tokens, "seed": seed}, scenario_state, job_runs)
+        body: dict = {"prompt": prompt, "max_tokens": max_tokens, "seed": seed}
+        if greedy:
+            body["temperature"] = 0.0
+        run_job(body, scenario_state, job_runs)
 
 
 @then(parsers.parse("the p95 time to the first token is below {limit:d} ms"))

@@ -29,7 +29,7 @@ Feature: Parity without the GPU tag, so that it runs here
   Scenario: Qwen decodes at least as fast as llama.cpp
     Given a worker serving the Qwen2.5-0.5B-Instruct Q4_K_M model
     And one job with prompt "Hello" and max_tokens 2 has run
-    When I run 3 jobs with prompt "Write a long story about GPUs" and max_tokens 32
+    When I run 3 greedy jobs with prompt "Write a long story about GPUs" and max_tokens 32
     And llama.cpp decodes 128 tokens of the same file on the same GPU
     Then the median decode rate is at least llama.cpp's
 """
