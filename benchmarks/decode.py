@@ -73,6 +73,7 @@ class Options:
     dependent_launch: bool | None = None  # None: the worker's choice by the model's shape
     weight_prefetch: bool = False
     late_trigger: bool = True
+    fused_sampling: bool = True  # greedy here: the worker's sampled requests only
     regroup: tuple[str, ...] | None = None  # None: the worker's choice by type and size
     http: bool = False
     ready_timeout_s: float = 900.0
@@ -217,7 +218,7 @@ def _time_prefill(engine: Any, ids: list[int], params: Any, device: torch.device
 
 
 def _time_decode(engine: Any, ids: list[int], n: int, params: Any, memory: Any) -> tuple[list[float], int]:
-    """Per-token seconds of `n` decode steps (forward + greedy sample, one host sync each); KV bytes."""
+    """Per-token seconds of `n` decode steps (forward + sample, one host sync each); KV bytes."""
     session = engine.start(ids, n + 1, params)
     try:
         kv_bytes = memory.by_category.get("kv_cache", 0)
@@ -298,6 +299,22 @@ def bench_in_process(opts: Options, traffic: dict[str, Any], log_stream: Any) ->
             engine.graphs = graphs
         without_graphs = {"tok_s": round(len(run) / sum(run), 2), "ms_per_token": _ms(statistics.median(run))}
         _note(log_stream, f"decode run without graphs: {without_graphs['tok_s']:.2f} tok/s")
+    # A sampled request (temperature 1, the API's default) beside the greedy runs: with the device draw
+    # where the worker has one, and with the sampler's general path.
+    sampled = {}
+    draw = engine.device_draw
+    for name, chosen in (("device_draw", draw), ("general_sampler", None)):
+        if name == "device_draw" and draw is None:
+            continue
+        engine.device_draw = chosen
+        try:
+            run, _ = _time_decode(
+                engine, decode_ids, tokens, SamplingParams(temperature=1.0, seed=opts.seed), state.memory
+            )
+        finally:
+            engine.device_draw = draw
+        sampled[name] = {"tok_s": round(len(run) / sum(run), 2), "ms_per_token": _ms(statistics.median(run))}
+        _note(log_stream, f"decode run sampled at temperature 1 ({name}): {sampled[name]['tok_s']:.2f} tok/s")
     if device.type == "cuda":
         memory["peak_allocated_bytes_during_runs"] = torch.cuda.max_memory_allocated(device)
     memory["kv_cache_bytes_during_decode"] = kv_bytes
@@ -315,6 +332,7 @@ def bench_in_process(opts: Options, traffic: dict[str, Any], log_stream: Any) ->
             # What the worker chose where the options left it open (`--dependent-launch` by shape).
             "dependent_launch": engine.graphs is not None and engine.graphs.dependent_launch.enabled,
             "without_graphs": without_graphs,
+            "sampled": sampled,
             **decode_summary(per_run, traffic, None),
         },
         "_device": device,
@@ -560,6 +578,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "dependent_launch": opts.dependent_launch,
             "weight_prefetch": opts.weight_prefetch,
             "late_trigger": opts.late_trigger,
+            "fused_sampling": opts.fused_sampling,
             "regroup": None if opts.regroup is None else list(opts.regroup),
             "greedy": True,
             "runs_requested": opts.runs,
@@ -623,6 +642,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         dependent_launch=args.dependent_launch,
         weight_prefetch=args.weight_prefetch,
         late_trigger=args.late_trigger,
+        fused_sampling=args.fused_sampling,
         regroup=args.regroup,
         http=args.http,
         label=args.label,

@@ -91,7 +91,10 @@ class KernelConfig:
     `dependent_launch`: before it waits, so a product's weights stream in while the previous kernel still
     runs; without: all of the tile's lines requested at once, not a loop step's at a time); `late_trigger`
     (with it, on by default): a kernel lets the next one launch late (a GEMV once its weights are read, the
-    others at exit) instead of right after its wait.
+    others at exit) instead of right after its wait. `fused_sampling` (CUDA, fast kernels): a request
+    sampled with a temperature and no top-k, top-p or min-p draws its token in two launches
+    (`kernels.triton_sample`, the Gumbel-max draw: the same distribution, other draws per seed) instead
+    of the sampler's dozen PyTorch kernels.
     """
 
     kernels: KernelChoice = "fast"
@@ -103,6 +106,7 @@ class KernelConfig:
     dependent_launch: bool | None = None  # None: by the model's shape (`dependent_launch_mode`)
     weight_prefetch: bool = False
     late_trigger: bool = True
+    fused_sampling: bool = True
     # ggml type names, e.g. ("q8_0", "q6_k") (see REGROUP_CHOICES); None: by type and size
     regroup: tuple[str, ...] | None = None
 
@@ -157,6 +161,9 @@ class DeviceKernels:
     paths: tuple[FastPath, ...] = ()
     experts_paths: tuple[ExpertsFastPath, ...] = ()
     decode: Any = None
+    # A request's device draw for the sampling parameters it serves (`kernels.triton_sample.GumbelDraw`):
+    # called as draw(logits_size, vocab_size, seed, device); None: the sampler's PyTorch path throughout.
+    sample: Any = None
     # The storage order the fast paths read fastest: QTensor -> QTensor (the same bytes, regrouped in
     # place at load, e.g. `triton_gemv.pack`), or None to keep every weight as the file stores it.
     pack: Callable[[QTensor], QTensor] | None = None
@@ -166,7 +173,7 @@ def _cuda_kernels(config: KernelConfig) -> DeviceKernels:
     # Imported here so that machines without Triton (CPU-only wheels) never import it.
     if importlib.util.find_spec("triton") is None:
         return DeviceKernels()
-    from kernels import triton_decode, triton_gemv, triton_moe, triton_prefill, triton_qgemm
+    from kernels import triton_decode, triton_gemv, triton_moe, triton_prefill, triton_qgemm, triton_sample
 
     # Decode (few rows) takes the GEMVs; prefill (more rows) the float16 tensor-core matmuls.
     prefill = triton_qgemm if config.fused_prefill else triton_prefill
@@ -175,6 +182,7 @@ def _cuda_kernels(config: KernelConfig) -> DeviceKernels:
         (triton_moe.EXPERTS_FAST_PATH, prefill.EXPERTS_FAST_PATH),
         triton_decode,
         pack=functools.partial(triton_gemv.pack, regroup=config.regrouped_types),
+        sample=triton_sample.GumbelDraw,
     )
 
 
@@ -205,6 +213,7 @@ class KernelSet:
     experts_paths: tuple[ExpertsFastPath, ...] = ()
     decode: Any = None  # fused decode-step kernels (rms_norm, rope_store, decode_attention, ...) or None
     pack: Callable[[QTensor], QTensor] | None = None  # see DeviceKernels.pack
+    sample: Any = None  # see DeviceKernels.sample
 
     def pack_weights(self, weights: dict[str, QTensor]) -> None:
         """Regroups the loaded weights, in place, into the order this set's fast paths read fastest
@@ -331,4 +340,7 @@ def kernel_set(config: KernelConfig | None, device: torch.device | str) -> Kerne
         return KernelSet(config, device)
     found = FAST_PATHS[device.type](config) if device.type in FAST_PATHS else DeviceKernels()
     decode = found.decode if config.fused_decode else None
-    return KernelSet(config, device, tuple(found.paths), tuple(found.experts_paths), decode, found.pack)
+    sample = found.sample if config.fused_sampling else None
+    return KernelSet(
+        config, device, tuple(found.paths), tuple(found.experts_paths), decode, found.pack, sample
+    )

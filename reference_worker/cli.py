@@ -142,6 +142,14 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         "read, the others at exit) instead of right after it waits",
     )
     p.add_argument(
+        "--fused-sampling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a request sampled with a temperature and no top-k, top-p or min-p draws its token in two "
+        "kernels (Gumbel-max: the same distribution, other tokens per seed than the general sampler) "
+        "(CUDA, --kernels fast)",
+    )
+    p.add_argument(
         "--regroup",
         nargs="+",
         choices=(*REGROUP_CHOICES, NO_REGROUP),
@@ -170,7 +178,7 @@ class _RegroupAction(argparse.Action):
 # The on/off performance flags of `add_kernel_arguments`, by destination (`--x-y` / `--no-x-y`).
 KERNEL_SWITCHES = (
     "cuda_graphs", "fused_decode", "decode_lookahead", "fused_prefill", "prefill_graphs", "dependent_launch",
-    "weight_prefetch", "late_trigger",
+    "weight_prefetch", "late_trigger", "fused_sampling",
 )  # fmt: skip
 
 
@@ -269,6 +277,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         dependent_launch=args.dependent_launch,
         weight_prefetch=args.weight_prefetch,
         late_trigger=args.late_trigger,
+        fused_sampling=args.fused_sampling,
         regroup=args.regroup,
     )
 

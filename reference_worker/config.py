@@ -48,6 +48,7 @@ class WorkerConfig:
     dependent_launch: bool | None = None
     weight_prefetch: bool = False  # with it: GEMVs prefetch their weight tile into L2 before they wait
     late_trigger: bool = True  # with it: the next kernel launched late (a GEMV's weights read, else exit)
+    fused_sampling: bool = True  # a plain temperature draw in two kernels (CUDA, fast kernels)
     # 2-D matrices of these types stored codes, then scales (CUDA); None: by type and size, (): none
     regroup: tuple[str, ...] | None = None
 
@@ -71,6 +72,7 @@ class WorkerConfig:
             dependent_launch=self.dependent_launch,
             weight_prefetch=self.weight_prefetch,
             late_trigger=self.late_trigger,
+            fused_sampling=self.fused_sampling,
             regroup=self.regroup,
         )
 

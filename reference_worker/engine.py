@@ -209,6 +209,8 @@ class InferenceEngine:
         self.prefill_graphs = PrefillGraphs(model) if prefill_graphs_on else None
         # One decode step ahead of the host (CUDA): see the module docstring.
         self.lookahead = kernels is not None and kernels.config.lookahead_on(self.device)
+        # A plain temperature draw in two kernels on the device (KernelConfig.fused_sampling).
+        self.device_draw = getattr(kernels, "sample", None) if self.device.type == "cuda" else None
         # On CPU the kernel set's decode-step functions (`kernels.cpu_decode`) serve the models' step form,
         # run eagerly over static buffers; adapters whose step form does not use them keep the plain one.
         self.static_step = (
@@ -239,6 +241,7 @@ class InferenceEngine:
             logits_size=self.model.config.vocab_size,
             history=prompt_ids,
             device=self.device,
+            draw=self.device_draw,
         )
 
         def new_session(positions: int) -> DecodeSession:

@@ -17,13 +17,16 @@ they can never be chosen. Probabilities are computed in float64 from max-subtrac
 
 RNG: one `torch.Generator` per request on the logits' device, seeded with the request seed (a CPU
 generator is a Mersenne Twister, a CUDA one Philox). The same seed, parameters and logits on the same
-device and torch version give the same tokens; different devices need not agree.
+device and torch version give the same tokens; different devices need not agree. A device draw (`draw`,
+CUDA: `kernels.triton_sample`) serves a plain temperature draw, with or without the repetition penalty,
+in two kernels: the same distribution (Gumbel-max), its own tokens per seed, reproducible like these.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -49,8 +52,10 @@ class Sampler:
         logits_size: int | None = None,
         history: Sequence[int] = (),
         device: torch.device | str = "cpu",
+        draw: Callable[..., Any] | None = None,
     ) -> None:
-        """`vocab_size` is the tokenizer's; `logits_size` the model's (padded) output width."""
+        """`vocab_size` is the tokenizer's; `logits_size` the model's (padded) output width. `draw`: the
+        device's draw for the parameters it serves (`kernels.backend.DeviceKernels.sample`), or None."""
         self.params = params
         logits_size = vocab_size if logits_size is None else logits_size
         self.device = torch.device(device)
@@ -61,9 +66,16 @@ class Sampler:
             self._seen[torch.tensor(list(history), dtype=torch.long, device=self.device)] = True
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(params.seed % 2**64)
+        self._draw = (
+            draw(logits_size, vocab_size, params.seed % 2**64, self.device)
+            if draw is not None and drawn_on_device(params, logits_size)
+            else None
+        )
 
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         """Token id (a 0-d long tensor on the device) for `logits[logits_size]`; adds it to the history."""
+        if self._draw is not None:  # marks the token seen itself
+            return self._draw(logits, self._seen, self.params.temperature, self.params.repetition_penalty)
         token = self._choose(logits)
         self._seen.index_fill_(0, token.view(1), True)  # on the device: no host sync (see engine)
         return token
@@ -95,3 +107,14 @@ class Sampler:
         if p.min_p > 0.0:
             probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
         return torch.multinomial(probs / probs.sum(), 1, generator=self._generator)[0]
+
+
+def drawn_on_device(params: SamplingParams, logits_size: int) -> bool:
+    """The parameters a device draw serves: a temperature, with or without the repetition penalty, and no
+    top-k, top-p or min-p (greedy stays the argmax above)."""
+    return (
+        params.temperature > 0
+        and not 0 < params.top_k < logits_size
+        and params.top_p >= 1.0
+        and params.min_p <= 0.0
+    )
