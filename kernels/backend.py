@@ -162,7 +162,8 @@ class DeviceKernels:
     experts_paths: tuple[ExpertsFastPath, ...] = ()
     decode: Any = None
     # A request's device draw for the sampling parameters it serves (`kernels.triton_sample.GumbelDraw`):
-    # called as draw(logits_size, vocab_size, seed, device); None: the sampler's PyTorch path throughout.
+    # called as draw(logits_size, vocab_size, seed, device), compiled ahead by draw.warm_up(logits_size,
+    # vocab_size, device); None: the sampler's PyTorch path throughout.
     sample: Any = None
     # The storage order the fast paths read fastest: QTensor -> QTensor (the same bytes, regrouped in
     # place at load, e.g. `triton_gemv.pack`), or None to keep every weight as the file stores it.

@@ -211,6 +211,8 @@ class InferenceEngine:
         self.lookahead = kernels is not None and kernels.config.lookahead_on(self.device)
         # A plain temperature draw in two kernels on the device (KernelConfig.fused_sampling).
         self.device_draw = getattr(kernels, "sample", None) if self.device.type == "cuda" else None
+        if self.device_draw is not None:  # compiled at load, not on a request's first sampled token
+            self.device_draw.warm_up(model.config.vocab_size, tokenizer.vocab_size, self.device)
         # On CPU the kernel set's decode-step functions (`kernels.cpu_decode`) serve the models' step form,
         # run eagerly over static buffers; adapters whose step form does not use them keep the plain one.
         self.static_step = (
