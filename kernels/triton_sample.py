@@ -26,11 +26,17 @@ import triton
 import triton.language as tl
 
 BLOCK = 4096  # vocabulary entries a program of the first launch reduces
-_SEED_MASK = (1 << 63) - 1
+_KEY_BITS = (1 << 62) - 1
+_KEY_HIGH = (
+    1 << 62
+)  # every key is an int64 argument: a key that fits int32 would be typed (and compiled) apart
 _GOLDEN = 0x9E3779B97F4A7C15  # Weyl increment: step k of a request draws with its own key
 
 
-@triton.jit
+# `key` changes every call: unspecialized (Triton would compile a variant for key == 1 and for keys
+# divisible by 16; measured on an H200, those compiles during a request cut Qwen2.5's sampled decode to
+# 110.6 tok/s against 805.1 on the general path).
+@triton.jit(do_not_specialize=["key"])
 def _block_best(
     logits,
     seen,
@@ -69,8 +75,8 @@ def _pick(best_value, best_id, n_blocks, token, seen, BLOCKS: tl.constexpr):
 
 
 def step_key(seed: int, step: int) -> int:
-    """The Philox key of a request's step: distinct per (seed, step), a non-negative 63-bit integer."""
-    return (seed * _GOLDEN + step + 1) & _SEED_MASK
+    """The Philox key of a request's step: distinct per (seed, step) within a request, in [2^62, 2^63)."""
+    return ((seed * _GOLDEN + step + 1) & _KEY_BITS) | _KEY_HIGH
 
 
 class GumbelDraw:

@@ -55,6 +55,15 @@ def test_the_sampler_hands_a_served_request_to_the_device_draw() -> None:
 
 
 @needs_triton
+def test_every_key_is_one_int64_argument_so_one_compiled_kernel_serves_every_step() -> None:
+    from kernels.triton_sample import step_key
+
+    keys = [step_key(seed, step) for seed in (0, 1, 2**64 - 1) for step in range(64)]
+    assert all(2**62 <= key < 2**63 for key in keys)
+    assert len(set(keys)) == len(keys)
+
+
+@needs_triton
 def test_the_interpreted_draw_has_the_softmax_distribution_and_is_reproducible() -> None:
     report = interpreted("tests.kernels.sample_checks", timeout_s=900)
     assert "chi2" in report and "seed 7 twice" in report
