@@ -303,9 +303,8 @@ def bench_in_process(opts: Options, traffic: dict[str, Any], log_stream: Any) ->
     # where the worker has one, and with the sampler's general path.
     sampled = {}
     draw = engine.device_draw
-    for name, chosen in (("device_draw", draw), ("general_sampler", None)):
-        if name == "device_draw" and draw is None:
-            continue
+    paths = {"device_draw": draw} if draw is not None else {}
+    for name, chosen in (paths | {"general_sampler": None}).items():
         engine.device_draw = chosen
         try:
             run, _ = _time_decode(

@@ -26,10 +26,9 @@ import triton
 import triton.language as tl
 
 BLOCK = 4096  # vocabulary entries a program of the first launch reduces
+# Every key in [2^62, 2^63): one int64 argument (a key that fits int32 would be typed, and compiled, apart).
 _KEY_BITS = (1 << 62) - 1
-_KEY_HIGH = (
-    1 << 62
-)  # every key is an int64 argument: a key that fits int32 would be typed (and compiled) apart
+_KEY_HIGH = 1 << 62
 _GOLDEN = 0x9E3779B97F4A7C15  # Weyl increment: step k of a request draws with its own key
 
 
@@ -80,7 +79,9 @@ def step_key(seed: int, step: int) -> int:
 
 
 class GumbelDraw:
-    """The draws of one request: its scratch, its seed and its step count."""
+    """The draws of one request: its scratch, its seed and its step count. `logits_size` is the width of
+    the logits it is given (`DeviceKernels.sample`'s signature); only their first `vocab_size` rows are
+    read, the rest being the output matrix's padding."""
 
     def __init__(self, logits_size: int, vocab_size: int, seed: int, device: torch.device) -> None:
         self.n_valid = vocab_size
