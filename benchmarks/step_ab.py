@@ -237,8 +237,26 @@ def _plain_loops(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> 
     return dataclasses.replace(config, ahead=False, with_words=False)
 
 
+def _k4_k5_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Q4_K and Q5_K loops load each step's words ahead at every size; Q6_K's stay as they are (its loop
+    ahead takes 167 registers against 80, `benchmarks.ptx_cost --ahead`: a third of the programs an SM)."""
+    if layout.fmt in ("q4_k", "q5_k"):
+        return _loop_form("ahead", config, layout, shape)
+    return config
+
+
+def _splits_doubled(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Twice the split of every split GEMV where its units allow (more, shorter programs: more loads in
+    flight at once, fewer steps each)."""
+    n_rows, in_features, n_out_rows, sm_count = shape
+    steps = in_features // layout.unit // config.units_per_step
+    return dataclasses.replace(config, split=max(1, min(2 * config.split, steps)))
+
+
 GEMV_SHAPE_RULES = {
     "ahead": functools.partial(_loop_form, "ahead"),
+    "k4-k5-ahead": _k4_k5_ahead,
+    "splits-doubled": _splits_doubled,
     "with-words": functools.partial(_loop_form, "with_words"),
     "round-trip-free": _round_trip_free,
     "plain": _plain_loops,
@@ -342,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     early = engine.graphs.dependent_launch if engine.graphs is not None else dependent_launch.OFF
     variants = {"default": Variant(default_kernels, early)}
     variants["GEMV loads ahead"] = Variant(default_kernels, early, gemv_shapes="ahead")
+    variants["GEMV loads ahead, Q4_K/Q5_K only"] = Variant(default_kernels, early, gemv_shapes="k4-k5-ahead")
+    variants["GEMV splits doubled"] = Variant(default_kernels, early, gemv_shapes="splits-doubled")
     variants["GEMV activations with the words"] = Variant(default_kernels, early, gemv_shapes="with-words")
     variants["Q5_0/Q8_0 tiles without round trips"] = Variant(
         default_kernels, early, gemv_shapes="round-trip-free"
