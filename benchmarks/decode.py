@@ -299,21 +299,29 @@ def bench_in_process(opts: Options, traffic: dict[str, Any], log_stream: Any) ->
             engine.graphs = graphs
         without_graphs = {"tok_s": round(len(run) / sum(run), 2), "ms_per_token": _ms(statistics.median(run))}
         _note(log_stream, f"decode run without graphs: {without_graphs['tok_s']:.2f} tok/s")
-    # A sampled request (temperature 1, the API's default) beside the greedy runs: with the device draw
-    # where the worker has one, and with the sampler's general path.
+    # Sampled requests beside the greedy runs: temperature 1 (the API's default) and a truncated draw
+    # (top-k 40, top-p 0.9, min-p 0.05), each with the device draw where the worker has one and with the
+    # sampler's general path.
     sampled = {}
     draw = engine.device_draw
     paths = {"device_draw": draw} if draw is not None else {}
-    for name, chosen in (paths | {"general_sampler": None}).items():
-        engine.device_draw = chosen
-        try:
-            run, _ = _time_decode(
-                engine, decode_ids, tokens, SamplingParams(temperature=1.0, seed=opts.seed), state.memory
-            )
-        finally:
-            engine.device_draw = draw
-        sampled[name] = {"tok_s": round(len(run) / sum(run), 2), "ms_per_token": _ms(statistics.median(run))}
-        _note(log_stream, f"decode run sampled at temperature 1 ({name}): {sampled[name]['tok_s']:.2f} tok/s")
+    kinds = {
+        "": SamplingParams(temperature=1.0, seed=opts.seed),
+        "truncated_": SamplingParams(temperature=1.0, top_k=40, top_p=0.9, min_p=0.05, seed=opts.seed),
+    }
+    for kind, params in kinds.items():
+        for name, chosen in (paths | {"general_sampler": None}).items():
+            engine.device_draw = chosen
+            try:
+                run, _ = _time_decode(engine, decode_ids, tokens, params, state.memory)
+            finally:
+                engine.device_draw = draw
+            label = kind + name
+            sampled[label] = {
+                "tok_s": round(len(run) / sum(run), 2),
+                "ms_per_token": _ms(statistics.median(run)),
+            }
+            _note(log_stream, f"decode run sampled ({label}): {sampled[label]['tok_s']:.2f} tok/s")
     if device.type == "cuda":
         memory["peak_allocated_bytes_during_runs"] = torch.cuda.max_memory_allocated(device)
     memory["kv_cache_bytes_during_decode"] = kv_bytes

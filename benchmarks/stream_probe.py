@@ -144,8 +144,19 @@ def probe_shape(shape: Shape, args, device: torch.device, sm_count: int, copy_gb
         gbs = w0.nbytes / (us * 1e-6) / 1e9
         results.append(
             asdict(
-                Probe(shape.tensor, label, w0.nbytes, block_n, split, layout, work, ahead,
-                      round(us, 2), round(gbs, 1), round(100 * gbs / copy_gbs, 1))
+                Probe(
+                    shape.tensor,
+                    label,
+                    w0.nbytes,
+                    block_n,
+                    split,
+                    layout,
+                    work,
+                    ahead,
+                    round(us, 2),
+                    round(gbs, 1),
+                    round(100 * gbs / copy_gbs, 1),
+                )
             )
         )
 
@@ -168,10 +179,27 @@ def probe_shape(shape: Shape, args, device: torch.device, sm_count: int, copy_gb
             for work in args.work:
                 for ahead in (False, True):
 
-                    def run(i, layout=layout, work=work, ahead=ahead):
-                        _probe_kernel[(n_tiles, split)](
-                            words[i], y, n_rows, n_sb, row_words, sb_per_split,
-                            BLOCK_N=block_n, TILES=layout == "tiles", WORK=work, AHEAD=ahead, num_warps=4,
+                    def run(
+                        i,
+                        layout=layout,
+                        work=work,
+                        ahead=ahead,
+                        block_n=block_n,
+                        tiling=(n_tiles, split),
+                        y=y,
+                    ):
+                        _probe_kernel[tiling](
+                            words[i],
+                            y,
+                            n_rows,
+                            n_sb,
+                            row_words,
+                            triton.cdiv(n_sb, tiling[1]),
+                            BLOCK_N=block_n,
+                            TILES=layout == "tiles",
+                            WORK=work,
+                            AHEAD=ahead,
+                            num_warps=4,
                         )
 
                     record(block_n, split, layout, work, ahead, time_launches(run, n_copies, args.replays))
@@ -195,7 +223,9 @@ def to_markdown(results: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.stream_probe", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.stream_probe", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"))
     parser.add_argument("--replays", type=int, default=15)
     parser.add_argument("--block-n", type=int, nargs="+", default=[16, 32, 64])

@@ -91,10 +91,10 @@ class KernelConfig:
     `dependent_launch`: before it waits, so a product's weights stream in while the previous kernel still
     runs; without: all of the tile's lines requested at once, not a loop step's at a time); `late_trigger`
     (with it, on by default): a kernel lets the next one launch late (a GEMV once its weights are read, the
-    others at exit) instead of right after its wait. `fused_sampling` (CUDA, fast kernels): a request
-    sampled with a temperature and no top-k, top-p or min-p draws its token in two launches
-    (`kernels.triton_sample`, the Gumbel-max draw: the same distribution, other draws per seed) instead
-    of the sampler's dozen PyTorch kernels.
+    others at exit) instead of right after its wait. `fused_sampling` (CUDA, fast kernels): a sampled
+    request (temperature > 0, with any repetition penalty, top-k, top-p and min-p) draws its token in two
+    launches, four with a truncation (`kernels.triton_sample`, the Gumbel-max draw over the kept ids: the
+    same distribution, other draws per seed) instead of the sampler's dozen PyTorch kernels.
     """
 
     kernels: KernelChoice = "fast"

@@ -145,9 +145,9 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         "--fused-sampling",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="a request sampled with a temperature and no top-k, top-p or min-p draws its token in two "
-        "kernels (Gumbel-max: the same distribution, other tokens per seed than the general sampler) "
-        "(CUDA, --kernels fast)",
+        help="a sampled request (temperature > 0, with any repetition penalty, top-k, top-p and min-p) draws "
+        "its token on the device in a few kernels (Gumbel-max over the kept ids: the same distribution, "
+        "other tokens per seed than the general sampler) (CUDA, --kernels fast)",
     )
     p.add_argument(
         "--regroup",

@@ -18,8 +18,9 @@ they can never be chosen. Probabilities are computed in float64 from max-subtrac
 RNG: one `torch.Generator` per request on the logits' device, seeded with the request seed (a CPU
 generator is a Mersenne Twister, a CUDA one Philox). The same seed, parameters and logits on the same
 device and torch version give the same tokens; different devices need not agree. A device draw (`draw`,
-CUDA: `kernels.triton_sample`) serves a plain temperature draw, with or without the repetition penalty,
-in two kernels: the same distribution (Gumbel-max), its own tokens per seed, reproducible like these.
+CUDA: `kernels.triton_sample`) serves every draw (T > 0: the repetition penalty, top-k, top-p and min-p)
+in a few kernels: the same distribution (Gumbel-max over the kept ids), its own tokens per seed,
+reproducible like these.
 """
 
 from __future__ import annotations
@@ -68,14 +69,23 @@ class Sampler:
         self._generator.manual_seed(params.seed % 2**64)
         self._draw = (
             draw(logits_size, vocab_size, params.seed % 2**64, self.device)
-            if draw is not None and drawn_on_device(params, logits_size)
+            if draw is not None and drawn_on_device(params)
             else None
         )
 
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         """Token id (a 0-d long tensor on the device) for `logits[logits_size]`; adds it to the history."""
         if self._draw is not None:  # marks the token seen itself
-            return self._draw(logits, self._seen, self.params.temperature, self.params.repetition_penalty)
+            p = self.params
+            return self._draw(
+                logits,
+                self._seen,
+                p.temperature,
+                p.repetition_penalty,
+                top_k=p.top_k,
+                top_p=p.top_p,
+                min_p=p.min_p,
+            )
         token = self._choose(logits)
         self._seen.index_fill_(0, token.view(1), True)  # on the device: no host sync (see engine)
         return token
@@ -109,12 +119,7 @@ class Sampler:
         return torch.multinomial(probs / probs.sum(), 1, generator=self._generator)[0]
 
 
-def drawn_on_device(params: SamplingParams, logits_size: int) -> bool:
-    """The parameters a device draw serves: a temperature, with or without the repetition penalty, and no
-    top-k, top-p or min-p (greedy stays the argmax above)."""
-    return (
-        params.temperature > 0
-        and not 0 < params.top_k < logits_size
-        and params.top_p >= 1.0
-        and params.min_p <= 0.0
-    )
+def drawn_on_device(params: SamplingParams) -> bool:
+    """The parameters a device draw serves: every draw (T > 0), with or without the repetition penalty,
+    top-k, top-p and min-p; greedy stays the argmax above."""
+    return params.temperature > 0

@@ -1,6 +1,7 @@
 """The device draw (`kernels.triton_sample`): its distribution against softmax in float64 (chi-square at a
-fixed seed), reproducible per seed, never an id past the vocabulary, the drawn id marked seen; on the GPU,
-and under Triton's interpreter on CPU (`tests/kernels/sample_checks.py`). Where the sampler uses it."""
+fixed seed), plain and truncated by top-k, top-p and min-p (never an id the general path drops),
+reproducible per seed, never an id past the vocabulary, the drawn id marked seen; on the GPU, and under
+Triton's interpreter on CPU (`tests/kernels/sample_checks.py`). Where the sampler uses it."""
 
 from __future__ import annotations
 
@@ -24,15 +25,16 @@ cuda = pytest.mark.cuda
     [
         (SamplingParams(temperature=1.0), True),
         (SamplingParams(temperature=0.7, repetition_penalty=1.3), True),
-        (SamplingParams(temperature=1.0, top_k=16), True),  # top-k of the whole output is no top-k
+        (SamplingParams(temperature=1.0, top_k=4), True),
+        (SamplingParams(temperature=1.0, top_p=0.9), True),
+        (SamplingParams(temperature=1.0, min_p=0.05), True),
+        (SamplingParams(temperature=0.9, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.1), True),
         (SamplingParams(temperature=0.0), False),  # greedy: the argmax
-        (SamplingParams(temperature=1.0, top_k=4), False),
-        (SamplingParams(temperature=1.0, top_p=0.9), False),
-        (SamplingParams(temperature=1.0, min_p=0.05), False),
+        (SamplingParams(temperature=0.0, top_k=4, repetition_penalty=1.2), False),
     ],
 )
-def test_the_device_draw_serves_a_plain_temperature_draw_only(params, served) -> None:
-    assert drawn_on_device(params, logits_size=16) is served
+def test_the_device_draw_serves_every_draw_and_greedy_stays_the_argmax(params, served) -> None:
+    assert drawn_on_device(params) is served
 
 
 def test_the_sampler_hands_a_served_request_to_the_device_draw() -> None:
@@ -42,16 +44,19 @@ def test_the_sampler_hands_a_served_request_to_the_device_draw() -> None:
         def __init__(self, logits_size, vocab_size, seed, device) -> None:
             calls.append((logits_size, vocab_size, seed))
 
-        def __call__(self, logits, seen, temperature, penalty):
-            calls.append((temperature, penalty))
+        def __call__(self, logits, seen, temperature, penalty, *, top_k, top_p, min_p):
+            calls.append((temperature, penalty, top_k, top_p, min_p))
             return torch.tensor(3)
 
     sampler = Sampler(SamplingParams(temperature=0.5, seed=9), 12, logits_size=16, draw=Recorded)
     assert int(sampler.sample(torch.zeros(16))) == 3
-    assert calls == [(16, 12, 9), (0.5, 1.0)]
-    general = Sampler(SamplingParams(temperature=0.5, top_p=0.5), 12, logits_size=16, draw=Recorded)
-    general.sample(torch.zeros(16))
-    assert len(calls) == 2  # top-p: the general path, the draw never built
+    assert calls == [(16, 12, 9), (0.5, 1.0, 0, 1.0, 0.0)]
+    truncated = SamplingParams(temperature=0.5, top_k=5, top_p=0.5, min_p=0.1, repetition_penalty=1.2, seed=3)
+    Sampler(truncated, 12, logits_size=16, draw=Recorded).sample(torch.zeros(16))
+    assert calls[2:] == [(16, 12, 3), (0.5, 1.2, 5, 0.5, 0.1)]
+    greedy = Sampler(SamplingParams(temperature=0.0), 12, logits_size=16, draw=Recorded)
+    greedy.sample(torch.zeros(16))
+    assert len(calls) == 4  # greedy: the argmax, the draw never built
 
 
 @needs_triton
