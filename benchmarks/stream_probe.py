@@ -171,7 +171,6 @@ def probe_shape(shape: Shape, args, device: torch.device, sm_count: int, copy_gb
     for block_n in args.block_n:
         n_tiles = triton.cdiv(n_rows, block_n)
         split = _split_for(n_tiles, n_sb, sm_count)
-        sb_per_split = triton.cdiv(n_sb, split)
         y = torch.empty(split, n_rows, dtype=torch.float32, device=device)
         for layout in ("rows", "tiles"):
             if layout == "tiles" and n_rows % block_n:
