@@ -125,6 +125,8 @@ def http_rate(token_s: float, host_s: float, tokens: int, runs: int) -> list[flo
             rates = []
             for _ in range(runs):
                 gaps = execute_job(client, url, "x", tokens, 1)["inter_token_s"]
+                if sum(gaps) <= 0:  # every token event arrived in one read: no rate to tell
+                    raise RuntimeError(f"the {tokens} token events arrived at once: pace them slower to time")
                 rates.append(len(gaps) / sum(gaps))
             return rates
     finally:
