@@ -38,7 +38,7 @@ KERNEL_CLASSES: list[tuple[str, re.Pattern[str]]] = [
     ("GEMV (quantized, Triton)", re.compile(r"qgemv")),
     ("attention", re.compile(r"softmax|attention|attn|sdpa|flash|bmm|gemm|gemv|cutlass|sm90_xmma|Kernel2")),
     ("norms (reductions)", re.compile(r"reduce|norm|mean")),
-    ("sampling / argmax / top-k", re.compile(r"argmax|topk|sort|multinomial|radix")),
+    ("sampling / argmax / top-k", re.compile(r"argmax|topk|sort|multinomial|radix|_draw_")),
     (
         "elementwise / copies / indexing",
         re.compile(r"elementwise|vectorized|index|copy|fill|cat|gather|scatter"),

@@ -54,7 +54,7 @@ def _scaled_logits(logits, seen, ids, inside, inv_temperature, penalty, PENALIZE
 
 
 @triton.jit
-def _scale(
+def _draw_scale(
     logits, seen, scaled, n_valid, inv_temperature, penalty, PENALIZE: tl.constexpr, BLOCK: tl.constexpr
 ):
     """Writes s for the vocabulary: what the truncation thresholds are taken from, and what the block
@@ -69,7 +69,7 @@ def _scale(
 # divisible by 16; measured on an H200, those compiles during a request cut Qwen2.5's sampled decode to
 # 110.6 tok/s against 805.1 on the general path).
 @triton.jit(do_not_specialize=["key"])
-def _block_best(
+def _draw_block_best(
     logits,
     seen,
     scaled,
@@ -87,7 +87,7 @@ def _block_best(
     block = tl.program_id(0)
     ids = block * BLOCK + tl.arange(0, BLOCK)
     inside = ids < n_valid
-    if TRUNCATED:  # s as `_scale` wrote it, and only the ids at or above the threshold
+    if TRUNCATED:  # s as `_draw_scale` wrote it, and only the ids at or above the threshold
         s = tl.load(scaled + ids, mask=inside, other=0.0)
         inside = inside & (s >= tl.load(threshold))
     else:
@@ -101,7 +101,7 @@ def _block_best(
 
 
 @triton.jit
-def _pick(best_value, best_id, n_blocks, token, seen, BLOCKS: tl.constexpr):
+def _draw_pick(best_value, best_id, n_blocks, token, seen, BLOCKS: tl.constexpr):
     blocks = tl.arange(0, BLOCKS)
     values = tl.load(best_value + blocks, mask=blocks < n_blocks, other=float("-inf"))
     _, index = tl.max(values, axis=0, return_indices=True)
@@ -176,7 +176,7 @@ class GumbelDraw:
             if self.scaled is None:
                 self.scaled = torch.empty(self.n_valid, dtype=torch.float32, device=logits.device)
                 self.threshold = torch.empty(1, dtype=torch.float32, device=logits.device)
-            _scale[(self.n_blocks,)](
+            _draw_scale[(self.n_blocks,)](
                 logits,
                 seen_bytes,
                 self.scaled,
@@ -187,7 +187,7 @@ class GumbelDraw:
                 BLOCK=BLOCK,
             )
             self.threshold.copy_(truncation_threshold(self.scaled, top_k, top_p, min_p).view(1))
-        _block_best[(self.n_blocks,)](
+        _draw_block_best[(self.n_blocks,)](
             logits,
             seen_bytes,
             self.scaled if truncated else self.best_value,  # (unread without truncation)
@@ -202,7 +202,7 @@ class GumbelDraw:
             TRUNCATED=truncated,
             BLOCK=BLOCK,
         )
-        _pick[(1,)](
+        _draw_pick[(1,)](
             self.best_value,
             self.best_id,
             self.n_blocks,
