@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 
 def test_only_keeps_the_default_and_the_variants_named() -> None:
     from benchmarks.step_ab import select_variants
@@ -45,6 +47,46 @@ def test_the_loop_form_rules_give_one_form_each() -> None:
     assert words.with_words and not words.ahead
     big = triton_gemv.default_config(GGMLType.Q6_K, 3072, 8192, 1, 132)  # Phi-3-mini's ffn_down
     assert not big.ahead
+
+
+def test_the_k_quant_ahead_rule_leaves_q6_k_and_the_doubled_split_stays_within_the_steps() -> None:
+    """The rule "k4-k5-ahead": Phi-3's Q4_K and Q5_K tiles load ahead, its large Q6_K tile (registers) does not;
+    "splits-doubled": twice the split, never more programs a tile than the loop has steps."""
+    import pytest
+
+    pytest.importorskip("triton")
+    from benchmarks.step_ab import GEMV_SHAPE_RULES
+    from kernels import triton_gemv
+    from kernels.formats import GGMLType
+
+    for qtype, ahead in ((GGMLType.Q4_K, True), (GGMLType.Q5_K, True), (GGMLType.Q6_K, False)):
+        shape = (9216, 3072, 1, 132)
+        config = triton_gemv.default_config(qtype, *shape)
+        assert not config.ahead
+        assert GEMV_SHAPE_RULES["k4-k5-ahead"](config, triton_gemv.LAYOUTS[qtype], shape).ahead is ahead
+    shape = (9216, 3072, 1, 132)  # 12 super-blocks a row, one a step
+    config = triton_gemv.default_config(GGMLType.Q4_K, *shape)
+    doubled = GEMV_SHAPE_RULES["splits-doubled"](config, triton_gemv.LAYOUTS[GGMLType.Q4_K], shape)
+    assert doubled.split == min(2 * config.split, 12) and doubled.block_n == config.block_n
+    many = dataclasses.replace(config, split=8)
+    assert GEMV_SHAPE_RULES["splits-doubled"](many, triton_gemv.LAYOUTS[GGMLType.Q4_K], shape).split == 12
+
+
+def test_the_stream_probe_launches_the_gemvs_split() -> None:
+    """`benchmarks.stream_probe` times its loads in the GEMV's own launch shape: the same split for the
+    same rows a program (`triton_gemv.default_config`'s rule)."""
+    import pytest
+
+    pytest.importorskip("triton")
+    import triton
+
+    from benchmarks.stream_probe import SHAPES, _split_for
+    from kernels import triton_gemv
+
+    for shape in SHAPES:
+        config = triton_gemv.default_config(shape.qtype, shape.out_features, shape.in_features, 1, 132)
+        n_tiles = triton.cdiv(shape.out_features, config.block_n)
+        assert _split_for(n_tiles, shape.in_features // 256, 132) == config.split, shape
 
 
 def test_regrouped_weights_swap_in_regrouped_copies_and_put_the_originals_back() -> None:
