@@ -248,7 +248,7 @@ def _k4_k5_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> 
 def _splits_doubled(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Twice the split of every split GEMV where its units allow (more, shorter programs: more loads in
     flight at once, fewer steps each)."""
-    n_rows, in_features, n_out_rows, sm_count = shape
+    in_features = shape[1]
     steps = in_features // layout.unit // config.units_per_step
     return dataclasses.replace(config, split=max(1, min(2 * config.split, steps)))
 
