@@ -124,13 +124,8 @@ class Probe:
     pct_of_copy: float
 
 
-def _split_for(n_tiles: int, n_sb: int, sm_count: int) -> int:
-    """`triton_gemv.default_config`'s rule: about four programs an SM, at least 3 super-blocks a split."""
-    return max(1, min(triton.cdiv(4 * sm_count, n_tiles), n_sb // 3))
-
-
 def probe_shape(shape: Shape, args, device: torch.device, sm_count: int, copy_gbs: float) -> list[dict]:
-    from kernels.triton_gemv import default_config, launch, layout_of
+    from kernels.triton_gemv import default_config, launch, layout_of, split_for
 
     w0 = random_weight(shape, device)
     n_copies = max(1, min(1024, -(-L2_FLUSH_BYTES // w0.nbytes)))
@@ -170,7 +165,7 @@ def probe_shape(shape: Shape, args, device: torch.device, sm_count: int, copy_gb
     words = [c.view(torch.int32) for c in copies]
     for block_n in args.block_n:
         n_tiles = triton.cdiv(n_rows, block_n)
-        split = _split_for(n_tiles, n_sb, sm_count)
+        split = split_for(n_tiles, n_sb, 3, sm_count)  # the GEMV's: 3 super-blocks a split at least
         y = torch.empty(split, n_rows, dtype=torch.float32, device=device)
         for layout in ("rows", "tiles"):
             if layout == "tiles" and n_rows % block_n:

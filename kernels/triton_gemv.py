@@ -1577,11 +1577,17 @@ def default_config(
     steps = triton.cdiv(n_units, ub)
     min_steps = 3 if fmt in SUPERBLOCK_FORMATS else 2
     programs = triton.cdiv(n_rows, block_n) * n_out_rows
-    # Pipelined loops keep their own loads in flight: one program per SM is then enough.
-    target = sm_count if stages > 1 else 4 * sm_count
-    split = max(1, min(triton.cdiv(target, programs), steps // min_steps))
+    split = split_for(programs, steps, min_steps, sm_count, pipelined=stages > 1)
     ahead = fmt in SUPERBLOCK_FORMATS and n_rows <= 1024
     return GemvConfig(block_n, ub, 4, split, stages, ahead=ahead)
+
+
+def split_for(programs: int, steps: int, min_steps: int, sm_count: int, *, pipelined: bool = False) -> int:
+    """`default_config`'s split-K: programs sharing a row tile until the grid has about four programs an
+    SM (one when the loop is pipelined: it keeps its own loads in flight), each split at least
+    `min_steps` of the loop's `steps`."""
+    target = sm_count if pipelined else 4 * sm_count
+    return max(1, min(triton.cdiv(target, programs), steps // min_steps))
 
 
 def loads_constant(ahead: bool, with_words: bool) -> int:

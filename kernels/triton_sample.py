@@ -149,9 +149,7 @@ class GumbelDraw:
         self.n_blocks = triton.cdiv(vocab_size, BLOCK)
         self.best_value = torch.empty(self.n_blocks, dtype=torch.float32, device=device)
         self.best_id = torch.empty(self.n_blocks, dtype=torch.int32, device=device)
-        # s and tau of a truncated draw (allocated at its first one)
-        self.scaled: torch.Tensor | None = None
-        self.threshold: torch.Tensor | None = None
+        self.scaled: torch.Tensor | None = None  # s of a truncated draw (allocated at its first one)
         self.seed = seed
         self.step = 0
 
@@ -172,10 +170,10 @@ class GumbelDraw:
         seen_bytes = seen.view(torch.uint8)
         top_k = top_k if 0 < top_k < self.n_valid else 0
         truncated = top_k > 0 or top_p < 1.0 or min_p > 0.0
+        threshold = self.best_value  # (unread without truncation)
         if truncated:
             if self.scaled is None:
                 self.scaled = torch.empty(self.n_valid, dtype=torch.float32, device=logits.device)
-                self.threshold = torch.empty(1, dtype=torch.float32, device=logits.device)
             _draw_scale[(self.n_blocks,)](
                 logits,
                 seen_bytes,
@@ -186,12 +184,12 @@ class GumbelDraw:
                 PENALIZE=penalty != 1.0,
                 BLOCK=BLOCK,
             )
-            self.threshold.copy_(truncation_threshold(self.scaled, top_k, top_p, min_p).view(1))
+            threshold = truncation_threshold(self.scaled, top_k, top_p, min_p)
         _draw_block_best[(self.n_blocks,)](
             logits,
             seen_bytes,
             self.scaled if truncated else self.best_value,  # (unread without truncation)
-            self.threshold if truncated else self.best_value,
+            threshold,
             self.best_value,
             self.best_id,
             self.n_valid,

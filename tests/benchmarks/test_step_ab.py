@@ -80,13 +80,13 @@ def test_the_stream_probe_launches_the_gemvs_split() -> None:
     pytest.importorskip("triton")
     import triton
 
-    from benchmarks.stream_probe import SHAPES, _split_for
+    from benchmarks.stream_probe import SHAPES
     from kernels import triton_gemv
 
     for shape in SHAPES:
         config = triton_gemv.default_config(shape.qtype, shape.out_features, shape.in_features, 1, 132)
         n_tiles = triton.cdiv(shape.out_features, config.block_n)
-        assert _split_for(n_tiles, shape.in_features // 256, 132) == config.split, shape
+        assert triton_gemv.split_for(n_tiles, shape.in_features // 256, 3, 132) == config.split, shape
 
 
 def test_regrouped_weights_swap_in_regrouped_copies_and_put_the_originals_back() -> None:
