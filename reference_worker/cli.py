@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--callback-url", help="POST {worker_id, vram_bytes, uri, model_ref} here once ready")
     p.add_argument("--attention", choices=["reference", "sdpa"], default="reference")
     p.add_argument("--kv-cache", choices=["contiguous", "paged"], default="contiguous")
+    p.add_argument(
+        "--prefix-cache",
+        action="store_true",
+        help="keep the last prompt's KV cache after its request; a next prompt that starts with the same "
+        "tokens prefills only the rest (M1-PREFIX-CACHE; default off: M0 frees it, M0-W-1420)",
+    )
     add_kernel_arguments(p)
     return p
 
@@ -268,6 +274,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         callback_url=args.callback_url,
         attention=args.attention,
         kv_cache=args.kv_cache,
+        prefix_cache=args.prefix_cache,
         kernels=args.kernels,
         cuda_graphs=args.cuda_graphs,
         fused_decode=args.fused_decode,

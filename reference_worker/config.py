@@ -37,6 +37,7 @@ class WorkerConfig:
     callback_url: str | None = None
     attention: Literal["reference", "sdpa"] = "reference"
     kv_cache: Literal["contiguous", "paged"] = "contiguous"
+    prefix_cache: bool = False  # the last prompt's KV kept for a next prompt that shares its start (M1)
     kernels: Literal["reference", "fast"] = "fast"  # kernels.backend.KernelConfig
     cuda_graphs: bool = True  # decode step replayed as a CUDA graph (CUDA, fast kernels, contiguous cache)
     fused_decode: bool = True  # fused decode-step kernels (CUDA, fast kernels)

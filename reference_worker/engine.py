@@ -4,6 +4,8 @@ Generation is prefill once, then one step per token (the M0.5 step function, `De
     session = engine.start(prompt_ids, max_positions, params)   # KV cache + sampler + prefill
     token = session.next_token()                                 # forward the previous token, sample
     session.free()                                               # always, in every outcome
+With a prefix cache (`prefix_cache=True`, M1) `generate` keeps the cache of a finished request's prompt in
+place of freeing it, and the next prompt that starts with the same tokens prefills only the rest.
 `generate` wraps that loop with the request's contract: UTF-8-safe text (M0-W-1824), stop strings
 (M0-W-1422), EOS, max_tokens, cancellation checked once per token, and errors as `ErrorEvent`s.
 
@@ -56,7 +58,9 @@ from reference_worker.generation import (
 )
 from reference_worker.metrics_hooks import MetricsHooks, NoOpMetricsHooks
 from reference_worker.models.base import ModelAdapter, largest_block_matrix_bytes
+from reference_worker.models.kv_cache import KVCache, copy_prefix
 from reference_worker.prefill_graph import PrefillGraphs
+from reference_worker.prefix_cache import MISS, PrefixCache
 from reference_worker.sampling import Sampler, SamplingParams
 from reference_worker.stops import StopMatcher
 from reference_worker.tokenizers import StreamDecoder
@@ -90,15 +94,18 @@ class DecodeSession:
         lookahead: bool = False,
         max_tokens: int | None = None,
         prefill_graphs: PrefillGraphs | None = None,
+        cache: KVCache | None = None,
     ) -> None:
-        """`lookahead`: run one step ahead of the host (module docstring), never beyond `max_tokens`
+        """`cache`: a cache of at least `max_positions` whose first `cache.length` positions already hold
+        the prompt's (the prefix cache's); None: a new one. `lookahead`: run one step ahead of the host (module docstring), never beyond `max_tokens`
         tokens nor the cache. It pays on CUDA only (`KernelConfig.lookahead_on`); on CPU the same
         bookkeeping runs, each token read before the step ahead. `prefill_graphs`: the model's captured
         prefills, which serve the prompts they can (`PrefillGraphs.serves`)."""
         self.model = model
         self.sampler = sampler
         self.prompt_ids = list(prompt_ids)
-        self.cache = model.new_cache(max_positions)
+        self.cache = model.new_cache(max_positions) if cache is None else cache
+        self.prefilled = False  # the prompt's positions are all in the cache (it may be kept: PrefixCache)
         try:
             self.step = DecodeStep(model, self.cache, graphs, static=static)
         except BaseException:  # the caller frees only a session it got: the cache must not outlive this
@@ -123,11 +130,12 @@ class DecodeSession:
         positions per forward) and keeps the last logits."""
         if self._prefill_graphs is not None:
             self._logits = self._prefill_graphs.prefill(self.prompt_ids, self.cache)
-            if self._logits is not None:
-                return
-        ids = torch.tensor(self.prompt_ids, dtype=torch.long, device=self._device)
-        for begin in range(0, len(ids), chunk):
-            self._logits = self.model.forward(ids[begin : begin + chunk], self.cache, last_only=True)[0]
+        if self._logits is None:
+            # From the first position the cache does not hold yet (a reused prefix: all but the last).
+            ids = torch.tensor(self.prompt_ids[self.cache.length :], dtype=torch.long, device=self._device)
+            for begin in range(0, len(ids), chunk):
+                self._logits = self.model.forward(ids[begin : begin + chunk], self.cache, last_only=True)[0]
+        self.prefilled = True
 
     @property
     def room(self) -> int:
@@ -184,7 +192,11 @@ class InferenceEngine:
         max_context: int | None = None,
         apply_chat_template: bool = False,
         device: torch.device | str = "cpu",
+        prefix_cache: bool = False,
     ) -> None:
+        """`prefix_cache`: keep the last prompt's KV for a next prompt that starts the same way
+        (`reference_worker.prefix_cache`, M1-PREFIX-CACHE); off, each request's cache is freed when it
+        ends (M0-W-1420)."""
         self.model = model
         self.tokenizer = tokenizer
         self.metrics = metrics or NoOpMetricsHooks()
@@ -192,6 +204,7 @@ class InferenceEngine:
         self.apply_chat_template = apply_chat_template
         self.device = torch.device(device)
         self.eog_ids = frozenset(tokenizer.eog_ids) | {tokenizer.eos_id} - {None}
+        self.prefix_cache = PrefixCache() if prefix_cache else None
         # The decode step as a CUDA graph when the model's kernel choice says so (kernels.backend).
         kernels = getattr(model, "kernels", None)
         graphs_on = kernels is not None and kernels.config.graphs_on(self.device)
@@ -246,7 +259,7 @@ class InferenceEngine:
             draw=self.device_draw,
         )
 
-        def new_session(positions: int) -> DecodeSession:
+        def new_session(positions: int, cache: KVCache | None = None) -> DecodeSession:
             return DecodeSession(
                 self.model,
                 prompt_ids,
@@ -257,19 +270,45 @@ class InferenceEngine:
                 lookahead=self.lookahead,
                 max_tokens=max_tokens,
                 prefill_graphs=self.prefill_graphs,
+                cache=cache,
             )
 
         bucketed = needed
         if self.graphs is not None:
             bucketed = min(-(-needed // GRAPH_CACHE_BUCKET) * GRAPH_CACHE_BUCKET, self.max_context)
-        try:
-            session = new_session(bucketed)
-        except (VramOOM, torch.OutOfMemoryError):
-            if bucketed == needed:
-                raise
-            # The bucket only lets requests share a captured graph: a job whose own positions fit the
-            # budget is served with a cache of exactly those (M0-W-1021: VRAM_OOM only when it cannot fit).
-            session = new_session(needed)
+
+        def fitting_session() -> DecodeSession:
+            try:
+                return new_session(bucketed)
+            except (VramOOM, torch.OutOfMemoryError):
+                if bucketed == needed:
+                    raise
+                # The bucket only lets requests share a captured graph: a job whose own positions fit the
+                # budget is served with a cache of exactly those (M0-W-1021: VRAM_OOM only when it cannot fit).
+                return new_session(needed)
+
+        hit = self.prefix_cache.take(prompt_ids) if self.prefix_cache is not None else MISS
+        kept = hit.cache  # ours to use, copy from or free
+        if kept is not None and kept.capacity >= bucketed:
+            # The kept cache itself, its shared positions in place (a failed session frees it).
+            session = new_session(bucketed, kept)
+        else:
+            try:
+                session = fitting_session()
+            except (VramOOM, torch.OutOfMemoryError):
+                if kept is None:
+                    raise
+                kept.free()  # the kept prefix does not fit beside this request's cache: dropped
+                kept = None
+                session = fitting_session()
+            if kept is not None:
+                try:
+                    copy_prefix(kept, session.cache, hit.shared)
+                except BaseException:
+                    session.free()
+                    raise
+                finally:
+                    kept.free()
         try:
             session.start()
         except BaseException:
@@ -280,6 +319,7 @@ class InferenceEngine:
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[GenerationEvent]:
         t_start = time.perf_counter()
         session: DecodeSession | None = None
+        failed = False
         try:
             prompt_ids = self.tokenize(request.prompt)
             yield PromptEvent(len(prompt_ids))
@@ -290,16 +330,27 @@ class InferenceEngine:
                     self.metrics.token(request.job_id, event.token_id)
                 yield event
         except InvalidPrompt as e:
+            failed = True
             yield self._error(request, ErrorCode.INVALID_REQUEST, str(e))
         except (VramOOM, torch.OutOfMemoryError) as e:
+            failed = True
             yield self._error(request, ErrorCode.VRAM_OOM, f"out of device memory: {e}", retriable=True)
         except Exception as e:  # a job's failure is an event, never an exception (Generator contract)
+            failed = True
             yield self._error(
                 request, ErrorCode.INTERNAL, INTERNAL_MESSAGE, detail=f"{type(e).__name__}: {e}"
             )
         finally:
             if session is not None:
-                session.free()
+                self._release(session, failed)
+
+    def _release(self, session: DecodeSession, failed: bool) -> None:
+        """Frees the session's cache, or keeps it for the next prompt (the prefix cache) when its prefill
+        completed and nothing failed; a cancelled or disconnected job's prompt positions are as good."""
+        if self.prefix_cache is not None and session.prefilled and not failed:
+            self.prefix_cache.keep(session.prompt_ids, session.cache)
+        else:
+            session.free()
 
     def _decode(
         self,

@@ -37,7 +37,7 @@ import torch
 
 from reference_worker.decode_step import capture_graph
 from reference_worker.device_memory import MemoryCategory, VramOOM
-from reference_worker.models.kv_cache import ContiguousKVCache, ContiguousKVCacheAllocator, KVCache
+from reference_worker.models.kv_cache import ContiguousKVCache, ContiguousKVCacheAllocator, KVCache, copy_prefix
 
 # Prompt lengths are padded up to the first of these; the largest is the engine's prefill chunk.
 PREFILL_BUCKETS = (16, 32, 64, 128, 256, 512)
@@ -79,14 +79,6 @@ class _CapturedPrefill:
 def on_cuda(tensor: torch.Tensor) -> bool:
     """Whether `tensor` lives where graphs are captured (a CUDA device)."""
     return tensor.is_cuda
-
-
-def copy_prefix(source: ContiguousKVCache, target: ContiguousKVCache, n_tokens: int) -> None:
-    """Positions 0..n_tokens-1 of every layer from `source` into the empty `target`, which then holds them."""
-    target.check_room(n_tokens)
-    target.keys[:, :, :n_tokens] = source.keys[:, :, :n_tokens]
-    target.values[:, :, :n_tokens] = source.values[:, :, :n_tokens]
-    target.advance(n_tokens)
 
 
 class PrefillGraphs:

@@ -121,7 +121,12 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
             kernels=config.kernel_config,
         )
         engine = InferenceEngine(
-            model, tokenizer, metrics=metrics, max_context=context_length, device=config.torch_device
+            model,
+            tokenizer,
+            metrics=metrics,
+            max_context=context_length,
+            device=config.torch_device,
+            prefix_cache=config.prefix_cache,
         )
     finally:
         gguf.close()

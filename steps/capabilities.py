@@ -10,6 +10,8 @@ applicable, and the reason names the option to pass. The reference worker's flag
     optional_flags   placeholders {max_tokens_in} {max_tokens_out} {timeout_s} {kv_cache_mb}
     cuda_graphs      no placeholder: the decode step replayed as a CUDA graph  reference: --cuda-graphs
     eager_decode     no placeholder: the same step launched kernel by kernel   reference: --no-cuda-graphs
+    prefix_cache     no placeholder: the KV of a shared prompt prefix reused   reference: --prefix-cache
+                     (an empty template: the worker always reuses it)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ CAPABILITIES = {
     "{timeout_s} {kv_cache_mb})",
     "cuda_graphs": "the decode step captured and replayed as a CUDA graph",
     "eager_decode": "the same decode step launched kernel by kernel, without a CUDA graph",
+    "prefix_cache": "a prefix cache: the KV of a shared prompt prefix reused by the next prompt",
 }
 REFERENCE_FLAGS = {
     "memory_budget": "--vram-budget-mb {mb}",
@@ -40,6 +43,7 @@ REFERENCE_FLAGS = {
     "--inference-timeout-sec {timeout_s} --kv-cache-size-mb {kv_cache_mb}",
     "cuda_graphs": "--cuda-graphs",
     "eager_decode": "--no-cuda-graphs",
+    "prefix_cache": "--prefix-cache",
 }
 
 

@@ -47,6 +47,7 @@ pytest_plugins = [
     "steps.nvidia_smi",
     "steps.selfcheck",
     "steps.llama_bench",
+    "steps.prefix_reuse",
     # Step modules: only decorated steps, never importing each other.
     "steps.step_defs.worker",
     "steps.step_defs.execute",
@@ -59,6 +60,7 @@ pytest_plugins = [
     "steps.step_defs.generation",
     "steps.step_defs.selfcheck",
     "steps.step_defs.seams",
+    "steps.step_defs.prefix_cache",
     "steps.step_defs.lifecycle",
     "steps.step_defs.isolation",
     "steps.step_defs.docs",

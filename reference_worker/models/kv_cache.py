@@ -41,6 +41,7 @@ class KVLayout:
 
 
 class KVCache(ABC):
+    n_layer: int
     capacity: int
     length: int
 
@@ -50,6 +51,16 @@ class KVCache(ABC):
 
     def advance(self, n: int) -> None:
         self.length += n
+
+    def truncate(self, n: int) -> None:
+        """Keeps positions 0..n-1 only; later writes overwrite the rest (the prefix cache's reuse)."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"cannot cut a KV cache of {self.length} positions to {n}")
+        self.length = n
+
+    @abstractmethod
+    def stored(self, layer: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values `[n_head_kv, n, d]` of positions 0..n-1 of `layer`."""
 
     def check_room(self, n: int) -> None:
         if self.length + n > self.capacity:
@@ -69,7 +80,7 @@ class ContiguousKVCache(KVCache):
         self, keys: torch.Tensor, values: torch.Tensor, memory: DeviceMemory, category: str = KV_CATEGORY
     ) -> None:
         self.keys, self.values = keys, values  # [n_layer, n_head_kv, capacity, d]
-        self.capacity = keys.shape[2]
+        self.n_layer, self.capacity = keys.shape[0], keys.shape[2]
         self.length = 0
         self._memory = memory
         self._category = category
@@ -80,6 +91,9 @@ class ContiguousKVCache(KVCache):
         self.keys[layer, :, self.length : end] = k
         self.values[layer, :, self.length : end] = v
         return self.keys[layer, :, :end], self.values[layer, :, :end]
+
+    def stored(self, layer, n):
+        return self.keys[layer, :, :n], self.values[layer, :, :n]
 
     def write_at(
         self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
@@ -122,6 +136,7 @@ class PagedKVCache(KVCache):
     def __init__(self, allocator: PagedKVCacheAllocator, blocks: list[int], capacity: int) -> None:
         self._allocator = allocator
         self.blocks = blocks  # the block table: logical block i lives in physical block blocks[i]
+        self.n_layer = allocator.layout.n_layer
         self.capacity = capacity
         self.length = 0
         bs = allocator.block_size
@@ -137,6 +152,10 @@ class PagedKVCache(KVCache):
         values[:, self._slots[self.length : end]] = v
         used = self._slots[:end]
         return keys[:, used], values[:, used]
+
+    def stored(self, layer, n):
+        used = self._slots[:n]
+        return self._allocator.keys[layer][:, used], self._allocator.values[layer][:, used]
 
     def free(self) -> None:
         if self.blocks:
@@ -175,6 +194,18 @@ class PagedKVCacheAllocator:
 
     def release(self, blocks: list[int]) -> None:
         self._free_blocks.extend(blocks)
+
+
+def copy_prefix(source: KVCache, target: KVCache, n_tokens: int) -> None:
+    """Positions 0..n_tokens-1 of every layer from `source` into the empty `target`, which then holds them."""
+    target.check_room(n_tokens)
+    if isinstance(source, ContiguousKVCache) and isinstance(target, ContiguousKVCache):  # all layers at once
+        target.keys[:, :, :n_tokens] = source.keys[:, :, :n_tokens]
+        target.values[:, :, :n_tokens] = source.values[:, :, :n_tokens]
+    else:
+        for layer in range(source.n_layer):
+            target.update(layer, *source.stored(layer, n_tokens))
+    target.advance(n_tokens)
 
 
 def kv_cache_allocator(
