@@ -4,6 +4,8 @@ request needs it."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -27,10 +29,10 @@ def test_the_shared_prefix_stops_before_the_prompts_last_token():
     assert shared_prefix([], [1, 2]) == 0
 
 
-def engine_for(name: str, *, prefix_cache: bool, kv_cache: str = "contiguous"):
-    model, memory, gguf = load_model(name, kv_cache=kv_cache)
+def engine_for(name: str, *, prefix_cache: bool, kv_cache: str = "contiguous", device: str = "cpu", **load):
+    model, memory, gguf = load_model(name, kv_cache=kv_cache, device=device, **load)
     tokenizer = load_tokenizer(gguf.metadata, fixture_path(name))
-    return InferenceEngine(model, tokenizer, prefix_cache=prefix_cache), memory
+    return InferenceEngine(model, tokenizer, prefix_cache=prefix_cache, device=device), memory
 
 
 def greedy(engine: InferenceEngine, prompt: str, max_tokens: int = 12) -> list[int]:
@@ -126,3 +128,24 @@ def test_clear_frees_the_kept_cache():
     greedy(engine, FIRST)
     engine.prefix_cache.clear()
     assert memory.by_category["kv_cache"] == 0 and engine.prefix_cache.kept_positions == 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3", "gpt-oss"])
+def test_on_cuda_the_fast_path_with_graphs_reuses_the_prefix_and_gives_the_cold_tokens(arch):
+    """The worker's CUDA defaults (fast kernels, decode graphs, prefill graphs, one step ahead): a cold prompt
+    is prefilled by a captured graph, a reused one eagerly from its first new position; the kept cache is
+    adopted when it holds the job's positions (the decode graph of its address replayed)."""
+    from kernels.backend import KernelConfig
+
+    name = f"tiny/{arch}-q4_k_m.gguf"
+    cold, _ = engine_for(name, prefix_cache=False, device="cuda", kernels=KernelConfig())
+    warm, _ = engine_for(name, prefix_cache=True, device="cuda", kernels=KernelConfig())
+    assert warm.graphs is not None and warm.prefill_graphs is not None
+    short = SYSTEM.split(" Answer")[0]  # "You are a careful assistant."
+    prompts = [FIRST, SECOND, SECOND, short + " What is a GPU?", short + " Why is the sky blue?", FIRST]
+    for prompt in prompts:
+        assert greedy(warm, prompt, max_tokens=24) == greedy(cold, prompt, max_tokens=24), prompt
+    assert warm.prefix_cache.hits == len(prompts) - 1
