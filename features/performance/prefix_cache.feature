@@ -9,12 +9,13 @@ Feature: A shared prompt prefix is reused from cache
   Six short questions are asked after a shared prefix of 16 plain sentences (about 330 tokens of the tiny
   model's 512-position context), and again after the first two sentences only: on a random-weight model a
   long prefix hardly steers the greedy tokens, a short one does, so a position the cache loses, adds or
-  takes from another prompt shows in the tokens. Each prompt runs first without the flag, then with it,
-  after two kinds of job timed for comparison: the questions alone (almost nothing to prefill) and the
-  questions after the 16 sentences rotated (as long, but starting like no job before). Reusing the prefix
-  puts a shared-prefix job's first token near a lone question's; not reusing it, near a rotated one's. The
-  check asks the median of five to save at least half of the prefix's prefill; a worker that prefills the
-  prefix in under 2 ms cannot show a reuse on this model (not applicable, with the figures).
+  takes from another prompt shows in the tokens. Each prompt runs first without the flag, then with it. With
+  it, each long-prefix question runs in a round of four jobs: the question alone (almost nothing to
+  prefill), the question after the 16 sentences rotated (as long, but starting like no job before), the
+  first question after the prefix (which the cache may keep), then the question after the prefix. Reusing
+  the prefix puts a shared-prefix job's first token near a lone question's; not reusing it, near a rotated
+  one's. The check asks the median of five to save at least half of the prefix's prefill; a worker that
+  prefills the prefix in under 2 ms cannot show a reuse on this model (not applicable, with the figures).
 
   Background:
     Given a worker serving the tiny llama Q8_0 model
@@ -23,6 +24,6 @@ Feature: A shared prompt prefix is reused from cache
   Scenario: Prompts that share a long prefix give the same tokens from the cache, and their first token sooner
     When I run the greedy jobs whose prompts share a prefix
     And the same model is served with the worker flag prefix_cache
-    And I run the questions alone, prompts as long that share no prefix, and the shared-prefix jobs again
+    And I run them again, each beside the question alone and a prompt as long that shares no prefix
     Then each shared-prefix job streams the tokens it streamed without the cache
     And the shared-prefix jobs' first token comes sooner by at least half of the prefix's prefill
