@@ -97,8 +97,8 @@ class DecodeSession:
         cache: KVCache | None = None,
     ) -> None:
         """`cache`: a cache of at least `max_positions` whose first `cache.length` positions already hold
-        the prompt's (the prefix cache's); None: a new one. `lookahead`: run one step ahead of the host (module docstring), never beyond `max_tokens`
-        tokens nor the cache. It pays on CUDA only (`KernelConfig.lookahead_on`); on CPU the same
+        the prompt's (the prefix cache's); None: a new one. `lookahead`: run one step ahead of the host
+        (module docstring), never beyond `max_tokens` tokens nor the cache. It pays on CUDA only (`KernelConfig.lookahead_on`); on CPU the same
         bookkeeping runs, each token read before the step ahead. `prefill_graphs`: the model's captured
         prefills, which serve the prompts they can (`PrefillGraphs.serves`)."""
         self.model = model
@@ -288,27 +288,28 @@ class InferenceEngine:
                 return new_session(needed)
 
         hit = self.prefix_cache.take(prompt_ids) if self.prefix_cache is not None else MISS
-        kept = hit.cache  # ours to use, copy from or free
-        if kept is not None and kept.capacity >= bucketed:
-            # The kept cache itself, its shared positions in place (a failed session frees it).
-            session = new_session(bucketed, kept)
-        else:
-            try:
-                session = fitting_session()
-            except (VramOOM, torch.OutOfMemoryError):
-                if kept is None:
-                    raise
-                kept.free()  # the kept prefix does not fit beside this request's cache: dropped
-                kept = None
-                session = fitting_session()
-            if kept is not None:
+        kept = hit.cache  # ours: used in place, copied from, or freed (free is idempotent)
+        try:
+            if kept is not None and kept.capacity >= bucketed:
+                session, kept = new_session(bucketed, kept), None  # in place: the shared positions stay
+            else:
                 try:
-                    copy_prefix(kept, session.cache, hit.shared)
-                except BaseException:
-                    session.free()
-                    raise
-                finally:
-                    kept.free()
+                    session = fitting_session()
+                except (VramOOM, torch.OutOfMemoryError):
+                    if kept is None:
+                        raise
+                    kept.free()  # the kept prefix does not fit beside this request's cache: dropped
+                    kept = None
+                    session = fitting_session()
+                if kept is not None:
+                    try:
+                        copy_prefix(kept, session.cache, hit.shared)
+                    except BaseException:
+                        session.free()
+                        raise
+        finally:
+            if kept is not None:
+                kept.free()
         try:
             session.start()
         except BaseException:

@@ -37,7 +37,12 @@ import torch
 
 from reference_worker.decode_step import capture_graph
 from reference_worker.device_memory import MemoryCategory, VramOOM
-from reference_worker.models.kv_cache import ContiguousKVCache, ContiguousKVCacheAllocator, KVCache, copy_prefix
+from reference_worker.models.kv_cache import (
+    ContiguousKVCache,
+    ContiguousKVCacheAllocator,
+    KVCache,
+    copy_prefix,
+)
 
 # Prompt lengths are padded up to the first of these; the largest is the engine's prefill chunk.
 PREFILL_BUCKETS = (16, 32, 64, 128, 256, 512)

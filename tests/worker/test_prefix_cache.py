@@ -44,8 +44,13 @@ def greedy(engine: InferenceEngine, prompt: str, max_tokens: int = 12) -> list[i
 
 @pytest.mark.parametrize(
     "name",
-    ["tiny/llama-q8_0.gguf", "tiny/qwen2-q4_k_m.gguf", "tiny/phi3-q8_0.gguf", "tiny/gpt2-q8_0.gguf",
-     "tiny/gpt-oss-mxfp4_moe.gguf"],
+    [
+        "tiny/llama-q8_0.gguf",
+        "tiny/qwen2-q4_k_m.gguf",
+        "tiny/phi3-q8_0.gguf",
+        "tiny/gpt2-q8_0.gguf",
+        "tiny/gpt-oss-mxfp4_moe.gguf",
+    ],
 )
 def test_a_prompt_that_starts_like_the_last_gives_the_cold_tokens(name):
     cold, _ = engine_for(name, prefix_cache=False)
