@@ -245,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in shape.tensor:
             results += probe_shape(shape, args, device, sm_count, copy_gbs)
             # Written after each shape: a call that runs out of time keeps the shapes it finished.
-            (args.out / "stream_probe.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+            (args.out / "stream_probe.json").write_text(
+                json.dumps({"meta": meta, "results": results}, indent=1)
+            )
             (args.out / "stream_probe.md").write_text(to_markdown(results, meta))
             print(f"stream_probe: {shape.tensor} done ({len(results)} rows)", flush=True)
     print(to_markdown(results, meta))
