@@ -47,6 +47,8 @@
 #                        its default launch shape, the same loading ahead, and Q5_0/Q8_0 in the tile without
 #                        shared-memory round trips) into $OUT/kernels_gemv.{md,json}; BENCH_GEMV_ARGS adds
 #                        arguments (e.g. "--sweep --compact")
+#   BENCH_STREAM_PROBE   arguments for `benchmarks.stream_probe` (e.g. "--work 0 24 56 --block-n 32 64"): before the
+#                        models, what the Q4_K GEMV's loads stream beside its decoding, into $OUT/stream_probe.{md,json}
 #   BENCH_GEMV_BASE      with BENCH_GEMV: a second source tree (e.g. `git archive` of an earlier commit, carried
 #                        untracked) timed by the same command in the same call, into $OUT/base/: a kernel
 #                        change before and after on one machine
@@ -150,6 +152,14 @@ if [[ -n "${BENCH_GEMV:-}" ]] && (($(left) > 90)); then
             ${only[@]+"${only[@]}"} ${BENCH_GEMV_ARGS:-} --out "$dest") | tail -n 30 \
             || say "kernels_gemv ($tree) failed or timed out"
     done
+fi
+
+# What the Q4_K GEMV's loads stream apart from its decoding (no model file needed).
+if [[ -n "${BENCH_STREAM_PROBE:-}" ]] && (($(left) > 90)); then
+    say "stream probe: ${BENCH_STREAM_PROBE}"
+    # shellcheck disable=SC2086  # BENCH_STREAM_PROBE is a list of arguments
+    timeout "$(($(left) / 4))" $PY -m benchmarks.stream_probe ${BENCH_STREAM_PROBE} --out "$OUT" | tail -n 4 \
+        || say "stream_probe failed or timed out (the shapes it finished are in $OUT)"
 fi
 
 # (b) + (d) per model: write the file, then benchmark the worker on it.
