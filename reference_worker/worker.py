@@ -143,6 +143,7 @@ def load_worker(config: WorkerConfig, log: EventLog) -> WorkerState:
             isinstance(w, QTensor) and w.layout == CODES_THEN_SCALES and len(w.shape) == 2
             for w in weights.values()
         ),
+        prefix_cache=engine.prefix_cache is not None,  # a finished job's prompt KV kept for the next
     )
 
     def count_tokens(text: str) -> int:  # stop strings (M0-W-1422: at most 32 tokens each)

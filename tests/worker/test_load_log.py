@@ -28,4 +28,5 @@ def test_the_load_log_says_how_the_decode_step_runs() -> None:
     # On CPU the step is not captured, so nothing launches early whatever the shape.
     assert done["decode_graphs"] is False and done["dependent_launch"] is False
     assert done["regrouped_matrices"] == 0  # none asked for (and --regroup is a CUDA layout)
+    assert done["prefix_cache"] is False  # M0 frees a job's KV cache when it ends (--prefix-cache: M1)
     assert done["vram_bytes"] > 0
