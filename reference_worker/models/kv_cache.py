@@ -2,7 +2,9 @@
 
 M0 allocates one contiguous cache per request, sized for prompt + max_tokens, through `DeviceMemory`
 (category "kv_cache"), so a VRAM budget that cannot hold it raises `VramOOM` and the request fails with
-VRAM_OOM while the worker stays up (M0-W-1021). The paged allocator (fixed-size blocks and a block
+VRAM_OOM while the worker stays up (M0-W-1021). With the prefix cache (M1, `reference_worker.prefix_cache`)
+a finished request's cache may be kept, cut to its prompt (`truncate`), for the next prompt: used in place or
+copied (`copy_prefix`). The paged allocator (fixed-size blocks and a block
 table per request, M1) is the prerequisite of continuous batching; both give identical attention inputs.
 
 A cache holds, per layer, keys and values `[n_head_kv, position, head_dim]`. The model writes the T new
