@@ -230,6 +230,54 @@ def _as_float(bits):
     return bits.to(tl.float32, bitcast=True)
 
 
+# Whether the kernels run as PTX (a GPU); Triton's CPU interpreter runs no inline PTX.
+_PTX = tl.constexpr(not dependent_launch.interpreted())
+
+
+@triton.jit
+def _byte_as_float(src, K: tl.constexpr, TOP: tl.constexpr):
+    """The float32 whose bits are TOP, byte K of `src` (uint32), then two zero bytes: with byte K holding
+    a power of two's low exponent bit and a code below it, that power plus the code (`_P16`: TOP 0x41,
+    byte 0x80 | q << 3 is 16 + q). One `prmt` (a byte permute) a code, where shifting, masking and OR-ing
+    the power in take three instructions."""
+    if _PTX:
+        # prmt takes one of its selector and second source as an immediate: the selector is that one, and
+        # TOP << 24 comes from a register ptxas cannot fold into a constant (%smid, below 2^16, shifted
+        # out), read once: a constant would be moved into a register before every prmt.
+        top = tl.inline_asm_elementwise(
+            f"mov.u32 $0, %smid; shr.u32 $0, $0, 16; or.b32 $0, $0, {TOP << 24}; // $1",
+            "=r,r",
+            [tl.zeros([1], tl.uint32)],
+            dtype=tl.uint32,
+            is_pure=True,
+            pack=1,
+        )
+        bits = tl.inline_asm_elementwise(
+            f"prmt.b32 $0, $1, $2, {0x7044 | (K << 8)};",
+            "=r,r,r",
+            [src, top],
+            dtype=tl.uint32,
+            is_pure=True,
+            pack=1,
+        )
+    else:
+        bits = ((src >> (8 * K)) & 0xFF) << 16 | (TOP << 24)
+    return _as_float(bits)
+
+
+@triton.jit
+def _halfword_byte_as_float(src, K: tl.constexpr):
+    """`_byte_as_float` of byte K < 2 of `src`, whose byte 3 holds TOP and byte 2 zero: one `prmt` of
+    `src` alone."""
+    if _PTX:
+        bits = tl.inline_asm_elementwise(
+            f"prmt.b32 $0, $1, $1, {0x3022 | (K << 8)};", "=r,r", [src], dtype=tl.uint32, is_pure=True, pack=1
+        )
+    else:
+        bits = ((src >> (8 * K)) & 0xFF) << 16 | (src & 0xFF000000)
+    return _as_float(bits)
+
+
 @triton.jit
 def _take(acc, w, xs, AT: tl.constexpr, xptr, optr, mask, DEQ: tl.constexpr, MASKED: tl.constexpr):
     """One decoded weight tile: the GEMV multiplies it with the activations at `xptr` into `acc`; the
@@ -880,9 +928,24 @@ def _walk_superblocks(
 
 
 @triton.jit
+def _k_quant_x(xb):
+    """The activations at xb + k for the bytes k < 4 of the words at `xb` ([4, 8] pointers), as four
+    tensors: loaded as two [4, 8, 2] pairs (8-byte loads; a tensor of fewer elements than the program has
+    threads, so it is loaded in the layout its use needs, without a shared-memory round trip) then split."""
+    pair = tl.arange(0, 2)[None, None, :]
+    x0, x1 = tl.split(tl.load(xb[:, :, None] + pair))
+    x2, x3 = tl.split(tl.load(xb[:, :, None] + 2 + pair))
+    return x0, x1, x2, x3
+
+
+@triton.jit
 def _k_quant_acts(xb, DEQ: tl.constexpr):
-    """The activations a Q4_K / Q5_K step multiplies (`_take` at xb + 32 h + k), loaded with its words."""
-    return _acts(xb, None, 32, 2, 4, False, DEQ)
+    """The activations a Q4_K / Q5_K step multiplies (`_take` at xb + 32 h + k, as xs[4 h + k]), loaded
+    with its words. The dequantizer multiplies nothing: a placeholder, no loads."""
+    if DEQ:
+        return (xb,)
+    else:
+        return _k_quant_x(xb) + _k_quant_x(xb + 32)
 
 
 @triton.jit
@@ -906,12 +969,17 @@ def _q4_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
     c4 = tl.arange(0, 4)[None, :, None]
     d = _f16(dd)
     dmin = _f16(dd >> 16)
+    if xs is None and not DEQ:  # loaded here, by sub-block, as pairs
+        xs = _k_quant_acts(xb, DEQ)
+    # Each byte's nibble h as byte 2 of the float 16 + q (0x80 | q << 3), four codes a word at once;
+    # `_byte_as_float` then places one under the exponent's top byte: the floats `_code(..) | _P16` gives.
+    nibbles = (((qs << 3) & 0x78787878) | 0x80808080, ((qs >> 1) & 0x78787878) | 0x80808080)
     for h in tl.static_range(2):
         sc, mn = _scale_min_k4(s1, s2, s3, (2 * c4 + h).to(tl.uint32))
         dl = d * sc
         off = -(16.0 * dl + dmin * mn)
         for k in tl.static_range(4):
-            f = _as_float(_code(qs, 8 * k + 4 * h, 15, 19) | _P16)
+            f = _byte_as_float(nibbles[h], k, 0x41)
             acc = _take(
                 acc, f * dl + off, xs, 4 * h + k, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False
             )
@@ -973,14 +1041,19 @@ def _q5_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
     c4 = tl.arange(0, 4)[None, :, None]
     d = _f16(dd)
     dmin = _f16(dd >> 16)
+    if xs is None and not DEQ:  # loaded here, by sub-block, as pairs
+        xs = _k_quant_acts(xb, DEQ)
     for h in tl.static_range(2):
         j = (2 * c4 + h).to(tl.uint32)
         sc, mn = _scale_min_k4(s1, s2, s3, j)
         dl = d * sc
         off = -(32.0 * dl + dmin * mn)
+        # Each byte's code as byte 2 of the float 32 + q (q << 2: its nibble h at bits 2-5, bit j of the
+        # qh byte at bit 6), four codes a word at once: the floats `_code(..) | high | _P32` gives.
+        low = (qs << 2) if h == 0 else (qs >> 2)
+        codes = (low & 0x3C3C3C3C) | (((qh >> j) << 6) & 0x40404040)
         for k in tl.static_range(4):
-            high = ((qh >> (j + 8 * k)) & 1) << 22
-            f = _as_float(_code(qs, 8 * k + 4 * h, 15, 18) | high | _P32)
+            f = _byte_as_float(codes, k, 0x42)
             acc = _take(
                 acc, f * dl + off, xs, 4 * h + k, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False
             )
@@ -1056,9 +1129,13 @@ def _q6_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
         sc = (((sc1 if h else sc0).to(tl.int32) << (24 - 8 * wh)) >> 24).to(tl.float32)
         dl = d * sc
         off = -96.0 * dl
+        # Each byte's code as byte 2 of the float 64 + q (0x80 | q << 1: its nibble h at bits 1-4, its two
+        # qh bits at 5-6), both codes of a halfword at once, and the float's top byte above them: the
+        # floats `_code(..) | high | _P64` gives.
+        low = (ql << 1) if h == 0 else (ql >> 3)
+        codes = (low & 0x1E1E) | (((qh >> (4 * h + 2 * a).to(tl.uint32)) << 5) & 0x6060) | 0x42008080
         for k in tl.static_range(2):
-            high = ((qh >> (8 * k + 4 * h + 2 * a).to(tl.uint32)) & 3) << 21
-            f = _as_float(_code(ql, 8 * k + 4 * h, 15, 17) | high | _P64)
+            f = _halfword_byte_as_float(codes, k)
             acc = _take(
                 acc, f * dl + off, xs, 2 * h + k, xb + (64 * h + k), ob + (64 * h + k), None, DEQ, False
             )
