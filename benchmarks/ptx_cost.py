@@ -85,6 +85,11 @@ def cost_rows(
                 block_order=order,
                 ahead=loads_ahead,
                 num_warps=warps,
+                # the launch's register cap, for the tile it is set for (the plain loop's)
+                max_registers=config.max_registers
+                if (bn, u, warps) == (config.block_n, config.units_per_step, config.num_warps)
+                and not loads_ahead
+                else None,
             )
             label = f"{name} ahead" if loads_ahead else name
             rows.append(_gemv_row(compiled, label, layout, bn, u, qtype, warps))

@@ -114,6 +114,9 @@ class GemvConfig:
     # The plain walk with each step's activations loaded with its weight words, not after they are
     # decoded: one memory round trip a step instead of 3-7, no register held across steps.
     with_words: bool = False
+    # A cap on the registers a thread holds (ptxas's maxnreg), or None for the compiler's choice: more
+    # registers, fewer programs resident on an SM, and a grid larger than one wave of them runs two.
+    max_registers: int | None = None
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -949,6 +952,23 @@ def _k_quant_acts(xb, DEQ: tl.constexpr):
 
 
 @triton.jit
+def _take_k_quant(acc, codes, TOP: tl.constexpr, dl, off, xs, H: tl.constexpr, xb, ob, DEQ: tl.constexpr):
+    """`_take` of the weights `_byte_as_float(codes, k, TOP) * dl + off` of bytes k < 4, sub-block H of a
+    Q4_K / Q5_K step (activations at xb + 32 H + k). Without activations loaded with the words (`xs`),
+    those of the sub-block are loaded here, as pairs."""
+    if xs is None and not DEQ:
+        xh = _k_quant_x(xb + 32 * H)
+        for k in tl.static_range(4):
+            w = _byte_as_float(codes, k, TOP) * dl + off
+            acc = _take(acc, w, xh, k, xb, ob, None, DEQ, False)
+    else:
+        for k in tl.static_range(4):
+            w = _byte_as_float(codes, k, TOP) * dl + off
+            acc = _take(acc, w, xs, 4 * H + k, xb + (32 * H + k), ob + (32 * H + k), None, DEQ, False)
+    return acc
+
+
+@triton.jit
 def _q4_k_words(rows, aux, sb, BLOCK_N: tl.constexpr):
     """Super-block `sb` of each row (`r2`: [rows, 1] word pointers) as Q4_K's loads: qs [rows, 4, 8],
     then d | dmin << 16 and the three scale words [rows, 1, 1]."""
@@ -969,20 +989,14 @@ def _q4_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
     c4 = tl.arange(0, 4)[None, :, None]
     d = _f16(dd)
     dmin = _f16(dd >> 16)
-    if xs is None and not DEQ:  # loaded here, by sub-block, as pairs
-        xs = _k_quant_acts(xb, DEQ)
     # Each byte's nibble h as byte 2 of the float 16 + q (0x80 | q << 3), four codes a word at once;
     # `_byte_as_float` then places one under the exponent's top byte: the floats `_code(..) | _P16` gives.
-    nibbles = (((qs << 3) & 0x78787878) | 0x80808080, ((qs >> 1) & 0x78787878) | 0x80808080)
     for h in tl.static_range(2):
         sc, mn = _scale_min_k4(s1, s2, s3, (2 * c4 + h).to(tl.uint32))
         dl = d * sc
         off = -(16.0 * dl + dmin * mn)
-        for k in tl.static_range(4):
-            f = _byte_as_float(nibbles[h], k, 0x41)
-            acc = _take(
-                acc, f * dl + off, xs, 4 * h + k, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False
-            )
+        nibbles = (((qs << 3) if h == 0 else (qs >> 1)) & 0x78787878) | 0x80808080
+        acc = _take_k_quant(acc, nibbles, 0x41, dl, off, xs, h, xb, ob, DEQ)
     return acc
 
 
@@ -1041,8 +1055,6 @@ def _q5_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
     c4 = tl.arange(0, 4)[None, :, None]
     d = _f16(dd)
     dmin = _f16(dd >> 16)
-    if xs is None and not DEQ:  # loaded here, by sub-block, as pairs
-        xs = _k_quant_acts(xb, DEQ)
     for h in tl.static_range(2):
         j = (2 * c4 + h).to(tl.uint32)
         sc, mn = _scale_min_k4(s1, s2, s3, j)
@@ -1052,11 +1064,7 @@ def _q5_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
         # qh byte at bit 6), four codes a word at once: the floats `_code(..) | high | _P32` gives.
         low = (qs << 2) if h == 0 else (qs >> 2)
         codes = (low & 0x3C3C3C3C) | (((qh >> j) << 6) & 0x40404040)
-        for k in tl.static_range(4):
-            f = _byte_as_float(codes, k, 0x42)
-            acc = _take(
-                acc, f * dl + off, xs, 4 * h + k, xb + (32 * h + k), ob + (32 * h + k), None, DEQ, False
-            )
+        acc = _take_k_quant(acc, codes, 0x42, dl, off, xs, h, xb, ob, DEQ)
     return acc
 
 
@@ -1124,6 +1132,8 @@ def _q6_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
     a = tl.arange(0, 4)[None, :, None, None] & 1
     wh = tl.arange(0, 2)[None, None, :, None]
     d = _f16(d_bits)
+    if xs is None and not DEQ:  # asked for at once, before the decode
+        xs = _q6_k_acts(xb, DEQ)
     for h in tl.static_range(2):
         # The int8 scale of halfword wh: its byte wh, sign-extended.
         sc = (((sc1 if h else sc0).to(tl.int32) << (24 - 8 * wh)) >> 24).to(tl.float32)
@@ -1656,7 +1666,10 @@ def default_config(
     programs = triton.cdiv(n_rows, block_n) * n_out_rows
     split = split_for(programs, steps, min_steps, sm_count, pipelined=stages > 1)
     ahead = fmt in SUPERBLOCK_FORMATS and n_rows <= 1024
-    return GemvConfig(block_n, ub, 4, split, stages, ahead=ahead)
+    # Q4_K's plain loop compiles to 72 registers a thread: 7 programs an SM, so Phi-3's gate/up launch
+    # (1,024 programs on 132 SMs) ran in two waves; at 64 (8 an SM) it spills nothing (benchmarks.ptx_cost).
+    max_registers = 64 if fmt == "q4_k" and not ahead else None
+    return GemvConfig(block_n, ub, 4, split, stages, ahead=ahead, max_registers=max_registers)
 
 
 def split_for(programs: int, steps: int, min_steps: int, sm_count: int, *, pipelined: bool = False) -> int:
@@ -1933,6 +1946,7 @@ def launch_segments(
         glu_alpha=glu_oai[0] if glu_oai is not None else 1.0,
         glu_limit=glu_oai[1] if glu_oai is not None else 0.0,
         num_warps=config.num_warps,
+        maxnreg=config.max_registers,
         PREFETCH_LINES=prefetch_lines,
         **dependent_launch.launch_kwargs(),
     )

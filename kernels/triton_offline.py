@@ -91,10 +91,12 @@ def compile_for_sm90(
     *,
     num_warps: int = 4,
     num_stages: int = 3,
+    max_registers: int | None = None,
 ):
     """`fn` compiled for sm_90: `signature` names each runtime argument's type, `constants` the
     constexprs; `aligned` the arguments to compile as divisible by 16 (pointers: 16-byte aligned);
-    `num_warps`, `num_stages` as a launch passes them (Triton's defaults otherwise)."""
+    `num_warps`, `num_stages`, `max_registers` (maxnreg) as a launch passes them (Triton's defaults
+    otherwise)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -104,7 +106,9 @@ def compile_for_sm90(
     signature = {**signature, **dict.fromkeys(constants, "constexpr")}
     source = ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
     return triton.compile(
-        source, target=GPUTarget(*SM90), options={"num_warps": num_warps, "num_stages": num_stages}
+        source,
+        target=GPUTarget(*SM90),
+        options={"num_warps": num_warps, "num_stages": num_stages, "maxnreg": max_registers},
     )
 
 
@@ -155,6 +159,7 @@ def compile_gemv(
     ahead: bool = False,
     with_words: bool = False,
     num_warps: int = 4,
+    max_registers: int | None = None,
 ):
     """The GEMV kernel (`kernels.triton_gemv._qgemv_kernel`) for one ggml type, block order
     (kernels.qtensor: GGML or CODES_THEN_SCALES) and launch form.
@@ -163,8 +168,8 @@ def compile_gemv(
     programmatic dependent launch compiles (`kernels.dependent_launch`), `prefetch_lines` with it: the L2
     lines of its weight tile a program asks for before it waits. `ahead`: the loop that loads a step's
     words before the previous step is decoded (`triton_gemv.GemvConfig.ahead`); `with_words`: the plain loop
-    loading a step's activations with its words (`GemvConfig.with_words`); `num_warps` as the
-    launch shape's."""
+    loading a step's activations with its words (`GemvConfig.with_words`); `num_warps` and
+    `max_registers` (`GemvConfig.max_registers`) as the launch shape's."""
     from kernels import triton_gemv
 
     layout = kernel_layout(qtype, block_order)
@@ -212,7 +217,14 @@ def compile_gemv(
     if shape is not None:
         ints = gemv_int_args(qtype, *shape, constants["UB"], block_order, dequantize=constants["DEQ"])
         aligned += tuple(name for name, value in ints.items() if value and value % 16 == 0)
-    return compile_for_sm90(triton_gemv._qgemv_kernel, signature, constants, aligned, num_warps=num_warps)
+    return compile_for_sm90(
+        triton_gemv._qgemv_kernel,
+        signature,
+        constants,
+        aligned,
+        num_warps=num_warps,
+        max_registers=max_registers,
+    )
 
 
 # The fused decode attention's runtime arguments (`kernels.triton_decode._rope_attention_kernel`).
