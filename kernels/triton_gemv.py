@@ -25,7 +25,7 @@ one launch computing only the selected experts); `kernels.backend` lists both fo
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -991,12 +991,12 @@ def _q4_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
     dmin = _f16(dd >> 16)
     # Each byte's nibble h as byte 2 of the float 16 + q (0x80 | q << 3), four codes a word at once;
     # `_byte_as_float` then places one under the exponent's top byte: the floats `_code(..) | _P16` gives.
+    nibbles = (((qs << 3) & 0x78787878) | 0x80808080, ((qs >> 1) & 0x78787878) | 0x80808080)
     for h in tl.static_range(2):
         sc, mn = _scale_min_k4(s1, s2, s3, (2 * c4 + h).to(tl.uint32))
         dl = d * sc
         off = -(16.0 * dl + dmin * mn)
-        nibbles = (((qs << 3) if h == 0 else (qs >> 1)) & 0x78787878) | 0x80808080
-        acc = _take_k_quant(acc, nibbles, 0x41, dl, off, xs, h, xb, ob, DEQ)
+        acc = _take_k_quant(acc, nibbles[h], 0x41, dl, off, xs, h, xb, ob, DEQ)
     return acc
 
 
@@ -1642,7 +1642,8 @@ def default_config(
     SM (one when the loop is pipelined), keeping at least 2 steps (3 super-blocks) per split. The
     super-block loops of at most 1,024 rows load each step's words ahead (`GemvConfig.ahead`): measured
     on the decode step (`benchmarks.step_ab`, 2026-12-05), Qwen2.5-0.5B's down projections so gave it
-    +5.8 % a token, where ahead in the larger tiles cost Phi-3 4 % (registers: fewer resident programs)."""
+    +5.8 % a token, where ahead in the larger tiles cost Phi-3 4 % (registers: fewer resident programs);
+    file-order Q6_K loads ahead at every size (its plain loop's loads come in seven trips a step)."""
     layout = layout or LAYOUTS[qtype]
     fmt = layout.fmt
     n_units = in_features // layout.unit
@@ -1665,7 +1666,11 @@ def default_config(
     min_steps = 3 if fmt in SUPERBLOCK_FORMATS else 2
     programs = triton.cdiv(n_rows, block_n) * n_out_rows
     split = split_for(programs, steps, min_steps, sm_count, pipelined=stages > 1)
-    ahead = fmt in SUPERBLOCK_FORMATS and n_rows <= 1024
+    # File-order Q6_K loads ahead at every size: with the byte-permute decode its plain loop waits on
+    # memory 7 times a step (ptxas orders its 2-byte loads after the decode of the first rows), ahead once
+    # (H100, 2026-12-06: Phi-3's ffn_down 39.3 -> 25.1 us, output 91.7 -> 64.7 us; the regrouped
+    # matrices the worker reads by default are not concerned).
+    ahead = fmt in SUPERBLOCK_FORMATS and (n_rows <= 1024 or fmt == "q6_k")
     # Q4_K's plain loop compiles to 72 registers a thread: 7 programs an SM, so Phi-3's gate/up launch
     # (1,024 programs on 132 SMs) ran in two waves; at 64 (8 an SM) it spills nothing (benchmarks.ptx_cost).
     max_registers = 64 if fmt == "q4_k" and not ahead else None
@@ -1989,6 +1994,10 @@ def dequantize_into(
     if config is None:
         sm_count = _sm_count(out.device.index or 0)
         config = default_config(w.qtype, n_rows, in_features, n_slots, sm_count, layout=layout)
+        if layout.fmt == "q4_k":
+            # Q4_K's plain dequantizing loop waits on memory once a step, its loop loading ahead twice
+            # (`triton_offline.memory_round_trips`, the byte-permute decode): the plain one, whatever the size.
+            config = replace(config, ahead=False, max_registers=None)
     n_units = in_features // layout.unit
     ub = config.units_per_step
     units_per_split = triton.cdiv(triton.cdiv(n_units, config.split), ub) * ub

@@ -45,8 +45,12 @@ def test_the_loop_form_rules_give_one_form_each() -> None:
     assert not GEMV_SHAPE_RULES["plain"](config, layout, shape).ahead
     words = GEMV_SHAPE_RULES["with-words"](config, layout, shape)
     assert words.with_words and not words.ahead
-    big = triton_gemv.default_config(GGMLType.Q6_K, 3072, 8192, 1, 132)  # Phi-3-mini's ffn_down
+    big = triton_gemv.default_config(GGMLType.Q4_K, 3072, 8192, 1, 132)  # Phi-3-mini's ffn_down (Q4_K layers)
     assert not big.ahead
+    # File-order Q6_K loads ahead at every size; regrouped, only in the small tiles.
+    assert triton_gemv.default_config(GGMLType.Q6_K, 3072, 8192, 1, 132).ahead
+    regrouped = triton_gemv.REGROUPED_LAYOUTS[GGMLType.Q6_K]
+    assert not triton_gemv.default_config(GGMLType.Q6_K, 3072, 8192, 1, 132, layout=regrouped).ahead
 
 
 def test_the_k_quant_ahead_rule_leaves_q6_k_and_the_doubled_split_stays_within_the_steps() -> None:
@@ -59,11 +63,18 @@ def test_the_k_quant_ahead_rule_leaves_q6_k_and_the_doubled_split_stays_within_t
     from kernels import triton_gemv
     from kernels.formats import GGMLType
 
-    for qtype, ahead in ((GGMLType.Q4_K, True), (GGMLType.Q5_K, True), (GGMLType.Q6_K, False)):
+    regrouped_q6_k = triton_gemv.REGROUPED_LAYOUTS[GGMLType.Q6_K]
+    layouts = (
+        (GGMLType.Q4_K, None, True),
+        (GGMLType.Q5_K, None, True),
+        (GGMLType.Q6_K, regrouped_q6_k, False),
+    )
+    for qtype, layout, ahead in layouts:
         shape = (9216, 3072, 1, 132)
-        config = triton_gemv.default_config(qtype, *shape)
+        layout = layout or triton_gemv.LAYOUTS[qtype]
+        config = triton_gemv.default_config(qtype, *shape, layout=layout)
         assert not config.ahead
-        assert GEMV_SHAPE_RULES["k4-k5-ahead"](config, triton_gemv.LAYOUTS[qtype], shape).ahead is ahead
+        assert GEMV_SHAPE_RULES["k4-k5-ahead"](config, layout, shape).ahead is ahead
     shape = (9216, 3072, 1, 132)  # 12 super-blocks a row, one a step
     config = triton_gemv.default_config(GGMLType.Q4_K, *shape)
     doubled = GEMV_SHAPE_RULES["splits-doubled"](config, triton_gemv.LAYOUTS[GGMLType.Q4_K], shape)
