@@ -25,7 +25,7 @@ one launch computing only the selected experts); `kernels.backend` lists both fo
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -873,16 +873,23 @@ def _deq_half(n, s, BLOCK_N: tl.constexpr, UB: tl.constexpr):
 
 
 @triton.jit
-def _scale_min_k4(s1, s2, s3, j):
-    """get_scale_min_k4 for sub-blocks `j` (a uint32 tensor) from the three scale words of a block."""
-    sh = (j & 3) * 8
-    a = (s1 >> sh) & 0xFF
-    b = (s2 >> sh) & 0xFF
-    c = (s3 >> sh) & 0xFF
-    low = j < 4
-    sc = tl.where(low, a & 63, (c & 15) | ((a >> 6) << 4))
-    mn = tl.where(low, b & 63, (c >> 4) | ((b >> 6) << 4))
-    return sc.to(tl.float32), mn.to(tl.float32)
+def _scale_min_k4(s1, s2, s3, c4):
+    """get_scale_min_k4 for the sub-blocks 2c and 2c + 1 of the chunks `c4` (a uint32 tensor), from the
+    three scale words of a block: (sc, mn) of 2c, then of 2c + 1, as float32. Their bytes are neighbours
+    (byte 2 (c & 1) and the next of each word), so both are decoded at once, as halfwords."""
+    sh = (c4 & 1) * 16
+    a = s1 >> sh
+    b = s2 >> sh
+    c = s3 >> sh
+    low = c4 < 2  # sub-blocks 0-3: the low 6 bits of scales[j], scales[j + 4]
+    sc = tl.where(low, a & 0x3F3F, (c & 0x0F0F) | ((a >> 2) & 0x3030))
+    mn = tl.where(low, b & 0x3F3F, ((c >> 4) & 0x0F0F) | ((b >> 2) & 0x3030))
+    return (
+        (sc & 0xFF).to(tl.float32),
+        (mn & 0xFF).to(tl.float32),
+        (sc >> 8).to(tl.float32),
+        (mn >> 8).to(tl.float32),
+    )
 
 
 @triton.jit
@@ -992,10 +999,10 @@ def _q4_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
     # Each byte's nibble h as byte 2 of the float 16 + q (0x80 | q << 3), four codes a word at once;
     # `_byte_as_float` then places one under the exponent's top byte: the floats `_code(..) | _P16` gives.
     nibbles = (((qs << 3) & 0x78787878) | 0x80808080, ((qs >> 1) & 0x78787878) | 0x80808080)
+    scales = _scale_min_k4(s1, s2, s3, c4.to(tl.uint32))
     for h in tl.static_range(2):
-        sc, mn = _scale_min_k4(s1, s2, s3, (2 * c4 + h).to(tl.uint32))
-        dl = d * sc
-        off = -(16.0 * dl + dmin * mn)
+        dl = d * scales[2 * h]
+        off = -16.0 * dl - dmin * scales[2 * h + 1]  # -(16 dl + dmin m), bit for bit, without a negation
         acc = _take_k_quant(acc, nibbles[h], 0x41, dl, off, xs, h, xb, ob, DEQ)
     return acc
 
@@ -1055,11 +1062,11 @@ def _q5_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
     c4 = tl.arange(0, 4)[None, :, None]
     d = _f16(dd)
     dmin = _f16(dd >> 16)
+    scales = _scale_min_k4(s1, s2, s3, c4.to(tl.uint32))
     for h in tl.static_range(2):
         j = (2 * c4 + h).to(tl.uint32)
-        sc, mn = _scale_min_k4(s1, s2, s3, j)
-        dl = d * sc
-        off = -(32.0 * dl + dmin * mn)
+        dl = d * scales[2 * h]
+        off = -32.0 * dl - dmin * scales[2 * h + 1]  # -(32 dl + dmin m), bit for bit, without a negation
         # Each byte's code as byte 2 of the float 32 + q (q << 2: its nibble h at bits 2-5, bit j of the
         # qh byte at bit 6), four codes a word at once: the floats `_code(..) | high | _P32` gives.
         low = (qs << 2) if h == 0 else (qs >> 2)
@@ -1994,10 +2001,6 @@ def dequantize_into(
     if config is None:
         sm_count = _sm_count(out.device.index or 0)
         config = default_config(w.qtype, n_rows, in_features, n_slots, sm_count, layout=layout)
-        if layout.fmt == "q4_k":
-            # Q4_K's plain dequantizing loop waits on memory once a step, its loop loading ahead twice
-            # (`triton_offline.memory_round_trips`, the byte-permute decode): the plain one, whatever the size.
-            config = replace(config, ahead=False, max_registers=None)
     n_units = in_features // layout.unit
     ub = config.units_per_step
     units_per_split = triton.cdiv(triton.cdiv(n_units, config.split), ub) * ub

@@ -516,11 +516,8 @@ def test_every_loop_that_loads_ahead_compiles_for_sm90_without_spills(qtype, blo
         pytest.skip("Q5_K experts' gate/up loading ahead spills 16 bytes (no M0 file has Q5_K experts)")
     layout = kernel_layout(qtype, block_order)
     config = default_config(qtype, 2880, 2816 if layout.unit == 256 else 2880, 1, 132, layout=layout)
-    # The dequantizer reads Q4_K with its plain loop (`triton_gemv.dequantize_into`): that one must wait
-    # once a step; its loop loading ahead waits twice since the byte-permute decode, and is not used.
-    ahead = not (form == "dequantize" and qtype.name == "Q4_K")
     compiled = compile_gemv(
-        qtype, form, block_n=config.block_n, ub=config.units_per_step, block_order=block_order, ahead=ahead
+        qtype, form, block_n=config.block_n, ub=config.units_per_step, block_order=block_order, ahead=True
     )
     use = register_use(compiled.asm["ptx"])
     assert use.spill_bytes == 0 and use.registers <= 255, (use.registers, use.spill_bytes)
