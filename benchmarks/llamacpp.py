@@ -59,17 +59,35 @@ class LlamaCppError(LlamaBenchError):
     """The build failed, or a llama-bench run (LlamaBenchError); the message says which and where the log is."""
 
 
+_PART_NAME = re.compile(rf"^{re.escape(PREBUILT_PREFIX)}([0-9a-f]{{16}})\.tar\.xz\.part\d+$")
+
+
 def source_digest(src: Path) -> str:
-    h = hashlib.sha256()
-    with open(src, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    """The first 16 hex digits of the tarball's sha256. Without the tarball, the digest in the names of
+    the exported build's parts beside it (`export`): a machine that restores them needs nothing else, so
+    the 8 MiB tarball need not travel with them."""
+    if src.is_file():
+        h = hashlib.sha256()
+        with open(src, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()[:16]
+    names = src.parent.glob(f"{PREBUILT_PREFIX}*.tar.xz.part*") if src.parent.is_dir() else ()
+    digests = sorted({m.group(1) for p in names if (m := _PART_NAME.match(p.name))})
+    if len(digests) == 1:
+        return digests[0]
+    if not digests:
+        raise LlamaCppError(
+            f"{src}: llama.cpp source tarball not found, nor the parts of an exported build beside it "
+            "(carry them with carry=['.bench-src'])"
+        )
+    raise LlamaCppError(
+        f"{src}: no source tarball, and the parts of {len(digests)} exported builds beside it "
+        f"({', '.join(digests)}): keep one set, or the tarball"
+    )
 
 
 def build_dir(src: Path, cache: Path) -> Path:
-    if not src.is_file():
-        raise LlamaCppError(f"{src}: llama.cpp source tarball not found (carry it with carry=['.bench-src'])")
     return cache / source_digest(src)
 
 
@@ -140,6 +158,10 @@ def build(src: Path = DEFAULT_SRC, cache: Path = DEFAULT_CACHE, jobs: int = 16) 
     work.mkdir(parents=True, exist_ok=True)
     if restore_prebuilt(src, work) and exe.is_file():
         return exe
+    if not src.is_file():
+        raise LlamaCppError(
+            f"{src}: the exported build beside it is not usable here, and there is no tarball to compile"
+        )
     (work / BUILD_FAILED).unlink(missing_ok=True)
     log = work / BUILD_LOG
     started = time.monotonic()

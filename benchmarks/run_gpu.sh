@@ -26,8 +26,8 @@
 #   BENCH_EXPORT_BUILD   1: pack a build compiled in this call into $OUT (llama-bench-sm90-*.part*); put those
 #                        parts in .bench-src/ and later calls restore them instead of compiling (~6 min)
 #   BENCH_TESTS          pytest arguments for CUDA tests run first, after building the tiny fixtures, e.g.
-#                        "tests/worker/test_decode_step.py tests/kernels/test_decode_kernels.py"; if they fail,
-#                        nothing is benchmarked (the log is $OUT/cuda-tests.log)
+#                        "tests/worker/test_decode_step.py tests/kernels/test_decode_kernels.py -k 'q4_k or q6_k'"
+#                        (shell quoting); if they fail, nothing is benchmarked (the log is $OUT/cuda-tests.log)
 #   BENCH_PROFILE        1: after each model's benchmark, `benchmarks.profile_step --steps 16` on it (with
 #                        --prefill-tokens 512), appended to $OUT/profile.md
 #   BENCH_STEP_AB        1: after each model's benchmark, `benchmarks.step_ab --tokens 128 --reps 2` on it (the
@@ -75,6 +75,8 @@ exec > >(tee -a "$OUT/run.log") 2>&1
 
 left() { echo $((DEADLINE - (SECONDS - START))); }
 say() { echo "[run_gpu +$((SECONDS - START))s] $*"; }
+# Whether an optional step asked for (named by $1) still fits before the deadline; says so when it does not.
+fits() { (($(left) > 90)) && return 0; say "$1 skipped: $(left) s left before the deadline, it needs 90"; return 1; }
 
 declare -A SHAPED=([qwen]=qwen2.5-0.5b [phi]=phi-3-mini [gpt-oss]=gpt-oss-20b)
 declare -A FILE=([qwen]=qwen2.5-0.5b-q4_k_m [phi]=phi-3-mini-q4_k_m [gpt-oss]=gpt-oss-20b-mxfp4_moe)
@@ -111,9 +113,10 @@ $PY -c "import reference_worker.worker, fixtures.catalog" || { say "error: the w
 if [[ -n "${BENCH_TESTS:-}" ]]; then
     say "tiny fixtures and CUDA tests: ${BENCH_TESTS}"
     $PY -m fixtures prepare --tiny >/dev/null 2>&1 || say "tiny fixtures: some failed to build"
-    # shellcheck disable=SC2086  # BENCH_TESTS is a list of pytest arguments
+    # BENCH_TESTS is a list of pytest arguments in shell syntax: quoted ones stay one (-k 'q4_k or q6_k').
     # (no -q of its own: BENCH_TESTS may bring one, and at -qq pytest drops the summary line read below)
-    if ! $PY -m pytest -m cuda -p no:cacheprovider ${BENCH_TESTS} >"$OUT/cuda-tests.log" 2>&1; then
+    eval "tests=(${BENCH_TESTS})"
+    if ! $PY -m pytest -m cuda -p no:cacheprovider "${tests[@]}" >"$OUT/cuda-tests.log" 2>&1; then
         tail -n 30 "$OUT/cuda-tests.log"
         say "error: the CUDA tests failed; no benchmark"
         [[ -n "$BUILD_PID" ]] && kill "$BUILD_PID" 2>/dev/null
@@ -123,7 +126,7 @@ if [[ -n "${BENCH_TESTS:-}" ]]; then
 fi
 
 # The prefill products alone, both paths and the GEMM's launch shapes (no model file needed).
-if [[ "${BENCH_PREFILL_KERNELS:-0}" =~ ^(1|sweep)$ ]] && (($(left) > 90)); then
+if [[ "${BENCH_PREFILL_KERNELS:-0}" =~ ^(1|sweep)$ ]] && fits BENCH_PREFILL_KERNELS; then
     say "prefill products: scratch vs fused GEMM (BENCH_PREFILL_KERNELS=$BENCH_PREFILL_KERNELS)"
     sweep=()
     if [[ "$BENCH_PREFILL_KERNELS" == sweep ]]; then sweep=(--sweep); fi
@@ -132,14 +135,14 @@ if [[ "${BENCH_PREFILL_KERNELS:-0}" =~ ^(1|sweep)$ ]] && (($(left) > 90)); then
 fi
 
 # What bounds the decode GEMVs, from the GPU's counters (no model file needed).
-if [[ -n "${BENCH_NCU:-}" ]] && (($(left) > 90)); then
+if [[ -n "${BENCH_NCU:-}" ]] && fits BENCH_NCU; then
     say "decode GEMVs under Nsight Compute: $BENCH_NCU"
     timeout "$(($(left) / 3))" $PY -m benchmarks.ncu_gemv --only "$BENCH_NCU" --out "$OUT" | tail -n 20 \
         || say "ncu_gemv failed or timed out"
 fi
 
 # The decode GEMVs alone: this tree's, and a base tree's in the same call (no model file needed).
-if [[ -n "${BENCH_GEMV:-}" ]] && (($(left) > 90)); then
+if [[ -n "${BENCH_GEMV:-}" ]] && fits BENCH_GEMV; then
     only=()
     if [[ "$BENCH_GEMV" != all ]]; then only=(--only "$BENCH_GEMV"); fi
     out_abs=$(cd "$OUT" && pwd)
@@ -155,7 +158,7 @@ if [[ -n "${BENCH_GEMV:-}" ]] && (($(left) > 90)); then
 fi
 
 # What the Q4_K GEMV's loads stream apart from its decoding (no model file needed).
-if [[ -n "${BENCH_STREAM_PROBE:-}" ]] && (($(left) > 90)); then
+if [[ -n "${BENCH_STREAM_PROBE:-}" ]] && fits BENCH_STREAM_PROBE; then
     say "stream probe: ${BENCH_STREAM_PROBE}"
     # shellcheck disable=SC2086  # BENCH_STREAM_PROBE is a list of arguments
     timeout "$(($(left) / 4))" $PY -m benchmarks.stream_probe ${BENCH_STREAM_PROBE} --out "$OUT" | tail -n 4 \

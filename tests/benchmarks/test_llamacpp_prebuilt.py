@@ -62,3 +62,30 @@ def test_restore_refuses_a_build_that_does_not_start_here(tmp_path, capsys) -> N
     err = capsys.readouterr().err
     assert "does not start" in err and "exit code 127" in err and "libcublas.so.13" in err
     assert not (fresh / "build" / "bin").exists() and not (fresh / llamacpp.BUILD_OK).exists()
+
+
+def test_the_parts_alone_are_enough_and_name_their_source(tmp_path) -> None:
+    """A machine given only the exported parts (not the 8 MiB tarball) restores them: the digest that names
+    the build comes from the parts' names, so the cache folder and the record's source are the same."""
+    src, cache = fake_build(tmp_path)
+    digest = llamacpp.source_digest(src)
+    llamacpp.export(src, cache, src.parent)
+    src.unlink()
+    assert llamacpp.source_digest(src) == digest
+    exe = llamacpp.build(src, tmp_path / "fresh-cache")
+    assert exe == llamacpp.llama_bench_path(tmp_path / "fresh-cache" / digest) and exe.read_text().startswith(
+        USAGE
+    )
+
+
+def test_without_a_tarball_the_parts_must_be_of_one_build(tmp_path) -> None:
+    import pytest
+
+    src = tmp_path / "src" / "llama.cpp-src.tar.xz"
+    src.parent.mkdir()
+    with pytest.raises(llamacpp.LlamaCppError, match="nor the parts of an exported build"):
+        llamacpp.source_digest(src)
+    for digest in ("0123456789abcdef", "fedcba9876543210"):
+        (src.parent / f"{llamacpp.PREBUILT_PREFIX}{digest}.tar.xz.part00").write_bytes(b"x")
+    with pytest.raises(llamacpp.LlamaCppError, match="parts of 2 exported builds"):
+        llamacpp.source_digest(src)
