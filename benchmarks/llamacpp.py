@@ -206,9 +206,10 @@ def _reproducible(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def export(src: Path, cache: Path, out: Path, part_mib: int = 15, max_mib: int = 44) -> list[Path]:
     """Packs the finished build's bin/ (llama-bench and its shared libraries, symbol tables stripped) as
-    xz parts of at most `part_mib` MiB, so a later machine can skip the compile: put the parts beside the
-    tarball in `.bench-src/`. Nothing is written when the packed build exceeds `max_mib` (the upload limit
-    is 64 MiB with the working tree, the wheels and the source tarball, about 21 MiB together)."""
+    xz parts of at most `part_mib` MiB, so a later machine can skip the compile: put the parts in
+    `.bench-src/` (beside the tarball, or alone: `source_digest`). Nothing is written when the packed build
+    exceeds `max_mib` (the upload limit is 64 MiB with the working tree, the wheels and the source tarball,
+    about 21 MiB together)."""
     work = build_dir(src, cache)
     if not (work / BUILD_OK).is_file():
         raise LlamaCppError(f"nothing to export: {build_status(src, cache)}")

@@ -10,7 +10,8 @@ in split order and writes the output, so results are deterministic and a split G
 a launch plus PyTorch's sum (`SplitCounters`).
 
 Decoding follows `kernels.dequant` field for field. Quant codes become floats without an int->float
-conversion: the code is OR-ed into the mantissa of a power of two `P` (e.g. `16 + q` for a 4-bit `q`),
+conversion: the code is OR-ed into the mantissa of a power of two `P` (e.g. `16 + q` for a 4-bit `q`;
+in the K-quant loops one byte permute a code, `_byte_as_float`),
 and `w = (P + q) * scale + offset` with the offset folded per block (`-(P + 8) * d` for Q4_0,
 `m - P * d` for Q4_1, `-(P * dl + ml)` for the K-quants). For Q4_0, Q5_0, Q8_0, MXFP4, F32, F16 and BF16
 every decoded weight equals the reference's bit for bit; for the types with a separate offset
