@@ -353,7 +353,6 @@ def _block_offsets(u0, hi, SPACING: tl.constexpr, NW: tl.constexpr, UB: tl.const
 # Powers of two whose mantissa holds a small unsigned code exactly: P + q for q < P.
 _P16 = tl.constexpr(0x41800000)  # 16.0; a 4-bit code at bit 19
 _P32 = tl.constexpr(0x42000000)  # 32.0; a 5-bit code at bit 18
-_P64 = tl.constexpr(0x42800000)  # 64.0; a 6-bit code at bit 17
 _P256 = tl.constexpr(0x43800000)  # 256.0; an 8-bit code at bit 15
 
 
@@ -1140,16 +1139,14 @@ def _q6_k_step(acc, words, xs, xb, ob, DEQ: tl.constexpr):
     a = tl.arange(0, 4)[None, :, None, None] & 1
     wh = tl.arange(0, 2)[None, None, :, None]
     d = _f16(d_bits)
-    if xs is None and not DEQ:  # asked for at once, before the decode
-        xs = _q6_k_acts(xb, DEQ)
     for h in tl.static_range(2):
         # The int8 scale of halfword wh: its byte wh, sign-extended.
         sc = (((sc1 if h else sc0).to(tl.int32) << (24 - 8 * wh)) >> 24).to(tl.float32)
         dl = d * sc
         off = -96.0 * dl
         # Each byte's code as byte 2 of the float 64 + q (0x80 | q << 1: its nibble h at bits 1-4, its two
-        # qh bits at 5-6), both codes of a halfword at once, and the float's top byte above them: the
-        # floats `_code(..) | high | _P64` gives.
+        # qh bits at 5-6), both codes of a halfword at once, and the float's top byte (0x42) above them:
+        # 64.0 with the 6-bit code OR-ed in at bit 17.
         low = (ql << 1) if h == 0 else (ql >> 3)
         codes = (low & 0x1E1E) | (((qh >> (4 * h + 2 * a).to(tl.uint32)) << 5) & 0x6060) | 0x42008080
         for k in tl.static_range(2):
