@@ -1,7 +1,7 @@
 """The decode GEMV's (or the prefill GEMM's) inner loop per weight, from its PTX for the H200 (sm_90),
 without a GPU.
 
-    python -m benchmarks.ptx_cost [--formats q4_k mxfp4 ...] [--shape 4096x4096] [--block-n 16] [--ub 8]
+    python -m benchmarks.ptx_cost [--formats q4_k mxfp4 q6_k_codes_then_scales ...] [--shape 4096x4096] [--block-n 16] [--ub 8]
                                   [--warps 4] [--form plain] [--ahead] [--out FILE.md]
     python -m benchmarks.ptx_cost --kernel prefill-gemm [--formats ...] [--out FILE.md]
     python -m benchmarks.ptx_cost --kernel rope-attention [--out FILE.md]
@@ -55,7 +55,8 @@ def cost_rows(
     ahead: bool = False,
     num_warps: int | None = None,
 ) -> list[dict]:
-    """One row per format (`REGROUPED_MXFP4`: MXFP4 in the order the worker reads experts); with `ahead`,
+    """One row per format (a name ending in `REGROUPED_SUFFIX`: the type regrouped as the worker reads
+    it, e.g. `REGROUPED_MXFP4`, "q6_k_codes_then_scales"); with `ahead`,
     formats whose loop loads ahead (`triton_gemv.AHEAD_FORMATS`) get a second row in that form."""
     from kernels.formats import GGMLType
     from kernels.qtensor import CODES_THEN_SCALES, GGML
@@ -67,8 +68,10 @@ def cost_rows(
 
     rows = []
     for name in formats:
-        order = CODES_THEN_SCALES if name == REGROUPED_MXFP4 else GGML
-        qtype = GGMLType.MXFP4 if order == CODES_THEN_SCALES else GGMLType[name.upper()]
+        # "<type>_codes_then_scales": the type regrouped (`REGROUPED_LAYOUTS`: MXFP4, Q8_0, Q6_K)
+        regrouped = name.endswith(REGROUPED_SUFFIX)
+        order = CODES_THEN_SCALES if regrouped else GGML
+        qtype = GGMLType[name.removesuffix(REGROUPED_SUFFIX).upper()]
         layout = kernel_layout(qtype, order)
         # The tile the worker launches for this matrix on an H200 (132 SMs), unless given.
         config = default_config(qtype, shape[0], shape[1], 1, 132, layout=layout)
@@ -113,7 +116,8 @@ def _gemv_row(compiled, label: str, layout, bn: int, u: int, qtype, warps: int) 
     )  # fmt: skip
 
 
-REGROUPED_MXFP4 = "mxfp4_codes_then_scales"  # a --formats name: MXFP4 as the worker reads expert tensors
+REGROUPED_SUFFIX = "_codes_then_scales"  # a --formats name's ending: the type regrouped at load
+REGROUPED_MXFP4 = "mxfp4" + REGROUPED_SUFFIX  # MXFP4 as the worker reads expert tensors
 
 
 # The H200 the bound is for: SMs, boost clock, and per SM quarter a clock: one warp instruction issued,
