@@ -245,7 +245,7 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         _fmt_config(config),
     )
     if args.ahead and _loads_ahead(w0):
-        ahead = dataclasses.replace(config, ahead=True, max_registers=None)  # the cap is the plain loop's
+        ahead = dataclasses.replace(config, ahead=True)
         result.ahead_us = round(time_launches(lambda i: run(i, ahead), len(copies), args.replays), 2)
         result.ahead_gb_per_s = round(weight_bytes / (result.ahead_us * 1e-6) / 1e9, 1)
     if args.round_trip_free:
@@ -280,7 +280,7 @@ def _loads_ahead(w: QTensor) -> bool:
 
 def _fmt_config(config) -> str:
     shape = f"n{config.block_n}/u{config.units_per_step}/w{config.num_warps}/s{config.split}/p{config.stages}"
-    regs = f"/r{config.max_registers}" if config.max_registers else ""
+    regs = f"/r{config.register_cap}" if config.register_cap else ""
     return shape + ("/ahead" if config.ahead else "") + regs
 
 

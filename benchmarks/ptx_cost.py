@@ -42,6 +42,7 @@ Needs Triton importable (CPU machines: `pip install --target /tmp/tt triton==3.6
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -88,10 +89,9 @@ def cost_rows(
                 block_order=order,
                 ahead=loads_ahead,
                 num_warps=warps,
-                # the launch's register cap, for the tile it is set for (the plain loop's)
-                max_registers=config.max_registers
+                # the launch's register cap, for the tile it is set for
+                max_registers=dataclasses.replace(config, ahead=loads_ahead).register_cap
                 if (bn, u, warps) == (config.block_n, config.units_per_step, config.num_warps)
-                and not loads_ahead
                 else None,
             )
             label = f"{name} ahead" if loads_ahead else name

@@ -211,10 +211,7 @@ def _loop_form(form: str, config: Any, layout: Any, shape: tuple[int, int, int, 
     from kernels import triton_gemv
 
     if layout.fmt in triton_gemv.AHEAD_FORMATS and config.stages == 1:
-        # The register cap is the plain loop's (`GemvConfig.max_registers`): the other forms hold more.
-        return dataclasses.replace(
-            config, ahead=form == "ahead", with_words=form == "with_words", max_registers=None
-        )
+        return dataclasses.replace(config, ahead=form == "ahead", with_words=form == "with_words")
     return config
 
 

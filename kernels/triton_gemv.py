@@ -115,8 +115,9 @@ class GemvConfig:
     # The plain walk with each step's activations loaded with its weight words, not after they are
     # decoded: one memory round trip a step instead of 3-7, no register held across steps.
     with_words: bool = False
-    # A cap on the registers a thread holds (ptxas's maxnreg), or None for the compiler's choice: more
-    # registers, fewer programs resident on an SM, and a grid larger than one wave of them runs two.
+    # A cap on the registers a thread of the plain loop holds (ptxas's maxnreg), or None for the
+    # compiler's choice: more registers, fewer programs resident on an SM, and a grid larger than one
+    # wave of them runs two. The loops that load ahead or with the words hold more: not for them.
     max_registers: int | None = None
 
     def __post_init__(self) -> None:
@@ -126,6 +127,11 @@ class GemvConfig:
             )
         if self.ahead and self.with_words:
             raise ValueError("a GEMV loop loads a step's activations with its words or ahead, not both")
+
+    @property
+    def register_cap(self) -> int | None:
+        """The maxnreg a launch of this loop passes: `max_registers` for the plain loop, else None."""
+        return None if self.ahead or self.with_words else self.max_registers
 
 
 # The formats whose loop can load ahead (`GemvConfig.ahead`) or a step's activations with its words
@@ -1678,7 +1684,7 @@ def default_config(
     ahead = fmt in SUPERBLOCK_FORMATS and (n_rows <= 1024 or fmt == "q6_k")
     # Q4_K's plain loop compiles to 72 registers a thread: 7 programs an SM, so Phi-3's gate/up launch
     # (1,024 programs on 132 SMs) ran in two waves; at 64 (8 an SM) it spills nothing (benchmarks.ptx_cost).
-    max_registers = 64 if fmt == "q4_k" and not ahead else None
+    max_registers = 64 if fmt == "q4_k" else None  # its plain loop only (`GemvConfig.register_cap`)
     return GemvConfig(block_n, ub, 4, split, stages, ahead=ahead, max_registers=max_registers)
 
 
@@ -1956,7 +1962,7 @@ def launch_segments(
         glu_alpha=glu_oai[0] if glu_oai is not None else 1.0,
         glu_limit=glu_oai[1] if glu_oai is not None else 0.0,
         num_warps=config.num_warps,
-        maxnreg=config.max_registers,
+        maxnreg=config.register_cap,
         PREFETCH_LINES=prefetch_lines,
         **dependent_launch.launch_kwargs(),
     )

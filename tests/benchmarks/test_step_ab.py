@@ -75,6 +75,12 @@ def test_the_k_quant_ahead_rule_leaves_q6_k_and_the_doubled_split_stays_within_t
         config = triton_gemv.default_config(qtype, *shape, layout=layout)
         assert not config.ahead
         assert GEMV_SHAPE_RULES["k4-k5-ahead"](config, layout, shape).ahead is ahead
+    # Q4_K's register cap is its plain loop's: the rule's loop that loads ahead launches without it.
+    q4_k = triton_gemv.default_config(GGMLType.Q4_K, 9216, 3072, 1, 132)
+    assert q4_k.register_cap == 64
+    assert (
+        GEMV_SHAPE_RULES["k4-k5-ahead"](q4_k, triton_gemv.LAYOUTS[GGMLType.Q4_K], shape).register_cap is None
+    )
     shape = (9216, 3072, 1, 132)  # 12 super-blocks a row, one a step
     config = triton_gemv.default_config(GGMLType.Q4_K, *shape)
     doubled = GEMV_SHAPE_RULES["splits-doubled"](config, triton_gemv.LAYOUTS[GGMLType.Q4_K], shape)
