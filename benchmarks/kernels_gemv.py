@@ -1,6 +1,6 @@
 """Decode GEMV bandwidth of the Triton fast paths on the three M0 models' real weight shapes.
 
-    python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact]] [--ahead] [--round-trip-free]
+    python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact] | --sweep-split] [--ahead] [--round-trip-free]
                                       [--only NAME_SUBSTRING]
 
 For each (model, tensor, ggml type, out x in) it times `y = x @ dequant(W).T` for one activation row:
@@ -11,7 +11,8 @@ in rotation, so every launch streams it from HBM. It prints the
 achieved bandwidth (weight bytes / time) and its share of `--peak` (3.0 TB/s: an H100's measured
 device-to-device copy rate). For MoE experts, the bytes are those of the selected experts only.
 `--sweep` also times a grid of launch configurations per shape and reports the best next to the
-default; `--ahead` times the default launch shape once more with its loop loading each step's words
+default (the five best in `top`); `--sweep-split` times only the default launch's split and rows a
+program (`split_sweep_configs`: the grid's size, nothing else); `--ahead` times the default launch shape once more with its loop loading each step's words
 before the previous step is decoded (`GemvConfig.ahead`, formats of `triton_gemv.AHEAD_FORMATS`), the
 same tile and split, so the two columns differ only in that; `--round-trip-free` times the Q5_0 / Q8_0
 shapes once more in the tile `benchmarks.step_ab`'s variant of that name launches (a loop without
@@ -202,6 +203,33 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
     return configs
 
 
+# `--sweep-split`'s splits: a program's share of a row from the whole row down to one step.
+SWEPT_SPLITS = (1, 2, 3, 4, 6, 8, 12, 16)
+
+
+def split_sweep_configs(default, shape: Shape) -> list:
+    """The launch configurations `--sweep-split` times: the default launch (`default`) with every split of
+    `SWEPT_SPLITS` that leaves each program at least one step, and for the super-block formats also with
+    16 or 32 rows a program. Everything else stays the default's (loop form, register cap, warps), so the
+    grid's size is the one thing that moves: Nsight Compute finds the K-quant GEMVs waiting on their loads
+    with a quarter of an SM's warp slots filled (`benchmarks.ncu_gemv`, 2026-12-06), a grid of ~4
+    programs an SM where 8 fit."""
+    from kernels.triton_gemv import LAYOUTS, REGROUPED_LAYOUTS, SUPERBLOCK_FORMATS
+
+    layout = REGROUPED_LAYOUTS[shape.qtype] if shape.regrouped else LAYOUTS[shape.qtype]
+    steps = -(-(shape.in_features // layout.unit) // default.units_per_step)
+    rows = (16, 32) if layout.fmt in SUPERBLOCK_FORMATS else (default.block_n,)
+    configs = []
+    for block_n in sorted({default.block_n, *rows}):
+        for split in SWEPT_SPLITS:
+            if split > steps:
+                break
+            config = dataclasses.replace(default, block_n=block_n, split=split)
+            if config != default:
+                configs.append(config)
+    return configs
+
+
 def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Result:
     from kernels.triton_gemv import default_config, launch, layout_of
 
@@ -261,9 +289,14 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
             result.round_trip_free_gb_per_s = round(
                 weight_bytes / (result.round_trip_free_us * 1e-6) / 1e9, 1
             )
-    if args.sweep:
+    if args.sweep or args.sweep_split:
         scored = [(gbs, config)]
-        for cand in sweep_configs(shape, n_out_rows, sm_count, args.compact):
+        candidates = (
+            split_sweep_configs(config, shape)
+            if args.sweep_split
+            else sweep_configs(shape, n_out_rows, sm_count, args.compact)
+        )
+        for cand in candidates:
             cand_us = time_launches(lambda i, c=cand: run(i, c), len(copies), max(3, args.replays // 3))
             scored.append((weight_bytes / (cand_us * 1e-6) / 1e9, cand))
         scored.sort(key=lambda item: -item[0])
@@ -312,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument(
         "--compact", action="store_true", help="with --sweep: the short grid (see sweep_configs)"
+    )
+    parser.add_argument(
+        "--sweep-split",
+        action="store_true",
+        help="sweep the default launch's split and rows a program only (see split_sweep_configs)",
     )
     parser.add_argument(
         "--ahead", action="store_true", help="also the default launch shape loading ahead (GemvConfig.ahead)"

@@ -1,0 +1,41 @@
+"""Which launches `benchmarks.kernels_gemv --sweep-split` times (the timing itself needs a CUDA device)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_the_split_sweep_moves_only_the_grid() -> None:
+    """Phi-3-mini's Q4_K gate/up: the default launch at every split of SWEPT_SPLITS with 16 and 32 rows a
+    program, its register cap and loop form kept, the default itself not repeated."""
+    pytest.importorskip("triton")
+    from benchmarks.kernels_gemv import SHAPES, SWEPT_SPLITS, split_sweep_configs
+    from kernels.triton_gemv import default_config
+
+    shape = next(s for s in SHAPES if s.model == "phi-3-mini" and s.tensor == "ffn_up (gate+up)")
+    default = default_config(shape.qtype, shape.out_features, shape.in_features, 1, 132)
+    configs = split_sweep_configs(default, shape)
+    assert default not in configs
+    assert {(c.block_n, c.split) for c in configs} == {
+        (n, s) for n in (16, 32) for s in SWEPT_SPLITS if s <= 12
+    } - {(default.block_n, default.split)}  # 12 super-blocks a row: a split of 16 has empty programs
+    assert {(c.max_registers, c.ahead, c.num_warps, c.units_per_step) for c in configs} == {
+        (default.max_registers, default.ahead, default.num_warps, default.units_per_step)
+    }
+
+
+def test_the_split_sweep_keeps_the_rows_of_a_block_format() -> None:
+    """MXFP4's experts (8 rows a program, 32 blocks a step): only the split moves, up to a step a program."""
+    pytest.importorskip("triton")
+    from benchmarks.kernels_gemv import SHAPES, split_sweep_configs
+    from kernels.triton_gemv import REGROUPED_LAYOUTS, default_config
+
+    shape = next(s for s in SHAPES if s.qtype.name == "MXFP4" and s.regrouped)
+    layout = REGROUPED_LAYOUTS[shape.qtype]
+    default = default_config(
+        shape.qtype, shape.out_features, shape.in_features, shape.selected, 132, layout=layout
+    )
+    configs = split_sweep_configs(default, shape)
+    assert {c.block_n for c in configs} == {default.block_n}
+    # 2,880 inputs: 90 blocks, 32 a step, so 3 steps and splits of at most 3.
+    assert sorted(c.split for c in configs) == [s for s in (1, 2, 3) if s != default.split]
