@@ -253,10 +253,17 @@ def _splits_doubled(config: Any, layout: Any, shape: tuple[int, int, int, int]) 
     return dataclasses.replace(config, split=max(1, min(2 * config.split, steps)))
 
 
+def _splits_halved(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Half the split of every split GEMV (fewer, longer programs: `benchmarks.kernels_gemv --sweep-split`
+    found Phi-3's Q4_K gate/up rows faster unsplit, 2026-12-06)."""
+    return dataclasses.replace(config, split=max(1, config.split // 2))
+
+
 GEMV_SHAPE_RULES = {
     "ahead": functools.partial(_loop_form, "ahead"),
     "k4-k5-ahead": _k4_k5_ahead,
     "splits-doubled": _splits_doubled,
+    "splits-halved": _splits_halved,
     "with-words": functools.partial(_loop_form, "with_words"),
     "round-trip-free": _round_trip_free,
     "plain": _plain_loops,
@@ -362,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     variants["GEMV loads ahead"] = Variant(default_kernels, early, gemv_shapes="ahead")
     variants["GEMV loads ahead, Q4_K/Q5_K only"] = Variant(default_kernels, early, gemv_shapes="k4-k5-ahead")
     variants["GEMV splits doubled"] = Variant(default_kernels, early, gemv_shapes="splits-doubled")
+    variants["GEMV splits halved"] = Variant(default_kernels, early, gemv_shapes="splits-halved")
     variants["GEMV activations with the words"] = Variant(default_kernels, early, gemv_shapes="with-words")
     variants["Q5_0/Q8_0 tiles without round trips"] = Variant(
         default_kernels, early, gemv_shapes="round-trip-free"

@@ -55,7 +55,8 @@ def test_the_loop_form_rules_give_one_form_each() -> None:
 
 def test_the_k_quant_ahead_rule_leaves_q6_k_and_the_doubled_split_stays_within_the_steps() -> None:
     """The rule "k4-k5-ahead": Phi-3's Q4_K and Q5_K tiles load ahead, its large Q6_K tile (registers) does not;
-    "splits-doubled": twice the split, never more programs a tile than the loop has steps."""
+    "splits-doubled": twice the split, never more programs a tile than the loop has steps; "splits-halved": half
+    of it, at least one."""
     import pytest
 
     pytest.importorskip("triton")
@@ -87,6 +88,11 @@ def test_the_k_quant_ahead_rule_leaves_q6_k_and_the_doubled_split_stays_within_t
     assert doubled.split == min(2 * config.split, 12) and doubled.block_n == config.block_n
     many = dataclasses.replace(config, split=8)
     assert GEMV_SHAPE_RULES["splits-doubled"](many, triton_gemv.LAYOUTS[GGMLType.Q4_K], shape).split == 12
+    # "splits-halved": half the split, at least one program a tile.
+    halved = GEMV_SHAPE_RULES["splits-halved"](many, triton_gemv.LAYOUTS[GGMLType.Q4_K], shape)
+    assert (halved.split, halved.block_n, halved.register_cap) == (4, config.block_n, config.register_cap)
+    unsplit = dataclasses.replace(config, split=1)
+    assert GEMV_SHAPE_RULES["splits-halved"](unsplit, triton_gemv.LAYOUTS[GGMLType.Q4_K], shape).split == 1
 
 
 def test_the_stream_probe_launches_the_gemvs_split() -> None:
