@@ -11,9 +11,9 @@ in rotation, so every launch streams it from HBM. It prints the
 achieved bandwidth (weight bytes / time) and its share of `--peak` (3.0 TB/s: an H100's measured
 device-to-device copy rate). For MoE experts, the bytes are those of the selected experts only.
 `--sweep` also times a grid of launch configurations per shape and reports the best next to the
-default (the five best in `top`); `--sweep-split` times only the default launch's split and rows a
-program (`split_sweep_configs`: the grid's size, nothing else); `--ahead` times the default launch shape once more with its loop loading each step's words
-before the previous step is decoded (`GemvConfig.ahead`, formats of `triton_gemv.AHEAD_FORMATS`), the
+default (the five best in `top`); `--sweep-split` instead times only the default launch's split and
+rows a program (`split_sweep_configs`: the grid's size, nothing else). `--ahead` times the default
+launch shape once more with its loop loading each step's words before the previous step is decoded (`GemvConfig.ahead`, formats of `triton_gemv.AHEAD_FORMATS`), the
 same tile and split, so the two columns differ only in that; `--round-trip-free` times the Q5_0 / Q8_0
 shapes once more in the tile `benchmarks.step_ab`'s variant of that name launches (a loop without
 shared-memory round trips), so a shape's GEMV and the step variant are judged on the same tile. Writes `kernels_gemv.json` and
@@ -212,8 +212,8 @@ def split_sweep_configs(default, shape: Shape) -> list:
     `SWEPT_SPLITS` that leaves each program at least one step, and for the super-block formats also with
     16 or 32 rows a program. Everything else stays the default's (loop form, register cap, warps), so the
     grid's size is the one thing that moves: Nsight Compute finds the K-quant GEMVs waiting on their loads
-    with a quarter of an SM's warp slots filled (`benchmarks.ncu_gemv`, 2026-12-06), a grid of ~4
-    programs an SM where 8 fit."""
+    with 16-43 % of an SM's warp slots filled (`benchmarks.ncu_gemv`, 2026-12-06), a grid of ~4 programs
+    an SM where 8 fit."""
     from kernels.triton_gemv import LAYOUTS, REGROUPED_LAYOUTS, SUPERBLOCK_FORMATS
 
     layout = REGROUPED_LAYOUTS[shape.qtype] if shape.regrouped else LAYOUTS[shape.qtype]
@@ -342,14 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--peak", type=float, default=3000.0, help="GB/s taken as 100 %%")
     parser.add_argument("--replays", type=int, default=15, help="timed graph replays per shape")
-    parser.add_argument("--sweep", action="store_true")
-    parser.add_argument(
-        "--compact", action="store_true", help="with --sweep: the short grid (see sweep_configs)"
-    )
-    parser.add_argument(
+    sweeps = parser.add_mutually_exclusive_group()
+    sweeps.add_argument("--sweep", action="store_true")
+    sweeps.add_argument(
         "--sweep-split",
         action="store_true",
         help="sweep the default launch's split and rows a program only (see split_sweep_configs)",
+    )
+    parser.add_argument(
+        "--compact", action="store_true", help="with --sweep: the short grid (see sweep_configs)"
     )
     parser.add_argument(
         "--ahead", action="store_true", help="also the default launch shape loading ahead (GemvConfig.ahead)"
