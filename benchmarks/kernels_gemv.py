@@ -207,17 +207,17 @@ def sweep_configs(shape: Shape, n_out_rows: int, sm_count: int, compact: bool = 
 SWEPT_SPLITS = (1, 2, 3, 4, 6, 8, 12, 16)
 
 
-def split_sweep_configs(default, shape: Shape) -> list:
-    """The launch configurations `--sweep-split` times: the default launch (`default`) with every split of
+def split_sweep_configs(default, layout, in_features: int) -> list:
+    """The launch configurations `--sweep-split` times for a matrix of `in_features` inputs read in `layout`
+    (`triton_gemv.layout_of`): the default launch (`default`) with every split of
     `SWEPT_SPLITS` that leaves each program at least one step, and for the super-block formats also with
     16 or 32 rows a program. Everything else stays the default's (loop form, register cap, warps), so the
     grid's size is the one thing that moves: Nsight Compute finds the K-quant GEMVs waiting on their loads
     with 16-43 % of an SM's warp slots filled (`benchmarks.ncu_gemv`, 2026-12-06), a grid of ~4 programs
     an SM where 8 fit."""
-    from kernels.triton_gemv import LAYOUTS, REGROUPED_LAYOUTS, SUPERBLOCK_FORMATS
+    from kernels.triton_gemv import SUPERBLOCK_FORMATS
 
-    layout = REGROUPED_LAYOUTS[shape.qtype] if shape.regrouped else LAYOUTS[shape.qtype]
-    steps = -(-(shape.in_features // layout.unit) // default.units_per_step)
+    steps = -(-(in_features // layout.unit) // default.units_per_step)
     rows = (16, 32) if layout.fmt in SUPERBLOCK_FORMATS else (default.block_n,)
     configs = []
     for block_n in sorted({default.block_n, *rows}):
@@ -292,7 +292,7 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
     if args.sweep or args.sweep_split:
         scored = [(gbs, config)]
         candidates = (
-            split_sweep_configs(config, shape)
+            split_sweep_configs(config, layout_of(w0), shape.in_features)
             if args.sweep_split
             else sweep_configs(shape, n_out_rows, sm_count, args.compact)
         )

@@ -968,7 +968,8 @@ def _k_quant_acts(xb, DEQ: tl.constexpr):
 def _take_k_quant(acc, codes, TOP: tl.constexpr, dl, off, xs, H: tl.constexpr, xb, ob, DEQ: tl.constexpr):
     """`_take` of the weights `_byte_as_float(codes, k, TOP) * dl + off` of bytes k < 4, sub-block H of a
     Q4_K / Q5_K step (activations at xb + 32 H + k). Without activations loaded with the words (`xs`),
-    those of the sub-block are loaded here, as pairs."""
+    those of the sub-block are loaded here, as pairs. (Two loops: Triton cannot carry a tuple-or-None and
+    its constexpr index out of a static branch into one.)"""
     if xs is None and not DEQ:
         xh = _k_quant_x(xb + 32 * H)
         for k in tl.static_range(4):

@@ -10,11 +10,11 @@ def test_the_split_sweep_moves_only_the_grid() -> None:
     program, its register cap and loop form kept, the default itself not repeated."""
     pytest.importorskip("triton")
     from benchmarks.kernels_gemv import SHAPES, SWEPT_SPLITS, split_sweep_configs
-    from kernels.triton_gemv import default_config
+    from kernels.triton_gemv import LAYOUTS, default_config
 
     shape = next(s for s in SHAPES if s.model == "phi-3-mini" and s.tensor == "ffn_up (gate+up)")
     default = default_config(shape.qtype, shape.out_features, shape.in_features, 1, 132)
-    configs = split_sweep_configs(default, shape)
+    configs = split_sweep_configs(default, LAYOUTS[shape.qtype], shape.in_features)
     assert default not in configs
     assert {(c.block_n, c.split) for c in configs} == {
         (n, s) for n in (16, 32) for s in SWEPT_SPLITS if s <= 12
@@ -35,7 +35,7 @@ def test_the_split_sweep_keeps_the_rows_of_a_block_format() -> None:
     default = default_config(
         shape.qtype, shape.out_features, shape.in_features, shape.selected, 132, layout=layout
     )
-    configs = split_sweep_configs(default, shape)
+    configs = split_sweep_configs(default, layout, shape.in_features)
     assert {c.block_n for c in configs} == {default.block_n}
     # 2,880 inputs: 90 blocks, 32 a step, so 3 steps and splits of at most 3.
     assert sorted(c.split for c in configs) == [s for s in (1, 2, 3) if s != default.split]
