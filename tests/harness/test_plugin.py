@@ -313,8 +313,12 @@ def test_no_worker_outlives_an_interrupted_session(
 
 @pytest.mark.parametrize(
     ("behaviour", "outcomes"),
-    [("eos_first_jobs", {"passed": 1}), ("eos_every_job", {"skipped": 1})],
-    ids=["eos-then-long", "eos-always"],
+    [
+        ("eos_first_jobs", {"passed": 1}),
+        ("eos_at_once_first_jobs", {"passed": 1}),
+        ("eos_every_job", {"skipped": 1}),
+    ],
+    ids=["eos-then-long", "eos-before-any-token-then-long", "eos-always"],
 )
 def test_a_job_that_stops_by_eos_before_the_cancel_is_drawn_again(
     harness_dir: pytest.Pytester, stub_command: StubCommand, behaviour: str, outcomes: dict

@@ -339,6 +339,23 @@ def test_optional_flags_are_a_declared_capability(process_dir: pytest.Pytester):
     )
 
 
+def test_a_job_whose_first_draw_is_eos_is_drawn_again_before_sigterm(process_dir: pytest.Pytester):
+    """A conforming worker whose model's first sampled token is EOS (a job of `started, end`, no token: a
+    tiny random-weight model does so now and then) is not failed for it: the job streaming when SIGTERM
+    comes is drawn again (another seed), and the scenario judges the worker's shutdown (passed)."""
+    result = run(
+        process_dir,
+        "features/process/shutdown.feature",
+        "-k",
+        "during_a_job",
+        "--worker-cmd",
+        stub("eos_at_once_first_jobs"),
+        "-q",
+        "-rs",
+    )
+    result.assert_outcomes(passed=1)
+
+
 @pytest.mark.parametrize(
     ("fault", "outcomes"),
     [("eos_first_jobs", {"passed": 1}), ("eos_every_job", {"skipped": 1})],

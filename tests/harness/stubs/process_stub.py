@@ -50,6 +50,7 @@ FAULTS = (
     "log_output",  # execute_end logs the generated text (M0-W-1902)
     "eos_first_jobs",  # the first jobs end by EOS after two tokens, as a chat model may: conforming
     "eos_every_job",  # every job ends by EOS after two tokens: conforming, nothing runs past a timeout
+    "eos_at_once_first_jobs",  # the first jobs end by EOS before any token (a first draw of EOS): conforming
 )
 VARIANTS = ("none", "usage_exit_2", "host_memory_truth")
 ARCHITECTURES = ("llama", "qwen2", "phi3", "gpt2", "gpt-oss")

@@ -39,6 +39,7 @@ FAULTS = (
     "vram_built_by_first_job",  # the first job builds a 256 KiB buffer the worker keeps: conforming
     "eos_first_jobs",  # the first EOS_JOBS jobs end by EOS after two tokens, as a chat model may: conforming
     "eos_every_job",  # every job ends by EOS after two tokens: conforming, but nothing runs long enough to cancel
+    "eos_at_once_first_jobs",  # the first EOS_JOBS jobs end by EOS before any token (a first draw of EOS): conforming
     "graphs_change_tokens",  # with --decode-graphs on, the fourth token differs from the eager one (M1-CUDA-GRAPHS)
 )
 EOS_JOBS = 2
@@ -288,6 +289,8 @@ class Handler(BaseHTTPRequestHandler):
                     2
                     if worker.fault == "eos_every_job"
                     or (worker.fault == "eos_first_jobs" and worker.jobs_done < EOS_JOBS)
+                    else 0
+                    if worker.fault == "eos_at_once_first_jobs" and worker.jobs_done < EOS_JOBS
                     else None
                 )
             if eos_after is not None and eos_after < max_tokens:
