@@ -74,6 +74,7 @@ class Options:
     weight_prefetch: bool = False
     late_trigger: bool = True
     fused_sampling: bool = True  # greedy here: the worker's sampled requests only
+    tensor_core_gemv: bool = True
     regroup: tuple[str, ...] | None = None  # None: the worker's choice by type and size
     http: bool = False
     ready_timeout_s: float = 900.0
@@ -586,6 +587,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "weight_prefetch": opts.weight_prefetch,
             "late_trigger": opts.late_trigger,
             "fused_sampling": opts.fused_sampling,
+            "tensor_core_gemv": opts.tensor_core_gemv,
             "regroup": None if opts.regroup is None else list(opts.regroup),
             "greedy": True,
             "runs_requested": opts.runs,
@@ -650,6 +652,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         weight_prefetch=args.weight_prefetch,
         late_trigger=args.late_trigger,
         fused_sampling=args.fused_sampling,
+        tensor_core_gemv=args.tensor_core_gemv,
         regroup=args.regroup,
         http=args.http,
         label=args.label,

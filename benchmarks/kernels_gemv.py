@@ -1,7 +1,7 @@
 """Decode GEMV bandwidth of the Triton fast paths on the three M0 models' real weight shapes.
 
     python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact] | --sweep-split] [--ahead] [--round-trip-free]
-                                      [--only NAME_SUBSTRING]
+                                      [--cuda-cores] [--only NAME_SUBSTRING]
 
 For each (model, tensor, ggml type, out x in) it times `y = x @ dequant(W).T` for one activation row:
 the launches are captured in a CUDA graph (so host launch cost is not counted: the device time of the
@@ -16,7 +16,9 @@ rows a program (`split_sweep_configs`: the grid's size, nothing else). `--ahead`
 launch shape once more with its loop loading each step's words before the previous step is decoded (`GemvConfig.ahead`, formats of `triton_gemv.AHEAD_FORMATS`), the
 same tile and split, so the two columns differ only in that; `--round-trip-free` times the Q5_0 / Q8_0
 shapes once more in the tile `benchmarks.step_ab`'s variant of that name launches (a loop without
-shared-memory round trips), so a shape's GEMV and the step variant are judged on the same tile. Writes `kernels_gemv.json` and
+shared-memory round trips), so a shape's GEMV and the step variant are judged on the same tile. The default
+launch is the worker's: the larger Q4_K matrices on the tensor cores (`triton_gemv.TENSOR_CORE_MIN_BYTES`);
+`--cuda-cores` times those once more on the CUDA-core loop (the sweeps and `--ahead` vary that loop). Writes `kernels_gemv.json` and
 `kernels_gemv.md` to `--out`.
 """
 
@@ -119,6 +121,10 @@ class Result:
     round_trip_free: str = ""  # --round-trip-free: the tile, and its time
     round_trip_free_us: float | None = None
     round_trip_free_gb_per_s: float | None = None
+    cuda_cores_us: float | None = (
+        None  # --cuda-cores: a default on the tensor cores, timed on the CUDA-core loop
+    )
+    cuda_cores_gb_per_s: float | None = None
 
 
 def random_weight(shape: Shape, device: torch.device) -> QTensor:
@@ -254,8 +260,15 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         def run(i, config=None):
             return launch(x, copies[i], None, 1, config=config)
 
+    # The worker's default launch (its kernel set asks for the tensor cores: `triton_gemv.FAST_PATH`).
     config = default_config(
-        shape.qtype, shape.out_features, shape.in_features, n_out_rows, sm_count, layout=layout_of(w0)
+        shape.qtype,
+        shape.out_features,
+        shape.in_features,
+        n_out_rows,
+        sm_count,
+        layout=layout_of(w0),
+        tensor_cores=True,
     )
     us = time_launches(lambda i: run(i, config), len(copies), args.replays)
     gbs = weight_bytes / (us * 1e-6) / 1e9
@@ -273,7 +286,7 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         _fmt_config(config),
     )
     if args.ahead and _loads_ahead(w0):
-        ahead = dataclasses.replace(config, ahead=True)
+        ahead = dataclasses.replace(config, ahead=True, tensor_cores=False)
         result.ahead_us = round(time_launches(lambda i: run(i, ahead), len(copies), args.replays), 2)
         result.ahead_gb_per_s = round(weight_bytes / (result.ahead_us * 1e-6) / 1e9, 1)
     if args.round_trip_free:
@@ -289,7 +302,15 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
             result.round_trip_free_gb_per_s = round(
                 weight_bytes / (result.round_trip_free_us * 1e-6) / 1e9, 1
             )
+    if args.cuda_cores and config.tensor_cores:
+        cuda_cores = dataclasses.replace(config, tensor_cores=False)
+        result.cuda_cores_us = round(
+            time_launches(lambda i: run(i, cuda_cores), len(copies), args.replays), 2
+        )
+        result.cuda_cores_gb_per_s = round(weight_bytes / (result.cuda_cores_us * 1e-6) / 1e9, 1)
     if args.sweep or args.sweep_split:
+        # The sweeps vary the CUDA-core loop's launch (the tensor-core kernel picks its own tiles).
+        config = dataclasses.replace(config, tensor_cores=False)
         scored = [(gbs, config)]
         candidates = (
             split_sweep_configs(config, layout_of(w0), shape.in_features)
@@ -314,6 +335,8 @@ def _loads_ahead(w: QTensor) -> bool:
 def _fmt_config(config) -> str:
     shape = f"n{config.block_n}/u{config.units_per_step}/w{config.num_warps}/s{config.split}/p{config.stages}"
     regs = f"/r{config.register_cap}" if config.register_cap else ""
+    if config.tensor_cores:  # its own 64-row tiles and split (`tensor_core_gemv.launch`)
+        return "tensor cores"
     return shape + ("/ahead" if config.ahead else "") + regs
 
 
@@ -324,14 +347,15 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         f"% is of {meta['peak_gb_per_s']:.0f} GB/s.",
         "",
         "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | loading ahead µs | GB/s "
-        "| round-trip-free tile | µs | GB/s | best swept | best GB/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---|---:|",
+        "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | best swept | best GB/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.model} | {r.tensor} | {r.qtype} | {r.shape} | {r.weight_bytes / 2**20:.2f} | {r.median_us} "
             f"| {r.gb_per_s} | {r.pct_of_peak} | {r.config} | {r.ahead_us or ''} | {r.ahead_gb_per_s or ''} "
             f"| {r.round_trip_free} | {r.round_trip_free_us or ''} | {r.round_trip_free_gb_per_s or ''} "
+            f"| {r.cuda_cores_us or ''} | {r.cuda_cores_gb_per_s or ''} "
             f"| {r.best_config} | {r.best_gb_per_s or ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -359,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         "--round-trip-free",
         action="store_true",
         help="also Q5_0/Q8_0 shapes in the tile without shared-memory round trips (step_ab's variant)",
+    )
+    parser.add_argument(
+        "--cuda-cores",
+        action="store_true",
+        help="also the launches the default runs on the tensor cores, on the CUDA-core loop",
     )
     parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
     args = parser.parse_args(argv)
@@ -390,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {r.round_trip_free}: {r.round_trip_free_us:.2f} us {r.round_trip_free_gb_per_s:.1f} GB/s"
                 + best
             )
+        if r.cuda_cores_us is not None:
+            best = f"  CUDA cores: {r.cuda_cores_us:.2f} us {r.cuda_cores_gb_per_s:.1f} GB/s" + best
         if r.ahead_us is not None:
             best = f"  ahead: {r.ahead_us:.2f} us {r.ahead_gb_per_s:.1f} GB/s" + best
         print(

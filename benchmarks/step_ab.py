@@ -259,6 +259,19 @@ def _splits_halved(config: Any, layout: Any, shape: tuple[int, int, int, int]) -
     return dataclasses.replace(config, split=max(1, config.split // 2))
 
 
+def _q4_k_tensor_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Every Q4_K matrix in the file's order on the tensor cores (`kernels.tensor_core_gemv`, where it serves
+    the launch), the small ones too (the default: those of `triton_gemv.TENSOR_CORE_MIN_BYTES`)."""
+    if layout.fmt == "q4_k":
+        return dataclasses.replace(config, tensor_cores=True)
+    return config
+
+
+def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
+    return dataclasses.replace(config, tensor_cores=False)
+
+
 GEMV_SHAPE_RULES = {
     "ahead": functools.partial(_loop_form, "ahead"),
     "k4-k5-ahead": _k4_k5_ahead,
@@ -267,6 +280,8 @@ GEMV_SHAPE_RULES = {
     "with-words": functools.partial(_loop_form, "with_words"),
     "round-trip-free": _round_trip_free,
     "plain": _plain_loops,
+    "q4-k-tensor-cores": _q4_k_tensor_cores,
+    "cuda-cores": _cuda_cores,
 }
 
 
@@ -375,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         default_kernels, early, gemv_shapes="round-trip-free"
     )
     variants["GEMV loops plain (none ahead)"] = Variant(default_kernels, early, gemv_shapes="plain")
+    variants["GEMVs on the CUDA cores only"] = Variant(default_kernels, early, gemv_shapes="cuda-cores")
+    variants["every Q4_K GEMV on the tensor cores"] = Variant(
+        default_kernels, early, gemv_shapes="q4-k-tensor-cores"
+    )
     if regrouped_matrix_count(engine.model):  # the default regroups some (triton_gemv.regrouped_by_default)
         variants["2-D matrices in file order"] = Variant(default_kernels, early, regroup=FILE_ORDER)
     regroupable = regroupable_types(engine.model)

@@ -95,6 +95,9 @@ class KernelConfig:
     request (temperature > 0, with any repetition penalty, top-k, top-p and min-p) draws its token in two
     launches, four with a truncation (`kernels.triton_sample`, the Gumbel-max draw over the kept ids: the
     same distribution, other draws per seed) instead of the sampler's dozen PyTorch kernels.
+    `tensor_core_gemv` (CUDA sm_80+, fast kernels): the decode GEMVs of Q4_K matrices of at least
+    `triton_gemv.TENSOR_CORE_MIN_BYTES` on the tensor cores (`kernels.tensor_core_gemv`, mma.sync on the
+    codes decoded in registers) instead of the CUDA-core loop.
     """
 
     kernels: KernelChoice = "fast"
@@ -107,6 +110,7 @@ class KernelConfig:
     weight_prefetch: bool = False
     late_trigger: bool = True
     fused_sampling: bool = True
+    tensor_core_gemv: bool = True
     # ggml type names, e.g. ("q8_0", "q6_k") (see REGROUP_CHOICES); None: by type and size
     regroup: tuple[str, ...] | None = None
 
@@ -179,7 +183,10 @@ def _cuda_kernels(config: KernelConfig) -> DeviceKernels:
     # Decode (few rows) takes the GEMVs; prefill (more rows) the float16 tensor-core matmuls.
     prefill = triton_qgemm if config.fused_prefill else triton_prefill
     return DeviceKernels(
-        (triton_gemv.FAST_PATH, prefill.FAST_PATH),
+        (
+            triton_gemv.FAST_PATH if config.tensor_core_gemv else triton_gemv.CUDA_CORE_FAST_PATH,
+            prefill.FAST_PATH,
+        ),
         (triton_moe.EXPERTS_FAST_PATH, prefill.EXPERTS_FAST_PATH),
         triton_decode,
         pack=functools.partial(triton_gemv.pack, regroup=config.regrouped_types),

@@ -26,7 +26,8 @@ import triton.language as tl
 
 from kernels import dependent_launch
 from kernels.qmatmul import RMSNormed
-from kernels.triton_gemv import SplitCounters, await_previous_grid
+from kernels.triton_common import await_previous_grid
+from kernels.triton_gemv import SplitCounters
 
 # ---------------------------------------------------------------------------------------------------
 # RMSNorm

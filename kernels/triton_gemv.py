@@ -25,6 +25,7 @@ one launch computing only the selected experts); `kernels.backend` lists both fo
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,10 +34,18 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import dependent_launch
+from kernels import dependent_launch, tensor_core_gemv
 from kernels.formats import FORMATS, GGMLType
 from kernels.qmatmul import FastPath, RMSNormed
 from kernels.qtensor import CODES_THEN_SCALES, GGML, QTensor
+from kernels.triton_common import (
+    MAX_PREFETCH_LINES,
+    PREFETCH_LINE,
+    await_previous_grid,
+    gated,
+    launch_next_grid_late,
+    prefetch_share,
+)
 
 MAX_ROWS = 8  # activation rows per call served here; more rows are prefill, a matmul's job
 
@@ -119,6 +128,11 @@ class GemvConfig:
     # compiler's choice: more registers, fewer programs resident on an SM, and a grid larger than one
     # wave of them runs two. The loops that load ahead or with the words hold more: not for them.
     max_registers: int | None = None
+    # Q4_K in the file's order, one activation row of a 2-D matrix, sm_80+: the launch runs on the tensor
+    # cores (`kernels.tensor_core_gemv`, its own 64-row tiles and split; the fields above then serve only
+    # the launches it does not take: other formats, several rows, expert ids, the first split launch
+    # inside a capture).
+    tensor_cores: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -143,70 +157,6 @@ AHEAD_FORMATS = (*SUPERBLOCK_FORMATS, "q5_0", "q8_0", "mxfp4_codes_then_scales",
 LOADS_AT_USE = tl.constexpr(0)
 LOADS_WITH_WORDS = tl.constexpr(1)
 LOADS_AHEAD = tl.constexpr(2)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Programmatic dependent launch (`kernels.dependent_launch`)
-
-
-PREFETCH_LINE = tl.constexpr(128)  # bytes of an L2 line a `prefetch.global.L2` brings in
-MAX_PREFETCH_LINES = 1024  # lines one program asks for before it waits (128 KiB)
-
-
-@triton.jit
-def _prefetch_l2(address):
-    """A hint to bring the line at `address` (an int64 tensor of addresses) into L2: no data reaches the
-    program and nothing is written, so it is safe before waiting for the previous grid."""
-    return tl.inline_asm_elementwise(
-        "prefetch.global.L2 [$1]; // dummy $0", "=r,l", [address], dtype=tl.int32, is_pure=False, pack=1
-    )
-
-
-@triton.jit
-def prefetch_share(prefetch_from, prefetch_bytes, PREFETCH_LINES: tl.constexpr, also_at, ALSO: tl.constexpr):
-    """Ask L2 for up to PREFETCH_LINES lines of the `prefetch_bytes` bytes at `prefetch_from` (a byte
-    pointer), addresses clamped into the range; with ALSO as many again `also_at` bytes further."""
-    offsets = tl.arange(0, PREFETCH_LINES).to(tl.int64) * PREFETCH_LINE
-    lines = prefetch_from + tl.minimum(offsets, tl.maximum(prefetch_bytes - 1, 0))
-    _prefetch_l2(lines.to(tl.int64, bitcast=True))
-    if ALSO:
-        _prefetch_l2((lines + also_at).to(tl.int64, bitcast=True))
-
-
-@triton.jit
-def await_previous_grid(
-    PDL: tl.constexpr,
-    prefetch_from=None,
-    prefetch_bytes=0,
-    PREFETCH_LINES: tl.constexpr = 0,
-    also_at=0,
-    ALSO: tl.constexpr = False,
-):
-    """The first memory statement of a kernel that takes part in dependent launch: with `PDL` (launched
-    early, `dependent_launch.launch_kwargs`), wait until the previous grid has completed and its writes
-    are visible, before any load or store of this program (a write of the previous kernel, or a buffer it
-    still reads), then with `PDL` = TRIGGER_AT_WAIT let the next kernel launch (TRIGGER_LATE:
-    `launch_next_grid_late`, or at exit). Every program waits, so this grid completes only after
-    the previous one: the order holds through a chain of early launches. With `PREFETCH_LINES` (weights,
-    which no kernel of a step writes): first ask L2 for up to that many lines of the `prefetch_bytes`
-    bytes at `prefetch_from` (a byte pointer), so the weight tile streams in while the previous kernel
-    runs (`dependent_launch.weight_prefetch`); with `ALSO`, as many again `also_at` bytes further (the
-    up rows of a gate/up launch). Addresses are clamped into the range: no branch, every program reaches
-    the wait."""
-    if PREFETCH_LINES > 0:  # also without PDL: the whole tile requested at once
-        prefetch_share(prefetch_from, prefetch_bytes, PREFETCH_LINES, also_at, ALSO)
-    if PDL:
-        tl.extra.cuda.gdc_wait()
-        if PDL == 1:  # dependent_launch.TRIGGER_AT_WAIT
-            tl.extra.cuda.gdc_launch_dependents()
-
-
-@triton.jit
-def launch_next_grid_late(PDL: tl.constexpr):
-    """With `PDL` = dependent_launch.TRIGGER_LATE: let the next kernel launch from here (a program that
-    never reaches it does so at exit)."""
-    if PDL == 2:
-        tl.extra.cuda.gdc_launch_dependents()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1284,17 +1234,6 @@ def _dot_rows(
 
 
 @triton.jit
-def _gated(gate, up, OAI: tl.constexpr, alpha, limit):
-    """The GLU epilogue: silu(gate) * up, or with `OAI` gpt-oss's clamped SwiGLU (the gate clamped from
-    above, the linear half on both sides and shifted by one: `reference_worker.models.gpt_oss.swiglu`)."""
-    if OAI:
-        g = tl.minimum(gate, limit)
-        u = tl.minimum(tl.maximum(up, -limit), limit)
-        return g * tl.sigmoid(alpha * g) * (u + 1.0)
-    return gate * tl.sigmoid(gate) * up
-
-
-@triton.jit
 def _bias_and_residual(
     bias_row, seg_b1, rows, mask, res_ptr, m, y_width, cols, HAS_BIAS: tl.constexpr, GLU: tl.constexpr,
     HAS_RES: tl.constexpr,
@@ -1422,7 +1361,7 @@ def _qgemv_kernel(
     GLU: tl.constexpr = False,  # y = silu(gate rows' product) * (up rows' product), the up rows at seg_w1
     res_ptr=None,  # HAS_RES: rows like y added after the bias (the residual stream: residual + x @ W.T + b)
     HAS_RES: tl.constexpr = False,
-    GLU_OAI: tl.constexpr = False,  # GLU: gpt-oss's clamped SwiGLU (`_gated`) with these two constants
+    GLU_OAI: tl.constexpr = False,  # GLU: gpt-oss's clamped SwiGLU (`triton_common.gated`) with these two constants
     glu_alpha=1.0,
     glu_limit=0.0,
     PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
@@ -1584,14 +1523,14 @@ def _qgemv_kernel(
                 if HAS_RES:
                     total += tail_res
             if GLU:
-                total = _gated(total, total_up, GLU_OAI, glu_alpha, glu_limit)
+                total = gated(total, total_up, GLU_OAI, glu_alpha, glu_limit)
             tl.store(y_ptr + m.to(tl.int64) * y_width + cols, total, mask=row_mask)
             if SCALED:
                 tl.store(y2_ptr + m.to(tl.int64) * y_width + cols, total * nw, mask=row_mask)
             tl.atomic_xchg(counter, 0)
     else:
         if GLU:
-            acc = _gated(acc, acc_up, GLU_OAI, glu_alpha, glu_limit)
+            acc = gated(acc, acc_up, GLU_OAI, glu_alpha, glu_limit)
         out = y_ptr + (split.to(tl.int64) * n_out_rows + m) * y_width + col0 + rows
         tl.store(out, acc, mask=row_mask)
         if SCALED:  # one split (no REDUCE): acc is the whole sum
@@ -1644,6 +1583,7 @@ def default_config(
     sm_count: int,
     *,
     layout: _Layout | None = None,
+    tensor_cores: bool = False,
 ) -> GemvConfig:
     """A fixed, deterministic choice per shape (no run-time timing, so results never depend on it).
 
@@ -1686,7 +1626,21 @@ def default_config(
     # Q4_K's plain loop compiles to 72 registers a thread: 7 programs an SM, so Phi-3's gate/up launch
     # (1,024 programs on 132 SMs) ran in two waves; at 64 (8 an SM) it spills nothing (benchmarks.ptx_cost).
     max_registers = 64 if fmt == "q4_k" else None  # its plain loop only (`GemvConfig.register_cap`)
-    return GemvConfig(block_n, ub, 4, split, stages, ahead=ahead, max_registers=max_registers)
+    # `tensor_cores` (the kernel set's choice, `KernelConfig.tensor_core_gemv`): Q4_K matrices of at least
+    # TENSOR_CORE_MIN_BYTES on the tensor cores, where `tensor_core_gemv` serves the launch.
+    on_tensor_cores = (
+        tensor_cores and fmt == "q4_k" and n_rows * in_features // 256 * 144 >= TENSOR_CORE_MIN_BYTES
+    )
+    return GemvConfig(
+        block_n, ub, 4, split, stages, ahead=ahead, max_registers=max_registers, tensor_cores=on_tensor_cores
+    )
+
+
+# The smallest Q4_K matrix (bytes) whose decode GEMV runs on the tensor cores when the kernel set asks for
+# them. Measured in the decode step (H100, 2026-12-06, `benchmarks.step_ab` "Q4_K GEMV on the tensor
+# cores"): Phi-3-mini, whose Q4_K matrices hold 5.3-28.3 MB, +3.6 % a token; Qwen2.5-0.5B, whose only Q4_K
+# matrices are its 2.4 MB ffn_down (one super-block a program: the prologue weighs), -1.5 %.
+TENSOR_CORE_MIN_BYTES = 4 << 20
 
 
 def split_for(programs: int, steps: int, min_steps: int, sm_count: int, *, pipelined: bool = False) -> int:
@@ -1791,11 +1745,13 @@ def launch(
     expert_ids: torch.Tensor | None = None,
     x_group: int = 1,
     config: GemvConfig | None = None,
+    tensor_cores: bool = False,
 ) -> torch.Tensor:
     """y (n_out_rows, out) float32: row r is x[r // x_group] against w (or expert expert_ids[r] of w)."""
     return launch_segments(
-        x, (w,), (bias,), n_out_rows, expert_ids=expert_ids, x_group=x_group, config=config
-    )
+        x, (w,), (bias,), n_out_rows, expert_ids=expert_ids, x_group=x_group, config=config,
+        tensor_cores=tensor_cores,
+    )  # fmt: skip
 
 
 def launch_segments(
@@ -1813,6 +1769,7 @@ def launch_segments(
     glu: bool = False,
     residual: torch.Tensor | None = None,
     glu_oai: tuple[float, float] | None = None,
+    tensor_cores: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """`launch` for 1-3 weights of one type and input width in one launch: y (n_out_rows, sum of their
     out features) float32, weight i's outputs in its own columns, in order. Biases: all None or all
@@ -1825,7 +1782,8 @@ def launch_segments(
     `expert_ids`, by expert): y (n_out_rows, gate's out features) is silu(x @ gate.T + bg) * (x @ up.T + bu),
     each program walking the same rows of both; `glu_oai=(alpha, limit)`: gpt-oss's clamped SwiGLU instead.
     `residual` (float32, y's shape): added to y after the bias (and before `scaled_by`): the residual
-    stream's `residual + (x @ W.T + b)` in the same launch."""
+    stream's `residual + (x @ W.T + b)` in the same launch.
+    `tensor_cores` (without `config`): `default_config`'s Q4_K choice (`KernelConfig.tensor_core_gemv`)."""
     glu_up = None
     if glu:
         gate, up = weights
@@ -1856,7 +1814,9 @@ def launch_segments(
     y_width = sum(out_rows)
     if config is None:
         sm_count = _sm_count(x.device.index or 0)
-        config = default_config(w.qtype, y_width, in_features, n_out_rows, sm_count, layout=layout)
+        config = default_config(
+            w.qtype, y_width, in_features, n_out_rows, sm_count, layout=layout, tensor_cores=tensor_cores
+        )
     n_units = in_features // layout.unit
     ub = config.units_per_step
     units_per_split = triton.cdiv(triton.cdiv(n_units, config.split), ub) * ub
@@ -1879,6 +1839,48 @@ def launch_segments(
         w_off[0] = (glu_up.data.data_ptr() - w.data.data_ptr()) // layout.word
         if glu_up_b is not None:
             b_off[0] = (glu_up_b.data_ptr() - biases[0].data_ptr()) // glu_up_b.element_size()
+    rms_block = 0
+    if rms_of is not None:
+        rms_of = rms_of.reshape(-1, in_features)
+        if x2.stride(0) != in_features or not rms_of.is_contiguous() or rms_of.dtype != torch.float32:
+            raise ValueError(f"tensor {w.name!r}: the rms rows must be contiguous float32 like x")
+        rms_block = rms_block_for(in_features)
+    if scaled_by is not None and (scaled_by.numel() != y_width or scaled_by.dtype != torch.float32):
+        raise ValueError(f"tensor {w.name!r}: the output scale must be {y_width} float32 values")
+    if residual is not None and (
+        residual.shape != (n_out_rows, y_width)
+        or residual.dtype != torch.float32
+        or not residual.is_contiguous()
+    ):
+        raise ValueError(
+            f"tensor {w.name!r}: the residual must be {n_out_rows} x {y_width} contiguous float32"
+        )
+    if (
+        config.tensor_cores
+        and layout.fmt == "q4_k"
+        and tensor_core_gemv.serves(n_out_rows, in_features, expert_ids is not None, x.device)
+    ):
+        tc_tiles = sum(triton.cdiv(r, tensor_core_gemv.ROWS_PER_PROGRAM) for r in out_rows)
+        served = tensor_core_gemv.launch(
+            x2,
+            w.data,
+            out_rows,
+            in_features,
+            segment_words=w_off,
+            bias=biases[0] if has_bias else None,
+            segment_bias=b_off,
+            glu=glu_up is not None,
+            glu_oai=glu_oai,
+            rms_of=rms_of,
+            eps=eps,
+            rms_block=rms_block,
+            scaled_by=scaled_by,
+            residual=residual,
+            counters=SplitCounters.get(x.device, tc_tiles),
+            sm_count=_sm_count(x.device.index or 0),
+        )
+        if served is not None:
+            return served[0] if scaled_by is None else served
     grid = (n_out_rows, sum(tiles), split)
     counters = SplitCounters.get(x.device, grid[0] * grid[1]) if split > 1 else None
     if glu_up is not None and split > 1 and counters is None:
@@ -1889,25 +1891,7 @@ def launch_segments(
     target = torch.empty(split, n_out_rows, y_width * parts, dtype=torch.float32, device=x.device)
     y = target.new_empty(n_out_rows, y_width) if counters is not None else target
     ids = expert_ids if expert_ids is not None else target
-    rms_block = 0
-    if rms_of is not None:
-        rms_of = rms_of.reshape(-1, in_features)
-        if x2.stride(0) != in_features or not rms_of.is_contiguous() or rms_of.dtype != torch.float32:
-            raise ValueError(f"tensor {w.name!r}: the rms rows must be contiguous float32 like x")
-        rms_block = rms_block_for(in_features)
-    y2 = None
-    if scaled_by is not None:
-        if scaled_by.numel() != y_width or scaled_by.dtype != torch.float32:
-            raise ValueError(f"tensor {w.name!r}: the output scale must be {y_width} float32 values")
-        y2 = target.new_empty(n_out_rows, y_width)
-    if residual is not None and (
-        residual.shape != (n_out_rows, y_width)
-        or residual.dtype != torch.float32
-        or not residual.is_contiguous()
-    ):
-        raise ValueError(
-            f"tensor {w.name!r}: the residual must be {n_out_rows} x {y_width} contiguous float32"
-        )
+    y2 = target.new_empty(n_out_rows, y_width) if scaled_by is not None else None
     prefetch_lines = 0  # the tile's weight span in L2 lines, each split's share (`await_previous_grid`)
     if dependent_launch.weight_prefetch():
         share = triton.cdiv(config.block_n * row_words * layout.word, split)
@@ -2080,11 +2064,19 @@ def embedding(ids: torch.Tensor, w: QTensor, *, checked: bool = True) -> torch.T
     return out.view(*ids.shape, dim)
 
 
-def gemv(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
-    """`kernels.qmatmul.qmatmul`'s contract: `x[..., in] @ dequant(w).T (+ bias)` as `out_dtype`."""
+def gemv(
+    x: torch.Tensor,
+    w: QTensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    *,
+    tensor_cores: bool = False,
+) -> torch.Tensor:
+    """`kernels.qmatmul.qmatmul`'s contract: `x[..., in] @ dequant(w).T (+ bias)` as `out_dtype`
+    (`tensor_cores`: `launch_segments`'s, here and in the functions below)."""
     n_rows = x.numel() // w.shape[1]
     bias_arg = bias.contiguous() if bias is not None else None
-    y = launch(x, w, bias_arg, n_rows)
+    y = launch(x, w, bias_arg, n_rows, tensor_cores=tensor_cores)
     return y.reshape(*x.shape[:-1], w.shape[0]).to(out_dtype)
 
 
@@ -2095,6 +2087,7 @@ def gemvs(
     *,
     rms_of: torch.Tensor | None = None,
     eps: float = 0.0,
+    tensor_cores: bool = False,
 ) -> tuple[torch.Tensor, ...] | None:
     """`kernels.qmatmul.qmatmuls`'s contract (one input, several weights; outputs in `x.dtype`): the
     weights of one type and layout are served by one launch over their rows together (q/k/v, gate/up:
@@ -2122,6 +2115,7 @@ def gemvs(
                 n_rows,
                 rms_of=rms_of,
                 eps=eps,
+                tensor_cores=tensor_cores,
             )
             col = 0
             for i, b in zip(chunk, bs, strict=True):
@@ -2138,13 +2132,17 @@ RMS_MAX_FEATURES = 8192
 
 
 def gemvs_normed(
-    h: RMSNormed, weights: tuple[QTensor, ...], biases: tuple[torch.Tensor | None, ...]
+    h: RMSNormed,
+    weights: tuple[QTensor, ...],
+    biases: tuple[torch.Tensor | None, ...],
+    *,
+    tensor_cores: bool = False,
 ) -> tuple[torch.Tensor, ...] | None:
     """`kernels.qmatmul.qmatmuls_normed`'s contract: `gemvs` of `h.xw`, each output row scaled by the
     1 / rms of its row of `h.x` inside the launch (no norm kernel). None where not served."""
     if not normed_rows_served(h):
         return None
-    return gemvs(h.xw, weights, biases, rms_of=h.x, eps=h.eps)
+    return gemvs(h.xw, weights, biases, rms_of=h.x, eps=h.eps, tensor_cores=tensor_cores)
 
 
 def normed_rows_served(h: RMSNormed) -> bool:
@@ -2168,6 +2166,8 @@ def gemv_add_normed(
     weight: torch.Tensor,
     eps: float,
     bias: torch.Tensor | None = None,
+    *,
+    tensor_cores: bool = False,
 ) -> RMSNormed | None:
     """`kernels.qmatmul.qmatmul_add_normed`'s contract for one activation row: the sum
     `residual + (x @ w.T + bias)` and that sum times `weight` from one launch (without a bias the
@@ -2186,7 +2186,9 @@ def gemv_add_normed(
         return None
     scale = weight.reshape(-1).contiguous()
     if bias is None:
-        y, yw = launch_segments(x, (w,), (residual.reshape(-1).contiguous(),), 1, scaled_by=scale)
+        y, yw = launch_segments(
+            x, (w,), (residual.reshape(-1).contiguous(),), 1, scaled_by=scale, tensor_cores=tensor_cores
+        )
     else:
         y, yw = launch_segments(
             x,
@@ -2195,6 +2197,7 @@ def gemv_add_normed(
             1,
             scaled_by=scale,
             residual=residual.reshape(1, -1).contiguous(),
+            tensor_cores=tensor_cores,
         )
     return RMSNormed(y.reshape(residual.shape), yw.reshape(residual.shape), eps)
 
@@ -2213,7 +2216,9 @@ def gate_and_up_rows(w: QTensor) -> tuple[QTensor, QTensor]:
     )
 
 
-def gemv_glu(h: torch.Tensor | RMSNormed, w_gate: QTensor, w_up: QTensor | None) -> torch.Tensor | None:
+def gemv_glu(
+    h: torch.Tensor | RMSNormed, w_gate: QTensor, w_up: QTensor | None, *, tensor_cores: bool = False
+) -> torch.Tensor | None:
     """`kernels.qmatmul.qmatmul_glu`'s contract for one activation row: silu(h @ gate.T) * (h @ up.T)
     from one launch (`launch_segments(glu=True)`; an `RMSNormed` h is normed inside it). `w_up` None:
     `w_gate` holds the gate rows, then the up rows (ggml_swiglu's split). None where not served."""
@@ -2235,20 +2240,30 @@ def gemv_glu(h: torch.Tensor | RMSNormed, w_gate: QTensor, w_up: QTensor | None)
     ):
         return None
     try:
-        y = launch_segments(x, (w_gate, w_up), (None, None), 1, rms_of=rms_of, eps=eps, glu=True)
+        y = launch_segments(
+            x, (w_gate, w_up), (None, None), 1, rms_of=rms_of, eps=eps, glu=True, tensor_cores=tensor_cores
+        )
     except ValueError:
         return None  # more split tiles than arrival counters
     return y.reshape(*x.shape[:-1], w_gate.shape[0]).to(x.dtype)
 
 
-FAST_PATH = FastPath(
-    name="triton-gemv",
-    devices=("cuda",),
-    supports=supports,
-    qmatmul=gemv,
-    qembedding=embedding,
-    qmatmuls=gemvs,
-    qmatmuls_normed=gemvs_normed,
-    qmatmul_add_normed=gemv_add_normed,
-    qmatmul_glu=gemv_glu,
-)
+def fast_path(*, tensor_cores: bool) -> FastPath:
+    """The decode GEMVs as a fast path; `tensor_cores`: Q4_K matrices of at least TENSOR_CORE_MIN_BYTES on
+    the tensor cores (`kernels.tensor_core_gemv`) where it serves the launch."""
+    choice = {"tensor_cores": tensor_cores}
+    return FastPath(
+        name="triton-gemv-tensor-cores" if tensor_cores else "triton-gemv",
+        devices=("cuda",),
+        supports=supports,
+        qmatmul=functools.partial(gemv, **choice),
+        qembedding=embedding,
+        qmatmuls=functools.partial(gemvs, **choice),
+        qmatmuls_normed=functools.partial(gemvs_normed, **choice),
+        qmatmul_add_normed=functools.partial(gemv_add_normed, **choice),
+        qmatmul_glu=functools.partial(gemv_glu, **choice),
+    )
+
+
+FAST_PATH = fast_path(tensor_cores=True)  # the default kernel set's (`KernelConfig.tensor_core_gemv`)
+CUDA_CORE_FAST_PATH = fast_path(tensor_cores=False)

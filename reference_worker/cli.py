@@ -156,6 +156,13 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         "other tokens per seed than the general sampler) (CUDA, --kernels fast)",
     )
     p.add_argument(
+        "--tensor-core-gemv",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the decode GEMVs of Q4_K matrices of at least 4 MiB on the tensor cores (mma.sync on codes "
+        "decoded in registers) instead of the CUDA-core loop (CUDA sm_80+, --kernels fast)",
+    )
+    p.add_argument(
         "--regroup",
         nargs="+",
         choices=(*REGROUP_CHOICES, NO_REGROUP),
@@ -184,7 +191,7 @@ class _RegroupAction(argparse.Action):
 # The on/off performance flags of `add_kernel_arguments`, by destination (`--x-y` / `--no-x-y`).
 KERNEL_SWITCHES = (
     "cuda_graphs", "fused_decode", "decode_lookahead", "fused_prefill", "prefill_graphs", "dependent_launch",
-    "weight_prefetch", "late_trigger", "fused_sampling",
+    "weight_prefetch", "late_trigger", "fused_sampling", "tensor_core_gemv",
 )  # fmt: skip
 
 
@@ -285,6 +292,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         weight_prefetch=args.weight_prefetch,
         late_trigger=args.late_trigger,
         fused_sampling=args.fused_sampling,
+        tensor_core_gemv=args.tensor_core_gemv,
         regroup=args.regroup,
     )
 

@@ -50,6 +50,7 @@ class WorkerConfig:
     weight_prefetch: bool = False  # with it: GEMVs prefetch their weight tile into L2 before they wait
     late_trigger: bool = True  # with it: the next kernel launched late (a GEMV's weights read, else exit)
     fused_sampling: bool = True  # a plain temperature draw in two kernels (CUDA, fast kernels)
+    tensor_core_gemv: bool = True  # Q4_K decode GEMVs on the tensor cores (CUDA sm_80+, fast kernels)
     # 2-D matrices of these types stored codes, then scales (CUDA); None: by type and size, (): none
     regroup: tuple[str, ...] | None = None
 
@@ -74,6 +75,7 @@ class WorkerConfig:
             weight_prefetch=self.weight_prefetch,
             late_trigger=self.late_trigger,
             fused_sampling=self.fused_sampling,
+            tensor_core_gemv=self.tensor_core_gemv,
             regroup=self.regroup,
         )
 

@@ -1,0 +1,450 @@
+"""The Q4_K decode GEMV on the tensor cores (Gluon, sm_80 and later): one activation row against a Q4_K
+matrix in the file's block order, with every epilogue of `kernels.triton_gemv.launch_segments` (1-3
+segments, bias, rms scaling, a scaled copy, GLU, residual, split-K summed in the launch, dependent
+launch). `triton_gemv.launch_segments` hands a launch here when its `GemvConfig.tensor_cores` is on.
+
+Why the tensor cores for a GEMV: the CUDA-core loop spends ~5.5 instructions a weight decoding and
+multiplying (`benchmarks.ptx_cost`), and Nsight Compute finds it latency-bound with a third to half of the
+issue slots busy; here one `mma.sync` multiplies a sub-block's 32 codes of 16 rows, ~3.5 instructions a
+weight, so a warp reaches its next loads sooner.
+
+How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
+- The codes go from their load words straight into the registers of mma's A operand: a lane loads the
+  words that hold the codes it owns in the operand's layout (`_WORDS`), so the walk has no shared memory
+  and no barrier. A code becomes an exact float16 with one `lop3` and one `sub.f16x2` (`_code_pairs`);
+  the K order inside a sub-block follows the words (`_a_tile`), and the activations are stored in that
+  order (the prologue), so each product pairs a code with its own activation.
+- The activations of the program's range are read once (after the wait for the previous grid), scaled
+  by a power of two that puts their largest magnitude at the top of float16's range, and split
+  hi + lo (hi + lo = the scaled value to ~22 bits) into shared memory as the B operand's two columns
+  (the other six are zeros). Each mma covers one sub-block, so its 6-bit scale and the super-block's d
+  multiply the mma's float32 result; the mins' term is one more mma a super-block (each row's eight
+  6-bit mins against the sub-blocks' sums of x).
+- Split-K: each split stores its partial sums; the last program to arrive at a row tile (arrival
+  counters, `triton_gemv.SplitCounters`) sums them in split order and runs the epilogue, as
+  `triton_gemv`'s REDUCE form does.
+
+Accuracy: against the float64 product of gguf-py's dequantized weight the largest error relative to the
+largest output is ~2e-7 (H100, Phi-3's shapes), as the CUDA-core loop's; the tests' bound is 1e-5.
+The weight prefetch of `dependent_launch.weight_prefetch` is not done here (off by default).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+
+from kernels import dependent_launch
+from kernels.triton_common import await_previous_grid, gated, launch_next_grid_late
+
+ROWS_PER_PROGRAM = 64  # a program's row tile: 4 warps x mma's 16 rows
+NUM_WARPS = 4
+SUPERBLOCK = 256  # Q4_K elements a super-block
+SUPERBLOCK_WORDS = gl.constexpr(
+    36
+)  # its 144 bytes as 32-bit words: d and dmin, 12 scale bytes, 128 code bytes
+PER_CHOICES = (4, 2, 1)  # super-blocks a program walks, largest first
+
+_MMA = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
+_A = gl.DotOperandLayout(operand_index=0, parent=_MMA, k_width=2)
+_B = gl.DotOperandLayout(operand_index=1, parent=_MMA, k_width=2)
+_ROWS = gl.SliceLayout(1, _MMA)  # one value a row of the tile: the epilogue's vectors
+# A chunk's code words [64 rows, 4 t, 2 u] (chunk c: words 4 + 8c .. of the super-block), laid out as mma's
+# A operand wants them: lane (row % 8, t) holds words (t, u) of rows row and row + 8 of its warp.
+_WORDS = gl.DistributedLinearLayout(
+    reg_bases=[[0, 0, 1], [8, 0, 0]],
+    lane_bases=[[0, 1, 0], [0, 2, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
+    warp_bases=[[16, 0, 0], [32, 0, 0]],
+    block_bases=[],
+    shape=[64, 4, 2],
+)
+# A sub-block's stored B, read back [8 n, 4 t, 8 (u, s, r)] (n: the hi, lo and six zero columns).
+_B_LOAD = gl.DistributedLinearLayout(
+    reg_bases=[[0, 1], [0, 2], [0, 4]],
+    lane_bases=[[0, 8], [0, 16], [0, 32], [0, 64], [0, 128]],
+    warp_bases=[[0, 0], [0, 0]],
+    block_bases=[],
+    shape=[1, 256],
+)
+# The mins' stored B [8 n, 4 t, 4 (s, r)], read flat.
+_M_LOAD = gl.DistributedLinearLayout(
+    reg_bases=[[0, 1], [0, 2]],
+    lane_bases=[[0, 4], [0, 8], [0, 16], [0, 32], [0, 64]],
+    warp_bases=[[0, 0], [0, 0]],
+    block_bases=[],
+    shape=[1, 128],
+)
+# The mins' A as made [64 rows, 4 t, 2 s, 2 r]: K = 8s + 2t + r.
+_MINS_A = gl.DistributedLinearLayout(
+    reg_bases=[[0, 0, 0, 1], [8, 0, 0, 0], [0, 0, 1, 0]],
+    lane_bases=[[0, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 0]],
+    warp_bases=[[16, 0, 0, 0], [32, 0, 0, 0]],
+    block_bases=[],
+    shape=[64, 4, 2, 2],
+)
+_FLAT = gl.BlockedLayout([2], [32], [4], [0])  # the prologue's activations
+_RMS_FLAT = gl.BlockedLayout([1], [32], [4], [0])  # the rms row, read after the walk
+_PLAIN = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+
+
+@gluon.jit
+def _code_pairs(words, SHIFT: gl.constexpr):
+    """The 4-bit codes at bits SHIFT.. and SHIFT + 16.. of each word as two exact float16: OR-ed into
+    1024.0's mantissa, then 1024 subtracted (`sub.f16x2` takes no immediate: the constant in a register)."""
+    return gl.inline_asm_elementwise(
+        f"{{ .reg .b32 t, m; shr.b32 t, $2, {SHIFT}; lop3.b32 t, t, 0x000F000F, 0x64006400, 0xEA; "
+        "mov.b32 m, 0x64006400; sub.rn.f16x2 t, t, m; mov.b32 {$0, $1}, t; }",
+        "=h,=h,r",
+        [words],
+        dtype=(gl.float16, gl.float16),
+        is_pure=True,
+        pack=1,
+    )
+
+
+@gluon.jit
+def _a_tile(words, H: gl.constexpr):
+    """Sub-block (chunk, H)'s [64, 32] A operand from its chunk's words [64, 4 t, 2 u]: the low nibbles
+    (H = 0) or the high ones, K = 16u + 8p + 2t + half (p: the word's byte pair)."""
+    k0, k2 = _code_pairs(words, 4 * H)
+    k1, k3 = _code_pairs(words, 4 * H + 8)
+    a = gl.join(gl.join(k0, k2), gl.join(k1, k3))  # [64, t, u, half, p]
+    a = gl.permute(a, (0, 2, 4, 1, 3))  # [64, u, p, t, half]
+    return gl.convert_layout(gl.reshape(a, (64, 32)), _A)
+
+
+@gluon.jit
+def _scale(s1, s3, J: gl.constexpr):
+    """The 6-bit scale of sub-block J of each row (ggml's get_scale_min_k4), as float32."""
+    if J < 4:
+        sc = (s1 >> (8 * J)) & 0x3F
+    else:
+        sc = ((s3 >> (8 * (J - 4))) & 0x0F) | (((s1 >> (8 * (J - 4) + 6)) & 0x3) << 4)
+    return sc.to(gl.float32)
+
+
+@gluon.jit
+def _with_zeros(v):
+    """[B, 1, a, b] float32 -> [B, 8 * a * b] float16: column n = 0 their hi part, n = 1 their lo part,
+    n >= 2 zeros (the B columns no activation uses)."""
+    hi = v.to(gl.float16)
+    lo = (v - hi.to(gl.float32)).to(gl.float16)
+    z = gl.zeros_like(hi)
+    # [B, 1, a, b, x0, x1, x2], the last join outermost: hi at x = (0, 0, 0), lo at (0, 0, 1); n = 4x0 + 2x1 + x2
+    n8 = gl.join(gl.join(gl.join(hi, z), gl.join(z, z)), gl.join(gl.join(lo, z), gl.join(z, z)))
+    n8 = gl.permute(n8, (0, 1, 4, 5, 6, 2, 3))  # [B, 1, x0, x1, x2, a, b]
+    return gl.reshape(n8, (v.shape[0], 8 * v.shape[2] * v.shape[3]))
+
+
+@gluon.jit
+def _b_tile(raw):
+    """A sub-block's stored B [1, 256] -> the [32, 8] B operand, K = 16u + 8s + 2t + r."""
+    b = gl.permute(gl.reshape(raw, (8, 4, 2, 2, 2)), (2, 3, 1, 4, 0))  # [u, s, t, r, n]
+    return gl.convert_layout(gl.reshape(b, (32, 8)), _B)
+
+
+@gluon.jit
+def _superblock(acc, rows, woff, mins_rows, jj, jb, s_is0, smem_b, smem_m, sb, NTH: gl.constexpr):
+    """`acc` plus the tile's products with super-block `sb` (the program's NTH): eight sub-block mmas
+    scaled by d x scale, less one mma of the mins against the sub-block sums, scaled by dmin (NTH: the
+    buffer of the program's shared activations it reads)."""
+    zero = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    base = rows + sb * SUPERBLOCK_WORDS
+    dd = gl.load(base)
+    s1 = gl.load(base + 1)
+    s3 = gl.load(base + 3)
+    d = dd.to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
+    dmin = (dd >> 16).to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
+    for c in gl.static_range(4):
+        words = gl.load(woff + sb * SUPERBLOCK_WORDS + 4 + 8 * c)
+        for h in gl.static_range(2):
+            b = _b_tile(smem_b.slice(NTH * 8 + 2 * c + h, 1).load(_B_LOAD))
+            acc += mma_v2(_a_tile(words, h), b, zero) * gl.expand_dims(d * _scale(s1, s3, 2 * c + h), 1)
+    # the mins: m_j (j < 4: byte j of word 2 & 63; else high nibble of byte j-4 of word 3 | top bits of
+    # byte j-4 of word 2) against the sub-block sums, one mma; K >= 8 zeros
+    m2 = gl.load(mins_rows + sb * SUPERBLOCK_WORDS + 2)
+    m3 = gl.load(mins_rows + sb * SUPERBLOCK_WORDS + 3)
+    mj = gl.where(jj < 4, (m2 >> jb) & 0x3F, ((m3 >> jb) >> 4 & 0x0F) | (((m2 >> jb) >> 6 & 0x3) << 4))
+    ma = gl.where(s_is0, mj, 0).to(gl.float16)
+    ma = gl.convert_layout(gl.reshape(gl.permute(ma, (0, 2, 1, 3)), (64, 16)), _A)
+    mb = gl.permute(
+        gl.reshape(smem_m.slice(NTH, 1).load(_M_LOAD), (8, 4, 2, 2)), (2, 1, 3, 0)
+    )  # [s, t, r, n]
+    mb = gl.convert_layout(gl.reshape(mb, (16, 8)), _B)
+    return acc - mma_v2(ma, mb, zero) * gl.expand_dims(32.0 * dmin, 1)
+
+
+@gluon.jit
+def _rms(row, n, eps, BLOCK: gl.constexpr):
+    """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, BLOCK at a time
+    (`triton_gemv._rms`)."""
+    c = gl.arange(0, BLOCK, layout=_RMS_FLAT)
+    squares = gl.full([BLOCK], 0.0, gl.float32, _RMS_FLAT)
+    for start in range(0, n, BLOCK):
+        v = gl.load(row + start + c, mask=start + c < n, other=0.0)
+        squares += v * v
+    return gl.sqrt_rn(gl.sum(squares, axis=0) / n + eps)
+
+
+@gluon.jit
+def _q4_k_tc_kernel(
+    w_ptr,  # int32 words of segment 0's matrix; segments 1 and 2 (GLU: the up rows) seg_w1, seg_w2 words on
+    x_ptr,  # the activation row, float32
+    y_ptr,
+    bias_ptr,
+    part_ptr,  # REDUCE: the split partial sums [split, y_width * (2 with GLU)]
+    count_ptr,  # REDUCE: one arrival counter a row tile, zero between launches
+    rms_ptr,
+    nw_ptr,
+    y2_ptr,
+    res_ptr,
+    n_rows,
+    n_sb,  # super-blocks a row
+    seg_w1,
+    seg_w2,
+    seg_b1,
+    seg_b2,
+    rows1,
+    rows2,
+    tile1,
+    tile2,
+    y_width,
+    eps,
+    glu_alpha,
+    glu_limit,
+    PER: gl.constexpr,
+    HAS_BIAS: gl.constexpr,
+    SEGMENTS: gl.constexpr,
+    RMS_BLOCK: gl.constexpr,
+    SCALED: gl.constexpr,
+    GLU: gl.constexpr,
+    GLU_OAI: gl.constexpr,
+    HAS_RES: gl.constexpr,
+    REDUCE: gl.constexpr,
+    PDL: gl.constexpr = 0,
+):
+    tile = gl.program_id(0)
+    split = gl.program_id(1)
+    # Segments as in `triton_gemv._qgemv_kernel`: the grid's tiles run through them in order.
+    local_tile = tile
+    col0 = tile * 0
+    w_off = tile.to(gl.int64) * 0
+    b_off = w_off
+    if SEGMENTS > 1:
+        in1 = tile >= tile1
+        in2 = tile >= tile2
+        local_tile = gl.where(in2, tile - tile2, gl.where(in1, tile - tile1, tile))
+        col0 = gl.where(in2, n_rows + rows1, gl.where(in1, n_rows, 0))
+        w_off = gl.where(in2, seg_w2.to(gl.int64), gl.where(in1, seg_w1.to(gl.int64), 0))
+        b_off = gl.where(in2, seg_b2.to(gl.int64), gl.where(in1, seg_b1.to(gl.int64), 0))
+        n_rows = gl.where(in2, rows2, gl.where(in1, rows1, n_rows))
+    row_words = n_sb * SUPERBLOCK_WORDS
+    first = local_tile * 64
+    lo = split * PER
+    # Each row's words, clamped at the matrix's last row (its stores are masked), in the three layouts
+    # the walk reads them in: the scalars a row, the code words as A wants them, the mins as their A.
+    r_rows = first + gl.arange(0, 64, layout=_ROWS)
+    rows = w_ptr + w_off + gl.minimum(r_rows, n_rows - 1).to(gl.int64) * row_words
+    rw = first + gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, _WORDS)))
+    tw = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, _WORDS)))
+    uw = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, _WORDS)))
+    wrow = w_ptr + w_off + gl.minimum(rw, n_rows - 1).to(gl.int64) * row_words
+    woff = (
+        gl.expand_dims(gl.expand_dims(wrow, 1), 2)
+        + gl.expand_dims(gl.expand_dims(2 * tw, 0), 2)
+        + gl.expand_dims(gl.expand_dims(uw, 0), 1)
+    )
+    ma_r_rows = first + gl.arange(
+        0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A)))
+    )
+    ma_t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A))))
+    ma_s = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, _MINS_A))))
+    ma_r = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, _MINS_A))))
+    mins_rows = w_ptr + w_off + gl.minimum(ma_r_rows, n_rows - 1).to(gl.int64) * row_words
+    mins_rows = gl.expand_dims(gl.expand_dims(gl.expand_dims(mins_rows, 1), 2), 3)
+    jj = gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * ma_t, 0), 2), 3) + gl.expand_dims(
+        gl.expand_dims(gl.expand_dims(ma_r, 0), 1), 2
+    )
+    s_is0 = gl.expand_dims(gl.expand_dims(gl.expand_dims(ma_s, 0), 1), 3) == 0
+    jb = (jj % 4) * 8
+    await_previous_grid(PDL)
+    # The program's activations, once: scaled by 2^(14 - e) (e: the exponent of their largest magnitude),
+    # split hi + lo into shared memory in each sub-block's K order (natural element 8t + 4u + 2r + s of a
+    # sub-block stored at 8t + 4u + 2s + r); the sub-block sums (scaled 2^-5 more: 32 values) for the mins.
+    xr = gl.load(x_ptr + lo * 256 + gl.arange(0, PER * 256, layout=_FLAT))
+    amax = gl.max(gl.abs(xr), axis=0)
+    e = ((amax.to(gl.uint32, bitcast=True) >> 23) & 0xFF).to(gl.int32) - 127
+    e = gl.minimum(gl.maximum(e, -100), 100)  # an all-zero range (e = -127) keeps a finite scale
+    up = ((141 - e).to(gl.uint32) << 23).to(gl.float32, bitcast=True)  # 2^(14 - e)
+    xs = xr * up
+    xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 8, 4, 2, 2, 2)), (0, 1, 2, 4, 3)), (PER * 8, 1, 4, 8))
+    smem_b = gl.allocate_shared_memory(gl.float16, [PER * 8, 256], _PLAIN, _with_zeros(xb))
+    sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125  # [PER, t = j // 2, r = j % 2]
+    sx = gl.permute(gl.join(sx, gl.zeros_like(sx)), (0, 1, 3, 2))  # [PER, t, s, r]: s = 1 (K >= 8) zero
+    smem_m = gl.allocate_shared_memory(
+        gl.float16, [PER, 128], _PLAIN, _with_zeros(gl.reshape(sx, (PER, 1, 4, 4)))
+    )
+    gl.thread_barrier()
+    acc = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    acc_up = acc
+    for i in gl.static_range(PER):
+        acc = _superblock(acc, rows, woff, mins_rows, jj, jb, s_is0, smem_b, smem_m, lo + i, i)
+        if GLU:  # the up rows, seg_w1 words past the gate's: the same activations
+            acc_up = _superblock(
+                acc_up,
+                rows + seg_w1,
+                woff + seg_w1,
+                mins_rows + seg_w1,
+                jj,
+                jb,
+                s_is0,
+                smem_b,
+                smem_m,
+                lo + i,
+                i,
+            )
+    launch_next_grid_late(PDL)
+    total = gl.sum(acc, axis=1) / up
+    total_up = gl.sum(acc_up, axis=1) / up
+    cols = col0 + r_rows
+    row_mask = r_rows < n_rows
+    last = True
+    if REDUCE:
+        # Store this split's partial, count arrivals on the tile; the last to arrive sums every split's in
+        # split order (the same order whoever arrives last) and resets the counter. The barrier orders all
+        # threads' stores before the counter's release; `.cg` loads skip L1, which may hold stale lines.
+        PARTS: gl.constexpr = 2 if GLU else 1
+        n_split = gl.num_programs(1)
+        gl.store(part_ptr + split * (y_width * PARTS) + cols, total, mask=row_mask)
+        if GLU:
+            gl.store(part_ptr + split * (y_width * PARTS) + y_width + cols, total_up, mask=row_mask)
+        gl.thread_barrier()
+        arrived = gl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
+        last = arrived == n_split - 1
+        if last:
+            total = gl.zeros_like(total)
+            total_up = gl.zeros_like(total)
+            for s in range(n_split):
+                part = part_ptr + s * (y_width * PARTS) + cols
+                total += gl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
+                if GLU:
+                    total_up += gl.load(part + y_width, mask=row_mask, other=0.0, cache_modifier=".cg")
+            gl.atomic_xchg(count_ptr + tile, 0)
+    if last:
+        if RMS_BLOCK > 0:
+            r = _rms(rms_ptr, n_sb * 256, eps, RMS_BLOCK)
+            total = total / r
+            total_up = total_up / r
+        if HAS_BIAS:
+            total += gl.load(bias_ptr + b_off + r_rows, mask=row_mask, other=0.0).to(gl.float32)
+            if GLU:
+                total_up += gl.load(bias_ptr + seg_b1 + r_rows, mask=row_mask, other=0.0).to(gl.float32)
+        if HAS_RES:
+            total += gl.load(res_ptr + cols, mask=row_mask, other=0.0)
+        if GLU:
+            total = gated(total, total_up, GLU_OAI, glu_alpha, glu_limit)
+        gl.store(y_ptr + cols, total, mask=row_mask)
+        if SCALED:
+            nw = gl.load(nw_ptr + cols, mask=row_mask, other=0.0)
+            gl.store(y2_ptr + cols, total * nw, mask=row_mask)
+
+
+def serves(n_out_rows: int, in_features: int, has_expert_ids: bool, device: torch.device) -> bool:
+    """Whether a launch can run here: one activation row of a 2-D matrix on an sm_80+ GPU (mma.sync's
+    float16 shape); Q4_K in the file's order is the caller's part (`GemvConfig.tensor_cores`)."""
+    return (
+        n_out_rows == 1
+        and not has_expert_ids
+        and in_features % SUPERBLOCK == 0
+        and device.type == "cuda"
+        and torch.cuda.get_device_capability(device)[0] >= 8
+    )
+
+
+def superblocks_per_program(n_sb: int, tiles: int, sm_count: int) -> int:
+    """PER: the most super-blocks a program walks (4, 2 or 1, dividing the row's) that still leave the
+    grid about four programs an SM. Measured on an H100 (2026-12-06, Phi-3's four Q4_K shapes alone): the
+    fastest of 1, 2 and 4 each time (gate/up 4, qkv 2, o 1, down 2)."""
+    for per in PER_CHOICES:
+        if n_sb % per == 0 and tiles * (n_sb // per) >= 4 * sm_count:
+            return per
+    return 1
+
+
+def launch(
+    x: torch.Tensor,
+    w_data: torch.Tensor,
+    out_rows: list[int],
+    in_features: int,
+    *,
+    segment_words: list[int],
+    bias: torch.Tensor | None,
+    segment_bias: list[int],
+    glu: bool,
+    glu_oai: tuple[float, float] | None,
+    rms_of: torch.Tensor | None,
+    eps: float,
+    rms_block: int,
+    scaled_by: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    counters: torch.Tensor | None,
+    sm_count: int,
+) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """One launch for `triton_gemv.launch_segments`, its arguments resolved there (segments 1 and 2, or
+    GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as element offsets):
+    (y [1, sum(out_rows)], y * scaled_by or None). None if a split launch has no arrival counters (the
+    first launch inside a capture): the caller's loop serves it."""
+    n_sb = in_features // SUPERBLOCK
+    tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
+    per = superblocks_per_program(n_sb, sum(tiles), sm_count)
+    split = n_sb // per
+    if split > 1 and (counters is None or sum(tiles) > counters.numel()):
+        return None
+    y_width = sum(out_rows)
+    starts = [sum(tiles[:i]) for i in range(len(tiles))] + [sum(tiles)] * (3 - len(tiles))
+    rows = out_rows + [0] * (3 - len(out_rows))
+    parts = 2 if glu else 1
+    y = torch.empty(1, y_width, dtype=torch.float32, device=x.device)
+    part = y.new_empty(split, y_width * parts) if split > 1 else y
+    y2 = y.new_empty(1, y_width) if scaled_by is not None else None
+    _q4_k_tc_kernel[(sum(tiles), split)](
+        w_data.view(torch.int32),
+        x,
+        y,
+        bias if bias is not None else y,
+        part,
+        counters if split > 1 else y,
+        rms_of if rms_of is not None else y,
+        scaled_by if scaled_by is not None else y,
+        y2 if y2 is not None else y,
+        residual if residual is not None else y,
+        out_rows[0],
+        n_sb,
+        segment_words[0],
+        segment_words[1],
+        segment_bias[0],
+        segment_bias[1],
+        rows[1],
+        rows[2],
+        starts[1],
+        starts[2],
+        y_width,
+        eps,
+        glu_oai[0] if glu_oai is not None else 1.0,
+        glu_oai[1] if glu_oai is not None else 0.0,
+        PER=per,
+        HAS_BIAS=bias is not None,
+        SEGMENTS=len(out_rows),
+        RMS_BLOCK=rms_block if rms_of is not None else 0,
+        SCALED=scaled_by is not None,
+        GLU=glu,
+        GLU_OAI=glu_oai is not None,
+        HAS_RES=residual is not None,
+        REDUCE=split > 1,
+        num_warps=NUM_WARPS,
+        **dependent_launch.launch_kwargs(),
+    )
+    return y, y2

@@ -1,0 +1,216 @@
+"""The Q4_K decode GEMV on the tensor cores (`kernels.tensor_core_gemv`) against the reference path, in
+every epilogue `triton_gemv.launch_segments` gives it, every row tile's walk length (PER) and split, and
+replayed from a CUDA graph with dependent launch (CUDA only). Where the launch is not served (several
+activation rows, expert ids), the CUDA-core loop takes it."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from kernels.formats import GGMLType
+from kernels.qmatmul import RMSNormed, reference_qmatmul
+from kernels.qtensor import QTensor
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+    pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
+    pytest.mark.skipif(
+        torch.cuda.is_available() and torch.cuda.get_device_capability()[0] < 8, reason="mma.sync needs sm_80"
+    ),
+]
+
+REL_TOL = 1e-5  # float32 activations: the reference path's own bound, as for the CUDA-core loop
+# (out, in): edge tiles (rows not a multiple of 64), one super-block a row, odd super-block counts, the
+# models' widths.
+SHAPES = [(1, 256), (13, 512), (100, 768), (257, 2816), (640, 3072), (3072, 3072), (96, 8192)]
+
+
+def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
+    got, expected = got.double().cpu(), expected.double().cpu()
+    return float((got - expected).abs().max() / expected.abs().max())
+
+
+def q4_k(shape: tuple[int, int], rng, blocks, name: str = "w") -> QTensor:
+    raw = blocks(GGMLType.Q4_K, shape[0] * shape[1] // 256, rng, realistic=True)
+    return QTensor.from_bytes(raw.tobytes(), GGMLType.Q4_K, shape, name, "cuda")
+
+
+def activations(rng, width: int, rows: int = 1) -> torch.Tensor:
+    return torch.from_numpy(rng.normal(0.0, 1.0, (rows, width)).astype(np.float32)).cuda()
+
+
+@contextlib.contextmanager
+def tensor_cores(per: int | None = None):
+    """Every default GEMV config with `tensor_cores` on; `per`: the super-blocks a program walks, where
+    it divides the row's (else the launch's own choice)."""
+    from kernels import tensor_core_gemv, triton_gemv
+
+    chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.superblocks_per_program
+
+    def config(*args, **kw):
+        return dataclasses.replace(chosen(*args, **kw), tensor_cores=True)
+
+    def fixed(n_sb: int, tiles: int, sm_count: int) -> int:
+        return per if per is not None and n_sb % per == 0 else choose_per(n_sb, tiles, sm_count)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(triton_gemv, "default_config", config)
+        mp.setattr(tensor_core_gemv, "superblocks_per_program", fixed)
+        launches = []
+        launch = tensor_core_gemv.launch
+
+        def counted(*args, **kw):
+            served = launch(*args, **kw)
+            launches.append(served is not None)
+            return served
+
+        mp.setattr(tensor_core_gemv, "launch", counted)
+        yield launches
+
+
+@pytest.mark.parametrize("per", [1, 2, 4])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_products_match_the_reference(shape, per, rng, blocks) -> None:
+    from kernels.triton_gemv import FAST_PATH
+
+    w = q4_k(shape, rng, blocks)
+    x = activations(rng, shape[1])
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, shape[0]).astype(np.float32)).cuda()
+    with tensor_cores(per) as launches:
+        got = FAST_PATH.qmatmul(x, w, bias, torch.float32)
+    assert launches == [True]
+    assert rel_err(got, reference_qmatmul(x, w, bias, torch.float32)) < REL_TOL
+
+
+def test_activations_of_any_magnitude_and_zero_ranges(rng, blocks) -> None:
+    """The prologue's power-of-two scale: a range of zeros (its exponent clamped), tiny and huge values."""
+    from kernels.triton_gemv import FAST_PATH
+
+    w = q4_k((128, 1024), rng, blocks)
+    x = activations(rng, 1024)
+    x[:, :256] = 0.0
+    x[:, 256:512] *= 1e-20
+    x[:, 512:768] *= 1e20
+    with tensor_cores(1) as launches:
+        got = FAST_PATH.qmatmul(x, w, None, torch.float32)
+    assert launches == [True]
+    assert torch.isfinite(got).all()
+    assert rel_err(got, reference_qmatmul(x, w, None, torch.float32)) < REL_TOL
+
+
+@pytest.mark.parametrize("per", [1, 2])
+def test_segments_with_biases_match_one_product_each(per, rng, blocks) -> None:
+    # Segment boundaries inside the grid (rows not multiples of the tile), split partials summed in the launch.
+    from kernels.triton_gemv import FAST_PATH
+
+    weights = tuple(q4_k((r, 2048), rng, blocks, f"w{i}") for i, r in enumerate((140, 9, 70)))
+    biases = tuple(torch.randn(w.shape[0], device="cuda") for w in weights)
+    x = activations(rng, 2048)
+    with tensor_cores(per) as launches:
+        got = FAST_PATH.qmatmuls(x, weights, biases)
+    assert launches == [True]
+    for y, w, b in zip(got, weights, biases, strict=True):
+        assert rel_err(y, reference_qmatmul(x, w, b, torch.float32)) < REL_TOL, w.name
+
+
+@pytest.mark.parametrize("per", [1, 4])
+def test_norms_inside_the_launch_match_the_formed_norm(per, rng, blocks) -> None:
+    """`RMSNormed` inputs (scaled by 1 / rms after the walk) and the residual sum with its scaled copy,
+    with and without a bias (it then rides in as the residual)."""
+    from kernels.triton_gemv import gemv_add_normed, gemvs_normed
+
+    width = 3072
+    w = q4_k((640, width), rng, blocks)
+    x = activations(rng, width)
+    residual = torch.randn(1, 640, device="cuda")
+    bias = torch.randn(640, device="cuda") * 0.1
+    norm_weight = torch.randn(640, device="cuda")
+    rows = torch.randn(1, width, device="cuda") * 3.0
+    h = RMSNormed(rows, rows * torch.randn(width, device="cuda"), 1e-5)
+    with tensor_cores(per) as launches:
+        added = [gemv_add_normed(x, w, residual, norm_weight, 1e-5, b) for b in (None, bias)]
+        (normed,) = gemvs_normed(h, (w,), (bias,))
+    assert launches == [True] * 3
+    for got, b in zip(added, (None, bias), strict=True):
+        want = residual + reference_qmatmul(x, w, b, torch.float32)
+        assert rel_err(got.x, want) < REL_TOL and rel_err(got.xw, want * norm_weight) < REL_TOL
+    assert rel_err(normed, reference_qmatmul(h.value(), w, bias, torch.float32)) < REL_TOL
+
+
+@pytest.mark.parametrize("per", [1, 2, 4])
+@pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
+def test_gate_and_up_in_one_launch_match_the_swiglu_of_the_products(per, normed, rng, blocks) -> None:
+    """A fused [gate; up] matrix (Phi-3's ffn_up) and gpt-oss's clamped SwiGLU on separate gate and up."""
+    from kernels.triton_gemv import gemv_glu, launch_segments
+
+    width = 1024
+    fused = q4_k((2 * 200, width), rng, blocks)
+    x = activations(rng, width)
+    h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5) if normed else x
+    value = h.value() if normed else x
+    with tensor_cores(per) as launches:
+        got = gemv_glu(h, fused, None)
+        gate, up = q4_k((200, width), rng, blocks, "gate"), q4_k((200, width), rng, blocks, "up")
+        bg, bu = torch.randn(200, device="cuda"), torch.randn(200, device="cuda")
+        oai = launch_segments(x, (gate, up), (bg, bu), 1, glu=True, glu_oai=(1.702, 7.0))
+    assert launches == [True, True]
+    products = reference_qmatmul(value, fused, None, torch.float32)
+    g, u = products[:, :200], products[:, 200:]
+    assert rel_err(got, torch.nn.functional.silu(g) * u) < REL_TOL
+    g = reference_qmatmul(x, gate, bg, torch.float32).clamp(max=7.0)
+    u = reference_qmatmul(x, up, bu, torch.float32).clamp(-7.0, 7.0)
+    assert rel_err(oai, g * torch.sigmoid(1.702 * g) * (u + 1.0)) < REL_TOL
+
+
+def test_several_rows_and_expert_ids_go_to_the_cuda_core_loop(rng, blocks) -> None:
+    from kernels.qmatmul import qmatmul_experts
+    from kernels.triton_gemv import FAST_PATH, launch_segments
+
+    w = q4_k((96, 512), rng, blocks)
+    x = activations(rng, 512, rows=3)
+    experts = QTensor(q4_k((4 * 32, 512), rng, blocks).data, GGMLType.Q4_K, (4, 32, 512), "experts")
+    ids = torch.tensor([3, 0], device="cuda")
+    with tensor_cores() as launches:
+        got = FAST_PATH.qmatmul(x, w, None, torch.float32)
+        by_expert = launch_segments(x[:1], (experts,), (None,), 2, expert_ids=ids, x_group=2)
+    assert launches == []
+    assert rel_err(got, reference_qmatmul(x, w, None, torch.float32)) < REL_TOL
+    assert rel_err(by_expert, qmatmul_experts(x[:1], experts, ids.reshape(1, -1), None)[0]) < REL_TOL
+
+
+def test_graph_replay_with_dependent_launch_equals_eager(rng, blocks) -> None:
+    """A chain of launches captured with programmatic dependent launch (each waits for the previous grid
+    before touching memory) replays the eager launches' values bit for bit, run after run."""
+    from kernels import dependent_launch
+    from kernels.triton_gemv import FAST_PATH, SplitCounters
+
+    if not dependent_launch.supported(torch.device("cuda")):
+        pytest.skip("programmatic dependent launch needs sm_90")
+    ws = [q4_k((3072, 3072), rng, blocks, f"w{i}") for i in range(3)]
+    x = activations(rng, 3072)
+    SplitCounters.get(x.device, 1)  # allocated before the capture
+
+    def chain(v):
+        for w in ws:
+            v = FAST_PATH.qmatmul(v, w, None, torch.float32) * 0.01
+        return v
+
+    mode = dependent_launch.DependentLaunch(True, late_trigger=True)
+    with tensor_cores() as launches, dependent_launch.programmatic(mode):
+        eager = chain(x)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = chain(x)
+        replays = []
+        for _ in range(3):
+            graph.replay()
+            replays.append(out.clone())
+    assert all(launches) and len(launches) == 6
+    assert all(torch.equal(r, eager) for r in replays)
