@@ -147,26 +147,43 @@ def _b_tile(raw):
 
 
 @gluon.jit
-def _superblock(acc, rows, woff, mins_rows, jj, jb, s_is0, smem_b, smem_m, sb, NTH: gl.constexpr):
-    """`acc` plus the tile's products with super-block `sb` (the program's NTH): eight sub-block mmas
-    scaled by d x scale, less one mma of the mins against the sub-block sums, scaled by dmin (NTH: the
-    buffer of the program's shared activations it reads)."""
-    zero = gl.full([64, 8], 0.0, gl.float32, _MMA)
+def _superblock_words(rows, woff, mins_rows, sb):
+    """Super-block `sb`'s words of the tile's rows, each in the layout its use wants: d and dmin, the two
+    scale words, the four chunks of codes, the two words of the mins (loaded a super-block ahead of
+    their use: `_take_superblock`)."""
     base = rows + sb * SUPERBLOCK_WORDS
-    dd = gl.load(base)
-    s1 = gl.load(base + 1)
-    s3 = gl.load(base + 3)
+    codes = woff + sb * SUPERBLOCK_WORDS + 4
+    mins = mins_rows + sb * SUPERBLOCK_WORDS
+    return (
+        gl.load(base),
+        gl.load(base + 1),
+        gl.load(base + 3),
+        gl.load(codes),
+        gl.load(codes + 8),
+        gl.load(codes + 16),
+        gl.load(codes + 24),
+        gl.load(mins + 2),
+        gl.load(mins + 3),
+    )
+
+
+@gluon.jit
+def _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, NTH: gl.constexpr):
+    """`acc` plus the tile's products with a super-block (`_superblock_words`, the program's NTH: the
+    buffer of its shared activations it reads): eight sub-block mmas scaled by d x scale, less one mma
+    of the mins against the sub-block sums, scaled by dmin."""
+    zero = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    dd, s1, s3, c0, c1, c2, c3, m2, m3 = words
     d = dd.to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
     dmin = (dd >> 16).to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
+    chunks = (c0, c1, c2, c3)
     for c in gl.static_range(4):
-        words = gl.load(woff + sb * SUPERBLOCK_WORDS + 4 + 8 * c)
         for h in gl.static_range(2):
             b = _b_tile(smem_b.slice(NTH * 8 + 2 * c + h, 1).load(_B_LOAD))
-            acc += mma_v2(_a_tile(words, h), b, zero) * gl.expand_dims(d * _scale(s1, s3, 2 * c + h), 1)
+            a = _a_tile(chunks[c], h)
+            acc += mma_v2(a, b, zero) * gl.expand_dims(d * _scale(s1, s3, 2 * c + h), 1)
     # the mins: m_j (j < 4: byte j of word 2 & 63; else high nibble of byte j-4 of word 3 | top bits of
     # byte j-4 of word 2) against the sub-block sums, one mma; K >= 8 zeros
-    m2 = gl.load(mins_rows + sb * SUPERBLOCK_WORDS + 2)
-    m3 = gl.load(mins_rows + sb * SUPERBLOCK_WORDS + 3)
     mj = gl.where(jj < 4, (m2 >> jb) & 0x3F, ((m3 >> jb) >> 4 & 0x0F) | (((m2 >> jb) >> 6 & 0x3) << 4))
     ma = gl.where(s_is0, mj, 0).to(gl.float16)
     ma = gl.convert_layout(gl.reshape(gl.permute(ma, (0, 2, 1, 3)), (64, 16)), _A)
@@ -271,6 +288,12 @@ def _q4_k_tc_kernel(
     s_is0 = gl.expand_dims(gl.expand_dims(gl.expand_dims(ma_s, 0), 1), 3) == 0
     jb = (jj % 4) * 8
     await_previous_grid(PDL)
+    # The first super-block's words are asked for before the activations' prologue (their latency
+    # overlaps it), each later one's a super-block ahead of its use (one super-block's in registers
+    # beside the one multiplied).
+    ahead = _superblock_words(rows, woff, mins_rows, lo)
+    if GLU:  # the up rows, seg_w1 words past the gate's: the same activations
+        ahead_up = _superblock_words(rows + seg_w1, woff + seg_w1, mins_rows + seg_w1, lo)
     # The program's activations, once: scaled by 2^(14 - e) (e: the exponent of their largest magnitude),
     # split hi + lo into shared memory in each sub-block's K order (natural element 8t + 4u + 2r + s of a
     # sub-block stored at 8t + 4u + 2s + r); the sub-block sums (scaled 2^-5 more: 32 values) for the mins.
@@ -291,21 +314,15 @@ def _q4_k_tc_kernel(
     acc = gl.full([64, 8], 0.0, gl.float32, _MMA)
     acc_up = acc
     for i in gl.static_range(PER):
-        acc = _superblock(acc, rows, woff, mins_rows, jj, jb, s_is0, smem_b, smem_m, lo + i, i)
-        if GLU:  # the up rows, seg_w1 words past the gate's: the same activations
-            acc_up = _superblock(
-                acc_up,
-                rows + seg_w1,
-                woff + seg_w1,
-                mins_rows + seg_w1,
-                jj,
-                jb,
-                s_is0,
-                smem_b,
-                smem_m,
-                lo + i,
-                i,
-            )
+        words = ahead
+        if i + 1 < PER:
+            ahead = _superblock_words(rows, woff, mins_rows, lo + i + 1)
+        acc = _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, i)
+        if GLU:
+            words_up = ahead_up
+            if i + 1 < PER:
+                ahead_up = _superblock_words(rows + seg_w1, woff + seg_w1, mins_rows + seg_w1, lo + i + 1)
+            acc_up = _take_superblock(acc_up, words_up, jj, jb, s_is0, smem_b, smem_m, i)
     launch_next_grid_late(PDL)
     total = gl.sum(acc, axis=1) / up
     total_up = gl.sum(acc_up, axis=1) / up
