@@ -41,3 +41,12 @@ def test_each_outermost_product_of_a_step_is_one_range_and_the_methods_come_back
     assert per_token["attn_output"]["calls"] == n_layer  # qmatmul_add, its inner qmatmul not again
     assert per_token["ffn_down"]["calls"] == n_layer
     assert per_token["output"]["calls"] == 1
+
+
+def test_both_decode_gemv_kernels_count_as_gemvs() -> None:
+    """The CUDA-core loop and the tensor-core Q4_K kernel (`kernels.tensor_core_gemv`) in one class: a
+    profile that put the second under "other" would hide where a Phi-3 token's time goes."""
+    from benchmarks.profile_step import kernel_class
+
+    assert kernel_class("_qgemv_kernel") == kernel_class("_q4_k_tc_kernel") == "GEMV (quantized, Triton)"
+    assert kernel_class("_rope_attention_kernel") == "attention"

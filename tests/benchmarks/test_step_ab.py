@@ -167,3 +167,43 @@ def test_regrouped_weights_swap_in_regrouped_copies_and_put_the_originals_back()
                 )
             assert layer.wq is first and regrouped_matrix_count(model) == 2
         assert regrouped_matrix_count(model) == 0
+
+
+def test_the_tensor_core_choice_takes_the_larger_q4_k_matrices_and_the_rules_move_it() -> None:
+    """`default_config(tensor_cores=True)` (the worker's kernel set) puts Q4_K matrices of at least
+    `TENSOR_CORE_MIN_BYTES` on the tensor cores and nothing else; the step A/B's "cuda-cores" rule takes
+    that back, "q4-k-tensor-cores" adds the smaller Q4_K matrices and leaves other types alone."""
+    import pytest
+
+    pytest.importorskip("triton")
+    from benchmarks.step_ab import GEMV_SHAPE_RULES
+    from kernels import triton_gemv
+    from kernels.formats import GGMLType
+
+    phi_o = (3072, 3072, 1, 132)  # 5.3 MB
+    qwen_down = (896, 4864, 1, 132)  # 2.4 MB
+    assert triton_gemv.default_config(GGMLType.Q4_K, *phi_o, tensor_cores=True).tensor_cores
+    assert not triton_gemv.default_config(GGMLType.Q4_K, *phi_o).tensor_cores  # the kernel set did not ask
+    assert not triton_gemv.default_config(GGMLType.Q4_K, *qwen_down, tensor_cores=True).tensor_cores
+    assert not triton_gemv.default_config(GGMLType.Q6_K, *phi_o, tensor_cores=True).tensor_cores
+    q4_k, q6_k = triton_gemv.LAYOUTS[GGMLType.Q4_K], triton_gemv.LAYOUTS[GGMLType.Q6_K]
+    on = triton_gemv.default_config(GGMLType.Q4_K, *phi_o, tensor_cores=True)
+    assert not GEMV_SHAPE_RULES["cuda-cores"](on, q4_k, phi_o).tensor_cores
+    small = triton_gemv.default_config(GGMLType.Q4_K, *qwen_down, tensor_cores=True)
+    assert GEMV_SHAPE_RULES["q4-k-tensor-cores"](small, q4_k, qwen_down).tensor_cores
+    q6 = triton_gemv.default_config(GGMLType.Q6_K, *phi_o, tensor_cores=True)
+    assert not GEMV_SHAPE_RULES["q4-k-tensor-cores"](q6, q6_k, phi_o).tensor_cores
+
+
+def test_the_tensor_core_kernel_walks_the_most_super_blocks_that_keep_four_programs_an_sm() -> None:
+    """Phi-3's Q4_K shapes on 132 SMs get the walk lengths that timed fastest alone (H100, 2026-12-06)."""
+    import pytest
+
+    pytest.importorskip("triton")
+    from kernels.tensor_core_gemv import superblocks_per_program
+
+    assert superblocks_per_program(12, 256, 132) == 4  # ffn_up, 16,384 rows
+    assert superblocks_per_program(12, 144, 132) == 2  # attn_qkv
+    assert superblocks_per_program(12, 48, 132) == 1  # attn_output
+    assert superblocks_per_program(32, 48, 132) == 2  # ffn_down
+    assert superblocks_per_program(19, 14, 132) == 1  # a row of 19 super-blocks: only 1 divides it

@@ -7,7 +7,8 @@ step's rms-normed input with the residual sum's scaled copy through the split-K 
 SiLU from an rms-normed input through the reduction; a bias, the residual and the scaled copy through
 the reduction; experts' gate, up, biases and clamped SwiGLU), the early-launched decode kernels' wait before any memory access, the prefill GEMM of every format (dense and grouped
 by expert, in its default launch shapes, without register spills), and the
-RoPE + KV store (+ attention) kernels in both pairings, full and partial rotary. Runs wherever
+RoPE + KV store (+ attention) kernels in both pairings, full and partial rotary, and the tensor-core Q4_K
+GEMV (`kernels.tensor_core_gemv`, Gluon) in its decode forms. Runs wherever
 Triton is importable (the GPU machines; on a CPU machine, e.g. `pip install --target /tmp/tt triton==3.6.0`
 and `PYTHONPATH=/tmp/tt`); skipped elsewhere. Numbers are checked by the CUDA tests, not here."""
 
@@ -572,3 +573,45 @@ def test_the_retiled_attention_loop_is_lighter_and_spills_nothing() -> None:
     assert dot_use.spill_bytes == 0
     (_, wide), (_, narrow) = compiled(1, 96, 128, False), compiled(1, 96, 128, True)
     assert wide.spill_bytes > 0 and narrow.spill_bytes == 0
+
+
+# The tensor-core Q4_K GEMV (`kernels.tensor_core_gemv`, Gluon) in the forms the decode step launches it:
+# gate/up with SwiGLU from rms-normed rows through the split-K reduction; q/k/v as three segments with
+# biases, rms-normed, reduced, launched early with the late trigger; the residual sum with its scaled copy
+# in one program a tile, launched early with the trigger at the wait; gpt-oss's clamped SwiGLU.
+TENSOR_CORE_FORMS = {
+    "glu-normed-reduced": dict(PER=4, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=1024, SCALED=False, GLU=True, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
+    "qkv-early-late-trigger": dict(PER=2, HAS_BIAS=True, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=2),
+    "residual-scaled-early": dict(PER=1, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=True, REDUCE=False, PDL=1),
+    "glu-oai": dict(PER=2, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=256, SCALED=False, GLU=True, GLU_OAI=True, HAS_RES=False, REDUCE=False, PDL=0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("form", list(TENSOR_CORE_FORMS))
+def test_the_tensor_core_q4_k_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
+    """Each super-block is 8 sub-block mmas (K = 32: two m16n8k16 each) and one for the mins, per matrix
+    walked; launched early, the wait comes before any memory access (PTX and SASS)."""
+    from kernels import tensor_core_gemv
+    from kernels.triton_offline import (
+        compile_for_sm90,
+        dependent_launch_problem,
+        dependent_launch_problem_in_sass,
+        sass_opcodes,
+    )
+
+    fn = tensor_core_gemv._q4_k_tc_kernel
+    signature = {}
+    for name in fn.arg_names:
+        if name.isupper():
+            continue
+        if name.endswith("_ptr"):
+            signature[name] = "*i32" if name in ("w_ptr", "count_ptr") else "*fp32"
+        else:
+            signature[name] = "fp32" if name in ("eps", "glu_alpha", "glu_limit") else "i32"
+    constants = TENSOR_CORE_FORMS[form]
+    kernel = compile_for_sm90(fn, signature, constants, ("w_ptr", "x_ptr", "y_ptr", "part_ptr"))
+    matrices = 2 if constants["GLU"] else 1
+    assert sass_opcodes(kernel.asm["cubin"])["HMMA"] == 17 * constants["PER"] * matrices
+    if constants["PDL"]:
+        assert dependent_launch_problem(kernel.asm["ptx"]) is None
+        assert dependent_launch_problem_in_sass(kernel.asm["cubin"]) is None
