@@ -38,7 +38,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from kernels import dependent_launch
-from kernels.triton_common import await_previous_grid, gated, launch_next_grid_late
+from kernels.triton_common import await_previous_grid, gated, launch_next_grid_late, rms_over, segment_of
 
 ROWS_PER_PROGRAM = 64  # a program's row tile: 4 warps x mma's 16 rows
 NUM_WARPS = 4
@@ -198,12 +198,7 @@ def _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, NTH: gl.constexp
 def _rms(row, n, eps, BLOCK: gl.constexpr):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, BLOCK at a time
     (`triton_gemv._rms`)."""
-    c = gl.arange(0, BLOCK, layout=_RMS_FLAT)
-    squares = gl.full([BLOCK], 0.0, gl.float32, _RMS_FLAT)
-    for start in range(0, n, BLOCK):
-        v = gl.load(row + start + c, mask=start + c < n, other=0.0)
-        squares += v * v
-    return gl.sqrt_rn(gl.sum(squares, axis=0) / n + eps)
+    return rms_over(row, n, eps, gl.arange(0, BLOCK, layout=_RMS_FLAT))
 
 
 @gluon.jit
@@ -246,18 +241,9 @@ def _q4_k_tc_kernel(
     tile = gl.program_id(0)
     split = gl.program_id(1)
     # Segments as in `triton_gemv._qgemv_kernel`: the grid's tiles run through them in order.
-    local_tile = tile
-    col0 = tile * 0
-    w_off = tile.to(gl.int64) * 0
-    b_off = w_off
-    if SEGMENTS > 1:
-        in1 = tile >= tile1
-        in2 = tile >= tile2
-        local_tile = gl.where(in2, tile - tile2, gl.where(in1, tile - tile1, tile))
-        col0 = gl.where(in2, n_rows + rows1, gl.where(in1, n_rows, 0))
-        w_off = gl.where(in2, seg_w2.to(gl.int64), gl.where(in1, seg_w1.to(gl.int64), 0))
-        b_off = gl.where(in2, seg_b2.to(gl.int64), gl.where(in1, seg_b1.to(gl.int64), 0))
-        n_rows = gl.where(in2, rows2, gl.where(in1, rows1, n_rows))
+    local_tile, col0, w_off, b_off, n_rows = segment_of(
+        tile, n_rows, seg_w1, seg_w2, seg_b1, seg_b2, rows1, rows2, tile1, tile2, SEGMENTS
+    )
     row_words = n_sb * SUPERBLOCK_WORDS
     first = local_tile * 64
     lo = split * PER

@@ -1,5 +1,6 @@
 """`@triton.jit` helpers shared by the Triton kernels and the Gluon kernel of `kernels.tensor_core_gemv`:
-programmatic dependent launch's prologue and trigger (`kernels.dependent_launch`) and the GLU epilogue.
+programmatic dependent launch's prologue and trigger (`kernels.dependent_launch`), a segment launch's
+index arithmetic and the GLU epilogue.
 Elementwise and scalar code only (no `tl.arange` outside the prefetch, which a Gluon kernel does not
 ask for): a Gluon kernel calls them as they are."""
 
@@ -75,3 +76,36 @@ def gated(gate, up, OAI: tl.constexpr, alpha, limit):
         u = tl.minimum(tl.maximum(up, -limit), limit)
         return g * tl.sigmoid(alpha * g) * (u + 1.0)
     return gate * tl.sigmoid(gate) * up
+
+
+@triton.jit
+def segment_of(
+    tile, n_rows, seg_w1, seg_w2, seg_b1, seg_b2, rows1, rows2, tile1, tile2, SEGMENTS: tl.constexpr
+):
+    """Where row tile `tile` of a launch over 1-3 weights lies (the grid's tiles run through the segments in
+    order, segment i from tile i): (its tile within its weight, its first column of y, its weight's offset
+    from segment 0's in load words, its bias's in elements, its weight's rows). Index arithmetic only."""
+    local_tile = tile
+    col0 = tile * 0
+    w_off = tile.to(tl.int64) * 0
+    b_off = w_off
+    if SEGMENTS > 1:
+        in1 = tile >= tile1
+        in2 = tile >= tile2
+        local_tile = tl.where(in2, tile - tile2, tl.where(in1, tile - tile1, tile))
+        col0 = tl.where(in2, n_rows + rows1, tl.where(in1, n_rows, 0))
+        w_off = tl.where(in2, seg_w2.to(tl.int64), tl.where(in1, seg_w1.to(tl.int64), 0))
+        b_off = tl.where(in2, seg_b2.to(tl.int64), tl.where(in1, seg_b1.to(tl.int64), 0))
+        n_rows = tl.where(in2, rows2, tl.where(in1, rows1, n_rows))
+    return local_tile, col0, w_off, b_off, n_rows
+
+
+@triton.jit
+def rms_over(row, n, eps, offsets):
+    """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, read
+    `offsets.shape[0]` at a time at `offsets` (0, 1, ...; a Gluon caller's carry its layout)."""
+    squares = (offsets * 0).to(tl.float32)  # zeros in the offsets' layout (no `tl.zeros` in Gluon)
+    for start in range(0, n, offsets.shape[0]):
+        v = tl.load(row + start + offsets, mask=start + offsets < n, other=0.0)
+        squares += v * v
+    return tl.sqrt_rn(tl.sum(squares, axis=0) / n + eps)

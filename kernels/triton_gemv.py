@@ -45,6 +45,8 @@ from kernels.triton_common import (
     gated,
     launch_next_grid_late,
     prefetch_share,
+    rms_over,
+    segment_of,
 )
 
 MAX_ROWS = 8  # activation rows per call served here; more rows are prefill, a matmul's job
@@ -1185,12 +1187,7 @@ def _rms(row, n, eps, BLOCK: tl.constexpr):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`. Read after the
     row's walk, BLOCK at a time: nothing of it is live during the walk (the row held whole would cost a
     wide model's GEMV 40 registers a thread, and with them half its programs per SM)."""
-    c = tl.arange(0, BLOCK)
-    squares = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, n, BLOCK):
-        v = tl.load(row + start + c, mask=start + c < n, other=0.0)
-        squares += v * v
-    return tl.sqrt_rn(tl.sum(squares, axis=0) / n + eps)
+    return rms_over(row, n, eps, tl.arange(0, BLOCK))
 
 
 @triton.jit
@@ -1373,18 +1370,9 @@ def _qgemv_kernel(
     split = tl.program_id(2)
     # Segments: several weights multiplying the same activations (q/k/v, gate/up), one grid over all
     # their row tiles; a program finds its weight, its local tile and its columns of y.
-    local_tile = tile
-    col0 = tile * 0
-    w_off = tile.to(tl.int64) * 0
-    b_off = w_off
-    if SEGMENTS > 1:
-        in1 = tile >= tile1
-        in2 = tile >= tile2
-        local_tile = tl.where(in2, tile - tile2, tl.where(in1, tile - tile1, tile))
-        col0 = tl.where(in2, n_rows + rows1, tl.where(in1, n_rows, 0))
-        w_off = tl.where(in2, seg_w2.to(tl.int64), tl.where(in1, seg_w1.to(tl.int64), 0))
-        b_off = tl.where(in2, seg_b2.to(tl.int64), tl.where(in1, seg_b1.to(tl.int64), 0))
-        n_rows = tl.where(in2, rows2, tl.where(in1, rows1, n_rows))
+    local_tile, col0, w_off, b_off, n_rows = segment_of(
+        tile, n_rows, seg_w1, seg_w2, seg_b1, seg_b2, rows1, rows2, tile1, tile2, SEGMENTS
+    )
     # Nothing above reads memory. The weight tile's rows are one contiguous span (`row_stride` load words
     # a row; MXFP4 regrouped: its codes); each split of the tile asks L2 for its share of the span first
     # (with PDL: while the previous kernel runs). With expert ids, once the expert is read (after the wait).

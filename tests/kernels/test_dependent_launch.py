@@ -127,6 +127,7 @@ _BEFORE_WAIT = {
     # the same in a Gluon kernel (`kernels.tensor_core_gemv`), and its layouts
     "gl.program_id", "gl.num_programs", "gl.arange", "gl.where", "gl.minimum", "gl.maximum", "gl.expand_dims",
     "gl.SliceLayout",
+    "segment_of",  # `triton_common.segment_of`: a segment launch's index arithmetic
 }  # fmt: skip
 
 
