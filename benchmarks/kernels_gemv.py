@@ -1,7 +1,7 @@
 """Decode GEMV bandwidth of the Triton fast paths on the three M0 models' real weight shapes.
 
     python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact] | --sweep-split] [--ahead] [--round-trip-free]
-                                      [--cuda-cores] [--only NAME_SUBSTRING]
+                                      [--cuda-cores] [--tensor-cores] [--only NAME_SUBSTRING]
 
 For each (model, tensor, ggml type, out x in) it times `y = x @ dequant(W).T` for one activation row:
 the launches are captured in a CUDA graph (so host launch cost is not counted: the device time of the
@@ -125,6 +125,10 @@ class Result:
         None  # --cuda-cores: a default on the tensor cores, timed on the CUDA-core loop
     )
     cuda_cores_gb_per_s: float | None = None
+    tensor_cores_us: float | None = (
+        None  # --tensor-cores: a CUDA-core default the tensor-core kernel reads, on it
+    )
+    tensor_cores_gb_per_s: float | None = None
 
 
 def random_weight(shape: Shape, device: torch.device) -> QTensor:
@@ -308,6 +312,10 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
             time_launches(lambda i: run(i, cuda_cores), len(copies), args.replays), 2
         )
         result.cuda_cores_gb_per_s = round(weight_bytes / (result.cuda_cores_us * 1e-6) / 1e9, 1)
+    if args.tensor_cores and not config.tensor_cores and _tensor_core_layout(w0):
+        on_tc = dataclasses.replace(config, tensor_cores=True)
+        result.tensor_cores_us = round(time_launches(lambda i: run(i, on_tc), len(copies), args.replays), 2)
+        result.tensor_cores_gb_per_s = round(weight_bytes / (result.tensor_cores_us * 1e-6) / 1e9, 1)
     if args.sweep or args.sweep_split:
         # The sweeps vary the CUDA-core loop's launch (the tensor-core kernel picks its own tiles).
         config = dataclasses.replace(config, tensor_cores=False)
@@ -324,6 +332,13 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         result.best_config, result.best_gb_per_s = _fmt_config(scored[0][1]), round(scored[0][0], 1)
         result.top = [f"{_fmt_config(c)} {g:.0f}" for g, c in scored[:5]]
     return result
+
+
+def _tensor_core_layout(w: QTensor) -> bool:
+    from kernels import tensor_core_gemv
+    from kernels.triton_gemv import layout_of
+
+    return len(w.shape) == 2 and layout_of(w).fmt in tensor_core_gemv.FORMATS
 
 
 def _loads_ahead(w: QTensor) -> bool:
@@ -347,8 +362,8 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         f"% is of {meta['peak_gb_per_s']:.0f} GB/s.",
         "",
         "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | loading ahead µs | GB/s "
-        "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | best swept | best GB/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---|---:|",
+        "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | tensor cores µs | GB/s | best swept | best GB/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
         lines.append(
@@ -356,6 +371,7 @@ def to_markdown(results: list[Result], meta: dict) -> str:
             f"| {r.gb_per_s} | {r.pct_of_peak} | {r.config} | {r.ahead_us or ''} | {r.ahead_gb_per_s or ''} "
             f"| {r.round_trip_free} | {r.round_trip_free_us or ''} | {r.round_trip_free_gb_per_s or ''} "
             f"| {r.cuda_cores_us or ''} | {r.cuda_cores_gb_per_s or ''} "
+            f"| {r.tensor_cores_us or ''} | {r.tensor_cores_gb_per_s or ''} "
             f"| {r.best_config} | {r.best_gb_per_s or ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -383,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         "--round-trip-free",
         action="store_true",
         help="also Q5_0/Q8_0 shapes in the tile without shared-memory round trips (step_ab's variant)",
+    )
+    parser.add_argument(
+        "--tensor-cores",
+        action="store_true",
+        help="also the launches the default runs on the CUDA cores whose layout the tensor-core kernel reads "
+        "(regrouped Q6_K, the smaller Q4_K), on the tensor cores",
     )
     parser.add_argument(
         "--cuda-cores",
@@ -419,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {r.round_trip_free}: {r.round_trip_free_us:.2f} us {r.round_trip_free_gb_per_s:.1f} GB/s"
                 + best
             )
+        if r.tensor_cores_us is not None:
+            best = f"  tensor cores: {r.tensor_cores_us:.2f} us {r.tensor_cores_gb_per_s:.1f} GB/s" + best
         if r.cuda_cores_us is not None:
             best = f"  CUDA cores: {r.cuda_cores_us:.2f} us {r.cuda_cores_gb_per_s:.1f} GB/s" + best
         if r.ahead_us is not None:

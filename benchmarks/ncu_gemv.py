@@ -4,7 +4,7 @@
 
 For each shape of `benchmarks.kernels_gemv` whose model/tensor/type contains `--only` (e.g. "phi-3-mini",
 "Q4_K"), runs that benchmark for the one shape under `ncu` and profiles one launch of the GEMV kernel
-(`_qgemv_kernel`, or `_q4_k_tc_kernel` for the larger Q4_K matrices; its second: the first compiles; ncu flushes the caches before it, so the weight streams
+(`_qgemv_kernel`, or `_tc_gemv_kernel` for the larger Q4_K matrices; its second: the first compiles; ncu flushes the caches before it, so the weight streams
 from HBM as in a decode step). Counters (`METRICS`): the launch's duration, DRAM bytes read and throughput
 against the device's peak, issue slots busy (the share of cycles a scheduler issued), warps active
 (achieved occupancy), registers a thread, each execution pipe's busy share, and the warp stall reasons
@@ -35,7 +35,7 @@ from pathlib import Path
 
 # The decode GEMV kernels: the CUDA-core loop, and the larger Q4_K matrices' on the tensor cores
 # (`kernels.tensor_core_gemv`); ncu's `regex:` form matches either.
-KERNEL = "regex:^(_qgemv_kernel|_q4_k_tc_kernel)$"
+KERNEL = "regex:^(_qgemv_kernel|_tc_gemv_kernel)$"
 METRICS = (
     "gpu__time_duration.sum",
     "dram__bytes_read.sum",

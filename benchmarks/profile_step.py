@@ -36,7 +36,7 @@ from reference_worker.cli import add_kernel_arguments, kernel_argv
 # First match wins; names are CUDA kernel names as the profiler reports them.
 KERNEL_CLASSES: list[tuple[str, re.Pattern[str]]] = [
     # the CUDA-core loop and the tensor-core Q4_K kernel (`kernels.tensor_core_gemv`, Gluon)
-    ("GEMV (quantized, Triton)", re.compile(r"qgemv|q4_k_tc")),
+    ("GEMV (quantized, Triton)", re.compile(r"qgemv|tc_gemv")),
     ("attention", re.compile(r"softmax|attention|attn|sdpa|flash|bmm|gemm|gemv|cutlass|sm90_xmma|Kernel2")),
     ("norms (reductions)", re.compile(r"reduce|norm|mean")),
     ("sampling / argmax / top-k", re.compile(r"argmax|topk|sort|multinomial|radix|_draw_")),

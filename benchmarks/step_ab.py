@@ -267,6 +267,14 @@ def _q4_k_tensor_cores(config: Any, layout: Any, shape: tuple[int, int, int, int
     return config
 
 
+def _q6_k_tensor_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Regrouped Q6_K matrices on the tensor cores too (`kernels.tensor_core_gemv`, where it serves the
+    launch), beside the default's Q4_K ones."""
+    if layout.fmt == "q6_k_codes_then_scales":
+        return dataclasses.replace(config, tensor_cores=True)
+    return config
+
+
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -282,6 +290,7 @@ GEMV_SHAPE_RULES = {
     "plain": _plain_loops,
     "q4-k-tensor-cores": _q4_k_tensor_cores,
     "cuda-cores": _cuda_cores,
+    "q6-k-tensor-cores": _q6_k_tensor_cores,
 }
 
 
@@ -391,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     variants["GEMV loops plain (none ahead)"] = Variant(default_kernels, early, gemv_shapes="plain")
     variants["GEMVs on the CUDA cores only"] = Variant(default_kernels, early, gemv_shapes="cuda-cores")
+    variants["regrouped Q6_K GEMVs on the tensor cores too"] = Variant(
+        default_kernels, early, gemv_shapes="q6-k-tensor-cores"
+    )
     variants["every Q4_K GEMV on the tensor cores"] = Variant(
         default_kernels, early, gemv_shapes="q4-k-tensor-cores"
     )

@@ -47,6 +47,9 @@ SUPERBLOCK_WORDS = gl.constexpr(
     36
 )  # its 144 bytes as 32-bit words: d and dmin, 12 scale bytes, 128 code bytes
 PER_CHOICES = (4, 2, 1)  # super-blocks a program walks, largest first
+# The layouts (`triton_gemv`'s format names) this kernel reads: Q4_K in the file's order, Q6_K regrouped
+# (`kernels.qtensor.CODES_THEN_SCALES`: a row's 208 code bytes a super-block 16-byte aligned, d apart).
+FORMATS = ("q4_k", "q6_k_codes_then_scales")
 
 _MMA = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
 _A = gl.DotOperandLayout(operand_index=0, parent=_MMA, k_width=2)
@@ -84,6 +87,14 @@ _MINS_A = gl.DistributedLinearLayout(
     warp_bases=[[16, 0, 0, 0], [32, 0, 0, 0]],
     block_bases=[],
     shape=[64, 4, 2, 2],
+)
+# Regrouped Q6_K: a group's words [64 rows, 4 t], lane (row % 8, t) holding word t of rows row and row + 8.
+_Q6_WORDS = gl.DistributedLinearLayout(
+    reg_bases=[[8, 0]],
+    lane_bases=[[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]],
+    warp_bases=[[16, 0], [32, 0]],
+    block_bases=[],
+    shape=[64, 4],
 )
 _FLAT = gl.BlockedLayout([2], [32], [4], [0])  # the prologue's activations
 _RMS_FLAT = gl.BlockedLayout([1], [32], [4], [0])  # the rms row, read after the walk
@@ -195,6 +206,91 @@ def _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, NTH: gl.constexp
 
 
 @gluon.jit
+def _q6_k_code_pairs(wq, wh, SQ: gl.constexpr, SH: gl.constexpr):
+    """Q6_K codes of bytes b and b + 2 of each ql word `wq` and qh word `wh` as two exact float16 q - 32:
+    the nibble at bit SQ (+ 16) of `wq` and the two bits at bit SH (+ 16) of `wh` above it, OR-ed into
+    1024.0's mantissa, 1056 subtracted."""
+    # qh's two bits to bits 4-5 of each half: a right shift from bit SH >= 4, else a left one
+    LEFT: gl.constexpr = SH < 4
+    SHIFT: gl.constexpr = 4 - SH if SH < 4 else SH - 4
+    return gl.inline_asm_elementwise(
+        f"{{ .reg .b32 a, h, m; {'shl' if LEFT else 'shr'}.b32 h, $3, {SHIFT}; "
+        f"lop3.b32 h, h, 0x00300030, 0x64006400, 0xEA; shr.b32 a, $2, {SQ}; "
+        "lop3.b32 a, a, 0x000F000F, h, 0xEA; mov.b32 m, 0x64206420; sub.rn.f16x2 a, a, m; mov.b32 {$0, $1}, a; }",
+        "=h,=h,r,r",
+        [wq, wh],
+        dtype=(gl.float16, gl.float16),
+        is_pure=True,
+        pack=1,
+    )
+
+
+@gluon.jit
+def _q6_k_a_tile(wq, wh, G: gl.constexpr):
+    """The [64, 16] A operand of quarter G of a Q6_K group (ggml's q1..q4: the low nibbles of ql[l] or
+    ql[l + 32], then the high ones; qh's bits 2G..) from its ql words `wq` and qh words `wh` [64, 4 t]:
+    K = 8p + 2t + half holds the sub-block's element 4t + 2 half + p."""
+    k0, k2 = _q6_k_code_pairs(wq, wh, 4 * (G // 2), 2 * G)
+    k1, k3 = _q6_k_code_pairs(wq, wh, 4 * (G // 2) + 8, 2 * G + 8)
+    a = gl.join(gl.join(k0, k2), gl.join(k1, k3))  # [64, t, half, p]
+    a = gl.permute(a, (0, 3, 1, 2))  # [64, p, t, half]
+    return gl.convert_layout(gl.reshape(a, (64, 16)), _A)
+
+
+@gluon.jit
+def _q6_k_superblock_words(rows, words, d_rows, sb):
+    """Super-block `sb` of the tile's rows of a regrouped Q6_K matrix (52 code words a super-block: ql 32,
+    qh 16, the sixteen int8 scales 4; d apart): for each group c = 2 hf + j (the half hf of 128 elements,
+    the run j of 16 l's), its ql words l and l + 32 and its qh word as [64, 4 t] (lane t: bytes 4t..4t + 3
+    of the run); the four scale words and d a row."""
+    base = words + sb * 52
+    scale_words = rows + sb * 52 + 48
+    return (
+        gl.load(base),
+        gl.load(base + 8),
+        gl.load(base + 32),
+        gl.load(base + 4),
+        gl.load(base + 12),
+        gl.load(base + 36),
+        gl.load(base + 16),
+        gl.load(base + 24),
+        gl.load(base + 40),
+        gl.load(base + 20),
+        gl.load(base + 28),
+        gl.load(base + 44),
+        gl.load(scale_words),
+        gl.load(scale_words + 1),
+        gl.load(scale_words + 2),
+        gl.load(scale_words + 3),
+        gl.load(d_rows + sb),
+    )
+
+
+@gluon.jit
+def _q6_k_scale(words, S: gl.constexpr):
+    """Sub-block S's int8 scale of each row (byte S % 4 of scale word S // 4, sign-extended), as float32."""
+    return ((words[12 + S // 4] << (24 - 8 * (S % 4))) >> 24).to(gl.float32)
+
+
+@gluon.jit
+def _take_q6_k_superblock(acc, words, smem_b, NTH: gl.constexpr):
+    """`acc` plus the tile's products with a Q6_K super-block (`_q6_k_superblock_words`, the program's NTH):
+    sixteen sub-block mmas (K = 16), each scaled by d x its int8 scale."""
+    zero = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    d = words[16].to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
+    for c in gl.static_range(4):
+        for g in gl.static_range(4):
+            # the sub-block: ggml's sc[8 hf + is + 2g] with hf = c // 2, is = c % 2
+            a = _q6_k_a_tile(words[3 * c + g % 2], words[3 * c + 2], g)
+            raw = smem_b.slice(NTH * 16 + 8 * (c // 2) + 2 * g + c % 2, 1).load(_M_LOAD)
+            b = gl.permute(gl.reshape(raw, (8, 4, 2, 2)), (2, 1, 3, 0))  # [p, t, half, n]
+            b = gl.convert_layout(gl.reshape(b, (16, 8)), _B)
+            sc = _q6_k_scale(words, 8 * (c // 2) + 2 * g + c % 2)
+            acc += mma_v2(a, b, zero) * gl.expand_dims(d * sc, 1)
+    return acc
+
+
+@gluon.jit
 def _rms(row, n, eps, BLOCK: gl.constexpr):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, BLOCK at a time
     (`triton_gemv._rms`)."""
@@ -202,54 +298,14 @@ def _rms(row, n, eps, BLOCK: gl.constexpr):
 
 
 @gluon.jit
-def _q4_k_tc_kernel(
-    w_ptr,  # int32 words of segment 0's matrix; segments 1 and 2 (GLU: the up rows) seg_w1, seg_w2 words on
-    x_ptr,  # the activation row, float32
-    y_ptr,
-    bias_ptr,
-    part_ptr,  # REDUCE: the split partial sums [split, y_width * (2 with GLU)]
-    count_ptr,  # REDUCE: one arrival counter a row tile, zero between launches
-    rms_ptr,
-    nw_ptr,
-    y2_ptr,
-    res_ptr,
-    n_rows,
-    n_sb,  # super-blocks a row
-    seg_w1,
-    seg_w2,
-    seg_b1,
-    seg_b2,
-    rows1,
-    rows2,
-    tile1,
-    tile2,
-    y_width,
-    eps,
-    glu_alpha,
-    glu_limit,
-    PER: gl.constexpr,
-    HAS_BIAS: gl.constexpr,
-    SEGMENTS: gl.constexpr,
-    RMS_BLOCK: gl.constexpr,
-    SCALED: gl.constexpr,
-    GLU: gl.constexpr,
-    GLU_OAI: gl.constexpr,
-    HAS_RES: gl.constexpr,
-    REDUCE: gl.constexpr,
-    PDL: gl.constexpr = 0,
+def _q4_k_walk(
+    w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr
 ):
-    tile = gl.program_id(0)
-    split = gl.program_id(1)
-    # Segments as in `triton_gemv._qgemv_kernel`: the grid's tiles run through them in order.
-    local_tile, col0, w_off, b_off, n_rows = segment_of(
-        tile, n_rows, seg_w1, seg_w2, seg_b1, seg_b2, rows1, rows2, tile1, tile2, SEGMENTS
-    )
+    """A program's walk over PER Q4_K super-blocks from `lo` (after the wait for the previous grid): the
+    tile's products (and with GLU the up rows', seg_w1 words on) [64, 8], and the activations' scale."""
     row_words = n_sb * SUPERBLOCK_WORDS
-    first = local_tile * 64
-    lo = split * PER
     # Each row's words, clamped at the matrix's last row (its stores are masked), in the three layouts
     # the walk reads them in: the scalars a row, the code words as A wants them, the mins as their A.
-    r_rows = first + gl.arange(0, 64, layout=_ROWS)
     rows = w_ptr + w_off + gl.minimum(r_rows, n_rows - 1).to(gl.int64) * row_words
     rw = first + gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, _WORDS)))
     tw = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, _WORDS)))
@@ -273,7 +329,6 @@ def _q4_k_tc_kernel(
     )
     s_is0 = gl.expand_dims(gl.expand_dims(gl.expand_dims(ma_s, 0), 1), 3) == 0
     jb = (jj % 4) * 8
-    await_previous_grid(PDL)
     # The first super-block's words are asked for before the activations' prologue (their latency
     # overlaps it), each later one's a super-block ahead of its use (one super-block's in registers
     # beside the one multiplied).
@@ -283,12 +338,7 @@ def _q4_k_tc_kernel(
     # The program's activations, once: scaled by 2^(14 - e) (e: the exponent of their largest magnitude),
     # split hi + lo into shared memory in each sub-block's K order (natural element 8t + 4u + 2r + s of a
     # sub-block stored at 8t + 4u + 2s + r); the sub-block sums (scaled 2^-5 more: 32 values) for the mins.
-    xr = gl.load(x_ptr + lo * 256 + gl.arange(0, PER * 256, layout=_FLAT))
-    amax = gl.max(gl.abs(xr), axis=0)
-    e = ((amax.to(gl.uint32, bitcast=True) >> 23) & 0xFF).to(gl.int32) - 127
-    e = gl.minimum(gl.maximum(e, -100), 100)  # an all-zero range (e = -127) keeps a finite scale
-    up = ((141 - e).to(gl.uint32) << 23).to(gl.float32, bitcast=True)  # 2^(14 - e)
-    xs = xr * up
+    xs, up = _activations(x_ptr, lo, PER)
     xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 8, 4, 2, 2, 2)), (0, 1, 2, 4, 3)), (PER * 8, 1, 4, 8))
     smem_b = gl.allocate_shared_memory(gl.float16, [PER * 8, 256], _PLAIN, _with_zeros(xb))
     sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125  # [PER, t = j // 2, r = j % 2]
@@ -309,6 +359,120 @@ def _q4_k_tc_kernel(
             if i + 1 < PER:
                 ahead_up = _superblock_words(rows + seg_w1, woff + seg_w1, mins_rows + seg_w1, lo + i + 1)
             acc_up = _take_superblock(acc_up, words_up, jj, jb, s_is0, smem_b, smem_m, i)
+    return acc, acc_up, up
+
+
+@gluon.jit
+def _activations(x_ptr, lo, PER: gl.constexpr):
+    """The program's PER * 256 activations from super-block `lo`, scaled by 2^(14 - e) (e: the exponent of
+    their largest magnitude, so hi + lo float16 keep ~22 bits of each), and that scale."""
+    xr = gl.load(x_ptr + lo * 256 + gl.arange(0, PER * 256, layout=_FLAT))
+    amax = gl.max(gl.abs(xr), axis=0)
+    e = ((amax.to(gl.uint32, bitcast=True) >> 23) & 0xFF).to(gl.int32) - 127
+    e = gl.minimum(gl.maximum(e, -100), 100)  # an all-zero range (e = -127) keeps a finite scale
+    up = ((141 - e).to(gl.uint32) << 23).to(gl.float32, bitcast=True)  # 2^(14 - e)
+    return xr * up, up
+
+
+@gluon.jit
+def _q6_k_walk(
+    w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr
+):
+    """`_q4_k_walk` for a regrouped Q6_K matrix (`kernels.qtensor.CODES_THEN_SCALES`: each row's 52 code
+    words a super-block, then the matrix's d halfwords, a row's n_sb in a run)."""
+    row_words = n_sb * 52
+    clamped = gl.minimum(r_rows, n_rows - 1).to(gl.int64)
+    rows = w_ptr + w_off + clamped * row_words
+    d_rows = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_sb
+    rq = first + gl.arange(0, 64, layout=gl.SliceLayout(1, _Q6_WORDS))
+    tq = gl.arange(0, 4, layout=gl.SliceLayout(0, _Q6_WORDS))
+    words = (
+        w_ptr
+        + w_off
+        + gl.expand_dims(gl.minimum(rq, n_rows - 1).to(gl.int64) * row_words, 1)
+        + gl.expand_dims(tq, 0)
+    )
+    ahead = _q6_k_superblock_words(rows, words, d_rows, lo)
+    if GLU:  # the up matrix, seg_w1 words past the gate's (its d halfwords past its own codes)
+        ahead_up = _q6_k_superblock_words(rows + seg_w1, words + seg_w1, d_rows + 2 * seg_w1, lo)
+    # The activations in each 16-element sub-block's K order: natural element 4t + 2r + s stored at
+    # [t, s, r] (K = 8s + 2t + r), hi and lo as B's columns 0 and 1.
+    xs, up = _activations(x_ptr, lo, PER)
+    xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 16, 4, 2, 2)), (0, 1, 3, 2)), (PER * 16, 1, 4, 4))
+    smem_b = gl.allocate_shared_memory(gl.float16, [PER * 16, 128], _PLAIN, _with_zeros(xb))
+    gl.thread_barrier()
+    acc = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    acc_up = acc
+    for i in gl.static_range(PER):
+        sb_words = ahead
+        if i + 1 < PER:
+            ahead = _q6_k_superblock_words(rows, words, d_rows, lo + i + 1)
+        acc = _take_q6_k_superblock(acc, sb_words, smem_b, i)
+        if GLU:
+            words_up = ahead_up
+            if i + 1 < PER:
+                ahead_up = _q6_k_superblock_words(
+                    rows + seg_w1, words + seg_w1, d_rows + 2 * seg_w1, lo + i + 1
+                )
+            acc_up = _take_q6_k_superblock(acc_up, words_up, smem_b, i)
+    return acc, acc_up, up
+
+
+@gluon.jit
+def _tc_gemv_kernel(
+    w_ptr,  # int32 words of segment 0's matrix; segments 1 and 2 (GLU: the up rows) seg_w1, seg_w2 words on
+    d_ptr,  # regrouped Q6_K: the same bytes as int16 (each matrix's d halfwords follow its codes)
+    x_ptr,  # the activation row, float32
+    y_ptr,
+    bias_ptr,
+    part_ptr,  # REDUCE: the split partial sums [split, y_width * (2 with GLU)]
+    count_ptr,  # REDUCE: one arrival counter a row tile, zero between launches
+    rms_ptr,
+    nw_ptr,
+    y2_ptr,
+    res_ptr,
+    n_rows,
+    n_sb,  # super-blocks a row
+    seg_w1,
+    seg_w2,
+    seg_b1,
+    seg_b2,
+    rows1,
+    rows2,
+    tile1,
+    tile2,
+    y_width,
+    eps,
+    glu_alpha,
+    glu_limit,
+    FMT: gl.constexpr,  # "q4_k" or "q6_k_codes_then_scales"
+    PER: gl.constexpr,
+    HAS_BIAS: gl.constexpr,
+    SEGMENTS: gl.constexpr,
+    RMS_BLOCK: gl.constexpr,
+    SCALED: gl.constexpr,
+    GLU: gl.constexpr,
+    GLU_OAI: gl.constexpr,
+    HAS_RES: gl.constexpr,
+    REDUCE: gl.constexpr,
+    PDL: gl.constexpr = 0,
+):
+    tile = gl.program_id(0)
+    split = gl.program_id(1)
+    # Segments as in `triton_gemv._qgemv_kernel`: the grid's tiles run through them in order.
+    local_tile, col0, w_off, b_off, n_rows = segment_of(
+        tile, n_rows, seg_w1, seg_w2, seg_b1, seg_b2, rows1, rows2, tile1, tile2, SEGMENTS
+    )
+    first = local_tile * 64
+    lo = split * PER
+    r_rows = first + gl.arange(0, 64, layout=_ROWS)
+    await_previous_grid(PDL)
+    if FMT == "q4_k":
+        acc, acc_up, up = _q4_k_walk(w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU)
+    else:
+        acc, acc_up, up = _q6_k_walk(
+            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU
+        )
     launch_next_grid_late(PDL)
     total = gl.sum(acc, axis=1) / up
     total_up = gl.sum(acc_up, axis=1) / up
@@ -378,6 +542,7 @@ def superblocks_per_program(n_sb: int, tiles: int, sm_count: int) -> int:
 
 
 def launch(
+    fmt: str,
     x: torch.Tensor,
     w_data: torch.Tensor,
     out_rows: list[int],
@@ -396,7 +561,7 @@ def launch(
     counters: torch.Tensor | None,
     sm_count: int,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """One launch for `triton_gemv.launch_segments`, its arguments resolved there (segments 1 and 2, or
+    """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there (segments 1 and 2, or
     GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as element offsets):
     (y [1, sum(out_rows)], y * scaled_by or None). None if a split launch has no arrival counters (the
     first launch inside a capture): the caller's loop serves it."""
@@ -413,8 +578,9 @@ def launch(
     y = torch.empty(1, y_width, dtype=torch.float32, device=x.device)
     part = y.new_empty(split, y_width * parts) if split > 1 else y
     y2 = y.new_empty(1, y_width) if scaled_by is not None else None
-    _q4_k_tc_kernel[(sum(tiles), split)](
+    _tc_gemv_kernel[(sum(tiles), split)](
         w_data.view(torch.int32),
+        w_data.view(torch.int16),
         x,
         y,
         bias if bias is not None else y,
@@ -438,6 +604,7 @@ def launch(
         eps,
         glu_oai[0] if glu_oai is not None else 1.0,
         glu_oai[1] if glu_oai is not None else 0.0,
+        FMT=fmt,
         PER=per,
         HAS_BIAS=bias is not None,
         SEGMENTS=len(out_rows),

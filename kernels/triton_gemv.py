@@ -1845,11 +1845,12 @@ def launch_segments(
         )
     if (
         config.tensor_cores
-        and layout.fmt == "q4_k"
+        and layout.fmt in tensor_core_gemv.FORMATS
         and tensor_core_gemv.serves(n_out_rows, in_features, expert_ids is not None, x.device)
     ):
         tc_tiles = sum(triton.cdiv(r, tensor_core_gemv.ROWS_PER_PROGRAM) for r in out_rows)
         served = tensor_core_gemv.launch(
+            layout.fmt,
             x2,
             w.data,
             out_rows,

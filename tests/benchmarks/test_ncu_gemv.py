@@ -95,7 +95,7 @@ def test_the_table_row() -> None:
 def test_the_command_profiles_one_launch_of_the_gemv_of_one_shape() -> None:
     argv = ncu_command("/usr/bin/ncu", "phi-3-mini attn_qkv Q5_K")
     assert argv[:2] == ["/usr/bin/ncu", "--csv"]
-    assert argv[argv.index("--kernel-name") + 1] == "regex:^(_qgemv_kernel|_q4_k_tc_kernel)$"
+    assert argv[argv.index("--kernel-name") + 1] == "regex:^(_qgemv_kernel|_tc_gemv_kernel)$"
     assert argv[argv.index("--launch-count") + 1] == "1"
     assert argv[argv.index("--metrics") + 1] == ",".join((*METRICS, PIPES, STALLS))
     assert argv[argv.index(sys.executable) :][:3] == [sys.executable, "-m", "benchmarks.kernels_gemv"]

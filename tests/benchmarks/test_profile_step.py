@@ -48,5 +48,5 @@ def test_both_decode_gemv_kernels_count_as_gemvs() -> None:
     profile that put the second under "other" would hide where a Phi-3 token's time goes."""
     from benchmarks.profile_step import kernel_class
 
-    assert kernel_class("_qgemv_kernel") == kernel_class("_q4_k_tc_kernel") == "GEMV (quantized, Triton)"
+    assert kernel_class("_qgemv_kernel") == kernel_class("_tc_gemv_kernel") == "GEMV (quantized, Triton)"
     assert kernel_class("_rope_attention_kernel") == "attention"

@@ -1,4 +1,5 @@
-"""The Q4_K decode GEMV on the tensor cores (`kernels.tensor_core_gemv`) against the reference path, in
+"""The decode GEMV on the tensor cores (`kernels.tensor_core_gemv`: Q4_K in the file's order, Q6_K
+regrouped) against the reference path, in
 every epilogue `triton_gemv.launch_segments` gives it, every row tile's walk length (PER) and split, and
 replayed from a CUDA graph with dependent launch (CUDA only). Where the launch is not served (several
 activation rows, expert ids), the CUDA-core loop takes it."""
@@ -42,6 +43,18 @@ def q4_k(shape: tuple[int, int], rng, blocks, name: str = "w") -> QTensor:
     return QTensor.from_bytes(raw.tobytes(), GGMLType.Q4_K, shape, name, "cuda")
 
 
+def q6_k_regrouped(shape: tuple[int, int], rng, blocks, name: str = "w") -> QTensor:
+    """A Q6_K matrix stored codes, then scales (`triton_gemv.pack`'s layout for the larger ones): rows a
+    multiple of 8, so its bytes are a multiple of 16."""
+    raw = blocks(GGMLType.Q6_K, shape[0] * shape[1] // 256, rng, realistic=True)
+    return QTensor.from_bytes(raw.tobytes(), GGMLType.Q6_K, shape, name, "cuda").codes_then_scales_in_place()
+
+
+MAKERS = {"Q4_K": q4_k, "Q6_K-regrouped": q6_k_regrouped}
+# Q6_K regrouped: rows a multiple of 8 (whole 16-byte matrices), not of the 64-row tile.
+Q6_K_SHAPES = [(8, 256), (16, 512), (104, 768), (264, 2816), (640, 3072), (3072, 3072), (96, 8192)]
+
+
 def activations(rng, width: int, rows: int = 1) -> torch.Tensor:
     return torch.from_numpy(rng.normal(0.0, 1.0, (rows, width)).astype(np.float32)).cuda()
 
@@ -76,11 +89,15 @@ def tensor_cores(per: int | None = None):
 
 
 @pytest.mark.parametrize("per", [1, 2, 4])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_products_match_the_reference(shape, per, rng, blocks) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "shape"),
+    [("Q4_K", s) for s in SHAPES] + [("Q6_K-regrouped", s) for s in Q6_K_SHAPES],
+    ids=lambda v: v if isinstance(v, str) else f"{v[0]}x{v[1]}",
+)
+def test_products_match_the_reference(fmt, shape, per, rng, blocks) -> None:
     from kernels.triton_gemv import FAST_PATH
 
-    w = q4_k(shape, rng, blocks)
+    w = MAKERS[fmt](shape, rng, blocks)
     x = activations(rng, shape[1])
     bias = torch.from_numpy(rng.normal(0.0, 0.1, shape[0]).astype(np.float32)).cuda()
     with tensor_cores(per) as launches:
@@ -106,11 +123,12 @@ def test_activations_of_any_magnitude_and_zero_ranges(rng, blocks) -> None:
 
 
 @pytest.mark.parametrize("per", [1, 2])
-def test_segments_with_biases_match_one_product_each(per, rng, blocks) -> None:
+@pytest.mark.parametrize("fmt", list(MAKERS))
+def test_segments_with_biases_match_one_product_each(fmt, per, rng, blocks) -> None:
     # Segment boundaries inside the grid (rows not multiples of the tile), split partials summed in the launch.
     from kernels.triton_gemv import FAST_PATH
 
-    weights = tuple(q4_k((r, 2048), rng, blocks, f"w{i}") for i, r in enumerate((140, 9, 70)))
+    weights = tuple(MAKERS[fmt]((r, 2048), rng, blocks, f"w{i}") for i, r in enumerate((136, 8, 72)))
     biases = tuple(torch.randn(w.shape[0], device="cuda") for w in weights)
     x = activations(rng, 2048)
     with tensor_cores(per) as launches:
@@ -121,13 +139,14 @@ def test_segments_with_biases_match_one_product_each(per, rng, blocks) -> None:
 
 
 @pytest.mark.parametrize("per", [1, 4])
-def test_norms_inside_the_launch_match_the_formed_norm(per, rng, blocks) -> None:
+@pytest.mark.parametrize("fmt", list(MAKERS))
+def test_norms_inside_the_launch_match_the_formed_norm(fmt, per, rng, blocks) -> None:
     """`RMSNormed` inputs (scaled by 1 / rms after the walk) and the residual sum with its scaled copy,
     with and without a bias (it then rides in as the residual)."""
     from kernels.triton_gemv import gemv_add_normed, gemvs_normed
 
     width = 3072
-    w = q4_k((640, width), rng, blocks)
+    w = MAKERS[fmt]((640, width), rng, blocks)
     x = activations(rng, width)
     residual = torch.randn(1, 640, device="cuda")
     bias = torch.randn(640, device="cuda") * 0.1
@@ -214,3 +233,22 @@ def test_graph_replay_with_dependent_launch_equals_eager(rng, blocks) -> None:
             replays.append(out.clone())
     assert all(launches) and len(launches) == 6
     assert all(torch.equal(r, eager) for r in replays)
+
+
+@pytest.mark.parametrize("per", [1, 2])
+def test_regrouped_q6_k_gate_and_up_match_the_swiglu_of_the_products(per, rng, blocks) -> None:
+    """Separate regrouped gate and up matrices in one GLU launch: each walks its own codes and its own d
+    halfwords (after its own codes)."""
+    from kernels.triton_gemv import launch_segments
+
+    width = 1024
+    gate, up = (
+        q6_k_regrouped((200, width), rng, blocks, "gate"),
+        q6_k_regrouped((200, width), rng, blocks, "up"),
+    )
+    x = activations(rng, width)
+    with tensor_cores(per) as launches:
+        got = launch_segments(x, (gate, up), (None, None), 1, glu=True)
+    assert launches == [True]
+    g, u = reference_qmatmul(x, gate, None, torch.float32), reference_qmatmul(x, up, None, torch.float32)
+    assert rel_err(got, torch.nn.functional.silu(g) * u) < REL_TOL

@@ -580,17 +580,20 @@ def test_the_retiled_attention_loop_is_lighter_and_spills_nothing() -> None:
 # biases, rms-normed, reduced, launched early with the late trigger; the residual sum with its scaled copy
 # in one program a tile, launched early with the trigger at the wait; gpt-oss's clamped SwiGLU.
 TENSOR_CORE_FORMS = {
-    "glu-normed-reduced": dict(PER=4, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=1024, SCALED=False, GLU=True, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
-    "qkv-early-late-trigger": dict(PER=2, HAS_BIAS=True, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=2),
-    "residual-scaled-early": dict(PER=1, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=True, REDUCE=False, PDL=1),
-    "glu-oai": dict(PER=2, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=256, SCALED=False, GLU=True, GLU_OAI=True, HAS_RES=False, REDUCE=False, PDL=0),
+    "glu-normed-reduced": dict(FMT="q4_k", PER=4, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=1024, SCALED=False, GLU=True, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
+    "qkv-early-late-trigger": dict(FMT="q4_k", PER=2, HAS_BIAS=True, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=2),
+    "residual-scaled-early": dict(FMT="q4_k", PER=1, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=True, REDUCE=False, PDL=1),
+    "glu-oai": dict(FMT="q4_k", PER=2, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=256, SCALED=False, GLU=True, GLU_OAI=True, HAS_RES=False, REDUCE=False, PDL=0),
+    "q6_k-residual-scaled-reduced": dict(FMT="q6_k_codes_then_scales", PER=2, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
+    "q6_k-segments-normed-early": dict(FMT="q6_k_codes_then_scales", PER=1, HAS_BIAS=False, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=2),
+    "q6_k-glu": dict(FMT="q6_k_codes_then_scales", PER=2, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=True, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("form", list(TENSOR_CORE_FORMS))
-def test_the_tensor_core_q4_k_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
-    """Each super-block is 8 sub-block mmas (K = 32: two m16n8k16 each) and one for the mins, per matrix
-    walked; launched early, the wait comes before any memory access (PTX and SASS)."""
+def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
+    """A Q4_K super-block is 8 sub-block mmas (K = 32: two m16n8k16 each) and one for the mins, a Q6_K one
+    16 (K = 16), per matrix walked; launched early, the wait comes before any memory access (PTX and SASS)."""
     from kernels import tensor_core_gemv
     from kernels.triton_offline import (
         compile_for_sm90,
@@ -599,19 +602,20 @@ def test_the_tensor_core_q4_k_gemv_compiles_with_one_mma_per_sub_block(form) -> 
         sass_opcodes,
     )
 
-    fn = tensor_core_gemv._q4_k_tc_kernel
+    fn = tensor_core_gemv._tc_gemv_kernel
     signature = {}
     for name in fn.arg_names:
         if name.isupper():
             continue
         if name.endswith("_ptr"):
-            signature[name] = "*i32" if name in ("w_ptr", "count_ptr") else "*fp32"
+            signature[name] = {"w_ptr": "*i32", "count_ptr": "*i32", "d_ptr": "*i16"}.get(name, "*fp32")
         else:
             signature[name] = "fp32" if name in ("eps", "glu_alpha", "glu_limit") else "i32"
     constants = TENSOR_CORE_FORMS[form]
-    kernel = compile_for_sm90(fn, signature, constants, ("w_ptr", "x_ptr", "y_ptr", "part_ptr"))
+    kernel = compile_for_sm90(fn, signature, constants, ("w_ptr", "d_ptr", "x_ptr", "y_ptr", "part_ptr"))
     matrices = 2 if constants["GLU"] else 1
-    assert sass_opcodes(kernel.asm["cubin"])["HMMA"] == 17 * constants["PER"] * matrices
+    per_superblock = 17 if constants["FMT"] == "q4_k" else 16
+    assert sass_opcodes(kernel.asm["cubin"])["HMMA"] == per_superblock * constants["PER"] * matrices
     if constants["PDL"]:
         assert dependent_launch_problem(kernel.asm["ptx"]) is None
         assert dependent_launch_problem_in_sass(kernel.asm["cubin"]) is None
