@@ -95,8 +95,8 @@ class KernelConfig:
     request (temperature > 0, with any repetition penalty, top-k, top-p and min-p) draws its token in two
     launches, four with a truncation (`kernels.triton_sample`, the Gumbel-max draw over the kept ids: the
     same distribution, other draws per seed) instead of the sampler's dozen PyTorch kernels.
-    `tensor_core_gemv` (CUDA sm_80+, fast kernels): the decode GEMVs of Q4_K matrices of at least
-    `triton_gemv.TENSOR_CORE_MIN_BYTES` on the tensor cores (`kernels.tensor_core_gemv`, mma.sync on the
+    `tensor_core_gemv` (CUDA sm_80+, fast kernels): the decode GEMVs of Q4_K and regrouped Q6_K matrices of
+    at least `triton_gemv.TENSOR_CORE_MIN_BYTES` on the tensor cores (`kernels.tensor_core_gemv`, mma.sync on the
     codes decoded in registers) instead of the CUDA-core loop.
     """
 

@@ -1,12 +1,12 @@
-"""The Q4_K decode GEMV on the tensor cores (Gluon, sm_80 and later): one activation row against a Q4_K
-matrix in the file's block order, with every epilogue of `kernels.triton_gemv.launch_segments` (1-3
+"""The decode GEMV on the tensor cores (Gluon, sm_80 and later): one activation row against a Q4_K matrix
+in the file's block order or a Q6_K matrix regrouped (`kernels.qtensor.CODES_THEN_SCALES`), with every epilogue of `kernels.triton_gemv.launch_segments` (1-3
 segments, bias, rms scaling, a scaled copy, GLU, residual, split-K summed in the launch, dependent
 launch). `triton_gemv.launch_segments` hands a launch here when its `GemvConfig.tensor_cores` is on.
 
 Why the tensor cores for a GEMV: the CUDA-core loop spends ~5.5 instructions a weight decoding and
 multiplying (`benchmarks.ptx_cost`), and Nsight Compute finds it latency-bound with a third to half of the
 issue slots busy; here one `mma.sync` multiplies a sub-block's 32 codes of 16 rows, ~3.5 instructions a
-weight, so a warp reaches its next loads sooner.
+weight, so a warp reaches its next loads sooner (Q6_K's CUDA-core loop takes ~9 a weight).
 
 How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
 - The codes go from their load words straight into the registers of mma's A operand: a lane loads the
@@ -20,12 +20,16 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
   (the other six are zeros). Each mma covers one sub-block, so its 6-bit scale and the super-block's d
   multiply the mma's float32 result; the mins' term is one more mma a super-block (each row's eight
   6-bit mins against the sub-blocks' sums of x).
+- Q6_K (`_q6_k_walk`): a 16-code sub-block is one mma (K = 16). A lane's four K values of it are the four
+  bytes of one ql word and its qh word (ggml's l .. l + 3), so a group of three words a lane (ql[l],
+  ql[l + 32], qh[l]) feeds four sub-blocks (`_q6_k_a_tile`); each mma is scaled by d x the sub-block's
+  int8 scale. The activations are stored in each sub-block's K order as for Q4_K's mins.
 - Split-K: each split stores its partial sums; the last program to arrive at a row tile (arrival
   counters, `triton_gemv.SplitCounters`) sums them in split order and runs the epilogue, as
   `triton_gemv`'s REDUCE form does.
 
 Accuracy: against the float64 product of gguf-py's dequantized weight the largest error relative to the
-largest output is ~2e-7 (H100, Phi-3's shapes), as the CUDA-core loop's; the tests' bound is 1e-5.
+largest output is ~2e-7 (H100, Phi-3's Q4_K shapes), as the CUDA-core loop's; the tests' bound is 1e-5.
 The weight prefetch of `dependent_launch.weight_prefetch` is not done here (off by default).
 """
 
@@ -521,7 +525,7 @@ def _tc_gemv_kernel(
 
 def serves(n_out_rows: int, in_features: int, has_expert_ids: bool, device: torch.device) -> bool:
     """Whether a launch can run here: one activation row of a 2-D matrix on an sm_80+ GPU (mma.sync's
-    float16 shape); Q4_K in the file's order is the caller's part (`GemvConfig.tensor_cores`)."""
+    float16 shape); the layout (FORMATS) is the caller's part (`GemvConfig.tensor_cores`)."""
     return (
         n_out_rows == 1
         and not has_expert_ids

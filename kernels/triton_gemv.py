@@ -130,10 +130,10 @@ class GemvConfig:
     # compiler's choice: more registers, fewer programs resident on an SM, and a grid larger than one
     # wave of them runs two. The loops that load ahead or with the words hold more: not for them.
     max_registers: int | None = None
-    # Q4_K in the file's order, one activation row of a 2-D matrix, sm_80+: the launch runs on the tensor
-    # cores (`kernels.tensor_core_gemv`, its own 64-row tiles and split; the fields above then serve only
-    # the launches it does not take: other formats, several rows, expert ids, the first split launch
-    # inside a capture).
+    # Q4_K in the file's order or Q6_K regrouped, one activation row of a 2-D matrix, sm_80+: the launch
+    # runs on the tensor cores (`kernels.tensor_core_gemv`, its own 64-row tiles and split; the fields
+    # above then serve only the launches it does not take: other formats, several rows, expert ids, the
+    # first split launch inside a capture).
     tensor_cores: bool = False
 
     def __post_init__(self) -> None:
@@ -1614,20 +1614,26 @@ def default_config(
     # Q4_K's plain loop compiles to 72 registers a thread: 7 programs an SM, so Phi-3's gate/up launch
     # (1,024 programs on 132 SMs) ran in two waves; at 64 (8 an SM) it spills nothing (benchmarks.ptx_cost).
     max_registers = 64 if fmt == "q4_k" else None  # its plain loop only (`GemvConfig.register_cap`)
-    # `tensor_cores` (the kernel set's choice, `KernelConfig.tensor_core_gemv`): Q4_K matrices of at least
-    # TENSOR_CORE_MIN_BYTES on the tensor cores, where `tensor_core_gemv` serves the launch.
+    # `tensor_cores` (the kernel set's choice, `KernelConfig.tensor_core_gemv`): Q4_K and regrouped Q6_K
+    # matrices of at least TENSOR_CORE_MIN_BYTES on the tensor cores, where `tensor_core_gemv` serves the
+    # launch (regrouped Q6_K matrices hold at least REGROUP_Q6_K_MIN_BYTES).
+    superblock_bytes = {"q4_k": 144, "q6_k_codes_then_scales": 210}.get(fmt)
     on_tensor_cores = (
-        tensor_cores and fmt == "q4_k" and n_rows * in_features // 256 * 144 >= TENSOR_CORE_MIN_BYTES
+        tensor_cores
+        and superblock_bytes is not None
+        and n_rows * in_features // 256 * superblock_bytes >= TENSOR_CORE_MIN_BYTES
     )
     return GemvConfig(
         block_n, ub, 4, split, stages, ahead=ahead, max_registers=max_registers, tensor_cores=on_tensor_cores
     )
 
 
-# The smallest Q4_K matrix (bytes) whose decode GEMV runs on the tensor cores when the kernel set asks for
+# The smallest Q4_K or regrouped Q6_K matrix (bytes) whose decode GEMV runs on the tensor cores when the kernel set asks for
 # them. Measured in the decode step (H100, 2026-12-06, `benchmarks.step_ab` "Q4_K GEMV on the tensor
 # cores"): Phi-3-mini, whose Q4_K matrices hold 5.3-28.3 MB, +3.6 % a token; Qwen2.5-0.5B, whose only Q4_K
-# matrices are its 2.4 MB ffn_down (one super-block a program: the prologue weighs), -1.5 %.
+# matrices are its 2.4 MB ffn_down (one super-block a program: the prologue weighs), -1.5 %. Regrouped Q6_K
+# (Phi-3's 19.7-77 MB matrices): +6.3 % more (step_ab "regrouped Q6_K GEMVs on the tensor cores too",
+# 2026-12-06; its ffn_down 22.2 -> 16.2 us, output 63.1 -> 42.4 us alone).
 TENSOR_CORE_MIN_BYTES = 4 << 20
 
 
@@ -1771,7 +1777,7 @@ def launch_segments(
     each program walking the same rows of both; `glu_oai=(alpha, limit)`: gpt-oss's clamped SwiGLU instead.
     `residual` (float32, y's shape): added to y after the bias (and before `scaled_by`): the residual
     stream's `residual + (x @ W.T + b)` in the same launch.
-    `tensor_cores` (without `config`): `default_config`'s Q4_K choice (`KernelConfig.tensor_core_gemv`)."""
+    `tensor_cores` (without `config`): `default_config`'s tensor-core choice (`KernelConfig.tensor_core_gemv`)."""
     glu_up = None
     if glu:
         gate, up = weights
@@ -2238,8 +2244,8 @@ def gemv_glu(
 
 
 def fast_path(*, tensor_cores: bool) -> FastPath:
-    """The decode GEMVs as a fast path; `tensor_cores`: Q4_K matrices of at least TENSOR_CORE_MIN_BYTES on
-    the tensor cores (`kernels.tensor_core_gemv`) where it serves the launch."""
+    """The decode GEMVs as a fast path; `tensor_cores`: Q4_K and regrouped Q6_K matrices of at least
+    TENSOR_CORE_MIN_BYTES on the tensor cores (`kernels.tensor_core_gemv`) where it serves the launch."""
     choice = {"tensor_cores": tensor_cores}
     return FastPath(
         name="triton-gemv-tensor-cores" if tensor_cores else "triton-gemv",

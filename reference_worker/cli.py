@@ -159,8 +159,8 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         "--tensor-core-gemv",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="the decode GEMVs of Q4_K matrices of at least 4 MiB on the tensor cores (mma.sync on codes "
-        "decoded in registers) instead of the CUDA-core loop (CUDA sm_80+, --kernels fast)",
+        help="the decode GEMVs of Q4_K and regrouped Q6_K matrices of at least 4 MiB on the tensor cores "
+        "(mma.sync on codes decoded in registers) instead of the CUDA-core loop (CUDA sm_80+, --kernels fast)",
     )
     p.add_argument(
         "--regroup",

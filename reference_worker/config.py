@@ -50,7 +50,7 @@ class WorkerConfig:
     weight_prefetch: bool = False  # with it: GEMVs prefetch their weight tile into L2 before they wait
     late_trigger: bool = True  # with it: the next kernel launched late (a GEMV's weights read, else exit)
     fused_sampling: bool = True  # a plain temperature draw in two kernels (CUDA, fast kernels)
-    tensor_core_gemv: bool = True  # Q4_K decode GEMVs on the tensor cores (CUDA sm_80+, fast kernels)
+    tensor_core_gemv: bool = True  # Q4_K, regrouped Q6_K decode GEMVs on the tensor cores (CUDA sm_80+, fast)
     # 2-D matrices of these types stored codes, then scales (CUDA); None: by type and size, (): none
     regroup: tuple[str, ...] | None = None
 

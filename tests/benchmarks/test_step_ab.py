@@ -169,10 +169,13 @@ def test_regrouped_weights_swap_in_regrouped_copies_and_put_the_originals_back()
         assert regrouped_matrix_count(model) == 0
 
 
-def test_the_tensor_core_choice_takes_the_larger_q4_k_matrices_and_the_rules_move_it() -> None:
-    """`default_config(tensor_cores=True)` (the worker's kernel set) puts Q4_K matrices of at least
-    `TENSOR_CORE_MIN_BYTES` on the tensor cores and nothing else; the step A/B's "cuda-cores" rule takes
-    that back, "q4-k-tensor-cores" adds the smaller Q4_K matrices and leaves other types alone."""
+def test_the_tensor_core_choice_takes_the_larger_q4_k_and_regrouped_q6_k_matrices_and_the_rules_move_it() -> (
+    None
+):
+    """`default_config(tensor_cores=True)` (the worker's kernel set) puts Q4_K and regrouped Q6_K matrices of at
+    least `TENSOR_CORE_MIN_BYTES` on the tensor cores and nothing else; the step A/B's "cuda-cores" rule
+    takes that back ("q6-k-cuda-cores" for Q6_K only), "q4-k-tensor-cores" adds the smaller Q4_K matrices
+    and leaves other types alone."""
     import pytest
 
     pytest.importorskip("triton")
@@ -185,7 +188,12 @@ def test_the_tensor_core_choice_takes_the_larger_q4_k_matrices_and_the_rules_mov
     assert triton_gemv.default_config(GGMLType.Q4_K, *phi_o, tensor_cores=True).tensor_cores
     assert not triton_gemv.default_config(GGMLType.Q4_K, *phi_o).tensor_cores  # the kernel set did not ask
     assert not triton_gemv.default_config(GGMLType.Q4_K, *qwen_down, tensor_cores=True).tensor_cores
-    assert not triton_gemv.default_config(GGMLType.Q6_K, *phi_o, tensor_cores=True).tensor_cores
+    assert not triton_gemv.default_config(GGMLType.Q6_K, *phi_o, tensor_cores=True).tensor_cores  # file order
+    regrouped = triton_gemv.REGROUPED_LAYOUTS[GGMLType.Q6_K]
+    phi_down = (3072, 8192, 1, 132)  # 19.7 MB, regrouped by default
+    on_q6 = triton_gemv.default_config(GGMLType.Q6_K, *phi_down, tensor_cores=True, layout=regrouped)
+    assert on_q6.tensor_cores
+    assert not GEMV_SHAPE_RULES["q6-k-cuda-cores"](on_q6, regrouped, phi_down).tensor_cores
     q4_k, q6_k = triton_gemv.LAYOUTS[GGMLType.Q4_K], triton_gemv.LAYOUTS[GGMLType.Q6_K]
     on = triton_gemv.default_config(GGMLType.Q4_K, *phi_o, tensor_cores=True)
     assert not GEMV_SHAPE_RULES["cuda-cores"](on, q4_k, phi_o).tensor_cores
