@@ -302,6 +302,70 @@ def _rms(row, n, eps, BLOCK: gl.constexpr):
 
 
 @gluon.jit
+def _words_of(KIND: gl.constexpr, pointers, sb, shift):
+    """Super-block `sb`'s words of the matrix `shift` load words past the one at `pointers` (GLU's up
+    rows: seg_w1; a regrouped Q6_K matrix's d halfwords follow its own codes, 2 * shift halfwords on)."""
+    if KIND == "q4_k":
+        rows, woff, mins_rows = pointers
+        return _superblock_words(rows + shift, woff + shift, mins_rows + shift, sb)
+    else:
+        rows, words, d_rows = pointers
+        return _q6_k_superblock_words(rows + shift, words + shift, d_rows + 2 * shift, sb)
+
+
+@gluon.jit
+def _first_words(KIND: gl.constexpr, pointers, lo, seg_w1, GLU: gl.constexpr):
+    """The first super-block's words (and with GLU the up rows'), asked for before the activations'
+    prologue so their latency overlaps it (the up rows' are a placeholder without GLU)."""
+    words = _words_of(KIND, pointers, lo, 0)
+    words_up = words
+    if GLU:  # the up rows, seg_w1 words past the gate's: the same activations
+        words_up = _words_of(KIND, pointers, lo, seg_w1)
+    return words, words_up
+
+
+@gluon.jit
+def _take(KIND: gl.constexpr, acc, words, constants, smem_b, smem_m, NTH: gl.constexpr):
+    """`acc` plus the tile's products with one super-block of its format."""
+    if KIND == "q4_k":
+        jj, jb, s_is0 = constants
+        return _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, NTH)
+    else:
+        return _take_q6_k_superblock(acc, words, smem_b, NTH)
+
+
+@gluon.jit
+def _walk(
+    KIND: gl.constexpr,
+    pointers,
+    constants,
+    smem_b,
+    smem_m,
+    first_words,
+    lo,
+    seg_w1,
+    PER: gl.constexpr,
+    GLU: gl.constexpr,
+):
+    """The walk over PER super-blocks from `lo`, each one's words loaded a super-block ahead of their use
+    (one super-block's in registers beside the one multiplied): the tile's sums [64, 8] (and the up rows')."""
+    ahead, ahead_up = first_words
+    acc = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    acc_up = acc
+    for i in gl.static_range(PER):
+        words = ahead
+        if i + 1 < PER:
+            ahead = _words_of(KIND, pointers, lo + i + 1, 0)
+        acc = _take(KIND, acc, words, constants, smem_b, smem_m, i)
+        if GLU:
+            words_up = ahead_up
+            if i + 1 < PER:
+                ahead_up = _words_of(KIND, pointers, lo + i + 1, seg_w1)
+            acc_up = _take(KIND, acc_up, words_up, constants, smem_b, smem_m, i)
+    return acc, acc_up
+
+
+@gluon.jit
 def _q4_k_walk(
     w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr
 ):
@@ -333,12 +397,7 @@ def _q4_k_walk(
     )
     s_is0 = gl.expand_dims(gl.expand_dims(gl.expand_dims(ma_s, 0), 1), 3) == 0
     jb = (jj % 4) * 8
-    # The first super-block's words are asked for before the activations' prologue (their latency
-    # overlaps it), each later one's a super-block ahead of its use (one super-block's in registers
-    # beside the one multiplied).
-    ahead = _superblock_words(rows, woff, mins_rows, lo)
-    if GLU:  # the up rows, seg_w1 words past the gate's: the same activations
-        ahead_up = _superblock_words(rows + seg_w1, woff + seg_w1, mins_rows + seg_w1, lo)
+    first_words = _first_words("q4_k", (rows, woff, mins_rows), lo, seg_w1, GLU)
     # The program's activations, once: scaled by 2^(14 - e) (e: the exponent of their largest magnitude),
     # split hi + lo into shared memory in each sub-block's K order (natural element 8t + 4u + 2r + s of a
     # sub-block stored at 8t + 4u + 2s + r); the sub-block sums (scaled 2^-5 more: 32 values) for the mins.
@@ -351,19 +410,9 @@ def _q4_k_walk(
         gl.float16, [PER, 128], _PLAIN, _with_zeros(gl.reshape(sx, (PER, 1, 4, 4)))
     )
     gl.thread_barrier()
-    acc = gl.full([64, 8], 0.0, gl.float32, _MMA)
-    acc_up = acc
-    for i in gl.static_range(PER):
-        words = ahead
-        if i + 1 < PER:
-            ahead = _superblock_words(rows, woff, mins_rows, lo + i + 1)
-        acc = _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, i)
-        if GLU:
-            words_up = ahead_up
-            if i + 1 < PER:
-                ahead_up = _superblock_words(rows + seg_w1, woff + seg_w1, mins_rows + seg_w1, lo + i + 1)
-            acc_up = _take_superblock(acc_up, words_up, jj, jb, s_is0, smem_b, smem_m, i)
-    return acc, acc_up, up
+    return _walk(
+        "q4_k", (rows, woff, mins_rows), (jj, jb, s_is0), smem_b, smem_m, first_words, lo, seg_w1, PER, GLU
+    ) + (up,)
 
 
 @gluon.jit
@@ -396,30 +445,15 @@ def _q6_k_walk(
         + gl.expand_dims(gl.minimum(rq, n_rows - 1).to(gl.int64) * row_words, 1)
         + gl.expand_dims(tq, 0)
     )
-    ahead = _q6_k_superblock_words(rows, words, d_rows, lo)
-    if GLU:  # the up matrix, seg_w1 words past the gate's (its d halfwords past its own codes)
-        ahead_up = _q6_k_superblock_words(rows + seg_w1, words + seg_w1, d_rows + 2 * seg_w1, lo)
+    first_words = _first_words("q6_k", (rows, words, d_rows), lo, seg_w1, GLU)
     # The activations in each 16-element sub-block's K order: natural element 4t + 2r + s stored at
     # [t, s, r] (K = 8s + 2t + r), hi and lo as B's columns 0 and 1.
     xs, up = _activations(x_ptr, lo, PER)
     xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 16, 4, 2, 2)), (0, 1, 3, 2)), (PER * 16, 1, 4, 4))
     smem_b = gl.allocate_shared_memory(gl.float16, [PER * 16, 128], _PLAIN, _with_zeros(xb))
     gl.thread_barrier()
-    acc = gl.full([64, 8], 0.0, gl.float32, _MMA)
-    acc_up = acc
-    for i in gl.static_range(PER):
-        sb_words = ahead
-        if i + 1 < PER:
-            ahead = _q6_k_superblock_words(rows, words, d_rows, lo + i + 1)
-        acc = _take_q6_k_superblock(acc, sb_words, smem_b, i)
-        if GLU:
-            words_up = ahead_up
-            if i + 1 < PER:
-                ahead_up = _q6_k_superblock_words(
-                    rows + seg_w1, words + seg_w1, d_rows + 2 * seg_w1, lo + i + 1
-                )
-            acc_up = _take_q6_k_superblock(acc_up, words_up, smem_b, i)
-    return acc, acc_up, up
+    # (no mins: the Q6_K walk reads one shared buffer, passed for both)
+    return _walk("q6_k", (rows, words, d_rows), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU) + (up,)
 
 
 @gluon.jit
