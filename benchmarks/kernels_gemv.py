@@ -17,8 +17,11 @@ launch shape once more with its loop loading each step's words before the previo
 same tile and split, so the two columns differ only in that; `--round-trip-free` times the Q5_0 / Q8_0
 shapes once more in the tile `benchmarks.step_ab`'s variant of that name launches (a loop without
 shared-memory round trips), so a shape's GEMV and the step variant are judged on the same tile. The default
-launch is the worker's: the larger Q4_K matrices on the tensor cores (`triton_gemv.TENSOR_CORE_MIN_BYTES`);
-`--cuda-cores` times those once more on the CUDA-core loop (the sweeps and `--ahead` vary that loop). Writes `kernels_gemv.json` and
+launch is the worker's: the larger Q4_K and regrouped Q6_K matrices on the tensor cores
+(`triton_gemv.TENSOR_CORE_MIN_BYTES`);
+`--cuda-cores` times those once more on the CUDA-core loop (the sweeps and `--ahead` vary that loop), and
+`--tensor-cores` the other launches whose layout the tensor-core kernel reads (`tensor_core_gemv.FORMATS`)
+once more on it. Writes `kernels_gemv.json` and
 `kernels_gemv.md` to `--out`.
 """
 

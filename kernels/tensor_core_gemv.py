@@ -46,10 +46,11 @@ from kernels.triton_common import await_previous_grid, gated, launch_next_grid_l
 
 ROWS_PER_PROGRAM = 64  # a program's row tile: 4 warps x mma's 16 rows
 NUM_WARPS = 4
-SUPERBLOCK = 256  # Q4_K elements a super-block
-SUPERBLOCK_WORDS = gl.constexpr(
-    36
-)  # its 144 bytes as 32-bit words: d and dmin, 12 scale bytes, 128 code bytes
+SUPERBLOCK = 256  # elements a Q4_K or Q6_K super-block
+# A Q4_K super-block's 144 bytes as 32-bit words: d and dmin, 12 scale bytes, 128 code bytes.
+SUPERBLOCK_WORDS = gl.constexpr(36)
+# A regrouped Q6_K super-block's code words: ql 128 bytes, qh 64, the sixteen int8 scales (d apart).
+Q6_K_CODE_WORDS = gl.constexpr(52)
 PER_CHOICES = (4, 2, 1)  # super-blocks a program walks, largest first
 # The layouts (`triton_gemv`'s format names) this kernel reads: Q4_K in the file's order, Q6_K regrouped
 # (`kernels.qtensor.CODES_THEN_SCALES`: a row's 208 code bytes a super-block 16-byte aligned, d apart).
@@ -76,7 +77,7 @@ _B_LOAD = gl.DistributedLinearLayout(
     block_bases=[],
     shape=[1, 256],
 )
-# The mins' stored B [8 n, 4 t, 4 (s, r)], read flat.
+# A 16-value B as stored [8 n, 4 t, 4 (s, r)], read flat: Q4_K's mins, a Q6_K sub-block's activations.
 _M_LOAD = gl.DistributedLinearLayout(
     reg_bases=[[0, 1], [0, 2]],
     lane_bases=[[0, 4], [0, 8], [0, 16], [0, 32], [0, 64]],
@@ -247,8 +248,8 @@ def _q6_k_superblock_words(rows, words, d_rows, sb):
     qh 16, the sixteen int8 scales 4; d apart): for each group c = 2 hf + j (the half hf of 128 elements,
     the run j of 16 l's), its ql words l and l + 32 and its qh word as [64, 4 t] (lane t: bytes 4t..4t + 3
     of the run); the four scale words and d a row."""
-    base = words + sb * 52
-    scale_words = rows + sb * 52 + 48
+    base = words + sb * Q6_K_CODE_WORDS
+    scale_words = rows + sb * Q6_K_CODE_WORDS + 48
     return (
         gl.load(base),
         gl.load(base + 8),
@@ -433,7 +434,7 @@ def _q6_k_walk(
 ):
     """`_q4_k_walk` for a regrouped Q6_K matrix (`kernels.qtensor.CODES_THEN_SCALES`: each row's 52 code
     words a super-block, then the matrix's d halfwords, a row's n_sb in a run)."""
-    row_words = n_sb * 52
+    row_words = n_sb * Q6_K_CODE_WORDS
     clamped = gl.minimum(r_rows, n_rows - 1).to(gl.int64)
     rows = w_ptr + w_off + clamped * row_words
     d_rows = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_sb
@@ -599,10 +600,10 @@ def launch(
     counters: torch.Tensor | None,
     sm_count: int,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there (segments 1 and 2, or
-    GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as element offsets):
-    (y [1, sum(out_rows)], y * scaled_by or None). None if a split launch has no arrival counters (the
-    first launch inside a capture): the caller's loop serves it."""
+    """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
+    (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
+    element offsets): (y [1, sum(out_rows)], y * scaled_by or None). None if a split launch has no arrival
+    counters (the first launch inside a capture): the caller's loop serves it."""
     n_sb = in_features // SUPERBLOCK
     tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
     per = superblocks_per_program(n_sb, sum(tiles), sm_count)
