@@ -513,7 +513,7 @@ def sass_opcodes(cubin: bytes) -> Counter:
     return Counter(sass_listing(cubin))
 
 
-_SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4}\*/\s*(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*(?:\.[\w.]+)?)")
+_SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s*(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*(?:\.[\w.]+)?)")
 
 
 # ---------------------------------------------------------------------------------------------------
