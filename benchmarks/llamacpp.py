@@ -111,6 +111,27 @@ def prebuilt_parts(src: Path) -> list[Path]:
     return sorted(src.parent.glob(f"{PREBUILT_PREFIX}{source_digest(src)}.tar.xz.part*"))
 
 
+def extract_data(tar: tarfile.TarFile, dest: Path) -> None:
+    """`tar.extractall(dest)` with the 'data' filter: plain files, directories and links that stay inside
+    `dest`, nothing else. Pythons before the filter (3.11.0-3.11.3, which `requires-python` admits) get
+    the same refusals checked here first, as a `tarfile.TarError` naming the member."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    for member in tar.getmembers():
+        target = (dest / member.name).resolve()
+        kind_ok = member.isfile() or member.isdir() or member.issym() or member.islnk()
+        link_ok = not (member.issym() or member.islnk()) or (
+            (target.parent if member.issym() else dest) / member.linkname
+        ).resolve().is_relative_to(root)
+        if not (kind_ok and link_ok and target.is_relative_to(root)):
+            raise tarfile.TarError(
+                f"refusing {member.name!r}: not a plain file, directory or link inside {dest}"
+            )
+    tar.extractall(dest)
+
+
 def restore_prebuilt(src: Path, work: Path) -> bool:
     """Unpacks an exported build into `work/build/bin` (the path it was built at, so its RPATH holds)."""
     parts = prebuilt_parts(src)
@@ -119,7 +140,7 @@ def restore_prebuilt(src: Path, work: Path) -> bool:
     data = b"".join(p.read_bytes() for p in parts)
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:xz") as tar:
-            tar.extractall(work / "build" / "bin", filter="data")
+            extract_data(tar, work / "build" / "bin")
     except (tarfile.TarError, lzma.LZMAError, EOFError) as e:
         # Parts of two different exports, or a truncated copy: compile instead of failing the run.
         print(f"prebuilt parts beside {src.name} do not unpack ({e}); compiling instead", file=sys.stderr)
@@ -167,7 +188,7 @@ def build(src: Path = DEFAULT_SRC, cache: Path = DEFAULT_CACHE, jobs: int = 16) 
     started = time.monotonic()
     if not (work / "llama.cpp" / "CMakeLists.txt").is_file():
         with tarfile.open(src) as tar:
-            tar.extractall(work, filter="data")
+            extract_data(tar, work)
     steps = [
         ["cmake", "-S", "llama.cpp", "-B", "build", *CMAKE_CONFIGURE],
         ["cmake", "--build", "build", f"-j{jobs}", "--target", "llama-bench"],

@@ -89,3 +89,36 @@ def test_without_a_tarball_the_parts_must_be_of_one_build(tmp_path) -> None:
         (src.parent / f"{llamacpp.PREBUILT_PREFIX}{digest}.tar.xz.part00").write_bytes(b"x")
     with pytest.raises(llamacpp.LlamaCppError, match="parts of 2 exported builds"):
         llamacpp.source_digest(src)
+
+
+def test_a_python_without_the_data_filter_unpacks_the_same_and_refuses_a_way_out(
+    tmp_path, monkeypatch
+) -> None:
+    """`extract_data` on a Python before tarfile's 'data' filter (3.11.0-3.11.3): the parts unpack as
+    with it, and a member that leaves the folder (a `..` path, a link out) is refused."""
+    import io
+    import tarfile
+
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    src, cache = fake_build(tmp_path)
+    llamacpp.export(src, cache, src.parent)
+    fresh = tmp_path / "fresh"
+    assert llamacpp.restore_prebuilt(src, fresh)
+    assert (fresh / "build" / "bin" / "llama-bench").read_text().startswith(USAGE)
+    for name, link in (("../escape", None), ("out", "../../etc/passwd")):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            member = tarfile.TarInfo(name)
+            if link is not None:
+                member.type, member.linkname = tarfile.SYMTYPE, link
+            tar.addfile(member, io.BytesIO(b""))
+        buf.seek(0)
+        dest = tmp_path / "dest"
+        dest.mkdir(exist_ok=True)
+        with tarfile.open(fileobj=buf) as tar:
+            try:
+                llamacpp.extract_data(tar, dest)
+            except tarfile.TarError as e:
+                assert repr(name) in str(e)
+            else:
+                raise AssertionError(f"{name!r} was extracted")
