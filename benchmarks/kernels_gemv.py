@@ -124,13 +124,11 @@ class Result:
     round_trip_free: str = ""  # --round-trip-free: the tile, and its time
     round_trip_free_us: float | None = None
     round_trip_free_gb_per_s: float | None = None
-    cuda_cores_us: float | None = (
-        None  # --cuda-cores: a default on the tensor cores, timed on the CUDA-core loop
-    )
+    # --cuda-cores: a default launch on the tensor cores, timed on the CUDA-core loop
+    cuda_cores_us: float | None = None
     cuda_cores_gb_per_s: float | None = None
-    tensor_cores_us: float | None = (
-        None  # --tensor-cores: a CUDA-core default the tensor-core kernel reads, on it
-    )
+    # --tensor-cores: a default launch on the CUDA cores whose layout the tensor-core kernel reads, on it
+    tensor_cores_us: float | None = None
     tensor_cores_gb_per_s: float | None = None
 
 

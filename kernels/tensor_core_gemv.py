@@ -35,6 +35,8 @@ The weight prefetch of `dependent_launch.weight_prefetch` is not done here (off 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -566,8 +568,14 @@ def serves(n_out_rows: int, in_features: int, has_expert_ids: bool, device: torc
         and not has_expert_ids
         and in_features % SUPERBLOCK == 0
         and device.type == "cuda"
-        and torch.cuda.get_device_capability(device)[0] >= 8
+        and _has_mma_sync(device.index if device.index is not None else torch.cuda.current_device())
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _has_mma_sync(device_index: int) -> bool:
+    """sm_80 or later, asked once a device (`serves` runs at every launch)."""
+    return torch.cuda.get_device_capability(device_index)[0] >= 8
 
 
 def superblocks_per_program(n_sb: int, tiles: int, sm_count: int) -> int:

@@ -1617,19 +1617,19 @@ def default_config(
     # `tensor_cores` (the kernel set's choice, `KernelConfig.tensor_core_gemv`): Q4_K and regrouped Q6_K
     # matrices of at least TENSOR_CORE_MIN_BYTES on the tensor cores, where `tensor_core_gemv` serves the
     # launch (regrouped Q6_K matrices hold at least REGROUP_Q6_K_MIN_BYTES).
-    superblock_bytes = {"q4_k": 144, "q6_k_codes_then_scales": 210}.get(fmt)
+    block = FORMATS[qtype]
     on_tensor_cores = (
         tensor_cores
-        and superblock_bytes is not None
-        and n_rows * in_features // 256 * superblock_bytes >= TENSOR_CORE_MIN_BYTES
+        and fmt in tensor_core_gemv.FORMATS
+        and n_rows * in_features // block.block_size * block.type_size >= TENSOR_CORE_MIN_BYTES
     )
     return GemvConfig(
         block_n, ub, 4, split, stages, ahead=ahead, max_registers=max_registers, tensor_cores=on_tensor_cores
     )
 
 
-# The smallest Q4_K or regrouped Q6_K matrix (bytes) whose decode GEMV runs on the tensor cores when the kernel set asks for
-# them. Measured in the decode step (H100, 2026-12-06, `benchmarks.step_ab` "Q4_K GEMV on the tensor
+# The smallest Q4_K or regrouped Q6_K matrix (bytes) whose decode GEMV runs on the tensor cores when the
+# kernel set asks for them. Measured in the decode step (H100, 2026-12-06, `benchmarks.step_ab` "Q4_K GEMV on the tensor
 # cores"): Phi-3-mini, whose Q4_K matrices hold 5.3-28.3 MB, +3.6 % a token; Qwen2.5-0.5B, whose only Q4_K
 # matrices are its 2.4 MB ffn_down (one super-block a program: the prologue weighs), -1.5 %. Regrouped Q6_K
 # (Phi-3's 19.7-77 MB matrices): +6.3 % more (step_ab "regrouped Q6_K GEMVs on the tensor cores too",
