@@ -33,6 +33,10 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   none`); `Q8_0 regrouped`, `Q6_K regrouped` (and both, where the model has both), for the types with
   matrices still in the file's order: those read CODES_THEN_SCALES (`--regroup`: a row's codes in 16-byte
   loads, the scales apart), as regrouped copies beside the originals (`regrouped_weights`);
+- `GEMVs on the CUDA cores only`, `regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)`,
+  `every Q4_K GEMV on the tensor cores` (the small ones too); where the model has regrouped Q8_0
+  matrices, `regrouped Q8_0 GEMVs on the tensor cores too` (every one of at least 4 MiB) and `... below
+  64 MiB ...` (GPT-OSS's attention, not its 615 MB output): `kernels.tensor_core_gemv` by layout and size;
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
@@ -64,6 +68,7 @@ from unittest import mock
 import torch
 
 from kernels import dependent_launch
+from kernels.formats import FORMATS, GGMLType
 from kernels.qmatmul import RMSNormed
 
 
@@ -129,24 +134,31 @@ def _matrix_holders(model: Any) -> list[Any]:
     return [model, *getattr(model, "layers", ())]
 
 
-def regrouped_matrix_count(model: Any) -> int:
-    """How many distinct 2-D matrices of `model` are stored CODES_THEN_SCALES."""
+def _regrouped_matrices(model: Any) -> dict[int, Any]:
+    """The distinct 2-D matrices of `model` stored CODES_THEN_SCALES, by id."""
     from kernels.qtensor import GGML, QTensor
 
-    return len(
-        {
-            id(t)
-            for holder in _matrix_holders(model)
-            for t in vars(holder).values()
-            if isinstance(t, QTensor) and len(t.shape) == 2 and t.layout != GGML
-        }
-    )
+    return {
+        id(t): t
+        for holder in _matrix_holders(model)
+        for t in vars(holder).values()
+        if isinstance(t, QTensor) and len(t.shape) == 2 and t.layout != GGML
+    }
+
+
+def regrouped_matrix_count(model: Any) -> int:
+    """How many distinct 2-D matrices of `model` are stored CODES_THEN_SCALES."""
+    return len(_regrouped_matrices(model))
+
+
+def regrouped_types(model: Any) -> set[Any]:
+    """The types of the 2-D matrices of `model` stored CODES_THEN_SCALES."""
+    return {t.qtype for t in _regrouped_matrices(model).values()}
 
 
 def regroupable_types(model: Any) -> list[Any]:
     """The types of `kernels.backend.REGROUP_CHOICES` that some 2-D matrix of `model` has, in that order."""
     from kernels.backend import REGROUP_CHOICES
-    from kernels.formats import GGMLType
     from kernels.qtensor import GGML, QTensor
 
     present = {
@@ -275,6 +287,29 @@ def _q6_k_cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int])
     return config
 
 
+def _q8_0_tensor_cores(
+    max_bytes: int | None, config: Any, layout: Any, shape: tuple[int, int, int, int]
+) -> Any:
+    """Regrouped Q8_0 matrices of at least `triton_gemv.TENSOR_CORE_MIN_BYTES` (and below `max_bytes`, if
+    given) on the tensor cores too (`kernels.tensor_core_gemv` reads them; not in TENSOR_CORE_FORMATS until
+    timed)."""
+    from kernels import triton_gemv
+
+    if layout.fmt != "q8_0_codes_then_scales":
+        return config
+    n_rows, in_features = shape[0], shape[1]
+    block = FORMATS[GGMLType.Q8_0]
+    size = n_rows * in_features // block.block_size * block.type_size
+    if size < triton_gemv.TENSOR_CORE_MIN_BYTES or (max_bytes is not None and size >= max_bytes):
+        return config
+    return dataclasses.replace(config, tensor_cores=True)
+
+
+# GPT-OSS's output matrix (615 MB, Q8_0) runs at ~87 % of the copy bandwidth on the CUDA cores (H100,
+# 2026-12-06): the variant below keeps it there and moves only the attention's matrices (12.5-15.7 MB).
+Q8_0_TENSOR_CORE_BELOW = 64 << 20
+
+
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -291,6 +326,8 @@ GEMV_SHAPE_RULES = {
     "q4-k-tensor-cores": _q4_k_tensor_cores,
     "cuda-cores": _cuda_cores,
     "q6-k-cuda-cores": _q6_k_cuda_cores,
+    "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
+    "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
 }
 
 
@@ -406,6 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     variants["every Q4_K GEMV on the tensor cores"] = Variant(
         default_kernels, early, gemv_shapes="q4-k-tensor-cores"
     )
+    if GGMLType.Q8_0 in regrouped_types(engine.model):
+        variants["regrouped Q8_0 GEMVs on the tensor cores too"] = Variant(
+            default_kernels, early, gemv_shapes="q8-0-tensor-cores"
+        )
+        variants["regrouped Q8_0 GEMVs below 64 MiB on the tensor cores too"] = Variant(
+            default_kernels, early, gemv_shapes="q8-0-tensor-cores-below-64-mib"
+        )
     if regrouped_matrix_count(engine.model):  # the default regroups some (triton_gemv.regrouped_by_default)
         variants["2-D matrices in file order"] = Variant(default_kernels, early, regroup=FILE_ORDER)
     regroupable = regroupable_types(engine.model)

@@ -1,7 +1,9 @@
 """The decode GEMV on the tensor cores (Gluon, sm_80 and later): one activation row against a Q4_K matrix
-in the file's block order or a Q6_K matrix regrouped (`kernels.qtensor.CODES_THEN_SCALES`), with every epilogue of `kernels.triton_gemv.launch_segments` (1-3
-segments, bias, rms scaling, a scaled copy, GLU, residual, split-K summed in the launch, dependent
-launch). `triton_gemv.launch_segments` hands a launch here when its `GemvConfig.tensor_cores` is on.
+in the file's block order or a Q6_K or Q8_0 matrix regrouped (`kernels.qtensor.CODES_THEN_SCALES`), with
+every epilogue of `kernels.triton_gemv.launch_segments` (1-3 segments, bias, rms scaling, a scaled copy,
+GLU, residual, split-K summed in the launch, dependent launch). `triton_gemv.launch_segments` hands a
+launch here when its `GemvConfig.tensor_cores` is on (by default for the layouts of
+`triton_gemv.TENSOR_CORE_FORMATS`, those timed faster here).
 
 Why the tensor cores for a GEMV: the CUDA-core loop spends ~5.5 instructions a weight decoding and
 multiplying (`benchmarks.ptx_cost`), and Nsight Compute finds it latency-bound with a third to half of the
@@ -24,6 +26,13 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
   bytes of one ql word and its qh word (ggml's l .. l + 3), so a group of three words a lane (ql[l],
   ql[l + 32], qh[l]) feeds four sub-blocks (`_q6_k_a_tile`); each mma is scaled by d x the sub-block's
   int8 scale. The activations are stored in each sub-block's K order as for Q4_K's mins.
+- Q8_0 (`_q8_0_walk`): a 32-code block is one mma (K = 32) scaled by its d, its words taken as a Q4_K
+  chunk's (lane t: words 2t and 2t + 1) and its codes made exact float16 by one byte permute with 1024.0's
+  exponent above each sign-flipped byte and one `sub.f16x2` (`_q8_0_codes`), in the byte order of a Q4_K
+  chunk's nibbles, so the activations are stored as a Q4_K sub-block's. A program walks up to 32 blocks,
+  any count dividing the row's (GPT-OSS's rows are 90 blocks); the prologue holds the next power of two.
+  Per code ~1.25 instructions of decode (SASS, sm_90: 2,880-wide output form, 3.35 a code with the
+  prologue) against 7.5 for the CUDA-core regrouped loop (`2026-12-05-regrouped-q8_0-q6_k-sass.md`).
 - Split-K: each split stores its partial sums; the last program to arrive at a row tile (arrival
   counters, `triton_gemv.SplitCounters`) sums them in split order and runs the epilogue, as
   `triton_gemv`'s REDUCE form does.
@@ -53,10 +62,16 @@ SUPERBLOCK = 256  # elements a Q4_K or Q6_K super-block
 SUPERBLOCK_WORDS = gl.constexpr(36)
 # A regrouped Q6_K super-block's code words: ql 128 bytes, qh 64, the sixteen int8 scales (d apart).
 Q6_K_CODE_WORDS = gl.constexpr(52)
+# A regrouped Q8_0 block's code words: its 32 int8 codes (the float16 d apart).
+Q8_0_CODE_WORDS = gl.constexpr(8)
 PER_CHOICES = (4, 2, 1)  # super-blocks a program walks, largest first
-# The layouts (`triton_gemv`'s format names) this kernel reads: Q4_K in the file's order, Q6_K regrouped
-# (`kernels.qtensor.CODES_THEN_SCALES`: a row's 208 code bytes a super-block 16-byte aligned, d apart).
-FORMATS = ("q4_k", "q6_k_codes_then_scales")
+MAX_BLOCKS_PER_PROGRAM = 32  # Q8_0: 32-element blocks a program walks at most (1,024 activations)
+# The layouts (`triton_gemv`'s format names) this kernel reads, and the elements of the unit a program's
+# walk counts in: Q4_K in the file's order (256-element super-blocks), Q6_K regrouped
+# (`kernels.qtensor.CODES_THEN_SCALES`: a row's 208 code bytes a super-block 16-byte aligned, d apart),
+# Q8_0 regrouped (a row's 32 code bytes a block, the float16 d apart; 32-element blocks).
+UNITS = {"q4_k": SUPERBLOCK, "q6_k_codes_then_scales": SUPERBLOCK, "q8_0_codes_then_scales": 32}
+FORMATS = tuple(UNITS)
 
 _MMA = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
 _A = gl.DotOperandLayout(operand_index=0, parent=_MMA, k_width=2)
@@ -129,9 +144,33 @@ def _a_tile(words, H: gl.constexpr):
     (H = 0) or the high ones, K = 16u + 8p + 2t + half (p: the word's byte pair)."""
     k0, k2 = _code_pairs(words, 4 * H)
     k1, k3 = _code_pairs(words, 4 * H + 8)
+    return _a_of_bytes(k0, k2, k1, k3)
+
+
+@gluon.jit
+def _a_of_bytes(k0, k2, k1, k3):
+    """The [64, 32] A operand from the codes of bytes 0, 2, 1 and 3 of each word [64, 4 t, 2 u] (of a Q4_K
+    chunk's nibbles or a Q8_0 block's bytes): K = 16u + 8p + 2t + half holds byte 2 half + p of word (t, u),
+    the element 8t + 4u + 2 half + p of the 32."""
     a = gl.join(gl.join(k0, k2), gl.join(k1, k3))  # [64, t, u, half, p]
     a = gl.permute(a, (0, 2, 4, 1, 3))  # [64, u, p, t, half]
     return gl.convert_layout(gl.reshape(a, (64, 32)), _A)
+
+
+@gluon.jit
+def _q8_0_codes(words):
+    """The four int8 codes of each word as exact float16, bytes 0, 2, 1, 3: each byte with its sign bit
+    flipped (q + 128) is the mantissa of 1024.0 (a byte permute with 0x64 above it), then 1152 subtracted."""
+    return gl.inline_asm_elementwise(
+        "{ .reg .b32 w, a, b, m; xor.b32 w, $4, 0x80808080; prmt.b32 a, w, 0x64646464, 0x4240; "
+        "prmt.b32 b, w, 0x64646464, 0x4341; mov.b32 m, 0x64806480; sub.rn.f16x2 a, a, m; "
+        "sub.rn.f16x2 b, b, m; mov.b32 {$0, $1}, a; mov.b32 {$2, $3}, b; }",
+        "=h,=h,=h,=h,r",
+        [words],
+        dtype=(gl.float16, gl.float16, gl.float16, gl.float16),
+        is_pure=True,
+        pack=1,
+    )
 
 
 @gluon.jit
@@ -298,6 +337,25 @@ def _take_q6_k_superblock(acc, words, smem_b, NTH: gl.constexpr):
 
 
 @gluon.jit
+def _q8_0_block_words(words, d_rows, blk):
+    """Block `blk` of the tile's rows of a regrouped Q8_0 matrix (8 code words a block; d apart): its code
+    words as [64, 4 t, 2 u] (lane t: words 2t and 2t + 1, codes 8t .. 8t + 7) and d a row."""
+    return gl.load(words + blk * Q8_0_CODE_WORDS), gl.load(d_rows + blk)
+
+
+@gluon.jit
+def _take_q8_0_block(acc, words, smem_b, NTH: gl.constexpr):
+    """`acc` plus the tile's products with a Q8_0 block (`_q8_0_block_words`, the program's NTH): one mma
+    (K = 32) scaled by d."""
+    zero = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    codes, dd = words
+    d = dd.to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
+    k0, k2, k1, k3 = _q8_0_codes(codes)
+    b = _b_tile(smem_b.slice(NTH, 1).load(_B_LOAD))
+    return acc + mma_v2(_a_of_bytes(k0, k2, k1, k3), b, zero) * gl.expand_dims(d, 1)
+
+
+@gluon.jit
 def _rms(row, n, eps, BLOCK: gl.constexpr):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, BLOCK at a time
     (`triton_gemv._rms`)."""
@@ -306,11 +364,14 @@ def _rms(row, n, eps, BLOCK: gl.constexpr):
 
 @gluon.jit
 def _words_of(KIND: gl.constexpr, pointers, sb, shift):
-    """Super-block `sb`'s words of the matrix `shift` load words past the one at `pointers` (GLU's up
-    rows: seg_w1; a regrouped Q6_K matrix's d halfwords follow its own codes, 2 * shift halfwords on)."""
+    """Unit `sb`'s words of the matrix `shift` load words past the one at `pointers` (GLU's up rows: seg_w1;
+    a regrouped matrix's d halfwords follow its own codes, 2 * shift halfwords on)."""
     if KIND == "q4_k":
         rows, woff, mins_rows = pointers
         return _superblock_words(rows + shift, woff + shift, mins_rows + shift, sb)
+    elif KIND == "q8_0":
+        words, d_rows = pointers
+        return _q8_0_block_words(words + shift, d_rows + 2 * shift, sb)
     else:
         rows, words, d_rows = pointers
         return _q6_k_superblock_words(rows + shift, words + shift, d_rows + 2 * shift, sb)
@@ -329,10 +390,12 @@ def _first_words(KIND: gl.constexpr, pointers, lo, seg_w1, GLU: gl.constexpr):
 
 @gluon.jit
 def _take(KIND: gl.constexpr, acc, words, constants, smem_b, smem_m, NTH: gl.constexpr):
-    """`acc` plus the tile's products with one super-block of its format."""
+    """`acc` plus the tile's products with one unit (super-block or block) of its format."""
     if KIND == "q4_k":
         jj, jb, s_is0 = constants
         return _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, NTH)
+    elif KIND == "q8_0":
+        return _take_q8_0_block(acc, words, smem_b, NTH)
     else:
         return _take_q6_k_superblock(acc, words, smem_b, NTH)
 
@@ -404,7 +467,7 @@ def _q4_k_walk(
     # The program's activations, once: scaled by 2^(14 - e) (e: the exponent of their largest magnitude),
     # split hi + lo into shared memory in each sub-block's K order (natural element 8t + 4u + 2r + s of a
     # sub-block stored at 8t + 4u + 2s + r); the sub-block sums (scaled 2^-5 more: 32 values) for the mins.
-    xs, up = _activations(x_ptr, lo, PER)
+    xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256)
     xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 8, 4, 2, 2, 2)), (0, 1, 2, 4, 3)), (PER * 8, 1, 4, 8))
     smem_b = gl.allocate_shared_memory(gl.float16, [PER * 8, 256], _PLAIN, _with_zeros(xb))
     sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125  # [PER, t = j // 2, r = j % 2]
@@ -419,10 +482,15 @@ def _q4_k_walk(
 
 
 @gluon.jit
-def _activations(x_ptr, lo, PER: gl.constexpr):
-    """The program's PER * 256 activations from super-block `lo`, scaled by 2^(14 - e) (e: the exponent of
-    their largest magnitude, so hi + lo float16 keep ~22 bits of each), and that scale."""
-    xr = gl.load(x_ptr + lo * 256 + gl.arange(0, PER * 256, layout=_FLAT))
+def _activations(x_ptr, start, N: gl.constexpr, VALID: gl.constexpr):
+    """The program's N activations from element `start` (the first VALID of them; the rest zeros), scaled
+    by 2^(14 - e) (e: the exponent of their largest magnitude, so hi + lo float16 keep ~22 bits of each),
+    and that scale."""
+    offsets = gl.arange(0, N, layout=_FLAT)
+    if VALID < N:
+        xr = gl.load(x_ptr + start + offsets, mask=offsets < VALID, other=0.0)
+    else:
+        xr = gl.load(x_ptr + start + offsets)
     amax = gl.max(gl.abs(xr), axis=0)
     e = ((amax.to(gl.uint32, bitcast=True) >> 23) & 0xFF).to(gl.int32) - 127
     e = gl.minimum(gl.maximum(e, -100), 100)  # an all-zero range (e = -127) keeps a finite scale
@@ -451,7 +519,7 @@ def _q6_k_walk(
     first_words = _first_words("q6_k", (rows, words, d_rows), lo, seg_w1, GLU)
     # The activations in each 16-element sub-block's K order: natural element 4t + 2r + s stored at
     # [t, s, r] (K = 8s + 2t + r), hi and lo as B's columns 0 and 1.
-    xs, up = _activations(x_ptr, lo, PER)
+    xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256)
     xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 16, 4, 2, 2)), (0, 1, 3, 2)), (PER * 16, 1, 4, 4))
     smem_b = gl.allocate_shared_memory(gl.float16, [PER * 16, 128], _PLAIN, _with_zeros(xb))
     gl.thread_barrier()
@@ -460,9 +528,50 @@ def _q6_k_walk(
 
 
 @gluon.jit
+def _q8_0_walk(
+    w_ptr,
+    d_ptr,
+    x_ptr,
+    w_off,
+    first,
+    r_rows,
+    n_rows,
+    n_blocks,
+    lo,
+    seg_w1,
+    PER: gl.constexpr,
+    PER_POW2: gl.constexpr,
+    GLU: gl.constexpr,
+):
+    """`_q4_k_walk` for a regrouped Q8_0 matrix (`kernels.qtensor.CODES_THEN_SCALES`: each row's 8 code words a
+    32-element block, then the matrix's d halfwords, a row's n_blocks in a run) over PER blocks from `lo`
+    (PER need not be a power of two: a row's 90 blocks at 2,880 wide; the prologue's PER_POW2 holds them)."""
+    row_words = n_blocks * Q8_0_CODE_WORDS
+    clamped = gl.minimum(r_rows, n_rows - 1).to(gl.int64)
+    d_rows = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_blocks
+    rw = first + gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, _WORDS)))
+    tw = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, _WORDS)))
+    uw = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, _WORDS)))
+    wrow = w_ptr + w_off + gl.minimum(rw, n_rows - 1).to(gl.int64) * row_words
+    words = (
+        gl.expand_dims(gl.expand_dims(wrow, 1), 2)
+        + gl.expand_dims(gl.expand_dims(2 * tw, 0), 2)
+        + gl.expand_dims(gl.expand_dims(uw, 0), 1)
+    )
+    first_words = _first_words("q8_0", (words, d_rows), lo, seg_w1, GLU)
+    # The activations in each block's K order, as a Q4_K sub-block's (natural element 8t + 4u + 2r + s
+    # stored at 8t + 4u + 2s + r); the blocks past PER are zeros no mma reads.
+    xs, up = _activations(x_ptr, lo * 32, PER_POW2 * 32, PER * 32)
+    xb = gl.reshape(gl.permute(gl.reshape(xs, (PER_POW2, 4, 2, 2, 2)), (0, 1, 2, 4, 3)), (PER_POW2, 1, 4, 8))
+    smem_b = gl.allocate_shared_memory(gl.float16, [PER_POW2, 256], _PLAIN, _with_zeros(xb))
+    gl.thread_barrier()
+    return _walk("q8_0", (words, d_rows), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU) + (up,)
+
+
+@gluon.jit
 def _tc_gemv_kernel(
     w_ptr,  # int32 words of segment 0's matrix; segments 1 and 2 (GLU: the up rows) seg_w1, seg_w2 words on
-    d_ptr,  # regrouped Q6_K: the same bytes as int16 (each matrix's d halfwords follow its codes)
+    d_ptr,  # regrouped Q6_K, Q8_0: the same bytes as int16 (each matrix's d halfwords follow its codes)
     x_ptr,  # the activation row, float32
     y_ptr,
     bias_ptr,
@@ -473,7 +582,7 @@ def _tc_gemv_kernel(
     y2_ptr,
     res_ptr,
     n_rows,
-    n_sb,  # super-blocks a row
+    n_sb,  # units a row: super-blocks (Q4_K, Q6_K) or 32-element blocks (Q8_0)
     seg_w1,
     seg_w2,
     seg_b1,
@@ -486,8 +595,10 @@ def _tc_gemv_kernel(
     eps,
     glu_alpha,
     glu_limit,
-    FMT: gl.constexpr,  # "q4_k" or "q6_k_codes_then_scales"
-    PER: gl.constexpr,
+    FMT: gl.constexpr,  # one of FORMATS
+    UNIT: gl.constexpr,  # elements a unit of FMT (UNITS)
+    PER: gl.constexpr,  # units a program walks
+    PER_POW2: gl.constexpr,  # PER rounded up to a power of two (Q8_0's prologue)
     HAS_BIAS: gl.constexpr,
     SEGMENTS: gl.constexpr,
     RMS_BLOCK: gl.constexpr,
@@ -510,6 +621,10 @@ def _tc_gemv_kernel(
     await_previous_grid(PDL)
     if FMT == "q4_k":
         acc, acc_up, up = _q4_k_walk(w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU)
+    elif FMT == "q8_0_codes_then_scales":
+        acc, acc_up, up = _q8_0_walk(
+            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, PER_POW2, GLU
+        )
     else:
         acc, acc_up, up = _q6_k_walk(
             w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU
@@ -543,7 +658,7 @@ def _tc_gemv_kernel(
             gl.atomic_xchg(count_ptr + tile, 0)
     if last:
         if RMS_BLOCK > 0:
-            r = _rms(rms_ptr, n_sb * 256, eps, RMS_BLOCK)
+            r = _rms(rms_ptr, n_sb * UNIT, eps, RMS_BLOCK)
             total = total / r
             total_up = total_up / r
         if HAS_BIAS:
@@ -560,13 +675,15 @@ def _tc_gemv_kernel(
             gl.store(y2_ptr + cols, total * nw, mask=row_mask)
 
 
-def serves(n_out_rows: int, in_features: int, has_expert_ids: bool, device: torch.device) -> bool:
-    """Whether a launch can run here: one activation row of a 2-D matrix on an sm_80+ GPU (mma.sync's
-    float16 shape); the layout (FORMATS) is the caller's part (`GemvConfig.tensor_cores`)."""
+def serves(fmt: str, n_out_rows: int, in_features: int, has_expert_ids: bool, device: torch.device) -> bool:
+    """Whether a launch of `fmt` can run here: a layout of FORMATS, one activation row of a 2-D matrix of
+    whole units, on an sm_80+ GPU (mma.sync's float16 shape). Whether it should is the caller's part
+    (`GemvConfig.tensor_cores`)."""
     return (
-        n_out_rows == 1
+        fmt in UNITS
+        and n_out_rows == 1
         and not has_expert_ids
-        and in_features % SUPERBLOCK == 0
+        and in_features % UNITS[fmt] == 0
         and device.type == "cuda"
         and _has_mma_sync(device.index if device.index is not None else torch.cuda.current_device())
     )
@@ -578,12 +695,15 @@ def _has_mma_sync(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index)[0] >= 8
 
 
-def superblocks_per_program(n_sb: int, tiles: int, sm_count: int) -> int:
-    """PER: the most super-blocks a program walks (4, 2 or 1, dividing the row's) that still leave the
-    grid about four programs an SM. Measured on an H100 (2026-12-06, Phi-3's four Q4_K shapes alone): the
-    fastest of 1, 2 and 4 each time (gate/up 4, qkv 2, o 1, down 2)."""
-    for per in PER_CHOICES:
-        if n_sb % per == 0 and tiles * (n_sb // per) >= 4 * sm_count:
+def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
+    """PER: the most units a program walks, dividing the row's, that still leave the grid about four
+    programs an SM: of 4, 2 or 1 super-blocks (Q4_K, Q6_K), of 32 down to 1 blocks (Q8_0; a row's 90 blocks
+    at 2,880 wide: 30, 18, 15, 10, 9, ...). Measured on an H100 (2026-12-06, Phi-3's four Q4_K shapes
+    alone): the fastest of 1, 2 and 4 each time (gate/up 4, qkv 2, o 1, down 2). Q8_0's is the same rule
+    in smaller steps, not yet timed against other choices."""
+    choices = PER_CHOICES if UNITS[fmt] == SUPERBLOCK else range(MAX_BLOCKS_PER_PROGRAM, 0, -1)
+    for per in choices:
+        if n_units % per == 0 and tiles * (n_units // per) >= 4 * sm_count:
             return per
     return 1
 
@@ -612,10 +732,10 @@ def launch(
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
     element offsets): (y [1, sum(out_rows)], y * scaled_by or None). None if a split launch has no arrival
     counters (the first launch inside a capture): the caller's loop serves it."""
-    n_sb = in_features // SUPERBLOCK
+    n_units = in_features // UNITS[fmt]
     tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
-    per = superblocks_per_program(n_sb, sum(tiles), sm_count)
-    split = n_sb // per
+    per = units_per_program(fmt, n_units, sum(tiles), sm_count)
+    split = n_units // per
     if split > 1 and (counters is None or sum(tiles) > counters.numel()):
         return None
     y_width = sum(out_rows)
@@ -638,7 +758,7 @@ def launch(
         y2 if y2 is not None else y,
         residual if residual is not None else y,
         out_rows[0],
-        n_sb,
+        n_units,
         segment_words[0],
         segment_words[1],
         segment_bias[0],
@@ -652,7 +772,9 @@ def launch(
         glu_oai[0] if glu_oai is not None else 1.0,
         glu_oai[1] if glu_oai is not None else 0.0,
         FMT=fmt,
+        UNIT=UNITS[fmt],
         PER=per,
+        PER_POW2=triton.next_power_of_2(per),
         HAS_BIAS=bias is not None,
         SEGMENTS=len(out_rows),
         RMS_BLOCK=rms_block if rms_of is not None else 0,

@@ -1614,13 +1614,13 @@ def default_config(
     # Q4_K's plain loop compiles to 72 registers a thread: 7 programs an SM, so Phi-3's gate/up launch
     # (1,024 programs on 132 SMs) ran in two waves; at 64 (8 an SM) it spills nothing (benchmarks.ptx_cost).
     max_registers = 64 if fmt == "q4_k" else None  # its plain loop only (`GemvConfig.register_cap`)
-    # `tensor_cores` (the kernel set's choice, `KernelConfig.tensor_core_gemv`): Q4_K and regrouped Q6_K
-    # matrices of at least TENSOR_CORE_MIN_BYTES on the tensor cores, where `tensor_core_gemv` serves the
-    # launch (regrouped Q6_K matrices hold at least REGROUP_Q6_K_MIN_BYTES).
+    # `tensor_cores` (the kernel set's choice, `KernelConfig.tensor_core_gemv`): the matrices of
+    # TENSOR_CORE_FORMATS of at least TENSOR_CORE_MIN_BYTES on the tensor cores, where `tensor_core_gemv`
+    # serves the launch (regrouped Q6_K matrices hold at least REGROUP_Q6_K_MIN_BYTES).
     block = FORMATS[qtype]
     on_tensor_cores = (
         tensor_cores
-        and fmt in tensor_core_gemv.FORMATS
+        and fmt in TENSOR_CORE_FORMATS
         and n_rows * in_features // block.block_size * block.type_size >= TENSOR_CORE_MIN_BYTES
     )
     return GemvConfig(
@@ -1635,6 +1635,11 @@ def default_config(
 # (Phi-3's 19.7-77 MB matrices): +6.3 % more (step_ab "regrouped Q6_K GEMVs on the tensor cores too",
 # 2026-12-06; its ffn_down 22.2 -> 16.2 us, output 63.1 -> 42.4 us alone).
 TENSOR_CORE_MIN_BYTES = 4 << 20
+# The layouts whose GEMVs go to the tensor cores by default: those timed faster there in the decode step
+# (above). `tensor_core_gemv` also reads regrouped Q8_0 (`tensor_core_gemv.FORMATS`): not yet timed, it
+# runs there only where a config asks (`benchmarks.step_ab` "regrouped Q8_0 GEMVs on the tensor cores too",
+# `benchmarks.kernels_gemv --tensor-cores`).
+TENSOR_CORE_FORMATS = ("q4_k", "q6_k_codes_then_scales")
 
 
 def split_for(programs: int, steps: int, min_steps: int, sm_count: int, *, pipelined: bool = False) -> int:
@@ -1849,10 +1854,8 @@ def launch_segments(
         raise ValueError(
             f"tensor {w.name!r}: the residual must be {n_out_rows} x {y_width} contiguous float32"
         )
-    if (
-        config.tensor_cores
-        and layout.fmt in tensor_core_gemv.FORMATS
-        and tensor_core_gemv.serves(n_out_rows, in_features, expert_ids is not None, x.device)
+    if config.tensor_cores and tensor_core_gemv.serves(
+        layout.fmt, n_out_rows, in_features, expert_ids is not None, x.device
     ):
         tc_tiles = sum(triton.cdiv(r, tensor_core_gemv.ROWS_PER_PROGRAM) for r in out_rows)
         served = tensor_core_gemv.launch(

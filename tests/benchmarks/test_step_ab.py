@@ -201,17 +201,41 @@ def test_the_tensor_core_choice_takes_the_larger_q4_k_and_regrouped_q6_k_matrice
     assert GEMV_SHAPE_RULES["q4-k-tensor-cores"](small, q4_k, qwen_down).tensor_cores
     q6 = triton_gemv.default_config(GGMLType.Q6_K, *phi_o, tensor_cores=True)
     assert not GEMV_SHAPE_RULES["q4-k-tensor-cores"](q6, q6_k, phi_o).tensor_cores
+    # Regrouped Q8_0 reads on the tensor cores only where a variant asks (not timed yet): GPT-OSS's attention
+    # matrices in both Q8_0 variants, its 615 MB output only in the one without a bound, Qwen2.5's 0.9 MB
+    # attention matrices in neither.
+    q8 = triton_gemv.REGROUPED_LAYOUTS[GGMLType.Q8_0]
+    oss_qkv, oss_output, qwen_q = (5120, 2880, 1, 132), (201088, 2880, 1, 132), (896, 896, 1, 132)
+    everywhere, bounded = (
+        GEMV_SHAPE_RULES["q8-0-tensor-cores"],
+        GEMV_SHAPE_RULES["q8-0-tensor-cores-below-64-mib"],
+    )
+    for shape, on_all, on_bounded in (
+        (oss_qkv, True, True),
+        (oss_output, True, False),
+        (qwen_q, False, False),
+    ):
+        default = triton_gemv.default_config(GGMLType.Q8_0, *shape, tensor_cores=True, layout=q8)
+        assert not default.tensor_cores
+        assert everywhere(default, q8, shape).tensor_cores is on_all
+        assert bounded(default, q8, shape).tensor_cores is on_bounded
+    assert everywhere(on, q4_k, phi_o) is on  # other layouts as they were
 
 
-def test_the_tensor_core_kernel_walks_the_most_super_blocks_that_keep_four_programs_an_sm() -> None:
-    """Phi-3's Q4_K shapes on 132 SMs get the walk lengths that timed fastest alone (H100, 2026-12-06)."""
+def test_the_tensor_core_kernel_walks_the_most_units_that_keep_four_programs_an_sm() -> None:
+    """Phi-3's Q4_K shapes on 132 SMs get the walk lengths that timed fastest alone (H100, 2026-12-06);
+    GPT-OSS's regrouped Q8_0 shapes, by the same rule in 32-element blocks, divisors of their rows'."""
     import pytest
 
     pytest.importorskip("triton")
-    from kernels.tensor_core_gemv import superblocks_per_program
+    from kernels.tensor_core_gemv import units_per_program
 
-    assert superblocks_per_program(12, 256, 132) == 4  # ffn_up, 16,384 rows
-    assert superblocks_per_program(12, 144, 132) == 2  # attn_qkv
-    assert superblocks_per_program(12, 48, 132) == 1  # attn_output
-    assert superblocks_per_program(32, 48, 132) == 2  # ffn_down
-    assert superblocks_per_program(19, 14, 132) == 1  # a row of 19 super-blocks: only 1 divides it
+    assert units_per_program("q4_k", 12, 256, 132) == 4  # ffn_up, 16,384 rows
+    assert units_per_program("q4_k", 12, 144, 132) == 2  # attn_qkv
+    assert units_per_program("q4_k", 12, 48, 132) == 1  # attn_output
+    assert units_per_program("q4_k", 32, 48, 132) == 2  # ffn_down
+    assert units_per_program("q4_k", 19, 14, 132) == 1  # a row of 19 super-blocks: only 1 divides it
+    q8_0 = "q8_0_codes_then_scales"
+    assert units_per_program(q8_0, 90, 80, 132) == 10  # attn_qkv 5,120 x 2,880: 9 splits
+    assert units_per_program(q8_0, 128, 45, 132) == 8  # attn_output 2,880 x 4,096: 16 splits
+    assert units_per_program(q8_0, 90, 3142, 132) == 30  # output 201,088 x 2,880: at most 32 a program

@@ -1,5 +1,5 @@
-"""The decode GEMV on the tensor cores (`kernels.tensor_core_gemv`: Q4_K in the file's order, Q6_K
-regrouped) against the reference path, in
+"""The decode GEMV on the tensor cores (`kernels.tensor_core_gemv`: Q4_K in the file's order, Q6_K and
+Q8_0 regrouped) against the reference path, in
 every epilogue `triton_gemv.launch_segments` gives it, every row tile's walk length (PER) and split, and
 replayed from a CUDA graph with dependent launch (CUDA only). Where the launch is not served (several
 activation rows, expert ids), the CUDA-core loop takes it."""
@@ -50,9 +50,21 @@ def q6_k_regrouped(shape: tuple[int, int], rng, blocks, name: str = "w") -> QTen
     return QTensor.from_bytes(raw.tobytes(), GGMLType.Q6_K, shape, name, "cuda").codes_then_scales_in_place()
 
 
-MAKERS = {"Q4_K": q4_k, "Q6_K-regrouped": q6_k_regrouped}
+def q8_0_regrouped(shape: tuple[int, int], rng, blocks, name: str = "w") -> QTensor:
+    """A Q8_0 matrix stored codes, then scales (`triton_gemv.pack`'s layout for every Q8_0 matrix): rows x
+    blocks a multiple of 8, so its bytes are a multiple of 16."""
+    raw = blocks(GGMLType.Q8_0, shape[0] * shape[1] // 32, rng, realistic=True)
+    return QTensor.from_bytes(raw.tobytes(), GGMLType.Q8_0, shape, name, "cuda").codes_then_scales_in_place()
+
+
+MAKERS = {"Q4_K": q4_k, "Q6_K-regrouped": q6_k_regrouped, "Q8_0-regrouped": q8_0_regrouped}
+REGROUPED = ("Q6_K-regrouped", "Q8_0-regrouped")
 # Q6_K regrouped: rows a multiple of 8 (whole 16-byte matrices), not of the 64-row tile.
 Q6_K_SHAPES = [(8, 256), (16, 512), (104, 768), (264, 2816), (640, 3072), (3072, 3072), (96, 8192)]
+# Q8_0 regrouped: one block a row, rows not a multiple of the tile, GPT-OSS's 2,880 (90 blocks: walks of
+# 3, 9, 10, 30 blocks, not powers of two) and 4,096 widths.
+Q8_0_SHAPES = [(8, 32), (24, 256), (104, 800), (200, 2880), (2880, 2880), (640, 4096)]
+Q8_0_PER = [3, 8, 9, 10, 30]
 
 
 def activations(rng, width: int, rows: int = 1) -> torch.Tensor:
@@ -61,21 +73,21 @@ def activations(rng, width: int, rows: int = 1) -> torch.Tensor:
 
 @contextlib.contextmanager
 def tensor_cores(per: int | None = None):
-    """Every default GEMV config with `tensor_cores` on; `per`: the super-blocks a program walks, where
-    it divides the row's (else the launch's own choice)."""
+    """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
+    program walks, where it divides the row's (else the launch's own choice)."""
     from kernels import tensor_core_gemv, triton_gemv
 
-    chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.superblocks_per_program
+    chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
 
     def config(*args, **kw):
         return dataclasses.replace(chosen(*args, **kw), tensor_cores=True)
 
-    def fixed(n_sb: int, tiles: int, sm_count: int) -> int:
-        return per if per is not None and n_sb % per == 0 else choose_per(n_sb, tiles, sm_count)
+    def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
+        return per if per is not None and n_units % per == 0 else choose_per(fmt, n_units, tiles, sm_count)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(triton_gemv, "default_config", config)
-        mp.setattr(tensor_core_gemv, "superblocks_per_program", fixed)
+        mp.setattr(tensor_core_gemv, "units_per_program", fixed)
         launches = []
         launch = tensor_core_gemv.launch
 
@@ -91,7 +103,9 @@ def tensor_cores(per: int | None = None):
 @pytest.mark.parametrize("per", [1, 2, 4])
 @pytest.mark.parametrize(
     ("fmt", "shape"),
-    [("Q4_K", s) for s in SHAPES] + [("Q6_K-regrouped", s) for s in Q6_K_SHAPES],
+    [("Q4_K", s) for s in SHAPES]
+    + [("Q6_K-regrouped", s) for s in Q6_K_SHAPES]
+    + [("Q8_0-regrouped", s) for s in Q8_0_SHAPES],
     ids=lambda v: v if isinstance(v, str) else f"{v[0]}x{v[1]}",
 )
 def test_products_match_the_reference(fmt, shape, per, rng, blocks) -> None:
@@ -104,6 +118,22 @@ def test_products_match_the_reference(fmt, shape, per, rng, blocks) -> None:
         got = FAST_PATH.qmatmul(x, w, bias, torch.float32)
     assert launches == [True]
     assert rel_err(got, reference_qmatmul(x, w, bias, torch.float32)) < REL_TOL
+
+
+@pytest.mark.parametrize("per", Q8_0_PER)
+@pytest.mark.parametrize("shape", [(200, 2880), (136, 4096)], ids=lambda v: f"{v[0]}x{v[1]}")
+def test_q8_0_walks_of_any_block_count_match_the_reference(shape, per, rng, blocks) -> None:
+    """Walks of a number of blocks that is not a power of two (the prologue's blocks past it are zeros)."""
+    from kernels.triton_gemv import FAST_PATH
+
+    if shape[1] // 32 % per:
+        pytest.skip(f"{per} does not divide {shape[1] // 32} blocks")
+    w = q8_0_regrouped(shape, rng, blocks)
+    x = activations(rng, shape[1])
+    with tensor_cores(per) as launches:
+        got = FAST_PATH.qmatmul(x, w, None, torch.float32)
+    assert launches == [True]
+    assert rel_err(got, reference_qmatmul(x, w, None, torch.float32)) < REL_TOL
 
 
 def test_activations_of_any_magnitude_and_zero_ranges(rng, blocks) -> None:
@@ -236,16 +266,14 @@ def test_graph_replay_with_dependent_launch_equals_eager(rng, blocks) -> None:
 
 
 @pytest.mark.parametrize("per", [1, 2])
-def test_regrouped_q6_k_gate_and_up_match_the_swiglu_of_the_products(per, rng, blocks) -> None:
+@pytest.mark.parametrize("fmt", REGROUPED)
+def test_regrouped_gate_and_up_match_the_swiglu_of_the_products(fmt, per, rng, blocks) -> None:
     """Separate regrouped gate and up matrices in one GLU launch: each walks its own codes and its own d
     halfwords (after its own codes)."""
     from kernels.triton_gemv import launch_segments
 
     width = 1024
-    gate, up = (
-        q6_k_regrouped((200, width), rng, blocks, "gate"),
-        q6_k_regrouped((200, width), rng, blocks, "up"),
-    )
+    gate, up = MAKERS[fmt]((200, width), rng, blocks, "gate"), MAKERS[fmt]((200, width), rng, blocks, "up")
     x = activations(rng, width)
     with tensor_cores(per) as launches:
         got = launch_segments(x, (gate, up), (None, None), 1, glu=True)

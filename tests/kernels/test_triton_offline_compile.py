@@ -575,25 +575,30 @@ def test_the_retiled_attention_loop_is_lighter_and_spills_nothing() -> None:
     assert wide.spill_bytes > 0 and narrow.spill_bytes == 0
 
 
-# The tensor-core Q4_K GEMV (`kernels.tensor_core_gemv`, Gluon) in the forms the decode step launches it:
+# The tensor-core GEMV (`kernels.tensor_core_gemv`, Gluon) in the forms the decode step launches it:
 # gate/up with SwiGLU from rms-normed rows through the split-K reduction; q/k/v as three segments with
 # biases, rms-normed, reduced, launched early with the late trigger; the residual sum with its scaled copy
 # in one program a tile, launched early with the trigger at the wait; gpt-oss's clamped SwiGLU.
 TENSOR_CORE_FORMS = {
-    "glu-normed-reduced": dict(FMT="q4_k", PER=4, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=1024, SCALED=False, GLU=True, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
-    "qkv-early-late-trigger": dict(FMT="q4_k", PER=2, HAS_BIAS=True, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=2),
-    "residual-scaled-early": dict(FMT="q4_k", PER=1, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=True, REDUCE=False, PDL=1),
-    "glu-oai": dict(FMT="q4_k", PER=2, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=256, SCALED=False, GLU=True, GLU_OAI=True, HAS_RES=False, REDUCE=False, PDL=0),
-    "q6_k-residual-scaled-reduced": dict(FMT="q6_k_codes_then_scales", PER=2, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
-    "q6_k-segments-normed-early": dict(FMT="q6_k_codes_then_scales", PER=1, HAS_BIAS=False, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=2),
-    "q6_k-glu": dict(FMT="q6_k_codes_then_scales", PER=4, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=True, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
+    "glu-normed-reduced": dict(FMT="q4_k", UNIT=256, PER=4, PER_POW2=4, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=1024, SCALED=False, GLU=True, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
+    "qkv-early-late-trigger": dict(FMT="q4_k", UNIT=256, PER=2, PER_POW2=2, HAS_BIAS=True, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=2),
+    "residual-scaled-early": dict(FMT="q4_k", UNIT=256, PER=1, PER_POW2=1, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=True, REDUCE=False, PDL=1),
+    "glu-oai": dict(FMT="q4_k", UNIT=256, PER=2, PER_POW2=2, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=256, SCALED=False, GLU=True, GLU_OAI=True, HAS_RES=False, REDUCE=False, PDL=0),
+    "q6_k-residual-scaled-reduced": dict(FMT="q6_k_codes_then_scales", UNIT=256, PER=2, PER_POW2=2, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
+    "q6_k-segments-normed-early": dict(FMT="q6_k_codes_then_scales", UNIT=256, PER=1, PER_POW2=1, HAS_BIAS=False, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=2),
+    "q6_k-glu": dict(FMT="q6_k_codes_then_scales", UNIT=256, PER=4, PER_POW2=4, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=True, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
+    "q8_0-qkv-early-late-trigger": dict(FMT="q8_0_codes_then_scales", UNIT=32, PER=10, PER_POW2=16, HAS_BIAS=True, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=2),
+    "q8_0-residual-scaled-reduced": dict(FMT="q8_0_codes_then_scales", UNIT=32, PER=8, PER_POW2=8, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=True, REDUCE=True, PDL=0),
+    "q8_0-output": dict(FMT="q8_0_codes_then_scales", UNIT=32, PER=30, PER_POW2=32, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
+    "q8_0-glu-oai": dict(FMT="q8_0_codes_then_scales", UNIT=32, PER=3, PER_POW2=4, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=True, GLU_OAI=True, HAS_RES=False, REDUCE=False, PDL=1),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("form", list(TENSOR_CORE_FORMS))
 def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
     """A Q4_K super-block is 8 sub-block mmas (K = 32: two m16n8k16 each) and one for the mins, a Q6_K one
-    16 (K = 16), per matrix walked; launched early, the wait comes before any memory access (PTX and SASS)."""
+    16 (K = 16), a Q8_0 block one (K = 32), per matrix walked; launched early, the wait comes before any
+    memory access (PTX and SASS)."""
     from kernels import tensor_core_gemv
     from kernels.triton_offline import (
         compile_for_sm90,
@@ -614,7 +619,8 @@ def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
     constants = TENSOR_CORE_FORMS[form]
     kernel = compile_for_sm90(fn, signature, constants, ("w_ptr", "d_ptr", "x_ptr", "y_ptr", "part_ptr"))
     matrices = 2 if constants["GLU"] else 1
-    per_superblock = 17 if constants["FMT"] == "q4_k" else 16
+    # Q4_K: 8 sub-blocks of K = 32 and the mins (K = 16); Q6_K: 16 sub-blocks of K = 16; Q8_0: one block of 32
+    per_superblock = {"q4_k": 17, "q6_k_codes_then_scales": 16, "q8_0_codes_then_scales": 2}[constants["FMT"]]
     assert sass_opcodes(kernel.asm["cubin"])["HMMA"] == per_superblock * constants["PER"] * matrices
     if constants["PDL"]:
         assert dependent_launch_problem(kernel.asm["ptx"]) is None
