@@ -20,8 +20,8 @@ shared-memory round trips), so a shape's GEMV and the step variant are judged on
 launch is the worker's: the larger Q4_K and regrouped Q6_K matrices on the tensor cores
 (`triton_gemv.TENSOR_CORE_MIN_BYTES`);
 `--cuda-cores` times those once more on the CUDA-core loop (the sweeps and `--ahead` vary that loop), and
-`--tensor-cores` the other launches whose layout the tensor-core kernel reads (`tensor_core_gemv.FORMATS`)
-once more on it. Writes `kernels_gemv.json` and
+`--tensor-cores` the other launches whose layout the tensor-core kernel reads (`tensor_core_gemv.FORMATS`;
+expert tensors: `EXPERT_FORMATS`, GPT-OSS's MXFP4) once more on it. Writes `kernels_gemv.json` and
 `kernels_gemv.md` to `--out`.
 """
 
@@ -339,7 +339,10 @@ def _tensor_core_layout(w: QTensor) -> bool:
     from kernels import tensor_core_gemv
     from kernels.triton_gemv import layout_of
 
-    return len(w.shape) == 2 and layout_of(w).fmt in tensor_core_gemv.FORMATS
+    # a 2-D matrix of a layout it reads, or an expert tensor of one it reads by token-expert pair
+    return layout_of(w).fmt in (
+        tensor_core_gemv.FORMATS if len(w.shape) == 2 else tensor_core_gemv.EXPERT_FORMATS
+    )
 
 
 def _loads_ahead(w: QTensor) -> bool:

@@ -36,7 +36,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `GEMVs on the CUDA cores only`, `regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)`,
   `every Q4_K GEMV on the tensor cores` (the small ones too); where the model has regrouped Q8_0
   matrices, `regrouped Q8_0 GEMVs on the tensor cores too` (every one of at least 4 MiB) and `... below
-  64 MiB ...` (GPT-OSS's attention, not its 615 MB output): `kernels.tensor_core_gemv` by layout and size;
+  64 MiB ...` (GPT-OSS's attention, not its 615 MB output); MoE models, `MXFP4 expert GEMVs on the tensor
+  cores too` and that with the Q8_0 matrices below 64 MiB: `kernels.tensor_core_gemv` by layout and size;
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
@@ -310,6 +311,19 @@ def _q8_0_tensor_cores(
 Q8_0_TENSOR_CORE_BELOW = 64 << 20
 
 
+def _mxfp4_tensor_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Regrouped MXFP4 (GPT-OSS's experts, by token-expert pair) on the tensor cores too (not timed yet)."""
+    if layout.fmt == "mxfp4_codes_then_scales":
+        return dataclasses.replace(config, tensor_cores=True)
+    return config
+
+
+def _block_formats_tensor_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Both of the above: MXFP4 experts and regrouped Q8_0 below 64 MiB on the tensor cores too."""
+    config = _mxfp4_tensor_cores(config, layout, shape)
+    return _q8_0_tensor_cores(Q8_0_TENSOR_CORE_BELOW, config, layout, shape)
+
+
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -328,6 +342,8 @@ GEMV_SHAPE_RULES = {
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
+    "mxfp4-tensor-cores": _mxfp4_tensor_cores,
+    "block-formats-tensor-cores": _block_formats_tensor_cores,
 }
 
 
@@ -449,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         variants["regrouped Q8_0 GEMVs below 64 MiB on the tensor cores too"] = Variant(
             default_kernels, early, gemv_shapes="q8-0-tensor-cores-below-64-mib"
+        )
+    if hasattr(engine.model.layers[0], "moe"):  # MoE (GPT-OSS): its MXFP4 experts are regrouped at load
+        variants["MXFP4 expert GEMVs on the tensor cores too"] = Variant(
+            default_kernels, early, gemv_shapes="mxfp4-tensor-cores"
+        )
+        variants["MXFP4 experts and regrouped Q8_0 below 64 MiB on the tensor cores too"] = Variant(
+            default_kernels, early, gemv_shapes="block-formats-tensor-cores"
         )
     if regrouped_matrix_count(engine.model):  # the default regroups some (triton_gemv.regrouped_by_default)
         variants["2-D matrices in file order"] = Variant(default_kernels, early, regroup=FILE_ORDER)

@@ -1,8 +1,9 @@
 """The decode GEMV on the tensor cores (Gluon, sm_80 and later): one activation row against a Q4_K matrix
-in the file's block order or a Q6_K or Q8_0 matrix regrouped (`kernels.qtensor.CODES_THEN_SCALES`), with
-every epilogue of `kernels.triton_gemv.launch_segments` (1-3 segments, bias, rms scaling, a scaled copy,
-GLU, residual, split-K summed in the launch, dependent launch). `triton_gemv.launch_segments` hands a
-launch here when its `GemvConfig.tensor_cores` is on (by default for the layouts of
+in the file's block order or a Q6_K, Q8_0 or MXFP4 matrix regrouped (`kernels.qtensor.CODES_THEN_SCALES`),
+or the token-expert pairs of a MoE against their experts of a regrouped MXFP4 expert tensor, with every
+epilogue of `kernels.triton_gemv.launch_segments` (1-3 segments, bias, rms scaling, a scaled copy, GLU,
+residual, split-K summed in the launch, dependent launch). `triton_gemv.launch_segments` hands a launch
+here when its `GemvConfig.tensor_cores` is on (by default for the layouts of
 `triton_gemv.TENSOR_CORE_FORMATS`, those timed faster here).
 
 Why the tensor cores for a GEMV: the CUDA-core loop spends ~5.5 instructions a weight decoding and
@@ -31,8 +32,18 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
   exponent above each sign-flipped byte and one `sub.f16x2` (`_q8_0_codes`), in the byte order of a Q4_K
   chunk's nibbles, so the activations are stored as a Q4_K sub-block's. A program walks up to 32 blocks,
   any count dividing the row's (GPT-OSS's rows are 90 blocks); the prologue holds the next power of two.
-  Per code ~1.25 instructions of decode (SASS, sm_90: 2,880-wide output form, 3.35 a code with the
-  prologue) against 7.5 for the CUDA-core regrouped loop (`2026-12-05-regrouped-q8_0-q6_k-sass.md`).
+  Offline (sm_90, the 2,880-wide output form, 8 blocks a program): ~35 SASS instructions a block a thread
+  (16 codes, 1.25 a code of decode) in the walk against 7.5 a weight for the CUDA-core regrouped loop
+  (`benchmarks.ptx_cost`).
+- MXFP4 (`_mxfp4_walk`): a 32-code block is one mma scaled by its E8M0 power of two, a lane's K values
+  the 8 nibbles of one word (`_mxfp4_a_tile`). An e2m1 code's three magnitude bits at a float16's bits
+  9-11 and its sign at 15 are its value times 2^-14, exact (two shifts, an `and` and a `lop3` a pair of
+  codes, `_mxfp4_pairs`); the 2^15 that makes ggml's doubled table values is folded into the activations'
+  scale. Expert tensors (EXPERT_FORMATS): the grid's third axis is the token-expert pair, each program
+  reading its pair's expert id (after the wait for the previous grid) and offsetting its matrix, its bias,
+  its rows of x, y and the split partials by it. Offline (sm_90, GPT-OSS's down form, 8 blocks a program):
+  ~53 SASS instructions a block a thread (16 codes) in the walk against 5.78 a weight for the CUDA-core
+  regrouped loop (`benchmarks.ptx_cost`).
 - Split-K: each split stores its partial sums; the last program to arrive at a row tile (arrival
   counters, `triton_gemv.SplitCounters`) sums them in split order and runs the epilogue, as
   `triton_gemv`'s REDUCE form does.
@@ -64,14 +75,25 @@ SUPERBLOCK_WORDS = gl.constexpr(36)
 Q6_K_CODE_WORDS = gl.constexpr(52)
 # A regrouped Q8_0 block's code words: its 32 int8 codes (the float16 d apart).
 Q8_0_CODE_WORDS = gl.constexpr(8)
+# A regrouped MXFP4 block's code words: its 32 e2m1 codes (the E8M0 scale byte apart).
+MXFP4_CODE_WORDS = gl.constexpr(4)
 PER_CHOICES = (4, 2, 1)  # super-blocks a program walks, largest first
 MAX_BLOCKS_PER_PROGRAM = 32  # Q8_0: 32-element blocks a program walks at most (1,024 activations)
 # The layouts (`triton_gemv`'s format names) this kernel reads, and the elements of the unit a program's
 # walk counts in: Q4_K in the file's order (256-element super-blocks), Q6_K regrouped
 # (`kernels.qtensor.CODES_THEN_SCALES`: a row's 208 code bytes a super-block 16-byte aligned, d apart),
 # Q8_0 regrouped (a row's 32 code bytes a block, the float16 d apart; 32-element blocks).
-UNITS = {"q4_k": SUPERBLOCK, "q6_k_codes_then_scales": SUPERBLOCK, "q8_0_codes_then_scales": 32}
+UNITS = {
+    "q4_k": SUPERBLOCK,
+    "q6_k_codes_then_scales": SUPERBLOCK,
+    "q8_0_codes_then_scales": 32,
+    "mxfp4_codes_then_scales": 32,
+}
 FORMATS = tuple(UNITS)
+# The layouts it also reads as experts of a 3-D tensor, one program axis over the token-expert pairs
+# (a MoE's gate and up, its down): MXFP4's, the M0 models' only expert type.
+EXPERT_FORMATS = ("mxfp4_codes_then_scales",)
+MAX_PAIRS = 32  # token-expert pairs a launch (decode: one token x k experts)
 
 _MMA = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
 _A = gl.DotOperandLayout(operand_index=0, parent=_MMA, k_width=2)
@@ -356,6 +378,62 @@ def _take_q8_0_block(acc, words, smem_b, NTH: gl.constexpr):
 
 
 @gluon.jit
+def _mxfp4_pairs(words, S: gl.constexpr):
+    """The e2m1 codes at bits S.. and S + 16.. of each word as two exact float16, their values times 2^-14
+    (ggml's doubled table values times 2^-15): the magnitude's three bits at a float16's bits 9-11 (the
+    exponent's two low bits and the mantissa's top one), the sign at bit 15; one `lop3` joins them."""
+    LEFT: gl.constexpr = S <= 9
+    MAG: gl.constexpr = 9 - S if S <= 9 else S - 9
+    SIGN: gl.constexpr = (
+        "and.b32 b, $2, 0x80008000; " if S == 12 else f"shl.b32 b, $2, {12 - S}; and.b32 b, b, 0x80008000; "
+    )
+    return gl.inline_asm_elementwise(
+        f"{{ .reg .b32 a, b; {'shl' if LEFT else 'shr'}.b32 a, $2, {MAG}; {SIGN}"
+        "lop3.b32 a, a, 0x0E000E00, b, 0xEA; mov.b32 {$0, $1}, a; }",
+        "=h,=h,r",
+        [words],
+        dtype=(gl.float16, gl.float16),
+        is_pure=True,
+        pack=1,
+    )
+
+
+@gluon.jit
+def _mxfp4_a_tile(words):
+    """A regrouped MXFP4 block's [64, 32] A operand from its words [64, 4 t] (lane t: word t; byte k holds
+    elements 4t + k and 4t + k + 16 in its low and high nibble): K = 16h + 8k + 2t + half holds nibble h
+    of byte k + 2 half, the element 16h + 4t + 2 half + k."""
+    h0k0 = _mxfp4_pairs(words, 0)  # nibbles 0 and 4: bytes 0 and 2, low
+    h1k0 = _mxfp4_pairs(words, 4)
+    h0k1 = _mxfp4_pairs(words, 8)  # bytes 1 and 3
+    h1k1 = _mxfp4_pairs(words, 12)
+    k_h0 = gl.join(gl.join(h0k0[0], h0k0[1]), gl.join(h0k1[0], h0k1[1]))  # [64, t, half, k]
+    k_h1 = gl.join(gl.join(h1k0[0], h1k0[1]), gl.join(h1k1[0], h1k1[1]))
+    a = gl.permute(gl.join(k_h0, k_h1), (0, 4, 3, 1, 2))  # [64, h, k, t, half]
+    return gl.convert_layout(gl.reshape(a, (64, 32)), _A)
+
+
+@gluon.jit
+def _mxfp4_block_words(words, scale_rows, blk):
+    """Block `blk` of the tile's rows of a regrouped MXFP4 matrix (4 code words a block; the scale bytes
+    apart): its code words as [64, 4 t] and its E8M0 byte a row."""
+    return gl.load(words + blk * MXFP4_CODE_WORDS), gl.load(scale_rows + blk)
+
+
+@gluon.jit
+def _take_mxfp4_block(acc, words, smem_b, NTH: gl.constexpr):
+    """`acc` plus the tile's products with an MXFP4 block (`_mxfp4_block_words`, the program's NTH): one mma
+    (K = 32) scaled by 2^(e - 128) (ggml's e8m0_half; the codes' 2^15 is the walk's, in its scale)."""
+    zero = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    codes, e = words
+    e = e.to(gl.uint32)
+    # 2^(e - 128): a subnormal for e < 2, else the exponent field e - 1 (`triton_gemv`'s, bit for bit)
+    scale = gl.where(e < 2, (e + 1) * 0x00200000, (e - 1) << 23).to(gl.float32, bitcast=True)
+    b = _b_tile(smem_b.slice(NTH, 1).load(_B_LOAD))
+    return acc + mma_v2(_mxfp4_a_tile(codes), b, zero) * gl.expand_dims(scale, 1)
+
+
+@gluon.jit
 def _rms(row, n, eps, BLOCK: gl.constexpr):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, BLOCK at a time
     (`triton_gemv._rms`)."""
@@ -365,13 +443,16 @@ def _rms(row, n, eps, BLOCK: gl.constexpr):
 @gluon.jit
 def _words_of(KIND: gl.constexpr, pointers, sb, shift):
     """Unit `sb`'s words of the matrix `shift` load words past the one at `pointers` (GLU's up rows: seg_w1;
-    a regrouped matrix's d halfwords follow its own codes, 2 * shift halfwords on)."""
+    a regrouped matrix's scales follow its own codes: 2 * shift halfwords, 4 * shift bytes on)."""
     if KIND == "q4_k":
         rows, woff, mins_rows = pointers
         return _superblock_words(rows + shift, woff + shift, mins_rows + shift, sb)
     elif KIND == "q8_0":
         words, d_rows = pointers
         return _q8_0_block_words(words + shift, d_rows + 2 * shift, sb)
+    elif KIND == "mxfp4":
+        words, scale_rows = pointers
+        return _mxfp4_block_words(words + shift, scale_rows + 4 * shift, sb)
     else:
         rows, words, d_rows = pointers
         return _q6_k_superblock_words(rows + shift, words + shift, d_rows + 2 * shift, sb)
@@ -396,6 +477,8 @@ def _take(KIND: gl.constexpr, acc, words, constants, smem_b, smem_m, NTH: gl.con
         return _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, NTH)
     elif KIND == "q8_0":
         return _take_q8_0_block(acc, words, smem_b, NTH)
+    elif KIND == "mxfp4":
+        return _take_mxfp4_block(acc, words, smem_b, NTH)
     else:
         return _take_q6_k_superblock(acc, words, smem_b, NTH)
 
@@ -569,6 +652,46 @@ def _q8_0_walk(
 
 
 @gluon.jit
+def _mxfp4_walk(
+    w_ptr,
+    x_ptr,
+    w_off,
+    first,
+    r_rows,
+    n_rows,
+    n_blocks,
+    lo,
+    seg_w1,
+    PER: gl.constexpr,
+    PER_POW2: gl.constexpr,
+    GLU: gl.constexpr,
+):
+    """`_q8_0_walk` for a regrouped MXFP4 matrix (each row's 4 code words a block, then the matrix's E8M0
+    bytes, a row's n_blocks in a run); the activations' scale it returns carries the codes' 2^-15."""
+    row_words = n_blocks * MXFP4_CODE_WORDS
+    clamped = gl.minimum(r_rows, n_rows - 1).to(gl.int64)
+    bytes_ptr = w_ptr.to(gl.pointer_type(gl.uint8))
+    scale_rows = bytes_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 4 + clamped * n_blocks
+    rq = first + gl.arange(0, 64, layout=gl.SliceLayout(1, _Q6_WORDS))
+    tq = gl.arange(0, 4, layout=gl.SliceLayout(0, _Q6_WORDS))
+    words = (
+        w_ptr
+        + w_off
+        + gl.expand_dims(gl.minimum(rq, n_rows - 1).to(gl.int64) * row_words, 1)
+        + gl.expand_dims(tq, 0)
+    )
+    first_words = _first_words("mxfp4", (words, scale_rows), lo, seg_w1, GLU)
+    # The activations in each block's K order: natural element 16h + 4t + 2 half + k stored at
+    # 8t + 4h + 2k + half (`_b_tile` then reads K = 16h + 8k + 2t + half, as `_mxfp4_a_tile` holds it).
+    xs, up = _activations(x_ptr, lo * 32, PER_POW2 * 32, PER * 32)
+    xb = gl.reshape(gl.permute(gl.reshape(xs, (PER_POW2, 2, 4, 2, 2)), (0, 2, 1, 4, 3)), (PER_POW2, 1, 4, 8))
+    smem_b = gl.allocate_shared_memory(gl.float16, [PER_POW2, 256], _PLAIN, _with_zeros(xb))
+    gl.thread_barrier()
+    acc, acc_up = _walk("mxfp4", (words, scale_rows), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU)
+    return acc, acc_up, up * (1.0 / 32768.0)
+
+
+@gluon.jit
 def _tc_gemv_kernel(
     w_ptr,  # int32 words of segment 0's matrix; segments 1 and 2 (GLU: the up rows) seg_w1, seg_w2 words on
     d_ptr,  # regrouped Q6_K, Q8_0: the same bytes as int16 (each matrix's d halfwords follow its codes)
@@ -595,6 +718,9 @@ def _tc_gemv_kernel(
     eps,
     glu_alpha,
     glu_limit,
+    ids_ptr,  # HAS_IDS: the expert id of each token-expert pair (the grid's axis 2)
+    x_group,  # HAS_IDS: pairs a row of x and of the rms rows (k for a MoE's gate and up, 1 for its down)
+    expert_words,  # HAS_IDS: load words from one expert of the matrix to the next
     FMT: gl.constexpr,  # one of FORMATS
     UNIT: gl.constexpr,  # elements a unit of FMT (UNITS)
     PER: gl.constexpr,  # units a program walks
@@ -608,9 +734,11 @@ def _tc_gemv_kernel(
     HAS_RES: gl.constexpr,
     REDUCE: gl.constexpr,
     PDL: gl.constexpr = 0,
+    HAS_IDS: gl.constexpr = 0,  # EXPERT_FORMATS: program axis 2 is a token-expert pair, rows of x and y its own
 ):
     tile = gl.program_id(0)
     split = gl.program_id(1)
+    PARTS: gl.constexpr = 2 if GLU else 1  # REDUCE: partial sums a row (GLU: the gate's, then the up's)
     # Segments as in `triton_gemv._qgemv_kernel`: the grid's tiles run through them in order.
     local_tile, col0, w_off, b_off, n_rows = segment_of(
         tile, n_rows, seg_w1, seg_w2, seg_b1, seg_b2, rows1, rows2, tile1, tile2, SEGMENTS
@@ -619,11 +747,30 @@ def _tc_gemv_kernel(
     lo = split * PER
     r_rows = first + gl.arange(0, 64, layout=_ROWS)
     await_previous_grid(PDL)
+    if HAS_IDS:
+        # The pair's expert (read after the wait), its rows of x, y and the partial sums, its counters.
+        pair = gl.program_id(2)
+        expert = gl.load(ids_ptr + pair).to(gl.int64)
+        w_off = w_off + expert * expert_words
+        bias_ptr = bias_ptr + expert * n_rows  # (n_expert, n_rows) biases, GLU's up ones alike
+        in_row = (pair // x_group).to(gl.int64) * (n_sb * UNIT)
+        x_ptr = x_ptr + in_row
+        rms_ptr = rms_ptr + in_row
+        out_row = pair.to(gl.int64) * y_width
+        y_ptr = y_ptr + out_row
+        y2_ptr = y2_ptr + out_row
+        res_ptr = res_ptr + out_row
+        part_ptr = part_ptr + pair * (y_width * PARTS)
+        count_ptr = count_ptr + pair * gl.num_programs(0)
     if FMT == "q4_k":
         acc, acc_up, up = _q4_k_walk(w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU)
     elif FMT == "q8_0_codes_then_scales":
         acc, acc_up, up = _q8_0_walk(
             w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, PER_POW2, GLU
+        )
+    elif FMT == "mxfp4_codes_then_scales":
+        acc, acc_up, up = _mxfp4_walk(
+            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, PER_POW2, GLU
         )
     else:
         acc, acc_up, up = _q6_k_walk(
@@ -639,11 +786,13 @@ def _tc_gemv_kernel(
         # Store this split's partial, count arrivals on the tile; the last to arrive sums every split's in
         # split order (the same order whoever arrives last) and resets the counter. The barrier orders all
         # threads' stores before the counter's release; `.cg` loads skip L1, which may hold stale lines.
-        PARTS: gl.constexpr = 2 if GLU else 1
         n_split = gl.num_programs(1)
-        gl.store(part_ptr + split * (y_width * PARTS) + cols, total, mask=row_mask)
+        split_stride = y_width * PARTS  # from one split's partial sums to the next's (all pairs' between)
+        if HAS_IDS:
+            split_stride = gl.num_programs(2) * split_stride
+        gl.store(part_ptr + split * split_stride + cols, total, mask=row_mask)
         if GLU:
-            gl.store(part_ptr + split * (y_width * PARTS) + y_width + cols, total_up, mask=row_mask)
+            gl.store(part_ptr + split * split_stride + y_width + cols, total_up, mask=row_mask)
         gl.thread_barrier()
         arrived = gl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
         last = arrived == n_split - 1
@@ -651,7 +800,7 @@ def _tc_gemv_kernel(
             total = gl.zeros_like(total)
             total_up = gl.zeros_like(total)
             for s in range(n_split):
-                part = part_ptr + s * (y_width * PARTS) + cols
+                part = part_ptr + s * split_stride + cols
                 total += gl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
                 if GLU:
                     total_up += gl.load(part + y_width, mask=row_mask, other=0.0, cache_modifier=".cg")
@@ -676,13 +825,15 @@ def _tc_gemv_kernel(
 
 
 def serves(fmt: str, n_out_rows: int, in_features: int, has_expert_ids: bool, device: torch.device) -> bool:
-    """Whether a launch of `fmt` can run here: a layout of FORMATS, one activation row of a 2-D matrix of
-    whole units, on an sm_80+ GPU (mma.sync's float16 shape). Whether it should is the caller's part
-    (`GemvConfig.tensor_cores`)."""
+    """Whether a launch of `fmt` can run here: a layout of FORMATS, rows of whole units, on an sm_80+ GPU
+    (mma.sync's float16 shape); one activation row of a 2-D matrix, or for EXPERT_FORMATS up to MAX_PAIRS
+    token-expert pairs of a 3-D one. Whether it should is the caller's part (`GemvConfig.tensor_cores`)."""
+    rows_served = (
+        1 <= n_out_rows <= MAX_PAIRS and fmt in EXPERT_FORMATS if has_expert_ids else n_out_rows == 1
+    )
     return (
         fmt in UNITS
-        and n_out_rows == 1
-        and not has_expert_ids
+        and rows_served
         and in_features % UNITS[fmt] == 0
         and device.type == "cuda"
         and _has_mma_sync(device.index if device.index is not None else torch.cuda.current_device())
@@ -697,10 +848,11 @@ def _has_mma_sync(device_index: int) -> bool:
 
 def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
     """PER: the most units a program walks, dividing the row's, that still leave the grid about four
-    programs an SM: of 4, 2 or 1 super-blocks (Q4_K, Q6_K), of 32 down to 1 blocks (Q8_0; a row's 90 blocks
-    at 2,880 wide: 30, 18, 15, 10, 9, ...). Measured on an H100 (2026-12-06, Phi-3's four Q4_K shapes
-    alone): the fastest of 1, 2 and 4 each time (gate/up 4, qkv 2, o 1, down 2). Q8_0's is the same rule
-    in smaller steps, not yet timed against other choices."""
+    programs an SM (`tiles`: the grid's row tiles, times its token-expert pairs): of 4, 2 or 1 super-blocks
+    (Q4_K, Q6_K), of 32 down to 1 blocks (Q8_0, MXFP4; a row's 90 blocks at 2,880 wide: 30, 18, 15, 10, 9,
+    ...). Measured on an H100 (2026-12-06, Phi-3's four Q4_K shapes alone): the fastest of 1, 2 and 4 each
+    time (gate/up 4, qkv 2, o 1, down 2). The block formats' is the same rule in smaller steps, not yet
+    timed against other choices."""
     choices = PER_CHOICES if UNITS[fmt] == SUPERBLOCK else range(MAX_BLOCKS_PER_PROGRAM, 0, -1)
     for per in choices:
         if n_units % per == 0 and tiles * (n_units // per) >= 4 * sm_count:
@@ -727,25 +879,32 @@ def launch(
     residual: torch.Tensor | None,
     counters: torch.Tensor | None,
     sm_count: int,
+    expert_ids: torch.Tensor | None = None,
+    x_group: int = 1,
+    expert_words: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
-    element offsets): (y [1, sum(out_rows)], y * scaled_by or None). None if a split launch has no arrival
-    counters (the first launch inside a capture): the caller's loop serves it."""
+    element offsets): (y [pairs, sum(out_rows)], y * scaled_by or None). With `expert_ids` (EXPERT_FORMATS):
+    pair m reads expert expert_ids[m] (`expert_words` load words apart) and row m // x_group of x (rows
+    `in_features` apart) and of `rms_of`. None if a split launch has no arrival counters (the first launch
+    inside a capture): the caller's loop serves it."""
+    pairs = expert_ids.numel() if expert_ids is not None else 1
     n_units = in_features // UNITS[fmt]
     tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
-    per = units_per_program(fmt, n_units, sum(tiles), sm_count)
+    per = units_per_program(fmt, n_units, sum(tiles) * pairs, sm_count)
     split = n_units // per
-    if split > 1 and (counters is None or sum(tiles) > counters.numel()):
+    if split > 1 and (counters is None or sum(tiles) * pairs > counters.numel()):
         return None
     y_width = sum(out_rows)
     starts = [sum(tiles[:i]) for i in range(len(tiles))] + [sum(tiles)] * (3 - len(tiles))
     rows = out_rows + [0] * (3 - len(out_rows))
     parts = 2 if glu else 1
-    y = torch.empty(1, y_width, dtype=torch.float32, device=x.device)
-    part = y.new_empty(split, y_width * parts) if split > 1 else y
-    y2 = y.new_empty(1, y_width) if scaled_by is not None else None
-    _tc_gemv_kernel[(sum(tiles), split)](
+    y = torch.empty(pairs, y_width, dtype=torch.float32, device=x.device)
+    part = y.new_empty(split, pairs, y_width * parts) if split > 1 else y
+    y2 = y.new_empty(pairs, y_width) if scaled_by is not None else None
+    grid = (sum(tiles), split, pairs) if expert_ids is not None else (sum(tiles), split)
+    _tc_gemv_kernel[grid](
         w_data.view(torch.int32),
         w_data.view(torch.int16),
         x,
@@ -771,6 +930,9 @@ def launch(
         eps,
         glu_oai[0] if glu_oai is not None else 1.0,
         glu_oai[1] if glu_oai is not None else 0.0,
+        expert_ids if expert_ids is not None else y,
+        x_group,
+        expert_words,
         FMT=fmt,
         UNIT=UNITS[fmt],
         PER=per,
@@ -783,6 +945,7 @@ def launch(
         GLU_OAI=glu_oai is not None,
         HAS_RES=residual is not None,
         REDUCE=split > 1,
+        HAS_IDS=expert_ids is not None,
         num_warps=NUM_WARPS,
         **dependent_launch.launch_kwargs(),
     )

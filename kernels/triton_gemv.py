@@ -1854,10 +1854,12 @@ def launch_segments(
         raise ValueError(
             f"tensor {w.name!r}: the residual must be {n_out_rows} x {y_width} contiguous float32"
         )
-    if config.tensor_cores and tensor_core_gemv.serves(
-        layout.fmt, n_out_rows, in_features, expert_ids is not None, x.device
+    if (
+        config.tensor_cores
+        and tensor_core_gemv.serves(layout.fmt, n_out_rows, in_features, expert_ids is not None, x.device)
+        and x2.stride(0) == in_features  # (its pairs' rows of x, in_features apart)
     ):
-        tc_tiles = sum(triton.cdiv(r, tensor_core_gemv.ROWS_PER_PROGRAM) for r in out_rows)
+        tc_tiles = sum(triton.cdiv(r, tensor_core_gemv.ROWS_PER_PROGRAM) for r in out_rows) * n_out_rows
         served = tensor_core_gemv.launch(
             layout.fmt,
             x2,
@@ -1876,6 +1878,10 @@ def launch_segments(
             residual=residual,
             counters=SplitCounters.get(x.device, tc_tiles),
             sm_count=_sm_count(x.device.index or 0),
+            expert_ids=expert_ids,
+            x_group=x_group,
+            # an expert's bytes (codes, then scales, a run each) as load words; 0 for a 2-D matrix
+            expert_words=w.data.numel() // w.shape[0] // 4 if expert_ids is not None else 0,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

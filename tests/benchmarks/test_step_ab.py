@@ -220,6 +220,16 @@ def test_the_tensor_core_choice_takes_the_larger_q4_k_and_regrouped_q6_k_matrice
         assert everywhere(default, q8, shape).tensor_cores is on_all
         assert bounded(default, q8, shape).tensor_cores is on_bounded
     assert everywhere(on, q4_k, phi_o) is on  # other layouts as they were
+    mxfp4 = triton_gemv.REGROUPED_LAYOUTS[GGMLType.MXFP4]
+    experts = triton_gemv.default_config(GGMLType.MXFP4, 2880, 2880, 4, 132, tensor_cores=True, layout=mxfp4)
+    assert not experts.tensor_cores  # not in TENSOR_CORE_FORMATS until timed
+    assert GEMV_SHAPE_RULES["mxfp4-tensor-cores"](experts, mxfp4, (2880, 2880, 4, 132)).tensor_cores
+    both = GEMV_SHAPE_RULES["block-formats-tensor-cores"]
+    assert both(experts, mxfp4, (2880, 2880, 4, 132)).tensor_cores
+    oss_q = triton_gemv.default_config(GGMLType.Q8_0, *oss_qkv, tensor_cores=True, layout=q8)
+    assert both(oss_q, q8, oss_qkv).tensor_cores
+    oss_out = triton_gemv.default_config(GGMLType.Q8_0, *oss_output, tensor_cores=True, layout=q8)
+    assert not both(oss_out, q8, oss_output).tensor_cores
 
 
 def test_the_tensor_core_kernel_walks_the_most_units_that_keep_four_programs_an_sm() -> None:

@@ -1,5 +1,5 @@
-"""The decode GEMV on the tensor cores (`kernels.tensor_core_gemv`: Q4_K in the file's order, Q6_K and
-Q8_0 regrouped) against the reference path, in
+"""The decode GEMV on the tensor cores (`kernels.tensor_core_gemv`: Q4_K in the file's order, Q6_K, Q8_0
+and MXFP4 regrouped, MXFP4 experts by token-expert pair) against the reference path, in
 every epilogue `triton_gemv.launch_segments` gives it, every row tile's walk length (PER) and split, and
 replayed from a CUDA graph with dependent launch (CUDA only). Where the launch is not served (several
 activation rows, expert ids), the CUDA-core loop takes it."""
@@ -57,14 +57,28 @@ def q8_0_regrouped(shape: tuple[int, int], rng, blocks, name: str = "w") -> QTen
     return QTensor.from_bytes(raw.tobytes(), GGMLType.Q8_0, shape, name, "cuda").codes_then_scales_in_place()
 
 
-MAKERS = {"Q4_K": q4_k, "Q6_K-regrouped": q6_k_regrouped, "Q8_0-regrouped": q8_0_regrouped}
-REGROUPED = ("Q6_K-regrouped", "Q8_0-regrouped")
+def mxfp4_regrouped(shape: tuple[int, ...], rng, blocks, name: str = "w") -> QTensor:
+    """An MXFP4 matrix, or expert tensor, stored codes, then scales (`triton_gemv.pack`'s layout for MXFP4
+    experts): each matrix's rows x blocks a multiple of 16."""
+    raw = blocks(GGMLType.MXFP4, int(np.prod(shape)) // 32, rng, realistic=True)
+    return QTensor.from_bytes(raw.tobytes(), GGMLType.MXFP4, shape, name, "cuda").codes_then_scales_in_place()
+
+
+MAKERS = {
+    "Q4_K": q4_k,
+    "Q6_K-regrouped": q6_k_regrouped,
+    "Q8_0-regrouped": q8_0_regrouped,
+    "MXFP4-regrouped": mxfp4_regrouped,
+}
+REGROUPED = ("Q6_K-regrouped", "Q8_0-regrouped", "MXFP4-regrouped")
 # Q6_K regrouped: rows a multiple of 8 (whole 16-byte matrices), not of the 64-row tile.
 Q6_K_SHAPES = [(8, 256), (16, 512), (104, 768), (264, 2816), (640, 3072), (3072, 3072), (96, 8192)]
 # Q8_0 regrouped: one block a row, rows not a multiple of the tile, GPT-OSS's 2,880 (90 blocks: walks of
 # 3, 9, 10, 30 blocks, not powers of two) and 4,096 widths.
 Q8_0_SHAPES = [(8, 32), (24, 256), (104, 800), (200, 2880), (2880, 2880), (640, 4096)]
 Q8_0_PER = [3, 8, 9, 10, 30]
+# MXFP4 regrouped: rows x blocks a multiple of 16.
+MXFP4_SHAPES = [(16, 32), (48, 256), (104, 640), (200, 2880), (2880, 2880)]
 
 
 def activations(rng, width: int, rows: int = 1) -> torch.Tensor:
@@ -105,7 +119,8 @@ def tensor_cores(per: int | None = None):
     ("fmt", "shape"),
     [("Q4_K", s) for s in SHAPES]
     + [("Q6_K-regrouped", s) for s in Q6_K_SHAPES]
-    + [("Q8_0-regrouped", s) for s in Q8_0_SHAPES],
+    + [("Q8_0-regrouped", s) for s in Q8_0_SHAPES]
+    + [("MXFP4-regrouped", s) for s in MXFP4_SHAPES],
     ids=lambda v: v if isinstance(v, str) else f"{v[0]}x{v[1]}",
 )
 def test_products_match_the_reference(fmt, shape, per, rng, blocks) -> None:
@@ -121,14 +136,15 @@ def test_products_match_the_reference(fmt, shape, per, rng, blocks) -> None:
 
 
 @pytest.mark.parametrize("per", Q8_0_PER)
-@pytest.mark.parametrize("shape", [(200, 2880), (136, 4096)], ids=lambda v: f"{v[0]}x{v[1]}")
-def test_q8_0_walks_of_any_block_count_match_the_reference(shape, per, rng, blocks) -> None:
+@pytest.mark.parametrize("shape", [(200, 2880), (144, 4096)], ids=lambda v: f"{v[0]}x{v[1]}")
+@pytest.mark.parametrize("fmt", ["Q8_0-regrouped", "MXFP4-regrouped"])
+def test_block_walks_of_any_block_count_match_the_reference(fmt, shape, per, rng, blocks) -> None:
     """Walks of a number of blocks that is not a power of two (the prologue's blocks past it are zeros)."""
     from kernels.triton_gemv import FAST_PATH
 
     if shape[1] // 32 % per:
         pytest.skip(f"{per} does not divide {shape[1] // 32} blocks")
-    w = q8_0_regrouped(shape, rng, blocks)
+    w = MAKERS[fmt](shape, rng, blocks)
     x = activations(rng, shape[1])
     with tensor_cores(per) as launches:
         got = FAST_PATH.qmatmul(x, w, None, torch.float32)
@@ -216,6 +232,56 @@ def test_gate_and_up_in_one_launch_match_the_swiglu_of_the_products(per, normed,
     g = reference_qmatmul(x, gate, bg, torch.float32).clamp(max=7.0)
     u = reference_qmatmul(x, up, bu, torch.float32).clamp(-7.0, 7.0)
     assert rel_err(oai, g * torch.sigmoid(1.702 * g) * (u + 1.0)) < REL_TOL
+
+
+def test_mxfp4_of_every_scale_exponent_matches_the_reference(rng, blocks) -> None:
+    """E8M0 bytes 0 and 1 (subnormal scales), 200 (2^72) and the usual ones: the scale is applied after the
+    mma, its power of two made exactly as the CUDA-core loop's."""
+    from kernels.triton_gemv import FAST_PATH
+
+    shape = (64, 512)
+    raw = blocks(GGMLType.MXFP4, shape[0] * shape[1] // 32, rng, realistic=True)
+    for e, rows in ((0, slice(0, 16)), (1, slice(16, 32)), (200, slice(32, 48))):
+        raw.reshape(shape[0], -1, 17)[rows, :, 0] = e
+    w = QTensor.from_bytes(raw.tobytes(), GGMLType.MXFP4, shape, "w", "cuda").codes_then_scales_in_place()
+    x = activations(rng, shape[1])
+    with tensor_cores(2) as launches:
+        got = FAST_PATH.qmatmul(x, w, None, torch.float32)
+    assert launches == [True]
+    want = reference_qmatmul(x, w, None, torch.float32)
+    for rows in (slice(0, 16), slice(16, 32), slice(32, 48), slice(48, 64)):
+        assert rel_err(got[:, rows], want[:, rows]) < REL_TOL, rows
+
+
+@pytest.mark.parametrize("per", [1, 9, 30])
+@pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
+def test_mxfp4_experts_gate_up_and_down_match_the_reference(per, normed, rng, blocks) -> None:
+    """GPT-OSS's expert GEMVs by token-expert pair: gate and up of k = 4 experts from one token's row (rms-
+    normed inside the launch or not) with their biases and the clamped SwiGLU, then down with one row a
+    pair; pairs that repeat an expert, experts out of order."""
+    from kernels.qmatmul import qmatmul_experts
+    from kernels.triton_moe import gemv_experts, gemv_experts_glu
+
+    n_expert, ffn, width, k = 8, 224, 2880, 4  # ffn: down's input, whole blocks
+    gate = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "gate")
+    up = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "up")
+    down = mxfp4_regrouped((n_expert, width, ffn), rng, blocks, "down")
+    bg, bu = torch.randn(n_expert, ffn, device="cuda") * 0.1, torch.randn(n_expert, ffn, device="cuda") * 0.1
+    bd = torch.randn(n_expert, width, device="cuda") * 0.1
+    x = activations(rng, width)
+    h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5) if normed else x
+    value = h.value() if normed else x
+    ids = torch.tensor([[5, 0, 5, 3]], device="cuda")
+    with tensor_cores(per) as launches:
+        act = gemv_experts_glu(h, gate, up, ids, (bg, bu), (1.702, 7.0))
+        rows = torch.randn(k, ffn, device="cuda")
+        got_down = gemv_experts(rows, down, ids.reshape(-1, 1), bd, torch.float32)
+    assert launches == [True, True]
+    g = qmatmul_experts(value, gate, ids, bg)[0].clamp(max=7.0)
+    u = qmatmul_experts(value, up, ids, bu)[0].clamp(-7.0, 7.0)
+    assert rel_err(act.reshape(k, ffn), g * torch.sigmoid(1.702 * g) * (u + 1.0)) < REL_TOL
+    want_down = qmatmul_experts(rows, down, ids.reshape(-1, 1), bd).reshape(k, width)
+    assert rel_err(got_down.reshape(k, width), want_down) < REL_TOL
 
 
 def test_several_rows_and_expert_ids_go_to_the_cuda_core_loop(rng, blocks) -> None:

@@ -590,6 +590,9 @@ TENSOR_CORE_FORMS = {
     "q8_0-qkv-early-late-trigger": dict(FMT="q8_0_codes_then_scales", UNIT=32, PER=10, PER_POW2=16, HAS_BIAS=True, SEGMENTS=3, RMS_BLOCK=1024, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=2),
     "q8_0-residual-scaled-reduced": dict(FMT="q8_0_codes_then_scales", UNIT=32, PER=8, PER_POW2=8, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=True, GLU=False, GLU_OAI=False, HAS_RES=True, REDUCE=True, PDL=0),
     "q8_0-output": dict(FMT="q8_0_codes_then_scales", UNIT=32, PER=30, PER_POW2=32, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=0),
+    "mxfp4-experts-glu-oai-normed-reduced": dict(FMT="mxfp4_codes_then_scales", UNIT=32, PER=30, PER_POW2=32, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=1024, SCALED=False, GLU=True, GLU_OAI=True, HAS_RES=False, REDUCE=True, PDL=0, HAS_IDS=1),
+    "mxfp4-experts-down-reduced-early": dict(FMT="mxfp4_codes_then_scales", UNIT=32, PER=30, PER_POW2=32, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=True, PDL=2, HAS_IDS=1),
+    "mxfp4-matrix": dict(FMT="mxfp4_codes_then_scales", UNIT=32, PER=9, PER_POW2=16, HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=1),
     "q8_0-glu-oai": dict(FMT="q8_0_codes_then_scales", UNIT=32, PER=3, PER_POW2=4, HAS_BIAS=True, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=True, GLU_OAI=True, HAS_RES=False, REDUCE=False, PDL=1),
 }  # fmt: skip
 
@@ -597,7 +600,7 @@ TENSOR_CORE_FORMS = {
 @pytest.mark.parametrize("form", list(TENSOR_CORE_FORMS))
 def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
     """A Q4_K super-block is 8 sub-block mmas (K = 32: two m16n8k16 each) and one for the mins, a Q6_K one
-    16 (K = 16), a Q8_0 block one (K = 32), per matrix walked; launched early, the wait comes before any
+    16 (K = 16), a Q8_0 or MXFP4 block one (K = 32), per matrix walked; launched early, the wait comes before any
     memory access (PTX and SASS)."""
     from kernels import tensor_core_gemv
     from kernels.triton_offline import (
@@ -613,14 +616,21 @@ def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
         if name.isupper():
             continue
         if name.endswith("_ptr"):
-            signature[name] = {"w_ptr": "*i32", "count_ptr": "*i32", "d_ptr": "*i16"}.get(name, "*fp32")
+            signature[name] = {"w_ptr": "*i32", "count_ptr": "*i32", "d_ptr": "*i16", "ids_ptr": "*i64"}.get(
+                name, "*fp32"
+            )
         else:
             signature[name] = "fp32" if name in ("eps", "glu_alpha", "glu_limit") else "i32"
     constants = TENSOR_CORE_FORMS[form]
     kernel = compile_for_sm90(fn, signature, constants, ("w_ptr", "d_ptr", "x_ptr", "y_ptr", "part_ptr"))
     matrices = 2 if constants["GLU"] else 1
     # Q4_K: 8 sub-blocks of K = 32 and the mins (K = 16); Q6_K: 16 sub-blocks of K = 16; Q8_0: one block of 32
-    per_superblock = {"q4_k": 17, "q6_k_codes_then_scales": 16, "q8_0_codes_then_scales": 2}[constants["FMT"]]
+    per_superblock = {
+        "q4_k": 17,
+        "q6_k_codes_then_scales": 16,
+        "q8_0_codes_then_scales": 2,
+        "mxfp4_codes_then_scales": 2,
+    }[constants["FMT"]]
     assert sass_opcodes(kernel.asm["cubin"])["HMMA"] == per_superblock * constants["PER"] * matrices
     if constants["PDL"]:
         assert dependent_launch_problem(kernel.asm["ptx"]) is None
