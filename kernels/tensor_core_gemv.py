@@ -50,6 +50,9 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
 
 Accuracy: against the float64 product of gguf-py's dequantized weight the largest error relative to the
 largest output is ~2e-7 (H100, Phi-3's Q4_K shapes), as the CUDA-core loop's; the tests' bound is 1e-5.
+Without a GPU, `tests/kernels/test_tensor_core_algebra.py` re-states each format's operands in torch (the
+same joins, permutes and bit operations) against the reference path, calibrated on Q4_K's, which the GPU
+has run: a layout change is checked there first.
 The weight prefetch of `dependent_launch.weight_prefetch` is not done here (off by default).
 """
 
