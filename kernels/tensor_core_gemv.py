@@ -149,17 +149,24 @@ _PLAIN = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
 
 
 @gluon.jit
+def _f16_pair_of(words, ASM: gl.constexpr):
+    """Two float16 of each word made by the inline PTX `ASM` (the word is its $2, the two halves its $0
+    and $1)."""
+    return gl.inline_asm_elementwise(
+        ASM, "=h,=h,r", [words], dtype=(gl.float16, gl.float16), is_pure=True, pack=1
+    )
+
+
+@gluon.jit
 def _code_pairs(words, SHIFT: gl.constexpr):
     """The 4-bit codes at bits SHIFT.. and SHIFT + 16.. of each word as two exact float16: OR-ed into
     1024.0's mantissa, then 1024 subtracted (`sub.f16x2` takes no immediate: the constant in a register)."""
-    return gl.inline_asm_elementwise(
-        f"{{ .reg .b32 t, m; shr.b32 t, $2, {SHIFT}; lop3.b32 t, t, 0x000F000F, 0x64006400, 0xEA; "
-        "mov.b32 m, 0x64006400; sub.rn.f16x2 t, t, m; mov.b32 {$0, $1}, t; }",
-        "=h,=h,r",
-        [words],
-        dtype=(gl.float16, gl.float16),
-        is_pure=True,
-        pack=1,
+    return _f16_pair_of(
+        words,
+        gl.constexpr(
+            f"{{ .reg .b32 t, m; shr.b32 t, $2, {SHIFT}; lop3.b32 t, t, 0x000F000F, 0x64006400, 0xEA; "
+            "mov.b32 m, 0x64006400; sub.rn.f16x2 t, t, m; mov.b32 {$0, $1}, t; }"
+        ),
     )
 
 
@@ -390,14 +397,12 @@ def _mxfp4_pairs(words, S: gl.constexpr):
     SIGN: gl.constexpr = (
         "and.b32 b, $2, 0x80008000; " if S == 12 else f"shl.b32 b, $2, {12 - S}; and.b32 b, b, 0x80008000; "
     )
-    return gl.inline_asm_elementwise(
-        f"{{ .reg .b32 a, b; {'shl' if LEFT else 'shr'}.b32 a, $2, {MAG}; {SIGN}"
-        "lop3.b32 a, a, 0x0E000E00, b, 0xEA; mov.b32 {$0, $1}, a; }",
-        "=h,=h,r",
-        [words],
-        dtype=(gl.float16, gl.float16),
-        is_pure=True,
-        pack=1,
+    return _f16_pair_of(
+        words,
+        gl.constexpr(
+            f"{{ .reg .b32 a, b; {'shl' if LEFT else 'shr'}.b32 a, $2, {MAG}; {SIGN}"
+            "lop3.b32 a, a, 0x0E000E00, b, 0xEA; mov.b32 {$0, $1}, a; }"
+        ),
     )
 
 
