@@ -27,7 +27,7 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
   bytes of one ql word and its qh word (ggml's l .. l + 3), so a group of three words a lane (ql[l],
   ql[l + 32], qh[l]) feeds four sub-blocks (`_q6_k_a_tile`); each mma is scaled by d x the sub-block's
   int8 scale. The activations are stored in each sub-block's K order as for Q4_K's mins.
-- Q8_0 (`_q8_0_walk`): a 32-code block is one mma (K = 32) scaled by its d, its words taken as a Q4_K
+- Q8_0 (`_block_walk`): a 32-code block is one mma (K = 32) scaled by its d, its words taken as a Q4_K
   chunk's (lane t: words 2t and 2t + 1) and its codes made exact float16 by one byte permute with 1024.0's
   exponent above each sign-flipped byte and one `sub.f16x2` (`_q8_0_codes`), in the byte order of a Q4_K
   chunk's nibbles, so the activations are stored as a Q4_K sub-block's. A program walks up to 32 blocks,
@@ -35,7 +35,7 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
   Offline (sm_90, the 2,880-wide output form, 8 blocks a program): ~35 SASS instructions a block a thread
   (16 codes, 1.25 a code of decode) in the walk against 7.5 a weight for the CUDA-core regrouped loop
   (`benchmarks.ptx_cost`).
-- MXFP4 (`_mxfp4_walk`): a 32-code block is one mma scaled by its E8M0 power of two, a lane's K values
+- MXFP4 (`_block_walk`): a 32-code block is one mma scaled by its E8M0 power of two, a lane's K values
   the 8 nibbles of one word (`_mxfp4_a_tile`). An e2m1 code's three magnitude bits at a float16's bits
   9-11 and its sign at 15 are its value times 2^-14, exact (two shifts, an `and` and a `lop3` a pair of
   codes, `_mxfp4_pairs`); the 2^15 that makes ggml's doubled table values is folded into the activations'
@@ -532,15 +532,7 @@ def _q4_k_walk(
     # Each row's words, clamped at the matrix's last row (its stores are masked), in the three layouts
     # the walk reads them in: the scalars a row, the code words as A wants them, the mins as their A.
     rows = w_ptr + w_off + gl.minimum(r_rows, n_rows - 1).to(gl.int64) * row_words
-    rw = first + gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, _WORDS)))
-    tw = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, _WORDS)))
-    uw = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, _WORDS)))
-    wrow = w_ptr + w_off + gl.minimum(rw, n_rows - 1).to(gl.int64) * row_words
-    woff = (
-        gl.expand_dims(gl.expand_dims(wrow, 1), 2)
-        + gl.expand_dims(gl.expand_dims(2 * tw, 0), 2)
-        + gl.expand_dims(gl.expand_dims(uw, 0), 1)
-    )
+    woff = _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words)
     ma_r_rows = first + gl.arange(
         0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A)))
     )
@@ -599,14 +591,7 @@ def _q6_k_walk(
     clamped = gl.minimum(r_rows, n_rows - 1).to(gl.int64)
     rows = w_ptr + w_off + clamped * row_words
     d_rows = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_sb
-    rq = first + gl.arange(0, 64, layout=gl.SliceLayout(1, _Q6_WORDS))
-    tq = gl.arange(0, 4, layout=gl.SliceLayout(0, _Q6_WORDS))
-    words = (
-        w_ptr
-        + w_off
-        + gl.expand_dims(gl.minimum(rq, n_rows - 1).to(gl.int64) * row_words, 1)
-        + gl.expand_dims(tq, 0)
-    )
+    words = _lane_words(w_ptr, w_off, first, n_rows, row_words)
     first_words = _first_words("q6_k", (rows, words, d_rows), lo, seg_w1, GLU)
     # The activations in each 16-element sub-block's K order: natural element 4t + 2r + s stored at
     # [t, s, r] (K = 8s + 2t + r), hi and lo as B's columns 0 and 1.
@@ -619,7 +604,38 @@ def _q6_k_walk(
 
 
 @gluon.jit
-def _q8_0_walk(
+def _lane_words(w_ptr, w_off, first, n_rows, row_words):
+    """Pointers [64 rows, 4 t] to word t of each of the tile's rows (clamped at the matrix's last row), laid
+    out as a 16-code operand wants them: lane (row % 8, t) holds rows row and row + 8 (Q6_K, MXFP4)."""
+    rq = first + gl.arange(0, 64, layout=gl.SliceLayout(1, _Q6_WORDS))
+    tq = gl.arange(0, 4, layout=gl.SliceLayout(0, _Q6_WORDS))
+    return (
+        w_ptr
+        + w_off
+        + gl.expand_dims(gl.minimum(rq, n_rows - 1).to(gl.int64) * row_words, 1)
+        + gl.expand_dims(tq, 0)
+    )
+
+
+@gluon.jit
+def _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words):
+    """Pointers [64 rows, 4 t, 2 u] to words 2t + u of each of the tile's rows (clamped), laid out as a
+    32-code operand wants them: lane (row % 8, t) holds words 2t, 2t + 1 of rows row and row + 8 (Q4_K's
+    chunks, Q8_0)."""
+    rw = first + gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, _WORDS)))
+    tw = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, _WORDS)))
+    uw = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, _WORDS)))
+    wrow = w_ptr + w_off + gl.minimum(rw, n_rows - 1).to(gl.int64) * row_words
+    return (
+        gl.expand_dims(gl.expand_dims(wrow, 1), 2)
+        + gl.expand_dims(gl.expand_dims(2 * tw, 0), 2)
+        + gl.expand_dims(gl.expand_dims(uw, 0), 1)
+    )
+
+
+@gluon.jit
+def _block_walk(
+    KIND: gl.constexpr,
     w_ptr,
     d_ptr,
     x_ptr,
@@ -634,69 +650,36 @@ def _q8_0_walk(
     PER_POW2: gl.constexpr,
     GLU: gl.constexpr,
 ):
-    """`_q4_k_walk` for a regrouped Q8_0 matrix (`kernels.qtensor.CODES_THEN_SCALES`: each row's 8 code words a
-    32-element block, then the matrix's d halfwords, a row's n_blocks in a run) over PER blocks from `lo`
-    (PER need not be a power of two: a row's 90 blocks at 2,880 wide; the prologue's PER_POW2 holds them)."""
-    row_words = n_blocks * Q8_0_CODE_WORDS
+    """`_q4_k_walk` for a regrouped matrix of 32-element blocks (`kernels.qtensor.CODES_THEN_SCALES`: each
+    row's code words a block, then the matrix's scales, a row's n_blocks in a run): Q8_0 (8 words a block,
+    float16 d) or MXFP4 (4 words, an E8M0 byte), over PER blocks from `lo`. PER need not be a power of two
+    (a row's 90 blocks at 2,880 wide): the prologue's PER_POW2 holds them, the blocks past PER zeros no mma
+    reads. MXFP4's activations' scale carries its codes' 2^-15."""
     clamped = gl.minimum(r_rows, n_rows - 1).to(gl.int64)
-    d_rows = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_blocks
-    rw = first + gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, _WORDS)))
-    tw = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, _WORDS)))
-    uw = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, _WORDS)))
-    wrow = w_ptr + w_off + gl.minimum(rw, n_rows - 1).to(gl.int64) * row_words
-    words = (
-        gl.expand_dims(gl.expand_dims(wrow, 1), 2)
-        + gl.expand_dims(gl.expand_dims(2 * tw, 0), 2)
-        + gl.expand_dims(gl.expand_dims(uw, 0), 1)
-    )
-    first_words = _first_words("q8_0", (words, d_rows), lo, seg_w1, GLU)
-    # The activations in each block's K order, as a Q4_K sub-block's (natural element 8t + 4u + 2r + s
-    # stored at 8t + 4u + 2s + r); the blocks past PER are zeros no mma reads.
+    if KIND == "q8_0":
+        row_words = n_blocks * Q8_0_CODE_WORDS
+        scales = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_blocks
+        words = _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words)
+    else:
+        row_words = n_blocks * MXFP4_CODE_WORDS
+        bytes_ptr = w_ptr.to(gl.pointer_type(gl.uint8))
+        scales = bytes_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 4 + clamped * n_blocks
+        words = _lane_words(w_ptr, w_off, first, n_rows, row_words)
+    first_words = _first_words(KIND, (words, scales), lo, seg_w1, GLU)
     xs, up = _activations(x_ptr, lo * 32, PER_POW2 * 32, PER * 32)
-    xb = gl.reshape(gl.permute(gl.reshape(xs, (PER_POW2, 4, 2, 2, 2)), (0, 1, 2, 4, 3)), (PER_POW2, 1, 4, 8))
-    smem_b = gl.allocate_shared_memory(gl.float16, [PER_POW2, 256], _PLAIN, _with_zeros(xb))
-    gl.thread_barrier()
-    return _walk("q8_0", (words, d_rows), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU) + (up,)
-
-
-@gluon.jit
-def _mxfp4_walk(
-    w_ptr,
-    x_ptr,
-    w_off,
-    first,
-    r_rows,
-    n_rows,
-    n_blocks,
-    lo,
-    seg_w1,
-    PER: gl.constexpr,
-    PER_POW2: gl.constexpr,
-    GLU: gl.constexpr,
-):
-    """`_q8_0_walk` for a regrouped MXFP4 matrix (each row's 4 code words a block, then the matrix's E8M0
-    bytes, a row's n_blocks in a run); the activations' scale it returns carries the codes' 2^-15."""
-    row_words = n_blocks * MXFP4_CODE_WORDS
-    clamped = gl.minimum(r_rows, n_rows - 1).to(gl.int64)
-    bytes_ptr = w_ptr.to(gl.pointer_type(gl.uint8))
-    scale_rows = bytes_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 4 + clamped * n_blocks
-    rq = first + gl.arange(0, 64, layout=gl.SliceLayout(1, _Q6_WORDS))
-    tq = gl.arange(0, 4, layout=gl.SliceLayout(0, _Q6_WORDS))
-    words = (
-        w_ptr
-        + w_off
-        + gl.expand_dims(gl.minimum(rq, n_rows - 1).to(gl.int64) * row_words, 1)
-        + gl.expand_dims(tq, 0)
+    if KIND == "q8_0":
+        # as a Q4_K sub-block's: natural element 8t + 4u + 2r + s stored at 8t + 4u + 2s + r
+        xb = gl.permute(gl.reshape(xs, (PER_POW2, 4, 2, 2, 2)), (0, 1, 2, 4, 3))
+    else:
+        # natural element 16h + 4t + 2 half + k stored at 8t + 4h + 2k + half (`_b_tile` then reads
+        # K = 16h + 8k + 2t + half, as `_mxfp4_a_tile` holds it)
+        xb = gl.permute(gl.reshape(xs, (PER_POW2, 2, 4, 2, 2)), (0, 2, 1, 4, 3))
+        up = up * (1.0 / 32768.0)
+    smem_b = gl.allocate_shared_memory(
+        gl.float16, [PER_POW2, 256], _PLAIN, _with_zeros(gl.reshape(xb, (PER_POW2, 1, 4, 8)))
     )
-    first_words = _first_words("mxfp4", (words, scale_rows), lo, seg_w1, GLU)
-    # The activations in each block's K order: natural element 16h + 4t + 2 half + k stored at
-    # 8t + 4h + 2k + half (`_b_tile` then reads K = 16h + 8k + 2t + half, as `_mxfp4_a_tile` holds it).
-    xs, up = _activations(x_ptr, lo * 32, PER_POW2 * 32, PER * 32)
-    xb = gl.reshape(gl.permute(gl.reshape(xs, (PER_POW2, 2, 4, 2, 2)), (0, 2, 1, 4, 3)), (PER_POW2, 1, 4, 8))
-    smem_b = gl.allocate_shared_memory(gl.float16, [PER_POW2, 256], _PLAIN, _with_zeros(xb))
     gl.thread_barrier()
-    acc, acc_up = _walk("mxfp4", (words, scale_rows), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU)
-    return acc, acc_up, up * (1.0 / 32768.0)
+    return _walk(KIND, (words, scales), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU) + (up,)
 
 
 @gluon.jit
@@ -772,13 +755,10 @@ def _tc_gemv_kernel(
         count_ptr = count_ptr + pair * gl.num_programs(0)
     if FMT == "q4_k":
         acc, acc_up, up = _q4_k_walk(w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU)
-    elif FMT == "q8_0_codes_then_scales":
-        acc, acc_up, up = _q8_0_walk(
-            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, PER_POW2, GLU
-        )
-    elif FMT == "mxfp4_codes_then_scales":
-        acc, acc_up, up = _mxfp4_walk(
-            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, PER_POW2, GLU
+    elif FMT == "q8_0_codes_then_scales" or FMT == "mxfp4_codes_then_scales":
+        KIND: gl.constexpr = "q8_0" if FMT == "q8_0_codes_then_scales" else "mxfp4"
+        acc, acc_up, up = _block_walk(
+            KIND, w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, PER_POW2, GLU
         )
     else:
         acc, acc_up, up = _q6_k_walk(
