@@ -248,7 +248,8 @@ def test_mxfp4_of_every_scale_exponent_matches_the_reference(rng, blocks) -> Non
     with tensor_cores(2) as launches:
         got = FAST_PATH.qmatmul(x, w, None, torch.float32)
     assert launches == [True]
-    want = reference_qmatmul(x, w, None, torch.float32)
+    # in float64 on the CPU: subnormal weights' products stay exact whatever a GEMM library flushes
+    want = x.double().cpu() @ w.dequantize().double().cpu().T
     for rows in (slice(0, 16), slice(16, 32), slice(32, 48), slice(48, 64)):
         assert rel_err(got[:, rows], want[:, rows]) < REL_TOL, rows
 
