@@ -5,6 +5,7 @@ without a GPU.
                                   [--warps 4] [--form plain] [--ahead] [--out FILE.md]
     python -m benchmarks.ptx_cost --kernel prefill-gemm [--formats ...] [--out FILE.md]
     python -m benchmarks.ptx_cost --kernel rope-attention [--out FILE.md]
+    python -m benchmarks.ptx_cost --kernel tensor-core-gemv [--per N] [--out FILE.md]
 
 For each format the GEMV kernel (`kernels/triton_gemv.py`, a decode launch of an `--shape` matrix in the
 `--form` of `kernels.triton_offline.GEMV_FORMS` (default plain),
@@ -30,6 +31,12 @@ not by its decode's instructions.
 `--kernel rope-attention`: the decode step's RoPE + KV store + attention (`kernels/triton_decode.py`) for the
 three models' head layouts, in its default tile and `attention_tile(retiled=True)`'s: one loop step (a
 block of cache positions) in SASS, its barriers and shuffles, registers and spills.
+
+`--kernel tensor-core-gemv`: `kernels/tensor_core_gemv.py` in each form of
+`kernels.triton_offline.TENSOR_CORE_FORMS` (the decode steps' launches, its own walk lengths or `--per`
+units a program): its mmas, the whole kernel's SASS, the SASS a thread issues a unit of its walk and a
+code (a unit is a super-block or a 32-code block; a thread holds 128 or 16 codes of it), registers and
+spills. The CUDA-core loop's figure to set it against is `loop SASS / weight` above.
 
 `--kernel prefill-gemm`: the same counts for `kernels/triton_qgemm.py` in the launch shapes
 `default_config` picks for 512 rows, dense and grouped by expert: the loop decodes a weight tile and feeds
@@ -229,6 +236,54 @@ def attention_rows() -> list[dict]:
     return rows
 
 
+def tensor_core_rows(per: int | None = None, forms: tuple[str, ...] | None = None) -> list[dict]:
+    """`--kernel tensor-core-gemv`: each form of `triton_offline.TENSOR_CORE_FORMS` (or of `forms`)."""
+    from kernels import tensor_core_gemv
+    from kernels.triton_offline import (
+        TENSOR_CORE_FORMS,
+        compile_tensor_core_gemv,
+        register_use,
+        sass_opcodes,
+        tensor_core_walk_sass,
+    )
+
+    rows = []
+    for form in forms or tuple(TENSOR_CORE_FORMS):
+        constants = TENSOR_CORE_FORMS[form]
+        kernel = compile_tensor_core_gemv(form, per)
+        fmt = constants["FMT"]
+        per_unit = tensor_core_walk_sass(kernel.asm["cubin"], fmt)
+        # codes a thread multiplies a unit: the unit's codes x 64 rows over 128 threads
+        codes = (
+            tensor_core_gemv.UNITS[fmt]
+            * tensor_core_gemv.ROWS_PER_PROGRAM
+            // (32 * tensor_core_gemv.NUM_WARPS)
+        )
+        use, ops = register_use(kernel.asm["ptx"]), sass_opcodes(kernel.asm["cubin"])
+        rows.append(
+            dict(
+                form=form, fmt=fmt, per=per or constants["PER"], mmas=ops["HMMA"], sass=sum(ops.values()),
+                walk_per_unit=None if per_unit is None else round(per_unit, 1),
+                walk_per_code=None if per_unit is None else round(per_unit / codes, 2),
+                registers=use.registers, spill_bytes=use.spill_bytes,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def tensor_core_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| form | layout | units a program | mmas | kernel SASS | walk SASS / unit | walk SASS / code | registers | spill bytes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['form']} | {r['fmt']} | {r['per']} | {r['mmas']} | {r['sass']} | {r['walk_per_unit'] or '-'} | "
+            f"**{r['walk_per_code'] or '-'}** | {r['registers']} | {r['spill_bytes']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def attention_markdown(rows: list[dict]) -> str:
     lines = [
         "| model | tile | re-tiled | loop SASS / step | per position | barriers | shuffles | FFMA | ALU | registers | spill bytes | memory round trips |",
@@ -281,9 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--kernel",
-        choices=["gemv", "prefill-gemm", "rope-attention"],
+        choices=["gemv", "prefill-gemm", "rope-attention", "tensor-core-gemv"],
         default="gemv",
-        help="the decode GEMV (default) or the prefill GEMM (kernels/triton_qgemm.py)",
+        help="the decode GEMV (default), the prefill GEMM (kernels/triton_qgemm.py), the decode attention, "
+        "or the tensor-core decode GEMV (kernels/tensor_core_gemv.py)",
+    )
+    parser.add_argument(
+        "--per", type=int, help="tensor-core-gemv: units a program walks (default: each form's)"
     )
     args = parser.parse_args(argv)
     try:
@@ -294,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     out_features, in_features = (int(v) for v in args.shape.lower().split("x"))
     if args.kernel == "rope-attention":
         table = attention_markdown(attention_rows())
+        print(table, end="")
+        if args.out:
+            args.out.write_text(table)
+        return 0
+    if args.kernel == "tensor-core-gemv":
+        table = tensor_core_markdown(tensor_core_rows(args.per))
         print(table, end="")
         if args.out:
             args.out.write_text(table)

@@ -229,6 +229,68 @@ def compile_gemv(
     )
 
 
+# The tensor-core GEMV (`kernels.tensor_core_gemv._tc_gemv_kernel`, Gluon) in the forms the decode steps
+# launch it: Phi-3's Q4_K gate/up with SwiGLU from rms-normed rows through the split-K reduction, q/k/v as
+# three segments with biases, rms-normed, reduced, launched early with the late trigger, the residual sum
+# with its scaled copy launched early with the trigger at the wait, gpt-oss's clamped SwiGLU; Phi-3's
+# regrouped Q6_K ones; GPT-OSS's regrouped Q8_0 attention and output (walks of blocks not a power of two)
+# and its MXFP4 experts by token-expert pair (gate/up, down), and a 2-D MXFP4 matrix.
+_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0)  # fmt: skip
+_Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
+_Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)
+TENSOR_CORE_FORMS = {
+    "glu-normed-reduced": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "GLU": True, "REDUCE": True},
+    "qkv-early-late-trigger": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 2},
+    "residual-scaled-early": {**_TC, **_Q4_K, "PER": 1, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "PDL": 1},
+    "glu-oai": {**_TC, **_Q4_K, "PER": 2, "RMS_BLOCK": 256, "GLU": True, "GLU_OAI": True},
+    "q6_k-residual-scaled-reduced": {**_TC, **_Q6_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "REDUCE": True},
+    "q6_k-segments-normed-early": {**_TC, **_Q6_K, "PER": 1, "SEGMENTS": 3, "RMS_BLOCK": 1024, "PDL": 2},
+    "q6_k-glu": {**_TC, **_Q6_K, "PER": 4, "GLU": True, "REDUCE": True},
+    "q8_0-qkv-early-late-trigger": {**_TC, **_Q8_0, "PER": 10, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 2},
+    "q8_0-residual-scaled-reduced": {**_TC, **_Q8_0, "PER": 8, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True},
+    "q8_0-output": {**_TC, **_Q8_0, "PER": 30, "REDUCE": True},
+    "q8_0-glu-oai": {**_TC, **_Q8_0, "PER": 3, "HAS_BIAS": True, "GLU": True, "GLU_OAI": True, "PDL": 1},
+    "mxfp4-experts-glu-oai-normed-reduced": {**_TC, **_MXFP4, "PER": 30, "HAS_BIAS": True, "RMS_BLOCK": 1024, "GLU": True, "GLU_OAI": True, "REDUCE": True, "HAS_IDS": 1},
+    "mxfp4-experts-down-reduced-early": {**_TC, **_MXFP4, "PER": 30, "HAS_BIAS": True, "REDUCE": True, "PDL": 2, "HAS_IDS": 1},
+    "mxfp4-matrix": {**_TC, **_MXFP4, "PER": 9, "PDL": 1},
+}  # fmt: skip
+# mma.sync instructions (m16n8k16) a unit of each format a matrix: Q4_K 8 sub-blocks of K = 32 and the mins
+# (K = 16), Q6_K 16 sub-blocks of K = 16, a Q8_0 or MXFP4 block K = 32.
+TENSOR_CORE_MMAS = {"q4_k": 17, "q6_k_codes_then_scales": 16, "q8_0_codes_then_scales": 2, "mxfp4_codes_then_scales": 2}  # fmt: skip
+
+
+def compile_tensor_core_gemv(form: str, per: int | None = None):
+    """The tensor-core GEMV in `form` (TENSOR_CORE_FORMS), walking `per` units a program if given."""
+    from kernels import tensor_core_gemv
+
+    constants = dict(TENSOR_CORE_FORMS[form])
+    if per is not None:
+        constants["PER"] = per
+    constants["PER_POW2"] = 1 << (constants["PER"] - 1).bit_length()
+    fn = tensor_core_gemv._tc_gemv_kernel
+    pointers = {"w_ptr": "*i32", "count_ptr": "*i32", "d_ptr": "*i16", "ids_ptr": "*i64"}
+    signature = {
+        name: pointers.get(name, "*fp32")
+        if name.endswith("_ptr")
+        else ("fp32" if name in ("eps", "glu_alpha", "glu_limit") else "i32")
+        for name in fn.arg_names
+        if not name.isupper()
+    }
+    return compile_for_sm90(fn, signature, constants, ("w_ptr", "d_ptr", "x_ptr", "y_ptr", "part_ptr"))
+
+
+def tensor_core_walk_sass(cubin: bytes, fmt: str) -> float | None:
+    """SASS instructions a thread issues a unit of its walk, from the listing: the instructions from the
+    first mma to the last over the units between them (the prologue and epilogue apart); None for a walk of
+    one unit."""
+    listing = sass_listing(cubin)
+    mmas = [i for i, op in enumerate(listing) if op.startswith("HMMA")]
+    units = len(mmas) / TENSOR_CORE_MMAS[fmt]
+    if units < 2:
+        return None
+    return (mmas[-1] - mmas[0]) / (units - 1)
+
+
 # The fused decode attention's runtime arguments (`kernels.triton_decode._rope_attention_kernel`).
 ROPE_ATTENTION_SIGNATURE = {
     **dict.fromkeys(("q_ptr", "k_ptr", "v_ptr", "keys_ptr", "values_ptr", "cos_ptr", "sin_ptr"), "*fp32"),
