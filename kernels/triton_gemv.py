@@ -1636,9 +1636,10 @@ def default_config(
 # 2026-12-06; its ffn_down 22.2 -> 16.2 us, output 63.1 -> 42.4 us alone).
 TENSOR_CORE_MIN_BYTES = 4 << 20
 # The layouts whose GEMVs go to the tensor cores by default: those timed faster there in the decode step
-# (above). `tensor_core_gemv` also reads regrouped Q8_0 (`tensor_core_gemv.FORMATS`): not yet timed, it
-# runs there only where a config asks (`benchmarks.step_ab` "regrouped Q8_0 GEMVs on the tensor cores too",
-# `benchmarks.kernels_gemv --tensor-cores`).
+# (above). `tensor_core_gemv` also reads regrouped Q8_0 and MXFP4, MXFP4 experts by token-expert pair
+# (`tensor_core_gemv.FORMATS`, `EXPERT_FORMATS`): not yet timed, they run there only where a config asks
+# (`benchmarks.step_ab` "regrouped Q8_0 GEMVs on the tensor cores too", "MXFP4 expert GEMVs on the tensor
+# cores too", `benchmarks.kernels_gemv --tensor-cores`).
 TENSOR_CORE_FORMATS = ("q4_k", "q6_k_codes_then_scales")
 
 
@@ -1857,7 +1858,7 @@ def launch_segments(
     if (
         config.tensor_cores
         and tensor_core_gemv.serves(layout.fmt, n_out_rows, in_features, expert_ids is not None, x.device)
-        and x2.stride(0) == in_features  # (its pairs' rows of x, in_features apart)
+        and (n_out_rows == 1 or x2.stride(0) == in_features)  # several pairs: rows of x in_features apart
     ):
         tc_tiles = sum(triton.cdiv(r, tensor_core_gemv.ROWS_PER_PROGRAM) for r in out_rows) * n_out_rows
         served = tensor_core_gemv.launch(
