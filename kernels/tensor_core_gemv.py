@@ -686,17 +686,17 @@ def _block_walk(
 def _tc_gemv_kernel(
     w_ptr,  # int32 words of segment 0's matrix; segments 1 and 2 (GLU: the up rows) seg_w1, seg_w2 words on
     d_ptr,  # regrouped Q6_K, Q8_0: the same bytes as int16 (each matrix's d halfwords follow its codes)
-    x_ptr,  # the activation row, float32
+    x_ptr,  # the activation row (HAS_IDS: rows, in_features apart), float32
     y_ptr,
     bias_ptr,
-    part_ptr,  # REDUCE: the split partial sums [split, y_width * (2 with GLU)]
-    count_ptr,  # REDUCE: one arrival counter a row tile, zero between launches
+    part_ptr,  # REDUCE: the split partial sums [split, pairs, y_width * (2 with GLU)]
+    count_ptr,  # REDUCE: one arrival counter a row tile (and pair), zero between launches
     rms_ptr,
     nw_ptr,
     y2_ptr,
     res_ptr,
     n_rows,
-    n_sb,  # units a row: super-blocks (Q4_K, Q6_K) or 32-element blocks (Q8_0)
+    n_sb,  # units a row: super-blocks (Q4_K, Q6_K) or 32-element blocks (Q8_0, MXFP4)
     seg_w1,
     seg_w2,
     seg_b1,
@@ -715,7 +715,7 @@ def _tc_gemv_kernel(
     FMT: gl.constexpr,  # one of FORMATS
     UNIT: gl.constexpr,  # elements a unit of FMT (UNITS)
     PER: gl.constexpr,  # units a program walks
-    PER_POW2: gl.constexpr,  # PER rounded up to a power of two (Q8_0's prologue)
+    PER_POW2: gl.constexpr,  # PER rounded up to a power of two (the block formats' prologue)
     HAS_BIAS: gl.constexpr,
     SEGMENTS: gl.constexpr,
     RMS_BLOCK: gl.constexpr,
