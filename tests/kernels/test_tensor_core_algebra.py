@@ -211,3 +211,23 @@ def test_a_wrong_k_order_fails_the_check(rng, blocks) -> None:
     want = reference_qmatmul(x, w, None, torch.float32).double().reshape(-1)
     got = walk(w, x, "mxfp4", stored_as="q8_0")
     assert float((got - want).abs().max() / want.abs().max()) > 1e-2
+
+
+def test_an_expert_is_its_share_of_the_bytes_codes_then_scales(rng, blocks) -> None:
+    """The launch offsets pair m's matrix by expert_ids[m] x (the tensor's bytes / experts) and reads its
+    codes, then its scales, there (`triton_gemv.launch_segments`' expert_words): each expert's share of a
+    regrouped MXFP4 expert tensor walks as a matrix of its own."""
+    n_expert, rows, width = 4, 16, 96
+    raw = blocks(GGMLType.MXFP4, n_expert * rows * width // 32, rng, realistic=True)
+    experts = QTensor.from_bytes(raw.tobytes(), GGMLType.MXFP4, (n_expert, rows, width), "e")
+    experts = experts.codes_then_scales_in_place()
+    share = experts.data.numel() // n_expert
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, width)).astype(np.float32))
+    for e in (3, 0, 2):
+        matrix = QTensor(experts.data[e * share : (e + 1) * share], GGMLType.MXFP4, (rows, width), "m")
+        single = QTensor.from_bytes(
+            raw.reshape(n_expert, -1)[e].tobytes(), GGMLType.MXFP4, (rows, width), "one"
+        )
+        want = reference_qmatmul(x, single, None, torch.float32).double().reshape(-1)
+        got = walk(matrix, x, "mxfp4")
+        assert float((got - want).abs().max() / want.abs().max()) < REL_TOL, e
