@@ -468,8 +468,8 @@ def _words_of(KIND: gl.constexpr, pointers, sb, shift):
 
 @gluon.jit
 def _first_words(KIND: gl.constexpr, pointers, lo, seg_w1, GLU: gl.constexpr):
-    """The first super-block's words (and with GLU the up rows'), asked for before the activations'
-    prologue so their latency overlaps it (the up rows' are a placeholder without GLU)."""
+    """The first unit's words (and with GLU the up rows'), asked for before the activations' prologue so
+    their latency overlaps it (the up rows' are a placeholder without GLU)."""
     words = _words_of(KIND, pointers, lo, 0)
     words_up = words
     if GLU:  # the up rows, seg_w1 words past the gate's: the same activations
@@ -504,8 +504,9 @@ def _walk(
     PER: gl.constexpr,
     GLU: gl.constexpr,
 ):
-    """The walk over PER super-blocks from `lo`, each one's words loaded a super-block ahead of their use
-    (one super-block's in registers beside the one multiplied): the tile's sums [64, 8] (and the up rows')."""
+    """The walk over PER units (super-blocks or blocks) from `lo`, each one's words loaded a unit ahead of
+    their use (one unit's in registers beside the one multiplied): the tile's sums [64, 8] (and the up
+    rows')."""
     ahead, ahead_up = first_words
     acc = gl.full([64, 8], 0.0, gl.float32, _MMA)
     acc_up = acc
