@@ -69,7 +69,7 @@ from unittest import mock
 import torch
 
 from kernels import dependent_launch
-from kernels.formats import FORMATS, GGMLType
+from kernels.formats import GGMLType, tensor_nbytes
 from kernels.qmatmul import RMSNormed
 
 
@@ -298,9 +298,7 @@ def _q8_0_tensor_cores(
 
     if layout.fmt != "q8_0_codes_then_scales":
         return config
-    n_rows, in_features = shape[0], shape[1]
-    block = FORMATS[GGMLType.Q8_0]
-    size = n_rows * in_features // block.block_size * block.type_size
+    size = tensor_nbytes(GGMLType.Q8_0, (shape[0], shape[1]))
     if size < triton_gemv.TENSOR_CORE_MIN_BYTES or (max_bytes is not None and size >= max_bytes):
         return config
     return dataclasses.replace(config, tensor_cores=True)

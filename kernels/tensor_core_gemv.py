@@ -96,7 +96,6 @@ FORMATS = tuple(UNITS)
 # The layouts it also reads as experts of a 3-D tensor, one program axis over the token-expert pairs
 # (a MoE's gate and up, its down): MXFP4's, the M0 models' only expert type.
 EXPERT_FORMATS = ("mxfp4_codes_then_scales",)
-MAX_PAIRS = 32  # token-expert pairs a launch (decode: one token x k experts)
 
 _MMA = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
 _A = gl.DotOperandLayout(operand_index=0, parent=_MMA, k_width=2)
@@ -815,11 +814,10 @@ def _tc_gemv_kernel(
 
 def serves(fmt: str, n_out_rows: int, in_features: int, has_expert_ids: bool, device: torch.device) -> bool:
     """Whether a launch of `fmt` can run here: a layout of FORMATS, rows of whole units, on an sm_80+ GPU
-    (mma.sync's float16 shape); one activation row of a 2-D matrix, or for EXPERT_FORMATS up to MAX_PAIRS
-    token-expert pairs of a 3-D one. Whether it should is the caller's part (`GemvConfig.tensor_cores`)."""
-    rows_served = (
-        1 <= n_out_rows <= MAX_PAIRS and fmt in EXPERT_FORMATS if has_expert_ids else n_out_rows == 1
-    )
+    (mma.sync's float16 shape); one activation row of a 2-D matrix, or for EXPERT_FORMATS the token-expert
+    pairs of a 3-D one (as many as `triton_moe.MAX_PAIRS` lets through). Whether it should is the caller's
+    part (`GemvConfig.tensor_cores`)."""
+    rows_served = fmt in EXPERT_FORMATS if has_expert_ids else n_out_rows == 1
     return (
         fmt in UNITS
         and rows_served

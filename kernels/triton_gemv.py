@@ -28,14 +28,13 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import triton
 import triton.language as tl
 
 from kernels import dependent_launch, tensor_core_gemv
-from kernels.formats import FORMATS, GGMLType
+from kernels.formats import FORMATS, GGMLType, tensor_nbytes
 from kernels.qmatmul import FastPath, RMSNormed
 from kernels.qtensor import CODES_THEN_SCALES, GGML, QTensor
 from kernels.triton_common import (
@@ -130,10 +129,11 @@ class GemvConfig:
     # compiler's choice: more registers, fewer programs resident on an SM, and a grid larger than one
     # wave of them runs two. The loops that load ahead or with the words hold more: not for them.
     max_registers: int | None = None
-    # Q4_K in the file's order or Q6_K regrouped, one activation row of a 2-D matrix, sm_80+: the launch
-    # runs on the tensor cores (`kernels.tensor_core_gemv`, its own 64-row tiles and split; the fields
-    # above then serve only the launches it does not take: other formats, several rows, expert ids, the
-    # first split launch inside a capture).
+    # A layout `kernels.tensor_core_gemv` reads (Q4_K in the file's order; Q6_K, Q8_0, MXFP4 regrouped), one
+    # activation row of a 2-D matrix or token-expert pairs of an MXFP4 expert tensor, sm_80+: the launch
+    # runs on the tensor cores (its own 64-row tiles and split; the fields above then serve only the
+    # launches it does not take: other formats, several rows, other experts, the first split launch inside
+    # a capture).
     tensor_cores: bool = False
 
     def __post_init__(self) -> None:
@@ -1530,7 +1530,7 @@ def _qgemv_kernel(
 # Launch
 
 
-@lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
@@ -1617,11 +1617,10 @@ def default_config(
     # `tensor_cores` (the kernel set's choice, `KernelConfig.tensor_core_gemv`): the matrices of
     # TENSOR_CORE_FORMATS of at least TENSOR_CORE_MIN_BYTES on the tensor cores, where `tensor_core_gemv`
     # serves the launch (regrouped Q6_K matrices hold at least REGROUP_Q6_K_MIN_BYTES).
-    block = FORMATS[qtype]
     on_tensor_cores = (
         tensor_cores
         and fmt in TENSOR_CORE_FORMATS
-        and n_rows * in_features // block.block_size * block.type_size >= TENSOR_CORE_MIN_BYTES
+        and tensor_nbytes(qtype, (n_rows, in_features)) >= TENSOR_CORE_MIN_BYTES
     )
     return GemvConfig(
         block_n, ub, 4, split, stages, ahead=ahead, max_registers=max_registers, tensor_cores=on_tensor_cores
