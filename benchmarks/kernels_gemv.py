@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tensor-cores",
         action="store_true",
         help="also the launches the default runs on the CUDA cores whose layout the tensor-core kernel reads "
-        "(regrouped Q6_K, the smaller Q4_K), on the tensor cores",
+        "(the smaller Q4_K and Q6_K ones, regrouped Q8_0, MXFP4 and MXFP4 experts), on the tensor cores",
     )
     parser.add_argument(
         "--cuda-cores",
