@@ -28,6 +28,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   projection, 151,936 x 896), and `GEMV small k-quants ahead`: only in the super-block GEMVs of at most
   1,024 rows (Qwen's down projections): the two places Qwen's +1.6 % from loading ahead can come from,
   where Phi-3's and GPT-OSS's GEMVs lose with it (`results/2026-12-05-h200-gemv-loop-forms.md`);
+- `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
+  8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
   ones, `triton_gemv.regrouped_by_default`): those read from copies in the file's order (`--regroup
   none`); `Q8_0 regrouped`, `Q6_K regrouped` (and both, where the model has both), for the types with
@@ -250,6 +252,13 @@ def _plain_loops(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> 
     return dataclasses.replace(config, ahead=False, with_words=False)
 
 
+def _q8_0_plain(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Regrouped Q8_0 loops plain (the default before its 16-row x 8-block tile loaded ahead)."""
+    if layout.fmt == "q8_0_codes_then_scales":
+        return dataclasses.replace(config, ahead=False)
+    return config
+
+
 def _k4_k5_ahead(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Q4_K and Q5_K loops load each step's words ahead at every size; Q6_K's stay as they are (its loop
     ahead takes 167 registers against 80, `benchmarks.ptx_cost --ahead`: a third of the programs an SM)."""
@@ -330,6 +339,7 @@ def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> A
 GEMV_SHAPE_RULES = {
     "ahead": functools.partial(_loop_form, "ahead"),
     "k4-k5-ahead": _k4_k5_ahead,
+    "q8-0-plain": _q8_0_plain,
     "splits-doubled": _splits_doubled,
     "splits-halved": _splits_halved,
     "with-words": functools.partial(_loop_form, "with_words"),
@@ -458,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         default_kernels, early, gemv_shapes="q4-k-tensor-cores"
     )
     if GGMLType.Q8_0 in regrouped_types(engine.model):
+        variants["regrouped Q8_0 GEMVs plain (none ahead)"] = Variant(
+            default_kernels, early, gemv_shapes="q8-0-plain"
+        )
         variants["regrouped Q8_0 GEMVs on the tensor cores too"] = Variant(
             default_kernels, early, gemv_shapes="q8-0-tensor-cores"
         )

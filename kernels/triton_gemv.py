@@ -1611,6 +1611,10 @@ def default_config(
     # (H100, 2026-12-06: Phi-3's ffn_down 39.3 -> 25.1 us, output 91.7 -> 64.7 us; the regrouped
     # matrices the worker reads by default are not concerned).
     ahead = fmt in SUPERBLOCK_FORMATS and (n_rows <= 1024 or fmt == "q6_k")
+    # Regrouped Q8_0 in the 16-row x 8-block tile loads ahead too: GPT-OSS's Q8_0 GEMVs alone (H100,
+    # 2026-12-06, `benchmarks.kernels_gemv`): q/k/v 12.05 -> 10.90 us, attn_output 10.79 -> 9.26, output
+    # 235.4 -> 222.1 (`benchmarks.step_ab` "regrouped Q8_0 GEMVs plain" is the form before).
+    ahead = ahead or (fmt == "q8_0_codes_then_scales" and (block_n, ub) == (16, 8))
     # Q4_K's plain loop compiles to 72 registers a thread: 7 programs an SM, so Phi-3's gate/up launch
     # (1,024 programs on 132 SMs) ran in two waves; at 64 (8 an SM) it spills nothing (benchmarks.ptx_cost).
     max_registers = 64 if fmt == "q4_k" else None  # its plain loop only (`GemvConfig.register_cap`)

@@ -186,6 +186,26 @@ def test_the_loop_that_loads_ahead_gives_the_plain_loops_bits(
     assert torch.equal(tiles[0], tiles[1]) and torch.equal(tiles[0], tiles[2])
 
 
+@pytest.mark.parametrize("shape", [(77, 2816), (5120, 2880), (2880, 4096)], ids=str)
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_the_regrouped_q8_0_loop_that_loads_ahead_gives_the_plain_loops_bits(
+    shape, split, rng, blocks
+) -> None:
+    """Regrouped Q8_0 in the 16-row x 8-block tile loads ahead by default (`default_config`): the same bits
+    as its plain loop (GPT-OSS's q/k/v and attn_output shapes, and a short last step)."""
+    from kernels.triton_gemv import Q8_0_CODES_THEN_SCALES_LAYOUT, GemvConfig, default_config, launch
+
+    filed = make_weight(GGMLType.Q8_0, shape, rng, blocks)
+    regrouped = QTensor(filed.data.clone(), filed.qtype, filed.shape, filed.name).codes_then_scales_in_place()
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (2, shape[1])).astype(np.float32)).cuda()
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, shape[0]).astype(np.float32)).cuda()
+    want = launch(x, regrouped, bias, 2, config=GemvConfig(16, 8, 4, split))
+    got = launch(x, regrouped, bias, 2, config=GemvConfig(16, 8, 4, split, ahead=True))
+    assert torch.equal(got, want)
+    sm_count = torch.cuda.get_device_properties(0).multi_processor_count
+    assert default_config(GGMLType.Q8_0, *shape, 1, sm_count, layout=Q8_0_CODES_THEN_SCALES_LAYOUT).ahead
+
+
 @pytest.mark.parametrize(
     ("qtype", "shape"),
     [
