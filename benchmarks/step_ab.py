@@ -24,10 +24,10 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `Q5_0/Q8_0 tiles without round trips`: those GEMVs (Qwen's, GPT-OSS's attention) at 16 rows x 8 blocks
   with 8 warps instead of the default tiles, whose loops convert operands through shared memory (6-20
   barriers a step, `benchmarks.ptx_cost`); none at this tile. The split is chosen as `default_config`'s;
-- `GEMV output tile ahead`: loading ahead only in the GEMVs of the 2-block Q8_0 tile (Qwen's output
-  projection, 151,936 x 896), and `GEMV small k-quants ahead`: only in the super-block GEMVs of at most
-  1,024 rows (Qwen's down projections): the two places Qwen's +1.6 % from loading ahead can come from,
-  where Phi-3's and GPT-OSS's GEMVs lose with it (`results/2026-12-05-h200-gemv-loop-forms.md`);
+- `GEMV loads ahead, Q4_K/Q5_K only`: those loops ahead at every size; `GEMV loops plain (none ahead)`:
+  no loop ahead (the default has the super-block loops of at most 1,024 rows, file-order Q6_K and the
+  regrouped Q8_0 16 x 8 tile load ahead, `triton_gemv.default_config`);
+- `GEMV splits doubled`, `GEMV splits halved`: every split GEMV with twice or half the default's split;
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
