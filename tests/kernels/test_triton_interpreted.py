@@ -44,10 +44,12 @@ def test_every_gemv_format_gives_the_oracles_numbers_under_the_interpreter() -> 
     report = interpreted("tests.kernels.interpreted_gemv", 1800)
     # 23 checks for each of the 12 formats (plain, the norms inside the GEMV: 4, a bias and the residual:
     # 2, gate/up/SiLU: 8, experts plain and rms-normed, the experts' gate/up/SwiGLU-OAI: 4, dequantize,
-    # embedding rows), three more for MXFP4 regrouped; the loop that loads ahead against the plain loop,
-    # bit for bit (one split, two, the dequantizer) for the five formats of AHEAD_FORMATS read in file
-    # order, and two for MXFP4 regrouped.
-    assert report.count("ok  ") == 23 * 12 + 3 + 3 * 5 + 2, report
+    # embedding rows); the loops that load ahead or take a step's activations with the words against the
+    # plain loop, bit for bit, 35 for each of the five formats of AHEAD_FORMATS read in file order (one and
+    # two splits, the dequantizer, then q/k/v, the residual forms, gate/up and the experts at 1-3 splits);
+    # five for MXFP4 regrouped; 17 each for regrouped Q8_0 and Q6_K (every epilogue, their loop forms, the
+    # dequantizer).
+    assert report.count("ok  ") == 23 * 12 + 35 * 5 + 5 + 17 * 2, report
 
 
 def test_the_prefill_gemm_gives_the_oracles_numbers_under_the_interpreter() -> None:
@@ -55,8 +57,9 @@ def test_the_prefill_gemm_gives_the_oracles_numbers_under_the_interpreter() -> N
     tiles itself, dense and grouped by expert, against gguf-py's weights in float64."""
     report = interpreted("tests.kernels.interpreted_qgemm", 900)
     # The activations' scaling (two layouts) and the device-side expert sort; per 32-block format two
-    # dense widths and the experts (MXFP4 also regrouped); per K-quant one dense width and the experts.
-    assert report.count("ok  ") == 2 + 1 + 8 * 3 + 1 + 3 * 2, report
+    # dense widths and the experts (Q8_0 and MXFP4 regrouped too); per K-quant one dense width and the
+    # experts (Q6_K regrouped too).
+    assert report.count("ok  ") == 2 + 1 + 8 * 3 + 2 * 3 + 3 * 2 + 2, report
 
 
 def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpreter() -> None:
