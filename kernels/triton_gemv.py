@@ -1640,7 +1640,8 @@ def default_config(
 TENSOR_CORE_MIN_BYTES = 4 << 20
 # The layouts whose GEMVs go to the tensor cores by default: those timed faster there in the decode step
 # (above). `tensor_core_gemv` also reads regrouped Q8_0 and MXFP4, MXFP4 experts by token-expert pair
-# (`tensor_core_gemv.FORMATS`, `EXPERT_FORMATS`): not yet timed, they run there only where a config asks
+# (`tensor_core_gemv.FORMATS`, `EXPERT_FORMATS`), timed slower there (H100, 2026-12-06, GPT-OSS's step:
+# Q8_0 -5.3 %, below 64 MiB +0.2 %, MXFP4 experts -22.5 %): they run there only where a config asks
 # (`benchmarks.step_ab` "regrouped Q8_0 GEMVs on the tensor cores too", "MXFP4 expert GEMVs on the tensor
 # cores too", `benchmarks.kernels_gemv --tensor-cores`).
 TENSOR_CORE_FORMATS = ("q4_k", "q6_k_codes_then_scales")
