@@ -42,6 +42,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   cores too` and that with the Q8_0 matrices below 64 MiB: `kernels.tensor_core_gemv` by layout and size;
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills);
+- `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
+  step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short
+  context split 0 does not walk them alone, nor do splits walk a sliding window's masked blocks;
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
   (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
   both also with a `late trigger` (`late_trigger`), and `weight prefetch without dependent launch`, each
@@ -102,11 +105,22 @@ def rope_attention_apart(kernels: Any) -> Any:
     return dataclasses.replace(kernels, decode=decode)
 
 
+def _rope_attention_with(kernels: Any, **options: Any) -> Any:
+    """The same kernel set with `rope_attention` called with `options`."""
+    decode = types.SimpleNamespace(**vars(kernels.decode))
+    decode.rope_attention = functools.partial(kernels.decode.rope_attention, **options)
+    return dataclasses.replace(kernels, decode=decode)
+
+
+def attention_by_position(kernels: Any) -> Any:
+    """The same kernel set with `rope_attention`'s splits sharing the positions the step reads
+    (`by_position=True`) instead of a fixed share of the cache's capacity each."""
+    return _rope_attention_with(kernels, by_position=True)
+
+
 def attention_retiled(kernels: Any) -> Any:
     """The same kernel set with `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles."""
-    decode = types.SimpleNamespace(**vars(kernels.decode))
-    decode.rope_attention = functools.partial(kernels.decode.rope_attention, retiled=True)
-    return dataclasses.replace(kernels, decode=decode)
+    return _rope_attention_with(kernels, retiled=True)
 
 
 def routing_unfused(kernels: Any) -> Any:
@@ -494,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         variants[f"{names} regrouped"] = Variant(default_kernels, early, regroup=tuple(regroupable))
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
+        variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
     if not args.launch_only:
         variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
     if default_kernels.decode is not None and not args.launch_only:

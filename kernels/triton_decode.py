@@ -261,6 +261,19 @@ def decode_attention(
 
 
 @triton.jit
+def _position_span(pos, lo, split, n_split, BLOCK_S: tl.constexpr):
+    """[start, end): the cached positions split `split` of `n_split` reads in the step at `pos` when the
+    splits share the positions the step reads (`rope_attention(by_position=True)`): those of the window,
+    [max(lo, 0), pos), from the block boundary at or below its first, in runs of whole blocks of BLOCK_S
+    as equal as blocks allow; the splits past the last run read none (end <= start). Read from the
+    position on the device, so a captured graph's fixed grid follows the context as it grows."""
+    first = tl.maximum(lo, 0) // BLOCK_S * BLOCK_S
+    run = tl.cdiv(tl.cdiv(pos - first, n_split), BLOCK_S) * BLOCK_S
+    start = first + split * run
+    return start, tl.minimum(start + run, pos)
+
+
+@triton.jit
 def _rope_attention_kernel(
     q_ptr,  # [n_head * D] float32, unrotated
     k_ptr,  # [n_kv * D], unrotated
@@ -292,6 +305,7 @@ def _rope_attention_kernel(
     SPLIT: tl.constexpr = False,
     PDL: tl.constexpr = False,
     DOT: tl.constexpr = False,  # the block's scores and values as dot products (`AttentionTile.dot`)
+    BY_POSITION: tl.constexpr = False,  # the splits share the positions the step reads (`_position_span`)
 ):
     await_previous_grid(PDL)
     # One program per KV head and split of the cache positions: rotate its query heads and its key at
@@ -343,11 +357,14 @@ def _rope_attention_kernel(
         l_sum = tl.zeros([BLOCK_G], tl.float32)
         acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
     lo = pos - window + 1
-    start = split * chunk
-    if WHOLE_CACHE:
-        end = tl.minimum(start + chunk, CAPACITY)
+    if BY_POSITION:
+        start, end = _position_span(pos, lo, split, tl.num_programs(1), BLOCK_S)
     else:
-        end = tl.minimum(start + chunk, pos)
+        start = split * chunk
+        if WHOLE_CACHE:
+            end = tl.minimum(start + chunk, CAPACITY)
+        else:
+            end = tl.minimum(start + chunk, pos)
     for s0 in range(start, end, BLOCK_S):
         sp = s0 + tl.arange(0, BLOCK_S)
         s_ok = (sp < pos) & (sp >= lo)
@@ -461,13 +478,19 @@ def rope_attention(
     whole_cache: bool = False,
     max_splits: int = MAX_ATTENTION_SPLITS,
     retiled: bool = False,
+    by_position: bool = False,
 ) -> torch.Tensor:
     """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
     unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position` in `keys`/`values`
     `[n_kv, capacity, d]`. `whole_cache`: as in `decode_attention`. The cache positions are split
     among up to `max_splits` programs per KV head (`attention_splits`), whose softmax states the last
     of them merges: a long context is read by many SMs, a short one in one block step per program.
-    `retiled`: `attention_tile`'s other tiles (off until measured)."""
+    `retiled`: `attention_tile`'s other tiles (off until measured). `by_position` (off until measured): the
+    same programs share the positions this step reads (`_position_span`: the window's, in runs of whole
+    blocks) instead of a fixed share of the capacity each, so a short context is not walked by split 0
+    alone, nor a sliding window's masked blocks by the splits before it."""
+    if by_position and whole_cache:
+        raise ValueError("rope_attention: by_position reads the position's span, whole_cache the capacity")
     n_kv, capacity, d = keys.shape
     n_head = q.numel() // d
     group = n_head // n_kv
@@ -487,8 +510,8 @@ def rope_attention(
         sliding_window or capacity + 1, chunk, part, stat, counters if counters is not None else out,
         GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=block_d, BLOCK_S=block_s, ROPE_HALF=cos.shape[-1],
         NEOX=neox, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
-        CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, DOT=tile.dot, num_warps=4,
-        **dependent_launch.launch_kwargs(),
+        CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, DOT=tile.dot, BY_POSITION=by_position,
+        num_warps=4, **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return out.view(-1)
 

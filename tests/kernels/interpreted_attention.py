@@ -7,9 +7,11 @@ The same cases as the CUDA test `tests/kernels/test_decode_kernels.py` (Qwen, Ll
 partial rotary, GPT-OSS sliding windows and sinks, the first position), each with the cache positions
 read by one program per KV head and split among several (`max_splits`), against the reference RoPE and
 `ReferenceAttention` in float32; the split result also against the unsplit one; and with
-`attention_tile(retiled=True)` (dot products for grouped heads), against both. Run with the whole cache
-as the loop bound (`whole_cache=True`: the interpreter cannot take a bound read from memory). Prints one
-line per check and exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
+`attention_tile(retiled=True)` (dot products for grouped heads), against both; and with the splits
+sharing the positions the step reads (`by_position=True`, `_position_span`), against both. Run with the
+whole cache as the loop bound (`whole_cache=True`) but for `by_position`, whose bounds come from the
+position in memory (`interpreter.ready` lets the interpreter take them). Prints one line per check and
+exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ CASES = {
     "gpt-oss-short": (True, 64, 8, 64, 64, 128, True, 5),
     "sinks-first": (True, 64, 8, 64, 64, None, True, 0),
 }
-SPLITS = (1, 4, 16)
+SPLITS = (1, 4, 16)  # also `by_position=True`'s
 RETILED_SPLITS = (
     1,
     16,
@@ -67,12 +69,13 @@ def check_case(name: str, case: tuple, gen: torch.Generator) -> list[tuple[str, 
         sliding_window=window, sinks=sinks,
     ).reshape(-1)  # fmt: skip
     results, unsplit = [], None
-    runs = [(m, False) for m in SPLITS] + [(m, True) for m in RETILED_SPLITS]
-    for max_splits, retiled in runs:
+    runs = [(m, False, False) for m in SPLITS] + [(m, True, False) for m in RETILED_SPLITS]
+    runs += [(m, False, True) for m in SPLITS]
+    for max_splits, retiled, by_position in runs:
         keys, values = cache[0].clone(), cache[1].clone()
         got = triton_decode.rope_attention(
             q, k, v, keys, values, cos, sin, position, neox, scale, window, sinks,
-            whole_cache=True, max_splits=max_splits, retiled=retiled,
+            whole_cache=not by_position, max_splits=max_splits, retiled=retiled, by_position=by_position,
         )  # fmt: skip
         _, n_split = triton_decode.attention_splits(capacity, 16, max_splits)
         err = _rel_err(got, want)
@@ -92,7 +95,7 @@ def check_case(name: str, case: tuple, gen: torch.Generator) -> list[tuple[str, 
             apart = _rel_err(got, unsplit)
             ok = ok and apart < REL_TOL
             detail += f", {apart:.1e} from unsplit"
-        tiles = ", retiled" if retiled else ""
+        tiles = ", retiled" if retiled else ", split by position" if by_position else ""
         results.append((f"{name}, at most {max_splits} splits{tiles}", ok, detail))
     return results
 

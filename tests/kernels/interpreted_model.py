@@ -266,7 +266,9 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-VARIANTS = ("ahead", "with-words", "plain", "round-trip-free", "retiled")
+VARIANTS = ("ahead", "with-words", "plain", "round-trip-free", "retiled", "by-position")
+# The variants that call `rope_attention` with an option (the others change the GEMVs' launch shapes).
+ATTENTION_VARIANTS = {"retiled": {"retiled": True}, "by-position": {"by_position": True}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.step_ab import gemv_launch_shapes
     from kernels import triton_decode, triton_gemv
 
-    if args.variant == "retiled":  # before the counting wrapper, as step_ab's kernel set passes it
-        triton_decode.rope_attention = functools.partial(triton_decode.rope_attention, retiled=True)
+    options = ATTENTION_VARIANTS.get(args.variant)
+    if options:  # before the counting wrapper, as step_ab's kernel set passes it
+        triton_decode.rope_attention = functools.partial(triton_decode.rope_attention, **options)
     _cuda_kernels_on_cpu()
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
-    shapes = args.variant if args.variant != "retiled" else ""
+    shapes = args.variant if args.variant and not options else ""
     with gemv_launch_shapes(shapes):
         failed = interpreter.report(
             (name, *check_file(name, args.regroup and tuple(args.regroup))) for name in args.files

@@ -212,3 +212,15 @@ def test_rope_attention_is_rope_kv_store_and_attention_of_the_reference(
         )
         assert rel_err(retiled, expected.reshape(-1)) < REL_TOL
         assert torch.equal(keys2[:, pos], keys[:, pos]) and torch.equal(values2[:, pos], values[:, pos])
+        # The splits sharing the positions the step reads (`by_position=True`), with one split and the
+        # most: the reference's numbers, the same new K/V, nothing else written.
+        for max_splits in (1, 16):
+            keys3, values3 = want_keys.clone(), want_values.clone()
+            keys3[:, pos:], values3[:, pos:] = float("nan"), float("nan")
+            by_position = rope_attention(
+                q, k, v, keys3, values3, cos, sin, position, neox, scale, window, sinks,
+                max_splits=max_splits, by_position=True,
+            )  # fmt: skip
+            assert rel_err(by_position, expected.reshape(-1)) < REL_TOL
+            assert torch.equal(keys3[:, pos], keys[:, pos]) and torch.equal(values3[:, pos], values[:, pos])
+            assert keys3[:, pos + 1 :].isnan().all() and values3[:, pos + 1 :].isnan().all()

@@ -66,8 +66,9 @@ def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpr
     """`tests/kernels/interpreted_attention.py`: RoPE + KV store + attention, one program per KV head and
     the positions split among several, against the reference RoPE and attention."""
     report = interpreted("tests.kernels.interpreted_attention", 900)
-    # 8 head layouts x 3 split counts, and x 2 with the re-tiled attention (`attention_tile(retiled=True)`)
-    assert report.count("ok  ") == 8 * (3 + 2), report
+    # 8 head layouts x 3 split counts, x 2 with the re-tiled attention (`attention_tile(retiled=True)`) and
+    # x 3 with the splits sharing the step's positions (`by_position=True`)
+    assert report.count("ok  ") == 8 * (3 + 2 + 3), report
 
 
 def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_the_cuda_kernel_set() -> None:
@@ -79,10 +80,11 @@ def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_
     assert report.count("ok  ") == 10 and "no fused form" not in report, report
 
 
-@pytest.mark.parametrize("variant", ["ahead", "with-words", "round-trip-free", "retiled"])
+@pytest.mark.parametrize("variant", ["ahead", "with-words", "round-trip-free", "retiled", "by-position"])
 def test_each_kernel_variant_gives_the_reference_logits_through_the_model(variant: str) -> None:
     """`interpreted_model --variant`: `benchmarks.step_ab`'s kernel variants (the GEMVs loading ahead, with
-    the activations with the words, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention) wired through a llama and the GPT-OSS
+    the activations with the words, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention, the
+    attention split by position) wired through a llama and the GPT-OSS
     tiny file, held to the same bounds as the default kernels before the device times them."""
     files = ["tiny/llama-q8_0.gguf", "tiny/gpt-oss-mxfp4_moe.gguf"]
     report = interpreted("tests.kernels.interpreted_model", 1500, ["--variant", variant, "--files", *files])
