@@ -296,6 +296,25 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
                 PDL=pdl,
             ),
         ),  # fmt: skip
+        "rope_attention (split by position)": _compile(
+            td._rope_attention_kernel,
+            {**attention, "chunk": "i32", "part_ptr": f32, "stat_ptr": f32, "count_ptr": "*i32"},
+            dict(
+                GROUP=8,
+                BLOCK_G=8,
+                D=64,
+                BLOCK_D=64,
+                BLOCK_S=32,
+                ROPE_HALF=32,
+                NEOX=True,
+                HAS_SINKS=True,
+                WHOLE_CACHE=False,
+                CAPACITY=0,
+                SPLIT=True,
+                PDL=pdl,
+                BY_POSITION=True,
+            ),
+        ),  # fmt: skip
         "glu": _compile(
             td._glu_kernel,
             {"gate_ptr": f32, "up_ptr": f32, "y_ptr": f32, "n": "i32", "gate_stride": "i32"}
