@@ -11,7 +11,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   `ExpertsFastPath.qmatmuls_experts` off);
 - `rope, attention apart`: RoPE + KV store and the attention as two launches per layer (`rope_store`,
   `decode_attention`) instead of one (`rope_attention`);
-- MoE models only: `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
+- MoE models only: `router and top-k in one launch` (`KernelConfig.fused_router`: the router's product
+  and its top-k in `triton_decode.moe_router`), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
   before they were fused);
 - `GEMV loads ahead`: every GEMV of a format that has the form (`triton_gemv.AHEAD_FORMATS`) in its
@@ -103,6 +104,12 @@ def rope_attention_apart(kernels: Any) -> Any:
 
     decode.rope_attention = apart
     return dataclasses.replace(kernels, decode=decode)
+
+
+def fused_router(kernels: Any) -> Any:
+    """The same kernel set with a MoE step's router product and top-k in one launch
+    (`KernelConfig.fused_router`: `triton_decode.moe_router`)."""
+    return dataclasses.replace(kernels, config=dataclasses.replace(kernels.config, fused_router=True))
 
 
 def _rope_attention_with(kernels: Any, **options: Any) -> Any:
@@ -513,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
         variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
     if default_kernels.decode is not None and not args.launch_only:
         variants["rope, attention apart"] = Variant(rope_attention_apart(default_kernels), early)
+    if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
+        variants["router and top-k in one launch"] = Variant(fused_router(default_kernels), early)
     if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe") and not args.launch_only:
         variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
         variants["all three apart (the step before)"] = Variant(

@@ -11,7 +11,8 @@ These functions compute the same float32 function with fewer calls:
   sees (the position is read on the host: free on CPU), no mask (about 12 -> 4).
 - `silu_mul`, `swiglu_oai`: the activations with in-place ops.
 - `moe_route`, `moe_combine`: a MoE router's top-k and softmax; the weighted sum of the experts plus the
-  residual in one batched product.
+  residual in one batched product. (`moe_router`, the router's product and top-k in one call, is
+  CUDA's alone: here it declines.)
 Tested against the reference chains in `tests/kernels/test_cpu_decode.py`.
 """
 
@@ -94,6 +95,12 @@ def swiglu_oai(gate: torch.Tensor, linear: torch.Tensor, alpha: float, limit: fl
     the linear half on both sides and shifted by +1."""
     gate = gate.clamp(max=limit)
     return gate * torch.sigmoid(alpha * gate) * linear.clamp(min=-limit, max=limit).add_(1)
+
+
+def moe_router(h, weight, bias, k: int) -> None:
+    """The router's product and its top-k in one call (`KernelConfig.fused_router`) are not fused on the
+    CPU: None, so the caller's product and `moe_route` serve."""
+    return None
 
 
 def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ the same function in float32, and is tested against that chain (`tests/kernels/t
 - `silu_mul` and `swiglu_oai`: the feed-forward activations (2 and 7 launches -> 1), reading gate and up
   in place from the one buffer of a multi-weight GEMV (row strides, no copy).
 - `moe_route`: a MoE router's top-k and the softmax over the selected logits (top-k, softmax -> 1);
+  `moe_router`: the router's float32 product and `moe_route` in one launch (2 -> 1, off until timed);
   `moe_combine`: the residual plus the routing-weighted sum of the expert outputs (3 launches -> 1).
 """
 
@@ -25,8 +26,10 @@ import triton
 import triton.language as tl
 
 from kernels import dependent_launch
+from kernels.formats import GGMLType
 from kernels.qmatmul import RMSNormed
-from kernels.triton_common import await_previous_grid
+from kernels.qtensor import GGML, QTensor
+from kernels.triton_common import await_previous_grid, rms_over
 from kernels.triton_gemv import SplitCounters
 
 # ---------------------------------------------------------------------------------------------------
@@ -574,14 +577,9 @@ def swiglu_oai(gate: torch.Tensor, linear: torch.Tensor, alpha: float, limit: fl
 
 
 @triton.jit
-def _moe_route_kernel(
-    logits_ptr, ids_ptr, weights_ptr, n_expert, K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
-    PDL: tl.constexpr = False,
-):  # fmt: skip
-    await_previous_grid(PDL)
-    t = tl.program_id(0).to(tl.int64)
-    e = tl.arange(0, BLOCK_E)
-    x = tl.load(logits_ptr + t * n_expert + e, mask=e < n_expert, other=float("-inf")).to(tl.float32)
+def _top_k_softmax(x, e, K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The k largest of the logits `x` (at expert ids `e`; -inf past the experts) -> (their ids, largest
+    first, ties to the lowest id; the softmax over them), `[BLOCK_K]` each, lanes past K unused."""
     j = tl.arange(0, BLOCK_K)
     top = tl.full([BLOCK_K], float("-inf"), tl.float32)
     ids = tl.zeros([BLOCK_K], tl.int64)
@@ -593,8 +591,22 @@ def _moe_route_kernel(
         ids = tl.where(j == r, winner.to(tl.int64), ids)
         x = tl.where(e == winner, float("-inf"), x)
     p = tl.exp(top - tl.max(top, axis=0))  # the unused lanes hold -inf: exp gives 0
+    return ids, p / tl.sum(p, axis=0)
+
+
+@triton.jit
+def _moe_route_kernel(
+    logits_ptr, ids_ptr, weights_ptr, n_expert, K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr = False,
+):  # fmt: skip
+    await_previous_grid(PDL)
+    t = tl.program_id(0).to(tl.int64)
+    e = tl.arange(0, BLOCK_E)
+    x = tl.load(logits_ptr + t * n_expert + e, mask=e < n_expert, other=float("-inf")).to(tl.float32)
+    ids, weights = _top_k_softmax(x, e, K, BLOCK_E, BLOCK_K)
+    j = tl.arange(0, BLOCK_K)
     tl.store(ids_ptr + t * K + j, ids, mask=j < K)
-    tl.store(weights_ptr + t * K + j, p / tl.sum(p, axis=0), mask=j < K)
+    tl.store(weights_ptr + t * K + j, weights, mask=j < K)
 
 
 def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -608,6 +620,71 @@ def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
     _moe_route_kernel[(n_tokens,)](
         logits, ids, weights, n_expert, K=k, BLOCK_E=triton.next_power_of_2(n_expert),
         BLOCK_K=triton.next_power_of_2(k), num_warps=1, **dependent_launch.launch_kwargs(),
+    )  # fmt: skip
+    return ids, weights
+
+
+@triton.jit
+def _moe_router_kernel(
+    x_ptr, xw_ptr, w_ptr, b_ptr, logits_ptr, ids_ptr, weights_ptr, count_ptr, n, n_expert, eps,
+    K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK: tl.constexpr,
+    PDL: tl.constexpr = False,
+):  # fmt: skip
+    # One program per expert: its logit, the router's row of float32 weights times the normed input
+    # (`xw` scaled by 1 / rms of `x`, as a GEMV fed an `RMSNormed` scales it) plus its bias; the last
+    # program to arrive takes the top-k and its softmax of all of them (as `_moe_route_kernel`) and
+    # resets the counter for the next launch (`.cg` loads skip L1, which may hold stale lines).
+    await_previous_grid(PDL)
+    expert = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    acc = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, n, BLOCK):
+        c = start + cols
+        ok = c < n
+        row = tl.load(w_ptr + expert.to(tl.int64) * n + c, mask=ok, other=0.0)
+        acc += row * tl.load(xw_ptr + c, mask=ok, other=0.0)
+    logit = tl.sum(acc, axis=0) / rms_over(x_ptr, n, eps, cols) + tl.load(b_ptr + expert)
+    tl.store(logits_ptr + expert, logit)
+    tl.debug_barrier()
+    arrived = tl.atomic_add(count_ptr, 1, sem="acq_rel")
+    if arrived == n_expert - 1:
+        e = tl.arange(0, BLOCK_E)
+        x = tl.load(logits_ptr + e, mask=e < n_expert, other=float("-inf"), cache_modifier=".cg")
+        ids, weights = _top_k_softmax(x, e, K, BLOCK_E, BLOCK_K)
+        j = tl.arange(0, BLOCK_K)
+        tl.store(ids_ptr + j, ids, mask=j < K)
+        tl.store(weights_ptr + j, weights, mask=j < K)
+        tl.atomic_xchg(count_ptr, 0)
+
+
+def moe_router(
+    h: RMSNormed | torch.Tensor, weight: QTensor, bias: torch.Tensor | None, k: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A decode step's router product and its routing in one launch (off until timed: `benchmarks.step_ab`
+    "router and top-k in one launch"): the ffn norm's unformed rows `h` (one token) times the router's
+    F32 `[n_expert, n]` weight plus `bias`, then `moe_route`'s top-k and softmax -> (expert ids `[1, k]`,
+    weights `[1, k]`). None where it does not serve (a formed or longer input, a quantized router or none
+    of its bias, no arrival counter: the first launch inside a capture): the caller's two launches do it."""
+    served = (
+        isinstance(h, RMSNormed)
+        and h.x.shape[0] == 1
+        and weight.qtype == GGMLType.F32
+        and weight.layout == GGML
+    )
+    if not served or bias is None or len(weight.shape) != 2:
+        return None
+    n_expert, n = weight.shape
+    counters = SplitCounters.get(h.x.device, 1)
+    if counters is None:
+        return None
+    logits = torch.empty(n_expert, dtype=torch.float32, device=h.x.device)
+    ids = torch.empty(1, k, dtype=torch.long, device=h.x.device)
+    weights = torch.empty(1, k, dtype=torch.float32, device=h.x.device)
+    _moe_router_kernel[(n_expert,)](
+        h.x.contiguous(), h.xw.contiguous(), weight.data.view(torch.float32), bias.contiguous(), logits, ids, weights,
+        counters, n, n_expert, h.eps, K=k, BLOCK_E=triton.next_power_of_2(n_expert),
+        BLOCK_K=triton.next_power_of_2(k), BLOCK=min(1024, triton.next_power_of_2(n)), num_warps=4,
+        **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return ids, weights
 

@@ -199,12 +199,22 @@ class Block:
         the router's and the experts' GEMVs take it in); with `then_norm=(weight, eps)` the result is the
         next rms_norm's `RMSNormed` of the sum, from the combining kernel."""
         kernels = self.kernels
-        logits = kernels.qmatmul(h, self.router, self.router_b)
-        experts, weights = (
-            fused.moe_route(logits, self.n_expert_used)
-            if fused is not None
-            else route(logits, self.n_expert_used)
+        # The router's product and its top-k in one launch where the kernel set asks (`fused_router`,
+        # off until timed) and the decode kernels serve this input; else a GEMV, then the routing.
+        routed = (
+            fused.moe_router(h, self.router, self.router_b, self.n_expert_used)
+            if fused is not None and kernels.config.fused_router
+            else None
         )
+        if routed is not None:
+            experts, weights = routed
+        else:
+            logits = kernels.qmatmul(h, self.router, self.router_b)
+            experts, weights = (
+                fused.moe_route(logits, self.n_expert_used)
+                if fused is not None
+                else route(logits, self.n_expert_used)
+            )
         biases = (self.gate_exps_b, self.up_exps_b)
         # Decode: gate, up and the clamped SwiGLU in one launch where a fast path serves it.
         act = (

@@ -103,6 +103,7 @@ def _cuda_kernels_on_cpu() -> None:
     from kernels import triton_decode
 
     triton_decode.rope_attention = _counted(triton_decode.rope_attention, "rope+attention")
+    triton_decode.moe_router = _counted(triton_decode.moe_router, "router+top-k")
 
 
 # Calls the fast forms served (not declined) during the current file's steps, by form.
@@ -206,15 +207,18 @@ def _regrouped(model) -> list[str]:
     )
 
 
-def check_file(name: str, regroup: tuple[str, ...] | None = None) -> tuple[bool, str]:
-    """The fast model loaded with `KernelConfig(regroup=regroup)` (None: the worker's default, by type and
-    size). Types named: its logits must then also be the file order's bit for bit (the kernels decode
-    the same halfwords, and the interpreter sums them in the same order), and something regrouped."""
+def check_file(
+    name: str, regroup: tuple[str, ...] | None = None, fused_router: bool = False
+) -> tuple[bool, str]:
+    """The fast model loaded with `KernelConfig(regroup=regroup, fused_router=fused_router)` (regroup None:
+    the worker's default, by type and size). Types named: its logits must then also be the file order's
+    bit for bit (the kernels decode the same halfwords, and the interpreter sums them in the same order),
+    and something regrouped. `fused_router`: a MoE file's steps must have routed in `moe_router`."""
     from kernels.backend import KernelConfig
     from tests.worker.llama_helpers import load_model
 
     reference, _, _ = load_model(name, kernels=KernelConfig(kernels="reference"))
-    fast, _, _ = load_model(name, kernels=KernelConfig(regroup=regroup))
+    fast, _, _ = load_model(name, kernels=KernelConfig(regroup=regroup, fused_router=fused_router))
     if fast.kernels.decode is None or "triton" not in fast.kernels.name:
         return False, f"not the Triton kernel set: {fast.kernels.name}"
     SERVED.clear()
@@ -224,6 +228,7 @@ def check_file(name: str, regroup: tuple[str, ...] | None = None) -> tuple[bool,
     prefill_served = "prefill GEMM" in SERVED and (not moe or "prefill expert GEMM" in SERVED)
     # A MoE's decode experts through the MoE GEMV (gate, up and the SwiGLU in one launch), not declined.
     experts_served = not moe or "experts gate/up/SwiGLU" in SERVED
+    experts_served = experts_served and not (moe and fused_router and "router+top-k" not in SERVED)
     same_bits, regrouped_note = True, ""
     if regroup:
         regrouped = [n for n in _regrouped(fast) if "exps" not in n]  # MXFP4 experts always are
@@ -266,8 +271,9 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-VARIANTS = ("ahead", "with-words", "plain", "round-trip-free", "retiled", "by-position")
-# The variants that call `rope_attention` with an option (the others change the GEMVs' launch shapes).
+VARIANTS = ("ahead", "with-words", "plain", "round-trip-free", "retiled", "by-position", "fused-router")
+# The variants that call `rope_attention` with an option; "fused-router" asks the kernel set for
+# `fused_router`; the others change the GEMVs' launch shapes.
 ATTENTION_VARIANTS = {"retiled": {"retiled": True}, "by-position": {"by_position": True}}
 
 
@@ -289,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         triton_decode.rope_attention = functools.partial(triton_decode.rope_attention, **options)
     _cuda_kernels_on_cpu()
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
-    shapes = args.variant if args.variant and not options else ""
+    router = args.variant == "fused-router"
+    shapes = args.variant if args.variant and not options and not router else ""
     with gemv_launch_shapes(shapes):
         failed = interpreter.report(
-            (name, *check_file(name, args.regroup and tuple(args.regroup))) for name in args.files
+            (name, *check_file(name, args.regroup and tuple(args.regroup), router)) for name in args.files
         )
     return 1 if failed else 0
 

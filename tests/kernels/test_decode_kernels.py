@@ -136,6 +136,38 @@ def test_moe_route_picks_the_reference_experts_and_weights(device, n_tokens, n_e
     assert rel_err(weights, expected_weights) < REL_TOL
 
 
+@pytest.mark.parametrize(("n_expert", "n", "k"), [(32, 2880, 4), (10, 96, 3)])
+def test_moe_router_is_the_router_product_then_the_reference_routing(device, n_expert, n, k) -> None:
+    """`moe_router` (`KernelConfig.fused_router`): the router's F32 product of the unformed ffn norm plus
+    its bias, then top-k and softmax, in one launch on CUDA: the reference's experts and weights; on the
+    CPU it declines (None), as for a formed input, a quantized router or more than one token."""
+    from kernels.formats import GGMLType
+    from kernels.qmatmul import RMSNormed
+    from kernels.qtensor import QTensor
+
+    x = torch.randn(1, n, device=device) * 2
+    norm_weight = torch.rand(n, device=device) + 0.5
+    h = RMSNormed(x, x * norm_weight, 1e-5)
+    rows = torch.randn(n_expert, n, device=device)
+    weight = QTensor(rows.contiguous().view(torch.uint8).reshape(-1), GGMLType.F32, (n_expert, n), "router")
+    bias = torch.randn(n_expert, device=device)
+    kernels = decode_kernels(device)
+    got = kernels.moe_router(h, weight, bias, k)
+    if device == "cpu":
+        assert got is None
+        return
+    logits = h.value() @ rows.T + bias
+    want_ids, want_weights = route(logits, k)
+    ids, weights = got
+    assert ids.dtype == torch.long and torch.equal(ids, want_ids)
+    assert rel_err(weights, want_weights) < REL_TOL
+    again = kernels.moe_router(h, weight, bias, k)  # the arrival counter is back at zero
+    assert torch.equal(again[0], ids) and torch.equal(again[1], weights)
+    assert kernels.moe_router(h.value(), weight, bias, k) is None  # a formed input: the GEMV's
+    two = RMSNormed(x.repeat(2, 1), (x * norm_weight).repeat(2, 1), 1e-5)
+    assert kernels.moe_router(two, weight, bias, k) is None  # the decode step's one token only
+
+
 def test_moe_combine_adds_the_weighted_experts_to_the_residual(device) -> None:
     x, down = torch.randn(2, 2880, device=device), torch.randn(2, 4, 2880, device=device)
     weights = torch.softmax(torch.randn(2, 4, device=device), dim=-1)

@@ -326,6 +326,12 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
             {"logits_ptr": f32, "ids_ptr": "*i64", "weights_ptr": f32, "n_expert": "i32"},
             dict(K=4, BLOCK_E=32, BLOCK_K=4, PDL=pdl),
         ),
+        "moe_router": _compile(
+            td._moe_router_kernel,
+            {"x_ptr": f32, "xw_ptr": f32, "w_ptr": f32, "b_ptr": f32, "logits_ptr": f32, "ids_ptr": "*i64"}
+            | {"weights_ptr": f32, "count_ptr": "*i32", "n": "i32", "n_expert": "i32", "eps": "fp32"},
+            dict(K=4, BLOCK_E=32, BLOCK_K=4, BLOCK=1024, PDL=pdl),
+        ),
         "moe_combine": _compile(
             td._moe_combine_kernel,
             {"x_ptr": f32, "down_ptr": f32, "w_ptr": f32, "y_ptr": f32, "n": "i32"},
