@@ -252,6 +252,11 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
     floats = dict.fromkeys(("q_ptr", "k_ptr", "v_ptr", "keys_ptr", "values_ptr", "cos_ptr", "sin_ptr"), f32)
     attention = {**floats, "sinks_ptr": f32, "out_ptr": f32, "pos_ptr": "*i64", "capacity": "i32"}
     attention.update(scale="fp32", window="i32")
+    split_attention = {**attention, "chunk": "i32", "part_ptr": f32, "stat_ptr": f32, "count_ptr": "*i32"}
+    split_constants = dict(
+        GROUP=7, BLOCK_G=8, D=64, BLOCK_D=64, BLOCK_S=32, ROPE_HALF=32, NEOX=True, HAS_SINKS=False,
+        WHOLE_CACHE=False, CAPACITY=0, SPLIT=True, PDL=pdl,
+    )  # fmt: skip
     compiled = {
         "rms_norm": _compile(
             td._rms_norm_kernel,
@@ -278,43 +283,12 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
                 PDL=pdl,
             ),
         ),  # fmt: skip
-        "rope_attention (split)": _compile(
-            td._rope_attention_kernel,
-            {**attention, "chunk": "i32", "part_ptr": f32, "stat_ptr": f32, "count_ptr": "*i32"},
-            dict(
-                GROUP=7,
-                BLOCK_G=8,
-                D=64,
-                BLOCK_D=64,
-                BLOCK_S=32,
-                ROPE_HALF=32,
-                NEOX=True,
-                HAS_SINKS=False,
-                WHOLE_CACHE=False,
-                CAPACITY=0,
-                SPLIT=True,
-                PDL=pdl,
-            ),
-        ),  # fmt: skip
+        "rope_attention (split)": _compile(td._rope_attention_kernel, split_attention, split_constants),
         "rope_attention (split by position)": _compile(
             td._rope_attention_kernel,
-            {**attention, "chunk": "i32", "part_ptr": f32, "stat_ptr": f32, "count_ptr": "*i32"},
-            dict(
-                GROUP=8,
-                BLOCK_G=8,
-                D=64,
-                BLOCK_D=64,
-                BLOCK_S=32,
-                ROPE_HALF=32,
-                NEOX=True,
-                HAS_SINKS=True,
-                WHOLE_CACHE=False,
-                CAPACITY=0,
-                SPLIT=True,
-                PDL=pdl,
-                BY_POSITION=True,
-            ),
-        ),  # fmt: skip
+            split_attention,
+            {**split_constants, "GROUP": 8, "HAS_SINKS": True, "BY_POSITION": True},  # GPT-OSS's heads
+        ),
         "glu": _compile(
             td._glu_kernel,
             {"gate_ptr": f32, "up_ptr": f32, "y_ptr": f32, "n": "i32", "gate_stride": "i32"}
