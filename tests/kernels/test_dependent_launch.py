@@ -190,9 +190,9 @@ def test_every_early_launch_is_of_a_kernel_that_waits_first() -> None:
         problems += found
     assert not problems
     # The decode step's kernels: the GEMV, norm, RoPE + store, both attentions, the activation, routing,
-    # combination, the tensor-core Q4_K GEMV (a launch that stopped passing the arguments would silently
-    # launch late: a lost gain).
-    assert launches == 9
+    # the router with its routing (`moe_router`), combination, the tensor-core GEMV (a launch that stopped
+    # passing the arguments would silently launch late: a lost gain).
+    assert launches == 10
 
 
 def test_the_source_check_fails_a_kernel_that_does_not_wait_first() -> None:
