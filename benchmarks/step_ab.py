@@ -522,11 +522,11 @@ def main(argv: list[str] | None = None) -> int:
         variants["rope, attention apart"] = Variant(rope_attention_apart(default_kernels), early)
     if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
         variants["router and top-k in one launch"] = Variant(fused_router(default_kernels), early)
-    if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe") and not args.launch_only:
-        variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
-        variants["all three apart (the step before)"] = Variant(
-            routing_unfused(rope_attention_apart(one_launch_per_weight(default_kernels))), early
-        )
+        if not args.launch_only:
+            variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
+            variants["all three apart (the step before)"] = Variant(
+                routing_unfused(rope_attention_apart(one_launch_per_weight(default_kernels))), early
+            )
     if dependent_launch.supported(engine.device):
         modes = {
             "without dependent launch": dependent_launch.OFF,

@@ -261,12 +261,14 @@ TENSOR_CORE_MMAS = {"q4_k": 17, "q6_k_codes_then_scales": 16, "q8_0_codes_then_s
 
 def compile_tensor_core_gemv(form: str, per: int | None = None):
     """The tensor-core GEMV in `form` (TENSOR_CORE_FORMS), walking `per` units a program if given."""
+    import triton
+
     from kernels import tensor_core_gemv
 
     constants = dict(TENSOR_CORE_FORMS[form])
     if per is not None:
         constants["PER"] = per
-    constants["PER_POW2"] = 1 << (constants["PER"] - 1).bit_length()
+    constants["PER_POW2"] = triton.next_power_of_2(constants["PER"])  # as `tensor_core_gemv.launch` passes it
     fn = tensor_core_gemv._tc_gemv_kernel
     pointers = {"w_ptr": "*i32", "count_ptr": "*i32", "d_ptr": "*i16", "ids_ptr": "*i64"}
     signature = {

@@ -228,7 +228,8 @@ def check_file(
     prefill_served = "prefill GEMM" in SERVED and (not moe or "prefill expert GEMM" in SERVED)
     # A MoE's decode experts through the MoE GEMV (gate, up and the SwiGLU in one launch), not declined.
     experts_served = not moe or "experts gate/up/SwiGLU" in SERVED
-    experts_served = experts_served and not (moe and fused_router and "router+top-k" not in SERVED)
+    # With `fused_router`, a MoE's decode steps routed in `moe_router`, not declined.
+    router_served = not (moe and fused_router) or "router+top-k" in SERVED
     same_bits, regrouped_note = True, ""
     if regroup:
         regrouped = [n for n in _regrouped(fast) if "exps" not in n]  # MXFP4 experts always are
@@ -246,6 +247,7 @@ def check_file(
         and prefill_err < PREFILL_LOGITS_TOL
         and prefill_served
         and experts_served
+        and router_served
         and same_bits
         and not reads.ops,
         f"worst relative logits error {worst:.1e} over {STEPS} steps, {prefill_err:.1e} after a "
@@ -271,10 +273,11 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-VARIANTS = ("ahead", "with-words", "plain", "round-trip-free", "retiled", "by-position", "fused-router")
-# The variants that call `rope_attention` with an option; "fused-router" asks the kernel set for
-# `fused_router`; the others change the GEMVs' launch shapes.
+# benchmarks.step_ab's kernel variants: those that change the GEMVs' launch shapes (its GEMV_SHAPE_RULES),
+# those that call `rope_attention` with an option, and "fused-router" (`KernelConfig.fused_router`).
+GEMV_VARIANTS = ("ahead", "with-words", "plain", "round-trip-free")
 ATTENTION_VARIANTS = {"retiled": {"retiled": True}, "by-position": {"by_position": True}}
+VARIANTS = (*GEMV_VARIANTS, *ATTENTION_VARIANTS, "fused-router")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         triton_decode.rope_attention = functools.partial(triton_decode.rope_attention, **options)
     _cuda_kernels_on_cpu()
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
+    shapes = args.variant if args.variant in GEMV_VARIANTS else ""
     router = args.variant == "fused-router"
-    shapes = args.variant if args.variant and not options and not router else ""
     with gemv_launch_shapes(shapes):
         failed = interpreter.report(
             (name, *check_file(name, args.regroup and tuple(args.regroup), router)) for name in args.files
