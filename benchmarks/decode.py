@@ -75,6 +75,7 @@ class Options:
     late_trigger: bool = True
     fused_sampling: bool = True  # greedy here: the worker's sampled requests only
     tensor_core_gemv: bool = True
+    fused_router: bool = True
     regroup: tuple[str, ...] | None = None  # None: the worker's choice by type and size
     http: bool = False
     ready_timeout_s: float = 900.0
@@ -588,6 +589,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "late_trigger": opts.late_trigger,
             "fused_sampling": opts.fused_sampling,
             "tensor_core_gemv": opts.tensor_core_gemv,
+            "fused_router": opts.fused_router,
             "regroup": None if opts.regroup is None else list(opts.regroup),
             "greedy": True,
             "runs_requested": opts.runs,
@@ -653,6 +655,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         late_trigger=args.late_trigger,
         fused_sampling=args.fused_sampling,
         tensor_core_gemv=args.tensor_core_gemv,
+        fused_router=args.fused_router,
         regroup=args.regroup,
         http=args.http,
         label=args.label,

@@ -47,6 +47,9 @@
 #                        its default launch shape, the same loading ahead, and Q5_0/Q8_0 in the tile without
 #                        shared-memory round trips) into $OUT/kernels_gemv.{md,json}; BENCH_GEMV_ARGS adds
 #                        arguments (e.g. "--sweep --compact")
+#   BENCH_ATTENTION      a kernels_attention layout filter, e.g. "gpt-oss" (or "all"): before the models,
+#                        `benchmarks.kernels_attention` (one decode step's rope_attention alone in each of its
+#                        forms, at tg128's cache and a long one) into $OUT/kernels_attention.{md,json}
 #   BENCH_STREAM_PROBE   arguments for `benchmarks.stream_probe` (e.g. "--work 0 24 56 --block-n 32 64"): before the
 #                        models, what the Q4_K GEMV's loads stream beside its decoding, into $OUT/stream_probe.{md,json}
 #   BENCH_GEMV_BASE      with BENCH_GEMV: a second source tree (e.g. `git archive` of an earlier commit, carried
@@ -155,6 +158,15 @@ if [[ -n "${BENCH_GEMV:-}" ]] && fits BENCH_GEMV; then
             ${only[@]+"${only[@]}"} ${BENCH_GEMV_ARGS:-} --out "$dest") | tail -n 30 \
             || say "kernels_gemv ($tree) failed or timed out"
     done
+fi
+
+# The decode attention alone, in each of its forms (no model file needed).
+if [[ -n "${BENCH_ATTENTION:-}" ]] && fits BENCH_ATTENTION; then
+    only=()
+    if [[ "$BENCH_ATTENTION" != all ]]; then only=(--only "$BENCH_ATTENTION"); fi
+    say "decode attention alone: ${BENCH_ATTENTION}"
+    timeout "$(($(left) / 4))" $PY -m benchmarks.kernels_attention ${only[@]+"${only[@]}"} --out "$OUT" \
+        | tail -n 110 || say "kernels_attention failed or timed out"
 fi
 
 # What the Q4_K GEMV's loads stream apart from its decoding (no model file needed).

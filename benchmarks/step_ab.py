@@ -11,8 +11,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   `ExpertsFastPath.qmatmuls_experts` off);
 - `rope, attention apart`: RoPE + KV store and the attention as two launches per layer (`rope_store`,
   `decode_attention`) instead of one (`rope_attention`);
-- MoE models only: `router and top-k in one launch` (`KernelConfig.fused_router`: the router's product
-  and its top-k in `triton_decode.moe_router`), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
+- MoE models only: `router and top-k apart` (`KernelConfig.fused_router` off: the router's product a GEMV,
+  its top-k `moe_route`; by default `triton_decode.moe_router` does both in one launch), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
   before they were fused);
 - `GEMV loads ahead`: every GEMV of a format that has the form (`triton_gemv.AHEAD_FORMATS`) in its
@@ -46,6 +46,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
   step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short
   context split 0 does not walk them alone, nor do splits walk a sliding window's masked blocks;
+- `attention merge unrolled`: `rope_attention(unrolled_merge=True)`: the last split merges the splits'
+  states with its loops unrolled (the same sums in the same order), their loads in flight together;
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
   (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
   both also with a `late trigger` (`late_trigger`), and `weight prefetch without dependent launch`, each
@@ -106,10 +108,10 @@ def rope_attention_apart(kernels: Any) -> Any:
     return dataclasses.replace(kernels, decode=decode)
 
 
-def fused_router(kernels: Any) -> Any:
-    """The same kernel set with a MoE step's router product and top-k in one launch
-    (`KernelConfig.fused_router`: `triton_decode.moe_router`)."""
-    return dataclasses.replace(kernels, config=dataclasses.replace(kernels.config, fused_router=True))
+def router_apart(kernels: Any) -> Any:
+    """The same kernel set with a MoE step's router product a GEMV and its top-k `moe_route`, two launches
+    (`KernelConfig.fused_router` off; by default `triton_decode.moe_router` does both in one)."""
+    return dataclasses.replace(kernels, config=dataclasses.replace(kernels.config, fused_router=False))
 
 
 def _rope_attention_with(kernels: Any, **options: Any) -> Any:
@@ -125,15 +127,23 @@ def attention_by_position(kernels: Any) -> Any:
     return _rope_attention_with(kernels, by_position=True)
 
 
+def attention_merge_unrolled(kernels: Any) -> Any:
+    """The same kernel set with `rope_attention`'s merge of the splits unrolled (`unrolled_merge=True`: the
+    same sums in the same order, the splits' states loaded together)."""
+    return _rope_attention_with(kernels, unrolled_merge=True)
+
+
 def attention_retiled(kernels: Any) -> Any:
     """The same kernel set with `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles."""
     return _rope_attention_with(kernels, retiled=True)
 
 
 def routing_unfused(kernels: Any) -> Any:
-    """The same kernel set with a MoE's routing and combination as the reference model's PyTorch ops."""
+    """The same kernel set with a MoE's routing and combination as the reference model's PyTorch ops (the
+    router's product a GEMV: `moe_router` would route before them)."""
     from reference_worker.models.gpt_oss import route
 
+    kernels = router_apart(kernels)
     decode = types.SimpleNamespace(**vars(kernels.decode))
     decode.moe_route = route
 
@@ -516,12 +526,13 @@ def main(argv: list[str] | None = None) -> int:
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
         variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
+        variants["attention merge unrolled"] = Variant(attention_merge_unrolled(default_kernels), early)
     if not args.launch_only:
         variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
     if default_kernels.decode is not None and not args.launch_only:
         variants["rope, attention apart"] = Variant(rope_attention_apart(default_kernels), early)
     if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
-        variants["router and top-k in one launch"] = Variant(fused_router(default_kernels), early)
+        variants["router and top-k apart"] = Variant(router_apart(default_kernels), early)
         if not args.launch_only:
             variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
             variants["all three apart (the step before)"] = Variant(

@@ -97,9 +97,10 @@ class KernelConfig:
     same distribution, other draws per seed) instead of the sampler's dozen PyTorch kernels.
     `tensor_core_gemv` (CUDA sm_80+, fast kernels): the decode GEMVs of Q4_K and regrouped Q6_K matrices of
     at least `triton_gemv.TENSOR_CORE_MIN_BYTES` on the tensor cores (`kernels.tensor_core_gemv`, mma.sync on the
-    codes decoded in registers) instead of the CUDA-core loop. `fused_router` (CUDA, fused decode kernels;
-    off until timed, `benchmarks.step_ab` "router and top-k in one launch"): a MoE decode step's router
-    product and its top-k in one launch (`triton_decode.moe_router`) instead of a GEMV and `moe_route`.
+    codes decoded in registers) instead of the CUDA-core loop. `fused_router` (CUDA, fused decode kernels): a MoE
+    decode step's router product and its top-k in one launch (`triton_decode.moe_router`) instead of a
+    GEMV and `moe_route` (GPT-OSS +1.0 % a token on an H100, 2026-12-06; `benchmarks.step_ab` "router and
+    top-k apart" times the other way).
     """
 
     kernels: KernelChoice = "fast"
@@ -113,7 +114,7 @@ class KernelConfig:
     late_trigger: bool = True
     fused_sampling: bool = True
     tensor_core_gemv: bool = True
-    fused_router: bool = False
+    fused_router: bool = True
     # ggml type names, e.g. ("q8_0", "q6_k") (see REGROUP_CHOICES); None: by type and size
     regroup: tuple[str, ...] | None = None
 

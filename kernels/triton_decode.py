@@ -309,6 +309,7 @@ def _rope_attention_kernel(
     PDL: tl.constexpr = False,
     DOT: tl.constexpr = False,  # the block's scores and values as dot products (`AttentionTile.dot`)
     BY_POSITION: tl.constexpr = False,  # the splits share the positions the step reads (`_position_span`)
+    UNROLLED_SPLITS: tl.constexpr = 0,  # > 0: the merge's loops unrolled over this many splits (the grid's)
 ):
     await_previous_grid(PDL)
     # One program per KV head and split of the cache positions: rotate its query heads and its key at
@@ -403,23 +404,59 @@ def _rope_attention_kernel(
     arrived = tl.atomic_add(count_ptr + kv, 1, sem="acq_rel")
     if arrived == n_split - 1:
         first_slot = (kv * n_split).to(tl.int64)
-        m_all = tl.full([BLOCK_G], -1e30, tl.float32)
-        for i in range(0, n_split):
-            m_i = tl.load(stat_ptr + (first_slot + i) * 2 * BLOCK_G + g, cache_modifier=".cg")
-            m_all = tl.maximum(m_all, m_i)
-        l_all = tl.zeros([BLOCK_G], tl.float32)
-        acc_all = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-        for i in range(0, n_split):
-            stats = stat_ptr + (first_slot + i) * 2 * BLOCK_G
-            w = tl.exp(tl.load(stats + g, cache_modifier=".cg") - m_all)
-            l_all += tl.load(stats + BLOCK_G + g, cache_modifier=".cg") * w
-            part = tl.load(
-                part_ptr + ((first_slot + i) * BLOCK_G + g[:, None]) * BLOCK_D + d[None, :],
-                cache_modifier=".cg",
+        if UNROLLED_SPLITS > 0:
+            # The same sums in the same order, the loops unrolled: no load waits on the previous split's.
+            l_all, acc_all = _merge_unrolled(
+                part_ptr, stat_ptr, first_slot, g, d, BLOCK_G, BLOCK_D, UNROLLED_SPLITS
             )
-            acc_all += part * w[:, None]
+        else:
+            m_all = tl.full([BLOCK_G], -1e30, tl.float32)
+            for i in range(0, n_split):
+                m_all = tl.maximum(m_all, _split_max(stat_ptr, first_slot + i, g, BLOCK_G))
+            l_all = tl.zeros([BLOCK_G], tl.float32)
+            acc_all = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+            for i in range(0, n_split):
+                w, l_i, part = _split_state(part_ptr, stat_ptr, first_slot + i, m_all, g, d, BLOCK_G, BLOCK_D)
+                l_all += l_i * w
+                acc_all += part * w[:, None]
         tl.store(out_ptr + heads[:, None] * D + d[None, :], acc_all / l_all[:, None], mask=q_mask)
         tl.atomic_xchg(count_ptr + kv, 0)
+
+
+@triton.jit
+def _split_max(stat_ptr, slot, g, BLOCK_G: tl.constexpr):
+    """A split's running max at `slot` (`.cg` loads skip L1, which may hold stale lines)."""
+    return tl.load(stat_ptr + slot * 2 * BLOCK_G + g, cache_modifier=".cg")
+
+
+@triton.jit
+def _split_state(part_ptr, stat_ptr, slot, m_all, g, d, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A split's share of the merge at `slot`: its weight exp(m - m_all), its denominator and its
+    unnormalised output."""
+    stats = stat_ptr + slot * 2 * BLOCK_G
+    w = tl.exp(tl.load(stats + g, cache_modifier=".cg") - m_all)
+    l_i = tl.load(stats + BLOCK_G + g, cache_modifier=".cg")
+    part = tl.load(part_ptr + (slot * BLOCK_G + g[:, None]) * BLOCK_D + d[None, :], cache_modifier=".cg")
+    return w, l_i, part
+
+
+@triton.jit
+def _merge_unrolled(
+    part_ptr, stat_ptr, first_slot, g, d, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, N: tl.constexpr
+):
+    """The merge of N split states from `first_slot` (denominator, unnormalised output): the runtime loops'
+    sums in the same order, bit for bit, unrolled so the splits' loads can be in flight together instead
+    of one L2 round trip a split."""
+    m_all = tl.full([BLOCK_G], -1e30, tl.float32)
+    for i in tl.static_range(N):
+        m_all = tl.maximum(m_all, _split_max(stat_ptr, first_slot + i, g, BLOCK_G))
+    l_all = tl.zeros([BLOCK_G], tl.float32)
+    acc_all = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    for i in tl.static_range(N):
+        w, l_i, part = _split_state(part_ptr, stat_ptr, first_slot + i, m_all, g, d, BLOCK_G, BLOCK_D)
+        l_all += l_i * w
+        acc_all += part * w[:, None]
+    return l_all, acc_all
 
 
 # Programs per KV head reading a decode step's cache positions (`rope_attention`): enough that a long
@@ -482,6 +519,7 @@ def rope_attention(
     max_splits: int = MAX_ATTENTION_SPLITS,
     retiled: bool = False,
     by_position: bool = False,
+    unrolled_merge: bool = False,
 ) -> torch.Tensor:
     """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
     unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position` in `keys`/`values`
@@ -491,7 +529,9 @@ def rope_attention(
     `retiled`: `attention_tile`'s other tiles (off until measured). `by_position` (off until measured): the
     same programs share the positions this step reads (`_position_span`: the window's, in runs of whole
     blocks) instead of a fixed share of the capacity each, so a short context is not walked by split 0
-    alone, nor a sliding window's masked blocks by the splits before it."""
+    alone, nor a sliding window's masked blocks by the splits before it. `unrolled_merge` (off until
+    measured): the last split's merge unrolled over the grid's splits, the same sums in the same order,
+    so the splits' states are loaded together instead of one L2 round trip a split."""
     if by_position and whole_cache:
         raise ValueError("rope_attention: by_position reads the position's span, whole_cache the capacity")
     n_kv, capacity, d = keys.shape
@@ -514,6 +554,7 @@ def rope_attention(
         GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=block_d, BLOCK_S=block_s, ROPE_HALF=cos.shape[-1],
         NEOX=neox, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
         CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, DOT=tile.dot, BY_POSITION=by_position,
+        UNROLLED_SPLITS=n_split if unrolled_merge and n_split > 1 else 0,
         num_warps=4, **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return out.view(-1)

@@ -163,6 +163,13 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         "(mma.sync on codes decoded in registers) instead of the CUDA-core loop (CUDA sm_80+, --kernels fast)",
     )
     p.add_argument(
+        "--fused-router",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a MoE decode step's router product and its top-k in one launch instead of a GEMV and the "
+        "routing kernel (CUDA, --kernels fast)",
+    )
+    p.add_argument(
         "--regroup",
         nargs="+",
         choices=(*REGROUP_CHOICES, NO_REGROUP),
@@ -191,7 +198,7 @@ class _RegroupAction(argparse.Action):
 # The on/off performance flags of `add_kernel_arguments`, by destination (`--x-y` / `--no-x-y`).
 KERNEL_SWITCHES = (
     "cuda_graphs", "fused_decode", "decode_lookahead", "fused_prefill", "prefill_graphs", "dependent_launch",
-    "weight_prefetch", "late_trigger", "fused_sampling", "tensor_core_gemv",
+    "weight_prefetch", "late_trigger", "fused_sampling", "tensor_core_gemv", "fused_router",
 )  # fmt: skip
 
 
@@ -293,6 +300,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         late_trigger=args.late_trigger,
         fused_sampling=args.fused_sampling,
         tensor_core_gemv=args.tensor_core_gemv,
+        fused_router=args.fused_router,
         regroup=args.regroup,
     )
 

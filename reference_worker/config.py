@@ -51,6 +51,7 @@ class WorkerConfig:
     late_trigger: bool = True  # with it: the next kernel launched late (a GEMV's weights read, else exit)
     fused_sampling: bool = True  # a plain temperature draw in two kernels (CUDA, fast kernels)
     tensor_core_gemv: bool = True  # Q4_K, regrouped Q6_K decode GEMVs on the tensor cores (CUDA sm_80+, fast)
+    fused_router: bool = True  # a MoE step's router product and top-k in one launch (CUDA, fast kernels)
     # 2-D matrices of these types stored codes, then scales (CUDA); None: by type and size, (): none
     regroup: tuple[str, ...] | None = None
 
@@ -76,6 +77,7 @@ class WorkerConfig:
             late_trigger=self.late_trigger,
             fused_sampling=self.fused_sampling,
             tensor_core_gemv=self.tensor_core_gemv,
+            fused_router=self.fused_router,
             regroup=self.regroup,
         )
 

@@ -36,6 +36,7 @@ CASES = {
     "sinks-first": (True, 64, 8, 64, 64, None, True, 0),
 }
 SPLITS = (1, 4, 16)  # also `by_position=True`'s
+UNROLLED_SPLITS = (4, 16)  # `unrolled_merge=True`: the same bits as the runtime loops' merge
 RETILED_SPLITS = (
     1,
     16,
@@ -68,15 +69,18 @@ def check_case(name: str, case: tuple, gen: torch.Generator) -> list[tuple[str, 
         q_rot, want_keys[:, : pos + 1], want_values[:, : pos + 1], start_pos=pos, scale=scale,
         sliding_window=window, sinks=sinks,
     ).reshape(-1)  # fmt: skip
-    results, unsplit = [], None
-    runs = [(m, False, False) for m in SPLITS] + [(m, True, False) for m in RETILED_SPLITS]
-    runs += [(m, False, True) for m in SPLITS]
-    for max_splits, retiled, by_position in runs:
+    results, unsplit, looped = [], None, {}
+    runs = [(m, False, False, False) for m in SPLITS] + [(m, True, False, False) for m in RETILED_SPLITS]
+    runs += [(m, False, True, False) for m in SPLITS] + [(m, False, False, True) for m in UNROLLED_SPLITS]
+    for max_splits, retiled, by_position, unrolled in runs:
         keys, values = cache[0].clone(), cache[1].clone()
         got = triton_decode.rope_attention(
             q, k, v, keys, values, cos, sin, position, neox, scale, window, sinks,
             whole_cache=not by_position, max_splits=max_splits, retiled=retiled, by_position=by_position,
+            unrolled_merge=unrolled,
         )  # fmt: skip
+        if not (retiled or by_position or unrolled):
+            looped[max_splits] = got
         _, n_split = triton_decode.attention_splits(capacity, 16, max_splits)
         err = _rel_err(got, want)
         stored = _rel_err(keys[:, pos], want_keys[:, pos]) < REL_TOL and torch.equal(
@@ -95,7 +99,19 @@ def check_case(name: str, case: tuple, gen: torch.Generator) -> list[tuple[str, 
             apart = _rel_err(got, unsplit)
             ok = ok and apart < REL_TOL
             detail += f", {apart:.1e} from unsplit"
-        tiles = ", retiled" if retiled else ", split by position" if by_position else ""
+        if unrolled:
+            same = torch.equal(got, looped[max_splits])
+            ok = ok and same
+            detail += ", the looped merge's bits" if same else ", not the looped merge's bits"
+        tiles = (
+            ", retiled"
+            if retiled
+            else ", split by position"
+            if by_position
+            else ", merge unrolled"
+            if unrolled
+            else ""
+        )
         results.append((f"{name}, at most {max_splits} splits{tiles}", ok, detail))
     return results
 

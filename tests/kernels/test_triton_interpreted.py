@@ -67,8 +67,9 @@ def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpr
     the positions split among several, against the reference RoPE and attention."""
     report = interpreted("tests.kernels.interpreted_attention", 900)
     # 8 head layouts x 3 split counts, x 2 with the re-tiled attention (`attention_tile(retiled=True)`) and
-    # x 3 with the splits sharing the step's positions (`by_position=True`)
-    assert report.count("ok  ") == 8 * (3 + 2 + 3), report
+    # x 3 with the splits sharing the step's positions (`by_position=True`) and x 2 with the merge unrolled
+    # (`unrolled_merge=True`, 4 and 16 splits: the looped merge's bits)
+    assert report.count("ok  ") == 8 * (3 + 2 + 3 + 2), report
 
 
 def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_the_cuda_kernel_set() -> None:
