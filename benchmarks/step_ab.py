@@ -29,6 +29,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   no loop ahead (the default has the super-block loops of at most 1,024 rows, file-order Q6_K and the
   regrouped Q8_0 16 x 8 tile load ahead, `triton_gemv.default_config`);
 - `GEMV splits doubled`, `GEMV splits halved`: every split GEMV with twice or half the default's split;
+- `tensor-core prologue storing zero columns`: the tensor-core GEMVs' prologue storing B's six unused
+  columns as zeros (`GemvConfig.tc_zero_columns`, the form before 2026-12-06) instead of leaving them
+  unwritten (the default: a quarter of the stores, the same bits);
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -362,6 +365,12 @@ def _block_formats_tensor_cores(config: Any, layout: Any, shape: tuple[int, int,
     return _q8_0_tensor_cores(Q8_0_TENSOR_CORE_BELOW, config, layout, shape)
 
 
+def _tc_zero_columns(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The tensor-core launches' prologue storing B's six unused columns as zeros (`GemvConfig.
+    tc_zero_columns`: the form before 2026-12-06; the default leaves them unwritten, the same bits)."""
+    return dataclasses.replace(config, tc_zero_columns=True) if config.tensor_cores else config
+
+
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -378,6 +387,7 @@ GEMV_SHAPE_RULES = {
     "plain": _plain_loops,
     "q4-k-tensor-cores": _q4_k_tensor_cores,
     "cuda-cores": _cuda_cores,
+    "tc-zero-columns": _tc_zero_columns,
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -492,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     variants["GEMV loops plain (none ahead)"] = Variant(default_kernels, early, gemv_shapes="plain")
     variants["GEMVs on the CUDA cores only"] = Variant(default_kernels, early, gemv_shapes="cuda-cores")
+    variants["tensor-core prologue storing zero columns"] = Variant(
+        default_kernels, early, gemv_shapes="tc-zero-columns"
+    )
     variants["regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)"] = Variant(
         default_kernels, early, gemv_shapes="q6-k-cuda-cores"
     )

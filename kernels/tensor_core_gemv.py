@@ -20,7 +20,7 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
 - The activations of the program's range are read once (after the wait for the previous grid), scaled
   by a power of two that puts their largest magnitude at the top of float16's range, and split
   hi + lo (hi + lo = the scaled value to ~22 bits) into shared memory as the B operand's two columns
-  (the other six are zeros). Each mma covers one sub-block, so its 6-bit scale and the super-block's d
+  (the other six are left unwritten, `_shared_b`: only the result's columns 0 and 1 are summed). Each mma covers one sub-block, so its 6-bit scale and the super-block's d
   multiply the mma's float32 result; the mins' term is one more mma a super-block (each row's eight
   6-bit mins against the sub-blocks' sums of x).
 - Q6_K (`_q6_k_walk`): a 16-code sub-block is one mma (K = 16). A lane's four K values of it are the four
@@ -225,6 +225,37 @@ def _with_zeros(v):
     n8 = gl.join(gl.join(gl.join(hi, z), gl.join(z, z)), gl.join(gl.join(lo, z), gl.join(z, z)))
     n8 = gl.permute(n8, (0, 1, 4, 5, 6, 2, 3))  # [B, 1, x0, x1, x2, a, b]
     return gl.reshape(n8, (v.shape[0], 8 * v.shape[2] * v.shape[3]))
+
+
+@gluon.jit
+def _hi_lo(v):
+    """[B, 1, a, b] float32 -> [B, 2 * a * b] float16: `_with_zeros`'s columns n = 0 (hi) and 1 (lo) alone."""
+    hi = v.to(gl.float16)
+    lo = (v - hi.to(gl.float32)).to(gl.float16)
+    n2 = gl.permute(gl.join(hi, lo), (0, 1, 4, 2, 3))  # [B, 1, n, a, b]
+    return gl.reshape(n2, (v.shape[0], 2 * v.shape[2] * v.shape[3]))
+
+
+@gluon.jit
+def _shared_b(v, ROWS: gl.constexpr, WIDTH: gl.constexpr, ZERO_COLUMNS: gl.constexpr):
+    """The activations `v` [ROWS, 1, a, b] as B operands in shared memory [ROWS, WIDTH = 8 * a * b] float16:
+    column n = 0 their hi part, n = 1 their lo part. ZERO_COLUMNS: the six other columns stored as zeros;
+    else left unwritten, a quarter of the stores: only the mma's result columns 0 and 1 are read (`_used`),
+    and a column of the result depends on its own column of B alone, so whatever those hold stays there."""
+    if ZERO_COLUMNS:
+        smem = gl.allocate_shared_memory(gl.float16, [ROWS, WIDTH], _PLAIN, _with_zeros(v))
+    else:
+        smem = gl.allocate_shared_memory(gl.float16, [ROWS, WIDTH], _PLAIN)
+        smem.slice(0, WIDTH // 4, dim=1).store(_hi_lo(v))
+    return smem
+
+
+@gluon.jit
+def _used(acc):
+    """The tile's sums [64, 8] with only B's columns 0 and 1 (the activations' hi and lo parts) kept: the
+    others are zeros or, left unwritten (`_shared_b`), anything."""
+    n = gl.arange(0, 8, layout=gl.SliceLayout(0, _MMA))
+    return gl.where(gl.expand_dims(n < 2, 0), acc, 0.0)
 
 
 @gluon.jit
@@ -524,7 +555,18 @@ def _walk(
 
 @gluon.jit
 def _q4_k_walk(
-    w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr
+    w_ptr,
+    x_ptr,
+    w_off,
+    first,
+    r_rows,
+    n_rows,
+    n_sb,
+    lo,
+    seg_w1,
+    PER: gl.constexpr,
+    GLU: gl.constexpr,
+    ZERO_COLUMNS: gl.constexpr,
 ):
     """A program's walk over PER Q4_K super-blocks from `lo` (after the wait for the previous grid): the
     tile's products (and with GLU the up rows', seg_w1 words on) [64, 8], and the activations' scale."""
@@ -552,12 +594,10 @@ def _q4_k_walk(
     # sub-block stored at 8t + 4u + 2s + r); the sub-block sums (scaled 2^-5 more: 32 values) for the mins.
     xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256)
     xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 8, 4, 2, 2, 2)), (0, 1, 2, 4, 3)), (PER * 8, 1, 4, 8))
-    smem_b = gl.allocate_shared_memory(gl.float16, [PER * 8, 256], _PLAIN, _with_zeros(xb))
+    smem_b = _shared_b(xb, PER * 8, 256, ZERO_COLUMNS)
     sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125  # [PER, t = j // 2, r = j % 2]
     sx = gl.permute(gl.join(sx, gl.zeros_like(sx)), (0, 1, 3, 2))  # [PER, t, s, r]: s = 1 (K >= 8) zero
-    smem_m = gl.allocate_shared_memory(
-        gl.float16, [PER, 128], _PLAIN, _with_zeros(gl.reshape(sx, (PER, 1, 4, 4)))
-    )
+    smem_m = _shared_b(gl.reshape(sx, (PER, 1, 4, 4)), PER, 128, ZERO_COLUMNS)
     gl.thread_barrier()
     return _walk(
         "q4_k", (rows, woff, mins_rows), (jj, jb, s_is0), smem_b, smem_m, first_words, lo, seg_w1, PER, GLU
@@ -583,7 +623,19 @@ def _activations(x_ptr, start, N: gl.constexpr, VALID: gl.constexpr):
 
 @gluon.jit
 def _q6_k_walk(
-    w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr
+    w_ptr,
+    d_ptr,
+    x_ptr,
+    w_off,
+    first,
+    r_rows,
+    n_rows,
+    n_sb,
+    lo,
+    seg_w1,
+    PER: gl.constexpr,
+    GLU: gl.constexpr,
+    ZERO_COLUMNS: gl.constexpr,
 ):
     """`_q4_k_walk` for a regrouped Q6_K matrix (`kernels.qtensor.CODES_THEN_SCALES`: each row's 52 code
     words a super-block, then the matrix's d halfwords, a row's n_sb in a run)."""
@@ -597,7 +649,7 @@ def _q6_k_walk(
     # [t, s, r] (K = 8s + 2t + r), hi and lo as B's columns 0 and 1.
     xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256)
     xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 16, 4, 2, 2)), (0, 1, 3, 2)), (PER * 16, 1, 4, 4))
-    smem_b = gl.allocate_shared_memory(gl.float16, [PER * 16, 128], _PLAIN, _with_zeros(xb))
+    smem_b = _shared_b(xb, PER * 16, 128, ZERO_COLUMNS)
     gl.thread_barrier()
     # (no mins: the Q6_K walk reads one shared buffer, passed for both)
     return _walk("q6_k", (rows, words, d_rows), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU) + (up,)
@@ -649,6 +701,7 @@ def _block_walk(
     PER: gl.constexpr,
     PER_POW2: gl.constexpr,
     GLU: gl.constexpr,
+    ZERO_COLUMNS: gl.constexpr,
 ):
     """`_q4_k_walk` for a regrouped matrix of 32-element blocks (`kernels.qtensor.CODES_THEN_SCALES`: each
     row's code words a block, then the matrix's scales, a row's n_blocks in a run): Q8_0 (8 words a block,
@@ -675,9 +728,7 @@ def _block_walk(
         # K = 16h + 8k + 2t + half, as `_mxfp4_a_tile` holds it)
         xb = gl.permute(gl.reshape(xs, (PER_POW2, 2, 4, 2, 2)), (0, 2, 1, 4, 3))
         up = up * (1.0 / 32768.0)
-    smem_b = gl.allocate_shared_memory(
-        gl.float16, [PER_POW2, 256], _PLAIN, _with_zeros(gl.reshape(xb, (PER_POW2, 1, 4, 8)))
-    )
+    smem_b = _shared_b(gl.reshape(xb, (PER_POW2, 1, 4, 8)), PER_POW2, 256, ZERO_COLUMNS)
     gl.thread_barrier()
     return _walk(KIND, (words, scales), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU) + (up,)
 
@@ -726,6 +777,7 @@ def _tc_gemv_kernel(
     REDUCE: gl.constexpr,
     PDL: gl.constexpr = 0,
     HAS_IDS: gl.constexpr = 0,  # EXPERT_FORMATS: program axis 2 is a token-expert pair, rows of x and y its own
+    ZERO_COLUMNS: gl.constexpr = 0,  # B's six unused columns stored as zeros (`_shared_b`), else unwritten
 ):
     tile = gl.program_id(0)
     split = gl.program_id(1)
@@ -754,19 +806,35 @@ def _tc_gemv_kernel(
         part_ptr = part_ptr + pair * (y_width * PARTS)
         count_ptr = count_ptr + pair * gl.num_programs(0)
     if FMT == "q4_k":
-        acc, acc_up, up = _q4_k_walk(w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU)
+        acc, acc_up, up = _q4_k_walk(
+            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS
+        )
     elif FMT == "q8_0_codes_then_scales" or FMT == "mxfp4_codes_then_scales":
         KIND: gl.constexpr = "q8_0" if FMT == "q8_0_codes_then_scales" else "mxfp4"
         acc, acc_up, up = _block_walk(
-            KIND, w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, PER_POW2, GLU
+            KIND,
+            w_ptr,
+            d_ptr,
+            x_ptr,
+            w_off,
+            first,
+            r_rows,
+            n_rows,
+            n_sb,
+            lo,
+            seg_w1,
+            PER,
+            PER_POW2,
+            GLU,
+            ZERO_COLUMNS,
         )
     else:
         acc, acc_up, up = _q6_k_walk(
-            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU
+            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS
         )
     launch_next_grid_late(PDL)
-    total = gl.sum(acc, axis=1) / up
-    total_up = gl.sum(acc_up, axis=1) / up
+    total = gl.sum(_used(acc), axis=1) / up
+    total_up = gl.sum(_used(acc_up), axis=1) / up
     cols = col0 + r_rows
     row_mask = r_rows < n_rows
     last = True
@@ -869,13 +937,15 @@ def launch(
     expert_ids: torch.Tensor | None = None,
     x_group: int = 1,
     expert_words: int = 0,
+    zero_columns: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
     element offsets): (y [pairs, sum(out_rows)], y * scaled_by or None). With `expert_ids` (EXPERT_FORMATS):
     pair m reads expert expert_ids[m] (`expert_words` load words apart) and row m // x_group of x (rows
     `in_features` apart) and of `rms_of`. None if a split launch has no arrival counters (the first launch
-    inside a capture): the caller's loop serves it."""
+    inside a capture): the caller's loop serves it. `zero_columns`: the prologue stores B's six unused
+    columns as zeros (`GemvConfig.tc_zero_columns`), else leaves them unwritten."""
     pairs = expert_ids.numel() if expert_ids is not None else 1
     n_units = in_features // UNITS[fmt]
     tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
@@ -933,6 +1003,7 @@ def launch(
         HAS_RES=residual is not None,
         REDUCE=split > 1,
         HAS_IDS=expert_ids is not None,
+        ZERO_COLUMNS=zero_columns,
         num_warps=NUM_WARPS,
         **dependent_launch.launch_kwargs(),
     )

@@ -404,7 +404,7 @@ def _rope_attention_kernel(
     arrived = tl.atomic_add(count_ptr + kv, 1, sem="acq_rel")
     if arrived == n_split - 1:
         first_slot = (kv * n_split).to(tl.int64)
-        if UNROLLED_SPLITS > 0:
+        if UNROLLED_SPLITS:
             # The same sums in the same order, the loops unrolled: no load waits on the previous split's.
             l_all, acc_all = _merge_unrolled(
                 part_ptr, stat_ptr, first_slot, g, d, BLOCK_G, BLOCK_D, UNROLLED_SPLITS

@@ -135,6 +135,10 @@ class GemvConfig:
     # launches it does not take: other formats, several rows, other experts, the first split launch inside
     # a capture).
     tensor_cores: bool = False
+    # With tensor_cores: the tensor-core prologue stores the B operand's six unused columns as zeros (its
+    # form before 2026-12-06) instead of leaving them unwritten (a quarter of the shared-memory stores;
+    # the same bits: those columns' products are dropped, `tensor_core_gemv._shared_b`).
+    tc_zero_columns: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -1887,6 +1891,7 @@ def launch_segments(
             x_group=x_group,
             # an expert's bytes (codes, then scales, a run each) as load words; 0 for a 2-D matrix
             expert_words=w.data.numel() // w.shape[0] // 4 if expert_ids is not None else 0,
+            zero_columns=config.tc_zero_columns,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

@@ -235,7 +235,7 @@ def compile_gemv(
 # with its scaled copy launched early with the trigger at the wait, gpt-oss's clamped SwiGLU; Phi-3's
 # regrouped Q6_K ones; GPT-OSS's regrouped Q8_0 attention and output (walks of blocks not a power of two)
 # and its MXFP4 experts by token-expert pair (gate/up, down), and a 2-D MXFP4 matrix.
-_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0)  # fmt: skip
+_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0)  # fmt: skip
 _Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
 _Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)
 TENSOR_CORE_FORMS = {
@@ -314,7 +314,7 @@ def compile_rope_attention(
     constants = dict(
         GROUP=group, BLOCK_G=tile.block_g, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_S=tile.block_s,
         ROPE_HALF=rope_half, NEOX=True, HAS_SINKS=sinks, WHOLE_CACHE=False, CAPACITY=0, SPLIT=split,
-        DOT=tile.dot,
+        DOT=tile.dot, BY_POSITION=False, UNROLLED_SPLITS=0,
     )  # fmt: skip
     return compile_for_sm90(triton_decode._rope_attention_kernel, ROPE_ATTENTION_SIGNATURE, constants)
 

@@ -86,15 +86,16 @@ def activations(rng, width: int, rows: int = 1) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def tensor_cores(per: int | None = None):
+def tensor_cores(per: int | None = None, zero_columns: bool = False):
     """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
-    program walks, where it divides the row's (else the launch's own choice)."""
+    program walks, where it divides the row's (else the launch's own choice); `zero_columns`: the prologue
+    stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`)."""
     from kernels import tensor_core_gemv, triton_gemv
 
     chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
 
     def config(*args, **kw):
-        return dataclasses.replace(chosen(*args, **kw), tensor_cores=True)
+        return dataclasses.replace(chosen(*args, **kw), tensor_cores=True, tc_zero_columns=zero_columns)
 
     def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
         return per if per is not None and n_units % per == 0 else choose_per(fmt, n_units, tiles, sm_count)
@@ -207,6 +208,37 @@ def test_norms_inside_the_launch_match_the_formed_norm(fmt, per, rng, blocks) ->
         want = residual + reference_qmatmul(x, w, b, torch.float32)
         assert rel_err(got.x, want) < REL_TOL and rel_err(got.xw, want * norm_weight) < REL_TOL
     assert rel_err(normed, reference_qmatmul(h.value(), w, bias, torch.float32)) < REL_TOL
+
+
+# A shape of each format that every walk length of the tests below divides.
+UNWRITTEN_SHAPES = {"Q4_K": (640, 3072), "Q6_K-regrouped": (640, 3072), "Q8_0-regrouped": (640, 4096)}
+
+
+@pytest.mark.parametrize("per", [1, 4])
+@pytest.mark.parametrize("glu", [False, True], ids=["one", "glu"])
+@pytest.mark.parametrize("fmt", list(UNWRITTEN_SHAPES))
+def test_b_s_unused_columns_left_unwritten_give_the_zero_columns_bits(fmt, glu, per, rng, blocks) -> None:
+    """The prologue leaves B's six unused columns unwritten (the default: whatever shared memory holds
+    there reaches only the result columns the epilogue drops) or stores them as zeros
+    (`GemvConfig.tc_zero_columns`, the form before): the same bits, one product and gate/up with GLU."""
+    from kernels.triton_gemv import FAST_PATH, gemv_glu
+
+    w = MAKERS[fmt](UNWRITTEN_SHAPES[fmt], rng, blocks)
+    x = activations(rng, w.shape[1])
+    # NaN left in shared memory where this launch's unused columns lie: a launch of the other row width
+    # (Q6_K's B rows are 128 halves, the others' 256) on NaN activations writes NaN into the first quarter
+    # of each of its rows, which are columns 2-4 of the other's rows.
+    primer = MAKERS["Q4_K" if fmt == "Q6_K-regrouped" else "Q6_K-regrouped"]((640, 3072), rng, blocks)
+    nan = torch.full((1, 3072), float("nan"), device="cuda")
+    results = []
+    for zero_columns in (True, False):
+        with tensor_cores(4) as launches:
+            FAST_PATH.qmatmul(nan, primer, None, torch.float32)
+        with tensor_cores(per, zero_columns) as more:
+            results.append(gemv_glu(x, w, None) if glu else FAST_PATH.qmatmul(x, w, None, torch.float32))
+        assert all(launches + more)
+    assert torch.equal(results[0], results[1])
+    assert not results[1].isnan().any()
 
 
 @pytest.mark.parametrize("per", [1, 2, 4])

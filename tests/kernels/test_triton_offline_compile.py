@@ -255,7 +255,7 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
     split_attention = {**attention, "chunk": "i32", "part_ptr": f32, "stat_ptr": f32, "count_ptr": "*i32"}
     split_constants = dict(
         GROUP=7, BLOCK_G=8, D=64, BLOCK_D=64, BLOCK_S=32, ROPE_HALF=32, NEOX=True, HAS_SINKS=False,
-        WHOLE_CACHE=False, CAPACITY=0, SPLIT=True, PDL=pdl,
+        WHOLE_CACHE=False, CAPACITY=0, SPLIT=True, PDL=pdl, DOT=False, BY_POSITION=False, UNROLLED_SPLITS=0,
     )  # fmt: skip
     compiled = {
         "rms_norm": _compile(
@@ -288,6 +288,9 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
             td._rope_attention_kernel,
             split_attention,
             {**split_constants, "GROUP": 8, "HAS_SINKS": True, "BY_POSITION": True},  # GPT-OSS's heads
+        ),
+        "rope_attention (split, merge unrolled)": _compile(
+            td._rope_attention_kernel, split_attention, {**split_constants, "UNROLLED_SPLITS": 8}
         ),
         "glu": _compile(
             td._glu_kernel,
