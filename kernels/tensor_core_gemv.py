@@ -21,8 +21,9 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
   by a power of two that puts their largest magnitude at the top of float16's range, and split
   hi + lo (hi + lo = the scaled value to ~22 bits) into shared memory as the B operand's two columns
   (the other six are left unwritten, `_shared_b`: only the result's columns 0 and 1 are summed). Each
-  mma covers one sub-block, so its 6-bit scale and the super-block's d multiply the mma's float32 result; the mins' term is one more mma a super-block (each row's eight
-  6-bit mins against the sub-blocks' sums of x).
+  mma covers one sub-block, so its 6-bit scale and the super-block's d multiply the mma's float32
+  result; the mins' term is one more mma a super-block (each row's eight 6-bit mins against the
+  sub-blocks' sums of x).
 - Q6_K (`_q6_k_walk`): a 16-code sub-block is one mma (K = 16). A lane's four K values of it are the four
   bytes of one ql word and its qh word (ggml's l .. l + 3), so a group of three words a lane (ql[l],
   ql[l + 32], qh[l]) feeds four sub-blocks (`_q6_k_a_tile`); each mma is scaled by d x the sub-block's
