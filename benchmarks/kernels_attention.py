@@ -53,7 +53,7 @@ CASES = ((256, 16), (256, 128), (4096, 1000), (4096, 4000))
 # The forms timed, by name: `rope_attention`'s keyword arguments.
 VARIANTS = {
     "default": {},
-    "merge unrolled": {"unrolled_merge": True},
+    "merge looped": {"unrolled_merge": False},
     "split by position": {"by_position": True},
     "re-tiled": {"retiled": True},
     "at most 4 splits": {"max_splits": 4},

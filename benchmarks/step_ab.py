@@ -49,8 +49,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
   step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short
   context split 0 does not walk them alone, nor do splits walk a sliding window's masked blocks;
-- `attention merge unrolled`: `rope_attention(unrolled_merge=True)`: the last split merges the splits'
-  states with its loops unrolled (the same sums in the same order), their loads in flight together;
+- `attention merge looped`: `rope_attention(unrolled_merge=False)`: the last split merges the splits'
+  states in runtime loops, one L2 round trip a split (the form before 2026-12-06; by default the loops
+  are unrolled, the same sums in the same order, the splits' loads in flight together);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
   (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
   both also with a `late trigger` (`late_trigger`), and `weight prefetch without dependent launch`, each
@@ -130,10 +131,10 @@ def attention_by_position(kernels: Any) -> Any:
     return _rope_attention_with(kernels, by_position=True)
 
 
-def attention_merge_unrolled(kernels: Any) -> Any:
-    """The same kernel set with `rope_attention`'s merge of the splits unrolled (`unrolled_merge=True`: the
-    same sums in the same order, the splits' states loaded together)."""
-    return _rope_attention_with(kernels, unrolled_merge=True)
+def attention_merge_looped(kernels: Any) -> Any:
+    """The same kernel set with `rope_attention`'s merge of the splits as runtime loops
+    (`unrolled_merge=False`: one L2 round trip a split, the form before 2026-12-06; the same bits)."""
+    return _rope_attention_with(kernels, unrolled_merge=False)
 
 
 def attention_retiled(kernels: Any) -> Any:
@@ -539,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
         variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
-        variants["attention merge unrolled"] = Variant(attention_merge_unrolled(default_kernels), early)
+        variants["attention merge looped"] = Variant(attention_merge_looped(default_kernels), early)
     if not args.launch_only:
         variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
     if default_kernels.decode is not None and not args.launch_only:

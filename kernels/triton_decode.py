@@ -519,7 +519,7 @@ def rope_attention(
     max_splits: int = MAX_ATTENTION_SPLITS,
     retiled: bool = False,
     by_position: bool = False,
-    unrolled_merge: bool = False,
+    unrolled_merge: bool = True,
 ) -> torch.Tensor:
     """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
     unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position` in `keys`/`values`
@@ -529,9 +529,10 @@ def rope_attention(
     `retiled`: `attention_tile`'s other tiles (off until measured). `by_position` (off until measured): the
     same programs share the positions this step reads (`_position_span`: the window's, in runs of whole
     blocks) instead of a fixed share of the capacity each, so a short context is not walked by split 0
-    alone, nor a sliding window's masked blocks by the splits before it. `unrolled_merge` (off until
-    measured): the last split's merge unrolled over the grid's splits, the same sums in the same order,
-    so the splits' states are loaded together instead of one L2 round trip a split."""
+    alone, nor a sliding window's masked blocks by the splits before it. `unrolled_merge` (the default
+    since it was timed: Qwen2.5 +4.6 %, GPT-OSS +2.1 %, Phi-3 +0.5 % a token, the same tokens, H100): the
+    last split's merge unrolled over the grid's splits, the same sums in the same order, so the splits'
+    states are loaded together instead of one L2 round trip a split; False: the runtime loops."""
     if by_position and whole_cache:
         raise ValueError("rope_attention: by_position reads the position's span, whole_cache the capacity")
     n_kv, capacity, d = keys.shape

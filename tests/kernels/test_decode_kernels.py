@@ -256,11 +256,12 @@ def test_rope_attention_is_rope_kv_store_and_attention_of_the_reference(
             assert rel_err(by_position, expected.reshape(-1)) < REL_TOL
             assert torch.equal(keys3[:, pos], keys[:, pos]) and torch.equal(values3[:, pos], values[:, pos])
             assert keys3[:, pos + 1 :].isnan().all() and values3[:, pos + 1 :].isnan().all()
-        # The merge unrolled over the splits (`unrolled_merge=True`): the looped merge's bits.
+        # The merge as runtime loops over the splits (`unrolled_merge=False`, the form before the unrolled
+        # default): the same bits.
         keys4, values4 = want_keys.clone(), want_values.clone()
         keys4[:, pos:], values4[:, pos:] = float("nan"), float("nan")
-        unrolled = rope_attention(
-            q, k, v, keys4, values4, cos, sin, position, neox, scale, window, sinks, unrolled_merge=True
+        looped = rope_attention(
+            q, k, v, keys4, values4, cos, sin, position, neox, scale, window, sinks, unrolled_merge=False
         )
-        assert torch.equal(unrolled, got)
+        assert torch.equal(looped, got)
         assert torch.equal(keys4[:, pos], keys[:, pos]) and torch.equal(values4[:, pos], values[:, pos])
