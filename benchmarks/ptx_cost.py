@@ -252,7 +252,7 @@ def tensor_core_rows(per: int | None = None, forms: tuple[str, ...] | None = Non
         constants = TENSOR_CORE_FORMS[form]
         kernel = compile_tensor_core_gemv(form, per)
         fmt = constants["FMT"]
-        per_unit = tensor_core_walk_sass(kernel.asm["cubin"], fmt)
+        per_unit = tensor_core_walk_sass(kernel.asm["cubin"], fmt, bool(constants["INT8_CODES"]))
         # codes a thread multiplies a unit: the unit's codes x 64 rows over 128 threads
         codes = (
             tensor_core_gemv.UNITS[fmt]
@@ -262,7 +262,8 @@ def tensor_core_rows(per: int | None = None, forms: tuple[str, ...] | None = Non
         use, ops = register_use(kernel.asm["ptx"]), sass_opcodes(kernel.asm["cubin"])
         rows.append(
             dict(
-                form=form, fmt=fmt, per=per or constants["PER"], mmas=ops["HMMA"], sass=sum(ops.values()),
+                form=form, fmt=fmt, per=per or constants["PER"], mmas=ops["HMMA"] + ops["IMMA"],
+                sass=sum(ops.values()),
                 walk_per_unit=None if per_unit is None else round(per_unit, 1),
                 walk_per_code=None if per_unit is None else round(per_unit / codes, 2),
                 registers=use.registers, spill_bytes=use.spill_bytes,

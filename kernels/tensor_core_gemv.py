@@ -144,6 +144,7 @@ _Q6_WORDS = gl.DistributedLinearLayout(
     shape=[64, 4],
 )
 _FLAT = gl.BlockedLayout([2], [32], [4], [0])  # the prologue's activations
+_FLAT4 = gl.BlockedLayout([4], [32], [4], [0])  # the int8 walk's: a thread's 4 make a B word
 _RMS_FLAT = gl.BlockedLayout([1], [32], [4], [0])  # the rms row, read after the walk
 _PLAIN = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
 
@@ -206,13 +207,19 @@ def _q8_0_codes(words):
 
 
 @gluon.jit
-def _scale(s1, s3, J: gl.constexpr):
-    """The 6-bit scale of sub-block J of each row (ggml's get_scale_min_k4), as float32."""
+def _scale_bits(s1, s3, J: gl.constexpr):
+    """The 6-bit scale of sub-block J of each row (ggml's get_scale_min_k4) from its scale words 1 and 3."""
     if J < 4:
         sc = (s1 >> (8 * J)) & 0x3F
     else:
         sc = ((s3 >> (8 * (J - 4))) & 0x0F) | (((s1 >> (8 * (J - 4) + 6)) & 0x3) << 4)
-    return sc.to(gl.float32)
+    return sc
+
+
+@gluon.jit
+def _scale(s1, s3, J: gl.constexpr):
+    """`_scale_bits` as float32."""
+    return _scale_bits(s1, s3, J).to(gl.float32)
 
 
 @gluon.jit
@@ -302,8 +309,15 @@ def _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, NTH: gl.constexp
             b = _b_tile(smem_b.slice(NTH * 8 + 2 * c + h, 1).load(_B_LOAD))
             a = _a_tile(chunks[c], h)
             acc += mma_v2(a, b, zero) * gl.expand_dims(d * _scale(s1, s3, 2 * c + h), 1)
-    # the mins: m_j (j < 4: byte j of word 2 & 63; else high nibble of byte j-4 of word 3 | top bits of
-    # byte j-4 of word 2) against the sub-block sums, one mma; K >= 8 zeros
+    return acc - _mins_product(m2, m3, jj, jb, s_is0, smem_m, NTH) * gl.expand_dims(32.0 * dmin, 1)
+
+
+@gluon.jit
+def _mins_product(m2, m3, jj, jb, s_is0, smem_m, NTH: gl.constexpr):
+    """A Q4_K super-block's mins against the program's NTH sub-block sums, one mma [64, 8] (the rows' sums
+    of m_j x the sub-block's sum of x / 32 in columns 0 and 1): m_j (j < 4: byte j of word 2 & 63; else
+    high nibble of byte j-4 of word 3 | top bits of byte j-4 of word 2); K >= 8 zeros."""
+    zero = gl.full([64, 8], 0.0, gl.float32, _MMA)
     mj = gl.where(jj < 4, (m2 >> jb) & 0x3F, ((m3 >> jb) >> 4 & 0x0F) | (((m2 >> jb) >> 6 & 0x3) << 4))
     ma = gl.where(s_is0, mj, 0).to(gl.float16)
     ma = gl.convert_layout(gl.reshape(gl.permute(ma, (0, 2, 1, 3)), (64, 16)), _A)
@@ -311,7 +325,7 @@ def _take_superblock(acc, words, jj, jb, s_is0, smem_b, smem_m, NTH: gl.constexp
         gl.reshape(smem_m.slice(NTH, 1).load(_M_LOAD), (8, 4, 2, 2)), (2, 1, 3, 0)
     )  # [s, t, r, n]
     mb = gl.convert_layout(gl.reshape(mb, (16, 8)), _B)
-    return acc - mma_v2(ma, mb, zero) * gl.expand_dims(32.0 * dmin, 1)
+    return mma_v2(ma, mb, zero)
 
 
 @gluon.jit
@@ -605,12 +619,243 @@ def _q4_k_walk(
     ) + (up,)
 
 
+# Q4_K on int8 mma (`GemvConfig.tc_int8_codes`, off until timed): a sub-block's 4-bit codes are the A operand
+# of `mma.sync.m16n8k32.s8` as they lie in their words (one `and` a word of four codes, a shift more for the
+# high nibbles, instead of one instruction a code to make float16), and the activations, as integers
+# X = x * up * 2^15 (|X| < 2^30), are B's columns 0-3 as four signed 8-bit limbs (X = sum_n limb_n 256^n,
+# exact): one mma gives each row's four limb products, exact in int32; a row's 6-bit scale multiplies them
+# there (sum over a super-block < 2^25), d once a super-block in float32, the limbs' weights 256^n 2^-15
+# once a program. The mins stay the float16 mma of the other walk.
+# The tile [64 rows, 4 t, 2 u] as [4 w, 2 h, 8 g, 4 t, 2 u] (row 16w + 8h + g): lane (g, t) holds words
+# (t, u) of rows g and g + 8 (the `_WORDS` of a chunk), registers (u, h) in that order, which is the order
+# the mma's fragments take them in (`_IMMA`); a sub-block's B [8 n, 4 t, 2 u] broadcast over w and h.
+_L5 = gl.DistributedLinearLayout(
+    reg_bases=[[0, 0, 0, 0, 1], [0, 1, 0, 0, 0]],
+    lane_bases=[[0, 0, 0, 1, 0], [0, 0, 0, 2, 0], [0, 0, 1, 0, 0], [0, 0, 2, 0, 0], [0, 0, 4, 0, 0]],
+    warp_bases=[[1, 0, 0, 0, 0], [2, 0, 0, 0, 0]],
+    block_bases=[],
+    shape=[4, 2, 8, 4, 2],
+)
+_R5 = gl.SliceLayout(3, gl.SliceLayout(4, _L5))  # a value a row [4 w, 2 h, 8 g]
+_TU = gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, _L5)))  # a value a (t, u) [4, 2]
+_B5 = gl.SliceLayout(0, gl.SliceLayout(0, _L5))  # a sub-block's B words [8 n, 4 t, 2 u]
+_PLAIN4 = gl.SwizzledSharedLayout(1, 1, 1, [3, 2, 1, 0])
+# A sub-block's B words as read from shared memory [1, 8 n, 4 t, 2 u]: `_B5`'s lanes and register.
+_B5_LOAD = gl.DistributedLinearLayout(
+    reg_bases=[[0, 0, 0, 1]],
+    lane_bases=[[0, 0, 1, 0], [0, 0, 2, 0], [0, 1, 0, 0], [0, 2, 0, 0], [0, 4, 0, 0]],
+    warp_bases=[[0, 0, 0, 0], [0, 0, 0, 0]],
+    block_bases=[],
+    shape=[1, 8, 4, 2],
+)
+
+
 @gluon.jit
-def _activations(x_ptr, start, N: gl.constexpr, VALID: gl.constexpr):
+def _imma(acc, words, b, sc, H: gl.constexpr):
+    """`acc` [4, 2, 8, 4, 2] int32 (column 2t + u of each row) plus `sc` (a row's scale) x the products of
+    a sub-block's codes, nibble H of each chunk word of `words`, with its B words `b` (limb n of its
+    activations in column n): one m16n8k32 int8 mma a warp. Operands in register order (u, h): A's
+    a0..a3 are rows g, g + 8 at K 4t.. then at K 16 + 4t..; B's b0, b1 K 4t.. and 16 + 4t..; D's d0..d3
+    rows g, g + 8 at columns 2t, 2t + 1."""
+    NIB: gl.constexpr = (
+        "and.b32 a0, $8, 0x0F0F0F0F; and.b32 a1, $10, 0x0F0F0F0F; "
+        "and.b32 a2, $9, 0x0F0F0F0F; and.b32 a3, $11, 0x0F0F0F0F; "
+        if H == 0
+        else "shr.b32 a0, $8, 4; shr.b32 a1, $10, 4; shr.b32 a2, $9, 4; shr.b32 a3, $11, 4; "
+        "and.b32 a0, a0, 0x0F0F0F0F; and.b32 a1, a1, 0x0F0F0F0F; "
+        "and.b32 a2, a2, 0x0F0F0F0F; and.b32 a3, a3, 0x0F0F0F0F; "
+    )
+    return gl.inline_asm_elementwise(
+        gl.constexpr(
+            "{ .reg .b32 a0, a1, a2, a3, d0, d1, d2, d3; "
+            + NIB
+            + "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {d0, d1, d2, d3}, {a0, a1, a2, a3}, "
+            "{$12, $13}, {0, 0, 0, 0}; mad.lo.s32 $0, d0, $16, $4; mad.lo.s32 $1, d1, $17, $5; "
+            "mad.lo.s32 $2, d2, $18, $6; mad.lo.s32 $3, d3, $19, $7; }"
+        ),
+        "=r,=r,=r,=r,r,r,r,r,r,r,r,r,r,r,r,r,r,r,r,r",
+        [acc, words, b, sc],
+        dtype=gl.int32,
+        is_pure=True,
+        pack=4,
+    )
+
+
+@gluon.jit
+def _limb_words(z0, z1, z2, z3):
+    """Four words of four consecutive activations' biased limbs (`_int8_b`) -> their limb words: word n
+    holds byte n of each (a 4 x 4 byte transpose, eight byte permutes)."""
+    return gl.inline_asm_elementwise(
+        "{ .reg .b32 t0, t1, t2, t3; prmt.b32 t0, $4, $5, 0x5140; prmt.b32 t1, $4, $5, 0x7362; "
+        "prmt.b32 t2, $6, $7, 0x5140; prmt.b32 t3, $6, $7, 0x7362; prmt.b32 $0, t0, t2, 0x5410; "
+        "prmt.b32 $1, t0, t2, 0x7632; prmt.b32 $2, t1, t3, 0x5410; prmt.b32 $3, t1, t3, 0x7632; }",
+        "=r,=r,=r,=r,r,r,r,r",
+        [z0, z1, z2, z3],
+        dtype=(gl.int32, gl.int32, gl.int32, gl.int32),
+        is_pure=True,
+        pack=1,
+    )
+
+
+@gluon.jit
+def _int8_b(xs, PER: gl.constexpr):
+    """The program's scaled activations `xs` [PER * 256] as B words in shared memory [PER * 8, 8 n, 4 t,
+    2 u] int32: sub-block j's word (n, t, u) holds limb n of its elements 8t + 4u .. + 3 (n < 4; n >= 4
+    left unwritten: those result columns are weighted 0). X = trunc(x * up * 2^15) fits 31 bits; adding
+    0x80 to each byte lane (0x80808080, no carries: the lanes' digits of X + 0x80808080 are the limbs + 128)
+    and flipping each lane's top bit gives the signed limbs, sum_n limb_n 256^n = X exactly."""
+    big = (xs * 32768.0).to(gl.int32)
+    z = (big + -2139062144) ^ -2139062144  # 0x80808080 as int32; the add wraps
+    z = gl.reshape(z, (PER * 8, 4, 2, 2, 2))  # [j, t, u, b1, b0]: element 8t + 4u + 2 b1 + b0
+    z02, z13 = gl.split(z)  # b0 = 0, 1: [j, t, u, b1]
+    z0, z2 = gl.split(z02)
+    z1, z3 = gl.split(z13)
+    w0, w1, w2, w3 = _limb_words(z0, z1, z2, z3)  # [j, t, u] each
+    limbs = gl.join(gl.join(w0, w1), gl.join(w2, w3))  # [j, t, u, n0, n1]: n = 2 n1 + n0
+    limbs = gl.permute(limbs, (0, 4, 3, 1, 2))  # [j, n1, n0, t, u]
+    smem = gl.allocate_shared_memory(gl.int32, [PER * 8, 8, 4, 2], _PLAIN4)
+    smem.slice(0, 4, dim=1).store(gl.reshape(limbs, (PER * 8, 4, 4, 2)))
+    return smem
+
+
+@gluon.jit
+def _row5(first, n_rows):
+    """The tile's rows [4 w, 2 h, 8 g] (row first + 16w + 8h + g), clamped at the matrix's last."""
+    w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, _R5)))
+    h = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(2, _R5)))
+    g = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, _R5)))
+    wh = gl.expand_dims(16 * w, 1) + 8 * gl.expand_dims(h, 0)
+    rows = gl.expand_dims(wh, 2) + gl.expand_dims(gl.expand_dims(g, 0), 1)
+    return gl.minimum(first + rows, n_rows - 1).to(gl.int64)
+
+
+@gluon.jit
+def _to5(v):
+    """A value a row [4, 2, 8] (`_R5`) as [4, 2, 8, 1, 1] (`_L5`), to broadcast over (t, u)."""
+    return gl.expand_dims(gl.expand_dims(v, 3), 4)
+
+
+@gluon.jit
+def _int8_words(rows5, codes5, rows, mins_rows, sb):
+    """Super-block `sb`'s words for `_take_int8_superblock`: d and dmin, scale words 1 and 3 a row (`_R5`),
+    the four chunks' code words (`_L5`), and, for the mins' mma, d and dmin (`_ROWS`) and words 2 and 3 in
+    the mins' A layout."""
+    base5 = rows5 + sb * SUPERBLOCK_WORDS
+    codes = codes5 + sb * SUPERBLOCK_WORDS + 4
+    mins = mins_rows + sb * SUPERBLOCK_WORDS
+    return (
+        gl.load(base5),
+        gl.load(base5 + 1),
+        gl.load(base5 + 3),
+        gl.load(codes),
+        gl.load(codes + 8),
+        gl.load(codes + 16),
+        gl.load(codes + 24),
+        gl.load(rows + sb * SUPERBLOCK_WORDS),
+        gl.load(mins + 2),
+        gl.load(mins + 3),
+    )
+
+
+@gluon.jit
+def _take_int8_superblock(acc, acc_m, words, jj, jb, s_is0, smem_i, smem_m, NTH: gl.constexpr):
+    """`acc` [4, 2, 8, 4, 2] float32 (a row's limb sums by column) plus d x a super-block's eight int8 mmas
+    scaled by their sub-blocks' scales in int32; `acc_m` [64, 8] less its mins' mma scaled by dmin."""
+    dd5, s1, s3, c0, c1, c2, c3, dd, m2, m3 = words
+    chunks = (c0, c1, c2, c3)
+    acc_i = gl.zeros_like(c0)
+    for c in gl.static_range(4):
+        for h in gl.static_range(2):
+            b = gl.reshape(smem_i.slice(NTH * 8 + 2 * c + h, 1).load(_B5_LOAD), (8, 4, 2))
+            b = gl.expand_dims(gl.expand_dims(gl.convert_layout(b, _B5), 0), 0)
+            acc_i = _imma(acc_i, chunks[c], b, _to5(_scale_bits(s1, s3, 2 * c + h)), h)
+    d = dd5.to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
+    dmin = (dd >> 16).to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
+    acc_m = acc_m - _mins_product(m2, m3, jj, jb, s_is0, smem_m, NTH) * gl.expand_dims(32.0 * dmin, 1)
+    return acc + _to5(d) * acc_i.to(gl.float32), acc_m
+
+
+@gluon.jit
+def _int8_total(acc, acc_m):
+    """A row's sum [64] (`_ROWS`): the limbs' columns weighted 256^n 2^-15 (X's 2^15 undone; columns 4-7
+    weighted 0), plus the mins' columns 0 and 1."""
+    t = gl.arange(0, 4, layout=gl.SliceLayout(1, _TU))
+    u = gl.arange(0, 2, layout=gl.SliceLayout(0, _TU))
+    n = gl.expand_dims(2 * t, 1) + gl.expand_dims(u, 0)
+    weight = gl.where(n < 4, gl.exp2((8 * n - 15).to(gl.float32)), 0.0)
+    weight = gl.expand_dims(gl.expand_dims(gl.expand_dims(weight, 0), 0), 0)
+    rows = gl.reshape(gl.sum(gl.sum(acc * weight, axis=4), axis=3), (64,))
+    return gl.convert_layout(rows, _ROWS) + gl.sum(_used(acc_m), axis=1)
+
+
+@gluon.jit
+def _q4_k_int8_walk(
+    w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr
+):
+    """`_q4_k_walk` on int8 mma (the codes as they lie, the activations as four 8-bit limbs): each row's
+    sum [64] (`_ROWS`; and with GLU the up rows'), and the activations' scale. Each super-block's words
+    are loaded one ahead of their use, as `_walk` does."""
+    row_words = n_sb * SUPERBLOCK_WORDS
+    rows = w_ptr + w_off + gl.minimum(r_rows, n_rows - 1).to(gl.int64) * row_words
+    rows5 = w_ptr + w_off + _row5(first, n_rows) * row_words
+    t = gl.arange(0, 4, layout=gl.SliceLayout(1, _TU))
+    u = gl.arange(0, 2, layout=gl.SliceLayout(0, _TU))
+    tu = gl.expand_dims(
+        gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * t, 1) + gl.expand_dims(u, 0), 0), 0), 0
+    )
+    codes5 = _to5(rows5) + tu  # word 2t + u of a chunk, each row's
+    ma_r_rows = first + gl.arange(
+        0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A)))
+    )
+    ma_t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A))))
+    ma_s = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, _MINS_A))))
+    ma_r = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, _MINS_A))))
+    mins_rows = w_ptr + w_off + gl.minimum(ma_r_rows, n_rows - 1).to(gl.int64) * row_words
+    mins_rows = gl.expand_dims(gl.expand_dims(gl.expand_dims(mins_rows, 1), 2), 3)
+    jj = gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * ma_t, 0), 2), 3) + gl.expand_dims(
+        gl.expand_dims(gl.expand_dims(ma_r, 0), 1), 2
+    )
+    s_is0 = gl.expand_dims(gl.expand_dims(gl.expand_dims(ma_s, 0), 1), 3) == 0
+    jb = (jj % 4) * 8
+    ahead = _int8_words(rows5, codes5, rows, mins_rows, lo)
+    ahead_up = ahead
+    if GLU:
+        ahead_up = _int8_words(rows5 + seg_w1, codes5 + seg_w1, rows + seg_w1, mins_rows + seg_w1, lo)
+    xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256, True)
+    smem_i = _int8_b(xs, PER)
+    sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125  # as `_q4_k_walk`'s mins
+    sx = gl.permute(gl.join(sx, gl.zeros_like(sx)), (0, 1, 3, 2))
+    smem_m = _shared_b(gl.reshape(sx, (PER, 1, 4, 4)), PER, 128, False)
+    gl.thread_barrier()
+    acc = gl.zeros_like(ahead[3]).to(gl.float32)
+    acc_m = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    acc_up, acc_m_up = acc, acc_m
+    for i in gl.static_range(PER):
+        words = ahead
+        if i + 1 < PER:
+            ahead = _int8_words(rows5, codes5, rows, mins_rows, lo + i + 1)
+        acc, acc_m = _take_int8_superblock(acc, acc_m, words, jj, jb, s_is0, smem_i, smem_m, i)
+        if GLU:
+            words_up = ahead_up
+            if i + 1 < PER:
+                ahead_up = _int8_words(
+                    rows5 + seg_w1, codes5 + seg_w1, rows + seg_w1, mins_rows + seg_w1, lo + i + 1
+                )
+            acc_up, acc_m_up = _take_int8_superblock(
+                acc_up, acc_m_up, words_up, jj, jb, s_is0, smem_i, smem_m, i
+            )
+    return _int8_total(acc, acc_m), _int8_total(acc_up, acc_m_up), up
+
+
+@gluon.jit
+def _activations(x_ptr, start, N: gl.constexpr, VALID: gl.constexpr, FOURS: gl.constexpr = False):
     """The program's N activations from element `start` (the first VALID of them; the rest zeros), scaled
     by 2^(14 - e) (e: the exponent of their largest magnitude, so hi + lo float16 keep ~22 bits of each),
-    and that scale."""
-    offsets = gl.arange(0, N, layout=_FLAT)
+    and that scale; FOURS: 4 consecutive ones a thread (`_FLAT4`), else 2 (`_FLAT`)."""
+    if FOURS:
+        offsets = gl.arange(0, N, layout=_FLAT4)
+    else:
+        offsets = gl.arange(0, N, layout=_FLAT)
     if VALID < N:
         xr = gl.load(x_ptr + start + offsets, mask=offsets < VALID, other=0.0)
     else:
@@ -779,6 +1024,7 @@ def _tc_gemv_kernel(
     PDL: gl.constexpr = 0,
     HAS_IDS: gl.constexpr = 0,  # EXPERT_FORMATS: program axis 2 is a token-expert pair, rows of x and y its own
     ZERO_COLUMNS: gl.constexpr = 0,  # B's six unused columns stored as zeros (`_shared_b`), else unwritten
+    INT8_CODES: gl.constexpr = 0,  # Q4_K: the codes as int8 mma operands (`_q4_k_int8_walk`)
 ):
     tile = gl.program_id(0)
     split = gl.program_id(1)
@@ -806,7 +1052,11 @@ def _tc_gemv_kernel(
         res_ptr = res_ptr + out_row
         part_ptr = part_ptr + pair * (y_width * PARTS)
         count_ptr = count_ptr + pair * gl.num_programs(0)
-    if FMT == "q4_k":
+    if FMT == "q4_k" and INT8_CODES:
+        total, total_up, up = _q4_k_int8_walk(
+            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU
+        )
+    elif FMT == "q4_k":
         acc, acc_up, up = _q4_k_walk(
             w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS
         )
@@ -834,8 +1084,11 @@ def _tc_gemv_kernel(
             w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS
         )
     launch_next_grid_late(PDL)
-    total = gl.sum(_used(acc), axis=1) / up
-    total_up = gl.sum(_used(acc_up), axis=1) / up
+    if not (FMT == "q4_k" and INT8_CODES):  # the int8 walk's sums are a row's already
+        total = gl.sum(_used(acc), axis=1)
+        total_up = gl.sum(_used(acc_up), axis=1)
+    total = total / up
+    total_up = total_up / up
     cols = col0 + r_rows
     row_mask = r_rows < n_rows
     last = True
@@ -939,6 +1192,7 @@ def launch(
     x_group: int = 1,
     expert_words: int = 0,
     zero_columns: bool = False,
+    int8_codes: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -946,7 +1200,8 @@ def launch(
     pair m reads expert expert_ids[m] (`expert_words` load words apart) and row m // x_group of x (rows
     `in_features` apart) and of `rms_of`. None if a split launch has no arrival counters (the first launch
     inside a capture): the caller's loop serves it. `zero_columns`: the prologue stores B's six unused
-    columns as zeros (`GemvConfig.tc_zero_columns`), else leaves them unwritten."""
+    columns as zeros (`GemvConfig.tc_zero_columns`), else leaves them unwritten. `int8_codes`: Q4_K's walk
+    on int8 mma (`GemvConfig.tc_int8_codes`, `_q4_k_int8_walk`)."""
     pairs = expert_ids.numel() if expert_ids is not None else 1
     n_units = in_features // UNITS[fmt]
     tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
@@ -1005,6 +1260,7 @@ def launch(
         REDUCE=split > 1,
         HAS_IDS=expert_ids is not None,
         ZERO_COLUMNS=zero_columns,
+        INT8_CODES=int8_codes and fmt == "q4_k",
         num_warps=NUM_WARPS,
         **dependent_launch.launch_kwargs(),
     )

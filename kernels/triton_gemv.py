@@ -139,6 +139,10 @@ class GemvConfig:
     # form before 2026-12-06) instead of leaving them unwritten (a quarter of the shared-memory stores;
     # the same bits: those columns' products are dropped, `tensor_core_gemv._shared_b`).
     tc_zero_columns: bool = False
+    # With tensor_cores, Q4_K in the file's order: the codes as int8 mma operands and the activations as four
+    # 8-bit limbs (`tensor_core_gemv._q4_k_int8_walk`: a third of the walk's decode) instead of float16 hi +
+    # lo. Off until timed.
+    tc_int8_codes: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -1892,6 +1896,7 @@ def launch_segments(
             # an expert's bytes (codes, then scales, a run each) as load words; 0 for a 2-D matrix
             expert_words=w.data.numel() // w.shape[0] // 4 if expert_ids is not None else 0,
             zero_columns=config.tc_zero_columns,
+            int8_codes=config.tc_int8_codes,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

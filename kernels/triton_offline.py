@@ -235,7 +235,7 @@ def compile_gemv(
 # with its scaled copy launched early with the trigger at the wait, gpt-oss's clamped SwiGLU; Phi-3's
 # regrouped Q6_K ones; GPT-OSS's regrouped Q8_0 attention and output (walks of blocks not a power of two)
 # and its MXFP4 experts by token-expert pair (gate/up, down), and a 2-D MXFP4 matrix.
-_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0)  # fmt: skip
+_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0)  # fmt: skip
 _Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
 _Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)
 TENSOR_CORE_FORMS = {
@@ -243,6 +243,8 @@ TENSOR_CORE_FORMS = {
     "qkv-early-late-trigger": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 2},
     "residual-scaled-early": {**_TC, **_Q4_K, "PER": 1, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "PDL": 1},
     "glu-oai": {**_TC, **_Q4_K, "PER": 2, "RMS_BLOCK": 256, "GLU": True, "GLU_OAI": True},
+    "int8-glu-normed-reduced": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "GLU": True, "REDUCE": True, "INT8_CODES": 1},
+    "int8-qkv-early-late-trigger": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 2, "INT8_CODES": 1},
     "q6_k-residual-scaled-reduced": {**_TC, **_Q6_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "REDUCE": True},
     "q6_k-segments-normed-early": {**_TC, **_Q6_K, "PER": 1, "SEGMENTS": 3, "RMS_BLOCK": 1024, "PDL": 2},
     "q6_k-glu": {**_TC, **_Q6_K, "PER": 4, "GLU": True, "REDUCE": True},
@@ -257,6 +259,9 @@ TENSOR_CORE_FORMS = {
 # mma.sync instructions (m16n8k16) a unit of each format a matrix: Q4_K 8 sub-blocks of K = 32 and the mins
 # (K = 16), Q6_K 16 sub-blocks of K = 16, a Q8_0 or MXFP4 block K = 32.
 TENSOR_CORE_MMAS = {"q4_k": 17, "q6_k_codes_then_scales": 16, "q8_0_codes_then_scales": 2, "mxfp4_codes_then_scales": 2}  # fmt: skip
+# Q4_K on int8 mma (`INT8_CODES`): a super-block's 8 sub-blocks one m16n8k32 int8 mma each (IMMA), the mins
+# one float16 mma (HMMA).
+INT8_Q4_K_MMAS = {"IMMA": 8, "HMMA": 1}
 
 
 def compile_tensor_core_gemv(form: str, per: int | None = None):
@@ -281,13 +286,13 @@ def compile_tensor_core_gemv(form: str, per: int | None = None):
     return compile_for_sm90(fn, signature, constants, ("w_ptr", "d_ptr", "x_ptr", "y_ptr", "part_ptr"))
 
 
-def tensor_core_walk_sass(cubin: bytes, fmt: str) -> float | None:
+def tensor_core_walk_sass(cubin: bytes, fmt: str, int8_codes: bool = False) -> float | None:
     """SASS instructions a thread issues a unit of its walk, from the listing: the instructions from the
     first mma to the last over the units between them (the prologue and epilogue apart); None for a walk of
-    one unit."""
+    one unit. `int8_codes`: Q4_K on int8 mma (`INT8_Q4_K_MMAS`)."""
     listing = sass_listing(cubin)
-    mmas = [i for i, op in enumerate(listing) if op.startswith("HMMA")]
-    units = len(mmas) / TENSOR_CORE_MMAS[fmt]
+    mmas = [i for i, op in enumerate(listing) if op.startswith(("HMMA", "IMMA"))]
+    units = len(mmas) / (sum(INT8_Q4_K_MMAS.values()) if int8_codes else TENSOR_CORE_MMAS[fmt])
     if units < 2:
         return None
     return (mmas[-1] - mmas[0]) / (units - 1)

@@ -231,3 +231,113 @@ def test_an_expert_is_its_share_of_the_bytes_codes_then_scales(rng, blocks) -> N
         want = reference_qmatmul(x, single, None, torch.float32).double().reshape(-1)
         got = walk(matrix, x, "mxfp4")
         assert float((got - want).abs().max() / want.abs().max()) < REL_TOL, e
+
+
+# ---------------------------------------------------------------------------------------------------
+# Q4_K on int8 mma (`_q4_k_int8_walk`, `GemvConfig.tc_int8_codes`)
+
+
+def prmt2(a: torch.Tensor, b: torch.Tensor, selector: int) -> torch.Tensor:
+    """PTX `prmt.b32 d, a, b, selector` with two register sources (bytes 0-3 of a, then 4-7 of b)."""
+    src = [(a >> (8 * i)) & 0xFF for i in range(4)] + [(b >> (8 * i)) & 0xFF for i in range(4)]
+    out = torch.zeros_like(a)
+    for i in range(4):
+        out |= src[(selector >> (4 * i)) & 0x7] << (8 * i)
+    return out
+
+
+def int8_b_words(xs: torch.Tensor, swap_u: bool = False) -> torch.Tensor:
+    """`_int8_b`: the scaled activations [PER * 256] -> B words [PER * 8, 4 n, 4 t, 2 u] (32-bit patterns):
+    X truncated, biased 0x80 a byte lane, each lane's top bit flipped, then `_limb_words`' byte transpose.
+    `swap_u`: the words of u = 0 and 1 exchanged (the failing check)."""
+    big = (xs * 32768.0).to(torch.int32).to(torch.int64)  # float32 x 2^15 exact; `.to` truncates
+    z = ((big + 0x80808080) & 0xFFFFFFFF) ^ 0x80808080
+    z = z.reshape(-1, 4, 2, 2, 2)  # [j, t, u, b1, b0]
+    z0, z2 = z[..., 0, 0], z[..., 1, 0]
+    z1, z3 = z[..., 0, 1], z[..., 1, 1]
+    t0, t1 = prmt2(z0, z1, 0x5140), prmt2(z0, z1, 0x7362)
+    t2, t3 = prmt2(z2, z3, 0x5140), prmt2(z2, z3, 0x7362)
+    w0, w1 = prmt2(t0, t2, 0x5410), prmt2(t0, t2, 0x7632)
+    w2, w3 = prmt2(t1, t3, 0x5410), prmt2(t1, t3, 0x7632)
+    limbs = join(join(w0, w1), join(w2, w3)).permute(0, 4, 3, 1, 2).reshape(-1, 4, 4, 2)
+    return limbs.flip(-1) if swap_u else limbs
+
+
+def signed_bytes(words: torch.Tensor) -> torch.Tensor:
+    """[..., ] 32-bit patterns -> [..., 4] their bytes as int8 values (byte 0 first)."""
+    b = torch.stack([(words >> (8 * i)) & 0xFF for i in range(4)], dim=-1)
+    return torch.where(b >= 128, b - 256, b)
+
+
+def q4_k_int8_walk(w: QTensor, x: torch.Tensor, swap_u: bool = False) -> torch.Tensor:
+    """`_q4_k_int8_walk`'s sums: each sub-block one m16n8k32 int8 mma of its nibbles (A's K = 16u + 4t + b:
+    byte b of chunk word (t, u)) with the limb words (B's K alike, column n = limb n), scaled by the
+    sub-block's scale in int32; d a super-block; the limbs weighted 256^n 2^-15; the mins as the other
+    walk's (float16 hi + lo of the sub-block sums / 32)."""
+    rows, width = w.shape
+    n_sb = width // 256
+    words = w.data.view(torch.int32).to(torch.int64).reshape(rows, n_sb, 36) & 0xFFFFFFFF
+    xs, up = activations(x.reshape(-1), n_sb * 8)
+    limbs = int8_b_words(xs, swap_u)
+    acc = torch.zeros(rows, 4, dtype=torch.float64)
+    mins = torch.zeros(rows, dtype=torch.float64)
+    for sb in range(n_sb):
+        sw = words[:, sb]
+        d, dmin = f16_halves(sw[:, 0])
+        s1, s2, s3 = sw[:, 1], sw[:, 2], sw[:, 3]
+        acc_i = torch.zeros(rows, 4, dtype=torch.int64)
+        for c in range(4):
+            chunk = sw[:, 4 + 8 * c : 12 + 8 * c].reshape(rows, 4, 2)  # word (t, u) = 2t + u
+            for h in range(2):
+                j = 2 * c + h
+                a = signed_bytes((chunk >> (4 * h)) & 0x0F0F0F0F)  # [rows, t, u, b]
+                a = a.permute(0, 2, 1, 3).reshape(rows, 32)  # K = 16u + 4t + b
+                b = signed_bytes(limbs[sb * 8 + j])  # [n, t, u, b]
+                b = b.permute(0, 2, 1, 3).reshape(4, 32).T  # [K, n]
+                if j < 4:
+                    scale = (s1 >> (8 * j)) & 0x3F
+                    m = (s2 >> (8 * j)) & 0x3F
+                else:
+                    scale = ((s3 >> (8 * (j - 4))) & 0x0F) | (((s1 >> (8 * (j - 4) + 6)) & 0x3) << 4)
+                    m = ((s3 >> (8 * (j - 4) + 4)) & 0x0F) | (((s2 >> (8 * (j - 4) + 6)) & 0x3) << 4)
+                acc_i += scale[:, None] * (a @ b)
+                block_sum = xs[sb * 256 + 32 * j : sb * 256 + 32 * j + 32].double().sum()
+                mins += dmin * m.double() * block_sum
+        assert int(acc_i.abs().max()) < 2**31  # the kernel's int32
+        acc += d[:, None] * acc_i.double()
+    weights = torch.tensor([2.0 ** (8 * n - 15) for n in range(4)], dtype=torch.float64)
+    return ((acc * weights).sum(dim=1) - mins) / up
+
+
+def test_the_int8_limbs_rebuild_each_activation_exactly(rng) -> None:
+    """X = trunc(x * up * 2^15) is sum_n limb_n 256^n with signed 8-bit limbs, for activations at the top of
+    the range (|x * up| just under 2^15), tiny ones and zeros."""
+    x = torch.from_numpy(rng.normal(0.0, 1.0, 512).astype(np.float32))
+    x[:8] = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 3e-8, -3e-8, 1.0, -1.0])
+    x[8] = x.abs().max() * 1.0000001  # the largest magnitude, negative next
+    x[9] = -x[8]
+    xs, _ = activations(x, 16)
+    limbs = signed_bytes(int8_b_words(xs))  # [16 j, 4 n, 4 t, 2 u, 4 b]
+    rebuilt = sum(limbs[:, n].to(torch.int64) * 256**n for n in range(4))  # [j, t, u, b]
+    assert torch.equal(rebuilt.reshape(-1), (xs * 32768.0).to(torch.int32).to(torch.int64))
+    assert int(limbs[:, 3].abs().max()) <= 64  # |X| < 2^30: the top limb's range
+
+
+@pytest.mark.parametrize("shape", [(16, 256), (24, 768), (8, 3072)], ids=lambda v: f"{v[0]}x{v[1]}")
+def test_the_int8_operands_multiply_each_code_with_its_own_activation(shape, rng, blocks) -> None:
+    raw = blocks(GGMLType.Q4_K, shape[0] * shape[1] // 256, rng, realistic=True)
+    w = QTensor.from_bytes(raw.tobytes(), GGMLType.Q4_K, shape, "w")
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, shape[1])).astype(np.float32))
+    want = reference_qmatmul(x, w, None, torch.float32).double().reshape(-1)
+    got = q4_k_int8_walk(w, x)
+    assert float((got - want).abs().max() / want.abs().max()) < REL_TOL
+
+
+def test_int8_limb_words_in_the_wrong_k_order_fail_the_check(rng, blocks) -> None:
+    """The check can fail: B's words for u = 0 and 1 exchanged (K 4t.. against K 16 + 4t..) are caught."""
+    raw = blocks(GGMLType.Q4_K, 16 * 512 // 256, rng, realistic=True)
+    w = QTensor.from_bytes(raw.tobytes(), GGMLType.Q4_K, (16, 512), "w")
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (1, 512)).astype(np.float32))
+    want = reference_qmatmul(x, w, None, torch.float32).double().reshape(-1)
+    got = q4_k_int8_walk(w, x, swap_u=True)
+    assert float((got - want).abs().max() / want.abs().max()) > 1e-2

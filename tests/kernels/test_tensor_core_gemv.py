@@ -86,16 +86,19 @@ def activations(rng, width: int, rows: int = 1) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def tensor_cores(per: int | None = None, zero_columns: bool = False):
+def tensor_cores(per: int | None = None, zero_columns: bool = False, int8_codes: bool = False):
     """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
     program walks, where it divides the row's (else the launch's own choice); `zero_columns`: the prologue
-    stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`)."""
+    stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`); `int8_codes`: Q4_K on int8 mma
+    (`GemvConfig.tc_int8_codes`)."""
     from kernels import tensor_core_gemv, triton_gemv
 
     chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
 
     def config(*args, **kw):
-        return dataclasses.replace(chosen(*args, **kw), tensor_cores=True, tc_zero_columns=zero_columns)
+        return dataclasses.replace(
+            chosen(*args, **kw), tensor_cores=True, tc_zero_columns=zero_columns, tc_int8_codes=int8_codes
+        )
 
     def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
         return per if per is not None and n_units % per == 0 else choose_per(fmt, n_units, tiles, sm_count)
@@ -208,6 +211,58 @@ def test_norms_inside_the_launch_match_the_formed_norm(fmt, per, rng, blocks) ->
         want = residual + reference_qmatmul(x, w, b, torch.float32)
         assert rel_err(got.x, want) < REL_TOL and rel_err(got.xw, want * norm_weight) < REL_TOL
     assert rel_err(normed, reference_qmatmul(h.value(), w, bias, torch.float32)) < REL_TOL
+
+
+@pytest.mark.parametrize("per", [1, 2, 4])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda v: f"{v[0]}x{v[1]}")
+def test_q4_k_on_int8_codes_matches_the_reference(shape, per, rng, blocks) -> None:
+    """`GemvConfig.tc_int8_codes`: Q4_K's codes as int8 mma operands, the activations as four 8-bit limbs
+    (`_q4_k_int8_walk`): one product with a bias, and the activations' extremes (a range of zeros, tiny and
+    huge values, as `test_activations_of_any_magnitude_and_zero_ranges`)."""
+    from kernels.triton_gemv import FAST_PATH
+
+    w = q4_k(shape, rng, blocks)
+    x = activations(rng, shape[1])
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, shape[0]).astype(np.float32)).cuda()
+    extreme = x.clone()
+    extreme[:, : shape[1] // 2] = 0.0
+    extreme[:, -1] = 3e4
+    extreme[:, -2] = 1e-20
+    with tensor_cores(per, int8_codes=True) as launches:
+        got = FAST_PATH.qmatmul(x, w, bias, torch.float32)
+        got_extreme = FAST_PATH.qmatmul(extreme, w, None, torch.float32)
+    assert launches == [True, True]
+    assert rel_err(got, reference_qmatmul(x, w, bias, torch.float32)) < REL_TOL
+    assert rel_err(got_extreme, reference_qmatmul(extreme, w, None, torch.float32)) < REL_TOL
+
+
+@pytest.mark.parametrize("per", [1, 2, 4])
+@pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
+def test_q4_k_on_int8_codes_in_every_epilogue(per, normed, rng, blocks) -> None:
+    """The int8 walk through GLU (Phi-3's fused gate/up, rms-normed or not), three segments with biases
+    (q/k/v) and the residual sum with its scaled copy, against the reference."""
+    from kernels.triton_gemv import FAST_PATH, gemv_add_normed, gemv_glu
+
+    width = 3072
+    fused = q4_k((2 * 320, width), rng, blocks)
+    x = activations(rng, width)
+    h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5) if normed else x
+    value = h.value() if normed else x
+    weights = tuple(q4_k((r, width), rng, blocks, n) for r, n in ((256, "q"), (64, "k"), (64, "v")))
+    biases = tuple(torch.randn(w.shape[0], device="cuda") * 0.1 for w in weights)
+    w = q4_k((640, width), rng, blocks)
+    residual, norm_weight = torch.randn(1, 640, device="cuda"), torch.randn(640, device="cuda")
+    with tensor_cores(per, int8_codes=True) as launches:
+        glu = gemv_glu(h, fused, None)
+        qkv = FAST_PATH.qmatmuls(x, weights, biases)
+        added = gemv_add_normed(x, w, residual, norm_weight, 1e-5, None)
+    assert all(launches) and len(launches) == 3
+    products = reference_qmatmul(value, fused, None, torch.float32)
+    assert rel_err(glu, torch.nn.functional.silu(products[:, :320]) * products[:, 320:]) < REL_TOL
+    for y, wq, b in zip(qkv, weights, biases, strict=True):
+        assert rel_err(y, reference_qmatmul(x, wq, b, torch.float32)) < REL_TOL, wq.name
+    want = residual + reference_qmatmul(x, w, None, torch.float32)
+    assert rel_err(added.x, want) < REL_TOL and rel_err(added.xw, want * norm_weight) < REL_TOL
 
 
 # A shape of each format that every walk length of the tests below divides.

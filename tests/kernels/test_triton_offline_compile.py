@@ -591,6 +591,7 @@ def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
     16 (K = 16), a Q8_0 or MXFP4 block one (K = 32), per matrix walked (`triton_offline.TENSOR_CORE_FORMS`);
     launched early, the wait comes before any memory access (PTX and SASS)."""
     from kernels.triton_offline import (
+        INT8_Q4_K_MMAS,
         TENSOR_CORE_FORMS,
         TENSOR_CORE_MMAS,
         compile_tensor_core_gemv,
@@ -602,8 +603,12 @@ def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
     constants = TENSOR_CORE_FORMS[form]
     kernel = compile_tensor_core_gemv(form)
     matrices = 2 if constants["GLU"] else 1
-    mmas = TENSOR_CORE_MMAS[constants["FMT"]] * constants["PER"] * matrices
-    assert sass_opcodes(kernel.asm["cubin"])["HMMA"] == mmas
+    ops = sass_opcodes(kernel.asm["cubin"])
+    if constants["INT8_CODES"]:  # Q4_K on int8 mma: 8 int8 mmas a super-block, the mins one float16
+        assert ops["IMMA"] == INT8_Q4_K_MMAS["IMMA"] * constants["PER"] * matrices
+        assert ops["HMMA"] == INT8_Q4_K_MMAS["HMMA"] * constants["PER"] * matrices
+    else:
+        assert ops["HMMA"] == TENSOR_CORE_MMAS[constants["FMT"]] * constants["PER"] * matrices
     if constants["PDL"]:
         assert dependent_launch_problem(kernel.asm["ptx"]) is None
         assert dependent_launch_problem_in_sass(kernel.asm["cubin"]) is None
