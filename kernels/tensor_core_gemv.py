@@ -569,6 +569,26 @@ def _walk(
 
 
 @gluon.jit
+def _mins_operands(w_ptr, w_off, first, n_rows, row_words):
+    """What a Q4_K walk's mins' mma reads its A with (`_mins_product`), laid out as that A [64 rows, 4 t,
+    2 s, 2 r]: each row's words (clamped at the matrix's last row), the sub-block j = 2t + r of each
+    element, the bit of its byte in a scale word, and whether it is K < 8 (s = 0; K >= 8 are zeros)."""
+    ma_r_rows = first + gl.arange(
+        0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A)))
+    )
+    ma_t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A))))
+    ma_s = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, _MINS_A))))
+    ma_r = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, _MINS_A))))
+    mins_rows = w_ptr + w_off + gl.minimum(ma_r_rows, n_rows - 1).to(gl.int64) * row_words
+    mins_rows = gl.expand_dims(gl.expand_dims(gl.expand_dims(mins_rows, 1), 2), 3)
+    jj = gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * ma_t, 0), 2), 3) + gl.expand_dims(
+        gl.expand_dims(gl.expand_dims(ma_r, 0), 1), 2
+    )
+    s_is0 = gl.expand_dims(gl.expand_dims(gl.expand_dims(ma_s, 0), 1), 3) == 0
+    return mins_rows, jj, (jj % 4) * 8, s_is0
+
+
+@gluon.jit
 def _q4_k_walk(
     w_ptr,
     x_ptr,
@@ -590,19 +610,7 @@ def _q4_k_walk(
     # the walk reads them in: the scalars a row, the code words as A wants them, the mins as their A.
     rows = w_ptr + w_off + gl.minimum(r_rows, n_rows - 1).to(gl.int64) * row_words
     woff = _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words)
-    ma_r_rows = first + gl.arange(
-        0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A)))
-    )
-    ma_t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A))))
-    ma_s = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, _MINS_A))))
-    ma_r = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, _MINS_A))))
-    mins_rows = w_ptr + w_off + gl.minimum(ma_r_rows, n_rows - 1).to(gl.int64) * row_words
-    mins_rows = gl.expand_dims(gl.expand_dims(gl.expand_dims(mins_rows, 1), 2), 3)
-    jj = gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * ma_t, 0), 2), 3) + gl.expand_dims(
-        gl.expand_dims(gl.expand_dims(ma_r, 0), 1), 2
-    )
-    s_is0 = gl.expand_dims(gl.expand_dims(gl.expand_dims(ma_s, 0), 1), 3) == 0
-    jb = (jj % 4) * 8
+    mins_rows, jj, jb, s_is0 = _mins_operands(w_ptr, w_off, first, n_rows, row_words)
     first_words = _first_words("q4_k", (rows, woff, mins_rows), lo, seg_w1, GLU)
     # The program's activations, once: scaled by 2^(14 - e) (e: the exponent of their largest magnitude),
     # split hi + lo into shared memory in each sub-block's K order (natural element 8t + 4u + 2r + s of a
@@ -804,19 +812,7 @@ def _q4_k_int8_walk(
         gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * t, 1) + gl.expand_dims(u, 0), 0), 0), 0
     )
     codes5 = _to5(rows5) + tu  # word 2t + u of a chunk, each row's
-    ma_r_rows = first + gl.arange(
-        0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A)))
-    )
-    ma_t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A))))
-    ma_s = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, _MINS_A))))
-    ma_r = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, _MINS_A))))
-    mins_rows = w_ptr + w_off + gl.minimum(ma_r_rows, n_rows - 1).to(gl.int64) * row_words
-    mins_rows = gl.expand_dims(gl.expand_dims(gl.expand_dims(mins_rows, 1), 2), 3)
-    jj = gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * ma_t, 0), 2), 3) + gl.expand_dims(
-        gl.expand_dims(gl.expand_dims(ma_r, 0), 1), 2
-    )
-    s_is0 = gl.expand_dims(gl.expand_dims(gl.expand_dims(ma_s, 0), 1), 3) == 0
-    jb = (jj % 4) * 8
+    mins_rows, jj, jb, s_is0 = _mins_operands(w_ptr, w_off, first, n_rows, row_words)
     ahead = _int8_words(rows5, codes5, rows, mins_rows, lo)
     ahead_up = ahead
     if GLU:

@@ -145,6 +145,15 @@ def walk(w: QTensor, x: torch.Tensor, kind: str, stored_as: str | None = None) -
     return total / walk_scale
 
 
+def scale_and_min(s1, s2, s3, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-block j's 6-bit scale and min from a Q4_K super-block's scale words 1-3 (get_scale_min_k4)."""
+    if j < 4:
+        return (s1 >> (8 * j)) & 0x3F, (s2 >> (8 * j)) & 0x3F
+    scale = ((s3 >> (8 * (j - 4))) & 0x0F) | (((s1 >> (8 * (j - 4) + 6)) & 0x3) << 4)
+    m = ((s3 >> (8 * (j - 4) + 4)) & 0x0F) | (((s2 >> (8 * (j - 4) + 6)) & 0x3) << 4)
+    return scale, m
+
+
 def q4_k_walk(w: QTensor, x: torch.Tensor) -> torch.Tensor:
     """`_q4_k_walk`'s sums (the layout the GPU has run: this calibrates the re-statement): eight sub-block
     mmas a super-block scaled by d x scale; the mins' term as its arithmetic (its own layout is Q4_K's)."""
@@ -164,12 +173,7 @@ def q4_k_walk(w: QTensor, x: torch.Tensor) -> torch.Tensor:
                 j = 2 * c + h
                 pairs = (*code_pairs(chunk, 4 * h), *code_pairs(chunk, 4 * h + 8))
                 a = a_of_bytes(pairs[0], pairs[1], pairs[2], pairs[3])
-                if j < 4:
-                    scale = (s1 >> (8 * j)) & 0x3F
-                    m = (s2 >> (8 * j)) & 0x3F
-                else:
-                    scale = ((s3 >> (8 * (j - 4))) & 0x0F) | (((s1 >> (8 * (j - 4) + 6)) & 0x3) << 4)
-                    m = ((s3 >> (8 * (j - 4) + 4)) & 0x0F) | (((s2 >> (8 * (j - 4) + 6)) & 0x3) << 4)
+                scale, m = scale_and_min(s1, s2, s3, j)
                 product = (a @ b_tile(smem[sb * 8 + j])).sum(dim=1)
                 block_sum = xs[sb * 256 + 32 * j : sb * 256 + 32 * j + 32].double().sum()
                 total += d * scale.double() * product - dmin * m.double() * block_sum
@@ -294,12 +298,7 @@ def q4_k_int8_walk(w: QTensor, x: torch.Tensor, swap_u: bool = False) -> torch.T
                 a = a.permute(0, 2, 1, 3).reshape(rows, 32)  # K = 16u + 4t + b
                 b = signed_bytes(limbs[sb * 8 + j])  # [n, t, u, b]
                 b = b.permute(0, 2, 1, 3).reshape(4, 32).T  # [K, n]
-                if j < 4:
-                    scale = (s1 >> (8 * j)) & 0x3F
-                    m = (s2 >> (8 * j)) & 0x3F
-                else:
-                    scale = ((s3 >> (8 * (j - 4))) & 0x0F) | (((s1 >> (8 * (j - 4) + 6)) & 0x3) << 4)
-                    m = ((s3 >> (8 * (j - 4) + 4)) & 0x0F) | (((s2 >> (8 * (j - 4) + 6)) & 0x3) << 4)
+                scale, m = scale_and_min(s1, s2, s3, j)
                 acc_i += scale[:, None] * (a @ b)
                 block_sum = xs[sb * 256 + 32 * j : sb * 256 + 32 * j + 32].double().sum()
                 mins += dmin * m.double() * block_sum
