@@ -208,12 +208,13 @@ def _regrouped(model) -> list[str]:
 
 
 def check_file(
-    name: str, regroup: tuple[str, ...] | None = None, fused_router: bool = False
+    name: str, regroup: tuple[str, ...] | None = None, fused_router: bool = True
 ) -> tuple[bool, str]:
     """The fast model loaded with `KernelConfig(regroup=regroup, fused_router=fused_router)` (regroup None:
     the worker's default, by type and size). Types named: its logits must then also be the file order's
     bit for bit (the kernels decode the same halfwords, and the interpreter sums them in the same order),
-    and something regrouped. `fused_router`: a MoE file's steps must have routed in `moe_router`."""
+    and something regrouped. `fused_router` (the default): a MoE file's steps must have routed in
+    `moe_router`; off, through the router's GEMV and `moe_route`."""
     from kernels.backend import KernelConfig
     from tests.worker.llama_helpers import load_model
 
@@ -274,10 +275,14 @@ class HostReads(TorchDispatchMode):
 
 
 # benchmarks.step_ab's kernel variants: those that change the GEMVs' launch shapes (its GEMV_SHAPE_RULES),
-# those that call `rope_attention` with an option, and "fused-router" (`KernelConfig.fused_router`).
+# those that call `rope_attention` with an option, and "router-apart" (`KernelConfig.fused_router` off).
 GEMV_VARIANTS = ("ahead", "with-words", "plain", "round-trip-free")
-ATTENTION_VARIANTS = {"retiled": {"retiled": True}, "by-position": {"by_position": True}}
-VARIANTS = (*GEMV_VARIANTS, *ATTENTION_VARIANTS, "fused-router")
+ATTENTION_VARIANTS = {
+    "retiled": {"retiled": True},
+    "by-position": {"by_position": True},
+    "merge-looped": {"unrolled_merge": False},
+}
+VARIANTS = (*GEMV_VARIANTS, *ATTENTION_VARIANTS, "router-apart")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     _cuda_kernels_on_cpu()
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
     shapes = args.variant if args.variant in GEMV_VARIANTS else ""
-    router = args.variant == "fused-router"
+    router = args.variant != "router-apart"
     with gemv_launch_shapes(shapes):
         failed = interpreter.report(
             (name, *check_file(name, args.regroup and tuple(args.regroup), router)) for name in args.files

@@ -82,13 +82,15 @@ def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_
 
 
 @pytest.mark.parametrize(
-    "variant", ["ahead", "with-words", "round-trip-free", "retiled", "by-position", "fused-router"]
+    "variant",
+    ["ahead", "with-words", "round-trip-free", "retiled", "by-position", "merge-looped", "router-apart"],
 )
 def test_each_kernel_variant_gives_the_reference_logits_through_the_model(variant: str) -> None:
     """`interpreted_model --variant`: `benchmarks.step_ab`'s kernel variants (the GEMVs loading ahead, with
     the activations with the words, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention, the
-    attention split by position, the router and its top-k in one launch) wired through a llama and the GPT-OSS
-    tiny file, held to the same bounds as the default kernels before the device times them."""
+    attention split by position, its merge as runtime loops, the router's product and top-k apart) wired
+    through a llama and the GPT-OSS tiny file, held to the same bounds as the default kernels before the
+    device times them."""
     files = ["tiny/llama-q8_0.gguf", "tiny/gpt-oss-mxfp4_moe.gguf"]
     report = interpreted("tests.kernels.interpreted_model", 1500, ["--variant", variant, "--files", *files])
     assert report.count("ok  ") == 2 and "no fused form" not in report, report
