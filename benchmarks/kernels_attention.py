@@ -76,6 +76,8 @@ class Result:
 def bench_layout(
     layout: Layout, capacity: int, position: int, device: torch.device, replays: int
 ) -> list[Result]:
+    import triton
+
     from kernels import triton_decode
 
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -97,7 +99,8 @@ def bench_layout(
             q, k, v, keys, values, cos, sin, pos, True, scale, layout.sliding_window, sinks, **options
         )
 
-    block_s = triton_decode.attention_tile(layout.n_head // layout.n_kv, 1 << (d - 1).bit_length()).block_s
+    # the tile `rope_attention` picks, for the split count it launches
+    block_s = triton_decode.attention_tile(layout.n_head // layout.n_kv, triton.next_power_of_2(d)).block_s
     reference = run({})
     results = []
     for name, options in VARIANTS.items():
