@@ -1,7 +1,7 @@
 """Decode GEMV bandwidth of the Triton fast paths on the three M0 models' real weight shapes.
 
     python -m benchmarks.kernels_gemv [--out DIR] [--sweep [--compact] | --sweep-split] [--ahead] [--round-trip-free]
-                                      [--cuda-cores] [--tensor-cores] [--int8-codes] [--only NAME_SUBSTRING]
+                                      [--cuda-cores] [--tensor-cores] [--float16-codes] [--only NAME_SUBSTRING]
 
 For each (model, tensor, ggml type, out x in) it times `y = x @ dequant(W).T` for one activation row:
 the launches are captured in a CUDA graph (so host launch cost is not counted: the device time of the
@@ -20,7 +20,8 @@ shared-memory round trips), so a shape's GEMV and the step variant are judged on
 launch is the worker's: the larger Q4_K and regrouped Q6_K matrices on the tensor cores
 (`triton_gemv.TENSOR_CORE_MIN_BYTES`);
 `--cuda-cores` times those once more on the CUDA-core loop (the sweeps and `--ahead` vary that loop), and
-`--int8-codes` the default's Q4_K tensor-core launches once more on int8 mma (`GemvConfig.tc_int8_codes`),
+`--float16-codes` the default's Q4_K tensor-core launches once more on float16 mma (`GemvConfig.tc_int8_codes`
+off, the form before 2026-12-06),
 `--tensor-cores` the other launches whose layout the tensor-core kernel reads (`tensor_core_gemv.FORMATS`;
 expert tensors: `EXPERT_FORMATS`, GPT-OSS's MXFP4) once more on it. Writes `kernels_gemv.json` and
 `kernels_gemv.md` to `--out`.
@@ -131,9 +132,9 @@ class Result:
     # --tensor-cores: a default launch on the CUDA cores whose layout the tensor-core kernel reads, on it
     tensor_cores_us: float | None = None
     tensor_cores_gb_per_s: float | None = None
-    # --int8-codes: a default Q4_K launch on the tensor cores, timed on int8 mma (`GemvConfig.tc_int8_codes`)
-    int8_codes_us: float | None = None
-    int8_codes_gb_per_s: float | None = None
+    # --float16-codes: a default Q4_K launch on the tensor cores, timed on float16 mma (`tc_int8_codes` off)
+    float16_codes_us: float | None = None
+    float16_codes_gb_per_s: float | None = None
 
 
 def random_weight(shape: Shape, device: torch.device) -> QTensor:
@@ -317,10 +318,10 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
             time_launches(lambda i: run(i, cuda_cores), len(copies), args.replays), 2
         )
         result.cuda_cores_gb_per_s = round(weight_bytes / (result.cuda_cores_us * 1e-6) / 1e9, 1)
-    if args.int8_codes and config.tensor_cores and layout_of(w0).fmt == "q4_k":
-        int8 = dataclasses.replace(config, tc_int8_codes=True)
-        result.int8_codes_us = round(time_launches(lambda i: run(i, int8), len(copies), args.replays), 2)
-        result.int8_codes_gb_per_s = round(weight_bytes / (result.int8_codes_us * 1e-6) / 1e9, 1)
+    if args.float16_codes and config.tensor_cores and layout_of(w0).fmt == "q4_k":
+        float16 = dataclasses.replace(config, tc_int8_codes=False)
+        result.float16_codes_us = round(time_launches(lambda i: run(i, float16), len(copies), args.replays), 2)
+        result.float16_codes_gb_per_s = round(weight_bytes / (result.float16_codes_us * 1e-6) / 1e9, 1)
     if args.tensor_cores and not config.tensor_cores and _tensor_core_layout(w0):
         on_tc = dataclasses.replace(config, tensor_cores=True)
         result.tensor_cores_us = round(time_launches(lambda i: run(i, on_tc), len(copies), args.replays), 2)
@@ -374,7 +375,7 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         f"% is of {meta['peak_gb_per_s']:.0f} GB/s.",
         "",
         "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | loading ahead µs | GB/s "
-        "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | tensor cores µs | GB/s | int8 codes µs | GB/s "
+        "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | tensor cores µs | GB/s | float16 codes µs | GB/s "
         "| best swept | best GB/s |",
         "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
@@ -385,7 +386,7 @@ def to_markdown(results: list[Result], meta: dict) -> str:
             f"| {r.round_trip_free} | {r.round_trip_free_us or ''} | {r.round_trip_free_gb_per_s or ''} "
             f"| {r.cuda_cores_us or ''} | {r.cuda_cores_gb_per_s or ''} "
             f"| {r.tensor_cores_us or ''} | {r.tensor_cores_gb_per_s or ''} "
-            f"| {r.int8_codes_us or ''} | {r.int8_codes_gb_per_s or ''} "
+            f"| {r.float16_codes_us or ''} | {r.float16_codes_gb_per_s or ''} "
             f"| {r.best_config} | {r.best_gb_per_s or ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -426,9 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also the launches the default runs on the tensor cores, on the CUDA-core loop",
     )
     parser.add_argument(
-        "--int8-codes",
+        "--float16-codes",
         action="store_true",
-        help="also the Q4_K launches the default runs on the tensor cores, on int8 mma (GemvConfig.tc_int8_codes)",
+        help="also the Q4_K launches the default runs on the tensor cores, on float16 mma (tc_int8_codes off)",
     )
     parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
     args = parser.parse_args(argv)
@@ -460,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {r.round_trip_free}: {r.round_trip_free_us:.2f} us {r.round_trip_free_gb_per_s:.1f} GB/s"
                 + best
             )
-        if r.int8_codes_us is not None:
-            best = f"  int8 codes: {r.int8_codes_us:.2f} us {r.int8_codes_gb_per_s:.1f} GB/s" + best
+        if r.float16_codes_us is not None:
+            best = f"  float16 codes: {r.float16_codes_us:.2f} us {r.float16_codes_gb_per_s:.1f} GB/s" + best
         if r.tensor_cores_us is not None:
             best = f"  tensor cores: {r.tensor_cores_us:.2f} us {r.tensor_cores_gb_per_s:.1f} GB/s" + best
         if r.cuda_cores_us is not None:

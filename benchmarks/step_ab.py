@@ -32,8 +32,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `tensor-core prologue storing zero columns`: the tensor-core GEMVs' prologue storing B's six unused
   columns as zeros (`GemvConfig.tc_zero_columns`, the form before 2026-12-06) instead of leaving them
   unwritten (the default: a quarter of the stores, the same bits);
-- `Q4_K tensor-core GEMVs on int8 codes`: those launches on int8 mma (`GemvConfig.tc_int8_codes`: the
-  codes as int8 A operands as they lie, the activations as four signed 8-bit limbs in B's columns);
+- `Q4_K tensor-core GEMVs on float16 codes`: those launches decoding the codes to float16 hi + lo operands
+  (`GemvConfig.tc_int8_codes` off, the form before 2026-12-06) instead of the default's int8 mma (the codes
+  as int8 A operands as they lie, the activations as four signed 8-bit limbs in B's columns);
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -374,11 +375,11 @@ def _tc_zero_columns(config: Any, layout: Any, shape: tuple[int, int, int, int])
     return dataclasses.replace(config, tc_zero_columns=True) if config.tensor_cores else config
 
 
-def _q4_k_int8(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """The Q4_K tensor-core launches on int8 mma (`GemvConfig.tc_int8_codes`: the codes as they lie, the
-    activations as four 8-bit limbs)."""
+def _q4_k_float16(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The Q4_K tensor-core launches on float16 mma (`GemvConfig.tc_int8_codes` off: the codes decoded to
+    float16 hi + lo, the form before 2026-12-06; the default takes them as int8 operands as they lie)."""
     if config.tensor_cores and layout.fmt == "q4_k":
-        return dataclasses.replace(config, tc_int8_codes=True)
+        return dataclasses.replace(config, tc_int8_codes=False)
     return config
 
 
@@ -399,7 +400,7 @@ GEMV_SHAPE_RULES = {
     "q4-k-tensor-cores": _q4_k_tensor_cores,
     "cuda-cores": _cuda_cores,
     "tc-zero-columns": _tc_zero_columns,
-    "q4-k-int8": _q4_k_int8,
+    "q4-k-float16": _q4_k_float16,
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -517,8 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     variants["tensor-core prologue storing zero columns"] = Variant(
         default_kernels, early, gemv_shapes="tc-zero-columns"
     )
-    variants["Q4_K tensor-core GEMVs on int8 codes"] = Variant(
-        default_kernels, early, gemv_shapes="q4-k-int8"
+    variants["Q4_K tensor-core GEMVs on float16 codes"] = Variant(
+        default_kernels, early, gemv_shapes="q4-k-float16"
     )
     variants["regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)"] = Variant(
         default_kernels, early, gemv_shapes="q6-k-cuda-cores"

@@ -627,7 +627,7 @@ def _q4_k_walk(
     ) + (up,)
 
 
-# Q4_K on int8 mma (`GemvConfig.tc_int8_codes`, off until timed): a sub-block's 4-bit codes are the A operand
+# Q4_K on int8 mma (`GemvConfig.tc_int8_codes`, the default): a sub-block's 4-bit codes are the A operand
 # of `mma.sync.m16n8k32.s8` as they lie in their words (one `and` a word of four codes, a shift more for the
 # high nibbles, instead of one instruction a code to make float16), and the activations, as integers
 # X = x * up * 2^15 (|X| < 2^30), are B's columns 0-3 as four signed 8-bit limbs (X = sum_n limb_n 256^n,
