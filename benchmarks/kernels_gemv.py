@@ -320,7 +320,9 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         result.cuda_cores_gb_per_s = round(weight_bytes / (result.cuda_cores_us * 1e-6) / 1e9, 1)
     if args.float16_codes and config.tensor_cores and layout_of(w0).fmt == "q4_k":
         float16 = dataclasses.replace(config, tc_int8_codes=False)
-        result.float16_codes_us = round(time_launches(lambda i: run(i, float16), len(copies), args.replays), 2)
+        result.float16_codes_us = round(
+            time_launches(lambda i: run(i, float16), len(copies), args.replays), 2
+        )
         result.float16_codes_gb_per_s = round(weight_bytes / (result.float16_codes_us * 1e-6) / 1e9, 1)
     if args.tensor_cores and not config.tensor_cores and _tensor_core_layout(w0):
         on_tc = dataclasses.replace(config, tensor_cores=True)
