@@ -6,7 +6,8 @@
 # Steps: start the llama.cpp build (background, niced, cached under /tmp); install the carried wheels;
 # write the full-shape random-weight GGUFs (`python -m fixtures prepare --shaped ...`); run
 # `benchmarks.decode` on each file; once the build is done, `benchmarks.llamacpp bench` on each file;
-# then `benchmarks.report` writes the side-by-side report. Everything lands in $OUT (at most 8 files):
+# then `benchmarks.report` writes the side-by-side report. Everything lands in $OUT (at most 8 files: past
+# that, the JSON twins of Markdown results are packed into json.tar.gz):
 # run.log, report.md, report.json (all records), and with BENCH_EXPORT_BUILD=1 the packed llama.cpp build.
 #
 # Run from the repository root, with the wheels and the llama.cpp source carried:
@@ -258,5 +259,18 @@ elif $PY -m benchmarks.report "${records[@]}" --title "GPU decode benchmark${LAB
 else
     say "report failed; copying the records"
     cp "${records[@]}" "$OUT/"
+fi
+# The device returns at most 8 files from $OUT: past that, the JSON twins of Markdown results travel as one
+# tarball (json.tar.gz), so no result is left behind.
+outputs=("$OUT"/*)
+if ((${#outputs[@]} > 8)); then
+    twins=()
+    for json in "$OUT"/*.json; do [[ -e "${json%.json}.md" ]] && twins+=("$(basename "$json")"); done
+    if ((${#twins[@]})) && tar -C "$OUT" -czf "$OUT/json.tar.gz" "${twins[@]}"; then
+        (cd "$OUT" && rm -f "${twins[@]}")
+        say "more than 8 files: ${twins[*]} packed into json.tar.gz"
+    fi
+    outputs=("$OUT"/*)
+    ((${#outputs[@]} > 8)) && say "warning: ${#outputs[@]} files in $OUT; the device returns 8"
 fi
 say "done"
