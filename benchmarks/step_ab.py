@@ -12,7 +12,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `rope, attention apart`: RoPE + KV store and the attention as two launches per layer (`rope_store`,
   `decode_attention`) instead of one (`rope_attention`);
 - MoE models only: `router and top-k apart` (`KernelConfig.fused_router` off: the router's product a GEMV,
-  its top-k `moe_route`; by default `triton_decode.moe_router` does both in one launch), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
+  its top-k `moe_route`; by default `triton_decode.moe_router` does both in one launch), `router in one
+  pass` (`moe_router(one_pass=True)`: each expert's program reads its row and the input in one load step,
+  8 warps, instead of three dependent steps of 1,024 values), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
   before they were fused);
 - `GEMV loads ahead`: every GEMV of a format that has the form (`triton_gemv.AHEAD_FORMATS`) in its
@@ -120,6 +122,14 @@ def router_apart(kernels: Any) -> Any:
     """The same kernel set with a MoE step's router product a GEMV and its top-k `moe_route`, two launches
     (`KernelConfig.fused_router` off; by default `triton_decode.moe_router` does both in one)."""
     return dataclasses.replace(kernels, config=dataclasses.replace(kernels.config, fused_router=False))
+
+
+def router_one_pass(kernels: Any) -> Any:
+    """The same kernel set with `moe_router(one_pass=True)`: each expert's program reads its row and the
+    input in one load step (8 warps) instead of steps of 1,024 values."""
+    decode = types.SimpleNamespace(**vars(kernels.decode))
+    decode.moe_router = functools.partial(kernels.decode.moe_router, one_pass=True)
+    return dataclasses.replace(kernels, decode=decode)
 
 
 def _rope_attention_with(kernels: Any, **options: Any) -> Any:
@@ -564,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         variants["rope, attention apart"] = Variant(rope_attention_apart(default_kernels), early)
     if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
         variants["router and top-k apart"] = Variant(router_apart(default_kernels), early)
+        variants["router in one pass"] = Variant(router_one_pass(default_kernels), early)
         if not args.launch_only:
             variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
             variants["all three apart (the step before)"] = Variant(

@@ -702,14 +702,28 @@ def _moe_router_kernel(
         tl.atomic_xchg(count_ptr, 0)
 
 
+# `moe_router(one_pass=True)`: the row and the input read in one load step of up to this many values (GPT-OSS's
+# 2,880 in one step of 4,096) by 8 warps, instead of steps of 1,024 by 4 warps.
+ROUTER_ONE_PASS_MAX = 4096
+
+
 def moe_router(
-    h: RMSNormed | torch.Tensor, weight: QTensor, bias: torch.Tensor | None, k: int
+    h: RMSNormed | torch.Tensor,
+    weight: QTensor,
+    bias: torch.Tensor | None,
+    k: int,
+    *,
+    one_pass: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """A decode step's router product and its routing in one launch (off until timed: `benchmarks.step_ab`
     "router and top-k in one launch"): the ffn norm's unformed rows `h` (one token) times the router's
     F32 `[n_expert, n]` weight plus `bias`, then `moe_route`'s top-k and softmax -> (expert ids `[1, k]`,
     weights `[1, k]`). None where it does not serve (a formed or longer input, a quantized router or none
-    of its bias, no arrival counter: the first launch inside a capture): the caller's two launches do it."""
+    of its bias, no arrival counter: the first launch inside a capture): the caller's two launches do it.
+    `one_pass` (off until timed: `step_ab`'s "router in one pass"): each program issues all of its row's and
+    the input's loads at once (rows of up to `ROUTER_ONE_PASS_MAX`, 8 warps) instead of three dependent
+    steps of 1,024 for GPT-OSS's 2,880: 32 programs, each one DRAM round trip instead of three; the dot
+    products summed in another order."""
     served = (
         isinstance(h, RMSNormed)
         and h.x.shape[0] == 1
@@ -725,11 +739,12 @@ def moe_router(
     logits = torch.empty(n_expert, dtype=torch.float32, device=h.x.device)
     ids = torch.empty(1, k, dtype=torch.long, device=h.x.device)
     weights = torch.empty(1, k, dtype=torch.float32, device=h.x.device)
+    one_step = one_pass and n <= ROUTER_ONE_PASS_MAX
     _moe_router_kernel[(n_expert,)](
         h.x.contiguous(), h.xw.contiguous(), weight.data.view(torch.float32), bias.contiguous(), logits, ids, weights,
         counters, n, n_expert, h.eps, K=k, BLOCK_E=triton.next_power_of_2(n_expert),
-        BLOCK_K=triton.next_power_of_2(k), BLOCK=min(1024, triton.next_power_of_2(n)), num_warps=4,
-        **dependent_launch.launch_kwargs(),
+        BLOCK_K=triton.next_power_of_2(k), BLOCK=triton.next_power_of_2(n) if one_step else min(1024, triton.next_power_of_2(n)),
+        num_warps=8 if one_step else 4, **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return ids, weights
 

@@ -118,10 +118,10 @@ def test_ptxas_reports_the_gemv_threads_registers() -> None:
     assert 16 <= use.registers <= 255 and use.spill_bytes == 0
 
 
-def _compile(fn, signature: dict, constants: dict):
+def _compile(fn, signature: dict, constants: dict, **launch):
     from kernels.triton_offline import compile_for_sm90
 
-    return compile_for_sm90(fn, signature, constants)
+    return compile_for_sm90(fn, signature, constants, **launch)
 
 
 @pytest.mark.parametrize("neox", [False, True], ids=["adjacent-pairs", "neox-pairs"])
@@ -257,6 +257,14 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
         GROUP=7, BLOCK_G=8, D=64, BLOCK_D=64, BLOCK_S=32, ROPE_HALF=32, NEOX=True, HAS_SINKS=False,
         WHOLE_CACHE=False, CAPACITY=0, SPLIT=True, PDL=pdl, DOT=False, BY_POSITION=False, UNROLLED_SPLITS=0,
     )  # fmt: skip
+    router = {
+        "x_ptr": f32,
+        "xw_ptr": f32,
+        "w_ptr": f32,
+        "b_ptr": f32,
+        "logits_ptr": f32,
+        "ids_ptr": "*i64",
+    } | {"weights_ptr": f32, "count_ptr": "*i32", "n": "i32", "n_expert": "i32", "eps": "fp32"}
     compiled = {
         "rms_norm": _compile(
             td._rms_norm_kernel,
@@ -304,10 +312,10 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
             dict(K=4, BLOCK_E=32, BLOCK_K=4, PDL=pdl),
         ),
         "moe_router": _compile(
-            td._moe_router_kernel,
-            {"x_ptr": f32, "xw_ptr": f32, "w_ptr": f32, "b_ptr": f32, "logits_ptr": f32, "ids_ptr": "*i64"}
-            | {"weights_ptr": f32, "count_ptr": "*i32", "n": "i32", "n_expert": "i32", "eps": "fp32"},
-            dict(K=4, BLOCK_E=32, BLOCK_K=4, BLOCK=1024, PDL=pdl),
+            td._moe_router_kernel, router, dict(K=4, BLOCK_E=32, BLOCK_K=4, BLOCK=1024, PDL=pdl)
+        ),
+        "moe_router (one pass)": _compile(  # `moe_router(one_pass=True)`: GPT-OSS's 2,880 in one step, 8 warps
+            td._moe_router_kernel, router, dict(K=4, BLOCK_E=32, BLOCK_K=4, BLOCK=4096, PDL=pdl), num_warps=8
         ),
         "moe_combine": _compile(
             td._moe_combine_kernel,
