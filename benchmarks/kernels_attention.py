@@ -55,7 +55,7 @@ VARIANTS = {
     "default": {},
     "merge looped": {"unrolled_merge": False},
     "split by position": {"by_position": True},
-    "broadcast tiles": {"retiled": False},
+    "re-tiled": {"retiled": True},
     "at most 4 splits": {"max_splits": 4},
     "one split": {"max_splits": 1},
 }

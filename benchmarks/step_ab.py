@@ -49,9 +49,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   matrices, `regrouped Q8_0 GEMVs on the tensor cores too` (every one of at least 4 MiB) and `... below
   64 MiB ...` (GPT-OSS's attention, not its 615 MB output); MoE models, `MXFP4 expert GEMVs on the tensor
   cores too` and that with the Q8_0 matrices below 64 MiB: `kernels.tensor_core_gemv` by layout and size;
-- `attention broadcast tiles`: `rope_attention(retiled=False)`: the broadcast products summed across threads,
-  up to 64 positions a step (the form before 2026-12-06; the default's tiles put grouped heads on dot
-  products and Phi-3's single heads at 32 positions a step);
+- `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
+  heads on dot products, Phi-3's 32 positions a step without spills);
 - `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
   step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short
   context split 0 does not walk them alone, nor do splits walk a sliding window's masked blocks;
@@ -151,10 +150,9 @@ def attention_merge_looped(kernels: Any) -> Any:
     return _rope_attention_with(kernels, unrolled_merge=False)
 
 
-def attention_broadcast_tiles(kernels: Any) -> Any:
-    """The same kernel set with `rope_attention` on the broadcast tiles (`retiled=False`, the form before
-    2026-12-06) instead of `triton_decode.attention_tile(retiled=True)`'s."""
-    return _rope_attention_with(kernels, retiled=False)
+def attention_retiled(kernels: Any) -> Any:
+    """The same kernel set with `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles."""
+    return _rope_attention_with(kernels, retiled=True)
 
 
 def routing_unfused(kernels: Any) -> Any:
@@ -565,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         names = " and ".join(t.name for t in regroupable)
         variants[f"{names} regrouped"] = Variant(default_kernels, early, regroup=tuple(regroupable))
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
-        variants["attention broadcast tiles"] = Variant(attention_broadcast_tiles(default_kernels), early)
+        variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
         variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
         variants["attention merge looped"] = Variant(attention_merge_looped(default_kernels), early)
     if not args.launch_only:

@@ -479,7 +479,7 @@ class AttentionTile:
 def attention_tile(group: int, block_d: int, *, retiled: bool = False) -> AttentionTile:
     """The tile for `group` query heads per KV head and head dims padded to `block_d`.
 
-    Without `retiled`: the broadcast products, up to 64 positions a step. `retiled` (`rope_attention`'s default): grouped
+    Default: the broadcast products, up to 64 positions a step. `retiled` (off: timed slower in GPT-OSS's step): grouped
     heads (2 or more per KV head; Qwen2.5 7, GPT-OSS 8) take the dot products at 32 positions: a third of
     the broadcast loop's instructions at 7-8 heads and none of its 692 shuffles a step, at 2 heads as
     many instructions but 3 barriers instead of 18 (sm_90, `benchmarks/results/
@@ -517,7 +517,7 @@ def rope_attention(
     *,
     whole_cache: bool = False,
     max_splits: int = MAX_ATTENTION_SPLITS,
-    retiled: bool = True,
+    retiled: bool = False,
     by_position: bool = False,
     unrolled_merge: bool = True,
 ) -> torch.Tensor:
@@ -526,10 +526,9 @@ def rope_attention(
     `[n_kv, capacity, d]`. `whole_cache`: as in `decode_attention`. The cache positions are split
     among up to `max_splits` programs per KV head (`attention_splits`), whose softmax states the last
     of them merges: a long context is read by many SMs, a short one in one block step per program.
-    `retiled` (the default since it was timed alone: 1.2-1.8 µs a layer less at tg128's cache; at a
-    4,096-position cache Qwen2.5's and GPT-OSS's 43-45 -> 27-28 µs, Phi-3's at position 4,000 56 -> 65 µs;
-    H100, `benchmarks/results/2026-12-06-h100-int8-codes-and-attention.md`): `attention_tile(retiled=True)`'s
-    tiles; False: the broadcast tiles, the form before 2026-12-06. `by_position` (off: timed slower): the
+    `retiled`: `attention_tile`'s other tiles (off: alone 1.2-1.9 µs a layer faster at tg128's cache, but
+    GPT-OSS's step −8.7 % with them, H100, `benchmarks/results/2026-12-06-h100-int8-codes-and-attention.md`).
+    `by_position` (off: timed slower at tg128; alone 3-4.7x faster reading a long cache at a short context): the
     same programs share the positions this step reads (`_position_span`: the window's, in runs of whole
     blocks) instead of a fixed share of the capacity each, so a short context is not walked by split 0
     alone, nor a sliding window's masked blocks by the splits before it. `unrolled_merge` (the default

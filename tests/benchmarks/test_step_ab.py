@@ -13,7 +13,7 @@ def test_only_keeps_the_default_and_the_variants_named() -> None:
             "default",
             "GEMV loads at use (the step before)",
             "GEMV loads ahead",
-            "attention broadcast tiles",
+            "attention re-tiled",
             "with dependent launch",
             "with dependent launch, late trigger",
         ]

@@ -20,7 +20,7 @@ reference's, the GEMM must have served it, and no op in it may read a device val
 MoE GEMV (gate, up and the clamped SwiGLU in one launch), not the host-grouped reference products.
 `--variant` runs the same checks with one of `benchmarks.step_ab`'s kernel variants (the GEMVs loading
 ahead everywhere or only in the output tile or the small k-quant matrices, with the activations with the
-words, the Q5_0/Q8_0 tiles without round trips, the attention's broadcast tiles), so a variant's wiring through the
+words, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention), so a variant's wiring through the
 model is held to the same bounds before the device times it. `--regroup q8_0 q6_k` loads the fast model
 with those types' matrices regrouped (the worker's `--regroup`): the same checks, and its logits must be
 the file order's bit for bit; without it, the worker's default (`triton_gemv.regrouped_by_default`: the
@@ -278,7 +278,7 @@ class HostReads(TorchDispatchMode):
 # those that call `rope_attention` with an option, and "router-apart" (`KernelConfig.fused_router` off).
 GEMV_VARIANTS = ("ahead", "with-words", "plain", "round-trip-free")
 ATTENTION_VARIANTS = {
-    "broadcast-tiles": {"retiled": False},
+    "retiled": {"retiled": True},
     "by-position": {"by_position": True},
     "merge-looped": {"unrolled_merge": False},
 }

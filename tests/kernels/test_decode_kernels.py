@@ -238,14 +238,14 @@ def test_rope_attention_is_rope_kv_store_and_attention_of_the_reference(
             q, k, v, keys, values, cos, sin, position, neox, scale, window, sinks, whole_cache=True
         )
         assert torch.equal(got, same)
-        # The broadcast tiles (`retiled=False`, the form before the re-tiled default's dot products for
-        # grouped heads) on a fresh copy of the cache: the reference's numbers and the same new K/V.
+        # The re-tiled attention (`attention_tile(retiled=True)`: dot products for grouped heads) on
+        # a fresh copy of the cache: the reference's numbers and the same new K/V.
         keys2, values2 = want_keys.clone(), want_values.clone()
         keys2[:, pos], values2[:, pos] = float("nan"), float("nan")
-        broadcast = rope_attention(
-            q, k, v, keys2, values2, cos, sin, position, neox, scale, window, sinks, retiled=False
+        retiled = rope_attention(
+            q, k, v, keys2, values2, cos, sin, position, neox, scale, window, sinks, retiled=True
         )
-        assert rel_err(broadcast, expected.reshape(-1)) < REL_TOL
+        assert rel_err(retiled, expected.reshape(-1)) < REL_TOL
         assert torch.equal(keys2[:, pos], keys[:, pos]) and torch.equal(values2[:, pos], values[:, pos])
         # The splits sharing the positions the step reads (`by_position=True`), with one split and the
         # most: the reference's numbers, the same new K/V, nothing else written.

@@ -83,19 +83,11 @@ def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_
 
 @pytest.mark.parametrize(
     "variant",
-    [
-        "ahead",
-        "with-words",
-        "round-trip-free",
-        "broadcast-tiles",
-        "by-position",
-        "merge-looped",
-        "router-apart",
-    ],
+    ["ahead", "with-words", "round-trip-free", "retiled", "by-position", "merge-looped", "router-apart"],
 )
 def test_each_kernel_variant_gives_the_reference_logits_through_the_model(variant: str) -> None:
     """`interpreted_model --variant`: `benchmarks.step_ab`'s kernel variants (the GEMVs loading ahead, with
-    the activations with the words, the Q5_0/Q8_0 tiles without round trips, the attention's broadcast tiles, the
+    the activations with the words, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention, the
     attention split by position, its merge as runtime loops, the router's product and top-k apart) wired
     through a llama and the GPT-OSS tiny file, held to the same bounds as the default kernels before the
     device times them."""
