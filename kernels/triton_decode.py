@@ -714,12 +714,13 @@ def moe_router(
     *,
     one_pass: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """A decode step's router product and its routing in one launch (off until timed: `benchmarks.step_ab`
-    "router and top-k in one launch"): the ffn norm's unformed rows `h` (one token) times the router's
+    """A decode step's router product and its routing in one launch (`KernelConfig.fused_router`, the default
+    since it was timed: GPT-OSS +1.0 %; `benchmarks.step_ab`'s "router and top-k apart" times the two
+    launches): the ffn norm's unformed rows `h` (one token) times the router's
     F32 `[n_expert, n]` weight plus `bias`, then `moe_route`'s top-k and softmax -> (expert ids `[1, k]`,
     weights `[1, k]`). None where it does not serve (a formed or longer input, a quantized router or none
     of its bias, no arrival counter: the first launch inside a capture): the caller's two launches do it.
-    `one_pass` (off until timed: `step_ab`'s "router in one pass"): each program issues all of its row's and
+    `one_pass` (off: +0.5 % in one A/B of two runs, within their noise; `step_ab`'s "router in one pass"): each program issues all of its row's and
     the input's loads at once (rows of up to `ROUTER_ONE_PASS_MAX`, 8 warps) instead of three dependent
     steps of 1,024 for GPT-OSS's 2,880: 32 programs, each one DRAM round trip instead of three; the dot
     products summed in another order."""
