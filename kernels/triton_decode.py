@@ -739,12 +739,14 @@ def moe_router(
     logits = torch.empty(n_expert, dtype=torch.float32, device=h.x.device)
     ids = torch.empty(1, k, dtype=torch.long, device=h.x.device)
     weights = torch.empty(1, k, dtype=torch.float32, device=h.x.device)
-    one_step = one_pass and n <= ROUTER_ONE_PASS_MAX
+    if one_pass and n <= ROUTER_ONE_PASS_MAX:
+        block, warps = triton.next_power_of_2(n), 8
+    else:
+        block, warps = min(1024, triton.next_power_of_2(n)), 4
     _moe_router_kernel[(n_expert,)](
         h.x.contiguous(), h.xw.contiguous(), weight.data.view(torch.float32), bias.contiguous(), logits, ids, weights,
         counters, n, n_expert, h.eps, K=k, BLOCK_E=triton.next_power_of_2(n_expert),
-        BLOCK_K=triton.next_power_of_2(k), BLOCK=triton.next_power_of_2(n) if one_step else min(1024, triton.next_power_of_2(n)),
-        num_warps=8 if one_step else 4, **dependent_launch.launch_kwargs(),
+        BLOCK_K=triton.next_power_of_2(k), BLOCK=block, num_warps=warps, **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return ids, weights
 

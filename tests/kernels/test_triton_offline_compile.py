@@ -257,14 +257,10 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
         GROUP=7, BLOCK_G=8, D=64, BLOCK_D=64, BLOCK_S=32, ROPE_HALF=32, NEOX=True, HAS_SINKS=False,
         WHOLE_CACHE=False, CAPACITY=0, SPLIT=True, PDL=pdl, DOT=False, BY_POSITION=False, UNROLLED_SPLITS=0,
     )  # fmt: skip
-    router = {
-        "x_ptr": f32,
-        "xw_ptr": f32,
-        "w_ptr": f32,
-        "b_ptr": f32,
-        "logits_ptr": f32,
-        "ids_ptr": "*i64",
-    } | {"weights_ptr": f32, "count_ptr": "*i32", "n": "i32", "n_expert": "i32", "eps": "fp32"}
+    router = dict(
+        x_ptr=f32, xw_ptr=f32, w_ptr=f32, b_ptr=f32, logits_ptr=f32, ids_ptr="*i64", weights_ptr=f32
+    )
+    router |= dict(count_ptr="*i32", n="i32", n_expert="i32", eps="fp32")
     compiled = {
         "rms_norm": _compile(
             td._rms_norm_kernel,
