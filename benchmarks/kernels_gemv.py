@@ -21,7 +21,8 @@ launch is the worker's: the larger Q4_K and regrouped Q6_K matrices on the tenso
 (`triton_gemv.TENSOR_CORE_MIN_BYTES`);
 `--cuda-cores` times those once more on the CUDA-core loop (the sweeps and `--ahead` vary that loop), and
 `--float16-codes` the default's Q4_K tensor-core launches once more on float16 mma (`GemvConfig.tc_int8_codes`
-off, the form before 2026-12-06),
+off, the form before 2026-12-06), `--tc-register-caps 96 80` those once more with each register cap
+(`GemvConfig.tc_max_registers`: more programs resident an SM against spills),
 `--tensor-cores` the other launches whose layout the tensor-core kernel reads (`tensor_core_gemv.FORMATS`;
 expert tensors: `EXPERT_FORMATS`, GPT-OSS's MXFP4) once more on it. Writes `kernels_gemv.json` and
 `kernels_gemv.md` to `--out`.
@@ -135,6 +136,8 @@ class Result:
     # --float16-codes: a default Q4_K launch on the tensor cores, timed on float16 mma (`tc_int8_codes` off)
     float16_codes_us: float | None = None
     float16_codes_gb_per_s: float | None = None
+    # --tc-register-caps: a default launch on the tensor cores timed at each cap, "r<cap> <µs> us <GB/s>"
+    register_caps: list = None
 
 
 def random_weight(shape: Shape, device: torch.device) -> QTensor:
@@ -324,6 +327,12 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
             time_launches(lambda i: run(i, float16), len(copies), args.replays), 2
         )
         result.float16_codes_gb_per_s = round(weight_bytes / (result.float16_codes_us * 1e-6) / 1e9, 1)
+    if args.tc_register_caps and config.tensor_cores:
+        result.register_caps = []
+        for cap in args.tc_register_caps:
+            capped = dataclasses.replace(config, tc_max_registers=cap)
+            cap_us = time_launches(lambda i, c=capped: run(i, c), len(copies), args.replays)
+            result.register_caps.append(f"r{cap} {cap_us:.2f} us {weight_bytes / (cap_us * 1e-6) / 1e9:.0f}")
     if args.tensor_cores and not config.tensor_cores and _tensor_core_layout(w0):
         on_tc = dataclasses.replace(config, tensor_cores=True)
         result.tensor_cores_us = round(time_launches(lambda i: run(i, on_tc), len(copies), args.replays), 2)
@@ -378,8 +387,8 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         "",
         "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | loading ahead µs | GB/s "
         "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | tensor cores µs | GB/s | float16 codes µs | GB/s "
-        "| best swept | best GB/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| register caps (µs, GB/s) | best swept | best GB/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for r in results:
         lines.append(
@@ -389,6 +398,7 @@ def to_markdown(results: list[Result], meta: dict) -> str:
             f"| {r.cuda_cores_us or ''} | {r.cuda_cores_gb_per_s or ''} "
             f"| {r.tensor_cores_us or ''} | {r.tensor_cores_gb_per_s or ''} "
             f"| {r.float16_codes_us or ''} | {r.float16_codes_gb_per_s or ''} "
+            f"| {'; '.join(r.register_caps or [])} "
             f"| {r.best_config} | {r.best_gb_per_s or ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -433,6 +443,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also the Q4_K launches the default runs on the tensor cores, on float16 mma (tc_int8_codes off)",
     )
+    parser.add_argument(
+        "--tc-register-caps",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="also the launches the default runs on the tensor cores, at each of these register caps (maxnreg)",
+    )
     parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -463,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {r.round_trip_free}: {r.round_trip_free_us:.2f} us {r.round_trip_free_gb_per_s:.1f} GB/s"
                 + best
             )
+        if r.register_caps:
+            best = f"  capped: {', '.join(r.register_caps)}" + best
         if r.float16_codes_us is not None:
             best = f"  float16 codes: {r.float16_codes_us:.2f} us {r.float16_codes_gb_per_s:.1f} GB/s" + best
         if r.tensor_cores_us is not None:

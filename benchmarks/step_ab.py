@@ -37,6 +37,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `Q4_K tensor-core GEMVs on float16 codes`: those launches decoding the codes to float16 hi + lo operands
   (`GemvConfig.tc_int8_codes` off, the form before 2026-12-06) instead of the default's int8 mma (the codes
   as int8 A operands as they lie, the activations as four signed 8-bit limbs in B's columns);
+- `tensor-core GEMVs capped at 96 registers`, `... at 80 registers`: every tensor-core launch with ptxas's
+  maxnreg (`GemvConfig.tc_max_registers`); only Q4_K's gate/up walk holds more (103: four programs an SM;
+  at 80 six, spilling 16 bytes);
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -393,6 +396,11 @@ def _q4_k_float16(config: Any, layout: Any, shape: tuple[int, int, int, int]) ->
     return config
 
 
+def _tc_registers(cap: int, config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The tensor-core launches with ptxas's maxnreg at `cap` (`GemvConfig.tc_max_registers`)."""
+    return dataclasses.replace(config, tc_max_registers=cap) if config.tensor_cores else config
+
+
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -411,6 +419,8 @@ GEMV_SHAPE_RULES = {
     "cuda-cores": _cuda_cores,
     "tc-zero-columns": _tc_zero_columns,
     "q4-k-float16": _q4_k_float16,
+    "tc-registers-96": functools.partial(_tc_registers, 96),
+    "tc-registers-80": functools.partial(_tc_registers, 80),
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -531,6 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     variants["Q4_K tensor-core GEMVs on float16 codes"] = Variant(
         default_kernels, early, gemv_shapes="q4-k-float16"
     )
+    for cap in (96, 80):
+        variants[f"tensor-core GEMVs capped at {cap} registers"] = Variant(
+            default_kernels, early, gemv_shapes=f"tc-registers-{cap}"
+        )
     variants["regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)"] = Variant(
         default_kernels, early, gemv_shapes="q6-k-cuda-cores"
     )

@@ -1189,6 +1189,7 @@ def launch(
     expert_words: int = 0,
     zero_columns: bool = False,
     int8_codes: bool = False,
+    max_registers: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1197,7 +1198,8 @@ def launch(
     `in_features` apart) and of `rms_of`. None if a split launch has no arrival counters (the first launch
     inside a capture): the caller's loop serves it. `zero_columns`: the prologue stores B's six unused
     columns as zeros (`GemvConfig.tc_zero_columns`), else leaves them unwritten. `int8_codes`: Q4_K's walk
-    on int8 mma (`GemvConfig.tc_int8_codes`, `_q4_k_int8_walk`)."""
+    on int8 mma (`GemvConfig.tc_int8_codes`, `_q4_k_int8_walk`). `max_registers`: ptxas's maxnreg for the
+    launch (`GemvConfig.tc_max_registers`), None for the compiler's choice."""
     pairs = expert_ids.numel() if expert_ids is not None else 1
     n_units = in_features // UNITS[fmt]
     tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
@@ -1258,6 +1260,7 @@ def launch(
         ZERO_COLUMNS=zero_columns,
         INT8_CODES=int8_codes and fmt == "q4_k",
         num_warps=NUM_WARPS,
+        maxnreg=max_registers,
         **dependent_launch.launch_kwargs(),
     )
     return y, y2

@@ -144,6 +144,11 @@ class GemvConfig:
     # lo (False: the float16 walk, the form before 2026-12-06). Timed 2026-12-06 (H100): Phi-3's Q4_K GEMVs
     # alone 3-13 % faster, its decode step +0.9 %, the same tokens.
     tc_int8_codes: bool = True
+    # With tensor_cores: a cap on the registers a thread of the tensor-core kernel holds (ptxas's maxnreg),
+    # or None for the compiler's choice. Only Q4_K's gate/up walk holds more than 80 (103 on sm_90: four
+    # programs resident an SM; at 80, six, with 16 bytes spilled), so a cap there is a question of
+    # occupancy against spills that only timing answers (`kernels_gemv --tc-register-caps`, `step_ab`).
+    tc_max_registers: int | None = None
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -1898,6 +1903,7 @@ def launch_segments(
             expert_words=w.data.numel() // w.shape[0] // 4 if expert_ids is not None else 0,
             zero_columns=config.tc_zero_columns,
             int8_codes=config.tc_int8_codes,
+            max_registers=config.tc_max_registers,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

@@ -264,8 +264,9 @@ TENSOR_CORE_MMAS = {"q4_k": 17, "q6_k_codes_then_scales": 16, "q8_0_codes_then_s
 INT8_Q4_K_MMAS = {"IMMA": 8, "HMMA": 1}
 
 
-def compile_tensor_core_gemv(form: str, per: int | None = None):
-    """The tensor-core GEMV in `form` (TENSOR_CORE_FORMS), walking `per` units a program if given."""
+def compile_tensor_core_gemv(form: str, per: int | None = None, max_registers: int | None = None):
+    """The tensor-core GEMV in `form` (TENSOR_CORE_FORMS), walking `per` units a program if given, under
+    ptxas's maxnreg `max_registers` if given (`GemvConfig.tc_max_registers`)."""
     import triton
 
     from kernels import tensor_core_gemv
@@ -283,7 +284,9 @@ def compile_tensor_core_gemv(form: str, per: int | None = None):
         for name in fn.arg_names
         if not name.isupper()
     }
-    return compile_for_sm90(fn, signature, constants, ("w_ptr", "d_ptr", "x_ptr", "y_ptr", "part_ptr"))
+    return compile_for_sm90(
+        fn, signature, constants, ("w_ptr", "d_ptr", "x_ptr", "y_ptr", "part_ptr"), max_registers=max_registers
+    )
 
 
 def tensor_core_walk_sass(cubin: bytes, fmt: str, int8_codes: bool = False) -> float | None:

@@ -95,6 +95,27 @@ def test_the_k_quant_ahead_rule_leaves_q6_k_and_the_doubled_split_stays_within_t
     assert GEMV_SHAPE_RULES["splits-halved"](unsplit, triton_gemv.LAYOUTS[GGMLType.Q4_K], shape).split == 1
 
 
+def test_the_register_cap_rules_cap_only_the_tensor_core_launches() -> None:
+    """"tc-registers-80": a launch on the tensor cores takes maxnreg 80 (`GemvConfig.tc_max_registers`) and
+    nothing else changes; a CUDA-core launch is left as it is (its own cap is `max_registers`)."""
+    import pytest
+
+    pytest.importorskip("triton")
+    from benchmarks.step_ab import GEMV_SHAPE_RULES
+    from kernels import triton_gemv
+    from kernels.formats import GGMLType
+
+    shape = (8192, 3072, 1, 132)
+    layout = triton_gemv.LAYOUTS[GGMLType.Q4_K]
+    config = dataclasses.replace(triton_gemv.default_config(GGMLType.Q4_K, *shape), tensor_cores=True)
+    assert config.tc_max_registers is None
+    assert GEMV_SHAPE_RULES["tc-registers-80"](config, layout, shape) == dataclasses.replace(
+        config, tc_max_registers=80
+    )
+    cuda_cores = dataclasses.replace(config, tensor_cores=False)
+    assert GEMV_SHAPE_RULES["tc-registers-96"](cuda_cores, layout, shape) == cuda_cores
+
+
 def test_the_stream_probe_launches_the_gemvs_split() -> None:
     """`benchmarks.stream_probe` times its loads in the GEMV's own launch shape: the same split for the
     same rows a program (`triton_gemv.default_config`'s rule)."""
