@@ -56,6 +56,7 @@ VARIANTS = {
     "merge looped": {"unrolled_merge": False},
     "split by position": {"by_position": True},
     "re-tiled": {"retiled": True},
+    "re-tiled, not pipelined": {"retiled": True, "dot_stages": 1},
     "at most 4 splits": {"max_splits": 4},
     "one split": {"max_splits": 1},
 }

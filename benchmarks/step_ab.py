@@ -53,7 +53,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   64 MiB ...` (GPT-OSS's attention, not its 615 MB output); MoE models, `MXFP4 expert GEMVs on the tensor
   cores too` and that with the Q8_0 matrices below 64 MiB: `kernels.tensor_core_gemv` by layout and size;
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
-  heads on dot products, Phi-3's 32 positions a step without spills);
+  heads on dot products, Phi-3's 32 positions a step without spills); `attention re-tiled, not pipelined`:
+  those dot loops at num_stages 1 (14 KB of shared memory a program for grouped heads instead of the
+  pipelined loop's 39 KB of cp.async buffers, `rope_attention(dot_stages=1)`);
 - `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
   step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short
   context split 0 does not walk them alone, nor do splits walk a sliding window's masked blocks;
@@ -153,9 +155,10 @@ def attention_merge_looped(kernels: Any) -> Any:
     return _rope_attention_with(kernels, unrolled_merge=False)
 
 
-def attention_retiled(kernels: Any) -> Any:
-    """The same kernel set with `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles."""
-    return _rope_attention_with(kernels, retiled=True)
+def attention_retiled(kernels: Any, dot_stages: int = 3) -> Any:
+    """The same kernel set with `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles,
+    its dot loop pipelined `dot_stages` deep (Triton's num_stages; 1: no cp.async buffers)."""
+    return _rope_attention_with(kernels, retiled=True, dot_stages=dot_stages)
 
 
 def routing_unfused(kernels: Any) -> Any:
@@ -578,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         variants[f"{names} regrouped"] = Variant(default_kernels, early, regroup=tuple(regroupable))
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
+        variants["attention re-tiled, not pipelined"] = Variant(attention_retiled(default_kernels, 1), early)
         variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
         variants["attention merge looped"] = Variant(attention_merge_looped(default_kernels), early)
     if not args.launch_only:

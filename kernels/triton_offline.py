@@ -310,11 +310,19 @@ ROPE_ATTENTION_SIGNATURE = {
 
 
 def compile_rope_attention(
-    group: int, d: int, rope_half: int, tile: Any, *, sinks: bool = False, split: bool = True
+    group: int,
+    d: int,
+    rope_half: int,
+    tile: Any,
+    *,
+    sinks: bool = False,
+    split: bool = True,
+    num_stages: int = 3,
 ):
     """The decode step's RoPE + KV store + attention for `group` query heads per KV head of `d` dims
     (neox pairs over `rope_half` of them) in `tile` (`triton_decode.attention_tile`'s), the loop bound read
-    from the position as a decode step reads it; `split`: the form whose last program merges the splits."""
+    from the position as a decode step reads it; `split`: the form whose last program merges the splits;
+    `num_stages` as the launch passes it (`rope_attention(dot_stages=...)` for a dot tile)."""
     import triton
 
     from kernels import triton_decode
@@ -324,7 +332,9 @@ def compile_rope_attention(
         ROPE_HALF=rope_half, NEOX=True, HAS_SINKS=sinks, WHOLE_CACHE=False, CAPACITY=0, SPLIT=split,
         DOT=tile.dot, BY_POSITION=False, UNROLLED_SPLITS=0,
     )  # fmt: skip
-    return compile_for_sm90(triton_decode._rope_attention_kernel, ROPE_ATTENTION_SIGNATURE, constants)
+    return compile_for_sm90(
+        triton_decode._rope_attention_kernel, ROPE_ATTENTION_SIGNATURE, constants, num_stages=num_stages
+    )
 
 
 QGEMM_INTS = (

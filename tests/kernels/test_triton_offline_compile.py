@@ -581,6 +581,20 @@ def test_the_retiled_attention_loop_is_lighter_and_spills_nothing() -> None:
     assert wide.spill_bytes > 0 and narrow.spill_bytes == 0
 
 
+def test_the_retiled_attention_unpipelined_keeps_no_cp_async_buffers() -> None:
+    """Grouped heads on dot products: Triton's default pipelining (num_stages 3) keeps the loop's K and V
+    tiles in 39 KB of cp.async buffers a program on sm_90, where the broadcast loop keeps 4 KB;
+    `rope_attention(dot_stages=1)` keeps no cp.async and under half of that shared memory."""
+    from kernels import triton_decode
+    from kernels.triton_offline import compile_rope_attention
+
+    tile = triton_decode.attention_tile(8, 64, retiled=True)
+    pipelined = compile_rope_attention(8, 64, 32, tile, sinks=True)
+    plain = compile_rope_attention(8, 64, 32, tile, sinks=True, num_stages=1)
+    assert "cp.async" in pipelined.asm["ptx"] and "cp.async" not in plain.asm["ptx"]
+    assert plain.metadata.shared < pipelined.metadata.shared / 2
+
+
 def _tensor_core_forms() -> list[str]:
     if importlib.util.find_spec("triton") is None:
         return []
