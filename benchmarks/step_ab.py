@@ -39,7 +39,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   as int8 A operands as they lie, the activations as four signed 8-bit limbs in B's columns);
 - `tensor-core GEMVs capped at 96 registers`, `... at 80 registers`: every tensor-core launch with ptxas's
   maxnreg (`GemvConfig.tc_max_registers`); only Q4_K's gate/up walk holds more (103: four programs an SM;
-  at 80 six, spilling 16 bytes);
+  at 80 six, spilling 16 bytes); where dependent launch is off by default (Phi-3), also capped at 80 `with
+  dependent launch` and `with dependent launch, late trigger` (its gate/up grid then fits one wave);
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -610,6 +611,13 @@ def main(argv: list[str] | None = None) -> int:
         variants.update(
             {name: Variant(default_kernels, mode) for name, mode in modes.items() if mode != early}
         )
+        if early == dependent_launch.OFF:
+            # Where dependent launch is off by default (Phi-3: the waiting programs crowd its gate/up,
+            # a grid of 1.45 waves at four programs an SM), with the cap that makes that grid one wave.
+            for name in ("with dependent launch", "with dependent launch, late trigger"):
+                variants[f"tensor-core GEMVs capped at 80 registers, {name}"] = Variant(
+                    default_kernels, modes[name], gemv_shapes="tc-registers-80"
+                )
     variants = select_variants(variants, args.only)
     ids = [1 + (7 * i) % 97 for i in range(8)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
