@@ -14,7 +14,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - MoE models only: `router and top-k apart` (`KernelConfig.fused_router` off: the router's product a GEMV,
   its top-k `moe_route`; by default `triton_decode.moe_router` does both in one launch), `router in one
   pass` (`moe_router(one_pass=True)`: each expert's program reads its row and the input in one load step,
-  8 warps, instead of three dependent steps of 1,024 values), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
+  8 warps, instead of three dependent steps of 1,024 values), `router rows before the wait` (and `..., in
+  one pass`: `moe_router(row_early=True)`: a program's first step of weights, or its whole row, loaded
+  before it waits for the previous grid), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
   before they were fused);
 - `GEMV loads ahead`: every GEMV of a format that has the form (`triton_gemv.AHEAD_FORMATS`) in its
@@ -134,6 +136,14 @@ def router_one_pass(kernels: Any) -> Any:
     input in one load step (8 warps) instead of steps of 1,024 values."""
     decode = types.SimpleNamespace(**vars(kernels.decode))
     decode.moe_router = functools.partial(kernels.decode.moe_router, one_pass=True)
+    return dataclasses.replace(kernels, decode=decode)
+
+
+def router_rows_early(kernels: Any, one_pass: bool = False) -> Any:
+    """The same kernel set with `moe_router(row_early=True)`: each program's first step of router weights
+    loaded before the wait for the previous grid (with `one_pass`, its whole row)."""
+    decode = types.SimpleNamespace(**vars(kernels.decode))
+    decode.moe_router = functools.partial(kernels.decode.moe_router, one_pass=one_pass, row_early=True)
     return dataclasses.replace(kernels, decode=decode)
 
 
@@ -592,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
         variants["router and top-k apart"] = Variant(router_apart(default_kernels), early)
         variants["router in one pass"] = Variant(router_one_pass(default_kernels), early)
+        variants["router rows before the wait"] = Variant(router_rows_early(default_kernels), early)
+        variants["router rows before the wait, in one pass"] = Variant(router_rows_early(default_kernels, True), early)
         if not args.launch_only:
             variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
             variants["all three apart (the step before)"] = Variant(

@@ -676,20 +676,29 @@ def moe_route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
 def _moe_router_kernel(
     x_ptr, xw_ptr, w_ptr, b_ptr, logits_ptr, ids_ptr, weights_ptr, count_ptr, n, n_expert, eps,
     K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK: tl.constexpr,
-    PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False, ROW_EARLY: tl.constexpr = False,
 ):  # fmt: skip
     # One program per expert: its logit, the router's row of float32 weights times the normed input
     # (`xw` scaled by 1 / rms of `x`, as a GEMV fed an `RMSNormed` scales it) plus its bias; the last
     # program to arrive takes the top-k and its softmax of all of them (as `_moe_route_kernel`) and
     # resets the counter for the next launch (`.cg` loads skip L1, which may hold stale lines).
-    await_previous_grid(PDL)
+    # ROW_EARLY: the row's first BLOCK weights are loaded before the wait for the previous grid (no kernel
+    # of a step writes weights), so with dependent launch their DRAM round trip runs under its tail.
     expert = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
+    w_row = w_ptr + expert.to(tl.int64) * n
+    if ROW_EARLY:
+        first = tl.load(w_row + cols, mask=cols < n, other=0.0)
+    await_previous_grid(PDL)
+    if not ROW_EARLY:
+        first = tl.load(w_row + cols, mask=cols < n, other=0.0)
+    # The first step peeled off the loop: the same products summed in the same order.
     acc = tl.zeros([BLOCK], tl.float32)
-    for start in range(0, n, BLOCK):
+    acc += first * tl.load(xw_ptr + cols, mask=cols < n, other=0.0)
+    for start in range(BLOCK, n, BLOCK):
         c = start + cols
         ok = c < n
-        row = tl.load(w_ptr + expert.to(tl.int64) * n + c, mask=ok, other=0.0)
+        row = tl.load(w_row + c, mask=ok, other=0.0)
         acc += row * tl.load(xw_ptr + c, mask=ok, other=0.0)
     logit = tl.sum(acc, axis=0) / rms_over(x_ptr, n, eps, cols) + tl.load(b_ptr + expert)
     tl.store(logits_ptr + expert, logit)
@@ -717,6 +726,7 @@ def moe_router(
     k: int,
     *,
     one_pass: bool = False,
+    row_early: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """A decode step's router product and its routing in one launch (`KernelConfig.fused_router`, the default
     since it was timed: GPT-OSS +1.0 %; `benchmarks.step_ab`'s "router and top-k apart" times the two
@@ -727,7 +737,10 @@ def moe_router(
     `one_pass` (off: +0.5 % in one A/B of two runs, within their noise; `step_ab`'s "router in one pass"): each program issues all of its row's and
     the input's loads at once (rows of up to `ROUTER_ONE_PASS_MAX`, 8 warps) instead of three dependent
     steps of 1,024 for GPT-OSS's 2,880: 32 programs, each one DRAM round trip instead of three; the dot
-    products summed in another order."""
+    products summed in another order. `row_early` (off, not timed yet; `step_ab`'s "router rows before the
+    wait"): with dependent launch, each program loads its row's first step of weights before waiting for
+    the previous grid, so that DRAM round trip overlaps the previous kernel's tail (with `one_pass`, the
+    whole row); the same bits."""
     served = (
         isinstance(h, RMSNormed)
         and h.x.shape[0] == 1
@@ -750,7 +763,8 @@ def moe_router(
     _moe_router_kernel[(n_expert,)](
         h.x.contiguous(), h.xw.contiguous(), weight.data.view(torch.float32), bias.contiguous(), logits, ids, weights,
         counters, n, n_expert, h.eps, K=k, BLOCK_E=triton.next_power_of_2(n_expert),
-        BLOCK_K=triton.next_power_of_2(k), BLOCK=block, num_warps=warps, **dependent_launch.launch_kwargs(),
+        BLOCK_K=triton.next_power_of_2(k), BLOCK=block, num_warps=warps, ROW_EARLY=row_early,
+        **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return ids, weights
 

@@ -426,14 +426,19 @@ def compile_qgemm(
 # `prefetch.global.L2`: a hint that returns nothing and writes nothing (a GEMV's weight tile, before it
 # waits), so whatever it touches, the program's results cannot depend on it.
 _MEMORY_ACCESS = re.compile(r"^\s*(?:@!?%p\d+\s+)?(?:ld|st|atom|red|cp\.async|multimem)\.(?!param)")
+_GLOBAL_LOAD = re.compile(r"^\s*(?:@!?%p\d+\s+)?ld\.global\.")
 
 
-def dependent_launch_problem(ptx: str, *, signal_required: bool = True) -> str | None:
+def dependent_launch_problem(
+    ptx: str, *, signal_required: bool = True, weight_loads_first: bool = False
+) -> str | None:
     """What is wrong with a kernel compiled for programmatic dependent launch (`kernels.dependent_launch`),
     or None: it must execute `griddepcontrol.wait` before any memory access and before any branch (so
     every program waits, whatever path it takes), and signal `griddepcontrol.launch_dependents` only after
     it (without `signal_required`, a kernel that signals at exit, it may not signal at all). Read from the
-    PTX in program order: the wait in the entry block dominates everything after it."""
+    PTX in program order: the wait in the entry block dominates everything after it. `weight_loads_first`:
+    a kernel that loads weights before it waits (`moe_router(row_early=True)`; no kernel of a step writes
+    them): global loads may come first, nothing else that touches memory."""
     lines = [line.split("//")[0] for line in ptx.splitlines()]
     body = next((i for i, line in enumerate(lines) if line.strip() == "{"), None)
     if body is None:
@@ -445,6 +450,8 @@ def dependent_launch_problem(ptx: str, *, signal_required: bool = True) -> str |
     if (signal is None and signal_required) or (signal is not None and signal < wait):
         return "griddepcontrol.launch_dependents missing or before the wait"
     for i in range(body, wait):
+        if weight_loads_first and _GLOBAL_LOAD.match(lines[i]):
+            continue
         if _MEMORY_ACCESS.match(lines[i]):
             return f"memory accessed before the wait: {lines[i].strip()}"
         if re.search(r"\bbra(\.uni)?\b|\bret\b|\bexit\b", lines[i]):
@@ -461,14 +468,21 @@ _SASS_BEFORE_WAIT_FORBIDDEN = (
 )  # fmt: skip
 
 
-def dependent_launch_problem_in_sass(cubin: bytes, *, signal_required: bool = True) -> str | None:
+def dependent_launch_problem_in_sass(
+    cubin: bytes, *, signal_required: bool = True, weight_loads_first: bool = False
+) -> str | None:
     """`dependent_launch_problem` on what the GPU runs: ptxas may schedule instructions across the PTX
-    order, so the wait (SASS `ACQBULK`) must also come before every memory access and branch there."""
+    order, so the wait (SASS `ACQBULK`) must also come before every memory access and branch there
+    (`weight_loads_first`: but global loads, `LDG`)."""
     listing = sass_listing(cubin)
     if _SASS_WAIT not in listing:
         return f"no {_SASS_WAIT} (griddepcontrol.wait) in the SASS"
     wait = listing.index(_SASS_WAIT)
-    early = [op for op in listing[:wait] if op in _SASS_BEFORE_WAIT_FORBIDDEN]
+    early = [
+        op
+        for op in listing[:wait]
+        if op in _SASS_BEFORE_WAIT_FORBIDDEN and not (weight_loads_first and op == "LDG")
+    ]
     if early:
         return f"before the wait in the SASS: {', '.join(early)}"
     if _SASS_SIGNAL not in listing[wait:] and (signal_required or _SASS_SIGNAL in listing):

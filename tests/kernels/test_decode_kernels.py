@@ -166,6 +166,9 @@ def test_moe_router_is_the_router_product_then_the_reference_routing(device, n_e
     # `one_pass=True` (each row and the input in one load step, 8 warps): the reference's routing too.
     one_ids, one_weights = kernels.moe_router(h, weight, bias, k, one_pass=True)
     assert torch.equal(one_ids, want_ids) and rel_err(one_weights, want_weights) < REL_TOL
+    # `row_early=True` (the first weights loaded before the wait): the same sums in the same order.
+    early_ids, early_weights = kernels.moe_router(h, weight, bias, k, row_early=True)
+    assert torch.equal(early_ids, ids) and torch.equal(early_weights, weights)
     assert kernels.moe_router(h.value(), weight, bias, k) is None  # a formed input: the GEMV's
     two = RMSNormed(x.repeat(2, 1), (x * norm_weight).repeat(2, 1), 1e-5)
     assert kernels.moe_router(two, weight, bias, k) is None  # the decode step's one token only

@@ -313,6 +313,16 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
         "moe_router (one pass)": _compile(  # `moe_router(one_pass=True)`: GPT-OSS's 2,880 in one step, 8 warps
             td._moe_router_kernel, router, dict(K=4, BLOCK_E=32, BLOCK_K=4, BLOCK=4096, PDL=pdl), num_warps=8
         ),
+        # `moe_router(row_early=True)`: its first weights loaded before the wait (WEIGHT_LOADS_FIRST)
+        "moe_router (row early)": _compile(
+            td._moe_router_kernel, router, dict(K=4, BLOCK_E=32, BLOCK_K=4, BLOCK=1024, PDL=pdl, ROW_EARLY=True)
+        ),
+        "moe_router (row early, one pass)": _compile(
+            td._moe_router_kernel,
+            router,
+            dict(K=4, BLOCK_E=32, BLOCK_K=4, BLOCK=4096, PDL=pdl, ROW_EARLY=True),
+            num_warps=8,
+        ),
         "moe_combine": _compile(
             td._moe_combine_kernel,
             {"x_ptr": f32, "down_ptr": f32, "w_ptr": f32, "y_ptr": f32, "n": "i32"},
@@ -340,6 +350,10 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
     return compiled
 
 
+# Kernels that load weights before they wait (no kernel of a step writes weights): loads may come first.
+WEIGHT_LOADS_FIRST = ("moe_router (row early)", "moe_router (row early, one pass)")
+
+
 def test_every_early_launched_decode_kernel_waits_for_the_previous_grid_before_touching_memory() -> None:
     """Programmatic dependent launch (`kernels.dependent_launch`) is only safe if a kernel launched early
     waits (`griddepcontrol.wait`) before its first load, store or atomic and before any branch, in the
@@ -349,11 +363,14 @@ def test_every_early_launched_decode_kernel_waits_for_the_previous_grid_before_t
 
     problems = {}
     for name, kernel in _decode_kernels_for_dependent_launch(True).items():
-        problem = dependent_launch_problem(kernel.asm["ptx"]) or dependent_launch_problem_in_sass(
-            kernel.asm["cubin"]
-        )
+        loads_first = name in WEIGHT_LOADS_FIRST
+        problem = dependent_launch_problem(
+            kernel.asm["ptx"], weight_loads_first=loads_first
+        ) or dependent_launch_problem_in_sass(kernel.asm["cubin"], weight_loads_first=loads_first)
         if problem:
             problems[name] = problem
+        if loads_first:  # it does load before the wait, and nothing else: a store there is still caught
+            assert dependent_launch_problem(kernel.asm["ptx"]) is not None, name
     assert not problems
     for name, kernel in _decode_kernels_for_dependent_launch(False).items():
         assert "griddepcontrol" not in kernel.asm["ptx"] and "prefetch" not in kernel.asm["ptx"], name
@@ -379,9 +396,11 @@ def test_with_a_late_trigger_a_gemv_lets_the_next_kernel_launch_after_its_weight
 
     problems = {}
     for name, kernel in _decode_kernels_for_dependent_launch(TRIGGER_LATE).items():
-        ptx, gemv = kernel.asm["ptx"], name.startswith("gemv")
-        problem = dependent_launch_problem(ptx, signal_required=gemv) or dependent_launch_problem_in_sass(
-            kernel.asm["cubin"], signal_required=gemv
+        ptx, gemv, loads_first = kernel.asm["ptx"], name.startswith("gemv"), name in WEIGHT_LOADS_FIRST
+        problem = dependent_launch_problem(
+            ptx, signal_required=gemv, weight_loads_first=loads_first
+        ) or dependent_launch_problem_in_sass(
+            kernel.asm["cubin"], signal_required=gemv, weight_loads_first=loads_first
         )
         if gemv and not problem:
             signal, loop = ptx.index("griddepcontrol.launch_dependents"), _first_back_edge(ptx)
