@@ -75,7 +75,12 @@ class Result:
 
 
 def bench_layout(
-    layout: Layout, capacity: int, position: int, device: torch.device, replays: int
+    layout: Layout,
+    capacity: int,
+    position: int,
+    device: torch.device,
+    replays: int,
+    forms: tuple[str, ...] = tuple(VARIANTS),
 ) -> list[Result]:
     import triton
 
@@ -104,7 +109,8 @@ def bench_layout(
     block_s = triton_decode.attention_tile(layout.n_head // layout.n_kv, triton.next_power_of_2(d)).block_s
     reference = run({})
     results = []
-    for name, options in VARIANTS.items():
+    for name in forms:
+        options = VARIANTS[name]
         out = run(options)
         diff = (out - reference).abs().max().item()
         splits = triton_decode.attention_splits(capacity, block_s, options.get("max_splits", 16))[1]
@@ -137,7 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--only", default="", help="layouts whose model name contains this")
     parser.add_argument("--replays", type=int, default=20)
+    parser.add_argument(
+        "--forms", nargs="+", choices=tuple(VARIANTS), default=tuple(VARIANTS), help="the forms timed (all)"
+    )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=[f"{c}:{p}" for c, p in CASES],
+        metavar="CAPACITY:POSITION",
+        help="cache capacity and position of each case (CASES)",
+    )
     args = parser.parse_args(argv)
+    cases = [tuple(int(v) for v in case.split(":")) for case in args.cases]
     if not torch.cuda.is_available():
         print("kernels_attention: needs a CUDA GPU", file=sys.stderr)
         return 1
@@ -146,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     for layout in LAYOUTS:
         if args.only not in layout.model:
             continue
-        for capacity, position in CASES:
-            results.extend(bench_layout(layout, capacity, position, device, args.replays))
+        for capacity, position in cases:
+            results.extend(bench_layout(layout, capacity, position, device, args.replays, tuple(args.forms)))
     meta = run_info(device)
     record = {**meta, "kind": "kernels-attention", "results": [asdict(r) for r in results]}
     publish(record, to_markdown(results, meta), args.out, "kernels_attention")

@@ -1,6 +1,7 @@
 """What bounds each decode GEMV on the GPU, from Nsight Compute's counters: memory, issue, a pipe or latency.
 
     python -m benchmarks.ncu_gemv [--only SUBSTRING] [--out DIR] [--ncu PATH]
+    python -m benchmarks.ncu_gemv --attention LAYOUT [--forms FORM ...] [--out DIR]
 
 For each shape of `benchmarks.kernels_gemv` whose model/tensor/type contains `--only` (e.g. "phi-3-mini",
 "Q4_K"), runs that benchmark for the one shape under `ncu` and profiles one launch of the GEMV kernel
@@ -16,6 +17,10 @@ per weight is the lever), "pipe (<name>)" when one execution pipe is that busy (
 decode, shifts and masks, which sm_90 runs at half the FMA pipe's rate: fewer integer operations a weight
 is the lever), else "latency (<top stall>)": nothing is busy and warps mostly wait, on global loads for
 `long_scoreboard` (more loads in flight is the lever: more programs, more steps in flight).
+
+`--attention LAYOUT` profiles the decode attention instead (`_rope_attention_kernel`, one launch of
+`benchmarks.kernels_attention` for the layout at tg128's late case, 256 positions of cache at position 128,
+in each of `--forms`), with the same counters and verdict, into `ncu_attention.md` / `.json`.
 
 Why a wrapper and not the Nsight GUI: the device runs headless and returns files; the table is what a
 results record quotes. Writes `ncu_gemv.md` and `ncu_gemv.json` (every counter of every launch) to `--out`.
@@ -36,6 +41,8 @@ from pathlib import Path
 # The decode GEMV kernels: the CUDA-core loop, and the larger Q4_K matrices' on the tensor cores
 # (`kernels.tensor_core_gemv`); ncu's `regex:` form matches either.
 KERNEL = "regex:^(_qgemv_kernel|_tc_gemv_kernel)$"
+ATTENTION_KERNEL = "regex:^_rope_attention_kernel$"
+ATTENTION_CASE = "256:128"  # tg128's cache bucket, late in its 128 tokens (`kernels_attention.CASES`)
 METRICS = (
     "gpu__time_duration.sum",
     "dram__bytes_read.sum",
@@ -185,26 +192,40 @@ def markdown(rows: list[Row], header: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def ncu_command(ncu: str, only: str, *, optional: tuple[str, ...] = OPTIONAL) -> list[str]:
+def ncu_command(
+    ncu: str, only: str, *, optional: tuple[str, ...] = OPTIONAL, attention_form: str | None = None
+) -> list[str]:
     """ncu profiling the second GEMV launch of `benchmarks.kernels_gemv --only <only>`, with `METRICS` and
-    the `optional` metric groups."""
+    the `optional` metric groups; with `attention_form`, the second attention launch of
+    `benchmarks.kernels_attention --only <only>` in that form at ATTENTION_CASE (the first is its
+    reference run in the default form, which the form's own first launch follows)."""
     metrics = ",".join(METRICS + optional)
+    if attention_form is None:
+        kernel, skip = KERNEL, "1"
+        bench = ["benchmarks.kernels_gemv", "--only", only, "--replays", "2", "--out", "/tmp/ncu-gemv-scratch"]
+    else:
+        kernel, skip = ATTENTION_KERNEL, "1"
+        bench = [
+            "benchmarks.kernels_attention", "--only", only, "--cases", ATTENTION_CASE, "--forms", attention_form,
+            "--replays", "2", "--out", "/tmp/ncu-attention-scratch",
+        ]  # fmt: skip
     return [
-        ncu, "--csv", "--page", "details", "--print-units", "base", "--kernel-name", KERNEL,
-        "--launch-skip", "1", "--launch-count", "1", "--metrics", metrics,
-        sys.executable, "-m", "benchmarks.kernels_gemv", "--only", only, "--replays", "2",
-        "--out", "/tmp/ncu-gemv-scratch",
+        ncu, "--csv", "--page", "details", "--print-units", "base", "--kernel-name", kernel,
+        "--launch-skip", skip, "--launch-count", "1", "--metrics", metrics, sys.executable, "-m", *bench,
     ]  # fmt: skip
 
 
-def profile(ncu: str, only: str, timeout_s: float) -> tuple[list[Launch], str]:
-    """The profiled launches of one shape, and what went wrong if none came back. Retries with fewer
-    optional metric groups if a run gets nothing (an ncu that lacks a metric rejects the whole list)."""
+def profile(
+    ncu: str, only: str, timeout_s: float, attention_form: str | None = None
+) -> tuple[list[Launch], str]:
+    """The profiled launches of one shape (or attention form), and what went wrong if none came back.
+    Retries with fewer optional metric groups if a run gets nothing (an ncu that lacks a metric rejects
+    the whole list)."""
     problem = ""
     for dropped in range(len(OPTIONAL) + 1):
         try:
             run = subprocess.run(
-                ncu_command(ncu, only, optional=OPTIONAL[dropped:]),
+                ncu_command(ncu, only, optional=OPTIONAL[dropped:], attention_form=attention_form),
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
@@ -227,11 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("reports"))
     p.add_argument("--ncu", default="ncu", help="the Nsight Compute CLI")
     p.add_argument("--timeout-s", type=float, default=180.0, help="per shape")
+    p.add_argument("--attention", metavar="LAYOUT", help="profile the decode attention of this layout instead")
+    p.add_argument("--forms", nargs="+", default=["default"], help="with --attention: kernels_attention's forms")
     args = p.parse_args(argv)
     ncu = shutil.which(args.ncu)
     if ncu is None:
         print(f"error: {args.ncu} not found (Nsight Compute's CLI)", file=sys.stderr)
         return 2
+    if args.attention:
+        return _profile_attention(ncu, args)
 
     def key(s) -> str:  # what kernels_gemv's own --only matches (case-insensitive)
         return f"{s.model} {s.tensor} {s.qtype.name}"
@@ -255,6 +280,26 @@ def main(argv: list[str] | None = None) -> int:
         text += "\nNot profiled:\n" + "\n".join(problems) + "\n"
     (args.out / "ncu_gemv.md").write_text(text)
     (args.out / "ncu_gemv.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    print(text)
+    return 0 if rows else 1
+
+
+def _profile_attention(ncu: str, args: argparse.Namespace) -> int:
+    """`--attention`: one launch of each form, as `main` does for the GEMV shapes."""
+    rows, problems = [], []
+    for form in args.forms:
+        name = f"{args.attention} attention {form} @{ATTENTION_CASE}"
+        launches, problem = profile(ncu, args.attention, args.timeout_s, attention_form=form)
+        if not launches:
+            problems.append(f"- {name}: {problem}")
+            continue
+        rows.append(row_of(name, launches[0]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = markdown(rows, f"# Decode attention under Nsight Compute ({args.attention})")
+    if problems:
+        text += "\nNot profiled:\n" + "\n".join(problems) + "\n"
+    (args.out / "ncu_attention.md").write_text(text)
+    (args.out / "ncu_attention.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     print(text)
     return 0 if rows else 1
 

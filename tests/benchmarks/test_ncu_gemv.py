@@ -104,6 +104,20 @@ def test_the_command_profiles_one_launch_of_the_gemv_of_one_shape() -> None:
     assert bare[bare.index("--metrics") + 1] == ",".join(METRICS)
 
 
+def test_the_attention_command_profiles_one_launch_of_one_form_at_tg128s_late_case() -> None:
+    """`--attention`: the second `_rope_attention_kernel` launch of `kernels_attention` (the first is its
+    default-form reference), one layout, one form, one case; and that the benchmark takes those filters."""
+    from benchmarks import kernels_attention
+
+    argv = ncu_command("ncu", "qwen2.5", attention_form="re-tiled")
+    assert argv[argv.index("--kernel-name") + 1] == "regex:^_rope_attention_kernel$"
+    assert argv[argv.index("--launch-skip") + 1] == "1"
+    bench = argv[argv.index(sys.executable) :]
+    assert bench[:3] == [sys.executable, "-m", "benchmarks.kernels_attention"]
+    assert bench[bench.index("--forms") + 1] == "re-tiled" and bench[bench.index("--cases") + 1] == "256:128"
+    assert "re-tiled" in kernels_attention.VARIANTS and (256, 128) in kernels_attention.CASES
+
+
 def test_a_rejected_metric_list_is_retried_with_fewer_optional_groups(monkeypatch) -> None:
     """One unknown metric name fails ncu's whole list: the pipes go first, then the stalls."""
     lists: list[str] = []
