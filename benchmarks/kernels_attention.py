@@ -57,6 +57,7 @@ VARIANTS = {
     "split by position": {"by_position": True},
     "re-tiled": {"retiled": True},
     "re-tiled, not pipelined": {"retiled": True, "dot_stages": 1},
+    "heads apart": {"heads_apart": True},
     "at most 4 splits": {"max_splits": 4},
     "one split": {"max_splits": 1},
 }

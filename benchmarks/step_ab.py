@@ -58,7 +58,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills); `attention re-tiled, not pipelined`:
   those dot loops at num_stages 1 (14 KB of shared memory a program for grouped heads instead of the
-  pipelined loop's 39 KB of cp.async buffers, `rope_attention(dot_stages=1)`);
+  pipelined loop's 39 KB of cp.async buffers, `rope_attention(dot_stages=1)`); `attention heads apart`:
+  grouped heads two a program (`rope_attention(heads_apart=True)`, four times the programs, a quarter of
+  a program's loop);
 - `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
   step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short
   context split 0 does not walk them alone, nor do splits walk a sliding window's masked blocks;
@@ -593,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
         variants["attention re-tiled, not pipelined"] = Variant(attention_retiled(default_kernels, 1), early)
+        variants["attention heads apart"] = Variant(_rope_attention_with(default_kernels, heads_apart=True), early)
         variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
         variants["attention merge looped"] = Variant(attention_merge_looped(default_kernels), early)
     if not args.launch_only:

@@ -310,6 +310,7 @@ def _rope_attention_kernel(
     DOT: tl.constexpr = False,  # the block's scores and values as dot products (`AttentionTile.dot`)
     BY_POSITION: tl.constexpr = False,  # the splits share the positions the step reads (`_position_span`)
     UNROLLED_SPLITS: tl.constexpr = 0,  # > 0: the merge's loops unrolled over this many splits (the grid's)
+    HEAD_SPLIT: tl.constexpr = 1,  # programs sharing a KV head's query heads, BLOCK_G each (axis 2)
 ):
     await_previous_grid(PDL)
     # One program per KV head and split of the cache positions: rotate its query heads and its key at
@@ -318,14 +319,19 @@ def _rope_attention_kernel(
     # `_decode_attention_kernel` loop over its own positions before the new one. No loop reads the slot
     # split 0 writes, so no barrier is needed between them. With SPLIT, each split stores its softmax
     # state and the last to arrive merges them in split order (deterministic, as the GEMV's split-K).
+    # With HEAD_SPLIT > 1, program axis 2 takes the KV head's query heads BLOCK_G at a time: each such
+    # program runs the whole step for its heads (its own split states and arrival counter); the first
+    # stores the key and value.
     kv = tl.program_id(0)
     split = tl.program_id(1)
+    head_group = tl.program_id(2) if HEAD_SPLIT > 1 else 0
     pos = tl.load(pos_ptr).to(tl.int32)
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, BLOCK_D)
-    g_ok = g < GROUP
+    in_group = head_group * BLOCK_G + g
+    g_ok = in_group < GROUP
     d_ok = d < D
-    heads = kv * GROUP + g
+    heads = kv * GROUP + in_group
     pair, idx, first, rotated = _rope_pairs(d, ROPE_HALF, NEOX)
     c = tl.load(cos_ptr + pos.to(tl.int64) * ROPE_HALF + idx, mask=rotated, other=1.0)
     s = tl.load(sin_ptr + pos.to(tl.int64) * ROPE_HALF + idx, mask=rotated, other=0.0)
@@ -339,7 +345,7 @@ def _rope_attention_kernel(
     k_new = _rotate(kx, kp, c, s, first, rotated)
     v_new = tl.load(v_ptr + kv * D + d, mask=d_ok, other=0.0)
     base = kv.to(tl.int64) * capacity * D
-    if split == 0:
+    if split == 0 and head_group == 0:
         tl.store(keys_ptr + base + pos.to(tl.int64) * D + d, k_new, mask=d_ok)
         tl.store(values_ptr + base + pos.to(tl.int64) * D + d, v_new, mask=d_ok)
     q = q * scale
@@ -396,14 +402,15 @@ def _rope_attention_kernel(
     # Store this split's state; the last split to arrive merges all of them in split order, then
     # resets the counter for the next launch (`.cg` loads skip L1, which may hold stale lines).
     n_split = tl.num_programs(1)
-    slot = (kv * n_split + split).to(tl.int64)
+    states = kv * HEAD_SPLIT + head_group  # this program's heads' split states and arrival counter
+    slot = (states * n_split + split).to(tl.int64)
     tl.store(part_ptr + (slot * BLOCK_G + g[:, None]) * BLOCK_D + d[None, :], acc)
     tl.store(stat_ptr + slot * 2 * BLOCK_G + g, m)
     tl.store(stat_ptr + slot * 2 * BLOCK_G + BLOCK_G + g, l_sum)
     tl.debug_barrier()
-    arrived = tl.atomic_add(count_ptr + kv, 1, sem="acq_rel")
+    arrived = tl.atomic_add(count_ptr + states, 1, sem="acq_rel")
     if arrived == n_split - 1:
-        first_slot = (kv * n_split).to(tl.int64)
+        first_slot = (states * n_split).to(tl.int64)
         if UNROLLED_SPLITS:
             # The same sums in the same order, the loops unrolled: no load waits on the previous split's.
             l_all, acc_all = _merge_unrolled(
@@ -420,7 +427,7 @@ def _rope_attention_kernel(
                 l_all += l_i * w
                 acc_all += part * w[:, None]
         tl.store(out_ptr + heads[:, None] * D + d[None, :], acc_all / l_all[:, None], mask=q_mask)
-        tl.atomic_xchg(count_ptr + kv, 0)
+        tl.atomic_xchg(count_ptr + states, 0)
 
 
 @triton.jit
@@ -474,9 +481,12 @@ class AttentionTile:
     block_g: int
     block_s: int
     dot: bool = False
+    head_split: int = 1  # programs sharing a KV head's query heads (`attention_tile(heads_apart=True)`)
 
 
-def attention_tile(group: int, block_d: int, *, retiled: bool = False) -> AttentionTile:
+def attention_tile(
+    group: int, block_d: int, *, retiled: bool = False, heads_apart: bool = False
+) -> AttentionTile:
     """The tile for `group` query heads per KV head and head dims padded to `block_d`.
 
     Default: the broadcast products, up to 64 positions a step. `retiled` (off: timed slower in GPT-OSS's step): grouped
@@ -484,7 +494,14 @@ def attention_tile(group: int, block_d: int, *, retiled: bool = False) -> Attent
     the broadcast loop's instructions at 7-8 heads and none of its 692 shuffles a step, at 2 heads as
     many instructions but 3 barriers instead of 18 (sm_90, `benchmarks/results/
     2026-12-05-gemv-loop-round-trips.md`); one head per KV head (Phi-3) keeps the broadcast products,
-    which pad nothing, at 32 positions, where 64 spilled registers at 128 head dims."""
+    which pad nothing, at 32 positions, where 64 spilled registers at 128 head dims.
+    `heads_apart` (off, not timed yet; `step_ab`'s "attention heads apart"): grouped heads taken two a
+    program (`head_split` programs a KV head, each reading the KV head's positions for its two, as many a
+    step as the default tile), so a program's loop step is a quarter of the broadcast one's at 7-8 heads,
+    in four times the programs."""
+    if heads_apart and group >= 4:  # the default tile's positions a step: the same splits
+        block_s = attention_tile(group, block_d).block_s
+        return AttentionTile(2, block_s, head_split=triton.cdiv(group, 2))
     block_g = max(triton.next_power_of_2(group), 1)
     if retiled and group >= 2:
         return AttentionTile(max(16, block_g), 32, dot=True)
@@ -521,6 +538,7 @@ def rope_attention(
     by_position: bool = False,
     unrolled_merge: bool = True,
     dot_stages: int = 3,
+    heads_apart: bool = False,
 ) -> torch.Tensor:
     """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
     unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position` in `keys`/`values`
@@ -538,7 +556,10 @@ def rope_attention(
     states are loaded together instead of one L2 round trip a split; False: the runtime loops.
     `dot_stages`: with the re-tiled dot products, the loop's software-pipelining depth (Triton's num_stages;
     3, its default, keeps 39 KB of cp.async buffers a program on sm_90 for grouped heads where the broadcast
-    loop keeps 4 KB; 1 keeps 14 KB and loads in registers). The broadcast loop is not pipelined."""
+    loop keeps 4 KB; 1 keeps 14 KB and loads in registers). The broadcast loop is not pipelined.
+    `heads_apart`: `attention_tile`'s grouped heads two a program (off, not timed yet)."""
+    if heads_apart and retiled:
+        raise ValueError("rope_attention: heads_apart is a broadcast tile; retiled is the dot one")
     if by_position and whole_cache:
         raise ValueError("rope_attention: by_position reads the position's span, whole_cache the capacity")
     n_kv, capacity, d = keys.shape
@@ -546,22 +567,22 @@ def rope_attention(
     group = n_head // n_kv
     out = torch.empty(n_head, d, dtype=torch.float32, device=q.device)
     block_d = triton.next_power_of_2(d)
-    tile = attention_tile(group, block_d, retiled=retiled)
-    block_g, block_s = tile.block_g, tile.block_s
+    tile = attention_tile(group, block_d, retiled=retiled, heads_apart=heads_apart)
+    block_g, block_s, head_split = tile.block_g, tile.block_s, tile.head_split
     chunk, n_split = attention_splits(capacity, block_s, max_splits)
-    counters = SplitCounters.get(q.device, n_kv) if n_split > 1 else None
+    counters = SplitCounters.get(q.device, n_kv * head_split) if n_split > 1 else None
     if counters is None:
         chunk, n_split = capacity, 1
-    part = out.new_empty(n_kv, n_split, block_g, block_d) if n_split > 1 else out
-    stat = out.new_empty(n_kv, n_split, 2, block_g) if n_split > 1 else out
+    part = out.new_empty(n_kv * head_split, n_split, block_g, block_d) if n_split > 1 else out
+    stat = out.new_empty(n_kv * head_split, n_split, 2, block_g) if n_split > 1 else out
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    _rope_attention_kernel[(n_kv, n_split)](
+    _rope_attention_kernel[(n_kv, n_split, head_split)](
         q, k, v, keys, values, cos, sin, sinks if sinks is not None else q, out, position, capacity, scale,
         sliding_window or capacity + 1, chunk, part, stat, counters if counters is not None else out,
         GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=block_d, BLOCK_S=block_s, ROPE_HALF=cos.shape[-1],
         NEOX=neox, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
         CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, DOT=tile.dot, BY_POSITION=by_position,
-        UNROLLED_SPLITS=n_split if unrolled_merge and n_split > 1 else 0,
+        UNROLLED_SPLITS=n_split if unrolled_merge and n_split > 1 else 0, HEAD_SPLIT=head_split,
         num_warps=4, **({"num_stages": dot_stages} if tile.dot else {}), **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return out.view(-1)

@@ -8,7 +8,9 @@ partial rotary, GPT-OSS sliding windows and sinks, the first position), each wit
 read by one program per KV head and split among several (`max_splits`), against the reference RoPE and
 `ReferenceAttention` in float32; the split result also against the unsplit one; and with
 `attention_tile(retiled=True)` (dot products for grouped heads), against both; and with the splits
-sharing the positions the step reads (`by_position=True`, `_position_span`), against both. Run with the
+sharing the positions the step reads (`by_position=True`, `_position_span`), against both; and with
+grouped heads two a program (`heads_apart=True`), against both, and with the merge unrolled the same
+bits as their looped merge. Run with the
 whole cache as the loop bound (`whole_cache=True`) but for `by_position`, whose bounds come from the
 position in memory (`interpreter.ready` lets the interpreter take them). Prints one line per check and
 exits 1 if any fails; `tests/kernels/test_triton_interpreted.py` runs it.
@@ -37,6 +39,7 @@ CASES = {
 }
 SPLITS = (1, 4, 16)  # also `by_position=True`'s
 UNROLLED_SPLITS = (4, 16)  # `unrolled_merge=True`: the same bits as the runtime loops' merge
+HEADS_APART_SPLITS = (1, 16)  # `heads_apart=True`: grouped heads two a program (axis 2 of the grid)
 RETILED_SPLITS = (
     1,
     16,
@@ -69,18 +72,22 @@ def check_case(name: str, case: tuple, gen: torch.Generator) -> list[tuple[str, 
         q_rot, want_keys[:, : pos + 1], want_values[:, : pos + 1], start_pos=pos, scale=scale,
         sliding_window=window, sinks=sinks,
     ).reshape(-1)  # fmt: skip
-    results, unsplit, looped = [], None, {}
-    runs = [(m, False, False, False) for m in SPLITS] + [(m, True, False, False) for m in RETILED_SPLITS]
-    runs += [(m, False, True, False) for m in SPLITS] + [(m, False, False, True) for m in UNROLLED_SPLITS]
-    for max_splits, retiled, by_position, unrolled in runs:
+    results, unsplit, looped, apart_looped = [], None, {}, {}
+    runs = [(m, False, False, False, False) for m in SPLITS]
+    runs += [(m, True, False, False, False) for m in RETILED_SPLITS]
+    runs += [(m, False, True, False, False) for m in SPLITS]
+    runs += [(m, False, False, True, False) for m in UNROLLED_SPLITS]
+    runs += [(m, False, False, False, True) for m in HEADS_APART_SPLITS]
+    runs += [(16, False, False, True, True)]  # heads apart, the merge unrolled: its looped merge's bits
+    for max_splits, retiled, by_position, unrolled, heads_apart in runs:
         keys, values = cache[0].clone(), cache[1].clone()
         got = triton_decode.rope_attention(
             q, k, v, keys, values, cos, sin, position, neox, scale, window, sinks,
             whole_cache=not by_position, max_splits=max_splits, retiled=retiled, by_position=by_position,
-            unrolled_merge=unrolled,
+            unrolled_merge=unrolled, heads_apart=heads_apart,
         )  # fmt: skip
         if not (retiled or by_position or unrolled):
-            looped[max_splits] = got
+            (apart_looped if heads_apart else looped)[max_splits] = got
         _, n_split = triton_decode.attention_splits(capacity, 16, max_splits)
         err = _rel_err(got, want)
         stored = _rel_err(keys[:, pos], want_keys[:, pos]) < REL_TOL and torch.equal(
@@ -100,10 +107,11 @@ def check_case(name: str, case: tuple, gen: torch.Generator) -> list[tuple[str, 
             ok = ok and apart < REL_TOL
             detail += f", {apart:.1e} from unsplit"
         if unrolled:
-            same = torch.equal(got, looped[max_splits])
+            same = torch.equal(got, (apart_looped if heads_apart else looped)[max_splits])
             ok = ok and same
             detail += ", the looped merge's bits" if same else ", not the looped merge's bits"
-        tiles = (
+        tiles = ", heads apart" if heads_apart else ""
+        tiles += (
             ", retiled"
             if retiled
             else ", split by position"

@@ -271,3 +271,14 @@ def test_rope_attention_is_rope_kv_store_and_attention_of_the_reference(
         )
         assert torch.equal(looped, got)
         assert torch.equal(keys4[:, pos], keys[:, pos]) and torch.equal(values4[:, pos], values[:, pos])
+        # Grouped heads two a program (`heads_apart=True`), the retiled dot loop unpipelined
+        # (`dot_stages=1`): the reference's numbers, the same new K/V, nothing else written.
+        for options in ({"heads_apart": True}, {"retiled": True, "dot_stages": 1}):
+            keys5, values5 = want_keys.clone(), want_values.clone()
+            keys5[:, pos:], values5[:, pos:] = float("nan"), float("nan")
+            other = rope_attention(
+                q, k, v, keys5, values5, cos, sin, position, neox, scale, window, sinks, **options
+            )
+            assert rel_err(other, expected.reshape(-1)) < REL_TOL, options
+            assert torch.equal(keys5[:, pos], keys[:, pos]) and torch.equal(values5[:, pos], values[:, pos])
+            assert keys5[:, pos + 1 :].isnan().all() and values5[:, pos + 1 :].isnan().all()
