@@ -42,7 +42,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `tensor-core GEMVs capped at 96 registers`, `... at 80 registers`: every tensor-core launch with ptxas's
   maxnreg (`GemvConfig.tc_max_registers`); only Q4_K's gate/up walk holds more (103: four programs an SM;
   at 80 six, spilling 16 bytes); where dependent launch is off by default (Phi-3), also capped at 80 `with
-  dependent launch` and `with dependent launch, late trigger` (its gate/up grid then fits one wave);
+  dependent launch` and `with dependent launch, late trigger` (its gate/up grid then fits one wave), and
+  those with each program's first words asked for before it waits (`GemvConfig.tc_words_early`);
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -417,6 +418,14 @@ def _tc_registers(cap: int, config: Any, layout: Any, shape: tuple[int, int, int
     return dataclasses.replace(config, tc_max_registers=cap) if config.tensor_cores else config
 
 
+def _tc_words_early(cap: int | None, config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The tensor-core launches asking for their first words before the wait (`GemvConfig.tc_words_early`),
+    capped at `cap` registers if given."""
+    if not config.tensor_cores:
+        return config
+    return dataclasses.replace(config, tc_words_early=True, tc_max_registers=cap)
+
+
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -437,6 +446,7 @@ GEMV_SHAPE_RULES = {
     "q4-k-float16": _q4_k_float16,
     "tc-registers-96": functools.partial(_tc_registers, 96),
     "tc-registers-80": functools.partial(_tc_registers, 80),
+    "tc-words-early-80": functools.partial(_tc_words_early, 80),
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -632,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("with dependent launch", "with dependent launch, late trigger"):
                 variants[f"tensor-core GEMVs capped at 80 registers, {name}"] = Variant(
                     default_kernels, modes[name], gemv_shapes="tc-registers-80"
+                )
+                variants[f"tensor-core GEMVs capped at 80 registers, {name}, words before the wait"] = Variant(
+                    default_kernels, modes[name], gemv_shapes="tc-words-early-80"
                 )
     variants = select_variants(variants, args.only)
     ids = [1 + (7 * i) % 97 for i in range(8)]

@@ -602,9 +602,13 @@ def _q4_k_walk(
     PER: gl.constexpr,
     GLU: gl.constexpr,
     ZERO_COLUMNS: gl.constexpr,
+    WAIT: gl.constexpr = 0,
 ):
     """A program's walk over PER Q4_K super-blocks from `lo` (after the wait for the previous grid): the
-    tile's products (and with GLU the up rows', seg_w1 words on) [64, 8], and the activations' scale."""
+    tile's products (and with GLU the up rows', seg_w1 words on) [64, 8], and the activations' scale.
+    WAIT: the dependent-launch mode to wait for the previous grid with once the first super-block's words
+    are asked for (`GemvConfig.tc_words_early`: weights, which no kernel of a step writes), 0 where the
+    kernel waited before the walk."""
     row_words = n_sb * SUPERBLOCK_WORDS
     # Each row's words, clamped at the matrix's last row (its stores are masked), in the three layouts
     # the walk reads them in: the scalars a row, the code words as A wants them, the mins as their A.
@@ -612,6 +616,7 @@ def _q4_k_walk(
     woff = _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words)
     mins_rows, jj, jb, s_is0 = _mins_operands(w_ptr, w_off, first, n_rows, row_words)
     first_words = _first_words("q4_k", (rows, woff, mins_rows), lo, seg_w1, GLU)
+    await_previous_grid(WAIT)
     # The program's activations, once: scaled by 2^(14 - e) (e: the exponent of their largest magnitude),
     # split hi + lo into shared memory in each sub-block's K order (natural element 8t + 4u + 2r + s of a
     # sub-block stored at 8t + 4u + 2s + r); the sub-block sums (scaled 2^-5 more: 32 values) for the mins.
@@ -798,7 +803,18 @@ def _int8_total(acc, acc_m):
 
 @gluon.jit
 def _q4_k_int8_walk(
-    w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr
+    w_ptr,
+    x_ptr,
+    w_off,
+    first,
+    r_rows,
+    n_rows,
+    n_sb,
+    lo,
+    seg_w1,
+    PER: gl.constexpr,
+    GLU: gl.constexpr,
+    WAIT: gl.constexpr = 0,
 ):
     """`_q4_k_walk` on int8 mma (the codes as they lie, the activations as four 8-bit limbs): each row's
     sum [64] (`_ROWS`; and with GLU the up rows'), and the activations' scale. Each super-block's words
@@ -817,6 +833,7 @@ def _q4_k_int8_walk(
     ahead_up = ahead
     if GLU:
         ahead_up = _int8_words(rows5 + seg_w1, codes5 + seg_w1, rows + seg_w1, mins_rows + seg_w1, lo)
+    await_previous_grid(WAIT)  # as `_q4_k_walk`'s WAIT
     xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256, True)
     smem_i = _int8_b(xs, PER)
     sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125  # as `_q4_k_walk`'s mins
@@ -878,6 +895,7 @@ def _q6_k_walk(
     PER: gl.constexpr,
     GLU: gl.constexpr,
     ZERO_COLUMNS: gl.constexpr,
+    WAIT: gl.constexpr = 0,
 ):
     """`_q4_k_walk` for a regrouped Q6_K matrix (`kernels.qtensor.CODES_THEN_SCALES`: each row's 52 code
     words a super-block, then the matrix's d halfwords, a row's n_sb in a run)."""
@@ -887,6 +905,7 @@ def _q6_k_walk(
     d_rows = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_sb
     words = _lane_words(w_ptr, w_off, first, n_rows, row_words)
     first_words = _first_words("q6_k", (rows, words, d_rows), lo, seg_w1, GLU)
+    await_previous_grid(WAIT)
     # The activations in each 16-element sub-block's K order: natural element 4t + 2r + s stored at
     # [t, s, r] (K = 8s + 2t + r), hi and lo as B's columns 0 and 1.
     xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256)
@@ -944,6 +963,7 @@ def _block_walk(
     PER_POW2: gl.constexpr,
     GLU: gl.constexpr,
     ZERO_COLUMNS: gl.constexpr,
+    WAIT: gl.constexpr = 0,
 ):
     """`_q4_k_walk` for a regrouped matrix of 32-element blocks (`kernels.qtensor.CODES_THEN_SCALES`: each
     row's code words a block, then the matrix's scales, a row's n_blocks in a run): Q8_0 (8 words a block,
@@ -961,6 +981,7 @@ def _block_walk(
         scales = bytes_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 4 + clamped * n_blocks
         words = _lane_words(w_ptr, w_off, first, n_rows, row_words)
     first_words = _first_words(KIND, (words, scales), lo, seg_w1, GLU)
+    await_previous_grid(WAIT)
     xs, up = _activations(x_ptr, lo * 32, PER_POW2 * 32, PER * 32)
     if KIND == "q8_0":
         # as a Q4_K sub-block's: natural element 8t + 4u + 2r + s stored at 8t + 4u + 2s + r
@@ -1021,7 +1042,12 @@ def _tc_gemv_kernel(
     HAS_IDS: gl.constexpr = 0,  # EXPERT_FORMATS: program axis 2 is a token-expert pair, rows of x and y its own
     ZERO_COLUMNS: gl.constexpr = 0,  # B's six unused columns stored as zeros (`_shared_b`), else unwritten
     INT8_CODES: gl.constexpr = 0,  # Q4_K: the codes as int8 mma operands (`_q4_k_int8_walk`)
+    WORDS_EARLY: gl.constexpr = 0,  # a 2-D matrix: the walk waits once its first words are asked for
 ):
+    gl.static_assert(not (WORDS_EARLY and HAS_IDS), "an expert's words are known only after the wait")
+    # Where the program waits for the previous grid: here, or with WORDS_EARLY inside the walk, after it
+    # has asked for its first unit's words (`GemvConfig.tc_words_early`).
+    WALK_WAIT: gl.constexpr = PDL if WORDS_EARLY else 0
     tile = gl.program_id(0)
     split = gl.program_id(1)
     PARTS: gl.constexpr = 2 if GLU else 1  # REDUCE: partial sums a row (GLU: the gate's, then the up's)
@@ -1032,7 +1058,7 @@ def _tc_gemv_kernel(
     first = local_tile * 64
     lo = split * PER
     r_rows = first + gl.arange(0, 64, layout=_ROWS)
-    await_previous_grid(PDL)
+    await_previous_grid(0 if WORDS_EARLY else PDL)
     if HAS_IDS:
         # The pair's expert (read after the wait), its rows of x, y and the partial sums, its counters.
         pair = gl.program_id(2)
@@ -1050,11 +1076,11 @@ def _tc_gemv_kernel(
         count_ptr = count_ptr + pair * gl.num_programs(0)
     if FMT == "q4_k" and INT8_CODES:
         total, total_up, up = _q4_k_int8_walk(
-            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU
+            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, WALK_WAIT
         )
     elif FMT == "q4_k":
         acc, acc_up, up = _q4_k_walk(
-            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS
+            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS, WALK_WAIT
         )
     elif FMT == "q8_0_codes_then_scales" or FMT == "mxfp4_codes_then_scales":
         KIND: gl.constexpr = "q8_0" if FMT == "q8_0_codes_then_scales" else "mxfp4"
@@ -1074,10 +1100,11 @@ def _tc_gemv_kernel(
             PER_POW2,
             GLU,
             ZERO_COLUMNS,
+            WALK_WAIT,
         )
     else:
         acc, acc_up, up = _q6_k_walk(
-            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS
+            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS, WALK_WAIT
         )
     launch_next_grid_late(PDL)
     if not (FMT == "q4_k" and INT8_CODES):  # the int8 walk's sums are a row's already
@@ -1190,6 +1217,7 @@ def launch(
     zero_columns: bool = False,
     int8_codes: bool = False,
     max_registers: int | None = None,
+    words_early: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1199,7 +1227,9 @@ def launch(
     inside a capture): the caller's loop serves it. `zero_columns`: the prologue stores B's six unused
     columns as zeros (`GemvConfig.tc_zero_columns`), else leaves them unwritten. `int8_codes`: Q4_K's walk
     on int8 mma (`GemvConfig.tc_int8_codes`, `_q4_k_int8_walk`). `max_registers`: ptxas's maxnreg for the
-    launch (`GemvConfig.tc_max_registers`), None for the compiler's choice."""
+    launch (`GemvConfig.tc_max_registers`), None for the compiler's choice. `words_early`: under dependent
+    launch, a 2-D matrix's programs ask for their first unit's words before they wait for the previous
+    grid (`GemvConfig.tc_words_early`; an expert's are known only after it)."""
     pairs = expert_ids.numel() if expert_ids is not None else 1
     n_units = in_features // UNITS[fmt]
     tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
@@ -1259,6 +1289,7 @@ def launch(
         HAS_IDS=expert_ids is not None,
         ZERO_COLUMNS=zero_columns,
         INT8_CODES=int8_codes and fmt == "q4_k",
+        WORDS_EARLY=words_early and expert_ids is None and dependent_launch.active(),
         num_warps=NUM_WARPS,
         maxnreg=max_registers,
         **dependent_launch.launch_kwargs(),

@@ -149,6 +149,10 @@ class GemvConfig:
     # programs resident an SM; at 80, six, with 16 bytes spilled), so a cap there is a question of
     # occupancy against spills that only timing answers (`kernels_gemv --tc-register-caps`, `step_ab`).
     tc_max_registers: int | None = None
+    # With tensor_cores and dependent launch, a 2-D matrix: each program asks for its first unit's weight
+    # words before it waits for the previous grid (no kernel of a step writes weights), so that round trip
+    # runs beside the previous kernel's tail (False: it waits first, as every kernel does). Not timed yet.
+    tc_words_early: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -1904,6 +1908,7 @@ def launch_segments(
             zero_columns=config.tc_zero_columns,
             int8_codes=config.tc_int8_codes,
             max_registers=config.tc_max_registers,
+            words_early=config.tc_words_early,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

@@ -234,8 +234,9 @@ def compile_gemv(
 # three segments with biases, rms-normed, reduced, launched early with the late trigger, the residual sum
 # with its scaled copy launched early with the trigger at the wait, gpt-oss's clamped SwiGLU; Phi-3's
 # regrouped Q6_K ones; GPT-OSS's regrouped Q8_0 attention and output (walks of blocks not a power of two)
-# and its MXFP4 experts by token-expert pair (gate/up, down), and a 2-D MXFP4 matrix.
-_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0)  # fmt: skip
+# and its MXFP4 experts by token-expert pair (gate/up, down), and a 2-D MXFP4 matrix; "...words-early": a
+# 2-D matrix's first words asked for before the wait (`GemvConfig.tc_words_early`).
+_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0)  # fmt: skip
 _Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
 _Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)
 TENSOR_CORE_FORMS = {
@@ -245,7 +246,10 @@ TENSOR_CORE_FORMS = {
     "glu-oai": {**_TC, **_Q4_K, "PER": 2, "RMS_BLOCK": 256, "GLU": True, "GLU_OAI": True},
     "int8-glu-normed-reduced": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "GLU": True, "REDUCE": True, "INT8_CODES": 1},
     "int8-qkv-early-late-trigger": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 2, "INT8_CODES": 1},
+    "int8-glu-normed-reduced-words-early": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "GLU": True, "REDUCE": True, "INT8_CODES": 1, "PDL": 2, "WORDS_EARLY": 1},
+    "qkv-words-early": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 1, "WORDS_EARLY": 1},
     "q6_k-residual-scaled-reduced": {**_TC, **_Q6_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "REDUCE": True},
+    "q6_k-words-early": {**_TC, **_Q6_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "REDUCE": True, "PDL": 1, "WORDS_EARLY": 1},
     "q6_k-segments-normed-early": {**_TC, **_Q6_K, "PER": 1, "SEGMENTS": 3, "RMS_BLOCK": 1024, "PDL": 2},
     "q6_k-glu": {**_TC, **_Q6_K, "PER": 4, "GLU": True, "REDUCE": True},
     "q8_0-qkv-early-late-trigger": {**_TC, **_Q8_0, "PER": 10, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 2},
