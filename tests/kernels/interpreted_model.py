@@ -281,8 +281,10 @@ ATTENTION_VARIANTS = {
     "retiled": {"retiled": True},
     "by-position": {"by_position": True},
     "merge-looped": {"unrolled_merge": False},
+    "heads-apart": {"heads_apart": True},
 }
-VARIANTS = (*GEMV_VARIANTS, *ATTENTION_VARIANTS, "router-apart")
+ROUTER_VARIANTS = {"router-rows-early": {"row_early": True}}  # `moe_router`'s options
+VARIANTS = (*GEMV_VARIANTS, *ATTENTION_VARIANTS, *ROUTER_VARIANTS, "router-apart")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     options = ATTENTION_VARIANTS.get(args.variant)
     if options:  # before the counting wrapper, as step_ab's kernel set passes it
         triton_decode.rope_attention = functools.partial(triton_decode.rope_attention, **options)
+    router_options = ROUTER_VARIANTS.get(args.variant)
+    if router_options:
+        triton_decode.moe_router = functools.partial(triton_decode.moe_router, **router_options)
     _cuda_kernels_on_cpu()
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
     shapes = args.variant if args.variant in GEMV_VARIANTS else ""

@@ -68,8 +68,9 @@ def test_the_fused_rope_attention_gives_the_references_numbers_under_the_interpr
     report = interpreted("tests.kernels.interpreted_attention", 900)
     # 8 head layouts x 3 split counts, x 2 with the re-tiled attention (`attention_tile(retiled=True)`) and
     # x 3 with the splits sharing the step's positions (`by_position=True`) and x 2 with the merge unrolled
-    # (`unrolled_merge=True`, 4 and 16 splits: the looped merge's bits)
-    assert report.count("ok  ") == 8 * (3 + 2 + 3 + 2), report
+    # (`unrolled_merge=True`, 4 and 16 splits: the looped merge's bits) and x 3 with grouped heads two a
+    # program (`heads_apart=True`: 1 and 16 splits, and 16 with the merge unrolled)
+    assert report.count("ok  ") == 8 * (3 + 2 + 3 + 2 + 3), report
 
 
 def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_the_cuda_kernel_set() -> None:
@@ -83,12 +84,16 @@ def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_
 
 @pytest.mark.parametrize(
     "variant",
-    ["ahead", "with-words", "round-trip-free", "retiled", "by-position", "merge-looped", "router-apart"],
+    [
+        "ahead", "with-words", "round-trip-free", "retiled", "by-position", "merge-looped", "heads-apart",
+        "router-rows-early", "router-apart",
+    ],
 )
 def test_each_kernel_variant_gives_the_reference_logits_through_the_model(variant: str) -> None:
     """`interpreted_model --variant`: `benchmarks.step_ab`'s kernel variants (the GEMVs loading ahead, with
     the activations with the words, the Q5_0/Q8_0 tiles without round trips, the re-tiled attention, the
-    attention split by position, its merge as runtime loops, the router's product and top-k apart) wired
+    attention split by position, its merge as runtime loops, grouped heads two a program, the router's
+    first weights before the wait, the router's product and top-k apart) wired
     through a llama and the GPT-OSS tiny file, held to the same bounds as the default kernels before the
     device times them."""
     files = ["tiny/llama-q8_0.gguf", "tiny/gpt-oss-mxfp4_moe.gguf"]
