@@ -334,7 +334,7 @@ def compile_rope_attention(
     constants = dict(
         GROUP=group, BLOCK_G=tile.block_g, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_S=tile.block_s,
         ROPE_HALF=rope_half, NEOX=True, HAS_SINKS=sinks, WHOLE_CACHE=False, CAPACITY=0, SPLIT=split,
-        DOT=tile.dot, BY_POSITION=False, UNROLLED_SPLITS=0,
+        DOT=tile.dot, BY_POSITION=False, UNROLLED_SPLITS=0, HEAD_SPLIT=tile.head_split,
     )  # fmt: skip
     return compile_for_sm90(
         triton_decode._rope_attention_kernel, ROPE_ATTENTION_SIGNATURE, constants, num_stages=num_stages

@@ -161,7 +161,7 @@ def test_the_rope_kernels_compile_for_sm90(neox: bool, d: int, rope_half: int) -
             },
             dict(
                 GROUP=4, BLOCK_G=4, D=d, BLOCK_D=block_d, BLOCK_S=32, ROPE_HALF=rope_half, NEOX=neox,
-                HAS_SINKS=sinks, WHOLE_CACHE=sinks, CAPACITY=128 if sinks else 0, SPLIT=split,
+                HAS_SINKS=sinks, WHOLE_CACHE=sinks, CAPACITY=128 if sinks else 0, SPLIT=split, HEAD_SPLIT=1,
             ),
         )  # fmt: skip
         assert attention.asm["cubin"]
@@ -255,7 +255,7 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
     split_attention = {**attention, "chunk": "i32", "part_ptr": f32, "stat_ptr": f32, "count_ptr": "*i32"}
     split_constants = dict(
         GROUP=7, BLOCK_G=8, D=64, BLOCK_D=64, BLOCK_S=32, ROPE_HALF=32, NEOX=True, HAS_SINKS=False,
-        WHOLE_CACHE=False, CAPACITY=0, SPLIT=True, PDL=pdl, DOT=False, BY_POSITION=False, UNROLLED_SPLITS=0,
+        WHOLE_CACHE=False, CAPACITY=0, SPLIT=True, PDL=pdl, DOT=False, BY_POSITION=False, UNROLLED_SPLITS=0, HEAD_SPLIT=1,
     )  # fmt: skip
     router = dict(
         x_ptr=f32, xw_ptr=f32, w_ptr=f32, b_ptr=f32, logits_ptr=f32, ids_ptr="*i64", weights_ptr=f32
