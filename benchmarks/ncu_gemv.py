@@ -202,7 +202,9 @@ def ncu_command(
     metrics = ",".join(METRICS + optional)
     if attention_form is None:
         kernel, skip = KERNEL, "1"
-        bench = ["benchmarks.kernels_gemv", "--only", only, "--replays", "2", "--out", "/tmp/ncu-gemv-scratch"]
+        bench = [
+            "benchmarks.kernels_gemv", "--only", only, "--replays", "2", "--out", "/tmp/ncu-gemv-scratch",
+        ]  # fmt: skip
     else:
         kernel, skip = ATTENTION_KERNEL, "1"
         bench = [
@@ -248,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("reports"))
     p.add_argument("--ncu", default="ncu", help="the Nsight Compute CLI")
     p.add_argument("--timeout-s", type=float, default=180.0, help="per shape")
-    p.add_argument("--attention", metavar="LAYOUT", help="profile the decode attention of this layout instead")
-    p.add_argument("--forms", nargs="+", default=["default"], help="with --attention: kernels_attention's forms")
+    p.add_argument(
+        "--attention", metavar="LAYOUT", help="profile the decode attention of this layout instead"
+    )
+    p.add_argument(
+        "--forms", nargs="+", default=["default"], help="with --attention: kernels_attention's forms"
+    )
     args = p.parse_args(argv)
     ncu = shutil.which(args.ncu)
     if ncu is None:
@@ -274,14 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows.append(row_of(name, launches[0]))
         print(markdown(rows[-1:], "").splitlines()[-1], flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, f"# Decode GEMVs under Nsight Compute ({args.only})")
-    if problems:
-        text += "\nNot profiled:\n" + "\n".join(problems) + "\n"
-    (args.out / "ncu_gemv.md").write_text(text)
-    (args.out / "ncu_gemv.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
-    print(text)
-    return 0 if rows else 1
+    return _publish(
+        rows, problems, f"# Decode GEMVs under Nsight Compute ({args.only})", args.out / "ncu_gemv"
+    )
 
 
 def _profile_attention(ncu: str, args: argparse.Namespace) -> int:
@@ -294,12 +295,19 @@ def _profile_attention(ncu: str, args: argparse.Namespace) -> int:
             problems.append(f"- {name}: {problem}")
             continue
         rows.append(row_of(name, launches[0]))
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, f"# Decode attention under Nsight Compute ({args.attention})")
+    header = f"# Decode attention under Nsight Compute ({args.attention})"
+    return _publish(rows, problems, header, args.out / "ncu_attention")
+
+
+def _publish(rows: list[Row], problems: list[str], header: str, stem: Path) -> int:
+    """The table (and what was not profiled, and why) as `stem`.md, every counter as `stem`.json; exit 0 if
+    anything was profiled."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    text = markdown(rows, header)
     if problems:
         text += "\nNot profiled:\n" + "\n".join(problems) + "\n"
-    (args.out / "ncu_attention.md").write_text(text)
-    (args.out / "ncu_attention.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     print(text)
     return 0 if rows else 1
 

@@ -605,7 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     if default_kernels.decode is not None and hasattr(default_kernels.decode, "attention_tile"):
         variants["attention re-tiled"] = Variant(attention_retiled(default_kernels), early)
         variants["attention re-tiled, not pipelined"] = Variant(attention_retiled(default_kernels, 1), early)
-        variants["attention heads apart"] = Variant(_rope_attention_with(default_kernels, heads_apart=True), early)
+        variants["attention heads apart"] = Variant(
+            _rope_attention_with(default_kernels, heads_apart=True), early
+        )
         variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
         variants["attention merge looped"] = Variant(attention_merge_looped(default_kernels), early)
     if not args.launch_only:
@@ -616,7 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         variants["router and top-k apart"] = Variant(router_apart(default_kernels), early)
         variants["router in one pass"] = Variant(router_one_pass(default_kernels), early)
         variants["router rows before the wait"] = Variant(router_rows_early(default_kernels), early)
-        variants["router rows before the wait, in one pass"] = Variant(router_rows_early(default_kernels, True), early)
+        variants["router rows before the wait, in one pass"] = Variant(
+            router_rows_early(default_kernels, True), early
+        )
         if not args.launch_only:
             variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
             variants["all three apart (the step before)"] = Variant(
@@ -643,8 +647,8 @@ def main(argv: list[str] | None = None) -> int:
                 variants[f"tensor-core GEMVs capped at 80 registers, {name}"] = Variant(
                     default_kernels, modes[name], gemv_shapes="tc-registers-80"
                 )
-                variants[f"tensor-core GEMVs capped at 80 registers, {name}, words before the wait"] = Variant(
-                    default_kernels, modes[name], gemv_shapes="tc-words-early-80"
+                variants[f"tensor-core GEMVs capped at 80 registers, {name}, words before the wait"] = (
+                    Variant(default_kernels, modes[name], gemv_shapes="tc-words-early-80")
                 )
     variants = select_variants(variants, args.only)
     ids = [1 + (7 * i) % 97 for i in range(8)]

@@ -803,19 +803,9 @@ def _int8_total(acc, acc_m):
 
 @gluon.jit
 def _q4_k_int8_walk(
-    w_ptr,
-    x_ptr,
-    w_off,
-    first,
-    r_rows,
-    n_rows,
-    n_sb,
-    lo,
-    seg_w1,
-    PER: gl.constexpr,
-    GLU: gl.constexpr,
+    w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr,
     WAIT: gl.constexpr = 0,
-):
+):  # fmt: skip
     """`_q4_k_walk` on int8 mma (the codes as they lie, the activations as four 8-bit limbs): each row's
     sum [64] (`_ROWS`; and with GLU the up rows'), and the activations' scale. Each super-block's words
     are loaded one ahead of their use, as `_walk` does."""
@@ -1104,7 +1094,20 @@ def _tc_gemv_kernel(
         )
     else:
         acc, acc_up, up = _q6_k_walk(
-            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS, WALK_WAIT
+            w_ptr,
+            d_ptr,
+            x_ptr,
+            w_off,
+            first,
+            r_rows,
+            n_rows,
+            n_sb,
+            lo,
+            seg_w1,
+            PER,
+            GLU,
+            ZERO_COLUMNS,
+            WALK_WAIT,
         )
     launch_next_grid_late(PDL)
     if not (FMT == "q4_k" and INT8_CODES):  # the int8 walk's sums are a row's already

@@ -289,7 +289,11 @@ def compile_tensor_core_gemv(form: str, per: int | None = None, max_registers: i
         if not name.isupper()
     }
     return compile_for_sm90(
-        fn, signature, constants, ("w_ptr", "d_ptr", "x_ptr", "y_ptr", "part_ptr"), max_registers=max_registers
+        fn,
+        signature,
+        constants,
+        ("w_ptr", "d_ptr", "x_ptr", "y_ptr", "part_ptr"),
+        max_registers=max_registers,
     )
 
 

@@ -96,7 +96,7 @@ def test_the_k_quant_ahead_rule_leaves_q6_k_and_the_doubled_split_stays_within_t
 
 
 def test_the_register_cap_rules_cap_only_the_tensor_core_launches() -> None:
-    """"tc-registers-80": a launch on the tensor cores takes maxnreg 80 (`GemvConfig.tc_max_registers`) and
+    """ "tc-registers-80": a launch on the tensor cores takes maxnreg 80 (`GemvConfig.tc_max_registers`) and
     nothing else changes; a CUDA-core launch is left as it is (its own cap is `max_registers`)."""
     import pytest
 

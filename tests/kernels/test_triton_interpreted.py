@@ -85,8 +85,15 @@ def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_
 @pytest.mark.parametrize(
     "variant",
     [
-        "ahead", "with-words", "round-trip-free", "retiled", "by-position", "merge-looped", "heads-apart",
-        "router-rows-early", "router-apart",
+        "ahead",
+        "with-words",
+        "round-trip-free",
+        "retiled",
+        "by-position",
+        "merge-looped",
+        "heads-apart",
+        "router-rows-early",
+        "router-apart",
     ],
 )
 def test_each_kernel_variant_gives_the_reference_logits_through_the_model(variant: str) -> None:

@@ -315,7 +315,9 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
         ),
         # `moe_router(row_early=True)`: its first weights loaded before the wait (WEIGHT_LOADS_FIRST)
         "moe_router (row early)": _compile(
-            td._moe_router_kernel, router, dict(K=4, BLOCK_E=32, BLOCK_K=4, BLOCK=1024, PDL=pdl, ROW_EARLY=True)
+            td._moe_router_kernel,
+            router,
+            dict(K=4, BLOCK_E=32, BLOCK_K=4, BLOCK=1024, PDL=pdl, ROW_EARLY=True),
         ),
         "moe_router (row early, one pass)": _compile(
             td._moe_router_kernel,
