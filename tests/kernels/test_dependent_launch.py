@@ -4,8 +4,10 @@
   inside `programmatic(mode)` with the mode on, only on the thread that entered it;
   `KernelConfig.dependent_launch_mode` is off on CPU and without graphs.
 - The source: every launch that passes `launch_kwargs()` launches a kernel that takes a `PDL` constant
-  and calls `await_previous_grid(PDL, ...)` in its body's top level after nothing but index arithmetic
-  (what that compiles to, the wait before any
+  and calls `await_previous_grid(PDL, ...)` in its body's top level after nothing but index arithmetic,
+  but for weights asked for early behind a constexpr switch named `..._EARLY` (off by default): loads
+  only, in an `if ..._EARLY:` block before the wait, or the wait handed to the walk as
+  `await_previous_grid(0 if ..._EARLY else PDL)` (what that compiles to, the wait before any
   memory access in PTX and SASS, is checked in `test_triton_offline_compile.py` where Triton is installed;
   the replayed graph's logits against the graph without it in `tests/worker/test_decode_step.py` on CUDA).
 """
@@ -128,28 +130,51 @@ _BEFORE_WAIT = {
     "gl.program_id", "gl.num_programs", "gl.arange", "gl.where", "gl.minimum", "gl.maximum", "gl.expand_dims",
     "gl.SliceLayout",
     "segment_of",  # `triton_common.segment_of`: a segment launch's index arithmetic
+    "tl.static_assert", "gl.static_assert",  # checked while compiling: no code
 }  # fmt: skip
 
 
+# What a kernel may do before it waits inside an `if ..._EARLY:` block: load (weights, which no kernel of a
+# step writes; the offline checks see that nothing else touches memory there in PTX and SASS).
+_EARLY_LOADS = {"tl.load", "gl.load"}
+
+
+def _early_switch(test: ast.expr) -> bool:
+    """A constexpr switch for weights asked for before the wait: a bare name ending in `_EARLY`."""
+    return isinstance(test, ast.Name) and test.id.endswith("_EARLY")
+
+
 def _waits(statement: ast.stmt) -> bool:
-    return (
+    """`await_previous_grid(PDL, ...)`, or `await_previous_grid(0 if X_EARLY else PDL, ...)`: with the
+    switch on, the kernel's walk waits once it has asked for its first weights."""
+    if not (
         isinstance(statement, ast.Expr)
         and isinstance(statement.value, ast.Call)
         and ast.unparse(statement.value.func) == "await_previous_grid"
-        and bool(statement.value.args)
-        and ast.unparse(statement.value.args[0]) == "PDL"
-    )
+        and statement.value.args
+    ):
+        return False
+    mode = statement.value.args[0]
+    if isinstance(mode, ast.IfExp):
+        return (
+            _early_switch(mode.test) and ast.unparse(mode.body) == "0" and ast.unparse(mode.orelse) == "PDL"
+        )
+    return ast.unparse(mode) == "PDL"
 
 
 def _touches_memory(statement: ast.stmt) -> str | None:
-    """The first call in `statement` that is not index arithmetic, or a return, else None."""
+    """The first call in `statement` that is not index arithmetic, or a return, else None; in an
+    `if ..._EARLY:` block with no else, loads are allowed too."""
+    allowed = _BEFORE_WAIT
+    if isinstance(statement, ast.If) and _early_switch(statement.test) and not statement.orelse:
+        allowed = _BEFORE_WAIT | _EARLY_LOADS
     for node in ast.walk(statement):
         if isinstance(node, ast.Return):
             return "return"
         if isinstance(node, ast.Call):
             name = ast.unparse(node.func)
             method = isinstance(node.func, ast.Attribute) and node.func.attr == "to"
-            if name not in _BEFORE_WAIT and not method:
+            if name not in allowed and not method:
                 return name
     return None
 
@@ -219,6 +244,27 @@ def launch(x):
     helper = fine.replace("tl.program_id(0)", "_first(x_ptr)")
     assert _problems(helper, "h.py")[1] == [
         "h.py:8 launches _k, which calls _first before await_previous_grid(PDL)"
+    ]
+    # Weights asked for early: loads in an `if ..._EARLY:` block pass; anything else there, or a load
+    # behind another switch, does not; the wait handed to the walk by an `_EARLY` switch passes.
+    loads_early = fine.replace(
+        "    await_previous_grid(PDL)",
+        "    if ROW_EARLY:\n        w = tl.load(x_ptr + i)\n    await_previous_grid(PDL)",
+    )
+    assert _problems(loads_early, "e.py") == (1, [])
+    stores_early = loads_early.replace("w = tl.load(x_ptr + i)", "tl.store(x_ptr + i, 0.0)")
+    assert _problems(stores_early, "s.py")[1] == [
+        "s.py:10 launches _k, which calls tl.store before await_previous_grid(PDL)"
+    ]
+    other_switch = loads_early.replace("if ROW_EARLY:", "if SPLIT:")
+    assert _problems(other_switch, "o.py")[1] == [
+        "o.py:10 launches _k, which calls tl.load before await_previous_grid(PDL)"
+    ]
+    handed = fine.replace("await_previous_grid(PDL)", "await_previous_grid(0 if WORDS_EARLY else PDL)")
+    assert _problems(handed, "h2.py") == (1, [])
+    wrong_way = fine.replace("await_previous_grid(PDL)", "await_previous_grid(PDL if WORDS_EARLY else 0)")
+    assert _problems(wrong_way, "w.py")[1] == [
+        "w.py:8 launches _k, which does not call await_previous_grid(PDL) in its top level"
     ]
     no_constant = fine.replace(", PDL: tl.constexpr = False", "")
     assert _problems(no_constant, "x.py")[1] == ["x.py:8 launches _k, which takes no PDL constant"]
