@@ -58,6 +58,7 @@ VARIANTS = {
     "re-tiled": {"retiled": True},
     "re-tiled, not pipelined": {"retiled": True, "dot_stages": 1},
     "heads apart": {"heads_apart": True},
+    "heads apart, 16 positions a step": {"heads_apart": True, "step_positions": 16},
     "at most 4 splits": {"max_splits": 4},
     "one split": {"max_splits": 1},
 }
@@ -114,7 +115,8 @@ def bench_layout(
         options = VARIANTS[name]
         out = run(options)
         diff = (out - reference).abs().max().item()
-        splits = triton_decode.attention_splits(capacity, block_s, options.get("max_splits", 16))[1]
+        step = options.get("step_positions", block_s)
+        splits = triton_decode.attention_splits(capacity, step, options.get("max_splits", 16))[1]
         us = time_launches(lambda _i, options=options: run(options), 1, replays)
         results.append(
             Result(layout.model, capacity, position, name, splits, us, torch.equal(out, reference), diff)

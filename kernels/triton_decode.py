@@ -19,6 +19,7 @@ the same function in float32, and is tested against that chain (`tests/kernels/t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -539,6 +540,7 @@ def rope_attention(
     unrolled_merge: bool = True,
     dot_stages: int = 3,
     heads_apart: bool = False,
+    step_positions: int | None = None,
 ) -> torch.Tensor:
     """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
     unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position` in `keys`/`values`
@@ -557,7 +559,9 @@ def rope_attention(
     `dot_stages`: with the re-tiled dot products, the loop's software-pipelining depth (Triton's num_stages;
     3, its default, keeps 39 KB of cp.async buffers a program on sm_90 for grouped heads where the broadcast
     loop keeps 4 KB; 1 keeps 14 KB and loads in registers). The broadcast loop is not pipelined.
-    `heads_apart`: `attention_tile`'s grouped heads two a program (off, not timed yet)."""
+    `heads_apart`: `attention_tile`'s grouped heads two a program (off, not timed yet). `step_positions`:
+    the tile's positions a step instead of `attention_tile`'s (a power of two, at least 16; fewer
+    positions a step also means more splits of a short cache), for `benchmarks.kernels_attention`."""
     if heads_apart and retiled:
         raise ValueError("rope_attention: heads_apart is a broadcast tile; retiled is the dot one")
     if by_position and whole_cache:
@@ -568,6 +572,10 @@ def rope_attention(
     out = torch.empty(n_head, d, dtype=torch.float32, device=q.device)
     block_d = triton.next_power_of_2(d)
     tile = attention_tile(group, block_d, retiled=retiled, heads_apart=heads_apart)
+    if step_positions is not None:
+        if step_positions < 16 or step_positions & (step_positions - 1):
+            raise ValueError(f"rope_attention: step_positions {step_positions} is not a power of two >= 16")
+        tile = dataclasses.replace(tile, block_s=step_positions)
     block_g, block_s, head_split = tile.block_g, tile.block_s, tile.head_split
     chunk, n_split = attention_splits(capacity, block_s, max_splits)
     counters = SplitCounters.get(q.device, n_kv * head_split) if n_split > 1 else None
