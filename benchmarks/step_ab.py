@@ -60,7 +60,7 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   heads on dot products, Phi-3's 32 positions a step without spills); `attention re-tiled, not pipelined`:
   those dot loops at num_stages 1 (14 KB of shared memory a program for grouped heads instead of the
   pipelined loop's 39 KB of cp.async buffers, `rope_attention(dot_stages=1)`); `attention heads apart`:
-  grouped heads two a program (`rope_attention(heads_apart=True)`, four times the programs, a quarter of
+  grouped heads two a program (`rope_attention(heads_apart=True)`, four times the programs, a third of
   a program's loop);
 - `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
   step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short

@@ -498,7 +498,7 @@ def attention_tile(
     which pad nothing, at 32 positions, where 64 spilled registers at 128 head dims.
     `heads_apart` (off, not timed yet; `step_ab`'s "attention heads apart"): grouped heads taken two a
     program (`head_split` programs a KV head, each reading the KV head's positions for its two, as many a
-    step as the default tile), so a program's loop step is a quarter of the broadcast one's at 7-8 heads,
+    step as the default tile), so a program's loop step is about a third of the broadcast one's at 7-8 heads,
     in four times the programs."""
     if heads_apart and group >= 4:  # the default tile's positions a step: the same splits
         block_s = attention_tile(group, block_d).block_s
