@@ -201,19 +201,19 @@ def ncu_command(
     reference run in the default form, which the form's own first launch follows)."""
     metrics = ",".join(METRICS + optional)
     if attention_form is None:
-        kernel, skip = KERNEL, "1"
+        kernel = KERNEL
         bench = [
             "benchmarks.kernels_gemv", "--only", only, "--replays", "2", "--out", "/tmp/ncu-gemv-scratch",
         ]  # fmt: skip
     else:
-        kernel, skip = ATTENTION_KERNEL, "1"
+        kernel = ATTENTION_KERNEL
         bench = [
             "benchmarks.kernels_attention", "--only", only, "--cases", ATTENTION_CASE, "--forms", attention_form,
             "--replays", "2", "--out", "/tmp/ncu-attention-scratch",
         ]  # fmt: skip
     return [
         ncu, "--csv", "--page", "details", "--print-units", "base", "--kernel-name", kernel,
-        "--launch-skip", skip, "--launch-count", "1", "--metrics", metrics, sys.executable, "-m", *bench,
+        "--launch-skip", "1", "--launch-count", "1", "--metrics", metrics, sys.executable, "-m", *bench,
     ]  # fmt: skip
 
 

@@ -1094,21 +1094,9 @@ def _tc_gemv_kernel(
         )
     else:
         acc, acc_up, up = _q6_k_walk(
-            w_ptr,
-            d_ptr,
-            x_ptr,
-            w_off,
-            first,
-            r_rows,
-            n_rows,
-            n_sb,
-            lo,
-            seg_w1,
-            PER,
-            GLU,
-            ZERO_COLUMNS,
+            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS,
             WALK_WAIT,
-        )
+        )  # fmt: skip
     launch_next_grid_late(PDL)
     if not (FMT == "q4_k" and INT8_CODES):  # the int8 walk's sums are a row's already
         total = gl.sum(_used(acc), axis=1)
