@@ -44,8 +44,8 @@
 #                        (one launch of each matching decode GEMV under Nsight Compute: DRAM, issue slots,
 #                        occupancy, stall reasons, what bounds it) into $OUT/ncu_gemv.{md,json}
 #   BENCH_NCU_ATTENTION  a kernels_attention layout, e.g. "qwen2.5": `benchmarks.ncu_gemv --attention` on its
-#                        decode attention at tg128's late case in the default and re-tiled forms (with and
-#                        without pipelining) into $OUT/ncu_attention.{md,json}
+#                        decode attention at tg128's late case in the default, re-tiled (with and without
+#                        pipelining) and heads-apart forms into $OUT/ncu_attention.{md,json}
 #   BENCH_GEMV           a kernels_gemv shape filter, e.g. "phi-3" (or "all"): before the models,
 #                        `benchmarks.kernels_gemv --ahead --round-trip-free` on the matching decode GEMVs (each alone:
 #                        its default launch shape, the same loading ahead, and Q5_0/Q8_0 in the tile without
@@ -151,7 +151,7 @@ fi
 if [[ -n "${BENCH_NCU_ATTENTION:-}" ]] && fits BENCH_NCU_ATTENTION; then
     say "decode attention under Nsight Compute: $BENCH_NCU_ATTENTION"
     timeout "$(($(left) / 3))" $PY -m benchmarks.ncu_gemv --attention "$BENCH_NCU_ATTENTION" \
-        --forms default re-tiled "re-tiled, not pipelined" --out "$OUT" | tail -n 8 \
+        --forms default re-tiled "re-tiled, not pipelined" "heads apart" --out "$OUT" | tail -n 8 \
         || say "ncu_gemv --attention failed or timed out"
 fi
 
