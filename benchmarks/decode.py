@@ -76,6 +76,7 @@ class Options:
     fused_sampling: bool = True  # greedy here: the worker's sampled requests only
     tensor_core_gemv: bool = True
     fused_router: bool = True
+    fused_combine: bool = False
     regroup: tuple[str, ...] | None = None  # None: the worker's choice by type and size
     http: bool = False
     ready_timeout_s: float = 900.0
@@ -590,6 +591,7 @@ def run(opts: Options, log_stream: Any) -> dict[str, Any]:
             "fused_sampling": opts.fused_sampling,
             "tensor_core_gemv": opts.tensor_core_gemv,
             "fused_router": opts.fused_router,
+            "fused_combine": opts.fused_combine,
             "regroup": None if opts.regroup is None else list(opts.regroup),
             "greedy": True,
             "runs_requested": opts.runs,
@@ -656,6 +658,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         fused_sampling=args.fused_sampling,
         tensor_core_gemv=args.tensor_core_gemv,
         fused_router=args.fused_router,
+        fused_combine=args.fused_combine,
         regroup=args.regroup,
         http=args.http,
         label=args.label,

@@ -16,7 +16,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   pass` (`moe_router(one_pass=True)`: each expert's program reads its row and the input in one load step,
   8 warps, instead of three dependent steps of 1,024 values), `router rows before the wait` (and `..., in
   one pass`: `moe_router(row_early=True)`: a program's first step of weights, or its whole row, loaded
-  before it waits for the previous grid), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
+  before it waits for the previous grid), `combine in the down GEMV` (`KernelConfig.fused_combine`: the
+  routed sum and the residual formed by the down GEMV's epilogue, one launch a layer fewer), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
   before they were fused);
 - `GEMV loads ahead`: every GEMV of a format that has the form (`triton_gemv.AHEAD_FORMATS`) in its
@@ -132,6 +133,12 @@ def router_apart(kernels: Any) -> Any:
     """The same kernel set with a MoE step's router product a GEMV and its top-k `moe_route`, two launches
     (`KernelConfig.fused_router` off; by default `triton_decode.moe_router` does both in one)."""
     return dataclasses.replace(kernels, config=dataclasses.replace(kernels.config, fused_router=False))
+
+
+def combine_in_down(kernels: Any) -> Any:
+    """The same kernel set with a MoE step's routed sum formed by the down GEMV's epilogue
+    (`KernelConfig.fused_combine`) instead of `moe_combine`'s launch."""
+    return dataclasses.replace(kernels, config=dataclasses.replace(kernels.config, fused_combine=True))
 
 
 def router_one_pass(kernels: Any) -> Any:
@@ -621,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         variants["router rows before the wait, in one pass"] = Variant(
             router_rows_early(default_kernels, True), early
         )
+        variants["combine in the down GEMV"] = Variant(combine_in_down(default_kernels), early)
         if not args.launch_only:
             variants["routing unfused"] = Variant(routing_unfused(default_kernels), early)
             variants["all three apart (the step before)"] = Variant(

@@ -35,6 +35,7 @@ from kernels.qmatmul import (
     qmatmul_add_normed,
     qmatmul_experts,
     qmatmul_experts_glu,
+    qmatmul_experts_routed_sum,
     qmatmul_glu,
     qmatmuls,
     qmatmuls_experts,
@@ -100,7 +101,10 @@ class KernelConfig:
     codes decoded in registers) instead of the CUDA-core loop. `fused_router` (CUDA, fused decode kernels): a MoE
     decode step's router product and its top-k in one launch (`triton_decode.moe_router`) instead of a
     GEMV and `moe_route` (GPT-OSS +1.0 % a token on an H100, 2026-12-06; `benchmarks.step_ab` "router and
-    top-k apart" times the other way).
+    top-k apart" times the other way). `fused_combine` (CUDA, fused decode kernels; off until timed): a MoE
+    decode step's routed sum (each expert's down product weighted by the router, plus the residual) formed
+    by the down GEMV's epilogue (`triton_gemv.RoutedSum`: the last of a token's pairs to finish a row tile
+    sums them) instead of `triton_decode.moe_combine`'s launch; the same bits.
     """
 
     kernels: KernelChoice = "fast"
@@ -115,6 +119,7 @@ class KernelConfig:
     fused_sampling: bool = True
     tensor_core_gemv: bool = True
     fused_router: bool = True
+    fused_combine: bool = False
     # ggml type names, e.g. ("q8_0", "q6_k") (see REGROUP_CHOICES); None: by type and size
     regroup: tuple[str, ...] | None = None
 
@@ -329,6 +334,24 @@ class KernelSet:
         return qmatmul_experts_glu(
             x, gate, up, expert_ids, biases, activation=activation, experts_paths=self.experts_paths
         )
+
+    def qmatmul_experts_routed_sum(
+        self,
+        x: torch.Tensor,
+        w: QTensor,
+        expert_ids: torch.Tensor,
+        bias: torch.Tensor | None,
+        route_weights: torch.Tensor,
+        residual: torch.Tensor,
+        *,
+        then_norm: tuple[torch.Tensor, float] | None = None,
+    ) -> torch.Tensor | RMSNormed | None:
+        """A MoE's down products, their routed sum and the residual in one call where a fast path serves it
+        (`kernels.qmatmul.qmatmul_experts_routed_sum`), else None: the caller takes them apart."""
+        return qmatmul_experts_routed_sum(
+            x, w, expert_ids, bias, route_weights, residual, then_norm=then_norm,
+            experts_paths=self.experts_paths,
+        )  # fmt: skip
 
     def qmatmuls_experts(
         self,

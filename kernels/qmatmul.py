@@ -89,6 +89,9 @@ class ExpertsFastPath:
     # Optional: `qmatmul_experts_glu` (a MoE's gate and up products and its gated activation in one call,
     # the input plain or `RMSNormed`); None where not served.
     qmatmul_experts_glu: Callable[..., torch.Tensor | None] | None = None
+    # Optional: `qmatmul_experts_routed_sum` (a MoE's down products, their routed sum and the residual in
+    # one call); None where not served.
+    qmatmul_experts_routed_sum: Callable[..., torch.Tensor | RMSNormed | None] | None = None
 
 
 def _first(paths: Sequence, x: torch.Tensor, w: QTensor, *extra: torch.Tensor):
@@ -293,6 +296,31 @@ def qmatmul_experts_glu(
     for path in experts_paths:
         if path.qmatmul_experts_glu is not None and device.type in path.devices:
             y = path.qmatmul_experts_glu(x, gate, up, expert_ids, biases, activation)
+            if y is not None:
+                return y
+    return None
+
+
+def qmatmul_experts_routed_sum(
+    x: torch.Tensor,
+    w: QTensor,
+    expert_ids: torch.Tensor,
+    bias: torch.Tensor | None,
+    route_weights: torch.Tensor,
+    residual: torch.Tensor,
+    *,
+    then_norm: tuple[torch.Tensor, float] | None = None,
+    experts_paths: Sequence[ExpertsFastPath] = (),
+) -> torch.Tensor | RMSNormed | None:
+    """A MoE's down projection and its routed sum in one call: x `(T * k, in)` (row t * k + j: token t's
+    j-th pair), expert_ids and route_weights `(T, k)`, residual `(T, out)` float32 ->
+    `residual + sum_j route_weights[:, j] * (x[pair j] @ w[expert j].T + b[expert j])` `(T, out)`, summed in
+    expert order, from the first of `experts_paths` whose `qmatmul_experts_routed_sum` serves it; with
+    `then_norm=(weight, eps)` that sum's `RMSNormed`. None where none does (the caller takes the products
+    and the sum apart)."""
+    for path in experts_paths:
+        if path.qmatmul_experts_routed_sum is not None and x.device.type in path.devices:
+            y = path.qmatmul_experts_routed_sum(x, w, expert_ids, bias, route_weights, residual, then_norm)
             if y is not None:
                 return y
     return None

@@ -109,3 +109,17 @@ def rms_over(row, n, eps, offsets):
         v = tl.load(row + start + offsets, mask=start + offsets < n, other=0.0)
         squares += v * v
     return tl.sqrt_rn(tl.sum(squares, axis=0) / n + eps)
+
+
+@triton.jit
+def routed_sum(residual, down, route_weights, width, cols, mask, K: tl.constexpr, CACHE: tl.constexpr):
+    """A MoE's output for one token at `cols`: `residual` plus its K expert rows (`down`, `width` apart)
+    weighted by their routing weights (K float32 at `route_weights`), summed in expert order. Every kernel
+    that forms this sum calls here, so they give the same bits (`triton_decode.moe_combine`, the down
+    GEMV's epilogue of `triton_gemv`); `CACHE`: the rows' load cache modifier ("" or ".cg" for rows
+    stored by other programs of the same launch, past a stale L1)."""
+    total = tl.zeros_like(residual)
+    for j in tl.static_range(K):
+        w = tl.load(route_weights + j)
+        total += w * tl.load(down + j * width + cols, mask=mask, other=0.0, cache_modifier=CACHE)
+    return residual + total

@@ -30,7 +30,7 @@ from kernels import dependent_launch
 from kernels.formats import GGMLType
 from kernels.qmatmul import RMSNormed
 from kernels.qtensor import GGML, QTensor
-from kernels.triton_common import await_previous_grid, rms_over
+from kernels.triton_common import await_previous_grid, rms_over, routed_sum
 from kernels.triton_gemv import SplitCounters
 
 # ---------------------------------------------------------------------------------------------------
@@ -807,12 +807,8 @@ def _moe_combine_kernel(
     t = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n
-    total = tl.zeros([BLOCK], tl.float32)
-    for j in tl.static_range(K):
-        w = tl.load(w_ptr + t * K + j)
-        total += w * tl.load(down_ptr + (t * K + j) * n + cols, mask=mask, other=0.0)
     x = tl.load(x_ptr + t * n + cols, mask=mask, other=0.0)
-    y = x + total
+    y = routed_sum(x, down_ptr + t * K * n, w_ptr + t * K, n, cols, mask, K, "")
     tl.store(y_ptr + t * n + cols, y, mask=mask)
     if SCALED:  # the next rms_norm's rows x weight (`RMSNormed`): its GEMVs scale by 1 / rms of y
         tl.store(y2_ptr + t * n + cols, y * tl.load(nw_ptr + cols, mask=mask, other=0.0), mask=mask)

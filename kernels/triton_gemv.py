@@ -45,6 +45,7 @@ from kernels.triton_common import (
     launch_next_grid_late,
     prefetch_share,
     rms_over,
+    routed_sum,
     segment_of,
 )
 
@@ -1382,6 +1383,13 @@ def _qgemv_kernel(
     PDL: tl.constexpr = False,  # launched early: wait for the previous grid first (`await_previous_grid`)
     PREFETCH_LINES: tl.constexpr = 0,  # L2 lines of its weight tile a program asks for first
     LOADS: tl.constexpr = 0,  # LOADS_*: a step's activations with its words, or its words and them ahead
+    # MIX_K > 0: a MoE's down projection, one row of x a token-expert pair and MIX_K pairs a token, whose
+    # epilogue also forms each token's routed sum (`_mix_pairs`); SCALED then scales that sum, not y.
+    MIX_K: tl.constexpr = 0,
+    mix_ptr=None,  # MIX_K: the tokens' sums [n_out_rows // MIX_K, y_width]
+    mix_res_ptr=None,  # the residual rows they add to, shaped like them
+    route_ptr=None,  # the routing weights [n_out_rows // MIX_K, MIX_K] float32
+    mix_count_ptr=None,  # one arrival counter per (token, row tile), zero between launches
 ):
     m = tl.program_id(0)
     tile = tl.program_id(1)
@@ -1517,7 +1525,7 @@ def _qgemv_kernel(
                 tail_bias, tail_bias_up, tail_res = _bias_and_residual(
                     bias_row, seg_b1, rows, row_mask, res_ptr, m, y_width, cols, HAS_BIAS, GLU, HAS_RES
                 )
-            if SCALED:
+            if SCALED and MIX_K == 0:
                 nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
             if SCALE_AT_END:
                 total = total / r
@@ -1531,17 +1539,55 @@ def _qgemv_kernel(
             if GLU:
                 total = gated(total, total_up, GLU_OAI, glu_alpha, glu_limit)
             tl.store(y_ptr + m.to(tl.int64) * y_width + cols, total, mask=row_mask)
-            if SCALED:
+            if SCALED and MIX_K == 0:
                 tl.store(y2_ptr + m.to(tl.int64) * y_width + cols, total * nw, mask=row_mask)
             tl.atomic_xchg(counter, 0)
+            if MIX_K > 0:
+                _mix_pairs(
+                    y_ptr, m, tile, y_width, cols, row_mask, mix_ptr, mix_res_ptr, route_ptr, mix_count_ptr,
+                    nw_ptr, y2_ptr, SCALED, MIX_K,
+                )  # fmt: skip
     else:
         if GLU:
             acc = gated(acc, acc_up, GLU_OAI, glu_alpha, glu_limit)
         out = y_ptr + (split.to(tl.int64) * n_out_rows + m) * y_width + col0 + rows
         tl.store(out, acc, mask=row_mask)
-        if SCALED:  # one split (no REDUCE): acc is the whole sum
+        if SCALED and MIX_K == 0:  # one split (no REDUCE): acc is the whole sum
             nw = tl.load(nw_ptr + col0 + rows, mask=row_mask, other=0.0)
             tl.store(y2_ptr + m.to(tl.int64) * y_width + col0 + rows, acc * nw, mask=row_mask)
+        if MIX_K > 0:  # (one split: the launch has no other partials of this tile)
+            _mix_pairs(
+                y_ptr, m, tile, y_width, col0 + rows, row_mask, mix_ptr, mix_res_ptr, route_ptr, mix_count_ptr,
+                nw_ptr, y2_ptr, SCALED, MIX_K,
+            )  # fmt: skip
+
+
+@triton.jit
+def _mix_pairs(
+    y_ptr, m, tile, y_width, cols, row_mask, mix_ptr, mix_res_ptr, route_ptr, mix_count_ptr, nw_ptr, y2_ptr,
+    SCALED: tl.constexpr, MIX_K: tl.constexpr,
+):  # fmt: skip
+    """The down projection's routed sum (`MIX_K`), once pair `m`'s rows `cols` of y are stored: count the
+    token's pairs that have stored this row tile; the last to arrive adds the token's MIX_K rows, weighted,
+    to its residual rows (`routed_sum`, in expert order whoever arrives last: `moe_combine`'s bits), stores
+    them (and with SCALED, them times the next norm's weight) and resets the counter for the next launch.
+    The barrier orders all threads' stores before the release of the counter's atomic; `.cg` loads skip
+    L1, which may hold stale lines."""
+    tl.debug_barrier()
+    token = (m // MIX_K).to(tl.int64)
+    counter = mix_count_ptr + token * tl.num_programs(1) + tile
+    arrived = tl.atomic_add(counter, 1, sem="acq_rel")
+    if arrived == MIX_K - 1:
+        residual = tl.load(mix_res_ptr + token * y_width + cols, mask=row_mask, other=0.0)
+        y = routed_sum(
+            residual, y_ptr + token * MIX_K * y_width, route_ptr + token * MIX_K, y_width, cols, row_mask,
+            MIX_K, ".cg",
+        )  # fmt: skip
+        tl.store(mix_ptr + token * y_width + cols, y, mask=row_mask)
+        if SCALED:  # the next rms_norm's rows x weight (`RMSNormed`)
+            nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
+            tl.store(y2_ptr + token * y_width + cols, y * nw, mask=row_mask)
+        tl.atomic_xchg(counter, 0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1758,6 +1804,15 @@ def rms_block_for(in_features: int) -> int:
     return min(triton.next_power_of_2(in_features), RMS_STEP)
 
 
+@dataclass(frozen=True)
+class RoutedSum:
+    """`launch_segments(mix=...)`: a MoE down projection's epilogue forms each token's output, its residual
+    plus its experts' rows weighted by the router (`triton_decode.moe_combine`'s sum, one launch fewer)."""
+
+    route_weights: torch.Tensor  # [T, k] float32, contiguous: token t's weight of its j-th pair
+    residual: torch.Tensor  # [T, out] float32, contiguous
+
+
 def launch(
     x: torch.Tensor,
     w: QTensor,
@@ -1792,7 +1847,8 @@ def launch_segments(
     residual: torch.Tensor | None = None,
     glu_oai: tuple[float, float] | None = None,
     tensor_cores: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    mix: RoutedSum | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
     """`launch` for 1-3 weights of one type and input width in one launch: y (n_out_rows, sum of their
     out features) float32, weight i's outputs in its own columns, in order. Biases: all None or all
     float32 tensors of the same dtype (contiguous; `(n_expert, out)` with `expert_ids`).
@@ -1805,7 +1861,13 @@ def launch_segments(
     each program walking the same rows of both; `glu_oai=(alpha, limit)`: gpt-oss's clamped SwiGLU instead.
     `residual` (float32, y's shape): added to y after the bias (and before `scaled_by`): the residual
     stream's `residual + (x @ W.T + b)` in the same launch.
-    `tensor_cores` (without `config`): `default_config`'s tensor-core choice (`KernelConfig.tensor_core_gemv`)."""
+    `tensor_cores` (without `config`): `default_config`'s tensor-core choice (`KernelConfig.tensor_core_gemv`).
+    `mix` (one weight with `expert_ids`, one row of x a pair, `x_group` 1): a MoE's down projection returning
+    each token's routed sum `mix.residual + sum_j mix.route_weights[:, j] * y[pair j]` (T, out) instead of
+    y, formed in the launch's epilogue (with `scaled_by`, also that sum times it); CUDA cores only; None
+    where no arrival counters are free (the first launch inside a capture): the caller sums apart."""
+    if mix is not None:
+        _check_mix(mix, weights, n_out_rows, expert_ids, x_group, glu, residual)
     glu_up = None
     if glu:
         gate, up = weights
@@ -1879,6 +1941,7 @@ def launch_segments(
         )
     if (
         config.tensor_cores
+        and mix is None  # (the tensor-core epilogue has no routed sum)
         and tensor_core_gemv.serves(layout.fmt, n_out_rows, in_features, expert_ids is not None, x.device)
         and (n_out_rows == 1 or x2.stride(0) == in_features)  # several pairs: rows of x in_features apart
     ):
@@ -1913,7 +1976,15 @@ def launch_segments(
         if served is not None:
             return served[0] if scaled_by is None else served
     grid = (n_out_rows, sum(tiles), split)
-    counters = SplitCounters.get(x.device, grid[0] * grid[1]) if split > 1 else None
+    # The split's arrival counters first, then the routed sum's (one per token and row tile).
+    split_slots = grid[0] * grid[1] if split > 1 else 0
+    mix_tokens = n_out_rows // mix.route_weights.shape[-1] if mix is not None else 0
+    all_counters = (
+        SplitCounters.get(x.device, split_slots + mix_tokens * grid[1]) if split_slots or mix else None
+    )
+    if mix is not None and all_counters is None:
+        return None
+    counters = all_counters if split_slots else None
     if glu_up is not None and split > 1 and counters is None:
         raise ValueError(
             f"tensor {w.name!r}: a GLU launch of {grid[0] * grid[1]} split tiles has no counters"
@@ -1922,7 +1993,9 @@ def launch_segments(
     target = torch.empty(split, n_out_rows, y_width * parts, dtype=torch.float32, device=x.device)
     y = target.new_empty(n_out_rows, y_width) if counters is not None else target
     ids = expert_ids if expert_ids is not None else target
-    y2 = target.new_empty(n_out_rows, y_width) if scaled_by is not None else None
+    y2_rows = mix_tokens if mix is not None else n_out_rows
+    y2 = target.new_empty(y2_rows, y_width) if scaled_by is not None else None
+    mixed = target.new_empty(mix_tokens, y_width) if mix is not None else None
     prefetch_lines = 0  # the tile's weight span in L2 lines, each split's share (`await_previous_grid`)
     if dependent_launch.weight_prefetch():
         share = triton.cdiv(config.block_n * row_words * layout.word, split)
@@ -1980,11 +2053,39 @@ def launch_segments(
         num_warps=config.num_warps,
         maxnreg=config.register_cap,
         PREFETCH_LINES=prefetch_lines,
+        MIX_K=mix.route_weights.shape[-1] if mix is not None else 0,
+        mix_ptr=mixed if mixed is not None else target,
+        mix_res_ptr=mix.residual if mix is not None else target,
+        route_ptr=mix.route_weights if mix is not None else target,
+        mix_count_ptr=all_counters[split_slots:] if mix is not None else target,
         **dependent_launch.launch_kwargs(),
     )
-    if counters is None:
+    if mixed is not None:
+        y = mixed
+    elif counters is None:
         y = target[0] if split == 1 else target.sum(0)
     return y if y2 is None else (y, y2)
+
+
+def _check_mix(mix, weights, n_out_rows, expert_ids, x_group, glu, residual) -> None:
+    """Raises ValueError naming the rule a routed sum's launch breaks."""
+    route, res = mix.route_weights, mix.residual
+    k = route.shape[-1] if route.dim() == 2 else 0
+    tokens = n_out_rows // k if k else 0
+    out = sum(v.shape[-2] for v in weights)
+    if len(weights) != 1:
+        problem = "it takes one weight"
+    elif expert_ids is None or x_group != 1:
+        problem = "it takes expert ids and one row of x a pair"
+    elif glu or residual is not None:
+        problem = "it takes no GLU and no residual of its own"
+    elif not k or tokens * k != n_out_rows or route.dtype != torch.float32 or not route.is_contiguous():
+        problem = f"the routing weights must be [T, k] float32, contiguous, T * k = {n_out_rows}"
+    elif res.shape != (tokens, out) or res.dtype != torch.float32 or not res.is_contiguous():
+        problem = f"the residual must be {tokens} x {out} contiguous float32"
+    else:
+        return
+    raise ValueError(f"tensor {weights[0].name!r}: a routed sum's launch: {problem}")
 
 
 def dequantize_into(

@@ -16,7 +16,14 @@ import torch
 
 from kernels.qmatmul import ExpertsFastPath, RMSNormed
 from kernels.qtensor import QTensor
-from kernels.triton_gemv import MAX_SEGMENTS, launch, launch_segments, normed_rows_served, supports_layout
+from kernels.triton_gemv import (
+    MAX_SEGMENTS,
+    RoutedSum,
+    launch,
+    launch_segments,
+    normed_rows_served,
+    supports_layout,
+)
 
 MAX_PAIRS = 32  # token-expert pairs per call served here (decode: one token x k experts, k <= 32)
 
@@ -133,6 +140,43 @@ def gemv_experts_glu(
     return y.view(n_tokens, k, -1)
 
 
+def gemv_experts_routed_sum(
+    x: torch.Tensor,
+    w: QTensor,
+    expert_ids: torch.Tensor,
+    bias: torch.Tensor | None,
+    route_weights: torch.Tensor,
+    residual: torch.Tensor,
+    then_norm: tuple[torch.Tensor, float] | None,
+) -> torch.Tensor | RMSNormed | None:
+    """`qmatmul_experts_routed_sum`'s contract: x (T * k, in) one row a token-expert pair, w (E, out, in),
+    expert_ids (T, k), route_weights (T, k), residual (T, out) -> residual + each token's k products
+    weighted and summed in expert order (`triton_decode.moe_combine`'s bits), formed by the down GEMV's
+    epilogue (one launch instead of two); with `then_norm=(weight, eps)` its `RMSNormed`. None where not
+    served."""
+    n_tokens, k = expert_ids.shape
+    if (
+        not supports(x, w, expert_ids)
+        or x.shape[0] != n_tokens * k
+        or residual.dtype != torch.float32
+        or residual.shape != (n_tokens, w.shape[1])
+    ):
+        return None
+    served = launch_segments(
+        x,
+        (w,),
+        (bias.contiguous() if bias is not None else None,),
+        n_tokens * k,
+        expert_ids=expert_ids.reshape(-1).contiguous(),
+        scaled_by=then_norm[0].float().contiguous() if then_norm is not None else None,
+        mix=RoutedSum(route_weights.float().contiguous(), residual.contiguous()),
+    )
+    if served is None or then_norm is None:
+        return served
+    y, y2 = served
+    return RMSNormed(y, y2, then_norm[1])
+
+
 EXPERTS_FAST_PATH = ExpertsFastPath(
     name="triton-moe-gemv",
     devices=("cuda",),
@@ -141,4 +185,5 @@ EXPERTS_FAST_PATH = ExpertsFastPath(
     qmatmuls_experts=gemvs_experts,
     qmatmuls_experts_normed=gemvs_experts_normed,
     qmatmul_experts_glu=gemv_experts_glu,
+    qmatmul_experts_routed_sum=gemv_experts_routed_sum,
 )

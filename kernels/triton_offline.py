@@ -40,6 +40,7 @@ _PLAIN = dict(
     GLU=False,
     HAS_RES=False,
     GLU_OAI=False,
+    MIX_K=0,
 )
 GEMV_FORMS = {
     "plain": _PLAIN,
@@ -76,6 +77,17 @@ GEMV_FORMS = {
         "GLU_OAI": True,
         "REDUCE": True,
         "RMS_BLOCK": 1024,
+    },
+    # GPT-OSS's down projection with the routed sum and the next norm's scaled copy in its epilogue
+    # (`KernelConfig.fused_combine`), in one launch and through the reduction.
+    "experts-routed-sum-scaled": {**_PLAIN, "HAS_BIAS": True, "HAS_IDS": True, "SCALED": True, "MIX_K": 4},
+    "experts-routed-sum-scaled-reduce": {
+        **_PLAIN,
+        "HAS_BIAS": True,
+        "HAS_IDS": True,
+        "SCALED": True,
+        "REDUCE": True,
+        "MIX_K": 4,
     },
 }
 # Pointer arguments a real launch passes 16-byte aligned (PyTorch's allocations are), which Triton
@@ -215,6 +227,10 @@ def compile_gemv(
         constants.update(res_ptr=None)
     if constants["GLU_OAI"]:
         signature.update(glu_alpha="fp32", glu_limit="fp32")
+    if constants["MIX_K"]:
+        signature.update(mix_ptr="*fp32", mix_res_ptr="*fp32", route_ptr="*fp32", mix_count_ptr="*i32")
+    else:
+        constants.update(mix_ptr=None, mix_res_ptr=None, route_ptr=None, mix_count_ptr=None)
     aligned = GEMV_ALIGNED
     if shape is not None:
         ints = gemv_int_args(qtype, *shape, constants["UB"], block_order, dequantize=constants["DEQ"])

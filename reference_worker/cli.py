@@ -170,6 +170,14 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         "routing kernel (CUDA, --kernels fast)",
     )
     p.add_argument(
+        "--fused-combine",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="a MoE decode step's routed sum (the experts' down products weighted by the router, plus the "
+        "residual) formed in the down GEMV's epilogue instead of a kernel of its own; the same bits "
+        "(CUDA, --kernels fast)",
+    )
+    p.add_argument(
         "--regroup",
         nargs="+",
         choices=(*REGROUP_CHOICES, NO_REGROUP),
@@ -199,6 +207,7 @@ class _RegroupAction(argparse.Action):
 KERNEL_SWITCHES = (
     "cuda_graphs", "fused_decode", "decode_lookahead", "fused_prefill", "prefill_graphs", "dependent_launch",
     "weight_prefetch", "late_trigger", "fused_sampling", "tensor_core_gemv", "fused_router",
+    "fused_combine",
 )  # fmt: skip
 
 
@@ -301,6 +310,7 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         fused_sampling=args.fused_sampling,
         tensor_core_gemv=args.tensor_core_gemv,
         fused_router=args.fused_router,
+        fused_combine=args.fused_combine,
         regroup=args.regroup,
     )
 

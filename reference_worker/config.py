@@ -52,6 +52,7 @@ class WorkerConfig:
     fused_sampling: bool = True  # a plain temperature draw in two kernels (CUDA, fast kernels)
     tensor_core_gemv: bool = True  # Q4_K, regrouped Q6_K decode GEMVs on the tensor cores (CUDA sm_80+, fast)
     fused_router: bool = True  # a MoE step's router product and top-k in one launch (CUDA, fast kernels)
+    fused_combine: bool = False  # a MoE step's routed sum in the down GEMV's epilogue (CUDA, fast kernels)
     # 2-D matrices of these types stored codes, then scales (CUDA); None: by type and size, (): none
     regroup: tuple[str, ...] | None = None
 
@@ -78,6 +79,7 @@ class WorkerConfig:
             fused_sampling=self.fused_sampling,
             tensor_core_gemv=self.tensor_core_gemv,
             fused_router=self.fused_router,
+            fused_combine=self.fused_combine,
             regroup=self.regroup,
         )
 

@@ -236,6 +236,14 @@ class Block:
         # Token t's j-th expert sees act[t, j]: flatten (t, j) so each row goes through its own expert.
         n_tokens, k = experts.shape
         token_rows = act.reshape(n_tokens * k, -1)
+        # The weighted sum and the residual in the down products' launch where the kernel set asks
+        # (`fused_combine`, off until timed) and a fast path serves it.
+        if fused is not None and kernels.config.fused_combine:
+            summed = kernels.qmatmul_experts_routed_sum(
+                token_rows, self.down_exps, experts, self.down_exps_b, weights, x, then_norm=then_norm
+            )
+            if summed is not None:
+                return summed
         down = kernels.qmatmul_experts(token_rows, self.down_exps, experts.reshape(-1, 1), self.down_exps_b)
         down = down.view(n_tokens, k, -1)
         if fused is not None:

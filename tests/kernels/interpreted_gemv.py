@@ -422,6 +422,43 @@ def _check_regrouped(name: str, rng) -> list[tuple[str, bool, str]]:
     return results
 
 
+def _check_routed_sum(rng) -> list[tuple[str, bool, str]]:
+    """A MoE down projection with its routed sum in the epilogue (`launch_segments(mix=...)`, regrouped
+    MXFP4 experts with biases, two tokens of four pairs): the same bits as the same launch's products
+    followed by `triton_decode.moe_combine`, plain and with the next norm's scaled copy, in one launch and
+    split in two (the split's last program forms the sum); the arrival counters back at zero."""
+    from kernels import triton_decode, triton_gemv
+    from kernels.formats import GGMLType
+
+    w, _ = _oracle_weight(GGMLType.MXFP4, (6, 40, 128), rng)
+    w = type(w)(w.data.clone(), w.qtype, w.shape, w.name).codes_then_scales_in_place()
+    ids = torch.tensor([5, 0, 3, 2, 2, 1, 5, 4])
+    pairs = torch.from_numpy(rng.normal(0.0, 1.0, (8, 128)).astype(np.float32))
+    bias = torch.from_numpy(rng.normal(0.0, 0.1, (6, 40)).astype(np.float32))
+    weights = torch.softmax(torch.from_numpy(rng.normal(0.0, 1.0, (2, 4)).astype(np.float32)), dim=-1)
+    residual = torch.from_numpy(rng.normal(0.0, 1.0, (2, 40)).astype(np.float32))
+    nw = torch.from_numpy(rng.normal(1.0, 0.2, 40).astype(np.float32))
+    results = []
+    for shape, config in {"default shape": None, "split in two": _split_config()}.items():
+        products = triton_gemv.launch(pairs, w, bias, 8, expert_ids=ids, config=config).view(2, 4, 40)
+        for scaled in (False, True):
+            want = triton_decode.moe_combine(
+                residual, products, weights, then_norm=(nw, 1e-6) if scaled else None
+            )
+            want = (want.x, want.xw) if scaled else (want,)
+            got = triton_gemv.launch_segments(
+                pairs, (w,), (bias,), 8, expert_ids=ids, config=config, scaled_by=nw if scaled else None,
+                mix=triton_gemv.RoutedSum(weights, residual),
+            )  # fmt: skip
+            got = got if scaled else (got,)
+            same = all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+            label = f"mxfp4 experts' routed sum{', scaled' if scaled else ''}, {shape}"
+            results.append((label, same, "moe_combine's bits" if same else "differ"))
+    idle = int(triton_gemv.SplitCounters.get(pairs.device, 1).count_nonzero()) == 0
+    results.append(("routed sum's arrival counters", idle, "back at zero" if idle else "left set"))
+    return results
+
+
 def _check_embedding(name: str, qtype, k_in: int, rng, exact: bool) -> tuple[str, bool, str]:
     """`triton_gemv.embedding`: rows of a table by id, in float32: the reference path's rows bit for bit
     where the decoder is bit-exact, else within one float32 rounding of each weight."""
@@ -455,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("q8_0", "q6_k"):
         if name in formats:
             failed += interpreter.report(_check_regrouped(name, rng))
+    if "mxfp4" in formats:
+        failed += interpreter.report(_check_routed_sum(rng))
     return 1 if failed else 0
 
 

@@ -93,6 +93,7 @@ def _cuda_kernels_on_cpu() -> None:
                     on_cpu_counted(p),
                     qmatmuls_experts_normed=_counted(p.qmatmuls_experts_normed, "normed experts"),
                     qmatmul_experts_glu=_counted(p.qmatmul_experts_glu, "experts gate/up/SwiGLU"),
+                    qmatmul_experts_routed_sum=_counted(p.qmatmul_experts_routed_sum, "experts routed sum"),
                 )
                 for p in found.experts_paths
             ),
@@ -208,18 +209,21 @@ def _regrouped(model) -> list[str]:
 
 
 def check_file(
-    name: str, regroup: tuple[str, ...] | None = None, fused_router: bool = True
+    name: str, regroup: tuple[str, ...] | None = None, fused_router: bool = True, fused_combine: bool = False
 ) -> tuple[bool, str]:
-    """The fast model loaded with `KernelConfig(regroup=regroup, fused_router=fused_router)` (regroup None:
-    the worker's default, by type and size). Types named: its logits must then also be the file order's
-    bit for bit (the kernels decode the same halfwords, and the interpreter sums them in the same order),
-    and something regrouped. `fused_router` (the default): a MoE file's steps must have routed in
-    `moe_router`; off, through the router's GEMV and `moe_route`."""
+    """The fast model loaded with `KernelConfig(regroup=regroup, fused_router=fused_router,
+    fused_combine=fused_combine)` (regroup None: the worker's default, by type and size). Types named: its
+    logits must then also be the file order's bit for bit (the kernels decode the same halfwords, and the
+    interpreter sums them in the same order), and something regrouped. `fused_router` (the default): a MoE
+    file's steps must have routed in `moe_router`; off, through the router's GEMV and `moe_route`.
+    `fused_combine`: a MoE file's steps must have formed the routed sum in the down GEMV, and its logits
+    must be those of the default's `moe_combine`, bit for bit (one `routed_sum` for both)."""
     from kernels.backend import KernelConfig
     from tests.worker.llama_helpers import load_model
 
     reference, _, _ = load_model(name, kernels=KernelConfig(kernels="reference"))
-    fast, _, _ = load_model(name, kernels=KernelConfig(regroup=regroup, fused_router=fused_router))
+    config = KernelConfig(regroup=regroup, fused_router=fused_router, fused_combine=fused_combine)
+    fast, _, _ = load_model(name, kernels=config)
     if fast.kernels.decode is None or "triton" not in fast.kernels.name:
         return False, f"not the Triton kernel set: {fast.kernels.name}"
     SERVED.clear()
@@ -231,7 +235,15 @@ def check_file(
     experts_served = not moe or "experts gate/up/SwiGLU" in SERVED
     # With `fused_router`, a MoE's decode steps routed in `moe_router`, not declined.
     router_served = not (moe and fused_router) or "router+top-k" in SERVED
+    combine_served = not (moe and fused_combine) or "experts routed sum" in SERVED
     same_bits, regrouped_note = True, ""
+    if moe and fused_combine:
+        apart, _, _ = load_model(name, kernels=KernelConfig(regroup=regroup, fused_router=fused_router))
+        apart_steps, _, _, _, _ = _fast_run(apart, reference)
+        same_bits = all(map(torch.equal, steps, apart_steps))
+        regrouped_note = "; " + (
+            "the combine kernel's logits bit for bit" if same_bits else "NOT the combine kernel's logits"
+        )
     if regroup:
         regrouped = [n for n in _regrouped(fast) if "exps" not in n]  # MXFP4 experts always are
         file_order, _, _ = load_model(name, kernels=KernelConfig(regroup=()))
@@ -249,6 +261,7 @@ def check_file(
         and prefill_served
         and experts_served
         and router_served
+        and combine_served
         and same_bits
         and not reads.ops,
         f"worst relative logits error {worst:.1e} over {STEPS} steps, {prefill_err:.1e} after a "
@@ -284,7 +297,7 @@ ATTENTION_VARIANTS = {
     "heads-apart": {"heads_apart": True},
 }
 ROUTER_VARIANTS = {"router-rows-early": {"row_early": True}}  # `moe_router`'s options
-VARIANTS = (*GEMV_VARIANTS, *ATTENTION_VARIANTS, *ROUTER_VARIANTS, "router-apart")
+VARIANTS = (*GEMV_VARIANTS, *ATTENTION_VARIANTS, *ROUTER_VARIANTS, "router-apart", "combine-in-down")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,9 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     triton_gemv._sm_count = lambda index: 132  # the H200's SM count: the GPU's launch shapes
     shapes = args.variant if args.variant in GEMV_VARIANTS else ""
     router = args.variant != "router-apart"
+    combine = args.variant == "combine-in-down"
     with gemv_launch_shapes(shapes):
         failed = interpreter.report(
-            (name, *check_file(name, args.regroup and tuple(args.regroup), router)) for name in args.files
+            (name, *check_file(name, args.regroup and tuple(args.regroup), router, combine))
+            for name in args.files
         )
     return 1 if failed else 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
 
 import numpy as np
@@ -223,3 +225,48 @@ def test_the_cuda_model_loads_mxfp4_experts_regrouped_and_the_reference_path_doe
     fast_layouts = {layer.gate_exps.layout for layer in fast_model.layers}
     assert fast_layouts == {CODES_THEN_SCALES}
     assert {layer.gate_exps.layout for layer in ref_model.layers} == {"ggml"}
+
+
+@pytest.mark.parametrize("split", [None, 3])
+@pytest.mark.parametrize("n_tokens", [1, 2])
+def test_the_routed_sum_in_the_down_launch_gives_the_combine_kernels_bits(
+    split, n_tokens, rng, blocks
+) -> None:
+    """GPT-OSS's down projection with its routed sum in the epilogue (`qmatmul_experts_routed_sum`,
+    `KernelConfig.fused_combine`): the same bits as the same launch's products, then
+    `triton_decode.moe_combine` (plain and with the next norm's scaled copy), in the default launch shape
+    and split three ways (the last split's program, not a pair's only one, forms the sum); the arrival
+    counters left at zero."""
+    from kernels import triton_decode, triton_gemv
+    from kernels.qmatmul import RMSNormed
+
+    shape = (32, 2880, 2880)
+    down = regrouped(experts(GGMLType.MXFP4, shape, rng, blocks))
+    bias = torch.randn(32, 2880, device="cuda")
+    ids = torch.tensor([[5, 0, 7, 2], [2, 31, 5, 9]][:n_tokens], device="cuda")
+    pairs = torch.from_numpy(rng.normal(0.0, 1.0, (n_tokens * 4, 2880)).astype(np.float32)).cuda()
+    weights = torch.softmax(torch.randn(n_tokens, 4, device="cuda"), dim=-1)
+    residual = torch.randn(n_tokens, 2880, device="cuda")
+    norm = (torch.randn(2880, device="cuda"), 1e-5)
+    config = None
+    if split is not None:
+        sm_count = torch.cuda.get_device_properties(0).multi_processor_count
+        shaped = triton_gemv.default_config(
+            GGMLType.MXFP4, 2880, 2880, n_tokens * 4, sm_count, layout=triton_gemv.layout_of(down)
+        )
+        config = dataclasses.replace(shaped, split=split)
+    launch = functools.partial(
+        triton_gemv.launch_segments, pairs, (down,), (bias,), n_tokens * 4, expert_ids=ids.reshape(-1),
+        config=config,
+    )  # fmt: skip
+    products = launch().view(n_tokens, 4, -1)
+    want = triton_decode.moe_combine(residual, products, weights, then_norm=norm)
+    y, y2 = launch(scaled_by=norm[0], mix=triton_gemv.RoutedSum(weights, residual))
+    assert torch.equal(y, want.x) and torch.equal(y2, want.xw)
+    kernels = backend.kernel_set(backend.KernelConfig(kernels="fast"), "cuda")
+    if split is None:  # the kernel set's entry point, the plain sum and the RMSNormed
+        plain = kernels.qmatmul_experts_routed_sum(pairs, down, ids, bias, weights, residual)
+        assert plain is not None and torch.equal(plain, want.x)
+        normed = kernels.qmatmul_experts_routed_sum(pairs, down, ids, bias, weights, residual, then_norm=norm)
+        assert isinstance(normed, RMSNormed) and torch.equal(normed.xw, want.xw) and normed.eps == norm[1]
+    assert int(triton_gemv.SplitCounters.get(pairs.device, 1).count_nonzero()) == 0

@@ -47,6 +47,8 @@ def _gemv_types():
         "glu-rms-reduce",
         "bias-residual-scaled-reduce",
         "experts-glu-oai-rms-reduce",
+        "experts-routed-sum-scaled",
+        "experts-routed-sum-scaled-reduce",
     ],
 )
 @pytest.mark.parametrize(("qtype", "block_order"), _gemv_types())
