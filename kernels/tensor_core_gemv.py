@@ -1169,6 +1169,11 @@ def _has_mma_sync(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index)[0] >= 8
 
 
+def _unit_choices(fmt: str) -> tuple[int, ...]:
+    """The walks a program of `fmt` can take, in units, longest first."""
+    return PER_CHOICES if UNITS[fmt] == SUPERBLOCK else tuple(range(MAX_BLOCKS_PER_PROGRAM, 0, -1))
+
+
 def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
     """PER: the most units a program walks, dividing the row's, that still leave the grid about four
     programs an SM (`tiles`: the grid's row tiles, times its token-expert pairs): of 4, 2 or 1 super-blocks
@@ -1176,8 +1181,7 @@ def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
     ...). Measured on an H100 (2026-12-06, Phi-3's four Q4_K shapes alone): the fastest of 1, 2 and 4 each
     time (gate/up 4, qkv 2, o 1, down 2). The block formats' is the same rule in smaller steps, not yet
     timed against other choices."""
-    choices = PER_CHOICES if UNITS[fmt] == SUPERBLOCK else range(MAX_BLOCKS_PER_PROGRAM, 0, -1)
-    for per in choices:
+    for per in _unit_choices(fmt):
         if n_units % per == 0 and tiles * (n_units // per) >= 4 * sm_count:
             return per
     return 1
@@ -1209,6 +1213,7 @@ def launch(
     int8_codes: bool = False,
     max_registers: int | None = None,
     words_early: bool = False,
+    units: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1220,11 +1225,14 @@ def launch(
     on int8 mma (`GemvConfig.tc_int8_codes`, `_q4_k_int8_walk`). `max_registers`: ptxas's maxnreg for the
     launch (`GemvConfig.tc_max_registers`), None for the compiler's choice. `words_early`: under dependent
     launch, a 2-D matrix's programs ask for their first unit's words before they wait for the previous
-    grid (`GemvConfig.tc_words_early`; an expert's are known only after it)."""
+    grid (`GemvConfig.tc_words_early`; an expert's are known only after it). `units`: the units a program
+    walks where it divides the row's (`GemvConfig.tc_units_per_program`), else `units_per_program`'s."""
     pairs = expert_ids.numel() if expert_ids is not None else 1
     n_units = in_features // UNITS[fmt]
     tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
     per = units_per_program(fmt, n_units, sum(tiles) * pairs, sm_count)
+    if units is not None and units in _unit_choices(fmt) and n_units % units == 0:
+        per = units
     split = n_units // per
     if split > 1 and (counters is None or sum(tiles) * pairs > counters.numel()):
         return None

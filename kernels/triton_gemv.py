@@ -154,6 +154,11 @@ class GemvConfig:
     # words before it waits for the previous grid (no kernel of a step writes weights), so that round trip
     # runs beside the previous kernel's tail (False: it waits first, as every kernel does). Not timed yet.
     tc_words_early: bool = False
+    # With tensor_cores: the units (super-blocks or blocks) a program walks, where it divides the row's, or
+    # None for `tensor_core_gemv.units_per_program`'s rule (the fewest programs that still leave about four
+    # an SM). Fewer, longer programs fit a grid into one wave of resident programs (`step_ab`'s "tensor-core
+    # grids within one wave"); not timed yet.
+    tc_units_per_program: int | None = None
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -1972,6 +1977,7 @@ def launch_segments(
             int8_codes=config.tc_int8_codes,
             max_registers=config.tc_max_registers,
             words_early=config.tc_words_early,
+            units=config.tc_units_per_program,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

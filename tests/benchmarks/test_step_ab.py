@@ -116,6 +116,31 @@ def test_the_register_cap_rules_cap_only_the_tensor_core_launches() -> None:
     assert GEMV_SHAPE_RULES["tc-registers-96"](cuda_cores, layout, shape) == cuda_cores
 
 
+def test_the_one_wave_rule_walks_the_fewest_units_that_keep_the_grid_within_four_programs_an_sm() -> None:
+    """ "tc-one-wave" on Phi-3's Q4_K shapes on 132 SMs (`GemvConfig.tc_units_per_program`): gate/up (its
+    GLU launch has 128 row tiles) 4 super-blocks, 384 programs, where the default rule's 2 make 768; q/k/v
+    4; the output projection 2; down 4. Block formats and CUDA-core launches are left as they are."""
+    import pytest
+
+    pytest.importorskip("triton")
+    from benchmarks.step_ab import GEMV_SHAPE_RULES
+    from kernels import triton_gemv
+    from kernels.formats import GGMLType
+
+    rule = GEMV_SHAPE_RULES["tc-one-wave"]
+    q4_k = triton_gemv.LAYOUTS[GGMLType.Q4_K]
+    for shape, per in {(8192, 3072): 4, (9216, 3072): 4, (3072, 3072): 2, (3072, 8192): 4}.items():
+        full = (*shape, 1, 132)
+        config = dataclasses.replace(triton_gemv.default_config(GGMLType.Q4_K, *full), tensor_cores=True)
+        assert rule(config, q4_k, full) == dataclasses.replace(config, tc_units_per_program=per), shape
+        cuda_cores = dataclasses.replace(config, tensor_cores=False)
+        assert rule(cuda_cores, q4_k, full) == cuda_cores
+    q8 = triton_gemv.Q8_0_CODES_THEN_SCALES_LAYOUT
+    oss = (5120, 2880, 1, 132)
+    config = triton_gemv.default_config(GGMLType.Q8_0, *oss, tensor_cores=True, layout=q8)
+    assert rule(config, q8, oss) == config
+
+
 def test_the_stream_probe_launches_the_gemvs_split() -> None:
     """`benchmarks.stream_probe` times its loads in the GEMV's own launch shape: the same split for the
     same rows a program (`triton_gemv.default_config`'s rule)."""

@@ -437,3 +437,39 @@ def test_regrouped_gate_and_up_match_the_swiglu_of_the_products(fmt, per, rng, b
     assert launches == [True]
     g, u = reference_qmatmul(x, gate, None, torch.float32), reference_qmatmul(x, up, None, torch.float32)
     assert rel_err(got, torch.nn.functional.silu(g) * u) < REL_TOL
+
+
+@pytest.mark.parametrize("units", [1, 2, 4, 3])
+def test_a_config_s_walk_length_reaches_the_launch(units, rng, blocks) -> None:
+    """`GemvConfig.tc_units_per_program` (`step_ab`'s "tensor-core grids within one wave"): a GLU launch of
+    Phi-3's width walks that many super-blocks a program (the grid's split is the row's 12 over it) and
+    gives the rule's products to rounding; a walk the kernel has no form of (3) leaves the rule's choice."""
+    from kernels import tensor_core_gemv, triton_gemv
+
+    fused = q4_k((2 * 200, 3072), rng, blocks)
+    x = activations(rng, 3072)
+    grids = []
+    kernel = tensor_core_gemv._tc_gemv_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return kernel[grid]
+
+    chosen = triton_gemv.default_config
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tensor_core_gemv, "_tc_gemv_kernel", Spy())
+        mp.setattr(
+            triton_gemv,
+            "default_config",
+            lambda *a, **kw: dataclasses.replace(
+                chosen(*a, **kw), tensor_cores=True, tc_units_per_program=units
+            ),
+        )
+        got = triton_gemv.gemv_glu(x, fused, None)
+    rule = tensor_core_gemv.units_per_program(
+        "q4_k", 12, 4, torch.cuda.get_device_properties(0).multi_processor_count
+    )
+    assert grids == [(4, 12 // (units if units != 3 else rule))]
+    products = reference_qmatmul(x, fused, None, torch.float32)
+    assert rel_err(got, torch.nn.functional.silu(products[:, :200]) * products[:, 200:]) < REL_TOL
