@@ -138,6 +138,7 @@ class Result:
     float16_codes_gb_per_s: float | None = None
     # --tc-register-caps: a default launch on the tensor cores timed at each cap, "r<cap> <µs> us <GB/s>"
     register_caps: list = None
+    walks: list = None  # --tc-units: "uN us GB/s" for each walk length timed
 
 
 def random_weight(shape: Shape, device: torch.device) -> QTensor:
@@ -333,6 +334,12 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
             capped = dataclasses.replace(config, tc_max_registers=cap)
             cap_us = time_launches(lambda i, c=capped: run(i, c), len(copies), args.replays)
             result.register_caps.append(f"r{cap} {cap_us:.2f} us {weight_bytes / (cap_us * 1e-6) / 1e9:.0f}")
+    if args.tc_units and config.tensor_cores:
+        result.walks = []
+        for units in args.tc_units:
+            walk = dataclasses.replace(config, tc_units_per_program=units)
+            walk_us = time_launches(lambda i, c=walk: run(i, c), len(copies), args.replays)
+            result.walks.append(f"u{units} {walk_us:.2f} us {weight_bytes / (walk_us * 1e-6) / 1e9:.0f}")
     if args.tensor_cores and not config.tensor_cores and _tensor_core_layout(w0):
         on_tc = dataclasses.replace(config, tensor_cores=True)
         result.tensor_cores_us = round(time_launches(lambda i: run(i, on_tc), len(copies), args.replays), 2)
@@ -387,8 +394,8 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         "",
         "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | loading ahead µs | GB/s "
         "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | tensor cores µs | GB/s | float16 codes µs | GB/s "
-        "| register caps (µs, GB/s) | best swept | best GB/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        "| register caps (µs, GB/s) | walks (µs, GB/s) | best swept | best GB/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
     ]
     for r in results:
         lines.append(
@@ -399,6 +406,7 @@ def to_markdown(results: list[Result], meta: dict) -> str:
             f"| {r.tensor_cores_us or ''} | {r.tensor_cores_gb_per_s or ''} "
             f"| {r.float16_codes_us or ''} | {r.float16_codes_gb_per_s or ''} "
             f"| {'; '.join(r.register_caps or [])} "
+            f"| {'; '.join(r.walks or [])} "
             f"| {r.best_config} | {r.best_gb_per_s or ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -450,6 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also the launches the default runs on the tensor cores, at each of these register caps (maxnreg)",
     )
+    parser.add_argument(
+        "--tc-units",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="also the launches the default runs on the tensor cores, each program walking N units (super-"
+        "blocks or blocks; `GemvConfig.tc_units_per_program`, where N divides the row's)",
+    )
     parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -482,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if r.register_caps:
             best = f"  capped: {', '.join(r.register_caps)}" + best
+        if r.walks:
+            best = f"  walks: {', '.join(r.walks)}" + best
         if r.float16_codes_us is not None:
             best = f"  float16 codes: {r.float16_codes_us:.2f} us {r.float16_codes_gb_per_s:.1f} GB/s" + best
         if r.tensor_cores_us is not None:
