@@ -45,10 +45,10 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   at 80 six, spilling 16 bytes); where dependent launch is off by default (Phi-3), also capped at 80 `with
   dependent launch` and `with dependent launch, late trigger` (its gate/up grid then fits one wave), and
   those with each program's first words asked for before it waits (`GemvConfig.tc_words_early`);
-- `tensor-core grids within one wave` (and, where dependent launch is off by default, `..., with dependent
-  launch[, late trigger]`): the super-block formats' tensor-core launches walking the fewest super-blocks
-  a program that keep the grid within four programs an SM (`GemvConfig.tc_units_per_program`; Phi-3's
-  gate/up walks 4, 384 programs, instead of the rule's 2, 768 programs in 1.45 waves);
+- `tensor-core walks by the rule before 2026-12-07`: the super-block formats' tensor-core launches
+  walking the most super-blocks that leave the grid at least four programs an SM
+  (`tensor_core_gemv.units_per_program_before`; Phi-3's gate/up 2, 768 programs in 1.45 waves) instead of
+  the default's fewest that keep it within one wave (4, 384 programs: Phi-3 +7.0 % on an H200);
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -437,22 +437,19 @@ def _tc_words_early(cap: int | None, config: Any, layout: Any, shape: tuple[int,
     return dataclasses.replace(config, tc_words_early=True, tc_max_registers=cap)
 
 
-def _tc_one_wave(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """The tensor-core launches of the super-block formats walking the fewest super-blocks a program that
-    keep the grid within four programs an SM (one wave at 103 registers, Q4_K gate/up's), where the
-    default rule takes the most programs at or past it (`GemvConfig.tc_units_per_program`; Phi-3's gate/up
-    4 super-blocks, 384 programs, instead of 2, 768 in 1.45 waves)."""
+def _tc_walks_before(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The tensor-core launches of the super-block formats walking what the rule before 2026-12-07 gave
+    (`tensor_core_gemv.units_per_program_before`: the most super-blocks that leave the grid at least four
+    programs an SM; Phi-3's gate/up 2, 768 programs in 1.45 waves) instead of the default's fewest that keep
+    it within one wave (`GemvConfig.tc_units_per_program`)."""
     from kernels import tensor_core_gemv
 
     if not config.tensor_cores or layout.unit != tensor_core_gemv.SUPERBLOCK:
         return config
     n_rows, in_features, _, sm_count = shape
     tiles = -(-n_rows // tensor_core_gemv.ROWS_PER_PROGRAM)
-    n_units = in_features // layout.unit
-    for per in sorted(tensor_core_gemv.PER_CHOICES):
-        if n_units % per == 0 and tiles * (n_units // per) <= 4 * sm_count:
-            return dataclasses.replace(config, tc_units_per_program=per)
-    return config
+    per = tensor_core_gemv.units_per_program_before(layout.fmt, in_features // layout.unit, tiles, sm_count)
+    return dataclasses.replace(config, tc_units_per_program=per)
 
 
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
@@ -476,7 +473,7 @@ GEMV_SHAPE_RULES = {
     "tc-registers-96": functools.partial(_tc_registers, 96),
     "tc-registers-80": functools.partial(_tc_registers, 80),
     "tc-words-early-80": functools.partial(_tc_words_early, 80),
-    "tc-one-wave": _tc_one_wave,
+    "tc-walks-before": _tc_walks_before,
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -601,7 +598,9 @@ def main(argv: list[str] | None = None) -> int:
         variants[f"tensor-core GEMVs capped at {cap} registers"] = Variant(
             default_kernels, early, gemv_shapes=f"tc-registers-{cap}"
         )
-    variants["tensor-core grids within one wave"] = Variant(default_kernels, early, gemv_shapes="tc-one-wave")
+    variants["tensor-core walks by the rule before 2026-12-07"] = Variant(
+        default_kernels, early, gemv_shapes="tc-walks-before"
+    )
     variants["regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)"] = Variant(
         default_kernels, early, gemv_shapes="q6-k-cuda-cores"
     )
@@ -681,9 +680,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 variants[f"tensor-core GEMVs capped at 80 registers, {name}, words before the wait"] = (
                     Variant(default_kernels, modes[name], gemv_shapes="tc-words-early-80")
-                )
-                variants[f"tensor-core grids within one wave, {name}"] = Variant(
-                    default_kernels, modes[name], gemv_shapes="tc-one-wave"
                 )
     variants = select_variants(variants, args.only)
     ids = [1 + (7 * i) % 97 for i in range(8)]

@@ -1175,12 +1175,28 @@ def _unit_choices(fmt: str) -> tuple[int, ...]:
 
 
 def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
-    """PER: the most units a program walks, dividing the row's, that still leave the grid about four
-    programs an SM (`tiles`: the grid's row tiles, times its token-expert pairs): of 4, 2 or 1 super-blocks
-    (Q4_K, Q6_K), of 32 down to 1 blocks (Q8_0, MXFP4; a row's 90 blocks at 2,880 wide: 30, 18, 15, 10, 9,
-    ...). Measured on an H100 (2026-12-06, Phi-3's four Q4_K shapes alone): the fastest of 1, 2 and 4 each
-    time (gate/up 4, qkv 2, o 1, down 2). The block formats' is the same rule in smaller steps, not yet
-    timed against other choices."""
+    """PER, the units a program walks, dividing the row's (`tiles`: the grid's row tiles, times its
+    token-expert pairs).
+
+    Super-blocks (Q4_K, Q6_K; 1, 2 or 4): the fewest that keep the grid within one wave of four programs an
+    SM (the int8 Q4_K gate/up walk holds 103 registers: four resident), else 4. Timed in the decode step on
+    an H200 (2026-12-07, `step_ab`'s "tensor-core grids within one wave"): Phi-3 **+7.0 %**, the same tokens
+    (gate/up 4 super-blocks, 384 programs, where the rule before gave 2: 768 programs in 1.45 waves; q/k/v
+    4, the output projection 2, down 4). `units_per_program_before` is the rule before.
+    Blocks (Q8_0, MXFP4; 32 down to 1: a row's 90 blocks at 2,880 wide: 30, 18, 15, 10, 9, ...): the most
+    that still leave the grid about four programs an SM, not yet timed against other choices."""
+    if UNITS[fmt] == SUPERBLOCK:
+        dividing = [per for per in _unit_choices(fmt) if n_units % per == 0]
+        within = [per for per in dividing if tiles * (n_units // per) <= 4 * sm_count]
+        return within[-1] if within else dividing[0]
+    return units_per_program_before(fmt, n_units, tiles, sm_count)
+
+
+def units_per_program_before(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
+    """The walk rule before 2026-12-07 (the block formats' still): the most units a program walks, dividing
+    the row's, that still leave the grid about four programs an SM. For super-blocks it was calibrated
+    alone on Phi-3's shapes as plain GEMVs; the gate/up GLU launch has half the row tiles of its 16,384-row
+    tensor, so in the step it took 2 super-blocks (1.45 waves), not the 4 timed fastest alone."""
     for per in _unit_choices(fmt):
         if n_units % per == 0 and tiles * (n_units // per) >= 4 * sm_count:
             return per

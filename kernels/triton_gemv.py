@@ -155,9 +155,9 @@ class GemvConfig:
     # runs beside the previous kernel's tail (False: it waits first, as every kernel does). Not timed yet.
     tc_words_early: bool = False
     # With tensor_cores: the units (super-blocks or blocks) a program walks, where it divides the row's, or
-    # None for `tensor_core_gemv.units_per_program`'s rule (the fewest programs that still leave about four
-    # an SM). Fewer, longer programs fit a grid into one wave of resident programs (`step_ab`'s "tensor-core
-    # grids within one wave"); not timed yet.
+    # None for `tensor_core_gemv.units_per_program`'s rule (super-blocks: the fewest that keep the grid
+    # within one wave of four programs an SM). `step_ab`'s "tensor-core walks by the rule before
+    # 2026-12-07" and `kernels_gemv --tc-units` time other walks.
     tc_units_per_program: int | None = None
 
     def __post_init__(self) -> None:

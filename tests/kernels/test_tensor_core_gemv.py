@@ -441,7 +441,7 @@ def test_regrouped_gate_and_up_match_the_swiglu_of_the_products(fmt, per, rng, b
 
 @pytest.mark.parametrize("units", [1, 2, 4, 3])
 def test_a_config_s_walk_length_reaches_the_launch(units, rng, blocks) -> None:
-    """`GemvConfig.tc_units_per_program` (`step_ab`'s "tensor-core grids within one wave"): a GLU launch of
+    """`GemvConfig.tc_units_per_program` (`step_ab`'s "tensor-core walks by the rule before"): a GLU launch of
     Phi-3's width walks that many super-blocks a program (the grid's split is the row's 12 over it) and
     gives the rule's products to rounding; a walk the kernel has no form of (3) leaves the rule's choice."""
     from kernels import tensor_core_gemv, triton_gemv
