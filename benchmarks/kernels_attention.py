@@ -53,6 +53,7 @@ CASES = ((256, 16), (256, 128), (4096, 1000), (4096, 4000))
 # The forms timed, by name: `rope_attention`'s keyword arguments.
 VARIANTS = {
     "default": {},
+    "tiles before 2026-12-07": {"retiled": False, "heads_apart": False},
     "merge looped": {"unrolled_merge": False},
     "split by position": {"by_position": True},
     "re-tiled": {"retiled": True},
@@ -108,7 +109,7 @@ def bench_layout(
         )
 
     # the tile `rope_attention` picks, for the split count it launches
-    block_s = triton_decode.attention_tile(layout.n_head // layout.n_kv, triton.next_power_of_2(d)).block_s
+    block_s = triton_decode.chosen_tile(layout.n_head // layout.n_kv, triton.next_power_of_2(d)).block_s
     reference = run({})
     results = []
     for name in forms:

@@ -12,11 +12,11 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `rope, attention apart`: RoPE + KV store and the attention as two launches per layer (`rope_store`,
   `decode_attention`) instead of one (`rope_attention`);
 - MoE models only: `router and top-k apart` (`KernelConfig.fused_router` off: the router's product a GEMV,
-  its top-k `moe_route`; by default `triton_decode.moe_router` does both in one launch), `router in one
-  pass` (`moe_router(one_pass=True)`: each expert's program reads its row and the input in one load step,
-  8 warps, instead of three dependent steps of 1,024 values), `router rows before the wait` (and `..., in
-  one pass`: `moe_router(row_early=True)`: a program's first step of weights, or its whole row, loaded
-  before it waits for the previous grid), `combine in the down GEMV` (`KernelConfig.fused_combine`: the
+  its top-k `moe_route`; by default `triton_decode.moe_router` does both in one launch, each expert's program
+  reading its whole row in one load step before it waits for the previous grid), `router in three steps
+  after the wait (before 2026-12-07)` (`moe_router(one_pass=False, row_early=False)`: three dependent
+  steps of 1,024 values, all after the wait), `router in one pass after the wait` (`row_early=False`),
+  `combine in the down GEMV` (`KernelConfig.fused_combine`: the
   routed sum and the residual formed by the down GEMV's epilogue, one launch a layer fewer), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
   PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
   before they were fused);
@@ -66,7 +66,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   those dot loops at num_stages 1 (14 KB of shared memory a program for grouped heads instead of the
   pipelined loop's 39 KB of cp.async buffers, `rope_attention(dot_stages=1)`); `attention heads apart`:
   grouped heads two a program (`rope_attention(heads_apart=True)`, four times the programs, a third of
-  a program's loop);
+  a program's loop); `attention tiles before 2026-12-07`: `retiled=False, heads_apart=False` (the default
+  re-tiles one head a KV head and takes 8 or more grouped heads apart, `triton_decode.chosen_tile`);
 - `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
   step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short
   context split 0 does not walk them alone, nor do splits walk a sliding window's masked blocks;
@@ -145,19 +146,10 @@ def combine_in_down(kernels: Any) -> Any:
     return dataclasses.replace(kernels, config=dataclasses.replace(kernels.config, fused_combine=True))
 
 
-def router_one_pass(kernels: Any) -> Any:
-    """The same kernel set with `moe_router(one_pass=True)`: each expert's program reads its row and the
-    input in one load step (8 warps) instead of steps of 1,024 values."""
+def router_with(kernels: Any, **options: Any) -> Any:
+    """The same kernel set with `moe_router` called with `options` (`one_pass`, `row_early`)."""
     decode = types.SimpleNamespace(**vars(kernels.decode))
-    decode.moe_router = functools.partial(kernels.decode.moe_router, one_pass=True)
-    return dataclasses.replace(kernels, decode=decode)
-
-
-def router_rows_early(kernels: Any, one_pass: bool = False) -> Any:
-    """The same kernel set with `moe_router(row_early=True)`: each program's first step of router weights
-    loaded before the wait for the previous grid (with `one_pass`, its whole row)."""
-    decode = types.SimpleNamespace(**vars(kernels.decode))
-    decode.moe_router = functools.partial(kernels.decode.moe_router, one_pass=one_pass, row_early=True)
+    decode.moe_router = functools.partial(kernels.decode.moe_router, **options)
     return dataclasses.replace(kernels, decode=decode)
 
 
@@ -638,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
         variants["attention heads apart"] = Variant(
             _rope_attention_with(default_kernels, heads_apart=True), early
         )
+        variants["attention tiles before 2026-12-07"] = Variant(
+            _rope_attention_with(default_kernels, retiled=False, heads_apart=False), early
+        )
         variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
         variants["attention merge looped"] = Variant(attention_merge_looped(default_kernels), early)
     if not args.launch_only:
@@ -646,10 +641,11 @@ def main(argv: list[str] | None = None) -> int:
         variants["rope, attention apart"] = Variant(rope_attention_apart(default_kernels), early)
     if default_kernels.decode is not None and hasattr(engine.model.layers[0], "moe"):
         variants["router and top-k apart"] = Variant(router_apart(default_kernels), early)
-        variants["router in one pass"] = Variant(router_one_pass(default_kernels), early)
-        variants["router rows before the wait"] = Variant(router_rows_early(default_kernels), early)
-        variants["router rows before the wait, in one pass"] = Variant(
-            router_rows_early(default_kernels, True), early
+        variants["router in three steps after the wait (before 2026-12-07)"] = Variant(
+            router_with(default_kernels, one_pass=False, row_early=False), early
+        )
+        variants["router in one pass after the wait"] = Variant(
+            router_with(default_kernels, row_early=False), early
         )
         variants["combine in the down GEMV"] = Variant(combine_in_down(default_kernels), early)
         if not args.launch_only:
@@ -671,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         variants.update(
             {name: Variant(default_kernels, mode) for name, mode in modes.items() if mode != early}
         )
-        if early == dependent_launch.OFF:
+        if not early.enabled:
             # Where dependent launch is off by default (Phi-3: the waiting programs crowd its gate/up,
             # a grid of 1.45 waves at four programs an SM), with the cap that makes that grid one wave.
             for name in ("with dependent launch", "with dependent launch, late trigger"):

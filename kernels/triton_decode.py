@@ -512,6 +512,27 @@ def attention_tile(
     return AttentionTile(block_g, block_s)
 
 
+# `rope_attention`'s tiles by query heads a KV head (its defaults), as timed in the decode step on an H200
+# (2026-12-07, `benchmarks.step_ab`): one head a KV head re-tiled (Phi-3 +2.2 %); grouped heads two a
+# program from 8 a KV head (GPT-OSS +3.4 %; Qwen2.5's 7 not timed yet).
+RETILED_GROUPS = (1,)
+HEADS_APART_MIN_GROUP = 8
+
+
+def chosen_tile(
+    group: int, block_d: int, *, retiled: bool | None = None, heads_apart: bool | None = None
+) -> AttentionTile:
+    """`rope_attention`'s tile: `attention_tile`'s with `retiled` and `heads_apart` as asked, each None taken
+    by the group (`RETILED_GROUPS`, `HEADS_APART_MIN_GROUP`)."""
+    if retiled is None:
+        retiled = group in RETILED_GROUPS and not heads_apart
+    if heads_apart is None:
+        heads_apart = group >= HEADS_APART_MIN_GROUP and not retiled
+    if heads_apart and retiled:
+        raise ValueError("rope_attention: heads_apart is a broadcast tile; retiled is the dot one")
+    return attention_tile(group, block_d, retiled=retiled, heads_apart=heads_apart)
+
+
 def attention_splits(capacity: int, block_s: int, max_splits: int) -> tuple[int, int]:
     """(positions per split, splits) for a cache of `capacity`: whole blocks of `block_s`, at most
     `max_splits` splits. Fixed by the capacity, not the position, so a captured graph keeps its grid."""
@@ -535,11 +556,11 @@ def rope_attention(
     *,
     whole_cache: bool = False,
     max_splits: int = MAX_ATTENTION_SPLITS,
-    retiled: bool = False,
+    retiled: bool | None = None,
     by_position: bool = False,
     unrolled_merge: bool = True,
     dot_stages: int = 3,
-    heads_apart: bool = False,
+    heads_apart: bool | None = None,
     step_positions: int | None = None,
 ) -> torch.Tensor:
     """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
@@ -547,8 +568,10 @@ def rope_attention(
     `[n_kv, capacity, d]`. `whole_cache`: as in `decode_attention`. The cache positions are split
     among up to `max_splits` programs per KV head (`attention_splits`), whose softmax states the last
     of them merges: a long context is read by many SMs, a short one in one block step per program.
-    `retiled`: `attention_tile`'s other tiles (off: alone 1.2-1.9 µs a layer faster at tg128's cache, but
-    GPT-OSS's step −8.7 % with them, H100, `benchmarks/results/2026-12-06-h100-int8-codes-and-attention.md`).
+    `retiled`: `attention_tile`'s other tiles; None: for one query head a KV head (`RETILED_GROUPS`: Phi-3's
+    32 positions a step, +2.2 % in its step on an H200, 2026-12-07), not for grouped heads (their dot
+    products: alone 1.2-1.9 µs a layer faster at tg128's cache, but GPT-OSS's step −8.7 % with them on an
+    H100 and −2.6 % unpipelined on an H200, `benchmarks/results/2026-12-06-h100-int8-codes-and-attention.md`).
     `by_position` (off: timed slower at tg128; alone 3-4.7x faster reading a long cache at a short context): the
     same programs share the positions this step reads (`_position_span`: the window's, in runs of whole
     blocks) instead of a fixed share of the capacity each, so a short context is not walked by split 0
@@ -559,11 +582,11 @@ def rope_attention(
     `dot_stages`: with the re-tiled dot products, the loop's software-pipelining depth (Triton's num_stages;
     3, its default, keeps 39 KB of cp.async buffers a program on sm_90 for grouped heads where the broadcast
     loop keeps 4 KB; 1 keeps 14 KB and loads in registers). The broadcast loop is not pipelined.
-    `heads_apart`: `attention_tile`'s grouped heads two a program (off, not timed yet). `step_positions`:
+    `heads_apart`: `attention_tile`'s grouped heads two a program; None: where a KV head has at least
+    `HEADS_APART_MIN_GROUP` query heads (GPT-OSS's 8: +3.4 % in its step on an H200, 2026-12-07; Qwen2.5's
+    7 not timed yet, so left as it was). `step_positions`:
     the tile's positions a step instead of `attention_tile`'s (a power of two, at least 16; fewer
     positions a step also means more splits of a short cache), for `benchmarks.kernels_attention`."""
-    if heads_apart and retiled:
-        raise ValueError("rope_attention: heads_apart is a broadcast tile; retiled is the dot one")
     if by_position and whole_cache:
         raise ValueError("rope_attention: by_position reads the position's span, whole_cache the capacity")
     n_kv, capacity, d = keys.shape
@@ -571,7 +594,7 @@ def rope_attention(
     group = n_head // n_kv
     out = torch.empty(n_head, d, dtype=torch.float32, device=q.device)
     block_d = triton.next_power_of_2(d)
-    tile = attention_tile(group, block_d, retiled=retiled, heads_apart=heads_apart)
+    tile = chosen_tile(group, block_d, retiled=retiled, heads_apart=heads_apart)
     if step_positions is not None:
         if step_positions < 16 or step_positions & (step_positions - 1):
             raise ValueError(f"rope_attention: step_positions {step_positions} is not a power of two >= 16")
@@ -754,8 +777,8 @@ def moe_router(
     bias: torch.Tensor | None,
     k: int,
     *,
-    one_pass: bool = False,
-    row_early: bool = False,
+    one_pass: bool = True,
+    row_early: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """A decode step's router product and its routing in one launch (`KernelConfig.fused_router`, the default
     since it was timed: GPT-OSS +1.0 %; `benchmarks.step_ab`'s "router and top-k apart" times the two
@@ -763,13 +786,15 @@ def moe_router(
     F32 `[n_expert, n]` weight plus `bias`, then `moe_route`'s top-k and softmax -> (expert ids `[1, k]`,
     weights `[1, k]`). None where it does not serve (a formed or longer input, a quantized router or none
     of its bias, no arrival counter: the first launch inside a capture): the caller's two launches do it.
-    `one_pass` (off: +0.5 % in one A/B of two runs, within their noise; `step_ab`'s "router in one pass"): each program issues all of its row's and
-    the input's loads at once (rows of up to `ROUTER_ONE_PASS_MAX`, 8 warps) instead of three dependent
-    steps of 1,024 for GPT-OSS's 2,880: 32 programs, each one DRAM round trip instead of three; the dot
-    products summed in another order. `row_early` (off, not timed yet; `step_ab`'s "router rows before the
-    wait"): with dependent launch, each program loads its row's first step of weights before waiting for
-    the previous grid, so that DRAM round trip overlaps the previous kernel's tail (with `one_pass`, the
-    whole row); the same bits."""
+    `one_pass` (on): each program issues all of its row's and the input's loads at once (rows of up to
+    `ROUTER_ONE_PASS_MAX`, 8 warps) instead of three dependent steps of 1,024 for GPT-OSS's 2,880: 32
+    programs, each one DRAM round trip instead of three; the dot products summed in another order.
+    `row_early` (on): with dependent launch, each program loads its row's first step of weights (with
+    `one_pass`, the whole row) before waiting for the previous grid, so that DRAM round trip overlaps the
+    previous kernel's tail; the same bits. Both together timed in GPT-OSS's step on an H200 (2026-12-07,
+    `step_ab`): **+1.6 %** (491.2 -> 498.9 tokens/s), the same tokens; `row_early` alone +0.2 %, `one_pass`
+    alone +0.5 % (H100, 2026-12-06). `step_ab`'s "router in three steps after the wait" times the form
+    before."""
     served = (
         isinstance(h, RMSNormed)
         and h.x.shape[0] == 1

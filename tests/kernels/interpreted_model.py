@@ -296,7 +296,7 @@ ATTENTION_VARIANTS = {
     "merge-looped": {"unrolled_merge": False},
     "heads-apart": {"heads_apart": True},
 }
-ROUTER_VARIANTS = {"router-rows-early": {"row_early": True}}  # `moe_router`'s options
+ROUTER_VARIANTS = {"router-before": {"one_pass": False, "row_early": False}}  # `moe_router`'s options
 VARIANTS = (*GEMV_VARIANTS, *ATTENTION_VARIANTS, *ROUTER_VARIANTS, "router-apart", "combine-in-down")
 
 

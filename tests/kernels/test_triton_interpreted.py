@@ -92,8 +92,9 @@ def test_every_llama_family_and_gpt_oss_step_gives_the_reference_logits_through_
         "by-position",
         "merge-looped",
         "heads-apart",
-        "router-rows-early",
+        "router-before",
         "router-apart",
+        "combine-in-down",
     ],
 )
 def test_each_kernel_variant_gives_the_reference_logits_through_the_model(variant: str) -> None:
