@@ -163,12 +163,15 @@ def test_moe_router_is_the_router_product_then_the_reference_routing(device, n_e
     assert rel_err(weights, want_weights) < REL_TOL
     again = kernels.moe_router(h, weight, bias, k)  # the arrival counter is back at zero
     assert torch.equal(again[0], ids) and torch.equal(again[1], weights)
-    # `one_pass=True` (each row and the input in one load step, 8 warps): the reference's routing too.
-    one_ids, one_weights = kernels.moe_router(h, weight, bias, k, one_pass=True)
-    assert torch.equal(one_ids, want_ids) and rel_err(one_weights, want_weights) < REL_TOL
-    # `row_early=True` (the first weights loaded before the wait): the same sums in the same order.
-    early_ids, early_weights = kernels.moe_router(h, weight, bias, k, row_early=True)
-    assert torch.equal(early_ids, ids) and torch.equal(early_weights, weights)
+    # The default reads each row in one pass (8 warps) before the wait (`one_pass`, `row_early`); the form
+    # before, three dependent steps of 1,024 values, gives the reference's routing too. `row_early` (the
+    # weights asked for before the wait) keeps the same sums in the same order in either form.
+    late = kernels.moe_router(h, weight, bias, k, row_early=False)
+    assert torch.equal(late[0], ids) and torch.equal(late[1], weights)
+    steps = kernels.moe_router(h, weight, bias, k, one_pass=False, row_early=False)
+    assert torch.equal(steps[0], want_ids) and rel_err(steps[1], want_weights) < REL_TOL
+    steps_early = kernels.moe_router(h, weight, bias, k, one_pass=False)
+    assert torch.equal(steps_early[0], steps[0]) and torch.equal(steps_early[1], steps[1])
     assert kernels.moe_router(h.value(), weight, bias, k) is None  # a formed input: the GEMV's
     two = RMSNormed(x.repeat(2, 1), (x * norm_weight).repeat(2, 1), 1e-5)
     assert kernels.moe_router(two, weight, bias, k) is None  # the decode step's one token only
@@ -272,8 +275,10 @@ def test_rope_attention_is_rope_kv_store_and_attention_of_the_reference(
         assert torch.equal(looped, got)
         assert torch.equal(keys4[:, pos], keys[:, pos]) and torch.equal(values4[:, pos], values[:, pos])
         # Grouped heads two a program (`heads_apart=True`), the retiled dot loop unpipelined
-        # (`dot_stages=1`): the reference's numbers, the same new K/V, nothing else written.
-        for options in ({"heads_apart": True}, {"retiled": True, "dot_stages": 1}):
+        # (`dot_stages=1`), the tiles before 2026-12-07's defaults: the reference's numbers, the same new
+        # K/V, nothing else written.
+        tiles_before = {"retiled": False, "heads_apart": False}
+        for options in ({"heads_apart": True}, {"retiled": True, "dot_stages": 1}, tiles_before):
             keys5, values5 = want_keys.clone(), want_values.clone()
             keys5[:, pos:], values5[:, pos:] = float("nan"), float("nan")
             other = rope_attention(
