@@ -16,10 +16,10 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   reading its whole row in one load step before it waits for the previous grid), `router in three steps
   after the wait (before 2026-12-07)` (`moe_router(one_pass=False, row_early=False)`: three dependent
   steps of 1,024 values, all after the wait), `router in one pass after the wait` (`row_early=False`),
-  `combine in the down GEMV` (`KernelConfig.fused_combine`: the
-  routed sum and the residual formed by the down GEMV's epilogue, one launch a layer fewer), `routing unfused` (top-k, softmax, weighted sum and residual as the reference model's
-  PyTorch ops instead of `moe_route` / `moe_combine`), and all three of the above together (the step
-  before they were fused);
+  `combine in the down GEMV` (`KernelConfig.fused_combine`: the routed sum and the residual formed by the
+  down GEMV's epilogue, one launch a layer fewer), `routing unfused` (top-k, softmax, weighted sum and
+  residual as the reference model's PyTorch ops instead of `moe_route` / `moe_combine`), and all three of
+  the above together (the step before they were fused);
 - `GEMV loads ahead`: every GEMV of a format that has the form (`triton_gemv.AHEAD_FORMATS`) in its
   default launch shape, its loop loading each step's words and activations before the previous step is
   decoded (`GemvConfig.ahead`: one memory round trip a step instead of 3-7, `triton_offline.memory_round_trips`;
@@ -668,8 +668,8 @@ def main(argv: list[str] | None = None) -> int:
             {name: Variant(default_kernels, mode) for name, mode in modes.items() if mode != early}
         )
         if not early.enabled:
-            # Where dependent launch is off by default (Phi-3: the waiting programs crowd its gate/up,
-            # a grid of 1.45 waves at four programs an SM), with the cap that makes that grid one wave.
+            # Where dependent launch is off by default (Phi-3: its waiting programs crowded the gate/up grid
+            # of 1.45 waves before the tensor-core walks fit one wave, 2026-12-07), with the register cap.
             for name in ("with dependent launch", "with dependent launch, late trigger"):
                 variants[f"tensor-core GEMVs capped at 80 registers, {name}"] = Variant(
                     default_kernels, modes[name], gemv_shapes="tc-registers-80"
