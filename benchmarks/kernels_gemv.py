@@ -328,18 +328,20 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
             time_launches(lambda i: run(i, float16), len(copies), args.replays), 2
         )
         result.float16_codes_gb_per_s = round(weight_bytes / (result.float16_codes_us * 1e-6) / 1e9, 1)
+
+    def timed_each(field: str, label: str, values: list[int]) -> list[str]:
+        """The launch with `GemvConfig.<field>` at each of `values`: "<label><value> µs GB/s" each."""
+        timed = []
+        for value in values:
+            form = dataclasses.replace(config, **{field: value})
+            us = time_launches(lambda i, c=form: run(i, c), len(copies), args.replays)
+            timed.append(f"{label}{value} {us:.2f} us {weight_bytes / (us * 1e-6) / 1e9:.0f}")
+        return timed
+
     if args.tc_register_caps and config.tensor_cores:
-        result.register_caps = []
-        for cap in args.tc_register_caps:
-            capped = dataclasses.replace(config, tc_max_registers=cap)
-            cap_us = time_launches(lambda i, c=capped: run(i, c), len(copies), args.replays)
-            result.register_caps.append(f"r{cap} {cap_us:.2f} us {weight_bytes / (cap_us * 1e-6) / 1e9:.0f}")
+        result.register_caps = timed_each("tc_max_registers", "r", args.tc_register_caps)
     if args.tc_units and config.tensor_cores:
-        result.walks = []
-        for units in args.tc_units:
-            walk = dataclasses.replace(config, tc_units_per_program=units)
-            walk_us = time_launches(lambda i, c=walk: run(i, c), len(copies), args.replays)
-            result.walks.append(f"u{units} {walk_us:.2f} us {weight_bytes / (walk_us * 1e-6) / 1e9:.0f}")
+        result.walks = timed_each("tc_units_per_program", "u", args.tc_units)
     if args.tensor_cores and not config.tensor_cores and _tensor_core_layout(w0):
         on_tc = dataclasses.replace(config, tensor_cores=True)
         result.tensor_cores_us = round(time_launches(lambda i: run(i, on_tc), len(copies), args.replays), 2)
