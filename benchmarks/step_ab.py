@@ -67,7 +67,7 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   pipelined loop's 39 KB of cp.async buffers, `rope_attention(dot_stages=1)`); `attention heads apart`:
   grouped heads two a program (`rope_attention(heads_apart=True)`, four times the programs, a third of
   a program's loop); `attention tiles before 2026-12-07`: `retiled=False, heads_apart=False` (the default
-  re-tiles one head a KV head and takes 8 or more grouped heads apart, `triton_decode.chosen_tile`);
+  re-tiles one head a KV head and takes 7 or more grouped heads apart, `triton_decode.chosen_tile`);
 - `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
   step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short
   context split 0 does not walk them alone, nor do splits walk a sliding window's masked blocks;

@@ -496,7 +496,7 @@ def attention_tile(
     many instructions but 3 barriers instead of 18 (sm_90, `benchmarks/results/
     2026-12-05-gemv-loop-round-trips.md`); one head per KV head (Phi-3) keeps the broadcast products,
     which pad nothing, at 32 positions, where 64 spilled registers at 128 head dims.
-    `heads_apart` (off, not timed yet; `step_ab`'s "attention heads apart"): grouped heads taken two a
+    `heads_apart` (`chosen_tile` takes it from `HEADS_APART_MIN_GROUP` heads a KV head): grouped heads two a
     program (`head_split` programs a KV head, each reading the KV head's positions for its two, as many a
     step as the default tile), so a program's loop step is about a third of the broadcast one's at 7-8 heads,
     in four times the programs."""
@@ -514,9 +514,10 @@ def attention_tile(
 
 # `rope_attention`'s tiles by query heads a KV head (its defaults), as timed in the decode step on an H200
 # (2026-12-07, `benchmarks.step_ab`): one head a KV head re-tiled (Phi-3 +2.2 %); grouped heads two a
-# program from 8 a KV head (GPT-OSS +3.4 %; Qwen2.5's 7 not timed yet).
+# program from 7 a KV head (GPT-OSS's 8 +3.4 %; Qwen2.5's 7 +8.6 % on an H100). Groups of 2 to 6 were not
+# timed, so they keep the broadcast tile.
 RETILED_GROUPS = (1,)
-HEADS_APART_MIN_GROUP = 8
+HEADS_APART_MIN_GROUP = 7
 
 
 def chosen_tile(
@@ -583,8 +584,8 @@ def rope_attention(
     3, its default, keeps 39 KB of cp.async buffers a program on sm_90 for grouped heads where the broadcast
     loop keeps 4 KB; 1 keeps 14 KB and loads in registers). The broadcast loop is not pipelined.
     `heads_apart`: `attention_tile`'s grouped heads two a program; None: where a KV head has at least
-    `HEADS_APART_MIN_GROUP` query heads (GPT-OSS's 8: +3.4 % in its step on an H200, 2026-12-07; Qwen2.5's
-    7 not timed yet, so left as it was). `step_positions`:
+    `HEADS_APART_MIN_GROUP` query heads (GPT-OSS's 8: +3.4 % in its step on an H200; Qwen2.5's 7: +8.6 % on
+    an H100; 2026-12-07). `step_positions`:
     the tile's positions a step instead of `attention_tile`'s (a power of two, at least 16; fewer
     positions a step also means more splits of a short cache), for `benchmarks.kernels_attention`."""
     if by_position and whole_cache:
