@@ -139,6 +139,7 @@ class Result:
     # --tc-register-caps: a default launch on the tensor cores timed at each cap, "r<cap> <µs> us <GB/s>"
     register_caps: list = None
     walks: list = None  # --tc-units: "uN us GB/s" for each walk length timed
+    units_ahead: list = None  # --tc-ahead: "aN us GB/s" for each look-ahead timed
 
 
 def random_weight(shape: Shape, device: torch.device) -> QTensor:
@@ -342,6 +343,8 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         result.register_caps = timed_each("tc_max_registers", "r", args.tc_register_caps)
     if args.tc_units and config.tensor_cores:
         result.walks = timed_each("tc_units_per_program", "u", args.tc_units)
+    if args.tc_ahead and config.tensor_cores:
+        result.units_ahead = timed_each("tc_units_ahead", "a", args.tc_ahead)
     if args.tensor_cores and not config.tensor_cores and _tensor_core_layout(w0):
         on_tc = dataclasses.replace(config, tensor_cores=True)
         result.tensor_cores_us = round(time_launches(lambda i: run(i, on_tc), len(copies), args.replays), 2)
@@ -396,8 +399,8 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         "",
         "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | loading ahead µs | GB/s "
         "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | tensor cores µs | GB/s | float16 codes µs | GB/s "
-        "| register caps (µs, GB/s) | walks (µs, GB/s) | best swept | best GB/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
+        "| register caps (µs, GB/s) | walks (µs, GB/s) | units ahead (µs, GB/s) | best swept | best GB/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|",
     ]
     for r in results:
         lines.append(
@@ -409,6 +412,7 @@ def to_markdown(results: list[Result], meta: dict) -> str:
             f"| {r.float16_codes_us or ''} | {r.float16_codes_gb_per_s or ''} "
             f"| {'; '.join(r.register_caps or [])} "
             f"| {'; '.join(r.walks or [])} "
+            f"| {'; '.join(r.units_ahead or [])} "
             f"| {r.best_config} | {r.best_gb_per_s or ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -468,6 +472,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also the launches the default runs on the tensor cores, each program walking N units (super-"
         "blocks or blocks; `GemvConfig.tc_units_per_program`, where N divides the row's)",
     )
+    parser.add_argument(
+        "--tc-ahead",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="also the launches the default runs on the tensor cores with N units' words in flight beside the "
+        "one multiplied (1 or 2; `GemvConfig.tc_units_ahead`)",
+    )
     parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -502,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
             best = f"  capped: {', '.join(r.register_caps)}" + best
         if r.walks:
             best = f"  walks: {', '.join(r.walks)}" + best
+        if r.units_ahead:
+            best = f"  ahead: {', '.join(r.units_ahead)}" + best
         if r.float16_codes_us is not None:
             best = f"  float16 codes: {r.float16_codes_us:.2f} us {r.float16_codes_gb_per_s:.1f} GB/s" + best
         if r.tensor_cores_us is not None:

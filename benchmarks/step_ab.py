@@ -49,6 +49,11 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   walking the most super-blocks that leave the grid at least four programs an SM
   (`tensor_core_gemv.units_per_program_before`; Phi-3's gate/up 2, 768 programs in 1.45 waves) instead of
   the default's fewest that keep it within one wave (4, 384 programs: Phi-3 +7.0 % on an H200);
+- `tensor-core walks two units ahead` (`GemvConfig.tc_units_ahead` 2): every tensor-core launch with the
+  next two units' words in flight beside the one multiplied, the first two asked for before the
+  activations' prologue (the same bits; Q4_K's gate/up walk then holds 166 registers: three programs an
+  SM, which still hold Phi-3's 384 in one wave); `..., four super-blocks a program`: the same, each
+  program walking 4 where it divides the row's (Phi-3's output projection: 144 programs instead of 288);
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -444,6 +449,17 @@ def _tc_walks_before(config: Any, layout: Any, shape: tuple[int, int, int, int])
     return dataclasses.replace(config, tc_units_per_program=per)
 
 
+def _tc_two_ahead(per: int | None, config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The tensor-core launches with two units' words in flight beside the one multiplied (`GemvConfig.
+    tc_units_ahead`), each program walking `per` units where given and it divides the row's (the longer
+    walk the deeper look-ahead makes worth its fewer programs)."""
+    if not config.tensor_cores:
+        return config
+    return dataclasses.replace(
+        config, tc_units_ahead=2, tc_units_per_program=per or config.tc_units_per_program
+    )
+
+
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -466,6 +482,8 @@ GEMV_SHAPE_RULES = {
     "tc-registers-80": functools.partial(_tc_registers, 80),
     "tc-words-early-80": functools.partial(_tc_words_early, 80),
     "tc-walks-before": _tc_walks_before,
+    "tc-two-ahead": functools.partial(_tc_two_ahead, None),
+    "tc-two-ahead-four": functools.partial(_tc_two_ahead, 4),
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -592,6 +610,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     variants["tensor-core walks by the rule before 2026-12-07"] = Variant(
         default_kernels, early, gemv_shapes="tc-walks-before"
+    )
+    variants["tensor-core walks two units ahead"] = Variant(
+        default_kernels, early, gemv_shapes="tc-two-ahead"
+    )
+    variants["tensor-core walks two units ahead, four super-blocks a program"] = Variant(
+        default_kernels, early, gemv_shapes="tc-two-ahead-four"
     )
     variants["regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)"] = Variant(
         default_kernels, early, gemv_shapes="q6-k-cuda-cores"

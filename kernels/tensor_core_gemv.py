@@ -512,14 +512,23 @@ def _words_of(KIND: gl.constexpr, pointers, sb, shift):
 
 
 @gluon.jit
-def _first_words(KIND: gl.constexpr, pointers, lo, seg_w1, GLU: gl.constexpr):
-    """The first unit's words (and with GLU the up rows'), asked for before the activations' prologue so
-    their latency overlaps it (the up rows' are a placeholder without GLU)."""
+def _first_words(
+    KIND: gl.constexpr, pointers, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr, AHEAD: gl.constexpr
+):
+    """The first unit's words (and with GLU the up rows'), and with AHEAD 2 the second's, asked for before
+    the activations' prologue so their latency overlaps it: (first, first up, second, second up), the up
+    rows' a placeholder without GLU and the second's without AHEAD 2 (or a one-unit walk)."""
     words = _words_of(KIND, pointers, lo, 0)
     words_up = words
     if GLU:  # the up rows, seg_w1 words past the gate's: the same activations
         words_up = _words_of(KIND, pointers, lo, seg_w1)
-    return words, words_up
+    second = words
+    second_up = words_up
+    if AHEAD == 2 and PER > 1:
+        second = _words_of(KIND, pointers, lo + 1, 0)
+        if GLU:
+            second_up = _words_of(KIND, pointers, lo + 1, seg_w1)
+    return words, words_up, second, second_up
 
 
 @gluon.jit
@@ -548,21 +557,31 @@ def _walk(
     seg_w1,
     PER: gl.constexpr,
     GLU: gl.constexpr,
+    AHEAD: gl.constexpr = 1,
 ):
-    """The walk over PER units (super-blocks or blocks) from `lo`, each one's words loaded a unit ahead of
-    their use (one unit's in registers beside the one multiplied): the tile's sums [64, 8] (and the up
-    rows')."""
-    ahead, ahead_up = first_words
+    """The walk over PER units (super-blocks or blocks) from `lo`, each one's words loaded AHEAD units ahead
+    of their use (1: one unit's in registers beside the one multiplied; 2: two, `GemvConfig.
+    tc_units_ahead`), from `_first_words`: the tile's sums [64, 8] (and the up rows'). The products are
+    taken in the same order either way, so the sums' bits do not depend on AHEAD."""
+    ahead, ahead_up, second, second_up = first_words
     acc = gl.full([64, 8], 0.0, gl.float32, _MMA)
     acc_up = acc
     for i in gl.static_range(PER):
         words = ahead
-        if i + 1 < PER:
+        if AHEAD == 2:
+            ahead = second
+            if i + 2 < PER:
+                second = _words_of(KIND, pointers, lo + i + 2, 0)
+        elif i + 1 < PER:
             ahead = _words_of(KIND, pointers, lo + i + 1, 0)
         acc = _take(KIND, acc, words, constants, smem_b, smem_m, i)
         if GLU:
             words_up = ahead_up
-            if i + 1 < PER:
+            if AHEAD == 2:
+                ahead_up = second_up
+                if i + 2 < PER:
+                    second_up = _words_of(KIND, pointers, lo + i + 2, seg_w1)
+            elif i + 1 < PER:
                 ahead_up = _words_of(KIND, pointers, lo + i + 1, seg_w1)
             acc_up = _take(KIND, acc_up, words_up, constants, smem_b, smem_m, i)
     return acc, acc_up
@@ -603,6 +622,7 @@ def _q4_k_walk(
     GLU: gl.constexpr,
     ZERO_COLUMNS: gl.constexpr,
     WAIT: gl.constexpr = 0,
+    AHEAD: gl.constexpr = 1,
 ):
     """A program's walk over PER Q4_K super-blocks from `lo` (after the wait for the previous grid): the
     tile's products (and with GLU the up rows', seg_w1 words on) [64, 8], and the activations' scale.
@@ -615,7 +635,7 @@ def _q4_k_walk(
     rows = w_ptr + w_off + gl.minimum(r_rows, n_rows - 1).to(gl.int64) * row_words
     woff = _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words)
     mins_rows, jj, jb, s_is0 = _mins_operands(w_ptr, w_off, first, n_rows, row_words)
-    first_words = _first_words("q4_k", (rows, woff, mins_rows), lo, seg_w1, GLU)
+    first_words = _first_words("q4_k", (rows, woff, mins_rows), lo, seg_w1, PER, GLU, AHEAD)
     await_previous_grid(WAIT)
     # The program's activations, once: scaled by 2^(14 - e) (e: the exponent of their largest magnitude),
     # split hi + lo into shared memory in each sub-block's K order (natural element 8t + 4u + 2r + s of a
@@ -628,8 +648,9 @@ def _q4_k_walk(
     smem_m = _shared_b(gl.reshape(sx, (PER, 1, 4, 4)), PER, 128, ZERO_COLUMNS)
     gl.thread_barrier()
     return _walk(
-        "q4_k", (rows, woff, mins_rows), (jj, jb, s_is0), smem_b, smem_m, first_words, lo, seg_w1, PER, GLU
-    ) + (up,)
+        "q4_k", (rows, woff, mins_rows), (jj, jb, s_is0), smem_b, smem_m, first_words, lo, seg_w1, PER, GLU,
+        AHEAD,
+    ) + (up,)  # fmt: skip
 
 
 # Q4_K on int8 mma (`GemvConfig.tc_int8_codes`, the default): a sub-block's 4-bit codes are the A operand
@@ -804,11 +825,11 @@ def _int8_total(acc, acc_m):
 @gluon.jit
 def _q4_k_int8_walk(
     w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER: gl.constexpr, GLU: gl.constexpr,
-    WAIT: gl.constexpr = 0,
+    WAIT: gl.constexpr = 0, AHEAD: gl.constexpr = 1,
 ):  # fmt: skip
     """`_q4_k_walk` on int8 mma (the codes as they lie, the activations as four 8-bit limbs): each row's
     sum [64] (`_ROWS`; and with GLU the up rows'), and the activations' scale. Each super-block's words
-    are loaded one ahead of their use, as `_walk` does."""
+    are loaded AHEAD ahead of their use, as `_walk` does."""
     row_words = n_sb * SUPERBLOCK_WORDS
     rows = w_ptr + w_off + gl.minimum(r_rows, n_rows - 1).to(gl.int64) * row_words
     rows5 = w_ptr + w_off + _row5(first, n_rows) * row_words
@@ -823,6 +844,14 @@ def _q4_k_int8_walk(
     ahead_up = ahead
     if GLU:
         ahead_up = _int8_words(rows5 + seg_w1, codes5 + seg_w1, rows + seg_w1, mins_rows + seg_w1, lo)
+    second = ahead
+    second_up = ahead_up
+    if AHEAD == 2 and PER > 1:  # as `_first_words`
+        second = _int8_words(rows5, codes5, rows, mins_rows, lo + 1)
+        if GLU:
+            second_up = _int8_words(
+                rows5 + seg_w1, codes5 + seg_w1, rows + seg_w1, mins_rows + seg_w1, lo + 1
+            )
     await_previous_grid(WAIT)  # as `_q4_k_walk`'s WAIT
     xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256, True)
     smem_i = _int8_b(xs, PER)
@@ -835,12 +864,22 @@ def _q4_k_int8_walk(
     acc_up, acc_m_up = acc, acc_m
     for i in gl.static_range(PER):
         words = ahead
-        if i + 1 < PER:
+        if AHEAD == 2:
+            ahead = second
+            if i + 2 < PER:
+                second = _int8_words(rows5, codes5, rows, mins_rows, lo + i + 2)
+        elif i + 1 < PER:
             ahead = _int8_words(rows5, codes5, rows, mins_rows, lo + i + 1)
         acc, acc_m = _take_int8_superblock(acc, acc_m, words, jj, jb, s_is0, smem_i, smem_m, i)
         if GLU:
             words_up = ahead_up
-            if i + 1 < PER:
+            if AHEAD == 2:
+                ahead_up = second_up
+                if i + 2 < PER:
+                    second_up = _int8_words(
+                        rows5 + seg_w1, codes5 + seg_w1, rows + seg_w1, mins_rows + seg_w1, lo + i + 2
+                    )
+            elif i + 1 < PER:
                 ahead_up = _int8_words(
                     rows5 + seg_w1, codes5 + seg_w1, rows + seg_w1, mins_rows + seg_w1, lo + i + 1
                 )
@@ -886,6 +925,7 @@ def _q6_k_walk(
     GLU: gl.constexpr,
     ZERO_COLUMNS: gl.constexpr,
     WAIT: gl.constexpr = 0,
+    AHEAD: gl.constexpr = 1,
 ):
     """`_q4_k_walk` for a regrouped Q6_K matrix (`kernels.qtensor.CODES_THEN_SCALES`: each row's 52 code
     words a super-block, then the matrix's d halfwords, a row's n_sb in a run)."""
@@ -894,7 +934,7 @@ def _q6_k_walk(
     rows = w_ptr + w_off + clamped * row_words
     d_rows = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_sb
     words = _lane_words(w_ptr, w_off, first, n_rows, row_words)
-    first_words = _first_words("q6_k", (rows, words, d_rows), lo, seg_w1, GLU)
+    first_words = _first_words("q6_k", (rows, words, d_rows), lo, seg_w1, PER, GLU, AHEAD)
     await_previous_grid(WAIT)
     # The activations in each 16-element sub-block's K order: natural element 4t + 2r + s stored at
     # [t, s, r] (K = 8s + 2t + r), hi and lo as B's columns 0 and 1.
@@ -903,7 +943,9 @@ def _q6_k_walk(
     smem_b = _shared_b(xb, PER * 16, 128, ZERO_COLUMNS)
     gl.thread_barrier()
     # (no mins: the Q6_K walk reads one shared buffer, passed for both)
-    return _walk("q6_k", (rows, words, d_rows), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU) + (up,)
+    return _walk(
+        "q6_k", (rows, words, d_rows), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU, AHEAD
+    ) + (up,)
 
 
 @gluon.jit
@@ -954,6 +996,7 @@ def _block_walk(
     GLU: gl.constexpr,
     ZERO_COLUMNS: gl.constexpr,
     WAIT: gl.constexpr = 0,
+    AHEAD: gl.constexpr = 1,
 ):
     """`_q4_k_walk` for a regrouped matrix of 32-element blocks (`kernels.qtensor.CODES_THEN_SCALES`: each
     row's code words a block, then the matrix's scales, a row's n_blocks in a run): Q8_0 (8 words a block,
@@ -970,7 +1013,7 @@ def _block_walk(
         bytes_ptr = w_ptr.to(gl.pointer_type(gl.uint8))
         scales = bytes_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 4 + clamped * n_blocks
         words = _lane_words(w_ptr, w_off, first, n_rows, row_words)
-    first_words = _first_words(KIND, (words, scales), lo, seg_w1, GLU)
+    first_words = _first_words(KIND, (words, scales), lo, seg_w1, PER, GLU, AHEAD)
     await_previous_grid(WAIT)
     xs, up = _activations(x_ptr, lo * 32, PER_POW2 * 32, PER * 32)
     if KIND == "q8_0":
@@ -983,7 +1026,7 @@ def _block_walk(
         up = up * (1.0 / 32768.0)
     smem_b = _shared_b(gl.reshape(xb, (PER_POW2, 1, 4, 8)), PER_POW2, 256, ZERO_COLUMNS)
     gl.thread_barrier()
-    return _walk(KIND, (words, scales), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU) + (up,)
+    return _walk(KIND, (words, scales), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU, AHEAD) + (up,)
 
 
 @gluon.jit
@@ -1033,6 +1076,7 @@ def _tc_gemv_kernel(
     ZERO_COLUMNS: gl.constexpr = 0,  # B's six unused columns stored as zeros (`_shared_b`), else unwritten
     INT8_CODES: gl.constexpr = 0,  # Q4_K: the codes as int8 mma operands (`_q4_k_int8_walk`)
     WORDS_EARLY: gl.constexpr = 0,  # a 2-D matrix: the walk waits once its first words are asked for
+    AHEAD: gl.constexpr = 1,  # units whose words are in flight beside the one multiplied (1 or 2)
 ):
     gl.static_assert(not (WORDS_EARLY and HAS_IDS), "an expert's words are known only after the wait")
     # Where the program waits for the previous grid: here, or with WORDS_EARLY inside the walk, after it
@@ -1066,12 +1110,13 @@ def _tc_gemv_kernel(
         count_ptr = count_ptr + pair * gl.num_programs(0)
     if FMT == "q4_k" and INT8_CODES:
         total, total_up, up = _q4_k_int8_walk(
-            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, WALK_WAIT
+            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, WALK_WAIT, AHEAD
         )
     elif FMT == "q4_k":
         acc, acc_up, up = _q4_k_walk(
-            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS, WALK_WAIT
-        )
+            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS, WALK_WAIT,
+            AHEAD,
+        )  # fmt: skip
     elif FMT == "q8_0_codes_then_scales" or FMT == "mxfp4_codes_then_scales":
         KIND: gl.constexpr = "q8_0" if FMT == "q8_0_codes_then_scales" else "mxfp4"
         acc, acc_up, up = _block_walk(
@@ -1091,11 +1136,12 @@ def _tc_gemv_kernel(
             GLU,
             ZERO_COLUMNS,
             WALK_WAIT,
+            AHEAD,
         )
     else:
         acc, acc_up, up = _q6_k_walk(
             w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS,
-            WALK_WAIT,
+            WALK_WAIT, AHEAD,
         )  # fmt: skip
     launch_next_grid_late(PDL)
     if not (FMT == "q4_k" and INT8_CODES):  # the int8 walk's sums are a row's already
@@ -1230,6 +1276,7 @@ def launch(
     max_registers: int | None = None,
     words_early: bool = False,
     units: int | None = None,
+    units_ahead: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1242,7 +1289,11 @@ def launch(
     launch (`GemvConfig.tc_max_registers`), None for the compiler's choice. `words_early`: under dependent
     launch, a 2-D matrix's programs ask for their first unit's words before they wait for the previous
     grid (`GemvConfig.tc_words_early`; an expert's are known only after it). `units`: the units a program
-    walks where it divides the row's (`GemvConfig.tc_units_per_program`), else `units_per_program`'s."""
+    walks where it divides the row's (`GemvConfig.tc_units_per_program`), else `units_per_program`'s.
+    `units_ahead`: the units whose words a program has in flight beside the one it multiplies, 1 or 2
+    (`GemvConfig.tc_units_ahead`)."""
+    if units_ahead not in (1, 2):
+        raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
     n_units = in_features // UNITS[fmt]
     tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
@@ -1305,6 +1356,7 @@ def launch(
         ZERO_COLUMNS=zero_columns,
         INT8_CODES=int8_codes and fmt == "q4_k",
         WORDS_EARLY=words_early and expert_ids is None and dependent_launch.active(),
+        AHEAD=units_ahead,
         num_warps=NUM_WARPS,
         maxnreg=max_registers,
         **dependent_launch.launch_kwargs(),

@@ -159,6 +159,12 @@ class GemvConfig:
     # within one wave of four programs an SM). `step_ab`'s "tensor-core walks by the rule before
     # 2026-12-07" and `kernels_gemv --tc-units` time other walks.
     tc_units_per_program: int | None = None
+    # With tensor_cores: the units whose words a program has in flight beside the one it multiplies (1: the
+    # next one's; 2: the next two's, the first two asked for before the activations' prologue, for up to a
+    # unit's words more in registers). The same products in the same order, so the same bits. Nsight
+    # Compute finds the tensor-core walks waiting on their loads with a quarter of the issue slots busy
+    # (H100, 2026-12-07); `step_ab`'s "tensor-core walks two units ahead" times it.
+    tc_units_ahead: int = 1
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -1978,6 +1984,7 @@ def launch_segments(
             max_registers=config.tc_max_registers,
             words_early=config.tc_words_early,
             units=config.tc_units_per_program,
+            units_ahead=config.tc_units_ahead,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

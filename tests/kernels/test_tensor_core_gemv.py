@@ -86,18 +86,24 @@ def activations(rng, width: int, rows: int = 1) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def tensor_cores(per: int | None = None, zero_columns: bool = False, int8_codes: bool = False):
+def tensor_cores(
+    per: int | None = None, zero_columns: bool = False, int8_codes: bool = False, units_ahead: int = 1
+):
     """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
     program walks, where it divides the row's (else the launch's own choice); `zero_columns`: the prologue
     stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`); `int8_codes`: Q4_K on int8 mma
-    (`GemvConfig.tc_int8_codes`)."""
+    (`GemvConfig.tc_int8_codes`); `units_ahead`: `GemvConfig.tc_units_ahead`."""
     from kernels import tensor_core_gemv, triton_gemv
 
     chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
 
     def config(*args, **kw):
         return dataclasses.replace(
-            chosen(*args, **kw), tensor_cores=True, tc_zero_columns=zero_columns, tc_int8_codes=int8_codes
+            chosen(*args, **kw),
+            tensor_cores=True,
+            tc_zero_columns=zero_columns,
+            tc_int8_codes=int8_codes,
+            tc_units_ahead=units_ahead,
         )
 
     def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
@@ -473,3 +479,37 @@ def test_a_config_s_walk_length_reaches_the_launch(units, rng, blocks) -> None:
     assert grids == [(4, 12 // (units if units != 3 else rule))]
     products = reference_qmatmul(x, fused, None, torch.float32)
     assert rel_err(got, torch.nn.functional.silu(products[:, :200]) * products[:, 200:]) < REL_TOL
+
+
+@pytest.mark.parametrize("glu", [False, True])
+@pytest.mark.parametrize("per", [1, 2, 4])
+@pytest.mark.parametrize(
+    ("fmt", "int8_codes"), [("Q4_K", True), ("Q4_K", False), *((f, False) for f in REGROUPED)]
+)
+def test_two_units_ahead_give_the_same_bits(fmt, int8_codes, per, glu, rng, blocks) -> None:
+    """`GemvConfig.tc_units_ahead` 2 (`step_ab`'s "tensor-core walks two units ahead") only asks for the words
+    sooner: every walk of every format, with and without GLU, gives the one-ahead walk's bits (Phi-3's
+    width: 12 super-blocks, 96 blocks; split 12 / per, so the split epilogue runs too)."""
+    from kernels.triton_gemv import launch_segments
+
+    width = 3072
+    x = activations(rng, width)
+    if glu:
+        gate, up = (
+            MAKERS[fmt]((200, width), rng, blocks, "gate"),
+            MAKERS[fmt]((200, width), rng, blocks, "up"),
+        )
+    else:
+        w = MAKERS[fmt]((200, width), rng, blocks)
+    got = {}
+    for ahead in (1, 2):
+        with tensor_cores(per, int8_codes=int8_codes, units_ahead=ahead) as launches:
+            if glu:
+                got[ahead] = launch_segments(x, (gate, up), (None, None), 1, glu=True)
+            else:
+                got[ahead] = launch_segments(x, (w,), (None,), 1)
+        assert launches == [True]
+    assert torch.equal(got[1], got[2])
+    reference = reference_qmatmul(x, w, None, torch.float32) if not glu else None
+    if reference is not None:
+        assert rel_err(got[2], reference) < REL_TOL
