@@ -8,8 +8,10 @@ the launches are captured in a CUDA graph (so host launch cost is not counted: t
 kernel is), replayed after a warm-up and timed with CUDA events; the result is the median over replays
 divided by the launches per replay. The weight is read from a set of copies larger than the L2 cache
 in rotation, so every launch streams it from HBM. It prints the
-achieved bandwidth (weight bytes / time) and its share of `--peak` (3.0 TB/s: an H100's measured
-device-to-device copy rate). For MoE experts, the bytes are those of the selected experts only.
+achieved bandwidth (weight bytes / time) and its share of `--peak` (by default the device-to-device copy
+bandwidth measured in the same run), and the microseconds a launch takes beyond streaming its bytes at
+that copy bandwidth: its fixed cost (start, prologue, the split epilogue), which a one-wave GEMV of a few
+MB pays in full. For MoE experts, the bytes are those of the selected experts only.
 `--sweep` also times a grid of launch configurations per shape and reports the best next to the
 default (the five best in `top`); `--sweep-split` instead times only the default launch's split and
 rows a program (`split_sweep_configs`: the grid's size, nothing else). `--ahead` times the default
@@ -119,6 +121,8 @@ class Result:
     gb_per_s: float
     pct_of_peak: float
     config: str
+    # the µs beyond streaming weight_bytes at the copy bandwidth measured in the run: the launch's fixed cost
+    beyond_stream_us: float | None = None
     best_config: str = ""
     best_gb_per_s: float = 0.0
     top: list = None  # the best few swept configurations, "config GB/s"
@@ -299,6 +303,7 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         round(gbs, 1),
         round(100 * gbs / args.peak, 1),
         _fmt_config(config),
+        round(us - weight_bytes / (args.copy_gb_per_s * 1e3), 2),
     )
     if args.ahead and _loads_ahead(w0):
         ahead = dataclasses.replace(config, ahead=True, tensor_cores=False)
@@ -397,15 +402,15 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         f"Copy bandwidth (read + write) measured in the same run: {meta['copy_gb_per_s']:.0f} GB/s. "
         f"% is of {meta['peak_gb_per_s']:.0f} GB/s.",
         "",
-        "| model | tensor | type | shape | MiB read | µs | GB/s | % | config | loading ahead µs | GB/s "
+        "| model | tensor | type | shape | MiB read | µs | GB/s | % | beyond streaming µs | config | loading ahead µs | GB/s "
         "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | tensor cores µs | GB/s | float16 codes µs | GB/s "
         "| register caps (µs, GB/s) | walks (µs, GB/s) | units ahead (µs, GB/s) | best swept | best GB/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.model} | {r.tensor} | {r.qtype} | {r.shape} | {r.weight_bytes / 2**20:.2f} | {r.median_us} "
-            f"| {r.gb_per_s} | {r.pct_of_peak} | {r.config} | {r.ahead_us or ''} | {r.ahead_gb_per_s or ''} "
+            f"| {r.gb_per_s} | {r.pct_of_peak} | {r.beyond_stream_us} | {r.config} | {r.ahead_us or ''} | {r.ahead_gb_per_s or ''} "
             f"| {r.round_trip_free} | {r.round_trip_free_us or ''} | {r.round_trip_free_gb_per_s or ''} "
             f"| {r.cuda_cores_us or ''} | {r.cuda_cores_gb_per_s or ''} "
             f"| {r.tensor_cores_us or ''} | {r.tensor_cores_gb_per_s or ''} "
@@ -421,7 +426,12 @@ def to_markdown(results: list[Result], meta: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports"))
-    parser.add_argument("--peak", type=float, default=3000.0, help="GB/s taken as 100 %%")
+    parser.add_argument(
+        "--peak",
+        type=float,
+        default=None,
+        help="GB/s taken as 100 %% (default: the copy bandwidth measured in the same run)",
+    )
     parser.add_argument("--replays", type=int, default=15, help="timed graph replays per shape")
     sweeps = parser.add_mutually_exclusive_group()
     sweeps.add_argument("--sweep", action="store_true")
@@ -494,9 +504,12 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "peak_gb_per_s": args.peak,
         "copy_gb_per_s": copy_bandwidth(device)["gbps"],
     }
+    args.copy_gb_per_s = meta["copy_gb_per_s"]
+    if args.peak is None:
+        args.peak = args.copy_gb_per_s
+    meta["peak_gb_per_s"] = args.peak
     print(json.dumps(meta), flush=True)
     results = []
     for shape in SHAPES:
@@ -526,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             best = f"  ahead: {r.ahead_us:.2f} us {r.ahead_gb_per_s:.1f} GB/s" + best
         print(
             f"{r.model:13s} {r.tensor:30s} {r.qtype:6s} {r.shape:26s} {r.median_us:9.2f} us "
-            f"{r.gb_per_s:8.1f} GB/s {r.pct_of_peak:5.1f} %  {r.config}{best}",
+            f"{r.gb_per_s:8.1f} GB/s {r.pct_of_peak:5.1f} % {r.beyond_stream_us:6.2f} us beyond  {r.config}{best}",
             flush=True,
         )
     args.out.mkdir(parents=True, exist_ok=True)

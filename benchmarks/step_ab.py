@@ -543,13 +543,16 @@ def run_variant(engine: Any, variant: Variant, ids: list[int], tokens: int) -> d
 
 
 def select_variants(variants: dict[str, Any], only: list[str] | None) -> dict[str, Any]:
-    """The default and, with `only`, the variants whose name contains one of its texts (any case)."""
+    """The default and, with `only`, the variants named by one of its texts: a text names a variant whose
+    name holds each of its words, in any order and case ("two ahead" names "... two units ahead")."""
     if not only:
         return variants
-    wanted = [text.lower() for text in only]
-    return {
-        name: v for name, v in variants.items() if name == "default" or any(t in name.lower() for t in wanted)
-    }
+    wanted = [text.lower().split() for text in only]
+
+    def named(name: str) -> bool:
+        return any(all(word in name.lower() for word in words) for words in wanted if words)
+
+    return {name: v for name, v in variants.items() if name == "default" or named(name)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -568,8 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="TEXT",
-        help="the default and the variants whose name contains one of these (case-insensitive), e.g. "
-        "'GEMV' 'late trigger'",
+        help="the default and the variants named by one of these texts: each word of a text in the name, in "
+        "any order and case, e.g. 'GEMV' 'late trigger' 'two ahead'",
     )
     args = p.parse_args(argv)
     if not torch.cuda.is_available():

@@ -39,3 +39,35 @@ def test_the_split_sweep_keeps_the_rows_of_a_block_format() -> None:
     assert {c.block_n for c in configs} == {default.block_n}
     # 2,880 inputs: 90 blocks, 32 a step, so 3 steps and splits of at most 3.
     assert sorted(c.split for c in configs) == [s for s in (1, 2, 3) if s != default.split]
+
+
+def test_the_table_has_a_cell_for_every_column() -> None:
+    """`kernels_gemv.md`: the header, its rule and a row with every optional column filled have as many
+    cells, the fixed cost beyond streaming among them."""
+    pytest.importorskip("triton")
+    from benchmarks.kernels_gemv import Result, to_markdown
+
+    row = Result(
+        "phi-3-mini", "attn_output", "Q4_K", "3072x3072", 5_308_416, 7.0, 758.6, 25.3, "tensor cores"
+    )
+    row.beyond_stream_us = 5.23
+    row.register_caps, row.walks, row.units_ahead = (
+        ["r80 6.67 us 796"],
+        ["u4 8.35 us 636"],
+        ["a2 7.16 us 741"],
+    )
+    meta = {
+        "device": "d",
+        "torch": "t",
+        "triton": "x",
+        "date": "now",
+        "copy_gb_per_s": 2999.0,
+        "peak_gb_per_s": 2999.0,
+    }
+    table = [line for line in to_markdown([row], meta).splitlines() if line.startswith("|")]
+    assert len(table) == 3
+    assert len({line.count("|") for line in table}) == 1
+    header = [cell.strip() for cell in table[0].split("|")]
+    cells = [cell.strip() for cell in table[2].split("|")]
+    assert cells[header.index("beyond streaming µs")] == "5.23"
+    assert cells[header.index("units ahead (µs, GB/s)")] == "a2 7.16 us 741"

@@ -26,6 +26,12 @@ def test_only_keeps_the_default_and_the_variants_named() -> None:
         "with dependent launch, late trigger",
     ]
     assert list(select_variants(variants, ["nothing like it"])) == ["default"]
+    # A text of several words names the variants holding every one of them, in any order.
+    assert list(select_variants(variants, ["late dependent"])) == [
+        "default",
+        "with dependent launch, late trigger",
+    ]
+    assert list(select_variants(variants, ["gemv ahead", "  "])) == ["default", "GEMV loads ahead"]
 
 
 def test_the_loop_form_rules_give_one_form_each() -> None:
