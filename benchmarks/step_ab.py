@@ -514,6 +514,34 @@ def gemv_launch_shapes(rule: str) -> Iterator[None]:
         yield
 
 
+# The step A/B's variants that change only the GEMVs' launch shapes: variant name -> GEMV_SHAPE_RULES key,
+# in the order they are timed (every model; the Q8_0 ones where the model has regrouped Q8_0 matrices).
+GEMV_SHAPE_VARIANTS = {
+    "GEMV loads ahead": "ahead",
+    "GEMV loads ahead, Q4_K/Q5_K only": "k4-k5-ahead",
+    "GEMV splits doubled": "splits-doubled",
+    "GEMV splits halved": "splits-halved",
+    "GEMV activations with the words": "with-words",
+    "Q5_0/Q8_0 tiles without round trips": "round-trip-free",
+    "GEMV loops plain (none ahead)": "plain",
+    "GEMVs on the CUDA cores only": "cuda-cores",
+    "tensor-core prologue storing zero columns": "tc-zero-columns",
+    "Q4_K tensor-core GEMVs on float16 codes": "q4-k-float16",
+    "tensor-core GEMVs capped at 96 registers": "tc-registers-96",
+    "tensor-core GEMVs capped at 80 registers": "tc-registers-80",
+    "tensor-core walks by the rule before 2026-12-07": "tc-walks-before",
+    "tensor-core walks two units ahead": "tc-two-ahead",
+    "tensor-core walks two units ahead, four super-blocks a program": "tc-two-ahead-four",
+    "regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)": "q6-k-cuda-cores",
+    "every Q4_K GEMV on the tensor cores": "q4-k-tensor-cores",
+}
+Q8_0_VARIANTS = {
+    "regrouped Q8_0 GEMVs plain (none ahead)": "q8-0-plain",
+    "regrouped Q8_0 GEMVs on the tensor cores too": "q8-0-tensor-cores",
+    "regrouped Q8_0 GEMVs below 64 MiB on the tensor cores too": "q8-0-tensor-cores-below-64-mib",
+}
+
+
 def run_variant(engine: Any, variant: Variant, ids: list[int], tokens: int) -> dict[str, Any]:
     from reference_worker.decode_step import DecodeGraphs
     from reference_worker.sampling import SamplingParams
@@ -592,50 +620,15 @@ def main(argv: list[str] | None = None) -> int:
     default_kernels = engine.model.kernels
     early = engine.graphs.dependent_launch if engine.graphs is not None else dependent_launch.OFF
     variants = {"default": Variant(default_kernels, early)}
-    variants["GEMV loads ahead"] = Variant(default_kernels, early, gemv_shapes="ahead")
-    variants["GEMV loads ahead, Q4_K/Q5_K only"] = Variant(default_kernels, early, gemv_shapes="k4-k5-ahead")
-    variants["GEMV splits doubled"] = Variant(default_kernels, early, gemv_shapes="splits-doubled")
-    variants["GEMV splits halved"] = Variant(default_kernels, early, gemv_shapes="splits-halved")
-    variants["GEMV activations with the words"] = Variant(default_kernels, early, gemv_shapes="with-words")
-    variants["Q5_0/Q8_0 tiles without round trips"] = Variant(
-        default_kernels, early, gemv_shapes="round-trip-free"
-    )
-    variants["GEMV loops plain (none ahead)"] = Variant(default_kernels, early, gemv_shapes="plain")
-    variants["GEMVs on the CUDA cores only"] = Variant(default_kernels, early, gemv_shapes="cuda-cores")
-    variants["tensor-core prologue storing zero columns"] = Variant(
-        default_kernels, early, gemv_shapes="tc-zero-columns"
-    )
-    variants["Q4_K tensor-core GEMVs on float16 codes"] = Variant(
-        default_kernels, early, gemv_shapes="q4-k-float16"
-    )
-    for cap in (96, 80):
-        variants[f"tensor-core GEMVs capped at {cap} registers"] = Variant(
-            default_kernels, early, gemv_shapes=f"tc-registers-{cap}"
-        )
-    variants["tensor-core walks by the rule before 2026-12-07"] = Variant(
-        default_kernels, early, gemv_shapes="tc-walks-before"
-    )
-    variants["tensor-core walks two units ahead"] = Variant(
-        default_kernels, early, gemv_shapes="tc-two-ahead"
-    )
-    variants["tensor-core walks two units ahead, four super-blocks a program"] = Variant(
-        default_kernels, early, gemv_shapes="tc-two-ahead-four"
-    )
-    variants["regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)"] = Variant(
-        default_kernels, early, gemv_shapes="q6-k-cuda-cores"
-    )
-    variants["every Q4_K GEMV on the tensor cores"] = Variant(
-        default_kernels, early, gemv_shapes="q4-k-tensor-cores"
+    variants.update(
+        {
+            name: Variant(default_kernels, early, gemv_shapes=rule)
+            for name, rule in GEMV_SHAPE_VARIANTS.items()
+        }
     )
     if GGMLType.Q8_0 in regrouped_types(engine.model):
-        variants["regrouped Q8_0 GEMVs plain (none ahead)"] = Variant(
-            default_kernels, early, gemv_shapes="q8-0-plain"
-        )
-        variants["regrouped Q8_0 GEMVs on the tensor cores too"] = Variant(
-            default_kernels, early, gemv_shapes="q8-0-tensor-cores"
-        )
-        variants["regrouped Q8_0 GEMVs below 64 MiB on the tensor cores too"] = Variant(
-            default_kernels, early, gemv_shapes="q8-0-tensor-cores-below-64-mib"
+        variants.update(
+            {name: Variant(default_kernels, early, gemv_shapes=rule) for name, rule in Q8_0_VARIANTS.items()}
         )
     if hasattr(engine.model.layers[0], "moe"):  # MoE (GPT-OSS): its MXFP4 experts are regrouped at load
         variants["MXFP4 expert GEMVs on the tensor cores too"] = Variant(

@@ -305,3 +305,12 @@ def test_the_tensor_core_kernel_walks_the_fewest_super_blocks_within_one_wave() 
     assert units_per_program(q8_0, 90, 80, 132) == 10  # attn_qkv 5,120 x 2,880: 9 splits
     assert units_per_program(q8_0, 128, 45, 132) == 8  # attn_output 2,880 x 4,096: 16 splits
     assert units_per_program(q8_0, 90, 3142, 132) == 30  # output 201,088 x 2,880: at most 32 a program
+
+
+def test_every_launch_shape_variant_names_a_rule() -> None:
+    """The step A/B's launch-shape variants (`GEMV_SHAPE_VARIANTS`, `Q8_0_VARIANTS`) each name a rule of
+    `GEMV_SHAPE_RULES`, and no variant is named twice."""
+    from benchmarks.step_ab import GEMV_SHAPE_RULES, GEMV_SHAPE_VARIANTS, Q8_0_VARIANTS
+
+    assert set(GEMV_SHAPE_VARIANTS.values()) | set(Q8_0_VARIANTS.values()) <= set(GEMV_SHAPE_RULES)
+    assert not set(GEMV_SHAPE_VARIANTS) & set(Q8_0_VARIANTS)
