@@ -1226,9 +1226,10 @@ def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
 
     Super-blocks (Q4_K, Q6_K; 1, 2 or 4): the fewest that keep the grid within one wave of four programs an
     SM (the int8 Q4_K gate/up walk holds 103 registers: four resident), else 4. Timed in the decode step on
-    an H200 (2026-12-07, `step_ab`'s "tensor-core grids within one wave"): Phi-3 **+7.0 %**, the same tokens
-    (gate/up 4 super-blocks, 384 programs, where the rule before gave 2: 768 programs in 1.45 waves; q/k/v
-    4, the output projection 2, down 4). `units_per_program_before` is the rule before.
+    an H200 (2026-12-07, as `step_ab`'s variant "tensor-core grids within one wave" then): Phi-3 **+7.0 %**,
+    the same tokens (gate/up 4 super-blocks, 384 programs, where the rule before gave 2: 768 programs in
+    1.45 waves; q/k/v 4, the output projection 2, down 4); on an H100 the rule before, `step_ab`'s
+    "tensor-core walks by the rule before 2026-12-07" now, −10.0 %. `units_per_program_before` is that rule.
     Blocks (Q8_0, MXFP4; 32 down to 1: a row's 90 blocks at 2,880 wide: 30, 18, 15, 10, 9, ...): the most
     that still leave the grid about four programs an SM, not yet timed against other choices."""
     if UNITS[fmt] == SUPERBLOCK:
