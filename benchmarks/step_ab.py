@@ -55,6 +55,11 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   SM, which still hold Phi-3's 384 in one wave); `..., four super-blocks a program`: the same, each
   program walking 4 where it divides the row's (Phi-3's output projection: 144 programs instead of 288).
   Timed on an H100 (2026-12-07): Phi-3 −1.3 % and −1.9 %, the same tokens;
+- `tensor-core rows across 2 warps`, `... 4 warps` (`GemvConfig.tc_warp_split`): every tensor-core launch
+  whose row's units the split divides with 32 or 16 rows a program, its warps each walking their own run
+  of the units and the runs' sums added in the program, so that the split of K across programs (partial
+  sums, an arrival counter, the last program's second pass) is left only where the tiles alone leave
+  fewer than two programs an SM; Q4_K's walk is then the float16 one. Not timed yet;
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -461,6 +466,15 @@ def _tc_two_ahead(per: int | None, config: Any, layout: Any, shape: tuple[int, i
     )
 
 
+def _tc_warp_split(split: int, config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The tensor-core launches with each row tile's units across `split` of its warps (`GemvConfig.
+    tc_warp_split`: 64 / split rows a program, the split of K across programs only where the tiles alone
+    leave fewer than two programs an SM; Q4_K's walk the float16 one)."""
+    if not config.tensor_cores:
+        return config
+    return dataclasses.replace(config, tc_warp_split=split)
+
+
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -485,6 +499,8 @@ GEMV_SHAPE_RULES = {
     "tc-walks-before": _tc_walks_before,
     "tc-two-ahead": functools.partial(_tc_two_ahead, None),
     "tc-two-ahead-four": functools.partial(_tc_two_ahead, 4),
+    "tc-warp-split-2": functools.partial(_tc_warp_split, 2),
+    "tc-warp-split-4": functools.partial(_tc_warp_split, 4),
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -532,6 +548,8 @@ GEMV_SHAPE_VARIANTS = {
     "tensor-core walks by the rule before 2026-12-07": "tc-walks-before",
     "tensor-core walks two units ahead": "tc-two-ahead",
     "tensor-core walks two units ahead, four super-blocks a program": "tc-two-ahead-four",
+    "tensor-core rows across 2 warps": "tc-warp-split-2",
+    "tensor-core rows across 4 warps": "tc-warp-split-4",
     "regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)": "q6-k-cuda-cores",
     "every Q4_K GEMV on the tensor cores": "q4-k-tensor-cores",
 }

@@ -237,33 +237,57 @@ def _with_zeros(v):
 
 @gluon.jit
 def _hi_lo(v):
-    """[B, 1, a, b] float32 -> [B, 2 * a * b] float16: `_with_zeros`'s columns n = 0 (hi) and 1 (lo) alone."""
+    """[B, S, a, b] float32 -> [B, S * 2 * a * b] float16: `_with_zeros`'s columns n = 2s (hi) and 2s + 1 (lo)
+    of each of the S segments of a warp split (`_shared_b`), S = 1 without one."""
     hi = v.to(gl.float16)
     lo = (v - hi.to(gl.float32)).to(gl.float16)
-    n2 = gl.permute(gl.join(hi, lo), (0, 1, 4, 2, 3))  # [B, 1, n, a, b]
-    return gl.reshape(n2, (v.shape[0], 2 * v.shape[2] * v.shape[3]))
+    n2 = gl.permute(gl.join(hi, lo), (0, 1, 4, 2, 3))  # [B, S, n, a, b]
+    return gl.reshape(n2, (v.shape[0], 2 * v.shape[1] * v.shape[2] * v.shape[3]))
 
 
 @gluon.jit
 def _shared_b(v, ROWS: gl.constexpr, WIDTH: gl.constexpr, ZERO_COLUMNS: gl.constexpr):
-    """The activations `v` [ROWS, 1, a, b] as B operands in shared memory [ROWS, WIDTH = 8 * a * b] float16:
+    """The activations `v` [ROWS, S, a, b] as B operands in shared memory [ROWS, WIDTH = 8 * a * b] float16:
     column n = 0 their hi part, n = 1 their lo part. ZERO_COLUMNS: the six other columns stored as zeros;
     else left unwritten, a quarter of the stores: only the mma's result columns 0 and 1 are read (`_used`),
-    and a column of the result depends on its own column of B alone, so whatever those hold stays there."""
+    and a column of the result depends on its own column of B alone, so whatever those hold stays there.
+    With a warp split (S = 2 or 4 segments, `GemvConfig.tc_warp_split`) segment s's activations are columns
+    2s and 2s + 1: one mma multiplies each warp's codes with its own segment's (`_used` keeps those)."""
+    S: gl.constexpr = v.shape[1]
     if ZERO_COLUMNS:
+        gl.static_assert(S == 1, "B's unused columns are stored as zeros without a warp split only")
         smem = gl.allocate_shared_memory(gl.float16, [ROWS, WIDTH], _PLAIN, _with_zeros(v))
     else:
         smem = gl.allocate_shared_memory(gl.float16, [ROWS, WIDTH], _PLAIN)
-        smem.slice(0, WIDTH // 4, dim=1).store(_hi_lo(v))
+        smem.slice(0, S * WIDTH // 4, dim=1).store(_hi_lo(v))
     return smem
 
 
 @gluon.jit
-def _used(acc):
+def _used(acc, WS: gl.constexpr = 1):
     """The tile's sums [64, 8] with only B's columns 0 and 1 (the activations' hi and lo parts) kept: the
-    others are zeros or, left unwritten (`_shared_b`), anything."""
+    others are zeros or, left unwritten (`_shared_b`), anything. With a warp split WS > 1, tile row r keeps
+    its own segment's columns 2s and 2s + 1 (s = r // (64 / WS), `_row_offsets`)."""
     n = gl.arange(0, 8, layout=gl.SliceLayout(0, _MMA))
-    return gl.where(gl.expand_dims(n < 2, 0), acc, 0.0)
+    if WS == 1:
+        return gl.where(gl.expand_dims(n < 2, 0), acc, 0.0)
+    r = gl.arange(0, 64, layout=gl.SliceLayout(1, _MMA))
+    keep = gl.expand_dims(n // 2, 0) == gl.expand_dims(r // (64 // WS), 1)
+    return gl.where(keep, acc, 0.0)
+
+
+@gluon.jit
+def _row_offsets(first, r, n_rows, row_words, unit_words, PER: gl.constexpr, WS: gl.constexpr):
+    """The offsets (load words, or units with row_words the row's units and unit_words 1) of tile rows `r`
+    (0..63, any layout) from the matrix's start: row first + r, clamped at the matrix's last (its stores
+    are masked). With a warp split WS > 1 (`GemvConfig.tc_warp_split`) the tile is WS segments of 64 / WS
+    rows, warp s's: tile row r is row first + r % (64 / WS), offset by the PER units of the segments
+    before its own (s = r // (64 / WS)), so each warp walks its own PER units of the same rows."""
+    if WS == 1:
+        return gl.minimum(first + r, n_rows - 1).to(gl.int64) * row_words
+    RT: gl.constexpr = 64 // WS
+    row = gl.minimum(first + r % RT, n_rows - 1).to(gl.int64)
+    return row * row_words + (r // RT) * (PER * unit_words)
 
 
 @gluon.jit
@@ -588,17 +612,15 @@ def _walk(
 
 
 @gluon.jit
-def _mins_operands(w_ptr, w_off, first, n_rows, row_words):
+def _mins_operands(w_ptr, w_off, first, n_rows, row_words, PER: gl.constexpr = 1, WS: gl.constexpr = 1):
     """What a Q4_K walk's mins' mma reads its A with (`_mins_product`), laid out as that A [64 rows, 4 t,
     2 s, 2 r]: each row's words (clamped at the matrix's last row), the sub-block j = 2t + r of each
     element, the bit of its byte in a scale word, and whether it is K < 8 (s = 0; K >= 8 are zeros)."""
-    ma_r_rows = first + gl.arange(
-        0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A)))
-    )
+    ma_r_rows = gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A))))
     ma_t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A))))
     ma_s = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, _MINS_A))))
     ma_r = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, _MINS_A))))
-    mins_rows = w_ptr + w_off + gl.minimum(ma_r_rows, n_rows - 1).to(gl.int64) * row_words
+    mins_rows = w_ptr + w_off + _row_offsets(first, ma_r_rows, n_rows, row_words, SUPERBLOCK_WORDS, PER, WS)
     mins_rows = gl.expand_dims(gl.expand_dims(gl.expand_dims(mins_rows, 1), 2), 3)
     jj = gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * ma_t, 0), 2), 3) + gl.expand_dims(
         gl.expand_dims(gl.expand_dims(ma_r, 0), 1), 2
@@ -613,39 +635,43 @@ def _q4_k_walk(
     x_ptr,
     w_off,
     first,
-    r_rows,
     n_rows,
     n_sb,
     lo,
     seg_w1,
     PER: gl.constexpr,
+    PER_POW2: gl.constexpr,
     GLU: gl.constexpr,
     ZERO_COLUMNS: gl.constexpr,
     WAIT: gl.constexpr = 0,
     AHEAD: gl.constexpr = 1,
+    WS: gl.constexpr = 1,
 ):
     """A program's walk over PER Q4_K super-blocks from `lo` (after the wait for the previous grid): the
     tile's products (and with GLU the up rows', seg_w1 words on) [64, 8], and the activations' scale.
     WAIT: the dependent-launch mode to wait for the previous grid with once the first super-block's words
     are asked for (`GemvConfig.tc_words_early`: weights, which no kernel of a step writes), 0 where the
-    kernel waited before the walk."""
+    kernel waited before the walk. WS: a warp split (`_row_offsets`), each warp's PER from lo + s * PER."""
     row_words = n_sb * SUPERBLOCK_WORDS
     # Each row's words, clamped at the matrix's last row (its stores are masked), in the three layouts
     # the walk reads them in: the scalars a row, the code words as A wants them, the mins as their A.
-    rows = w_ptr + w_off + gl.minimum(r_rows, n_rows - 1).to(gl.int64) * row_words
-    woff = _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words)
-    mins_rows, jj, jb, s_is0 = _mins_operands(w_ptr, w_off, first, n_rows, row_words)
+    r = gl.arange(0, 64, layout=_ROWS)
+    rows = w_ptr + w_off + _row_offsets(first, r, n_rows, row_words, SUPERBLOCK_WORDS, PER, WS)
+    woff = _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words, SUPERBLOCK_WORDS, PER, WS)
+    mins_rows, jj, jb, s_is0 = _mins_operands(w_ptr, w_off, first, n_rows, row_words, PER, WS)
     first_words = _first_words("q4_k", (rows, woff, mins_rows), lo, seg_w1, PER, GLU, AHEAD)
     await_previous_grid(WAIT)
     # The program's activations, once: scaled by 2^(14 - e) (e: the exponent of their largest magnitude),
     # split hi + lo into shared memory in each sub-block's K order (natural element 8t + 4u + 2r + s of a
     # sub-block stored at 8t + 4u + 2s + r); the sub-block sums (scaled 2^-5 more: 32 values) for the mins.
-    xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256)
-    xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 8, 4, 2, 2, 2)), (0, 1, 2, 4, 3)), (PER * 8, 1, 4, 8))
-    smem_b = _shared_b(xb, PER * 8, 256, ZERO_COLUMNS)
-    sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125  # [PER, t = j // 2, r = j % 2]
-    sx = gl.permute(gl.join(sx, gl.zeros_like(sx)), (0, 1, 3, 2))  # [PER, t, s, r]: s = 1 (K >= 8) zero
-    smem_m = _shared_b(gl.reshape(sx, (PER, 1, 4, 4)), PER, 128, ZERO_COLUMNS)
+    # A warp split's segments side by side in B's columns (`_shared_b`); PER_POW2 holds PER, the rest zeros.
+    P: gl.constexpr = PER_POW2
+    xs, up = _activations(x_ptr, lo * 256, P * 256, PER * 256, False, WS)
+    xb = gl.permute(gl.reshape(xs, (WS, P * 8, 4, 2, 2, 2)), (1, 0, 2, 3, 5, 4))
+    smem_b = _shared_b(gl.reshape(xb, (P * 8, WS, 4, 8)), P * 8, 256, ZERO_COLUMNS)
+    sx = gl.sum(gl.reshape(xs, (WS, P, 4, 2, 32)), axis=4) * 0.03125  # [WS, P, t = j // 2, r = j % 2]
+    sx = gl.permute(gl.join(sx, gl.zeros_like(sx)), (1, 0, 2, 4, 3))  # [P, WS, t, s, r]: s = 1 (K >= 8) zero
+    smem_m = _shared_b(gl.reshape(sx, (P, WS, 4, 4)), P, 128, ZERO_COLUMNS)
     gl.thread_barrier()
     return _walk(
         "q4_k", (rows, woff, mins_rows), (jj, jb, s_is0), smem_b, smem_m, first_words, lo, seg_w1, PER, GLU,
@@ -890,15 +916,22 @@ def _q4_k_int8_walk(
 
 
 @gluon.jit
-def _activations(x_ptr, start, N: gl.constexpr, VALID: gl.constexpr, FOURS: gl.constexpr = False):
+def _activations(
+    x_ptr, start, N: gl.constexpr, VALID: gl.constexpr, FOURS: gl.constexpr = False, WS: gl.constexpr = 1
+):
     """The program's N activations from element `start` (the first VALID of them; the rest zeros), scaled
     by 2^(14 - e) (e: the exponent of their largest magnitude, so hi + lo float16 keep ~22 bits of each),
-    and that scale; FOURS: 4 consecutive ones a thread (`_FLAT4`), else 2 (`_FLAT`)."""
+    and that scale; FOURS: 4 consecutive ones a thread (`_FLAT4`), else 2 (`_FLAT`). With a warp split
+    WS > 1: [WS * N], run s the VALID from start + s * VALID (warp s's segment, `_row_offsets`) and zeros,
+    all under one scale (the segments' sums are added in the epilogue)."""
     if FOURS:
-        offsets = gl.arange(0, N, layout=_FLAT4)
+        offsets = gl.arange(0, WS * N, layout=_FLAT4)
     else:
-        offsets = gl.arange(0, N, layout=_FLAT)
-    if VALID < N:
+        offsets = gl.arange(0, WS * N, layout=_FLAT)
+    if WS > 1:
+        j = offsets % N
+        xr = gl.load(x_ptr + start + (offsets // N) * VALID + j, mask=j < VALID, other=0.0)
+    elif VALID < N:
         xr = gl.load(x_ptr + start + offsets, mask=offsets < VALID, other=0.0)
     else:
         xr = gl.load(x_ptr + start + offsets)
@@ -916,31 +949,34 @@ def _q6_k_walk(
     x_ptr,
     w_off,
     first,
-    r_rows,
     n_rows,
     n_sb,
     lo,
     seg_w1,
     PER: gl.constexpr,
+    PER_POW2: gl.constexpr,
     GLU: gl.constexpr,
     ZERO_COLUMNS: gl.constexpr,
     WAIT: gl.constexpr = 0,
     AHEAD: gl.constexpr = 1,
+    WS: gl.constexpr = 1,
 ):
     """`_q4_k_walk` for a regrouped Q6_K matrix (`kernels.qtensor.CODES_THEN_SCALES`: each row's 52 code
     words a super-block, then the matrix's d halfwords, a row's n_sb in a run)."""
     row_words = n_sb * Q6_K_CODE_WORDS
-    clamped = gl.minimum(r_rows, n_rows - 1).to(gl.int64)
-    rows = w_ptr + w_off + clamped * row_words
-    d_rows = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_sb
-    words = _lane_words(w_ptr, w_off, first, n_rows, row_words)
+    r = gl.arange(0, 64, layout=_ROWS)
+    rows = w_ptr + w_off + _row_offsets(first, r, n_rows, row_words, Q6_K_CODE_WORDS, PER, WS)
+    d_base = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2
+    d_rows = d_base + _row_offsets(first, r, n_rows, n_sb, 1, PER, WS)
+    words = _lane_words(w_ptr, w_off, first, n_rows, row_words, Q6_K_CODE_WORDS, PER, WS)
     first_words = _first_words("q6_k", (rows, words, d_rows), lo, seg_w1, PER, GLU, AHEAD)
     await_previous_grid(WAIT)
     # The activations in each 16-element sub-block's K order: natural element 4t + 2r + s stored at
-    # [t, s, r] (K = 8s + 2t + r), hi and lo as B's columns 0 and 1.
-    xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256)
-    xb = gl.reshape(gl.permute(gl.reshape(xs, (PER * 16, 4, 2, 2)), (0, 1, 3, 2)), (PER * 16, 1, 4, 4))
-    smem_b = _shared_b(xb, PER * 16, 128, ZERO_COLUMNS)
+    # [t, s, r] (K = 8s + 2t + r), hi and lo as B's columns 0 and 1 (a warp split's segment s: 2s, 2s + 1).
+    P: gl.constexpr = PER_POW2
+    xs, up = _activations(x_ptr, lo * 256, P * 256, PER * 256, False, WS)
+    xb = gl.permute(gl.reshape(xs, (WS, P * 16, 4, 2, 2)), (1, 0, 2, 4, 3))
+    smem_b = _shared_b(gl.reshape(xb, (P * 16, WS, 4, 4)), P * 16, 128, ZERO_COLUMNS)
     gl.thread_barrier()
     # (no mins: the Q6_K walk reads one shared buffer, passed for both)
     return _walk(
@@ -949,28 +985,33 @@ def _q6_k_walk(
 
 
 @gluon.jit
-def _lane_words(w_ptr, w_off, first, n_rows, row_words):
-    """Pointers [64 rows, 4 t] to word t of each of the tile's rows (clamped at the matrix's last row), laid
-    out as a 16-code operand wants them: lane (row % 8, t) holds rows row and row + 8 (Q6_K, MXFP4)."""
-    rq = first + gl.arange(0, 64, layout=gl.SliceLayout(1, _Q6_WORDS))
+def _lane_words(
+    w_ptr, w_off, first, n_rows, row_words, unit_words, PER: gl.constexpr = 1, WS: gl.constexpr = 1
+):
+    """Pointers [64 rows, 4 t] to word t of each of the tile's rows (clamped at the matrix's last row; a
+    warp split's segments, `_row_offsets`), laid out as a 16-code operand wants them: lane (row % 8, t)
+    holds rows row and row + 8 (Q6_K, MXFP4)."""
+    rq = gl.arange(0, 64, layout=gl.SliceLayout(1, _Q6_WORDS))
     tq = gl.arange(0, 4, layout=gl.SliceLayout(0, _Q6_WORDS))
     return (
         w_ptr
         + w_off
-        + gl.expand_dims(gl.minimum(rq, n_rows - 1).to(gl.int64) * row_words, 1)
+        + gl.expand_dims(_row_offsets(first, rq, n_rows, row_words, unit_words, PER, WS), 1)
         + gl.expand_dims(tq, 0)
     )
 
 
 @gluon.jit
-def _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words):
-    """Pointers [64 rows, 4 t, 2 u] to words 2t + u of each of the tile's rows (clamped), laid out as a
-    32-code operand wants them: lane (row % 8, t) holds words 2t, 2t + 1 of rows row and row + 8 (Q4_K's
-    chunks, Q8_0)."""
-    rw = first + gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, _WORDS)))
+def _lane_word_pairs(
+    w_ptr, w_off, first, n_rows, row_words, unit_words, PER: gl.constexpr = 1, WS: gl.constexpr = 1
+):
+    """Pointers [64 rows, 4 t, 2 u] to words 2t + u of each of the tile's rows (clamped; a warp split's
+    segments, `_row_offsets`), laid out as a 32-code operand wants them: lane (row % 8, t) holds words 2t,
+    2t + 1 of rows row and row + 8 (Q4_K's chunks, Q8_0)."""
+    rw = gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, _WORDS)))
     tw = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, _WORDS)))
     uw = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, _WORDS)))
-    wrow = w_ptr + w_off + gl.minimum(rw, n_rows - 1).to(gl.int64) * row_words
+    wrow = w_ptr + w_off + _row_offsets(first, rw, n_rows, row_words, unit_words, PER, WS)
     return (
         gl.expand_dims(gl.expand_dims(wrow, 1), 2)
         + gl.expand_dims(gl.expand_dims(2 * tw, 0), 2)
@@ -986,7 +1027,6 @@ def _block_walk(
     x_ptr,
     w_off,
     first,
-    r_rows,
     n_rows,
     n_blocks,
     lo,
@@ -997,36 +1037,70 @@ def _block_walk(
     ZERO_COLUMNS: gl.constexpr,
     WAIT: gl.constexpr = 0,
     AHEAD: gl.constexpr = 1,
+    WS: gl.constexpr = 1,
 ):
     """`_q4_k_walk` for a regrouped matrix of 32-element blocks (`kernels.qtensor.CODES_THEN_SCALES`: each
     row's code words a block, then the matrix's scales, a row's n_blocks in a run): Q8_0 (8 words a block,
     float16 d) or MXFP4 (4 words, an E8M0 byte), over PER blocks from `lo`. PER need not be a power of two
     (a row's 90 blocks at 2,880 wide): the prologue's PER_POW2 holds them, the blocks past PER zeros no mma
     reads. MXFP4's activations' scale carries its codes' 2^-15."""
-    clamped = gl.minimum(r_rows, n_rows - 1).to(gl.int64)
+    # each row's first scale of its segment, in units (blocks) from the matrix's scales
+    scale_of_row = _row_offsets(first, gl.arange(0, 64, layout=_ROWS), n_rows, n_blocks, 1, PER, WS)
     if KIND == "q8_0":
         row_words = n_blocks * Q8_0_CODE_WORDS
-        scales = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + clamped * n_blocks
-        words = _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words)
+        scales = d_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 2 + scale_of_row
+        words = _lane_word_pairs(w_ptr, w_off, first, n_rows, row_words, Q8_0_CODE_WORDS, PER, WS)
     else:
         row_words = n_blocks * MXFP4_CODE_WORDS
         bytes_ptr = w_ptr.to(gl.pointer_type(gl.uint8))
-        scales = bytes_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 4 + clamped * n_blocks
-        words = _lane_words(w_ptr, w_off, first, n_rows, row_words)
+        scales = bytes_ptr + (w_off + n_rows.to(gl.int64) * row_words) * 4 + scale_of_row
+        words = _lane_words(w_ptr, w_off, first, n_rows, row_words, MXFP4_CODE_WORDS, PER, WS)
     first_words = _first_words(KIND, (words, scales), lo, seg_w1, PER, GLU, AHEAD)
     await_previous_grid(WAIT)
-    xs, up = _activations(x_ptr, lo * 32, PER_POW2 * 32, PER * 32)
+    P: gl.constexpr = PER_POW2
+    xs, up = _activations(x_ptr, lo * 32, P * 32, PER * 32, False, WS)
     if KIND == "q8_0":
         # as a Q4_K sub-block's: natural element 8t + 4u + 2r + s stored at 8t + 4u + 2s + r
-        xb = gl.permute(gl.reshape(xs, (PER_POW2, 4, 2, 2, 2)), (0, 1, 2, 4, 3))
+        xb = gl.permute(gl.reshape(xs, (WS, P, 4, 2, 2, 2)), (1, 0, 2, 3, 5, 4))
     else:
         # natural element 16h + 4t + 2 half + k stored at 8t + 4h + 2k + half (`_b_tile` then reads
         # K = 16h + 8k + 2t + half, as `_mxfp4_a_tile` holds it)
-        xb = gl.permute(gl.reshape(xs, (PER_POW2, 2, 4, 2, 2)), (0, 2, 1, 4, 3))
+        xb = gl.permute(gl.reshape(xs, (WS, P, 2, 4, 2, 2)), (1, 0, 3, 2, 5, 4))
         up = up * (1.0 / 32768.0)
-    smem_b = _shared_b(gl.reshape(xb, (PER_POW2, 1, 4, 8)), PER_POW2, 256, ZERO_COLUMNS)
+    smem_b = _shared_b(gl.reshape(xb, (P, WS, 4, 8)), P, 256, ZERO_COLUMNS)
     gl.thread_barrier()
     return _walk(KIND, (words, scales), (), smem_b, smem_b, first_words, lo, seg_w1, PER, GLU, AHEAD) + (up,)
+
+
+# A warp split's sums [WS segments, 64 / WS rows] with each thread holding a row's WS segments (added in a
+# thread, in segment order).
+_SEGMENTS_2 = gl.DistributedLinearLayout(
+    reg_bases=[[1, 0]],
+    lane_bases=[[0, 1], [0, 2], [0, 4], [0, 8], [0, 16]],
+    warp_bases=[[0, 0], [0, 0]],
+    block_bases=[],
+    shape=[2, 32],
+)
+_SEGMENTS_4 = gl.DistributedLinearLayout(
+    reg_bases=[[1, 0], [2, 0]],
+    lane_bases=[[0, 1], [0, 2], [0, 4], [0, 8], [0, 0]],
+    warp_bases=[[0, 0], [0, 0]],
+    block_bases=[],
+    shape=[4, 16],
+)
+
+
+@gluon.constexpr_function
+def _segments_layout(WS):
+    return _SEGMENTS_2 if WS == 2 else _SEGMENTS_4
+
+
+@gluon.jit
+def _segments_summed(total, WS: gl.constexpr):
+    """A warp split's tile sums [64] (`_ROWS`; tile row s * (64 / WS) + i: row i's segment s, `_row_offsets`)
+    -> each row's sum over its segments [64 / WS], added in segment order."""
+    by_segment = gl.convert_layout(gl.reshape(total, (WS, 64 // WS)), _segments_layout(WS))
+    return gl.sum(by_segment, axis=0)
 
 
 @gluon.jit
@@ -1077,8 +1151,10 @@ def _tc_gemv_kernel(
     INT8_CODES: gl.constexpr = 0,  # Q4_K: the codes as int8 mma operands (`_q4_k_int8_walk`)
     WORDS_EARLY: gl.constexpr = 0,  # a 2-D matrix: the walk waits once its first words are asked for
     AHEAD: gl.constexpr = 1,  # units whose words are in flight beside the one multiplied (1 or 2)
+    WARP_SPLIT: gl.constexpr = 1,  # 1, 2 or 4: the row tile's K across its warps (`GemvConfig.tc_warp_split`)
 ):
     gl.static_assert(not (WORDS_EARLY and HAS_IDS), "an expert's words are known only after the wait")
+    gl.static_assert(not (WARP_SPLIT > 1 and INT8_CODES), "a warp split walks Q4_K's float16 codes")
     # Where the program waits for the previous grid: here, or with WORDS_EARLY inside the walk, after it
     # has asked for its first unit's words (`GemvConfig.tc_words_early`).
     WALK_WAIT: gl.constexpr = PDL if WORDS_EARLY else 0
@@ -1089,8 +1165,10 @@ def _tc_gemv_kernel(
     local_tile, col0, w_off, b_off, n_rows = segment_of(
         tile, n_rows, seg_w1, seg_w2, seg_b1, seg_b2, rows1, rows2, tile1, tile2, SEGMENTS
     )
-    first = local_tile * 64
-    lo = split * PER
+    # A program's tile: 64 rows, or with a warp split 64 / WARP_SPLIT rows whose units its warps share,
+    # each walking PER of them (`_row_offsets`).
+    first = local_tile * (64 // WARP_SPLIT)
+    lo = split * (WARP_SPLIT * PER)
     r_rows = first + gl.arange(0, 64, layout=_ROWS)
     await_previous_grid(0 if WORDS_EARLY else PDL)
     if HAS_IDS:
@@ -1114,8 +1192,8 @@ def _tc_gemv_kernel(
         )
     elif FMT == "q4_k":
         acc, acc_up, up = _q4_k_walk(
-            w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS, WALK_WAIT,
-            AHEAD,
+            w_ptr, x_ptr, w_off, first, n_rows, n_sb, lo, seg_w1, PER, PER_POW2, GLU, ZERO_COLUMNS, WALK_WAIT,
+            AHEAD, WARP_SPLIT,
         )  # fmt: skip
     elif FMT == "q8_0_codes_then_scales" or FMT == "mxfp4_codes_then_scales":
         KIND: gl.constexpr = "q8_0" if FMT == "q8_0_codes_then_scales" else "mxfp4"
@@ -1126,7 +1204,6 @@ def _tc_gemv_kernel(
             x_ptr,
             w_off,
             first,
-            r_rows,
             n_rows,
             n_sb,
             lo,
@@ -1137,18 +1214,25 @@ def _tc_gemv_kernel(
             ZERO_COLUMNS,
             WALK_WAIT,
             AHEAD,
+            WARP_SPLIT,
         )
     else:
         acc, acc_up, up = _q6_k_walk(
-            w_ptr, d_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, ZERO_COLUMNS,
-            WALK_WAIT, AHEAD,
+            w_ptr, d_ptr, x_ptr, w_off, first, n_rows, n_sb, lo, seg_w1, PER, PER_POW2, GLU, ZERO_COLUMNS,
+            WALK_WAIT, AHEAD, WARP_SPLIT,
         )  # fmt: skip
     launch_next_grid_late(PDL)
     if not (FMT == "q4_k" and INT8_CODES):  # the int8 walk's sums are a row's already
-        total = gl.sum(_used(acc), axis=1)
-        total_up = gl.sum(_used(acc_up), axis=1)
+        total = gl.sum(_used(acc, WARP_SPLIT), axis=1)
+        total_up = gl.sum(_used(acc_up, WARP_SPLIT), axis=1)
     total = total / up
     total_up = total_up / up
+    if WARP_SPLIT > 1:  # each row's sum over its segments; the epilogue then runs on the tile's rows
+        total = _segments_summed(total, WARP_SPLIT)
+        total_up = _segments_summed(total_up, WARP_SPLIT)
+        r_rows = first + gl.arange(
+            0, 64 // WARP_SPLIT, layout=gl.SliceLayout(0, _segments_layout(WARP_SPLIT))
+        )
     cols = col0 + r_rows
     row_mask = r_rows < n_rows
     last = True
@@ -1239,6 +1323,36 @@ def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
     return units_per_program_before(fmt, n_units, tiles, sm_count)
 
 
+WARP_SPLITS = (1, 2, 4)  # `GemvConfig.tc_warp_split`: the row tile's K across 1, 2 or 4 of its warps
+MAX_UNITS_PER_WARP = 8  # a warp split's walk: units a warp walks at most
+
+
+def warp_split_for(n_units: int, warp_split: int) -> int:
+    """The warp split a launch takes: `warp_split` where it divides the row's units, else 1 (none). (Q4_K's
+    walk with a split is the float16 one: asking for both the split and int8 codes keeps the split.)"""
+    if warp_split not in WARP_SPLITS:
+        raise ValueError(f"tensor_core_gemv: a warp split is one of {WARP_SPLITS}, not {warp_split}")
+    return warp_split if n_units % warp_split == 0 else 1
+
+
+def rows_per_tile(warp_split: int) -> int:
+    """A program's rows: 64, or 64 / warp_split with its warps sharing each row's units."""
+    return ROWS_PER_PROGRAM // warp_split
+
+
+def units_per_warp(n_units: int, tiles: int, sm_count: int, warp_split: int) -> int:
+    """With a warp split (`GemvConfig.tc_warp_split`): the units each warp walks (any count up to
+    MAX_UNITS_PER_WARP dividing the row's units / warp_split, the prologue padding it to a power of two):
+    the most that still give the grid two programs an SM (eight warps streaming), so the fewest splits of
+    K across programs (none where the tiles alone are enough: Phi-3's q/k/v and gate/up), else one."""
+    per_segment = n_units // warp_split
+    choices = [p for p in range(min(per_segment, MAX_UNITS_PER_WARP), 0, -1) if per_segment % p == 0]
+    for per in choices:
+        if tiles * (per_segment // per) >= 2 * sm_count:
+            return per
+    return choices[-1]
+
+
 def units_per_program_before(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
     """The walk rule before 2026-12-07 (the block formats' still): the most units a program walks, dividing
     the row's, that still leave the grid about four programs an SM. For super-blocks it was calibrated
@@ -1278,6 +1392,7 @@ def launch(
     words_early: bool = False,
     units: int | None = None,
     units_ahead: int = 1,
+    warp_split: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1292,16 +1407,23 @@ def launch(
     grid (`GemvConfig.tc_words_early`; an expert's are known only after it). `units`: the units a program
     walks where it divides the row's (`GemvConfig.tc_units_per_program`), else `units_per_program`'s.
     `units_ahead`: the units whose words a program has in flight beside the one it multiplies, 1 or 2
-    (`GemvConfig.tc_units_ahead`)."""
+    (`GemvConfig.tc_units_ahead`). `warp_split`: the row tile's units across 1, 2 or 4 of its warps
+    (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks."""
     if units_ahead not in (1, 2):
         raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
     n_units = in_features // UNITS[fmt]
-    tiles = [triton.cdiv(r, ROWS_PER_PROGRAM) for r in out_rows]
-    per = units_per_program(fmt, n_units, sum(tiles) * pairs, sm_count)
-    if units is not None and units in _unit_choices(fmt) and n_units % units == 0:
-        per = units
-    split = n_units // per
+    warp_split = warp_split_for(n_units, warp_split)
+    tiles = [triton.cdiv(r, rows_per_tile(warp_split)) for r in out_rows]
+    if warp_split > 1:
+        per = units_per_warp(n_units, sum(tiles) * pairs, sm_count, warp_split)
+        if units is not None and 0 < units <= MAX_UNITS_PER_WARP and (n_units // warp_split) % units == 0:
+            per = units
+    else:
+        per = units_per_program(fmt, n_units, sum(tiles) * pairs, sm_count)
+        if units is not None and units in _unit_choices(fmt) and n_units % units == 0:
+            per = units
+    split = n_units // (warp_split * per)
     if split > 1 and (counters is None or sum(tiles) * pairs > counters.numel()):
         return None
     y_width = sum(out_rows)
@@ -1355,9 +1477,10 @@ def launch(
         REDUCE=split > 1,
         HAS_IDS=expert_ids is not None,
         ZERO_COLUMNS=zero_columns,
-        INT8_CODES=int8_codes and fmt == "q4_k",
+        INT8_CODES=int8_codes and fmt == "q4_k" and warp_split == 1,
         WORDS_EARLY=words_early and expert_ids is None and dependent_launch.active(),
         AHEAD=units_ahead,
+        WARP_SPLIT=warp_split,
         num_warps=NUM_WARPS,
         maxnreg=max_registers,
         **dependent_launch.launch_kwargs(),

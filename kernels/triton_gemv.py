@@ -165,6 +165,13 @@ class GemvConfig:
     # H100 (2026-12-07, `step_ab`'s "tensor-core walks two units ahead"): Phi-3's step -1.3 % (alone q/k/v
     # and the Q4_K down 5-8 % faster, gate/up and the Q6_K down slower), so it stays 1.
     tc_units_ahead: int = 1
+    # With tensor_cores: the row tile's units across 1, 2 or 4 of a program's warps (2, 4: a program of
+    # 32 or 16 rows, warp s walking its own run of each row's units, B's columns 2s and 2s + 1 its
+    # activations, the runs' sums added in the program), where it divides the row's units: the split of
+    # K across programs, with its partial sums, arrival counter and the last program's second pass, is
+    # then needed only where the tiles alone leave the grid short (`tensor_core_gemv.units_per_warp`).
+    # Q4_K's walk is then the float16 one. Not timed yet.
+    tc_warp_split: int = 1
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -1956,7 +1963,12 @@ def launch_segments(
         and tensor_core_gemv.serves(layout.fmt, n_out_rows, in_features, expert_ids is not None, x.device)
         and (n_out_rows == 1 or x2.stride(0) == in_features)  # several pairs: rows of x in_features apart
     ):
-        tc_tiles = sum(triton.cdiv(r, tensor_core_gemv.ROWS_PER_PROGRAM) for r in out_rows) * n_out_rows
+        tc_rows = tensor_core_gemv.rows_per_tile(
+            tensor_core_gemv.warp_split_for(
+                in_features // tensor_core_gemv.UNITS[layout.fmt], config.tc_warp_split
+            )
+        )
+        tc_tiles = sum(triton.cdiv(r, tc_rows) for r in out_rows) * n_out_rows
         served = tensor_core_gemv.launch(
             layout.fmt,
             x2,
@@ -1985,6 +1997,7 @@ def launch_segments(
             words_early=config.tc_words_early,
             units=config.tc_units_per_program,
             units_ahead=config.tc_units_ahead,
+            warp_split=config.tc_warp_split,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

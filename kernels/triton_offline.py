@@ -254,7 +254,7 @@ def compile_gemv(
 # 2-D matrix's first words asked for before the wait (`GemvConfig.tc_words_early`); "...two-ahead": two
 # units' words in flight beside the one multiplied (`GemvConfig.tc_units_ahead`), in Phi-3's Q4_K and Q6_K
 # shapes' walks.
-_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1)  # fmt: skip
+_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1, WARP_SPLIT=1)  # fmt: skip
 _Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
 _Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)
 TENSOR_CORE_FORMS = {
@@ -282,6 +282,13 @@ TENSOR_CORE_FORMS = {
     "int8-residual-scaled-two-ahead": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True, "INT8_CODES": 1, "AHEAD": 2},
     "q6_k-residual-scaled-reduced-two-ahead": {**_TC, **_Q6_K, "PER": 4, "HAS_BIAS": True, "SCALED": True, "REDUCE": True, "AHEAD": 2},
     "q8_0-output-two-ahead": {**_TC, **_Q8_0, "PER": 30, "REDUCE": True, "AHEAD": 2},
+    "warp-split-glu-normed": {**_TC, **_Q4_K, "PER": 3, "RMS_BLOCK": 1024, "GLU": True, "WARP_SPLIT": 4},
+    "warp-split-qkv": {**_TC, **_Q4_K, "PER": 3, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "WARP_SPLIT": 4},
+    "warp-split-residual-scaled-reduced": {**_TC, **_Q4_K, "PER": 1, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True, "WARP_SPLIT": 4},
+    "warp-split-q6_k-residual-scaled-reduced": {**_TC, **_Q6_K, "PER": 4, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True, "WARP_SPLIT": 4},
+    "warp-split-two-glu-normed": {**_TC, **_Q4_K, "PER": 6, "RMS_BLOCK": 1024, "GLU": True, "WARP_SPLIT": 2},
+    "warp-split-q8_0-qkv": {**_TC, **_Q8_0, "PER": 5, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "WARP_SPLIT": 2},
+    "warp-split-mxfp4-experts-glu-oai": {**_TC, **_MXFP4, "PER": 5, "HAS_BIAS": True, "RMS_BLOCK": 1024, "GLU": True, "GLU_OAI": True, "REDUCE": True, "HAS_IDS": 1, "WARP_SPLIT": 2},
 }  # fmt: skip
 # mma.sync instructions (m16n8k16) a unit of each format a matrix: Q4_K 8 sub-blocks of K = 32 and the mins
 # (K = 16), Q6_K 16 sub-blocks of K = 16, a Q8_0 or MXFP4 block K = 32.

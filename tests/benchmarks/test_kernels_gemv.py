@@ -51,10 +51,11 @@ def test_the_table_has_a_cell_for_every_column() -> None:
         "phi-3-mini", "attn_output", "Q4_K", "3072x3072", 5_308_416, 7.0, 758.6, 25.3, "tensor cores"
     )
     row.beyond_stream_us = 5.23
-    row.register_caps, row.walks, row.units_ahead = (
+    row.register_caps, row.walks, row.units_ahead, row.warp_splits = (
         ["r80 6.67 us 796"],
         ["u4 8.35 us 636"],
         ["a2 7.16 us 741"],
+        ["w4 5.01 us 1059"],
     )
     meta = {
         "device": "d",
@@ -71,3 +72,4 @@ def test_the_table_has_a_cell_for_every_column() -> None:
     cells = [cell.strip() for cell in table[2].split("|")]
     assert cells[header.index("beyond streaming µs")] == "5.23"
     assert cells[header.index("units ahead (µs, GB/s)")] == "a2 7.16 us 741"
+    assert cells[header.index("warp splits (µs, GB/s)")] == "w4 5.01 us 1059"

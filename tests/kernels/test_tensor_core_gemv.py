@@ -33,6 +33,10 @@ REL_TOL = 1e-5  # float32 activations: the reference path's own bound, as for th
 SHAPES = [(1, 256), (13, 512), (100, 768), (257, 2816), (640, 3072), (3072, 3072), (96, 8192)]
 
 
+# `GemvConfig.tc_warp_split`: none, and a row tile's units across 2 or 4 warps (where it divides the row's)
+WARP_SPLITS = [1, 2, 4]
+
+
 def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
     got, expected = got.double().cpu(), expected.double().cpu()
     return float((got - expected).abs().max() / expected.abs().max())
@@ -87,15 +91,21 @@ def activations(rng, width: int, rows: int = 1) -> torch.Tensor:
 
 @contextlib.contextmanager
 def tensor_cores(
-    per: int | None = None, zero_columns: bool = False, int8_codes: bool = False, units_ahead: int = 1
+    per: int | None = None,
+    zero_columns: bool = False,
+    int8_codes: bool = False,
+    units_ahead: int = 1,
+    warp_split: int = 1,
 ):
     """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
-    program walks, where it divides the row's (else the launch's own choice); `zero_columns`: the prologue
-    stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`); `int8_codes`: Q4_K on int8 mma
-    (`GemvConfig.tc_int8_codes`); `units_ahead`: `GemvConfig.tc_units_ahead`."""
+    program walks (with a warp split: a warp), where it divides the row's (else the launch's own choice);
+    `zero_columns`: the prologue stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`);
+    `int8_codes`: Q4_K on int8 mma (`GemvConfig.tc_int8_codes`); `units_ahead`: `GemvConfig.tc_units_ahead`;
+    `warp_split`: `GemvConfig.tc_warp_split`."""
     from kernels import tensor_core_gemv, triton_gemv
 
     chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
+    choose_per_warp = tensor_core_gemv.units_per_warp
 
     def config(*args, **kw):
         return dataclasses.replace(
@@ -104,14 +114,21 @@ def tensor_cores(
             tc_zero_columns=zero_columns,
             tc_int8_codes=int8_codes,
             tc_units_ahead=units_ahead,
+            tc_warp_split=warp_split,
         )
 
     def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
         return per if per is not None and n_units % per == 0 else choose_per(fmt, n_units, tiles, sm_count)
 
+    def fixed_per_warp(n_units: int, tiles: int, sm_count: int, split: int) -> int:
+        if per is not None and n_units // split % per == 0:
+            return per
+        return choose_per_warp(n_units, tiles, sm_count, split)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(triton_gemv, "default_config", config)
         mp.setattr(tensor_core_gemv, "units_per_program", fixed)
+        mp.setattr(tensor_core_gemv, "units_per_warp", fixed_per_warp)
         launches = []
         launch = tensor_core_gemv.launch
 
@@ -124,6 +141,7 @@ def tensor_cores(
         yield launches
 
 
+@pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 2, 4])
 @pytest.mark.parametrize(
     ("fmt", "shape"),
@@ -133,22 +151,23 @@ def tensor_cores(
     + [("MXFP4-regrouped", s) for s in MXFP4_SHAPES],
     ids=lambda v: v if isinstance(v, str) else f"{v[0]}x{v[1]}",
 )
-def test_products_match_the_reference(fmt, shape, per, rng, blocks) -> None:
+def test_products_match_the_reference(fmt, shape, per, warp_split, rng, blocks) -> None:
     from kernels.triton_gemv import FAST_PATH
 
     w = MAKERS[fmt](shape, rng, blocks)
     x = activations(rng, shape[1])
     bias = torch.from_numpy(rng.normal(0.0, 0.1, shape[0]).astype(np.float32)).cuda()
-    with tensor_cores(per) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         got = FAST_PATH.qmatmul(x, w, bias, torch.float32)
     assert launches == [True]
     assert rel_err(got, reference_qmatmul(x, w, bias, torch.float32)) < REL_TOL
 
 
+@pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", Q8_0_PER)
 @pytest.mark.parametrize("shape", [(200, 2880), (144, 4096)], ids=lambda v: f"{v[0]}x{v[1]}")
 @pytest.mark.parametrize("fmt", ["Q8_0-regrouped", "MXFP4-regrouped"])
-def test_block_walks_of_any_block_count_match_the_reference(fmt, shape, per, rng, blocks) -> None:
+def test_block_walks_of_any_block_count_match_the_reference(fmt, shape, per, warp_split, rng, blocks) -> None:
     """Walks of a number of blocks that is not a power of two (the prologue's blocks past it are zeros)."""
     from kernels.triton_gemv import FAST_PATH
 
@@ -156,13 +175,14 @@ def test_block_walks_of_any_block_count_match_the_reference(fmt, shape, per, rng
         pytest.skip(f"{per} does not divide {shape[1] // 32} blocks")
     w = MAKERS[fmt](shape, rng, blocks)
     x = activations(rng, shape[1])
-    with tensor_cores(per) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         got = FAST_PATH.qmatmul(x, w, None, torch.float32)
     assert launches == [True]
     assert rel_err(got, reference_qmatmul(x, w, None, torch.float32)) < REL_TOL
 
 
-def test_activations_of_any_magnitude_and_zero_ranges(rng, blocks) -> None:
+@pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
+def test_activations_of_any_magnitude_and_zero_ranges(warp_split, rng, blocks) -> None:
     """The prologue's power-of-two scale: a range of zeros (its exponent clamped), tiny and huge values."""
     from kernels.triton_gemv import FAST_PATH
 
@@ -171,32 +191,34 @@ def test_activations_of_any_magnitude_and_zero_ranges(rng, blocks) -> None:
     x[:, :256] = 0.0
     x[:, 256:512] *= 1e-20
     x[:, 512:768] *= 1e20
-    with tensor_cores(1) as launches:
+    with tensor_cores(1, warp_split=warp_split) as launches:
         got = FAST_PATH.qmatmul(x, w, None, torch.float32)
     assert launches == [True]
     assert torch.isfinite(got).all()
     assert rel_err(got, reference_qmatmul(x, w, None, torch.float32)) < REL_TOL
 
 
+@pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 2])
 @pytest.mark.parametrize("fmt", list(MAKERS))
-def test_segments_with_biases_match_one_product_each(fmt, per, rng, blocks) -> None:
+def test_segments_with_biases_match_one_product_each(fmt, per, warp_split, rng, blocks) -> None:
     # Segment boundaries inside the grid (rows not multiples of the tile), split partials summed in the launch.
     from kernels.triton_gemv import FAST_PATH
 
     weights = tuple(MAKERS[fmt]((r, 2048), rng, blocks, f"w{i}") for i, r in enumerate((136, 8, 72)))
     biases = tuple(torch.randn(w.shape[0], device="cuda") for w in weights)
     x = activations(rng, 2048)
-    with tensor_cores(per) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         got = FAST_PATH.qmatmuls(x, weights, biases)
     assert launches == [True]
     for y, w, b in zip(got, weights, biases, strict=True):
         assert rel_err(y, reference_qmatmul(x, w, b, torch.float32)) < REL_TOL, w.name
 
 
+@pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 4])
 @pytest.mark.parametrize("fmt", list(MAKERS))
-def test_norms_inside_the_launch_match_the_formed_norm(fmt, per, rng, blocks) -> None:
+def test_norms_inside_the_launch_match_the_formed_norm(fmt, per, warp_split, rng, blocks) -> None:
     """`RMSNormed` inputs (scaled by 1 / rms after the walk) and the residual sum with its scaled copy,
     with and without a bias (it then rides in as the residual)."""
     from kernels.triton_gemv import gemv_add_normed, gemvs_normed
@@ -209,7 +231,7 @@ def test_norms_inside_the_launch_match_the_formed_norm(fmt, per, rng, blocks) ->
     norm_weight = torch.randn(640, device="cuda")
     rows = torch.randn(1, width, device="cuda") * 3.0
     h = RMSNormed(rows, rows * torch.randn(width, device="cuda"), 1e-5)
-    with tensor_cores(per) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         added = [gemv_add_normed(x, w, residual, norm_weight, 1e-5, b) for b in (None, bias)]
         (normed,) = gemvs_normed(h, (w,), (bias,))
     assert launches == [True] * 3
@@ -305,9 +327,12 @@ def test_b_s_unused_columns_left_unwritten_give_the_zero_columns_bits(fmt, glu, 
     assert not results[1].isnan().any()
 
 
+@pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 2, 4])
 @pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
-def test_gate_and_up_in_one_launch_match_the_swiglu_of_the_products(per, normed, rng, blocks) -> None:
+def test_gate_and_up_in_one_launch_match_the_swiglu_of_the_products(
+    per, normed, warp_split, rng, blocks
+) -> None:
     """A fused [gate; up] matrix (Phi-3's ffn_up) and gpt-oss's clamped SwiGLU on separate gate and up."""
     from kernels.triton_gemv import gemv_glu, launch_segments
 
@@ -316,7 +341,7 @@ def test_gate_and_up_in_one_launch_match_the_swiglu_of_the_products(per, normed,
     x = activations(rng, width)
     h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5) if normed else x
     value = h.value() if normed else x
-    with tensor_cores(per) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         got = gemv_glu(h, fused, None)
         gate, up = q4_k((200, width), rng, blocks, "gate"), q4_k((200, width), rng, blocks, "up")
         bg, bu = torch.randn(200, device="cuda"), torch.randn(200, device="cuda")
@@ -350,9 +375,10 @@ def test_mxfp4_of_every_scale_exponent_matches_the_reference(rng, blocks) -> Non
         assert rel_err(got[:, rows], want[:, rows]) < REL_TOL, rows
 
 
+@pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 9, 30])
 @pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
-def test_mxfp4_experts_gate_up_and_down_match_the_reference(per, normed, rng, blocks) -> None:
+def test_mxfp4_experts_gate_up_and_down_match_the_reference(per, normed, warp_split, rng, blocks) -> None:
     """GPT-OSS's expert GEMVs by token-expert pair: gate and up of k = 4 experts from one token's row (rms-
     normed inside the launch or not) with their biases and the clamped SwiGLU, then down with one row a
     pair; pairs that repeat an expert, experts out of order."""
@@ -369,7 +395,7 @@ def test_mxfp4_experts_gate_up_and_down_match_the_reference(per, normed, rng, bl
     h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5) if normed else x
     value = h.value() if normed else x
     ids = torch.tensor([[5, 0, 5, 3]], device="cuda")
-    with tensor_cores(per) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         act = gemv_experts_glu(h, gate, up, ids, (bg, bu), (1.702, 7.0))
         rows = torch.randn(k, ffn, device="cuda")
         got_down = gemv_experts(rows, down, ids.reshape(-1, 1), bd, torch.float32)
@@ -428,9 +454,10 @@ def test_graph_replay_with_dependent_launch_equals_eager(rng, blocks) -> None:
     assert all(torch.equal(r, eager) for r in replays)
 
 
+@pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 2])
 @pytest.mark.parametrize("fmt", REGROUPED)
-def test_regrouped_gate_and_up_match_the_swiglu_of_the_products(fmt, per, rng, blocks) -> None:
+def test_regrouped_gate_and_up_match_the_swiglu_of_the_products(fmt, per, warp_split, rng, blocks) -> None:
     """Separate regrouped gate and up matrices in one GLU launch: each walks its own codes and its own d
     halfwords (after its own codes)."""
     from kernels.triton_gemv import launch_segments
@@ -438,7 +465,7 @@ def test_regrouped_gate_and_up_match_the_swiglu_of_the_products(fmt, per, rng, b
     width = 1024
     gate, up = MAKERS[fmt]((200, width), rng, blocks, "gate"), MAKERS[fmt]((200, width), rng, blocks, "up")
     x = activations(rng, width)
-    with tensor_cores(per) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         got = launch_segments(x, (gate, up), (None, None), 1, glu=True)
     assert launches == [True]
     g, u = reference_qmatmul(x, gate, None, torch.float32), reference_qmatmul(x, up, None, torch.float32)
@@ -513,3 +540,40 @@ def test_two_units_ahead_give_the_same_bits(fmt, int8_codes, per, glu, rng, bloc
     reference = reference_qmatmul(x, w, None, torch.float32) if not glu else None
     if reference is not None:
         assert rel_err(got[2], reference) < REL_TOL
+
+
+@pytest.mark.parametrize(("warp_split", "rows_per_tile"), [(2, 32), (4, 16)])
+def test_a_warp_split_s_tiles_walk_the_whole_row_without_a_split(
+    warp_split, rows_per_tile, rng, blocks
+) -> None:
+    """`GemvConfig.tc_warp_split` (asked with the default int8 codes: Q4_K's walk is then the float16 one): a
+    GLU launch of Phi-3's width with enough row tiles for two programs an SM takes 64 / warp_split rows a
+    program and no split of K across programs (`units_per_warp`), and gives the reference's products."""
+    from kernels import tensor_core_gemv, triton_gemv
+
+    sm_count = torch.cuda.get_device_properties(0).multi_processor_count
+    ffn = 2 * sm_count * rows_per_tile  # the gate's rows: two programs an SM
+    fused = q4_k((2 * ffn, 3072), rng, blocks)
+    x = activations(rng, 3072)
+    grids = []
+    kernel = tensor_core_gemv._tc_gemv_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return kernel[grid]
+
+    chosen = triton_gemv.default_config
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tensor_core_gemv, "_tc_gemv_kernel", Spy())
+        mp.setattr(
+            triton_gemv,
+            "default_config",
+            lambda *a, **kw: dataclasses.replace(
+                chosen(*a, **kw), tensor_cores=True, tc_int8_codes=True, tc_warp_split=warp_split
+            ),
+        )
+        got = triton_gemv.gemv_glu(x, fused, None)
+    assert grids == [(ffn // rows_per_tile, 1)]
+    products = reference_qmatmul(x, fused, None, torch.float32)
+    assert rel_err(got, torch.nn.functional.silu(products[:, :ffn]) * products[:, ffn:]) < REL_TOL

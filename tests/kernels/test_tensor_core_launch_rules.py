@@ -1,0 +1,42 @@
+"""The tensor-core GEMV's launch rules (`kernels.tensor_core_gemv`), which need Triton to import but no GPU:
+the warp split a launch takes and the units each warp then walks."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+
+SMS = 132  # an H100's or H200's streaming multiprocessors
+
+
+def test_a_warp_split_is_taken_only_where_it_divides_the_row_s_units() -> None:
+    from kernels.tensor_core_gemv import rows_per_tile, warp_split_for
+
+    assert [warp_split_for(12, ws) for ws in (1, 2, 4)] == [1, 2, 4]  # Phi-3's 3,072: 12 super-blocks
+    assert [warp_split_for(90, ws) for ws in (1, 2, 4)] == [1, 2, 1]  # GPT-OSS's 2,880: 90 blocks
+    assert [rows_per_tile(ws) for ws in (1, 2, 4)] == [64, 32, 16]
+    with pytest.raises(ValueError, match="warp split"):
+        warp_split_for(12, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "n_units", "rows", "per", "split"),
+    [
+        ("q/k/v", 12, 9216, 3, 1),  # 576 tiles of 16 rows: no split of K across programs
+        ("gate/up", 12, 8192, 3, 1),  # 512 tiles
+        ("output", 12, 3072, 1, 3),  # 192 tiles: split 3 for two programs an SM
+        ("down", 32, 3072, 4, 2),  # 8 super-blocks a warp would leave 192 programs
+    ],
+)
+def test_units_a_warp_walks_in_phi_3_s_shapes(name, n_units, rows, per, split) -> None:
+    """With a warp split of 4 (16-row tiles): the most units a warp walks (up to 8, dividing its run of the
+    row) that still leave two programs an SM."""
+    from kernels.tensor_core_gemv import units_per_warp
+
+    tiles = rows // 16
+    got = units_per_warp(n_units, tiles, SMS, 4)
+    assert (got, n_units // (4 * got)) == (per, split), name
+    assert tiles * split >= 2 * SMS
