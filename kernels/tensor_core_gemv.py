@@ -1258,7 +1258,9 @@ def _tc_gemv_kernel(
                 total += gl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
                 if GLU:
                     total_up += gl.load(part + y_width, mask=row_mask, other=0.0, cache_modifier=".cg")
-            gl.atomic_xchg(count_ptr + tile, 0)
+            # relaxed: only a later launch reads the counter again, after this one (the kernel
+            # boundary or dependent launch's wait orders it); acq_rel fenced the last program's tail.
+            gl.atomic_xchg(count_ptr + tile, 0, sem="relaxed")
     if last:
         if RMS_BLOCK > 0:
             r = _rms(rms_ptr, n_sb * UNIT, eps, RMS_BLOCK)

@@ -428,7 +428,9 @@ def _rope_attention_kernel(
                 l_all += l_i * w
                 acc_all += part * w[:, None]
         tl.store(out_ptr + heads[:, None] * D + d[None, :], acc_all / l_all[:, None], mask=q_mask)
-        tl.atomic_xchg(count_ptr + states, 0)
+        # relaxed: only a later launch reads the counter again, after this one (the kernel
+        # boundary or dependent launch's wait orders it); acq_rel fenced the last program's tail.
+        tl.atomic_xchg(count_ptr + states, 0, sem="relaxed")
 
 
 @triton.jit
@@ -764,7 +766,9 @@ def _moe_router_kernel(
         j = tl.arange(0, BLOCK_K)
         tl.store(ids_ptr + j, ids, mask=j < K)
         tl.store(weights_ptr + j, weights, mask=j < K)
-        tl.atomic_xchg(count_ptr, 0)
+        # relaxed: only a later launch reads the counter again, after this one (the kernel
+        # boundary or dependent launch's wait orders it); acq_rel fenced the last program's tail.
+        tl.atomic_xchg(count_ptr, 0, sem="relaxed")
 
 
 # `moe_router(one_pass=True)`: the row and the input read in one load step of up to this many values (GPT-OSS's

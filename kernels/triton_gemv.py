@@ -1559,7 +1559,9 @@ def _qgemv_kernel(
             tl.store(y_ptr + m.to(tl.int64) * y_width + cols, total, mask=row_mask)
             if SCALED and MIX_K == 0:
                 tl.store(y2_ptr + m.to(tl.int64) * y_width + cols, total * nw, mask=row_mask)
-            tl.atomic_xchg(counter, 0)
+            # relaxed: only a later launch reads the counter again, after this one (the kernel
+            # boundary or dependent launch's wait orders it); acq_rel fenced the last program's tail.
+            tl.atomic_xchg(counter, 0, sem="relaxed")
             if MIX_K > 0:
                 _mix_pairs(
                     y_ptr, m, tile, y_width, cols, row_mask, mix_ptr, mix_res_ptr, route_ptr, mix_count_ptr,
@@ -1605,7 +1607,9 @@ def _mix_pairs(
         if SCALED:  # the next rms_norm's rows x weight (`RMSNormed`)
             nw = tl.load(nw_ptr + cols, mask=row_mask, other=0.0)
             tl.store(y2_ptr + token * y_width + cols, y * nw, mask=row_mask)
-        tl.atomic_xchg(counter, 0)
+        # relaxed: only a later launch reads the counter again, after this one (the kernel
+        # boundary or dependent launch's wait orders it); acq_rel fenced the last program's tail.
+        tl.atomic_xchg(counter, 0, sem="relaxed")
 
 
 # ---------------------------------------------------------------------------------------------------
