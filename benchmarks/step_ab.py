@@ -60,10 +60,6 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   of the units and the runs' sums added in the program, so that the split of K across programs (partial
   sums, an arrival counter, the last program's second pass) is left only where the tiles alone leave
   fewer than two programs an SM; Q4_K's walk is then the float16 one. Not timed yet;
-- `tensor-core rms by split` (`GemvConfig.tc_rms_by_split`): the tensor-core launches of rms-normed rows
-  (q/k/v, gate/up) with the rms from each program's sum of squares over its own slice of the row, the
-  split's sums added by its last program with the partial sums, instead of that program reading the whole
-  row at the launch's tail (the rms's last bits can differ: the squares added by slices);
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -479,15 +475,6 @@ def _tc_warp_split(split: int, config: Any, layout: Any, shape: tuple[int, int, 
     return dataclasses.replace(config, tc_warp_split=split)
 
 
-def _tc_rms_by_split(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """The tensor-core launches of rms-normed rows with the rms from each program's slice of the row
-    (`GemvConfig.tc_rms_by_split`: the split's sums of squares ride with its partial sums) instead of the
-    last program reading the whole row at the launch's tail."""
-    if not config.tensor_cores:
-        return config
-    return dataclasses.replace(config, tc_rms_by_split=True)
-
-
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -514,7 +501,6 @@ GEMV_SHAPE_RULES = {
     "tc-two-ahead-four": functools.partial(_tc_two_ahead, 4),
     "tc-warp-split-2": functools.partial(_tc_warp_split, 2),
     "tc-warp-split-4": functools.partial(_tc_warp_split, 4),
-    "tc-rms-by-split": _tc_rms_by_split,
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -564,7 +550,6 @@ GEMV_SHAPE_VARIANTS = {
     "tensor-core walks two units ahead, four super-blocks a program": "tc-two-ahead-four",
     "tensor-core rows across 2 warps": "tc-warp-split-2",
     "tensor-core rows across 4 warps": "tc-warp-split-4",
-    "tensor-core rms by split": "tc-rms-by-split",
     "regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)": "q6-k-cuda-cores",
     "every Q4_K GEMV on the tensor cores": "q4-k-tensor-cores",
 }

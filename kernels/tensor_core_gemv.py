@@ -916,33 +916,25 @@ def _q4_k_int8_walk(
 
 
 @gluon.jit
-def _slice(
+def _activations(
     x_ptr, start, N: gl.constexpr, VALID: gl.constexpr, FOURS: gl.constexpr = False, WS: gl.constexpr = 1
 ):
-    """The program's N values of a row from element `start` (the first VALID of them; the rest zeros);
-    FOURS: 4 consecutive ones a thread (`_FLAT4`), else 2 (`_FLAT`). With a warp split WS > 1: [WS * N],
-    run s the VALID from start + s * VALID (warp s's segment, `_row_offsets`) and zeros."""
+    """The program's N activations from element `start` (the first VALID of them; the rest zeros), scaled
+    by 2^(14 - e) (e: the exponent of their largest magnitude, so hi + lo float16 keep ~22 bits of each),
+    and that scale; FOURS: 4 consecutive ones a thread (`_FLAT4`), else 2 (`_FLAT`). With a warp split
+    WS > 1: [WS * N], run s the VALID from start + s * VALID (warp s's segment, `_row_offsets`) and zeros,
+    all under one scale (the segments' sums are added in the epilogue)."""
     if FOURS:
         offsets = gl.arange(0, WS * N, layout=_FLAT4)
     else:
         offsets = gl.arange(0, WS * N, layout=_FLAT)
     if WS > 1:
         j = offsets % N
-        return gl.load(x_ptr + start + (offsets // N) * VALID + j, mask=j < VALID, other=0.0)
+        xr = gl.load(x_ptr + start + (offsets // N) * VALID + j, mask=j < VALID, other=0.0)
     elif VALID < N:
-        return gl.load(x_ptr + start + offsets, mask=offsets < VALID, other=0.0)
+        xr = gl.load(x_ptr + start + offsets, mask=offsets < VALID, other=0.0)
     else:
-        return gl.load(x_ptr + start + offsets)
-
-
-@gluon.jit
-def _activations(
-    x_ptr, start, N: gl.constexpr, VALID: gl.constexpr, FOURS: gl.constexpr = False, WS: gl.constexpr = 1
-):
-    """The program's activations (`_slice`) scaled by 2^(14 - e) (e: the exponent of their largest
-    magnitude, so hi + lo float16 keep ~22 bits of each), and that scale; with a warp split all segments
-    under one scale (the segments' sums are added in the epilogue)."""
-    xr = _slice(x_ptr, start, N, VALID, FOURS, WS)
+        xr = gl.load(x_ptr + start + offsets)
     amax = gl.max(gl.abs(xr), axis=0)
     e = ((amax.to(gl.uint32, bitcast=True) >> 23) & 0xFF).to(gl.int32) - 127
     e = gl.minimum(gl.maximum(e, -100), 100)  # an all-zero range (e = -127) keeps a finite scale
@@ -1160,7 +1152,6 @@ def _tc_gemv_kernel(
     WORDS_EARLY: gl.constexpr = 0,  # a 2-D matrix: the walk waits once its first words are asked for
     AHEAD: gl.constexpr = 1,  # units whose words are in flight beside the one multiplied (1 or 2)
     WARP_SPLIT: gl.constexpr = 1,  # 1, 2 or 4: the row tile's K across its warps (`GemvConfig.tc_warp_split`)
-    RMS_BY_SPLIT: gl.constexpr = 0,  # RMS_BLOCK: the row's rms from the programs' slices (`GemvConfig.tc_rms_by_split`)
 ):
     gl.static_assert(not (WORDS_EARLY and HAS_IDS), "an expert's words are known only after the wait")
     gl.static_assert(not (WARP_SPLIT > 1 and INT8_CODES), "a warp split walks Q4_K's float16 codes")
@@ -1170,14 +1161,6 @@ def _tc_gemv_kernel(
     tile = gl.program_id(0)
     split = gl.program_id(1)
     PARTS: gl.constexpr = 2 if GLU else 1  # REDUCE: partial sums a row (GLU: the gate's, then the up's)
-    # With RMS_BY_SPLIT (a normed launch whose programs wait before the walk): each program's sum of the
-    # squares of its slice of the rms row (the elements of its activations) instead of the last program
-    # reading the whole row after the others' partial sums; a split's sum rides with its partial sums (4
-    # floats after a pair's, kept 16-byte aligned: every program of a split writes the same value).
-    BY_SPLIT: gl.constexpr = RMS_BY_SPLIT and RMS_BLOCK > 0 and not WORDS_EARLY
-    PART_ROW: gl.constexpr = (
-        4 if BY_SPLIT else 0
-    )  # floats a pair's partial sums hold beyond its y_width * PARTS
     # Segments as in `triton_gemv._qgemv_kernel`: the grid's tiles run through them in order.
     local_tile, col0, w_off, b_off, n_rows = segment_of(
         tile, n_rows, seg_w1, seg_w2, seg_b1, seg_b2, rows1, rows2, tile1, tile2, SEGMENTS
@@ -1201,10 +1184,8 @@ def _tc_gemv_kernel(
         y_ptr = y_ptr + out_row
         y2_ptr = y2_ptr + out_row
         res_ptr = res_ptr + out_row
-        part_ptr = part_ptr + pair * (y_width * PARTS + PART_ROW)
+        part_ptr = part_ptr + pair * (y_width * PARTS)
         count_ptr = count_ptr + pair * gl.num_programs(0)
-    if BY_SPLIT:  # after the wait (the rms row is the previous kernel's), asked for before the walk
-        slice_of_rms = _slice(rms_ptr, lo * UNIT, PER_POW2 * UNIT, PER * UNIT, False, WARP_SPLIT)
     if FMT == "q4_k" and INT8_CODES:
         total, total_up, up = _q4_k_int8_walk(
             w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, WALK_WAIT, AHEAD
@@ -1255,45 +1236,33 @@ def _tc_gemv_kernel(
     cols = col0 + r_rows
     row_mask = r_rows < n_rows
     last = True
-    if BY_SPLIT:  # this program's slice of the rms row: the split's sum of squares
-        squares = gl.sum(slice_of_rms * slice_of_rms, axis=0)
     if REDUCE:
         # Store this split's partial, count arrivals on the tile; the last to arrive sums every split's in
         # split order (the same order whoever arrives last) and resets the counter. The barrier orders all
         # threads' stores before the counter's release; `.cg` loads skip L1, which may hold stale lines.
         n_split = gl.num_programs(1)
-        split_stride = y_width * PARTS + PART_ROW  # from one split's partial sums to the next's (all pairs')
+        split_stride = y_width * PARTS  # from one split's partial sums to the next's (all pairs' between)
         if HAS_IDS:
             split_stride = gl.num_programs(2) * split_stride
         gl.store(part_ptr + split * split_stride + cols, total, mask=row_mask)
         if GLU:
             gl.store(part_ptr + split * split_stride + y_width + cols, total_up, mask=row_mask)
-        if BY_SPLIT:
-            gl.store(part_ptr + split * split_stride + y_width * PARTS, squares)
         gl.thread_barrier()
         arrived = gl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
         last = arrived == n_split - 1
         if last:
             total = gl.zeros_like(total)
             total_up = gl.zeros_like(total)
-            if BY_SPLIT:
-                squares = squares * 0.0  # the splits' sums added in split order, whoever arrives last
             for s in range(n_split):
                 part = part_ptr + s * split_stride + cols
                 total += gl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
                 if GLU:
                     total_up += gl.load(part + y_width, mask=row_mask, other=0.0, cache_modifier=".cg")
-                if BY_SPLIT:
-                    squares += gl.load(part_ptr + s * split_stride + y_width * PARTS, cache_modifier=".cg")
             # relaxed: only a later launch reads the counter again, after this one (the kernel
             # boundary or dependent launch's wait orders it); acq_rel fenced the last program's tail.
             gl.atomic_xchg(count_ptr + tile, 0, sem="relaxed")
     if last:
-        if BY_SPLIT:
-            r = gl.sqrt_rn(squares / (n_sb * UNIT) + eps)  # as `_rms`, the squares added by slices
-            total = total / r
-            total_up = total_up / r
-        elif RMS_BLOCK > 0:
+        if RMS_BLOCK > 0:
             r = _rms(rms_ptr, n_sb * UNIT, eps, RMS_BLOCK)
             total = total / r
             total_up = total_up / r
@@ -1426,7 +1395,6 @@ def launch(
     units: int | None = None,
     units_ahead: int = 1,
     warp_split: int = 1,
-    rms_by_split: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1442,8 +1410,7 @@ def launch(
     walks where it divides the row's (`GemvConfig.tc_units_per_program`), else `units_per_program`'s.
     `units_ahead`: the units whose words a program has in flight beside the one it multiplies, 1 or 2
     (`GemvConfig.tc_units_ahead`). `warp_split`: the row tile's units across 1, 2 or 4 of its warps
-    (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks. `rms_by_split`:
-    with `rms_of`, its rms from each program's slice (`GemvConfig.tc_rms_by_split`)."""
+    (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks."""
     if units_ahead not in (1, 2):
         raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
@@ -1459,17 +1426,14 @@ def launch(
         if units is not None and units in _unit_choices(fmt) and n_units % units == 0:
             per = units
     split = n_units // (warp_split * per)
-    words_early_on = words_early and expert_ids is None and dependent_launch.active()
     if split > 1 and (counters is None or sum(tiles) * pairs > counters.numel()):
         return None
     y_width = sum(out_rows)
     starts = [sum(tiles[:i]) for i in range(len(tiles))] + [sum(tiles)] * (3 - len(tiles))
     rows = out_rows + [0] * (3 - len(out_rows))
     parts = 2 if glu else 1
-    by_split = rms_by_split and rms_of is not None and not words_early_on
     y = torch.empty(pairs, y_width, dtype=torch.float32, device=x.device)
-    # (with by_split, a split's sum of squares after each pair's partial sums: `_tc_gemv_kernel`'s PART_ROW)
-    part = y.new_empty(split, pairs, y_width * parts + (4 if by_split else 0)) if split > 1 else y
+    part = y.new_empty(split, pairs, y_width * parts) if split > 1 else y
     y2 = y.new_empty(pairs, y_width) if scaled_by is not None else None
     grid = (sum(tiles), split, pairs) if expert_ids is not None else (sum(tiles), split)
     _tc_gemv_kernel[grid](
@@ -1516,10 +1480,9 @@ def launch(
         HAS_IDS=expert_ids is not None,
         ZERO_COLUMNS=zero_columns,
         INT8_CODES=int8_codes and fmt == "q4_k" and warp_split == 1,
-        WORDS_EARLY=words_early_on,
+        WORDS_EARLY=words_early and expert_ids is None and dependent_launch.active(),
         AHEAD=units_ahead,
         WARP_SPLIT=warp_split,
-        RMS_BY_SPLIT=by_split,
         num_warps=NUM_WARPS,
         maxnreg=max_registers,
         **dependent_launch.launch_kwargs(),

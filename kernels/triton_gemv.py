@@ -172,13 +172,6 @@ class GemvConfig:
     # then needed only where the tiles alone leave the grid short (`tensor_core_gemv.units_per_warp`).
     # Q4_K's walk is then the float16 one. Not timed yet.
     tc_warp_split: int = 1
-    # With tensor_cores, rms-normed rows (`RMSNormed`): each program sums the squares of its own slice of the
-    # rms row (loaded with its activations, before the walk) and the last program of a split adds the
-    # split's sums (they ride with the partial sums), instead of that last program reading the whole row
-    # after the others' partial sums: one memory round trip less at the launch's tail. The squares are
-    # added in another order (by slices), so the rms can differ in its last bits. Not with
-    # `tc_words_early` (its programs wait for the previous grid inside the walk). Not timed yet.
-    tc_rms_by_split: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -2009,7 +2002,6 @@ def launch_segments(
             units=config.tc_units_per_program,
             units_ahead=config.tc_units_ahead,
             warp_split=config.tc_warp_split,
-            rms_by_split=config.tc_rms_by_split,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

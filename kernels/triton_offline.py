@@ -254,7 +254,7 @@ def compile_gemv(
 # 2-D matrix's first words asked for before the wait (`GemvConfig.tc_words_early`); "...two-ahead": two
 # units' words in flight beside the one multiplied (`GemvConfig.tc_units_ahead`), in Phi-3's Q4_K and Q6_K
 # shapes' walks.
-_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1, WARP_SPLIT=1, RMS_BY_SPLIT=0)  # fmt: skip
+_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1, WARP_SPLIT=1)  # fmt: skip
 _Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
 _Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)
 TENSOR_CORE_FORMS = {
@@ -282,9 +282,6 @@ TENSOR_CORE_FORMS = {
     "int8-residual-scaled-two-ahead": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True, "INT8_CODES": 1, "AHEAD": 2},
     "q6_k-residual-scaled-reduced-two-ahead": {**_TC, **_Q6_K, "PER": 4, "HAS_BIAS": True, "SCALED": True, "REDUCE": True, "AHEAD": 2},
     "q8_0-output-two-ahead": {**_TC, **_Q8_0, "PER": 30, "REDUCE": True, "AHEAD": 2},
-    "glu-normed-reduced-rms-by-split": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "GLU": True, "REDUCE": True, "INT8_CODES": 1, "RMS_BY_SPLIT": 1},
-    "qkv-normed-rms-by-split": {**_TC, **_Q4_K, "PER": 4, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "INT8_CODES": 1, "RMS_BY_SPLIT": 1},
-    "mxfp4-experts-glu-oai-normed-reduced-rms-by-split": {**_TC, **_MXFP4, "PER": 30, "HAS_BIAS": True, "RMS_BLOCK": 1024, "GLU": True, "GLU_OAI": True, "REDUCE": True, "HAS_IDS": 1, "RMS_BY_SPLIT": 1},
     "warp-split-glu-normed": {**_TC, **_Q4_K, "PER": 3, "RMS_BLOCK": 1024, "GLU": True, "WARP_SPLIT": 4},
     "warp-split-qkv": {**_TC, **_Q4_K, "PER": 3, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "WARP_SPLIT": 4},
     "warp-split-residual-scaled-reduced": {**_TC, **_Q4_K, "PER": 1, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True, "WARP_SPLIT": 4},

@@ -96,13 +96,12 @@ def tensor_cores(
     int8_codes: bool = False,
     units_ahead: int = 1,
     warp_split: int = 1,
-    rms_by_split: bool = False,
 ):
     """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
     program walks (with a warp split: a warp), where it divides the row's (else the launch's own choice);
     `zero_columns`: the prologue stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`);
     `int8_codes`: Q4_K on int8 mma (`GemvConfig.tc_int8_codes`); `units_ahead`: `GemvConfig.tc_units_ahead`;
-    `warp_split`: `GemvConfig.tc_warp_split`; `rms_by_split`: `GemvConfig.tc_rms_by_split`."""
+    `warp_split`: `GemvConfig.tc_warp_split`."""
     from kernels import tensor_core_gemv, triton_gemv
 
     chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
@@ -116,7 +115,6 @@ def tensor_cores(
             tc_int8_codes=int8_codes,
             tc_units_ahead=units_ahead,
             tc_warp_split=warp_split,
-            tc_rms_by_split=rms_by_split,
         )
 
     def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
@@ -217,13 +215,10 @@ def test_segments_with_biases_match_one_product_each(fmt, per, warp_split, rng, 
         assert rel_err(y, reference_qmatmul(x, w, b, torch.float32)) < REL_TOL, w.name
 
 
-@pytest.mark.parametrize("rms_by_split", [False, True], ids=["rms-whole-row", "rms-by-split"])
 @pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 4])
 @pytest.mark.parametrize("fmt", list(MAKERS))
-def test_norms_inside_the_launch_match_the_formed_norm(
-    fmt, per, warp_split, rms_by_split, rng, blocks
-) -> None:
+def test_norms_inside_the_launch_match_the_formed_norm(fmt, per, warp_split, rng, blocks) -> None:
     """`RMSNormed` inputs (scaled by 1 / rms after the walk) and the residual sum with its scaled copy,
     with and without a bias (it then rides in as the residual)."""
     from kernels.triton_gemv import gemv_add_normed, gemvs_normed
@@ -236,7 +231,7 @@ def test_norms_inside_the_launch_match_the_formed_norm(
     norm_weight = torch.randn(640, device="cuda")
     rows = torch.randn(1, width, device="cuda") * 3.0
     h = RMSNormed(rows, rows * torch.randn(width, device="cuda"), 1e-5)
-    with tensor_cores(per, warp_split=warp_split, rms_by_split=rms_by_split) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         added = [gemv_add_normed(x, w, residual, norm_weight, 1e-5, b) for b in (None, bias)]
         (normed,) = gemvs_normed(h, (w,), (bias,))
     assert launches == [True] * 3
@@ -269,10 +264,9 @@ def test_q4_k_on_int8_codes_matches_the_reference(shape, per, rng, blocks) -> No
     assert rel_err(got_extreme, reference_qmatmul(extreme, w, None, torch.float32)) < REL_TOL
 
 
-@pytest.mark.parametrize("rms_by_split", [False, True], ids=["rms-whole-row", "rms-by-split"])
 @pytest.mark.parametrize("per", [1, 2, 4])
 @pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
-def test_q4_k_on_int8_codes_in_every_epilogue(per, normed, rms_by_split, rng, blocks) -> None:
+def test_q4_k_on_int8_codes_in_every_epilogue(per, normed, rng, blocks) -> None:
     """The int8 walk through GLU (Phi-3's fused gate/up, rms-normed or not), three segments with biases
     (q/k/v) and the residual sum with its scaled copy, against the reference."""
     from kernels.triton_gemv import FAST_PATH, gemv_add_normed, gemv_glu
@@ -286,7 +280,7 @@ def test_q4_k_on_int8_codes_in_every_epilogue(per, normed, rms_by_split, rng, bl
     biases = tuple(torch.randn(w.shape[0], device="cuda") * 0.1 for w in weights)
     w = q4_k((640, width), rng, blocks)
     residual, norm_weight = torch.randn(1, 640, device="cuda"), torch.randn(640, device="cuda")
-    with tensor_cores(per, int8_codes=True, rms_by_split=rms_by_split) as launches:
+    with tensor_cores(per, int8_codes=True) as launches:
         glu = gemv_glu(h, fused, None)
         qkv = FAST_PATH.qmatmuls(x, weights, biases)
         added = gemv_add_normed(x, w, residual, norm_weight, 1e-5, None)
@@ -333,12 +327,11 @@ def test_b_s_unused_columns_left_unwritten_give_the_zero_columns_bits(fmt, glu, 
     assert not results[1].isnan().any()
 
 
-@pytest.mark.parametrize("rms_by_split", [False, True], ids=["rms-whole-row", "rms-by-split"])
 @pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 2, 4])
 @pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
 def test_gate_and_up_in_one_launch_match_the_swiglu_of_the_products(
-    per, normed, warp_split, rms_by_split, rng, blocks
+    per, normed, warp_split, rng, blocks
 ) -> None:
     """A fused [gate; up] matrix (Phi-3's ffn_up) and gpt-oss's clamped SwiGLU on separate gate and up."""
     from kernels.triton_gemv import gemv_glu, launch_segments
@@ -348,7 +341,7 @@ def test_gate_and_up_in_one_launch_match_the_swiglu_of_the_products(
     x = activations(rng, width)
     h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5) if normed else x
     value = h.value() if normed else x
-    with tensor_cores(per, warp_split=warp_split, rms_by_split=rms_by_split) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         got = gemv_glu(h, fused, None)
         gate, up = q4_k((200, width), rng, blocks, "gate"), q4_k((200, width), rng, blocks, "up")
         bg, bu = torch.randn(200, device="cuda"), torch.randn(200, device="cuda")
@@ -382,13 +375,10 @@ def test_mxfp4_of_every_scale_exponent_matches_the_reference(rng, blocks) -> Non
         assert rel_err(got[:, rows], want[:, rows]) < REL_TOL, rows
 
 
-@pytest.mark.parametrize("rms_by_split", [False, True], ids=["rms-whole-row", "rms-by-split"])
 @pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 9, 30])
 @pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
-def test_mxfp4_experts_gate_up_and_down_match_the_reference(
-    per, normed, warp_split, rms_by_split, rng, blocks
-) -> None:
+def test_mxfp4_experts_gate_up_and_down_match_the_reference(per, normed, warp_split, rng, blocks) -> None:
     """GPT-OSS's expert GEMVs by token-expert pair: gate and up of k = 4 experts from one token's row (rms-
     normed inside the launch or not) with their biases and the clamped SwiGLU, then down with one row a
     pair; pairs that repeat an expert, experts out of order."""
@@ -405,7 +395,7 @@ def test_mxfp4_experts_gate_up_and_down_match_the_reference(
     h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5) if normed else x
     value = h.value() if normed else x
     ids = torch.tensor([[5, 0, 5, 3]], device="cuda")
-    with tensor_cores(per, warp_split=warp_split, rms_by_split=rms_by_split) as launches:
+    with tensor_cores(per, warp_split=warp_split) as launches:
         act = gemv_experts_glu(h, gate, up, ids, (bg, bu), (1.702, 7.0))
         rows = torch.randn(k, ffn, device="cuda")
         got_down = gemv_experts(rows, down, ids.reshape(-1, 1), bd, torch.float32)
