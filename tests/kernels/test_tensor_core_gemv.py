@@ -472,15 +472,11 @@ def test_regrouped_gate_and_up_match_the_swiglu_of_the_products(fmt, per, warp_s
     assert rel_err(got, torch.nn.functional.silu(g) * u) < REL_TOL
 
 
-@pytest.mark.parametrize("units", [1, 2, 4, 3])
-def test_a_config_s_walk_length_reaches_the_launch(units, rng, blocks) -> None:
-    """`GemvConfig.tc_units_per_program` (`step_ab`'s "tensor-core walks by the rule before"): a GLU launch of
-    Phi-3's width walks that many super-blocks a program (the grid's split is the row's 12 over it) and
-    gives the rule's products to rounding; a walk the kernel has no form of (3) leaves the rule's choice."""
+def glu_launch_grids(x: torch.Tensor, fused: QTensor, **config: object) -> tuple[torch.Tensor, list]:
+    """`gemv_glu` of `x` with [gate; up] `fused` on the tensor cores with the `GemvConfig` fields `config`:
+    its output, and the grid of each tensor-core launch it made."""
     from kernels import tensor_core_gemv, triton_gemv
 
-    fused = q4_k((2 * 200, 3072), rng, blocks)
-    x = activations(rng, 3072)
     grids = []
     kernel = tensor_core_gemv._tc_gemv_kernel
 
@@ -495,11 +491,21 @@ def test_a_config_s_walk_length_reaches_the_launch(units, rng, blocks) -> None:
         mp.setattr(
             triton_gemv,
             "default_config",
-            lambda *a, **kw: dataclasses.replace(
-                chosen(*a, **kw), tensor_cores=True, tc_units_per_program=units
-            ),
+            lambda *a, **kw: dataclasses.replace(chosen(*a, **kw), tensor_cores=True, **config),
         )
-        got = triton_gemv.gemv_glu(x, fused, None)
+        return triton_gemv.gemv_glu(x, fused, None), grids
+
+
+@pytest.mark.parametrize("units", [1, 2, 4, 3])
+def test_a_config_s_walk_length_reaches_the_launch(units, rng, blocks) -> None:
+    """`GemvConfig.tc_units_per_program` (`step_ab`'s "tensor-core walks by the rule before"): a GLU launch of
+    Phi-3's width walks that many super-blocks a program (the grid's split is the row's 12 over it) and
+    gives the rule's products to rounding; a walk the kernel has no form of (3) leaves the rule's choice."""
+    from kernels import tensor_core_gemv
+
+    fused = q4_k((2 * 200, 3072), rng, blocks)
+    x = activations(rng, 3072)
+    got, grids = glu_launch_grids(x, fused, tc_units_per_program=units)
     rule = tensor_core_gemv.units_per_program(
         "q4_k", 12, 4, torch.cuda.get_device_properties(0).multi_processor_count
     )
@@ -549,31 +555,12 @@ def test_a_warp_split_s_tiles_walk_the_whole_row_without_a_split(
     """`GemvConfig.tc_warp_split` (asked with the default int8 codes: Q4_K's walk is then the float16 one): a
     GLU launch of Phi-3's width with enough row tiles for two programs an SM takes 64 / warp_split rows a
     program and no split of K across programs (`units_per_warp`), and gives the reference's products."""
-    from kernels import tensor_core_gemv, triton_gemv
 
     sm_count = torch.cuda.get_device_properties(0).multi_processor_count
     ffn = 2 * sm_count * rows_per_tile  # the gate's rows: two programs an SM
     fused = q4_k((2 * ffn, 3072), rng, blocks)
     x = activations(rng, 3072)
-    grids = []
-    kernel = tensor_core_gemv._tc_gemv_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            grids.append(grid)
-            return kernel[grid]
-
-    chosen = triton_gemv.default_config
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tensor_core_gemv, "_tc_gemv_kernel", Spy())
-        mp.setattr(
-            triton_gemv,
-            "default_config",
-            lambda *a, **kw: dataclasses.replace(
-                chosen(*a, **kw), tensor_cores=True, tc_int8_codes=True, tc_warp_split=warp_split
-            ),
-        )
-        got = triton_gemv.gemv_glu(x, fused, None)
+    got, grids = glu_launch_grids(x, fused, tc_int8_codes=True, tc_warp_split=warp_split)
     assert grids == [(ffn // rows_per_tile, 1)]
     products = reference_qmatmul(x, fused, None, torch.float32)
     assert rel_err(got, torch.nn.functional.silu(products[:, :ffn]) * products[:, ffn:]) < REL_TOL
