@@ -47,7 +47,13 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
   regrouped loop (`benchmarks.ptx_cost`).
 - Split-K: each split stores its partial sums; the last program to arrive at a row tile (arrival
   counters, `triton_gemv.SplitCounters`) sums them in split order and runs the epilogue, as
-  `triton_gemv`'s REDUCE form does.
+  `triton_gemv`'s REDUCE form does; it resets the counter with a relaxed exchange (only a later launch
+  reads it again).
+- A warp split (`GemvConfig.tc_warp_split` 2 or 4, off: timed slower): a program of 64 / split rows whose
+  warps each walk their own run of each row's units (`_row_offsets`; B's columns 2s and 2s + 1 hold run
+  s's activations, so one mma still serves every warp), the runs' sums added in the program
+  (`_segments_summed`); the split of K across programs is then left only where the tiles alone leave
+  the grid short (`units_per_warp`).
 
 Accuracy: against the float64 product of gguf-py's dequantized weight the largest error relative to the
 largest output is ~2e-7 (H100, Phi-3's Q4_K shapes), as the CUDA-core loop's; the tests' bound is 1e-5.
