@@ -1348,6 +1348,13 @@ def rows_per_tile(warp_split: int) -> int:
     return ROWS_PER_PROGRAM // warp_split
 
 
+def row_tiles(fmt: str, out_rows: list[int], in_features: int, warp_split: int) -> list[int]:
+    """The row tiles a launch of `fmt` takes over each segment's `out_rows` (one pair's; the split counters
+    hold one a tile and pair): 64 rows a tile, or fewer with the warp split it takes (`warp_split_for`)."""
+    rows = rows_per_tile(warp_split_for(in_features // UNITS[fmt], warp_split))
+    return [triton.cdiv(r, rows) for r in out_rows]
+
+
 def units_per_warp(n_units: int, tiles: int, sm_count: int, warp_split: int) -> int:
     """With a warp split (`GemvConfig.tc_warp_split`): the units each warp walks (any count up to
     MAX_UNITS_PER_WARP dividing the row's units / warp_split, the prologue padding it to a power of two):
@@ -1421,8 +1428,8 @@ def launch(
         raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
     n_units = in_features // UNITS[fmt]
+    tiles = row_tiles(fmt, out_rows, in_features, warp_split)
     warp_split = warp_split_for(n_units, warp_split)
-    tiles = [triton.cdiv(r, rows_per_tile(warp_split)) for r in out_rows]
     if warp_split > 1:
         per = units_per_warp(n_units, sum(tiles) * pairs, sm_count, warp_split)
         if units is not None and 0 < units <= MAX_UNITS_PER_WARP and (n_units // warp_split) % units == 0:

@@ -1968,12 +1968,10 @@ def launch_segments(
         and tensor_core_gemv.serves(layout.fmt, n_out_rows, in_features, expert_ids is not None, x.device)
         and (n_out_rows == 1 or x2.stride(0) == in_features)  # several pairs: rows of x in_features apart
     ):
-        tc_rows = tensor_core_gemv.rows_per_tile(
-            tensor_core_gemv.warp_split_for(
-                in_features // tensor_core_gemv.UNITS[layout.fmt], config.tc_warp_split
-            )
+        tc_tiles = (
+            sum(tensor_core_gemv.row_tiles(layout.fmt, out_rows, in_features, config.tc_warp_split))
+            * n_out_rows
         )
-        tc_tiles = sum(triton.cdiv(r, tc_rows) for r in out_rows) * n_out_rows
         served = tensor_core_gemv.launch(
             layout.fmt,
             x2,

@@ -253,7 +253,8 @@ def compile_gemv(
 # and its MXFP4 experts by token-expert pair (gate/up, down), and a 2-D MXFP4 matrix; "...words-early": a
 # 2-D matrix's first words asked for before the wait (`GemvConfig.tc_words_early`); "...two-ahead": two
 # units' words in flight beside the one multiplied (`GemvConfig.tc_units_ahead`), in Phi-3's Q4_K and Q6_K
-# shapes' walks.
+# shapes' walks; "warp-split-...": a row tile's units across 4 (or "two": 2) of its warps
+# (`GemvConfig.tc_warp_split`), in Phi-3's shapes and GPT-OSS's block formats.
 _TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1, WARP_SPLIT=1)  # fmt: skip
 _Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
 _Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)

@@ -22,6 +22,15 @@ def test_a_warp_split_is_taken_only_where_it_divides_the_row_s_units() -> None:
         warp_split_for(12, 3)
 
 
+def test_a_launch_s_row_tiles_follow_the_warp_split_it_takes() -> None:
+    """The counters' count (`triton_gemv.launch_segments`) and the grid (`launch`) from one rule."""
+    from kernels.tensor_core_gemv import row_tiles
+
+    assert row_tiles("q4_k", [9216], 3072, 1) == [144]
+    assert row_tiles("q4_k", [256, 64, 64], 3072, 4) == [16, 4, 4]
+    assert row_tiles("q8_0_codes_then_scales", [200], 2880, 4) == [4]  # 90 blocks: no split of 4
+
+
 @pytest.mark.parametrize(
     ("name", "n_units", "rows", "per", "split"),
     [
