@@ -48,7 +48,10 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
 - Split-K: each split stores its partial sums; the last program to arrive at a row tile (arrival
   counters, `triton_gemv.SplitCounters`) sums them in split order and runs the epilogue, as
   `triton_gemv`'s REDUCE form does; it resets the counter with a relaxed exchange (only a later launch
-  reads it again).
+  reads it again). The split count is a constant of the launch (SPLITS), so that tail asks for every
+  split's sums and the rms row at once (`_tail`); the bias, residual and norm weight are asked for before
+  the counter's atomic. From the atomic on, a warp waits on memory twice (three times for Q6_K's
+  residual form), not 6-7 times as with the runtime loops before (`triton_offline`'s round trips).
 - A warp split (`GemvConfig.tc_warp_split` 2 or 4, off: timed slower): a program of 64 / split rows whose
   warps each walk their own run of each row's units (`_row_offsets`; B's columns 2s and 2s + 1 hold run
   s's activations, so one mma still serves every warp), the runs' sums added in the program
@@ -60,7 +63,8 @@ largest output is ~2e-7 (H100, Phi-3's Q4_K shapes), as the CUDA-core loop's; th
 Without a GPU, `tests/kernels/test_tensor_core_algebra.py` re-states each format's operands in torch (the
 same joins, permutes and bit operations) against the reference path, calibrated on Q4_K's, which the GPU
 has run: a layout change is checked there first.
-The weight prefetch of `dependent_launch.weight_prefetch` is not done here (off by default).
+The weight prefetch of `dependent_launch.weight_prefetch` is not done here (off by default); a launch's own
+walk can ask L2 for its bytes first (`GemvConfig.tc_weight_prefetch`, `_prefetch_walk`).
 """
 
 from __future__ import annotations
@@ -100,6 +104,8 @@ UNITS = {
     "mxfp4_codes_then_scales": 32,
 }
 FORMATS = tuple(UNITS)
+# The layouts whose walk can ask L2 for its bytes first, a bulk prefetch a row (`_prefetch_walk`).
+PREFETCH_FORMATS = ("q4_k", "q6_k_codes_then_scales")
 # The layouts it also reads as experts of a 3-D tensor, one program axis over the token-expert pairs
 # (a MoE's gate and up, its down): MXFP4's, the M0 models' only expert type.
 EXPERT_FORMATS = ("mxfp4_codes_then_scales",)
@@ -517,10 +523,41 @@ def _take_mxfp4_block(acc, words, smem_b, NTH: gl.constexpr):
 
 
 @gluon.jit
-def _rms(row, n, eps, BLOCK: gl.constexpr):
-    """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, BLOCK at a time
-    (`triton_gemv._rms`)."""
-    return rms_over(row, n, eps, gl.arange(0, BLOCK, layout=_RMS_FLAT))
+def _rms(row, n, eps, BLOCK: gl.constexpr, BLOCKS: gl.constexpr):
+    """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, BLOCK at a time,
+    the BLOCKS reads unrolled (`triton_common.rms_over`; the same bits as `triton_gemv._rms`)."""
+    return rms_over(row, n, eps, gl.arange(0, BLOCK, layout=_RMS_FLAT), BLOCKS)
+
+
+_PREFETCH_ROWS = gl.BlockedLayout([1], [32], [4], [0])  # 128 rows' spans, one a thread
+
+
+@gluon.jit
+def _prefetch_walk(w_ptr, w_off, first, n_rows, row_words, UNIT_WORDS: gl.constexpr, lo, PER: gl.constexpr,
+                   GLU: gl.constexpr, seg_w1):  # fmt: skip
+    """Ask L2 for every weight byte the program's walk reads (`GemvConfig.tc_weight_prefetch`): its PER
+    units of each of its 64 rows lie contiguous in the row, one bulk prefetch a row (`cp.async.bulk.
+    prefetch.L2`; and GLU's up rows, seg_w1 words on), so the whole tile is asked of DRAM at once instead
+    of a unit at a time behind the walk's loads, and without a register for it. No data reaches the
+    program, nothing is written: safe before waiting for the previous grid. Spans are whole 16-byte
+    multiples on 16-byte boundaries (a Q4_K super-block is 144 bytes, a regrouped Q6_K one's codes 208)."""
+    i = gl.arange(0, 128, layout=_PREFETCH_ROWS)
+    row = gl.minimum(first + i % 64, n_rows - 1).to(gl.int64)
+    word = w_off + row * row_words + lo * UNIT_WORDS
+    wanted = i < 64
+    if GLU:
+        word += gl.where(i < 64, 0, seg_w1).to(gl.int64)
+        wanted = i < 128
+    address = (w_ptr + word).to(gl.int64, bitcast=True)
+    span = gl.full([128], PER * UNIT_WORDS * 4, gl.int32, _PREFETCH_ROWS)
+    gl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; } // dummy $0",
+        "=r,l,r,r",
+        [address, span, wanted.to(gl.int32)],
+        dtype=gl.int32,
+        is_pure=False,
+        pack=1,
+    )
 
 
 @gluon.jit
@@ -1116,8 +1153,8 @@ def _tc_gemv_kernel(
     x_ptr,  # the activation row (HAS_IDS: rows, in_features apart), float32
     y_ptr,
     bias_ptr,
-    part_ptr,  # REDUCE: the split partial sums [split, pairs, y_width * (2 with GLU)]
-    count_ptr,  # REDUCE: one arrival counter a row tile (and pair), zero between launches
+    part_ptr,  # SPLITS > 1: the split partial sums [split, pairs, y_width * (2 with GLU)]
+    count_ptr,  # SPLITS > 1: one arrival counter a row tile (and pair), zero between launches
     rms_ptr,
     nw_ptr,
     y2_ptr,
@@ -1146,11 +1183,12 @@ def _tc_gemv_kernel(
     HAS_BIAS: gl.constexpr,
     SEGMENTS: gl.constexpr,
     RMS_BLOCK: gl.constexpr,
+    RMS_BLOCKS: gl.constexpr,  # RMS_BLOCK reads that cover the rms row (unrolled: `_rms`)
     SCALED: gl.constexpr,
     GLU: gl.constexpr,
     GLU_OAI: gl.constexpr,
     HAS_RES: gl.constexpr,
-    REDUCE: gl.constexpr,
+    SPLITS: gl.constexpr,  # the grid's splits of K (axis 1); above 1, summed in the launch
     PDL: gl.constexpr = 0,
     HAS_IDS: gl.constexpr = 0,  # EXPERT_FORMATS: program axis 2 is a token-expert pair, rows of x and y its own
     ZERO_COLUMNS: gl.constexpr = 0,  # B's six unused columns stored as zeros (`_shared_b`), else unwritten
@@ -1158,12 +1196,14 @@ def _tc_gemv_kernel(
     WORDS_EARLY: gl.constexpr = 0,  # a 2-D matrix: the walk waits once its first words are asked for
     AHEAD: gl.constexpr = 1,  # units whose words are in flight beside the one multiplied (1 or 2)
     WARP_SPLIT: gl.constexpr = 1,  # 1, 2 or 4: the row tile's K across its warps (`GemvConfig.tc_warp_split`)
+    PREFETCH: gl.constexpr = 0,  # Q4_K, regrouped Q6_K: the walk's weight bytes asked of L2 first (`_prefetch_walk`)
 ):
     gl.static_assert(not (WORDS_EARLY and HAS_IDS), "an expert's words are known only after the wait")
     gl.static_assert(not (WARP_SPLIT > 1 and INT8_CODES), "a warp split walks Q4_K's float16 codes")
     # Where the program waits for the previous grid: here, or with WORDS_EARLY inside the walk, after it
     # has asked for its first unit's words (`GemvConfig.tc_words_early`).
     WALK_WAIT: gl.constexpr = PDL if WORDS_EARLY else 0
+    REDUCE: gl.constexpr = SPLITS > 1
     tile = gl.program_id(0)
     split = gl.program_id(1)
     PARTS: gl.constexpr = 2 if GLU else 1  # REDUCE: partial sums a row (GLU: the gate's, then the up's)
@@ -1192,6 +1232,10 @@ def _tc_gemv_kernel(
         res_ptr = res_ptr + out_row
         part_ptr = part_ptr + pair * (y_width * PARTS)
         count_ptr = count_ptr + pair * gl.num_programs(0)
+    if PREFETCH:
+        gl.static_assert(not HAS_IDS and WARP_SPLIT == 1, "the prefetch serves a 2-D matrix's row tiles")
+        UNIT_WORDS: gl.constexpr = SUPERBLOCK_WORDS if FMT == "q4_k" else Q6_K_CODE_WORDS
+        _prefetch_walk(w_ptr, w_off, first, n_rows, n_sb * UNIT_WORDS, UNIT_WORDS, lo, PER, GLU, seg_w1)
     if FMT == "q4_k" and INT8_CODES:
         total, total_up, up = _q4_k_int8_walk(
             w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, WALK_WAIT, AHEAD
@@ -1241,12 +1285,24 @@ def _tc_gemv_kernel(
         )
     cols = col0 + r_rows
     row_mask = r_rows < n_rows
-    last = True
+    # What the tail adds to the sums, asked for before the split's counter (every program, a few words):
+    # it arrives while the counter's atomic travels, and the last program's tail waits only on the
+    # partial sums and the rms row, asked for together (`_tail`).
+    bias, bias_up = total, total_up  # placeholders where there is none
+    if HAS_BIAS:
+        bias = gl.load(bias_ptr + b_off + r_rows, mask=row_mask, other=0.0).to(gl.float32)
+        if GLU:
+            bias_up = gl.load(bias_ptr + seg_b1 + r_rows, mask=row_mask, other=0.0).to(gl.float32)
+    res = total
+    if HAS_RES:
+        res = gl.load(res_ptr + cols, mask=row_mask, other=0.0)
+    nw = total
+    if SCALED:
+        nw = gl.load(nw_ptr + cols, mask=row_mask, other=0.0)
     if REDUCE:
         # Store this split's partial, count arrivals on the tile; the last to arrive sums every split's in
         # split order (the same order whoever arrives last) and resets the counter. The barrier orders all
         # threads' stores before the counter's release; `.cg` loads skip L1, which may hold stale lines.
-        n_split = gl.num_programs(1)
         split_stride = y_width * PARTS  # from one split's partial sums to the next's (all pairs' between)
         if HAS_IDS:
             split_stride = gl.num_programs(2) * split_stride
@@ -1255,11 +1311,10 @@ def _tc_gemv_kernel(
             gl.store(part_ptr + split * split_stride + y_width + cols, total_up, mask=row_mask)
         gl.thread_barrier()
         arrived = gl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
-        last = arrived == n_split - 1
-        if last:
+        if arrived == SPLITS - 1:
             total = gl.zeros_like(total)
             total_up = gl.zeros_like(total)
-            for s in range(n_split):
+            for s in gl.static_range(SPLITS):  # unrolled: every split's sums asked for at once
                 part = part_ptr + s * split_stride + cols
                 total += gl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
                 if GLU:
@@ -1267,23 +1322,40 @@ def _tc_gemv_kernel(
             # relaxed: only a later launch reads the counter again, after this one (the kernel
             # boundary or dependent launch's wait orders it); acq_rel fenced the last program's tail.
             gl.atomic_xchg(count_ptr + tile, 0, sem="relaxed")
-    if last:
-        if RMS_BLOCK > 0:
-            r = _rms(rms_ptr, n_sb * UNIT, eps, RMS_BLOCK)
-            total = total / r
-            total_up = total_up / r
-        if HAS_BIAS:
-            total += gl.load(bias_ptr + b_off + r_rows, mask=row_mask, other=0.0).to(gl.float32)
-            if GLU:
-                total_up += gl.load(bias_ptr + seg_b1 + r_rows, mask=row_mask, other=0.0).to(gl.float32)
-        if HAS_RES:
-            total += gl.load(res_ptr + cols, mask=row_mask, other=0.0)
+            _tail(
+                total, total_up, bias, bias_up, res, nw, rms_ptr, n_sb * UNIT, eps, y_ptr, y2_ptr, cols,
+                row_mask, glu_alpha, glu_limit, HAS_BIAS, RMS_BLOCK, RMS_BLOCKS, SCALED, GLU, GLU_OAI, HAS_RES,
+            )  # fmt: skip
+    else:
+        _tail(
+            total, total_up, bias, bias_up, res, nw, rms_ptr, n_sb * UNIT, eps, y_ptr, y2_ptr, cols, row_mask,
+            glu_alpha, glu_limit, HAS_BIAS, RMS_BLOCK, RMS_BLOCKS, SCALED, GLU, GLU_OAI, HAS_RES,
+        )  # fmt: skip
+
+
+@gluon.jit
+def _tail(
+    total, total_up, bias, bias_up, res, nw, rms_ptr, n, eps, y_ptr, y2_ptr, cols, row_mask, glu_alpha,
+    glu_limit, HAS_BIAS: gl.constexpr, RMS_BLOCK: gl.constexpr, RMS_BLOCKS: gl.constexpr,
+    SCALED: gl.constexpr, GLU: gl.constexpr, GLU_OAI: gl.constexpr, HAS_RES: gl.constexpr,
+):  # fmt: skip
+    """The epilogue of a tile's summed rows (one basic block with the partial sums' loads, so the rms
+    row's reads issue beside them): 1/rms, bias, residual, GLU, the store and the scaled copy."""
+    if RMS_BLOCK > 0:
+        r = _rms(rms_ptr, n, eps, RMS_BLOCK, RMS_BLOCKS)
+        total = total / r
+        total_up = total_up / r
+    if HAS_BIAS:
+        total += bias
         if GLU:
-            total = gated(total, total_up, GLU_OAI, glu_alpha, glu_limit)
-        gl.store(y_ptr + cols, total, mask=row_mask)
-        if SCALED:
-            nw = gl.load(nw_ptr + cols, mask=row_mask, other=0.0)
-            gl.store(y2_ptr + cols, total * nw, mask=row_mask)
+            total_up += bias_up
+    if HAS_RES:
+        total += res
+    if GLU:
+        total = gated(total, total_up, GLU_OAI, glu_alpha, glu_limit)
+    gl.store(y_ptr + cols, total, mask=row_mask)
+    if SCALED:
+        gl.store(y2_ptr + cols, total * nw, mask=row_mask)
 
 
 def serves(fmt: str, n_out_rows: int, in_features: int, has_expert_ids: bool, device: torch.device) -> bool:
@@ -1408,6 +1480,7 @@ def launch(
     units: int | None = None,
     units_ahead: int = 1,
     warp_split: int = 1,
+    weight_prefetch: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1423,7 +1496,9 @@ def launch(
     walks where it divides the row's (`GemvConfig.tc_units_per_program`), else `units_per_program`'s.
     `units_ahead`: the units whose words a program has in flight beside the one it multiplies, 1 or 2
     (`GemvConfig.tc_units_ahead`). `warp_split`: the row tile's units across 1, 2 or 4 of its warps
-    (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks."""
+    (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks. `weight_prefetch`:
+    a 2-D matrix of PREFETCH_FORMATS without a warp split asks L2 for its walk's bytes first
+    (`GemvConfig.tc_weight_prefetch`, `_prefetch_walk`)."""
     if units_ahead not in (1, 2):
         raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
@@ -1485,17 +1560,19 @@ def launch(
         HAS_BIAS=bias is not None,
         SEGMENTS=len(out_rows),
         RMS_BLOCK=rms_block if rms_of is not None else 0,
+        RMS_BLOCKS=triton.cdiv(in_features, rms_block) if rms_of is not None else 0,
         SCALED=scaled_by is not None,
         GLU=glu,
         GLU_OAI=glu_oai is not None,
         HAS_RES=residual is not None,
-        REDUCE=split > 1,
+        SPLITS=split,
         HAS_IDS=expert_ids is not None,
         ZERO_COLUMNS=zero_columns,
         INT8_CODES=int8_codes and fmt == "q4_k" and warp_split == 1,
         WORDS_EARLY=words_early and expert_ids is None and dependent_launch.active(),
         AHEAD=units_ahead,
         WARP_SPLIT=warp_split,
+        PREFETCH=weight_prefetch and fmt in PREFETCH_FORMATS and expert_ids is None and warp_split == 1,
         num_warps=NUM_WARPS,
         maxnreg=max_registers,
         **dependent_launch.launch_kwargs(),

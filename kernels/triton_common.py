@@ -101,13 +101,22 @@ def segment_of(
 
 
 @triton.jit
-def rms_over(row, n, eps, offsets):
+def rms_over(row, n, eps, offsets, BLOCKS: tl.constexpr = 0):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, read
-    `offsets.shape[0]` at a time at `offsets` (0, 1, ...; a Gluon caller's carry its layout)."""
+    `offsets.shape[0]` at a time at `offsets` (0, 1, ...; a Gluon caller's carry its layout). `BLOCKS`:
+    where the caller knows at compile time how many reads cover the row (n <= BLOCKS * the block), they
+    are unrolled, so all of the row is asked for at once (one L2 round trip, not one a block, in a tail
+    that waits on it); 0, a loop. The same squares summed in the same order either way: the same bits."""
     squares = (offsets * 0).to(tl.float32)  # zeros in the offsets' layout (no `tl.zeros` in Gluon)
-    for start in range(0, n, offsets.shape[0]):
-        v = tl.load(row + start + offsets, mask=start + offsets < n, other=0.0)
-        squares += v * v
+    if BLOCKS > 0:
+        for b in tl.static_range(BLOCKS):
+            start = b * offsets.shape[0]
+            v = tl.load(row + start + offsets, mask=start + offsets < n, other=0.0)
+            squares += v * v
+    else:
+        for start in range(0, n, offsets.shape[0]):
+            v = tl.load(row + start + offsets, mask=start + offsets < n, other=0.0)
+            squares += v * v
     return tl.sqrt_rn(tl.sum(squares, axis=0) / n + eps)
 
 

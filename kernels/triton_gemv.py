@@ -146,7 +146,7 @@ class GemvConfig:
     # alone 3-13 % faster, its decode step +0.9 %, the same tokens.
     tc_int8_codes: bool = True
     # With tensor_cores: a cap on the registers a thread of the tensor-core kernel holds (ptxas's maxnreg),
-    # or None for the compiler's choice. Only Q4_K's gate/up walk holds more than 80 (103 on sm_90: four
+    # or None for the compiler's choice. Only Q4_K's gate/up walk holds more than 80 (86 on sm_90: five
     # programs resident an SM; at 80, six, with 16 bytes spilled), so a cap there is a question of
     # occupancy against spills that only timing answers (`kernels_gemv --tc-register-caps`, `step_ab`).
     tc_max_registers: int | None = None
@@ -173,6 +173,10 @@ class GemvConfig:
     # Q4_K's walk is then the float16 one. Timed on an H100 (2026-12-07): every Phi-3 launch slower alone (a
     # program reads its tile's whole activation row: four times the prologue's work), the step -11 %; off.
     tc_warp_split: int = 1
+    # With tensor_cores, Q4_K or regrouped Q6_K of a 2-D matrix: each program first asks L2 for every weight
+    # byte its walk reads (a bulk prefetch a row, `tensor_core_gemv._prefetch_walk`), so the tile streams
+    # from DRAM at once rather than a unit at a time behind the walk's loads. The same bits.
+    tc_weight_prefetch: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -1221,11 +1225,11 @@ def _dot_q6_k(
 
 
 @triton.jit
-def _rms(row, n, eps, BLOCK: tl.constexpr):
+def _rms(row, n, eps, BLOCK: tl.constexpr, BLOCKS: tl.constexpr):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`. Read after the
     row's walk, BLOCK at a time: nothing of it is live during the walk (the row held whole would cost a
     wide model's GEMV 40 registers a thread, and with them half its programs per SM)."""
-    return rms_over(row, n, eps, tl.arange(0, BLOCK))
+    return rms_over(row, n, eps, tl.arange(0, BLOCK), BLOCKS)
 
 
 @triton.jit
@@ -1385,13 +1389,14 @@ def _qgemv_kernel(
     DEQ: tl.constexpr = False,
     part_ptr=None,  # REDUCE: the split partial sums [split, n_out_rows, y_width]
     count_ptr=None,  # REDUCE: one arrival counter per (activation row, row tile), zero between launches
-    REDUCE: tl.constexpr = False,
+    REDUCE: tl.constexpr = 0,  # the grid's splits (axis 2), summed in the launch; 0: each split's sums apart
     SEGMENTS: tl.constexpr = 1,  # weights of one type and input width served by this launch (1-3)
     rms_ptr=None,  # RMS_BLOCK > 0: rows like x's; each output row is scaled by 1 / rms of its row here
     eps=0.0,  # (x then holds those rows times the norm weight: the product is rms_norm(rows) @ W.T)
     nw_ptr=None,  # SCALED: the epilogue also stores y * nw at y2_ptr (the next rms_norm's rows x weight)
     y2_ptr=None,
     RMS_BLOCK: tl.constexpr = 0,  # elements of the rms row read per step (a power of two), or 0: no scaling
+    RMS_BLOCKS: tl.constexpr = 0,  # the steps that cover the rms row (unrolled: `triton_common.rms_over`)
     SCALED: tl.constexpr = False,
     GLU: tl.constexpr = False,  # y = silu(gate rows' product) * (up rows' product), the up rows at seg_w1
     res_ptr=None,  # HAS_RES: rows like y added after the bias (the residual stream: residual + x @ W.T + b)
@@ -1500,7 +1505,7 @@ def _qgemv_kernel(
     SCALE_AT_END: tl.constexpr = REDUCE and RMS_BLOCK > 0
     if RMS_BLOCK > 0:
         if not REDUCE:
-            r = _rms(rms_row, x_stride, eps, RMS_BLOCK)
+            r = _rms(rms_row, x_stride, eps, RMS_BLOCK, RMS_BLOCKS)
             acc = acc / r
             if GLU:
                 acc_up = acc_up / r
@@ -1520,7 +1525,6 @@ def _qgemv_kernel(
         # sums every split's partial in split order (the same order whoever arrives last) and resets
         # the counter for the next launch. The barrier orders all threads' stores before the
         # release of the counter's atomic; `.cg` loads skip L1, which may hold stale lines.
-        n_split = tl.num_programs(2)
         cols = col0 + rows
         # A partial row holds the gate then the up sums with GLU, else the sums.
         PARTS: tl.constexpr = 2 if GLU else 1
@@ -1531,16 +1535,16 @@ def _qgemv_kernel(
         tl.debug_barrier()
         counter = count_ptr + m * tl.num_programs(1) + tile
         arrived = tl.atomic_add(counter, 1, sem="acq_rel")
-        if arrived == n_split - 1:
+        if arrived == REDUCE - 1:
             total = tl.zeros([BLOCK_N], dtype=tl.float32)
             total_up = tl.zeros([BLOCK_N], dtype=tl.float32)
-            for s in range(0, n_split):
+            for s in tl.static_range(REDUCE):  # unrolled: every split's sums asked for at once
                 part = part_ptr + (s * n_out_rows + m).to(tl.int64) * (y_width * PARTS) + cols
                 total += tl.load(part, mask=row_mask, other=0.0, cache_modifier=".cg")
                 if GLU:
                     total_up += tl.load(part + y_width, mask=row_mask, other=0.0, cache_modifier=".cg")
             if SCALE_AT_END:
-                r = _rms(rms_row, x_stride, eps, RMS_BLOCK)
+                r = _rms(rms_row, x_stride, eps, RMS_BLOCK, RMS_BLOCKS)
                 tail_bias, tail_bias_up, tail_res = _bias_and_residual(
                     bias_row, seg_b1, rows, row_mask, res_ptr, m, y_width, cols, HAS_BIAS, GLU, HAS_RES
                 )
@@ -2001,6 +2005,7 @@ def launch_segments(
             units=config.tc_units_per_program,
             units_ahead=config.tc_units_ahead,
             warp_split=config.tc_warp_split,
+            weight_prefetch=config.tc_weight_prefetch,
         )
         if served is not None:
             return served[0] if scaled_by is None else served
@@ -2065,13 +2070,14 @@ def launch_segments(
         LOADS=_loads(config, layout, w),
         part_ptr=target,
         count_ptr=counters if counters is not None else target,
-        REDUCE=counters is not None,
+        REDUCE=split if counters is not None else 0,
         SEGMENTS=len(weights),
         rms_ptr=rms_of if rms_of is not None else target,
         eps=eps,
         nw_ptr=scaled_by if scaled_by is not None else target,
         y2_ptr=y2 if y2 is not None else target,
         RMS_BLOCK=rms_block,
+        RMS_BLOCKS=triton.cdiv(in_features, rms_block) if rms_block else 0,
         SCALED=y2 is not None,
         GLU=glu_up is not None,
         res_ptr=residual if residual is not None else target,

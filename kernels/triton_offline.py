@@ -33,9 +33,10 @@ _PLAIN = dict(
     HAS_BIAS=False,
     HAS_IDS=False,
     SEGMENTS=1,
-    REDUCE=False,
+    REDUCE=0,
     DEQ=False,
     RMS_BLOCK=0,
+    RMS_BLOCKS=0,
     SCALED=False,
     GLU=False,
     HAS_RES=False,
@@ -44,30 +45,30 @@ _PLAIN = dict(
 )
 GEMV_FORMS = {
     "plain": _PLAIN,
-    "segments-ids-bias-reduce": {**_PLAIN, "HAS_BIAS": True, "HAS_IDS": True, "SEGMENTS": 3, "REDUCE": True},
+    "segments-ids-bias-reduce": {**_PLAIN, "HAS_BIAS": True, "HAS_IDS": True, "SEGMENTS": 3, "REDUCE": 3},
     "dequantize": {**_PLAIN, "DEQ": True},
     "rms-in-scaled-out-reduce": {
         **_PLAIN,
         "HAS_BIAS": True,
-        "REDUCE": True,
+        "REDUCE": 3,
         "RMS_BLOCK": 1024,
         "SCALED": True,
     },
-    "glu-rms-reduce": {**_PLAIN, "REDUCE": True, "RMS_BLOCK": 1024, "GLU": True},
+    "glu-rms-reduce": {**_PLAIN, "REDUCE": 3, "RMS_BLOCK": 1024, "GLU": True},
     # The llama-family decode step's launches where a matrix takes no split (Qwen2.5's 896-wide ones):
     # q/k/v with biases from the normed input, the output projection with the residual and the next
     # norm's scaled copy, gate/up/SwiGLU from the normed input; and the down projection split.
     "segments-bias-rms": {**_PLAIN, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024},
     "residual-scaled": {**_PLAIN, "HAS_RES": True, "SCALED": True},
     "glu-rms": {**_PLAIN, "RMS_BLOCK": 1024, "GLU": True},
-    "residual-scaled-reduce": {**_PLAIN, "HAS_RES": True, "SCALED": True, "REDUCE": True},
+    "residual-scaled-reduce": {**_PLAIN, "HAS_RES": True, "SCALED": True, "REDUCE": 3},
     "rms": {**_PLAIN, "RMS_BLOCK": 1024},
     "bias-residual-scaled-reduce": {
         **_PLAIN,
         "HAS_BIAS": True,
         "HAS_RES": True,
         "SCALED": True,
-        "REDUCE": True,
+        "REDUCE": 3,
     },
     "experts-glu-oai-rms-reduce": {
         **_PLAIN,
@@ -75,7 +76,7 @@ GEMV_FORMS = {
         "HAS_IDS": True,
         "GLU": True,
         "GLU_OAI": True,
-        "REDUCE": True,
+        "REDUCE": 3,
         "RMS_BLOCK": 1024,
     },
     # GPT-OSS's down projection with the routed sum and the next norm's scaled copy in its epilogue
@@ -86,7 +87,7 @@ GEMV_FORMS = {
         "HAS_BIAS": True,
         "HAS_IDS": True,
         "SCALED": True,
-        "REDUCE": True,
+        "REDUCE": 3,
         "MIX_K": 4,
     },
 }
@@ -213,8 +214,9 @@ def compile_gemv(
         constants.update(part_ptr=None, count_ptr=None)
     if constants["RMS_BLOCK"]:
         signature.update(rms_ptr="*fp32", eps="fp32")
-        if shape is not None:  # the block a launch for this matrix uses
+        if shape is not None:  # the block a launch for this matrix uses, and the reads that cover it
             constants["RMS_BLOCK"] = triton_gemv.rms_block_for(shape[1])
+            constants["RMS_BLOCKS"] = -(-shape[1] // constants["RMS_BLOCK"])
     else:
         constants.update(rms_ptr=None, eps=0.0)
     if constants["SCALED"]:
@@ -255,41 +257,44 @@ def compile_gemv(
 # units' words in flight beside the one multiplied (`GemvConfig.tc_units_ahead`), in Phi-3's Q4_K and Q6_K
 # shapes' walks; "warp-split-...": a row tile's units across 4 (or "two": 2) of its warps
 # (`GemvConfig.tc_warp_split`), in Phi-3's shapes and GPT-OSS's block formats.
-_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, REDUCE=False, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1, WARP_SPLIT=1)  # fmt: skip
+_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, SPLITS=1, RMS_BLOCKS=0, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1, WARP_SPLIT=1, PREFETCH=0)  # fmt: skip
 _Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
 _Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)
 TENSOR_CORE_FORMS = {
-    "glu-normed-reduced": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "GLU": True, "REDUCE": True},
-    "qkv-early-late-trigger": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 2},
+    "glu-normed-reduced": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "SPLITS": 3},
+    "qkv-early-late-trigger": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "PDL": 2},
     "residual-scaled-early": {**_TC, **_Q4_K, "PER": 1, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "PDL": 1},
-    "glu-oai": {**_TC, **_Q4_K, "PER": 2, "RMS_BLOCK": 256, "GLU": True, "GLU_OAI": True},
-    "int8-glu-normed-reduced": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "GLU": True, "REDUCE": True, "INT8_CODES": 1},
-    "int8-qkv-early-late-trigger": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 2, "INT8_CODES": 1},
-    "int8-glu-normed-reduced-words-early": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "GLU": True, "REDUCE": True, "INT8_CODES": 1, "PDL": 2, "WORDS_EARLY": 1},
-    "qkv-words-early": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 1, "WORDS_EARLY": 1},
-    "q6_k-residual-scaled-reduced": {**_TC, **_Q6_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "REDUCE": True},
-    "q6_k-words-early": {**_TC, **_Q6_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "REDUCE": True, "PDL": 1, "WORDS_EARLY": 1},
-    "q6_k-segments-normed-early": {**_TC, **_Q6_K, "PER": 1, "SEGMENTS": 3, "RMS_BLOCK": 1024, "PDL": 2},
-    "q6_k-glu": {**_TC, **_Q6_K, "PER": 4, "GLU": True, "REDUCE": True},
-    "q8_0-qkv-early-late-trigger": {**_TC, **_Q8_0, "PER": 10, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "PDL": 2},
-    "q8_0-residual-scaled-reduced": {**_TC, **_Q8_0, "PER": 8, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True},
-    "q8_0-output": {**_TC, **_Q8_0, "PER": 30, "REDUCE": True},
+    "glu-oai": {**_TC, **_Q4_K, "PER": 2, "RMS_BLOCK": 256, "RMS_BLOCKS": 12, "GLU": True, "GLU_OAI": True},
+    "int8-glu-normed-reduced": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "SPLITS": 3, "INT8_CODES": 1},
+    "int8-qkv-early-late-trigger": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "PDL": 2, "INT8_CODES": 1},
+    "int8-glu-normed-reduced-words-early": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "SPLITS": 3, "INT8_CODES": 1, "PDL": 2, "WORDS_EARLY": 1},
+    "qkv-words-early": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "PDL": 1, "WORDS_EARLY": 1},
+    "q6_k-residual-scaled-reduced": {**_TC, **_Q6_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "SPLITS": 16},
+    "q6_k-words-early": {**_TC, **_Q6_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "SPLITS": 16, "PDL": 1, "WORDS_EARLY": 1},
+    "q6_k-segments-normed-early": {**_TC, **_Q6_K, "PER": 1, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "PDL": 2},
+    "q6_k-glu": {**_TC, **_Q6_K, "PER": 4, "GLU": True, "SPLITS": 8},
+    "q8_0-qkv-early-late-trigger": {**_TC, **_Q8_0, "PER": 10, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "PDL": 2},
+    "q8_0-residual-scaled-reduced": {**_TC, **_Q8_0, "PER": 8, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "SPLITS": 3},
+    "q8_0-output": {**_TC, **_Q8_0, "PER": 30, "SPLITS": 3},
     "q8_0-glu-oai": {**_TC, **_Q8_0, "PER": 3, "HAS_BIAS": True, "GLU": True, "GLU_OAI": True, "PDL": 1},
-    "mxfp4-experts-glu-oai-normed-reduced": {**_TC, **_MXFP4, "PER": 30, "HAS_BIAS": True, "RMS_BLOCK": 1024, "GLU": True, "GLU_OAI": True, "REDUCE": True, "HAS_IDS": 1},
-    "mxfp4-experts-down-reduced-early": {**_TC, **_MXFP4, "PER": 30, "HAS_BIAS": True, "REDUCE": True, "PDL": 2, "HAS_IDS": 1},
+    "mxfp4-experts-glu-oai-normed-reduced": {**_TC, **_MXFP4, "PER": 30, "HAS_BIAS": True, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "GLU_OAI": True, "SPLITS": 3, "HAS_IDS": 1},
+    "mxfp4-experts-down-reduced-early": {**_TC, **_MXFP4, "PER": 30, "HAS_BIAS": True, "SPLITS": 3, "PDL": 2, "HAS_IDS": 1},
     "mxfp4-matrix": {**_TC, **_MXFP4, "PER": 9, "PDL": 1},
-    "int8-glu-normed-reduced-two-ahead": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "GLU": True, "REDUCE": True, "INT8_CODES": 1, "AHEAD": 2},
-    "int8-qkv-two-ahead": {**_TC, **_Q4_K, "PER": 4, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "INT8_CODES": 1, "AHEAD": 2},
-    "int8-residual-scaled-two-ahead": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True, "INT8_CODES": 1, "AHEAD": 2},
-    "q6_k-residual-scaled-reduced-two-ahead": {**_TC, **_Q6_K, "PER": 4, "HAS_BIAS": True, "SCALED": True, "REDUCE": True, "AHEAD": 2},
-    "q8_0-output-two-ahead": {**_TC, **_Q8_0, "PER": 30, "REDUCE": True, "AHEAD": 2},
-    "warp-split-glu-normed": {**_TC, **_Q4_K, "PER": 3, "RMS_BLOCK": 1024, "GLU": True, "WARP_SPLIT": 4},
-    "warp-split-qkv": {**_TC, **_Q4_K, "PER": 3, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "WARP_SPLIT": 4},
-    "warp-split-residual-scaled-reduced": {**_TC, **_Q4_K, "PER": 1, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True, "WARP_SPLIT": 4},
-    "warp-split-q6_k-residual-scaled-reduced": {**_TC, **_Q6_K, "PER": 4, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "REDUCE": True, "WARP_SPLIT": 4},
-    "warp-split-two-glu-normed": {**_TC, **_Q4_K, "PER": 6, "RMS_BLOCK": 1024, "GLU": True, "WARP_SPLIT": 2},
-    "warp-split-q8_0-qkv": {**_TC, **_Q8_0, "PER": 5, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "REDUCE": True, "WARP_SPLIT": 2},
-    "warp-split-mxfp4-experts-glu-oai": {**_TC, **_MXFP4, "PER": 5, "HAS_BIAS": True, "RMS_BLOCK": 1024, "GLU": True, "GLU_OAI": True, "REDUCE": True, "HAS_IDS": 1, "WARP_SPLIT": 2},
+    "int8-glu-normed-reduced-two-ahead": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "SPLITS": 3, "INT8_CODES": 1, "AHEAD": 2},
+    "int8-qkv-two-ahead": {**_TC, **_Q4_K, "PER": 4, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "INT8_CODES": 1, "AHEAD": 2},
+    "int8-residual-scaled-two-ahead": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "SPLITS": 3, "INT8_CODES": 1, "AHEAD": 2},
+    "q6_k-residual-scaled-reduced-two-ahead": {**_TC, **_Q6_K, "PER": 4, "HAS_BIAS": True, "SCALED": True, "SPLITS": 8, "AHEAD": 2},
+    "q8_0-output-two-ahead": {**_TC, **_Q8_0, "PER": 30, "SPLITS": 3, "AHEAD": 2},
+    "warp-split-glu-normed": {**_TC, **_Q4_K, "PER": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "WARP_SPLIT": 4},
+    "warp-split-qkv": {**_TC, **_Q4_K, "PER": 3, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "WARP_SPLIT": 4},
+    "warp-split-residual-scaled-reduced": {**_TC, **_Q4_K, "PER": 1, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "SPLITS": 3, "WARP_SPLIT": 4},
+    "warp-split-q6_k-residual-scaled-reduced": {**_TC, **_Q6_K, "PER": 4, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "SPLITS": 8, "WARP_SPLIT": 4},
+    "warp-split-two-glu-normed": {**_TC, **_Q4_K, "PER": 6, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "WARP_SPLIT": 2},
+    "warp-split-q8_0-qkv": {**_TC, **_Q8_0, "PER": 5, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "WARP_SPLIT": 2},
+    "warp-split-mxfp4-experts-glu-oai": {**_TC, **_MXFP4, "PER": 5, "HAS_BIAS": True, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "GLU_OAI": True, "SPLITS": 3, "HAS_IDS": 1, "WARP_SPLIT": 2},
+    "int8-glu-normed-reduced-prefetch": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "SPLITS": 3, "INT8_CODES": 1, "PREFETCH": 1},
+    "int8-qkv-prefetch": {**_TC, **_Q4_K, "PER": 4, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "INT8_CODES": 1, "PREFETCH": 1},
+    "q6_k-residual-scaled-reduced-prefetch": {**_TC, **_Q6_K, "PER": 4, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "SPLITS": 8, "PREFETCH": 1},
 }  # fmt: skip
 # mma.sync instructions (m16n8k16) a unit of each format a matrix: Q4_K 8 sub-blocks of K = 32 and the mins
 # (K = 16), Q6_K 16 sub-blocks of K = 16, a Q8_0 or MXFP4 block K = 32.

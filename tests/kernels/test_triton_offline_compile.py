@@ -660,14 +660,15 @@ def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
 
 
 def test_q4_k_gate_up_on_int8_mma_fits_80_registers_spilling_almost_nothing() -> None:
-    """Q4_K's gate/up walk on int8 mma holds 103 registers a thread on sm_90 (four programs resident an
-    SM); capped at 80 (`GemvConfig.tc_max_registers`, six programs) it spills at most 16 bytes, so the cap
-    trades occupancy for next to no local memory (timed by `kernels_gemv --tc-register-caps`)."""
+    """Q4_K's gate/up walk on int8 mma holds 86 registers a thread on sm_90 (five programs resident an SM;
+    103 while the split's sums were read in a runtime loop); capped at 80 (`GemvConfig.tc_max_registers`,
+    six programs) it spills at most 16 bytes, so the cap trades occupancy for next to no local memory
+    (timed by `kernels_gemv --tc-register-caps`)."""
     from kernels.triton_offline import compile_tensor_core_gemv, register_use
 
     free = register_use(compile_tensor_core_gemv("int8-glu-normed-reduced").asm["ptx"])
     capped = register_use(compile_tensor_core_gemv("int8-glu-normed-reduced", max_registers=80).asm["ptx"])
-    assert free.registers > 96 and free.spill_bytes == 0
+    assert free.registers > 80 and free.spill_bytes == 0
     assert capped.registers <= 80 and capped.spill_bytes <= 16
 
 
