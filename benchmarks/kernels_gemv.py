@@ -145,9 +145,6 @@ class Result:
     walks: list = None  # --tc-units: "uN us GB/s" for each walk length timed
     units_ahead: list = None  # --tc-ahead: "aN us GB/s" for each look-ahead timed
     warp_splits: list = None  # --tc-warp-split: "wN us GB/s" for each warp split timed
-    prefetches: list = (
-        None  # --tc-prefetch: "pN us GB/s" with the walk's bytes asked of L2 first (1) or not (0)
-    )
 
 
 def random_weight(shape: Shape, device: torch.device) -> QTensor:
@@ -356,8 +353,6 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         result.units_ahead = timed_each("tc_units_ahead", "a", args.tc_ahead)
     if args.tc_warp_split and config.tensor_cores:
         result.warp_splits = timed_each("tc_warp_split", "w", args.tc_warp_split)
-    if args.tc_prefetch and config.tensor_cores:
-        result.prefetches = timed_each("tc_weight_prefetch", "p", args.tc_prefetch)
     if args.tensor_cores and not config.tensor_cores and _tensor_core_layout(w0):
         on_tc = dataclasses.replace(config, tensor_cores=True)
         result.tensor_cores_us = round(time_launches(lambda i: run(i, on_tc), len(copies), args.replays), 2)
@@ -413,9 +408,8 @@ def to_markdown(results: list[Result], meta: dict) -> str:
         "| model | tensor | type | shape | MiB read | µs | GB/s | % | beyond streaming µs | config | loading ahead µs | GB/s "
         "| round-trip-free tile | µs | GB/s | CUDA-core loop µs | GB/s | tensor cores µs | GB/s | float16 codes µs | GB/s "
         "| register caps (µs, GB/s) | walks (µs, GB/s) | units ahead (µs, GB/s) | warp splits (µs, GB/s) "
-        "| L2 prefetch (µs, GB/s) "
         "| best swept | best GB/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---:|",
     ]
     for r in results:
         lines.append(
@@ -429,7 +423,6 @@ def to_markdown(results: list[Result], meta: dict) -> str:
             f"| {'; '.join(r.walks or [])} "
             f"| {'; '.join(r.units_ahead or [])} "
             f"| {'; '.join(r.warp_splits or [])} "
-            f"| {'; '.join(r.prefetches or [])} "
             f"| {r.best_config} | {r.best_gb_per_s or ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -510,14 +503,6 @@ def main(argv: list[str] | None = None) -> int:
         help="also the launches the default runs on the tensor cores with each row tile's units across N of "
         "its warps (1, 2 or 4; `GemvConfig.tc_warp_split`, where N divides the row's units)",
     )
-    parser.add_argument(
-        "--tc-prefetch",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="also the launches the default runs on the tensor cores with (1) or without (0) each program's "
-        "walk asking L2 for its weight bytes first (`GemvConfig.tc_weight_prefetch`: Q4_K, regrouped Q6_K)",
-    )
     parser.add_argument("--only", default="", help="run only shapes whose model/tensor/type contains this")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -559,8 +544,6 @@ def main(argv: list[str] | None = None) -> int:
             best = f"  ahead: {', '.join(r.units_ahead)}" + best
         if r.warp_splits:
             best = f"  warp splits: {', '.join(r.warp_splits)}" + best
-        if r.prefetches:
-            best = f"  L2 prefetch: {', '.join(r.prefetches)}" + best
         if r.float16_codes_us is not None:
             best = f"  float16 codes: {r.float16_codes_us:.2f} us {r.float16_codes_gb_per_s:.1f} GB/s" + best
         if r.tensor_cores_us is not None:

@@ -41,7 +41,7 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   (`GemvConfig.tc_int8_codes` off, the form before 2026-12-06) instead of the default's int8 mma (the codes
   as int8 A operands as they lie, the activations as four signed 8-bit limbs in B's columns);
 - `tensor-core GEMVs capped at 96 registers`, `... at 80 registers`: every tensor-core launch with ptxas's
-  maxnreg (`GemvConfig.tc_max_registers`); only Q4_K's gate/up walk holds more (103: four programs an SM;
+  maxnreg (`GemvConfig.tc_max_registers`); only Q4_K's gate/up walk holds more (86: five programs an SM;
   at 80 six, spilling 16 bytes); where dependent launch is off by default (Phi-3), also capped at 80 `with
   dependent launch` and `with dependent launch, late trigger` (its gate/up grid then fits one wave), and
   those with each program's first words asked for before it waits (`GemvConfig.tc_words_early`);
@@ -61,9 +61,6 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   sums, an arrival counter, the last program's second pass) is left only where the tiles alone leave
   fewer than two programs an SM; Q4_K's walk is then the float16 one. Timed on an H100 (2026-12-07):
   Phi-3 −10.5 % (2 warps) and −11.6 % (4), the same tokens;
-- `tensor-core walks' bytes prefetched to L2` (`GemvConfig.tc_weight_prefetch`): every tensor-core launch of a
-  2-D Q4_K or regrouped Q6_K matrix first asking L2 for all the weight bytes its walk reads, a bulk
-  prefetch a row (`tensor_core_gemv._prefetch_walk`), so the tile streams from DRAM at once;
 - `regrouped Q8_0 GEMVs plain (none ahead)` (where the model has regrouped Q8_0 matrices): their 16-row x
   8-block tile's loop plain, as before it loaded ahead by default (GPT-OSS's attention and output);
 - `2-D matrices in file order` (where the default regrouped some: every Q8_0 matrix, the larger Q6_K
@@ -479,14 +476,6 @@ def _tc_warp_split(split: int, config: Any, layout: Any, shape: tuple[int, int, 
     return dataclasses.replace(config, tc_warp_split=split)
 
 
-def _tc_weight_prefetch(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """The tensor-core launches of a 2-D Q4_K or regrouped Q6_K matrix asking L2 for their walk's weight
-    bytes first (`GemvConfig.tc_weight_prefetch`: a bulk prefetch a row)."""
-    if not config.tensor_cores:
-        return config
-    return dataclasses.replace(config, tc_weight_prefetch=True)
-
-
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -513,7 +502,6 @@ GEMV_SHAPE_RULES = {
     "tc-two-ahead-four": functools.partial(_tc_two_ahead, 4),
     "tc-warp-split-2": functools.partial(_tc_warp_split, 2),
     "tc-warp-split-4": functools.partial(_tc_warp_split, 4),
-    "tc-weight-prefetch": _tc_weight_prefetch,
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -563,7 +551,6 @@ GEMV_SHAPE_VARIANTS = {
     "tensor-core walks two units ahead, four super-blocks a program": "tc-two-ahead-four",
     "tensor-core rows across 2 warps": "tc-warp-split-2",
     "tensor-core rows across 4 warps": "tc-warp-split-4",
-    "tensor-core walks' bytes prefetched to L2": "tc-weight-prefetch",
     "regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)": "q6-k-cuda-cores",
     "every Q4_K GEMV on the tensor cores": "q4-k-tensor-cores",
 }

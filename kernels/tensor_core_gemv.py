@@ -63,8 +63,9 @@ largest output is ~2e-7 (H100, Phi-3's Q4_K shapes), as the CUDA-core loop's; th
 Without a GPU, `tests/kernels/test_tensor_core_algebra.py` re-states each format's operands in torch (the
 same joins, permutes and bit operations) against the reference path, calibrated on Q4_K's, which the GPU
 has run: a layout change is checked there first.
-The weight prefetch of `dependent_launch.weight_prefetch` is not done here (off by default); a launch's own
-walk can ask L2 for its bytes first (`GemvConfig.tc_weight_prefetch`, `_prefetch_walk`).
+The weight prefetch of `dependent_launch.weight_prefetch` is not done here (off by default). A bulk L2
+prefetch of each program's walk bytes (`cp.async.bulk.prefetch.L2`, one a row) was timed slower on an H100
+(2026-12-07: every Phi-3 launch 5-27 % slower alone) and removed.
 """
 
 from __future__ import annotations
@@ -104,8 +105,6 @@ UNITS = {
     "mxfp4_codes_then_scales": 32,
 }
 FORMATS = tuple(UNITS)
-# The layouts whose walk can ask L2 for its bytes first, a bulk prefetch a row (`_prefetch_walk`).
-PREFETCH_FORMATS = ("q4_k", "q6_k_codes_then_scales")
 # The layouts it also reads as experts of a 3-D tensor, one program axis over the token-expert pairs
 # (a MoE's gate and up, its down): MXFP4's, the M0 models' only expert type.
 EXPERT_FORMATS = ("mxfp4_codes_then_scales",)
@@ -527,37 +526,6 @@ def _rms(row, n, eps, BLOCK: gl.constexpr, BLOCKS: gl.constexpr):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, BLOCK at a time,
     the BLOCKS reads unrolled (`triton_common.rms_over`; the same bits as `triton_gemv._rms`)."""
     return rms_over(row, n, eps, gl.arange(0, BLOCK, layout=_RMS_FLAT), BLOCKS)
-
-
-_PREFETCH_ROWS = gl.BlockedLayout([1], [32], [4], [0])  # 128 rows' spans, one a thread
-
-
-@gluon.jit
-def _prefetch_walk(w_ptr, w_off, first, n_rows, row_words, UNIT_WORDS: gl.constexpr, lo, PER: gl.constexpr,
-                   GLU: gl.constexpr, seg_w1):  # fmt: skip
-    """Ask L2 for every weight byte the program's walk reads (`GemvConfig.tc_weight_prefetch`): its PER
-    units of each of its 64 rows lie contiguous in the row, one bulk prefetch a row (`cp.async.bulk.
-    prefetch.L2`; and GLU's up rows, seg_w1 words on), so the whole tile is asked of DRAM at once instead
-    of a unit at a time behind the walk's loads, and without a register for it. No data reaches the
-    program, nothing is written: safe before waiting for the previous grid. Spans are whole 16-byte
-    multiples on 16-byte boundaries (a Q4_K super-block is 144 bytes, a regrouped Q6_K one's codes 208)."""
-    i = gl.arange(0, 128, layout=_PREFETCH_ROWS)
-    row = gl.minimum(first + i % 64, n_rows - 1).to(gl.int64)
-    word = w_off + row * row_words + lo * UNIT_WORDS
-    wanted = i < 64
-    if GLU:
-        word += gl.where(i < 64, 0, seg_w1).to(gl.int64)
-        wanted = i < 128
-    address = (w_ptr + word).to(gl.int64, bitcast=True)
-    span = gl.full([128], PER * UNIT_WORDS * 4, gl.int32, _PREFETCH_ROWS)
-    gl.inline_asm_elementwise(
-        "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; } // dummy $0",
-        "=r,l,r,r",
-        [address, span, wanted.to(gl.int32)],
-        dtype=gl.int32,
-        is_pure=False,
-        pack=1,
-    )
 
 
 @gluon.jit
@@ -1196,7 +1164,6 @@ def _tc_gemv_kernel(
     WORDS_EARLY: gl.constexpr = 0,  # a 2-D matrix: the walk waits once its first words are asked for
     AHEAD: gl.constexpr = 1,  # units whose words are in flight beside the one multiplied (1 or 2)
     WARP_SPLIT: gl.constexpr = 1,  # 1, 2 or 4: the row tile's K across its warps (`GemvConfig.tc_warp_split`)
-    PREFETCH: gl.constexpr = 0,  # Q4_K, regrouped Q6_K: the walk's weight bytes asked of L2 first (`_prefetch_walk`)
 ):
     gl.static_assert(not (WORDS_EARLY and HAS_IDS), "an expert's words are known only after the wait")
     gl.static_assert(not (WARP_SPLIT > 1 and INT8_CODES), "a warp split walks Q4_K's float16 codes")
@@ -1232,10 +1199,6 @@ def _tc_gemv_kernel(
         res_ptr = res_ptr + out_row
         part_ptr = part_ptr + pair * (y_width * PARTS)
         count_ptr = count_ptr + pair * gl.num_programs(0)
-    if PREFETCH:
-        gl.static_assert(not HAS_IDS and WARP_SPLIT == 1, "the prefetch serves a 2-D matrix's row tiles")
-        UNIT_WORDS: gl.constexpr = SUPERBLOCK_WORDS if FMT == "q4_k" else Q6_K_CODE_WORDS
-        _prefetch_walk(w_ptr, w_off, first, n_rows, n_sb * UNIT_WORDS, UNIT_WORDS, lo, PER, GLU, seg_w1)
     if FMT == "q4_k" and INT8_CODES:
         total, total_up, up = _q4_k_int8_walk(
             w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, WALK_WAIT, AHEAD
@@ -1389,7 +1352,7 @@ def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
     token-expert pairs).
 
     Super-blocks (Q4_K, Q6_K; 1, 2 or 4): the fewest that keep the grid within one wave of four programs an
-    SM (the int8 Q4_K gate/up walk holds 103 registers: four resident), else 4. Timed in the decode step on
+    SM (the int8 Q4_K gate/up walk held 103 registers then: four resident; 86 now), else 4. Timed in the decode step on
     an H200 (2026-12-07, as `step_ab`'s variant "tensor-core grids within one wave" then): Phi-3 **+7.0 %**,
     the same tokens (gate/up 4 super-blocks, 384 programs, where the rule before gave 2: 768 programs in
     1.45 waves; q/k/v 4, the output projection 2, down 4); on an H100 the rule before, `step_ab`'s
@@ -1480,7 +1443,6 @@ def launch(
     units: int | None = None,
     units_ahead: int = 1,
     warp_split: int = 1,
-    weight_prefetch: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1496,9 +1458,7 @@ def launch(
     walks where it divides the row's (`GemvConfig.tc_units_per_program`), else `units_per_program`'s.
     `units_ahead`: the units whose words a program has in flight beside the one it multiplies, 1 or 2
     (`GemvConfig.tc_units_ahead`). `warp_split`: the row tile's units across 1, 2 or 4 of its warps
-    (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks. `weight_prefetch`:
-    a 2-D matrix of PREFETCH_FORMATS without a warp split asks L2 for its walk's bytes first
-    (`GemvConfig.tc_weight_prefetch`, `_prefetch_walk`)."""
+    (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks."""
     if units_ahead not in (1, 2):
         raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
@@ -1572,7 +1532,6 @@ def launch(
         WORDS_EARLY=words_early and expert_ids is None and dependent_launch.active(),
         AHEAD=units_ahead,
         WARP_SPLIT=warp_split,
-        PREFETCH=weight_prefetch and fmt in PREFETCH_FORMATS and expert_ids is None and warp_split == 1,
         num_warps=NUM_WARPS,
         maxnreg=max_registers,
         **dependent_launch.launch_kwargs(),

@@ -173,10 +173,6 @@ class GemvConfig:
     # Q4_K's walk is then the float16 one. Timed on an H100 (2026-12-07): every Phi-3 launch slower alone (a
     # program reads its tile's whole activation row: four times the prologue's work), the step -11 %; off.
     tc_warp_split: int = 1
-    # With tensor_cores, Q4_K or regrouped Q6_K of a 2-D matrix: each program first asks L2 for every weight
-    # byte its walk reads (a bulk prefetch a row, `tensor_core_gemv._prefetch_walk`), so the tile streams
-    # from DRAM at once rather than a unit at a time behind the walk's loads. The same bits.
-    tc_weight_prefetch: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -2005,7 +2001,6 @@ def launch_segments(
             units=config.tc_units_per_program,
             units_ahead=config.tc_units_ahead,
             warp_split=config.tc_warp_split,
-            weight_prefetch=config.tc_weight_prefetch,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

@@ -257,7 +257,7 @@ def compile_gemv(
 # units' words in flight beside the one multiplied (`GemvConfig.tc_units_ahead`), in Phi-3's Q4_K and Q6_K
 # shapes' walks; "warp-split-...": a row tile's units across 4 (or "two": 2) of its warps
 # (`GemvConfig.tc_warp_split`), in Phi-3's shapes and GPT-OSS's block formats.
-_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, SPLITS=1, RMS_BLOCKS=0, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1, WARP_SPLIT=1, PREFETCH=0)  # fmt: skip
+_TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, SPLITS=1, RMS_BLOCKS=0, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1, WARP_SPLIT=1)  # fmt: skip
 _Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
 _Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)
 TENSOR_CORE_FORMS = {
@@ -292,9 +292,6 @@ TENSOR_CORE_FORMS = {
     "warp-split-two-glu-normed": {**_TC, **_Q4_K, "PER": 6, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "WARP_SPLIT": 2},
     "warp-split-q8_0-qkv": {**_TC, **_Q8_0, "PER": 5, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "WARP_SPLIT": 2},
     "warp-split-mxfp4-experts-glu-oai": {**_TC, **_MXFP4, "PER": 5, "HAS_BIAS": True, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "GLU_OAI": True, "SPLITS": 3, "HAS_IDS": 1, "WARP_SPLIT": 2},
-    "int8-glu-normed-reduced-prefetch": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "SPLITS": 3, "INT8_CODES": 1, "PREFETCH": 1},
-    "int8-qkv-prefetch": {**_TC, **_Q4_K, "PER": 4, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "INT8_CODES": 1, "PREFETCH": 1},
-    "q6_k-residual-scaled-reduced-prefetch": {**_TC, **_Q6_K, "PER": 4, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "SPLITS": 8, "PREFETCH": 1},
 }  # fmt: skip
 # mma.sync instructions (m16n8k16) a unit of each format a matrix: Q4_K 8 sub-blocks of K = 32 and the mins
 # (K = 16), Q6_K 16 sub-blocks of K = 16, a Q8_0 or MXFP4 block K = 32.
@@ -781,6 +778,16 @@ def memory_round_trips(cubin: bytes) -> RoundTrips:
     sequence, which bound a short kernel's time from below however few bytes it reads. Each trip is an
     L1 hit (tens of cycles), an L2 hit (hundreds) or DRAM (more); the count does not tell them apart."""
     return round_trips_of_listing(_disassemble(cubin, "-hex"))
+
+
+def split_tail_round_trips(cubin: bytes) -> int:
+    """The round trips one warp makes from a split launch's first atomic (the arrival counter's) to its
+    exit, along the address order (both sides of each branch): the last program's tail, which every split
+    launch waits on. With the split count and the rms row's reads unrolled it asks for the partial sums
+    and the rms row in one trip after the atomic's (`tensor_core_gemv`'s SPLITS, 2026-12-07)."""
+    instructions, _ = sass_instructions(_disassemble(cubin, "-hex"))
+    first = next(i for i, instruction in enumerate(instructions) if instruction.opcode.startswith("ATOM"))
+    return _Chain().run(instructions[first:])
 
 
 @dataclass(frozen=True)

@@ -96,13 +96,12 @@ def tensor_cores(
     int8_codes: bool = False,
     units_ahead: int = 1,
     warp_split: int = 1,
-    weight_prefetch: bool = False,
 ):
     """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
     program walks (with a warp split: a warp), where it divides the row's (else the launch's own choice);
     `zero_columns`: the prologue stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`);
     `int8_codes`: Q4_K on int8 mma (`GemvConfig.tc_int8_codes`); `units_ahead`: `GemvConfig.tc_units_ahead`;
-    `warp_split`: `GemvConfig.tc_warp_split`; `weight_prefetch`: `GemvConfig.tc_weight_prefetch`."""
+    `warp_split`: `GemvConfig.tc_warp_split`."""
     from kernels import tensor_core_gemv, triton_gemv
 
     chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
@@ -116,7 +115,6 @@ def tensor_cores(
             tc_int8_codes=int8_codes,
             tc_units_ahead=units_ahead,
             tc_warp_split=warp_split,
-            tc_weight_prefetch=weight_prefetch,
         )
 
     def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
@@ -548,40 +546,6 @@ def test_two_units_ahead_give_the_same_bits(fmt, int8_codes, per, glu, rng, bloc
     reference = reference_qmatmul(x, w, None, torch.float32) if not glu else None
     if reference is not None:
         assert rel_err(got[2], reference) < REL_TOL
-
-
-@pytest.mark.parametrize("form", ["plain", "glu", "qkv-normed", "residual-scaled"])
-@pytest.mark.parametrize("per", [1, 4])
-@pytest.mark.parametrize(("fmt", "int8_codes"), [("Q4_K", True), ("Q4_K", False), ("Q6_K-regrouped", False)])
-def test_the_walk_s_bytes_prefetched_to_l2_give_the_same_bits(
-    fmt, int8_codes, per, form, rng, blocks
-) -> None:
-    """`GemvConfig.tc_weight_prefetch` (`step_ab`'s "tensor-core walks' bytes prefetched to L2") only asks
-    L2 for the bytes sooner: every epilogue of Q4_K (int8 and float16 walks) and regrouped Q6_K gives the
-    bits without it, at rows that end inside a tile (200) and with the split epilogue (Phi-3's width)."""
-    from kernels.triton_gemv import launch_segments
-
-    width = 3072
-    x = activations(rng, width)
-    weights = [MAKERS[fmt]((200, width), rng, blocks, name) for name in ("a", "b", "c")]
-    rows = activations(rng, width) * 3.0  # the normed input's rows (x holds them times a norm weight)
-    residual, norm = activations(rng, 200), activations(rng, 200)[0]
-    got = {}
-    for prefetch in (False, True):
-        with tensor_cores(per, int8_codes=int8_codes, weight_prefetch=prefetch) as launches:
-            if form == "glu":
-                got[prefetch] = launch_segments(x, weights[:2], (None, None), 1, glu=True)
-            elif form == "qkv-normed":
-                got[prefetch] = launch_segments(x, weights, (None,) * 3, 1, rms_of=rows, eps=1e-5)
-            elif form == "residual-scaled":
-                got[prefetch] = launch_segments(x, weights[:1], (None,), 1, residual=residual, scaled_by=norm)
-            else:
-                got[prefetch] = launch_segments(x, weights[:1], (None,), 1)
-        assert launches == [True]
-    flat = [torch.cat([t.flatten() for t in (g if isinstance(g, tuple) else (g,))]) for g in got.values()]
-    assert torch.equal(flat[0], flat[1])
-    if form == "plain":
-        assert rel_err(got[True], reference_qmatmul(x, weights[0], None, torch.float32)) < REL_TOL
 
 
 @pytest.mark.parametrize(("warp_split", "rows_per_tile"), [(2, 32), (4, 16)])
