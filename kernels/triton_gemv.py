@@ -1223,8 +1223,9 @@ def _dot_q6_k(
 @triton.jit
 def _rms(row, n, eps, BLOCK: tl.constexpr, BLOCKS: tl.constexpr):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`. Read after the
-    row's walk, BLOCK at a time: nothing of it is live during the walk (the row held whole would cost a
-    wide model's GEMV 40 registers a thread, and with them half its programs per SM)."""
+    row's walk, BLOCK at a time (the BLOCKS reads unrolled, all asked for at once, where the launch gives
+    their count): nothing of it is live during the walk (the row held whole would cost a wide model's GEMV
+    40 registers a thread, and with them half its programs per SM)."""
     return rms_over(row, n, eps, tl.arange(0, BLOCK), BLOCKS)
 
 
