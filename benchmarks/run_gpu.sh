@@ -36,6 +36,11 @@
 #                        $OUT/step-ab.md; "launch": without the variants that take the fused step apart
 #                        (`--launch-only`); BENCH_STEP_AB_ONLY: only the default and the variants whose name
 #                        contains one of these words (`--only`, e.g. "GEMV" "late trigger")
+#   BENCH_STEP_BASE      a second source tree (as BENCH_GEMV_BASE: an earlier commit's `git archive`, carried
+#                        untracked): after each model's benchmark, its decode step with the default kernels
+#                        timed in this tree and that one in turn (this, base, this, base; `benchmarks.step_ab
+#                        --only default`, each run its own process), appended to $OUT/step-ab.md: a change's
+#                        effect on the whole step of each model, on one machine in one call
 #   BENCH_PREFILL_KERNELS  1: before the models, `benchmarks.kernels_prefill` (each prefill product of the three
 #                        models at 512 rows: the float16 scratch + cuBLAS against the GEMM decoding the packed
 #                        tiles) into $OUT/kernels_prefill.{md,json}; "sweep": also the GEMM's other launch
@@ -227,6 +232,16 @@ for key in "${MODELS[@]}"; do
         fi
         timeout "$(($(left) - 40))" $PY -m benchmarks.step_ab --model "$model" --tokens 128 --reps 2 \
             ${only[@]+"${only[@]}"} >>"$OUT/step-ab.md" 2>&1 || say "step_ab $key failed or timed out"
+    fi
+    if [[ -n "${BENCH_STEP_BASE:-}" ]]; then
+        # "default" names no variant but the default: the default kernels alone, in any tree with --only.
+        for tree in . "$BENCH_STEP_BASE" . "$BENCH_STEP_BASE"; do
+            (($(left) > 60)) || { say "deadline: no more step runs of $key against $BENCH_STEP_BASE"; break; }
+            say "decode step, default kernels ($tree): $key"
+            echo "### $key: $tree" >>"$OUT/step-ab.md"
+            (cd "$tree" && timeout "$(($(left) - 40))" $PY -m benchmarks.step_ab --model "$model" --tokens 128 \
+                --reps 2 --only default) 2>&1 | tail -n 3 >>"$OUT/step-ab.md" || say "step_ab ($tree) $key failed"
+        done
     fi
 done
 

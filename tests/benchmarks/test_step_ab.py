@@ -314,3 +314,22 @@ def test_every_launch_shape_variant_names_a_rule() -> None:
 
     assert set(GEMV_SHAPE_VARIANTS.values()) | set(Q8_0_VARIANTS.values()) <= set(GEMV_SHAPE_RULES)
     assert not set(GEMV_SHAPE_VARIANTS) & set(Q8_0_VARIANTS)
+
+
+def test_only_default_is_the_default_alone() -> None:
+    """`run_gpu.sh`'s BENCH_STEP_BASE times a tree's default kernels with `--only default` (an earlier tree
+    knows no other way to ask for them alone): no variant's name may hold the word."""
+    import inspect
+    import re
+
+    from benchmarks import step_ab
+
+    named = [
+        *step_ab.GEMV_SHAPE_VARIANTS,
+        *step_ab.Q8_0_VARIANTS,
+        *re.findall(r'variants\[f?"([^"]+)"\]', inspect.getsource(step_ab.main)),
+        *re.findall(r'^\s+"([^"]+)": dependent_launch\.', inspect.getsource(step_ab.main), re.M),
+    ]
+    assert len(named) > 30 and not [name for name in named if "default" in name.lower()]
+    variants = dict.fromkeys(["default", *named])
+    assert list(step_ab.select_variants(variants, ["default"])) == ["default"]
