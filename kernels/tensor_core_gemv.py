@@ -524,7 +524,7 @@ def _take_mxfp4_block(acc, words, smem_b, NTH: gl.constexpr):
 @gluon.jit
 def _rms(row, n, eps, BLOCK: gl.constexpr, BLOCKS: gl.constexpr):
     """rms_norm's float32 denominator sqrt(mean(row^2) + eps) of the `n` values at `row`, BLOCK at a time,
-    the BLOCKS reads unrolled (`triton_common.rms_over`; the same bits as `triton_gemv._rms`)."""
+    the BLOCKS reads unrolled (`triton_common.rms_over`: the same sums in the same order as `triton_gemv._rms`)."""
     return rms_over(row, n, eps, gl.arange(0, BLOCK, layout=_RMS_FLAT), BLOCKS)
 
 

@@ -106,7 +106,8 @@ def rms_over(row, n, eps, offsets, BLOCKS: tl.constexpr = 0):
     `offsets.shape[0]` at a time at `offsets` (0, 1, ...; a Gluon caller's carry its layout). `BLOCKS`:
     where the caller knows at compile time how many reads cover the row (n <= BLOCKS * the block), they
     are unrolled, so all of the row is asked for at once (one L2 round trip, not one a block, in a tail
-    that waits on it); 0, a loop. The same squares summed in the same order either way: the same bits."""
+    that waits on it); 0, a loop. The same squares summed in the same order either way (the interpreter
+    gives the same bits; on the GPU, the decode step the same greedy tokens: bits not compared there)."""
     squares = (offsets * 0).to(tl.float32)  # zeros in the offsets' layout (no `tl.zeros` in Gluon)
     if BLOCKS > 0:
         for b in tl.static_range(BLOCKS):
