@@ -83,10 +83,6 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `attention split by position`: `rope_attention(by_position=True)`: its programs share the positions the
   step reads (the window's, in whole blocks) instead of a fixed share of the capacity each, so at a short
   context split 0 does not walk them alone, nor do splits walk a sliding window's masked blocks;
-- `attention asking L2 for the next weights` (`KernelConfig.attention_prefetch`): each layer's attention
-  launch first asks L2 for the bytes of the launches after it (the output projection, the gate and up, or
-  GPT-OSS's router: `triton_decode.rope_attention(ahead=...)`), so they stream in while it runs;
-  `... for the output projection's weights`: that one only;
 - `attention merge looped`: `rope_attention(unrolled_merge=False)`: the last split merges the splits'
   states in runtime loops, one L2 round trip a split (the form before 2026-12-06; by default the loops
   are unrolled, the same sums in the same order, the splits' loads in flight together);
@@ -142,9 +138,7 @@ def rope_attention_apart(kernels: Any) -> Any:
     """The same kernel set with RoPE + KV store and the attention as two launches per layer."""
     decode = types.SimpleNamespace(**vars(kernels.decode))
 
-    def apart(
-        q, k, v, keys, values, cos, sin, position, neox, scale, sliding_window=None, sinks=None, ahead=()
-    ):
+    def apart(q, k, v, keys, values, cos, sin, position, neox, scale, sliding_window=None, sinks=None):
         q = decode.rope_store(q, k, v, keys, values, cos, sin, position, neox)
         return decode.decode_attention(q, keys, values, position, scale, sliding_window, sinks)
 
@@ -162,25 +156,6 @@ def combine_in_down(kernels: Any) -> Any:
     """The same kernel set with a MoE step's routed sum formed by the down GEMV's epilogue
     (`KernelConfig.fused_combine`) instead of `moe_combine`'s launch."""
     return dataclasses.replace(kernels, config=dataclasses.replace(kernels.config, fused_combine=True))
-
-
-def attention_prefetching(kernels: Any, spans: int | None = None) -> Any:
-    """The same kernel set with each layer's attention asking L2 for the weights the launches after it read
-    (`KernelConfig.attention_prefetch`); `spans`: only the first that many of them (1: the output
-    projection's)."""
-    kernels = dataclasses.replace(
-        kernels, config=dataclasses.replace(kernels.config, attention_prefetch=True)
-    )
-    if spans is None:
-        return kernels
-    decode = types.SimpleNamespace(**vars(kernels.decode))
-    whole = kernels.decode.rope_attention
-
-    def first_spans(*args: Any, ahead: tuple = (), **options: Any) -> Any:
-        return whole(*args, ahead=ahead[:spans], **options)
-
-    decode.rope_attention = first_spans
-    return dataclasses.replace(kernels, decode=decode)
 
 
 def router_with(kernels: Any, **options: Any) -> Any:
@@ -700,12 +675,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
         variants["attention merge looped"] = Variant(attention_merge_looped(default_kernels), early)
-        variants["attention asking L2 for the next weights"] = Variant(
-            attention_prefetching(default_kernels), early
-        )
-        variants["attention asking L2 for the output projection's weights"] = Variant(
-            attention_prefetching(default_kernels, 1), early
-        )
     if not args.launch_only:
         variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
     if default_kernels.decode is not None and not args.launch_only:

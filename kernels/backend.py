@@ -104,11 +104,7 @@ class KernelConfig:
     top-k apart" times the other way). `fused_combine` (CUDA, fused decode kernels; off until timed): a MoE
     decode step's routed sum (each expert's down product weighted by the router, plus the residual) formed
     by the down GEMV's epilogue (`triton_gemv.RoutedSum`: the last of a token's pairs to finish a row tile
-    sums them) instead of `triton_decode.moe_combine`'s launch; the same bits. `attention_prefetch` (fused
-    decode kernels; off until timed): each layer's attention launch of the decode step first asks L2 for
-    the weights the launches after it read (`triton_decode.rope_attention(ahead=...)`: the output
-    projection and the feed-forward's gate and up, or GPT-OSS's router), so that they stream from memory
-    while the attention leaves the bus idle; the same bits.
+    sums them) instead of `triton_decode.moe_combine`'s launch; the same bits.
     """
 
     kernels: KernelChoice = "fast"
@@ -124,7 +120,6 @@ class KernelConfig:
     tensor_core_gemv: bool = True
     fused_router: bool = True
     fused_combine: bool = False
-    attention_prefetch: bool = False
     # ggml type names, e.g. ("q8_0", "q6_k") (see REGROUP_CHOICES); None: by type and size
     regroup: tuple[str, ...] | None = None
 

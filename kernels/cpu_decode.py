@@ -79,10 +79,8 @@ def decode_attention(
 def rope_attention(
     q: Tensor, k: Tensor, v: Tensor, keys: Tensor, values: Tensor, cos: Tensor, sin: Tensor, position: Tensor,
     neox: bool, scale: float, sliding_window: int | None = None, sinks: Tensor | None = None,
-    ahead: tuple[Tensor, ...] = (),
 ) -> Tensor:  # fmt: skip
-    """`rope_store` then `decode_attention` (one launch on CUDA; the same two functions here). `ahead`
-    (weights the CUDA launch asks L2 for) means nothing here."""
+    """`rope_store` then `decode_attention` (one launch on CUDA; the same two functions here)."""
     q = rope_store(q, k, v, keys, values, cos, sin, position, neox)
     return decode_attention(q, keys, values, position, scale, sliding_window, sinks)
 

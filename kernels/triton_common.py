@@ -21,19 +21,6 @@ def _prefetch_l2(address):
 
 
 @triton.jit
-def ask_l2_if(address, asked):
-    """`_prefetch_l2` of the addresses (int64 tensor) where `asked` (a bool tensor of the same shape)."""
-    return tl.inline_asm_elementwise(
-        "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; } // dummy $0",
-        "=r,l,r",
-        [address.to(tl.int64, bitcast=True), asked.to(tl.int32)],
-        dtype=tl.int32,
-        is_pure=False,
-        pack=1,
-    )
-
-
-@triton.jit
 def prefetch_share(prefetch_from, prefetch_bytes, PREFETCH_LINES: tl.constexpr, also_at, ALSO: tl.constexpr):
     """Ask L2 for up to PREFETCH_LINES lines of the `prefetch_bytes` bytes at `prefetch_from` (a byte
     pointer), addresses clamped into the range; with ALSO as many again `also_at` bytes further."""

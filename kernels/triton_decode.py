@@ -30,7 +30,7 @@ from kernels import dependent_launch
 from kernels.formats import GGMLType
 from kernels.qmatmul import RMSNormed
 from kernels.qtensor import GGML, QTensor
-from kernels.triton_common import PREFETCH_LINE, ask_l2_if, await_previous_grid, rms_over, routed_sum
+from kernels.triton_common import await_previous_grid, rms_over, routed_sum
 from kernels.triton_gemv import SplitCounters
 
 # ---------------------------------------------------------------------------------------------------
@@ -312,22 +312,7 @@ def _rope_attention_kernel(
     BY_POSITION: tl.constexpr = False,  # the splits share the positions the step reads (`_position_span`)
     UNROLLED_SPLITS: tl.constexpr = 0,  # > 0: the merge's loops unrolled over this many splits (the grid's)
     HEAD_SPLIT: tl.constexpr = 1,  # programs sharing a KV head's query heads, BLOCK_G each (axis 2)
-    ahead0=None,  # AHEAD_SPANS > 0: the weights (byte pointers) the next launches read, asked of L2
-    ahead0_lines=0,  # its 128-byte lines
-    ahead1=None,
-    ahead1_lines=0,
-    ahead2=None,
-    ahead2_lines=0,
-    AHEAD_SPANS: tl.constexpr = 0,
-    AHEAD_LINES: tl.constexpr = 0,  # at least the lines of any span one program asks for (a power of two)
 ):
-    # Weights only (no kernel of a step writes them): asked for before the wait, as a GEMV's prefetch.
-    if AHEAD_SPANS:  # nested: a compile that leaves the constant out (None) asks for none
-        _ask_l2_ahead(ahead0, ahead0_lines, AHEAD_LINES)
-        if AHEAD_SPANS > 1:
-            _ask_l2_ahead(ahead1, ahead1_lines, AHEAD_LINES)
-            if AHEAD_SPANS > 2:
-                _ask_l2_ahead(ahead2, ahead2_lines, AHEAD_LINES)
     await_previous_grid(PDL)
     # One program per KV head and split of the cache positions: rotate its query heads and its key at
     # the position (the same products as `_rope_store_kernel`); split 0 stores the key and value into
@@ -449,20 +434,6 @@ def _rope_attention_kernel(
 
 
 @triton.jit
-def _ask_l2_ahead(span, lines, LINES: tl.constexpr):
-    """This program's share of the `lines` 128-byte lines at `span` (a byte pointer) asked of L2: the
-    grid's programs in order take equal runs of at most LINES lines; none outside the span."""
-    programs = tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
-    program = (tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(0) + tl.program_id(
-        0
-    )
-    share = tl.cdiv(lines, programs)
-    line = tl.arange(0, LINES)
-    first = program * share
-    ask_l2_if(span + (first + line).to(tl.int64) * PREFETCH_LINE, (line < share) & (first + line < lines))
-
-
-@triton.jit
 def _split_max(stat_ptr, slot, g, BLOCK_G: tl.constexpr):
     """A split's running max at `slot` (`.cg` loads skip L1, which may hold stale lines)."""
     return tl.load(stat_ptr + slot * 2 * BLOCK_G + g, cache_modifier=".cg")
@@ -572,31 +543,6 @@ def attention_splits(capacity: int, block_s: int, max_splits: int) -> tuple[int,
     return chunk, triton.cdiv(capacity, chunk)
 
 
-MAX_AHEAD_SPANS = 3  # weight tensors one launch asks L2 for ahead of the launches that read them
-MAX_AHEAD_LINES = 2048  # lines of a span one program asks for (16 a thread at 4 warps); a larger share is cut
-
-
-def ahead_spans(ahead: tuple[torch.Tensor, ...], programs: int) -> dict:
-    """The kernel arguments that have a grid of `programs` ask L2 for the bytes of the `ahead` tensors
-    (`_ask_l2_ahead`): each tensor's pointer and 128-byte lines, their count, and the lines a program asks
-    for a span, a power of two that covers the largest span's share (at most `MAX_AHEAD_LINES`: past that
-    each program asks for the first lines of its share only)."""
-    if len(ahead) > MAX_AHEAD_SPANS:
-        raise ValueError(f"ahead: {len(ahead)} tensors, at most {MAX_AHEAD_SPANS}")
-    if not ahead:
-        return {}
-    args: dict = {"AHEAD_SPANS": len(ahead)}
-    shares = []
-    for i, t in enumerate(ahead):
-        if not t.is_contiguous():
-            raise ValueError(f"ahead: tensor {i} is not contiguous")
-        lines = triton.cdiv(t.numel() * t.element_size(), PREFETCH_LINE.value)
-        args[f"ahead{i}"], args[f"ahead{i}_lines"] = t.view(torch.uint8).view(-1), lines
-        shares.append(triton.cdiv(lines, programs))
-    args["AHEAD_LINES"] = min(MAX_AHEAD_LINES, triton.next_power_of_2(max(shares)))
-    return args
-
-
 def rope_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -619,7 +565,6 @@ def rope_attention(
     dot_stages: int = 3,
     heads_apart: bool | None = None,
     step_positions: int | None = None,
-    ahead: tuple[torch.Tensor, ...] = (),
 ) -> torch.Tensor:
     """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
     unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position` in `keys`/`values`
@@ -644,11 +589,7 @@ def rope_attention(
     `HEADS_APART_MIN_GROUP` query heads (GPT-OSS's 8: +3.4 % in its step on an H200; Qwen2.5's 7: +8.6 % on
     an H100; 2026-12-07). `step_positions`:
     the tile's positions a step instead of `attention_tile`'s (a power of two, at least 16; fewer
-    positions a step also means more splits of a short cache), for `benchmarks.kernels_attention`.
-    `ahead`: up to `MAX_AHEAD_SPANS` weight tensors the launches after this one read (the layer's output
-    projection, its feed-forward's first matrices: `KernelConfig.attention_prefetch`), asked of L2 by the
-    programs first, each an equal run of lines, so that those bytes stream from memory while the attention
-    leaves the bus idle; nothing reaches the program, so the result is the same bits."""
+    positions a step also means more splits of a short cache), for `benchmarks.kernels_attention`."""
     if by_position and whole_cache:
         raise ValueError("rope_attention: by_position reads the position's span, whole_cache the capacity")
     n_kv, capacity, d = keys.shape
@@ -669,7 +610,6 @@ def rope_attention(
     part = out.new_empty(n_kv * head_split, n_split, block_g, block_d) if n_split > 1 else out
     stat = out.new_empty(n_kv * head_split, n_split, 2, block_g) if n_split > 1 else out
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    spans = ahead_spans(ahead, n_kv * n_split * head_split)
     _rope_attention_kernel[(n_kv, n_split, head_split)](
         q, k, v, keys, values, cos, sin, sinks if sinks is not None else q, out, position, capacity, scale,
         sliding_window or capacity + 1, chunk, part, stat, counters if counters is not None else out,
@@ -677,7 +617,7 @@ def rope_attention(
         NEOX=neox, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
         CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, DOT=tile.dot, BY_POSITION=by_position,
         UNROLLED_SPLITS=n_split if unrolled_merge and n_split > 1 else 0, HEAD_SPLIT=head_split,
-        **spans, num_warps=4, **({"num_stages": dot_stages} if tile.dot else {}), **dependent_launch.launch_kwargs(),
+        num_warps=4, **({"num_stages": dot_stages} if tile.dot else {}), **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     return out.view(-1)
 

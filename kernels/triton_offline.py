@@ -359,30 +359,23 @@ def compile_rope_attention(
     sinks: bool = False,
     split: bool = True,
     num_stages: int = 3,
-    ahead_spans: int = 0,
-    ahead_lines: int = 512,
 ):
     """The decode step's RoPE + KV store + attention for `group` query heads per KV head of `d` dims
     (neox pairs over `rope_half` of them) in `tile` (`triton_decode.attention_tile`'s), the loop bound read
     from the position as a decode step reads it; `split`: the form whose last program merges the splits;
-    `num_stages` as the launch passes it (`rope_attention(dot_stages=...)` for a dot tile); `ahead_spans`
-    weight spans asked of L2 first, `ahead_lines` lines of each a program (`rope_attention(ahead=...)`)."""
+    `num_stages` as the launch passes it (`rope_attention(dot_stages=...)` for a dot tile)."""
     import triton
 
     from kernels import triton_decode
-
-    signature = dict(ROPE_ATTENTION_SIGNATURE)
-    for i in range(ahead_spans):
-        signature[f"ahead{i}"], signature[f"ahead{i}_lines"] = "*u8", "i32"
 
     constants = dict(
         GROUP=group, BLOCK_G=tile.block_g, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_S=tile.block_s,
         ROPE_HALF=rope_half, NEOX=True, HAS_SINKS=sinks, WHOLE_CACHE=False, CAPACITY=0, SPLIT=split,
         DOT=tile.dot, BY_POSITION=False, UNROLLED_SPLITS=0, HEAD_SPLIT=tile.head_split,
     )  # fmt: skip
-    if ahead_spans:
-        constants.update(AHEAD_SPANS=ahead_spans, AHEAD_LINES=ahead_lines)
-    return compile_for_sm90(triton_decode._rope_attention_kernel, signature, constants, num_stages=num_stages)
+    return compile_for_sm90(
+        triton_decode._rope_attention_kernel, ROPE_ATTENTION_SIGNATURE, constants, num_stages=num_stages
+    )
 
 
 QGEMM_INTS = (

@@ -178,14 +178,6 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         "(CUDA, --kernels fast)",
     )
     p.add_argument(
-        "--attention-prefetch",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="each layer's attention launch of the decode step first asks L2 for the weights the launches "
-        "after it read (the output projection, the feed-forward's gate and up or the router), so they "
-        "stream in while the attention runs; the same bits (CUDA, --kernels fast)",
-    )
-    p.add_argument(
         "--regroup",
         nargs="+",
         choices=(*REGROUP_CHOICES, NO_REGROUP),
@@ -215,7 +207,7 @@ class _RegroupAction(argparse.Action):
 KERNEL_SWITCHES = (
     "cuda_graphs", "fused_decode", "decode_lookahead", "fused_prefill", "prefill_graphs", "dependent_launch",
     "weight_prefetch", "late_trigger", "fused_sampling", "tensor_core_gemv", "fused_router",
-    "fused_combine", "attention_prefetch",
+    "fused_combine",
 )  # fmt: skip
 
 
@@ -319,7 +311,6 @@ def parse_config(argv: list[str], *, cuda_device_count: int | None = None) -> Wo
         tensor_core_gemv=args.tensor_core_gemv,
         fused_router=args.fused_router,
         fused_combine=args.fused_combine,
-        attention_prefetch=args.attention_prefetch,
         regroup=args.regroup,
     )
 

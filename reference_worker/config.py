@@ -53,7 +53,6 @@ class WorkerConfig:
     tensor_core_gemv: bool = True  # Q4_K, regrouped Q6_K decode GEMVs on the tensor cores (CUDA sm_80+, fast)
     fused_router: bool = True  # a MoE step's router product and top-k in one launch (CUDA, fast kernels)
     fused_combine: bool = False  # a MoE step's routed sum in the down GEMV's epilogue (CUDA, fast kernels)
-    attention_prefetch: bool = False  # the step's attention asks L2 for the next products' weights (CUDA)
     # 2-D matrices of these types stored codes, then scales (CUDA); None: by type and size, (): none
     regroup: tuple[str, ...] | None = None
 
@@ -81,7 +80,6 @@ class WorkerConfig:
             tensor_core_gemv=self.tensor_core_gemv,
             fused_router=self.fused_router,
             fused_combine=self.fused_combine,
-            attention_prefetch=self.attention_prefetch,
             regroup=self.regroup,
         )
 

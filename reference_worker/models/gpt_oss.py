@@ -184,12 +184,6 @@ class Block:
         self.down_exps_b = vector(p + "ffn_down_exps.bias", X, E)
         self.n_expert_used = c.n_expert_used
 
-    def read_after_attention(self) -> tuple[torch.Tensor, ...]:
-        """The bytes the step's launches after the attention read first, in order: the output projection's
-        and the router's; the experts' are known only once the router has run
-        (`KernelConfig.attention_prefetch`)."""
-        return (self.wo.data, self.router.data)
-
     def moe(
         self,
         h: torch.Tensor | RMSNormed,
@@ -309,7 +303,6 @@ class GptOssModel(GGUFAdapter):
         # next layer's attention norm's (or the output norm's); the router's, the experts' and the next
         # q/k/v GEMVs apply its 1/rms, so the step runs no norm kernel after the first layer's.
         norms_in_gemv = fused is not None and self.kernels.norms_into_gemv
-        prefetch = fused is not None and self.kernels.config.attention_prefetch
         h: RMSNormed | torch.Tensor | None = None  # the next GEMVs' normed input, when formed ahead
         if not step:
             positions = next_positions(cache, n_tokens, c.context_length, self.device)
@@ -323,7 +316,7 @@ class GptOssModel(GGUFAdapter):
                 keys, values = cache.keys[i], cache.values[i]
                 a = fused.rope_attention(
                     q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, True, self.scale,
-                    layer.sliding_window, layer.sinks, ahead=layer.read_after_attention() if prefetch else (),
+                    layer.sliding_window, layer.sinks,
                 )  # fmt: skip
             else:
                 q = q.view(n_tokens, c.n_head, c.head_dim).transpose(0, 1)

@@ -137,11 +137,6 @@ class Block:
         self.w_gate = None if self.fused_gate_up else matrix(p + "ffn_gate.weight", F, E)
         self.w_down = matrix(p + "ffn_down.weight", E, F)
 
-    def read_after_attention(self) -> tuple[torch.Tensor, ...]:
-        """The bytes the step's launches after the attention read first, in order: the output projection's
-        and the feed-forward's gate and up (`KernelConfig.attention_prefetch`)."""
-        return tuple(w.data for w in (self.wo, self.w_gate, self.w_up) if w is not None)
-
     def qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mm = self.kernels.qmatmul
         if self.fused_qkv:
@@ -231,7 +226,6 @@ class LlamaModel(GGUFAdapter):
         # forms the next rms_norm's rows x weight, and the next GEMVs apply its 1/rms (`RMSNormed`), so
         # the step runs no norm kernel after the first layer's.
         norms_in_gemv = fused is not None and self.kernels.norms_into_gemv
-        prefetch = fused is not None and self.kernels.config.attention_prefetch
         h: RMSNormed | torch.Tensor | None = None  # the next GEMV's normed input, when formed ahead
         if not step:
             positions = next_positions(cache, n_tokens, cfg.context_length, self.device)
@@ -242,9 +236,8 @@ class LlamaModel(GGUFAdapter):
             if fused is not None:  # one position: RoPE, KV store and attention in one kernel
                 keys, values = cache.keys[i], cache.values[i]
                 a = fused.rope_attention(
-                    q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, cfg.rope_neox, self.scale,
-                    ahead=layer.read_after_attention() if prefetch else (),
-                )  # fmt: skip
+                    q, k, v, keys, values, self.rope_cos, self.rope_sin, positions, cfg.rope_neox, self.scale
+                )
             else:
                 q = q.view(n_tokens, cfg.n_head, cfg.head_dim).transpose(0, 1)  # [n_head, T, head_dim]
                 k = k.view(n_tokens, cfg.n_head_kv, cfg.head_dim).transpose(0, 1)

@@ -298,13 +298,6 @@ def _decode_kernels_for_dependent_launch(pdl: bool | int) -> dict[str, object]:
         "rope_attention (split, merge unrolled)": _compile(
             td._rope_attention_kernel, split_attention, {**split_constants, "UNROLLED_SPLITS": 8}
         ),
-        # `rope_attention(ahead=...)`: three weight spans asked of L2 before the wait (prefetches only)
-        "rope_attention (split, asking L2 ahead)": _compile(
-            td._rope_attention_kernel,
-            split_attention
-            | {f"ahead{i}{s}": t for i in range(3) for s, t in (("", "*u8"), ("_lines", "i32"))},
-            {**split_constants, "AHEAD_SPANS": 3, "AHEAD_LINES": 512},
-        ),
         "glu": _compile(
             td._glu_kernel,
             {"gate_ptr": f32, "up_ptr": f32, "y_ptr": f32, "n": "i32", "gate_stride": "i32"}
@@ -384,8 +377,7 @@ def test_every_early_launched_decode_kernel_waits_for_the_previous_grid_before_t
             assert dependent_launch_problem(kernel.asm["ptx"]) is not None, name
     assert not problems
     for name, kernel in _decode_kernels_for_dependent_launch(False).items():
-        assert "griddepcontrol" not in kernel.asm["ptx"], name
-        assert ("prefetch" in kernel.asm["ptx"]) == ("asking L2 ahead" in name), name
+        assert "griddepcontrol" not in kernel.asm["ptx"] and "prefetch" not in kernel.asm["ptx"], name
 
 
 def _first_back_edge(ptx: str) -> int | None:
@@ -461,20 +453,6 @@ def test_a_gemv_prefetches_its_weight_lines_before_it_waits() -> None:
         after = experts.index("griddepcontrol.wait") if pdl else experts.index("ld.global")
         assert "prefetch.global.L2" not in experts[:after], pdl
         assert experts.count("prefetch.global.L2") >= 2, pdl  # gate and up
-
-
-def test_an_attention_asking_l2_ahead_issues_its_share_of_each_span() -> None:
-    """`rope_attention(ahead=...)`: a program of 128 threads asking for 512 lines of each of three weight
-    spans issues 4 predicated prefetches a thread a span (the dependent-launch check above finds them
-    before the wait); without spans, none."""
-    from kernels import triton_decode
-    from kernels.triton_offline import compile_rope_attention
-
-    tile = triton_decode.chosen_tile(8, 64)
-    ptx = compile_rope_attention(8, 64, 32, tile, sinks=True, ahead_spans=3, ahead_lines=512).asm["ptx"]
-    assert ptx.count("prefetch.global.L2") == 3 * 512 // 128
-    assert "@p prefetch.global.L2" in ptx  # lines past a span's end are not asked for
-    assert "prefetch" not in compile_rope_attention(8, 64, 32, tile, sinks=True).asm["ptx"]
 
 
 def test_the_dependent_launch_check_fails_a_kernel_that_reads_before_waiting() -> None:

@@ -193,28 +193,6 @@ def test_a_graph_captured_with_dependent_launch_replays_the_same_logits(name) ->
 @pytest.mark.cuda
 @no_cuda
 @no_triton
-@pytest.mark.parametrize(
-    "name", [f"tiny/{arch}-q4_k_m.gguf" for arch in ARCHITECTURES if arch != "gpt2"] + [FIXTURES[-1]]
-)
-def test_an_attention_asking_l2_for_the_next_weights_gives_the_same_logits(name) -> None:
-    """`KernelConfig.attention_prefetch`: each layer's attention asks L2 for the weights after it; a hint,
-    nothing reaches a program, so the captured step replays the logits of the step without it, bit for
-    bit, step after step. (GPT-2's step has no RoPE attention launch to ask.)"""
-    runs = []
-    for prefetch in (False, True):
-        model, _, _ = load_model(name, device="cuda", kernels=KernelConfig(attention_prefetch=prefetch))
-        graphs = DecodeGraphs(model)
-        runs.append(decode(model, PROMPT, STEPS, lambda cache, g=graphs, m=model: DecodeStep(m, cache, g)))
-        assert graphs.captures == 1
-    (want_tokens, want), (got_tokens, got) = runs
-    assert got_tokens == want_tokens
-    for step, (a, b) in enumerate(zip(got, want, strict=True)):
-        assert torch.equal(a, b), f"step {step}: {rel_err(a, b)}"
-
-
-@pytest.mark.cuda
-@no_cuda
-@no_triton
 @pytest.mark.parametrize("fused_prefill", [True, False], ids=["fused-prefill", "scratch-prefill"])
 @pytest.mark.parametrize(
     "name",
