@@ -18,7 +18,7 @@ alone (no decoding, the same loop in every form):
   matrix before it waits at the barrier.
 
 The matrices are Phi-3-mini's per-layer Q4_K bytes in the step's order (attn_qkv, attn_output, ffn_up
-gate+up, ffn_down), as many layers' copies as exceed the L2, all in one CUDA graph, timed with CUDA events;
+gate+up, ffn_down), as many layers' copies as exceed the L2, in a CUDA graph (`kernels_gemv.time_launches`);
 the table gives µs a layer and GB/s. Every program of a chain launch must be resident at once (the
 barrier spins): the grid is at most `--programs-per-sm` a multiprocessor, checked against the occupancy the
 compiled kernel allows. Writes `chain_probe.json` and `chain_probe.md` to `--out`. CUDA only.
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from benchmarks.kernels_gemv import L2_FLUSH_BYTES
+from benchmarks.kernels_gemv import L2_FLUSH_BYTES, time_launches
 from benchmarks.runinfo import copy_bandwidth
 
 # Phi-3-mini's Q4_K matrices of one layer in the decode step's order (bytes: 144 per 256 weights).
@@ -117,26 +116,6 @@ def _chain_kernel(
         tl.atomic_xchg(count_ptr, 0, sem="relaxed")
 
 
-def _graph_time_us(fn, replays: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    for _ in range(2):
-        graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000.0)
-    return statistics.median(times)
-
-
 def probe(programs_per_sm: list[int], replays: int) -> list[dict]:
     device = torch.device("cuda")
     sms = torch.cuda.get_device_properties(device).multi_processor_count
@@ -179,7 +158,7 @@ def probe(programs_per_sm: list[int], replays: int) -> list[dict]:
             forms["one launch, barriers"] = lambda: chained(False)
             forms["one launch, barriers, next bytes first"] = lambda: chained(True)
         for name, fn in forms.items():
-            us = _graph_time_us(fn, replays) / layers
+            us = time_launches(lambda _i, fn=fn: fn(), 1, replays) / layers
             rows.append(
                 {
                     "form": name, "programs_per_sm": per_sm, "programs": programs, "us_per_layer": round(us, 2),
