@@ -1302,9 +1302,9 @@ def _tail(
     glu_limit, HAS_BIAS: gl.constexpr, RMS_BLOCK: gl.constexpr, RMS_BLOCKS: gl.constexpr,
     SCALED: gl.constexpr, GLU: gl.constexpr, GLU_OAI: gl.constexpr, HAS_RES: gl.constexpr,
 ):  # fmt: skip
-    """The epilogue of a tile's summed rows, called right after the partial sums' loads are issued (no
-    barrier or wait between), so the rms row's reads issue beside them: 1/rms, bias, residual, GLU, the
-    store and the scaled copy."""
+    """The epilogue of a tile's summed rows: 1/rms, bias, residual, GLU, the store and the scaled copy. In
+    a split launch it is called right after the partial sums' loads are issued (no barrier or wait
+    between), so the rms row's reads issue beside them; the bias, residual and norm weight come loaded."""
     if RMS_BLOCK > 0:
         r = _rms(rms_ptr, n, eps, RMS_BLOCK, RMS_BLOCKS)
         total = total / r
