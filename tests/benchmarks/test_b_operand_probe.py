@@ -1,0 +1,52 @@
+"""`benchmarks.b_operand_probe`'s kernel compiled for sm_90 without a GPU (Triton only): the two forms
+differ in the prologue alone. `B formed` meets its warps at barriers before the first mma (the product's
+prologue); `B loaded` reaches its first mma with no barrier and no shared memory, and both run the same
+number of int8 mmas and the same split-K tail."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("triton")
+
+SIGNATURE = {
+    "w_ptr": "*i32",
+    "x_ptr": "*fp32",
+    "b_ptr": "*i32",
+    "m_ptr": "*fp16",
+    "s_ptr": "*fp32",
+    "y_ptr": "*fp32",
+    "part_ptr": "*fp32",
+    "count_ptr": "*i32",
+    "n_rows": "i32",
+    "n_sb": "i32",
+    "seg_w1": "i32",
+    "y_width": "i32",
+}
+
+
+def _listing(loaded: int, glu: bool) -> list[str]:
+    from benchmarks import b_operand_probe
+    from kernels.triton_offline import compile_for_sm90, sass_listing
+
+    kernel = compile_for_sm90(
+        b_operand_probe._probe_kernel,
+        SIGNATURE,
+        dict(PER=4, SPLITS=3, GLU=glu, LOADED=loaded),
+        ("w_ptr", "x_ptr", "b_ptr", "m_ptr", "s_ptr", "y_ptr", "part_ptr"),
+    )
+    return sass_listing(kernel.asm["cubin"])
+
+
+def _before_first_mma(listing: list[str], opcode: str) -> int:
+    first = listing.index("IMMA")
+    return listing[:first].count(opcode)
+
+
+@pytest.mark.parametrize("glu", [False, True])
+def test_only_the_formed_prologue_meets_at_barriers_before_the_first_mma(glu: bool) -> None:
+    formed, loaded = _listing(0, glu), _listing(1, glu)
+    assert _before_first_mma(formed, "BAR") >= 2 and _before_first_mma(formed, "STS") > 0
+    assert _before_first_mma(loaded, "BAR") == 0 and _before_first_mma(loaded, "STS") == 0
+    assert formed.count("IMMA") == loaded.count("IMMA") == (64 if glu else 32)
+    assert formed.count("ATOMG") == loaded.count("ATOMG") == 2  # the same split-K tail: arrival, reset
