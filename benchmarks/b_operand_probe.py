@@ -15,9 +15,13 @@ layout, each program would load its fragments instead. This probe measures that 
   product's (partials, arrival counter, the last program sums them in split order);
 - `B loaded`: the same kernel and tail, the walk loading each super-block's B words and the mins' operand
   from a buffer (with the words of the unit ahead), its scale one load: no reduction across warps, no
-  shared memory, no barrier.
+  shared memory, no barrier;
+- `B loaded, no split tail`: the same, each split storing its partial sums and ending (no arrival counter,
+  nobody sums them), so the split-K tail's cost is the difference;
+- `loads alone`: `chain_probe`'s read loop over the same bytes with as many programs, no decoding: what is
+  left beyond that is the walk's own work.
 
-`B loaded` reads a buffer of zeros: its sums are not the product's, and only its time means anything (no
+The loaded forms read a buffer of zeros: their sums are not the product's, and only their time means anything (no
 branch depends on a value). `B formed` is checked against the worker's launch: its sums must be the same
 bits (the same walk, the same split order), which the report states. The matrices are Phi-3-mini's Q4_K
 products, as many copies of each as exceed the L2, each form's launches in a CUDA graph (`kernels_gemv.
@@ -35,6 +39,7 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+from benchmarks.chain_probe import BLOCK_WORDS, _read_kernel
 from benchmarks.kernels_gemv import L2_FLUSH_BYTES, time_launches
 from benchmarks.runinfo import copy_bandwidth
 from kernels import tensor_core_gemv as tcg
@@ -48,6 +53,8 @@ PHI3_PRODUCTS = (
     ("ffn_up (gate+up)", 16384, 3072, True),
     ("ffn_down", 3072, 8192, False),
 )
+# The forms timed, in the report's order.
+FORMS = ("worker launch", "B formed", "B loaded", "B loaded, no split tail", "loads alone")
 SUBBLOCK_B_WORDS = gl.constexpr(
     32
 )  # a sub-block's B words in the buffer: [4 limbs n, 4 t, 2 u] (n >= 4 read as n - 4)
@@ -153,9 +160,11 @@ def _loaded_walk(w_ptr, b_ptr, m_ptr, s_ptr, first, r_rows, n_rows, n_sb, lo, se
 
 @gluon.jit
 def _probe_kernel(w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, y_ptr, part_ptr, count_ptr, n_rows, n_sb, seg_w1, y_width,
-                  PER: gl.constexpr, SPLITS: gl.constexpr, GLU: gl.constexpr, LOADED: gl.constexpr):  # fmt: skip
+                  PER: gl.constexpr, SPLITS: gl.constexpr, GLU: gl.constexpr, LOADED: gl.constexpr,
+                  COUNTED: gl.constexpr = 1):  # fmt: skip
     """One program: a 64-row tile's PER super-blocks by the product's walk (LOADED 0) or `_loaded_walk`,
-    then the product's split-K tail without its epilogue's extras (bias, rms, residual)."""
+    then the product's split-K tail without its epilogue's extras (bias, rms, residual); COUNTED 0: each
+    split stores its partial sums and ends (no arrival counter, nobody sums them: a timing form)."""
     tile = gl.program_id(0)
     split = gl.program_id(1)
     first = tile * 64
@@ -177,9 +186,12 @@ def _probe_kernel(w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, y_ptr, part_ptr, count_ptr,
         gl.store(part_ptr + split * (y_width * parts) + r_rows, total, mask=row_mask)
         if GLU:
             gl.store(part_ptr + split * (y_width * parts) + y_width + r_rows, total_up, mask=row_mask)
-        gl.thread_barrier()
-        arrived = gl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
-        if arrived == SPLITS - 1:
+        if COUNTED:
+            gl.thread_barrier()
+            arrived = gl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
+        else:
+            arrived = 0
+        if COUNTED and arrived == SPLITS - 1:
             total = gl.zeros_like(total)
             total_up = gl.zeros_like(total)
             for s in gl.static_range(SPLITS):
@@ -220,15 +232,16 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
     m_view = b_buf[n_sb * b_words :].view(torch.float16)
     s_view = b_buf[n_sb * (b_words + m_words) :].view(torch.float32)
     s_view.fill_(1.0)
+    sink = torch.empty(tiles * splits, dtype=torch.int32, device=device)
     counters = torch.zeros(tiles, dtype=torch.int32, device=device)
     y = torch.empty(y_rows, device=device)
     part = torch.empty(splits, y_rows * (2 if glu else 1), device=device)
 
-    def run_probe(i: int, loaded: int) -> torch.Tensor:
+    def run_probe(i: int, loaded: int, counted: int = 1) -> torch.Tensor:
         _probe_kernel[(tiles, splits)](
             copies[i].view(torch.int32), x, b_buf, m_view, s_view, y, part, counters, y_rows, n_sb,
             y_rows * row_words if glu else 0, y_rows, PER=per, SPLITS=splits, GLU=glu, LOADED=loaded,
-            num_warps=tcg.NUM_WARPS,
+            COUNTED=counted, num_warps=tcg.NUM_WARPS,
         )  # fmt: skip
         return y
 
@@ -256,12 +269,22 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
     same = torch.equal(run_worker(0).reshape(-1), run_probe(0, 0).clone())
     row = {"product": name, "shape": f"{out_rows}x{in_features}", "glu": glu, "per": per, "splits": splits}
     row["tiles"] = tiles
+    row["bytes"] = w0.nbytes
     row["b_formed_equals_worker"] = same
-    for label, fn in (
+    forms = (
         ("worker launch", run_worker),
         ("B formed", lambda i: run_probe(i, 0)),
         ("B loaded", lambda i: run_probe(i, 1)),
-    ):
+        ("B loaded, no split tail", lambda i: run_probe(i, 1, 0)),
+        (
+            "loads alone",
+            lambda i: _read_kernel[(tiles * splits,)](
+                copies[i].view(torch.int32), copies[i].numel() // 4, sink, BLOCK=BLOCK_WORDS, num_warps=4
+            ),
+        ),
+    )
+    assert tuple(label for label, _ in forms) == FORMS
+    for label, fn in forms:
         us = time_launches(fn, len(copies), replays)
         row[label] = {"us": round(us, 2), "gb_per_s": round(w0.nbytes / (us * 1e-6) / 1e9, 1)}
     return row
@@ -284,17 +307,22 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"### B operand probe: Phi-3-mini's Q4_K products ({torch.cuda.get_device_name()}, copy {copy_gbps} GB/s)",
         "",
-        "| product | shape | PER x splits | worker launch µs | B formed µs | B loaded µs | formed - loaded µs | "
-        "B loaded % of copy | B formed = worker |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "µs a launch (% of copy). `B formed` - `B loaded`: the prologue; `B loaded` - its form with no split "
+        "tail: the tail; `loads alone`: the same bytes read by as many programs with no decoding.",
+        "",
+        "| product | shape | PER x splits | " + " | ".join(FORMS) + " | copy time | B formed = worker |",
+        "|---|---|---|" + "---:|" * (len(FORMS) + 1) + "---|",
     ]
     for r in rows:
-        formed, loaded = r["B formed"], r["B loaded"]
-        pct = round(100 * loaded["gb_per_s"] / copy_gbps, 1) if copy_gbps else ""
+        cells = []
+        for form in FORMS:
+            pct = f" ({100 * r[form]['gb_per_s'] / copy_gbps:.1f} %)" if copy_gbps else ""
+            cells.append(f"{r[form]['us']}{pct}")
+        floor = f"{r['bytes'] / (copy_gbps * 1e3):.2f}" if copy_gbps else ""
         lines.append(
-            f"| {r['product']} | {r['shape']} | {r['per']} x {r['splits']} | {r['worker launch']['us']} | "
-            f"{formed['us']} | {loaded['us']} | {formed['us'] - loaded['us']:.2f} | {pct} | "
-            f"{'yes' if r['b_formed_equals_worker'] else 'NO'} |"
+            f"| {r['product']} | {r['shape']} | {r['per']} x {r['splits']} | "
+            + " | ".join(cells)
+            + f" | {floor} | {'yes' if r['b_formed_equals_worker'] else 'NO'} |"
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "b_operand_probe.md").write_text("\n".join(lines) + "\n")

@@ -1,7 +1,7 @@
 """`benchmarks.b_operand_probe`'s kernel compiled for sm_90 without a GPU (Triton only): the two forms
 differ in the prologue alone. `B formed` meets its warps at barriers before the first mma (the product's
 prologue); `B loaded` reaches its first mma with no barrier and no shared memory, and both run the same
-number of int8 mmas and the same split-K tail."""
+number of int8 mmas and the same split-K tail, which the form without one lacks."""
 
 from __future__ import annotations
 
@@ -25,14 +25,14 @@ SIGNATURE = {
 }
 
 
-def _listing(loaded: int, glu: bool) -> list[str]:
+def _listing(loaded: int, glu: bool, counted: int = 1) -> list[str]:
     from benchmarks import b_operand_probe
     from kernels.triton_offline import compile_for_sm90, sass_listing
 
     kernel = compile_for_sm90(
         b_operand_probe._probe_kernel,
         SIGNATURE,
-        dict(PER=4, SPLITS=3, GLU=glu, LOADED=loaded),
+        dict(PER=4, SPLITS=3, GLU=glu, LOADED=loaded, COUNTED=counted),
         ("w_ptr", "x_ptr", "b_ptr", "m_ptr", "s_ptr", "y_ptr", "part_ptr"),
     )
     return sass_listing(kernel.asm["cubin"])
@@ -50,3 +50,10 @@ def test_only_the_formed_prologue_meets_at_barriers_before_the_first_mma(glu: bo
     assert _before_first_mma(loaded, "BAR") == 0 and _before_first_mma(loaded, "STS") == 0
     assert formed.count("IMMA") == loaded.count("IMMA") == (64 if glu else 32)
     assert formed.count("ATOMG") == loaded.count("ATOMG") == 2  # the same split-K tail: arrival, reset
+
+
+def test_the_form_without_a_split_tail_has_no_arrival_counter() -> None:
+    """COUNTED 0: each split stores its partial sums and ends; the walk is the loaded one's."""
+    listing, counted = _listing(1, False, counted=0), _listing(1, False)
+    assert listing.count("ATOMG") == 0 and listing.count("BAR") == 0
+    assert listing.count("IMMA") == counted.count("IMMA") == 32
