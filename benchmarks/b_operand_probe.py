@@ -1,5 +1,6 @@
-"""What the tensor-core GEMV's activation prologue costs a launch: the Q4_K int8 walk with its B operands
-formed in the program, against the same walk loading them ready-made.
+"""What the tensor-core GEMV's activation prologue, its split-K tail and its loads ahead cost a launch: the
+Q4_K int8 walk with its B operands formed in the program, against the same walk loading them ready-made,
+without the tail, and with its words asked for all at once by TMA.
 
     python -m benchmarks.b_operand_probe [--out DIR] [--replays N]
 
@@ -16,6 +17,10 @@ layout, each program would load its fragments instead. This probe measures that 
 - `B loaded`: the same kernel and tail, the walk loading each super-block's B words and the mins' operand
   from a buffer (with the words of the unit ahead), its scale one load: no reduction across warps, no
   shared memory, no barrier;
+- `B loaded, words by TMA`: the same, the program's whole share of the matrix asked for at its start by
+  two TMA copies (code words, then the d, dmin and scale words) into shared memory and each unit's words
+  read from there: every byte in flight at once, no registers held for it (the register walk has one unit
+  ahead, `tc_units_ahead` 2 costs a program slot an SM);
 - `B loaded, no split tail`: the same, each split storing its partial sums and ending (no arrival counter,
   nobody sums them), so the split-K tail's cost is the difference;
 - `loads alone`: `chain_probe`'s read loop over the same bytes with as many programs, no decoding: what is
@@ -38,6 +43,8 @@ from pathlib import Path
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from benchmarks.chain_probe import BLOCK_WORDS, _read_kernel
 from benchmarks.kernels_gemv import L2_FLUSH_BYTES, time_launches
@@ -54,7 +61,14 @@ PHI3_PRODUCTS = (
     ("ffn_down", 3072, 8192, False),
 )
 # The forms timed, in the report's order.
-FORMS = ("worker launch", "B formed", "B loaded", "B loaded, no split tail", "loads alone")
+FORMS = (
+    "worker launch",
+    "B formed",
+    "B loaded",
+    "B loaded, words by TMA",
+    "B loaded, no split tail",
+    "loads alone",
+)
 SUBBLOCK_B_WORDS = gl.constexpr(
     32
 )  # a sub-block's B words in the buffer: [4 limbs n, 4 t, 2 u] (n >= 4 read as n - 4)
@@ -158,11 +172,110 @@ def _loaded_walk(w_ptr, b_ptr, m_ptr, s_ptr, first, r_rows, n_rows, n_sb, lo, se
     return tcg._int8_total(acc, acc_m), tcg._int8_total(acc_up, acc_m_up), up
 
 
+# A program's share of one matrix as TMA writes it, from the matrix viewed [units, rows, 36 words] (strides
+# 36 and a row's words): the code words [PER units, 64 rows, 32] (128-byte rows, swizzled: the 8 rows a
+# warp's lanes read at once fall in different banks) and the head words (d and dmin, the scale words)
+# [PER, 64, 4] (16-byte rows, unswizzled).
+_CODES_SMEM = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=32, rank=3)
+_HEADS_SMEM = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=3)
+# A unit's code words of the tile [1, 64, 32] (column 8c + 2t + u): lane (g, t) words (t, u) of each
+# chunk c of rows g and g + 8, as `tcg._L5` holds a chunk.
+_CODES_LOAD = gl.DistributedLinearLayout(
+    reg_bases=[[0, 0, 1], [0, 8, 0], [0, 0, 8], [0, 0, 16]],
+    lane_bases=[[0, 0, 2], [0, 0, 4], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+    warp_bases=[[0, 16, 0], [0, 32, 0]],
+    block_bases=[],
+    shape=[1, 64, 32],
+)
+# A unit's head words of the tile [1, 64, 4]: lane (g, t) rows g and g + 8 of its warp, every t alike, as
+# `tcg._R5` and `tcg._ROWS` hold a row's values.
+_HEADS_LOAD = gl.DistributedLinearLayout(
+    reg_bases=[[0, 8, 0], [0, 0, 1], [0, 0, 2]],
+    lane_bases=[[0, 0, 0], [0, 0, 0], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+    warp_bases=[[0, 16, 0], [0, 32, 0]],
+    block_bases=[],
+    shape=[1, 64, 4],
+)
+_MINS_ROW = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, tcg._MINS_A)))
+
+
+@gluon.jit
+def _smem_unit_words(codes, heads, i: gl.constexpr):
+    """Super-block i's words of the tile in shared memory, as `tcg._int8_words` returns them."""
+    head = heads.slice(i, 1).load(_HEADS_LOAD)
+    q0, q1 = gl.split(gl.reshape(head, (64, 2, 2)))  # column 2p + q: q0 holds words 0 and 2, q1 1 and 3
+    w0, w2 = gl.split(q0)
+    w1, w3 = gl.split(q1)
+    words = gl.reshape(codes.slice(i, 1).load(_CODES_LOAD), (4, 2, 8, 4, 4, 2))  # [w, h, g, c, t, u]
+    words = gl.reshape(gl.permute(words, (0, 1, 2, 4, 5, 3)), (4, 2, 8, 4, 2, 2, 2))  # [.., t, u, c1, c0]
+    even, odd = gl.split(words)  # c0
+    c0, c2 = gl.split(even)  # c1
+    c1, c3 = gl.split(odd)
+    m2 = gl.convert_layout(w2, _MINS_ROW)
+    m3 = gl.convert_layout(w3, _MINS_ROW)
+    return (
+        gl.convert_layout(gl.reshape(w0, (4, 2, 8)), tcg._R5),
+        gl.convert_layout(gl.reshape(w1, (4, 2, 8)), tcg._R5),
+        gl.convert_layout(gl.reshape(w3, (4, 2, 8)), tcg._R5),
+        gl.convert_layout(c0, tcg._L5),
+        gl.convert_layout(c1, tcg._L5),
+        gl.convert_layout(c2, tcg._L5),
+        gl.convert_layout(c3, tcg._L5),
+        gl.convert_layout(w0, tcg._ROWS),
+        gl.expand_dims(gl.expand_dims(gl.expand_dims(m2, 1), 2), 3),
+        gl.expand_dims(gl.expand_dims(gl.expand_dims(m3, 1), 2), 3),
+    )
+
+
+@gluon.jit
+def _tma_walk(codes_desc, heads_desc, w_ptr, b_ptr, m_ptr, s_ptr, first, n_rows, n_sb, lo, y_rows,
+              PER: gl.constexpr, GLU: gl.constexpr):  # fmt: skip
+    """`_loaded_walk` with the program's whole share of the matrix (GLU: of gate and up) asked for at its
+    start, two TMA copies each (code words, head words) into shared memory, every unit's words then read
+    from there."""
+    PARTS: gl.constexpr = 2 if GLU else 1
+    codes = gl.allocate_shared_memory(gl.int32, [PER, 64, 32], _CODES_SMEM)
+    heads = gl.allocate_shared_memory(gl.int32, [PER, 64, 4], _HEADS_SMEM)
+    codes_up, heads_up = codes, heads
+    if GLU:
+        codes_up = gl.allocate_shared_memory(gl.int32, [PER, 64, 32], _CODES_SMEM)
+        heads_up = gl.allocate_shared_memory(gl.int32, [PER, 64, 4], _HEADS_SMEM)
+    bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(bar, count=1)
+    fence_async_shared()
+    mbarrier.expect(bar, PARTS * 64 * PER * 36 * 4)
+    tma.async_copy_global_to_shared(codes_desc, [lo, first, 4], bar, codes)
+    tma.async_copy_global_to_shared(heads_desc, [lo, first, 0], bar, heads)
+    if GLU:
+        tma.async_copy_global_to_shared(codes_desc, [lo, y_rows + first, 4], bar, codes_up)
+        tma.async_copy_global_to_shared(heads_desc, [lo, y_rows + first, 0], bar, heads_up)
+    row_words = n_sb * tcg.SUPERBLOCK_WORDS
+    mins_rows, jj, jb, s_is0 = tcg._mins_operands(w_ptr, 0, first, n_rows, row_words)
+    up = gl.load(s_ptr + lo)
+    b_ahead = _unit_b(b_ptr, m_ptr, lo)
+    mbarrier.wait(bar, 0)
+    acc = gl.full([4, 2, 8, 4, 2], 0.0, gl.float32, tcg._L5)
+    acc_m = gl.full([64, 8], 0.0, gl.float32, tcg._MMA)
+    acc_up, acc_m_up = acc, acc_m
+    for i in gl.static_range(PER):
+        bs = b_ahead
+        if i + 1 < PER:
+            b_ahead = _unit_b(b_ptr, m_ptr, lo + i + 1)
+        acc, acc_m = _take_loaded(acc, acc_m, _smem_unit_words(codes, heads, i), bs, jj, jb, s_is0)
+        if GLU:
+            words_up = _smem_unit_words(codes_up, heads_up, i)
+            acc_up, acc_m_up = _take_loaded(acc_up, acc_m_up, words_up, bs, jj, jb, s_is0)
+    mbarrier.invalidate(bar)
+    return tcg._int8_total(acc, acc_m), tcg._int8_total(acc_up, acc_m_up), up
+
+
 @gluon.jit
 def _probe_kernel(w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, y_ptr, part_ptr, count_ptr, n_rows, n_sb, seg_w1, y_width,
-                  PER: gl.constexpr, SPLITS: gl.constexpr, GLU: gl.constexpr, LOADED: gl.constexpr,
+                  codes_desc, heads_desc, PER: gl.constexpr, SPLITS: gl.constexpr, GLU: gl.constexpr, LOADED: gl.constexpr,
                   COUNTED: gl.constexpr = 1):  # fmt: skip
-    """One program: a 64-row tile's PER super-blocks by the product's walk (LOADED 0) or `_loaded_walk`,
+    """One program: a 64-row tile's PER super-blocks by the product's walk (LOADED 0), `_loaded_walk` (1) or
+    `_tma_walk` (2: its words by TMA, the matrix as [units, rows, 36 words] int32, `_CODES_SMEM`'s and
+    `_HEADS_SMEM`'s copies),
     then the product's split-K tail without its epilogue's extras (bias, rms, residual); COUNTED 0: each
     split stores its partial sums and ends (no arrival counter, nobody sums them: a timing form)."""
     tile = gl.program_id(0)
@@ -170,7 +283,11 @@ def _probe_kernel(w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, y_ptr, part_ptr, count_ptr,
     first = tile * 64
     lo = split * PER
     r_rows = first + gl.arange(0, 64, layout=tcg._ROWS)
-    if LOADED:
+    if LOADED == 2:
+        total, total_up, up = _tma_walk(
+            codes_desc, heads_desc, w_ptr, b_ptr, m_ptr, s_ptr, first, n_rows, n_sb, lo, y_width, PER, GLU
+        )
+    elif LOADED:
         total, total_up, up = _loaded_walk(
             w_ptr, b_ptr, m_ptr, s_ptr, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU
         )
@@ -237,10 +354,22 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
     y = torch.empty(y_rows, device=device)
     part = torch.empty(splits, y_rows * (2 if glu else 1), device=device)
 
+    # `_tma_walk`'s view of each copy: [units, rows, 36 words], a program's [PER, 64, 32] code words and
+    # [PER, 64, 4] head words a copy each.
+    descs = []
+    for c in copies:
+        units = c.view(torch.int32).as_strided((n_sb, out_rows, 36), (36, row_words, 1))
+        descs.append(
+            tuple(
+                TensorDescriptor(units, [n_sb, out_rows, 36], [36, row_words, 1], [per, 64, width], layout)
+                for width, layout in ((32, _CODES_SMEM), (4, _HEADS_SMEM))
+            )
+        )
+
     def run_probe(i: int, loaded: int, counted: int = 1) -> torch.Tensor:
         _probe_kernel[(tiles, splits)](
             copies[i].view(torch.int32), x, b_buf, m_view, s_view, y, part, counters, y_rows, n_sb,
-            y_rows * row_words if glu else 0, y_rows, PER=per, SPLITS=splits, GLU=glu, LOADED=loaded,
+            y_rows * row_words if glu else 0, y_rows, *descs[i], PER=per, SPLITS=splits, GLU=glu, LOADED=loaded,
             COUNTED=counted, num_warps=tcg.NUM_WARPS,
         )  # fmt: skip
         return y
@@ -275,6 +404,7 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
         ("worker launch", run_worker),
         ("B formed", lambda i: run_probe(i, 0)),
         ("B loaded", lambda i: run_probe(i, 1)),
+        ("B loaded, words by TMA", lambda i: run_probe(i, 2)),
         ("B loaded, no split tail", lambda i: run_probe(i, 1, 0)),
         (
             "loads alone",

@@ -1,7 +1,8 @@
 """`benchmarks.b_operand_probe`'s kernel compiled for sm_90 without a GPU (Triton only): the two forms
 differ in the prologue alone. `B formed` meets its warps at barriers before the first mma (the product's
 prologue); `B loaded` reaches its first mma with no barrier and no shared memory, and both run the same
-number of int8 mmas and the same split-K tail, which the form without one lacks."""
+number of int8 mmas and the same split-K tail, which the form without one lacks. The TMA form asks for its
+whole share of the matrix before its first mma."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ SIGNATURE = {
     "n_sb": "i32",
     "seg_w1": "i32",
     "y_width": "i32",
+    "codes_desc": "tensordesc<i32[4, 64, 32],NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=32, rank=3)>",
+    "heads_desc": "tensordesc<i32[4, 64, 4],NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=3)>",
 }
 
 
@@ -57,3 +60,13 @@ def test_the_form_without_a_split_tail_has_no_arrival_counter() -> None:
     listing, counted = _listing(1, False, counted=0), _listing(1, False)
     assert listing.count("ATOMG") == 0 and listing.count("BAR") == 0
     assert listing.count("IMMA") == counted.count("IMMA") == 32
+
+
+@pytest.mark.parametrize("glu", [False, True])
+def test_the_tma_form_asks_for_its_whole_share_before_the_first_mma(glu: bool) -> None:
+    """LOADED 2: two TMA copies a matrix (code words, head words), all before the first mma, and every
+    unit's words then read from shared memory; the same mmas as the other forms."""
+    listing = _listing(2, glu)
+    assert _before_first_mma(listing, "UTMALDG") == listing.count("UTMALDG") == (4 if glu else 2)
+    assert listing.count("LDS") >= 4 * (2 if glu else 1) * 5  # a unit: 4 chunks and its head, at least
+    assert listing.count("IMMA") == (64 if glu else 32)
