@@ -21,6 +21,8 @@ layout, each program would load its fragments instead. This probe measures that 
   two TMA copies (code words, then the d, dmin and scale words) into shared memory and each unit's words
   read from there: every byte in flight at once, no registers held for it (the register walk has one unit
   ahead, `tc_units_ahead` 2 costs a program slot an SM);
+- `B formed, words by TMA`: the product's prologue with the TMA form's words (what the walk alone would
+  gain, without a producer writing B);
 - `B loaded, no split tail`: the same, each split storing its partial sums and ending (no arrival counter,
   nobody sums them), so the split-K tail's cost is the difference;
 - `loads alone`: `chain_probe`'s read loop over the same bytes with as many programs, no decoding: what is
@@ -28,7 +30,8 @@ layout, each program would load its fragments instead. This probe measures that 
 
 The loaded forms read a buffer of zeros: their sums are not the product's, and only their time means anything (no
 branch depends on a value). `B formed` is checked against the worker's launch: its sums must be the same
-bits (the same walk, the same split order), which the report states. The matrices are Phi-3-mini's Q4_K
+bits (the same walk, the same split order), and so must `B formed, words by TMA` (the same words, read
+from shared memory), which the report states. The matrices are Phi-3-mini's Q4_K
 products, as many copies of each as exceed the L2, each form's launches in a CUDA graph (`kernels_gemv.
 time_launches`). Writes `b_operand_probe.json` and `.md` to `--out`. CUDA (sm_80+) only.
 """
@@ -64,6 +67,7 @@ PHI3_PRODUCTS = (
 FORMS = (
     "worker launch",
     "B formed",
+    "B formed, words by TMA",
     "B loaded",
     "B loaded, words by TMA",
     "B loaded, no split tail",
@@ -228,11 +232,11 @@ def _smem_unit_words(codes, heads, i: gl.constexpr):
 
 
 @gluon.jit
-def _tma_walk(codes_desc, heads_desc, w_ptr, b_ptr, m_ptr, s_ptr, first, n_rows, n_sb, lo, y_rows,
-              PER: gl.constexpr, GLU: gl.constexpr):  # fmt: skip
+def _tma_walk(codes_desc, heads_desc, w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, first, n_rows, n_sb, lo, y_rows,
+              PER: gl.constexpr, GLU: gl.constexpr, FORMED: gl.constexpr):  # fmt: skip
     """`_loaded_walk` with the program's whole share of the matrix (GLU: of gate and up) asked for at its
     start, two TMA copies each (code words, head words) into shared memory, every unit's words then read
-    from there."""
+    from there; FORMED: the B operands made from x by the product's prologue instead of loaded."""
     PARTS: gl.constexpr = 2 if GLU else 1
     codes = gl.allocate_shared_memory(gl.int32, [PER, 64, 32], _CODES_SMEM)
     heads = gl.allocate_shared_memory(gl.int32, [PER, 64, 4], _HEADS_SMEM)
@@ -251,20 +255,38 @@ def _tma_walk(codes_desc, heads_desc, w_ptr, b_ptr, m_ptr, s_ptr, first, n_rows,
         tma.async_copy_global_to_shared(heads_desc, [lo, y_rows + first, 0], bar, heads_up)
     row_words = n_sb * tcg.SUPERBLOCK_WORDS
     mins_rows, jj, jb, s_is0 = tcg._mins_operands(w_ptr, 0, first, n_rows, row_words)
-    up = gl.load(s_ptr + lo)
-    b_ahead = _unit_b(b_ptr, m_ptr, lo)
+    if FORMED:  # as `tcg._q4_k_int8_walk`'s prologue
+        xs, up = tcg._activations(x_ptr, lo * 256, PER * 256, PER * 256, True)
+        smem_i = tcg._int8_b(xs, PER)
+        sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125
+        sx = gl.permute(gl.join(sx, gl.zeros_like(sx)), (0, 1, 3, 2))
+        smem_m = tcg._shared_b(gl.reshape(sx, (PER, 1, 4, 4)), PER, 128, False)
+        gl.thread_barrier()
+        b_ahead = up  # unused
+    else:
+        up = gl.load(s_ptr + lo)
+        b_ahead = _unit_b(b_ptr, m_ptr, lo)
     mbarrier.wait(bar, 0)
     acc = gl.full([4, 2, 8, 4, 2], 0.0, gl.float32, tcg._L5)
     acc_m = gl.full([64, 8], 0.0, gl.float32, tcg._MMA)
     acc_up, acc_m_up = acc, acc_m
     for i in gl.static_range(PER):
-        bs = b_ahead
-        if i + 1 < PER:
-            b_ahead = _unit_b(b_ptr, m_ptr, lo + i + 1)
-        acc, acc_m = _take_loaded(acc, acc_m, _smem_unit_words(codes, heads, i), bs, jj, jb, s_is0)
-        if GLU:
-            words_up = _smem_unit_words(codes_up, heads_up, i)
-            acc_up, acc_m_up = _take_loaded(acc_up, acc_m_up, words_up, bs, jj, jb, s_is0)
+        if FORMED:
+            words = _smem_unit_words(codes, heads, i)
+            acc, acc_m = tcg._take_int8_superblock(acc, acc_m, words, jj, jb, s_is0, smem_i, smem_m, i)
+            if GLU:
+                words_up = _smem_unit_words(codes_up, heads_up, i)
+                acc_up, acc_m_up = tcg._take_int8_superblock(
+                    acc_up, acc_m_up, words_up, jj, jb, s_is0, smem_i, smem_m, i
+                )
+        else:
+            bs = b_ahead
+            if i + 1 < PER:
+                b_ahead = _unit_b(b_ptr, m_ptr, lo + i + 1)
+            acc, acc_m = _take_loaded(acc, acc_m, _smem_unit_words(codes, heads, i), bs, jj, jb, s_is0)
+            if GLU:
+                words_up = _smem_unit_words(codes_up, heads_up, i)
+                acc_up, acc_m_up = _take_loaded(acc_up, acc_m_up, words_up, bs, jj, jb, s_is0)
     mbarrier.invalidate(bar)
     return tcg._int8_total(acc, acc_m), tcg._int8_total(acc_up, acc_m_up), up
 
@@ -274,7 +296,7 @@ def _probe_kernel(w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, y_ptr, part_ptr, count_ptr,
                   codes_desc, heads_desc, PER: gl.constexpr, SPLITS: gl.constexpr, GLU: gl.constexpr, LOADED: gl.constexpr,
                   COUNTED: gl.constexpr = 1):  # fmt: skip
     """One program: a 64-row tile's PER super-blocks by the product's walk (LOADED 0), `_loaded_walk` (1) or
-    `_tma_walk` (2: its words by TMA, the matrix as [units, rows, 36 words] int32, `_CODES_SMEM`'s and
+    `_tma_walk` (2; 3: with the product's prologue; its words by TMA, the matrix as [units, rows, 36 words] int32, `_CODES_SMEM`'s and
     `_HEADS_SMEM`'s copies),
     then the product's split-K tail without its epilogue's extras (bias, rms, residual); COUNTED 0: each
     split stores its partial sums and ends (no arrival counter, nobody sums them: a timing form)."""
@@ -283,10 +305,11 @@ def _probe_kernel(w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, y_ptr, part_ptr, count_ptr,
     first = tile * 64
     lo = split * PER
     r_rows = first + gl.arange(0, 64, layout=tcg._ROWS)
-    if LOADED == 2:
+    if LOADED >= 2:
         total, total_up, up = _tma_walk(
-            codes_desc, heads_desc, w_ptr, b_ptr, m_ptr, s_ptr, first, n_rows, n_sb, lo, y_width, PER, GLU
-        )
+            codes_desc, heads_desc, w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, first, n_rows, n_sb, lo, y_width, PER, GLU,
+            LOADED == 3,
+        )  # fmt: skip
     elif LOADED:
         total, total_up, up = _loaded_walk(
             w_ptr, b_ptr, m_ptr, s_ptr, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU
@@ -395,14 +418,18 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
     def run_worker(i: int) -> torch.Tensor:
         return launch_segments(x, segments[i], (None,) * halves, 1, config=config, glu=glu)
 
-    same = torch.equal(run_worker(0).reshape(-1), run_probe(0, 0).clone())
+    want = run_worker(0).reshape(-1).clone()
+    same = torch.equal(want, run_probe(0, 0).clone())
+    tma_same = torch.equal(want, run_probe(0, 3).clone())
     row = {"product": name, "shape": f"{out_rows}x{in_features}", "glu": glu, "per": per, "splits": splits}
     row["tiles"] = tiles
     row["bytes"] = w0.nbytes
     row["b_formed_equals_worker"] = same
+    row["tma_formed_equals_worker"] = tma_same
     forms = (
         ("worker launch", run_worker),
         ("B formed", lambda i: run_probe(i, 0)),
+        ("B formed, words by TMA", lambda i: run_probe(i, 3)),
         ("B loaded", lambda i: run_probe(i, 1)),
         ("B loaded, words by TMA", lambda i: run_probe(i, 2)),
         ("B loaded, no split tail", lambda i: run_probe(i, 1, 0)),
@@ -440,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         "µs a launch (% of copy). `B formed` - `B loaded`: the prologue; `B loaded` - its form with no split "
         "tail: the tail; `loads alone`: the same bytes read by as many programs with no decoding.",
         "",
-        "| product | shape | PER x splits | " + " | ".join(FORMS) + " | copy time | B formed = worker |",
+        "| product | shape | PER x splits | "
+        + " | ".join(FORMS)
+        + " | copy time | B formed (TMA) = worker |",
         "|---|---|---|" + "---:|" * (len(FORMS) + 1) + "---|",
     ]
     for r in rows:
@@ -452,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {r['product']} | {r['shape']} | {r['per']} x {r['splits']} | "
             + " | ".join(cells)
-            + f" | {floor} | {'yes' if r['b_formed_equals_worker'] else 'NO'} |"
+            + f" | {floor} | {'yes' if r['b_formed_equals_worker'] else 'NO'} "
+            + f"({'yes' if r['tma_formed_equals_worker'] else 'NO'}) |"
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "b_operand_probe.md").write_text("\n".join(lines) + "\n")

@@ -63,10 +63,11 @@ def test_the_form_without_a_split_tail_has_no_arrival_counter() -> None:
 
 
 @pytest.mark.parametrize("glu", [False, True])
-def test_the_tma_form_asks_for_its_whole_share_before_the_first_mma(glu: bool) -> None:
-    """LOADED 2: two TMA copies a matrix (code words, head words), all before the first mma, and every
-    unit's words then read from shared memory; the same mmas as the other forms."""
-    listing = _listing(2, glu)
+@pytest.mark.parametrize("loaded", [2, 3])
+def test_the_tma_forms_ask_for_their_whole_share_before_the_first_mma(loaded: int, glu: bool) -> None:
+    """LOADED 2 (B loaded) and 3 (B formed): two TMA copies a matrix (code words, head words), all before
+    the first mma, and every unit's words then read from shared memory; the same mmas as the other forms."""
+    listing = _listing(loaded, glu)
     assert _before_first_mma(listing, "UTMALDG") == listing.count("UTMALDG") == (4 if glu else 2)
     assert listing.count("LDS") >= 4 * (2 if glu else 1) * 5  # a unit: 4 chunks and its head, at least
     assert listing.count("IMMA") == (64 if glu else 32)
