@@ -12,6 +12,8 @@ ncu_where`). Were the activations' producer (the previous launch's tail) to writ
 layout, each program would load its fragments instead. This probe measures that before anyone builds it:
 
 - `worker launch`: the worker's default launch of the product (`triton_gemv.launch`), the anchor;
+- `worker launch, words by TMA`: the same with `GemvConfig.tc_words_by_tma` (`tensor_core_gemv.
+  _q4_k_int8_tma_walk`: each program's whole share asked for at its start by TMA, its B formed as ever);
 - `B formed`: `_probe_kernel` with the product's walk, prologue included, and a split-K tail like the
   product's (partials, arrival counter, the last program sums them in split order);
 - `B loaded`: the same kernel and tail, the walk loading each super-block's B words and the mins' operand
@@ -21,8 +23,6 @@ layout, each program would load its fragments instead. This probe measures that 
   two TMA copies (code words, then the d, dmin and scale words) into shared memory and each unit's words
   read from there: every byte in flight at once, no registers held for it (the register walk has one unit
   ahead, `tc_units_ahead` 2 costs a program slot an SM);
-- `B formed, words by TMA`: the product's prologue with the TMA form's words (what the walk alone would
-  gain, without a producer writing B);
 - `B loaded, no split tail`: the same, each split storing its partial sums and ending (no arrival counter,
   nobody sums them), so the split-K tail's cost is the difference;
 - `loads alone`: `chain_probe`'s read loop over the same bytes with as many programs, no decoding: what is
@@ -30,8 +30,8 @@ layout, each program would load its fragments instead. This probe measures that 
 
 The loaded forms read a buffer of zeros: their sums are not the product's, and only their time means anything (no
 branch depends on a value). `B formed` is checked against the worker's launch: its sums must be the same
-bits (the same walk, the same split order), and so must `B formed, words by TMA` (the same words, read
-from shared memory), which the report states. The matrices are Phi-3-mini's Q4_K
+bits (the same walk, the same split order), and so must the worker's TMA form (the same words, read from
+shared memory), which the report states. The matrices are Phi-3-mini's Q4_K
 products, as many copies of each as exceed the L2, each form's launches in a CUDA graph (`kernels_gemv.
 time_launches`). Writes `b_operand_probe.json` and `.md` to `--out`. CUDA (sm_80+) only.
 """
@@ -39,6 +39,7 @@ time_launches`). Writes `b_operand_probe.json` and `.md` to `--out`. CUDA (sm_80
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -46,8 +47,7 @@ from pathlib import Path
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
 from benchmarks.chain_probe import BLOCK_WORDS, _read_kernel
 from benchmarks.kernels_gemv import L2_FLUSH_BYTES, time_launches
@@ -66,8 +66,8 @@ PHI3_PRODUCTS = (
 # The forms timed, in the report's order.
 FORMS = (
     "worker launch",
+    "worker launch, words by TMA",
     "B formed",
-    "B formed, words by TMA",
     "B loaded",
     "B loaded, words by TMA",
     "B loaded, no split tail",
@@ -176,139 +176,49 @@ def _loaded_walk(w_ptr, b_ptr, m_ptr, s_ptr, first, r_rows, n_rows, n_sb, lo, se
     return tcg._int8_total(acc, acc_m), tcg._int8_total(acc_up, acc_m_up), up
 
 
-# A program's share of one matrix as TMA writes it, from the matrix viewed [units, rows, 36 words] (strides
-# 36 and a row's words): the code words [PER units, 64 rows, 32] (128-byte rows, swizzled: the 8 rows a
-# warp's lanes read at once fall in different banks) and the head words (d and dmin, the scale words)
-# [PER, 64, 4] (16-byte rows, unswizzled).
-_CODES_SMEM = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=32, rank=3)
-_HEADS_SMEM = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=3)
-# A unit's code words of the tile [1, 64, 32] (column 8c + 2t + u): lane (g, t) words (t, u) of each
-# chunk c of rows g and g + 8, as `tcg._L5` holds a chunk.
-_CODES_LOAD = gl.DistributedLinearLayout(
-    reg_bases=[[0, 0, 1], [0, 8, 0], [0, 0, 8], [0, 0, 16]],
-    lane_bases=[[0, 0, 2], [0, 0, 4], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
-    warp_bases=[[0, 16, 0], [0, 32, 0]],
-    block_bases=[],
-    shape=[1, 64, 32],
-)
-# A unit's head words of the tile [1, 64, 4]: lane (g, t) rows g and g + 8 of its warp, every t alike, as
-# `tcg._R5` and `tcg._ROWS` hold a row's values.
-_HEADS_LOAD = gl.DistributedLinearLayout(
-    reg_bases=[[0, 8, 0], [0, 0, 1], [0, 0, 2]],
-    lane_bases=[[0, 0, 0], [0, 0, 0], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
-    warp_bases=[[0, 16, 0], [0, 32, 0]],
-    block_bases=[],
-    shape=[1, 64, 4],
-)
-_MINS_ROW = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, tcg._MINS_A)))
-
-
 @gluon.jit
-def _smem_unit_words(codes, heads, i: gl.constexpr):
-    """Super-block i's words of the tile in shared memory, as `tcg._int8_words` returns them."""
-    head = heads.slice(i, 1).load(_HEADS_LOAD)
-    q0, q1 = gl.split(gl.reshape(head, (64, 2, 2)))  # column 2p + q: q0 holds words 0 and 2, q1 1 and 3
-    w0, w2 = gl.split(q0)
-    w1, w3 = gl.split(q1)
-    words = gl.reshape(codes.slice(i, 1).load(_CODES_LOAD), (4, 2, 8, 4, 4, 2))  # [w, h, g, c, t, u]
-    words = gl.reshape(gl.permute(words, (0, 1, 2, 4, 5, 3)), (4, 2, 8, 4, 2, 2, 2))  # [.., t, u, c1, c0]
-    even, odd = gl.split(words)  # c0
-    c0, c2 = gl.split(even)  # c1
-    c1, c3 = gl.split(odd)
-    m2 = gl.convert_layout(w2, _MINS_ROW)
-    m3 = gl.convert_layout(w3, _MINS_ROW)
-    return (
-        gl.convert_layout(gl.reshape(w0, (4, 2, 8)), tcg._R5),
-        gl.convert_layout(gl.reshape(w1, (4, 2, 8)), tcg._R5),
-        gl.convert_layout(gl.reshape(w3, (4, 2, 8)), tcg._R5),
-        gl.convert_layout(c0, tcg._L5),
-        gl.convert_layout(c1, tcg._L5),
-        gl.convert_layout(c2, tcg._L5),
-        gl.convert_layout(c3, tcg._L5),
-        gl.convert_layout(w0, tcg._ROWS),
-        gl.expand_dims(gl.expand_dims(gl.expand_dims(m2, 1), 2), 3),
-        gl.expand_dims(gl.expand_dims(gl.expand_dims(m3, 1), 2), 3),
+def _tma_walk(codes_desc, heads_desc, codes_up_desc, heads_up_desc, w_ptr, b_ptr, m_ptr, s_ptr, first, lo,
+              PER: gl.constexpr, GLU: gl.constexpr):  # fmt: skip
+    """`_loaded_walk` with the product's TMA tiles (`tcg.tma_tiles_asked`): the program's whole share of the
+    matrix (GLU: of gate and up) asked for at its start, every unit's words then read from shared memory."""
+    codes, heads, codes_up, heads_up, bar = tcg.tma_tiles_asked(
+        codes_desc, heads_desc, codes_up_desc, heads_up_desc, first, lo, PER, GLU
     )
-
-
-@gluon.jit
-def _tma_walk(codes_desc, heads_desc, w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, first, n_rows, n_sb, lo, y_rows,
-              PER: gl.constexpr, GLU: gl.constexpr, FORMED: gl.constexpr):  # fmt: skip
-    """`_loaded_walk` with the program's whole share of the matrix (GLU: of gate and up) asked for at its
-    start, two TMA copies each (code words, head words) into shared memory, every unit's words then read
-    from there; FORMED: the B operands made from x by the product's prologue instead of loaded."""
-    PARTS: gl.constexpr = 2 if GLU else 1
-    codes = gl.allocate_shared_memory(gl.int32, [PER, 64, 32], _CODES_SMEM)
-    heads = gl.allocate_shared_memory(gl.int32, [PER, 64, 4], _HEADS_SMEM)
-    codes_up, heads_up = codes, heads
-    if GLU:
-        codes_up = gl.allocate_shared_memory(gl.int32, [PER, 64, 32], _CODES_SMEM)
-        heads_up = gl.allocate_shared_memory(gl.int32, [PER, 64, 4], _HEADS_SMEM)
-    bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    mbarrier.init(bar, count=1)
-    fence_async_shared()
-    mbarrier.expect(bar, PARTS * 64 * PER * 36 * 4)
-    tma.async_copy_global_to_shared(codes_desc, [lo, first, 4], bar, codes)
-    tma.async_copy_global_to_shared(heads_desc, [lo, first, 0], bar, heads)
-    if GLU:
-        tma.async_copy_global_to_shared(codes_desc, [lo, y_rows + first, 4], bar, codes_up)
-        tma.async_copy_global_to_shared(heads_desc, [lo, y_rows + first, 0], bar, heads_up)
-    row_words = n_sb * tcg.SUPERBLOCK_WORDS
-    mins_rows, jj, jb, s_is0 = tcg._mins_operands(w_ptr, 0, first, n_rows, row_words)
-    if FORMED:  # as `tcg._q4_k_int8_walk`'s prologue
-        xs, up = tcg._activations(x_ptr, lo * 256, PER * 256, PER * 256, True)
-        smem_i = tcg._int8_b(xs, PER)
-        sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125
-        sx = gl.permute(gl.join(sx, gl.zeros_like(sx)), (0, 1, 3, 2))
-        smem_m = tcg._shared_b(gl.reshape(sx, (PER, 1, 4, 4)), PER, 128, False)
-        gl.thread_barrier()
-        b_ahead = up  # unused
-    else:
-        up = gl.load(s_ptr + lo)
-        b_ahead = _unit_b(b_ptr, m_ptr, lo)
+    jj, jb, s_is0 = tcg._mins_positions()
+    up = gl.load(s_ptr + lo)
+    b_ahead = _unit_b(b_ptr, m_ptr, lo)
     mbarrier.wait(bar, 0)
     acc = gl.full([4, 2, 8, 4, 2], 0.0, gl.float32, tcg._L5)
     acc_m = gl.full([64, 8], 0.0, gl.float32, tcg._MMA)
     acc_up, acc_m_up = acc, acc_m
     for i in gl.static_range(PER):
-        if FORMED:
-            words = _smem_unit_words(codes, heads, i)
-            acc, acc_m = tcg._take_int8_superblock(acc, acc_m, words, jj, jb, s_is0, smem_i, smem_m, i)
-            if GLU:
-                words_up = _smem_unit_words(codes_up, heads_up, i)
-                acc_up, acc_m_up = tcg._take_int8_superblock(
-                    acc_up, acc_m_up, words_up, jj, jb, s_is0, smem_i, smem_m, i
-                )
-        else:
-            bs = b_ahead
-            if i + 1 < PER:
-                b_ahead = _unit_b(b_ptr, m_ptr, lo + i + 1)
-            acc, acc_m = _take_loaded(acc, acc_m, _smem_unit_words(codes, heads, i), bs, jj, jb, s_is0)
-            if GLU:
-                words_up = _smem_unit_words(codes_up, heads_up, i)
-                acc_up, acc_m_up = _take_loaded(acc_up, acc_m_up, words_up, bs, jj, jb, s_is0)
+        bs = b_ahead
+        if i + 1 < PER:
+            b_ahead = _unit_b(b_ptr, m_ptr, lo + i + 1)
+        acc, acc_m = _take_loaded(acc, acc_m, tcg.tma_superblock_words(codes, heads, i), bs, jj, jb, s_is0)
+        if GLU:
+            words_up = tcg.tma_superblock_words(codes_up, heads_up, i)
+            acc_up, acc_m_up = _take_loaded(acc_up, acc_m_up, words_up, bs, jj, jb, s_is0)
     mbarrier.invalidate(bar)
     return tcg._int8_total(acc, acc_m), tcg._int8_total(acc_up, acc_m_up), up
 
 
 @gluon.jit
 def _probe_kernel(w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, y_ptr, part_ptr, count_ptr, n_rows, n_sb, seg_w1, y_width,
-                  codes_desc, heads_desc, PER: gl.constexpr, SPLITS: gl.constexpr, GLU: gl.constexpr, LOADED: gl.constexpr,
-                  COUNTED: gl.constexpr = 1):  # fmt: skip
+                  codes_desc, heads_desc, codes_up_desc, heads_up_desc, PER: gl.constexpr, SPLITS: gl.constexpr,
+                  GLU: gl.constexpr, LOADED: gl.constexpr, COUNTED: gl.constexpr = 1):  # fmt: skip
     """One program: a 64-row tile's PER super-blocks by the product's walk (LOADED 0), `_loaded_walk` (1) or
-    `_tma_walk` (2; 3: with the product's prologue; its words by TMA, the matrix as [units, rows, 36 words] int32, `_CODES_SMEM`'s and
-    `_HEADS_SMEM`'s copies),
-    then the product's split-K tail without its epilogue's extras (bias, rms, residual); COUNTED 0: each
-    split stores its partial sums and ends (no arrival counter, nobody sums them: a timing form)."""
+    `_tma_walk` (2: its words by TMA, `tcg.tma_descriptors`), then the product's split-K tail without its
+    epilogue's extras (bias, rms, residual); COUNTED 0: each split stores its partial sums and ends (no
+    arrival counter, nobody sums them: a timing form)."""
     tile = gl.program_id(0)
     split = gl.program_id(1)
     first = tile * 64
     lo = split * PER
     r_rows = first + gl.arange(0, 64, layout=tcg._ROWS)
-    if LOADED >= 2:
+    if LOADED == 2:
         total, total_up, up = _tma_walk(
-            codes_desc, heads_desc, w_ptr, x_ptr, b_ptr, m_ptr, s_ptr, first, n_rows, n_sb, lo, y_width, PER, GLU,
-            LOADED == 3,
+            codes_desc, heads_desc, codes_up_desc, heads_up_desc, w_ptr, b_ptr, m_ptr, s_ptr, first, lo, PER, GLU
         )  # fmt: skip
     elif LOADED:
         total, total_up, up = _loaded_walk(
@@ -377,17 +287,13 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
     y = torch.empty(y_rows, device=device)
     part = torch.empty(splits, y_rows * (2 if glu else 1), device=device)
 
-    # `_tma_walk`'s view of each copy: [units, rows, 36 words], a program's [PER, 64, 32] code words and
-    # [PER, 64, 4] head words a copy each.
+    # `_tma_walk`'s descriptors of each copy (`tcg.tma_descriptors`; GLU: the gate's and the up's halves).
+    halves = 2 if glu else 1
     descs = []
     for c in copies:
-        units = c.view(torch.int32).as_strided((n_sb, out_rows, 36), (36, row_words, 1))
-        descs.append(
-            tuple(
-                TensorDescriptor(units, [n_sb, out_rows, 36], [36, row_words, 1], [per, 64, width], layout)
-                for width, layout in ((32, _CODES_SMEM), (4, _HEADS_SMEM))
-            )
-        )
+        half = c.numel() // halves
+        gate = tcg.tma_descriptors(c[:half], y_rows, n_sb, per)
+        descs.append(gate + (tcg.tma_descriptors(c[half:], y_rows, n_sb, per) if glu else (None, None)))
 
     def run_probe(i: int, loaded: int, counted: int = 1) -> torch.Tensor:
         _probe_kernel[(tiles, splits)](
@@ -398,7 +304,6 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
         return y
 
     # The worker's launch of the same bytes: GLU's gate and up are the matrix's two halves of rows.
-    halves = 2 if glu else 1
     segments = [
         tuple(
             QTensor(
@@ -415,21 +320,23 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
         shape.qtype, y_rows, in_features, 1, sm_count, layout=layout_of(w0), tensor_cores=True
     )
 
-    def run_worker(i: int) -> torch.Tensor:
+    by_tma = dataclasses.replace(config, tc_words_by_tma=True)
+
+    def run_worker(i: int, config=config) -> torch.Tensor:
         return launch_segments(x, segments[i], (None,) * halves, 1, config=config, glu=glu)
 
     want = run_worker(0).reshape(-1).clone()
     same = torch.equal(want, run_probe(0, 0).clone())
-    tma_same = torch.equal(want, run_probe(0, 3).clone())
+    tma_same = torch.equal(want, run_worker(0, by_tma).reshape(-1).clone())
     row = {"product": name, "shape": f"{out_rows}x{in_features}", "glu": glu, "per": per, "splits": splits}
     row["tiles"] = tiles
     row["bytes"] = w0.nbytes
     row["b_formed_equals_worker"] = same
-    row["tma_formed_equals_worker"] = tma_same
+    row["tma_worker_equals_worker"] = tma_same
     forms = (
         ("worker launch", run_worker),
+        ("worker launch, words by TMA", lambda i: run_worker(i, by_tma)),
         ("B formed", lambda i: run_probe(i, 0)),
-        ("B formed, words by TMA", lambda i: run_probe(i, 3)),
         ("B loaded", lambda i: run_probe(i, 1)),
         ("B loaded, words by TMA", lambda i: run_probe(i, 2)),
         ("B loaded, no split tail", lambda i: run_probe(i, 1, 0)),
@@ -469,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| product | shape | PER x splits | "
         + " | ".join(FORMS)
-        + " | copy time | B formed (TMA) = worker |",
+        + " | copy time | B formed (worker by TMA) = worker |",
         "|---|---|---|" + "---:|" * (len(FORMS) + 1) + "---|",
     ]
     for r in rows:
@@ -482,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['product']} | {r['shape']} | {r['per']} x {r['splits']} | "
             + " | ".join(cells)
             + f" | {floor} | {'yes' if r['b_formed_equals_worker'] else 'NO'} "
-            + f"({'yes' if r['tma_formed_equals_worker'] else 'NO'}) |"
+            + f"({'yes' if r['tma_worker_equals_worker'] else 'NO'}) |"
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "b_operand_probe.md").write_text("\n".join(lines) + "\n")

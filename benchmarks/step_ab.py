@@ -55,6 +55,11 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   SM, which still hold Phi-3's 384 in one wave); `..., four super-blocks a program`: the same, each
   program walking 4 where it divides the row's (Phi-3's output projection: 144 programs instead of 288).
   Timed on an H100 (2026-12-07): Phi-3 −1.3 % and −1.9 %, the same tokens;
+- `tensor-core Q4_K words by TMA` (`GemvConfig.tc_words_by_tma`): every Q4_K int8 tensor-core launch of
+  one matrix asking for each program's whole share at its start by TMA copies into shared memory instead
+  of one super-block's words ahead in registers (the same bits); where dependent launch is off by default
+  (Phi-3), also with it (`..., with dependent launch[, late trigger]`: the copies then run before the
+  wait, beside the previous kernel's tail);
 - `tensor-core rows across 2 warps`, `... 4 warps` (`GemvConfig.tc_warp_split`): every tensor-core launch
   whose row's units the split divides with 32 or 16 rows a program, its warps each walking their own run
   of the units and the runs' sums added in the program, so that the split of K across programs (partial
@@ -476,6 +481,14 @@ def _tc_warp_split(split: int, config: Any, layout: Any, shape: tuple[int, int, 
     return dataclasses.replace(config, tc_warp_split=split)
 
 
+def _tc_words_by_tma(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The tensor-core launches asking for each program's whole share by TMA (`GemvConfig.tc_words_by_tma`:
+    Q4_K on int8 mma, one matrix; the others keep their walk)."""
+    if not config.tensor_cores:
+        return config
+    return dataclasses.replace(config, tc_words_by_tma=True)
+
+
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """Every GEMV on the CUDA-core loop (`KernelConfig.tensor_core_gemv` off)."""
     return dataclasses.replace(config, tensor_cores=False)
@@ -502,6 +515,7 @@ GEMV_SHAPE_RULES = {
     "tc-two-ahead-four": functools.partial(_tc_two_ahead, 4),
     "tc-warp-split-2": functools.partial(_tc_warp_split, 2),
     "tc-warp-split-4": functools.partial(_tc_warp_split, 4),
+    "tc-words-by-tma": _tc_words_by_tma,
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -551,6 +565,7 @@ GEMV_SHAPE_VARIANTS = {
     "tensor-core walks two units ahead, four super-blocks a program": "tc-two-ahead-four",
     "tensor-core rows across 2 warps": "tc-warp-split-2",
     "tensor-core rows across 4 warps": "tc-warp-split-4",
+    "tensor-core Q4_K words by TMA": "tc-words-by-tma",
     "regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)": "q6-k-cuda-cores",
     "every Q4_K GEMV on the tensor cores": "q4-k-tensor-cores",
 }
@@ -716,6 +731,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 variants[f"tensor-core GEMVs capped at 80 registers, {name}, words before the wait"] = (
                     Variant(default_kernels, modes[name], gemv_shapes="tc-words-early-80")
+                )
+                # The TMA walk asks for its share before the wait: launched early, that overlaps the
+                # previous kernel's tail.
+                variants[f"tensor-core Q4_K words by TMA, {name}"] = Variant(
+                    default_kernels, modes[name], gemv_shapes="tc-words-by-tma"
                 )
     variants = select_variants(variants, args.only)
     ids = [1 + (7 * i) % 97 for i in range(8)]

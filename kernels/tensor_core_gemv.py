@@ -77,6 +77,8 @@ import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels import dependent_launch
 from kernels.triton_common import await_previous_grid, gated, launch_next_grid_late, rms_over, segment_of
@@ -146,6 +148,7 @@ _MINS_A = gl.DistributedLinearLayout(
     block_bases=[],
     shape=[64, 4, 2, 2],
 )
+_MINS_ROW = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A)))  # a value a row of it
 # Regrouped Q6_K: a group's words [64 rows, 4 t], lane (row % 8, t) holding word t of rows row and row + 8.
 _Q6_WORDS = gl.DistributedLinearLayout(
     reg_bases=[[8, 0]],
@@ -623,21 +626,29 @@ def _walk(
 
 
 @gluon.jit
-def _mins_operands(w_ptr, w_off, first, n_rows, row_words, PER: gl.constexpr = 1, WS: gl.constexpr = 1):
-    """What a Q4_K walk's mins' mma reads its A with (`_mins_product`), laid out as that A [64 rows, 4 t,
-    2 s, 2 r]: each row's words (clamped at the matrix's last row), the sub-block j = 2t + r of each
-    element, the bit of its byte in a scale word, and whether it is K < 8 (s = 0; K >= 8 are zeros)."""
-    ma_r_rows = gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A))))
+def _mins_positions():
+    """Where the mins' A [64 rows, 4 t, 2 s, 2 r] takes its values from (`_mins_product`): the sub-block
+    j = 2t + r of each element, the bit of its byte in a scale word, and whether it is K < 8 (s = 0; K >= 8
+    are zeros)."""
     ma_t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, _MINS_A))))
     ma_s = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, _MINS_A))))
     ma_r = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, _MINS_A))))
-    mins_rows = w_ptr + w_off + _row_offsets(first, ma_r_rows, n_rows, row_words, SUPERBLOCK_WORDS, PER, WS)
-    mins_rows = gl.expand_dims(gl.expand_dims(gl.expand_dims(mins_rows, 1), 2), 3)
     jj = gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * ma_t, 0), 2), 3) + gl.expand_dims(
         gl.expand_dims(gl.expand_dims(ma_r, 0), 1), 2
     )
     s_is0 = gl.expand_dims(gl.expand_dims(gl.expand_dims(ma_s, 0), 1), 3) == 0
-    return mins_rows, jj, (jj % 4) * 8, s_is0
+    return jj, (jj % 4) * 8, s_is0
+
+
+@gluon.jit
+def _mins_operands(w_ptr, w_off, first, n_rows, row_words, PER: gl.constexpr = 1, WS: gl.constexpr = 1):
+    """What a Q4_K walk's mins' mma reads its A with (`_mins_product`), laid out as that A [64 rows, 4 t,
+    2 s, 2 r]: each row's words (clamped at the matrix's last row) and `_mins_positions`."""
+    ma_r_rows = gl.arange(0, 64, layout=_MINS_ROW)
+    mins_rows = w_ptr + w_off + _row_offsets(first, ma_r_rows, n_rows, row_words, SUPERBLOCK_WORDS, PER, WS)
+    mins_rows = gl.expand_dims(gl.expand_dims(gl.expand_dims(mins_rows, 1), 2), 3)
+    jj, jb, s_is0 = _mins_positions()
+    return mins_rows, jj, jb, s_is0
 
 
 @gluon.jit
@@ -926,6 +937,134 @@ def _q4_k_int8_walk(
     return _int8_total(acc, acc_m), _int8_total(acc_up, acc_m_up), up
 
 
+# `_q4_k_int8_tma_walk`: a program's share of a Q4_K matrix as TMA writes it, from the matrix viewed
+# [super-blocks, rows, 36 words] (strides 36 and a row's words, `tma_descriptors`): the code words [PER, 64
+# rows, 32] (128-byte rows, swizzled, so the 8 rows a warp's lanes read at once fall in different banks) and
+# the head words (d and dmin, the scale words) [PER, 64, 4] (16-byte rows, unswizzled).
+CODES_SMEM = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=32, rank=3)
+HEADS_SMEM = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=3)
+# A super-block's code words of the tile [1, 64, 32] (column 8c + 2t + u): lane (g, t) words (t, u) of
+# each chunk c of rows g and g + 8, as `_L5` holds a chunk.
+_CODES_LOAD = gl.DistributedLinearLayout(
+    reg_bases=[[0, 0, 1], [0, 8, 0], [0, 0, 8], [0, 0, 16]],
+    lane_bases=[[0, 0, 2], [0, 0, 4], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+    warp_bases=[[0, 16, 0], [0, 32, 0]],
+    block_bases=[],
+    shape=[1, 64, 32],
+)
+# A super-block's head words of the tile [1, 64, 4]: lane (g, t) rows g and g + 8 of its warp, every t
+# alike, as `_R5`, `_ROWS` and `_MINS_ROW` hold a row's values.
+_HEADS_LOAD = gl.DistributedLinearLayout(
+    reg_bases=[[0, 8, 0], [0, 0, 1], [0, 0, 2]],
+    lane_bases=[[0, 0, 0], [0, 0, 0], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+    warp_bases=[[0, 16, 0], [0, 32, 0]],
+    block_bases=[],
+    shape=[1, 64, 4],
+)
+
+
+@gluon.jit
+def tma_superblock_words(codes, heads, i: gl.constexpr):
+    """Super-block i's words of a TMA tile in shared memory (`CODES_SMEM`, `HEADS_SMEM`), as
+    `_int8_words` returns them from memory."""
+    head = heads.slice(i, 1).load(_HEADS_LOAD)
+    q0, q1 = gl.split(gl.reshape(head, (64, 2, 2)))  # column 2p + q: q0 holds words 0 and 2, q1 1 and 3
+    w0, w2 = gl.split(q0)
+    w1, w3 = gl.split(q1)
+    words = gl.reshape(codes.slice(i, 1).load(_CODES_LOAD), (4, 2, 8, 4, 4, 2))  # [w, h, g, c, t, u]
+    words = gl.reshape(gl.permute(words, (0, 1, 2, 4, 5, 3)), (4, 2, 8, 4, 2, 2, 2))  # [.., t, u, c1, c0]
+    even, odd = gl.split(words)  # c0
+    c0, c2 = gl.split(even)  # c1
+    c1, c3 = gl.split(odd)
+    m2 = gl.convert_layout(w2, _MINS_ROW)
+    m3 = gl.convert_layout(w3, _MINS_ROW)
+    return (
+        gl.convert_layout(gl.reshape(w0, (4, 2, 8)), _R5),
+        gl.convert_layout(gl.reshape(w1, (4, 2, 8)), _R5),
+        gl.convert_layout(gl.reshape(w3, (4, 2, 8)), _R5),
+        gl.convert_layout(c0, _L5),
+        gl.convert_layout(c1, _L5),
+        gl.convert_layout(c2, _L5),
+        gl.convert_layout(c3, _L5),
+        gl.convert_layout(w0, _ROWS),
+        gl.expand_dims(gl.expand_dims(gl.expand_dims(m2, 1), 2), 3),
+        gl.expand_dims(gl.expand_dims(gl.expand_dims(m3, 1), 2), 3),
+    )
+
+
+@gluon.jit
+def tma_tiles_asked(codes_desc, heads_desc, codes_up_desc, heads_up_desc, first, lo, PER: gl.constexpr,
+                    GLU: gl.constexpr):  # fmt: skip
+    """Allocates a program's TMA tiles (GLU: the up rows' too) and an mbarrier, and asks for its share of
+    the matrix, PER super-blocks from `lo` of rows `first` ..: (codes, heads, codes_up, heads_up, barrier),
+    the barrier's phase 0 complete once every byte has landed."""
+    codes = gl.allocate_shared_memory(gl.int32, [PER, 64, 32], CODES_SMEM)
+    heads = gl.allocate_shared_memory(gl.int32, [PER, 64, 4], HEADS_SMEM)
+    codes_up, heads_up = codes, heads
+    if GLU:
+        codes_up = gl.allocate_shared_memory(gl.int32, [PER, 64, 32], CODES_SMEM)
+        heads_up = gl.allocate_shared_memory(gl.int32, [PER, 64, 4], HEADS_SMEM)
+    bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(bar, count=1)
+    fence_async_shared()
+    PARTS: gl.constexpr = 2 if GLU else 1
+    mbarrier.expect(bar, PARTS * 64 * PER * SUPERBLOCK_WORDS * 4)  # out-of-range rows land as zeros, counted
+    tma.async_copy_global_to_shared(codes_desc, [lo, first, 4], bar, codes)
+    tma.async_copy_global_to_shared(heads_desc, [lo, first, 0], bar, heads)
+    if GLU:
+        tma.async_copy_global_to_shared(codes_up_desc, [lo, first, 4], bar, codes_up)
+        tma.async_copy_global_to_shared(heads_up_desc, [lo, first, 0], bar, heads_up)
+    return codes, heads, codes_up, heads_up, bar
+
+
+@gluon.jit
+def _q4_k_int8_tma_walk(
+    codes_desc, heads_desc, codes_up_desc, heads_up_desc, x_ptr, first, lo, PER: gl.constexpr, GLU: gl.constexpr,
+    WAIT: gl.constexpr = 0,
+):  # fmt: skip
+    """`_q4_k_int8_walk` with the program's whole share of the matrix (GLU: of gate and up) asked for at its
+    start, before the wait for the previous grid (weights are never written during a step), by two TMA
+    copies a matrix into shared memory (`tma_tiles_asked`), and each super-block's words read from there
+    (`tma_superblock_words`): every byte in flight at once and none held in registers. The same words and
+    products in the same order as the register walk: the same bits."""
+    codes, heads, codes_up, heads_up, bar = tma_tiles_asked(
+        codes_desc, heads_desc, codes_up_desc, heads_up_desc, first, lo, PER, GLU
+    )
+    jj, jb, s_is0 = _mins_positions()
+    await_previous_grid(WAIT)
+    xs, up = _activations(x_ptr, lo * 256, PER * 256, PER * 256, True)  # as `_q4_k_int8_walk`'s prologue
+    smem_i = _int8_b(xs, PER)
+    sx = gl.sum(gl.reshape(xs, (PER, 4, 2, 32)), axis=3) * 0.03125
+    sx = gl.permute(gl.join(sx, gl.zeros_like(sx)), (0, 1, 3, 2))
+    smem_m = _shared_b(gl.reshape(sx, (PER, 1, 4, 4)), PER, 128, False)
+    gl.thread_barrier()
+    mbarrier.wait(bar, 0)
+    acc = gl.full([4, 2, 8, 4, 2], 0.0, gl.float32, _L5)
+    acc_m = gl.full([64, 8], 0.0, gl.float32, _MMA)
+    acc_up, acc_m_up = acc, acc_m
+    for i in gl.static_range(PER):
+        words = tma_superblock_words(codes, heads, i)
+        acc, acc_m = _take_int8_superblock(acc, acc_m, words, jj, jb, s_is0, smem_i, smem_m, i)
+        if GLU:
+            words_up = tma_superblock_words(codes_up, heads_up, i)
+            acc_up, acc_m_up = _take_int8_superblock(
+                acc_up, acc_m_up, words_up, jj, jb, s_is0, smem_i, smem_m, i
+            )
+    mbarrier.invalidate(bar)
+    return _int8_total(acc, acc_m), _int8_total(acc_up, acc_m_up), up
+
+
+def tma_descriptors(data: torch.Tensor, n_rows: int, n_sb: int, per: int) -> tuple:
+    """`_q4_k_int8_tma_walk`'s view of a Q4_K matrix's bytes `data` (n_rows rows of n_sb super-blocks):
+    [super-blocks, rows, 36 words] int32, a program's PER x 64 code words and head words a copy each."""
+    row_words = n_sb * 36
+    units = data.view(torch.int32).as_strided((n_sb, n_rows, 36), (36, row_words, 1))
+    return tuple(
+        TensorDescriptor(units, [n_sb, n_rows, 36], [36, row_words, 1], [per, 64, width], layout)
+        for width, layout in ((32, CODES_SMEM), (4, HEADS_SMEM))
+    )
+
+
 @gluon.jit
 def _activations(
     x_ptr, start, N: gl.constexpr, VALID: gl.constexpr, FOURS: gl.constexpr = False, WS: gl.constexpr = 1
@@ -1144,6 +1283,10 @@ def _tc_gemv_kernel(
     ids_ptr,  # HAS_IDS: the expert id of each token-expert pair (the grid's axis 2)
     x_group,  # HAS_IDS: pairs a row of x and of the rms rows (k for a MoE's gate and up, 1 for its down)
     expert_words,  # HAS_IDS: load words from one expert of the matrix to the next
+    codes_desc,  # WORDS_BY_TMA: `tma_descriptors` of the matrix (GLU: the gate's), else None
+    heads_desc,
+    codes_up_desc,  # WORDS_BY_TMA with GLU: the up matrix's, else None
+    heads_up_desc,
     FMT: gl.constexpr,  # one of FORMATS
     UNIT: gl.constexpr,  # elements a unit of FMT (UNITS)
     PER: gl.constexpr,  # units a program walks
@@ -1164,12 +1307,18 @@ def _tc_gemv_kernel(
     WORDS_EARLY: gl.constexpr = 0,  # a 2-D matrix: the walk waits once its first words are asked for
     AHEAD: gl.constexpr = 1,  # units whose words are in flight beside the one multiplied (1 or 2)
     WARP_SPLIT: gl.constexpr = 1,  # 1, 2 or 4: the row tile's K across its warps (`GemvConfig.tc_warp_split`)
+    WORDS_BY_TMA: gl.constexpr = 0,  # Q4_K int8, one segment: the walk's words by TMA (`_q4_k_int8_tma_walk`)
 ):
     gl.static_assert(not (WORDS_EARLY and HAS_IDS), "an expert's words are known only after the wait")
     gl.static_assert(not (WARP_SPLIT > 1 and INT8_CODES), "a warp split walks Q4_K's float16 codes")
+    gl.static_assert(
+        not WORDS_BY_TMA or (INT8_CODES and SEGMENTS == 1 and not HAS_IDS), "TMA walks one Q4_K int8 matrix"
+    )
     # Where the program waits for the previous grid: here, or with WORDS_EARLY inside the walk, after it
     # has asked for its first unit's words (`GemvConfig.tc_words_early`).
-    WALK_WAIT: gl.constexpr = PDL if WORDS_EARLY else 0
+    # The TMA walk asks for its whole share before it waits, as WORDS_EARLY does for the first unit.
+    WAITS_IN_WALK: gl.constexpr = WORDS_EARLY or WORDS_BY_TMA
+    WALK_WAIT: gl.constexpr = PDL if WAITS_IN_WALK else 0
     REDUCE: gl.constexpr = SPLITS > 1
     tile = gl.program_id(0)
     split = gl.program_id(1)
@@ -1183,7 +1332,7 @@ def _tc_gemv_kernel(
     first = local_tile * (64 // WARP_SPLIT)
     lo = split * (WARP_SPLIT * PER)
     r_rows = first + gl.arange(0, 64, layout=_ROWS)
-    await_previous_grid(0 if WORDS_EARLY else PDL)
+    await_previous_grid(0 if WAITS_IN_WALK else PDL)
     if HAS_IDS:
         # The pair's expert (read after the wait), its rows of x, y and the partial sums, its counters.
         pair = gl.program_id(2)
@@ -1199,7 +1348,11 @@ def _tc_gemv_kernel(
         res_ptr = res_ptr + out_row
         part_ptr = part_ptr + pair * (y_width * PARTS)
         count_ptr = count_ptr + pair * gl.num_programs(0)
-    if FMT == "q4_k" and INT8_CODES:
+    if FMT == "q4_k" and INT8_CODES and WORDS_BY_TMA:
+        total, total_up, up = _q4_k_int8_tma_walk(
+            codes_desc, heads_desc, codes_up_desc, heads_up_desc, x_ptr, first, lo, PER, GLU, WALK_WAIT
+        )
+    elif FMT == "q4_k" and INT8_CODES:
         total, total_up, up = _q4_k_int8_walk(
             w_ptr, x_ptr, w_off, first, r_rows, n_rows, n_sb, lo, seg_w1, PER, GLU, WALK_WAIT, AHEAD
         )
@@ -1343,6 +1496,11 @@ def _has_mma_sync(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index)[0] >= 8
 
 
+@functools.lru_cache(maxsize=8)
+def _has_tma(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
 def _unit_choices(fmt: str) -> tuple[int, ...]:
     """The walks a program of `fmt` can take, in units, longest first."""
     return PER_CHOICES if UNITS[fmt] == SUPERBLOCK else tuple(range(MAX_BLOCKS_PER_PROGRAM, 0, -1))
@@ -1444,6 +1602,8 @@ def launch(
     units: int | None = None,
     units_ahead: int = 1,
     warp_split: int = 1,
+    words_by_tma: bool = False,
+    up_data: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1459,7 +1619,9 @@ def launch(
     walks where it divides the row's (`GemvConfig.tc_units_per_program`), else `units_per_program`'s.
     `units_ahead`: the units whose words a program has in flight beside the one it multiplies, 1 or 2
     (`GemvConfig.tc_units_ahead`). `warp_split`: the row tile's units across 1, 2 or 4 of its warps
-    (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks."""
+    (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks. `words_by_tma`: a Q4_K
+    int8 walk of one 2-D matrix (GLU: `up_data`, the up matrix's bytes, beside the gate's `w_data`) asks
+    for each program's whole share by TMA (`GemvConfig.tc_words_by_tma`, `_q4_k_int8_tma_walk`; sm_90+)."""
     if units_ahead not in (1, 2):
         raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
@@ -1485,6 +1647,20 @@ def launch(
     part = y.new_empty(split, pairs, y_width * parts) if split > 1 else y
     y2 = y.new_empty(pairs, y_width) if scaled_by is not None else None
     grid = (sum(tiles), split, pairs) if expert_ids is not None else (sum(tiles), split)
+    int8 = int8_codes and fmt == "q4_k" and warp_split == 1
+    by_tma = (
+        words_by_tma
+        and int8
+        and expert_ids is None
+        and len(out_rows) == 1
+        and (not glu or up_data is not None)
+        and all(d.data_ptr() % 16 == 0 for d in (w_data, up_data) if d is not None)  # TMA's alignment
+        and _has_tma(x.device.index if x.device.index is not None else torch.cuda.current_device())
+    )
+    descs = (None,) * 4
+    if by_tma:
+        descs = tma_descriptors(w_data, out_rows[0], n_units, per)
+        descs += tma_descriptors(up_data, out_rows[0], n_units, per) if glu else (None, None)
     _tc_gemv_kernel[grid](
         w_data.view(torch.int32),
         w_data.view(torch.int16),
@@ -1514,6 +1690,7 @@ def launch(
         expert_ids if expert_ids is not None else y,
         x_group,
         expert_words,
+        *descs,
         FMT=fmt,
         UNIT=UNITS[fmt],
         PER=per,
@@ -1529,10 +1706,11 @@ def launch(
         SPLITS=split,
         HAS_IDS=expert_ids is not None,
         ZERO_COLUMNS=zero_columns,
-        INT8_CODES=int8_codes and fmt == "q4_k" and warp_split == 1,
+        INT8_CODES=int8,
         WORDS_EARLY=words_early and expert_ids is None and dependent_launch.active(),
         AHEAD=units_ahead,
         WARP_SPLIT=warp_split,
+        WORDS_BY_TMA=by_tma,
         num_warps=NUM_WARPS,
         maxnreg=max_registers,
         **dependent_launch.launch_kwargs(),

@@ -173,6 +173,11 @@ class GemvConfig:
     # Q4_K's walk is then the float16 one. Timed on an H100 (2026-12-07): every Phi-3 launch slower alone (a
     # program reads its tile's whole activation row: four times the prologue's work), the step -11 %; off.
     tc_warp_split: int = 1
+    # With tensor_cores, a Q4_K matrix on int8 mma (one segment, 2-D; sm_90+): each program asks for its whole
+    # share of the matrix at its start, before the wait for the previous grid, by TMA copies into shared
+    # memory (`tensor_core_gemv._q4_k_int8_tma_walk`), instead of one super-block's words ahead in
+    # registers. The same words and products: the same bits. Not timed in the step yet.
+    tc_words_by_tma: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -2002,6 +2007,8 @@ def launch_segments(
             units=config.tc_units_per_program,
             units_ahead=config.tc_units_ahead,
             warp_split=config.tc_warp_split,
+            words_by_tma=config.tc_words_by_tma,
+            up_data=glu_up.data if glu_up is not None else None,
         )
         if served is not None:
             return served[0] if scaled_by is None else served

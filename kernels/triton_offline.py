@@ -256,7 +256,8 @@ def compile_gemv(
 # 2-D matrix's first words asked for before the wait (`GemvConfig.tc_words_early`); "...two-ahead": two
 # units' words in flight beside the one multiplied (`GemvConfig.tc_units_ahead`), in Phi-3's Q4_K and Q6_K
 # shapes' walks; "warp-split-...": a row tile's units across 4 (or "two": 2) of its warps
-# (`GemvConfig.tc_warp_split`), in Phi-3's shapes and GPT-OSS's block formats.
+# (`GemvConfig.tc_warp_split`), in Phi-3's shapes and GPT-OSS's block formats; "...-tma": Q4_K's int8 walk
+# with each program's share asked for by TMA (`GemvConfig.tc_words_by_tma`), "-early" before the wait.
 _TC = dict(HAS_BIAS=False, SEGMENTS=1, RMS_BLOCK=0, SCALED=False, GLU=False, GLU_OAI=False, HAS_RES=False, SPLITS=1, RMS_BLOCKS=0, PDL=0, HAS_IDS=0, ZERO_COLUMNS=0, INT8_CODES=0, WORDS_EARLY=0, AHEAD=1, WARP_SPLIT=1)  # fmt: skip
 _Q4_K, _Q6_K = dict(FMT="q4_k", UNIT=256), dict(FMT="q6_k_codes_then_scales", UNIT=256)
 _Q8_0, _MXFP4 = dict(FMT="q8_0_codes_then_scales", UNIT=32), dict(FMT="mxfp4_codes_then_scales", UNIT=32)
@@ -267,6 +268,8 @@ TENSOR_CORE_FORMS = {
     "glu-oai": {**_TC, **_Q4_K, "PER": 2, "RMS_BLOCK": 256, "RMS_BLOCKS": 12, "GLU": True, "GLU_OAI": True},
     "int8-glu-normed-reduced": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "SPLITS": 3, "INT8_CODES": 1},
     "int8-qkv-early-late-trigger": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "PDL": 2, "INT8_CODES": 1},
+    "int8-glu-normed-reduced-tma": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "SPLITS": 3, "INT8_CODES": 1, "WORDS_BY_TMA": 1},
+    "int8-residual-scaled-tma-early": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "HAS_RES": True, "SPLITS": 6, "INT8_CODES": 1, "PDL": 2, "WORDS_BY_TMA": 1},
     "int8-glu-normed-reduced-words-early": {**_TC, **_Q4_K, "PER": 4, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "GLU": True, "SPLITS": 3, "INT8_CODES": 1, "PDL": 2, "WORDS_EARLY": 1},
     "qkv-words-early": {**_TC, **_Q4_K, "PER": 2, "HAS_BIAS": True, "SEGMENTS": 3, "RMS_BLOCK": 1024, "RMS_BLOCKS": 3, "SPLITS": 3, "PDL": 1, "WORDS_EARLY": 1},
     "q6_k-residual-scaled-reduced": {**_TC, **_Q6_K, "PER": 2, "HAS_BIAS": True, "SCALED": True, "SPLITS": 16},
@@ -314,12 +317,24 @@ def compile_tensor_core_gemv(form: str, per: int | None = None, max_registers: i
     constants["PER_POW2"] = triton.next_power_of_2(constants["PER"])  # as `tensor_core_gemv.launch` passes it
     fn = tensor_core_gemv._tc_gemv_kernel
     pointers = {"w_ptr": "*i32", "count_ptr": "*i32", "d_ptr": "*i16", "ids_ptr": "*i64"}
+    # The TMA walk's descriptors (`tensor_core_gemv.tma_descriptors`); None where the form has none.
+    descs = {}
+    for name, width, layout in (
+        ("codes_desc", 32, tensor_core_gemv.CODES_SMEM),
+        ("heads_desc", 4, tensor_core_gemv.HEADS_SMEM),
+        ("codes_up_desc", 32, tensor_core_gemv.CODES_SMEM),
+        ("heads_up_desc", 4, tensor_core_gemv.HEADS_SMEM),
+    ):
+        if constants.get("WORDS_BY_TMA") and (constants.get("GLU") or "_up_" not in name):
+            descs[name] = f"tensordesc<i32[{constants['PER']}, 64, {width}],{layout!r}>"
+        else:
+            constants[name] = None
     signature = {
-        name: pointers.get(name, "*fp32")
-        if name.endswith("_ptr")
+        name: descs.get(name) or pointers.get(name, "*fp32")
+        if name.endswith(("_ptr", "_desc"))
         else ("fp32" if name in ("eps", "glu_alpha", "glu_limit") else "i32")
         for name in fn.arg_names
-        if not name.isupper()
+        if not name.isupper() and name not in constants
     }
     return compile_for_sm90(
         fn,
@@ -471,7 +486,7 @@ _GLOBAL_LOAD = re.compile(r"^\s*(?:@!?%p\d+\s+)?ld\.global\.")
 
 
 def dependent_launch_problem(
-    ptx: str, *, signal_required: bool = True, weight_loads_first: bool = False
+    ptx: str, *, signal_required: bool = True, weight_loads_first: bool = False, tma_first: bool = False
 ) -> str | None:
     """What is wrong with a kernel compiled for programmatic dependent launch (`kernels.dependent_launch`),
     or None: it must execute `griddepcontrol.wait` before any memory access and before any branch (so
@@ -479,7 +494,9 @@ def dependent_launch_problem(
     it (without `signal_required`, a kernel that signals at exit, it may not signal at all). Read from the
     PTX in program order: the wait in the entry block dominates everything after it. `weight_loads_first`:
     a kernel that loads weights before it waits (`moe_router(row_early=True)`; no kernel of a step writes
-    them): global loads may come first, nothing else that touches memory."""
+    them): global loads may come first, nothing else that touches memory. `tma_first`: a kernel that asks
+    for its weights by TMA before it waits (`tensor_core_gemv._q4_k_int8_tma_walk`): its own mbarrier's
+    setup in shared memory, the fence and barriers around it and the bulk tensor copies may come first."""
     lines = [line.split("//")[0] for line in ptx.splitlines()]
     body = next((i for i, line in enumerate(lines) if line.strip() == "{"), None)
     if body is None:
@@ -493,6 +510,8 @@ def dependent_launch_problem(
     for i in range(body, wait):
         if weight_loads_first and _GLOBAL_LOAD.match(lines[i]):
             continue
+        if tma_first and _TMA_SETUP.match(lines[i]):
+            continue
         if _MEMORY_ACCESS.match(lines[i]):
             return f"memory accessed before the wait: {lines[i].strip()}"
         if re.search(r"\bbra(\.uni)?\b|\bret\b|\bexit\b", lines[i]):
@@ -500,6 +519,12 @@ def dependent_launch_problem(
     return None
 
 
+# What a TMA walk runs before its wait (`dependent_launch_problem(tma_first=True)`): its mbarrier's init and
+# expected bytes (its own shared memory), the async proxy's fence, the program's barriers, the copies.
+_TMA_SETUP = re.compile(
+    r"^\s*(@!?%p\d+\s+)?(mbarrier\.(init|arrive\.expect_tx)\.|fence\.proxy\.async|bar\.sync\b|"
+    r"cp\.async\.bulk\.tensor\.)"
+)
 # SASS of griddepcontrol.wait / .launch_dependents on sm_90, and what must not run before the wait:
 # global, shared and constant-bank-free memory instructions, and any change of control flow.
 _SASS_WAIT, _SASS_SIGNAL = "ACQBULK", "PREEXIT"
@@ -510,11 +535,12 @@ _SASS_BEFORE_WAIT_FORBIDDEN = (
 
 
 def dependent_launch_problem_in_sass(
-    cubin: bytes, *, signal_required: bool = True, weight_loads_first: bool = False
+    cubin: bytes, *, signal_required: bool = True, weight_loads_first: bool = False, tma_first: bool = False
 ) -> str | None:
     """`dependent_launch_problem` on what the GPU runs: ptxas may schedule instructions across the PTX
     order, so the wait (SASS `ACQBULK`) must also come before every memory access and branch there
-    (`weight_loads_first`: but global loads, `LDG`)."""
+    (`weight_loads_first`: but global loads, `LDG`; `tma_first`: but the TMA copies and barriers, `UTMALDG`
+    and `BAR`)."""
     listing = sass_listing(cubin)
     if _SASS_WAIT not in listing:
         return f"no {_SASS_WAIT} (griddepcontrol.wait) in the SASS"
@@ -522,7 +548,9 @@ def dependent_launch_problem_in_sass(
     early = [
         op
         for op in listing[:wait]
-        if op in _SASS_BEFORE_WAIT_FORBIDDEN and not (weight_loads_first and op == "LDG")
+        if op in _SASS_BEFORE_WAIT_FORBIDDEN
+        and not (weight_loads_first and op == "LDG")
+        and not (tma_first and op in ("UTMALDG", "BAR"))
     ]
     if early:
         return f"before the wait in the SASS: {', '.join(early)}"

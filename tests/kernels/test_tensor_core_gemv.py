@@ -96,12 +96,13 @@ def tensor_cores(
     int8_codes: bool = False,
     units_ahead: int = 1,
     warp_split: int = 1,
+    words_by_tma: bool = False,
 ):
     """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
     program walks (with a warp split: a warp), where it divides the row's (else the launch's own choice);
     `zero_columns`: the prologue stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`);
     `int8_codes`: Q4_K on int8 mma (`GemvConfig.tc_int8_codes`); `units_ahead`: `GemvConfig.tc_units_ahead`;
-    `warp_split`: `GemvConfig.tc_warp_split`."""
+    `warp_split`: `GemvConfig.tc_warp_split`; `words_by_tma`: `GemvConfig.tc_words_by_tma`."""
     from kernels import tensor_core_gemv, triton_gemv
 
     chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
@@ -115,6 +116,7 @@ def tensor_cores(
             tc_int8_codes=int8_codes,
             tc_units_ahead=units_ahead,
             tc_warp_split=warp_split,
+            tc_words_by_tma=words_by_tma,
         )
 
     def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
@@ -546,6 +548,110 @@ def test_two_units_ahead_give_the_same_bits(fmt, int8_codes, per, glu, rng, bloc
     reference = reference_qmatmul(x, w, None, torch.float32) if not glu else None
     if reference is not None:
         assert rel_err(got[2], reference) < REL_TOL
+
+
+def _needs_tma() -> None:
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs sm_90")
+
+
+@contextlib.contextmanager
+def _tma_walks():
+    """Counts the launches that built TMA descriptors (`tensor_core_gemv.tma_descriptors`: a matrix each)."""
+    from kernels import tensor_core_gemv
+
+    built = []
+    descriptors = tensor_core_gemv.tma_descriptors
+
+    def counted(*args, **kw):
+        built.append(args[1:])
+        return descriptors(*args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tensor_core_gemv, "tma_descriptors", counted)
+        yield built
+
+
+@pytest.mark.parametrize("glu", [False, True])
+@pytest.mark.parametrize("per", [1, 2, 4])
+def test_words_by_tma_give_the_register_walk_s_bits(per, glu, rng, blocks) -> None:
+    """`GemvConfig.tc_words_by_tma` (Q4_K on int8 mma): each program's share of the matrix asked for by TMA
+    and read from shared memory gives the register walk's bits, with and without GLU, at Phi-3's width
+    (12 super-blocks: split 12 / per, so the split epilogue runs too) and 200 rows (the last tile's rows past
+    the matrix land as TMA's zeros, and are not stored)."""
+    from kernels.triton_gemv import launch_segments
+
+    _needs_tma()
+    width = 3072
+    x = activations(rng, width)
+    gate, up = q4_k((200, width), rng, blocks, "gate"), q4_k((200, width), rng, blocks, "up")
+    got = {}
+    for by_tma in (False, True):
+        with tensor_cores(per, int8_codes=True, words_by_tma=by_tma) as launches, _tma_walks() as built:
+            if glu:
+                got[by_tma] = launch_segments(x, (gate, up), (None, None), 1, glu=True)
+            else:
+                got[by_tma] = launch_segments(x, (gate,), (None,), 1)
+        assert launches == [True]
+        assert len(built) == (2 if by_tma and glu else 1 if by_tma else 0)
+    assert torch.equal(got[False], got[True])
+    if not glu:
+        assert rel_err(got[True], reference_qmatmul(x, gate, None, torch.float32)) < REL_TOL
+
+
+def test_words_by_tma_serve_only_one_q4_k_int8_matrix(rng, blocks) -> None:
+    """Q/K/V as three segments and the float16 walk keep the register walk (no descriptors), and still give
+    the reference's products."""
+    from kernels.triton_gemv import launch_segments
+
+    _needs_tma()
+    width = 1024
+    q, k = q4_k((128, width), rng, blocks, "q"), q4_k((64, width), rng, blocks, "k")
+    x = activations(rng, width)
+    for int8_codes in (True, False):
+        with tensor_cores(int8_codes=int8_codes, words_by_tma=True) as launches, _tma_walks() as built:
+            got = launch_segments(x, (q, k), (None, None), 1)
+        assert launches == [True] and built == []
+        want = torch.cat([reference_qmatmul(x, w, None, torch.float32) for w in (q, k)], dim=1)
+        assert rel_err(got, want) < REL_TOL
+
+
+def test_words_by_tma_replay_with_dependent_launch_as_eager(rng, blocks) -> None:
+    """Launched early, the TMA walk asks for its share before it waits for the previous grid (weights are
+    never written during a step): a chain captured with dependent launch replays the eager values bit for
+    bit, and those of the register walk."""
+    from kernels import dependent_launch
+    from kernels.triton_gemv import FAST_PATH, SplitCounters
+
+    _needs_tma()
+    ws = [q4_k((3072, 3072), rng, blocks, f"w{i}") for i in range(3)]
+    x = activations(rng, 3072)
+    SplitCounters.get(x.device, 1)
+
+    def chain(v):
+        for w in ws:
+            v = FAST_PATH.qmatmul(v, w, None, torch.float32) * 0.01
+        return v
+
+    mode = dependent_launch.DependentLaunch(True, late_trigger=True)
+    with tensor_cores(int8_codes=True) as launches:
+        plain = chain(x)
+    with (
+        tensor_cores(int8_codes=True, words_by_tma=True) as launches,
+        _tma_walks() as built,
+        dependent_launch.programmatic(mode),
+    ):
+        eager = chain(x)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = chain(x)
+        replays = []
+        for _ in range(3):
+            graph.replay()
+            replays.append(out.clone())
+    assert all(launches) and len(launches) == 6 and len(built) == 6
+    assert torch.equal(eager, plain)
+    assert all(torch.equal(r, eager) for r in replays)
 
 
 @pytest.mark.parametrize(("warp_split", "rows_per_tile"), [(2, 32), (4, 16)])

@@ -638,6 +638,7 @@ def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
         compile_tensor_core_gemv,
         dependent_launch_problem,
         dependent_launch_problem_in_sass,
+        sass_listing,
         sass_opcodes,
     )
 
@@ -651,12 +652,22 @@ def test_the_tensor_core_gemv_compiles_with_one_mma_per_sub_block(form) -> None:
     else:
         assert ops["HMMA"] == TENSOR_CORE_MMAS[constants["FMT"]] * constants["PER"] * matrices
     if constants["PDL"]:
-        # WORDS_EARLY: the first unit's weight words are asked for before the wait, and nothing else
+        # WORDS_EARLY: the first unit's weight words are asked for before the wait, and nothing else;
+        # WORDS_BY_TMA: the program's whole share by TMA copies (and their mbarrier's setup), nothing else
         early = bool(constants["WORDS_EARLY"])
-        assert dependent_launch_problem(kernel.asm["ptx"], weight_loads_first=early) is None
-        assert dependent_launch_problem_in_sass(kernel.asm["cubin"], weight_loads_first=early) is None
-        if early:
+        tma = bool(constants.get("WORDS_BY_TMA"))
+        assert dependent_launch_problem(kernel.asm["ptx"], weight_loads_first=early, tma_first=tma) is None
+        assert (
+            dependent_launch_problem_in_sass(kernel.asm["cubin"], weight_loads_first=early, tma_first=tma)
+            is None
+        )
+        if early or tma:
             assert dependent_launch_problem(kernel.asm["ptx"]) is not None
+        if tma:  # the copies really come before the wait
+            assert (
+                "UTMALDG"
+                in sass_listing(kernel.asm["cubin"])[: sass_listing(kernel.asm["cubin"]).index("ACQBULK")]
+            )
 
 
 def test_q4_k_gate_up_on_int8_mma_fits_80_registers_spilling_almost_nothing() -> None:
