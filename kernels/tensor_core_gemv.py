@@ -1317,8 +1317,8 @@ def _tc_gemv_kernel(
     # Where the program waits for the previous grid: here, or with WORDS_EARLY inside the walk, after it
     # has asked for its first unit's words (`GemvConfig.tc_words_early`).
     # The TMA walk asks for its whole share before it waits, as WORDS_EARLY does for the first unit.
-    WAITS_IN_WALK: gl.constexpr = WORDS_EARLY or WORDS_BY_TMA
-    WALK_WAIT: gl.constexpr = PDL if WAITS_IN_WALK else 0
+    WEIGHTS_EARLY: gl.constexpr = WORDS_EARLY or WORDS_BY_TMA
+    WALK_WAIT: gl.constexpr = PDL if WEIGHTS_EARLY else 0
     REDUCE: gl.constexpr = SPLITS > 1
     tile = gl.program_id(0)
     split = gl.program_id(1)
@@ -1332,7 +1332,7 @@ def _tc_gemv_kernel(
     first = local_tile * (64 // WARP_SPLIT)
     lo = split * (WARP_SPLIT * PER)
     r_rows = first + gl.arange(0, 64, layout=_ROWS)
-    await_previous_grid(0 if WAITS_IN_WALK else PDL)
+    await_previous_grid(0 if WEIGHTS_EARLY else PDL)
     if HAS_IDS:
         # The pair's expert (read after the wait), its rows of x, y and the partial sums, its counters.
         pair = gl.program_id(2)
