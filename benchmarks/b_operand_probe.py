@@ -181,13 +181,12 @@ def _tma_walk(codes_desc, heads_desc, codes_up_desc, heads_up_desc, w_ptr, b_ptr
               PER: gl.constexpr, GLU: gl.constexpr):  # fmt: skip
     """`_loaded_walk` with the product's TMA tiles (`tcg.tma_tiles_asked`): the program's whole share of the
     matrix (GLU: of gate and up) asked for at its start, every unit's words then read from shared memory."""
-    codes, heads, codes_up, heads_up, bar = tcg.tma_tiles_asked(
+    codes, heads, codes_up, heads_up, bars = tcg.tma_tiles_asked(
         codes_desc, heads_desc, codes_up_desc, heads_up_desc, first, lo, PER, GLU
     )
     jj, jb, s_is0 = tcg._mins_positions()
     up = gl.load(s_ptr + lo)
     b_ahead = _unit_b(b_ptr, m_ptr, lo)
-    mbarrier.wait(bar, 0)
     acc = gl.full([4, 2, 8, 4, 2], 0.0, gl.float32, tcg._L5)
     acc_m = gl.full([64, 8], 0.0, gl.float32, tcg._MMA)
     acc_up, acc_m_up = acc, acc_m
@@ -195,11 +194,13 @@ def _tma_walk(codes_desc, heads_desc, codes_up_desc, heads_up_desc, w_ptr, b_ptr
         bs = b_ahead
         if i + 1 < PER:
             b_ahead = _unit_b(b_ptr, m_ptr, lo + i + 1)
+        mbarrier.wait(bars.index(i), 0)
         acc, acc_m = _take_loaded(acc, acc_m, tcg.tma_superblock_words(codes, heads, i), bs, jj, jb, s_is0)
         if GLU:
             words_up = tcg.tma_superblock_words(codes_up, heads_up, i)
             acc_up, acc_m_up = _take_loaded(acc_up, acc_m_up, words_up, bs, jj, jb, s_is0)
-    mbarrier.invalidate(bar)
+    for i in gl.static_range(PER):
+        mbarrier.invalidate(bars.index(i))
     return tcg._int8_total(acc, acc_m), tcg._int8_total(acc_up, acc_m_up), up
 
 
@@ -292,8 +293,8 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
     descs = []
     for c in copies:
         half = c.numel() // halves
-        gate = tcg.tma_descriptors(c[:half], y_rows, n_sb, per)
-        descs.append(gate + (tcg.tma_descriptors(c[half:], y_rows, n_sb, per) if glu else (None, None)))
+        gate = tcg.tma_descriptors(c[:half], y_rows, n_sb)
+        descs.append(gate + (tcg.tma_descriptors(c[half:], y_rows, n_sb) if glu else (None, None)))
 
     def run_probe(i: int, loaded: int, counted: int = 1) -> torch.Tensor:
         _probe_kernel[(tiles, splits)](

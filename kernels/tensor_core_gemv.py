@@ -995,26 +995,34 @@ def tma_superblock_words(codes, heads, i: gl.constexpr):
 @gluon.jit
 def tma_tiles_asked(codes_desc, heads_desc, codes_up_desc, heads_up_desc, first, lo, PER: gl.constexpr,
                     GLU: gl.constexpr):  # fmt: skip
-    """Allocates a program's TMA tiles (GLU: the up rows' too) and an mbarrier, and asks for its share of
-    the matrix, PER super-blocks from `lo` of rows `first` ..: (codes, heads, codes_up, heads_up, barrier),
-    the barrier's phase 0 complete once every byte has landed."""
+    """Allocates a program's TMA tiles (GLU: the up rows' too) and one mbarrier a super-block, and asks for
+    its share of the matrix, PER super-blocks from `lo` of rows `first` .., a copy of each super-block's
+    code words and head words (GLU: and the up rows'): (codes, heads, codes_up, heads_up, barriers), barrier
+    i's phase 0 complete once super-block i's bytes have landed, so the walk starts on the first while the
+    rest are in flight."""
     codes = gl.allocate_shared_memory(gl.int32, [PER, 64, 32], CODES_SMEM)
     heads = gl.allocate_shared_memory(gl.int32, [PER, 64, 4], HEADS_SMEM)
     codes_up, heads_up = codes, heads
     if GLU:
         codes_up = gl.allocate_shared_memory(gl.int32, [PER, 64, 32], CODES_SMEM)
         heads_up = gl.allocate_shared_memory(gl.int32, [PER, 64, 4], HEADS_SMEM)
-    bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    mbarrier.init(bar, count=1)
+    bars = gl.allocate_shared_memory(gl.int64, [PER, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(PER):
+        mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
     PARTS: gl.constexpr = 2 if GLU else 1
-    mbarrier.expect(bar, PARTS * 64 * PER * SUPERBLOCK_WORDS * 4)  # out-of-range rows land as zeros, counted
-    tma.async_copy_global_to_shared(codes_desc, [lo, first, 4], bar, codes)
-    tma.async_copy_global_to_shared(heads_desc, [lo, first, 0], bar, heads)
-    if GLU:
-        tma.async_copy_global_to_shared(codes_up_desc, [lo, first, 4], bar, codes_up)
-        tma.async_copy_global_to_shared(heads_up_desc, [lo, first, 0], bar, heads_up)
-    return codes, heads, codes_up, heads_up, bar
+    for i in gl.static_range(PER):  # every expectation first: one barrier between them and the copies
+        mbarrier.expect(
+            bars.index(i), PARTS * 64 * SUPERBLOCK_WORDS * 4
+        )  # rows past the matrix: zeros, counted
+    for i in gl.static_range(PER):
+        bar = bars.index(i)
+        tma.async_copy_global_to_shared(codes_desc, [lo + i, first, 4], bar, codes.slice(i, 1))
+        tma.async_copy_global_to_shared(heads_desc, [lo + i, first, 0], bar, heads.slice(i, 1))
+        if GLU:
+            tma.async_copy_global_to_shared(codes_up_desc, [lo + i, first, 4], bar, codes_up.slice(i, 1))
+            tma.async_copy_global_to_shared(heads_up_desc, [lo + i, first, 0], bar, heads_up.slice(i, 1))
+    return codes, heads, codes_up, heads_up, bars
 
 
 @gluon.jit
@@ -1024,10 +1032,11 @@ def _q4_k_int8_tma_walk(
 ):  # fmt: skip
     """`_q4_k_int8_walk` with the program's whole share of the matrix (GLU: of gate and up) asked for at its
     start, before the wait for the previous grid (weights are never written during a step), by two TMA
-    copies a matrix into shared memory (`tma_tiles_asked`), and each super-block's words read from there
-    (`tma_superblock_words`): every byte in flight at once and none held in registers. The same words and
-    products in the same order as the register walk: the same bits."""
-    codes, heads, codes_up, heads_up, bar = tma_tiles_asked(
+    copies a super-block and matrix into shared memory (`tma_tiles_asked`), and each super-block's words
+    read from there once its own copies have landed (`tma_superblock_words`): every byte in flight at once
+    and none held in registers. The same words and products in the same order as the register walk: the
+    same bits."""
+    codes, heads, codes_up, heads_up, bars = tma_tiles_asked(
         codes_desc, heads_desc, codes_up_desc, heads_up_desc, first, lo, PER, GLU
     )
     jj, jb, s_is0 = _mins_positions()
@@ -1038,11 +1047,11 @@ def _q4_k_int8_tma_walk(
     sx = gl.permute(gl.join(sx, gl.zeros_like(sx)), (0, 1, 3, 2))
     smem_m = _shared_b(gl.reshape(sx, (PER, 1, 4, 4)), PER, 128, False)
     gl.thread_barrier()
-    mbarrier.wait(bar, 0)
     acc = gl.full([4, 2, 8, 4, 2], 0.0, gl.float32, _L5)
     acc_m = gl.full([64, 8], 0.0, gl.float32, _MMA)
     acc_up, acc_m_up = acc, acc_m
     for i in gl.static_range(PER):
+        mbarrier.wait(bars.index(i), 0)
         words = tma_superblock_words(codes, heads, i)
         acc, acc_m = _take_int8_superblock(acc, acc_m, words, jj, jb, s_is0, smem_i, smem_m, i)
         if GLU:
@@ -1050,17 +1059,18 @@ def _q4_k_int8_tma_walk(
             acc_up, acc_m_up = _take_int8_superblock(
                 acc_up, acc_m_up, words_up, jj, jb, s_is0, smem_i, smem_m, i
             )
-    mbarrier.invalidate(bar)
+    for i in gl.static_range(PER):
+        mbarrier.invalidate(bars.index(i))
     return _int8_total(acc, acc_m), _int8_total(acc_up, acc_m_up), up
 
 
-def tma_descriptors(data: torch.Tensor, n_rows: int, n_sb: int, per: int) -> tuple:
+def tma_descriptors(data: torch.Tensor, n_rows: int, n_sb: int) -> tuple:
     """`_q4_k_int8_tma_walk`'s view of a Q4_K matrix's bytes `data` (n_rows rows of n_sb super-blocks):
-    [super-blocks, rows, 36 words] int32, a program's PER x 64 code words and head words a copy each."""
+    [super-blocks, rows, 36 words] int32, a super-block's 64 rows' code words and head words a copy each."""
     row_words = n_sb * 36
     units = data.view(torch.int32).as_strided((n_sb, n_rows, 36), (36, row_words, 1))
     return tuple(
-        TensorDescriptor(units, [n_sb, n_rows, 36], [36, row_words, 1], [per, 64, width], layout)
+        TensorDescriptor(units, [n_sb, n_rows, 36], [36, row_words, 1], [1, 64, width], layout)
         for width, layout in ((32, CODES_SMEM), (4, HEADS_SMEM))
     )
 
@@ -1659,8 +1669,8 @@ def launch(
     )
     descs = (None,) * 4
     if by_tma:
-        descs = tma_descriptors(w_data, out_rows[0], n_units, per)
-        descs += tma_descriptors(up_data, out_rows[0], n_units, per) if glu else (None, None)
+        descs = tma_descriptors(w_data, out_rows[0], n_units)
+        descs += tma_descriptors(up_data, out_rows[0], n_units) if glu else (None, None)
     _tc_gemv_kernel[grid](
         w_data.view(torch.int32),
         w_data.view(torch.int16),

@@ -326,7 +326,7 @@ def compile_tensor_core_gemv(form: str, per: int | None = None, max_registers: i
         ("heads_up_desc", 4, tensor_core_gemv.HEADS_SMEM),
     ):
         if constants.get("WORDS_BY_TMA") and (constants.get("GLU") or "_up_" not in name):
-            descs[name] = f"tensordesc<i32[{constants['PER']}, 64, {width}],{layout!r}>"
+            descs[name] = f"tensordesc<i32[1, 64, {width}],{layout!r}>"
         else:
             constants[name] = None
     signature = {

@@ -27,11 +27,11 @@ SIGNATURE = {
 
 
 def _signature(glu: bool) -> dict[str, str]:
-    """The probe's arguments, with the TMA descriptors of a walk of 4 super-blocks (GLU: the up ones too)."""
+    """The probe's arguments, with the TMA descriptors (a super-block's copies; GLU: the up ones too)."""
     from kernels.tensor_core_gemv import CODES_SMEM, HEADS_SMEM
 
-    codes = f"tensordesc<i32[4, 64, 32],{CODES_SMEM!r}>"
-    heads = f"tensordesc<i32[4, 64, 4],{HEADS_SMEM!r}>"
+    codes = f"tensordesc<i32[1, 64, 32],{CODES_SMEM!r}>"
+    heads = f"tensordesc<i32[1, 64, 4],{HEADS_SMEM!r}>"
     descs = {"codes_desc": codes, "heads_desc": heads}
     if glu:
         descs.update(codes_up_desc=codes, heads_up_desc=heads)
@@ -75,9 +75,11 @@ def test_the_form_without_a_split_tail_has_no_arrival_counter() -> None:
 
 @pytest.mark.parametrize("glu", [False, True])
 def test_the_tma_form_asks_for_its_whole_share_before_the_first_mma(glu: bool) -> None:
-    """LOADED 2: two TMA copies a matrix (code words, head words), all before the first mma, and every
-    unit's words then read from shared memory; the same mmas as the other forms."""
+    """LOADED 2: two TMA copies a super-block and matrix (code words, head words), all of the walk's 4
+    before the first mma, and every unit's words then read from shared memory, each once its own copies'
+    barrier has completed; the same mmas as the other forms."""
     listing = _listing(2, glu)
-    assert _before_first_mma(listing, "UTMALDG") == listing.count("UTMALDG") == (4 if glu else 2)
+    assert _before_first_mma(listing, "UTMALDG") == listing.count("UTMALDG") == 4 * 2 * (2 if glu else 1)
+    assert listing.count("SYNCS") >= 4 + 4  # each barrier's setup, and a wait on each
     assert listing.count("LDS") >= 4 * (2 if glu else 1) * 5  # a unit: 4 chunks and its head, at least
     assert listing.count("IMMA") == (64 if glu else 32)
