@@ -176,9 +176,9 @@ class GemvConfig:
     # With tensor_cores, a Q4_K matrix on int8 mma (one segment, 2-D; sm_90+): each program asks for its whole
     # share of the matrix at its start, before the wait for the previous grid, by TMA copies into shared
     # memory (`tensor_core_gemv._q4_k_int8_tma_walk`), instead of one super-block's words ahead in
-    # registers. The same words and products: the same bits. Timed on an H100 (2026-12-07) waiting for the
-    # whole share at once: Phi-3's step -6.8 % (`benchmarks/results/2026-12-07-h100-b-operand-probe-
-    # d5ed843.md`); it now waits on one mbarrier a super-block, not timed yet. Off.
+    # registers. The same words and products: the same bits. Timed on an H100 (2026-12-07, `benchmarks/
+    # results/2026-12-07-h100-b-operand-probe-d5ed843.md`): Phi-3's step -6.8 % waiting for the whole share
+    # at once, -6.2 % waiting a super-block at a time (as now), slower still with dependent launch. Off.
     tc_words_by_tma: bool = False
 
     def __post_init__(self) -> None:
