@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -51,7 +50,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
 from benchmarks.chain_probe import BLOCK_WORDS, _read_kernel
 from benchmarks.kernels_gemv import L2_FLUSH_BYTES, time_launches
-from benchmarks.runinfo import copy_bandwidth
+from benchmarks.runinfo import copy_bandwidth, publish, run_info
 from kernels import tensor_core_gemv as tcg
 from kernels.formats import GGMLType
 from kernels.triton_common import gated
@@ -392,10 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             + f" | {floor} | {'yes' if r['b_formed_equals_worker'] else 'NO'} "
             + f"({'yes' if r['tma_worker_equals_worker'] else 'NO'}) |"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "b_operand_probe.md").write_text("\n".join(lines) + "\n")
-    (args.out / "b_operand_probe.json").write_text(json.dumps({"copy": copy, "rows": rows}, indent=1))
-    print("\n".join(lines))
+    record = {**run_info(device), "copy": copy, "rows": rows}
+    publish(record, "\n".join(lines) + "\n", args.out, "b_operand_probe")
     return 0
 
 

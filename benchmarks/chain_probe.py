@@ -27,7 +27,6 @@ compiled kernel allows. Writes `chain_probe.json` and `chain_probe.md` to `--out
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import triton
 import triton.language as tl
 
 from benchmarks.kernels_gemv import L2_FLUSH_BYTES, time_launches
-from benchmarks.runinfo import copy_bandwidth
+from benchmarks.runinfo import copy_bandwidth, publish, run_info
 
 # Phi-3-mini's Q4_K matrices of one layer in the decode step's order (bytes: 144 per 256 weights).
 PHI3_LAYER = (
@@ -192,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {r['form']} | {r['programs_per_sm']} | {r['us_per_layer']} | {r['gb_per_s']} | {pct} |"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "chain_probe.md").write_text("\n".join(lines) + "\n")
-    (args.out / "chain_probe.json").write_text(json.dumps({"copy": copy, "rows": rows}, indent=1))
-    print("\n".join(lines))
+    record = {**run_info(torch.device("cuda")), "copy": copy, "rows": rows}
+    publish(record, "\n".join(lines) + "\n", args.out, "chain_probe")
     return 0
 
 

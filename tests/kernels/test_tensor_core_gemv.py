@@ -429,31 +429,42 @@ def test_graph_replay_with_dependent_launch_equals_eager(rng, blocks) -> None:
     """A chain of launches captured with programmatic dependent launch (each waits for the previous grid
     before touching memory) replays the eager launches' values bit for bit, run after run."""
     from kernels import dependent_launch
-    from kernels.triton_gemv import FAST_PATH, SplitCounters
 
     if not dependent_launch.supported(torch.device("cuda")):
         pytest.skip("programmatic dependent launch needs sm_90")
     ws = [q4_k((3072, 3072), rng, blocks, f"w{i}") for i in range(3)]
-    x = activations(rng, 3072)
+    eager, replays, launches = _chain_replayed_early(ws, activations(rng, 3072))
+    assert all(launches) and len(launches) == 6
+    assert all(torch.equal(r, eager) for r in replays)
+
+
+def _chained(ws: list, x: torch.Tensor) -> torch.Tensor:
+    """Each matrix of `ws` against the previous product (scaled down), from `x`."""
+    from kernels.triton_gemv import FAST_PATH
+
+    for w in ws:
+        x = FAST_PATH.qmatmul(x, w, None, torch.float32) * 0.01
+    return x
+
+
+def _chain_replayed_early(ws: list, x: torch.Tensor, **forms) -> tuple:
+    """(eager, three replays, the launches) of `_chained(ws, x)` with every launch early and the late
+    trigger (`kernels.dependent_launch`), eagerly and captured as a CUDA graph, under `tensor_cores(**forms)`."""
+    from kernels import dependent_launch
+    from kernels.triton_gemv import SplitCounters
+
     SplitCounters.get(x.device, 1)  # allocated before the capture
-
-    def chain(v):
-        for w in ws:
-            v = FAST_PATH.qmatmul(v, w, None, torch.float32) * 0.01
-        return v
-
     mode = dependent_launch.DependentLaunch(True, late_trigger=True)
-    with tensor_cores() as launches, dependent_launch.programmatic(mode):
-        eager = chain(x)
+    with tensor_cores(**forms) as launches, dependent_launch.programmatic(mode):
+        eager = _chained(ws, x)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = chain(x)
+            out = _chained(ws, x)
         replays = []
         for _ in range(3):
             graph.replay()
             replays.append(out.clone())
-    assert all(launches) and len(launches) == 6
-    assert all(torch.equal(r, eager) for r in replays)
+    return eager, replays, launches
 
 
 @pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
@@ -620,35 +631,13 @@ def test_words_by_tma_replay_with_dependent_launch_as_eager(rng, blocks) -> None
     """Launched early, the TMA walk asks for its share before it waits for the previous grid (weights are
     never written during a step): a chain captured with dependent launch replays the eager values bit for
     bit, and those of the register walk."""
-    from kernels import dependent_launch
-    from kernels.triton_gemv import FAST_PATH, SplitCounters
-
     _needs_tma()
     ws = [q4_k((3072, 3072), rng, blocks, f"w{i}") for i in range(3)]
     x = activations(rng, 3072)
-    SplitCounters.get(x.device, 1)
-
-    def chain(v):
-        for w in ws:
-            v = FAST_PATH.qmatmul(v, w, None, torch.float32) * 0.01
-        return v
-
-    mode = dependent_launch.DependentLaunch(True, late_trigger=True)
-    with tensor_cores(int8_codes=True) as launches:
-        plain = chain(x)
-    with (
-        tensor_cores(int8_codes=True, words_by_tma=True) as launches,
-        _tma_walks() as built,
-        dependent_launch.programmatic(mode),
-    ):
-        eager = chain(x)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = chain(x)
-        replays = []
-        for _ in range(3):
-            graph.replay()
-            replays.append(out.clone())
+    with tensor_cores(int8_codes=True):
+        plain = _chained(ws, x)
+    with _tma_walks() as built:
+        eager, replays, launches = _chain_replayed_early(ws, x, int8_codes=True, words_by_tma=True)
     assert all(launches) and len(launches) == 6 and len(built) == 6
     assert torch.equal(eager, plain)
     assert all(torch.equal(r, eager) for r in replays)
