@@ -20,8 +20,9 @@ layout, each program would load its fragments instead. This probe measures that 
   from a buffer (with the words of the unit ahead), its scale one load: no reduction across warps, no
   shared memory, no barrier;
 - `B loaded, words by TMA`: the same, the program's whole share of the matrix asked for at its start by
-  two TMA copies (code words, then the d, dmin and scale words) into shared memory and each unit's words
-  read from there: every byte in flight at once, no registers held for it (the register walk has one unit
+  two TMA copies a unit (code words, then the d, dmin and scale words) into shared memory and each unit's
+  words read from there once its own copies have landed (`tensor_core_gemv.tma_tiles_asked`): every byte
+  in flight at once, no registers held for it (the register walk has one unit
   ahead, `tc_units_ahead` 2 costs a program slot an SM);
 - `B loaded, no split tail`: the same, each split storing its partial sums and ending (no arrival counter,
   nobody sums them), so the split-K tail's cost is the difference;

@@ -65,7 +65,9 @@ same joins, permutes and bit operations) against the reference path, calibrated 
 has run: a layout change is checked there first.
 The weight prefetch of `dependent_launch.weight_prefetch` is not done here (off by default). A bulk L2
 prefetch of each program's walk bytes (`cp.async.bulk.prefetch.L2`, one a row) was timed slower on an H100
-(2026-12-07: every Phi-3 launch 5-27 % slower alone) and removed.
+(2026-12-07: every Phi-3 launch 5-27 % slower alone) and removed. Q4_K's int8 walk of one matrix can ask
+for its whole share by TMA into shared memory instead (`_q4_k_int8_tma_walk`, `GemvConfig.tc_words_by_tma`:
+the same bits; off, Phi-3's step 6.2 % slower on an H100).
 """
 
 from __future__ import annotations
@@ -1010,11 +1012,10 @@ def tma_tiles_asked(codes_desc, heads_desc, codes_up_desc, heads_up_desc, first,
     for i in gl.static_range(PER):
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
-    PARTS: gl.constexpr = 2 if GLU else 1
-    for i in gl.static_range(PER):  # every expectation first: one barrier between them and the copies
-        mbarrier.expect(
-            bars.index(i), PARTS * 64 * SUPERBLOCK_WORDS * 4
-        )  # rows past the matrix: zeros, counted
+    # A super-block's bytes a barrier (GLU: gate's and up's); rows past the matrix land as zeros and count.
+    EXPECTED: gl.constexpr = (2 if GLU else 1) * 64 * SUPERBLOCK_WORDS * 4
+    for i in gl.static_range(PER):
+        mbarrier.expect(bars.index(i), EXPECTED)
     for i in gl.static_range(PER):
         bar = bars.index(i)
         tma.async_copy_global_to_shared(codes_desc, [lo + i, first, 4], bar, codes.slice(i, 1))
