@@ -125,14 +125,7 @@ def _take_loaded(acc, acc_m, words, bs, jj, jb, s_is0):
             acc_i = tcg._imma(acc_i, chunks[c], b, tcg._to5(tcg._scale_bits(s1, s3, 2 * c + h)), h)
     d = dd5.to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
     dmin = (dd >> 16).to(gl.uint16).to(gl.float16, bitcast=True).to(gl.float32)
-    # `tcg._mins_product` with its operand given
-    zero = gl.full([64, 8], 0.0, gl.float32, tcg._MMA)
-    mj = gl.where(jj < 4, (m2 >> jb) & 0x3F, ((m3 >> jb) >> 4 & 0x0F) | (((m2 >> jb) >> 6 & 0x3) << 4))
-    ma = gl.where(s_is0, mj, 0).to(gl.float16)
-    ma = gl.convert_layout(gl.reshape(gl.permute(ma, (0, 2, 1, 3)), (64, 16)), tcg._A)
-    mb = gl.permute(gl.reshape(bs[8], (8, 4, 2, 2)), (2, 1, 3, 0))
-    mb = gl.convert_layout(gl.reshape(mb, (16, 8)), tcg._B)
-    acc_m = acc_m - tcg.mma_v2(ma, mb, zero) * gl.expand_dims(32.0 * dmin, 1)
+    acc_m = acc_m - tcg.mins_product_of(m2, m3, jj, jb, s_is0, bs[8]) * gl.expand_dims(32.0 * dmin, 1)
     return acc + tcg._to5(d) * acc_i.to(gl.float32), acc_m
 
 

@@ -357,13 +357,17 @@ def _mins_product(m2, m3, jj, jb, s_is0, smem_m, NTH: gl.constexpr):
     """A Q4_K super-block's mins against the program's NTH sub-block sums, one mma [64, 8] (the rows' sums
     of m_j x the sub-block's sum of x / 32 in columns 0 and 1): m_j (j < 4: byte j of word 2 & 63; else
     high nibble of byte j-4 of word 3 | top bits of byte j-4 of word 2); K >= 8 zeros."""
+    return mins_product_of(m2, m3, jj, jb, s_is0, smem_m.slice(NTH, 1).load(_M_LOAD))
+
+
+@gluon.jit
+def mins_product_of(m2, m3, jj, jb, s_is0, sums):
+    """`_mins_product` with the program's sub-block sums given as read [1, 128] (`_M_LOAD`)."""
     zero = gl.full([64, 8], 0.0, gl.float32, _MMA)
     mj = gl.where(jj < 4, (m2 >> jb) & 0x3F, ((m3 >> jb) >> 4 & 0x0F) | (((m2 >> jb) >> 6 & 0x3) << 4))
     ma = gl.where(s_is0, mj, 0).to(gl.float16)
     ma = gl.convert_layout(gl.reshape(gl.permute(ma, (0, 2, 1, 3)), (64, 16)), _A)
-    mb = gl.permute(
-        gl.reshape(smem_m.slice(NTH, 1).load(_M_LOAD), (8, 4, 2, 2)), (2, 1, 3, 0)
-    )  # [s, t, r, n]
+    mb = gl.permute(gl.reshape(sums, (8, 4, 2, 2)), (2, 1, 3, 0))  # [s, t, r, n]
     mb = gl.convert_layout(gl.reshape(mb, (16, 8)), _B)
     return mma_v2(ma, mb, zero)
 
