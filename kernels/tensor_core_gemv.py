@@ -82,7 +82,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from kernels import dependent_launch
+from kernels import cluster_launch, dependent_launch
 from kernels.triton_common import await_previous_grid, gated, launch_next_grid_late, rms_over, segment_of
 
 ROWS_PER_PROGRAM = 64  # a program's row tile: 4 warps x mma's 16 rows
@@ -1323,6 +1323,7 @@ def _tc_gemv_kernel(
     AHEAD: gl.constexpr = 1,  # units whose words are in flight beside the one multiplied (1 or 2)
     WARP_SPLIT: gl.constexpr = 1,  # 1, 2 or 4: the row tile's K across its warps (`GemvConfig.tc_warp_split`)
     WORDS_BY_TMA: gl.constexpr = 0,  # Q4_K int8, one segment: the walk's words by TMA (`_q4_k_int8_tma_walk`)
+    CLUSTER: gl.constexpr = 0,  # SPLITS > 1: a tile's splits are one cluster, summed in shared memory
 ):
     gl.static_assert(not (WORDS_EARLY and HAS_IDS), "an expert's words are known only after the wait")
     gl.static_assert(not (WARP_SPLIT > 1 and INT8_CODES), "a warp split walks Q4_K's float16 codes")
@@ -1335,9 +1336,17 @@ def _tc_gemv_kernel(
     WEIGHTS_EARLY: gl.constexpr = WORDS_EARLY or WORDS_BY_TMA
     WALK_WAIT: gl.constexpr = PDL if WEIGHTS_EARLY else 0
     REDUCE: gl.constexpr = SPLITS > 1
-    tile = gl.program_id(0)
-    split = gl.program_id(1)
     PARTS: gl.constexpr = 2 if GLU else 1  # REDUCE: partial sums a row (GLU: the gate's, then the up's)
+    gl.static_assert(not CLUSTER or REDUCE, "a cluster is a tile's splits")
+    if CLUSTER:
+        # Launched as clusters of SPLITS consecutive programs along axis 0 (`kernels.cluster_launch`): a
+        # tile's splits, split s the cluster's CTA s.
+        tile = gl.program_id(0) // SPLITS
+        split = gl.program_id(0) % SPLITS
+        gl.static_assert(WARP_SPLIT == 1, "a cluster's sums are the 64-row tile's (`_send_to_rank0`)")
+    else:
+        tile = gl.program_id(0)
+        split = gl.program_id(1)
     # Segments as in `triton_gemv._qgemv_kernel`: the grid's tiles run through them in order.
     local_tile, col0, w_off, b_off, n_rows = segment_of(
         tile, n_rows, seg_w1, seg_w2, seg_b1, seg_b2, rows1, rows2, tile1, tile2, SEGMENTS
@@ -1348,6 +1357,12 @@ def _tc_gemv_kernel(
     lo = split * (WARP_SPLIT * PER)
     r_rows = first + gl.arange(0, 64, layout=_ROWS)
     await_previous_grid(0 if WEIGHTS_EARLY else PDL)
+    if CLUSTER:
+        # Rank 0's array of partial sums and the cluster barrier's first arrival, long before any program
+        # waits on it (after the wait for the previous grid: ptxas branches around the arrival).
+        cluster_array = _cluster_started(
+            CLUSTER_SUMS_AT // 4 + SPLITS * PARTS * 64, (SPLITS - 1) * PARTS * 64 * 4
+        )
     if HAS_IDS:
         # The pair's expert (read after the wait), its rows of x, y and the partial sums, its counters.
         pair = gl.program_id(2)
@@ -1430,7 +1445,35 @@ def _tc_gemv_kernel(
     nw = total
     if SCALED:
         nw = gl.load(nw_ptr + cols, mask=row_mask, other=0.0)
-    if REDUCE:
+    if CLUSTER:
+        # Splits 1.. send their partial sums into rank 0's shared memory (`st.async`, each landing byte
+        # counted on rank 0's mbarrier: no fence, no atomic), rank 0 waits for them all, sums every split's
+        # in split order from zero as the last program to arrive below does (the same bits) and runs the
+        # tail: one trip between SMs of a GPC instead of a fence, an atomic and the loads through L2.
+        SPLIT_BYTES: gl.constexpr = PARTS * 64 * 4  # a split's sums in the array: [PARTS, 64] float32
+        at = CLUSTER_SUMS_AT + split * SPLIT_BYTES
+        if split > 0:
+            _cluster_waited()
+            _send_to_rank0(cluster_array, at, gl.convert_layout(total, _ROWS))
+            if GLU:
+                _send_to_rank0(cluster_array, at + 64 * 4, gl.convert_layout(total_up, _ROWS))
+        else:
+            _received(cluster_array)
+            row = (r_rows - first) * 4
+            own, own_up = total, total_up
+            total = gl.zeros_like(own) + own
+            total_up = gl.zeros_like(own) + own_up
+            for s in gl.static_range(1, SPLITS):  # unrolled: every split's sums asked for at once
+                total += _shared_f32(cluster_array + (CLUSTER_SUMS_AT + s * SPLIT_BYTES) + row)
+                if GLU:
+                    total_up += _shared_f32(
+                        cluster_array + (CLUSTER_SUMS_AT + s * SPLIT_BYTES + 64 * 4) + row
+                    )
+            _tail(
+                total, total_up, bias, bias_up, res, nw, rms_ptr, n_sb * UNIT, eps, y_ptr, y2_ptr, cols,
+                row_mask, glu_alpha, glu_limit, HAS_BIAS, RMS_BLOCK, RMS_BLOCKS, SCALED, GLU, GLU_OAI, HAS_RES,
+            )  # fmt: skip
+    elif REDUCE:
         # Store this split's partial, count arrivals on the tile; the last to arrive sums every split's in
         # split order (the same order whoever arrives last) and resets the counter. The barrier orders all
         # threads' stores before the counter's release; `.cg` loads skip L1, which may hold stale lines.
@@ -1462,6 +1505,86 @@ def _tc_gemv_kernel(
             total, total_up, bias, bias_up, res, nw, rms_ptr, n_sb * UNIT, eps, y_ptr, y2_ptr, cols, row_mask,
             glu_alpha, glu_limit, HAS_BIAS, RMS_BLOCK, RMS_BLOCKS, SCALED, GLU, GLU_OAI, HAS_RES,
         )  # fmt: skip
+
+
+@gluon.constexpr_function
+def _cluster_start_asm(words, rank0_bytes):
+    # A static shared array (the kernel's dynamic one is Triton's to lay out) whose address is the same in
+    # every CTA, so that `mapa` turns it into rank 0's: an mbarrier (words 0-1), then the partial sums (from
+    # word 4). Thread 0 of each CTA initialises the mbarrier for one arrival; thread 0 of rank 0 makes that
+    # arrival at once, expecting the bytes the other splits will send. The init is fenced for the cluster,
+    # then every thread arrives at the cluster barrier (relaxed: it only says the CTA has started).
+    return (
+        f"{{ .shared .align 16 .b32 cluster_sums[{words}]; .reg .pred first, rank0; .reg .u32 rank, thread;"
+        " mov.u32 $0, cluster_sums; mov.u32 rank, %cluster_ctarank; mov.u32 thread, %tid.x;"
+        " setp.eq.u32 first, thread, 0; setp.eq.and.u32 rank0, rank, 0, first;"
+        " @first mbarrier.init.shared::cta.b64 [cluster_sums], 1;"
+        f" @rank0 mbarrier.arrive.expect_tx.shared::cta.b64 _, [cluster_sums], {rank0_bytes};"
+        " fence.mbarrier_init.release.cluster; barrier.cluster.arrive.relaxed.aligned; }"
+    )
+
+
+CLUSTER_SUMS_AT = gl.constexpr(
+    16
+)  # bytes: where the partial sums start in the cluster's array (after its mbarrier)
+
+
+@gluon.jit
+def _cluster_started(WORDS: gl.constexpr, RANK0_BYTES: gl.constexpr):
+    """The CLUSTER form's start: the shared address of this CTA's `WORDS`-word cluster array (rank 0's
+    receives the partial sums, `_cluster_start_asm`), after this thread's first arrival at the cluster
+    barrier. `RANK0_BYTES`: the bytes rank 0 receives from the other splits."""
+    return gl.inline_asm_elementwise(
+        _cluster_start_asm(WORDS, RANK0_BYTES), "=r", [], dtype=gl.int32, is_pure=False, pack=1
+    )
+
+
+@gluon.jit
+def _cluster_waited():
+    """Wait until every CTA of the cluster has arrived once (`_cluster_started`): rank 0's mbarrier is set."""
+    gl.inline_asm_elementwise(
+        "barrier.cluster.wait.aligned; mov.u32 $0, 0;", "=r", [], dtype=gl.int32, is_pure=False, pack=1
+    )
+
+
+@gluon.jit
+def _send_to_rank0(array, offset, values):
+    """Split s > 0: send `values` (float32 [64], `_ROWS`) to rank 0's array at byte `offset` + the row's
+    (one lane of each four holding a row sends it: 256 bytes), completing that many bytes of rank 0's
+    mbarrier. After `_cluster_waited`."""
+    rows = gl.arange(0, 64, layout=_ROWS)
+    gl.inline_asm_elementwise(
+        "{ .reg .u32 lane, at, bar; .reg .pred owner; mov.u32 lane, %laneid; and.b32 lane, lane, 3;"
+        " setp.eq.u32 owner, lane, 0; mapa.shared::cluster.u32 at, $1, 0; mapa.shared::cluster.u32 bar, $2, 0;"
+        " @owner st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [at], $3, [bar]; } mov.u32 $0, 0;",
+        "=r,r,r,r",
+        [array + offset + rows * 4, gl.full([64], 0, gl.int32, _ROWS) + array, values],
+        dtype=gl.int32,
+        is_pure=False,
+        pack=1,
+    )
+
+
+@gluon.jit
+def _received(array):
+    """Rank 0: wait until its mbarrier's phase 0 completes (every byte sent to it has landed)."""
+    gl.inline_asm_elementwise(
+        "{ .reg .pred done; cluster_sums_wait: mbarrier.try_wait.parity.shared::cta.b64 done, [$1], 0;"
+        " @!done bra cluster_sums_wait; } mov.u32 $0, 0;",
+        "=r,r",
+        [array],
+        dtype=gl.int32,
+        is_pure=False,
+        pack=1,
+    )
+
+
+@gluon.jit
+def _shared_f32(address):
+    """The float32s at this CTA's shared `address`es (volatile asm: ordered after `_received`)."""
+    return gl.inline_asm_elementwise(
+        "ld.shared.f32 $0, [$1];", "=r,r", [address], dtype=gl.float32, is_pure=False, pack=1
+    )
 
 
 @gluon.jit
@@ -1619,6 +1742,7 @@ def launch(
     warp_split: int = 1,
     words_by_tma: bool = False,
     up_data: torch.Tensor | None = None,
+    cluster_splits: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1636,7 +1760,10 @@ def launch(
     (`GemvConfig.tc_units_ahead`). `warp_split`: the row tile's units across 1, 2 or 4 of its warps
     (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks. `words_by_tma`: a Q4_K
     int8 walk of one 2-D matrix (GLU: `up_data`, the up matrix's bytes, beside the gate's `w_data`) asks
-    for each program's whole share by TMA (`GemvConfig.tc_words_by_tma`, `_q4_k_int8_tma_walk`; sm_90+)."""
+    for each program's whole share by TMA (`GemvConfig.tc_words_by_tma`, `_q4_k_int8_tma_walk`; sm_90+).
+    `cluster_splits`: a split launch of at most `cluster_launch.MAX_PORTABLE_SIZE` splits runs each tile's
+    splits as one cluster, summed through rank 0's shared memory (`GemvConfig.tc_cluster_splits`; sm_90+,
+    needs no counters)."""
     if units_ahead not in (1, 2):
         raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
@@ -1652,16 +1779,23 @@ def launch(
         if units is not None and units in _unit_choices(fmt) and n_units % units == 0:
             per = units
     split = n_units // (warp_split * per)
-    if split > 1 and (counters is None or sum(tiles) * pairs > counters.numel()):
+    clustered = (
+        cluster_splits
+        and 1 < split <= cluster_launch.MAX_PORTABLE_SIZE
+        and cluster_launch.supported(x.device)
+    )
+    if split > 1 and not clustered and (counters is None or sum(tiles) * pairs > counters.numel()):
         return None
     y_width = sum(out_rows)
     starts = [sum(tiles[:i]) for i in range(len(tiles))] + [sum(tiles)] * (3 - len(tiles))
     rows = out_rows + [0] * (3 - len(out_rows))
     parts = 2 if glu else 1
     y = torch.empty(pairs, y_width, dtype=torch.float32, device=x.device)
-    part = y.new_empty(split, pairs, y_width * parts) if split > 1 else y
+    part = y.new_empty(split, pairs, y_width * parts) if split > 1 and not clustered else y
     y2 = y.new_empty(pairs, y_width) if scaled_by is not None else None
-    grid = (sum(tiles), split, pairs) if expert_ids is not None else (sum(tiles), split)
+    # Clustered: grid x is the tiles, each launched as a cluster of its `split` programs (`cluster_launch`).
+    along_k = 1 if clustered else split
+    grid = (sum(tiles), along_k, pairs) if expert_ids is not None else (sum(tiles), along_k)
     int8 = int8_codes and fmt == "q4_k" and warp_split == 1
     by_tma = (
         words_by_tma
@@ -1676,14 +1810,14 @@ def launch(
     if by_tma:
         descs = tma_descriptors(w_data, out_rows[0], n_units)
         descs += tma_descriptors(up_data, out_rows[0], n_units) if glu else (None, None)
-    _tc_gemv_kernel[grid](
+    args = (
         w_data.view(torch.int32),
         w_data.view(torch.int16),
         x,
         y,
         bias if bias is not None else y,
         part,
-        counters if split > 1 else y,
+        counters if split > 1 and not clustered else y,
         rms_of if rms_of is not None else y,
         scaled_by if scaled_by is not None else y,
         y2 if y2 is not None else y,
@@ -1706,6 +1840,8 @@ def launch(
         x_group,
         expert_words,
         *descs,
+    )
+    constants = dict(
         FMT=fmt,
         UNIT=UNITS[fmt],
         PER=per,
@@ -1726,8 +1862,13 @@ def launch(
         AHEAD=units_ahead,
         WARP_SPLIT=warp_split,
         WORDS_BY_TMA=by_tma,
+        CLUSTER=clustered,
         num_warps=NUM_WARPS,
         maxnreg=max_registers,
         **dependent_launch.launch_kwargs(),
     )
+    if clustered:
+        cluster_launch.launch(_tc_gemv_kernel, grid, split, *args, **constants)
+    else:
+        _tc_gemv_kernel[grid](*args, **constants)
     return y, y2

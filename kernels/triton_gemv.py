@@ -180,6 +180,11 @@ class GemvConfig:
     # results/2026-12-07-h100-b-operand-probe-d5ed843.md`): Phi-3's step -6.8 % waiting for the whole share
     # at once, -6.2 % waiting a super-block at a time (as now), slower still with dependent launch. Off.
     tc_words_by_tma: bool = False
+    # With tensor_cores, sm_90+: a launch split along K into 2-8 programs a row tile runs each tile's splits
+    # as one thread-block cluster (`kernels.cluster_launch`); splits 1.. store their partial sums into split
+    # 0's shared memory and split 0 sums them after the cluster's barrier, in split order (the same bits),
+    # instead of through L2 with an arrival counter whose last program sums them. Not timed yet.
+    tc_cluster_splits: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -2010,6 +2015,7 @@ def launch_segments(
             units_ahead=config.tc_units_ahead,
             warp_split=config.tc_warp_split,
             words_by_tma=config.tc_words_by_tma,
+            cluster_splits=config.tc_cluster_splits,
             up_data=glu_up.data if glu_up is not None else None,
         )
         if served is not None:

@@ -97,12 +97,14 @@ def tensor_cores(
     units_ahead: int = 1,
     warp_split: int = 1,
     words_by_tma: bool = False,
+    cluster_splits: bool = False,
 ):
     """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
     program walks (with a warp split: a warp), where it divides the row's (else the launch's own choice);
     `zero_columns`: the prologue stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`);
     `int8_codes`: Q4_K on int8 mma (`GemvConfig.tc_int8_codes`); `units_ahead`: `GemvConfig.tc_units_ahead`;
-    `warp_split`: `GemvConfig.tc_warp_split`; `words_by_tma`: `GemvConfig.tc_words_by_tma`."""
+    `warp_split`: `GemvConfig.tc_warp_split`; `words_by_tma`: `GemvConfig.tc_words_by_tma`; `cluster_splits`:
+    `GemvConfig.tc_cluster_splits`."""
     from kernels import tensor_core_gemv, triton_gemv
 
     chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
@@ -117,6 +119,7 @@ def tensor_cores(
             tc_units_ahead=units_ahead,
             tc_warp_split=warp_split,
             tc_words_by_tma=words_by_tma,
+            tc_cluster_splits=cluster_splits,
         )
 
     def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
@@ -659,3 +662,139 @@ def test_a_warp_split_s_tiles_walk_the_whole_row_without_a_split(
     assert grids == [(ffn // rows_per_tile, 1)]
     products = reference_qmatmul(x, fused, None, torch.float32)
     assert rel_err(got, torch.nn.functional.silu(products[:, :ffn]) * products[:, ffn:]) < REL_TOL
+
+
+def _needs_clusters() -> None:
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("thread-block clusters need sm_90")
+
+
+@contextlib.contextmanager
+def _clustered_launches():
+    """The cluster sizes of the launches made as clusters (`kernels.cluster_launch.launch`)."""
+    from kernels import cluster_launch
+
+    sizes = []
+    launch = cluster_launch.launch
+
+    def counted(kernel, grid, size, *args, **kw):
+        sizes.append(size)
+        return launch(kernel, grid, size, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cluster_launch, "launch", counted)
+        yield sizes
+
+
+# (format, int8 codes, units a program walks) at Phi-3's width, 3,072: 12 super-blocks or 96 blocks, so
+# splits of 3, 6 and 8 (clusters), and 12 (more than a cluster holds: the counters' reduction).
+CLUSTER_WALKS = [
+    ("Q4_K", True, 4),
+    ("Q4_K", True, 2),
+    ("Q4_K", True, 1),
+    ("Q4_K", False, 4),
+    ("Q6_K-regrouped", False, 2),
+    ("Q8_0-regrouped", False, 12),
+    ("Q8_0-regrouped", False, 32),
+    ("MXFP4-regrouped", False, 12),
+]
+
+
+@pytest.mark.parametrize("glu", [False, True])
+@pytest.mark.parametrize(("fmt", "int8_codes", "per"), CLUSTER_WALKS, ids=lambda v: str(v))
+def test_clustered_splits_give_the_counters_bits(fmt, int8_codes, per, glu, rng, blocks) -> None:
+    """`GemvConfig.tc_cluster_splits`: a tile's 2-8 splits as one cluster, summed in rank 0's shared memory,
+    give the arrival counters' bits (the same sums in the same order), in every format, with and without
+    GLU, over 200 rows (the last tile's rows past the matrix); 12 splits keep the counters."""
+    from kernels.triton_gemv import launch_segments
+
+    _needs_clusters()
+    width = 3072
+    x = activations(rng, width)
+    ws = [MAKERS[fmt]((200, width), rng, blocks, n) for n in (("gate", "up") if glu else ("w",))]
+    got = {}
+    for clustered in (False, True):
+        with (
+            tensor_cores(per, int8_codes=int8_codes, cluster_splits=clustered) as launches,
+            _clustered_launches() as sizes,
+        ):
+            got[clustered] = launch_segments(x, tuple(ws), (None,) * len(ws), 1, glu=glu)
+        assert launches == [True]
+        splits = width // (256 if fmt in ("Q4_K", "Q6_K-regrouped") else 32) // per
+        assert sizes == ([splits] if clustered and splits <= 8 else [])
+    assert torch.equal(got[False], got[True])
+    if not glu:
+        assert rel_err(got[True], reference_qmatmul(x, ws[0], None, torch.float32)) < REL_TOL
+
+
+@pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
+def test_clustered_splits_in_every_epilogue(normed, rng, blocks) -> None:
+    """Clustered splits through GLU (rms-normed or not), three segments with biases (q/k/v) and the
+    residual sum with its scaled copy: the counters' bits."""
+    from kernels.triton_gemv import FAST_PATH, gemv_add_normed, gemv_glu
+
+    _needs_clusters()
+    width = 3072
+    fused = q4_k((2 * 320, width), rng, blocks)
+    x = activations(rng, width)
+    h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5) if normed else x
+    weights = tuple(q4_k((r, width), rng, blocks, n) for r, n in ((256, "q"), (64, "k"), (64, "v")))
+    biases = tuple(torch.randn(w.shape[0], device="cuda") * 0.1 for w in weights)
+    w = q4_k((640, width), rng, blocks)
+    residual, norm_weight = torch.randn(1, 640, device="cuda"), torch.randn(640, device="cuda")
+    got = {}
+    for clustered in (False, True):
+        with (
+            tensor_cores(2, int8_codes=True, cluster_splits=clustered) as launches,
+            _clustered_launches() as sizes,
+        ):
+            glu = gemv_glu(h, fused, None)
+            qkv = FAST_PATH.qmatmuls(x, weights, biases)
+            added = gemv_add_normed(x, w, residual, norm_weight, 1e-5, None)
+        assert all(launches) and len(launches) == 3
+        assert sizes == ([6, 6, 6] if clustered else [])
+        got[clustered] = (glu, *qkv, added.x, added.xw)
+    assert all(torch.equal(a, b) for a, b in zip(got[False], got[True], strict=True))
+
+
+def test_clustered_splits_of_mxfp4_experts(rng, blocks) -> None:
+    """GPT-OSS's expert GEMVs by token-expert pair (the grid's third axis) as clusters: gate and up with
+    the clamped SwiGLU from an rms-normed row, then down: the counters' bits."""
+    from kernels.triton_moe import gemv_experts, gemv_experts_glu
+
+    _needs_clusters()
+    n_expert, ffn, width = 8, 224, 2880
+    gate = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "gate")
+    up = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "up")
+    down = mxfp4_regrouped((n_expert, width, ffn), rng, blocks, "down")
+    bg, bu = torch.randn(n_expert, ffn, device="cuda") * 0.1, torch.randn(n_expert, ffn, device="cuda") * 0.1
+    bd = torch.randn(n_expert, width, device="cuda") * 0.1
+    x = activations(rng, width)
+    h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5)
+    ids = torch.tensor([[5, 0, 5, 3]], device="cuda")
+    rows = torch.randn(4, ffn, device="cuda")
+    got = {}
+    for clustered in (False, True):
+        with tensor_cores(30, cluster_splits=clustered) as launches, _clustered_launches() as sizes:
+            act = gemv_experts_glu(h, gate, up, ids, (bg, bu), (1.702, 7.0))
+            got_down = gemv_experts(rows, down, ids.reshape(-1, 1), bd, torch.float32)
+        assert launches == [True, True]
+        # gate/up: 90 blocks / 30, three splits; down's 7 blocks split as the grid asks
+        assert (sizes[:1] == [3] and all(2 <= n <= 8 for n in sizes)) if clustered else sizes == []
+        got[clustered] = (act, got_down)
+    assert torch.equal(got[False][0], got[True][0]) and torch.equal(got[False][1], got[True][1])
+
+
+def test_clustered_splits_replay_with_dependent_launch_as_eager(rng, blocks) -> None:
+    """Clustered launches captured with dependent launch replay the eager values bit for bit, and those of
+    the counters' reduction."""
+    _needs_clusters()
+    ws = [q4_k((3072, 3072), rng, blocks, f"w{i}") for i in range(3)]
+    x = activations(rng, 3072)
+    with tensor_cores(int8_codes=True):
+        plain = _chained(ws, x)
+    with _clustered_launches() as sizes:
+        eager, replays, launches = _chain_replayed_early(ws, x, int8_codes=True, cluster_splits=True)
+    assert all(launches) and len(launches) == 6 and len(sizes) == 6
+    assert torch.equal(eager, plain)
+    assert all(torch.equal(r, eager) for r in replays)

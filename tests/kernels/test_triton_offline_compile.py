@@ -733,3 +733,22 @@ def test_the_tensor_core_walk_issues_fewer_instructions_a_code_than_the_cuda_cor
     (row,) = [r for r in tensor_core_rows(forms=(form,))]
     (cuda_core,) = cost_rows([layout], None, None, (2880, 2880))
     assert row["walk_per_code"] < 0.7 * cuda_core["loop_sass_per_weight"]
+
+
+@pytest.mark.parametrize("form", [f for f in _tensor_core_forms() if "cluster" in f])
+def test_clustered_splits_sum_without_atomics_or_fences(form: str) -> None:
+    """A split launch as clusters (`GemvConfig.tc_cluster_splits`): splits 1.. send their sums to rank 0 by
+    `st.async` (SASS `STAS`, two rows a thread, GLU's up sums too) counted on rank 0's mbarrier, after the
+    one wait at the cluster barrier; no atomic, no memory fence (a cluster-scope release is `MEMBAR.ALL.GPU`
+    on sm_90) and no global partial sums. The counters' form of the same launch has its atomic."""
+    from kernels.triton_offline import TENSOR_CORE_FORMS, compile_tensor_core_gemv, sass_opcodes
+
+    ops = sass_opcodes(compile_tensor_core_gemv(form).asm["cubin"])
+    assert not [op for op in ops if op.startswith(("ATOM", "RED", "MEMBAR"))]
+    assert ops["UCGABAR_ARV"] == 1 and ops["UCGABAR_WAIT"] == 1
+    assert ops["STAS"] == 2 * (2 if TENSOR_CORE_FORMS[form]["GLU"] else 1)
+    assert ops["STG"] <= 4  # the tail's stores: y and the scaled copy, two rows a thread
+    counted = {**TENSOR_CORE_FORMS[form], "CLUSTER": 0}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(TENSOR_CORE_FORMS, "counted", counted)
+        assert sass_opcodes(compile_tensor_core_gemv("counted").asm["cubin"])["ATOMG"] >= 1

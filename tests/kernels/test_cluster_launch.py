@@ -1,0 +1,47 @@
+"""`kernels.cluster_launch`: the packed launch metadata it changes, read from the installed Triton."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import namedtuple
+
+import pytest
+
+from kernels import cluster_launch
+
+
+def test_a_cluster_size_replaces_num_ctas_in_the_packed_metadata() -> None:
+    assert cluster_launch.packed_for_cluster((4, 1, 2048), 1, 6) == (4, 6, 2048)
+
+
+@pytest.mark.parametrize(
+    ("packed", "num_ctas", "size", "error"),
+    [
+        ((4, 1), 1, 3, RuntimeError),  # a Triton whose launcher reads something else
+        ((4, 2, 0), 1, 3, RuntimeError),  # num_ctas not where it is expected
+        ((4, 2, 0), 2, 3, ValueError),  # Triton's own clusters
+        ((4, 1, 0), 1, 9, ValueError),  # past the portable cluster size
+        ((4, 1, 0), 1, 0, ValueError),
+    ],
+)
+def test_what_cannot_be_clustered_is_refused(packed, num_ctas, size, error) -> None:
+    with pytest.raises(error, match="cluster_launch"):
+        cluster_launch.packed_for_cluster(packed, num_ctas, size)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton (the CUDA backend)")
+def test_the_installed_triton_packs_num_warps_num_ctas_shared() -> None:
+    """What `packed_for_cluster` relies on: the CUDA backend packs a compiled kernel's launch metadata as
+    (num_warps, num_ctas, shared), the triple its launcher parses ("iii") and clusters by."""
+    import inspect
+
+    from triton.backends.nvidia import driver
+    from triton.backends.nvidia.compiler import CUDABackend
+
+    launcher = inspect.getsource(driver)
+    assert "clusterAttr.value.clusterDim.x = num_ctas;" in launcher
+    assert "config.gridDimX = gridX * num_ctas;" in launcher
+    meta = namedtuple("Meta", "num_warps num_ctas shared")(4, 1, 4096)
+    packed = CUDABackend.pack_metadata(None, meta)
+    assert packed == (4, 1, 4096)
+    assert cluster_launch.packed_for_cluster(packed, meta.num_ctas, 3) == (4, 3, 4096)
