@@ -14,9 +14,9 @@ layout, each program would load its fragments instead. This probe measures that 
 - `worker launch`: the worker's default launch of the product (`triton_gemv.launch`), the anchor;
 - `worker launch, words by TMA`: the same with `GemvConfig.tc_words_by_tma` (`tensor_core_gemv.
   _q4_k_int8_tma_walk`: each program's whole share asked for at its start by TMA, its B formed as ever);
-- `worker launch, splits as clusters`: the same with `GemvConfig.tc_cluster_splits` (sm_90+: a tile's
-  splits one thread-block cluster, split 0 summing the others' partial sums in its shared memory instead
-  of the arrival counter's tail through L2);
+- `worker launch, splits by counters`: the same with `GemvConfig.tc_cluster_splits` off (the default
+  before 2026-12-07): a tile's splits summed through L2 by the last program to arrive at its counter,
+  not by split 0 of a thread-block cluster from its shared memory (sm_90+; elsewhere both are this);
 - `B formed`: `_probe_kernel` with the product's walk, prologue included, and a split-K tail like the
   product's (partials, arrival counter, the last program sums them in split order);
 - `B loaded`: the same kernel and tail, the walk loading each super-block's B words and the mins' operand
@@ -35,7 +35,8 @@ layout, each program would load its fragments instead. This probe measures that 
 The loaded forms read a buffer of zeros: their sums are not the product's, and only their time means anything (no
 branch depends on a value). `B formed` is checked against the worker's launch: its sums must be the same
 bits (the same walk, the same split order), and so must the worker's TMA form (the same words, read from
-shared memory) and its clustered form (the same sums in the same order), which the report states. The matrices are Phi-3-mini's Q4_K
+shared memory) and its form summing the splits by counters (the same sums in the same order), which the
+report states. The matrices are Phi-3-mini's Q4_K
 products, as many copies of each as exceed the L2, each form's launches in a CUDA graph (`kernels_gemv.
 time_launches`). Writes `b_operand_probe.json` and `.md` to `--out`. CUDA (sm_80+) only.
 """
@@ -70,7 +71,7 @@ PHI3_PRODUCTS = (
 FORMS = (
     "worker launch",
     "worker launch, words by TMA",
-    "worker launch, splits as clusters",
+    "worker launch, splits by counters",
     "B formed",
     "B loaded",
     "B loaded, words by TMA",
@@ -319,7 +320,7 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
     )
 
     by_tma = dataclasses.replace(config, tc_words_by_tma=True)
-    clustered = dataclasses.replace(config, tc_cluster_splits=True)
+    counted = dataclasses.replace(config, tc_cluster_splits=False)
 
     def run_worker(i: int, config=config) -> torch.Tensor:
         return launch_segments(x, segments[i], (None,) * halves, 1, config=config, glu=glu)
@@ -327,17 +328,17 @@ def probe_product(name: str, out_rows: int, in_features: int, glu: bool, replays
     want = run_worker(0).reshape(-1).clone()
     same = torch.equal(want, run_probe(0, 0).clone())
     tma_same = torch.equal(want, run_worker(0, by_tma).reshape(-1).clone())
-    cluster_same = torch.equal(want, run_worker(0, clustered).reshape(-1).clone())
+    counted_same = torch.equal(want, run_worker(0, counted).reshape(-1).clone())
     row = {"product": name, "shape": f"{out_rows}x{in_features}", "glu": glu, "per": per, "splits": splits}
     row["tiles"] = tiles
     row["bytes"] = w0.nbytes
     row["b_formed_equals_worker"] = same
     row["tma_worker_equals_worker"] = tma_same
-    row["cluster_worker_equals_worker"] = cluster_same
+    row["counted_worker_equals_worker"] = counted_same
     forms = (
         ("worker launch", run_worker),
         ("worker launch, words by TMA", lambda i: run_worker(i, by_tma)),
-        ("worker launch, splits as clusters", lambda i: run_worker(i, clustered)),
+        ("worker launch, splits by counters", lambda i: run_worker(i, counted)),
         ("B formed", lambda i: run_probe(i, 0)),
         ("B loaded", lambda i: run_probe(i, 1)),
         ("B loaded, words by TMA", lambda i: run_probe(i, 2)),
@@ -378,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| product | shape | PER x splits | "
         + " | ".join(FORMS)
-        + " | copy time | B formed (worker by TMA, as clusters) = worker |",
+        + " | copy time | B formed (worker by TMA, by counters) = worker |",
         "|---|---|---|" + "---:|" * (len(FORMS) + 1) + "---|",
     ]
     for r in rows:
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             + " | ".join(cells)
             + f" | {floor} | {'yes' if r['b_formed_equals_worker'] else 'NO'} "
             + f"({'yes' if r['tma_worker_equals_worker'] else 'NO'}, "
-            + f"{'yes' if r['cluster_worker_equals_worker'] else 'NO'}) |"
+            + f"{'yes' if r['counted_worker_equals_worker'] else 'NO'}) |"
         )
     record = {**run_info(device), "copy": copy, "rows": rows}
     publish(record, "\n".join(lines) + "\n", args.out, "b_operand_probe")

@@ -60,11 +60,11 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   of one super-block's words ahead in registers (the same bits); where dependent launch is off by default
   (Phi-3), also with it (`..., with dependent launch[, late trigger]`: the copies then run before the
   wait, beside the previous kernel's tail);
-- `tensor-core splits as clusters` (`GemvConfig.tc_cluster_splits`): every tensor-core launch split into
-  2-8 programs a row tile running each tile's splits as one thread-block cluster, splits 1.. sending
-  their partial sums into split 0's shared memory (`st.async`, counted on an mbarrier) instead of the
-  arrival counter's fence, atomic and reads through L2 (the same bits); where dependent launch is off by
-  default (Phi-3), also with it;
+- `tensor-core splits by arrival counters` (`GemvConfig.tc_cluster_splits` off, the form before
+  2026-12-07): every tensor-core launch split into 2-8 programs a row tile summing its splits through L2
+  (each stores its partial sums, the last to arrive at the tile's counter reads and sums them) instead of
+  the default's thread-block cluster, splits 1.. sending their sums into split 0's shared memory (the
+  same bits). With `without dependent launch`, the step before 2026-12-07 for Phi-3 (+4.0 % now, H100);
 - `tensor-core rows across 2 warps`, `... 4 warps` (`GemvConfig.tc_warp_split`): every tensor-core launch
   whose row's units the split divides with 32 or 16 rows a program, its warps each walking their own run
   of the units and the runs' sums added in the program, so that the split of K across programs (partial
@@ -494,12 +494,12 @@ def _tc_words_by_tma(config: Any, layout: Any, shape: tuple[int, int, int, int])
     return dataclasses.replace(config, tc_words_by_tma=True)
 
 
-def _tc_cluster_splits(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
-    """The tensor-core launches split into 2-8 programs a row tile running each tile's splits as one
-    cluster, summed in rank 0's shared memory (`GemvConfig.tc_cluster_splits`: the same bits)."""
+def _tc_counter_splits(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+    """The tensor-core launches' splits summed through L2 by the last program to arrive at an arrival
+    counter (`GemvConfig.tc_cluster_splits` off: the form before 2026-12-07; the same bits)."""
     if not config.tensor_cores:
         return config
-    return dataclasses.replace(config, tc_cluster_splits=True)
+    return dataclasses.replace(config, tc_cluster_splits=False)
 
 
 def _cuda_cores(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
@@ -529,7 +529,7 @@ GEMV_SHAPE_RULES = {
     "tc-warp-split-2": functools.partial(_tc_warp_split, 2),
     "tc-warp-split-4": functools.partial(_tc_warp_split, 4),
     "tc-words-by-tma": _tc_words_by_tma,
-    "tc-cluster-splits": _tc_cluster_splits,
+    "tc-counter-splits": _tc_counter_splits,
     "q6-k-cuda-cores": _q6_k_cuda_cores,
     "q8-0-tensor-cores": functools.partial(_q8_0_tensor_cores, None),
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
@@ -580,7 +580,7 @@ GEMV_SHAPE_VARIANTS = {
     "tensor-core rows across 2 warps": "tc-warp-split-2",
     "tensor-core rows across 4 warps": "tc-warp-split-4",
     "tensor-core Q4_K words by TMA": "tc-words-by-tma",
-    "tensor-core splits as clusters": "tc-cluster-splits",
+    "tensor-core splits by arrival counters": "tc-counter-splits",
     "regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)": "q6-k-cuda-cores",
     "every Q4_K GEMV on the tensor cores": "q4-k-tensor-cores",
 }
@@ -751,9 +751,6 @@ def main(argv: list[str] | None = None) -> int:
                 # previous kernel's tail.
                 variants[f"tensor-core Q4_K words by TMA, {name}"] = Variant(
                     default_kernels, modes[name], gemv_shapes="tc-words-by-tma"
-                )
-                variants[f"tensor-core splits as clusters, {name}"] = Variant(
-                    default_kernels, modes[name], gemv_shapes="tc-cluster-splits"
                 )
     variants = select_variants(variants, args.only)
     ids = [1 + (7 * i) % 97 for i in range(8)]

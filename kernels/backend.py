@@ -82,8 +82,9 @@ class KernelConfig:
     (`reference_worker.prefill_graph`). `dependent_launch` (CUDA sm_90+, with `cuda_graphs`) captures the
     decode step with programmatic dependent launch: each of its Triton kernels is launched while the
     previous one finishes and waits for it before touching memory (`kernels.dependent_launch`); None (the
-    default) decides by the model's shape (`dependent_launch.chosen_for`: on where its block matrices are
-    small, so its step is many short kernels);
+    default) decides by the kernels and the model's shape (`dependent_launch.chosen_for`: on with the
+    tensor-core GEMVs, whose splits of K then sum in thread-block clusters, else where the model's block
+    matrices are small, so its step is many short kernels);
     `regroup` (CUDA, fast kernels): the 2-D matrices of these types stored CODES_THEN_SCALES at load
     (`kernels.qtensor`; the same bytes, a row's codes 16-byte aligned, read with 16-byte loads by the decode
     GEMV; MXFP4 expert tensors always are); None (the default) regroups by type and size where it was timed
@@ -151,13 +152,17 @@ class KernelConfig:
     ) -> dependent_launch.DependentLaunch:
         """How the captured decode step's kernels launch on `device`: early with Hopper's programmatic
         dependent launch, or not (only a captured step, whose launches cost no host time, gains from it).
-        Unless asked for either way, early where the model's largest block matrix (weight bytes) is small
-        enough (`dependent_launch.chosen_for`)."""
+        Unless asked for either way, early with the tensor-core GEMVs (their splits summed in clusters) or
+        where the model's largest block matrix (weight bytes) is small enough (`dependent_launch.chosen_for`)."""
         if not (self.graphs_on(device) and dependent_launch.supported(device)):
             return dependent_launch.OFF
         early = self.dependent_launch
         if early is None:
-            early = dependent_launch.chosen_for(largest_block_matrix_bytes)
+            # The tensor-core GEMVs sum their splits in clusters on sm_90+ (`GemvConfig.tc_cluster_splits`,
+            # on by default), as dependent launch needs sm_90: with them, every shape launches early.
+            early = dependent_launch.chosen_for(
+                largest_block_matrix_bytes, clustered_splits=self.kernels == "fast" and self.tensor_core_gemv
+            )
         return dependent_launch.DependentLaunch(early, self.weight_prefetch, self.late_trigger)
 
     def lookahead_on(self, device: torch.device) -> bool:

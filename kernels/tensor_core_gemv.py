@@ -1865,10 +1865,11 @@ def launch(
         CLUSTER=clustered,
         num_warps=NUM_WARPS,
         maxnreg=max_registers,
-        **dependent_launch.launch_kwargs(),
     )
     if clustered:
-        cluster_launch.launch(_tc_gemv_kernel, grid, split, *args, **constants)
+        cluster_launch.launch(
+            _tc_gemv_kernel, grid, split, *args, **constants, **dependent_launch.launch_kwargs()
+        )
     else:
-        _tc_gemv_kernel[grid](*args, **constants)
+        _tc_gemv_kernel[grid](*args, **constants, **dependent_launch.launch_kwargs())
     return y, y2

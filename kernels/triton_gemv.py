@@ -181,10 +181,13 @@ class GemvConfig:
     # at once, -6.2 % waiting a super-block at a time (as now), slower still with dependent launch. Off.
     tc_words_by_tma: bool = False
     # With tensor_cores, sm_90+: a launch split along K into 2-8 programs a row tile runs each tile's splits
-    # as one thread-block cluster (`kernels.cluster_launch`); splits 1.. store their partial sums into split
-    # 0's shared memory and split 0 sums them after the cluster's barrier, in split order (the same bits),
-    # instead of through L2 with an arrival counter whose last program sums them. Not timed yet.
-    tc_cluster_splits: bool = False
+    # as one thread-block cluster (`kernels.cluster_launch`); splits 1.. send their partial sums into split
+    # 0's shared memory (`st.async`, counted on its mbarrier) and split 0 sums them in split order (the
+    # same bits), instead of a fence, an arrival counter's atomic and the last program's reads through L2.
+    # Timed on an H100 (2026-12-07, `benchmarks/results/2026-12-07-h100-cluster-splits-1a8eb58.md`): Phi-3's
+    # q/k/v 10.40 -> 9.26 us and output 6.22 -> 5.22 us alone, gate/up +0.25 us; its step ±0 alone and
+    # +4.0 % with dependent launch, which it then takes (`dependent_launch.chosen_for`).
+    tc_cluster_splits: bool = True
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:

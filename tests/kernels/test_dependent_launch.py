@@ -80,9 +80,25 @@ def test_dependent_launch_is_off_on_cpu_and_decided_by_shape_by_default() -> Non
 def test_the_decode_step_launches_early_where_asked_or_where_the_blocks_matrices_are_small(
     monkeypatch: pytest.MonkeyPatch, asked: bool | None, largest: int, early: bool
 ) -> None:
+    """Without the tensor-core GEMVs (their splits summed in clusters), by the largest block matrix."""
     monkeypatch.setattr(dependent_launch, "supported", lambda device: True)  # as on sm_90
-    mode = KernelConfig(dependent_launch=asked).dependent_launch_mode(torch.device("cuda", 0), largest)
+    config = KernelConfig(dependent_launch=asked, tensor_core_gemv=False)
+    mode = config.dependent_launch_mode(torch.device("cuda", 0), largest)
     assert mode == dependent_launch.DependentLaunch(early, weight_prefetch=False, late_trigger=True)
+
+
+@pytest.mark.parametrize("largest", [3_567_616, 28_311_552])
+def test_with_clustered_splits_every_shape_launches_early_by_default(
+    monkeypatch: pytest.MonkeyPatch, largest: int
+) -> None:
+    """The default kernels (the tensor-core GEMVs, their splits summed in clusters on sm_90+): early with
+    the late trigger whatever the shape, Phi-3-mini's 28.3 MB matrices too; unless asked otherwise."""
+    monkeypatch.setattr(dependent_launch, "supported", lambda device: True)  # as on sm_90
+    cuda = torch.device("cuda", 0)
+    assert KernelConfig().dependent_launch_mode(cuda, largest) == dependent_launch.DependentLaunch(
+        True, weight_prefetch=False, late_trigger=True
+    )
+    assert not KernelConfig(dependent_launch=False).dependent_launch_mode(cuda, largest).enabled
 
 
 def test_the_largest_block_matrix_is_a_2d_tensor_of_a_layer() -> None:
@@ -106,14 +122,19 @@ def test_the_largest_block_matrix_is_a_2d_tensor_of_a_layer() -> None:
 
 
 def _early_launches(tree: ast.Module) -> list[tuple[str, int]]:
-    """(kernel name, line) of every `kernel[grid](..., **dependent_launch.launch_kwargs())` in a module."""
+    """(kernel name, line) of every `kernel[grid](..., **dependent_launch.launch_kwargs())` in a module, and
+    of every `cluster_launch.launch(kernel, grid, size, ..., **dependent_launch.launch_kwargs())`."""
     found = []
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Subscript)):
+        if not isinstance(node, ast.Call):
             continue
         spreads = [k.value for k in node.keywords if k.arg is None]
-        if any(ast.unparse(v) == "dependent_launch.launch_kwargs()" for v in spreads):
+        if not any(ast.unparse(v) == "dependent_launch.launch_kwargs()" for v in spreads):
+            continue
+        if isinstance(node.func, ast.Subscript):
             found.append((ast.unparse(node.func.value), node.lineno))
+        elif ast.unparse(node.func) == "cluster_launch.launch" and node.args:
+            found.append((ast.unparse(node.args[0]), node.lineno))
     return found
 
 
@@ -215,9 +236,9 @@ def test_every_early_launch_is_of_a_kernel_that_waits_first() -> None:
         problems += found
     assert not problems
     # The decode step's kernels: the GEMV, norm, RoPE + store, both attentions, the activation, routing,
-    # the router with its routing (`moe_router`), combination, the tensor-core GEMV (a launch that stopped
-    # passing the arguments would silently launch late: a lost gain).
-    assert launches == 10
+    # the router with its routing (`moe_router`), combination, the tensor-core GEMV, launched plain or as
+    # clusters (a launch that stopped passing the arguments would silently launch late: a lost gain).
+    assert launches == 11
 
 
 def test_the_source_check_fails_a_kernel_that_does_not_wait_first() -> None:
@@ -259,6 +280,14 @@ def launch(x):
     other_switch = loads_early.replace("if ROW_EARLY:", "if SPLIT:")
     assert _problems(other_switch, "o.py")[1] == [
         "o.py:10 launches _k, which calls tl.load before await_previous_grid(PDL)"
+    ]
+    clustered = fine.replace(
+        "_k[(1,)](x, **dependent_launch.launch_kwargs())",
+        "cluster_launch.launch(_k, (1,), 2, x, **dependent_launch.launch_kwargs())",
+    )
+    assert _problems(clustered, "c.py") == (1, [])
+    assert _problems(clustered.replace("    await_previous_grid(PDL)\n", ""), "c2.py")[1] == [
+        "c2.py:7 launches _k, which does not call await_previous_grid(PDL) in its top level"
     ]
     handed = fine.replace("await_previous_grid(PDL)", "await_previous_grid(0 if WORDS_EARLY else PDL)")
     assert _problems(handed, "h2.py") == (1, [])
