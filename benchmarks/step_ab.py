@@ -60,6 +60,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   of one super-block's words ahead in registers (the same bits); where dependent launch is off by default
   (Phi-3), also with it (`..., with dependent launch[, late trigger]`: the copies then run before the
   wait, beside the previous kernel's tail);
+- `tensor-core first words before the wait[, capped at 80 registers]` (`GemvConfig.tc_words_early`, where
+  the default launches early): each tensor-core launch of a 2-D matrix asking for its first unit's words
+  before it waits for the previous grid (and with ptxas's maxnreg at 80);
 - `tensor-core splits by arrival counters` (`GemvConfig.tc_cluster_splits` off, the form before
   2026-12-07): every tensor-core launch split into 2-8 programs a row tile summing its splits through L2
   (each stores its partial sums, the last to arrive at the tile's counter reads and sums them) instead of
@@ -522,6 +525,7 @@ GEMV_SHAPE_RULES = {
     "q4-k-float16": _q4_k_float16,
     "tc-registers-96": functools.partial(_tc_registers, 96),
     "tc-registers-80": functools.partial(_tc_registers, 80),
+    "tc-words-early": functools.partial(_tc_words_early, None),
     "tc-words-early-80": functools.partial(_tc_words_early, 80),
     "tc-walks-before": _tc_walks_before,
     "tc-two-ahead": functools.partial(_tc_two_ahead, None),
@@ -581,6 +585,8 @@ GEMV_SHAPE_VARIANTS = {
     "tensor-core rows across 4 warps": "tc-warp-split-4",
     "tensor-core Q4_K words by TMA": "tc-words-by-tma",
     "tensor-core splits by arrival counters": "tc-counter-splits",
+    "tensor-core first words before the wait": "tc-words-early",
+    "tensor-core first words before the wait, capped at 80 registers": "tc-words-early-80",
     "regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)": "q6-k-cuda-cores",
     "every Q4_K GEMV on the tensor cores": "q4-k-tensor-cores",
 }
