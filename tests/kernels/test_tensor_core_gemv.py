@@ -380,6 +380,20 @@ def test_mxfp4_of_every_scale_exponent_matches_the_reference(rng, blocks) -> Non
         assert rel_err(got[:, rows], want[:, rows]) < REL_TOL, rows
 
 
+EXPERTS_FFN, EXPERTS_WIDTH = 224, 2880  # GPT-OSS's width; ffn: down's input, whole blocks
+
+
+def mxfp4_experts(rng, blocks, n_expert: int = 8) -> tuple:
+    """Regrouped MXFP4 gate, up and down expert tensors of `n_expert` experts, (gate's, up's) biases and
+    down's."""
+    ffn, width = EXPERTS_FFN, EXPERTS_WIDTH
+    gate = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "gate")
+    up = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "up")
+    down = mxfp4_regrouped((n_expert, width, ffn), rng, blocks, "down")
+    bg, bu = torch.randn(n_expert, ffn, device="cuda") * 0.1, torch.randn(n_expert, ffn, device="cuda") * 0.1
+    return gate, up, down, (bg, bu), torch.randn(n_expert, width, device="cuda") * 0.1
+
+
 @pytest.mark.parametrize("warp_split", WARP_SPLITS, ids=lambda v: f"ws{v}")
 @pytest.mark.parametrize("per", [1, 9, 30])
 @pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
@@ -390,12 +404,8 @@ def test_mxfp4_experts_gate_up_and_down_match_the_reference(per, normed, warp_sp
     from kernels.qmatmul import qmatmul_experts
     from kernels.triton_moe import gemv_experts, gemv_experts_glu
 
-    n_expert, ffn, width, k = 8, 224, 2880, 4  # ffn: down's input, whole blocks
-    gate = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "gate")
-    up = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "up")
-    down = mxfp4_regrouped((n_expert, width, ffn), rng, blocks, "down")
-    bg, bu = torch.randn(n_expert, ffn, device="cuda") * 0.1, torch.randn(n_expert, ffn, device="cuda") * 0.1
-    bd = torch.randn(n_expert, width, device="cuda") * 0.1
+    ffn, width, k = EXPERTS_FFN, EXPERTS_WIDTH, 4
+    gate, up, down, (bg, bu), bd = mxfp4_experts(rng, blocks)
     x = activations(rng, width)
     h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5) if normed else x
     value = h.value() if normed else x
@@ -564,26 +574,31 @@ def test_two_units_ahead_give_the_same_bits(fmt, int8_codes, per, glu, rng, bloc
         assert rel_err(got[2], reference) < REL_TOL
 
 
-def _needs_tma() -> None:
+def _needs_sm90(what: str) -> None:
     if torch.cuda.get_device_capability()[0] < 9:
-        pytest.skip("TMA needs sm_90")
+        pytest.skip(f"{what} needs sm_90")
 
 
 @contextlib.contextmanager
-def _tma_walks():
-    """Counts the launches that built TMA descriptors (`tensor_core_gemv.tma_descriptors`: a matrix each)."""
-    from kernels import tensor_core_gemv
-
-    built = []
-    descriptors = tensor_core_gemv.tma_descriptors
+def _calls_of(module, name: str, recorded):
+    """`module.name` while the block runs, each call's `recorded(*args)` appended to the list it yields."""
+    seen = []
+    original = getattr(module, name)
 
     def counted(*args, **kw):
-        built.append(args[1:])
-        return descriptors(*args, **kw)
+        seen.append(recorded(*args))
+        return original(*args, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tensor_core_gemv, "tma_descriptors", counted)
-        yield built
+        mp.setattr(module, name, counted)
+        yield seen
+
+
+def _tma_walks():
+    """The launches that built TMA descriptors (`tensor_core_gemv.tma_descriptors`: a matrix each)."""
+    from kernels import tensor_core_gemv
+
+    return _calls_of(tensor_core_gemv, "tma_descriptors", lambda *args: args[1:])
 
 
 @pytest.mark.parametrize("glu", [False, True])
@@ -595,7 +610,7 @@ def test_words_by_tma_give_the_register_walk_s_bits(per, glu, rng, blocks) -> No
     the matrix land as TMA's zeros, and are not stored)."""
     from kernels.triton_gemv import launch_segments
 
-    _needs_tma()
+    _needs_sm90("TMA")
     width = 3072
     x = activations(rng, width)
     gate, up = q4_k((200, width), rng, blocks, "gate"), q4_k((200, width), rng, blocks, "up")
@@ -618,7 +633,7 @@ def test_words_by_tma_serve_only_one_q4_k_int8_matrix(rng, blocks) -> None:
     the reference's products."""
     from kernels.triton_gemv import launch_segments
 
-    _needs_tma()
+    _needs_sm90("TMA")
     width = 1024
     q, k = q4_k((128, width), rng, blocks, "q"), q4_k((64, width), rng, blocks, "k")
     x = activations(rng, width)
@@ -630,18 +645,26 @@ def test_words_by_tma_serve_only_one_q4_k_int8_matrix(rng, blocks) -> None:
         assert rel_err(got, want) < REL_TOL
 
 
-def test_words_by_tma_replay_with_dependent_launch_as_eager(rng, blocks) -> None:
+@pytest.mark.parametrize(
+    ("form", "needs", "recorded"),
+    [
+        ("words_by_tma", "TMA", "_tma_walks"),
+        ("cluster_splits", "thread-block clusters", "_clustered_launches"),
+    ],
+)
+def test_sm90_forms_replay_with_dependent_launch_as_eager(form, needs, recorded, rng, blocks) -> None:
     """Launched early, the TMA walk asks for its share before it waits for the previous grid (weights are
-    never written during a step): a chain captured with dependent launch replays the eager values bit for
-    bit, and those of the register walk."""
-    _needs_tma()
+    never written during a step), and clustered splits sum in split 0's shared memory: a chain captured
+    with dependent launch replays the eager values bit for bit, and those of the register walk with the
+    counters' reduction; every launch took the form (6: three eager, three captured)."""
+    _needs_sm90(needs)
     ws = [q4_k((3072, 3072), rng, blocks, f"w{i}") for i in range(3)]
     x = activations(rng, 3072)
     with tensor_cores(int8_codes=True):
         plain = _chained(ws, x)
-    with _tma_walks() as built:
-        eager, replays, launches = _chain_replayed_early(ws, x, int8_codes=True, words_by_tma=True)
-    assert all(launches) and len(launches) == 6 and len(built) == 6
+    with globals()[recorded]() as taken:
+        eager, replays, launches = _chain_replayed_early(ws, x, int8_codes=True, **{form: True})
+    assert all(launches) and len(launches) == 6 and len(taken) == 6
     assert torch.equal(eager, plain)
     assert all(torch.equal(r, eager) for r in replays)
 
@@ -664,26 +687,11 @@ def test_a_warp_split_s_tiles_walk_the_whole_row_without_a_split(
     assert rel_err(got, torch.nn.functional.silu(products[:, :ffn]) * products[:, ffn:]) < REL_TOL
 
 
-def _needs_clusters() -> None:
-    if torch.cuda.get_device_capability()[0] < 9:
-        pytest.skip("thread-block clusters need sm_90")
-
-
-@contextlib.contextmanager
 def _clustered_launches():
     """The cluster sizes of the launches made as clusters (`kernels.cluster_launch.launch`)."""
     from kernels import cluster_launch
 
-    sizes = []
-    launch = cluster_launch.launch
-
-    def counted(kernel, grid, size, *args, **kw):
-        sizes.append(size)
-        return launch(kernel, grid, size, *args, **kw)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cluster_launch, "launch", counted)
-        yield sizes
+    return _calls_of(cluster_launch, "launch", lambda kernel, grid, size, *args: size)
 
 
 # (format, int8 codes, units a program walks) at Phi-3's width, 3,072: 12 super-blocks or 96 blocks, so
@@ -708,7 +716,7 @@ def test_clustered_splits_give_the_counters_bits(fmt, int8_codes, per, glu, rng,
     GLU, over 200 rows (the last tile's rows past the matrix); 12 splits keep the counters."""
     from kernels.triton_gemv import launch_segments
 
-    _needs_clusters()
+    _needs_sm90("thread-block clusters")
     width = 3072
     x = activations(rng, width)
     ws = [MAKERS[fmt]((200, width), rng, blocks, n) for n in (("gate", "up") if glu else ("w",))]
@@ -733,7 +741,7 @@ def test_clustered_splits_in_every_epilogue(normed, rng, blocks) -> None:
     residual sum with its scaled copy: the counters' bits."""
     from kernels.triton_gemv import FAST_PATH, gemv_add_normed, gemv_glu
 
-    _needs_clusters()
+    _needs_sm90("thread-block clusters")
     width = 3072
     fused = q4_k((2 * 320, width), rng, blocks)
     x = activations(rng, width)
@@ -762,13 +770,9 @@ def test_clustered_splits_of_mxfp4_experts(rng, blocks) -> None:
     the clamped SwiGLU from an rms-normed row, then down: the counters' bits."""
     from kernels.triton_moe import gemv_experts, gemv_experts_glu
 
-    _needs_clusters()
-    n_expert, ffn, width = 8, 224, 2880
-    gate = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "gate")
-    up = mxfp4_regrouped((n_expert, ffn, width), rng, blocks, "up")
-    down = mxfp4_regrouped((n_expert, width, ffn), rng, blocks, "down")
-    bg, bu = torch.randn(n_expert, ffn, device="cuda") * 0.1, torch.randn(n_expert, ffn, device="cuda") * 0.1
-    bd = torch.randn(n_expert, width, device="cuda") * 0.1
+    _needs_sm90("thread-block clusters")
+    ffn, width = EXPERTS_FFN, EXPERTS_WIDTH
+    gate, up, down, (bg, bu), bd = mxfp4_experts(rng, blocks)
     x = activations(rng, width)
     h = RMSNormed(x, x * torch.randn(width, device="cuda"), 1e-5)
     ids = torch.tensor([[5, 0, 5, 3]], device="cuda")
@@ -783,18 +787,3 @@ def test_clustered_splits_of_mxfp4_experts(rng, blocks) -> None:
         assert (sizes[:1] == [3] and all(2 <= n <= 8 for n in sizes)) if clustered else sizes == []
         got[clustered] = (act, got_down)
     assert torch.equal(got[False][0], got[True][0]) and torch.equal(got[False][1], got[True][1])
-
-
-def test_clustered_splits_replay_with_dependent_launch_as_eager(rng, blocks) -> None:
-    """Clustered launches captured with dependent launch replay the eager values bit for bit, and those of
-    the counters' reduction."""
-    _needs_clusters()
-    ws = [q4_k((3072, 3072), rng, blocks, f"w{i}") for i in range(3)]
-    x = activations(rng, 3072)
-    with tensor_cores(int8_codes=True):
-        plain = _chained(ws, x)
-    with _clustered_launches() as sizes:
-        eager, replays, launches = _chain_replayed_early(ws, x, int8_codes=True, cluster_splits=True)
-    assert all(launches) and len(launches) == 6 and len(sizes) == 6
-    assert torch.equal(eager, plain)
-    assert all(torch.equal(r, eager) for r in replays)
