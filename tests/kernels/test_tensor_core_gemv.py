@@ -500,7 +500,9 @@ def test_regrouped_gate_and_up_match_the_swiglu_of_the_products(fmt, per, warp_s
 
 def glu_launch_grids(x: torch.Tensor, fused: QTensor, **config: object) -> tuple[torch.Tensor, list]:
     """`gemv_glu` of `x` with [gate; up] `fused` on the tensor cores with the `GemvConfig` fields `config`:
-    its output, and the grid of each tensor-core launch it made."""
+    its output, and the grid of each tensor-core launch it made (splits by counters unless `config` asks for
+    clusters: the grid then holds the split as its axis 1)."""
+    config = {"tc_cluster_splits": False, **config}
     from kernels import tensor_core_gemv, triton_gemv
 
     grids = []
