@@ -14,11 +14,14 @@ packed metadata to the cluster size and then launches it: the kernel then sees `
 grid x times the size, a cluster's programs consecutive (`%cluster_ctarank` = `program_id(0) % size`). A
 kernel compiled for clusters must be told so by a constexpr of its own, so that the same compiled kernel
 is never launched both ways (`tensor_core_gemv`'s CLUSTER). `packed_for_cluster` refuses a Triton whose
-packed metadata is not that triple.
+packed metadata is not that triple, and `supported` is False where the installed Triton's launcher does
+not cluster that way (`launcher_clusters_by_num_ctas`), so the GEMV keeps its counters there.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import torch
@@ -27,9 +30,32 @@ MAX_PORTABLE_SIZE = 8  # CTAs a cluster may hold on every sm_90+ GPU without the
 
 
 def supported(device: torch.device) -> bool:
-    """Whether `device` launches clusters (sm_90 and later)."""
+    """Whether `device` launches clusters (sm_90 and later) and the installed Triton's launcher clusters by
+    the packed `num_ctas` (`launcher_clusters_by_num_ctas`); where not, the caller keeps its own reduction."""
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.cuda.get_device_capability(index)[0] >= 9
+    return torch.cuda.get_device_capability(index)[0] >= 9 and launcher_clusters_by_num_ctas()
+
+
+@functools.cache
+def launcher_clusters_by_num_ctas() -> bool:
+    """What `launch` relies on, read once from the installed Triton: its CUDA backend packs a compiled
+    kernel's launch metadata as (num_warps, num_ctas, shared), and its launcher multiplies grid x by that
+    `num_ctas` and sets it as the cluster dimension."""
+    try:
+        from collections import namedtuple
+
+        from triton.backends.nvidia import driver
+        from triton.backends.nvidia.compiler import CUDABackend
+
+        meta = namedtuple("Meta", "num_warps num_ctas shared")(4, 1, 4096)
+        launcher = inspect.getsource(driver)
+        return (
+            CUDABackend.pack_metadata(None, meta) == (4, 1, 4096)
+            and "clusterAttr.value.clusterDim.x = num_ctas;" in launcher
+            and "config.gridDimX = gridX * num_ctas;" in launcher
+        )
+    except (ImportError, OSError, TypeError, AttributeError):
+        return False
 
 
 def packed_for_cluster(packed: tuple, num_ctas: int, size: int) -> tuple:

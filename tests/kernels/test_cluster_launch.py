@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from collections import namedtuple
 
 import pytest
 
@@ -30,18 +29,16 @@ def test_what_cannot_be_clustered_is_refused(packed, num_ctas, size, error) -> N
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton (the CUDA backend)")
-def test_the_installed_triton_packs_num_warps_num_ctas_shared() -> None:
-    """What `packed_for_cluster` relies on: the CUDA backend packs a compiled kernel's launch metadata as
-    (num_warps, num_ctas, shared), the triple its launcher parses ("iii") and clusters by."""
-    import inspect
+def test_the_installed_triton_clusters_by_the_packed_num_ctas() -> None:
+    """What `launch` relies on: the CUDA backend packs a compiled kernel's launch metadata as (num_warps,
+    num_ctas, shared), the triple its launcher parses and clusters by."""
+    assert cluster_launch.launcher_clusters_by_num_ctas()
 
-    from triton.backends.nvidia import driver
-    from triton.backends.nvidia.compiler import CUDABackend
 
-    launcher = inspect.getsource(driver)
-    assert "clusterAttr.value.clusterDim.x = num_ctas;" in launcher
-    assert "config.gridDimX = gridX * num_ctas;" in launcher
-    meta = namedtuple("Meta", "num_warps num_ctas shared")(4, 1, 4096)
-    packed = CUDABackend.pack_metadata(None, meta)
-    assert packed == (4, 1, 4096)
-    assert cluster_launch.packed_for_cluster(packed, meta.num_ctas, 3) == (4, 3, 4096)
+def test_without_such_a_launcher_no_device_clusters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Triton whose launcher reads something else: the GEMV keeps its arrival counters."""
+    import torch
+
+    monkeypatch.setattr(cluster_launch, "launcher_clusters_by_num_ctas", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+    assert not cluster_launch.supported(torch.device("cuda", 0))
