@@ -52,6 +52,13 @@ How (one program: 64 rows x PER super-blocks; 4 warps, 16 rows each):
   split's sums and the rms row at once (`_tail`); the bias, residual and norm weight are asked for before
   the counter's atomic. From the atomic on, a warp waits on memory twice (three times for Q6_K's
   residual form), not 6-7 times as with the runtime loops before (`triton_offline`'s round trips).
+- Split-K in a cluster (CLUSTER, `GemvConfig.tc_cluster_splits`, the default on sm_90 for 2-8 splits): a
+  row tile's splits run as one thread-block cluster (`kernels.cluster_launch`), split s its CTA s. Each
+  program makes a static shared array headed by an mbarrier (`_cluster_started`: split 0 arrives on it
+  expecting the other splits' bytes); splits 1.. wait once at the cluster barrier and send their sums into
+  split 0's array by `st.async`, which completes those bytes on its mbarrier (`_send_to_rank0`); split 0
+  waits on it (`_received`), sums from zero in split order (the counters' bits) and runs `_tail`. No fence,
+  no atomic, no global partials: one trip between SMs of a GPC.
 - A warp split (`GemvConfig.tc_warp_split` 2 or 4, off: timed slower): a program of 64 / split rows whose
   warps each walk their own run of each row's units (`_row_offsets`; B's columns 2s and 2s + 1 hold run
   s's activations, so one mma still serves every warp), the runs' sums added in the program

@@ -130,7 +130,8 @@ def add_kernel_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="programmatic dependent launch in the captured decode step: each kernel launched while the "
         "previous one finishes, waiting for it before any memory access (CUDA sm_90+, --cuda-graphs; "
-        "default: on where the largest matrix of a block is at most 16 MiB, a step of short kernels)",
+        "default: on with the tensor-core GEMVs, whose splits then sum in thread-block clusters; without "
+        "them, where the largest matrix of a block is at most 16 MiB, a step of short kernels)",
     )
     p.add_argument(
         "--weight-prefetch",
