@@ -1531,9 +1531,8 @@ def _cluster_start_asm(words, rank0_bytes):
     )
 
 
-CLUSTER_SUMS_AT = gl.constexpr(
-    16
-)  # bytes: where the partial sums start in the cluster's array (after its mbarrier)
+# Bytes: where the partial sums start in the cluster's array (after its mbarrier).
+CLUSTER_SUMS_AT = gl.constexpr(16)
 
 
 @gluon.jit
@@ -1768,9 +1767,9 @@ def launch(
     (`GemvConfig.tc_warp_split`, `warp_split_for`), `units` then the units a warp walks. `words_by_tma`: a Q4_K
     int8 walk of one 2-D matrix (GLU: `up_data`, the up matrix's bytes, beside the gate's `w_data`) asks
     for each program's whole share by TMA (`GemvConfig.tc_words_by_tma`, `_q4_k_int8_tma_walk`; sm_90+).
-    `cluster_splits`: a split launch of at most `cluster_launch.MAX_PORTABLE_SIZE` splits runs each tile's
-    splits as one cluster, summed through rank 0's shared memory (`GemvConfig.tc_cluster_splits`; sm_90+,
-    needs no counters)."""
+    `cluster_splits`: a split launch of at most `cluster_launch.MAX_PORTABLE_SIZE` splits, without a warp
+    split, runs each tile's splits as one cluster, summed through rank 0's shared memory
+    (`GemvConfig.tc_cluster_splits`; sm_90+, needs no counters)."""
     if units_ahead not in (1, 2):
         raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
@@ -1789,6 +1788,8 @@ def launch(
     clustered = (
         cluster_splits
         and 1 < split <= cluster_launch.MAX_PORTABLE_SIZE
+        and warp_split
+        == 1  # (a warp split's sums are a tile of 64 / warp_split rows: not the cluster's form)
         and cluster_launch.supported(x.device)
     )
     if split > 1 and not clustered and (counters is None or sum(tiles) * pairs > counters.numel()):

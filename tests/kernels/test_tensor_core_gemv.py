@@ -737,6 +737,21 @@ def test_clustered_splits_give_the_counters_bits(fmt, int8_codes, per, glu, rng,
         assert rel_err(got[True], reference_qmatmul(x, ws[0], None, torch.float32)) < REL_TOL
 
 
+def test_a_warp_split_keeps_the_counters(rng, blocks) -> None:
+    """Clusters asked for with a warp split (`GemvConfig.tc_warp_split` 2: its sums are a tile of 32 rows):
+    the launch sums its splits by counters, and gives the reference's products."""
+    from kernels.triton_gemv import launch_segments
+
+    _needs_sm90("thread-block clusters")
+    width = 3072
+    x = activations(rng, width)
+    w = q4_k((200, width), rng, blocks)
+    with tensor_cores(1, warp_split=2, cluster_splits=True) as launches, _clustered_launches() as sizes:
+        got = launch_segments(x, (w,), (None,), 1)
+    assert launches == [True] and sizes == []
+    assert rel_err(got, reference_qmatmul(x, w, None, torch.float32)) < REL_TOL
+
+
 @pytest.mark.parametrize("normed", [False, True], ids=["plain", "normed"])
 def test_clustered_splits_in_every_epilogue(normed, rng, blocks) -> None:
     """Clustered splits through GLU (rms-normed or not), three segments with biases (q/k/v) and the
