@@ -49,9 +49,9 @@ class DependentLaunch:
 OFF = DependentLaunch()
 
 # Where dependent launch is on by default (`KernelConfig.dependent_launch` None) without the tensor-core
-# GEMVs' clustered splits (`chosen_for`): in a model whose largest block matrix holds at most this many bytes. Launching early hides a few microseconds of launch and
-# ramp-up per kernel, a large share of a step of short kernels; beside a long GEMV the next kernel's
-# waiting programs cost more than that. Measured with the late trigger (2026-12-05): Qwen2.5-0.5B
+# GEMVs' clustered splits (`chosen_for`): in a model whose largest block matrix holds at most this many
+# bytes. Launching early hides a few microseconds of launch and ramp-up per kernel, a large share of a
+# step of short kernels; beside a long GEMV the next kernel's waiting programs cost more than that. Measured with the late trigger (2026-12-05): Qwen2.5-0.5B
 # (largest block matrix 3.6 MB) +4.5 %, GPT-OSS-20B (12.5 MB; its experts are one launch of 4 of 32)
 # +2.6 %, Phi-3-mini (28.3 MB) -0.8 % on an H100 and -3.1 % on an H200; the bound lies between them.
 EARLY_LAUNCH_MAX_MATRIX_BYTES = 16 << 20
@@ -62,9 +62,9 @@ def chosen_for(largest_block_matrix_bytes: int, *, clustered_splits: bool = Fals
     default: where its GEMVs' splits of K are summed in thread-block clusters (`clustered_splits`, the
     tensor-core GEMVs on sm_90+, `GemvConfig.tc_cluster_splits`), whatever the size; otherwise up to
     `EARLY_LAUNCH_MAX_MATRIX_BYTES`. Measured on an H100 (2026-12-07, `benchmarks.step_ab`): Phi-3-mini
-    (28.3 MB) with clustered splits and the late trigger +4.0 % a token against the step without either,
-    where the late trigger alone costs 4.6 % (the counters' split tails); Qwen2.5-0.5B and GPT-OSS-20B,
-    launched early below the bound already, take the clusters at ±0.1 %."""
+    (28.3 MB) with clustered splits and dependent launch (late trigger) +4.0 % a token against the step
+    without either, where dependent launch with the counters' split tails costs it 4.6 %; Qwen2.5-0.5B
+    and GPT-OSS-20B, launched early below the bound already, take the clusters at ±0.1 %."""
     return clustered_splits or largest_block_matrix_bytes <= EARLY_LAUNCH_MAX_MATRIX_BYTES
 
 
