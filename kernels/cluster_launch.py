@@ -31,9 +31,14 @@ MAX_PORTABLE_SIZE = 8  # CTAs a cluster may hold on every sm_90+ GPU without the
 
 def supported(device: torch.device) -> bool:
     """Whether `device` launches clusters (sm_90 and later) and the installed Triton's launcher clusters by
-    the packed `num_ctas` (`launcher_clusters_by_num_ctas`); where not, the caller keeps its own reduction."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.cuda.get_device_capability(index)[0] >= 9 and launcher_clusters_by_num_ctas()
+    the packed `num_ctas` (`launcher_clusters_by_num_ctas`); where not, the caller keeps its own reduction.
+    Asked at every GEMV launch: answered once a device."""
+    return _supported_on(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=8)
+def _supported_on(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] >= 9 and launcher_clusters_by_num_ctas()
 
 
 @functools.cache

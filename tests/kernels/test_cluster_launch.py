@@ -41,4 +41,8 @@ def test_without_such_a_launcher_no_device_clusters(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(cluster_launch, "launcher_clusters_by_num_ctas", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
-    assert not cluster_launch.supported(torch.device("cuda", 0))
+    cluster_launch._supported_on.cache_clear()
+    try:
+        assert not cluster_launch.supported(torch.device("cuda", 0))
+    finally:
+        cluster_launch._supported_on.cache_clear()
