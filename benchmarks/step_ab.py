@@ -42,9 +42,7 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   as int8 A operands as they lie, the activations as four signed 8-bit limbs in B's columns);
 - `tensor-core GEMVs capped at 96 registers`, `... at 80 registers`: every tensor-core launch with ptxas's
   maxnreg (`GemvConfig.tc_max_registers`); only Q4_K's gate/up walk holds more (86: five programs an SM;
-  at 80 six, spilling 16 bytes); where dependent launch is off by default (Phi-3), also capped at 80 `with
-  dependent launch` and `with dependent launch, late trigger` (its gate/up grid then fits one wave), and
-  those with each program's first words asked for before it waits (`GemvConfig.tc_words_early`);
+  at 80 six, spilling 16 bytes);
 - `tensor-core walks by the rule before 2026-12-07`: the super-block formats' tensor-core launches
   walking the most super-blocks that leave the grid at least four programs an SM
   (`tensor_core_gemv.units_per_program_before`; Phi-3's gate/up 2, 768 programs in 1.45 waves) instead of
@@ -57,9 +55,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   Timed on an H100 (2026-12-07): Phi-3 −1.3 % and −1.9 %, the same tokens;
 - `tensor-core Q4_K words by TMA` (`GemvConfig.tc_words_by_tma`): every Q4_K int8 tensor-core launch of
   one matrix asking for each program's whole share at its start by TMA copies into shared memory instead
-  of one super-block's words ahead in registers (the same bits); where dependent launch is off by default
-  (Phi-3), also with it (`..., with dependent launch[, late trigger]`: the copies then run before the
-  wait, beside the previous kernel's tail);
+  of one super-block's words ahead in registers (the same bits; launched early, as by default on sm_90,
+  the copies run before the wait, beside the previous kernel's tail);
 - `tensor-core first words before the wait[, capped at 80 registers]` (`GemvConfig.tc_words_early`, where
   the default launches early): each tensor-core launch of a 2-D matrix asking for its first unit's words
   before it waits for the previous grid (and with ptxas's maxnreg at 80);
@@ -743,21 +740,6 @@ def main(argv: list[str] | None = None) -> int:
         variants.update(
             {name: Variant(default_kernels, mode) for name, mode in modes.items() if mode != early}
         )
-        if not early.enabled:
-            # Where dependent launch is off by default (Phi-3: its waiting programs crowded the gate/up grid
-            # of 1.45 waves before the tensor-core walks fit one wave, 2026-12-07), with the register cap.
-            for name in ("with dependent launch", "with dependent launch, late trigger"):
-                variants[f"tensor-core GEMVs capped at 80 registers, {name}"] = Variant(
-                    default_kernels, modes[name], gemv_shapes="tc-registers-80"
-                )
-                variants[f"tensor-core GEMVs capped at 80 registers, {name}, words before the wait"] = (
-                    Variant(default_kernels, modes[name], gemv_shapes="tc-words-early-80")
-                )
-                # The TMA walk asks for its share before the wait: launched early, that overlaps the
-                # previous kernel's tail.
-                variants[f"tensor-core Q4_K words by TMA, {name}"] = Variant(
-                    default_kernels, modes[name], gemv_shapes="tc-words-by-tma"
-                )
     variants = select_variants(variants, args.only)
     ids = [1 + (7 * i) % 97 for i in range(8)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
