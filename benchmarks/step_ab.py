@@ -60,6 +60,8 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `tensor-core first words before the wait[, capped at 80 registers]` (`GemvConfig.tc_words_early`, where
   the default launches early): each tensor-core launch of a 2-D matrix asking for its first unit's words
   before it waits for the previous grid (and with ptxas's maxnreg at 80);
+- `tensor-core first two units' words before the wait` (the same with `GemvConfig.tc_units_ahead` 2): two
+  units' words asked for before the wait, and two in flight beside the one multiplied after it;
 - `tensor-core splits by arrival counters` (`GemvConfig.tc_cluster_splits` off, the form before
   2026-12-07): every tensor-core launch split into 2-8 programs a row tile summing its splits through L2
   (each stores its partial sums, the last to arrive at the tile's counter reads and sums them) instead of
@@ -443,12 +445,15 @@ def _tc_registers(cap: int, config: Any, layout: Any, shape: tuple[int, int, int
     return dataclasses.replace(config, tc_max_registers=cap) if config.tensor_cores else config
 
 
-def _tc_words_early(cap: int | None, config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
+def _tc_words_early(
+    cap: int | None, ahead: int, config: Any, layout: Any, shape: tuple[int, int, int, int]
+) -> Any:
     """The tensor-core launches asking for their first words before the wait (`GemvConfig.tc_words_early`),
-    capped at `cap` registers if given."""
+    capped at `cap` registers if given; with `ahead` 2 the first two units' words (`GemvConfig.
+    tc_units_ahead`: two in flight beside the one multiplied for the rest of the walk too)."""
     if not config.tensor_cores:
         return config
-    return dataclasses.replace(config, tc_words_early=True, tc_max_registers=cap)
+    return dataclasses.replace(config, tc_words_early=True, tc_max_registers=cap, tc_units_ahead=ahead)
 
 
 def _tc_walks_before(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
@@ -522,8 +527,9 @@ GEMV_SHAPE_RULES = {
     "q4-k-float16": _q4_k_float16,
     "tc-registers-96": functools.partial(_tc_registers, 96),
     "tc-registers-80": functools.partial(_tc_registers, 80),
-    "tc-words-early": functools.partial(_tc_words_early, None),
-    "tc-words-early-80": functools.partial(_tc_words_early, 80),
+    "tc-words-early": functools.partial(_tc_words_early, None, 1),
+    "tc-words-early-80": functools.partial(_tc_words_early, 80, 1),
+    "tc-two-units-early": functools.partial(_tc_words_early, None, 2),
     "tc-walks-before": _tc_walks_before,
     "tc-two-ahead": functools.partial(_tc_two_ahead, None),
     "tc-two-ahead-four": functools.partial(_tc_two_ahead, 4),
@@ -584,6 +590,7 @@ GEMV_SHAPE_VARIANTS = {
     "tensor-core splits by arrival counters": "tc-counter-splits",
     "tensor-core first words before the wait": "tc-words-early",
     "tensor-core first words before the wait, capped at 80 registers": "tc-words-early-80",
+    "tensor-core first two units' words before the wait": "tc-two-units-early",
     "regrouped Q6_K GEMVs on the CUDA cores (Q4_K on the tensor cores)": "q6-k-cuda-cores",
     "every Q4_K GEMV on the tensor cores": "q4-k-tensor-cores",
 }
