@@ -40,6 +40,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -336,11 +337,12 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         )
         result.float16_codes_gb_per_s = round(weight_bytes / (result.float16_codes_us * 1e-6) / 1e9, 1)
 
-    def timed_each(field: str, label: str, values: list[int]) -> list[str]:
-        """The launch with `GemvConfig.<field>` at each of `values`: "<label><value> µs GB/s" each."""
+    def timed_each(field: str, label: str, values: list[int], base: Any = None) -> list[str]:
+        """The launch (`base`, else the default's) with `GemvConfig.<field>` at each of `values`: "<label><value>
+        µs GB/s" each."""
         timed = []
         for value in values:
-            form = dataclasses.replace(config, **{field: value})
+            form = dataclasses.replace(base or config, **{field: value})
             us = time_launches(lambda i, c=form: run(i, c), len(copies), args.replays)
             timed.append(f"{label}{value} {us:.2f} us {weight_bytes / (us * 1e-6) / 1e9:.0f}")
         return timed
@@ -357,6 +359,11 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         on_tc = dataclasses.replace(config, tensor_cores=True)
         result.tensor_cores_us = round(time_launches(lambda i: run(i, on_tc), len(copies), args.replays), 2)
         result.tensor_cores_gb_per_s = round(weight_bytes / (result.tensor_cores_us * 1e-6) / 1e9, 1)
+        # --tc-units and --tc-ahead time the launch's tensor-core form too (the block formats' walks)
+        if args.tc_units:
+            result.walks = timed_each("tc_units_per_program", "u", args.tc_units, on_tc)
+        if args.tc_ahead:
+            result.units_ahead = timed_each("tc_units_ahead", "a", args.tc_ahead, on_tc)
     if args.sweep or args.sweep_split:
         # The sweeps vary the CUDA-core loop's launch (the tensor-core kernel picks its own tiles).
         config = dataclasses.replace(config, tensor_cores=False)
@@ -485,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         metavar="N",
         help="also the launches the default runs on the tensor cores, each program walking N units (super-"
-        "blocks or blocks; `GemvConfig.tc_units_per_program`, where N divides the row's)",
+        "blocks or blocks; `GemvConfig.tc_units_per_program`, where N divides the row's); with "
+        "--tensor-cores, also the tensor-core forms of the others",
     )
     parser.add_argument(
         "--tc-ahead",
