@@ -85,6 +85,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
   matrices, `regrouped Q8_0 GEMVs on the tensor cores too` (every one of at least 4 MiB) and `... below
   64 MiB ...` (GPT-OSS's attention, not its 615 MB output); MoE models, `MXFP4 expert GEMVs on the tensor
   cores too` and that with the Q8_0 matrices below 64 MiB: `kernels.tensor_core_gemv` by layout and size;
+  `..., in one wave` (the Q8_0 ones below 64 MiB, and with the MXFP4 experts): those tensor-core launches
+  walking the fewest blocks whose splits a thread-block cluster holds with the grid in one wave
+  (`GemvConfig.tc_blocks_in_one_wave`) instead of 9-16 splits summed by arrival counters;
 - `attention re-tiled`: `rope_attention` on `triton_decode.attention_tile(retiled=True)`'s tiles (grouped
   heads on dot products, Phi-3's 32 positions a step without spills); `attention re-tiled, not pipelined`:
   those dot loops at num_stages 1 (14 KB of shared memory a program for grouped heads instead of the
@@ -119,7 +122,7 @@ import sys
 import time
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -426,6 +429,15 @@ def _block_formats_tensor_cores(config: Any, layout: Any, shape: tuple[int, int,
     return _q8_0_tensor_cores(Q8_0_TENSOR_CORE_BELOW, config, layout, shape)
 
 
+def _blocks_in_one_wave(
+    rule: Callable[..., Any], config: Any, layout: Any, shape: tuple[int, int, int, int]
+) -> Any:
+    """`rule`'s launches, the tensor-core ones of the block formats walking the fewest blocks whose splits a
+    cluster holds with the grid in one wave (`GemvConfig.tc_blocks_in_one_wave`)."""
+    config = rule(config, layout, shape)
+    return dataclasses.replace(config, tc_blocks_in_one_wave=True) if config.tensor_cores else config
+
+
 def _tc_zero_columns(config: Any, layout: Any, shape: tuple[int, int, int, int]) -> Any:
     """The tensor-core launches' prologue storing B's six unused columns as zeros (`GemvConfig.
     tc_zero_columns`: the form before 2026-12-06; the default leaves them unwritten, the same bits)."""
@@ -542,6 +554,12 @@ GEMV_SHAPE_RULES = {
     "q8-0-tensor-cores-below-64-mib": functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW),
     "mxfp4-tensor-cores": _mxfp4_tensor_cores,
     "block-formats-tensor-cores": _block_formats_tensor_cores,
+    "q8-0-tensor-cores-below-64-mib-one-wave": functools.partial(
+        _blocks_in_one_wave, functools.partial(_q8_0_tensor_cores, Q8_0_TENSOR_CORE_BELOW)
+    ),
+    "block-formats-tensor-cores-one-wave": functools.partial(
+        _blocks_in_one_wave, _block_formats_tensor_cores
+    ),
 }
 
 
@@ -598,6 +616,7 @@ Q8_0_VARIANTS = {
     "regrouped Q8_0 GEMVs plain (none ahead)": "q8-0-plain",
     "regrouped Q8_0 GEMVs on the tensor cores too": "q8-0-tensor-cores",
     "regrouped Q8_0 GEMVs below 64 MiB on the tensor cores too": "q8-0-tensor-cores-below-64-mib",
+    "regrouped Q8_0 GEMVs below 64 MiB on the tensor cores too, in one wave": "q8-0-tensor-cores-below-64-mib-one-wave",
 }
 
 
@@ -695,6 +714,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         variants["MXFP4 experts and regrouped Q8_0 below 64 MiB on the tensor cores too"] = Variant(
             default_kernels, early, gemv_shapes="block-formats-tensor-cores"
+        )
+        variants["MXFP4 experts and regrouped Q8_0 below 64 MiB on the tensor cores too, in one wave"] = (
+            Variant(default_kernels, early, gemv_shapes="block-formats-tensor-cores-one-wave")
         )
     if regrouped_matrix_count(engine.model):  # the default regroups some (triton_gemv.regrouped_by_default)
         variants["2-D matrices in file order"] = Variant(default_kernels, early, regroup=FILE_ORDER)

@@ -1650,7 +1650,9 @@ def _unit_choices(fmt: str) -> tuple[int, ...]:
     return PER_CHOICES if UNITS[fmt] == SUPERBLOCK else tuple(range(MAX_BLOCKS_PER_PROGRAM, 0, -1))
 
 
-def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
+def units_per_program(
+    fmt: str, n_units: int, tiles: int, sm_count: int, *, blocks_in_one_wave: bool = False
+) -> int:
     """PER, the units a program walks, dividing the row's (`tiles`: the grid's row tiles, times its
     token-expert pairs).
 
@@ -1661,11 +1663,25 @@ def units_per_program(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
     1.45 waves; q/k/v 4, the output projection 2, down 4); on an H100 the rule before, `step_ab`'s
     "tensor-core walks by the rule before 2026-12-07" now, −10.0 %. `units_per_program_before` is that rule.
     Blocks (Q8_0, MXFP4; 32 down to 1: a row's 90 blocks at 2,880 wide: 30, 18, 15, 10, 9, ...): the most
-    that still leave the grid about four programs an SM, not yet timed against other choices."""
+    that still leave the grid about four programs an SM, not yet timed against other choices; with
+    `blocks_in_one_wave` (`GemvConfig.tc_blocks_in_one_wave`) the fewest whose splits a thread-block
+    cluster holds (`cluster_launch.MAX_PORTABLE_SIZE`) and whose grid fits one wave of four programs an SM,
+    where one does (GPT-OSS's q/k/v 15 blocks in 6 splits and its output projection 16 in 8, where the rule
+    above gives 10 in 9 and 8 in 16, splits the clusters do not hold), else the rule above."""
     if UNITS[fmt] == SUPERBLOCK:
         dividing = [per for per in _unit_choices(fmt) if n_units % per == 0]
         within = [per for per in dividing if tiles * (n_units // per) <= 4 * sm_count]
         return within[-1] if within else dividing[0]
+    if blocks_in_one_wave:
+        clustered = [
+            per
+            for per in _unit_choices(fmt)
+            if n_units % per == 0
+            and 1 < n_units // per <= cluster_launch.MAX_PORTABLE_SIZE
+            and tiles * (n_units // per) <= 4 * sm_count
+        ]
+        if clustered:
+            return clustered[-1]
     return units_per_program_before(fmt, n_units, tiles, sm_count)
 
 
@@ -1749,6 +1765,7 @@ def launch(
     words_by_tma: bool = False,
     up_data: torch.Tensor | None = None,
     cluster_splits: bool = False,
+    blocks_in_one_wave: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One launch of `fmt` (one of FORMATS) for `triton_gemv.launch_segments`, its arguments resolved there
     (segments 1 and 2, or GLU's up rows as segment 1, as load-word offsets from `w_data`; their biases as
@@ -1769,7 +1786,8 @@ def launch(
     for each program's whole share by TMA (`GemvConfig.tc_words_by_tma`, `_q4_k_int8_tma_walk`; sm_90+).
     `cluster_splits`: a split launch of at most `cluster_launch.MAX_PORTABLE_SIZE` splits, without a warp
     split, runs each tile's splits as one cluster, summed through rank 0's shared memory
-    (`GemvConfig.tc_cluster_splits`; sm_90+, needs no counters)."""
+    (`GemvConfig.tc_cluster_splits`; sm_90+, needs no counters). `blocks_in_one_wave`: a block format's walk
+    by `units_per_program`'s clustered one-wave rule (`GemvConfig.tc_blocks_in_one_wave`)."""
     if units_ahead not in (1, 2):
         raise ValueError(f"tensor_core_gemv.launch: units_ahead is 1 or 2, not {units_ahead}")
     pairs = expert_ids.numel() if expert_ids is not None else 1
@@ -1781,7 +1799,9 @@ def launch(
         if units is not None and 0 < units <= MAX_UNITS_PER_WARP and (n_units // warp_split) % units == 0:
             per = units
     else:
-        per = units_per_program(fmt, n_units, sum(tiles) * pairs, sm_count)
+        per = units_per_program(
+            fmt, n_units, sum(tiles) * pairs, sm_count, blocks_in_one_wave=blocks_in_one_wave
+        )
         if units is not None and units in _unit_choices(fmt) and n_units % units == 0:
             per = units
     split = n_units // (warp_split * per)

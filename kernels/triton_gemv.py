@@ -188,6 +188,11 @@ class GemvConfig:
     # q/k/v 10.40 -> 9.26 us and output 6.22 -> 5.22 us alone, gate/up +0.25 us; its step ±0 alone and
     # +4.0 % with dependent launch, which it then takes (`dependent_launch.chosen_for`).
     tc_cluster_splits: bool = True
+    # With tensor_cores, the block formats (Q8_0, MXFP4): each program walks the fewest blocks whose splits a
+    # cluster holds (2-8) with the grid in one wave of four programs an SM, where some do
+    # (`tensor_core_gemv.units_per_program`), instead of the most that leave about four programs an SM (whose
+    # 9-16 splits sum by arrival counters). Not timed yet: `step_ab`'s "... in one wave" variants.
+    tc_blocks_in_one_wave: bool = False
 
     def __post_init__(self) -> None:
         if self.ahead and self.stages > 1:
@@ -2019,6 +2024,7 @@ def launch_segments(
             warp_split=config.tc_warp_split,
             words_by_tma=config.tc_words_by_tma,
             cluster_splits=config.tc_cluster_splits,
+            blocks_in_one_wave=config.tc_blocks_in_one_wave,
             up_data=glu_up.data if glu_up is not None else None,
         )
         if served is not None:

@@ -49,3 +49,29 @@ def test_units_a_warp_walks_in_phi_3_s_shapes(name, n_units, rows, per, split) -
     got = units_per_warp(n_units, tiles, SMS, 4)
     assert (got, n_units // (4 * got)) == (per, split), name
     assert tiles * split >= 2 * SMS
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "n_units", "tiles", "before", "in_one_wave"),
+    [
+        ("GPT-OSS q/k/v", "q8_0_codes_then_scales", 90, 80, 10, 15),  # 9 splits -> 6, 480 programs
+        ("GPT-OSS output projection", "q8_0_codes_then_scales", 128, 45, 8, 16),  # 16 splits -> 8
+        ("GPT-OSS experts, 4 pairs", "mxfp4_codes_then_scales", 90, 4 * 45, 30, 30),  # none in one wave
+        ("GPT-OSS output", "q8_0_codes_then_scales", 90, 3142, 30, 30),  # the tiles fill the SMs alone
+        ("Phi-3 q/k/v", "q4_k", 12, 144, 4, 4),  # super-blocks keep their rule
+    ],
+)
+def test_blocks_in_one_wave_walk_the_fewest_blocks_a_cluster_holds(
+    name, fmt, n_units, tiles, before, in_one_wave
+) -> None:
+    """`GemvConfig.tc_blocks_in_one_wave`: a block format's program walks the fewest blocks whose splits (2-8)
+    a thread-block cluster holds with the grid in one wave of four programs an SM; where none does, the rule
+    before (the most that leave about four programs an SM)."""
+    from kernels.cluster_launch import MAX_PORTABLE_SIZE
+    from kernels.tensor_core_gemv import units_per_program
+
+    assert units_per_program(fmt, n_units, tiles, SMS) == before, name
+    got = units_per_program(fmt, n_units, tiles, SMS, blocks_in_one_wave=True)
+    assert got == in_one_wave, name
+    if got != before:
+        assert 1 < n_units // got <= MAX_PORTABLE_SIZE and tiles * (n_units // got) <= 4 * SMS
