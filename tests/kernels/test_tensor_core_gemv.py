@@ -98,13 +98,14 @@ def tensor_cores(
     warp_split: int = 1,
     words_by_tma: bool = False,
     cluster_splits: bool = False,
+    blocks_in_one_wave: bool = False,
 ):
     """Every default GEMV config with `tensor_cores` on; `per`: the units (super-blocks, Q8_0 blocks) a
     program walks (with a warp split: a warp), where it divides the row's (else the launch's own choice);
     `zero_columns`: the prologue stores B's unused columns as zeros (`GemvConfig.tc_zero_columns`);
     `int8_codes`: Q4_K on int8 mma (`GemvConfig.tc_int8_codes`); `units_ahead`: `GemvConfig.tc_units_ahead`;
     `warp_split`: `GemvConfig.tc_warp_split`; `words_by_tma`: `GemvConfig.tc_words_by_tma`; `cluster_splits`:
-    `GemvConfig.tc_cluster_splits`."""
+    `GemvConfig.tc_cluster_splits`; `blocks_in_one_wave`: `GemvConfig.tc_blocks_in_one_wave`."""
     from kernels import tensor_core_gemv, triton_gemv
 
     chosen, choose_per = triton_gemv.default_config, tensor_core_gemv.units_per_program
@@ -120,10 +121,13 @@ def tensor_cores(
             tc_warp_split=warp_split,
             tc_words_by_tma=words_by_tma,
             tc_cluster_splits=cluster_splits,
+            tc_blocks_in_one_wave=blocks_in_one_wave,
         )
 
-    def fixed(fmt: str, n_units: int, tiles: int, sm_count: int) -> int:
-        return per if per is not None and n_units % per == 0 else choose_per(fmt, n_units, tiles, sm_count)
+    def fixed(fmt: str, n_units: int, tiles: int, sm_count: int, **rule: bool) -> int:
+        if per is not None and n_units % per == 0:
+            return per
+        return choose_per(fmt, n_units, tiles, sm_count, **rule)
 
     def fixed_per_warp(n_units: int, tiles: int, sm_count: int, split: int) -> int:
         if per is not None and n_units // split % per == 0:
@@ -735,6 +739,26 @@ def test_clustered_splits_give_the_counters_bits(fmt, int8_codes, per, glu, rng,
     assert torch.equal(got[False], got[True])
     if not glu:
         assert rel_err(got[True], reference_qmatmul(x, ws[0], None, torch.float32)) < REL_TOL
+
+
+@pytest.mark.parametrize("fmt", ["Q8_0-regrouped", "MXFP4-regrouped"])
+def test_blocks_in_one_wave_reach_the_launch_as_clusters(fmt, rng, blocks) -> None:
+    """`GemvConfig.tc_blocks_in_one_wave` at GPT-OSS's width (2,880: 90 blocks) over 200 rows (4 tiles): each
+    program walks 15 blocks, 6 splits as one cluster (the rule before: 1 block, 90 splits by counters), and
+    the launch gives the reference's products to rounding."""
+    from kernels.triton_gemv import launch_segments
+
+    _needs_sm90("thread-block clusters")
+    width = 2880
+    x = activations(rng, width)
+    w = MAKERS[fmt]((200, width), rng, blocks, "w")
+    with (
+        tensor_cores(cluster_splits=True, blocks_in_one_wave=True) as launches,
+        _clustered_launches() as sizes,
+    ):
+        got = launch_segments(x, (w,), (None,), 1)
+    assert launches == [True] and sizes == [6]
+    assert rel_err(got, reference_qmatmul(x, w, None, torch.float32)) < REL_TOL
 
 
 def test_a_warp_split_keeps_the_counters(rng, blocks) -> None:
