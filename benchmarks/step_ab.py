@@ -101,6 +101,9 @@ drift of the machine hits them alike. Each variant captures its own decode graph
 - `attention merge looped`: `rope_attention(unrolled_merge=False)`: the last split merges the splits'
   states in runtime loops, one L2 round trip a split (the form before 2026-12-06; by default the loops
   are unrolled, the same sums in the same order, the splits' loads in flight together);
+- `attention splits as clusters`: `rope_attention(clustered=True)`: a KV head's 2-8 splits as one
+  thread-block cluster, splits 1.. storing their states into split 0's shared memory, which merges them
+  (the same bits) instead of an arrival counter and the states' round trips through L2 (sm_90);
 - sm_90 and later: the default kernels captured `without dependent launch`, `with dependent launch`
   (`KernelConfig.dependent_launch`) and `with dependent launch and weight prefetch` (`weight_prefetch`),
   both also with a `late trigger` (`late_trigger`), and `weight prefetch without dependent launch`, each
@@ -737,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         variants["attention split by position"] = Variant(attention_by_position(default_kernels), early)
         variants["attention merge looped"] = Variant(attention_merge_looped(default_kernels), early)
+        variants["attention splits as clusters"] = Variant(
+            _rope_attention_with(default_kernels, clustered=True), early
+        )
     if not args.launch_only:
         variants["one launch per weight"] = Variant(one_launch_per_weight(default_kernels), early)
     if default_kernels.decode is not None and not args.launch_only:

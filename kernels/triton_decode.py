@@ -26,10 +26,17 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import dependent_launch
+from kernels import cluster_launch, dependent_launch, triton_cluster
 from kernels.formats import GGMLType
 from kernels.qmatmul import RMSNormed
 from kernels.qtensor import GGML, QTensor
+from kernels.triton_cluster import (
+    cluster_array,
+    cluster_handed_over,
+    cluster_started,
+    shared_f32,
+    store_to_rank0,
+)
 from kernels.triton_common import await_previous_grid, rms_over, routed_sum
 from kernels.triton_gemv import SplitCounters
 
@@ -312,6 +319,7 @@ def _rope_attention_kernel(
     BY_POSITION: tl.constexpr = False,  # the splits share the positions the step reads (`_position_span`)
     UNROLLED_SPLITS: tl.constexpr = 0,  # > 0: the merge's loops unrolled over this many splits (the grid's)
     HEAD_SPLIT: tl.constexpr = 1,  # programs sharing a KV head's query heads, BLOCK_G each (axis 2)
+    CLUSTER: tl.constexpr = 0,  # > 0: a KV head's CLUSTER splits as one thread-block cluster (axis 0)
 ):
     await_previous_grid(PDL)
     # One program per KV head and split of the cache positions: rotate its query heads and its key at
@@ -322,9 +330,18 @@ def _rope_attention_kernel(
     # state and the last to arrive merges them in split order (deterministic, as the GEMV's split-K).
     # With HEAD_SPLIT > 1, program axis 2 takes the KV head's query heads BLOCK_G at a time: each such
     # program runs the whole step for its heads (its own split states and arrival counter); the first
-    # stores the key and value.
-    kv = tl.program_id(0)
-    split = tl.program_id(1)
+    # stores the key and value. With CLUSTER (`kernels.cluster_launch`), a KV head's splits are one cluster
+    # of consecutive programs along axis 0 that hand their states to split 0's shared memory, which merges
+    # them in split order (the same sums: the counters' bits) without the states' round trips through L2.
+    if CLUSTER:
+        kv = tl.program_id(0) // CLUSTER
+        split = tl.program_id(0) % CLUSTER
+        n_split = CLUSTER
+        states_at = cluster_array(CLUSTER * (BLOCK_G * BLOCK_D + 2 * BLOCK_G))
+    else:
+        kv = tl.program_id(0)
+        split = tl.program_id(1)
+        n_split = tl.num_programs(1)
     head_group = tl.program_id(2) if HEAD_SPLIT > 1 else 0
     pos = tl.load(pos_ptr).to(tl.int32)
     g = tl.arange(0, BLOCK_G)
@@ -369,7 +386,7 @@ def _rope_attention_kernel(
         acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
     lo = pos - window + 1
     if BY_POSITION:
-        start, end = _position_span(pos, lo, split, tl.num_programs(1), BLOCK_S)
+        start, end = _position_span(pos, lo, split, n_split, BLOCK_S)
     else:
         start = split * chunk
         if WHOLE_CACHE:
@@ -400,9 +417,14 @@ def _rope_attention_kernel(
     if not SPLIT:
         tl.store(out_ptr + heads[:, None] * D + d[None, :], acc / l_sum[:, None], mask=q_mask)
         return
+    if CLUSTER:
+        _merge_in_cluster(
+            states_at, split, acc, m, l_sum, out_ptr + heads[:, None] * D + d[None, :], q_mask, g, d,
+            BLOCK_G, BLOCK_D, CLUSTER,
+        )  # fmt: skip
+        return
     # Store this split's state; the last split to arrive merges all of them in split order, then
     # resets the counter for the next launch (`.cg` loads skip L1, which may hold stale lines).
-    n_split = tl.num_programs(1)
     states = kv * HEAD_SPLIT + head_group  # this program's heads' split states and arrival counter
     slot = (states * n_split + split).to(tl.int64)
     tl.store(part_ptr + (slot * BLOCK_G + g[:, None]) * BLOCK_D + d[None, :], acc)
@@ -431,6 +453,42 @@ def _rope_attention_kernel(
         # relaxed: only a later launch reads the counter again, after this one (the kernel
         # boundary or dependent launch's wait orders it); acq_rel fenced the last program's tail.
         tl.atomic_xchg(count_ptr + states, 0, sem="relaxed")
+
+
+@triton.jit
+def _merge_in_cluster(
+    states_at, split, acc, m, l_sum, out, q_mask, g, d, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
+    N: tl.constexpr,
+):  # fmt: skip
+    """The CLUSTER form's merge: splits 1.. store their state (unnormalised output, running max,
+    denominator) into split 0's shared array (`kernels.triton_cluster`), slot s at STATE words a slot; split 0
+    merges its own (in registers) and theirs in split order, as `_merge_unrolled` does from L2: the same
+    values, the same sums, the same bits."""
+    STATE: tl.constexpr = BLOCK_G * BLOCK_D + 2 * BLOCK_G
+    slot = states_at + split * (STATE * 4)
+    cluster_started()
+    if split != 0:
+        store_to_rank0(slot + (g[:, None] * BLOCK_D + d[None, :]) * 4, acc)
+        store_to_rank0(slot + (BLOCK_G * BLOCK_D + g) * 4, m)
+        store_to_rank0(slot + (BLOCK_G * BLOCK_D + BLOCK_G + g) * 4, l_sum)
+    cluster_handed_over()
+    if split == 0:
+        m_all = tl.maximum(tl.full([BLOCK_G], -1e30, tl.float32), m)
+        for i in tl.static_range(1, N):
+            m_all = tl.maximum(m_all, shared_f32(states_at + (i * STATE + BLOCK_G * BLOCK_D + g) * 4))
+        w = tl.exp(m - m_all)
+        l_all = tl.zeros([BLOCK_G], tl.float32)
+        acc_all = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+        l_all += l_sum * w
+        acc_all += acc * w[:, None]
+        for i in tl.static_range(1, N):
+            at = states_at + i * (STATE * 4)
+            w = tl.exp(shared_f32(at + (BLOCK_G * BLOCK_D + g) * 4) - m_all)
+            l_i = shared_f32(at + (BLOCK_G * BLOCK_D + BLOCK_G + g) * 4)
+            part = shared_f32(at + (g[:, None] * BLOCK_D + d[None, :]) * 4)
+            l_all += l_i * w
+            acc_all += part * w[:, None]
+        tl.store(out, acc_all / l_all[:, None], mask=q_mask)
 
 
 @triton.jit
@@ -565,6 +623,7 @@ def rope_attention(
     dot_stages: int = 3,
     heads_apart: bool | None = None,
     step_positions: int | None = None,
+    clustered: bool = False,
 ) -> torch.Tensor:
     """`rope_store` then `decode_attention` in one launch: q `[n_head*d]`, k, v `[n_kv*d]` (float32,
     unrotated) -> `[n_head * d]` float32; rotated k and v are stored at `position` in `keys`/`values`
@@ -589,7 +648,11 @@ def rope_attention(
     `HEADS_APART_MIN_GROUP` query heads (GPT-OSS's 8: +3.4 % in its step on an H200; Qwen2.5's 7: +8.6 % on
     an H100; 2026-12-07). `step_positions`:
     the tile's positions a step instead of `attention_tile`'s (a power of two, at least 16; fewer
-    positions a step also means more splits of a short cache), for `benchmarks.kernels_attention`."""
+    positions a step also means more splits of a short cache), for `benchmarks.kernels_attention`.
+    `clustered` (sm_90+, off until timed): a KV head's 2-8 splits as one thread-block cluster, handing their
+    states to split 0's shared memory (`kernels.triton_cluster`), which merges them (the same sums in the
+    same order as `unrolled_merge`) instead of an arrival counter and the states' round trips through L2;
+    elsewhere, or with more splits or states than one CTA's static array holds, the counters."""
     if by_position and whole_cache:
         raise ValueError("rope_attention: by_position reads the position's span, whole_cache the capacity")
     n_kv, capacity, d = keys.shape
@@ -604,22 +667,45 @@ def rope_attention(
         tile = dataclasses.replace(tile, block_s=step_positions)
     block_g, block_s, head_split = tile.block_g, tile.block_s, tile.head_split
     chunk, n_split = attention_splits(capacity, block_s, max_splits)
-    counters = SplitCounters.get(q.device, n_kv * head_split) if n_split > 1 else None
-    if counters is None:
+    cluster = n_split if clustered and _clusters_hold(n_split, block_g, block_d, q.device) else 0
+    counters = SplitCounters.get(q.device, n_kv * head_split) if n_split > 1 and not cluster else None
+    if counters is None and not cluster:
         chunk, n_split = capacity, 1
-    part = out.new_empty(n_kv * head_split, n_split, block_g, block_d) if n_split > 1 else out
-    stat = out.new_empty(n_kv * head_split, n_split, 2, block_g) if n_split > 1 else out
+    merged_in_l2 = n_split > 1 and not cluster  # each split's state stored for the last to arrive
+    part = out.new_empty(n_kv * head_split, n_split, block_g, block_d) if merged_in_l2 else out
+    stat = out.new_empty(n_kv * head_split, n_split, 2, block_g) if merged_in_l2 else out
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    _rope_attention_kernel[(n_kv, n_split, head_split)](
+    args = (
         q, k, v, keys, values, cos, sin, sinks if sinks is not None else q, out, position, capacity, scale,
         sliding_window or capacity + 1, chunk, part, stat, counters if counters is not None else out,
+    )  # fmt: skip
+    constants = dict(
         GROUP=group, BLOCK_G=block_g, D=d, BLOCK_D=block_d, BLOCK_S=block_s, ROPE_HALF=cos.shape[-1],
         NEOX=neox, HAS_SINKS=sinks is not None, WHOLE_CACHE=whole_cache,
         CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, DOT=tile.dot, BY_POSITION=by_position,
-        UNROLLED_SPLITS=n_split if unrolled_merge and n_split > 1 else 0, HEAD_SPLIT=head_split,
-        num_warps=4, **({"num_stages": dot_stages} if tile.dot else {}), **dependent_launch.launch_kwargs(),
+        UNROLLED_SPLITS=n_split if unrolled_merge and n_split > 1 and not cluster else 0,
+        HEAD_SPLIT=head_split, num_warps=4, **({"num_stages": dot_stages} if tile.dot else {}),
+        **dependent_launch.launch_kwargs(),
     )  # fmt: skip
+    if cluster:  # grid x: the KV heads, each a cluster of its splits (`cluster_launch` multiplies it)
+        cluster_launch.launch(
+            _rope_attention_kernel, (n_kv, 1, head_split), cluster, *args, CLUSTER=cluster, **constants
+        )
+    else:
+        _rope_attention_kernel[(n_kv, n_split, head_split)](*args, **constants)
     return out.view(-1)
+
+
+def _clusters_hold(n_split: int, block_g: int, block_d: int, device: torch.device) -> bool:
+    """Whether a KV head's `n_split` splits can merge as one cluster (`rope_attention(clustered=True)`): 2 to
+    `cluster_launch.MAX_PORTABLE_SIZE` of them, their states within one CTA's static shared array, on a
+    device whose launches Triton clusters."""
+    words = triton_cluster.cluster_words(n_split, block_g * block_d + 2 * block_g)
+    return (
+        1 < n_split <= cluster_launch.MAX_PORTABLE_SIZE
+        and words <= triton_cluster.MAX_STATIC_WORDS
+        and cluster_launch.supported(device)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

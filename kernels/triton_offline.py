@@ -379,11 +379,13 @@ def compile_rope_attention(
     sinks: bool = False,
     split: bool = True,
     num_stages: int = 3,
+    cluster: int = 0,
 ):
     """The decode step's RoPE + KV store + attention for `group` query heads per KV head of `d` dims
     (neox pairs over `rope_half` of them) in `tile` (`triton_decode.attention_tile`'s), the loop bound read
     from the position as a decode step reads it; `split`: the form whose last program merges the splits;
-    `num_stages` as the launch passes it (`rope_attention(dot_stages=...)` for a dot tile)."""
+    `num_stages` as the launch passes it (`rope_attention(dot_stages=...)` for a dot tile); `cluster`: the
+    form whose `cluster` splits merge in split 0's shared memory (`rope_attention(clustered=True)`)."""
     import triton
 
     from kernels import triton_decode
@@ -391,7 +393,7 @@ def compile_rope_attention(
     constants = dict(
         GROUP=group, BLOCK_G=tile.block_g, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_S=tile.block_s,
         ROPE_HALF=rope_half, NEOX=True, HAS_SINKS=sinks, WHOLE_CACHE=False, CAPACITY=0, SPLIT=split,
-        DOT=tile.dot, BY_POSITION=False, UNROLLED_SPLITS=0, HEAD_SPLIT=tile.head_split,
+        DOT=tile.dot, BY_POSITION=False, UNROLLED_SPLITS=0, HEAD_SPLIT=tile.head_split, CLUSTER=cluster,
     )  # fmt: skip
     return compile_for_sm90(
         triton_decode._rope_attention_kernel, ROPE_ATTENTION_SIGNATURE, constants, num_stages=num_stages

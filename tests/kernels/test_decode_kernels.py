@@ -287,3 +287,51 @@ def test_rope_attention_is_rope_kv_store_and_attention_of_the_reference(
             assert rel_err(other, expected.reshape(-1)) < REL_TOL, options
             assert torch.equal(keys5[:, pos], keys[:, pos]) and torch.equal(values5[:, pos], values[:, pos])
             assert keys5[:, pos + 1 :].isnan().all() and values5[:, pos + 1 :].isnan().all()
+
+
+@pytest.mark.parametrize("max_splits", [2, 4, 8])
+@pytest.mark.parametrize(
+    ("n_head", "n_kv", "head_dim", "window", "with_sinks", "pos"),
+    [
+        (32, 32, 96, None, False, 100),
+        (14, 2, 64, None, False, 233),
+        (64, 8, 64, 128, True, 299),
+        (64, 8, 64, 128, True, 5),
+    ],
+    ids=["phi3", "qwen", "gpt-oss-window", "gpt-oss-short"],
+)
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA)])
+def test_clustered_attention_merge_gives_the_counters_bits(
+    device, n_head, n_kv, head_dim, window, with_sinks, pos, max_splits
+) -> None:
+    """`rope_attention(clustered=True)`: a KV head's splits (2, 3 and 5 of the 300-position cache here) as one
+    thread-block cluster, merged in split 0's shared memory, give the arrival counters' merge bit for bit
+    and the same new K/V (sm_90+, launched as clusters of the splits)."""
+    from kernels import cluster_launch, triton_decode
+
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("thread-block clusters needs sm_90")
+    capacity, scale = 300, 1 / math.sqrt(head_dim)
+    cos, sin = rope_frequencies(head_dim, 10000.0, None, max_positions=capacity, device=device)
+    keys, values = torch.randn(2, n_kv, capacity, head_dim, device=device)
+    q, k, v = (torch.randn(n * head_dim, device=device) for n in (n_head, n_kv, n_kv))
+    sinks = torch.randn(n_head, device=device) if with_sinks else None
+    position = torch.tensor([pos], device=device)
+    got, caches, sizes = {}, {}, []
+    launch = cluster_launch.launch
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            cluster_launch,
+            "launch",
+            lambda kernel, grid, size, *a, **kw: (sizes.append(size), launch(kernel, grid, size, *a, **kw)),
+        )
+        for clustered in (False, True):
+            caches[clustered] = (keys.clone(), values.clone())
+            got[clustered] = triton_decode.rope_attention(
+                q, k, v, *caches[clustered], cos, sin, position, True, scale, window, sinks,
+                max_splits=max_splits, clustered=clustered,
+            )  # fmt: skip
+    splits = -(-capacity // max(32, 1 << (-(-capacity // max_splits) - 1).bit_length()))
+    assert sizes == [splits]
+    assert torch.equal(got[True], got[False])
+    assert all(torch.equal(a, b) for a, b in zip(caches[True], caches[False], strict=True))

@@ -618,6 +618,34 @@ def test_the_retiled_attention_unpipelined_keeps_no_cp_async_buffers() -> None:
     assert plain.metadata.shared < pipelined.metadata.shared / 2
 
 
+@pytest.mark.parametrize(
+    ("model", "group", "d", "splits"), [("Phi-3", 1, 96, 4), ("Qwen2.5", 7, 64, 8), ("GPT-OSS", 8, 64, 8)]
+)
+def test_clustered_attention_merges_without_atomics_or_l2_states(model, group, d, splits) -> None:
+    """`rope_attention(clustered=True)` in each model's default tile (`triton_decode.chosen_tile`) at tg128's
+    splits, compiled for sm_90: splits 1.. store their states into split 0's shared memory (remote stores,
+    SASS `ST` through the cluster window, no `st.async`) between the cluster barrier's arrivals and waits
+    (the start, the handover: ptxas copies them into both sides of the split-0 branch), and split 0 merges
+    them from there: no atomic, and the handover's release is the only fence (`MEMBAR`, on each side); the
+    only global stores are the KV slot's (K and V) and the output. The counters' form of the same tile has
+    its atomics and stores the states too."""
+    from kernels import triton_decode
+    from kernels.triton_offline import compile_rope_attention, sass_opcodes
+
+    block_d = 1 << (d - 1).bit_length()
+    tile = triton_decode.chosen_tile(group, block_d)
+    clustered = compile_rope_attention(group, d, d // 2, tile, sinks=model == "GPT-OSS", cluster=splits)
+    ptx, ops = clustered.asm["ptx"], sass_opcodes(clustered.asm["cubin"])
+    assert "st.shared::cluster" in ptx and "mapa.shared::cluster" in ptx and "st.async" not in ptx, model
+    assert not [op for op in ops if op.startswith(("ATOM", "RED"))] and ops["MEMBAR"] <= 2, model
+    assert 2 <= ops["UCGABAR_ARV"] == ops["UCGABAR_WAIT"] <= 3 and ops["ST"] >= 3, model
+    assert ops["STG"] == 3, model  # the key, the value, the output
+    counted = sass_opcodes(
+        compile_rope_attention(group, d, d // 2, tile, sinks=model == "GPT-OSS").asm["cubin"]
+    )
+    assert counted["ATOMG"] >= 1 and counted["STG"] > ops["STG"], model
+
+
 def _tensor_core_forms() -> list[str]:
     if importlib.util.find_spec("triton") is None:
         return []
