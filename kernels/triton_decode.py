@@ -685,14 +685,16 @@ def rope_attention(
         CAPACITY=capacity if whole_cache else 0, SPLIT=n_split > 1, DOT=tile.dot, BY_POSITION=by_position,
         UNROLLED_SPLITS=n_split if unrolled_merge and n_split > 1 and not cluster else 0,
         HEAD_SPLIT=head_split, num_warps=4, **({"num_stages": dot_stages} if tile.dot else {}),
-        **dependent_launch.launch_kwargs(),
     )  # fmt: skip
     if cluster:  # grid x: the KV heads, each a cluster of its splits (`cluster_launch` multiplies it)
         cluster_launch.launch(
-            _rope_attention_kernel, (n_kv, 1, head_split), cluster, *args, CLUSTER=cluster, **constants
-        )
+            _rope_attention_kernel, (n_kv, 1, head_split), cluster, *args, CLUSTER=cluster, **constants,
+            **dependent_launch.launch_kwargs(),
+        )  # fmt: skip
     else:
-        _rope_attention_kernel[(n_kv, n_split, head_split)](*args, **constants)
+        _rope_attention_kernel[(n_kv, n_split, head_split)](
+            *args, **constants, **dependent_launch.launch_kwargs()
+        )
     return out.view(-1)
 
 

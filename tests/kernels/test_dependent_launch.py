@@ -236,9 +236,10 @@ def test_every_early_launch_is_of_a_kernel_that_waits_first() -> None:
         problems += found
     assert not problems
     # The decode step's kernels: the GEMV, norm, RoPE + store, both attentions, the activation, routing,
-    # the router with its routing (`moe_router`), combination, the tensor-core GEMV, launched plain or as
-    # clusters (a launch that stopped passing the arguments would silently launch late: a lost gain).
-    assert launches == 11
+    # the router with its routing (`moe_router`), combination, the tensor-core GEMV and the fused attention,
+    # each launched plain or as clusters (a launch that stopped passing the arguments would silently launch
+    # late: a lost gain).
+    assert launches == 12
 
 
 def test_the_source_check_fails_a_kernel_that_does_not_wait_first() -> None:
