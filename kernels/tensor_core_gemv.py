@@ -90,6 +90,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels import cluster_launch, dependent_launch
+from kernels.triton_cluster import shared_f32
 from kernels.triton_common import await_previous_grid, gated, launch_next_grid_late, rms_over, segment_of
 
 ROWS_PER_PROGRAM = 64  # a program's row tile: 4 warps x mma's 16 rows
@@ -1471,9 +1472,9 @@ def _tc_gemv_kernel(
             total = gl.zeros_like(own) + own
             total_up = gl.zeros_like(own) + own_up
             for s in gl.static_range(1, SPLITS):  # unrolled: every split's sums asked for at once
-                total += _shared_f32(cluster_array + (CLUSTER_SUMS_AT + s * SPLIT_BYTES) + row)
+                total += shared_f32(cluster_array + (CLUSTER_SUMS_AT + s * SPLIT_BYTES) + row)
                 if GLU:
-                    total_up += _shared_f32(
+                    total_up += shared_f32(
                         cluster_array + (CLUSTER_SUMS_AT + s * SPLIT_BYTES + 64 * 4) + row
                     )
             _tail(
@@ -1582,14 +1583,6 @@ def _received(array):
         dtype=gl.int32,
         is_pure=False,
         pack=1,
-    )
-
-
-@gluon.jit
-def _shared_f32(address):
-    """The float32s at this CTA's shared `address`es (volatile asm: ordered after `_received`)."""
-    return gl.inline_asm_elementwise(
-        "ld.shared.f32 $0, [$1];", "=r,r", [address], dtype=gl.float32, is_pure=False, pack=1
     )
 
 

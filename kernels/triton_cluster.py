@@ -68,7 +68,8 @@ def cluster_handed_over():
 
 @triton.jit
 def shared_f32(address):
-    """The float32s at this CTA's shared `address`es (volatile asm: ordered after `cluster_handed_over`)."""
+    """The float32s at this CTA's shared `address`es (volatile asm: ordered after the barrier or mbarrier
+    wait before it; elementwise, so `tensor_core_gemv`'s Gluon kernel reads its cluster sums with it too)."""
     return tl.inline_asm_elementwise(
         "ld.shared.f32 $0, [$1];", "=r,r", [address], dtype=tl.float32, is_pure=False, pack=1
     )
