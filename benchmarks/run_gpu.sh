@@ -35,7 +35,8 @@
 #                        decode variants in one process, dependent launch on and off among them), appended to
 #                        $OUT/step-ab.md; "launch": without the variants that take the fused step apart
 #                        (`--launch-only`); BENCH_STEP_AB_ONLY: only the default and the variants whose name
-#                        contains one of these words (`--only`, e.g. "GEMV" "late trigger")
+#                        contains one of these words (`--only`, e.g. "GEMV late"), or with ';' between them
+#                        all the words of one of these texts (e.g. "before the wait;splits as clusters")
 #   BENCH_STEP_BASE      a second source tree (as BENCH_GEMV_BASE: an earlier commit's `git archive`, carried
 #                        untracked): after each model's benchmark, its decode step with the default kernels
 #                        timed in this tree and that one in turn (this, base, this, base; `benchmarks.step_ab
@@ -227,8 +228,13 @@ for key in "${MODELS[@]}"; do
         only=()
         if [[ "$BENCH_STEP_AB" == launch ]]; then only=(--launch-only); fi
         if [[ -n "${BENCH_STEP_AB_ONLY:-}" ]]; then
-            # shellcheck disable=SC2206  # a list of words, each one name filter
-            only+=(--only ${BENCH_STEP_AB_ONLY})
+            # Texts separated by ';' (each names the variants holding all its words), else one word each.
+            if [[ "$BENCH_STEP_AB_ONLY" == *";"* ]]; then
+                IFS=';' read -ra filters <<<"$BENCH_STEP_AB_ONLY"
+            else
+                read -ra filters <<<"$BENCH_STEP_AB_ONLY"
+            fi
+            only+=(--only "${filters[@]}")
         fi
         timeout "$(($(left) - 40))" $PY -m benchmarks.step_ab --model "$model" --tokens 128 --reps 2 \
             ${only[@]+"${only[@]}"} >>"$OUT/step-ab.md" 2>&1 || say "step_ab $key failed or timed out"
