@@ -62,6 +62,10 @@ VARIANTS = {
     "heads apart, 16 positions a step": {"heads_apart": True, "step_positions": 16},
     "at most 4 splits": {"max_splits": 4},
     "one split": {"max_splits": 1},
+    # a KV head's 2-8 splits as one thread-block cluster (sm_90; with more splits the counters' merge)
+    "splits as clusters": {"clustered": True},
+    "at most 8 splits": {"max_splits": 8},
+    "at most 8 splits as clusters": {"max_splits": 8, "clustered": True},
 }
 
 
