@@ -13,6 +13,10 @@ rank 0 reads every CTA's stores after it. Every CTA runs `cluster_array` once at
 import triton
 import triton.language as tl
 
+# Static shared memory a kernel may declare without an opt-in (sm_90: 48 KiB), less a margin for the
+# compiler's own static allocations.
+MAX_STATIC_WORDS = 40 * 1024 // 4
+
 
 @triton.jit
 def cluster_array(WORDS: tl.constexpr):
@@ -79,8 +83,3 @@ def cluster_words(size: int, state_words: int) -> int:
     """The static array's words for `size` CTAs each handing `state_words` words to rank 0 (slot 0 unused:
     rank 0 keeps its own in registers)."""
     return size * state_words
-
-
-# Static shared memory a kernel may declare without an opt-in (sm_90: 48 KiB), less a margin for the
-# compiler's own static allocations.
-MAX_STATIC_WORDS = 40 * 1024 // 4
