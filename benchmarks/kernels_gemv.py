@@ -338,8 +338,8 @@ def bench_shape(shape: Shape, args, device: torch.device, sm_count: int) -> Resu
         result.float16_codes_gb_per_s = round(weight_bytes / (result.float16_codes_us * 1e-6) / 1e9, 1)
 
     def timed_each(field: str, label: str, values: list[int], base: Any = None) -> list[str]:
-        """The launch (`base`, else the default's) with `GemvConfig.<field>` at each of `values`: "<label><value>
-        µs GB/s" each."""
+        """The launch (`base`, else the default's) with `GemvConfig.<field>` at each of `values`:
+        "<label><value> µs GB/s" each."""
         timed = []
         for value in values:
             form = dataclasses.replace(base or config, **{field: value})

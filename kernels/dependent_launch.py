@@ -51,9 +51,10 @@ OFF = DependentLaunch()
 # Where dependent launch is on by default (`KernelConfig.dependent_launch` None) without the tensor-core
 # GEMVs' clustered splits (`chosen_for`): in a model whose largest block matrix holds at most this many
 # bytes. Launching early hides a few microseconds of launch and ramp-up per kernel, a large share of a
-# step of short kernels; beside a long GEMV the next kernel's waiting programs cost more than that. Measured with the late trigger (2026-12-05): Qwen2.5-0.5B
-# (largest block matrix 3.6 MB) +4.5 %, GPT-OSS-20B (12.5 MB; its experts are one launch of 4 of 32)
-# +2.6 %, Phi-3-mini (28.3 MB) -0.8 % on an H100 and -3.1 % on an H200; the bound lies between them.
+# step of short kernels; beside a long GEMV the next kernel's waiting programs cost more than that.
+# Measured with the late trigger (2026-12-05): Qwen2.5-0.5B (largest block matrix 3.6 MB) +4.5 %,
+# GPT-OSS-20B (12.5 MB; its experts are one launch of 4 of 32) +2.6 %, Phi-3-mini (28.3 MB) -0.8 % on an
+# H100 and -3.1 % on an H200; the bound lies between them.
 EARLY_LAUNCH_MAX_MATRIX_BYTES = 16 << 20
 
 

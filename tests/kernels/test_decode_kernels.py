@@ -319,12 +319,13 @@ def test_clustered_attention_merge_gives_the_counters_bits(
     position = torch.tensor([pos], device=device)
     got, caches, sizes = {}, {}, []
     launch = cluster_launch.launch
+
+    def recorded(kernel, grid, size, *args, **kwargs):  # the cluster size of each clustered launch
+        sizes.append(size)
+        launch(kernel, grid, size, *args, **kwargs)
+
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(
-            cluster_launch,
-            "launch",
-            lambda kernel, grid, size, *a, **kw: (sizes.append(size), launch(kernel, grid, size, *a, **kw)),
-        )
+        mp.setattr(cluster_launch, "launch", recorded)
         for clustered in (False, True):
             caches[clustered] = (keys.clone(), values.clone())
             got[clustered] = triton_decode.rope_attention(
